@@ -1,0 +1,252 @@
+//! Types shared by the switch's eBPF programs (`switch-ebpf`) and its controller
+//! (`switch-user`).
+//!
+//! Everything here is `#[repr(C)]`, has no implicit padding and is plain old data, because the
+//! same bytes are written by one side and read by the other through BPF maps. Field order and
+//! sizes are part of the pinned-map ABI: changing them means a switch made by an older binary
+//! can no longer be read by a newer one.
+#![no_std]
+#![deny(missing_docs)]
+
+/// Most ports one switch can have. It bounds the flood loop in the datapath, so the verifier
+/// can prove it terminates, and sizes the port and counter arrays.
+pub const MAX_PORTS: u32 = 256;
+
+/// Most MAC addresses one switch learns. The FDB is an LRU map: when it is full the least
+/// recently used entry is evicted instead of new stations being refused.
+pub const FDB_CAPACITY: u32 = 16_384;
+
+/// Linux bridge default ageing time, in seconds.
+pub const DEFAULT_AGEING_SECS: u64 = 300;
+
+/// A learned entry is rewritten at most this often when the station keeps talking on the
+/// same port. Writing on every frame would bounce the entry's cache line between CPUs.
+pub const FDB_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Length of an Ethernet header without VLAN tags.
+pub const ETH_HLEN: usize = 14;
+
+/// Map names, as declared in the eBPF object and as pinned under `/sys/fs/bpf/switch/NAME/`.
+pub mod maps {
+    /// [`crate::MacKey`] -> [`crate::FdbEntry`]; LRU hash.
+    pub const FDB: &str = "FDB";
+    /// Slot (0..[`crate::MAX_PORTS`]) -> [`crate::Port`]; array. Flooding walks it.
+    pub const PORTS: &str = "PORTS";
+    /// Interface index (u32) -> slot (u32); hash. Tells the datapath whether and which port a
+    /// frame arrived on.
+    pub const PORT_SLOTS: &str = "PORT_SLOTS";
+    /// Slot -> [`crate::PortStats`]; per-CPU array, summed by the controller.
+    pub const STATS: &str = "STATS";
+    /// Index 0 -> [`crate::SwitchConfig`]; array with one entry.
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Program names in the eBPF object.
+pub mod programs {
+    /// TC/TCX ingress program on the host end of every port's veth pair.
+    pub const TC_INGRESS: &str = "switch_ingress";
+}
+
+/// Key of the forwarding database: a MAC address padded to 8 bytes so the key has no
+/// uninitialised bytes (hash maps compare keys bytewise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    /// The station's MAC address, in wire order.
+    pub addr: [u8; 6],
+    /// Always zero.
+    pub pad: [u8; 2],
+}
+
+impl MacKey {
+    /// Key for `addr`.
+    pub const fn new(addr: [u8; 6]) -> Self {
+        Self { addr, pad: [0; 2] }
+    }
+}
+
+/// Entry is static: never aged out, never moved by learning.
+pub const FDB_F_STATIC: u32 = 1;
+
+/// Value of the forwarding database.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// Interface index of the port (host end of the veth pair) the station is behind.
+    pub ifindex: u32,
+    /// `FDB_F_*` flags.
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the station was last seen.
+    pub last_seen_ns: u64,
+}
+
+impl FdbEntry {
+    /// Whether the entry is static.
+    pub const fn is_static(&self) -> bool {
+        self.flags & FDB_F_STATIC != 0
+    }
+
+    /// Whether a dynamic entry has outlived `ageing_ns` at time `now_ns`. Static entries never
+    /// expire. A `last_seen_ns` in the future (clock read on another CPU a moment later) is
+    /// not expired.
+    pub const fn is_expired(&self, now_ns: u64, ageing_ns: u64) -> bool {
+        !self.is_static() && now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > ageing_ns
+    }
+}
+
+/// One slot of the port array. `ifindex == 0` marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Port {
+    /// Interface index of the port's host-side veth.
+    pub ifindex: u32,
+    /// The slot's own index. Redundant on purpose: the flood loop carries the previous port's
+    /// slot into the next iteration, and a value read from a map is an unknown scalar to the
+    /// verifier, whereas the loop counter is a known constant that would multiply the states it
+    /// has to explore (one per slot pair).
+    pub slot: u32,
+}
+
+/// Per-port counters, kept per CPU by the datapath and summed by the controller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received from the port's namespace.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames sent into the port's namespace (forwarded or flooded copies).
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Received frames that were flooded (broadcast, multicast, unknown unicast).
+    pub flooded_packets: u64,
+    /// Received frames that were dropped (malformed, invalid source, same-port destination).
+    pub dropped_packets: u64,
+    /// Of the dropped frames, those dropped because they could not be parsed.
+    pub malformed_packets: u64,
+    /// Copies or redirects the kernel refused (`bpf_clone_redirect`/`bpf_redirect` failed).
+    pub tx_errors: u64,
+}
+
+impl PortStats {
+    /// Adds `other` into `self` (summing per-CPU values).
+    pub fn accumulate(&mut self, other: &PortStats) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.flooded_packets += other.flooded_packets;
+        self.dropped_packets += other.dropped_packets;
+        self.malformed_packets += other.malformed_packets;
+        self.tx_errors += other.tx_errors;
+    }
+}
+
+/// Known unicast goes with `bpf_redirect_peer` straight into the target namespace's ingress
+/// (skips the host-side veth's transmit and the backlog queue). Without it, `bpf_redirect` to
+/// the host-side veth's egress.
+pub const CFG_F_REDIRECT_PEER: u32 = 1;
+/// Datapath emits aya-log records (off by default: logging on the hot path costs).
+pub const CFG_F_LOG: u32 = 2;
+
+/// Switch-wide settings, read by the datapath on every frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// Dynamic FDB entries older than this are treated as unknown and removed.
+    pub ageing_ns: u64,
+    /// `CFG_F_*` flags.
+    pub flags: u32,
+    /// One past the highest used slot in `PORTS`; the flood loop stops there.
+    pub slot_limit: u32,
+}
+
+/// Whether `mac` is a group (broadcast or multicast) address: the I/G bit of the first octet.
+#[inline(always)]
+pub const fn is_group(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// Whether `mac` is all zeros.
+#[inline(always)]
+pub const fn is_zero(mac: &[u8; 6]) -> bool {
+    (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0
+}
+
+/// Whether `mac` may appear as a frame's source: not a group address, not all zeros. The Linux
+/// bridge drops frames failing this test too.
+#[inline(always)]
+pub const fn is_valid_source(mac: &[u8; 6]) -> bool {
+    !is_group(mac) && !is_zero(mac)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made of integers and byte arrays only, and have no
+    // padding (checked by the size assertions in the tests below).
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::FdbEntry {}
+    unsafe impl aya::Pod for super::Port {}
+    unsafe impl aya::Pod for super::PortStats {}
+    unsafe impl aya::Pod for super::SwitchConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(size_of::<MacKey>(), 8);
+        assert_eq!(size_of::<FdbEntry>(), 16);
+        assert_eq!(size_of::<Port>(), 8);
+        assert_eq!(size_of::<PortStats>(), 8 * 8);
+        assert_eq!(size_of::<SwitchConfig>(), 16);
+    }
+
+    #[test]
+    fn group_and_source_classification() {
+        assert!(is_group(&[0xff; 6]));
+        assert!(is_group(&[0x01, 0x00, 0x5e, 0, 0, 1]));
+        assert!(is_group(&[0x33, 0x33, 0, 0, 0, 1]));
+        assert!(!is_group(&[0x02, 0, 0, 0, 0, 1]));
+        assert!(is_valid_source(&[0x02, 0, 0, 0, 0, 1]));
+        assert!(!is_valid_source(&[0; 6]));
+        assert!(!is_valid_source(&[0xff; 6]));
+        assert!(!is_valid_source(&[0x01, 0x80, 0xc2, 0, 0, 0]));
+    }
+
+    #[test]
+    fn expiry_respects_static_and_clock_skew() {
+        let e = FdbEntry { ifindex: 3, flags: 0, last_seen_ns: 1_000 };
+        assert!(!e.is_expired(1_000, 10));
+        assert!(!e.is_expired(1_010, 10));
+        assert!(e.is_expired(1_011, 10));
+        // Seen "after" now: another CPU stamped it a moment later.
+        assert!(!e.is_expired(900, 10));
+        let s = FdbEntry { flags: FDB_F_STATIC, ..e };
+        assert!(!s.is_expired(u64::MAX, 10));
+    }
+
+    #[test]
+    fn stats_accumulate_sums_every_field() {
+        let one = PortStats {
+            rx_packets: 1,
+            rx_bytes: 2,
+            tx_packets: 3,
+            tx_bytes: 4,
+            flooded_packets: 5,
+            dropped_packets: 6,
+            malformed_packets: 7,
+            tx_errors: 8,
+        };
+        let mut sum = PortStats::default();
+        sum.accumulate(&one);
+        sum.accumulate(&one);
+        assert_eq!(sum.rx_packets, 2);
+        assert_eq!(sum.tx_errors, 16);
+        assert_eq!(sum.malformed_packets, 14);
+    }
+}

@@ -1,0 +1,42 @@
+//! Switch-wide settings as the datapath sees them.
+use switch_common::{CFG_F_LOG, CFG_F_REDIRECT_PEER, DEFAULT_AGEING_SECS, MAX_PORTS, SwitchConfig};
+
+use super::maps::CONFIG;
+
+/// A copy of the config entry with safe fallbacks.
+#[derive(Clone, Copy)]
+pub struct Config {
+    pub ageing_ns: u64,
+    pub flags: u32,
+    /// Already clamped to `MAX_PORTS`, so the flood loop bound is a constant the verifier knows.
+    pub slot_limit: u32,
+}
+
+impl Config {
+    #[inline(always)]
+    pub fn load() -> Self {
+        match CONFIG.get(0) {
+            Some(SwitchConfig { ageing_ns, flags, slot_limit }) => Self {
+                ageing_ns: *ageing_ns,
+                flags: *flags,
+                slot_limit: if *slot_limit > MAX_PORTS { MAX_PORTS } else { *slot_limit },
+            },
+            // Unreachable for an array map with one entry, but the verifier needs the branch.
+            None => Self {
+                ageing_ns: DEFAULT_AGEING_SECS * 1_000_000_000,
+                flags: CFG_F_REDIRECT_PEER,
+                slot_limit: MAX_PORTS,
+            },
+        }
+    }
+
+    #[inline(always)]
+    pub fn redirect_peer(&self) -> bool {
+        self.flags & CFG_F_REDIRECT_PEER != 0
+    }
+
+    #[inline(always)]
+    pub fn log(&self) -> bool {
+        self.flags & CFG_F_LOG != 0
+    }
+}

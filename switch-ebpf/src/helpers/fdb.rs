@@ -1,0 +1,55 @@
+//! The forwarding database: learning and lookup with ageing.
+//!
+//! Ageing is lazy, as no process runs beside the datapath: a lookup that finds an expired
+//! dynamic entry deletes it and treats the destination as unknown, and the controller deletes
+//! the rest whenever it reads the table (`switch fdb`).
+use switch_common::{FDB_REFRESH_NS, FdbEntry, MacKey};
+
+use super::maps::FDB;
+
+/// Records that `src` was seen on `ifindex` at `now`.
+#[inline(always)]
+pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
+    let key = MacKey::new(src);
+    if let Some(e) = FDB.get_ptr_mut(&key) {
+        // SAFETY: map values stay valid for the whole program run (RCU).
+        let e = unsafe { &mut *e };
+        if e.is_static() {
+            // Static entries are operator intent: learning never moves them.
+            return;
+        }
+        if e.ifindex == ifindex {
+            // Refresh at most once per FDB_REFRESH_NS: a write per frame would bounce the
+            // entry's cache line between CPUs. A u64 store is atomic, so readers never see
+            // a torn timestamp.
+            if now > e.last_seen_ns + FDB_REFRESH_NS {
+                e.last_seen_ns = now;
+            }
+            return;
+        }
+    }
+    // New station, or a station that moved port: replace the whole element so a concurrent
+    // reader sees either the old port or the new one, never a mix.
+    let entry = FdbEntry { ifindex, flags: 0, last_seen_ns: now };
+    let _ = FDB.insert(&key, &entry, 0);
+}
+
+/// The port `dst` is behind, if known and not expired.
+#[inline(always)]
+pub fn lookup(dst: [u8; 6], now: u64, ageing_ns: u64) -> Option<u32> {
+    let key = MacKey::new(dst);
+    let e = FDB.get_ptr(&key)?;
+    // SAFETY: as in `learn`.
+    let e = unsafe { &*e };
+    if e.is_expired(now, ageing_ns) {
+        let _ = FDB.remove(&key);
+        return None;
+    }
+    Some(e.ifindex)
+}
+
+/// Forgets `dst` (its port is gone).
+#[inline(always)]
+pub fn forget(dst: [u8; 6]) {
+    let _ = FDB.remove(&MacKey::new(dst));
+}

@@ -1,0 +1,191 @@
+//! Command-line interface: argument definitions and what each command prints.
+pub mod demo;
+pub mod output;
+
+use clap::{Args, Parser, Subcommand};
+use switch::{
+    names::{Cidr, Mac},
+    state::Redirect,
+};
+
+const AFTER_HELP: &str = "\
+Quick start:
+  switch up                                   # switch sw0
+  switch ns add red  --ip 192.168.15.1/24     # namespace red on sw0
+  switch ns add blue --ip 192.168.15.2/24
+  switch ns exec red -- ping -c 2 192.168.15.2
+  switch fdb                                  # learned MAC table
+  switch stats                                # per-port counters
+  switch down                                 # remove sw0, red and blue
+
+Every command that changes something is idempotent and safe to re-run after a crash.
+Exit status: 0 success, 2 bad input (nothing was changed), 1 other failures.";
+
+/// An eBPF switch for network namespaces: the Linux bridge's job done by TC programs on the
+/// host ends of veth pairs.
+#[derive(Debug, Parser)]
+#[command(name = "switch", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The default switch name.
+pub const DEFAULT_SWITCH: &str = "sw0";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a switch: load the datapath and pin it under /sys/fs/bpf/switch/NAME. Idempotent.
+    Up(UpArgs),
+    /// Remove a switch, its ports and their namespaces. Idempotent.
+    Down(DownArgs),
+    /// Namespaces: add one to a switch, remove, list, run a command inside.
+    #[command(subcommand)]
+    Ns(NsCommand),
+    /// Connect two namespaces with a plain veth pair (no switch), creating them if needed.
+    Link(LinkArgs),
+    /// Show the MAC table (forwarding database) of a switch, or edit static entries.
+    Fdb(FdbArgs),
+    /// Show per-port packet and byte counters of a switch.
+    Stats(SwitchArgs),
+    /// Stream the datapath's log records until Ctrl-C (logging is off otherwise).
+    Logs(LogsArgs),
+    /// List switches.
+    List(JsonArg),
+    /// Two namespaces (red, blue) on an eBPF switch: ping both ways, show the MAC table, tear
+    /// everything down.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Switch name.
+    #[arg(long, visible_alias = "switch", default_value = DEFAULT_SWITCH)]
+    pub name: String,
+    /// Seconds after which a silent station is forgotten [default: 300, as the Linux bridge].
+    #[arg(long, value_name = "SECS")]
+    pub ageing: Option<u64>,
+    /// How known unicast reaches its port: `peer` (bpf_redirect_peer, straight into the
+    /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
+    #[arg(long, value_enum)]
+    pub redirect: Option<Redirect>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Switch name.
+    #[arg(long, visible_alias = "switch", default_value = DEFAULT_SWITCH)]
+    pub name: String,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// Switch name.
+    #[arg(long, default_value = DEFAULT_SWITCH)]
+    pub switch: String,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Switch name.
+    #[arg(long, default_value = DEFAULT_SWITCH)]
+    pub switch: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NsCommand {
+    /// Create namespace NS with interface eth0 (address --ip) and plug it into a switch.
+    Add(NsAddArgs),
+    /// Remove namespace NS and everything made for it (port, veth, links).
+    Del {
+        /// Namespace name.
+        ns: String,
+    },
+    /// List the namespaces made by switch.
+    List(JsonArg),
+    /// Run a command inside namespace NS (like `ip netns exec`).
+    #[command(trailing_var_arg = true)]
+    Exec {
+        /// Namespace name.
+        ns: String,
+        /// Command and arguments (after `--`).
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NsAddArgs {
+    /// Namespace name (letters, digits, '_', '.', '-'; at most 64).
+    pub ns: String,
+    /// IPv4 address with prefix length of the namespace's eth0, e.g. 192.168.15.1/24.
+    #[arg(long)]
+    pub ip: Cidr,
+    /// Switch to plug the namespace into.
+    #[arg(long, default_value = DEFAULT_SWITCH)]
+    pub switch: String,
+    /// MAC address of the namespace's eth0 [default: random, chosen by the kernel].
+    #[arg(long)]
+    pub mac: Option<Mac>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// First namespace.
+    pub ns1: String,
+    /// Second namespace.
+    pub ns2: String,
+    /// Address of NS1's end, e.g. 10.0.0.1/24.
+    #[arg(long)]
+    pub ip1: Cidr,
+    /// Address of NS2's end, e.g. 10.0.0.2/24.
+    #[arg(long)]
+    pub ip2: Cidr,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FdbArgs {
+    #[command(subcommand)]
+    pub command: Option<FdbCommand>,
+    #[command(flatten)]
+    pub show: SwitchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCommand {
+    /// Add a static entry: MAC is behind namespace NS's port (never aged, never moved).
+    Add {
+        /// Station MAC address.
+        mac: Mac,
+        /// Namespace whose port the station is behind.
+        #[arg(long)]
+        ns: String,
+    },
+    /// Delete the entry of MAC (static or learned).
+    Del {
+        /// Station MAC address.
+        mac: Mac,
+        /// Switch name.
+        #[arg(long, default_value = DEFAULT_SWITCH)]
+        switch: String,
+    },
+}

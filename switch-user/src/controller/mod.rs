@@ -1,0 +1,40 @@
+//! What each CLI command does, as library calls: the controller.
+//!
+//! Every mutating operation follows the same discipline:
+//! 1. validate everything it can without touching the system (bad input changes nothing);
+//! 2. take the state lock and record the intent (`ready: false`);
+//! 3. make the kernel objects;
+//! 4. on failure, tear down by name whatever step 3 made and drop the record; on success,
+//!    mark the record ready.
+//!
+//! Teardown is idempotent and works from names alone, so it doubles as crash recovery: a
+//! record left `ready: false` by a killed command is torn down by the next command that
+//! touches it.
+pub mod fdb;
+pub mod link;
+pub mod logs;
+pub mod port;
+pub mod stats;
+pub mod switch;
+
+use crate::{
+    error::{Error, Result},
+    state::{STATE_DIR, Store},
+    sys::preflight,
+};
+
+/// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Command(format!("internal task failed: {e}")))?
+}
+
+/// Runs the preflight checks and takes the state lock.
+pub(crate) async fn lock() -> Result<Store> {
+    blocking(|| {
+        preflight::check()?;
+        Store::open(STATE_DIR)
+    })
+    .await
+}

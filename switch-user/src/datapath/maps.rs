@@ -1,0 +1,154 @@
+//! Typed access to one switch's pinned maps.
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use switch_common::{FdbEntry, MacKey, Port, PortStats, SwitchConfig, maps as names};
+
+use super::Pins;
+use crate::error::{Error, Result, bpf};
+
+/// The maps of one switch, opened from their pins.
+pub struct SwitchMaps {
+    fdb: HashMap<MapData, MacKey, FdbEntry>,
+    ports: Array<MapData, Port>,
+    slots: HashMap<MapData, u32, u32>,
+    stats: PerCpuArray<MapData, PortStats>,
+    config: Array<MapData, SwitchConfig>,
+}
+
+fn open(pins: &Pins, name: &str) -> Result<Map> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(bpf(format!("opening pinned map {}", path.display())))?;
+    Map::from_map_data(data).map_err(bpf(format!("opening pinned map {}", path.display())))
+}
+
+/// `Ok(None)` for "no such key", the error otherwise.
+fn optional<T>(r: Result<T, MapError>, what: &str) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(bpf(what.to_owned())(e)),
+    }
+}
+
+/// Monotonic clock in ns, the clock `bpf_ktime_get_coarse_ns` reads.
+pub fn now_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+impl SwitchMaps {
+    /// Opens every map of the switch.
+    pub fn open(pins: &Pins) -> Result<Self> {
+        let conv = |what: &str| bpf(format!("map {what} has an unexpected type"));
+        Ok(Self {
+            fdb: open(pins, names::FDB)?.try_into().map_err(conv(names::FDB))?,
+            ports: open(pins, names::PORTS)?.try_into().map_err(conv(names::PORTS))?,
+            slots: open(pins, names::PORT_SLOTS)?.try_into().map_err(conv(names::PORT_SLOTS))?,
+            stats: open(pins, names::STATS)?.try_into().map_err(conv(names::STATS))?,
+            config: open(pins, names::CONFIG)?.try_into().map_err(conv(names::CONFIG))?,
+        })
+    }
+
+    /// The switch-wide settings.
+    pub fn config(&self) -> Result<SwitchConfig> {
+        self.config.get(&0, 0).map_err(bpf("reading CONFIG"))
+    }
+
+    /// Replaces the switch-wide settings.
+    pub fn set_config(&mut self, cfg: SwitchConfig) -> Result<()> {
+        self.config.set(0, cfg, 0).map_err(bpf("writing CONFIG"))
+    }
+
+    /// Ageing time.
+    pub fn ageing(&self) -> Result<Duration> {
+        Ok(Duration::from_nanos(self.config()?.ageing_ns))
+    }
+
+    /// Makes `ifindex` port `slot`: counters zeroed, then the ifindex lookup, then the flood
+    /// list (so a frame flooded to the port can already be counted), then the loop bound.
+    pub fn add_port(&mut self, slot: u32, ifindex: u32) -> Result<()> {
+        let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
+        let zeros = PerCpuValues::try_from(vec![PortStats::default(); ncpu]).map_err(bpf("zeroing STATS"))?;
+        self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
+        self.slots.insert(ifindex, slot, 0).map_err(bpf("writing PORT_SLOTS"))?;
+        self.ports.set(slot, Port { ifindex, slot }, 0).map_err(bpf("writing PORTS"))?;
+        let mut cfg = self.config()?;
+        cfg.slot_limit = cfg.slot_limit.max(slot + 1);
+        self.set_config(cfg)
+    }
+
+    /// Removes port `slot` (whatever ifindex it had): out of the flood list first, then the
+    /// ifindex lookup, then every FDB entry pointing at it. `slot_limit` is recomputed.
+    pub fn remove_port(&mut self, slot: u32) -> Result<()> {
+        self.ports.set(slot, Port::default(), 0).map_err(bpf("writing PORTS"))?;
+        let stale: Vec<u32> = self
+            .slots
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|&(_, s)| s == slot)
+            .map(|(ifindex, _)| ifindex)
+            .collect();
+        for ifindex in &stale {
+            let _ = self.slots.remove(ifindex);
+        }
+        self.flush_fdb(|e| stale.contains(&e.ifindex))?;
+        let limit = (0..switch_common::MAX_PORTS)
+            .rev()
+            .find(|&s| self.ports.get(&s, 0).map(|p| p.ifindex != 0).unwrap_or(false))
+            .map_or(0, |s| s + 1);
+        let mut cfg = self.config()?;
+        cfg.slot_limit = limit;
+        self.set_config(cfg)
+    }
+
+    /// Every FDB entry.
+    pub fn fdb_entries(&self) -> Result<Vec<(MacKey, FdbEntry)>> {
+        self.fdb.iter().map(|r| r.map_err(bpf("reading FDB"))).collect()
+    }
+
+    /// Deletes the FDB entries matching `pred`; returns how many.
+    pub fn flush_fdb(&mut self, pred: impl Fn(&FdbEntry) -> bool) -> Result<usize> {
+        let doomed: Vec<MacKey> =
+            self.fdb_entries()?.into_iter().filter(|(_, e)| pred(e)).map(|(k, _)| k).collect();
+        for k in &doomed {
+            let _ = self.fdb.remove(k);
+        }
+        Ok(doomed.len())
+    }
+
+    /// The FDB entry of `mac`.
+    pub fn fdb_get(&self, mac: [u8; 6]) -> Result<Option<FdbEntry>> {
+        optional(self.fdb.get(&MacKey::new(mac), 0), "reading FDB")
+    }
+
+    /// Adds or replaces an FDB entry.
+    pub fn fdb_insert(&mut self, mac: [u8; 6], entry: FdbEntry) -> Result<()> {
+        self.fdb.insert(MacKey::new(mac), entry, 0).map_err(bpf("writing FDB"))
+    }
+
+    /// Deletes an FDB entry; returns whether it existed.
+    pub fn fdb_remove(&mut self, mac: [u8; 6]) -> Result<bool> {
+        Ok(optional(self.fdb.remove(&MacKey::new(mac)), "deleting from FDB")?.is_some())
+    }
+
+    /// Counters of port `slot`, summed over CPUs.
+    pub fn port_stats(&self, slot: u32) -> Result<PortStats> {
+        let per_cpu = self.stats.get(&slot, 0).map_err(bpf("reading STATS"))?;
+        let mut sum = PortStats::default();
+        for s in per_cpu.iter() {
+            sum.accumulate(s);
+        }
+        Ok(sum)
+    }
+
+    /// The port in `slot`.
+    pub fn port(&self, slot: u32) -> Result<Port> {
+        self.ports.get(&slot, 0).map_err(bpf("reading PORTS"))
+    }
+
+    /// The slot of `ifindex`, if it is a port.
+    pub fn slot_of(&self, ifindex: u32) -> Result<Option<u32>> {
+        optional(self.slots.get(&ifindex, 0), "reading PORT_SLOTS")
+    }
+}

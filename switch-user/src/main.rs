@@ -1,0 +1,241 @@
+//! `switch`: the command-line edge of the controller. Errors become one `error: ...` line and
+//! an exit status (2: bad input, nothing changed; 1: anything else).
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use cli::{Cli, Command, FdbCommand, NsCommand, output};
+use switch::{
+    controller::{fdb, link, logs, port, stats, switch as sw},
+    sys::netns,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+
+    // `ns exec` replaces nothing and needs no runtime: run it before starting one.
+    if let Command::Ns(NsCommand::Exec { ns, command }) = &cli.command {
+        return exec(ns, command);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::anyhow!("starting the runtime: {e}")),
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    let code = e.downcast_ref::<switch::Error>().map_or(1, switch::Error::exit_code);
+    ExitCode::from(code as u8)
+}
+
+fn exec(ns: &str, command: &[String]) -> ExitCode {
+    let run = || -> anyhow::Result<std::process::ExitStatus> {
+        switch::names::validate_name("namespace name", ns)?;
+        let mut cmd = netns::command(ns, &command[0], true)?;
+        cmd.args(&command[1..]);
+        cmd.status().map_err(|e| anyhow::anyhow!("running {}: {e}", command[0]))
+    };
+    match run() {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            ExitCode::from(code as u8)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(a) => {
+            let r = sw::up(sw::UpOptions { name: a.name, ageing_secs: a.ageing, redirect: a.redirect }).await?;
+            if a.json.json {
+                output::json(&r);
+            } else if r.created {
+                println!("switch '{}' is up (ageing {}s, redirect {}, pinned at {})", r.name, r.ageing_secs, r.redirect, r.pins);
+            } else {
+                println!("switch '{}' is already up", r.name);
+            }
+        }
+        Command::Down(a) => {
+            let r = sw::down(&a.name).await?;
+            if a.json.json {
+                output::json(&r);
+            } else if r.existed {
+                println!("switch '{}' removed", r.name);
+                if !r.removed_namespaces.is_empty() {
+                    println!("removed namespaces: {}", r.removed_namespaces.join(", "));
+                }
+            } else {
+                println!("switch '{}' is not up; nothing to do", r.name);
+            }
+        }
+        Command::Ns(NsCommand::Add(a)) => {
+            let r = port::add(port::AddOptions { ns: a.ns, ip: a.ip, switch: a.switch, mac: a.mac }).await?;
+            if a.json.json {
+                output::json(&r);
+            } else {
+                let i = &r.info;
+                let verb = if r.created { "added to" } else { "is already on" };
+                println!(
+                    "namespace '{}' {verb} switch '{}': {} {} mac {} (host port {})",
+                    i.namespace,
+                    i.attached_to,
+                    i.interface,
+                    i.ip,
+                    i.mac.clone().unwrap_or_default(),
+                    i.host_interface.clone().unwrap_or_default()
+                );
+            }
+        }
+        Command::Ns(NsCommand::Del { ns }) => {
+            port::del(&ns).await?;
+            println!("namespace '{ns}' removed");
+        }
+        Command::Ns(NsCommand::List(j)) => {
+            let rows = port::list().await?;
+            if j.json {
+                output::json(&rows);
+            } else {
+                output::table(
+                    &["NAMESPACE", "KIND", "ATTACHED TO", "INTERFACE", "IP", "MAC", "HOST PORT", "STATE"],
+                    &rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.namespace.clone(),
+                                r.kind.into(),
+                                r.attached_to.clone(),
+                                r.interface.clone(),
+                                r.ip.clone(),
+                                r.mac.clone().unwrap_or_else(|| "-".into()),
+                                r.host_interface.clone().unwrap_or_else(|| "-".into()),
+                                if r.ready { "ready" } else { "incomplete" }.into(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        Command::Ns(NsCommand::Exec { .. }) => unreachable!("handled before the runtime starts"),
+        Command::Link(a) => {
+            link::link(&a.ns1, &a.ns2, a.ip1, a.ip2).await?;
+            println!("linked '{}' ({}) <-> '{}' ({})", a.ns1, a.ip1, a.ns2, a.ip2);
+        }
+        Command::Fdb(a) => match a.command {
+            Some(FdbCommand::Add { mac, ns }) => {
+                fdb::add_static(mac, &ns).await?;
+                println!("static entry {mac} -> namespace '{ns}' added");
+            }
+            Some(FdbCommand::Del { mac, switch }) => {
+                fdb::del(mac, &switch).await?;
+                println!("entry {mac} deleted from switch '{switch}'");
+            }
+            None => {
+                let rows = fdb::show(&a.show.switch).await?;
+                if a.show.json.json {
+                    output::json(&rows);
+                } else {
+                    output::table(
+                        &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE"],
+                        &rows
+                            .iter()
+                            .map(|r| {
+                                vec![
+                                    r.mac.clone(),
+                                    r.namespace.clone(),
+                                    r.interface.clone(),
+                                    r.kind.into(),
+                                    r.age_secs.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+        },
+        Command::Stats(a) => {
+            let rows = stats::show(&a.switch).await?;
+            if a.json.json {
+                output::json(&rows);
+            } else {
+                print_stats(&rows);
+            }
+        }
+        Command::Logs(a) => {
+            eprintln!("streaming the datapath log of switch '{}'; Ctrl-C to stop", a.switch);
+            logs::follow(&a.switch, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        }
+        Command::List(j) => {
+            let rows = sw::list().await?;
+            if j.json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(n, s, p)| serde_json::json!({"name": n, "ageing_secs": s.ageing_secs, "redirect": s.redirect, "ready": s.ready, "ports": p}))
+                    .collect();
+                output::json(&v);
+            } else {
+                output::table(
+                    &["SWITCH", "PORTS", "AGEING", "REDIRECT", "STATE"],
+                    &rows
+                        .iter()
+                        .map(|(n, s, p)| {
+                            vec![
+                                n.clone(),
+                                p.to_string(),
+                                format!("{}s", s.ageing_secs),
+                                s.redirect.to_string(),
+                                if s.ready { "up" } else { "incomplete" }.into(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        Command::Demo => cli::demo::run().await?,
+    }
+    Ok(())
+}
+
+/// The stats table (shared with the demo).
+pub(crate) fn print_stats(rows: &[stats::PortRow]) {
+    output::table(
+        &["NAMESPACE", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "FLOODED", "DROPPED", "MALFORMED", "TX ERR"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.namespace.clone(),
+                    r.interface.clone(),
+                    r.rx_packets.to_string(),
+                    output::human(r.rx_bytes),
+                    r.tx_packets.to_string(),
+                    output::human(r.tx_bytes),
+                    r.flooded.to_string(),
+                    r.dropped.to_string(),
+                    r.malformed.to_string(),
+                    r.tx_errors.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}

@@ -1,0 +1,269 @@
+//! Parsing and validation of what users type (names, CIDRs, MACs) and the derivation of
+//! interface names, which the kernel limits to 15 bytes.
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+/// Longest switch or namespace name accepted. Namespace names become file names under
+/// /run/netns; switch names become bpffs directory names.
+pub const NAME_MAX: usize = 64;
+/// Name of the port's interface inside its namespace, as container runtimes do.
+pub const NS_IFNAME: &str = "eth0";
+
+/// Checks a switch or namespace name: 1..=64 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(what, name, "must not be empty"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::invalid(what, name, format!("longer than {NAME_MAX} characters")));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(Error::invalid(what, name, "must not start with '.' or '-'"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return Err(Error::invalid(what, name, format!("character {c:?} not allowed (use letters, digits, '_', '.', '-')")));
+    }
+    Ok(())
+}
+
+/// An IPv4 interface address with prefix length, e.g. `192.168.15.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Cidr {
+    /// The host address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::invalid("CIDR", s, reason);
+        let (a, p) = s.split_once('/').ok_or_else(|| bad("expected ADDRESS/PREFIX, e.g. 192.168.15.1/24"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad("not an IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| bad("prefix length is not a number"))?;
+        if prefix > 32 {
+            return Err(bad("prefix length is larger than 32"));
+        }
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            return Err(bad("not a unicast host address"));
+        }
+        if prefix < 31 {
+            let host_bits = u32::from(addr) & !mask(prefix);
+            if host_bits == 0 {
+                return Err(bad("is the network address of its subnet"));
+            }
+            if host_bits == !mask(prefix) {
+                return Err(bad("is the broadcast address of its subnet"));
+            }
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+}
+
+impl Cidr {
+    /// Whether `other` is in the same subnet as `self`.
+    pub fn contains(&self, other: Ipv4Addr) -> bool {
+        let m = mask(self.prefix);
+        u32::from(self.addr) & m == u32::from(other) & m
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+/// A MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::invalid("MAC address", s, reason);
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad("expected six hex octets, e.g. 02:00:00:00:00:01"));
+        }
+        let mut mac = [0u8; 6];
+        for (o, p) in mac.iter_mut().zip(&parts) {
+            if p.is_empty() || p.len() > 2 {
+                return Err(bad("each octet is one or two hex digits"));
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|_| bad("not a hex number"))?;
+        }
+        Ok(Self(mac))
+    }
+}
+
+impl Mac {
+    /// Checks that the address can be a station's own address (unicast, not zero).
+    pub fn validate_station(self) -> Result<Self> {
+        if !switch_common::is_valid_source(&self.0) {
+            return Err(Error::invalid(
+                "MAC address",
+                self.to_string(),
+                "must be a unicast, non-zero address (lowest bit of the first octet clear)",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl From<Mac> for String {
+    fn from(m: Mac) -> Self {
+        m.to_string()
+    }
+}
+
+impl TryFrom<String> for Mac {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+/// 32-bit FNV-1a; stable across releases (unlike std's hasher), so derived names are too.
+fn fnv1a(parts: &[&str]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        for b in p.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
+/// Host-side interface name for `ns`'s port on `switch`: readable prefix plus a hash of both
+/// names, e.g. `sred-3fa9c1`. `attempt` > 0 gives alternatives when a name is taken.
+///
+/// At most 15 bytes whatever the names are; two different (switch, ns) pairs only share a
+/// name on a 24-bit hash collision, and the caller then tries the next `attempt`.
+pub fn host_ifname(switch: &str, ns: &str, attempt: u32) -> String {
+    let attempt_s = attempt.to_string();
+    let h = fnv1a(&[switch, ns, &attempt_s]) & 0x00ff_ffff;
+    let prefix: String = ns.chars().filter(char::is_ascii_alphanumeric).take(7).collect();
+    let name = format!("s{prefix}-{h:06x}");
+    debug_assert!(name.len() <= IFNAME_MAX);
+    name
+}
+
+/// Interface name, inside `ns`, of a direct link to `peer`: `veth-PEER` when that fits,
+/// otherwise `veth-` and a hash of the peer's name.
+pub fn link_ifname(peer: &str) -> String {
+    let name = format!("veth-{peer}");
+    if name.len() <= IFNAME_MAX {
+        name
+    } else {
+        format!("veth-{:08x}", fnv1a(&[peer]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("namespace name", "red").is_ok());
+        assert!(validate_name("namespace name", "a.b_c-1").is_ok());
+        assert!(validate_name("namespace name", "").is_err());
+        assert!(validate_name("namespace name", "-x").is_err());
+        assert!(validate_name("namespace name", "..").is_err());
+        assert!(validate_name("namespace name", "a/b").is_err());
+        assert!(validate_name("namespace name", "a b").is_err());
+        assert!(validate_name("namespace name", &"x".repeat(65)).is_err());
+        assert!(validate_name("namespace name", &"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        let c: Cidr = "192.168.15.1/24".parse().unwrap();
+        assert_eq!(c.addr, Ipv4Addr::new(192, 168, 15, 1));
+        assert_eq!(c.prefix, 24);
+        assert_eq!(c.to_string(), "192.168.15.1/24");
+        assert!(c.contains(Ipv4Addr::new(192, 168, 15, 200)));
+        assert!(!c.contains(Ipv4Addr::new(192, 168, 16, 1)));
+        for bad in [
+            "192.168.15.1", "192.168.15.1/33", "192.168.15.1/x", "300.1.1.1/24", "fe80::1/64",
+            "192.168.15.0/24", "192.168.15.255/24", "0.0.0.0/0", "224.0.0.1/24", "", "/24",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad} accepted");
+        }
+        assert!("10.0.0.0/31".parse::<Cidr>().is_ok());
+        assert!("10.0.0.7/32".parse::<Cidr>().is_ok());
+    }
+
+    #[test]
+    fn mac_parsing() {
+        let m: Mac = "02:AB:cd:0:1:ff".parse().unwrap();
+        assert_eq!(m.0, [0x02, 0xab, 0xcd, 0, 1, 0xff]);
+        assert_eq!(m.to_string(), "02:ab:cd:00:01:ff");
+        assert_eq!("02-00-00-00-00-01".parse::<Mac>().unwrap().0, [2, 0, 0, 0, 0, 1]);
+        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "02:00:00:00:00:zz", "020:00:00:00:00:01"] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad} accepted");
+        }
+        assert!("01:00:5e:00:00:01".parse::<Mac>().unwrap().validate_station().is_err());
+        assert!("00:00:00:00:00:00".parse::<Mac>().unwrap().validate_station().is_err());
+        assert!("02:00:00:00:00:01".parse::<Mac>().unwrap().validate_station().is_ok());
+    }
+
+    #[test]
+    fn interface_names_fit_and_differ() {
+        let long = "a-very-long-namespace-name-that-goes-on";
+        let mut seen = std::collections::HashSet::new();
+        for sw in ["sw0", "sw1", long] {
+            for ns in ["red", "blue", long, "x", "red-1", "red.1"] {
+                let n = host_ifname(sw, ns, 0);
+                assert!(n.len() <= IFNAME_MAX, "{n} too long");
+                assert!(seen.insert(n.clone()), "{n} repeated");
+                assert_ne!(host_ifname(sw, ns, 1), n);
+            }
+        }
+        // Stable across runs and releases.
+        assert_eq!(host_ifname("sw0", "red", 0), host_ifname("sw0", "red", 0));
+        assert_eq!(link_ifname("blue"), "veth-blue");
+        assert!(link_ifname(long).len() <= IFNAME_MAX);
+        assert_ne!(link_ifname(long), link_ifname("a-very-long-namespace-name-that-goes-off"));
+    }
+}

@@ -1,0 +1,129 @@
+//! rtnetlink requests the controller makes: veth pairs, addresses, link state, deletion.
+//!
+//! A `Netlink` talks to the namespace of the thread that created it: the host's when made on
+//! the main runtime, a namespace's when made inside `netns::run_in`.
+use std::{net::IpAddr, os::fd::RawFd};
+
+use futures::TryStreamExt as _;
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth};
+
+use crate::{
+    error::{Context as _, Error, Result},
+    names::{Cidr, Mac},
+};
+
+/// The errno a netlink request failed with, if it was the kernel that refused it.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// One rtnetlink connection.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a connection on the current runtime (in the current thread's namespace).
+    pub fn new() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Wraps an existing handle (e.g. the one `netns::run_in` passes).
+    pub fn from_handle(handle: Handle) -> Self {
+        Self { handle }
+    }
+
+    /// The link called `name`, if any.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkMessage>> {
+        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        match links.try_next().await {
+            Ok(l) => Ok(l),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).context(format!("looking up interface {name}")),
+        }
+    }
+
+    /// Interface index of `name`, if it exists.
+    pub async fn ifindex(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link(name).await?.map(|l| l.header.index))
+    }
+
+    /// MAC address of `name`.
+    pub async fn mac(&self, name: &str) -> Result<Option<Mac>> {
+        Ok(self.link(name).await?.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(b) if b.len() == 6 => Some(Mac(b.try_into().ok()?)),
+                _ => None,
+            })
+        }))
+    }
+
+    /// Creates a veth pair: `name` in this namespace, `peer` directly inside the namespace
+    /// open at `peer_ns` (so the peer's name never has to be free in this namespace), with
+    /// `peer_mac` if given. Returns the index of `name`.
+    pub async fn add_veth(&self, name: &str, peer: &str, peer_ns: RawFd, peer_mac: Option<Mac>) -> Result<u32> {
+        let mut peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_ns);
+        if let Some(mac) = peer_mac {
+            peer_msg = peer_msg.address(mac.0.to_vec());
+        }
+        let msg = LinkVeth::new(name, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
+            Some(libc::EEXIST) => Error::invalid("interface name", name, "an interface with this name exists already"),
+            _ => Error::Netlink { context: format!("creating veth pair {name}/{peer}"), source: e },
+        })?;
+        self.ifindex(name)
+            .await?
+            .ok_or_else(|| Error::Command(format!("veth {name} vanished right after it was created")))
+    }
+
+    /// Creates a veth pair with each end directly inside a namespace.
+    pub async fn add_veth_between(&self, a: &str, a_ns: RawFd, b: &str, b_ns: RawFd) -> Result<()> {
+        let peer_msg = LinkUnspec::new_with_name(b).setns_by_fd(b_ns).build();
+        let msg = LinkVeth::new(a, b)
+            .setns_by_fd(a_ns)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle.link().add(msg).execute().await.context(format!("creating veth pair {a}/{b}"))
+    }
+
+    /// Sets interface `index` up.
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.handle.link().set(msg).execute().await.context(format!("setting interface {index} up"))
+    }
+
+    /// Sets interface `name` up.
+    pub async fn set_up_by_name(&self, name: &str) -> Result<()> {
+        let index = self.ifindex(name).await?.ok_or_else(|| Error::Command(format!("interface {name} not found")))?;
+        self.set_up(index).await
+    }
+
+    /// Adds `cidr` to interface `index`.
+    pub async fn add_address(&self, index: u32, cidr: Cidr) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(cidr.addr), cidr.prefix)
+            .execute()
+            .await
+            .context(format!("adding address {cidr}"))
+    }
+
+    /// Deletes interface `name` (and so its veth peer); a missing interface is not an error.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let Some(index) = self.ifindex(name).await? else { return Ok(()) };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).context(format!("deleting interface {name}")),
+        }
+    }
+}
