@@ -1,1 +1,263 @@
+//! Helpers for the integration tests: run the real `switch` binary against the real kernel,
+//! in sandboxes that clean up after themselves even when a test panics.
+//!
+//! Every sandbox has a unique prefix (process id + counter), so tests run in parallel without
+//! touching each other or anything else on the machine. Nothing is attached to the machine's
+//! own interfaces and traffic only goes to addresses inside namespaces the sandbox made.
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
+pub use serde_json::Value;
+
+/// Path of the `switch` binary: `$SWITCH_BIN` (set by `cargo xtask test`) or the debug build.
+pub fn switch_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCH_BIN") {
+        return p.into();
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/switch");
+    assert!(p.exists(), "{} not built: run 'cargo xtask test'", p.display());
+    p
+}
+
+/// Result of one CLI call.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (128+signal if killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        use std::os::unix::process::ExitStatusExt as _;
+        Self {
+            code: o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `switch ARGS` with extra environment.
+pub fn switch_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(switch_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running switch").into()
+}
+
+/// Runs `switch ARGS`.
+pub fn switch(args: &[&str]) -> Run {
+    switch_env(args, &[])
+}
+
+/// Runs `switch ARGS` and asserts success; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let r = switch(args);
+    assert_eq!(r.code, 0, "switch {args:?} failed: {}{}", r.stdout, r.stderr);
+    r.stdout
+}
+
+/// Runs `switch ARGS --json` and parses the output.
+pub fn json(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = ok(&a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("switch {a:?} printed invalid JSON ({e}): {out}"))
+}
+
+/// Runs `switch ARGS`, asserts it fails with `code` and a single `error:` line; returns it.
+pub fn fails(args: &[&str], code: i32) -> String {
+    let r = switch(args);
+    assert_eq!(r.code, code, "switch {args:?}: expected exit {code}, got {}: {}{}", r.code, r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "switch {args:?}: expected one error line, got {:?}", r.stderr);
+    assert!(lines[0].starts_with("error: "), "switch {args:?}: {:?}", lines[0]);
+    lines[0].to_owned()
+}
+
+/// Runs a command on the host and returns stdout (asserting success).
+pub fn host(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(o.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `CMD ARGS` inside namespace `ns` (through `switch ns exec`).
+pub fn exec(ns: &str, cmd: &[&str]) -> Run {
+    let mut a = vec!["ns", "exec", ns, "--"];
+    a.extend_from_slice(cmd);
+    switch(&a)
+}
+
+/// Pings `ip` from `ns` `count` times; returns whether every reply came back.
+pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
+    let c = count.to_string();
+    let r = exec(ns, &["ping", "-c", &c, "-i", "0.01", "-W", "1", "-q", ip]);
+    r.code == 0 && r.stdout.contains(&format!("{count} received"))
+}
+
+/// Names of the namespaces `ip netns list` shows.
+pub fn netns_list() -> Vec<String> {
+    host("ip", &["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+}
+
+/// Names of the host's interfaces.
+pub fn host_links() -> Vec<String> {
+    host("ip", &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A test's own namespace of names, torn down on drop.
+pub struct Sandbox {
+    /// Unique prefix of every name this sandbox makes.
+    pub prefix: String,
+    switches: Vec<String>,
+}
+
+impl Sandbox {
+    /// A new sandbox with a unique prefix.
+    pub fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // Seven characters: the host-side interface names start with the first seven
+        // alphanumerics of the namespace name, so this keeps them unique per sandbox too.
+        Self { prefix: format!("t{:04}{:02}", std::process::id() % 10_000, n % 100), switches: vec![] }
+    }
+
+    /// A name unique to this sandbox.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// Creates switch `suffix` with extra `up` arguments; returns its name.
+    pub fn switch(&mut self, suffix: &str, extra: &[&str]) -> String {
+        let name = self.name(suffix);
+        self.switches.push(name.clone());
+        let mut a = vec!["up", "--name", &name];
+        a.extend_from_slice(extra);
+        ok(&a);
+        name
+    }
+
+    /// Adds namespace `suffix` to `switch` with `ip` (and extra args); returns its name.
+    pub fn port(&self, switch: &str, suffix: &str, ip: &str, extra: &[&str]) -> String {
+        let ns = self.name(suffix);
+        let mut a = vec!["ns", "add", &ns, "--ip", ip, "--switch", switch];
+        a.extend_from_slice(extra);
+        ok(&a);
+        ns
+    }
+
+    /// Registers a switch made outside `switch()` for cleanup.
+    pub fn adopt(&mut self, switch: &str) {
+        self.switches.push(switch.to_owned());
+    }
+
+    /// Removes everything this sandbox made. Safe to call more than once.
+    pub fn teardown(&mut self) {
+        for sw in self.switches.drain(..) {
+            let _ = switch(&["down", "--name", &sw]);
+        }
+        for ns in netns_list().into_iter().filter(|n| n.starts_with(&self.prefix)) {
+            if switch(&["ns", "del", &ns]).code != 0 {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+        }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// A port's row of `switch stats --json`.
+pub fn port_stats(switch_name: &str, ns: &str) -> Value {
+    let v = json(&["stats", "--switch", switch_name]);
+    v.as_array()
+        .expect("stats is a list")
+        .iter()
+        .find(|r| r["namespace"] == ns)
+        .unwrap_or_else(|| panic!("no stats row for {ns}: {v}"))
+        .clone()
+}
+
+/// `switch ns list --json` row of `ns`.
+pub fn ns_info(ns: &str) -> Value {
+    let v = json(&["ns", "list"]);
+    v.as_array()
+        .expect("ns list is a list")
+        .iter()
+        .find(|r| r["namespace"] == ns)
+        .unwrap_or_else(|| panic!("no ns list row for {ns}: {v}"))
+        .clone()
+}
+
+/// The FDB of `switch` as (mac, namespace, type) triples.
+pub fn fdb(switch_name: &str) -> Vec<(String, String, String)> {
+    json(&["fdb", "--switch", switch_name])
+        .as_array()
+        .expect("fdb is a list")
+        .iter()
+        .map(|r| {
+            (
+                r["mac"].as_str().unwrap().to_owned(),
+                r["namespace"].as_str().unwrap().to_owned(),
+                r["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A snapshot of everything the tool can change on the host, for "nothing changed" checks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    netns: Vec<String>,
+    links: Vec<String>,
+    state: String,
+    pins: Vec<String>,
+}
+
+impl Snapshot {
+    /// Takes a snapshot restricted to names starting with `prefix` (other tests run in
+    /// parallel and change their own names).
+    pub fn take(prefix: &str) -> Self {
+        let mut netns: Vec<String> = netns_list().into_iter().filter(|n| n.starts_with(prefix)).collect();
+        netns.sort();
+        let state = std::fs::read_to_string("/run/switch/state.json").unwrap_or_default();
+        let v: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
+        let mine = |m: &Value| -> Vec<String> {
+            m.as_object().map(|o| o.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default()
+        };
+        let mut st = mine(&v["switches"]);
+        st.extend(mine(&v["namespaces"]));
+        let mut pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf/switch")
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect())
+            .unwrap_or_default();
+        pins.sort();
+        let host_prefix = format!("s{prefix}");
+        let mut links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with(&host_prefix)).collect();
+        links.sort();
+        Self { netns, links, state: st.join(","), pins }
+    }
+}

@@ -1,1 +1,227 @@
-fn main(){}
+//! Developer tasks: `cargo xtask setup | build | demo | test`.
+//!
+//! `setup` makes a fresh machine of the project's kind ready, and is fast when it already is:
+//! Debian packages the demo and tests use, bpffs mounted, the nightly toolchain with
+//! `rust-src`, and a `bpf-linker` built against the nightly's own LLVM (see
+//! ../shared/notes/toolchain.md for why it must be that LLVM).
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Set-up, build, demo and test tasks for switch")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything the build, demo and tests need (idempotent).
+    Setup,
+    /// Set up, then build the workspace (the eBPF object is built by switch-user's build.rs).
+    Build {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, and run `switch demo`.
+    Demo,
+    /// Set up, build, and run every test: unit tests and the integration tests on the real
+    /// kernel (needs root).
+    Test {
+        /// Extra arguments for the test harness (after `--`), e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Debian packages used by the demo and the tests (binary to look for, package).
+const PACKAGES: &[(&str, &str)] = &[
+    ("ping", "iputils-ping"),
+    ("ip", "iproute2"),
+    ("tcpdump", "tcpdump"),
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+];
+
+/// bpf-linker release known to build against LLVM 22 here.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Build { release } => {
+            setup()?;
+            build(release)
+        }
+        Task::Demo => {
+            setup()?;
+            build(false)?;
+            run(Command::new(workspace().join("target/debug/switch")).arg("demo"))
+        }
+        Task::Test { args } => {
+            setup()?;
+            build(false)?;
+            test(&args)
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo_home_bin() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn have(binary: &str) -> bool {
+    env::var_os("PATH")
+        .map(|p| env::split_paths(&p).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]).any(|d| d.join(binary).is_file()))
+        .unwrap_or(false)
+}
+
+fn setup() -> Result<()> {
+    if !nix_is_root() {
+        bail!("cargo xtask must run as root: it installs packages, mounts bpffs and the tests create namespaces");
+    }
+    packages()?;
+    bpffs()?;
+    nightly()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+}
+
+fn packages() -> Result<()> {
+    let mut missing: Vec<&str> = PACKAGES.iter().filter(|(bin, _)| !have(bin)).map(|(_, pkg)| *pkg).collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let install = |cmd: &mut Command| cmd.env("DEBIAN_FRONTEND", "noninteractive").status().map(|s| s.success()).unwrap_or(false);
+    if !install(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing)) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        if !install(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing)) {
+            bail!("apt-get install {} failed", missing.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// The controller pins maps and links in bpffs; mount it where the kernel expects it.
+fn bpffs() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
+        return Ok(());
+    }
+    eprintln!("xtask: mounting bpffs at /sys/fs/bpf");
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}
+
+fn nightly() -> Result<()> {
+    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]));
+    match components {
+        Ok(list) if list.lines().any(|l| l.starts_with("rust-src")) => Ok(()),
+        Ok(_) => {
+            eprintln!("xtask: adding rust-src to the nightly toolchain");
+            run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        }
+        Err(_) => {
+            eprintln!("xtask: installing the nightly toolchain with rust-src");
+            run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))
+        }
+    }
+}
+
+/// Builds bpf-linker against the nightly's libLLVM when it is missing or was built for
+/// another LLVM (a stamp file next to the binary records which).
+fn bpf_linker() -> Result<()> {
+    let verbose = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc +nightly -vV prints no LLVM version")?
+        .trim()
+        .to_owned();
+    let bin = cargo_home_bin();
+    let stamp = bin.join(".bpf-linker-llvm-version");
+    if bin.join("bpf-linker").is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(llvm.as_str()) {
+        return Ok(());
+    }
+    let major = llvm.split('.').next().unwrap_or_default().to_owned();
+    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let libdir = sysroot.join("lib");
+    let lib = fs::read_dir(&libdir)
+        .with_context(|| format!("reading {}", libdir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&format!("libLLVM.so.{major}")))
+        .with_context(|| format!("no libLLVM.so.{major}* in {}", libdir.display()))?;
+    // A prefix whose lib/ has both the generic name (for linking) and the soname. bpf-linker
+    // records the prefix's lib/ as its RUNPATH, so the prefix lives beside the binary and must
+    // stay: the linker loads libLLVM through it at run time, outside rustup's library path.
+    let prefix = bin.join(".bpf-linker-llvm");
+    fs::create_dir_all(prefix.join("lib"))?;
+    for name in ["libLLVM.so", lib.as_str()] {
+        let link = prefix.join("lib").join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(libdir.join(&lib), &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about a minute)");
+    run(Command::new("cargo")
+        .args(["install", "--force", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix))?;
+    fs::write(&stamp, &llvm)?;
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace()).args(["build", "--all-targets"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let ws = workspace();
+    let bin = ws.join("target/debug/switch");
+    run(Command::new("cargo")
+        .current_dir(&ws)
+        .args(["test", "--no-fail-fast", "--"])
+        .args(args)
+        .env("SWITCH_BIN", &bin))
+}

@@ -30,6 +30,21 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
         .map_err(|e| Error::Command(format!("internal task failed: {e}")))?
 }
 
+/// Fault injection for the crash and rollback tests. With `SWITCH_FAILPOINT=NAME` the process
+/// aborts at point NAME, as if killed with SIGKILL there; with `SWITCH_FAILPOINT=NAME:error`
+/// the step fails with an error instead, exercising the rollback path. Points: `up:pinned`,
+/// `ns-add:veth`, `ns-add:attached`.
+pub(crate) fn failpoint(name: &str) -> Result<()> {
+    let Ok(v) = std::env::var("SWITCH_FAILPOINT") else { return Ok(()) };
+    if v == name {
+        std::process::abort();
+    }
+    if v.strip_suffix(":error") == Some(name) {
+        return Err(Error::Command(format!("failpoint {name} triggered")));
+    }
+    Ok(())
+}
+
 /// Runs the preflight checks and takes the state lock.
 pub(crate) async fn lock() -> Result<Store> {
     blocking(|| {

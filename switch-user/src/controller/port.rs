@@ -4,7 +4,7 @@ use std::os::fd::AsRawFd as _;
 use serde::Serialize;
 use switch_common::MAX_PORTS;
 
-use super::{blocking, lock};
+use super::{blocking, failpoint, lock};
 use crate::{
     datapath::{Pins, maps::SwitchMaps},
     error::{Error, Result},
@@ -219,6 +219,7 @@ async fn build(nl: &Netlink, ns: &str, port: &PortState) -> Result<(u32, Mac)> {
     let ns_file = netns::open(ns)?;
     let ifindex = nl.add_veth(&port.host_if, &port.ns_if, ns_file.as_raw_fd(), port.mac).await?;
     drop(ns_file);
+    failpoint("ns-add:veth")?;
 
     let host_if = port.host_if.clone();
     blocking(move || sysctl::disable_ipv6(&host_if)).await?;
@@ -240,7 +241,8 @@ async fn build(nl: &Netlink, ns: &str, port: &PortState) -> Result<(u32, Mac)> {
     blocking(move || {
         let pins = Pins::new(&switch);
         SwitchMaps::open(&pins)?.add_port(slot, ifindex)?;
-        pins.attach(&host_if)
+        pins.attach(&host_if)?;
+        failpoint("ns-add:attached")
     })
     .await?;
     nl.set_up(ifindex).await?;
@@ -263,6 +265,19 @@ pub(crate) async fn teardown(ns: &str, entry: &NsState) -> Result<()> {
         })
         .await?;
         Netlink::new()?.delete(&p.host_if).await?;
+    }
+    // Delete direct links explicitly: the kernel would remove them with the namespace, but
+    // asynchronously, and the peer namespace must not see a dying interface afterwards.
+    if !entry.links.is_empty() && netns::exists(ns) {
+        let ifnames: Vec<String> = entry.links.iter().map(|l| l.ifname.clone()).collect();
+        netns::run_in(ns, move |h| async move {
+            let nl = Netlink::from_handle(h);
+            for ifname in ifnames {
+                nl.delete(&ifname).await?;
+            }
+            Ok(())
+        })
+        .await?;
     }
     let name = ns.to_owned();
     blocking(move || netns::delete(&name)).await

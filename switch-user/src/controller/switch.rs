@@ -2,7 +2,7 @@
 use serde::Serialize;
 use switch_common::{CFG_F_REDIRECT_PEER, DEFAULT_AGEING_SECS, SwitchConfig};
 
-use super::{blocking, lock, port};
+use super::{blocking, failpoint, lock, port};
 use crate::{
     datapath::{Pins, maps::SwitchMaps},
     error::{Error, Result},
@@ -97,7 +97,8 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
     let made = blocking(move || {
         p.remove()?;
         p.create()?;
-        SwitchMaps::open(&p)?.set_config(cfg)
+        SwitchMaps::open(&p)?.set_config(cfg)?;
+        failpoint("up:pinned")
     })
     .await;
     if let Err(e) = made {
@@ -143,7 +144,13 @@ pub async fn down(name: &str) -> Result<DownReport> {
         removed.push(ns);
     }
     let p = pins.clone();
-    blocking(move || p.remove()).await?;
+    blocking(move || {
+        p.remove()?;
+        // The shared root goes once the last switch is gone; busy is fine.
+        let _ = std::fs::remove_dir(crate::datapath::loader::PIN_ROOT);
+        Ok(())
+    })
+    .await?;
     state.switches.remove(name);
     store.save(&state)?;
     Ok(DownReport { name: name.to_owned(), existed, removed_namespaces: removed })

@@ -13,7 +13,7 @@ use switch_common::{maps as names, programs};
 use crate::error::{Context as _, Error, Result, bpf};
 
 /// The datapath object, built by build.rs from the switch-ebpf crate.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/switch"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/switch-datapath"));
 
 /// Root of every switch's pins.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";

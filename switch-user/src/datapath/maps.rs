@@ -27,6 +27,7 @@ fn optional<T>(r: Result<T, MapError>, what: &str) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(MapError::KeyNotFound) => Ok(None),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(bpf(what.to_owned())(e)),
     }
 }

@@ -1,0 +1,131 @@
+//! The CLI contract: idempotent commands, clear one-line errors that change nothing, and a
+//! teardown that leaves no trace.
+use switch_tests::*;
+
+#[test]
+fn up_and_ns_add_are_idempotent() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &["--ageing", "30"]);
+    let again = json(&["up", "--name", &sw]);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["ageing_secs"], 30);
+    let e = fails(&["up", "--name", &sw, "--ageing", "60"], 2);
+    assert!(e.contains("already up with ageing 30s"), "{e}");
+
+    let ns = sb.port(&sw, "a", "10.30.0.1/24", &[]);
+    let r = json(&["ns", "add", &ns, "--ip", "10.30.0.1/24", "--switch", &sw]);
+    assert_eq!(r["created"], false);
+    let e = fails(&["ns", "add", &ns, "--ip", "10.30.0.9/24", "--switch", &sw], 2);
+    assert!(e.contains("already exists"), "{e}");
+    let list = json(&["list"]);
+    let me = list.as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).unwrap().clone();
+    assert_eq!(me["ports"], 1);
+    assert_eq!(me["ready"], true);
+}
+
+#[test]
+fn bad_input_gets_one_error_line_and_changes_nothing() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let taken = sb.port(&sw, "a", "10.31.0.1/24", &["--mac", "02:00:00:31:00:01"]);
+    let fresh = sb.name("b");
+    let long = format!("{}{}", sb.prefix, "x".repeat(64));
+    let unknown_sw = sb.name("nosuch");
+    // A namespace made by someone else.
+    let foreign = sb.name("foreign");
+    host("ip", &["netns", "add", &foreign]);
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.300/24", "--switch", &sw], "invalid CIDR"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2", "--switch", &sw], "invalid CIDR"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/40", "--switch", &sw], "invalid CIDR"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.0/24", "--switch", &sw], "network address"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "zz:00:00:00:00:01"], "invalid MAC"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "01:00:5e:00:00:01"], "unicast"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "02:00:00:31:00:01"], "already used by namespace"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.1/24", "--switch", &sw], "already used by namespace"),
+        (vec!["ns", "add", &taken, "--ip", "10.31.0.5/24", "--switch", &sw], "already exists"),
+        (vec!["ns", "add", &foreign, "--ip", "10.31.0.6/24", "--switch", &sw], "not made by switch"),
+        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &unknown_sw], "does not exist"),
+        (vec!["ns", "add", &long, "--ip", "10.31.0.2/24", "--switch", &sw], "longer than 64"),
+        (vec!["ns", "add", "bad/name", "--ip", "10.31.0.2/24", "--switch", &sw], "not allowed"),
+        (vec!["up", "--name", &long], "longer than 64"),
+        (vec!["up", "--name", &fresh, "--ageing", "0"], "at least 1 second"),
+        (vec!["ns", "del", &fresh], "not managed by switch"),
+        (vec!["fdb", "--switch", &unknown_sw], "does not exist"),
+        (vec!["stats", "--switch", &unknown_sw], "does not exist"),
+        (vec!["ns", "exec", &fresh, "--", "true"], "does not exist"),
+        (vec!["link", &fresh, &fresh, "--ip1", "10.32.0.1/24", "--ip2", "10.32.0.2/24"], "itself"),
+    ];
+    for (args, expect) in cases {
+        let before = Snapshot::take(&sb.prefix);
+        let r = switch(&args);
+        assert_eq!(r.code, 2, "switch {args:?}: expected exit 2, got {}: {}{}", r.code, r.stdout, r.stderr);
+        // One error line; clap's errors for malformed values add only its "--help" hint.
+        let lines: Vec<&str> =
+            r.stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("For more information")).collect();
+        assert_eq!(lines.len(), 1, "switch {args:?}: {:?}", r.stderr);
+        assert!(lines[0].starts_with("error: "), "switch {args:?}: {:?}", r.stderr);
+        assert!(r.stderr.contains(expect), "switch {args:?}: expected {expect:?} in {:?}", r.stderr);
+        assert_eq!(Snapshot::take(&sb.prefix), before, "switch {args:?} changed the system");
+    }
+    host("ip", &["netns", "del", &foreign]);
+}
+
+#[test]
+fn down_removes_every_trace() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.33.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.33.0.2/24", &[]);
+    assert!(ping(&a, "10.33.0.2", 2));
+    let host_ifs: Vec<String> = [&a, &b].iter().map(|n| ns_info(n)["host_interface"].as_str().unwrap().to_owned()).collect();
+    let pin_dir = format!("/sys/fs/bpf/switch/{sw}");
+    assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists());
+
+    let r = json(&["down", "--name", &sw]);
+    assert_eq!(r["existed"], true);
+    assert_eq!(r["removed_namespaces"].as_array().unwrap().len(), 2);
+    assert!(!std::path::Path::new(&pin_dir).exists(), "pins left behind");
+    let links = host_links();
+    for h in &host_ifs {
+        assert!(!links.contains(h), "{h} left behind");
+    }
+    let ns = netns_list();
+    assert!(!ns.contains(&a) && !ns.contains(&b), "namespaces left behind: {ns:?}");
+    let empty = Snapshot::take(&sb.prefix);
+    assert_eq!(empty, Snapshot::take("\u{0}never"), "state or pins left behind: {empty:?}");
+    // No program of ours is still loaded for this switch: the maps are gone with it.
+    let again = json(&["down", "--name", &sw]);
+    assert_eq!(again["existed"], false);
+}
+
+#[test]
+fn ns_del_removes_the_port_and_forwarding_goes_on() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.34.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.34.0.2/24", &[]);
+    let c = sb.port(&sw, "c", "10.34.0.3/24", &[]);
+    assert!(ping(&a, "10.34.0.3", 2));
+    let b_host = ns_info(&b)["host_interface"].as_str().unwrap().to_owned();
+    ok(&["ns", "del", &b]);
+    assert!(!netns_list().contains(&b));
+    assert!(!host_links().contains(&b_host));
+    assert!(ping(&a, "10.34.0.3", 2));
+    assert!(ping(&c, "10.34.0.1", 2));
+    // A new port reuses the slot and works.
+    let d = sb.port(&sw, "d", "10.34.0.4/24", &[]);
+    assert!(ping(&d, "10.34.0.1", 2));
+    assert_eq!(fdb(&sw).len(), 3);
+}
+
+#[test]
+fn help_teaches() {
+    let top = ok(&["--help"]);
+    for word in ["up", "down", "ns", "link", "fdb", "stats", "logs", "demo", "Quick start", "Exit status"] {
+        assert!(top.contains(word), "--help lacks {word}");
+    }
+    let add = ok(&["ns", "add", "--help"]);
+    assert!(add.contains("--ip") && add.contains("192.168.15.1/24") && add.contains("--mac"));
+}

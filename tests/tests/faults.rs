@@ -1,0 +1,116 @@
+//! Faults: a command killed half-way (SIGABRT at a failpoint, as kill -9 would leave it), a
+//! step failing half-way (rollback), and machines that cannot run the switch.
+use switch_tests::*;
+
+const KILLED: i32 = 128 + libc::SIGABRT;
+
+#[test]
+fn up_killed_after_pinning_converges() {
+    let mut sb = Sandbox::new();
+    let sw = sb.name("sw");
+    sb.adopt(&sw);
+    let r = switch_env(&["up", "--name", &sw], &[("SWITCH_FAILPOINT", "up:pinned")]);
+    assert_eq!(r.code, KILLED, "{r:?}");
+    let list = json(&["list"]);
+    let me = list.as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).expect("recorded").clone();
+    assert_eq!(me["ready"], false, "an interrupted up is not reported as up");
+    // Re-running converges to a working switch.
+    let again = json(&["up", "--name", &sw]);
+    assert_eq!(again["created"], true);
+    let a = sb.port(&sw, "a", "10.40.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.40.0.2/24", &[]);
+    assert!(ping(&a, "10.40.0.2", 2));
+    // And `down` after a killed `up` leaves nothing.
+    ok(&["down", "--name", &sw]);
+    let r = switch_env(&["up", "--name", &sw], &[("SWITCH_FAILPOINT", "up:pinned")]);
+    assert_eq!(r.code, KILLED);
+    ok(&["down", "--name", &sw]);
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
+}
+
+#[test]
+fn ns_add_killed_half_way_converges_and_traffic_keeps_flowing() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.41.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.41.0.2/24", &[]);
+    for point in ["ns-add:veth", "ns-add:attached"] {
+        let c = sb.name("c");
+        // c is re-made several times; a fixed MAC keeps b's ARP cache right across them (a
+        // new random MAC would leave b sending to the old one until its neighbour entry
+        // goes stale, with a Linux bridge as with this switch).
+        let mac_args = ["--mac", "02:00:00:41:00:03"];
+        let add = |env: &[(&str, &str)]| {
+            let mut args = vec!["ns", "add", &c, "--ip", "10.41.0.3/24", "--switch", &sw];
+            args.extend_from_slice(&mac_args);
+            switch_env(&args, env)
+        };
+        let r = add(&[("SWITCH_FAILPOINT", point)]);
+        assert_eq!(r.code, KILLED, "{point}: {r:?}");
+        assert_eq!(ns_info(&c)["ready"], false, "{point}");
+        // Existing ports keep forwarding: the datapath does not depend on the CLI.
+        assert!(ping(&a, "10.41.0.2", 3), "{point}: traffic between existing ports broke");
+        // Re-running the same command converges.
+        let r = add(&[]);
+        assert_eq!(r.code, 0, "{point}: {r:?}");
+        assert!(ping(&c, "10.41.0.1", 2), "{point}");
+        assert!(ping(&b, "10.41.0.3", 2), "{point}");
+        // Killed again, then removed with ns del: nothing of c is left.
+        ok(&["ns", "del", &c]);
+        let r = add(&[("SWITCH_FAILPOINT", point)]);
+        assert_eq!(r.code, KILLED);
+        ok(&["ns", "del", &c]);
+        assert!(!netns_list().contains(&c), "{point}");
+    }
+    ok(&["down", "--name", &sw]);
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
+}
+
+#[test]
+fn ns_add_failing_half_way_rolls_back() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.42.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.42.0.2/24", &[]);
+    let before = Snapshot::take(&sb.prefix);
+    for point in ["ns-add:veth:error", "ns-add:attached:error"] {
+        let c = sb.name("c");
+        let r = switch_env(&["ns", "add", &c, "--ip", "10.42.0.3/24", "--switch", &sw], &[("SWITCH_FAILPOINT", point)]);
+        assert_eq!(r.code, 1, "{point}: {r:?}");
+        assert!(r.stderr.contains("failpoint"), "{point}: {}", r.stderr);
+        assert_eq!(Snapshot::take(&sb.prefix), before, "{point}: not rolled back");
+        assert!(ping(&a, "10.42.0.2", 2));
+    }
+    let r = switch_env(&["up", "--name", &sb.name("sw2")], &[("SWITCH_FAILPOINT", "up:pinned:error")]);
+    assert_eq!(r.code, 1);
+    assert_eq!(Snapshot::take(&sb.prefix), before, "failed up not rolled back");
+}
+
+#[test]
+fn not_root_is_one_clear_line() {
+    let bin = switch_bin();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["up", "--name", "nonroot"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim(), "error: switch must run as root: it creates namespaces and loads eBPF programs");
+}
+
+#[test]
+fn missing_bpffs_is_one_clear_line() {
+    // A private mount namespace without bpffs: the host's mount is untouched.
+    let bin = switch_bin();
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", "umount /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf; exec \"$0\" up --name nobpffs"])
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.trim().starts_with("error: bpffs is not mounted at /sys/fs/bpf"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1);
+}

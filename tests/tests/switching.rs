@@ -1,0 +1,202 @@
+//! Forwarding behaviour on real namespaces: learning, flooding, known unicast, ageing, MAC
+//! moves, isolation between switches.
+use std::{thread::sleep, time::Duration};
+
+use switch_tests::*;
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+#[test]
+fn two_namespaces_ping_and_fdb_shows_ports() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let red = sb.port(&sw, "red", "192.168.15.1/24", &[]);
+    let blue = sb.port(&sw, "blue", "192.168.15.2/24", &[]);
+    assert!(ping(&red, "192.168.15.2", 3), "red -> blue");
+    assert!(ping(&blue, "192.168.15.1", 3), "blue -> red");
+
+    let red_info = ns_info(&red);
+    let blue_info = ns_info(&blue);
+    let rows = json(&["fdb", "--switch", &sw]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for info in [&red_info, &blue_info] {
+        let row = rows.iter().find(|r| r["mac"] == info["mac"]).unwrap_or_else(|| panic!("{info} not learned: {rows:?}"));
+        assert_eq!(row["namespace"], info["namespace"]);
+        assert_eq!(row["interface"], info["host_interface"]);
+        assert_eq!(row["type"], "dynamic");
+        assert!(row["age_secs"].as_f64().unwrap() < 10.0);
+    }
+    // The learned MAC is the one the namespace really has.
+    let link = exec(&red, &["ip", "-o", "link", "show", "eth0"]).stdout;
+    assert!(link.contains(red_info["mac"].as_str().unwrap()), "{link}");
+    // Counters saw the traffic both ways.
+    let s = port_stats(&sw, &red);
+    assert!(u(&s, "rx_packets") >= 6 && u(&s, "tx_packets") >= 6, "{s}");
+    assert_eq!(u(&s, "malformed"), 0);
+}
+
+#[test]
+fn broadcast_reaches_all_known_unicast_only_its_port() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.20.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.20.0.2/24", &[]);
+    let c = sb.port(&sw, "c", "10.20.0.3/24", &[]);
+
+    // The first ping needs ARP: a broadcast, so c must receive a copy.
+    let c0 = port_stats(&sw, &c);
+    assert!(ping(&a, "10.20.0.2", 1));
+    let c1 = port_stats(&sw, &c);
+    assert!(u(&c1, "tx_packets") > u(&c0, "tx_packets"), "ARP broadcast did not reach c: {c0} -> {c1}");
+    let a1 = port_stats(&sw, &a);
+    assert!(u(&a1, "flooded") >= 1, "{a1}");
+
+    // Now a and b know each other: 200 echo requests and replies must not reach c.
+    let b1 = port_stats(&sw, &b);
+    assert!(ping(&a, "10.20.0.2", 200));
+    let c2 = port_stats(&sw, &c);
+    let b2 = port_stats(&sw, &b);
+    assert!(u(&b2, "tx_packets") - u(&b1, "tx_packets") >= 200, "{b1} -> {b2}");
+    assert!(
+        u(&c2, "tx_packets") - u(&c1, "tx_packets") <= 2,
+        "known unicast leaked to c: {c1} -> {c2}"
+    );
+    // c's own interface agrees with the counters (it saw no ICMP).
+    let rx = exec(&c, &["cat", "/sys/class/net/eth0/statistics/rx_packets"]).stdout;
+    assert!(rx.trim().parse::<u64>().unwrap() <= u(&c2, "tx_packets"), "c rx {rx} vs switch {c2}");
+    // And c can still reach both.
+    assert!(ping(&c, "10.20.0.1", 2));
+    assert!(ping(&c, "10.20.0.2", 2));
+}
+
+#[test]
+fn ageing_removes_entries_and_traffic_relearns() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &["--ageing", "2"]);
+    let a = sb.port(&sw, "a", "10.21.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.21.0.2/24", &[]);
+    assert!(ping(&a, "10.21.0.2", 2));
+    assert_eq!(fdb(&sw).len(), 2);
+    sleep(Duration::from_millis(3500));
+    assert_eq!(fdb(&sw), vec![], "entries older than the ageing time must be gone");
+    assert!(ping(&a, "10.21.0.2", 2), "forwarding works after ageing");
+    assert_eq!(fdb(&sw).len(), 2);
+}
+
+#[test]
+fn mac_move_is_followed() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.22.0.1/24", &["--mac", "02:00:00:22:00:01"]);
+    let b = sb.port(&sw, "b", "10.22.0.2/24", &["--mac", "02:00:00:22:00:02"]);
+    let c = sb.port(&sw, "c", "10.22.0.3/24", &["--mac", "02:00:00:22:00:03"]);
+    assert!(ping(&a, "10.22.0.2", 2));
+    assert!(fdb(&sw).contains(&("02:00:00:22:00:01".into(), a.clone(), "dynamic".into())));
+
+    // The station with a's MAC now lives behind c's port (as when a VM migrates).
+    assert_eq!(exec(&a, &["ip", "link", "set", "eth0", "address", "02:00:00:22:00:0a"]).code, 0);
+    assert_eq!(exec(&c, &["ip", "link", "set", "eth0", "address", "02:00:00:22:00:01"]).code, 0);
+    assert!(ping(&c, "10.22.0.2", 3), "c with the moved MAC reaches b");
+    let table = fdb(&sw);
+    assert!(table.contains(&("02:00:00:22:00:01".into(), c.clone(), "dynamic".into())), "{table:?}");
+    assert!(!table.iter().any(|(m, ns, _)| m == "02:00:00:22:00:01" && ns == &a), "{table:?}");
+    // b's replies follow the move: they reach c, not a.
+    assert!(ping(&c, "10.22.0.2", 20));
+    let _ = b;
+}
+
+#[test]
+fn static_entries_are_not_moved_or_aged() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &["--ageing", "1"]);
+    let a = sb.port(&sw, "a", "10.23.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.23.0.2/24", &[]);
+    ok(&["fdb", "add", "02:00:00:23:00:99", "--ns", &b]);
+    sleep(Duration::from_millis(1500));
+    let table = fdb(&sw);
+    assert!(table.contains(&("02:00:00:23:00:99".into(), b.clone(), "static".into())), "{table:?}");
+    // A frame from a claiming that MAC does not move the static entry.
+    let a_mac = ns_info(&a)["mac"].as_str().unwrap().to_owned();
+    assert_eq!(exec(&a, &["ip", "link", "set", "eth0", "address", "02:00:00:23:00:99"]).code, 0);
+    let _ = ping(&a, "10.23.0.2", 1);
+    assert!(fdb(&sw).contains(&("02:00:00:23:00:99".into(), b.clone(), "static".into())));
+    // Give a its own MAC back so nothing relearns the address, then delete the entry.
+    assert_eq!(exec(&a, &["ip", "link", "set", "eth0", "address", &a_mac]).code, 0);
+    sleep(Duration::from_millis(100));
+    ok(&["fdb", "del", "02:00:00:23:00:99", "--switch", &sw]);
+    assert!(!fdb(&sw).iter().any(|(m, _, _)| m == "02:00:00:23:00:99"));
+    let e = fails(&["fdb", "del", "02:00:00:23:00:99", "--switch", &sw], 2);
+    assert!(e.contains("not in the FDB"), "{e}");
+}
+
+#[test]
+fn two_switches_are_isolated() {
+    let mut sb = Sandbox::new();
+    let s1 = sb.switch("one", &[]);
+    let s2 = sb.switch("two", &[]);
+    // Same subnet on purpose: only the switch boundary separates them.
+    let a1 = sb.port(&s1, "a1", "10.24.0.1/24", &[]);
+    let _a2 = sb.port(&s1, "a2", "10.24.0.2/24", &[]);
+    let b1 = sb.port(&s2, "b1", "10.24.0.3/24", &[]);
+    let b2 = sb.port(&s2, "b2", "10.24.0.4/24", &[]);
+    let before = port_stats(&s2, &b1);
+    assert!(ping(&a1, "10.24.0.2", 2));
+    assert!(!ping(&a1, "10.24.0.3", 2), "a1 on switch one reached b1 on switch two");
+    let after = port_stats(&s2, &b1);
+    assert_eq!(u(&before, "tx_packets"), u(&after, "tx_packets"), "switch one's ARP leaked into switch two");
+    assert!(ping(&b2, "10.24.0.3", 2));
+    let a1_mac = ns_info(&a1)["mac"].as_str().unwrap().to_owned();
+    assert!(!fdb(&s2).iter().any(|(m, _, _)| m == &a1_mac), "switch two learned a MAC of switch one");
+    assert_eq!(fdb(&s1).len(), 2);
+}
+
+#[test]
+fn direct_link_connects_two_namespaces() {
+    let sb = Sandbox::new();
+    let (x, y) = (sb.name("x"), sb.name("y"));
+    ok(&["link", &x, &y, "--ip1", "10.25.0.1/24", "--ip2", "10.25.0.2/24"]);
+    assert!(ping(&x, "10.25.0.2", 3));
+    let rows = json(&["ns", "list"]);
+    let kinds: Vec<_> = rows.as_array().unwrap().iter().filter(|r| r["namespace"] == x.as_str()).map(|r| r["kind"].clone()).collect();
+    assert_eq!(kinds, vec![Value::from("link")]);
+    let e = fails(&["link", &x, &y, "--ip1", "10.25.0.1/24", "--ip2", "10.25.0.2/24"], 2);
+    assert!(e.contains("already linked"), "{e}");
+    ok(&["ns", "del", &x]);
+    assert!(!netns_list().contains(&x));
+    // y lost its end of the pair with x.
+    assert_eq!(exec(&y, &["ip", "link", "show", &format!("veth-{x}")]).code, 1);
+    ok(&["ns", "del", &y]);
+    assert!(!netns_list().contains(&y));
+}
+
+#[test]
+fn datapath_log_streams_while_asked_for() {
+    use std::{
+        io::Read as _,
+        process::{Command, Stdio},
+    };
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.26.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.26.0.2/24", &[]);
+    let mut child = Command::new(switch_bin())
+        .args(["logs", "--switch", &sw])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(700));
+    assert!(ping(&a, "10.26.0.2", 3));
+    sleep(Duration::from_millis(300));
+    // SIGINT, as Ctrl-C: the command turns logging off again and exits cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains("flooded"), "no flood record: {out}");
+    assert!(out.contains("known unicast"), "no unicast record: {out}");
+}
