@@ -152,21 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 if a.show.json.json {
                     output::json(&rows);
                 } else {
-                    output::table(
-                        &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE"],
-                        &rows
-                            .iter()
-                            .map(|r| {
-                                vec![
-                                    r.mac.clone(),
-                                    r.namespace.clone(),
-                                    r.interface.clone(),
-                                    r.kind.into(),
-                                    r.age_secs.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
-                                ]
-                            })
-                            .collect::<Vec<_>>(),
-                    );
+                    output::fdb(&rows);
                 }
             }
         },
@@ -175,7 +161,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if a.json.json {
                 output::json(&rows);
             } else {
-                print_stats(&rows);
+                output::stats(&rows);
             }
         }
         Command::Logs(a) => {
@@ -214,28 +200,4 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo => cli::demo::run().await?,
     }
     Ok(())
-}
-
-/// The stats table (shared with the demo).
-pub(crate) fn print_stats(rows: &[stats::PortRow]) {
-    output::table(
-        &["NAMESPACE", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "FLOODED", "DROPPED", "MALFORMED", "TX ERR"],
-        &rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.namespace.clone(),
-                    r.interface.clone(),
-                    r.rx_packets.to_string(),
-                    output::human(r.rx_bytes),
-                    r.tx_packets.to_string(),
-                    output::human(r.tx_bytes),
-                    r.flooded.to_string(),
-                    r.dropped.to_string(),
-                    r.malformed.to_string(),
-                    r.tx_errors.to_string(),
-                ]
-            })
-            .collect::<Vec<_>>(),
-    );
 }

@@ -51,23 +51,9 @@ async fn steps() -> Result<()> {
 
     println!("\n== switch fdb --switch {SWITCH}");
     let rows = fdb::show(SWITCH).await?;
-    output::table(
-        &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE"],
-        &rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.mac.clone(),
-                    r.namespace.clone(),
-                    r.interface.clone(),
-                    r.kind.to_string(),
-                    r.age_secs.map(|a| format!("{a:.1}s")).unwrap_or_default(),
-                ]
-            })
-            .collect::<Vec<_>>(),
-    );
+    output::fdb(&rows);
     println!("\n== switch stats --switch {SWITCH}");
-    crate::print_stats(&stats::show(SWITCH).await?);
+    output::stats(&stats::show(SWITCH).await?);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Human tables and `--json` output.
 use serde::Serialize;
+use switch::controller::{fdb::FdbRow, stats::PortRow};
 
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) {
@@ -34,4 +35,47 @@ pub fn human(n: u64) -> String {
         i += 1;
     }
     if i == 0 { n.to_string() } else { format!("{v:.1}{}", UNITS[i]) }
+}
+
+/// The `switch fdb` table.
+pub fn fdb(rows: &[FdbRow]) {
+    table(
+        &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.mac.clone(),
+                    r.namespace.clone(),
+                    r.interface.clone(),
+                    r.kind.into(),
+                    r.age_secs.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// The `switch stats` table.
+pub fn stats(rows: &[PortRow]) {
+    table(
+        &["NAMESPACE", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "FLOODED", "DROPPED", "MALFORMED", "TX ERR"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.namespace.clone(),
+                    r.interface.clone(),
+                    r.rx_packets.to_string(),
+                    human(r.rx_bytes),
+                    r.tx_packets.to_string(),
+                    human(r.tx_bytes),
+                    r.flooded.to_string(),
+                    r.dropped.to_string(),
+                    r.malformed.to_string(),
+                    r.tx_errors.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
 }

@@ -126,9 +126,9 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
         if p.ip.addr == opts.ip.addr {
             return Err(Error::DuplicateIp { ip: opts.ip.addr.to_string(), ns: other.clone(), switch: opts.switch.clone() });
         }
-        if opts.mac.is_some() && p.mac == opts.mac {
+        if let Some(mac) = opts.mac.filter(|&m| p.mac == Some(m)) {
             return Err(Error::DuplicateMac {
-                mac: opts.mac.expect("checked").to_string(),
+                mac: mac.to_string(),
                 ns: other.clone(),
                 switch: opts.switch.clone(),
             });

@@ -13,7 +13,7 @@ pub fn check() -> Result<()> {
         return Err(Error::NotRoot);
     }
     match nix::sys::statfs::statfs(BPFFS) {
-        Ok(st) if st.filesystem_type().0 as i64 == BPF_FS_MAGIC => {}
+        Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => {}
         _ => return Err(Error::NoBpffs),
     }
     let release = nix::sys::utsname::uname()
