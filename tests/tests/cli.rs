@@ -129,3 +129,34 @@ fn help_teaches() {
     let add = ok(&["ns", "add", "--help"]);
     assert!(add.contains("--ip") && add.contains("192.168.15.1/24") && add.contains("--mac"));
 }
+
+#[test]
+fn concurrent_ns_adds_on_one_switch_all_land() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    // Six CLI processes at once: the state lock serialises them, each gets its own slot.
+    let names: Vec<String> = (1..=6).map(|i| sb.name(&format!("p{i}"))).collect();
+    let handles: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            std::process::Command::new(switch_bin())
+                .args(["ns", "add", ns, "--ip", &format!("10.35.0.{}/24", i + 1), "--switch", &sw])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        let o = h.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let list = json(&["ns", "list"]);
+    let mine: Vec<&Value> = list.as_array().unwrap().iter().filter(|r| r["attached_to"] == sw.as_str()).collect();
+    assert_eq!(mine.len(), 6);
+    assert!(mine.iter().all(|r| r["ready"] == true));
+    for i in 2..=6 {
+        assert!(ping(&names[0], &format!("10.35.0.{i}"), 1), "p1 -> p{i}");
+    }
+}
