@@ -200,3 +200,38 @@ fn datapath_log_streams_while_asked_for() {
     assert!(out.contains("flooded"), "no flood record: {out}");
     assert!(out.contains("known unicast"), "no unicast record: {out}");
 }
+
+/// Sends one raw Ethernet frame (hex) out of `eth0` inside `ns`.
+fn send_raw(ns: &str, frame_hex: &str) {
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame_hex}'))"
+    );
+    let r = exec(ns, &["python3", "-c", &script]);
+    assert_eq!(r.code, 0, "sending a raw frame: {r:?}");
+}
+
+#[test]
+fn frames_with_invalid_source_are_dropped_counted_and_not_learned() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", &[]);
+    let a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.27.0.2/24", &[]);
+    let a0 = port_stats(&sw, &a);
+    let b0 = port_stats(&sw, &b);
+    let payload = "00".repeat(46);
+    // Broadcast destination, multicast source; then an all-zero source.
+    send_raw(&a, &format!("ffffffffffff0100000000010800{payload}"));
+    send_raw(&a, &format!("ffffffffffff0000000000000800{payload}"));
+    std::thread::sleep(Duration::from_millis(200));
+    let a1 = port_stats(&sw, &a);
+    let b1 = port_stats(&sw, &b);
+    assert_eq!(u(&a1, "dropped") - u(&a0, "dropped"), 2, "{a0} -> {a1}");
+    assert_eq!(u(&a1, "rx_packets") - u(&a0, "rx_packets"), 2);
+    assert_eq!(u(&b1, "tx_packets"), u(&b0, "tx_packets"), "an invalid frame was forwarded: {b0} -> {b1}");
+    assert!(fdb(&sw).is_empty(), "an invalid source was learned");
+    // A valid frame from the same socket path is switched and learned.
+    send_raw(&a, &format!("ffffffffffff0200000027aa0800{payload}"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(u(&port_stats(&sw, &b), "tx_packets"), u(&b1, "tx_packets") + 1);
+    assert!(fdb(&sw).contains(&("02:00:00:00:27:aa".into(), a.clone(), "dynamic".into())));
+}

@@ -48,6 +48,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
+    ("python3", "python3"),
 ];
 
 /// bpf-linker release known to build against LLVM 22 here.
