@@ -88,13 +88,22 @@ fn ns_add_failing_half_way_rolls_back() {
 
 #[test]
 fn not_root_is_one_clear_line() {
-    let bin = switch_bin();
+    // A copy in a world-readable place: the clone may live under a directory (such as
+    // /root) that an unprivileged user cannot enter.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("switch-nonroot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("switch");
+    std::fs::copy(switch_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin)
         .args(["up", "--name", "nonroot"])
         .output()
         .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.trim(), "error: switch must run as root: it creates namespaces and loads eBPF programs");
