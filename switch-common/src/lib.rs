@@ -39,12 +39,16 @@ pub mod maps {
     pub const STATS: &str = "STATS";
     /// Index 0 -> [`crate::SwitchConfig`]; array with one entry.
     pub const CONFIG: &str = "CONFIG";
+    /// ifindex -> ifindex; devmap hash of the ports, used by the XDP datapath.
+    pub const PORT_DEVMAP: &str = "PORT_DEVMAP";
 }
 
 /// Program names in the eBPF object.
 pub mod programs {
     /// TC/TCX ingress program on the host end of every port's veth pair.
     pub const TC_INGRESS: &str = "switch_ingress";
+    /// XDP program on the host end of every port's veth pair.
+    pub const XDP_INGRESS: &str = "switch_xdp";
 }
 
 /// Key of the forwarding database: a MAC address padded to 8 bytes so the key has no

@@ -1,12 +1,13 @@
 //! The switch's in-kernel datapath.
 //!
-//! One entry file per attach point (`tc_ingress.rs`), shared helpers in `helpers/`. The packet path
+//! One entry file per attach point (`tc_ingress.rs`, `xdp_ingress.rs`), shared helpers in `helpers/`. The packet path
 //! reads top to bottom in `tc_ingress.rs`.
 #![no_std]
 #![no_main]
 
 mod helpers;
 mod tc_ingress;
+mod xdp_ingress;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,98 +1,50 @@
-//! TC/TCX ingress program on the host end of every port's veth pair.
+//! TC/TCX ingress program on the host end of every port's veth pair (the `tc` datapath).
 //!
 //! ```text
 //!  namespace red                 host                          namespace blue
 //!  ┌──────────┐          ┌──────────────────────────┐          ┌──────────┐
-//!  │   eth0   │──veth──► │ h-red-…  [switch_ingress]│          │   eth0   │
+//!  │   eth0   │──veth──► │ sred-…   [switch_ingress]│          │   eth0   │
 //!  └──────────┘          │   1. port? (PORT_SLOTS)  │          └──────────┘
 //!                        │   2. parse Ethernet      │               ▲
 //!                        │   3. learn src -> port   │  known dst    │
 //!                        │   4. dst known? ─────────┼─redirect_peer─┘
 //!                        │   5. else flood to every │
-//!                        │      other port (PORTS)  │──► h-blue-… egress ──► eth0 …
+//!                        │      other port (PORTS)  │──► sblue-… egress ──► eth0 …
 //!                        └──────────────────────────┘
 //! ```
 //!
+//! Steps 1-3 and the choice in 4/5 are `helpers::decide`; this file carries the decision out.
 //! The frame never reaches the host's IP stack or netfilter, and no Linux bridge exists.
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::generated::bpf_ktime_get_coarse_ns,
-    macros::classifier,
-    programs::TcContext,
-};
-use switch_common::{is_group, is_valid_source};
+use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext};
 
-use crate::helpers::{config::Config, eth, fdb, forward, log, maps::PORT_SLOTS, stats};
+use crate::helpers::{
+    config::Config,
+    decide::{FLOOD, NOT_PORT, UNICAST, decide},
+    eth, forward, log,
+};
 
 /// Lets the next TCX program (or the stack) have the frame: this interface is not a port.
 const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
 pub fn switch_ingress(ctx: TcContext) -> i32 {
-    ingress(&ctx)
-}
-
-#[inline(always)]
-fn ingress(ctx: &TcContext) -> i32 {
     // SAFETY: reading a field of the context the kernel passed in.
     let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // 1. Only frames of this switch's ports are switched. Anything else (a port being added
-    //    or removed right now) goes on as if the program were not there.
-    let Some(&in_slot) = (unsafe { PORT_SLOTS.get(&in_ifindex) }) else {
-        return TC_ACT_UNSPEC;
-    };
     let cfg = Config::load();
     let len = ctx.len() as u64;
-    stats::rx(in_slot, len);
-
-    // 2. A frame that is not even an Ethernet header is never forwarded half-parsed.
-    let Some(eth) = eth::parse(ctx) else {
-        stats::malformed(in_slot);
-        if cfg.log() {
-            log::runt(ctx, in_ifindex, len as u32);
-        }
-        return TC_ACT_SHOT as i32;
-    };
-    if !is_valid_source(&eth.src) {
-        // Multicast or zero source: the Linux bridge drops these too, and learning them would
-        // poison the table.
-        stats::dropped(in_slot);
-        if cfg.log() {
-            log::bad_source(ctx, in_ifindex);
-        }
-        return TC_ACT_SHOT as i32;
-    }
-
-    // 3. Learn. The coarse clock is enough for ageing in seconds and cheaper than ktime.
+    // The coarse clock is enough for ageing in seconds and cheaper than ktime.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    fdb::learn(eth.src, in_ifindex, now);
-
-    // 4. Known unicast goes straight to its port.
-    if !is_group(&eth.dst) {
-        if let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns) {
-            if out_ifindex == in_ifindex {
-                // Destination is on the port the frame came from: nothing to do (the Linux
-                // bridge without hairpin mode drops these too).
-                stats::dropped(in_slot);
-                return TC_ACT_SHOT as i32;
-            }
-            match unsafe { PORT_SLOTS.get(&out_ifindex) } {
-                Some(&out_slot) => {
-                    if cfg.log() {
-                        log::unicast(ctx, in_ifindex, out_ifindex);
-                    }
-                    return forward::unicast(out_ifindex, out_slot, len, cfg.redirect_peer());
-                }
-                // The entry points at a port that was removed: forget it and flood.
-                None => fdb::forget(eth.dst),
-            }
-        }
+    let d = decide(in_ifindex, eth::parse(&ctx), len, &cfg, now);
+    if cfg.log() && d.action != NOT_PORT {
+        log::decision(&ctx, in_ifindex, len as u32, &d);
     }
-
-    // 5. Broadcast, multicast and unknown unicast: every other port gets a copy.
-    if cfg.log() {
-        log::flood(ctx, in_ifindex);
+    match d.action {
+        // A port being added or removed right now: go on as if the program were not there.
+        NOT_PORT => TC_ACT_UNSPEC,
+        UNICAST => forward::unicast(d.out_ifindex, d.out_slot, len, cfg.redirect_peer()),
+        FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
+        // Malformed, invalid source, destination on the same port.
+        _ => TC_ACT_SHOT as i32,
     }
-    forward::flood(ctx, in_ifindex, in_slot, cfg.slot_limit, len)
 }

@@ -48,8 +48,7 @@ pub fn unicast(out_ifindex: u32, out_slot: u32, len: u64, peer: bool) -> i32 {
 /// ports floods without copying at all. Flooded copies go to the host end's egress (not the
 /// peer's ingress) so the namespace side classifies broadcast and multicast itself.
 #[inline(always)]
-pub fn flood(ctx: &TcContext, in_ifindex: u32, in_slot: u32, slot_limit: u32, len: u64) -> i32 {
-    stats::flooded(in_slot);
+pub fn flood(ctx: &TcContext, in_ifindex: u32, slot_limit: u32, len: u64) -> i32 {
     // Port of the previous iteration, sent a clone once we know another port follows it.
     // Plain integers with 0 meaning "none" rather than an Option: LLVM leaves the payload of
     // a None undefined and may spill that undefined register, which the verifier rejects

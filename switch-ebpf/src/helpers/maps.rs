@@ -3,7 +3,7 @@
 //! switches never share a map and stay isolated.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use switch_common::{FDB_CAPACITY, FdbEntry, MAX_PORTS, MacKey, Port, PortStats, SwitchConfig};
 
@@ -27,3 +27,7 @@ pub static STATS: PerCpuArray<PortStats> = PerCpuArray::with_max_entries(MAX_POR
 /// Switch-wide settings, one entry.
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<SwitchConfig> = Array::with_max_entries(1, 0);
+
+/// ifindex -> port, for the XDP datapath's redirects and broadcast flood (unused by TC).
+#[map(name = "PORT_DEVMAP")]
+pub static PORT_DEVMAP: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);

@@ -1,8 +1,10 @@
 //! Helpers shared by the datapath's entry programs.
 pub mod config;
+pub mod decide;
 pub mod eth;
 pub mod fdb;
 pub mod forward;
+pub mod forward_xdp;
 pub mod log;
 pub mod maps;
 pub mod stats;

@@ -1,0 +1,74 @@
+//! The switching decision, shared by the TC and the XDP entry programs: which port a frame
+//! came in on, whether it is valid, what is learned, and where it goes. The entry programs
+//! only differ in how they carry the decision out.
+use switch_common::{is_group, is_valid_source};
+
+use super::{config::Config, eth::EthAddrs, fdb, maps::PORT_SLOTS, stats};
+
+/// The interface is not a port of this switch: leave the frame alone.
+pub const NOT_PORT: u32 = 0;
+/// Shorter than an Ethernet header.
+pub const DROP_MALFORMED: u32 = 1;
+/// Group or all-zero source MAC.
+pub const DROP_SOURCE: u32 = 2;
+/// Destination is behind the port the frame came from.
+pub const DROP_SAME_PORT: u32 = 3;
+/// Known unicast to `out_ifindex`.
+pub const UNICAST: u32 = 4;
+/// Broadcast, multicast or unknown unicast.
+pub const FLOOD: u32 = 5;
+
+/// What to do with a frame. Plain integers rather than an enum with payloads: LLVM leaves the
+/// payload of an unused variant undefined and may spill that register, which the verifier
+/// rejects ("!read_ok").
+pub struct Decision {
+    pub action: u32,
+    pub out_ifindex: u32,
+    pub out_slot: u32,
+}
+
+impl Decision {
+    #[inline(always)]
+    const fn new(action: u32) -> Self {
+        Self { action, out_ifindex: 0, out_slot: 0 }
+    }
+}
+
+/// Decides on a frame of `len` bytes that arrived on `in_ifindex`; counts it and learns its
+/// source on the way.
+#[inline(always)]
+pub fn decide(in_ifindex: u32, eth: Option<EthAddrs>, len: u64, cfg: &Config, now: u64) -> Decision {
+    // SAFETY: hash map lookup; the value is copied out at once.
+    let Some(&in_slot) = (unsafe { PORT_SLOTS.get(&in_ifindex) }) else {
+        return Decision::new(NOT_PORT);
+    };
+    stats::rx(in_slot, len);
+    let Some(eth) = eth else {
+        stats::malformed(in_slot);
+        return Decision::new(DROP_MALFORMED);
+    };
+    if !is_valid_source(&eth.src) {
+        // The Linux bridge drops these too, and learning them would poison the table.
+        stats::dropped(in_slot);
+        return Decision::new(DROP_SOURCE);
+    }
+    fdb::learn(eth.src, in_ifindex, now);
+
+    if !is_group(&eth.dst) {
+        if let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns) {
+            if out_ifindex == in_ifindex {
+                // The Linux bridge without hairpin mode drops these too.
+                stats::dropped(in_slot);
+                return Decision::new(DROP_SAME_PORT);
+            }
+            // SAFETY: as above.
+            match unsafe { PORT_SLOTS.get(&out_ifindex) } {
+                Some(&out_slot) => return Decision { action: UNICAST, out_ifindex, out_slot },
+                // The entry points at a port that was removed: forget it and flood.
+                None => fdb::forget(eth.dst),
+            }
+        }
+    }
+    stats::flooded(in_slot);
+    Decision::new(FLOOD)
+}
