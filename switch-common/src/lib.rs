@@ -111,9 +111,11 @@ pub struct Port {
     pub slot: u32,
 }
 
-/// Per-port counters, kept per CPU by the datapath and summed by the controller.
+/// Per-port counters, kept per CPU by the datapath and summed by the controller (and sent
+/// as they are over the userspace switch's control socket).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct PortStats {
     /// Frames received from the port's namespace.
     pub rx_packets: u64,

@@ -64,11 +64,16 @@ fn exec(ns: &str, command: &[String]) -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(a) => {
-            let r = sw::up(sw::UpOptions { name: a.name, ageing_secs: a.ageing, redirect: a.redirect }).await?;
+            let r = sw::up(sw::UpOptions { name: a.name, ageing_secs: a.ageing, redirect: a.redirect, datapath: a.datapath })
+                .await?;
             if a.json.json {
                 output::json(&r);
             } else if r.created {
-                println!("switch '{}' is up (ageing {}s, redirect {}, pinned at {})", r.name, r.ageing_secs, r.redirect, r.pins);
+                let detail = match &r.pins {
+                    Some(p) => format!(", redirect {}, pinned at {p}", r.redirect),
+                    None => String::new(),
+                };
+                println!("switch '{}' is up ({} datapath, ageing {}s{detail})", r.name, r.datapath, r.ageing_secs);
             } else {
                 println!("switch '{}' is already up", r.name);
             }
@@ -165,8 +170,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Logs(a) => {
-            eprintln!("streaming the datapath log of switch '{}'; Ctrl-C to stop", a.switch);
-            logs::follow(&a.switch, async {
+            let started = || eprintln!("streaming the datapath log of switch '{}'; Ctrl-C to stop", a.switch);
+            logs::follow(&a.switch, started, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
@@ -174,27 +179,45 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::List(j) => {
             let rows = sw::list().await?;
             if j.json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|(n, s, p)| serde_json::json!({"name": n, "ageing_secs": s.ageing_secs, "redirect": s.redirect, "ready": s.ready, "ports": p}))
-                    .collect();
-                output::json(&v);
+                output::json(&rows);
             } else {
                 output::table(
-                    &["SWITCH", "PORTS", "AGEING", "REDIRECT", "STATE"],
+                    &["SWITCH", "DATAPATH", "PORTS", "AGEING", "REDIRECT", "STATE"],
                     &rows
                         .iter()
-                        .map(|(n, s, p)| {
+                        .map(|s| {
                             vec![
-                                n.clone(),
-                                p.to_string(),
+                                s.name.clone(),
+                                s.datapath.to_string(),
+                                s.ports.to_string(),
                                 format!("{}s", s.ageing_secs),
-                                s.redirect.to_string(),
+                                if s.datapath == switch::state::Datapath::Tc { s.redirect.to_string() } else { "-".into() },
                                 if s.ready { "up" } else { "incomplete" }.into(),
                             ]
                         })
                         .collect::<Vec<_>>(),
                 );
+            }
+        }
+        Command::Run(a) => {
+            let stop = async {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            if a.daemon {
+                sw::run_daemon(&a.name, a.ageing.unwrap_or(switch_common::DEFAULT_AGEING_SECS), stop).await?;
+            } else {
+                sw::run_foreground(&a.name, a.ageing, stop).await?;
             }
         }
         Command::Demo => cli::demo::run().await?,

@@ -188,6 +188,13 @@ pub fn host_ifname(switch: &str, ns: &str, attempt: u32) -> String {
     name
 }
 
+/// Name of the Linux bridge of switch `switch` (bridge datapath), e.g. `bsw0-1a2b3c`.
+pub fn bridge_ifname(switch: &str) -> String {
+    let h = fnv1a(&["bridge", switch]) & 0x00ff_ffff;
+    let prefix: String = switch.chars().filter(char::is_ascii_alphanumeric).take(7).collect();
+    format!("b{prefix}-{h:06x}")
+}
+
 /// Interface name, inside `ns`, of a direct link to `peer`: `veth-PEER` when that fits,
 /// otherwise `veth-` and a hash of the peer's name.
 pub fn link_ifname(peer: &str) -> String {
@@ -263,6 +270,8 @@ mod tests {
         // Stable across runs and releases.
         assert_eq!(host_ifname("sw0", "red", 0), host_ifname("sw0", "red", 0));
         assert_eq!(link_ifname("blue"), "veth-blue");
+        assert!(bridge_ifname(long).len() <= IFNAME_MAX);
+        assert_ne!(bridge_ifname("sw0"), bridge_ifname("sw1"));
         assert!(link_ifname(long).len() <= IFNAME_MAX);
         assert_ne!(link_ifname(long), link_ifname("a-very-long-namespace-name-that-goes-off"));
     }

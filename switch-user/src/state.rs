@@ -46,13 +46,49 @@ impl std::fmt::Display for Redirect {
     }
 }
 
+/// How a switch moves frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// TC/TCX eBPF program on each port (default; fastest for TCP).
+    #[default]
+    Tc,
+    /// Native XDP eBPF program on each port (no skb per frame; TSO off on the ports).
+    Xdp,
+    /// An async userspace process on AF_PACKET sockets (kernels without eBPF).
+    Userspace,
+    /// The kernel's Linux bridge (the classic recipe, as a baseline).
+    Bridge,
+}
+
+impl Datapath {
+    /// Whether the datapath is an eBPF program with pinned maps.
+    pub fn is_ebpf(self) -> bool {
+        matches!(self, Self::Tc | Self::Xdp)
+    }
+}
+
+impl std::fmt::Display for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+            Self::Userspace => "userspace",
+            Self::Bridge => "bridge",
+        })
+    }
+}
+
 /// One switch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchState {
     /// Dynamic FDB entries expire after this many seconds.
     pub ageing_secs: u64,
-    /// How known unicast is redirected.
+    /// How known unicast is redirected (tc datapath).
     pub redirect: Redirect,
+    /// How frames are moved.
+    #[serde(default)]
+    pub datapath: Datapath,
     /// False while `up` is making it.
     pub ready: bool,
 }
@@ -187,7 +223,7 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), State::default());
         let mut st = State::default();
-        st.switches.insert("sw0".into(), SwitchState { ageing_secs: 300, redirect: Redirect::Peer, ready: true });
+        st.switches.insert("sw0".into(), SwitchState { ageing_secs: 300, redirect: Redirect::Peer, datapath: Datapath::Tc, ready: true });
         st.namespaces.insert(
             "red".into(),
             NsState {

@@ -119,6 +119,42 @@ pub fn host_links() -> Vec<String> {
         .collect()
 }
 
+/// Instantiates each listed `fn name(datapath: &str)` once per datapath, as
+/// `tc::name`, `xdp::name`, `userspace::name` and `bridge::name`: one parametrised matrix
+/// instead of four copies of every test.
+#[macro_export]
+macro_rules! datapath_matrix {
+    ($($test:ident),* $(,)?) => {
+        $crate::datapath_matrix!(@dp tc "tc" $($test),*);
+        $crate::datapath_matrix!(@dp xdp "xdp" $($test),*);
+        $crate::datapath_matrix!(@dp userspace "userspace" $($test),*);
+        $crate::datapath_matrix!(@dp bridge "bridge" $($test),*);
+    };
+    (@dp $module:ident $dp:literal $($test:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($dp)
+                }
+            )*
+        }
+    };
+}
+
+/// Whether `datapath` is one of the eBPF datapaths (pinned maps, detailed counters, logs).
+pub fn is_ebpf(datapath: &str) -> bool {
+    matches!(datapath, "tc" | "xdp")
+}
+
+/// A counter of a `switch stats` row, or `None` where the datapath does not keep it.
+pub fn counter(v: &Value, field: &str) -> Option<u64> {
+    match &v[field] {
+        Value::Null => None,
+        x => Some(x.as_u64().unwrap_or_else(|| panic!("{field} is not a number in {v}"))),
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A test's own namespace of names, torn down on drop.
@@ -142,11 +178,11 @@ impl Sandbox {
         format!("{}{suffix}", self.prefix)
     }
 
-    /// Creates switch `suffix` with extra `up` arguments; returns its name.
-    pub fn switch(&mut self, suffix: &str, extra: &[&str]) -> String {
+    /// Creates switch `suffix` on `datapath` with extra `up` arguments; returns its name.
+    pub fn switch(&mut self, suffix: &str, datapath: &str, extra: &[&str]) -> String {
         let name = self.name(suffix);
         self.switches.push(name.clone());
-        let mut a = vec!["up", "--name", &name];
+        let mut a = vec!["up", "--name", &name, "--datapath", datapath];
         a.extend_from_slice(extra);
         ok(&a);
         name
@@ -170,6 +206,7 @@ impl Sandbox {
     pub fn teardown(&mut self) {
         for sw in self.switches.drain(..) {
             let _ = switch(&["down", "--name", &sw]);
+            let _ = std::fs::remove_file(format!("/run/switch/{sw}.log"));
         }
         for ns in netns_list().into_iter().filter(|n| n.starts_with(&self.prefix)) {
             if switch(&["ns", "del", &ns]).code != 0 {
@@ -236,6 +273,7 @@ pub struct Snapshot {
     links: Vec<String>,
     state: String,
     pins: Vec<String>,
+    run_files: Vec<String>,
 }
 
 impl Snapshot {
@@ -255,9 +293,20 @@ impl Snapshot {
             .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect())
             .unwrap_or_default();
         pins.sort();
-        let host_prefix = format!("s{prefix}");
-        let mut links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with(&host_prefix)).collect();
+        // Host ends of ports ("s" + namespace) and bridges ("b" + switch name).
+        let (host_prefix, bridge_prefix) = (format!("s{prefix}"), format!("b{prefix}"));
+        let mut links: Vec<String> =
+            host_links().into_iter().filter(|l| l.starts_with(&host_prefix) || l.starts_with(&bridge_prefix)).collect();
         links.sort();
-        Self { netns, links, state: st.join(","), pins }
+        // Userspace switch processes' pid files and sockets.
+        let mut run_files: Vec<String> = std::fs::read_dir("/run/switch")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(prefix) && !n.ends_with(".log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        run_files.sort();
+        Self { netns, links, state: st.join(","), pins, run_files }
     }
 }

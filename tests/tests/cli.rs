@@ -2,15 +2,26 @@
 //! teardown that leaves no trace.
 use switch_tests::*;
 
-#[test]
-fn up_and_ns_add_are_idempotent() {
+datapath_matrix!(
+    up_and_ns_add_are_idempotent,
+    bad_input_gets_one_error_line_and_changes_nothing,
+    down_removes_every_trace,
+    ns_del_removes_the_port_and_forwarding_goes_on,
+    concurrent_ns_adds_on_one_switch_all_land,
+);
+
+fn up_and_ns_add_are_idempotent(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &["--ageing", "30"]);
+    let sw = sb.switch("sw", dp, &["--ageing", "30"]);
     let again = json(&["up", "--name", &sw]);
     assert_eq!(again["created"], false);
     assert_eq!(again["ageing_secs"], 30);
     let e = fails(&["up", "--name", &sw, "--ageing", "60"], 2);
     assert!(e.contains("already up with ageing 30s"), "{e}");
+    let other = if dp == "tc" { "bridge" } else { "tc" };
+    let e = fails(&["up", "--name", &sw, "--datapath", other], 2);
+    assert!(e.contains("switching a running switch's datapath is not supported"), "{e}");
+    assert_eq!(json(&["up", "--name", &sw, "--datapath", dp])["created"], false);
 
     let ns = sb.port(&sw, "a", "10.30.0.1/24", &[]);
     let r = json(&["ns", "add", &ns, "--ip", "10.30.0.1/24", "--switch", &sw]);
@@ -21,12 +32,12 @@ fn up_and_ns_add_are_idempotent() {
     let me = list.as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).unwrap().clone();
     assert_eq!(me["ports"], 1);
     assert_eq!(me["ready"], true);
+    assert_eq!(me["datapath"], dp);
 }
 
-#[test]
-fn bad_input_gets_one_error_line_and_changes_nothing() {
+fn bad_input_gets_one_error_line_and_changes_nothing(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let taken = sb.port(&sw, "a", "10.31.0.1/24", &["--mac", "02:00:00:31:00:01"]);
     let fresh = sb.name("b");
     let long = format!("{}{}", sb.prefix, "x".repeat(64));
@@ -51,6 +62,8 @@ fn bad_input_gets_one_error_line_and_changes_nothing() {
         (vec!["ns", "add", "bad/name", "--ip", "10.31.0.2/24", "--switch", &sw], "not allowed"),
         (vec!["up", "--name", &long], "longer than 64"),
         (vec!["up", "--name", &fresh, "--ageing", "0"], "at least 1 second"),
+        (vec!["up", "--name", &fresh, "--datapath", "xdp", "--redirect", "egress"], "only the tc datapath"),
+        (vec!["up", "--name", &fresh, "--datapath", "nosuch"], "invalid value"),
         (vec!["ns", "del", &fresh], "not managed by switch"),
         (vec!["fdb", "--switch", &unknown_sw], "does not exist"),
         (vec!["stats", "--switch", &unknown_sw], "does not exist"),
@@ -62,8 +75,11 @@ fn bad_input_gets_one_error_line_and_changes_nothing() {
         let r = switch(&args);
         assert_eq!(r.code, 2, "switch {args:?}: expected exit 2, got {}: {}{}", r.code, r.stdout, r.stderr);
         // One error line; clap's errors for malformed values add only its "--help" hint.
-        let lines: Vec<&str> =
-            r.stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("For more information")).collect();
+        let lines: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information") && !l.starts_with("  [possible values"))
+            .collect();
         assert_eq!(lines.len(), 1, "switch {args:?}: {:?}", r.stderr);
         assert!(lines[0].starts_with("error: "), "switch {args:?}: {:?}", r.stderr);
         assert!(r.stderr.contains(expect), "switch {args:?}: expected {expect:?} in {:?}", r.stderr);
@@ -72,16 +88,20 @@ fn bad_input_gets_one_error_line_and_changes_nothing() {
     host("ip", &["netns", "del", &foreign]);
 }
 
-#[test]
-fn down_removes_every_trace() {
+fn down_removes_every_trace(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.33.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.33.0.2/24", &[]);
     assert!(ping(&a, "10.33.0.2", 2));
     let host_ifs: Vec<String> = [&a, &b].iter().map(|n| ns_info(n)["host_interface"].as_str().unwrap().to_owned()).collect();
     let pin_dir = format!("/sys/fs/bpf/switch/{sw}");
-    assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists());
+    if is_ebpf(dp) {
+        assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists());
+    }
+    let pid_file = format!("/run/switch/{sw}.pid");
+    let pid: Option<i32> = std::fs::read_to_string(&pid_file).ok().map(|p| p.trim().parse().unwrap());
+    assert_eq!(pid.is_some(), dp == "userspace", "pid file of the userspace process");
 
     let r = json(&["down", "--name", &sw]);
     assert_eq!(r["existed"], true);
@@ -93,6 +113,10 @@ fn down_removes_every_trace() {
     }
     let ns = netns_list();
     assert!(!ns.contains(&a) && !ns.contains(&b), "namespaces left behind: {ns:?}");
+    if let Some(pid) = pid {
+        // SAFETY: signal 0 only checks whether the process exists.
+        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "userspace switch process {pid} still runs");
+    }
     let empty = Snapshot::take(&sb.prefix);
     assert_eq!(empty, Snapshot::take("\u{0}never"), "state or pins left behind: {empty:?}");
     // No program of ours is still loaded for this switch: the maps are gone with it.
@@ -100,10 +124,9 @@ fn down_removes_every_trace() {
     assert_eq!(again["existed"], false);
 }
 
-#[test]
-fn ns_del_removes_the_port_and_forwarding_goes_on() {
+fn ns_del_removes_the_port_and_forwarding_goes_on(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.34.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.34.0.2/24", &[]);
     let c = sb.port(&sw, "c", "10.34.0.3/24", &[]);
@@ -130,10 +153,9 @@ fn help_teaches() {
     assert!(add.contains("--ip") && add.contains("192.168.15.1/24") && add.contains("--mac"));
 }
 
-#[test]
-fn concurrent_ns_adds_on_one_switch_all_land() {
+fn concurrent_ns_adds_on_one_switch_all_land(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     // Six CLI processes at once: the state lock serialises them, each gets its own slot.
     let names: Vec<String> = (1..=6).map(|i| sb.name(&format!("p{i}"))).collect();
     let handles: Vec<_> = names
@@ -159,4 +181,34 @@ fn concurrent_ns_adds_on_one_switch_all_land() {
     for i in 2..=6 {
         assert!(ping(&names[0], &format!("10.35.0.{i}"), 1), "p1 -> p{i}");
     }
+}
+
+#[test]
+fn switch_run_serves_in_the_foreground_and_cleans_up_on_sigterm() {
+    use std::{thread::sleep, time::Duration};
+    let mut sb = Sandbox::new();
+    let sw = sb.name("run");
+    sb.adopt(&sw);
+    let mut child = std::process::Command::new(switch_bin())
+        .args(["run", "--name", &sw])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = (0..100).any(|_| {
+        sleep(Duration::from_millis(50));
+        json(&["list"]).as_array().unwrap().iter().any(|s| s["name"] == sw.as_str() && s["ready"] == true)
+    });
+    assert!(ready, "switch run did not come up");
+    let a = sb.port(&sw, "a", "10.36.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.36.0.2/24", &[]);
+    assert!(ping(&a, "10.36.0.2", 3));
+    assert_eq!(json(&["list"]).as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).unwrap()["datapath"], "userspace");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "switch run left something behind");
 }

@@ -4,34 +4,38 @@ use switch_tests::*;
 
 const KILLED: i32 = 128 + libc::SIGABRT;
 
-#[test]
-fn up_killed_after_pinning_converges() {
+datapath_matrix!(
+    up_killed_half_way_converges,
+    ns_add_killed_half_way_converges_and_traffic_keeps_flowing,
+    ns_add_failing_half_way_rolls_back,
+);
+
+fn up_killed_half_way_converges(dp: &str) {
     let mut sb = Sandbox::new();
     let sw = sb.name("sw");
     sb.adopt(&sw);
-    let r = switch_env(&["up", "--name", &sw], &[("SWITCH_FAILPOINT", "up:pinned")]);
+    let r = switch_env(&["up", "--name", &sw, "--datapath", dp], &[("SWITCH_FAILPOINT", "up:made")]);
     assert_eq!(r.code, KILLED, "{r:?}");
     let list = json(&["list"]);
     let me = list.as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).expect("recorded").clone();
     assert_eq!(me["ready"], false, "an interrupted up is not reported as up");
     // Re-running converges to a working switch.
-    let again = json(&["up", "--name", &sw]);
+    let again = json(&["up", "--name", &sw, "--datapath", dp]);
     assert_eq!(again["created"], true);
     let a = sb.port(&sw, "a", "10.40.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.40.0.2/24", &[]);
     assert!(ping(&a, "10.40.0.2", 2));
     // And `down` after a killed `up` leaves nothing.
     ok(&["down", "--name", &sw]);
-    let r = switch_env(&["up", "--name", &sw], &[("SWITCH_FAILPOINT", "up:pinned")]);
+    let r = switch_env(&["up", "--name", &sw, "--datapath", dp], &[("SWITCH_FAILPOINT", "up:made")]);
     assert_eq!(r.code, KILLED);
     ok(&["down", "--name", &sw]);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
 }
 
-#[test]
-fn ns_add_killed_half_way_converges_and_traffic_keeps_flowing() {
+fn ns_add_killed_half_way_converges_and_traffic_keeps_flowing(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.41.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.41.0.2/24", &[]);
     for point in ["ns-add:veth", "ns-add:attached"] {
@@ -66,10 +70,9 @@ fn ns_add_killed_half_way_converges_and_traffic_keeps_flowing() {
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
 }
 
-#[test]
-fn ns_add_failing_half_way_rolls_back() {
+fn ns_add_failing_half_way_rolls_back(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.42.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.42.0.2/24", &[]);
     let before = Snapshot::take(&sb.prefix);
@@ -81,7 +84,7 @@ fn ns_add_failing_half_way_rolls_back() {
         assert_eq!(Snapshot::take(&sb.prefix), before, "{point}: not rolled back");
         assert!(ping(&a, "10.42.0.2", 2));
     }
-    let r = switch_env(&["up", "--name", &sb.name("sw2")], &[("SWITCH_FAILPOINT", "up:pinned:error")]);
+    let r = switch_env(&["up", "--name", &sb.name("sw2"), "--datapath", dp], &[("SWITCH_FAILPOINT", "up:made:error")]);
     assert_eq!(r.code, 1);
     assert_eq!(Snapshot::take(&sb.prefix), before, "failed up not rolled back");
 }

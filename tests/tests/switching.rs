@@ -4,14 +4,25 @@ use std::{thread::sleep, time::Duration};
 
 use switch_tests::*;
 
+datapath_matrix!(
+    two_namespaces_ping_and_fdb_shows_ports,
+    broadcast_reaches_all_known_unicast_only_its_port,
+    ageing_removes_entries_and_traffic_relearns,
+    mac_move_is_followed,
+    static_entries_are_not_moved_or_aged,
+    two_switches_are_isolated,
+    frames_with_invalid_source_are_dropped_counted_and_not_learned,
+    datapath_log_streams_while_asked_for,
+    tcp_and_udp_payloads_arrive_intact,
+);
+
 fn u(v: &Value, field: &str) -> u64 {
     v[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {v}"))
 }
 
-#[test]
-fn two_namespaces_ping_and_fdb_shows_ports() {
+fn two_namespaces_ping_and_fdb_shows_ports(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let red = sb.port(&sw, "red", "192.168.15.1/24", &[]);
     let blue = sb.port(&sw, "blue", "192.168.15.2/24", &[]);
     assert!(ping(&red, "192.168.15.2", 3), "red -> blue");
@@ -35,13 +46,13 @@ fn two_namespaces_ping_and_fdb_shows_ports() {
     // Counters saw the traffic both ways.
     let s = port_stats(&sw, &red);
     assert!(u(&s, "rx_packets") >= 6 && u(&s, "tx_packets") >= 6, "{s}");
-    assert_eq!(u(&s, "malformed"), 0);
+    assert_eq!(counter(&s, "malformed").unwrap_or(0), 0);
+    assert_eq!(counter(&s, "malformed").is_some(), dp != "bridge", "bridge counters come from the interface");
 }
 
-#[test]
-fn broadcast_reaches_all_known_unicast_only_its_port() {
+fn broadcast_reaches_all_known_unicast_only_its_port(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.20.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.20.0.2/24", &[]);
     let c = sb.port(&sw, "c", "10.20.0.3/24", &[]);
@@ -52,7 +63,9 @@ fn broadcast_reaches_all_known_unicast_only_its_port() {
     let c1 = port_stats(&sw, &c);
     assert!(u(&c1, "tx_packets") > u(&c0, "tx_packets"), "ARP broadcast did not reach c: {c0} -> {c1}");
     let a1 = port_stats(&sw, &a);
-    assert!(u(&a1, "flooded") >= 1, "{a1}");
+    if let Some(flooded) = counter(&a1, "flooded") {
+        assert!(flooded >= 1, "{a1}");
+    }
 
     // Now a and b know each other: 200 echo requests and replies must not reach c.
     let b1 = port_stats(&sw, &b);
@@ -72,10 +85,9 @@ fn broadcast_reaches_all_known_unicast_only_its_port() {
     assert!(ping(&c, "10.20.0.2", 2));
 }
 
-#[test]
-fn ageing_removes_entries_and_traffic_relearns() {
+fn ageing_removes_entries_and_traffic_relearns(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &["--ageing", "2"]);
+    let sw = sb.switch("sw", dp, &["--ageing", "2"]);
     let a = sb.port(&sw, "a", "10.21.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.21.0.2/24", &[]);
     assert!(ping(&a, "10.21.0.2", 2));
@@ -86,10 +98,9 @@ fn ageing_removes_entries_and_traffic_relearns() {
     assert_eq!(fdb(&sw).len(), 2);
 }
 
-#[test]
-fn mac_move_is_followed() {
+fn mac_move_is_followed(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.22.0.1/24", &["--mac", "02:00:00:22:00:01"]);
     let b = sb.port(&sw, "b", "10.22.0.2/24", &["--mac", "02:00:00:22:00:02"]);
     let c = sb.port(&sw, "c", "10.22.0.3/24", &["--mac", "02:00:00:22:00:03"]);
@@ -108,10 +119,9 @@ fn mac_move_is_followed() {
     let _ = b;
 }
 
-#[test]
-fn static_entries_are_not_moved_or_aged() {
+fn static_entries_are_not_moved_or_aged(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &["--ageing", "1"]);
+    let sw = sb.switch("sw", dp, &["--ageing", "1"]);
     let a = sb.port(&sw, "a", "10.23.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.23.0.2/24", &[]);
     ok(&["fdb", "add", "02:00:00:23:00:99", "--ns", &b]);
@@ -132,11 +142,10 @@ fn static_entries_are_not_moved_or_aged() {
     assert!(e.contains("not in the FDB"), "{e}");
 }
 
-#[test]
-fn two_switches_are_isolated() {
+fn two_switches_are_isolated(dp: &str) {
     let mut sb = Sandbox::new();
-    let s1 = sb.switch("one", &[]);
-    let s2 = sb.switch("two", &[]);
+    let s1 = sb.switch("one", dp, &[]);
+    let s2 = sb.switch("two", dp, &[]);
     // Same subnet on purpose: only the switch boundary separates them.
     let a1 = sb.port(&s1, "a1", "10.24.0.1/24", &[]);
     let _a2 = sb.port(&s1, "a2", "10.24.0.2/24", &[]);
@@ -172,16 +181,20 @@ fn direct_link_connects_two_namespaces() {
     assert!(!netns_list().contains(&y));
 }
 
-#[test]
-fn datapath_log_streams_while_asked_for() {
+fn datapath_log_streams_while_asked_for(dp: &str) {
     use std::{
         io::Read as _,
         process::{Command, Stdio},
     };
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.26.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.26.0.2/24", &[]);
+    if !is_ebpf(dp) {
+        let e = fails(&["logs", "--switch", &sw], 2);
+        assert!(e.contains("only tc and xdp have a datapath log"), "{e}");
+        return;
+    }
     let mut child = Command::new(switch_bin())
         .args(["logs", "--switch", &sw])
         .stdout(Stdio::piped())
@@ -210,28 +223,109 @@ fn send_raw(ns: &str, frame_hex: &str) {
     assert_eq!(r.code, 0, "sending a raw frame: {r:?}");
 }
 
-#[test]
-fn frames_with_invalid_source_are_dropped_counted_and_not_learned() {
+fn frames_with_invalid_source_are_dropped_counted_and_not_learned(dp: &str) {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", &[]);
+    let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.27.0.2/24", &[]);
     let a0 = port_stats(&sw, &a);
     let b0 = port_stats(&sw, &b);
     let payload = "00".repeat(46);
+    // EtherType 0x88b5 (local experimental): the frames are not IP, so nothing on the way
+    // (br_netfilter with the bridge datapath) parses and drops them for other reasons.
     // Broadcast destination, multicast source; then an all-zero source.
-    send_raw(&a, &format!("ffffffffffff0100000000010800{payload}"));
-    send_raw(&a, &format!("ffffffffffff0000000000000800{payload}"));
+    send_raw(&a, &format!("ffffffffffff01000000000188b5{payload}"));
+    send_raw(&a, &format!("ffffffffffff00000000000088b5{payload}"));
     std::thread::sleep(Duration::from_millis(200));
     let a1 = port_stats(&sw, &a);
     let b1 = port_stats(&sw, &b);
-    assert_eq!(u(&a1, "dropped") - u(&a0, "dropped"), 2, "{a0} -> {a1}");
+    if let (Some(d0), Some(d1)) = (counter(&a0, "dropped"), counter(&a1, "dropped")) {
+        assert_eq!(d1 - d0, 2, "{a0} -> {a1}");
+    }
     assert_eq!(u(&a1, "rx_packets") - u(&a0, "rx_packets"), 2);
     assert_eq!(u(&b1, "tx_packets"), u(&b0, "tx_packets"), "an invalid frame was forwarded: {b0} -> {b1}");
     assert!(fdb(&sw).is_empty(), "an invalid source was learned");
     // A valid frame from the same socket path is switched and learned.
-    send_raw(&a, &format!("ffffffffffff0200000027aa0800{payload}"));
+    send_raw(&a, &format!("ffffffffffff0200000027aa88b5{payload}"));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(u(&port_stats(&sw, &b), "tx_packets"), u(&b1, "tx_packets") + 1);
     assert!(fdb(&sw).contains(&("02:00:00:00:27:aa".into(), a.clone(), "dynamic".into())));
+}
+
+const TCP_SERVER: &str = "
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 5001)); s.listen(1); s.settimeout(20)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    d = c.recv(1 << 16)
+    if not d: break
+    h.update(d); n += len(d)
+print(n, h.hexdigest())
+";
+
+const TCP_CLIENT: &str = "
+import hashlib, socket, sys, time
+data = bytes(range(256)) * (1 << 15)  # 8 MiB
+for _ in range(50):
+    try:
+        c = socket.create_connection((sys.argv[1], 5001), timeout=5); break
+    except OSError:
+        time.sleep(0.1)
+c.sendall(data); c.close()
+print(len(data), hashlib.sha256(data).hexdigest())
+";
+
+const UDP_ECHO: &str = "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5002)); s.settimeout(20)
+for _ in range(3):
+    d, a = s.recvfrom(65535); s.sendto(d, a)
+";
+
+const UDP_CLIENT: &str = "
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+for size in (1, 1400, 8000):
+    msg = bytes([size % 251]) * size
+    for _ in range(20):
+        s.sendto(msg, (sys.argv[1], 5002))
+        try:
+            d, _ = s.recvfrom(65535); break
+        except socket.timeout:
+            continue
+    assert d == msg, size
+print('ok')
+";
+
+/// Runs python `script` with `args` inside `ns` in the background.
+fn spawn_py(ns: &str, script: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(switch_bin())
+        .args(["ns", "exec", ns, "--", "python3", "-c", script])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn tcp_and_udp_payloads_arrive_intact(dp: &str) {
+    // 8 MiB over TCP (checksummed end to end: on the xdp datapath this only works because the
+    // controller turned tx checksum offload off on the namespace ends), then UDP datagrams up
+    // to 8000 bytes (fragmented) echoed back.
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", dp, &[]);
+    let a = sb.port(&sw, "a", "10.28.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.28.0.2/24", &[]);
+    let server = spawn_py(&b, TCP_SERVER, &[]);
+    let client = exec(&a, &["python3", "-c", TCP_CLIENT, "10.28.0.2"]);
+    assert_eq!(client.code, 0, "{client:?}");
+    let got = server.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert_eq!(got.trim(), client.stdout.trim(), "TCP payload differs");
+
+    let echo = spawn_py(&b, UDP_ECHO, &[]);
+    let udp = exec(&a, &["python3", "-c", UDP_CLIENT, "10.28.0.2"]);
+    let _ = echo.wait_with_output();
+    assert_eq!(udp.stdout.trim(), "ok", "{udp:?}");
 }

@@ -222,7 +222,7 @@ fn test(args: &[String]) -> Result<()> {
     let bin = ws.join("target/debug/switch");
     run(Command::new("cargo")
         .current_dir(&ws)
-        .args(["test", "--no-fail-fast", "--"])
+        .args(["test", "--no-fail-fast", "--", "--include-ignored"])
         .args(args)
         .env("SWITCH_BIN", &bin))
 }

@@ -35,7 +35,7 @@ pub async fn run() -> Result<()> {
 async fn steps() -> Result<()> {
     println!("== switch up --name {SWITCH}");
     let up = sw::up(sw::UpOptions { name: SWITCH.into(), ..Default::default() }).await?;
-    println!("datapath pinned at {} (unicast redirect: {})", up.pins, up.redirect);
+    println!("datapath pinned at {} (unicast redirect: {})", up.pins.unwrap_or_default(), up.redirect);
     for (ns, ip) in NAMESPACES {
         println!("== switch ns add {ns} --ip {ip} --switch {SWITCH}");
         let r = port::add(port::AddOptions { ns: ns.into(), ip: ip.parse()?, switch: SWITCH.into(), mac: None }).await?;

@@ -5,7 +5,7 @@ pub mod output;
 use clap::{Args, Parser, Subcommand};
 use switch::{
     names::{Cidr, Mac},
-    state::Redirect,
+    state::{Datapath, Redirect},
 };
 
 const AFTER_HELP: &str = "\
@@ -55,6 +55,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// List switches.
     List(JsonArg),
+    /// Run a userspace switch in the foreground until Ctrl-C/SIGTERM, then remove it and its
+    /// ports (what `up --datapath userspace` runs in the background).
+    Run(RunArgs),
     /// Two namespaces (red, blue) on an eBPF switch: ping both ways, show the MAC table, tear
     /// everything down.
     Demo,
@@ -75,12 +78,30 @@ pub struct UpArgs {
     /// Seconds after which a silent station is forgotten [default: 300, as the Linux bridge].
     #[arg(long, value_name = "SECS")]
     pub ageing: Option<u64>,
-    /// How known unicast reaches its port: `peer` (bpf_redirect_peer, straight into the
+    /// How frames are switched: `tc` (eBPF on TC/TCX), `xdp` (eBPF on native XDP),
+    /// `userspace` (a tokio process on AF_PACKET sockets) or `bridge` (the kernel's Linux
+    /// bridge, as a baseline) [default: tc].
+    #[arg(long, value_enum)]
+    pub datapath: Option<Datapath>,
+    /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]
     pub redirect: Option<Redirect>,
     #[command(flatten)]
     pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Switch name.
+    #[arg(long, visible_alias = "switch", default_value = DEFAULT_SWITCH)]
+    pub name: String,
+    /// Seconds after which a silent station is forgotten [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub ageing: Option<u64>,
+    /// Serve an existing switch record made by `switch up --datapath userspace` (internal).
+    #[arg(long, hide = true)]
+    pub daemon: bool,
 }
 
 #[derive(Debug, Args)]

@@ -70,12 +70,17 @@ pub fn stats(rows: &[PortRow]) {
                     human(r.rx_bytes),
                     r.tx_packets.to_string(),
                     human(r.tx_bytes),
-                    r.flooded.to_string(),
-                    r.dropped.to_string(),
-                    r.malformed.to_string(),
-                    r.tx_errors.to_string(),
+                    opt(r.flooded),
+                    opt(r.dropped),
+                    opt(r.malformed),
+                    opt(r.tx_errors),
                 ]
             })
             .collect::<Vec<_>>(),
     );
+}
+
+/// A counter the datapath may not keep: "-" when it does not.
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }

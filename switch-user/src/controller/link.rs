@@ -65,7 +65,7 @@ pub async fn link(ns1: &str, ns2: &str, ip1: Cidr, ip2: Cidr) -> Result<()> {
                 entry.ready = true;
                 if created.iter().any(|c| c == ns) {
                     let entry = state.namespaces.remove(ns).expect("present");
-                    let _ = teardown(ns, &entry).await;
+                    let _ = teardown(&state, ns, &entry).await;
                 }
             }
             store.save(&state)?;

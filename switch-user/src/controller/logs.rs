@@ -39,13 +39,22 @@ async fn set_logging(switch: &str, on: bool) -> Result<()> {
     .await
 }
 
-/// Streams `switch`'s datapath log until `stop` resolves.
-pub async fn follow(switch: &str, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+/// Streams `switch`'s datapath log until `stop` resolves; `started` is called once the
+/// switch is known to have a log.
+pub async fn follow(switch: &str, started: impl FnOnce(), stop: impl std::future::Future<Output = ()>) -> Result<()> {
     validate_name("switch name", switch)?;
     {
         // Hold the lock only to check the switch: streaming must not block other commands.
         let store = lock().await?;
-        store.load()?.switch(switch)?;
+        let state = store.load()?;
+        let sw = state.switch(switch)?;
+        if !sw.datapath.is_ebpf() {
+            return Err(Error::invalid(
+                "command",
+                "switch logs",
+                format!("switch '{switch}' uses the {} datapath; only tc and xdp have a datapath log", sw.datapath),
+            ));
+        }
     }
     let pins = Pins::new(switch);
     let id = blocking(move || pins.prog_id()).await?;
@@ -55,6 +64,7 @@ pub async fn follow(switch: &str, stop: impl std::future::Future<Output = ()>) -
     let mut fd = unsafe { AsyncFd::register(logger) }
         .map_err(|e| Error::Io { context: "watching the datapath log".into(), source: e.into() })?;
     set_logging(switch, true).await?;
+    started();
     tokio::pin!(stop);
     let streamed = async {
         loop {

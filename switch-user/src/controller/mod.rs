@@ -10,6 +10,7 @@
 //! Teardown is idempotent and works from names alone, so it doubles as crash recovery: a
 //! record left `ready: false` by a killed command is torn down by the next command that
 //! touches it.
+pub mod backend;
 pub mod fdb;
 pub mod link;
 pub mod logs;
@@ -32,7 +33,7 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 
 /// Fault injection for the crash and rollback tests. With `SWITCH_FAILPOINT=NAME` the process
 /// aborts at point NAME, as if killed with SIGKILL there; with `SWITCH_FAILPOINT=NAME:error`
-/// the step fails with an error instead, exercising the rollback path. Points: `up:pinned`,
+/// the step fails with an error instead, exercising the rollback path. Points: `up:made`,
 /// `ns-add:veth`, `ns-add:attached`.
 pub(crate) fn failpoint(name: &str) -> Result<()> {
     let Ok(v) = std::env::var("SWITCH_FAILPOINT") else { return Ok(()) };

@@ -4,12 +4,11 @@ use std::os::fd::AsRawFd as _;
 use serde::Serialize;
 use switch_common::MAX_PORTS;
 
-use super::{blocking, failpoint, lock};
+use super::{backend, blocking, failpoint, lock};
 use crate::{
-    datapath::{Pins, maps::SwitchMaps},
     error::{Error, Result},
     names::{self, Cidr, Mac, NS_IFNAME, validate_name},
-    state::{NsState, PortState, State},
+    state::{NsState, PortState, State, SwitchState},
     sys::{netlink::Netlink, netns, sysctl},
 };
 
@@ -152,7 +151,7 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
     }
     if let Some(left) = state.namespaces.get(&opts.ns).cloned() {
         tracing::info!(ns = %opts.ns, "cleaning up an interrupted command on this namespace");
-        teardown(&opts.ns, &left).await?;
+        teardown(&state, &opts.ns, &left).await?;
         state.namespaces.remove(&opts.ns);
         store.save(&state)?;
     }
@@ -174,7 +173,8 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
     state.namespaces.insert(opts.ns.clone(), NsState { port: Some(port.clone()), links: vec![], ready: false });
     store.save(&state)?;
 
-    match build(&nl, &opts.ns, &port).await {
+    let sw = state.switches[&opts.switch].clone();
+    match build(&nl, &opts.ns, &sw, &port).await {
         Ok((ifindex, mac)) => {
             let entry = state.namespaces.get_mut(&opts.ns).expect("inserted above");
             let p = entry.port.as_mut().expect("inserted above");
@@ -187,7 +187,7 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
         }
         Err(e) => {
             let entry = state.namespaces.remove(&opts.ns).expect("inserted above");
-            if let Err(undo) = teardown(&opts.ns, &entry).await {
+            if let Err(undo) = teardown(&state, &opts.ns, &entry).await {
                 tracing::warn!("rolling back namespace '{}' failed too: {undo}", opts.ns);
                 state.namespaces.insert(opts.ns.clone(), entry);
             }
@@ -214,7 +214,7 @@ async fn free_host_ifname(nl: &Netlink, state: &State, switch: &str, ns: &str) -
 ///
 /// The program is attached and the port registered before the host end goes up, so no frame
 /// from the namespace ever reaches the host stack unswitched.
-async fn build(nl: &Netlink, ns: &str, port: &PortState) -> Result<(u32, Mac)> {
+async fn build(nl: &Netlink, ns: &str, sw: &SwitchState, port: &PortState) -> Result<(u32, Mac)> {
     netns::create(ns).await?;
     let ns_file = netns::open(ns)?;
     let ifindex = nl.add_veth(&port.host_if, &port.ns_if, ns_file.as_raw_fd(), port.mac).await?;
@@ -224,11 +224,12 @@ async fn build(nl: &Netlink, ns: &str, port: &PortState) -> Result<(u32, Mac)> {
     let host_if = port.host_if.clone();
     blocking(move || sysctl::disable_ipv6(&host_if)).await?;
 
-    let (ns_if, ip) = (port.ns_if.clone(), port.ip);
+    let (ns_if, ip, datapath) = (port.ns_if.clone(), port.ip, sw.datapath);
     let mac = netns::run_in(ns, move |h| async move {
         let nl = Netlink::from_handle(h);
-        // On this namespace's own thread: /proc/sys/net shows this namespace here.
+        // On this namespace's own thread: /proc/sys/net and ioctl sockets see this namespace.
         sysctl::disable_ipv6(&ns_if)?;
+        backend::prepare_ns_side(datapath, &ns_if)?;
         let idx = nl.ifindex(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} missing in namespace")))?;
         nl.add_address(idx, ip).await?;
         nl.set_up(idx).await?;
@@ -237,14 +238,8 @@ async fn build(nl: &Netlink, ns: &str, port: &PortState) -> Result<(u32, Mac)> {
     })
     .await?;
 
-    let (switch, host_if, slot) = (port.switch.clone(), port.host_if.clone(), port.slot);
-    blocking(move || {
-        let pins = Pins::new(&switch);
-        SwitchMaps::open(&pins)?.add_port(slot, ifindex)?;
-        pins.attach(&host_if)?;
-        failpoint("ns-add:attached")
-    })
-    .await?;
+    backend::attach_port(&port.switch, sw, port, ifindex).await?;
+    failpoint("ns-add:attached")?;
     nl.set_up(ifindex).await?;
     Ok((ifindex, mac))
 }
@@ -252,18 +247,10 @@ async fn build(nl: &Netlink, ns: &str, port: &PortState) -> Result<(u32, Mac)> {
 /// Removes everything a namespace record stands for, by name: the datapath port (link pin,
 /// map entries), the host veth (its peer goes with it), direct links' peers' records are left
 /// to the caller, and the namespace itself. Idempotent.
-pub(crate) async fn teardown(ns: &str, entry: &NsState) -> Result<()> {
+pub(crate) async fn teardown(state: &State, ns: &str, entry: &NsState) -> Result<()> {
     if let Some(p) = &entry.port {
-        let (switch, host_if, slot) = (p.switch.clone(), p.host_if.clone(), p.slot);
-        blocking(move || {
-            let pins = Pins::new(&switch);
-            pins.detach(&host_if)?;
-            if pins.complete() {
-                SwitchMaps::open(&pins)?.remove_port(slot)?;
-            }
-            Ok(())
-        })
-        .await?;
+        let datapath = state.switches.get(&p.switch).map(|s| s.datapath);
+        backend::detach_port(&p.switch, datapath, p).await?;
         Netlink::new()?.delete(&p.host_if).await?;
     }
     // Delete direct links explicitly: the kernel would remove them with the namespace, but
@@ -289,7 +276,7 @@ pub async fn del(ns: &str) -> Result<()> {
     let store = lock().await?;
     let mut state = store.load()?;
     let entry = state.namespaces.get(ns).cloned().ok_or_else(|| Error::UnknownNamespace(ns.to_owned()))?;
-    teardown(ns, &entry).await?;
+    teardown(&state, ns, &entry).await?;
     state.namespaces.remove(ns);
     // Peers of direct links lost their end of the veth with this namespace.
     for other in state.namespaces.values_mut() {

@@ -1,15 +1,11 @@
 //! `switch stats`: per-port counters.
 use serde::Serialize;
-use switch_common::PortStats;
 
-use super::{blocking, lock};
-use crate::{
-    datapath::{Pins, maps::SwitchMaps},
-    error::Result,
-    names::validate_name,
-};
+use super::{backend, lock};
+use crate::{error::Result, names::validate_name};
 
-/// Counters of one port.
+/// Counters of one port. Counters a datapath does not keep are `None` (the bridge's come from
+/// the host veth's interface counters: no flooding or drop reasons).
 #[derive(Clone, Debug, Serialize)]
 pub struct PortRow {
     /// Namespace of the port.
@@ -25,30 +21,13 @@ pub struct PortRow {
     /// Bytes sent into the namespace.
     pub tx_bytes: u64,
     /// Received frames that were flooded.
-    pub flooded: u64,
+    pub flooded: Option<u64>,
     /// Received frames that were dropped.
-    pub dropped: u64,
+    pub dropped: Option<u64>,
     /// Of those, frames too short to parse.
-    pub malformed: u64,
-    /// Copies or redirects the kernel refused.
-    pub tx_errors: u64,
-}
-
-impl PortRow {
-    fn new(namespace: String, interface: String, s: PortStats) -> Self {
-        Self {
-            namespace,
-            interface,
-            rx_packets: s.rx_packets,
-            rx_bytes: s.rx_bytes,
-            tx_packets: s.tx_packets,
-            tx_bytes: s.tx_bytes,
-            flooded: s.flooded_packets,
-            dropped: s.dropped_packets,
-            malformed: s.malformed_packets,
-            tx_errors: s.tx_errors,
-        }
-    }
+    pub malformed: Option<u64>,
+    /// Copies or redirects that could not be sent.
+    pub tx_errors: Option<u64>,
 }
 
 /// Counters of every ready port of `switch`, summed over CPUs.
@@ -56,16 +35,24 @@ pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     let state = store.load()?;
-    state.switch(switch)?;
-    let ports: Vec<(String, String, u32)> = state
-        .ports(switch)
-        .filter(|(n, _)| state.namespaces[*n].ready)
-        .map(|(n, p)| (n.clone(), p.host_if.clone(), p.slot))
-        .collect();
-    let pins = Pins::new(switch);
-    blocking(move || {
-        let maps = SwitchMaps::open(&pins)?;
-        ports.into_iter().map(|(ns, ifname, slot)| Ok(PortRow::new(ns, ifname, maps.port_stats(slot)?))).collect()
-    })
-    .await
+    let sw = state.switch(switch)?.clone();
+    let mut rows = vec![];
+    for (ns, p) in state.ports(switch).filter(|(n, _)| state.namespaces[*n].ready) {
+        let c = backend::stats(switch, &sw, p).await?;
+        let s = c.stats;
+        let d = |v: u64| c.detailed.then_some(v);
+        rows.push(PortRow {
+            namespace: ns.clone(),
+            interface: p.host_if.clone(),
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            flooded: d(s.flooded_packets),
+            dropped: d(s.dropped_packets),
+            malformed: d(s.malformed_packets),
+            tx_errors: d(s.tx_errors),
+        });
+    }
+    Ok(rows)
 }

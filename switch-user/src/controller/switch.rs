@@ -1,13 +1,16 @@
-//! `switch up` and `switch down`.
-use serde::Serialize;
-use switch_common::{CFG_F_REDIRECT_PEER, DEFAULT_AGEING_SECS, SwitchConfig};
+//! `switch up`, `switch down`, `switch list` and `switch run`.
+use std::time::Duration;
 
-use super::{blocking, failpoint, lock, port};
+use serde::Serialize;
+use switch_common::DEFAULT_AGEING_SECS;
+
+use super::{backend, failpoint, lock, port};
 use crate::{
-    datapath::{Pins, maps::SwitchMaps},
+    datapath::Pins,
     error::{Error, Result},
     names::validate_name,
-    state::{Redirect, SwitchState},
+    state::{Datapath, Redirect, State, Store, SwitchState},
+    userspace::daemon,
 };
 
 /// Options of `switch up`. `None` means "default for a new switch, don't care for an
@@ -18,8 +21,10 @@ pub struct UpOptions {
     pub name: String,
     /// FDB ageing time in seconds.
     pub ageing_secs: Option<u64>,
-    /// How known unicast is redirected.
+    /// How known unicast is redirected (tc only).
     pub redirect: Option<Redirect>,
+    /// How frames are moved.
+    pub datapath: Option<Datapath>,
 }
 
 /// What `up` did.
@@ -29,88 +34,115 @@ pub struct UpReport {
     pub name: String,
     /// False if it was already up.
     pub created: bool,
+    /// Datapath.
+    pub datapath: Datapath,
     /// FDB ageing time in seconds.
     pub ageing_secs: u64,
-    /// Unicast redirect mode.
+    /// Unicast redirect mode (tc datapath).
     pub redirect: Redirect,
-    /// Where the datapath is pinned.
-    pub pins: String,
+    /// Where the datapath is pinned (eBPF datapaths).
+    pub pins: Option<String>,
 }
 
-/// Creates switch `opts.name`, or checks that it is up with compatible settings.
-pub async fn up(opts: UpOptions) -> Result<UpReport> {
+impl UpReport {
+    fn new(name: &str, s: &SwitchState, created: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            created,
+            datapath: s.datapath,
+            ageing_secs: s.ageing_secs,
+            redirect: s.redirect,
+            pins: s.datapath.is_ebpf().then(|| Pins::new(name).dir().display().to_string()),
+        }
+    }
+}
+
+fn validate(opts: &UpOptions) -> Result<()> {
     validate_name("switch name", &opts.name)?;
     if opts.ageing_secs == Some(0) {
         return Err(Error::invalid("ageing time", "0", "must be at least 1 second"));
     }
-    let store = lock().await?;
-    let mut state = store.load()?;
-    let pins = Pins::new(&opts.name);
-    let report = |s: &SwitchState, created| UpReport {
-        name: opts.name.clone(),
-        created,
-        ageing_secs: s.ageing_secs,
-        redirect: s.redirect,
-        pins: pins.dir().display().to_string(),
-    };
+    if let (Some(r), Some(d)) = (opts.redirect, opts.datapath)
+        && d != Datapath::Tc
+    {
+        return Err(Error::invalid("option", format!("--redirect {r}"), format!("only the tc datapath has it, not {d}")));
+    }
+    Ok(())
+}
 
-    if let Some(existing) = state.switches.get(&opts.name) {
-        if existing.ready && pins.complete() {
-            let mut diffs = vec![];
-            if let Some(a) = opts.ageing_secs.filter(|&a| a != existing.ageing_secs) {
-                diffs.push(format!("ageing {}s (asked for {a}s)", existing.ageing_secs));
-            }
-            if let Some(r) = opts.redirect.filter(|&r| r != existing.redirect) {
-                diffs.push(format!("redirect {} (asked for {r})", existing.redirect));
-            }
-            if !diffs.is_empty() {
-                return Err(Error::Conflict { name: opts.name.clone(), detail: diffs.join(", ") });
-            }
-            return Ok(report(existing, false));
+/// Compares a running switch with what is asked for.
+fn conflicts(existing: &SwitchState, opts: &UpOptions) -> Result<()> {
+    let mut diffs = vec![];
+    if let Some(d) = opts.datapath.filter(|&d| d != existing.datapath) {
+        diffs.push(format!("datapath {} (asked for {d}; switching a running switch's datapath is not supported)", existing.datapath));
+    }
+    if let Some(a) = opts.ageing_secs.filter(|&a| a != existing.ageing_secs) {
+        diffs.push(format!("ageing {}s (asked for {a}s)", existing.ageing_secs));
+    }
+    if let Some(r) = opts.redirect.filter(|&r| r != existing.redirect) {
+        diffs.push(format!("redirect {} (asked for {r})", existing.redirect));
+    }
+    if diffs.is_empty() { Ok(()) } else { Err(Error::Conflict { name: opts.name.clone(), detail: diffs.join(", ") }) }
+}
+
+/// Records switch `opts.name` as being made and returns its settings; `Ok(None)` if it is
+/// already up and healthy as asked.
+async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Option<SwitchState>> {
+    if let Some(existing) = state.switches.get(&opts.name).cloned() {
+        conflicts(&existing, opts)?;
+        if existing.ready && backend::healthy(&opts.name, &existing).await? {
+            return Ok(None);
         }
-        if existing.ready {
+        if existing.ready && existing.datapath != Datapath::Userspace {
             return Err(Error::Command(format!(
-                "switch '{}' is recorded as up but its pins under {} are missing; run 'switch down --name {}' and create it again",
-                opts.name,
-                pins.dir().display(),
-                opts.name
+                "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --name {}' and create it again",
+                opts.name, existing.datapath, opts.name
             )));
         }
-        // A previous `up` was interrupted: start over.
-        tracing::info!(switch = %opts.name, "cleaning up an interrupted 'switch up'");
+        // An interrupted `up`, or a userspace switch whose process died: make it again.
+        tracing::info!(switch = %opts.name, "re-making the switch object");
     }
-
     let new = SwitchState {
         ageing_secs: opts.ageing_secs.unwrap_or(DEFAULT_AGEING_SECS),
         redirect: opts.redirect.unwrap_or(Redirect::Peer),
+        datapath: opts.datapath.unwrap_or_default(),
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());
-    store.save(&state)?;
+    store.save(state)?;
+    Ok(Some(new))
+}
 
-    let p = pins.clone();
-    let cfg = SwitchConfig {
-        ageing_ns: new.ageing_secs.saturating_mul(1_000_000_000),
-        flags: if new.redirect == Redirect::Peer { CFG_F_REDIRECT_PEER } else { 0 },
-        slot_limit: 0,
+/// Creates switch `opts.name`, or checks that it is up with compatible settings. A
+/// userspace switch whose process died is restarted with its ports.
+pub async fn up(opts: UpOptions) -> Result<UpReport> {
+    validate(&opts)?;
+    let store = lock().await?;
+    let mut state = store.load()?;
+    let Some(new) = begin(&store, &mut state, &opts).await? else {
+        return Ok(UpReport::new(&opts.name, &state.switches[&opts.name], false));
     };
-    let made = blocking(move || {
-        p.remove()?;
-        p.create()?;
-        SwitchMaps::open(&p)?.set_config(cfg)?;
-        failpoint("up:pinned")
-    })
+    let made = async {
+        backend::create(&opts.name, &new).await?;
+        failpoint("up:made")?;
+        // Ports a restarted userspace process must take over again.
+        for (_, p) in state.ports(&opts.name).filter(|(_, p)| p.host_ifindex != 0) {
+            backend::attach_port(&opts.name, &new, p, p.host_ifindex).await?;
+        }
+        Ok::<_, Error>(())
+    }
     .await;
     if let Err(e) = made {
-        let p = pins.clone();
-        let _ = blocking(move || p.remove()).await;
-        state.switches.remove(&opts.name);
+        let _ = backend::destroy(&opts.name).await;
+        if state.ports(&opts.name).next().is_none() {
+            state.switches.remove(&opts.name);
+        }
         store.save(&state)?;
         return Err(e);
     }
-    let s = state.switches.get_mut(&opts.name).expect("inserted above");
+    let s = state.switches.get_mut(&opts.name).expect("recorded above");
     s.ready = true;
-    let out = report(s, true);
+    let out = UpReport::new(&opts.name, s, true);
     store.save(&state)?;
     Ok(out)
 }
@@ -131,34 +163,118 @@ pub struct DownReport {
 pub async fn down(name: &str) -> Result<DownReport> {
     validate_name("switch name", name)?;
     let store = lock().await?;
+    down_locked(&store, name).await
+}
+
+async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
     let mut state = store.load()?;
-    let pins = Pins::new(name);
-    let existed = state.switches.contains_key(name) || pins.exists();
+    let existed = state.switches.contains_key(name) || backend::leftovers(name).await?;
     let ports: Vec<String> = state.ports(name).map(|(n, _)| n.clone()).collect();
     let mut removed = vec![];
     for ns in ports {
         let entry = state.namespaces.get(&ns).cloned().expect("listed above");
-        port::teardown(&ns, &entry).await?;
+        port::teardown(&state, &ns, &entry).await?;
         state.namespaces.remove(&ns);
         store.save(&state)?;
         removed.push(ns);
     }
-    let p = pins.clone();
-    blocking(move || {
-        p.remove()?;
-        // The shared root goes once the last switch is gone; busy is fine.
-        let _ = std::fs::remove_dir(crate::datapath::loader::PIN_ROOT);
-        Ok(())
-    })
-    .await?;
+    backend::destroy(name).await?;
     state.switches.remove(name);
     store.save(&state)?;
     Ok(DownReport { name: name.to_owned(), existed, removed_namespaces: removed })
 }
 
-/// Names of every switch with its state.
-pub async fn list() -> Result<Vec<(String, SwitchState, usize)>> {
+/// One row of `switch list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchInfo {
+    /// Switch name.
+    pub name: String,
+    /// Datapath.
+    pub datapath: Datapath,
+    /// FDB ageing time in seconds.
+    pub ageing_secs: u64,
+    /// Unicast redirect mode (tc).
+    pub redirect: Redirect,
+    /// False while being made or after an interrupted `up`.
+    pub ready: bool,
+    /// Number of ports.
+    pub ports: usize,
+}
+
+/// Every switch.
+pub async fn list() -> Result<Vec<SwitchInfo>> {
     let store = lock().await?;
     let state = store.load()?;
-    Ok(state.switches.iter().map(|(n, s)| (n.clone(), s.clone(), state.ports(n).count())).collect())
+    Ok(state
+        .switches
+        .iter()
+        .map(|(n, s)| SwitchInfo {
+            name: n.clone(),
+            datapath: s.datapath,
+            ageing_secs: s.ageing_secs,
+            redirect: s.redirect,
+            ready: s.ready,
+            ports: state.ports(n).count(),
+        })
+        .collect())
+}
+
+/// `switch run --daemon`: the background process `up --datapath userspace` starts. Serves
+/// until a shutdown request or SIGTERM; the switch record and ports belong to the CLI.
+pub async fn run_daemon(name: &str, ageing_secs: u64, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    validate_name("switch name", name)?;
+    daemon::serve(name, Duration::from_secs(ageing_secs), vec![], stop).await
+}
+
+/// `switch run`: a userspace switch in the foreground. Makes the switch, serves until `stop`
+/// (Ctrl-C or SIGTERM), then tears everything down as `switch down` would.
+pub async fn run_foreground(name: &str, ageing_secs: Option<u64>, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    let opts = UpOptions { name: name.to_owned(), ageing_secs, redirect: None, datapath: Some(Datapath::Userspace) };
+    validate(&opts)?;
+    let new = {
+        let store = lock().await?;
+        let mut state = store.load()?;
+        if state.switches.contains_key(name) {
+            return Err(Error::Conflict {
+                name: name.to_owned(),
+                detail: "a switch of that name (switch run makes its own; pick another --name)".into(),
+            });
+        }
+        begin(&store, &mut state, &opts).await?.expect("not recorded before")
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = daemon::serve(name, Duration::from_secs(new.ageing_secs), vec![], async move {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(server);
+    // Mark the switch ready once its control socket answers, then wait for the stop signal.
+    let marked = async {
+        for _ in 0..200 {
+            if daemon::alive(name).await {
+                let store = lock().await?;
+                let mut state = store.load()?;
+                if let Some(s) = state.switches.get_mut(name) {
+                    s.ready = true;
+                }
+                store.save(&state)?;
+                eprintln!("userspace switch '{name}' is up; Ctrl-C or SIGTERM stops it and removes it");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(Error::Command(format!("switch '{name}' did not answer on its control socket")))
+    };
+    let served: Result<()> = tokio::select! {
+        r = &mut server => r,
+        r = async { marked.await?; stop.await; Ok::<_, Error>(()) } => match r {
+            Ok(()) => {
+                let _ = stop_tx.send(());
+                server.await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let store = lock().await?;
+    let down = down_locked(&store, name).await;
+    served.and(down.map(|_| ()))
 }

@@ -6,8 +6,9 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, links::FdLink},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink},
 };
+use aya_obj::programs::XdpAttachType;
 use switch_common::{maps as names, programs};
 
 use crate::error::{Context as _, Error, Result, bpf};
@@ -19,12 +20,30 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 5] = [names::FDB, names::PORTS, names::PORT_SLOTS, names::STATS, names::CONFIG];
+pub const MAPS: [&str; 6] =
+    [names::FDB, names::PORTS, names::PORT_SLOTS, names::STATS, names::CONFIG, names::PORT_DEVMAP];
+
+/// Which of the object's two entry programs a switch runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// `switch_ingress`, attached with TCX to each port's ingress.
+    Tc,
+    /// `switch_xdp`, attached in native (driver) mode to each port.
+    Xdp,
+}
 
 /// Paths of one switch's pins.
 #[derive(Clone, Debug)]
 pub struct Pins {
     dir: PathBuf,
+}
+
+fn tc_program(path: &Path) -> Result<SchedClassifier> {
+    SchedClassifier::from_pin(path).map_err(bpf("opening the pinned TC program"))
+}
+
+fn xdp_program(path: &Path) -> Result<Xdp> {
+    Xdp::from_pin(path, XdpAttachType::Interface).map_err(bpf("opening the pinned XDP program"))
 }
 
 impl Pins {
@@ -38,9 +57,24 @@ impl Pins {
         &self.dir
     }
 
-    /// The pinned program.
+    /// The pinned TC program.
     pub fn prog(&self) -> PathBuf {
         self.dir.join("prog_ingress")
+    }
+
+    /// The pinned XDP program.
+    pub fn prog_xdp(&self) -> PathBuf {
+        self.dir.join("prog_xdp")
+    }
+
+    fn program(&self) -> Option<Program> {
+        if self.prog().exists() {
+            Some(Program::Tc)
+        } else if self.prog_xdp().exists() {
+            Some(Program::Xdp)
+        } else {
+            None
+        }
     }
 
     /// A pinned map.
@@ -60,29 +94,41 @@ impl Pins {
 
     /// Whether the program and every map are pinned.
     pub fn complete(&self) -> bool {
-        self.prog().exists() && MAPS.iter().all(|m| self.map(m).exists())
+        self.program().is_some() && MAPS.iter().all(|m| self.map(m).exists())
     }
 
     /// Loads a fresh copy of the datapath and pins its program and maps. On failure nothing
     /// stays pinned.
-    pub fn create(&self) -> Result<()> {
-        let made = self.try_create();
+    pub fn create(&self, program: Program) -> Result<()> {
+        let made = self.try_create(program);
         if made.is_err() {
             let _ = self.remove();
         }
         made
     }
 
-    fn try_create(&self) -> Result<()> {
+    fn try_create(&self, program: Program) -> Result<()> {
         fs::create_dir_all(self.dir.join("links")).context(format!("creating {}", self.dir.display()))?;
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(bpf("loading the datapath object"))?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(programs::TC_INGRESS)
-            .ok_or_else(|| Error::Command(format!("datapath object has no program {}", programs::TC_INGRESS)))?
-            .try_into()
-            .map_err(bpf("datapath program has the wrong type"))?;
-        prog.load().map_err(bpf("loading the datapath program into the kernel (verifier)"))?;
-        prog.pin(self.prog()).map_err(bpf(format!("pinning {}", self.prog().display())))?;
+        let (name, pin) = match program {
+            Program::Tc => (programs::TC_INGRESS, self.prog()),
+            Program::Xdp => (programs::XDP_INGRESS, self.prog_xdp()),
+        };
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?;
+        match program {
+            Program::Tc => {
+                let p: &mut SchedClassifier = prog.try_into().map_err(bpf("datapath program has the wrong type"))?;
+                p.load().map_err(bpf("loading the TC datapath into the kernel (verifier)"))?;
+                p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
+            }
+            Program::Xdp => {
+                let p: &mut Xdp = prog.try_into().map_err(bpf("datapath program has the wrong type"))?;
+                p.load().map_err(bpf("loading the XDP datapath into the kernel (verifier)"))?;
+                p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
+            }
+        }
         for name in MAPS {
             let map = ebpf.map(name).ok_or_else(|| Error::Command(format!("datapath object has no map {name}")))?;
             map.pin(self.map(name)).map_err(bpf(format!("pinning {}", self.map(name).display())))?;
@@ -90,16 +136,28 @@ impl Pins {
         Ok(())
     }
 
-    /// Attaches the datapath to the TCX ingress of host interface `ifname` and pins the link.
-    /// An existing pinned link for `ifname` (from an interrupted run) is replaced.
+    /// Attaches the switch's program to host interface `ifname` (TCX ingress, or native XDP)
+    /// and pins the link. An existing pinned link for `ifname` (from an interrupted run) is
+    /// replaced.
     pub fn attach(&self, ifname: &str) -> Result<()> {
         self.detach(ifname)?;
-        let mut prog = SchedClassifier::from_pin(self.prog()).map_err(bpf("opening the pinned datapath program"))?;
-        let id = prog
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(bpf(format!("attaching the datapath to {ifname} (TCX ingress)")))?;
-        let link = prog.take_link(id).map_err(bpf("taking the TCX link"))?;
-        let link: FdLink = link.try_into().map_err(bpf("TCX link is not an fd link"))?;
+        let link: FdLink = match self.program() {
+            Some(Program::Tc) => {
+                let mut prog = tc_program(&self.prog())?;
+                let id = prog
+                    .attach(ifname, TcAttachType::Ingress)
+                    .map_err(bpf(format!("attaching the datapath to {ifname} (TCX ingress)")))?;
+                prog.take_link(id).map_err(bpf("taking the TCX link"))?.try_into().map_err(bpf("TCX link is not an fd link"))?
+            }
+            Some(Program::Xdp) => {
+                let mut prog = xdp_program(&self.prog_xdp())?;
+                let id = prog
+                    .attach(ifname, XdpMode::Driver)
+                    .map_err(bpf(format!("attaching the datapath to {ifname} (native XDP)")))?;
+                prog.take_link(id).map_err(bpf("taking the XDP link"))?.try_into().map_err(bpf("XDP link is not an fd link"))?
+            }
+            None => return Err(Error::Command(format!("no datapath program pinned in {}", self.dir.display()))),
+        };
         link.pin(self.link(ifname)).map_err(bpf(format!("pinning the link of {ifname}")))?;
         Ok(())
     }
@@ -133,7 +191,11 @@ impl Pins {
 
     /// Kernel id of the pinned program (for attaching the log reader).
     pub fn prog_id(&self) -> Result<u32> {
-        let prog = SchedClassifier::from_pin(self.prog()).map_err(bpf("opening the pinned datapath program"))?;
-        Ok(prog.info().map_err(bpf("reading program info"))?.id())
+        let info = match self.program() {
+            Some(Program::Tc) => tc_program(&self.prog())?.info(),
+            Some(Program::Xdp) => xdp_program(&self.prog_xdp())?.info(),
+            None => return Err(Error::Command(format!("no datapath program pinned in {}", self.dir.display()))),
+        };
+        Ok(info.map_err(bpf("reading program info"))?.id())
     }
 }

@@ -1,7 +1,7 @@
 //! Typed access to one switch's pinned maps.
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use switch_common::{FdbEntry, MacKey, Port, PortStats, SwitchConfig, maps as names};
 
 use super::Pins;
@@ -14,6 +14,7 @@ pub struct SwitchMaps {
     slots: HashMap<MapData, u32, u32>,
     stats: PerCpuArray<MapData, PortStats>,
     config: Array<MapData, SwitchConfig>,
+    devmap: DevMapHash<MapData>,
 }
 
 fn open(pins: &Pins, name: &str) -> Result<Map> {
@@ -48,6 +49,7 @@ impl SwitchMaps {
             slots: open(pins, names::PORT_SLOTS)?.try_into().map_err(conv(names::PORT_SLOTS))?,
             stats: open(pins, names::STATS)?.try_into().map_err(conv(names::STATS))?,
             config: open(pins, names::CONFIG)?.try_into().map_err(conv(names::CONFIG))?,
+            devmap: open(pins, names::PORT_DEVMAP)?.try_into().map_err(conv(names::PORT_DEVMAP))?,
         })
     }
 
@@ -72,6 +74,9 @@ impl SwitchMaps {
         let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
         let zeros = PerCpuValues::try_from(vec![PortStats::default(); ncpu]).map_err(bpf("zeroing STATS"))?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
+        // The devmap is only read by the XDP program; keeping it filled for every switch keeps
+        // one port-registration path.
+        self.devmap.insert(ifindex, ifindex, None, 0).map_err(bpf("writing PORT_DEVMAP"))?;
         self.slots.insert(ifindex, slot, 0).map_err(bpf("writing PORT_SLOTS"))?;
         self.ports.set(slot, Port { ifindex, slot }, 0).map_err(bpf("writing PORTS"))?;
         let mut cfg = self.config()?;
@@ -92,6 +97,7 @@ impl SwitchMaps {
             .collect();
         for ifindex in &stale {
             let _ = self.slots.remove(ifindex);
+            let _ = self.devmap.remove(*ifindex);
         }
         self.flush_fdb(|e| stale.contains(&e.ifindex))?;
         let limit = (0..switch_common::MAX_PORTS)

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! /sys/fs/bpf/switch/NAME/
-//!   prog_ingress        the TC program (one instance per switch: switches share nothing)
-//!   FDB PORTS PORT_SLOTS STATS CONFIG   its maps
+//!   prog_ingress | prog_xdp   the TC or XDP program (one instance per switch: switches
+//!                             share nothing)
+//!   FDB PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP   its maps
 //!   links/IFNAME        one TCX link per port; removing the pin detaches the program
 //! ```
 //! Everything forwarding needs is pinned, so the datapath runs on after the CLI exits and
@@ -12,4 +13,4 @@
 pub mod loader;
 pub mod maps;
 
-pub use loader::Pins;
+pub use loader::{Pins, Program};

@@ -24,7 +24,7 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 /// One rtnetlink connection.
 #[derive(Clone)]
 pub struct Netlink {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl Netlink {

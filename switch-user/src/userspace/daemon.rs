@@ -1,0 +1,144 @@
+//! The userspace switch process: started in the background by `switch up --datapath
+//! userspace` (pid file, log file, control socket under /run/switch), or in the foreground by
+//! `switch run`.
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{
+    control::{self, Request, Response},
+    engine::Engine,
+};
+use crate::{
+    error::{Context as _, Error, Result},
+    state::STATE_DIR,
+};
+
+/// Control socket of switch `name`.
+pub fn socket_path(name: &str) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("{name}.sock"))
+}
+
+/// Pid file of switch `name`'s process.
+pub fn pid_path(name: &str) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("{name}.pid"))
+}
+
+/// Log file of a background switch process.
+pub fn log_path(name: &str) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("{name}.log"))
+}
+
+/// Sends `req` to switch `name`'s process and turns an error answer into an error.
+pub async fn ask(name: &str, req: Request) -> Result<Response> {
+    match control::request(&socket_path(name), &req).await? {
+        Response::Error { message } => Err(Error::Command(format!("userspace switch '{name}': {message}"))),
+        r => Ok(r),
+    }
+}
+
+/// Whether switch `name`'s process answers.
+pub async fn alive(name: &str) -> bool {
+    matches!(control::request(&socket_path(name), &Request::Ping).await, Ok(Response::Ok))
+}
+
+fn read_pid(name: &str) -> Option<i32> {
+    fs::read_to_string(pid_path(name)).ok()?.trim().parse().ok()
+}
+
+fn running(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Starts switch `name`'s process in the background (its own session, stdio to the log file)
+/// and waits until it answers on its control socket.
+pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
+    stop(name).await?;
+    let exe = std::env::current_exe().context("finding the switch binary")?;
+    let log = fs::File::create(log_path(name)).context(format!("creating {}", log_path(name).display()))?;
+    let log2 = log.try_clone().context("duplicating the log file")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["run", "--name", name, "--ageing", &ageing_secs.to_string(), "--daemon"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe; it detaches the process from our terminal and
+    // process group so that Ctrl-C on the CLI does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the userspace switch process")?;
+    for _ in 0..200 {
+        if alive(name).await {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = fs::read_to_string(log_path(name)).unwrap_or_default();
+            let last = tail.lines().last().unwrap_or("no output").to_owned();
+            return Err(Error::Command(format!("userspace switch process exited ({status}): {last}")));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    Err(Error::Command(format!("userspace switch process did not answer on {} within 5 s", socket_path(name).display())))
+}
+
+/// Stops switch `name`'s process if one runs (shutdown request, then SIGTERM, then SIGKILL)
+/// and removes its pid file and socket. Nothing running is not an error.
+pub async fn stop(name: &str) -> Result<()> {
+    let _ = control::request(&socket_path(name), &Request::Shutdown).await;
+    if let Some(pid) = read_pid(name).filter(|&p| p != std::process::id() as i32) {
+        for (i, sig) in [(0, 0), (40, libc::SIGTERM), (80, libc::SIGKILL)] {
+            for _ in 0..40 {
+                if !running(pid) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            if !running(pid) {
+                break;
+            }
+            if sig != 0 {
+                tracing::info!(pid, step = i, "signalling the userspace switch process");
+                // SAFETY: plain kill(2) on the pid our own pid file names.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
+    }
+    for p in [pid_path(name), socket_path(name)] {
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("removing {}", p.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the switch in this process: the engine with `ports` (slot, ifindex, ifname), the
+/// ageing sweep and the control socket, until `stop` resolves or a shutdown request comes.
+pub async fn serve(
+    name: &str,
+    ageing: Duration,
+    ports: Vec<(u32, u32, String)>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let engine: Arc<Engine> = Engine::new(ageing);
+    engine.spawn_ageing();
+    for (slot, ifindex, ifname) in ports {
+        engine.add_port(slot, ifindex, &ifname)?;
+    }
+    fs::write(pid_path(name), std::process::id().to_string()).context(format!("writing {}", pid_path(name).display()))?;
+    let served = control::serve(&socket_path(name), engine, stop).await;
+    let _ = fs::remove_file(pid_path(name));
+    served
+}
