@@ -114,8 +114,10 @@ fn down_removes_every_trace(dp: &str) {
     let ns = netns_list();
     assert!(!ns.contains(&a) && !ns.contains(&b), "namespaces left behind: {ns:?}");
     if let Some(pid) = pid {
-        // SAFETY: signal 0 only checks whether the process exists.
-        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "userspace switch process {pid} still runs");
+        // Gone, or a zombie waiting for its new parent to reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned));
+        assert!(matches!(state.as_deref(), None | Some("Z")), "userspace switch process {pid} still runs: {stat}");
     }
     let empty = Snapshot::take(&sb.prefix);
     assert_eq!(empty, Snapshot::take("\u{0}never"), "state or pins left behind: {empty:?}");

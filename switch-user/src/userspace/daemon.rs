@@ -51,9 +51,14 @@ fn read_pid(name: &str) -> Option<i32> {
     fs::read_to_string(pid_path(name)).ok()?.trim().parse().ok()
 }
 
-fn running(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+/// Whether process `pid` is alive. A zombie (exited, not yet reaped by its new parent: the
+/// process outlives the CLI that started it) counts as gone.
+pub fn running(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z"),
+        Err(_) => false,
+    }
 }
 
 /// Starts switch `name`'s process in the background (its own session, stdio to the log file)
@@ -95,8 +100,10 @@ pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
 /// Stops switch `name`'s process if one runs (shutdown request, then SIGTERM, then SIGKILL)
 /// and removes its pid file and socket. Nothing running is not an error.
 pub async fn stop(name: &str) -> Result<()> {
+    // The pid first: the process removes its pid file on the way out, before it is gone.
+    let pid = read_pid(name).filter(|&p| p != std::process::id() as i32);
     let _ = control::request(&socket_path(name), &Request::Shutdown).await;
-    if let Some(pid) = read_pid(name).filter(|&p| p != std::process::id() as i32) {
+    if let Some(pid) = pid {
         for (i, sig) in [(0, 0), (40, libc::SIGTERM), (80, libc::SIGKILL)] {
             for _ in 0..40 {
                 if !running(pid) {
