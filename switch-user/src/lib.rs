@@ -17,6 +17,7 @@ pub mod datapath;
 pub mod error;
 pub mod names;
 pub mod state;
+pub mod bench;
 pub mod sys;
 pub mod userspace;
 

@@ -220,6 +220,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 sw::run_foreground(&a.name, a.ageing, stop).await?;
             }
         }
+        Command::Bench(a) => {
+            let mut opts = if a.quick { switch::bench::Options::quick() } else { switch::bench::Options::full() };
+            opts.rounds = a.rounds.unwrap_or(opts.rounds).max(1);
+            opts.secs = a.secs.unwrap_or(opts.secs).max(1);
+            opts.only = a.only;
+            let bar = if a.json.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            let report = switch::bench::run(&opts, &bar).await?;
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            if let Some(path) = &a.svg {
+                std::fs::write(path, report.to_svg()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            if let Some(path) = &a.markdown {
+                std::fs::write(path, report.to_markdown(&command)).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            if a.json.json {
+                output::json(&report);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
         Command::Demo => cli::demo::run().await?,
     }
     Ok(())

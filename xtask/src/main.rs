@@ -32,6 +32,12 @@ enum Task {
     },
     /// Set up, build, and run `switch demo`.
     Demo,
+    /// Set up, build (release), and run `switch bench` with these arguments (e.g. --quick,
+    /// --markdown docs/benchmarks.md --svg docs/benchmarks.svg).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up, build, and run every test: unit tests and the integration tests on the real
     /// kernel (needs root).
     Test {
@@ -49,6 +55,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("python3", "python3"),
+    ("iperf3", "iperf3"),
+    ("sockperf", "sockperf"),
 ];
 
 /// bpf-linker release known to build against LLVM 22 here.
@@ -65,6 +73,11 @@ fn main() -> Result<()> {
             setup()?;
             build(false)?;
             run(Command::new(workspace().join("target/debug/switch")).arg("demo"))
+        }
+        Task::Bench { args } => {
+            setup()?;
+            build(true)?;
+            run(Command::new(workspace().join("target/release/switch")).arg("bench").args(args))
         }
         Task::Test { args } => {
             setup()?;

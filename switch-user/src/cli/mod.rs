@@ -58,6 +58,9 @@ pub enum Command {
     /// Run a userspace switch in the foreground until Ctrl-C/SIGTERM, then remove it and its
     /// ports (what `up --datapath userspace` runs in the background).
     Run(RunArgs),
+    /// Measure every datapath against the Linux bridge and a bare veth pair (interleaved
+    /// rounds; TCP throughput, 64-byte UDP frame rate, latency, bring-up time).
+    Bench(BenchArgs),
     /// Two namespaces (red, blue) on an eBPF switch: ping both ways, show the MAC table, tear
     /// everything down.
     Demo,
@@ -102,6 +105,31 @@ pub struct RunArgs {
     /// Serve an existing switch record made by `switch up --datapath userspace` (internal).
     #[arg(long, hide = true)]
     pub daemon: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Smoke run: one round of 1 s per tool, bring-up of 10 namespaces (under 2 minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds of every contender [default: 3, quick: 1].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Seconds per tool run [default: 5, quick: 1].
+    #[arg(long)]
+    pub secs: Option<u64>,
+    /// Only these contenders (veth and bridge always run: every ratio is against them):
+    /// veth, bridge, tc, tc-egress, xdp, userspace.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Write an SVG chart to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+    /// Write a Markdown report to FILE (docs/benchmarks.md is made this way).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 #[derive(Debug, Args)]

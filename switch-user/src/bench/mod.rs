@@ -1,0 +1,217 @@
+//! `switch bench`: every contender (bare veth pair, Linux bridge, each datapath of this
+//! project) measured in one run, interleaved (A B C A B C ...) so that a noisy neighbour on
+//! the shared machine hits them all alike, and reported as medians, min-max and the ratio to
+//! the bridge and to the bare veth pair computed round by round.
+pub mod report;
+pub mod tools;
+pub mod topology;
+
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use report::{Machine, MetricReport, Report};
+use topology::{ALL, Contender, Topology};
+
+use crate::error::{Error, Result};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Rounds of every contender.
+    pub rounds: usize,
+    /// Seconds per tool run.
+    pub secs: u64,
+    /// Namespace counts for the bring-up comparison.
+    pub bringup: Vec<usize>,
+    /// Contenders by name (all if empty).
+    pub only: Vec<String>,
+}
+
+impl Options {
+    /// Smoke run: one round of one second each, bring-up of 10 (well under 2 minutes).
+    pub fn quick() -> Self {
+        Self { rounds: 1, secs: 1, bringup: vec![10], only: vec![] }
+    }
+
+    /// Full run: 3 rounds of 5 s, bring-up of 10 and 100 (well under 15 minutes).
+    pub fn full() -> Self {
+        Self { rounds: 3, secs: 5, bringup: vec![10, 100], only: vec![] }
+    }
+
+    fn contenders(&self) -> Result<Vec<Contender>> {
+        for name in &self.only {
+            if !ALL.iter().any(|c| c.name == name) {
+                let known: Vec<&str> = ALL.iter().map(|c| c.name).collect();
+                return Err(Error::invalid("contender", name.clone(), format!("known: {}", known.join(", "))));
+            }
+        }
+        // The baselines are always measured: every ratio is against them.
+        Ok(ALL
+            .iter()
+            .copied()
+            .filter(|c| self.only.is_empty() || c.name == "veth" || c.name == "bridge" || self.only.iter().any(|o| o == c.name))
+            .collect())
+    }
+}
+
+/// Samples of one contender for one metric, with the CPU it cost.
+#[derive(Default, Clone)]
+pub struct Series {
+    pub values: Vec<f64>,
+    pub cpu: Vec<f64>,
+}
+
+/// The four per-packet metrics.
+const METRICS: [(&str, &str, &str, bool, &str); 4] = [
+    ("tcp", "TCP stream throughput (iperf3, 1 stream)", "Gbit/s", true, "CPU s per GB"),
+    ("udp64", "64-byte UDP frames received (iperf3, 2 senders)", "kframes/s", true, "CPU ns per frame"),
+    ("lat_p50", "Request/response latency p50 (sockperf UDP ping-pong, RTT/2)", "us", false, ""),
+    ("lat_p99", "Request/response latency p99 (sockperf UDP ping-pong, RTT/2)", "us", false, ""),
+];
+
+/// Runs the benchmark. `bar` shows progress (hidden for `--json`).
+pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
+    let contenders = opts.contenders()?;
+    let topologies: Vec<Topology> = contenders.iter().enumerate().map(|(i, c)| Topology::new(i, *c)).collect();
+    let steps = (opts.rounds * topologies.len() * 3 + opts.rounds * opts.bringup.len() * 2 + topologies.len()) as u64;
+    bar.set_length(steps);
+
+    let measured = measure_all(opts, &topologies, bar).await;
+    bar.set_message("tearing down");
+    for t in &topologies {
+        t.remove().await;
+    }
+    let series = measured?;
+    let bringup = bringup(opts, bar).await?;
+    bar.finish_and_clear();
+
+    let mut metrics: Vec<MetricReport> = METRICS
+        .iter()
+        .enumerate()
+        .map(|(m, (id, title, unit, higher, cpu_unit))| {
+            let rows = topologies.iter().enumerate().map(|(c, t)| (t.contender.name.to_owned(), series[m][c].clone())).collect();
+            MetricReport::new(id, title, unit, *higher, cpu_unit, rows)
+        })
+        .collect();
+    metrics.extend(bringup);
+    Ok(Report::new(Machine::read(), opts, metrics))
+}
+
+async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar) -> Result<Vec<Vec<Series>>> {
+    let mut servers = vec![];
+    for t in topologies {
+        bar.set_message(format!("building {}", t.contender.name));
+        t.build().await?;
+        servers.push(tools::start_servers(&t.server, &t.server_ip)?);
+        bar.inc(1);
+    }
+    // series[metric][contender]
+    let mut series = vec![vec![Series::default(); topologies.len()]; METRICS.len()];
+    for round in 1..=opts.rounds {
+        for (metric, name) in [(0, "TCP stream"), (1, "64-byte UDP"), (2, "latency")] {
+            for (c, t) in topologies.iter().enumerate() {
+                bar.set_message(format!("round {round}/{}: {name} via {}", opts.rounds, t.contender.name));
+                let (busy0, _) = tools::cpu_ticks();
+                let result = match metric {
+                    0 => tools::tcp_stream(&t.client, &t.server_ip, opts.secs).await.map(|(bps, bytes)| (vec![bps / 1e9], bytes / 1e9)),
+                    1 => tools::udp_small_frames(&t.client, &t.server_ip, opts.secs).await.map(|(pps, frames)| (vec![pps / 1e3], frames / 1e9)),
+                    _ => tools::latency(&t.client, &t.server_ip, opts.secs).await.map(|(p50, p99)| (vec![p50, p99], 0.0)),
+                };
+                let (values, work) = result.map_err(|e| Error::Command(format!("{} via {}: {e}", name, t.contender.name)))?;
+                let cpu_secs = (tools::cpu_ticks().0 - busy0) as f64 / tools::ticks_per_sec();
+                for (k, v) in values.into_iter().enumerate() {
+                    let s = &mut series[metric + k][c];
+                    s.values.push(v);
+                    // CPU per GB (TCP) or per frame in ns (UDP: work is in 1e9 frames).
+                    if work > 0.0 {
+                        s.cpu.push(cpu_secs / work);
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    drop(servers);
+    Ok(series)
+}
+
+/// Time to bring up `n` namespaces on a switch (one `switch ns add` process each, as a user
+/// would) against the same with `ip` commands and a Linux bridge, interleaved per round.
+async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let mut out = vec![];
+    for &n in &opts.bringup {
+        let mut ours = Series::default();
+        let mut classic = Series::default();
+        for round in 1..=opts.rounds {
+            bar.set_message(format!("round {round}/{}: {n} namespaces with switch", opts.rounds));
+            ours.values.push(bringup_switch(n).await?.as_secs_f64());
+            bar.inc(1);
+            bar.set_message(format!("round {round}/{}: {n} namespaces with ip + bridge", opts.rounds));
+            classic.values.push(bringup_ip(n).await?.as_secs_f64());
+            bar.inc(1);
+        }
+        out.push(MetricReport::new(
+            if n >= 100 { "bringup_100" } else { "bringup_10" },
+            &format!("Bring-up of {n} namespaces on a switch"),
+            "s",
+            false,
+            "",
+            vec![("switch ns add (tc)".into(), ours), ("ip commands + bridge".into(), classic)],
+        ));
+    }
+    Ok(out)
+}
+
+async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| Error::Command(format!("running {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Command(format!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+async fn bringup_switch(n: usize) -> Result<Duration> {
+    let exe = std::env::current_exe().map_err(|e| Error::Command(format!("finding the switch binary: {e}")))?;
+    let exe = exe.to_string_lossy().into_owned();
+    let _ = crate::controller::switch::down("benchup").await;
+    run_quiet(&exe, &["up", "--name", "benchup"]).await?;
+    let start = Instant::now();
+    for i in 0..n {
+        let (ns, ip) = (format!("benchu{i}"), format!("10.201.{}.{}/16", i / 250, i % 250 + 1));
+        run_quiet(&exe, &["ns", "add", &ns, "--ip", &ip, "--switch", "benchup"]).await?;
+    }
+    let took = start.elapsed();
+    crate::controller::switch::down("benchup").await?;
+    Ok(took)
+}
+
+async fn bringup_ip(n: usize) -> Result<Duration> {
+    let cleanup = || async {
+        for i in 0..n {
+            let _ = run_quiet("ip", &["netns", "del", &format!("benchi{i}")]).await;
+        }
+        let _ = run_quiet("ip", &["link", "del", "benchbr"]).await;
+    };
+    cleanup().await;
+    let start = Instant::now();
+    run_quiet("ip", &["link", "add", "benchbr", "type", "bridge"]).await?;
+    run_quiet("ip", &["link", "set", "benchbr", "up"]).await?;
+    for i in 0..n {
+        let (ns, host, ip) = (format!("benchi{i}"), format!("benchv{i}"), format!("10.202.{}.{}/16", i / 250, i % 250 + 1));
+        run_quiet("ip", &["netns", "add", &ns]).await?;
+        run_quiet("ip", &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
+        run_quiet("ip", &["link", "set", &host, "master", "benchbr", "up"]).await?;
+        run_quiet("ip", &["-n", &ns, "addr", "add", &ip, "dev", "eth0"]).await?;
+        run_quiet("ip", &["-n", &ns, "link", "set", "eth0", "up"]).await?;
+        run_quiet("ip", &["-n", &ns, "link", "set", "lo", "up"]).await?;
+    }
+    let took = start.elapsed();
+    cleanup().await;
+    Ok(took)
+}
+
+

@@ -1,0 +1,103 @@
+//! The contenders: the same two-namespace topology (client and server) built once per way of
+//! connecting them.
+use crate::{
+    controller::{link, port, switch},
+    error::Result,
+    state::{Datapath, Redirect},
+};
+
+/// How a contender connects its client and server namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A bare veth pair: the physical limit on this host.
+    Veth,
+    /// A switch of this project (or the Linux bridge, datapath `bridge`).
+    Switch(Datapath, Redirect),
+}
+
+/// One contender.
+#[derive(Clone, Copy, Debug)]
+pub struct Contender {
+    /// Name in reports.
+    pub name: &'static str,
+    /// Topology.
+    pub kind: Kind,
+}
+
+/// Every contender, in the order they are measured in each round.
+pub const ALL: [Contender; 6] = [
+    Contender { name: "veth", kind: Kind::Veth },
+    Contender { name: "bridge", kind: Kind::Switch(Datapath::Bridge, Redirect::Peer) },
+    Contender { name: "tc", kind: Kind::Switch(Datapath::Tc, Redirect::Peer) },
+    Contender { name: "tc-egress", kind: Kind::Switch(Datapath::Tc, Redirect::Egress) },
+    Contender { name: "xdp", kind: Kind::Switch(Datapath::Xdp, Redirect::Peer) },
+    Contender { name: "userspace", kind: Kind::Switch(Datapath::Userspace, Redirect::Peer) },
+];
+
+/// Names and addresses of a contender's topology.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// The contender.
+    pub contender: Contender,
+    /// Switch name (unused for veth).
+    pub switch: String,
+    /// Client namespace.
+    pub client: String,
+    /// Server namespace.
+    pub server: String,
+    /// Server address.
+    pub server_ip: String,
+    client_cidr: String,
+    server_cidr: String,
+}
+
+impl Topology {
+    /// The topology of contender number `index`.
+    pub fn new(index: usize, contender: Contender) -> Self {
+        let base = format!("bench{index}");
+        Self {
+            contender,
+            switch: base.clone(),
+            client: format!("{base}c"),
+            server: format!("{base}s"),
+            server_ip: format!("10.200.{index}.2"),
+            client_cidr: format!("10.200.{index}.1/24"),
+            server_cidr: format!("10.200.{index}.2/24"),
+        }
+    }
+
+    /// Builds it (after removing leftovers of an interrupted run).
+    pub async fn build(&self) -> Result<()> {
+        self.remove().await;
+        match self.contender.kind {
+            Kind::Veth => link::link(&self.client, &self.server, self.client_cidr.parse()?, self.server_cidr.parse()?).await,
+            Kind::Switch(datapath, redirect) => {
+                switch::up(switch::UpOptions {
+                    name: self.switch.clone(),
+                    ageing_secs: None,
+                    redirect: (datapath == Datapath::Tc).then_some(redirect),
+                    datapath: Some(datapath),
+                })
+                .await?;
+                for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {
+                    port::add(port::AddOptions { ns: ns.clone(), ip: cidr.parse()?, switch: self.switch.clone(), mac: None }).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes it; nothing there is fine.
+    pub async fn remove(&self) {
+        match self.contender.kind {
+            Kind::Veth => {
+                for ns in [&self.client, &self.server] {
+                    let _ = port::del(ns).await;
+                }
+            }
+            Kind::Switch(..) => {
+                let _ = switch::down(&self.switch).await;
+            }
+        }
+    }
+}

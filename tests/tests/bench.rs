@@ -1,0 +1,38 @@
+//! Smoke run of the benchmark harness: it must produce well-formed results for every
+//! contender (not meet targets: that is for `cargo xtask bench`, on a quiet machine).
+use switch_tests::*;
+
+#[test]
+fn quick_bench_produces_well_formed_results() {
+    let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
+    let svg_s = svg.to_string_lossy().into_owned();
+    let report = json(&["bench", "--quick", "--svg", &svg_s]);
+    let metrics = report["metrics"].as_array().expect("metrics");
+    let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["tcp", "udp64", "lat_p50", "lat_p99", "bringup_10"]);
+    for m in &metrics[..4] {
+        let rows = m["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
+        assert_eq!(names, ["veth", "bridge", "tc", "tc-egress", "xdp", "userspace"], "{}", m["id"]);
+        for r in rows {
+            let median = r["median"].as_f64().unwrap();
+            assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
+            assert!(r["min"].as_f64().unwrap() <= median && median <= r["max"].as_f64().unwrap());
+        }
+        // Ratios are against the baselines of the same run.
+        assert_eq!(rows[1]["vs_bridge"].as_f64(), Some(1.0));
+        assert_eq!(rows[0]["vs_veth"].as_f64(), Some(1.0));
+    }
+    let bring = &metrics[4]["rows"];
+    assert_eq!(bring.as_array().unwrap().len(), 2);
+    assert!(bring[0]["median"].as_f64().unwrap() > 0.0);
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 7);
+    assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    assert_eq!(chart.matches("<rect").count(), 1 + 4 * 6 + 2, "one bar per contender and metric");
+    // Nothing of the benchmark is left.
+    assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
+}
