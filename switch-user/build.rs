@@ -3,10 +3,7 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("reading workspace metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("reading workspace metadata")?;
     let ebpf = metadata
         .packages
         .into_iter()
@@ -19,11 +16,7 @@ fn main() -> anyhow::Result<()> {
         .as_str()
         .to_owned();
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: ebpf.name.as_str(),
-            root_dir: &root_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: ebpf.name.as_str(), root_dir: &root_dir, ..Default::default() }],
         aya_build::Toolchain::default(),
     )
 }

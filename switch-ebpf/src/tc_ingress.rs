@@ -15,7 +15,9 @@
 //!
 //! Steps 1-3 and the choice in 4/5 are `helpers::decide`; this file carries the decision out.
 //! The frame never reaches the host's IP stack or netfilter, and no Linux bridge exists.
-use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
+};
 
 use crate::helpers::{
     config::Config,

@@ -12,12 +12,12 @@
 //! ```
 //! The forwarding itself happens in the kernel (crate `switch-ebpf`); nothing here is on the
 //! packet path.
+pub mod bench;
 pub mod controller;
 pub mod datapath;
 pub mod error;
 pub mod names;
 pub mod state;
-pub mod bench;
 pub mod sys;
 pub mod userspace;
 

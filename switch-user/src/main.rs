@@ -64,8 +64,13 @@ fn exec(ns: &str, command: &[String]) -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(a) => {
-            let r = sw::up(sw::UpOptions { name: a.name, ageing_secs: a.ageing, redirect: a.redirect, datapath: a.datapath })
-                .await?;
+            let r = sw::up(sw::UpOptions {
+                name: a.name,
+                ageing_secs: a.ageing,
+                redirect: a.redirect,
+                datapath: a.datapath,
+            })
+            .await?;
             if a.json.json {
                 output::json(&r);
             } else if r.created {
@@ -191,7 +196,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                                 s.datapath.to_string(),
                                 s.ports.to_string(),
                                 format!("{}s", s.ageing_secs),
-                                if s.datapath == switch::state::Datapath::Tc { s.redirect.to_string() } else { "-".into() },
+                                if s.datapath == switch::state::Datapath::Tc {
+                                    s.redirect.to_string()
+                                } else {
+                                    "-".into()
+                                },
                                 if s.ready { "up" } else { "incomplete" }.into(),
                             ]
                         })
@@ -234,10 +243,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let report = switch::bench::run(&opts, &bar).await?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             if let Some(path) = &a.svg {
-                std::fs::write(path, report.to_svg()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                std::fs::write(path, report.to_svg())
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
             }
             if let Some(path) = &a.markdown {
-                std::fs::write(path, report.to_markdown(&command)).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                std::fs::write(path, report.to_markdown(&command))
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
             }
             if a.json.json {
                 output::json(&report);

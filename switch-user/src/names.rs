@@ -26,7 +26,11 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
         return Err(Error::invalid(what, name, "must not start with '.' or '-'"));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        return Err(Error::invalid(what, name, format!("character {c:?} not allowed (use letters, digits, '_', '.', '-')")));
+        return Err(Error::invalid(
+            what,
+            name,
+            format!("character {c:?} not allowed (use letters, digits, '_', '.', '-')"),
+        ));
     }
     Ok(())
 }
@@ -199,11 +203,7 @@ pub fn bridge_ifname(switch: &str) -> String {
 /// otherwise `veth-` and a hash of the peer's name.
 pub fn link_ifname(peer: &str) -> String {
     let name = format!("veth-{peer}");
-    if name.len() <= IFNAME_MAX {
-        name
-    } else {
-        format!("veth-{:08x}", fnv1a(&[peer]))
-    }
+    if name.len() <= IFNAME_MAX { name } else { format!("veth-{:08x}", fnv1a(&[peer])) }
 }
 
 #[cfg(test)]
@@ -232,8 +232,17 @@ mod tests {
         assert!(c.contains(Ipv4Addr::new(192, 168, 15, 200)));
         assert!(!c.contains(Ipv4Addr::new(192, 168, 16, 1)));
         for bad in [
-            "192.168.15.1", "192.168.15.1/33", "192.168.15.1/x", "300.1.1.1/24", "fe80::1/64",
-            "192.168.15.0/24", "192.168.15.255/24", "0.0.0.0/0", "224.0.0.1/24", "", "/24",
+            "192.168.15.1",
+            "192.168.15.1/33",
+            "192.168.15.1/x",
+            "300.1.1.1/24",
+            "fe80::1/64",
+            "192.168.15.0/24",
+            "192.168.15.255/24",
+            "0.0.0.0/0",
+            "224.0.0.1/24",
+            "",
+            "/24",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} accepted");
         }

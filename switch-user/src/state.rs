@@ -149,9 +149,7 @@ pub struct State {
 impl State {
     /// Ports of `switch`, as (namespace, port).
     pub fn ports<'a>(&'a self, switch: &'a str) -> impl Iterator<Item = (&'a String, &'a PortState)> + 'a {
-        self.namespaces
-            .iter()
-            .filter_map(move |(n, s)| s.port.as_ref().filter(|p| p.switch == switch).map(|p| (n, p)))
+        self.namespaces.iter().filter_map(move |(n, s)| s.port.as_ref().filter(|p| p.switch == switch).map(|p| (n, p)))
     }
 
     /// The switch, or `UnknownSwitch`.
@@ -193,10 +191,8 @@ impl Store {
     pub fn load(&self) -> Result<State> {
         let path = self.path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::State {
-                path,
-                reason: format!("{e} (move it away to start from a clean state)"),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::State { path, reason: format!("{e} (move it away to start from a clean state)") }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(e).context(format!("reading {}", path.display())),
         }
@@ -223,7 +219,10 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), State::default());
         let mut st = State::default();
-        st.switches.insert("sw0".into(), SwitchState { ageing_secs: 300, redirect: Redirect::Peer, datapath: Datapath::Tc, ready: true });
+        st.switches.insert(
+            "sw0".into(),
+            SwitchState { ageing_secs: 300, redirect: Redirect::Peer, datapath: Datapath::Tc, ready: true },
+        );
         st.namespaces.insert(
             "red".into(),
             NsState {

@@ -285,12 +285,16 @@ impl Snapshot {
         let state = std::fs::read_to_string("/run/switch/state.json").unwrap_or_default();
         let v: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
         let mine = |m: &Value| -> Vec<String> {
-            m.as_object().map(|o| o.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default()
+            m.as_object()
+                .map(|o| o.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default()
         };
         let mut st = mine(&v["switches"]);
         st.extend(mine(&v["namespaces"]));
         let mut pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf/switch")
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect()
+            })
             .unwrap_or_default();
         pins.sort();
         // Host ends of ports ("s" + namespace) and bridges ("b" + switch name).

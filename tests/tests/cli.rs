@@ -51,9 +51,15 @@ fn bad_input_gets_one_error_line_and_changes_nothing(dp: &str) {
         (vec!["ns", "add", &fresh, "--ip", "10.31.0.2", "--switch", &sw], "invalid CIDR"),
         (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/40", "--switch", &sw], "invalid CIDR"),
         (vec!["ns", "add", &fresh, "--ip", "10.31.0.0/24", "--switch", &sw], "network address"),
-        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "zz:00:00:00:00:01"], "invalid MAC"),
+        (
+            vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "zz:00:00:00:00:01"],
+            "invalid MAC",
+        ),
         (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "01:00:5e:00:00:01"], "unicast"),
-        (vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "02:00:00:31:00:01"], "already used by namespace"),
+        (
+            vec!["ns", "add", &fresh, "--ip", "10.31.0.2/24", "--switch", &sw, "--mac", "02:00:00:31:00:01"],
+            "already used by namespace",
+        ),
         (vec!["ns", "add", &fresh, "--ip", "10.31.0.1/24", "--switch", &sw], "already used by namespace"),
         (vec!["ns", "add", &taken, "--ip", "10.31.0.5/24", "--switch", &sw], "already exists"),
         (vec!["ns", "add", &foreign, "--ip", "10.31.0.6/24", "--switch", &sw], "not made by switch"),
@@ -78,7 +84,9 @@ fn bad_input_gets_one_error_line_and_changes_nothing(dp: &str) {
         let lines: Vec<&str> = r
             .stderr
             .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information") && !l.starts_with("  [possible values"))
+            .filter(|l| {
+                !l.trim().is_empty() && !l.starts_with("For more information") && !l.starts_with("  [possible values")
+            })
             .collect();
         assert_eq!(lines.len(), 1, "switch {args:?}: {:?}", r.stderr);
         assert!(lines[0].starts_with("error: "), "switch {args:?}: {:?}", r.stderr);
@@ -94,7 +102,8 @@ fn down_removes_every_trace(dp: &str) {
     let a = sb.port(&sw, "a", "10.33.0.1/24", &[]);
     let b = sb.port(&sw, "b", "10.33.0.2/24", &[]);
     assert!(ping(&a, "10.33.0.2", 2));
-    let host_ifs: Vec<String> = [&a, &b].iter().map(|n| ns_info(n)["host_interface"].as_str().unwrap().to_owned()).collect();
+    let host_ifs: Vec<String> =
+        [&a, &b].iter().map(|n| ns_info(n)["host_interface"].as_str().unwrap().to_owned()).collect();
     let pin_dir = format!("/sys/fs/bpf/switch/{sw}");
     if is_ebpf(dp) {
         assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists());
@@ -205,7 +214,10 @@ fn switch_run_serves_in_the_foreground_and_cleans_up_on_sigterm() {
     let a = sb.port(&sw, "a", "10.36.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.36.0.2/24", &[]);
     assert!(ping(&a, "10.36.0.2", 3));
-    assert_eq!(json(&["list"]).as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).unwrap()["datapath"], "userspace");
+    assert_eq!(
+        json(&["list"]).as_array().unwrap().iter().find(|s| s["name"] == sw.as_str()).unwrap()["datapath"],
+        "userspace"
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

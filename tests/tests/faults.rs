@@ -117,7 +117,14 @@ fn missing_bpffs_is_one_clear_line() {
     // A private mount namespace without bpffs: the host's mount is untouched.
     let bin = switch_bin();
     let o = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", "umount /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf; exec \"$0\" up --name nobpffs"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf; exec \"$0\" up --name nobpffs",
+        ])
         .arg(&bin)
         .output()
         .unwrap();

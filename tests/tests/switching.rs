@@ -34,7 +34,8 @@ fn two_namespaces_ping_and_fdb_shows_ports(dp: &str) {
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     for info in [&red_info, &blue_info] {
-        let row = rows.iter().find(|r| r["mac"] == info["mac"]).unwrap_or_else(|| panic!("{info} not learned: {rows:?}"));
+        let row =
+            rows.iter().find(|r| r["mac"] == info["mac"]).unwrap_or_else(|| panic!("{info} not learned: {rows:?}"));
         assert_eq!(row["namespace"], info["namespace"]);
         assert_eq!(row["interface"], info["host_interface"]);
         assert_eq!(row["type"], "dynamic");
@@ -73,10 +74,7 @@ fn broadcast_reaches_all_known_unicast_only_its_port(dp: &str) {
     let c2 = port_stats(&sw, &c);
     let b2 = port_stats(&sw, &b);
     assert!(u(&b2, "tx_packets") - u(&b1, "tx_packets") >= 200, "{b1} -> {b2}");
-    assert!(
-        u(&c2, "tx_packets") - u(&c1, "tx_packets") <= 2,
-        "known unicast leaked to c: {c1} -> {c2}"
-    );
+    assert!(u(&c2, "tx_packets") - u(&c1, "tx_packets") <= 2, "known unicast leaked to c: {c1} -> {c2}");
     // c's own interface agrees with the counters (it saw no ICMP).
     let rx = exec(&c, &["cat", "/sys/class/net/eth0/statistics/rx_packets"]).stdout;
     assert!(rx.trim().parse::<u64>().unwrap() <= u(&c2, "tx_packets"), "c rx {rx} vs switch {c2}");
@@ -169,7 +167,8 @@ fn direct_link_connects_two_namespaces() {
     ok(&["link", &x, &y, "--ip1", "10.25.0.1/24", "--ip2", "10.25.0.2/24"]);
     assert!(ping(&x, "10.25.0.2", 3));
     let rows = json(&["ns", "list"]);
-    let kinds: Vec<_> = rows.as_array().unwrap().iter().filter(|r| r["namespace"] == x.as_str()).map(|r| r["kind"].clone()).collect();
+    let kinds: Vec<_> =
+        rows.as_array().unwrap().iter().filter(|r| r["namespace"] == x.as_str()).map(|r| r["kind"].clone()).collect();
     assert_eq!(kinds, vec![Value::from("link")]);
     let e = fails(&["link", &x, &y, "--ip1", "10.25.0.1/24", "--ip2", "10.25.0.2/24"], 2);
     assert!(e.contains("already linked"), "{e}");

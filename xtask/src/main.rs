@@ -117,7 +117,11 @@ fn output(cmd: &mut Command) -> Result<String> {
 
 fn have(binary: &str) -> bool {
     env::var_os("PATH")
-        .map(|p| env::split_paths(&p).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]).any(|d| d.join(binary).is_file()))
+        .map(|p| {
+            env::split_paths(&p)
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+                .any(|d| d.join(binary).is_file())
+        })
         .unwrap_or(false)
 }
 
@@ -143,7 +147,8 @@ fn packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    let install = |cmd: &mut Command| cmd.env("DEBIAN_FRONTEND", "noninteractive").status().map(|s| s.success()).unwrap_or(false);
+    let install =
+        |cmd: &mut Command| cmd.env("DEBIAN_FRONTEND", "noninteractive").status().map(|s| s.success()).unwrap_or(false);
     if !install(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing)) {
         run(Command::new("apt-get").args(["update", "-q"]))?;
         if !install(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing)) {
@@ -156,7 +161,10 @@ fn packages() -> Result<()> {
 /// The controller pins maps and links in bpffs; mount it where the kernel expects it.
 fn bpffs() -> Result<()> {
     let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf"))
+    {
         return Ok(());
     }
     eprintln!("xtask: mounting bpffs at /sys/fs/bpf");
@@ -164,7 +172,8 @@ fn bpffs() -> Result<()> {
 }
 
 fn nightly() -> Result<()> {
-    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]));
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]));
     match components {
         Ok(list) if list.lines().any(|l| l.starts_with("rust-src")) => Ok(()),
         Ok(_) => {
@@ -173,7 +182,15 @@ fn nightly() -> Result<()> {
         }
         Err(_) => {
             eprintln!("xtask: installing the nightly toolchain with rust-src");
-            run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))
+            run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))
         }
     }
 }
@@ -214,7 +231,15 @@ fn bpf_linker() -> Result<()> {
     }
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about a minute)");
     run(Command::new("cargo")
-        .args(["install", "--force", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .args([
+            "install",
+            "--force",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))?;
     fs::write(&stamp, &llvm)?;

@@ -18,13 +18,7 @@ use super::{maps::PORTS, stats};
 #[inline(always)]
 pub fn unicast(out_ifindex: u32, out_slot: u32, len: u64, peer: bool) -> i32 {
     // SAFETY: plain helper calls with scalar arguments.
-    let ret = unsafe {
-        if peer {
-            bpf_redirect_peer(out_ifindex, 0)
-        } else {
-            bpf_redirect(out_ifindex, 0)
-        }
-    };
+    let ret = unsafe { if peer { bpf_redirect_peer(out_ifindex, 0) } else { bpf_redirect(out_ifindex, 0) } };
     if ret == TC_ACT_REDIRECT as i64 {
         stats::tx(out_slot, len);
         TC_ACT_REDIRECT as i32

@@ -39,7 +39,5 @@ pub fn flood(in_ifindex: u32, slot_limit: u32, len: u64) -> u32 {
             stats::tx(port.slot, len);
         }
     }
-    PORT_DEVMAP
-        .redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64)
-        .unwrap_or(xdp_action::XDP_DROP)
+    PORT_DEVMAP.redirect(0, (BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS) as u64).unwrap_or(xdp_action::XDP_DROP)
 }

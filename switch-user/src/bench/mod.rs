@@ -49,7 +49,9 @@ impl Options {
         Ok(ALL
             .iter()
             .copied()
-            .filter(|c| self.only.is_empty() || c.name == "veth" || c.name == "bridge" || self.only.iter().any(|o| o == c.name))
+            .filter(|c| {
+                self.only.is_empty() || c.name == "veth" || c.name == "bridge" || self.only.iter().any(|o| o == c.name)
+            })
             .collect())
     }
 }
@@ -89,7 +91,11 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
         .iter()
         .enumerate()
         .map(|(m, (id, title, unit, higher, cpu_unit))| {
-            let rows = topologies.iter().enumerate().map(|(c, t)| (t.contender.name.to_owned(), series[m][c].clone())).collect();
+            let rows = topologies
+                .iter()
+                .enumerate()
+                .map(|(c, t)| (t.contender.name.to_owned(), series[m][c].clone()))
+                .collect();
             MetricReport::new(id, title, unit, *higher, cpu_unit, rows)
         })
         .collect();
@@ -113,11 +119,18 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
                 bar.set_message(format!("round {round}/{}: {name} via {}", opts.rounds, t.contender.name));
                 let (busy0, _) = tools::cpu_ticks();
                 let result = match metric {
-                    0 => tools::tcp_stream(&t.client, &t.server_ip, opts.secs).await.map(|(bps, bytes)| (vec![bps / 1e9], bytes / 1e9)),
-                    1 => tools::udp_small_frames(&t.client, &t.server_ip, opts.secs).await.map(|(pps, frames)| (vec![pps / 1e3], frames / 1e9)),
-                    _ => tools::latency(&t.client, &t.server_ip, opts.secs).await.map(|(p50, p99)| (vec![p50, p99], 0.0)),
+                    0 => tools::tcp_stream(&t.client, &t.server_ip, opts.secs)
+                        .await
+                        .map(|(bps, bytes)| (vec![bps / 1e9], bytes / 1e9)),
+                    1 => tools::udp_small_frames(&t.client, &t.server_ip, opts.secs)
+                        .await
+                        .map(|(pps, frames)| (vec![pps / 1e3], frames / 1e9)),
+                    _ => {
+                        tools::latency(&t.client, &t.server_ip, opts.secs).await.map(|(p50, p99)| (vec![p50, p99], 0.0))
+                    }
                 };
-                let (values, work) = result.map_err(|e| Error::Command(format!("{} via {}: {e}", name, t.contender.name)))?;
+                let (values, work) =
+                    result.map_err(|e| Error::Command(format!("{} via {}: {e}", name, t.contender.name)))?;
                 let cpu_secs = (tools::cpu_ticks().0 - busy0) as f64 / tools::ticks_per_sec();
                 for (k, v) in values.into_iter().enumerate() {
                     let s = &mut series[metric + k][c];
@@ -169,7 +182,11 @@ async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
         .await
         .map_err(|e| Error::Command(format!("running {program}: {e}")))?;
     if !out.status.success() {
-        return Err(Error::Command(format!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(Error::Command(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -201,7 +218,8 @@ async fn bringup_ip(n: usize) -> Result<Duration> {
     run_quiet("ip", &["link", "add", "benchbr", "type", "bridge"]).await?;
     run_quiet("ip", &["link", "set", "benchbr", "up"]).await?;
     for i in 0..n {
-        let (ns, host, ip) = (format!("benchi{i}"), format!("benchv{i}"), format!("10.202.{}.{}/16", i / 250, i % 250 + 1));
+        let (ns, host, ip) =
+            (format!("benchi{i}"), format!("benchv{i}"), format!("10.202.{}.{}/16", i / 250, i % 250 + 1));
         run_quiet("ip", &["netns", "add", &ns]).await?;
         run_quiet("ip", &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
         run_quiet("ip", &["link", "set", &host, "master", "benchbr", "up"]).await?;
@@ -213,5 +231,3 @@ async fn bringup_ip(n: usize) -> Result<Duration> {
     cleanup().await;
     Ok(took)
 }
-
-

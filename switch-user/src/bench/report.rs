@@ -106,7 +106,14 @@ impl MetricReport {
                 cpu: (!s.cpu.is_empty()).then(|| median(&s.cpu)),
             })
             .collect();
-        Self { id: id.into(), title: title.into(), unit: unit.into(), higher_is_better: higher, cpu_unit: cpu_unit.into(), rows }
+        Self {
+            id: id.into(),
+            title: title.into(),
+            unit: unit.into(),
+            higher_is_better: higher,
+            cpu_unit: cpu_unit.into(),
+            rows,
+        }
     }
 
     fn row(&self, contender: &str) -> Option<&Row> {
@@ -177,7 +184,12 @@ impl Report {
             at_least("tc 64-byte UDP frame rate vs Linux bridge", 1.20, ratio("udp64", "tc", false)),
             at_most("tc p50 latency vs Linux bridge", 0.90, ratio("lat_p50", "tc", false)),
             at_least("userspace TCP throughput vs Linux bridge", 0.50, ratio("tcp", "userspace", false)),
-            Target { what: "100 namespaces on a switch".into(), goal: "< 3 s".into(), measured: hundred, met: hundred.map(|s| s < 3.0) },
+            Target {
+                what: "100 namespaces on a switch".into(),
+                goal: "< 3 s".into(),
+                measured: hundred,
+                met: hundred.map(|s| s < 3.0),
+            },
             Target {
                 what: "eBPF port forward vs iptables DNAT (conn/s, throughput)".into(),
                 goal: ">= 1.30x, >= 1.10x".into(),
@@ -196,8 +208,23 @@ impl Report {
             self.machine.kernel, self.machine.cpus, self.machine.cpu_model, self.rounds, self.seconds_per_run
         );
         for m in &self.metrics {
-            let _ = writeln!(out, "{} [{}{}]", m.title, m.unit, if m.higher_is_better { ", higher is better" } else { ", lower is better" });
-            let _ = writeln!(out, "  {:<22} {:>10} {:>21} {:>9} {:>9} {:>12}", "contender", "median", "min - max", "x bridge", "x veth", if m.cpu_unit.is_empty() { "" } else { "cpu" });
+            let _ = writeln!(
+                out,
+                "{} [{}{}]",
+                m.title,
+                m.unit,
+                if m.higher_is_better { ", higher is better" } else { ", lower is better" }
+            );
+            let _ = writeln!(
+                out,
+                "  {:<22} {:>10} {:>21} {:>9} {:>9} {:>12}",
+                "contender",
+                "median",
+                "min - max",
+                "x bridge",
+                "x veth",
+                if m.cpu_unit.is_empty() { "" } else { "cpu" }
+            );
             for r in &m.rows {
                 let _ = writeln!(
                     out,
@@ -222,7 +249,14 @@ impl Report {
                 Some(false) => "MISSED",
                 None => "not measured",
             };
-            let _ = writeln!(out, "  {:<58} {:>12} {:>10}  {}", t.what, t.goal, t.measured.map_or("-".into(), |m| format!("{m:.2}")), verdict);
+            let _ = writeln!(
+                out,
+                "  {:<58} {:>12} {:>10}  {}",
+                t.what,
+                t.goal,
+                t.measured.map_or("-".into(), |m| format!("{m:.2}")),
+                verdict
+            );
         }
         out
     }
@@ -242,7 +276,8 @@ impl Report {
             let _ = writeln!(out, "| contender | median ({}) | min - max | x bridge | x veth |{cpu}", m.unit);
             let _ = writeln!(out, "|---|---|---|---|---|{}", if cpu.is_empty() { "" } else { "---|" });
             for r in &m.rows {
-                let cpu = if m.cpu_unit.is_empty() { String::new() } else { format!(" {} |", r.cpu.map_or("-".into(), num)) };
+                let cpu =
+                    if m.cpu_unit.is_empty() { String::new() } else { format!(" {} |", r.cpu.map_or("-".into(), num)) };
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} - {} | {} | {} |{cpu}",
@@ -263,7 +298,13 @@ impl Report {
                 Some(false) => "**missed**",
                 None => "not measured",
             };
-            let _ = writeln!(out, "| {} | {} | {} | {verdict} |", t.what, t.goal, t.measured.map_or("-".into(), |m| format!("{m:.2}")));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {verdict} |",
+                t.what,
+                t.goal,
+                t.measured.map_or("-".into(), |m| format!("{m:.2}"))
+            );
         }
         out
     }
@@ -278,16 +319,46 @@ impl Report {
         let mut body = String::new();
         for m in &self.metrics {
             let max = m.rows.iter().map(|r| r.max).fold(0.0_f64, f64::max).max(1e-9);
-            let _ = writeln!(body, r#"<text x="10" y="{:.0}" font-size="14" font-weight="bold">{} [{}]</text>"#, y + 14.0, esc(&m.title), esc(&m.unit));
+            let _ = writeln!(
+                body,
+                r#"<text x="10" y="{:.0}" font-size="14" font-weight="bold">{} [{}]</text>"#,
+                y + 14.0,
+                esc(&m.title),
+                esc(&m.unit)
+            );
             y += 24.0;
             for r in &m.rows {
                 let (w, lo, hi) = (r.median / max * plot_w, r.min / max * plot_w, r.max / max * plot_w);
-                let color = if r.contender == "bridge" || r.contender == "veth" || r.contender.starts_with("ip ") { "#999" } else { "#2b6cb0" };
-                let _ = writeln!(body, r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="end">{}</text>"#, LEFT - 8.0, y + 13.0, esc(&r.contender));
-                let _ = writeln!(body, r#"<rect x="{LEFT:.0}" y="{y:.0}" width="{w:.1}" height="{BAR_H:.0}" fill="{color}"/>"#);
+                let color = if r.contender == "bridge" || r.contender == "veth" || r.contender.starts_with("ip ") {
+                    "#999"
+                } else {
+                    "#2b6cb0"
+                };
+                let _ = writeln!(
+                    body,
+                    r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="end">{}</text>"#,
+                    LEFT - 8.0,
+                    y + 13.0,
+                    esc(&r.contender)
+                );
+                let _ = writeln!(
+                    body,
+                    r#"<rect x="{LEFT:.0}" y="{y:.0}" width="{w:.1}" height="{BAR_H:.0}" fill="{color}"/>"#
+                );
                 let mid = y + BAR_H / 2.0;
-                let _ = writeln!(body, r#"<line x1="{:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="black"/>"#, LEFT + lo, LEFT + hi);
-                let _ = writeln!(body, r#"<text x="{:.1}" y="{:.0}" font-size="11">{}</text>"#, LEFT + w.max(hi) + 6.0, y + 13.0, num(r.median));
+                let _ = writeln!(
+                    body,
+                    r#"<line x1="{:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="black"/>"#,
+                    LEFT + lo,
+                    LEFT + hi
+                );
+                let _ = writeln!(
+                    body,
+                    r#"<text x="{:.1}" y="{:.0}" font-size="11">{}</text>"#,
+                    LEFT + w.max(hi) + 6.0,
+                    y + 13.0,
+                    num(r.median)
+                );
                 y += BAR_H + 6.0;
             }
             y += 12.0;

@@ -25,10 +25,22 @@ pub fn start_servers(ns: &str, ip: &str) -> Result<Vec<Child>> {
     let mut out = vec![];
     for port in ["5201", "5202"] {
         let args = vec!["-s".into(), "-p".into(), port.into(), "-B".into(), ip.into()];
-        out.push(in_ns(ns, "iperf3", &args)?.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting iperf3 (install it, or run 'cargo xtask bench')")?);
+        out.push(
+            in_ns(ns, "iperf3", &args)?
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting iperf3 (install it, or run 'cargo xtask bench')")?,
+        );
     }
     let args = vec!["server".into(), "-i".into(), ip.into(), "-p".into(), "11111".into()];
-    out.push(in_ns(ns, "sockperf", &args)?.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting sockperf (install it, or run 'cargo xtask bench')")?);
+    out.push(
+        in_ns(ns, "sockperf", &args)?
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting sockperf (install it, or run 'cargo xtask bench')")?,
+    );
     Ok(out)
 }
 
@@ -37,7 +49,12 @@ async fn output(ns: &str, program: &str, args: Vec<String>) -> Result<String> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let msg = String::from_utf8_lossy(&out.stdout);
-        return Err(Error::Command(format!("{program} {} failed: {} {}", args.join(" "), err.trim(), msg.lines().last().unwrap_or(""))));
+        return Err(Error::Command(format!(
+            "{program} {} failed: {} {}",
+            args.join(" "),
+            err.trim(),
+            msg.lines().last().unwrap_or("")
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -80,8 +97,9 @@ pub fn parse_iperf_tcp(json: &str) -> Result<(f64, f64)> {
 /// received per second, and frames received.
 pub async fn udp_small_frames(ns: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
     let run = |port: &'static str| {
-        let args: Vec<String> =
-            ["-c", server, "-p", port, "-u", "-b", "0", "-l", "22", "-t", &secs.to_string(), "-J"].map(String::from).to_vec();
+        let args: Vec<String> = ["-c", server, "-p", port, "-u", "-b", "0", "-l", "22", "-t", &secs.to_string(), "-J"]
+            .map(String::from)
+            .to_vec();
         let ns = ns.to_owned();
         async move { retry(|| output(&ns, "iperf3", args.clone())).await }
     };
@@ -105,7 +123,8 @@ pub fn parse_iperf_udp(json: &str) -> Result<(f64, f64)> {
 /// UDP ping-pong of 64-byte messages for `secs`: (p50, p99) latency in microseconds, as
 /// sockperf reports it (half the round trip).
 pub async fn latency(ns: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
-    let args: Vec<String> = ["ping-pong", "-i", server, "-p", "11111", "-t", &secs.to_string(), "-m", "64"].map(String::from).to_vec();
+    let args: Vec<String> =
+        ["ping-pong", "-i", server, "-p", "11111", "-t", &secs.to_string(), "-m", "64"].map(String::from).to_vec();
     let text = retry(|| output(ns, "sockperf", args.clone())).await?;
     parse_sockperf(&text)
 }
@@ -128,14 +147,8 @@ pub fn parse_sockperf(text: &str) -> Result<(f64, f64)> {
 /// Busy and total CPU time of the machine so far, in clock ticks (from /proc/stat).
 pub fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
     let total: u64 = fields.iter().sum();
     // idle and iowait are the 4th and 5th fields.
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);

@@ -70,7 +70,9 @@ impl Topology {
     pub async fn build(&self) -> Result<()> {
         self.remove().await;
         match self.contender.kind {
-            Kind::Veth => link::link(&self.client, &self.server, self.client_cidr.parse()?, self.server_cidr.parse()?).await,
+            Kind::Veth => {
+                link::link(&self.client, &self.server, self.client_cidr.parse()?, self.server_cidr.parse()?).await
+            }
             Kind::Switch(datapath, redirect) => {
                 switch::up(switch::UpOptions {
                     name: self.switch.clone(),
@@ -80,7 +82,13 @@ impl Topology {
                 })
                 .await?;
                 for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {
-                    port::add(port::AddOptions { ns: ns.clone(), ip: cidr.parse()?, switch: self.switch.clone(), mac: None }).await?;
+                    port::add(port::AddOptions {
+                        ns: ns.clone(),
+                        ip: cidr.parse()?,
+                        switch: self.switch.clone(),
+                        mac: None,
+                    })
+                    .await?;
                 }
                 Ok(())
             }

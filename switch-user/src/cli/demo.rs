@@ -16,7 +16,9 @@ const NAMESPACES: [(&str, &str); 2] = [("red", "192.168.15.1/24"), ("blue", "192
 pub async fn run() -> Result<()> {
     for (ns, _) in NAMESPACES {
         if netns::exists(ns) {
-            bail!("namespace '{ns}' exists already; the demo makes its own red and blue (remove yours with: ip netns del {ns})");
+            bail!(
+                "namespace '{ns}' exists already; the demo makes its own red and blue (remove yours with: ip netns del {ns})"
+            );
         }
     }
     let outcome = tokio::select! {
@@ -38,7 +40,8 @@ async fn steps() -> Result<()> {
     println!("datapath pinned at {} (unicast redirect: {})", up.pins.unwrap_or_default(), up.redirect);
     for (ns, ip) in NAMESPACES {
         println!("== switch ns add {ns} --ip {ip} --switch {SWITCH}");
-        let r = port::add(port::AddOptions { ns: ns.into(), ip: ip.parse()?, switch: SWITCH.into(), mac: None }).await?;
+        let r =
+            port::add(port::AddOptions { ns: ns.into(), ip: ip.parse()?, switch: SWITCH.into(), mac: None }).await?;
         println!(
             "{ns}: eth0 {} mac {} <-> host port {}",
             r.info.ip,

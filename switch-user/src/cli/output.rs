@@ -59,7 +59,18 @@ pub fn fdb(rows: &[FdbRow]) {
 /// The `switch stats` table.
 pub fn stats(rows: &[PortRow]) {
     table(
-        &["NAMESPACE", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "FLOODED", "DROPPED", "MALFORMED", "TX ERR"],
+        &[
+            "NAMESPACE",
+            "PORT",
+            "RX PKTS",
+            "RX BYTES",
+            "TX PKTS",
+            "TX BYTES",
+            "FLOODED",
+            "DROPPED",
+            "MALFORMED",
+            "TX ERR",
+        ],
         &rows
             .iter()
             .map(|r| {

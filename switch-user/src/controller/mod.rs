@@ -26,9 +26,7 @@ use crate::{
 
 /// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Command(format!("internal task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Command(format!("internal task failed: {e}")))?
 }
 
 /// Fault injection for the crash and rollback tests. With `SWITCH_FAILPOINT=NAME` the process

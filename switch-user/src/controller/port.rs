@@ -123,14 +123,14 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
             continue;
         }
         if p.ip.addr == opts.ip.addr {
-            return Err(Error::DuplicateIp { ip: opts.ip.addr.to_string(), ns: other.clone(), switch: opts.switch.clone() });
-        }
-        if let Some(mac) = opts.mac.filter(|&m| p.mac == Some(m)) {
-            return Err(Error::DuplicateMac {
-                mac: mac.to_string(),
+            return Err(Error::DuplicateIp {
+                ip: opts.ip.addr.to_string(),
                 ns: other.clone(),
                 switch: opts.switch.clone(),
             });
+        }
+        if let Some(mac) = opts.mac.filter(|&m| p.mac == Some(m)) {
+            return Err(Error::DuplicateMac { mac: mac.to_string(), ns: other.clone(), switch: opts.switch.clone() });
         }
     }
     Ok(None)

@@ -65,7 +65,11 @@ fn validate(opts: &UpOptions) -> Result<()> {
     if let (Some(r), Some(d)) = (opts.redirect, opts.datapath)
         && d != Datapath::Tc
     {
-        return Err(Error::invalid("option", format!("--redirect {r}"), format!("only the tc datapath has it, not {d}")));
+        return Err(Error::invalid(
+            "option",
+            format!("--redirect {r}"),
+            format!("only the tc datapath has it, not {d}"),
+        ));
     }
     Ok(())
 }
@@ -74,7 +78,10 @@ fn validate(opts: &UpOptions) -> Result<()> {
 fn conflicts(existing: &SwitchState, opts: &UpOptions) -> Result<()> {
     let mut diffs = vec![];
     if let Some(d) = opts.datapath.filter(|&d| d != existing.datapath) {
-        diffs.push(format!("datapath {} (asked for {d}; switching a running switch's datapath is not supported)", existing.datapath));
+        diffs.push(format!(
+            "datapath {} (asked for {d}; switching a running switch's datapath is not supported)",
+            existing.datapath
+        ));
     }
     if let Some(a) = opts.ageing_secs.filter(|&a| a != existing.ageing_secs) {
         diffs.push(format!("ageing {}s (asked for {a}s)", existing.ageing_secs));
@@ -228,7 +235,11 @@ pub async fn run_daemon(name: &str, ageing_secs: u64, stop: impl std::future::Fu
 
 /// `switch run`: a userspace switch in the foreground. Makes the switch, serves until `stop`
 /// (Ctrl-C or SIGTERM), then tears everything down as `switch down` would.
-pub async fn run_foreground(name: &str, ageing_secs: Option<u64>, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+pub async fn run_foreground(
+    name: &str,
+    ageing_secs: Option<u64>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let opts = UpOptions { name: name.to_owned(), ageing_secs, redirect: None, datapath: Some(Datapath::Userspace) };
     validate(&opts)?;
     let new = {

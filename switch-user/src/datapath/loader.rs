@@ -114,9 +114,8 @@ impl Pins {
             Program::Tc => (programs::TC_INGRESS, self.prog()),
             Program::Xdp => (programs::XDP_INGRESS, self.prog_xdp()),
         };
-        let prog = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?;
+        let prog =
+            ebpf.program_mut(name).ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?;
         match program {
             Program::Tc => {
                 let p: &mut SchedClassifier = prog.try_into().map_err(bpf("datapath program has the wrong type"))?;
@@ -147,14 +146,20 @@ impl Pins {
                 let id = prog
                     .attach(ifname, TcAttachType::Ingress)
                     .map_err(bpf(format!("attaching the datapath to {ifname} (TCX ingress)")))?;
-                prog.take_link(id).map_err(bpf("taking the TCX link"))?.try_into().map_err(bpf("TCX link is not an fd link"))?
+                prog.take_link(id)
+                    .map_err(bpf("taking the TCX link"))?
+                    .try_into()
+                    .map_err(bpf("TCX link is not an fd link"))?
             }
             Some(Program::Xdp) => {
                 let mut prog = xdp_program(&self.prog_xdp())?;
                 let id = prog
                     .attach(ifname, XdpMode::Driver)
                     .map_err(bpf(format!("attaching the datapath to {ifname} (native XDP)")))?;
-                prog.take_link(id).map_err(bpf("taking the XDP link"))?.try_into().map_err(bpf("XDP link is not an fd link"))?
+                prog.take_link(id)
+                    .map_err(bpf("taking the XDP link"))?
+                    .try_into()
+                    .map_err(bpf("XDP link is not an fd link"))?
             }
             None => return Err(Error::Command(format!("no datapath program pinned in {}", self.dir.display()))),
         };

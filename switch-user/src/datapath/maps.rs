@@ -88,13 +88,8 @@ impl SwitchMaps {
     /// ifindex lookup, then every FDB entry pointing at it. `slot_limit` is recomputed.
     pub fn remove_port(&mut self, slot: u32) -> Result<()> {
         self.ports.set(slot, Port::default(), 0).map_err(bpf("writing PORTS"))?;
-        let stale: Vec<u32> = self
-            .slots
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|&(_, s)| s == slot)
-            .map(|(ifindex, _)| ifindex)
-            .collect();
+        let stale: Vec<u32> =
+            self.slots.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(ifindex, _)| ifindex).collect();
         for ifindex in &stale {
             let _ = self.slots.remove(ifindex);
             let _ = self.devmap.remove(*ifindex);
@@ -116,8 +111,7 @@ impl SwitchMaps {
 
     /// Deletes the FDB entries matching `pred`; returns how many.
     pub fn flush_fdb(&mut self, pred: impl Fn(&FdbEntry) -> bool) -> Result<usize> {
-        let doomed: Vec<MacKey> =
-            self.fdb_entries()?.into_iter().filter(|(_, e)| pred(e)).map(|(k, _)| k).collect();
+        let doomed: Vec<MacKey> = self.fdb_entries()?.into_iter().filter(|(_, e)| pred(e)).map(|(k, _)| k).collect();
         for k in &doomed {
             let _ = self.fdb.remove(k);
         }

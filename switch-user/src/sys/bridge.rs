@@ -77,8 +77,12 @@ impl Netlink {
             let mut age = Duration::ZERO;
             for a in &msg.attributes {
                 match a {
-                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => mac = b.as_slice().try_into().ok().map(Mac),
-                    NeighbourAttribute::CacheInfo(c) => age = Duration::from_millis(u64::from(c.updated) * 1000 / USER_HZ),
+                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                        mac = b.as_slice().try_into().ok().map(Mac)
+                    }
+                    NeighbourAttribute::CacheInfo(c) => {
+                        age = Duration::from_millis(u64::from(c.updated) * 1000 / USER_HZ)
+                    }
                     _ => {}
                 }
             }

@@ -25,7 +25,8 @@ fn set(ifname: &str, cmd: u32, on: bool, what: &str) -> Result<()> {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").context("opening an ioctl socket")?;
     let mut value = EthtoolValue { cmd, data: u32::from(on) };
     let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: (&raw mut value).cast(), _pad: [0; 16] };
-    let c = CString::new(ifname).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)).context("interface name")?;
+    let c =
+        CString::new(ifname).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)).context("interface name")?;
     for (d, s) in req.name.iter_mut().zip(c.as_bytes_with_nul()) {
         *d = *s as libc::c_char;
     }

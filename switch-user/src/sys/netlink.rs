@@ -73,9 +73,7 @@ impl Netlink {
         if let Some(mac) = peer_mac {
             peer_msg = peer_msg.address(mac.0.to_vec());
         }
-        let msg = LinkVeth::new(name, peer)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
-            .build();
+        let msg = LinkVeth::new(name, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build()))).build();
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
             Some(libc::EEXIST) => Error::invalid("interface name", name, "an interface with this name exists already"),
             _ => Error::Netlink { context: format!("creating veth pair {name}/{peer}"), source: e },
@@ -88,10 +86,7 @@ impl Netlink {
     /// Creates a veth pair with each end directly inside a namespace.
     pub async fn add_veth_between(&self, a: &str, a_ns: RawFd, b: &str, b_ns: RawFd) -> Result<()> {
         let peer_msg = LinkUnspec::new_with_name(b).setns_by_fd(b_ns).build();
-        let msg = LinkVeth::new(a, b)
-            .setns_by_fd(a_ns)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-            .build();
+        let msg = LinkVeth::new(a, b).setns_by_fd(a_ns).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg))).build();
         self.handle.link().add(msg).execute().await.context(format!("creating veth pair {a}/{b}"))
     }
 

@@ -37,7 +37,8 @@ pub fn exists(name: &str) -> bool {
 /// mount namespaces (and the reverse), exactly like `ip netns add`.
 fn prepare_run_dir() -> Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR).context(format!("creating {NETNS_RUN_DIR}"))?;
-    let shared = || mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
+    let shared =
+        || mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match shared() {
         Ok(()) => Ok(()),
         Err(nix::Error::EINVAL) => {
@@ -158,7 +159,14 @@ pub fn command(name: &str, program: &str, own_sysfs: bool) -> Result<Command> {
                 }
                 // Keep our mount changes from propagating back to the host.
                 let root = c"/";
-                if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null()) != 0 {
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_SLAVE | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 let sys = c"/sys";

@@ -16,15 +16,10 @@ pub fn check() -> Result<()> {
         Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => {}
         _ => return Err(Error::NoBpffs),
     }
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     match kernel_version(&release) {
         Some(v) if v >= (6, 6) => Ok(()),
-        Some(_) => Err(Error::KernelTooOld {
-            release,
-            missing: "TCX attachments need Linux 6.6 or newer".into(),
-        }),
+        Some(_) => Err(Error::KernelTooOld { release, missing: "TCX attachments need Linux 6.6 or newer".into() }),
         None => Err(Error::KernelTooOld { release, missing: "cannot read the kernel version".into() }),
     }
 }

@@ -56,7 +56,9 @@ fn read_pid(name: &str) -> Option<i32> {
 pub fn running(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z")
+        }
         Err(_) => false,
     }
 }
@@ -94,7 +96,10 @@ pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let _ = child.kill();
-    Err(Error::Command(format!("userspace switch process did not answer on {} within 5 s", socket_path(name).display())))
+    Err(Error::Command(format!(
+        "userspace switch process did not answer on {} within 5 s",
+        socket_path(name).display()
+    )))
 }
 
 /// Stops switch `name`'s process if one runs (shutdown request, then SIGTERM, then SIGKILL)
@@ -144,7 +149,8 @@ pub async fn serve(
     for (slot, ifindex, ifname) in ports {
         engine.add_port(slot, ifindex, &ifname)?;
     }
-    fs::write(pid_path(name), std::process::id().to_string()).context(format!("writing {}", pid_path(name).display()))?;
+    fs::write(pid_path(name), std::process::id().to_string())
+        .context(format!("writing {}", pid_path(name).display()))?;
     let served = control::serve(&socket_path(name), engine, stop).await;
     let _ = fs::remove_file(pid_path(name));
     served

@@ -20,6 +20,8 @@
 //! Throughput comes from keeping TCP's GSO super-frames whole (`PACKET_VNET_HDR`: one 64 KiB
 //! frame costs one syscall slot, not 45), from batching both directions (`recvmmsg`,
 //! `sendmmsg`), and from taking each lock once per batch rather than once per frame.
+use bytes::BytesMut;
+use pnet_packet::ethernet::EthernetPacket;
 use std::{
     collections::HashMap,
     io, mem,
@@ -33,7 +35,7 @@ use std::{
 };
 
 use switch_common::{
-    ETH_HLEN, FDB_CAPACITY, FDB_F_STATIC, FDB_REFRESH_NS, FdbEntry, MAX_PORTS, PortStats, is_group, is_valid_source,
+    FDB_CAPACITY, FDB_F_STATIC, FDB_REFRESH_NS, FdbEntry, MAX_PORTS, PortStats, is_group, is_valid_source,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -179,10 +181,9 @@ impl Verdict {
 /// Destination and source MAC of an Ethernet frame, or `None` if it is shorter than a header.
 /// Nothing past the header is looked at: the switch forwards any EtherType unchanged.
 fn addresses(frame: &[u8]) -> Option<([u8; 6], [u8; 6])> {
-    let header = frame.get(..ETH_HLEN)?;
-    let dst = header[..6].try_into().ok()?;
-    let src = header[6..12].try_into().ok()?;
-    Some((dst, src))
+    // A zero-copy view: pnet checks the length and reads the two fields in place.
+    let eth = EthernetPacket::new(frame)?;
+    Some((eth.get_destination().octets(), eth.get_source().octets()))
 }
 
 /// Source addresses of the frames of one batch decided so far.
@@ -349,7 +350,9 @@ impl Counters {
 /// Receive buffers of one port, allocated once when its task starts: [`BATCH`] slots of
 /// [`BUF_LEN`] bytes, each holding a virtio header and a frame.
 struct RxBuffers {
-    buf: Box<[u8]>,
+    /// One allocation for the whole batch, made when the port is added and reused for every
+    /// batch after.
+    buf: BytesMut,
     /// Bytes the kernel wrote into each slot (virtio header included).
     lens: [usize; BATCH],
     /// Whether the frame did not fit its slot.
@@ -358,7 +361,7 @@ struct RxBuffers {
 
 impl RxBuffers {
     fn new() -> Self {
-        Self { buf: vec![0; BATCH * BUF_LEN].into_boxed_slice(), lens: [0; BATCH], truncated: [false; BATCH] }
+        Self { buf: BytesMut::zeroed(BATCH * BUF_LEN), lens: [0; BATCH], truncated: [false; BATCH] }
     }
 
     /// Slot `i` as received: virtio header, then the frame. This is what is sent on.
@@ -414,7 +417,13 @@ impl PacketSocket {
         let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `err` and `len` are live and sized for SO_ERROR's int.
         unsafe {
-            libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, ptr::from_mut(&mut err).cast(), &mut len);
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                ptr::from_mut(&mut err).cast(),
+                &mut len,
+            );
         }
     }
 
