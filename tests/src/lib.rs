@@ -4,6 +4,8 @@
 //! Every sandbox has a unique prefix (process id + counter), so tests run in parallel without
 //! touching each other or anything else on the machine. Nothing is attached to the machine's
 //! own interfaces and traffic only goes to addresses inside namespaces the sandbox made.
+pub mod bpf;
+
 use std::{
     path::PathBuf,
     process::{Command, Output},
