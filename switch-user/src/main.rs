@@ -39,9 +39,25 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", one_line(e));
     let code = e.downcast_ref::<switch::Error>().map_or(1, switch::Error::exit_code);
     ExitCode::from(code as u8)
+}
+
+/// The error and its causes on one line, skipping a cause that the message before it
+/// already ends with (the library's errors print their source themselves).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.ends_with(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
 }
 
 fn exec(ns: &str, command: &[String]) -> ExitCode {

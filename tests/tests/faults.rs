@@ -133,3 +133,62 @@ fn missing_bpffs_is_one_clear_line() {
     assert!(err.trim().starts_with("error: bpffs is not mounted at /sys/fs/bpf"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
 }
+
+fn kill9_and_wait(pid: i32) {
+    // SAFETY: kill(2) on the switch process this test made.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for _ in 0..100 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("process {pid} survived SIGKILL");
+}
+
+#[test]
+fn userspace_switch_process_killed_converges() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("us", "userspace", &[]);
+    let a = sb.port(&sw, "a", "10.43.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.43.0.2/24", &[]);
+    assert!(ping(&a, "10.43.0.2", 2));
+    let pid: i32 = std::fs::read_to_string(format!("/run/switch/{sw}.pid")).unwrap().trim().parse().unwrap();
+    kill9_and_wait(pid);
+    // The CLI says what is wrong in one line instead of hanging.
+    let e = fails(&["stats", "--switch", &sw], 1);
+    assert!(e.contains("userspace switch"), "{e}");
+    // `up` again restarts the process and hands it the existing ports.
+    let r = json(&["up", "--name", &sw, "--datapath", "userspace"]);
+    assert_eq!(r["created"], true);
+    assert!(ping(&a, "10.43.0.2", 2), "forwarding after the restart");
+    assert_eq!(fdb(&sw).len(), 2);
+    ok(&["down", "--name", &sw]);
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
+}
+
+#[test]
+fn foreground_switch_run_killed_then_down_converges() {
+    let mut sb = Sandbox::new();
+    let sw = sb.name("run");
+    sb.adopt(&sw);
+    let mut child = std::process::Command::new(switch_bin())
+        .args(["run", "--name", &sw])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        json(&["list"]).as_array().unwrap().iter().any(|s| s["name"] == sw.as_str() && s["ready"] == true)
+    });
+    assert!(up);
+    let a = sb.port(&sw, "a", "10.44.0.1/24", &[]);
+    kill9_and_wait(child.id() as i32);
+    let _ = child.wait();
+    // Killed: nothing was torn down, and `down` converges from there.
+    assert!(netns_list().contains(&a));
+    ok(&["down", "--name", &sw]);
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
+}

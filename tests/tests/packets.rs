@@ -112,7 +112,13 @@ fn invalid_frames_are_dropped_and_counted_other_protocols_switched_unchanged() {
     // a whole IP header, and frames over about a page, so those cases cannot be made here.)
     let mut vlan = frame(BCAST, X, 0x8100, 50);
     vlan[14..18].copy_from_slice(&[0x00, 0x64, 0x08, 0x00]);
-    for f in [frame(BCAST, X, 0x86dd, 60), vlan, frame(BCAST, X, 0x0806, 28), frame(BCAST, X, 0x88b5, 3), frame(BCAST, X, 0x0800, 3000)] {
+    for f in [
+        frame(BCAST, X, 0x86dd, 60),
+        vlan,
+        frame(BCAST, X, 0x0806, 28),
+        frame(BCAST, X, 0x88b5, 3),
+        frame(BCAST, X, 0x0800, 3000),
+    ] {
         assert_eq!(bed.send(0, &f), TC_ACT_REDIRECT, "{:02x?}", &f[12..14]);
     }
     assert_eq!(n(&bed.stats(0), "malformed"), 0);
@@ -190,4 +196,25 @@ fn random_frames_keep_every_invariant() {
     assert_eq!(dropped, shot, "every SHOT verdict is counted as a drop");
     assert!(dropped >= invalid_src);
     assert_eq!(stats.iter().map(|s| n(s, "malformed")).sum::<u64>(), 0);
+}
+
+#[test]
+fn a_full_fdb_evicts_and_keeps_forwarding() {
+    let bed = bed();
+    // More stations than the table holds (16 384): the least recently used are evicted,
+    // learning and forwarding go on, nothing fails.
+    let stations = 17_000u32;
+    for i in 0..stations {
+        let [_, b1, b2, b3] = i.to_be_bytes();
+        let src = [0x02, 0x01, 0, b1, b2, b3];
+        assert_eq!(bed.send(0, &frame(BCAST, src, 0x88b5, 46)), TC_ACT_REDIRECT, "station {i}");
+    }
+    let table = fdb(&bed.sw);
+    assert!(table.len() <= 16_384 && table.len() > 15_000, "{} entries", table.len());
+    // The most recent station is known: a frame to it from b is unicast, not flooded.
+    let [_, b1, b2, b3] = (stations - 1).to_be_bytes();
+    let flooded = n(&bed.stats(1), "flooded");
+    assert_eq!(bed.send(1, &frame([0x02, 0x01, 0, b1, b2, b3], Y, 0x88b5, 46)), TC_ACT_REDIRECT);
+    assert_eq!(n(&bed.stats(1), "flooded"), flooded, "a recent station was forgotten");
+    assert_eq!(n(&bed.stats(0), "rx_packets"), u64::from(stations));
 }
