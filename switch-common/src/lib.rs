@@ -98,12 +98,19 @@ impl FdbEntry {
     }
 }
 
+/// The port's peer is in the host's own namespace (the gateway port): `bpf_redirect_peer`
+/// cannot reach it (the kernel only switches namespaces with it), so known unicast to it
+/// takes `bpf_redirect`.
+pub const PORT_F_HOST: u32 = 1;
+
 /// One slot of the port array. `ifindex == 0` marks a free slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Port {
     /// Interface index of the port's host-side veth.
     pub ifindex: u32,
+    /// `PORT_F_*` flags.
+    pub flags: u32,
     /// The slot's own index. Redundant on purpose: the flood loop carries the previous port's
     /// slot into the next iteration, and a value read from a map is an unknown scalar to the
     /// verifier, whereas the loop counter is a known constant that would multiply the states it
@@ -207,7 +214,7 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<FdbEntry>(), 16);
-        assert_eq!(size_of::<Port>(), 8);
+        assert_eq!(size_of::<Port>(), 12);
         assert_eq!(size_of::<PortStats>(), 8 * 8);
         assert_eq!(size_of::<SwitchConfig>(), 16);
     }

@@ -85,6 +85,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ageing_secs: a.ageing,
                 redirect: a.redirect,
                 datapath: a.datapath,
+                gateway: a.gateway,
             })
             .await?;
             if a.json.json {
@@ -94,7 +95,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     Some(p) => format!(", redirect {}, pinned at {p}", r.redirect),
                     None => String::new(),
                 };
-                println!("switch '{}' is up ({} datapath, ageing {}s{detail})", r.name, r.datapath, r.ageing_secs);
+                let gw = r.gateway.map(|g| format!(", gateway {g}")).unwrap_or_default();
+                println!("switch '{}' is up ({} datapath, ageing {}s{gw}{detail})", r.name, r.datapath, r.ageing_secs);
             } else {
                 println!("switch '{}' is already up", r.name);
             }

@@ -199,6 +199,14 @@ pub fn bridge_ifname(switch: &str) -> String {
     format!("b{prefix}-{h:06x}")
 }
 
+/// Names of switch `switch`'s gateway veth pair: (host end carrying the address, switch end
+/// plugged in as a port), e.g. `gsw0-1a2b3c` and `ssw0-1a2b3c`.
+pub fn gateway_ifnames(switch: &str) -> (String, String) {
+    let h = fnv1a(&["gateway", switch]) & 0x00ff_ffff;
+    let prefix: String = switch.chars().filter(char::is_ascii_alphanumeric).take(7).collect();
+    (format!("g{prefix}-{h:06x}"), format!("s{prefix}-{h:06x}"))
+}
+
 /// Interface name, inside `ns`, of a direct link to `peer`: `veth-PEER` when that fits,
 /// otherwise `veth-` and a hash of the peer's name.
 pub fn link_ifname(peer: &str) -> String {

@@ -89,8 +89,25 @@ pub struct SwitchState {
     /// How frames are moved.
     #[serde(default)]
     pub datapath: Datapath,
+    /// The host's address on the switch's segment, if the switch has one.
+    #[serde(default)]
+    pub gateway: Option<GatewayState>,
     /// False while `up` is making it.
     pub ready: bool,
+}
+
+/// The host's own port on a switch: a veth pair whose host end carries the gateway address
+/// and whose other end is a port of the switch like any namespace's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayState {
+    /// The host's address and the segment's prefix.
+    pub cidr: Cidr,
+    /// Host end (carries `cidr`).
+    pub host_if: String,
+    /// Switch end (the port).
+    pub port_if: String,
+    /// Slot of the port.
+    pub slot: u32,
 }
 
 /// A namespace's port on a switch.
@@ -221,7 +238,13 @@ mod tests {
         let mut st = State::default();
         st.switches.insert(
             "sw0".into(),
-            SwitchState { ageing_secs: 300, redirect: Redirect::Peer, datapath: Datapath::Tc, ready: true },
+            SwitchState {
+                ageing_secs: 300,
+                redirect: Redirect::Peer,
+                datapath: Datapath::Tc,
+                gateway: None,
+                ready: true,
+            },
         );
         st.namespaces.insert(
             "red".into(),

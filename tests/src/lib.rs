@@ -299,10 +299,10 @@ impl Snapshot {
             })
             .unwrap_or_default();
         pins.sort();
-        // Host ends of ports ("s" + namespace) and bridges ("b" + switch name).
-        let (host_prefix, bridge_prefix) = (format!("s{prefix}"), format!("b{prefix}"));
-        let mut links: Vec<String> =
-            host_links().into_iter().filter(|l| l.starts_with(&host_prefix) || l.starts_with(&bridge_prefix)).collect();
+        // Host ends of ports ("s" + namespace or switch), bridges and gateways ("b" and "g" +
+        // switch name).
+        let mine = |l: &String| ["s", "b", "g"].iter().any(|p| l.starts_with(&format!("{p}{prefix}")));
+        let mut links: Vec<String> = host_links().into_iter().filter(mine).collect();
         links.sort();
         // Userspace switch processes' pid files and sockets.
         let mut run_files: Vec<String> = std::fs::read_dir("/run/switch")

@@ -163,7 +163,7 @@ fn random_frames_keep_every_invariant() {
     for _ in 0..iterations {
         let len = 14 + (rng.next() % 1500) as usize;
         let mut f: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        if rng.next() % 8 != 0 {
+        if !rng.next().is_multiple_of(8) {
             f[..6].copy_from_slice(&pool[(rng.next() % pool.len() as u64) as usize]);
             f[6..12].copy_from_slice(&pool[(rng.next() % pool.len() as u64) as usize]);
         }

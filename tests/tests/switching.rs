@@ -14,6 +14,7 @@ datapath_matrix!(
     frames_with_invalid_source_are_dropped_counted_and_not_learned,
     datapath_log_streams_while_asked_for,
     tcp_and_udp_payloads_arrive_intact,
+    gateway_connects_the_host_and_the_namespaces,
 );
 
 fn u(v: &Value, field: &str) -> u64 {
@@ -327,4 +328,62 @@ fn tcp_and_udp_payloads_arrive_intact(dp: &str) {
     let udp = exec(&a, &["python3", "-c", UDP_CLIENT, "10.28.0.2"]);
     let _ = echo.wait_with_output();
     assert_eq!(udp.stdout.trim(), "ok", "{udp:?}");
+}
+
+fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
+    // A subnet per datapath: the matrix runs in parallel and gateways may not overlap.
+    let net = match dp {
+        "tc" => "10.51.0",
+        "xdp" => "10.52.0",
+        "userspace" => "10.53.0",
+        _ => "10.54.0",
+    };
+    let gw = format!("{net}.254/24");
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", dp, &["--gateway", &gw]);
+    let a = sb.port(&sw, "a", &format!("{net}.1/24"), &[]);
+    let _b = sb.port(&sw, "b", &format!("{net}.2/24"), &[]);
+    // Host -> namespace and namespace -> host, as with a bridge's own address.
+    let o = std::process::Command::new("ping")
+        .args(["-c", "3", "-i", "0.1", "-W", "1", &format!("{net}.1")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "host -> {a}: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(ping(&a, &format!("{net}.254"), 3), "{a} -> host");
+    let route = exec(&a, &["ip", "route", "show", "default"]).stdout;
+    assert!(route.contains(&format!("default via {net}.254 dev eth0")), "{route}");
+    // TCP from a namespace to a server on the host's gateway address.
+    let server = std::net::TcpListener::bind(format!("{net}.254:0")).unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    let accept = std::thread::spawn(move || {
+        let (mut c, peer) = server.accept().unwrap();
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut c, &mut buf).unwrap();
+        (peer.ip().to_string(), buf)
+    });
+    let client = format!(
+        "import socket; s = socket.create_connection(('{net}.254', {port})); s.sendall(b'hello from a'); s.close()"
+    );
+    assert_eq!(exec(&a, &["python3", "-c", &client]).code, 0);
+    let (peer, got) = accept.join().unwrap();
+    assert_eq!((peer.as_str(), got.as_str()), (format!("{net}.1").as_str(), "hello from a"));
+    // The host's port shows up as "host".
+    assert!(fdb(&sw).iter().any(|(_, ns, _)| ns == "host"), "{:?}", fdb(&sw));
+    let stats = json(&["stats", "--switch", &sw]);
+    assert!(
+        stats.as_array().unwrap().iter().any(|r| r["namespace"] == "host" && r["rx_packets"].as_u64().unwrap() > 0)
+    );
+    // Addresses off the segment, or the gateway's own, are refused.
+    let e = fails(&["ns", "add", &sb.name("c"), "--ip", "10.59.0.1/24", "--switch", &sw], 2);
+    assert!(e.contains("segment"), "{e}");
+    let e = fails(&["ns", "add", &sb.name("c"), "--ip", &gw, "--switch", &sw], 2);
+    assert!(e.contains("gateway address"), "{e}");
+    assert_eq!(json(&["up", "--name", &sw, "--datapath", dp, "--gateway", &gw])["created"], false);
+    let e = fails(&["up", "--name", &sw, "--gateway", &format!("{net}.253/24")], 2);
+    assert!(e.contains("asked for gateway"), "{e}");
+    // Another switch may not take an overlapping segment.
+    let e = fails(&["up", "--name", &sb.name("other"), "--datapath", dp, "--gateway", &format!("{net}.100/16")], 2);
+    assert!(e.contains("overlaps"), "{e}");
+    ok(&["down", "--name", &sw]);
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "gateway left behind");
 }

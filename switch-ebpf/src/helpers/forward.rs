@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
-use switch_common::MAX_PORTS;
+use switch_common::{MAX_PORTS, PORT_F_HOST};
 
 use super::{maps::PORTS, stats};
 
@@ -17,6 +17,8 @@ use super::{maps::PORTS, stats};
 /// the host end, whose MAC it does not carry), so only unicast may take this path.
 #[inline(always)]
 pub fn unicast(out_ifindex: u32, out_slot: u32, len: u64, peer: bool) -> i32 {
+    // The gateway port's peer lives in the host namespace, out of redirect_peer's reach.
+    let peer = peer && PORTS.get(out_slot).is_some_and(|p| p.flags & PORT_F_HOST == 0);
     // SAFETY: plain helper calls with scalar arguments.
     let ret = unsafe { if peer { bpf_redirect_peer(out_ifindex, 0) } else { bpf_redirect(out_ifindex, 0) } };
     if ret == TC_ACT_REDIRECT as i64 {

@@ -79,6 +79,7 @@ impl Topology {
                     ageing_secs: None,
                     redirect: (datapath == Datapath::Tc).then_some(redirect),
                     datapath: Some(datapath),
+                    gateway: None,
                 })
                 .await?;
                 for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {

@@ -86,6 +86,11 @@ pub struct UpArgs {
     /// bridge, as a baseline) [default: tc].
     #[arg(long, value_enum)]
     pub datapath: Option<Datapath>,
+    /// Give the host an address on the switch's segment, e.g. 192.168.15.254/24 (like a
+    /// bridge's own address): host <-> namespace traffic works, and namespaces added later get
+    /// a default route via it and must be in its subnet.
+    #[arg(long, value_name = "CIDR")]
+    pub gateway: Option<Cidr>,
     /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]

@@ -9,7 +9,7 @@
 //! | bridge    | a Linux bridge                  | the host veth enslaved to it       |
 use std::{collections::HashMap, time::Duration};
 
-use switch_common::{CFG_F_REDIRECT_PEER, FDB_F_STATIC, FdbEntry, PortStats, SwitchConfig};
+use switch_common::{CFG_F_REDIRECT_PEER, FDB_F_STATIC, FdbEntry, PORT_F_HOST, PortStats, SwitchConfig};
 
 use super::blocking;
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         maps::{SwitchMaps, now_ns},
     },
     error::{Error, Result},
-    names::{Mac, bridge_ifname},
+    names::{Mac, bridge_ifname, gateway_ifnames},
     state::{Datapath, PortState, Redirect, SwitchState},
     sys::{netlink::Netlink, sysctl},
     userspace::{
@@ -89,15 +89,20 @@ pub async fn destroy(name: &str) -> Result<()> {
         Ok(())
     })
     .await?;
-    Netlink::new()?.delete(&bridge_ifname(name)).await?;
+    let nl = Netlink::new()?;
+    nl.delete(&bridge_ifname(name)).await?;
+    // The gateway pair, found by name (the record may be gone after a crash).
+    nl.delete(&gateway_ifnames(name).0).await?;
     daemon::stop(name).await
 }
 
 /// Whether `name` has leftovers of any datapath.
 pub async fn leftovers(name: &str) -> Result<bool> {
+    let nl = Netlink::new()?;
     Ok(Pins::new(name).exists()
         || daemon::pid_path(name).exists()
-        || Netlink::new()?.ifindex(&bridge_ifname(name)).await?.is_some())
+        || nl.ifindex(&bridge_ifname(name)).await?.is_some()
+        || nl.ifindex(&gateway_ifnames(name).0).await?.is_some())
 }
 
 /// Datapath-specific preparation of the namespace end of a port. Runs on the namespace's
@@ -115,8 +120,9 @@ pub async fn attach_port(name: &str, sw: &SwitchState, port: &PortState, ifindex
     match sw.datapath {
         Datapath::Tc | Datapath::Xdp => {
             let (pins, host_if, slot) = (Pins::new(name), port.host_if.clone(), port.slot);
+            let flags = if host_if == gateway_ifnames(name).1 { PORT_F_HOST } else { 0 };
             blocking(move || {
-                SwitchMaps::open(&pins)?.add_port(slot, ifindex)?;
+                SwitchMaps::open(&pins)?.add_port(slot, ifindex, flags)?;
                 pins.attach(&host_if)
             })
             .await

@@ -27,12 +27,20 @@ pub struct FdbRow {
 }
 
 /// Ready ports of `switch` by host ifindex: (namespace, host interface, namespace MAC).
-fn ports(state: &State, switch: &str) -> HashMap<u32, (String, String, Mac)> {
-    state
+/// The gateway port shows as namespace "host".
+async fn ports(state: &State, switch: &str) -> Result<HashMap<u32, (String, String, Mac)>> {
+    let mut out: HashMap<u32, (String, String, Mac)> = state
         .ports(switch)
         .filter(|(ns, p)| state.namespaces[*ns].ready && p.host_ifindex != 0)
         .map(|(ns, p)| (p.host_ifindex, (ns.clone(), p.host_if.clone(), p.mac.unwrap_or(Mac([0; 6])))))
-        .collect()
+        .collect();
+    let gateway = state.switches.get(switch).and_then(|s| s.gateway.as_ref());
+    if let Some(g) = gateway
+        && let Some(idx) = crate::sys::netlink::Netlink::new()?.ifindex(&g.port_if).await?
+    {
+        out.insert(idx, ("host".into(), g.port_if.clone(), Mac([0; 6])));
+    }
+    Ok(out)
 }
 
 /// The FDB of `switch`: live entries only (see `backend::fdb`).
@@ -41,7 +49,7 @@ pub async fn show(switch: &str) -> Result<Vec<FdbRow>> {
     let store = lock().await?;
     let state = store.load()?;
     let sw = state.switch(switch)?.clone();
-    let ports = ports(&state, switch);
+    let ports = ports(&state, switch).await?;
     // The bridge lists each port's own (host end) address; it is told which ones to skip.
     let mut host_macs = HashMap::new();
     let nl = crate::sys::netlink::Netlink::new()?;
@@ -88,7 +96,7 @@ pub async fn del(mac: Mac, switch: &str) -> Result<()> {
     let store = lock().await?;
     let state = store.load()?;
     let sw = state.switch(switch)?.clone();
-    let ports = ports(&state, switch).into_keys().collect();
+    let ports = ports(&state, switch).await?.into_keys().collect();
     if !backend::fdb_del(switch, &sw, mac, ports).await? {
         return Err(Error::invalid("MAC address", mac.to_string(), format!("not in the FDB of switch '{switch}'")));
     }

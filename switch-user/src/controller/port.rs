@@ -118,6 +118,18 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
     } else if netns::exists(&opts.ns) {
         return Err(Error::NamespaceExists { name: opts.ns.clone(), detail: " (not made by switch)".into() });
     }
+    if let Some(g) = &sw.gateway {
+        if !g.cidr.contains(opts.ip.addr) || g.cidr.prefix != opts.ip.prefix {
+            return Err(Error::invalid(
+                "CIDR",
+                opts.ip.to_string(),
+                format!("not on switch '{}''s segment {}", opts.switch, g.cidr),
+            ));
+        }
+        if g.cidr.addr == opts.ip.addr {
+            return Err(Error::invalid("CIDR", opts.ip.to_string(), "is the switch's gateway address"));
+        }
+    }
     for (other, p) in state.ports(&opts.switch) {
         if other == &opts.ns {
             continue;
@@ -156,7 +168,8 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
         store.save(&state)?;
     }
 
-    let used: Vec<u32> = state.ports(&opts.switch).map(|(_, p)| p.slot).collect();
+    let mut used: Vec<u32> = state.ports(&opts.switch).map(|(_, p)| p.slot).collect();
+    used.extend(state.switches[&opts.switch].gateway.as_ref().map(|g| g.slot));
     let slot = (0..MAX_PORTS).find(|s| !used.contains(s)).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
     let nl = Netlink::new()?;
     let host_if = free_host_ifname(&nl, &state, &opts.switch, &opts.ns).await?;
@@ -225,6 +238,7 @@ async fn build(nl: &Netlink, ns: &str, sw: &SwitchState, port: &PortState) -> Re
     blocking(move || sysctl::disable_ipv6(&host_if)).await?;
 
     let (ns_if, ip, datapath) = (port.ns_if.clone(), port.ip, sw.datapath);
+    let gateway = sw.gateway.as_ref().map(|g| g.cidr.addr);
     let mac = netns::run_in(ns, move |h| async move {
         let nl = Netlink::from_handle(h);
         // On this namespace's own thread: /proc/sys/net and ioctl sockets see this namespace.
@@ -234,6 +248,9 @@ async fn build(nl: &Netlink, ns: &str, sw: &SwitchState, port: &PortState) -> Re
         nl.add_address(idx, ip).await?;
         nl.set_up(idx).await?;
         nl.set_up_by_name("lo").await?;
+        if let Some(gw) = gateway {
+            nl.add_default_route(gw).await?;
+        }
         nl.mac(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} has no MAC address")))
     })
     .await?;

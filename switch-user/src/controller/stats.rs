@@ -37,7 +37,10 @@ pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
     let state = store.load()?;
     let sw = state.switch(switch)?.clone();
     let mut rows = vec![];
-    for (ns, p) in state.ports(switch).filter(|(n, _)| state.namespaces[*n].ready) {
+    let gateway = sw.gateway.as_ref().map(|g| ("host".to_owned(), super::switch::gateway_port(switch, g, 0)));
+    let ports = state.ports(switch).filter(|(n, _)| state.namespaces[*n].ready).map(|(n, p)| (n.clone(), p.clone()));
+    for (ns, p) in gateway.into_iter().chain(ports) {
+        let p = &p;
         let c = backend::stats(switch, &sw, p).await?;
         let s = c.stats;
         let d = |v: u64| c.detailed.then_some(v);

@@ -8,8 +8,9 @@ use super::{backend, failpoint, lock, port};
 use crate::{
     datapath::Pins,
     error::{Error, Result},
-    names::validate_name,
-    state::{Datapath, Redirect, State, Store, SwitchState},
+    names::{Cidr, gateway_ifnames, validate_name},
+    state::{Datapath, GatewayState, PortState, Redirect, State, Store, SwitchState},
+    sys::{netlink::Netlink, sysctl},
     userspace::daemon,
 };
 
@@ -25,6 +26,8 @@ pub struct UpOptions {
     pub redirect: Option<Redirect>,
     /// How frames are moved.
     pub datapath: Option<Datapath>,
+    /// The host's address on the segment (namespaces get a default route via it).
+    pub gateway: Option<Cidr>,
 }
 
 /// What `up` did.
@@ -42,6 +45,8 @@ pub struct UpReport {
     pub redirect: Redirect,
     /// Where the datapath is pinned (eBPF datapaths).
     pub pins: Option<String>,
+    /// The host's address on the segment.
+    pub gateway: Option<Cidr>,
 }
 
 impl UpReport {
@@ -53,6 +58,7 @@ impl UpReport {
             ageing_secs: s.ageing_secs,
             redirect: s.redirect,
             pins: s.datapath.is_ebpf().then(|| Pins::new(name).dir().display().to_string()),
+            gateway: s.gateway.as_ref().map(|g| g.cidr),
         }
     }
 }
@@ -89,6 +95,10 @@ fn conflicts(existing: &SwitchState, opts: &UpOptions) -> Result<()> {
     if let Some(r) = opts.redirect.filter(|&r| r != existing.redirect) {
         diffs.push(format!("redirect {} (asked for {r})", existing.redirect));
     }
+    if let Some(g) = opts.gateway.filter(|g| existing.gateway.as_ref().map(|e| e.cidr) != Some(*g)) {
+        let has = existing.gateway.as_ref().map_or("no gateway".into(), |e| format!("gateway {}", e.cidr));
+        diffs.push(format!("{has} (asked for gateway {g})"));
+    }
     if diffs.is_empty() { Ok(()) } else { Err(Error::Conflict { name: opts.name.clone(), detail: diffs.join(", ") }) }
 }
 
@@ -109,10 +119,33 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         // An interrupted `up`, or a userspace switch whose process died: make it again.
         tracing::info!(switch = %opts.name, "re-making the switch object");
     }
+    if let Some(g) = opts.gateway {
+        // Two segments with overlapping subnets on one host would fight over the routes.
+        for (other, s) in &state.switches {
+            if let Some(o) = s
+                .gateway
+                .as_ref()
+                .filter(|o| other != &opts.name && (o.cidr.contains(g.addr) || g.contains(o.cidr.addr)))
+            {
+                return Err(Error::invalid(
+                    "gateway",
+                    g.to_string(),
+                    format!("overlaps switch '{other}''s segment {}", o.cidr),
+                ));
+            }
+        }
+    }
+    let gateway = opts.gateway.map(|cidr| {
+        let (host_if, port_if) = gateway_ifnames(&opts.name);
+        // A new switch has no ports yet; a re-made one keeps its recorded gateway slot.
+        let slot = state.switches.get(&opts.name).and_then(|s| s.gateway.as_ref()).map_or(0, |g| g.slot);
+        GatewayState { cidr, host_if, port_if, slot }
+    });
     let new = SwitchState {
         ageing_secs: opts.ageing_secs.unwrap_or(DEFAULT_AGEING_SECS),
         redirect: opts.redirect.unwrap_or(Redirect::Peer),
         datapath: opts.datapath.unwrap_or_default(),
+        gateway,
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());
@@ -131,6 +164,9 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
     };
     let made = async {
         backend::create(&opts.name, &new).await?;
+        if let Some(g) = &new.gateway {
+            make_gateway(&opts.name, &new, g).await?;
+        }
         failpoint("up:made")?;
         // Ports a restarted userspace process must take over again.
         for (_, p) in state.ports(&opts.name).filter(|(_, p)| p.host_ifindex != 0) {
@@ -152,6 +188,39 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
     let out = UpReport::new(&opts.name, s, true);
     store.save(&state)?;
     Ok(out)
+}
+
+/// The gateway's switch end, as a port record (its "namespace" is the host).
+pub(crate) fn gateway_port(name: &str, g: &GatewayState, ifindex: u32) -> PortState {
+    PortState {
+        switch: name.to_owned(),
+        host_if: g.port_if.clone(),
+        host_ifindex: ifindex,
+        ns_if: g.host_if.clone(),
+        slot: g.slot,
+        ip: g.cidr,
+        mac: None,
+    }
+}
+
+/// Makes the gateway veth pair: the host end gets the address, the other end becomes a port.
+/// Leftovers of an interrupted `up` are replaced.
+async fn make_gateway(name: &str, sw: &SwitchState, g: &GatewayState) -> Result<()> {
+    let nl = Netlink::new()?;
+    nl.delete(&g.host_if).await?;
+    let (host_idx, port_idx) = nl.add_veth_pair(&g.host_if, &g.port_if).await?;
+    let (a, b, datapath) = (g.host_if.clone(), g.port_if.clone(), sw.datapath);
+    super::blocking(move || {
+        sysctl::disable_ipv6(&a)?;
+        sysctl::disable_ipv6(&b)?;
+        // The host end is what a namespace's eth0 is for the other ports.
+        backend::prepare_ns_side(datapath, &a)
+    })
+    .await?;
+    backend::attach_port(name, sw, &gateway_port(name, g, port_idx), port_idx).await?;
+    nl.add_address(host_idx, g.cidr).await?;
+    nl.set_up(host_idx).await?;
+    nl.set_up(port_idx).await
 }
 
 /// What `down` did.
@@ -185,6 +254,9 @@ async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
         store.save(&state)?;
         removed.push(ns);
     }
+    if let Some((sw, g)) = state.switches.get(name).and_then(|sw| Some((sw, sw.gateway.as_ref()?))) {
+        backend::detach_port(name, Some(sw.datapath), &gateway_port(name, g, 0)).await?;
+    }
     backend::destroy(name).await?;
     state.switches.remove(name);
     store.save(&state)?;
@@ -206,6 +278,8 @@ pub struct SwitchInfo {
     pub ready: bool,
     /// Number of ports.
     pub ports: usize,
+    /// The host's address on the segment.
+    pub gateway: Option<Cidr>,
 }
 
 /// Every switch.
@@ -222,6 +296,7 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
             redirect: s.redirect,
             ready: s.ready,
             ports: state.ports(n).count(),
+            gateway: s.gateway.as_ref().map(|g| g.cidr),
         })
         .collect())
 }
@@ -240,7 +315,13 @@ pub async fn run_foreground(
     ageing_secs: Option<u64>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let opts = UpOptions { name: name.to_owned(), ageing_secs, redirect: None, datapath: Some(Datapath::Userspace) };
+    let opts = UpOptions {
+        name: name.to_owned(),
+        ageing_secs,
+        redirect: None,
+        datapath: Some(Datapath::Userspace),
+        gateway: None,
+    };
     validate(&opts)?;
     let new = {
         let store = lock().await?;

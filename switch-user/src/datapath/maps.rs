@@ -70,7 +70,7 @@ impl SwitchMaps {
 
     /// Makes `ifindex` port `slot`: counters zeroed, then the ifindex lookup, then the flood
     /// list (so a frame flooded to the port can already be counted), then the loop bound.
-    pub fn add_port(&mut self, slot: u32, ifindex: u32) -> Result<()> {
+    pub fn add_port(&mut self, slot: u32, ifindex: u32, flags: u32) -> Result<()> {
         let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
         let zeros = PerCpuValues::try_from(vec![PortStats::default(); ncpu]).map_err(bpf("zeroing STATS"))?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
@@ -78,7 +78,7 @@ impl SwitchMaps {
         // one port-registration path.
         self.devmap.insert(ifindex, ifindex, None, 0).map_err(bpf("writing PORT_DEVMAP"))?;
         self.slots.insert(ifindex, slot, 0).map_err(bpf("writing PORT_SLOTS"))?;
-        self.ports.set(slot, Port { ifindex, slot }, 0).map_err(bpf("writing PORTS"))?;
+        self.ports.set(slot, Port { ifindex, flags, slot }, 0).map_err(bpf("writing PORTS"))?;
         let mut cfg = self.config()?;
         cfg.slot_limit = cfg.slot_limit.max(slot + 1);
         self.set_config(cfg)

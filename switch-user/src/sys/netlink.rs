@@ -83,6 +83,24 @@ impl Netlink {
             .ok_or_else(|| Error::Command(format!("veth {name} vanished right after it was created")))
     }
 
+    /// Creates a veth pair with both ends in this namespace; returns their indexes.
+    pub async fn add_veth_pair(&self, a: &str, b: &str) -> Result<(u32, u32)> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(a, b).build())
+            .execute()
+            .await
+            .context(format!("creating veth pair {a}/{b}"))?;
+        let missing = || Error::Command(format!("veth pair {a}/{b} vanished right after it was created"));
+        Ok((self.ifindex(a).await?.ok_or_else(missing)?, self.ifindex(b).await?.ok_or_else(missing)?))
+    }
+
+    /// Adds a default route via `gateway`.
+    pub async fn add_default_route(&self, gateway: std::net::Ipv4Addr) -> Result<()> {
+        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(gateway).build();
+        self.handle.route().add(msg).execute().await.context(format!("adding a default route via {gateway}"))
+    }
+
     /// Creates a veth pair with each end directly inside a namespace.
     pub async fn add_veth_between(&self, a: &str, a_ns: RawFd, b: &str, b_ns: RawFd) -> Result<()> {
         let peer_msg = LinkUnspec::new_with_name(b).setns_by_fd(b_ns).build();
