@@ -41,6 +41,136 @@ pub mod maps {
     pub const CONFIG: &str = "CONFIG";
     /// ifindex -> ifindex; devmap hash of the ports, used by the XDP datapath.
     pub const PORT_DEVMAP: &str = "PORT_DEVMAP";
+    /// [`crate::FwdKey`] -> [`crate::FwdTarget`]: forwarded ports.
+    pub const FORWARDS: &str = "FORWARDS";
+    /// Uplink IPv4 address (network order) -> 1.
+    pub const UPLINK_ADDRS: &str = "UPLINK_ADDRS";
+    /// [`crate::CtKey`] -> [`crate::CtEntry`]: the connection table (LRU).
+    pub const CONNTRACK: &str = "CONNTRACK";
+    /// Rule -> [`crate::FwdStats`]; per-CPU array.
+    pub const FWD_STATS: &str = "FWD_STATS";
+}
+
+/// Port forwarding (DNAT on the uplinks) and its connection table.
+pub mod nat {
+    /// Most forwarded ports per switch (a port range counts one per port).
+    pub const MAX_FORWARDS: u32 = 4096;
+    /// Most tracked connections; the table is LRU, so a full one evicts the coldest.
+    pub const CT_CAPACITY: u32 = 65_536;
+    /// Most uplink addresses per switch.
+    pub const MAX_UPLINK_ADDRS: u32 = 64;
+    /// IP protocol numbers the forwards know.
+    pub const PROTO_TCP: u8 = 6;
+    /// UDP.
+    pub const PROTO_UDP: u8 = 17;
+    /// TCP handshake not finished yet.
+    pub const CT_HALF_OPEN: u32 = 0;
+    /// TCP established (or UDP seen both ways).
+    pub const CT_ESTABLISHED: u32 = 1;
+    /// TCP FIN or RST seen.
+    pub const CT_CLOSING: u32 = 2;
+    /// UDP flow.
+    pub const CT_UDP: u32 = 3;
+    /// Timeouts by state, in ns.
+    pub const CT_TIMEOUT_HALF_OPEN_NS: u64 = 30_000_000_000;
+    /// Established TCP.
+    pub const CT_TIMEOUT_ESTABLISHED_NS: u64 = 3_600_000_000_000;
+    /// Closing TCP.
+    pub const CT_TIMEOUT_CLOSING_NS: u64 = 10_000_000_000;
+    /// UDP.
+    pub const CT_TIMEOUT_UDP_NS: u64 = 60_000_000_000;
+
+    /// The timeout of a connection in `state`.
+    pub const fn timeout_ns(state: u32) -> u64 {
+        match state {
+            CT_HALF_OPEN => CT_TIMEOUT_HALF_OPEN_NS,
+            CT_ESTABLISHED => CT_TIMEOUT_ESTABLISHED_NS,
+            CT_CLOSING => CT_TIMEOUT_CLOSING_NS,
+            _ => CT_TIMEOUT_UDP_NS,
+        }
+    }
+}
+
+/// Key of the forwards map: a protocol and a host port (host byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwdKey {
+    /// Host port.
+    pub port: u16,
+    /// IP protocol (6 or 17).
+    pub proto: u8,
+    /// Zero.
+    pub pad: u8,
+}
+
+/// Where a forwarded port goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdTarget {
+    /// Namespace address, network byte order.
+    pub addr: u32,
+    /// Namespace port, host byte order.
+    pub port: u16,
+    /// Rule number (index of its counters).
+    pub rule: u16,
+}
+
+/// One direction of a tracked connection: addresses in network byte order, ports in host
+/// byte order, as seen on the wire at the hook that looks it up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
+/// What a tracked direction is translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// New address (destination for the original direction, source for replies).
+    pub addr: u32,
+    /// New port.
+    pub port: u16,
+    /// Rule number.
+    pub rule: u16,
+    /// `nat::CT_*` state.
+    pub state: u32,
+    /// 1 for the original (client to server) direction, 0 for replies.
+    pub original: u32,
+    /// Last packet, `bpf_ktime_get_coarse_ns`.
+    pub last_seen_ns: u64,
+}
+
+/// Counters of one forward rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdStats {
+    /// Packets translated (both directions).
+    pub packets: u64,
+    /// Bytes translated.
+    pub bytes: u64,
+    /// Connections created.
+    pub connections: u64,
+}
+
+impl FwdStats {
+    /// Adds `other` (summing per-CPU values).
+    pub fn accumulate(&mut self, other: &FwdStats) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.connections += other.connections;
+    }
 }
 
 /// Program names in the eBPF object.
@@ -49,6 +179,10 @@ pub mod programs {
     pub const TC_INGRESS: &str = "switch_ingress";
     /// XDP program on the host end of every port's veth pair.
     pub const XDP_INGRESS: &str = "switch_xdp";
+    /// TC ingress of each uplink: DNAT of forwarded ports.
+    pub const NAT_INGRESS: &str = "nat_ingress";
+    /// TC egress of each uplink: reverse translation of the replies.
+    pub const NAT_EGRESS: &str = "nat_egress";
 }
 
 /// Key of the forwarding database: a MAC address padded to 8 bytes so the key has no
@@ -203,6 +337,11 @@ mod pod {
     unsafe impl aya::Pod for super::Port {}
     unsafe impl aya::Pod for super::PortStats {}
     unsafe impl aya::Pod for super::SwitchConfig {}
+    unsafe impl aya::Pod for super::FwdKey {}
+    unsafe impl aya::Pod for super::FwdTarget {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::FwdStats {}
 }
 
 #[cfg(test)]
@@ -217,6 +356,11 @@ mod tests {
         assert_eq!(size_of::<Port>(), 12);
         assert_eq!(size_of::<PortStats>(), 8 * 8);
         assert_eq!(size_of::<SwitchConfig>(), 16);
+        assert_eq!(size_of::<FwdKey>(), 4);
+        assert_eq!(size_of::<FwdTarget>(), 8);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 24);
+        assert_eq!(size_of::<FwdStats>(), 24);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod helpers;
+mod nat_uplink;
 mod tc_ingress;
 mod xdp_ingress;
 

@@ -5,9 +5,9 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use cli::{Cli, Command, FdbCommand, NsCommand, output};
+use cli::{Cli, Command, FdbCommand, ForwardCommand, NsCommand, output};
 use switch::{
-    controller::{fdb, link, logs, port, stats, switch as sw},
+    controller::{fdb, forward, link, logs, port, stats, switch as sw},
     sys::netns,
 };
 
@@ -86,6 +86,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 redirect: a.redirect,
                 datapath: a.datapath,
                 gateway: a.gateway,
+                uplinks: a.uplinks,
             })
             .await?;
             if a.json.json {
@@ -165,6 +166,50 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Link(a) => {
             link::link(&a.ns1, &a.ns2, a.ip1, a.ip2).await?;
             println!("linked '{}' ({}) <-> '{}' ({})", a.ns1, a.ip1, a.ns2, a.ip2);
+        }
+        Command::Forward(ForwardCommand::Add { proto, host_port, to, switch, json }) => {
+            let host: forward::PortRange = host_port.parse()?;
+            let (ns, to) = forward::parse_target(&to)?;
+            let f = forward::add(forward::AddOptions { switch, proto, host, ns, to }).await?;
+            if json.json {
+                output::json(&f);
+            } else {
+                println!(
+                    "forwarding {}/{} on the uplinks of switch '{}' to namespace '{}' port {}",
+                    f.proto, host, f.switch, f.ns, to
+                );
+            }
+        }
+        Command::Forward(ForwardCommand::Del { proto, host_port, switch }) => {
+            let host: forward::PortRange = host_port.parse()?;
+            forward::del(&switch, proto, host).await?;
+            println!("forward {proto}/{host} removed from switch '{switch}'");
+        }
+        Command::Forward(ForwardCommand::List { switch, json }) => {
+            let rows = forward::list(switch.as_deref()).await?;
+            if json.json {
+                output::json(&rows);
+            } else {
+                output::table(
+                    &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
+                    &rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.switch.clone(),
+                                r.proto.to_string(),
+                                r.host_ports.clone(),
+                                r.namespace.clone(),
+                                r.to.clone(),
+                                r.packets.to_string(),
+                                output::human(r.bytes),
+                                r.connections.to_string(),
+                                r.active.to_string(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
         }
         Command::Fdb(a) => match a.command {
             Some(FdbCommand::Add { mac, ns }) => {

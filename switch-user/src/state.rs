@@ -92,6 +92,9 @@ pub struct SwitchState {
     /// The host's address on the switch's segment, if the switch has one.
     #[serde(default)]
     pub gateway: Option<GatewayState>,
+    /// Host interfaces where forwarded traffic arrives from outside.
+    #[serde(default)]
+    pub uplinks: Vec<String>,
     /// False while `up` is making it.
     pub ready: bool,
 }
@@ -152,6 +155,55 @@ pub struct NsState {
     pub ready: bool,
 }
 
+/// Transport protocol of a forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => switch_common::nat::PROTO_TCP,
+            Self::Udp => switch_common::nat::PROTO_UDP,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// A port forward: host ports `host_first..=host_last` to the same number of ports of a
+/// namespace, starting at `ns_first`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardState {
+    /// The switch whose uplinks answer.
+    pub switch: String,
+    /// Protocol.
+    pub proto: Proto,
+    /// First host port.
+    pub host_first: u16,
+    /// Last host port.
+    pub host_last: u16,
+    /// Target namespace.
+    pub ns: String,
+    /// First target port.
+    pub ns_first: u16,
+    /// Counter index in the datapath.
+    pub rule: u16,
+}
+
 /// Everything the controller made.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -161,6 +213,9 @@ pub struct State {
     /// Namespaces by name.
     #[serde(default)]
     pub namespaces: BTreeMap<String, NsState>,
+    /// Port forwards.
+    #[serde(default)]
+    pub forwards: Vec<ForwardState>,
 }
 
 impl State {
@@ -243,6 +298,7 @@ mod tests {
                 redirect: Redirect::Peer,
                 datapath: Datapath::Tc,
                 gateway: None,
+                uplinks: vec![],
                 ready: true,
             },
         );

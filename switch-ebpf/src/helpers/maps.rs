@@ -5,7 +5,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
-use switch_common::{FDB_CAPACITY, FdbEntry, MAX_PORTS, MacKey, Port, PortStats, SwitchConfig};
+use switch_common::{
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, MAX_PORTS, MacKey, Port, PortStats,
+    SwitchConfig,
+    nat::{CT_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
+};
 
 /// MAC -> port. LRU so that a full table evicts the coldest station instead of refusing to
 /// learn new ones.
@@ -31,3 +35,19 @@ pub static CONFIG: Array<SwitchConfig> = Array::with_max_entries(1, 0);
 /// ifindex -> port, for the XDP datapath's redirects and broadcast flood (unused by TC).
 #[map(name = "PORT_DEVMAP")]
 pub static PORT_DEVMAP: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+
+/// Forwarded ports of the switch.
+#[map(name = "FORWARDS")]
+pub static FORWARDS: HashMap<FwdKey, FwdTarget> = HashMap::with_max_entries(MAX_FORWARDS, 0);
+
+/// The uplinks' IPv4 addresses: forwards answer on every one of them.
+#[map(name = "UPLINK_ADDRS")]
+pub static UPLINK_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, 0);
+
+/// Both directions of every forwarded connection. LRU: a full table evicts the coldest.
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_CAPACITY, 0);
+
+/// Per-rule counters.
+#[map(name = "FWD_STATS")]
+pub static FWD_STATS: PerCpuArray<FwdStats> = PerCpuArray::with_max_entries(MAX_FORWARDS, 0);

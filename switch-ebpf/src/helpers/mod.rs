@@ -5,6 +5,8 @@ pub mod eth;
 pub mod fdb;
 pub mod forward;
 pub mod forward_xdp;
+pub mod ipv4;
 pub mod log;
 pub mod maps;
+pub mod nat;
 pub mod stats;

@@ -80,6 +80,7 @@ impl Topology {
                     redirect: (datapath == Datapath::Tc).then_some(redirect),
                     datapath: Some(datapath),
                     gateway: None,
+                    uplinks: vec![],
                 })
                 .await?;
                 for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {

@@ -5,7 +5,7 @@ pub mod output;
 use clap::{Args, Parser, Subcommand};
 use switch::{
     names::{Cidr, Mac},
-    state::{Datapath, Redirect},
+    state::{Datapath, Proto, Redirect},
 };
 
 const AFTER_HELP: &str = "\
@@ -47,6 +47,9 @@ pub enum Command {
     Ns(NsCommand),
     /// Connect two namespaces with a plain veth pair (no switch), creating them if needed.
     Link(LinkArgs),
+    /// Forward ports of the uplinks to namespaces (DNAT in eBPF: no iptables, no proxy).
+    #[command(subcommand)]
+    Forward(ForwardCommand),
     /// Show the MAC table (forwarding database) of a switch, or edit static entries.
     Fdb(FdbArgs),
     /// Show per-port packet and byte counters of a switch.
@@ -91,6 +94,10 @@ pub struct UpArgs {
     /// a default route via it and must be in its subnet.
     #[arg(long, value_name = "CIDR")]
     pub gateway: Option<Cidr>,
+    /// Host interface where traffic from outside arrives, for port forwarding (repeatable;
+    /// needs --gateway and the tc or xdp datapath).
+    #[arg(long = "uplink", value_name = "IFACE")]
+    pub uplinks: Vec<String>,
     /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]
@@ -199,6 +206,49 @@ pub struct NsAddArgs {
     pub mac: Option<Mac>,
     #[command(flatten)]
     pub json: JsonArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Forward host PORT (or FIRST-LAST) on every uplink address to NS:PORT (or a range of the
+    /// same size). The server sees the client's real address.
+    Add {
+        /// Protocol.
+        #[arg(long, value_enum)]
+        proto: Proto,
+        /// Host port or range, e.g. 8080 or 8000-8099.
+        #[arg(long)]
+        host_port: String,
+        /// Target, e.g. web:80 or web:8000-8099.
+        #[arg(long)]
+        to: String,
+        /// Switch whose uplinks answer.
+        #[arg(long, default_value = DEFAULT_SWITCH)]
+        switch: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Stop forwarding a port (range) as it was added: new connections stop at once,
+    /// established ones finish.
+    Del {
+        /// Protocol.
+        #[arg(long, value_enum)]
+        proto: Proto,
+        /// Host port or range, as added.
+        #[arg(long)]
+        host_port: String,
+        /// Switch.
+        #[arg(long, default_value = DEFAULT_SWITCH)]
+        switch: String,
+    },
+    /// List forwards with packet, byte and connection counters.
+    List {
+        /// Only this switch's forwards.
+        #[arg(long)]
+        switch: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@
 //! touches it.
 pub mod backend;
 pub mod fdb;
+pub mod forward;
 pub mod link;
 pub mod logs;
 pub mod port;

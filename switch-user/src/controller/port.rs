@@ -293,6 +293,7 @@ pub async fn del(ns: &str) -> Result<()> {
     let store = lock().await?;
     let mut state = store.load()?;
     let entry = state.namespaces.get(ns).cloned().ok_or_else(|| Error::UnknownNamespace(ns.to_owned()))?;
+    super::forward::remove_for_namespace(&mut state, ns).await?;
     teardown(&state, ns, &entry).await?;
     state.namespaces.remove(ns);
     // Peers of direct links lost their end of the veth with this namespace.

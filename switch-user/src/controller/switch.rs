@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub datapath: Option<Datapath>,
     /// The host's address on the segment (namespaces get a default route via it).
     pub gateway: Option<Cidr>,
+    /// Host interfaces where forwarded traffic arrives (needs a gateway and an eBPF datapath).
+    pub uplinks: Vec<String>,
 }
 
 /// What `up` did.
@@ -47,6 +49,8 @@ pub struct UpReport {
     pub pins: Option<String>,
     /// The host's address on the segment.
     pub gateway: Option<Cidr>,
+    /// Uplinks carrying port forwards.
+    pub uplinks: Vec<String>,
 }
 
 impl UpReport {
@@ -59,6 +63,7 @@ impl UpReport {
             redirect: s.redirect,
             pins: s.datapath.is_ebpf().then(|| Pins::new(name).dir().display().to_string()),
             gateway: s.gateway.as_ref().map(|g| g.cidr),
+            uplinks: s.uplinks.clone(),
         }
     }
 }
@@ -76,6 +81,22 @@ fn validate(opts: &UpOptions) -> Result<()> {
             format!("--redirect {r}"),
             format!("only the tc datapath has it, not {d}"),
         ));
+    }
+    if !opts.uplinks.is_empty() {
+        let joined = opts.uplinks.join(",");
+        if opts.gateway.is_none() {
+            return Err(Error::invalid("option", format!("--uplink {joined}"), "port forwarding also needs --gateway"));
+        }
+        if opts.datapath.is_some_and(|d| !d.is_ebpf()) {
+            return Err(Error::invalid(
+                "option",
+                format!("--uplink {joined}"),
+                "port forwarding runs in eBPF: it needs the tc or xdp datapath",
+            ));
+        }
+        for u in &opts.uplinks {
+            validate_name("uplink interface", u)?;
+        }
     }
     Ok(())
 }
@@ -98,6 +119,9 @@ fn conflicts(existing: &SwitchState, opts: &UpOptions) -> Result<()> {
     if let Some(g) = opts.gateway.filter(|g| existing.gateway.as_ref().map(|e| e.cidr) != Some(*g)) {
         let has = existing.gateway.as_ref().map_or("no gateway".into(), |e| format!("gateway {}", e.cidr));
         diffs.push(format!("{has} (asked for gateway {g})"));
+    }
+    if !opts.uplinks.is_empty() && opts.uplinks != existing.uplinks {
+        diffs.push(format!("uplinks [{}] (asked for [{}])", existing.uplinks.join(","), opts.uplinks.join(",")));
     }
     if diffs.is_empty() { Ok(()) } else { Err(Error::Conflict { name: opts.name.clone(), detail: diffs.join(", ") }) }
 }
@@ -146,6 +170,7 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         redirect: opts.redirect.unwrap_or(Redirect::Peer),
         datapath: opts.datapath.unwrap_or_default(),
         gateway,
+        uplinks: opts.uplinks.clone(),
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());
@@ -167,6 +192,7 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
         if let Some(g) = &new.gateway {
             make_gateway(&opts.name, &new, g).await?;
         }
+        super::forward::attach_uplinks(&opts.name, &new, &state).await?;
         failpoint("up:made")?;
         // Ports a restarted userspace process must take over again.
         for (_, p) in state.ports(&opts.name).filter(|(_, p)| p.host_ifindex != 0) {
@@ -258,6 +284,7 @@ async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
         backend::detach_port(name, Some(sw.datapath), &gateway_port(name, g, 0)).await?;
     }
     backend::destroy(name).await?;
+    state.forwards.retain(|f| f.switch != name);
     state.switches.remove(name);
     store.save(&state)?;
     Ok(DownReport { name: name.to_owned(), existed, removed_namespaces: removed })
@@ -321,6 +348,7 @@ pub async fn run_foreground(
         redirect: None,
         datapath: Some(Datapath::Userspace),
         gateway: None,
+        uplinks: vec![],
     };
     validate(&opts)?;
     let new = {

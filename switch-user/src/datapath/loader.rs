@@ -20,8 +20,18 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 6] =
-    [names::FDB, names::PORTS, names::PORT_SLOTS, names::STATS, names::CONFIG, names::PORT_DEVMAP];
+pub const MAPS: [&str; 10] = [
+    names::FDB,
+    names::PORTS,
+    names::PORT_SLOTS,
+    names::STATS,
+    names::CONFIG,
+    names::PORT_DEVMAP,
+    names::FORWARDS,
+    names::UPLINK_ADDRS,
+    names::CONNTRACK,
+    names::FWD_STATS,
+];
 
 /// Which of the object's two entry programs a switch runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +46,15 @@ pub enum Program {
 #[derive(Clone, Debug)]
 pub struct Pins {
     dir: PathBuf,
+}
+
+/// Removes a pin; a pin that is not there is fine.
+fn remove_pin(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context(format!("removing {}", p.display())),
+    }
 }
 
 fn tc_program(path: &Path) -> Result<SchedClassifier> {
@@ -65,6 +84,43 @@ impl Pins {
     /// The pinned XDP program.
     pub fn prog_xdp(&self) -> PathBuf {
         self.dir.join("prog_xdp")
+    }
+
+    /// The pinned NAT program of the uplinks' ingress (`true`) or egress.
+    pub fn prog_nat(&self, ingress: bool) -> PathBuf {
+        self.dir.join(if ingress { "prog_nat_in" } else { "prog_nat_out" })
+    }
+
+    /// Attaches the port-forwarding programs to uplink `ifname` (TCX ingress and egress) and
+    /// pins both links. A direction already pinned is left as it is (re-attaching the same
+    /// program is refused by TCX, and dropping the old link first would open a gap).
+    pub fn attach_uplink(&self, ifname: &str) -> Result<()> {
+        for (ingress, attach) in [(true, TcAttachType::Ingress), (false, TcAttachType::Egress)] {
+            let pin = self.uplink_link(ifname, ingress);
+            if pin.exists() {
+                continue;
+            }
+            let mut prog = tc_program(&self.prog_nat(ingress))?;
+            let id =
+                prog.attach(ifname, attach).map_err(bpf(format!("attaching port forwarding to uplink {ifname}")))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(bpf("taking the TCX link"))?
+                .try_into()
+                .map_err(bpf("TCX link is not an fd link"))?;
+            link.pin(&pin).map_err(bpf(format!("pinning the link of uplink {ifname}")))?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the port-forwarding programs from uplink `ifname`.
+    pub fn detach_uplink(&self, ifname: &str) -> Result<()> {
+        remove_pin(&self.uplink_link(ifname, true))?;
+        remove_pin(&self.uplink_link(ifname, false))
+    }
+
+    fn uplink_link(&self, ifname: &str, ingress: bool) -> PathBuf {
+        self.dir.join("links").join(format!("uplink-{}-{ifname}", if ingress { "in" } else { "out" }))
     }
 
     fn program(&self) -> Option<Program> {
@@ -128,6 +184,17 @@ impl Pins {
                 p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
             }
         }
+        // The port-forwarding programs for the uplinks, whichever switching program runs.
+        for (name, pin) in [(programs::NAT_INGRESS, self.prog_nat(true)), (programs::NAT_EGRESS, self.prog_nat(false))]
+        {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?
+                .try_into()
+                .map_err(bpf("NAT program has the wrong type"))?;
+            p.load().map_err(bpf(format!("loading {name} into the kernel (verifier)")))?;
+            p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
+        }
         for name in MAPS {
             let map = ebpf.map(name).ok_or_else(|| Error::Command(format!("datapath object has no map {name}")))?;
             map.pin(self.map(name)).map_err(bpf(format!("pinning {}", self.map(name).display())))?;
@@ -170,12 +237,7 @@ impl Pins {
     /// Detaches the datapath from `ifname` by removing the link's pin (the kernel destroys the
     /// link when its last reference goes). Nothing pinned is not an error.
     pub fn detach(&self, ifname: &str) -> Result<()> {
-        let p = self.link(ifname);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).context(format!("removing {}", p.display())),
-        }
+        remove_pin(&self.link(ifname))
     }
 
     /// Names of the interfaces that have a pinned link.

@@ -12,5 +12,6 @@
 //! every later CLI call finds the same state.
 pub mod loader;
 pub mod maps;
+pub mod nat;
 
 pub use loader::{Pins, Program};

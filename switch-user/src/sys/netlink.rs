@@ -95,6 +95,31 @@ impl Netlink {
         Ok((self.ifindex(a).await?.ok_or_else(missing)?, self.ifindex(b).await?.ok_or_else(missing)?))
     }
 
+    /// The IPv4 addresses of interface `index`.
+    pub async fn ipv4_addrs(&self, index: u32) -> Result<Vec<std::net::Ipv4Addr>> {
+        use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .context(format!("reading the addresses of interface {index}"))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .flat_map(|m| m.attributes)
+            .filter_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(v4)) | AddressAttribute::Address(IpAddr::V4(v4)) => Some(v4),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect())
+    }
+
     /// Adds a default route via `gateway`.
     pub async fn add_default_route(&self, gateway: std::net::Ipv4Addr) -> Result<()> {
         let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(gateway).build();

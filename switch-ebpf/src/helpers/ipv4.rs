@@ -1,0 +1,85 @@
+//! IPv4 + TCP/UDP header access for the NAT programs.
+use aya_ebpf::programs::TcContext;
+use switch_common::{
+    ETH_HLEN,
+    nat::{PROTO_TCP, PROTO_UDP},
+};
+
+/// The fields NAT reads, and where they are. Addresses as on the wire (network order, read
+/// raw), ports in host order.
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub l4_off: usize,
+    pub proto: u8,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Offset of the IPv4 header: right after an untagged Ethernet header.
+pub const IP_OFF: usize = ETH_HLEN;
+/// Longest IPv4 header plus a TCP header: what must be linear for `parse`.
+const HEADERS_MAX: u32 = (ETH_HLEN + 60 + 20) as u32;
+
+/// Parses an untagged IPv4 TCP or UDP packet. `None` for anything else, including fragments
+/// (only the first carries the ports, so NAT leaves all of them alone).
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Option<Flow> {
+    if let Some(f) = parse_linear(ctx) {
+        return Some(f);
+    }
+    // Headers not in the linear part (rare at TC): pull them in once and try again.
+    let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
+    if ctx.data_end() - ctx.data() >= want as usize || ctx.pull_data(want).is_err() {
+        return None;
+    }
+    parse_linear(ctx)
+}
+
+#[inline(always)]
+fn parse_linear(ctx: &TcContext) -> Option<Flow> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    // Every read below comes after a comparison of its end against data_end: the verifier
+    // rejects the program otherwise.
+    if data + IP_OFF + 20 > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above for the 14 + 20 bytes read here.
+    let (ethertype, ver_ihl, frag, proto, saddr, daddr) = unsafe {
+        (
+            u16::from_be(*((data + 12) as *const u16)),
+            *((data + IP_OFF) as *const u8),
+            u16::from_be(*((data + IP_OFF + 6) as *const u16)),
+            *((data + IP_OFF + 9) as *const u8),
+            *((data + IP_OFF + 12) as *const u32),
+            *((data + IP_OFF + 16) as *const u32),
+        )
+    };
+    if ethertype != 0x0800 || ver_ihl >> 4 != 4 || frag & 0x3fff != 0 {
+        return None;
+    }
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    if ihl < 20 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return None;
+    }
+    let l4_off = IP_OFF + ihl;
+    // 20 bytes cover the TCP header's flags; a UDP header only needs 8.
+    let need = if proto == PROTO_TCP { 20 } else { 8 };
+    if data + l4_off + need > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above.
+    let (sport, dport, tcp_flags) = unsafe {
+        let l4 = data + l4_off;
+        let flags = if proto == PROTO_TCP { *((l4 + 13) as *const u8) } else { 0 };
+        (u16::from_be(*(l4 as *const u16)), u16::from_be(*((l4 + 2) as *const u16)), flags)
+    };
+    Some(Flow { l4_off, proto, saddr, daddr, sport, dport, tcp_flags })
+}

@@ -1,0 +1,115 @@
+//! Address and port rewriting with incremental checksum updates, and the connection table.
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::TcContext,
+};
+use switch_common::{
+    CtEntry, CtKey, FwdStats,
+    nat::{CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, PROTO_TCP, PROTO_UDP, timeout_ns},
+};
+
+use super::{
+    ipv4::{Flow, IP_OFF, TCP_FIN, TCP_RST},
+    maps::{CONNTRACK, FWD_STATS},
+};
+
+/// Checksum field offset and extra flags for the L4 protocol. UDP's zero checksum means "none"
+/// and must stay zero (BPF_F_MARK_MANGLED_0 makes the kernel keep it, and write 0xffff for a
+/// computed zero).
+#[inline(always)]
+fn l4_csum(f: &Flow) -> (usize, u64) {
+    if f.proto == PROTO_UDP { (f.l4_off + 6, BPF_F_MARK_MANGLED_0 as u64) } else { (f.l4_off + 16, 0) }
+}
+
+/// Rewrites one address (offset 12: source, 16: destination) and its port (offset 0/2 in the
+/// L4 header), fixing the IPv4 and the TCP/UDP checksums incrementally. Values are on-the-wire
+/// (network order) words.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    f: &Flow,
+    addr_off: usize,
+    port_off: usize,
+    old: (u32, u16),
+    new: (u32, u16),
+) -> Result<(), i64> {
+    let (csum_off, extra) = l4_csum(f);
+    let (old_port, new_port) = (old.1.to_be(), new.1.to_be());
+    // The address is part of TCP/UDP's pseudo header, hence BPF_F_PSEUDO_HDR; the low bits
+    // of the flags give the field size.
+    ctx.l4_csum_replace(csum_off, old.0 as u64, new.0 as u64, BPF_F_PSEUDO_HDR as u64 | extra | 4)?;
+    ctx.l4_csum_replace(csum_off, old_port as u64, new_port as u64, extra | 2)?;
+    ctx.l3_csum_replace(IP_OFF + 10, old.0 as u64, new.0 as u64, 4)?;
+    ctx.store(IP_OFF + addr_off, &new.0, 0)?;
+    ctx.store(f.l4_off + port_off, &new_port, 0)?;
+    Ok(())
+}
+
+/// Destination NAT: the packet now goes to `addr:port`.
+#[inline(always)]
+pub fn rewrite_dst(ctx: &TcContext, f: &Flow, addr: u32, port: u16) -> Result<(), i64> {
+    rewrite(ctx, f, 16, 2, (f.daddr, f.dport), (addr, port))
+}
+
+/// Source NAT: the packet now comes from `addr:port`.
+#[inline(always)]
+pub fn rewrite_src(ctx: &TcContext, f: &Flow, addr: u32, port: u16) -> Result<(), i64> {
+    rewrite(ctx, f, 12, 0, (f.saddr, f.sport), (addr, port))
+}
+
+/// The key of the direction `f` travels in.
+#[inline(always)]
+pub fn key_of(f: &Flow) -> CtKey {
+    CtKey { src: f.saddr, dst: f.daddr, sport: f.sport, dport: f.dport, proto: f.proto, pad: [0; 3] }
+}
+
+/// The state a TCP packet with `flags` moves a connection in `state` to. `reply` is true for
+/// the server-to-client direction.
+#[inline(always)]
+pub fn next_state(state: u32, proto: u8, flags: u8, reply: bool) -> u32 {
+    if proto != PROTO_TCP {
+        return state;
+    }
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        CT_CLOSING
+    } else if state == CT_HALF_OPEN && reply {
+        CT_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// Whether `e` has outlived its state's timeout at `now`.
+#[inline(always)]
+pub fn expired(e: &CtEntry, now: u64) -> bool {
+    now > e.last_seen_ns && now - e.last_seen_ns > timeout_ns(e.state)
+}
+
+/// Records a packet of `f` on entry `e` (at `key`) and on the other direction's entry at
+/// `other`: the last-seen time, and the state when it changes.
+#[inline(always)]
+pub fn touch(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
+    let state = next_state(e.state, f.proto, f.tcp_flags, e.original == 0);
+    e.last_seen_ns = now;
+    if state != e.state {
+        e.state = state;
+        if let Some(o) = CONNTRACK.get_ptr_mut(other) {
+            // SAFETY: map value, valid for the program run.
+            unsafe { (*o).state = state };
+        }
+    }
+}
+
+/// Counts a translated packet (and a new connection) for `rule`.
+#[inline(always)]
+pub fn count(rule: u16, len: u64, new_conn: bool) {
+    if let Some(s) = FWD_STATS.get_ptr_mut(rule as u32) {
+        // SAFETY: per-CPU value of this CPU.
+        let s: &mut FwdStats = unsafe { &mut *s };
+        s.packets += 1;
+        s.bytes += len;
+        if new_conn {
+            s.connections += 1;
+        }
+    }
+}

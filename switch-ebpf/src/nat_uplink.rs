@@ -1,0 +1,98 @@
+//! TC programs on the uplinks: port forwarding (DNAT) without iptables or a proxy process.
+//!
+//! ```text
+//!  client 203.0.113.7:40000 ──► uplink (UPLINK_ADDR:8080)
+//!     [nat_ingress]  FORWARDS tcp/8080 -> 192.168.15.2:80
+//!                    dst 192.168.15.2:80, both directions recorded in CONNTRACK
+//!     host routing ──► gateway port ──► switch ──► namespace (sees the real client address)
+//!  namespace reply 192.168.15.2:80 -> 203.0.113.7:40000 ──► gateway ──► host routing
+//!     [nat_egress]   CONNTRACK reply entry: src back to UPLINK_ADDR:8080 ──► client
+//! ```
+//!
+//! Only the first packet of a connection looks at FORWARDS; the rest follow CONNTRACK, so
+//! removing a rule stops new connections at once and lets existing ones finish.
+use aya_ebpf::{
+    bindings::TC_ACT_OK, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
+};
+use switch_common::{
+    CtEntry, CtKey, FwdKey,
+    nat::{CT_HALF_OPEN, CT_UDP, PROTO_TCP},
+};
+
+use crate::helpers::{
+    ipv4::{self, TCP_ACK, TCP_SYN},
+    maps::{CONNTRACK, FORWARDS, UPLINK_ADDRS},
+    nat::{self, count, expired, key_of, touch},
+};
+
+#[classifier]
+pub fn nat_ingress(ctx: TcContext) -> i32 {
+    // Anything that is not a translatable packet goes on untouched.
+    if let Some(f) = ipv4::parse(&ctx) {
+        let _ = ingress(&ctx, &f);
+    }
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let len = ctx.len() as u64;
+    let key = key_of(f);
+    if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
+        // SAFETY: map value, valid for the program run.
+        let e = unsafe { &mut *e };
+        if e.original == 1 && !expired(e, now) {
+            let reply = CtKey { src: e.addr, dst: f.saddr, sport: e.port, dport: f.sport, proto: f.proto, pad: [0; 3] };
+            touch(e, &reply, f, now);
+            count(e.rule, len, false);
+            return nat::rewrite_dst(ctx, f, e.addr, e.port);
+        }
+    }
+    // A new connection: to an uplink address, on a forwarded port, and for TCP a bare SYN.
+    if unsafe { UPLINK_ADDRS.get(&f.daddr) }.is_none() {
+        return Ok(());
+    }
+    // SAFETY: value copied out at once.
+    let Some(t) = (unsafe { FORWARDS.get(&FwdKey { port: f.dport, proto: f.proto, pad: 0 }) }).copied() else {
+        return Ok(());
+    };
+    if f.proto == PROTO_TCP && (f.tcp_flags & TCP_SYN == 0 || f.tcp_flags & TCP_ACK != 0) {
+        return Ok(());
+    }
+    let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
+    let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: 1, last_seen_ns: now };
+    let reply_key = CtKey { src: t.addr, dst: f.saddr, sport: t.port, dport: f.sport, proto: f.proto, pad: [0; 3] };
+    let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: 0, last_seen_ns: now };
+    // Reply entry first: once the original exists, a retransmitted SYN takes the fast path
+    // above and its answer must already find its way back.
+    CONNTRACK.insert(&reply_key, &reply, 0).map_err(|e| e as i64)?;
+    CONNTRACK.insert(&key, &original, 0).map_err(|e| e as i64)?;
+    count(t.rule, len, true);
+    nat::rewrite_dst(ctx, f, t.addr, t.port)
+}
+
+#[classifier]
+pub fn nat_egress(ctx: TcContext) -> i32 {
+    if let Some(f) = ipv4::parse(&ctx) {
+        let _ = egress(&ctx, &f);
+    }
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+fn egress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return Ok(()) };
+    // SAFETY: map value, valid for the program run.
+    let e = unsafe { &mut *e };
+    if e.original != 0 || expired(e, now) {
+        return Ok(());
+    }
+    let original = CtKey { src: f.daddr, dst: e.addr, sport: f.dport, dport: e.port, proto: f.proto, pad: [0; 3] };
+    touch(e, &original, f, now);
+    count(e.rule, ctx.len() as u64, false);
+    nat::rewrite_src(ctx, f, e.addr, e.port)
+}

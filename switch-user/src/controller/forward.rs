@@ -1,0 +1,357 @@
+//! `switch forward add|del|list`: port forwarding from the uplinks to namespaces, in eBPF
+//! (`switch-ebpf/src/nat_uplink.rs`): no iptables rule, no proxy process, the server sees the
+//! client's real address, and a port range costs one map entry per port, nothing more.
+use std::{fs, net::Ipv4Addr};
+
+use serde::Serialize;
+use switch_common::{FwdTarget, nat::MAX_FORWARDS};
+
+use super::{blocking, lock};
+use crate::{
+    datapath::{
+        Pins,
+        nat::{NatMaps, wire},
+    },
+    error::{Context as _, Error, Result},
+    names::validate_name,
+    state::{ForwardState, Proto, State, SwitchState},
+    sys::netlink::Netlink,
+};
+
+/// A port or an inclusive port range, as typed: `8080` or `8000-8099`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port.
+    pub last: u16,
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::invalid("port", s, why);
+        let port = |p: &str| -> Result<u16> {
+            match p.trim().parse::<u32>() {
+                Ok(0) => Err(bad("port 0 cannot be forwarded")),
+                Ok(n) if n > 65_535 => Err(bad("ports go up to 65535")),
+                Ok(n) => Ok(n as u16),
+                Err(_) => Err(bad("expected PORT or FIRST-LAST")),
+            }
+        };
+        let (first, last) = match s.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(s)?, port(s)?),
+        };
+        if first > last {
+            return Err(bad("the range ends before it starts"));
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl PortRange {
+    fn len(self) -> u32 {
+        u32::from(self.last - self.first) + 1
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last { write!(f, "{}", self.first) } else { write!(f, "{}-{}", self.first, self.last) }
+    }
+}
+
+/// `--to NS:PORT[-PORT]`.
+pub fn parse_target(s: &str) -> Result<(String, PortRange)> {
+    let (ns, ports) = s
+        .rsplit_once(':')
+        .ok_or_else(|| Error::invalid("target", s, "expected NAMESPACE:PORT or NAMESPACE:FIRST-LAST"))?;
+    validate_name("namespace name", ns)?;
+    Ok((ns.to_owned(), ports.parse()?))
+}
+
+/// Attaches the forwarding programs to the switch's uplinks, fills the uplink addresses and
+/// turns IPv4 forwarding on (forwarded traffic is routed between uplink and gateway).
+pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) -> Result<()> {
+    if sw.uplinks.is_empty() {
+        return Ok(());
+    }
+    let nl = Netlink::new()?;
+    let mut addrs = vec![];
+    for u in &sw.uplinks {
+        let idx =
+            nl.ifindex(u).await?.ok_or_else(|| Error::invalid("uplink interface", u.clone(), "no such interface"))?;
+        let taken = state.namespaces.values().filter_map(|n| n.port.as_ref()).any(|p| &p.host_if == u);
+        if taken {
+            return Err(Error::invalid("uplink interface", u.clone(), "is a switch port"));
+        }
+        addrs.extend(nl.ipv4_addrs(idx).await?);
+    }
+    let (pins, uplinks) = (Pins::new(name), sw.uplinks.clone());
+    blocking(move || {
+        for u in &uplinks {
+            pins.attach_uplink(u)?;
+        }
+        NatMaps::open(&pins)?.set_uplink_addrs(&addrs)?;
+        fs::write("/proc/sys/net/ipv4/ip_forward", b"1").context("turning on IPv4 forwarding")
+    })
+    .await
+}
+
+/// Options of `forward add`.
+#[derive(Clone, Debug)]
+pub struct AddOptions {
+    /// Switch whose uplinks answer.
+    pub switch: String,
+    /// Protocol.
+    pub proto: Proto,
+    /// Host ports.
+    pub host: PortRange,
+    /// Target namespace.
+    pub ns: String,
+    /// Target ports (same count as `host`).
+    pub to: PortRange,
+}
+
+/// Host ports in `range` that a host process listens on (TCP) or is bound to (UDP).
+fn host_listeners(proto: Proto, range: PortRange) -> Vec<u16> {
+    let files: &[&str] = match proto {
+        Proto::Tcp => &["/proc/net/tcp", "/proc/net/tcp6"],
+        Proto::Udp => &["/proc/net/udp", "/proc/net/udp6"],
+    };
+    let mut out = vec![];
+    for f in files {
+        for line in fs::read_to_string(f).unwrap_or_default().lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "HEXADDR:HEXPORT"; state 0A is LISTEN (TCP), 07 is UNCONN (UDP).
+            let (Some(local), Some(st)) = (cols.get(1), cols.get(3)) else { continue };
+            let listening = match proto {
+                Proto::Tcp => *st == "0A",
+                Proto::Udp => *st == "07",
+            };
+            let port = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if let Some(p) = port.filter(|p| listening && (range.first..=range.last).contains(p)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
+    let sw = state.switch(&o.switch)?.clone();
+    if !sw.datapath.is_ebpf() {
+        return Err(Error::invalid(
+            "command",
+            "switch forward add",
+            format!(
+                "switch '{}' uses the {} datapath; port forwarding runs in eBPF (tc or xdp)",
+                o.switch, sw.datapath
+            ),
+        ));
+    }
+    if sw.uplinks.is_empty() || sw.gateway.is_none() {
+        return Err(Error::invalid(
+            "command",
+            "switch forward add",
+            format!("switch '{}' has no uplink: make it with --gateway CIDR --uplink IFACE", o.switch),
+        ));
+    }
+    if o.host.len() != o.to.len() {
+        return Err(Error::invalid(
+            "port range",
+            format!("{} -> {}", o.host, o.to),
+            format!("{} host ports but {} target ports", o.host.len(), o.to.len()),
+        ));
+    }
+    let ns = state.namespaces.get(&o.ns).ok_or_else(|| Error::UnknownNamespace(o.ns.clone()))?;
+    let port = ns.port.as_ref().filter(|p| ns.ready && p.switch == o.switch).ok_or_else(|| {
+        Error::invalid("target", o.ns.clone(), format!("namespace '{}' is not a port of switch '{}'", o.ns, o.switch))
+    })?;
+    for f in state.forwards.iter().filter(|f| f.switch == o.switch && f.proto == o.proto) {
+        if f.host_first <= o.host.last && o.host.first <= f.host_last {
+            return Err(Error::invalid(
+                "port",
+                format!("{}/{}", o.proto, o.host),
+                format!(
+                    "{}/{} is already forwarded to {}",
+                    f.proto,
+                    PortRange { first: f.host_first, last: f.host_last },
+                    f.ns
+                ),
+            ));
+        }
+    }
+    let busy = host_listeners(o.proto, o.host);
+    if !busy.is_empty() {
+        return Err(Error::invalid(
+            "port",
+            format!("{}/{}", o.proto, o.host),
+            format!(
+                "a host process listens on {}/{busy:?}; forwarding would hide it from outside (pick other ports)",
+                o.proto
+            ),
+        ));
+    }
+    Ok((sw, port.ip.addr))
+}
+
+/// Forwards `o.host` on the switch's uplinks to `o.ns`'s `o.to`.
+pub async fn add(o: AddOptions) -> Result<ForwardState> {
+    validate_name("switch name", &o.switch)?;
+    let store = lock().await?;
+    let mut state = store.load()?;
+    let (sw, target_ip) = check(&state, &o)?;
+    let used: Vec<u16> = state.forwards.iter().filter(|f| f.switch == o.switch).map(|f| f.rule).collect();
+    let rule = (0..MAX_FORWARDS as u16)
+        .find(|r| !used.contains(r))
+        .ok_or_else(|| Error::Command(format!("switch '{}' has {MAX_FORWARDS} forwards already", o.switch)))?;
+    let fwd = ForwardState {
+        switch: o.switch.clone(),
+        proto: o.proto,
+        host_first: o.host.first,
+        host_last: o.host.last,
+        ns: o.ns.clone(),
+        ns_first: o.to.first,
+        rule,
+    };
+    // Refresh the uplink addresses: they may have changed since `up`.
+    attach_uplinks(&o.switch, &sw, &state).await?;
+    let f = fwd.clone();
+    blocking(move || {
+        let mut maps = NatMaps::open(&Pins::new(&f.switch))?;
+        maps.reset_stats(f.rule)?;
+        for (i, host) in (f.host_first..=f.host_last).enumerate() {
+            let target = FwdTarget { addr: wire(target_ip), port: f.ns_first + i as u16, rule: f.rule };
+            maps.add(f.proto.number(), host, target)?;
+        }
+        Ok(())
+    })
+    .await?;
+    state.forwards.push(fwd.clone());
+    store.save(&state)?;
+    Ok(fwd)
+}
+
+/// Removes the forward of `proto` `host` (exactly as added). New connections stop at once;
+/// established ones finish.
+pub async fn del(switch: &str, proto: Proto, host: PortRange) -> Result<()> {
+    validate_name("switch name", switch)?;
+    let store = lock().await?;
+    let mut state = store.load()?;
+    state.switch(switch)?;
+    let i = state
+        .forwards
+        .iter()
+        .position(|f| f.switch == switch && f.proto == proto && f.host_first == host.first && f.host_last == host.last)
+        .ok_or_else(|| {
+            Error::invalid("port", format!("{proto}/{host}"), format!("not forwarded on switch '{switch}'"))
+        })?;
+    let f = state.forwards[i].clone();
+    remove_entries(&f).await?;
+    state.forwards.remove(i);
+    store.save(&state)
+}
+
+async fn remove_entries(f: &ForwardState) -> Result<()> {
+    let f = f.clone();
+    blocking(move || {
+        let pins = Pins::new(&f.switch);
+        if !pins.complete() {
+            return Ok(());
+        }
+        let mut maps = NatMaps::open(&pins)?;
+        for host in f.host_first..=f.host_last {
+            maps.remove(f.proto.number(), host)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Removes the forwards to namespace `ns` (it is going away).
+pub(crate) async fn remove_for_namespace(state: &mut State, ns: &str) -> Result<()> {
+    for f in state.forwards.iter().filter(|f| f.ns == ns) {
+        remove_entries(f).await?;
+    }
+    state.forwards.retain(|f| f.ns != ns);
+    Ok(())
+}
+
+/// One row of `forward list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ForwardRow {
+    /// Switch.
+    pub switch: String,
+    /// Protocol.
+    pub proto: Proto,
+    /// Host ports.
+    pub host_ports: String,
+    /// Target namespace.
+    pub namespace: String,
+    /// Target address and ports.
+    pub to: String,
+    /// Packets translated.
+    pub packets: u64,
+    /// Bytes translated.
+    pub bytes: u64,
+    /// Connections made through the rule.
+    pub connections: u64,
+    /// Connections in the table now.
+    pub active: u64,
+}
+
+/// Every forward (of `switch`, if given) with its counters.
+pub async fn list(switch: Option<&str>) -> Result<Vec<ForwardRow>> {
+    let store = lock().await?;
+    let state = store.load()?;
+    let mut rows = vec![];
+    for f in state.forwards.iter().filter(|f| switch.is_none_or(|s| s == f.switch)) {
+        let ip = state
+            .namespaces
+            .get(&f.ns)
+            .and_then(|n| n.port.as_ref())
+            .map(|p| p.ip.addr.to_string())
+            .unwrap_or_default();
+        let (fw, sw) = (f.clone(), f.switch.clone());
+        let (stats, active) = blocking(move || {
+            let mut maps = NatMaps::open(&Pins::new(&sw))?;
+            Ok((maps.stats(fw.rule)?, maps.connections()?.get(&fw.rule).copied().unwrap_or(0)))
+        })
+        .await?;
+        let to = PortRange { first: f.ns_first, last: f.ns_first + (f.host_last - f.host_first) };
+        rows.push(ForwardRow {
+            switch: f.switch.clone(),
+            proto: f.proto,
+            host_ports: PortRange { first: f.host_first, last: f.host_last }.to_string(),
+            namespace: f.ns.clone(),
+            to: format!("{ip}:{to}"),
+            packets: stats.packets,
+            bytes: stats.bytes,
+            connections: stats.connections,
+            active,
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_targets() {
+        assert_eq!("8080".parse::<PortRange>().unwrap(), PortRange { first: 8080, last: 8080 });
+        assert_eq!("8000-8099".parse::<PortRange>().unwrap().len(), 100);
+        for bad in ["0", "65536", "x", "10-5", "1-0", ""] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+        assert_eq!(parse_target("web:80").unwrap(), ("web".into(), PortRange { first: 80, last: 80 }));
+        assert!(parse_target("web").is_err());
+        assert!(parse_target("we/b:80").is_err());
+        assert_eq!("8000-8001".parse::<PortRange>().unwrap().to_string(), "8000-8001");
+    }
+}

@@ -1,0 +1,101 @@
+//! Typed access to the port-forwarding maps of one switch.
+use std::net::Ipv4Addr;
+
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, maps as names};
+
+use super::{Pins, maps::now_ns};
+use crate::error::{Result, bpf};
+
+/// The forwarding maps of one switch, opened from their pins.
+pub struct NatMaps {
+    forwards: HashMap<MapData, FwdKey, FwdTarget>,
+    uplink_addrs: HashMap<MapData, u32, u32>,
+    conntrack: HashMap<MapData, CtKey, CtEntry>,
+    stats: PerCpuArray<MapData, FwdStats>,
+}
+
+fn open(pins: &Pins, name: &str) -> Result<Map> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(bpf(format!("opening pinned map {}", path.display())))?;
+    Map::from_map_data(data).map_err(bpf(format!("opening pinned map {}", path.display())))
+}
+
+/// An address as the datapath keeps it: the on-the-wire bytes read as a native u32.
+pub fn wire(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+impl NatMaps {
+    /// Opens the maps.
+    pub fn open(pins: &Pins) -> Result<Self> {
+        let conv = |what: &str| bpf(format!("map {what} has an unexpected type"));
+        Ok(Self {
+            forwards: open(pins, names::FORWARDS)?.try_into().map_err(conv(names::FORWARDS))?,
+            uplink_addrs: open(pins, names::UPLINK_ADDRS)?.try_into().map_err(conv(names::UPLINK_ADDRS))?,
+            conntrack: open(pins, names::CONNTRACK)?.try_into().map_err(conv(names::CONNTRACK))?,
+            stats: open(pins, names::FWD_STATS)?.try_into().map_err(conv(names::FWD_STATS))?,
+        })
+    }
+
+    /// Forwards host port `port` of `proto` to `target`. Counters of a new rule start at zero.
+    pub fn add(&mut self, proto: u8, port: u16, target: FwdTarget) -> Result<()> {
+        self.forwards.insert(FwdKey { port, proto, pad: 0 }, target, 0).map_err(bpf("writing FORWARDS"))
+    }
+
+    /// Zeroes the counters of `rule`.
+    pub fn reset_stats(&mut self, rule: u16) -> Result<()> {
+        let ncpu =
+            aya::util::nr_cpus().map_err(|(what, e)| crate::Error::Io { context: what.to_owned(), source: e })?;
+        let zeros =
+            aya::maps::PerCpuValues::try_from(vec![FwdStats::default(); ncpu]).map_err(bpf("zeroing FWD_STATS"))?;
+        self.stats.set(u32::from(rule), zeros, 0).map_err(bpf("zeroing FWD_STATS"))
+    }
+
+    /// Stops forwarding host port `port` of `proto` (existing connections go on).
+    pub fn remove(&mut self, proto: u8, port: u16) -> Result<()> {
+        let _ = self.forwards.remove(&FwdKey { port, proto, pad: 0 });
+        Ok(())
+    }
+
+    /// Makes the forwards answer on exactly `addrs`.
+    pub fn set_uplink_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let keep: Vec<u32> = addrs.iter().map(|a| wire(*a)).collect();
+        let old: Vec<u32> = self.uplink_addrs.keys().filter_map(|k| k.ok()).collect();
+        for k in old.iter().filter(|k| !keep.contains(k)) {
+            let _ = self.uplink_addrs.remove(k);
+        }
+        for k in keep {
+            self.uplink_addrs.insert(k, 1, 0).map_err(bpf("writing UPLINK_ADDRS"))?;
+        }
+        Ok(())
+    }
+
+    /// Counters of `rule`, summed over CPUs.
+    pub fn stats(&self, rule: u16) -> Result<FwdStats> {
+        let mut sum = FwdStats::default();
+        for s in self.stats.get(&u32::from(rule), 0).map_err(bpf("reading FWD_STATS"))?.iter() {
+            sum.accumulate(s);
+        }
+        Ok(sum)
+    }
+
+    /// Live connections per rule (expired entries are deleted on the way).
+    pub fn connections(&mut self) -> Result<std::collections::HashMap<u16, u64>> {
+        let now = now_ns();
+        let mut live = std::collections::HashMap::new();
+        let mut dead = vec![];
+        for (k, e) in self.conntrack.iter().filter_map(|r| r.ok()) {
+            let timeout = switch_common::nat::timeout_ns(e.state);
+            if now > e.last_seen_ns && now - e.last_seen_ns > timeout {
+                dead.push(k);
+            } else if e.original == 1 {
+                *live.entry(e.rule).or_insert(0) += 1;
+            }
+        }
+        for k in &dead {
+            let _ = self.conntrack.remove(k);
+        }
+        Ok(live)
+    }
+}
