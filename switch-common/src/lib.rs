@@ -49,6 +49,15 @@ pub mod maps {
     pub const CONNTRACK: &str = "CONNTRACK";
     /// Rule -> [`crate::FwdStats`]; per-CPU array.
     pub const FWD_STATS: &str = "FWD_STATS";
+    /// Index 0 -> [`crate::NatConfig`].
+    pub const NAT_CONFIG: &str = "NAT_CONFIG";
+    /// Uplink ifindex -> its IPv4 address (network order), the masquerade source.
+    pub const UPLINK_BY_IFINDEX: &str = "UPLINK_BY_IFINDEX";
+    /// Socket cookie -> [`crate::SockOrig`] (UDP through a forward, from host processes).
+    pub const SOCK_ORIG: &str = "SOCK_ORIG";
+    /// Network namespace cookie -> 1 for the switch's own namespaces: only their sockets (and
+    /// the host's) are pointed at forward targets directly (hairpin).
+    pub const NAT_NETNS: &str = "NAT_NETNS";
 }
 
 /// Port forwarding (DNAT on the uplinks) and its connection table.
@@ -71,6 +80,8 @@ pub mod nat {
     pub const CT_CLOSING: u32 = 2;
     /// UDP flow.
     pub const CT_UDP: u32 = 3;
+    /// Counter index of masqueraded connections.
+    pub const MASQUERADE_RULE: u16 = (MAX_FORWARDS - 1) as u16;
     /// Timeouts by state, in ns.
     pub const CT_TIMEOUT_HALF_OPEN_NS: u64 = 30_000_000_000;
     /// Established TCP.
@@ -152,6 +163,42 @@ pub struct CtEntry {
     pub last_seen_ns: u64,
 }
 
+/// Masquerade namespaces' outbound TCP/UDP behind the uplink address.
+pub const NAT_F_MASQUERADE: u32 = 1;
+
+/// Switch-wide NAT settings, one entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Network namespace cookie of the host: only host processes' 127.0.0.1 is forwarded.
+    pub host_netns_cookie: u64,
+    /// The switch's segment (network order) and its mask, for masquerading.
+    pub segment: u32,
+    /// Mask of the segment, network order.
+    pub segment_mask: u32,
+    /// `NAT_F_*` flags.
+    pub flags: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// What a UDP socket last sent to through a forward, so its replies can be given the
+/// address the application used (socket cookie -> this).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOrig {
+    /// Address the application sent to (network order).
+    pub addr: u32,
+    /// Port it sent to (host order).
+    pub port: u16,
+    /// Port the datagrams really went to (host order).
+    pub target_port: u16,
+    /// Address they really went to (network order).
+    pub target_addr: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
 /// Counters of one forward rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,8 +228,14 @@ pub mod programs {
     pub const XDP_INGRESS: &str = "switch_xdp";
     /// TC ingress of each uplink: DNAT of forwarded ports.
     pub const NAT_INGRESS: &str = "nat_ingress";
-    /// TC egress of each uplink: reverse translation of the replies.
+    /// TC egress of each uplink: reverse translation of the replies, masquerade.
     pub const NAT_EGRESS: &str = "nat_egress";
+    /// cgroup connect4: host-local and hairpin TCP/UDP to forwarded ports.
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    /// cgroup sendmsg4: the same for unconnected UDP.
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    /// cgroup recvmsg4: replies shown from the address the application used.
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
 }
 
 /// Key of the forwarding database: a MAC address padded to 8 bytes so the key has no
@@ -342,6 +395,8 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::FwdStats {}
+    unsafe impl aya::Pod for super::NatConfig {}
+    unsafe impl aya::Pod for super::SockOrig {}
 }
 
 #[cfg(test)]
@@ -361,6 +416,8 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 24);
         assert_eq!(size_of::<FwdStats>(), 24);
+        assert_eq!(size_of::<NatConfig>(), 24);
+        assert_eq!(size_of::<SockOrig>(), 16);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod helpers;
 mod nat_uplink;
+mod sock_addr;
 mod tc_ingress;
 mod xdp_ingress;
 

@@ -7,6 +7,10 @@
 //!     host routing ──► gateway port ──► switch ──► namespace (sees the real client address)
 //!  namespace reply 192.168.15.2:80 -> 203.0.113.7:40000 ──► gateway ──► host routing
 //!     [nat_egress]   CONNTRACK reply entry: src back to UPLINK_ADDR:8080 ──► client
+//!
+//!  namespace 192.168.15.2:5000 -> 198.51.100.1:443 (outbound, masquerade)
+//!     [nat_egress]   src UPLINK_ADDR:5000 (or another free port), both directions recorded
+//!     [nat_ingress]  the answer finds its CONNTRACK entry: dst back to 192.168.15.2:5000
 //! ```
 //!
 //! Only the first packet of a connection looks at FORWARDS; the rest follow CONNTRACK, so
@@ -15,13 +19,13 @@ use aya_ebpf::{
     bindings::TC_ACT_OK, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
 };
 use switch_common::{
-    CtEntry, CtKey, FwdKey,
-    nat::{CT_HALF_OPEN, CT_UDP, PROTO_TCP},
+    CtEntry, CtKey, FwdKey, NAT_F_MASQUERADE,
+    nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_TCP},
 };
 
 use crate::helpers::{
     ipv4::{self, TCP_ACK, TCP_SYN},
-    maps::{CONNTRACK, FORWARDS, UPLINK_ADDRS},
+    maps::{CONNTRACK, FORWARDS, NAT_CONFIG, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, count, expired, key_of, touch},
 };
 
@@ -85,7 +89,7 @@ pub fn nat_egress(ctx: TcContext) -> i32 {
 fn egress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return Ok(()) };
+    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return masquerade(ctx, f, now) };
     // SAFETY: map value, valid for the program run.
     let e = unsafe { &mut *e };
     if e.original != 0 || expired(e, now) {
@@ -95,4 +99,47 @@ fn egress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
     touch(e, &original, f, now);
     count(e.rule, ctx.len() as u64, false);
     nat::rewrite_src(ctx, f, e.addr, e.port)
+}
+
+/// Source ports tried for a masqueraded connection before giving up: the namespace's own
+/// port first (most connections keep it), then pseudo-random ones.
+const MASQ_TRIES: u16 = 8;
+
+/// A new outbound TCP/UDP connection from the switch's segment: source NAT to the uplink's
+/// address, with a source port no other connection to the same remote uses.
+#[inline(always)]
+fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
+    let Some(cfg) = NAT_CONFIG.get(0) else { return Ok(()) };
+    let mask = cfg.segment_mask;
+    if cfg.flags & NAT_F_MASQUERADE == 0 || f.saddr & mask != cfg.segment || f.daddr & mask == cfg.segment {
+        return Ok(());
+    }
+    // SAFETY: reading a field of the context the kernel passed in.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: value copied out at once.
+    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&ifindex) }).copied() else { return Ok(()) };
+    let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
+    for i in 0..MASQ_TRIES {
+        let port = if i == 0 {
+            f.sport
+        } else {
+            let h = (u32::from(f.sport) ^ (now as u32)).wrapping_mul(2_654_435_761).wrapping_add(u32::from(i) * 7919);
+            1024 + (h % 64_512) as u16
+        };
+        let back = CtKey { src: f.daddr, dst: uplink, sport: f.dport, dport: port, proto: f.proto, pad: [0; 3] };
+        if let Some(taken) = CONNTRACK.get_ptr(&back) {
+            // SAFETY: map value, valid for the program run.
+            if !expired(unsafe { &*taken }, now) {
+                continue;
+            }
+        }
+        let inbound =
+            CtEntry { addr: f.saddr, port: f.sport, rule: MASQUERADE_RULE, state, original: 1, last_seen_ns: now };
+        let outbound = CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: 0, last_seen_ns: now };
+        CONNTRACK.insert(&back, &inbound, 0).map_err(|e| e as i64)?;
+        CONNTRACK.insert(&key_of(f), &outbound, 0).map_err(|e| e as i64)?;
+        count(MASQUERADE_RULE, ctx.len() as u64, true);
+        return nat::rewrite_src(ctx, f, uplink, port);
+    }
+    Ok(())
 }

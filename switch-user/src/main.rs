@@ -87,6 +87,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 datapath: a.datapath,
                 gateway: a.gateway,
                 uplinks: a.uplinks,
+                no_masquerade: a.no_masquerade,
             })
             .await?;
             if a.json.json {

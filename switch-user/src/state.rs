@@ -95,6 +95,9 @@ pub struct SwitchState {
     /// Host interfaces where forwarded traffic arrives from outside.
     #[serde(default)]
     pub uplinks: Vec<String>,
+    /// Namespaces' outbound TCP/UDP leaves the uplinks with the uplink's address.
+    #[serde(default)]
+    pub masquerade: bool,
     /// False while `up` is making it.
     pub ready: bool,
 }
@@ -130,6 +133,9 @@ pub struct PortState {
     pub ip: Cidr,
     /// MAC of `ns_if` (as requested, or as the kernel chose once created).
     pub mac: Option<Mac>,
+    /// Network namespace cookie of the namespace (0 if unknown).
+    #[serde(default)]
+    pub netns_cookie: u64,
 }
 
 /// A direct veth link from a namespace to another.
@@ -299,6 +305,7 @@ mod tests {
                 datapath: Datapath::Tc,
                 gateway: None,
                 uplinks: vec![],
+                masquerade: false,
                 ready: true,
             },
         );
@@ -313,6 +320,7 @@ mod tests {
                     slot: 0,
                     ip: "192.168.15.1/24".parse().unwrap(),
                     mac: Some("02:00:00:00:00:01".parse().unwrap()),
+                    netns_cookie: 0,
                 }),
                 links: vec![],
                 ready: true,

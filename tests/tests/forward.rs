@@ -39,6 +39,33 @@ impl Outside {
     }
 }
 
+impl Outside {
+    /// Starts python `script` in the outside namespace and waits for its "ready" line.
+    fn spawn_python(&self, script: &str, args: &[&str]) -> Child {
+        let mut a = vec!["netns", "exec", &self.ns, "python3", "-c", script];
+        a.extend_from_slice(args);
+        let mut child = Command::new("ip").args(&a).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    }
+}
+
+/// Answers one connection with the address it came from.
+const PEER_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(10); print("ready", flush=True)
+c, a = s.accept(); c.sendall(f"peer {a[0]}:{a[1]}".encode()); c.close()
+"#;
+
+const PEER_CLIENT: &str = r#"
+import socket, sys
+host, port = sys.argv[1].split(":")
+c = socket.create_connection((host, int(port)), timeout=3); print(c.recv(100).decode())
+"#;
+
 impl Drop for Outside {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.uplink]).status();
@@ -135,43 +162,74 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &[]);
     let mut servers = start_servers(&web, &["80", "9001"]);
     let uplink_ip = format!("172.31.{net}.1");
-    ok(&["forward", "add", "--proto", "tcp", "--host-port", "8080", "--to", &format!("{web}:80"), "--switch", &sw]);
-    ok(&["forward", "add", "--proto", "udp", "--host-port", "5353", "--to", &format!("{web}:53"), "--switch", &sw]);
+    // Host ports are host-wide (127.0.0.1 means them for every switch), so each test has its own.
+    let port = |x: u32| (u32::from(net) * 100 + x).to_string();
+    let (http, udp, range, echo) = (port(80), port(53), format!("{}-{}", port(90), port(92)), port(7));
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", &http, "--to", &format!("{web}:80"), "--switch", &sw]);
+    ok(&["forward", "add", "--proto", "udp", "--host-port", &udp, "--to", &format!("{web}:53"), "--switch", &sw]);
     ok(&[
         "forward",
         "add",
         "--proto",
         "tcp",
         "--host-port",
-        "9000-9002",
+        &range,
         "--to",
         &format!("{web}:9000-9002"),
         "--switch",
         &sw,
     ]);
-    ok(&["forward", "add", "--proto", "tcp", "--host-port", "7007", "--to", &format!("{web}:7"), "--switch", &sw]);
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", &echo, "--to", &format!("{web}:7"), "--switch", &sw]);
 
     // TCP: the server sees the outside client's real address.
-    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:8080")]);
+    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{http}")]);
     assert_eq!(r.stdout.trim(), format!("client 172.31.{net}.2"), "{r:?}");
     // UDP: answered from the uplink address and port, with the real client address seen.
-    let r = out.python(UDP_ASK, &[&format!("{uplink_ip}:5353")]);
-    assert_eq!(r.stdout.trim(), format!("ping from 172.31.{net}.2 {uplink_ip} 5353"), "{r:?}");
-    // A port range: 9001 of 9000-9002 reaches the server's 9001.
-    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:9001")]);
+    let r = out.python(UDP_ASK, &[&format!("{uplink_ip}:{udp}")]);
+    assert_eq!(r.stdout.trim(), format!("ping from 172.31.{net}.2 {uplink_ip} {udp}"), "{r:?}");
+    // A port range: the middle one reaches the server's 9001.
+    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{}", port(91))]);
     assert_eq!(r.stdout.trim(), format!("client 172.31.{net}.2"), "{r:?}");
 
+    // Host-local: the host itself, through 127.0.0.1 and through the uplink address (socket
+    // hooks: no proxy). It comes from the gateway address, the host's side of the segment.
+    let gw_ip = format!("10.{net}.0.254");
+    for addr in ["127.0.0.1", uplink_ip.as_str()] {
+        let o = Command::new("python3").args(["-c", HTTP_GET, &format!("{addr}:{http}")]).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("client {gw_ip}"),
+            "host-local via {addr}: {o:?}"
+        );
+    }
+    let o = Command::new("python3").args(["-c", UDP_ASK, &format!("127.0.0.1:{udp}")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ping from {gw_ip} 127.0.0.1 {udp}"), "{o:?}");
+    // Hairpin: namespaces of the switch reach the forward on the uplink address, the target
+    // itself included, and the server sees their own addresses.
+    let cli = sb.port(&sw, "cli", &format!("10.{net}.0.11/24"), &[]);
+    for (ns, ip) in [(&cli, format!("10.{net}.0.11")), (&web, format!("10.{net}.0.10"))] {
+        let r = exec(ns, &["python3", "-c", HTTP_GET, &format!("{uplink_ip}:{http}")]);
+        assert_eq!(r.stdout.trim(), format!("client {ip}"), "hairpin from {ns}: {r:?}");
+    }
+    let r = exec(&cli, &["python3", "-c", UDP_ASK, &format!("{uplink_ip}:{udp}")]);
+    assert_eq!(r.stdout.trim(), format!("ping from 10.{net}.0.11 {uplink_ip} {udp}"), "{r:?}");
+    // Masquerade: a namespace reaching a server outside arrives from the uplink address.
+    let peer = out.spawn_python(PEER_SERVER, &["8000"]);
+    let r = exec(&cli, &["python3", "-c", PEER_CLIENT, &format!("172.31.{net}.2:8000")]);
+    assert!(r.stdout.trim().starts_with(&format!("peer {uplink_ip}:")), "masquerade: {r:?}");
+    let _ = peer.wait_with_output();
+
     // 1000 connections, 50 at a time, all succeed.
-    let r = out.python(MANY, &[&uplink_ip, "8080", "1000", "50"]);
+    let r = out.python(MANY, &[&uplink_ip, &http, "1000", "50"]);
     assert_eq!(r.stdout.trim(), "1000", "{r:?}");
     let rows = json(&["forward", "list", "--switch", &sw]);
-    let http = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == "8080").unwrap().clone();
-    assert!(http["connections"].as_u64().unwrap() >= 1001, "{http}");
-    assert!(http["packets"].as_u64().unwrap() > 5000, "{http}");
+    let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == http.as_str()).unwrap().clone();
+    assert!(row["connections"].as_u64().unwrap() >= 1001, "{row}");
+    assert!(row["packets"].as_u64().unwrap() > 5000, "{row}");
 
     // Removing a rule: an established connection finishes, a new one is not forwarded.
     let mut long = Command::new("ip")
-        .args(["netns", "exec", &out.ns, "python3", "-c", LONG, &uplink_ip, "7007"])
+        .args(["netns", "exec", &out.ns, "python3", "-c", LONG, &uplink_ip, &echo])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -180,20 +238,20 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     let mut reader = std::io::BufReader::new(long.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
     assert_eq!(line.trim(), "connected");
-    ok(&["forward", "del", "--proto", "tcp", "--host-port", "7007", "--switch", &sw]);
+    ok(&["forward", "del", "--proto", "tcp", "--host-port", &echo, "--switch", &sw]);
     std::io::Write::write_all(long.stdin.as_mut().unwrap(), b"\n").unwrap();
     line.clear();
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
     assert_eq!(line.trim(), "two", "the established connection broke when its rule went");
     let _ = long.wait();
-    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:7007")]);
+    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{echo}")]);
     assert_ne!(r.code, 0, "a new connection was forwarded after the rule was removed");
 
     // The closed connections drain from the table (closing timeout: 10 s).
     std::thread::sleep(std::time::Duration::from_secs(11));
     let rows = json(&["forward", "list", "--switch", &sw]);
-    let http = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == "8080").unwrap().clone();
-    assert_eq!(http["active"], 0, "{http}");
+    let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == http.as_str()).unwrap().clone();
+    assert_eq!(row["active"], 0, "{row}");
 
     let _ = servers.kill();
     let _ = servers.wait();
@@ -222,24 +280,24 @@ fn forward_bad_input_is_refused_and_changes_nothing() {
     let plain = sb.switch("plain", "tc", &[]);
     let elsewhere = sb.port(&plain, "else", "10.104.0.10/24", &[]);
     let bridge = sb.switch("br", "bridge", &[]);
-    ok(&["forward", "add", "--proto", "tcp", "--host-port", "8080", "--to", &format!("{web}:80"), "--switch", &sw]);
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", "10380", "--to", &format!("{web}:80"), "--switch", &sw]);
     // A host process listening on a port: forwarding it would hide it.
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let busy = listener.local_addr().unwrap().port().to_string();
     let to80 = format!("{web}:80");
     let (else80, web80_82) = (format!("{elsewhere}:80"), format!("{web}:80-82"));
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--proto", "tcp", "--host-port", "8080", "--to", &to80, "--switch", &sw], "already forwarded"),
-        (vec!["--proto", "tcp", "--host-port", "8079-8081", "--to", &to80, "--switch", &sw], "host ports but"),
+        (vec!["--proto", "tcp", "--host-port", "10380", "--to", &to80, "--switch", &sw], "already forwarded"),
+        (vec!["--proto", "tcp", "--host-port", "10379-10381", "--to", &to80, "--switch", &sw], "host ports but"),
         (vec!["--proto", "tcp", "--host-port", &busy, "--to", &to80, "--switch", &sw], "host process listens"),
         (vec!["--proto", "tcp", "--host-port", "0", "--to", &to80, "--switch", &sw], "port 0"),
         (vec!["--proto", "tcp", "--host-port", "70000", "--to", &to80, "--switch", &sw], "65535"),
         (vec!["--proto", "tcp", "--host-port", "9000-9001", "--to", &web80_82, "--switch", &sw], "host ports but"),
-        (vec!["--proto", "tcp", "--host-port", "8081", "--to", "nosuchns:80", "--switch", &sw], "not managed"),
-        (vec!["--proto", "tcp", "--host-port", "8081", "--to", &else80, "--switch", &sw], "not a port of switch"),
-        (vec!["--proto", "tcp", "--host-port", "8081", "--to", &else80, "--switch", &plain], "no uplink"),
-        (vec!["--proto", "tcp", "--host-port", "8081", "--to", &to80, "--switch", &bridge], "runs in eBPF"),
-        (vec!["--proto", "sctp", "--host-port", "8081", "--to", &to80, "--switch", &sw], "invalid value"),
+        (vec!["--proto", "tcp", "--host-port", "10381", "--to", "nosuchns:80", "--switch", &sw], "not managed"),
+        (vec!["--proto", "tcp", "--host-port", "10381", "--to", &else80, "--switch", &sw], "not a port of switch"),
+        (vec!["--proto", "tcp", "--host-port", "10381", "--to", &else80, "--switch", &plain], "no uplink"),
+        (vec!["--proto", "tcp", "--host-port", "10381", "--to", &to80, "--switch", &bridge], "runs in eBPF"),
+        (vec!["--proto", "sctp", "--host-port", "10381", "--to", &to80, "--switch", &sw], "invalid value"),
     ];
     for (args, expect) in cases {
         let before = (Snapshot::take(&sb.prefix), json(&["forward", "list", "--switch", &sw]));
@@ -259,7 +317,7 @@ fn forward_bad_input_is_refused_and_changes_nothing() {
         );
     }
     drop(listener);
-    let e = fails(&["forward", "del", "--proto", "udp", "--host-port", "8080", "--switch", &sw], 2);
+    let e = fails(&["forward", "del", "--proto", "udp", "--host-port", "10380", "--switch", &sw], 2);
     assert!(e.contains("not forwarded"), "{e}");
     // --uplink needs a gateway and an eBPF datapath.
     let e = fails(&["up", "--name", &sb.name("x"), "--uplink", &out.uplink], 2);
@@ -282,4 +340,93 @@ fn forward_bad_input_is_refused_and_changes_nothing() {
     // Removing the target namespace removes its forwards.
     ok(&["ns", "del", &web]);
     assert!(json(&["forward", "list", "--switch", &sw]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn no_masquerade_leaves_namespace_addresses_visible() {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 106);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.106.0.254/24", "--uplink", &out.uplink, "--no-masquerade"]);
+    let cli = sb.port(&sw, "cli", "10.106.0.11/24", &[]);
+    let peer = out.spawn_python(PEER_SERVER, &["8000"]);
+    let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.106.2:8000"]);
+    assert!(r.stdout.trim().starts_with("peer 10.106.0.11:"), "{r:?}");
+    let _ = peer.wait_with_output();
+}
+
+/// The classic recipe's iptables rule, removed on drop.
+struct IptablesRule(Vec<String>);
+
+impl Drop for IptablesRule {
+    fn drop(&mut self) {
+        let mut args: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        args[2] = "-D";
+        let _ = Command::new("iptables").args(&args).status();
+    }
+}
+
+/// The same client checks against the classic recipe (kernel bridge, bridge address,
+/// iptables DNAT), so both are known to mean the same thing.
+#[test]
+fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
+    let sb = Sandbox::new();
+    let out = Outside::new(&sb, 107);
+    let (br, web, host_if) = (format!("b{}", sb.prefix), sb.name("web"), format!("s{}", sb.prefix));
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+            let _ = Command::new("ip").args(["netns", "del", &self.1]).status();
+        }
+    }
+    let _cleanup = Cleanup(br.clone(), web.clone());
+    for args in [
+        vec!["link", "add", &br, "type", "bridge"],
+        vec!["addr", "add", "10.107.0.254/24", "dev", &br],
+        vec!["link", "set", &br, "up"],
+        vec!["netns", "add", &web],
+        vec!["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &web],
+        vec!["link", "set", &host_if, "master", &br, "up"],
+        vec!["-n", &web, "addr", "add", "10.107.0.10/24", "dev", "eth0"],
+        vec!["-n", &web, "link", "set", "eth0", "up"],
+        vec!["-n", &web, "link", "set", "lo", "up"],
+        vec!["-n", &web, "route", "add", "default", "via", "10.107.0.254"],
+    ] {
+        host("ip", &args);
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    let rule = |proto: &str, from: &str, to: &str| {
+        let args: Vec<String> = [
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            &out.uplink,
+            "-p",
+            proto,
+            "--dport",
+            from,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            to,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        host("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>());
+        IptablesRule(args)
+    };
+    let _tcp = rule("tcp", "8080", "10.107.0.10:80");
+    let _udp = rule("udp", "5353", "10.107.0.10:53");
+    let mut servers = start_servers(&web, &["80"]);
+    let r = out.python(HTTP_GET, &["172.31.107.1:8080"]);
+    assert_eq!(r.stdout.trim(), "client 172.31.107.2", "{r:?}");
+    let r = out.python(UDP_ASK, &["172.31.107.1:5353"]);
+    assert_eq!(r.stdout.trim(), "ping from 172.31.107.2 172.31.107.1 5353", "{r:?}");
+    let r = out.python(MANY, &["172.31.107.1", "8080", "200", "50"]);
+    assert_eq!(r.stdout.trim(), "200", "{r:?}");
+    let _ = servers.kill();
+    let _ = servers.wait();
 }

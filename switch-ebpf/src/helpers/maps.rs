@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use switch_common::{
-    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, MAX_PORTS, MacKey, Port, PortStats,
-    SwitchConfig,
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, MAX_PORTS, MacKey, NatConfig, Port, PortStats,
+    SockOrig, SwitchConfig,
     nat::{CT_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
 
@@ -51,3 +51,19 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(
 /// Per-rule counters.
 #[map(name = "FWD_STATS")]
 pub static FWD_STATS: PerCpuArray<FwdStats> = PerCpuArray::with_max_entries(MAX_FORWARDS, 0);
+
+/// Switch-wide NAT settings.
+#[map(name = "NAT_CONFIG")]
+pub static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+/// Uplink ifindex -> address: the source masqueraded traffic gets on that uplink.
+#[map(name = "UPLINK_BY_IFINDEX")]
+pub static UPLINK_BY_IFINDEX: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, 0);
+
+/// The switch's namespaces, by network namespace cookie.
+#[map(name = "NAT_NETNS")]
+pub static NAT_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// UDP sockets of host processes talking to a forwarded port: what they sent to.
+#[map(name = "SOCK_ORIG")]
+pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(4096, 0);

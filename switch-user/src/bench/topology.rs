@@ -81,6 +81,7 @@ impl Topology {
                     datapath: Some(datapath),
                     gateway: None,
                     uplinks: vec![],
+                    no_masquerade: false,
                 })
                 .await?;
                 for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {

@@ -98,6 +98,9 @@ pub struct UpArgs {
     /// needs --gateway and the tc or xdp datapath).
     #[arg(long = "uplink", value_name = "IFACE")]
     pub uplinks: Vec<String>,
+    /// Do not source-NAT the namespaces' outbound TCP/UDP to the uplink's address.
+    #[arg(long)]
+    pub no_masquerade: bool,
     /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]

@@ -121,8 +121,13 @@ pub async fn attach_port(name: &str, sw: &SwitchState, port: &PortState, ifindex
         Datapath::Tc | Datapath::Xdp => {
             let (pins, host_if, slot) = (Pins::new(name), port.host_if.clone(), port.slot);
             let flags = if host_if == gateway_ifnames(name).1 { PORT_F_HOST } else { 0 };
+            let cookie = port.netns_cookie;
             blocking(move || {
                 SwitchMaps::open(&pins)?.add_port(slot, ifindex, flags)?;
+                if cookie != 0 {
+                    // Sockets of this namespace may reach forwards on the uplinks directly.
+                    crate::datapath::nat::NatMaps::open(&pins)?.allow_netns(cookie)?;
+                }
                 pins.attach(&host_if)
             })
             .await
@@ -144,11 +149,12 @@ pub async fn attach_port(name: &str, sw: &SwitchState, port: &PortState, ifindex
 /// record itself is gone (then every kind of attachment is cleaned).
 pub async fn detach_port(name: &str, datapath: Option<Datapath>, port: &PortState) -> Result<()> {
     if datapath.is_none_or(Datapath::is_ebpf) {
-        let (pins, host_if, slot) = (Pins::new(name), port.host_if.clone(), port.slot);
+        let (pins, host_if, slot, cookie) = (Pins::new(name), port.host_if.clone(), port.slot, port.netns_cookie);
         blocking(move || {
             pins.detach(&host_if)?;
             if pins.complete() {
                 SwitchMaps::open(&pins)?.remove_port(slot)?;
+                crate::datapath::nat::NatMaps::open(&pins)?.forget_netns(cookie);
             }
             Ok(())
         })

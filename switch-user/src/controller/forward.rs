@@ -4,7 +4,7 @@
 use std::{fs, net::Ipv4Addr};
 
 use serde::Serialize;
-use switch_common::{FwdTarget, nat::MAX_FORWARDS};
+use switch_common::{FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_FORWARDS};
 
 use super::{blocking, lock};
 use crate::{
@@ -79,6 +79,7 @@ pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) 
     }
     let nl = Netlink::new()?;
     let mut addrs = vec![];
+    let mut sources = vec![];
     for u in &sw.uplinks {
         let idx =
             nl.ifindex(u).await?.ok_or_else(|| Error::invalid("uplink interface", u.clone(), "no such interface"))?;
@@ -86,17 +87,51 @@ pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) 
         if taken {
             return Err(Error::invalid("uplink interface", u.clone(), "is a switch port"));
         }
-        addrs.extend(nl.ipv4_addrs(idx).await?);
+        let a = nl.ipv4_addrs(idx).await?;
+        if let Some(first) = a.first() {
+            sources.push((idx, *first));
+        }
+        addrs.extend(a);
     }
+    let gateway =
+        sw.gateway.as_ref().map(|g| g.cidr).ok_or_else(|| Error::Command("port forwarding needs a gateway".into()))?;
+    let mask = if gateway.prefix == 0 { 0 } else { u32::MAX << (32 - gateway.prefix) };
+    let cfg = NatConfig {
+        host_netns_cookie: crate::sys::netns::cookie_here()?,
+        segment: wire(Ipv4Addr::from(u32::from(gateway.addr) & mask)),
+        segment_mask: wire(Ipv4Addr::from(mask)),
+        flags: if sw.masquerade { NAT_F_MASQUERADE } else { 0 },
+        pad: 0,
+    };
     let (pins, uplinks) = (Pins::new(name), sw.uplinks.clone());
     blocking(move || {
+        let mut maps = NatMaps::open(&pins)?;
+        maps.set_config(cfg)?;
+        maps.set_uplink_addrs(&addrs)?;
+        for (idx, addr) in &sources {
+            maps.set_uplink_source(*idx, *addr)?;
+        }
         for u in &uplinks {
             pins.attach_uplink(u)?;
         }
-        NatMaps::open(&pins)?.set_uplink_addrs(&addrs)?;
+        pins.attach_sock_hooks(&cgroup2_root()?)?;
         fs::write("/proc/sys/net/ipv4/ip_forward", b"1").context("turning on IPv4 forwarding")
     })
     .await
+}
+
+/// Where the cgroup v2 hierarchy is mounted (its root holds every process).
+fn cgroup2_root() -> Result<std::path::PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .ok_or_else(|| {
+            Error::Command("no cgroup v2 hierarchy is mounted (needed for host-local port forwarding)".into())
+        })
 }
 
 /// Options of `forward add`.
@@ -171,17 +206,14 @@ fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
     let port = ns.port.as_ref().filter(|p| ns.ready && p.switch == o.switch).ok_or_else(|| {
         Error::invalid("target", o.ns.clone(), format!("namespace '{}' is not a port of switch '{}'", o.ns, o.switch))
     })?;
-    for f in state.forwards.iter().filter(|f| f.switch == o.switch && f.proto == o.proto) {
+    // Host ports are host-wide: 127.0.0.1:PORT on the host can only mean one target.
+    for f in state.forwards.iter().filter(|f| f.proto == o.proto) {
         if f.host_first <= o.host.last && o.host.first <= f.host_last {
+            let range = PortRange { first: f.host_first, last: f.host_last };
             return Err(Error::invalid(
                 "port",
                 format!("{}/{}", o.proto, o.host),
-                format!(
-                    "{}/{} is already forwarded to {}",
-                    f.proto,
-                    PortRange { first: f.host_first, last: f.host_last },
-                    f.ns
-                ),
+                format!("{}/{range} is already forwarded to {} (switch '{}')", f.proto, f.ns, f.switch),
             ));
         }
     }

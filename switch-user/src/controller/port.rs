@@ -181,6 +181,7 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
         slot,
         ip: opts.ip,
         mac: opts.mac,
+        netns_cookie: 0,
     };
     // Intent first: a crash from here on leaves a record that the next command cleans up.
     state.namespaces.insert(opts.ns.clone(), NsState { port: Some(port.clone()), links: vec![], ready: false });
@@ -188,11 +189,12 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
 
     let sw = state.switches[&opts.switch].clone();
     match build(&nl, &opts.ns, &sw, &port).await {
-        Ok((ifindex, mac)) => {
+        Ok((ifindex, mac, cookie)) => {
             let entry = state.namespaces.get_mut(&opts.ns).expect("inserted above");
             let p = entry.port.as_mut().expect("inserted above");
             p.host_ifindex = ifindex;
             p.mac = Some(mac);
+            p.netns_cookie = cookie;
             entry.ready = true;
             let out = info(&opts.ns, entry).remove(0);
             store.save(&state)?;
@@ -227,7 +229,7 @@ async fn free_host_ifname(nl: &Netlink, state: &State, switch: &str, ns: &str) -
 ///
 /// The program is attached and the port registered before the host end goes up, so no frame
 /// from the namespace ever reaches the host stack unswitched.
-async fn build(nl: &Netlink, ns: &str, sw: &SwitchState, port: &PortState) -> Result<(u32, Mac)> {
+async fn build(nl: &Netlink, ns: &str, sw: &SwitchState, port: &PortState) -> Result<(u32, Mac, u64)> {
     netns::create(ns).await?;
     let ns_file = netns::open(ns)?;
     let ifindex = nl.add_veth(&port.host_if, &port.ns_if, ns_file.as_raw_fd(), port.mac).await?;
@@ -251,14 +253,17 @@ async fn build(nl: &Netlink, ns: &str, sw: &SwitchState, port: &PortState) -> Re
         if let Some(gw) = gateway {
             nl.add_default_route(gw).await?;
         }
-        nl.mac(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} has no MAC address")))
+        let mac = nl.mac(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} has no MAC address")))?;
+        Ok((mac, netns::cookie_here()?))
     })
     .await?;
+    let (mac, cookie) = mac;
+    let port = &PortState { netns_cookie: cookie, ..port.clone() };
 
     backend::attach_port(&port.switch, sw, port, ifindex).await?;
     failpoint("ns-add:attached")?;
     nl.set_up(ifindex).await?;
-    Ok((ifindex, mac))
+    Ok((ifindex, mac, cookie))
 }
 
 /// Removes everything a namespace record stands for, by name: the datapath port (link pin,

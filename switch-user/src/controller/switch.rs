@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub gateway: Option<Cidr>,
     /// Host interfaces where forwarded traffic arrives (needs a gateway and an eBPF datapath).
     pub uplinks: Vec<String>,
+    /// Do not masquerade namespaces' outbound traffic on the uplinks.
+    pub no_masquerade: bool,
 }
 
 /// What `up` did.
@@ -171,6 +173,7 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         datapath: opts.datapath.unwrap_or_default(),
         gateway,
         uplinks: opts.uplinks.clone(),
+        masquerade: !opts.uplinks.is_empty() && !opts.no_masquerade,
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());
@@ -226,6 +229,7 @@ pub(crate) fn gateway_port(name: &str, g: &GatewayState, ifindex: u32) -> PortSt
         slot: g.slot,
         ip: g.cidr,
         mac: None,
+        netns_cookie: 0,
     }
 }
 
@@ -349,6 +353,7 @@ pub async fn run_foreground(
         datapath: Some(Datapath::Userspace),
         gateway: None,
         uplinks: vec![],
+        no_masquerade: false,
     };
     validate(&opts)?;
     let new = {

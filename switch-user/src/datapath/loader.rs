@@ -6,7 +6,10 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink,
+    },
 };
 use aya_obj::programs::XdpAttachType;
 use switch_common::{maps as names, programs};
@@ -20,7 +23,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 10] = [
+pub const MAPS: [&str; 14] = [
     names::FDB,
     names::PORTS,
     names::PORT_SLOTS,
@@ -31,6 +34,17 @@ pub const MAPS: [&str; 10] = [
     names::UPLINK_ADDRS,
     names::CONNTRACK,
     names::FWD_STATS,
+    names::NAT_CONFIG,
+    names::UPLINK_BY_IFINDEX,
+    names::SOCK_ORIG,
+    names::NAT_NETNS,
+];
+
+/// The cgroup socket-address programs and where they hook.
+const SOCK_HOOKS: [(&str, CgroupSockAddrAttachType); 3] = [
+    (programs::SOCK_CONNECT4, CgroupSockAddrAttachType::Connect4),
+    (programs::SOCK_SENDMSG4, CgroupSockAddrAttachType::UDPSendMsg4),
+    (programs::SOCK_RECVMSG4, CgroupSockAddrAttachType::UDPRecvMsg4),
 ];
 
 /// Which of the object's two entry programs a switch runs.
@@ -119,6 +133,37 @@ impl Pins {
         remove_pin(&self.uplink_link(ifname, false))
     }
 
+    fn prog_sock(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("prog_{name}"))
+    }
+
+    /// Attaches the socket-address programs to the cgroup v2 root at `cgroup` (every process
+    /// of the host and of the namespaces is below it) and pins the links. Several switches
+    /// attach side by side (each only knows its own forwards). Already pinned: left alone.
+    pub fn attach_sock_hooks(&self, cgroup: &Path) -> Result<()> {
+        for (name, attach_type) in SOCK_HOOKS {
+            let pin = self.dir.join("links").join(format!("cgroup-{name}"));
+            if pin.exists() {
+                continue;
+            }
+            let dir = fs::File::open(cgroup).context(format!("opening cgroup {}", cgroup.display()))?;
+            let mut prog = CgroupSockAddr::from_pin(self.prog_sock(name), attach_type)
+                .map_err(bpf("opening a pinned socket program"))?;
+            let id = prog
+                // With bpf_link (kernel >= 5.7) cgroup programs always stack; the kernel
+                // refuses the ALLOW_MULTI flag there, so "Single" (no flag) it is.
+                .attach(dir, CgroupAttachMode::Single)
+                .map_err(bpf(format!("attaching {name} to cgroup {}", cgroup.display())))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(bpf("taking the cgroup link"))?
+                .try_into()
+                .map_err(bpf("cgroup link is not an fd link"))?;
+            link.pin(&pin).map_err(bpf(format!("pinning the {name} link")))?;
+        }
+        Ok(())
+    }
+
     fn uplink_link(&self, ifname: &str, ingress: bool) -> PathBuf {
         self.dir.join("links").join(format!("uplink-{}-{ifname}", if ingress { "in" } else { "out" }))
     }
@@ -192,6 +237,17 @@ impl Pins {
                 .ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?
                 .try_into()
                 .map_err(bpf("NAT program has the wrong type"))?;
+            p.load().map_err(bpf(format!("loading {name} into the kernel (verifier)")))?;
+            p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
+        }
+        // The socket-address programs for host-local and hairpin access to forwarded ports.
+        for (name, _) in SOCK_HOOKS {
+            let pin = self.prog_sock(name);
+            let p: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?
+                .try_into()
+                .map_err(bpf("socket program has the wrong type"))?;
             p.load().map_err(bpf(format!("loading {name} into the kernel (verifier)")))?;
             p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
         }

@@ -1,8 +1,9 @@
 //! Typed access to the port-forwarding maps of one switch.
 use std::net::Ipv4Addr;
 
+use aya::maps::Array;
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, maps as names};
+use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps as names};
 
 use super::{Pins, maps::now_ns};
 use crate::error::{Result, bpf};
@@ -13,6 +14,9 @@ pub struct NatMaps {
     uplink_addrs: HashMap<MapData, u32, u32>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
     stats: PerCpuArray<MapData, FwdStats>,
+    config: Array<MapData, NatConfig>,
+    by_ifindex: HashMap<MapData, u32, u32>,
+    netns: HashMap<MapData, u64, u32>,
 }
 
 fn open(pins: &Pins, name: &str) -> Result<Map> {
@@ -35,7 +39,30 @@ impl NatMaps {
             uplink_addrs: open(pins, names::UPLINK_ADDRS)?.try_into().map_err(conv(names::UPLINK_ADDRS))?,
             conntrack: open(pins, names::CONNTRACK)?.try_into().map_err(conv(names::CONNTRACK))?,
             stats: open(pins, names::FWD_STATS)?.try_into().map_err(conv(names::FWD_STATS))?,
+            config: open(pins, names::NAT_CONFIG)?.try_into().map_err(conv(names::NAT_CONFIG))?,
+            by_ifindex: open(pins, names::UPLINK_BY_IFINDEX)?.try_into().map_err(conv(names::UPLINK_BY_IFINDEX))?,
+            netns: open(pins, names::NAT_NETNS)?.try_into().map_err(conv(names::NAT_NETNS))?,
         })
+    }
+
+    /// Lets sockets of namespace `cookie` (a port of the switch) reach forwards directly.
+    pub fn allow_netns(&mut self, cookie: u64) -> Result<()> {
+        self.netns.insert(cookie, 1, 0).map_err(bpf("writing NAT_NETNS"))
+    }
+
+    /// Forgets namespace `cookie`.
+    pub fn forget_netns(&mut self, cookie: u64) {
+        let _ = self.netns.remove(&cookie);
+    }
+
+    /// Replaces the NAT settings.
+    pub fn set_config(&mut self, cfg: NatConfig) -> Result<()> {
+        self.config.set(0, cfg, 0).map_err(bpf("writing NAT_CONFIG"))
+    }
+
+    /// Records the masquerade source of uplink `ifindex`.
+    pub fn set_uplink_source(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+        self.by_ifindex.insert(ifindex, wire(addr), 0).map_err(bpf("writing UPLINK_BY_IFINDEX"))
     }
 
     /// Forwards host port `port` of `proto` to `target`. Counters of a new rule start at zero.

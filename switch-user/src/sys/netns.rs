@@ -139,6 +139,22 @@ where
     .await
 }
 
+/// The cookie of the network namespace of the calling thread (SO_NETNS_COOKIE of a socket
+/// opened here), which eBPF programs see as `bpf_get_netns_cookie`.
+pub fn cookie_here() -> Result<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("opening a socket")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_NETNS_COOKIE writes one u64 into `cookie`, whose size is passed along.
+    let r = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NETNS_COOKIE, (&raw mut cookie).cast(), &mut len)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error()).context("reading a network namespace cookie");
+    }
+    Ok(cookie)
+}
+
 /// A command that runs inside namespace `name`: the child enters the namespace between fork
 /// and exec. With `own_sysfs`, the child also gets a private mount namespace with a fresh
 /// `/sys`, so tools reading `/sys/class/net` see the namespace's interfaces (as
