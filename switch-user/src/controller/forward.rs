@@ -188,11 +188,11 @@ fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
             ),
         ));
     }
-    if sw.uplinks.is_empty() || sw.gateway.is_none() {
+    if sw.gateway.is_none() {
         return Err(Error::invalid(
             "command",
             "switch forward add",
-            format!("switch '{}' has no uplink: make it with --gateway CIDR --uplink IFACE", o.switch),
+            format!("switch '{}' has no uplink: make it with --gateway CIDR [--uplink IFACE]", o.switch),
         ));
     }
     if o.host.len() != o.to.len() {
@@ -236,7 +236,15 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     validate_name("switch name", &o.switch)?;
     let store = lock().await?;
     let mut state = store.load()?;
-    let (sw, target_ip) = check(&state, &o)?;
+    let (mut sw, target_ip) = check(&state, &o)?;
+    if sw.uplinks.is_empty() {
+        // No --uplink given: traffic from outside arrives where the default route leaves.
+        let dev = Netlink::new()?.default_route_interface().await?.ok_or_else(|| {
+            Error::invalid("command", "switch forward add", "the host has no default route; give the switch an --uplink")
+        })?;
+        sw.uplinks = vec![dev];
+        state.switches.get_mut(&o.switch).expect("checked").uplinks = sw.uplinks.clone();
+    }
     let used: Vec<u16> = state.forwards.iter().filter(|f| f.switch == o.switch).map(|f| f.rule).collect();
     let rule = (0..MAX_FORWARDS as u16)
         .find(|r| !used.contains(r))

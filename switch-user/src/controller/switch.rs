@@ -173,7 +173,8 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         datapath: opts.datapath.unwrap_or_default(),
         gateway,
         uplinks: opts.uplinks.clone(),
-        masquerade: !opts.uplinks.is_empty() && !opts.no_masquerade,
+        // Effective once the switch has uplinks (given here, or adopted by `forward add`).
+        masquerade: !opts.no_masquerade,
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());

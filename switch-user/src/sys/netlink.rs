@@ -120,6 +120,33 @@ impl Netlink {
             .collect())
     }
 
+    /// Name of the interface of the host's IPv4 default route, if there is one.
+    pub async fn default_route_interface(&self) -> Result<Option<String>> {
+        use netlink_packet_route::route::{RouteAttribute, RouteMessage};
+        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
+        let routes: Vec<RouteMessage> =
+            self.handle.route().get(msg).execute().try_collect().await.context("reading the routing table")?;
+        let index = routes.into_iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
+            r.attributes.into_iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(i),
+                _ => None,
+            })
+        });
+        match index {
+            Some(i) => {
+                let mut links = self.handle.link().get().match_index(i).execute();
+                let link = links.try_next().await.context("looking up the default route's interface")?;
+                Ok(link.and_then(|l| {
+                    l.attributes.into_iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n),
+                        _ => None,
+                    })
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Adds a default route via `gateway`.
     pub async fn add_default_route(&self, gateway: std::net::Ipv4Addr) -> Result<()> {
         let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(gateway).build();
