@@ -2,6 +2,7 @@
 //! project) measured in one run, interleaved (A B C A B C ...) so that a noisy neighbour on
 //! the shared machine hits them all alike, and reported as medians, min-max and the ratio to
 //! the bridge and to the bare veth pair computed round by round.
+pub mod forward;
 pub mod report;
 pub mod tools;
 pub mod topology;
@@ -75,7 +76,11 @@ const METRICS: [(&str, &str, &str, bool, &str); 4] = [
 pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let contenders = opts.contenders()?;
     let topologies: Vec<Topology> = contenders.iter().enumerate().map(|(i, c)| Topology::new(i, *c)).collect();
-    let steps = (opts.rounds * topologies.len() * 3 + opts.rounds * opts.bringup.len() * 2 + topologies.len()) as u64;
+    let steps = (opts.rounds * topologies.len() * 3
+        + opts.rounds * opts.bringup.len() * 2
+        + topologies.len()
+        + opts.rounds * 2 * 2
+        + 2) as u64;
     bar.set_length(steps);
 
     let measured = measure_all(opts, &topologies, bar).await;
@@ -84,6 +89,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
         t.remove().await;
     }
     let series = measured?;
+    let forwards = forwards(opts, bar).await?;
     let bringup = bringup(opts, bar).await?;
     bar.finish_and_clear();
 
@@ -99,6 +105,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
             MetricReport::new(id, title, unit, *higher, cpu_unit, rows)
         })
         .collect();
+    metrics.extend(forwards);
     metrics.extend(bringup);
     Ok(Report::new(Machine::read(), opts, metrics))
 }
@@ -119,7 +126,7 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
                 bar.set_message(format!("round {round}/{}: {name} via {}", opts.rounds, t.contender.name));
                 let (busy0, _) = tools::cpu_ticks();
                 let result = match metric {
-                    0 => tools::tcp_stream(&t.client, &t.server_ip, opts.secs)
+                    0 => tools::tcp_stream(&t.client, &t.server_ip, 5201, opts.secs)
                         .await
                         .map(|(bps, bytes)| (vec![bps / 1e9], bytes / 1e9)),
                     1 => tools::udp_small_frames(&t.client, &t.server_ip, opts.secs)
@@ -146,6 +153,65 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
     }
     drop(servers);
     Ok(series)
+}
+
+/// Port forwarding: TCP throughput and new connections per second from outside through the
+/// uplink, eBPF forward against bridge + iptables DNAT, interleaved per round.
+async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    use forward::{CONN_PORT, Forwarded, IPERF_PORT, Via};
+    let contenders = [Forwarded::new("iptables", Via::Iptables, 1), Forwarded::new("ebpf-forward", Via::Ebpf, 2)];
+    let measured = async {
+        let mut servers = vec![];
+        for c in &contenders {
+            bar.set_message(format!("building {}", c.name));
+            c.build().await?;
+            servers.push((
+                tools::start_servers(&c.server, &c.server_ip)?,
+                forward::accept_server(&c.server, format!("{}:{CONN_PORT}", c.server_ip).parse().expect("address")),
+            ));
+            bar.inc(1);
+        }
+        let mut tcp = vec![Series::default(), Series::default()];
+        let mut conn = vec![Series::default(), Series::default()];
+        for round in 1..=opts.rounds {
+            for (i, c) in contenders.iter().enumerate() {
+                bar.set_message(format!("round {round}/{}: TCP through {}", opts.rounds, c.name));
+                let (bps, _) = tools::tcp_stream(&c.client, &c.uplink_ip, IPERF_PORT, opts.secs).await?;
+                tcp[i].values.push(bps / 1e9);
+                bar.inc(1);
+                bar.set_message(format!("round {round}/{}: connections through {}", opts.rounds, c.name));
+                let addr = format!("{}:{CONN_PORT}", c.uplink_ip).parse().expect("address");
+                conn[i].values.push(forward::connection_rate(&c.client, addr, opts.secs).await? / 1e3);
+                bar.inc(1);
+            }
+        }
+        drop(servers);
+        Ok::<_, crate::Error>((tcp, conn))
+    }
+    .await;
+    for c in &contenders {
+        c.remove().await;
+    }
+    let (tcp, conn) = measured?;
+    let rows = |s: Vec<Series>| contenders.iter().map(|c| c.name.to_owned()).zip(s).collect::<Vec<_>>();
+    Ok(vec![
+        MetricReport::new(
+            "fwd_tcp",
+            "TCP stream through a port forward (x bridge: against bridge + iptables DNAT)",
+            "Gbit/s",
+            true,
+            "",
+            rows(tcp),
+        ),
+        MetricReport::new(
+            "fwd_conn",
+            "New TCP connections through a port forward (32 at a time)",
+            "kconn/s",
+            true,
+            "",
+            rows(conn),
+        ),
+    ])
 }
 
 /// Time to bring up `n` namespaces on a switch (one `switch ns add` process each, as a user

@@ -76,9 +76,10 @@ where
     Err(last.expect("tried at least once"))
 }
 
-/// One TCP stream for `secs` seconds: received bits per second and bytes.
-pub async fn tcp_stream(ns: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
-    let args: Vec<String> = ["-c", server, "-p", "5201", "-t", &secs.to_string(), "-J"].map(String::from).to_vec();
+/// One TCP stream for `secs` seconds to `server:port`: received bits per second and bytes.
+pub async fn tcp_stream(ns: &str, server: &str, port: u16, secs: u64) -> Result<(f64, f64)> {
+    let args: Vec<String> =
+        ["-c", server, "-p", &port.to_string(), "-t", &secs.to_string(), "-J"].map(String::from).to_vec();
     let json = retry(|| output(ns, "iperf3", args.clone())).await?;
     parse_iperf_tcp(&json)
 }

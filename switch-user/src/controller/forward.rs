@@ -240,7 +240,11 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     if sw.uplinks.is_empty() {
         // No --uplink given: traffic from outside arrives where the default route leaves.
         let dev = Netlink::new()?.default_route_interface().await?.ok_or_else(|| {
-            Error::invalid("command", "switch forward add", "the host has no default route; give the switch an --uplink")
+            Error::invalid(
+                "command",
+                "switch forward add",
+                "the host has no default route; give the switch an --uplink",
+            )
         })?;
         sw.uplinks = vec![dev];
         state.switches.get_mut(&o.switch).expect("checked").uplinks = sw.uplinks.clone();

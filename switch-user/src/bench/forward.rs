@@ -1,0 +1,252 @@
+//! Port-forwarding contenders: a client outside (a namespace behind an uplink veth) reaching a
+//! server through the host's uplink address, once through this project's eBPF forward and
+//! once through the classic recipe (kernel bridge with an address + iptables DNAT).
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+
+use crate::{
+    controller::{forward, port, switch},
+    error::{Error, Result},
+    state::{Datapath, Proto},
+    sys::netns,
+};
+
+/// Host port forwarded to the server's iperf3 (5201).
+pub const IPERF_PORT: u16 = 15201;
+/// Host port forwarded to the connection-rate server.
+pub const CONN_PORT: u16 = 16000;
+
+/// How the forward is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `switch forward add` on a tc switch.
+    Ebpf,
+    /// Linux bridge + `iptables -t nat ... -j DNAT`.
+    Iptables,
+}
+
+/// One forwarding topology.
+pub struct Forwarded {
+    /// Contender name in reports.
+    pub name: &'static str,
+    via: Via,
+    /// Outside (client) namespace.
+    pub client: String,
+    /// Server namespace.
+    pub server: String,
+    /// Server address on its segment.
+    pub server_ip: String,
+    /// The uplink address clients connect to.
+    pub uplink_ip: String,
+    uplink: String,
+    switch: String,
+    net: u8,
+}
+
+async fn ip(args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| Error::Command(format!("running ip: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Command(format!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+async fn iptables(op: &str, uplink: &str, from: u16, to: &str) -> Result<()> {
+    let from = from.to_string();
+    let args = [
+        "-t",
+        "nat",
+        op,
+        "PREROUTING",
+        "-i",
+        uplink,
+        "-p",
+        "tcp",
+        "--dport",
+        &from,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        to,
+    ];
+    let out = tokio::process::Command::new("iptables")
+        .args(args)
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Command(format!("running iptables (install it, or run 'cargo xtask bench'): {e}")))?;
+    if !out.status.success() && op == "-A" {
+        return Err(Error::Command(format!("iptables failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+impl Forwarded {
+    /// The topology `via`, numbered `net` (addresses 172.30.NET.0/24 and 10.210.NET.0/24).
+    pub fn new(name: &'static str, via: Via, net: u8) -> Self {
+        Self {
+            name,
+            via,
+            client: format!("benchf{net}o"),
+            server: format!("benchf{net}s"),
+            server_ip: format!("10.210.{net}.10"),
+            uplink_ip: format!("172.30.{net}.1"),
+            uplink: format!("benchf{net}u"),
+            switch: format!("benchf{net}"),
+            net,
+        }
+    }
+
+    /// Builds it (after removing leftovers).
+    pub async fn build(&self) -> Result<()> {
+        self.remove().await;
+        let net = self.net;
+        let (up_cidr, out_cidr) = (format!("172.30.{net}.1/24"), format!("172.30.{net}.2/24"));
+        netns::create(&self.client).await?;
+        ip(&["link", "add", &self.uplink, "type", "veth", "peer", "name", "eth0", "netns", &self.client]).await?;
+        ip(&["addr", "add", &up_cidr, "dev", &self.uplink]).await?;
+        ip(&["link", "set", &self.uplink, "up"]).await?;
+        for args in [
+            vec!["-n", &self.client, "addr", "add", &out_cidr, "dev", "eth0"],
+            vec!["-n", &self.client, "link", "set", "eth0", "up"],
+            vec!["-n", &self.client, "link", "set", "lo", "up"],
+        ] {
+            ip(&args).await?;
+        }
+        let gw = format!("10.210.{net}.254");
+        ip(&["-n", &self.client, "route", "add", "default", "via", &self.uplink_ip]).await?;
+        match self.via {
+            Via::Ebpf => {
+                switch::up(switch::UpOptions {
+                    name: self.switch.clone(),
+                    datapath: Some(Datapath::Tc),
+                    gateway: Some(format!("{gw}/24").parse()?),
+                    uplinks: vec![self.uplink.clone()],
+                    ..Default::default()
+                })
+                .await?;
+                port::add(port::AddOptions {
+                    ns: self.server.clone(),
+                    ip: format!("{}/24", self.server_ip).parse()?,
+                    switch: self.switch.clone(),
+                    mac: None,
+                })
+                .await?;
+                for (host, to) in [(IPERF_PORT, 5201), (CONN_PORT, CONN_PORT)] {
+                    let single = |p| forward::PortRange { first: p, last: p };
+                    forward::add(forward::AddOptions {
+                        switch: self.switch.clone(),
+                        proto: Proto::Tcp,
+                        host: single(host),
+                        ns: self.server.clone(),
+                        to: single(to),
+                    })
+                    .await?;
+                }
+            }
+            Via::Iptables => {
+                let br = format!("benchf{net}b");
+                let host_if = format!("benchf{net}v");
+                ip(&["link", "add", &br, "type", "bridge"]).await?;
+                ip(&["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
+                ip(&["link", "set", &br, "up"]).await?;
+                netns::create(&self.server).await?;
+                ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &self.server]).await?;
+                ip(&["link", "set", &host_if, "master", &br, "up"]).await?;
+                for args in [
+                    vec!["-n", &self.server, "addr", "add", &format!("{}/24", self.server_ip), "dev", "eth0"],
+                    vec!["-n", &self.server, "link", "set", "eth0", "up"],
+                    vec!["-n", &self.server, "link", "set", "lo", "up"],
+                    vec!["-n", &self.server, "route", "add", "default", "via", &gw],
+                ] {
+                    ip(&args).await?;
+                }
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
+                    .map_err(|e| Error::Command(format!("ip_forward: {e}")))?;
+                iptables("-A", &self.uplink, IPERF_PORT, &format!("{}:5201", self.server_ip)).await?;
+                iptables("-A", &self.uplink, CONN_PORT, &format!("{}:{CONN_PORT}", self.server_ip)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes it; nothing there is fine.
+    pub async fn remove(&self) {
+        let net = self.net;
+        let _ = iptables("-D", &self.uplink, IPERF_PORT, &format!("{}:5201", self.server_ip)).await;
+        let _ = iptables("-D", &self.uplink, CONN_PORT, &format!("{}:{CONN_PORT}", self.server_ip)).await;
+        let _ = switch::down(&self.switch).await;
+        for dev in [self.uplink.clone(), format!("benchf{net}b"), format!("benchf{net}v")] {
+            let _ = ip(&["link", "del", &dev]).await;
+        }
+        for ns in [&self.client, &self.server] {
+            let _ = netns::delete(ns);
+        }
+    }
+}
+
+/// Serves TCP connections in namespace `ns` on `addr`, closing each at once, until the
+/// returned sender is dropped.
+pub fn accept_server(ns: &str, addr: SocketAddr) -> oneshot::Sender<()> {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let ns = ns.to_owned();
+    tokio::spawn(async move {
+        let _ = netns::run_in(&ns, move |_| async move {
+            let listener = TcpListener::bind(addr).await.map_err(|e| Error::Command(format!("binding {addr}: {e}")))?;
+            let serve = async {
+                loop {
+                    if let Ok((s, _)) = listener.accept().await {
+                        drop(s);
+                    }
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = stop_rx => {}
+            }
+            Ok(())
+        })
+        .await;
+    });
+    stop_tx
+}
+
+/// New TCP connections per second from namespace `ns` to `addr` for `secs`, 32 at a time
+/// (each connects, waits for the server to close, closes).
+pub async fn connection_rate(ns: &str, addr: SocketAddr, secs: u64) -> Result<f64> {
+    netns::run_in(ns, move |_| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let workers: Vec<_> = (0..32)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while tokio::time::Instant::now() < deadline {
+                        if let Ok(Ok(mut s)) =
+                            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+                        {
+                            let mut buf = [0u8; 1];
+                            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0u64;
+        for w in workers {
+            total += w.await.unwrap_or(0);
+        }
+        Ok(total as f64 / secs as f64)
+    })
+    .await
+}
