@@ -230,6 +230,8 @@ pub mod programs {
     pub const NAT_INGRESS: &str = "nat_ingress";
     /// TC egress of each uplink: reverse translation of the replies, masquerade.
     pub const NAT_EGRESS: &str = "nat_egress";
+    /// TC ingress of the gateway's host end: replies sent straight out of the uplink.
+    pub const NAT_GATEWAY: &str = "nat_gateway";
     /// cgroup connect4: host-local and hairpin TCP/UDP to forwarded ports.
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     /// cgroup sendmsg4: the same for unconnected UDP.

@@ -16,30 +16,58 @@
 //! Only the first packet of a connection looks at FORWARDS; the rest follow CONNTRACK, so
 //! removing a rule stops new connections at once and lets existing ones finish.
 use aya_ebpf::{
-    bindings::TC_ACT_OK, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
+    bindings::TC_ACT_OK,
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_peer},
+    macros::classifier,
+    programs::TcContext,
 };
 use switch_common::{
-    CtEntry, CtKey, FwdKey, NAT_F_MASQUERADE,
+    CtEntry, CtKey, FwdKey, MacKey, NAT_F_MASQUERADE,
     nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_TCP},
 };
 
 use crate::helpers::{
     ipv4::{self, TCP_ACK, TCP_SYN},
-    maps::{CONNTRACK, FORWARDS, NAT_CONFIG, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
+    maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, count, expired, key_of, touch},
+    route,
 };
 
 #[classifier]
 pub fn nat_ingress(ctx: TcContext) -> i32 {
     // Anything that is not a translatable packet goes on untouched.
-    if let Some(f) = ipv4::parse(&ctx) {
-        let _ = ingress(&ctx, &f);
+    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK as i32 };
+    match ingress(&ctx, &f) {
+        Ok(Some(dst)) => fast_path(&ctx, &f, dst),
+        _ => TC_ACT_OK as i32,
     }
-    TC_ACT_OK as i32
 }
 
+/// Sends a packet just translated to `dst` straight on: into the target's namespace when the
+/// switch knows the target's port (`bpf_redirect_peer`), else out of the interface the FIB
+/// names. Anything the FIB cannot answer yet goes through the host stack instead.
 #[inline(always)]
-fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
+fn fast_path(ctx: &TcContext, f: &ipv4::Flow, dst: u32) -> i32 {
+    // SAFETY: reading a field of the context the kernel passed in.
+    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some((out, smac, dmac)) = route::next_hop(ctx, f.saddr, dst, f.proto, in_ifindex) else {
+        return TC_ACT_OK as i32;
+    };
+    if route::as_router(ctx, &smac, &dmac).is_err() {
+        return TC_ACT_OK as i32;
+    }
+    // SAFETY: map lookups and helpers with scalar arguments.
+    unsafe {
+        match FDB.get(&MacKey::new(dmac)) {
+            Some(e) if PORT_SLOTS.get(&e.ifindex).is_some() => bpf_redirect_peer(e.ifindex, 0) as i32,
+            _ => bpf_redirect(out, 0) as i32,
+        }
+    }
+}
+
+/// Translates a packet from outside; `Some(new destination)` when it did.
+#[inline(always)]
+fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let len = ctx.len() as u64;
@@ -51,19 +79,21 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
             let reply = CtKey { src: e.addr, dst: f.saddr, sport: e.port, dport: f.sport, proto: f.proto, pad: [0; 3] };
             touch(e, &reply, f, now);
             count(e.rule, len, false);
-            return nat::rewrite_dst(ctx, f, e.addr, e.port);
+            let addr = e.addr;
+            nat::rewrite_dst(ctx, f, addr, e.port)?;
+            return Ok(Some(addr));
         }
     }
     // A new connection: to an uplink address, on a forwarded port, and for TCP a bare SYN.
     if unsafe { UPLINK_ADDRS.get(&f.daddr) }.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     // SAFETY: value copied out at once.
     let Some(t) = (unsafe { FORWARDS.get(&FwdKey { port: f.dport, proto: f.proto, pad: 0 }) }).copied() else {
-        return Ok(());
+        return Ok(None);
     };
     if f.proto == PROTO_TCP && (f.tcp_flags & TCP_SYN == 0 || f.tcp_flags & TCP_ACK != 0) {
-        return Ok(());
+        return Ok(None);
     }
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
     let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: 1, last_seen_ns: now };
@@ -74,7 +104,8 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
     CONNTRACK.insert(&reply_key, &reply, 0).map_err(|e| e as i64)?;
     CONNTRACK.insert(&key, &original, 0).map_err(|e| e as i64)?;
     count(t.rule, len, true);
-    nat::rewrite_dst(ctx, f, t.addr, t.port)
+    nat::rewrite_dst(ctx, f, t.addr, t.port)?;
+    Ok(Some(t.addr))
 }
 
 #[classifier]
@@ -142,4 +173,39 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
         return nat::rewrite_src(ctx, f, uplink, port);
     }
     Ok(())
+}
+
+/// TC ingress of the gateway's host end: replies of forwarded (and masqueraded) connections
+/// coming from the switch are translated here and sent straight out of the uplink, without a
+/// trip through the host's IP stack. Everything else (host-local traffic, first packets of
+/// masqueraded connections) goes on to the stack.
+#[classifier]
+pub fn nat_gateway(ctx: TcContext) -> i32 {
+    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK as i32 };
+    gateway(&ctx, &f).unwrap_or(TC_ACT_OK as i32)
+}
+
+#[inline(always)]
+fn gateway(ctx: &TcContext, f: &ipv4::Flow) -> Result<i32, i64> {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return Ok(TC_ACT_OK as i32) };
+    // SAFETY: map value, valid for the program run.
+    let e = unsafe { &mut *e };
+    if e.original != 0 || expired(e, now) {
+        return Ok(TC_ACT_OK as i32);
+    }
+    // SAFETY: reading a field of the context the kernel passed in.
+    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some((out, smac, dmac)) = route::next_hop(ctx, e.addr, f.daddr, f.proto, in_ifindex) else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let original = CtKey { src: f.daddr, dst: e.addr, sport: f.dport, dport: e.port, proto: f.proto, pad: [0; 3] };
+    touch(e, &original, f, now);
+    count(e.rule, ctx.len() as u64, false);
+    let (addr, port) = (e.addr, e.port);
+    nat::rewrite_src(ctx, f, addr, port)?;
+    route::as_router(ctx, &smac, &dmac)?;
+    // SAFETY: helper with scalar arguments.
+    Ok(unsafe { bpf_redirect(out, 0) } as i32)
 }

@@ -9,4 +9,5 @@ pub mod ipv4;
 pub mod log;
 pub mod maps;
 pub mod nat;
+pub mod route;
 pub mod stats;

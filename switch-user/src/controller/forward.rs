@@ -103,6 +103,7 @@ pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) 
         flags: if sw.masquerade { NAT_F_MASQUERADE } else { 0 },
         pad: 0,
     };
+    let gateway_if = sw.gateway.as_ref().map(|g| g.host_if.clone());
     let (pins, uplinks) = (Pins::new(name), sw.uplinks.clone());
     blocking(move || {
         let mut maps = NatMaps::open(&pins)?;
@@ -115,6 +116,9 @@ pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) 
             pins.attach_uplink(u)?;
         }
         pins.attach_sock_hooks(&cgroup2_root()?)?;
+        if let Some(g) = &gateway_if {
+            pins.attach_gateway_nat(g)?;
+        }
         fs::write("/proc/sys/net/ipv4/ip_forward", b"1").context("turning on IPv4 forwarding")
     })
     .await

@@ -127,6 +127,25 @@ impl Pins {
         Ok(())
     }
 
+    /// Attaches the gateway's reply fast path to the TCX ingress of the gateway's host end.
+    pub fn attach_gateway_nat(&self, ifname: &str) -> Result<()> {
+        let pin = self.dir.join("links").join(format!("gateway-nat-{ifname}"));
+        if pin.exists() {
+            return Ok(());
+        }
+        let mut prog = tc_program(&self.dir.join("prog_nat_gateway"))?;
+        let id = prog
+            .attach(ifname, TcAttachType::Ingress)
+            .map_err(bpf(format!("attaching the gateway fast path to {ifname}")))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(bpf("taking the TCX link"))?
+            .try_into()
+            .map_err(bpf("TCX link is not an fd link"))?;
+        link.pin(&pin).map_err(bpf(format!("pinning the link of {ifname}")))?;
+        Ok(())
+    }
+
     /// Detaches the port-forwarding programs from uplink `ifname`.
     pub fn detach_uplink(&self, ifname: &str) -> Result<()> {
         remove_pin(&self.uplink_link(ifname, true))?;
@@ -230,8 +249,11 @@ impl Pins {
             }
         }
         // The port-forwarding programs for the uplinks, whichever switching program runs.
-        for (name, pin) in [(programs::NAT_INGRESS, self.prog_nat(true)), (programs::NAT_EGRESS, self.prog_nat(false))]
-        {
+        for (name, pin) in [
+            (programs::NAT_INGRESS, self.prog_nat(true)),
+            (programs::NAT_EGRESS, self.prog_nat(false)),
+            (programs::NAT_GATEWAY, self.dir.join("prog_nat_gateway")),
+        ] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| Error::Command(format!("datapath object has no program {name}")))?
