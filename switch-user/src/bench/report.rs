@@ -259,7 +259,7 @@ impl Report {
                 "  {:<58} {:>12} {:>10}  {}",
                 t.what,
                 t.goal,
-                t.measured.map_or("-".into(), |m| format!("{m:.2}")),
+                t.measured.map_or("-".into(), |m| format!("{m:.3}")),
                 verdict
             );
         }
@@ -308,7 +308,7 @@ impl Report {
                 "| {} | {} | {} | {verdict} |",
                 t.what,
                 t.goal,
-                t.measured.map_or("-".into(), |m| format!("{m:.2}"))
+                t.measured.map_or("-".into(), |m| format!("{m:.3}"))
             );
         }
         out
