@@ -60,19 +60,20 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
+/// Replaces this process with `command` running inside namespace `ns` (as `ip netns exec`
+/// does): signals sent to `switch ns exec` reach the command itself, and its exit status is
+/// the command's.
 fn exec(ns: &str, command: &[String]) -> ExitCode {
-    let run = || -> anyhow::Result<std::process::ExitStatus> {
+    use std::os::unix::process::CommandExt as _;
+    let run = || -> anyhow::Result<std::convert::Infallible> {
         switch::names::validate_name("namespace name", ns)?;
         let mut cmd = netns::command(ns, &command[0], true)?;
         cmd.args(&command[1..]);
-        cmd.status().map_err(|e| anyhow::anyhow!("running {}: {e}", command[0]))
+        // exec only returns on failure.
+        Err(anyhow::anyhow!("running {}: {}", command[0], cmd.exec()))
     };
     match run() {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt as _;
-            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-            ExitCode::from(code as u8)
-        }
+        Ok(never) => match never {},
         Err(e) => fail(&e),
     }
 }

@@ -304,12 +304,10 @@ impl Snapshot {
         let mine = |l: &String| ["s", "b", "g"].iter().any(|p| l.starts_with(&format!("{p}{prefix}")));
         let mut links: Vec<String> = host_links().into_iter().filter(mine).collect();
         links.sort();
-        // Userspace switch processes' pid files and sockets.
+        // Userspace switch processes' pid files, sockets and logs.
         let mut run_files: Vec<String> = std::fs::read_dir("/run/switch")
             .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|n| n.starts_with(prefix) && !n.ends_with(".log"))
-                    .collect()
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect()
             })
             .unwrap_or_default();
         run_files.sort();

@@ -103,7 +103,7 @@ pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
 }
 
 /// Stops switch `name`'s process if one runs (shutdown request, then SIGTERM, then SIGKILL)
-/// and removes its pid file and socket. Nothing running is not an error.
+/// and removes its pid file, socket and log. Nothing running is not an error.
 pub async fn stop(name: &str) -> Result<()> {
     // The pid first: the process removes its pid file on the way out, before it is gone.
     let pid = read_pid(name).filter(|&p| p != std::process::id() as i32);
@@ -126,7 +126,9 @@ pub async fn stop(name: &str) -> Result<()> {
             }
         }
     }
-    for p in [pid_path(name), socket_path(name)] {
+    // The log goes too: `down` leaves nothing behind (a failed start reports its last line
+    // before this runs).
+    for p in [pid_path(name), socket_path(name), log_path(name)] {
         match fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
