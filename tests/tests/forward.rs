@@ -394,7 +394,10 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
     ] {
         host("ip", &args);
     }
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    // Forwarding on the two interfaces involved only (not host-wide): they go with the test.
+    for dev in [&out.uplink, &br] {
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), "1").unwrap();
+    }
     let rule = |proto: &str, from: &str, to: &str| {
         let args: Vec<String> = [
             "-t",

@@ -170,8 +170,11 @@ impl Forwarded {
                 ] {
                     ip(&args).await?;
                 }
-                std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
-                    .map_err(|e| Error::Command(format!("ip_forward: {e}")))?;
+                // Forwarding on the two interfaces involved only, not host-wide.
+                for dev in [&self.uplink, &br] {
+                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), b"1")
+                        .map_err(|e| Error::Command(format!("turning on forwarding on {dev}: {e}")))?;
+                }
                 iptables("-A", &self.uplink, IPERF_PORT, &format!("{}:5201", self.server_ip)).await?;
                 iptables("-A", &self.uplink, CONN_PORT, &format!("{}:{CONN_PORT}", self.server_ip)).await?;
             }

@@ -72,7 +72,8 @@ pub fn parse_target(s: &str) -> Result<(String, PortRange)> {
 }
 
 /// Attaches the forwarding programs to the switch's uplinks, fills the uplink addresses and
-/// turns IPv4 forwarding on (forwarded traffic is routed between uplink and gateway).
+/// turns IPv4 forwarding on for the uplinks and the gateway (first packets of a connection,
+/// and masqueraded ones, are routed by the host between them).
 pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) -> Result<()> {
     if sw.uplinks.is_empty() {
         return Ok(());
@@ -119,7 +120,13 @@ pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) 
         if let Some(g) = &gateway_if {
             pins.attach_gateway_nat(g)?;
         }
-        fs::write("/proc/sys/net/ipv4/ip_forward", b"1").context("turning on IPv4 forwarding")
+        // Forwarding only where it is needed (packets arriving on the uplinks and on the
+        // gateway's host end), not host-wide through net.ipv4.ip_forward.
+        for dev in uplinks.iter().chain(&gateway_if) {
+            let path = format!("/proc/sys/net/ipv4/conf/{dev}/forwarding");
+            fs::write(&path, b"1").context(format!("turning on IPv4 forwarding on {dev}"))?;
+        }
+        Ok(())
     })
     .await
 }
