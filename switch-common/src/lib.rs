@@ -199,6 +199,14 @@ pub struct SockOrig {
     pub pad: u32,
 }
 
+impl CtEntry {
+    /// Whether the entry has outlived its state's timeout at `now_ns`. A `last_seen_ns` in the
+    /// future (stamped on another CPU a moment later) is not expired.
+    pub const fn is_expired(&self, now_ns: u64) -> bool {
+        now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > nat::timeout_ns(self.state)
+    }
+}
+
 /// Counters of one forward rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -444,6 +452,16 @@ mod tests {
         assert!(!e.is_expired(900, 10));
         let s = FdbEntry { flags: FDB_F_STATIC, ..e };
         assert!(!s.is_expired(u64::MAX, 10));
+    }
+
+    #[test]
+    fn connection_timeouts_follow_the_state() {
+        let e = CtEntry { state: nat::CT_CLOSING, last_seen_ns: 1_000, ..Default::default() };
+        assert!(!e.is_expired(1_000 + nat::CT_TIMEOUT_CLOSING_NS));
+        assert!(e.is_expired(1_001 + nat::CT_TIMEOUT_CLOSING_NS));
+        let est = CtEntry { state: nat::CT_ESTABLISHED, ..e };
+        assert!(!est.is_expired(1_001 + nat::CT_TIMEOUT_CLOSING_NS));
+        assert!(!e.is_expired(500), "stamped later on another CPU");
     }
 
     #[test]

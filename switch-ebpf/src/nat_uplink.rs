@@ -29,7 +29,7 @@ use switch_common::{
 use crate::helpers::{
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
-    nat::{self, count, expired, key_of, touch},
+    nat::{self, count, key_of, touch},
     route,
 };
 
@@ -75,7 +75,7 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
     if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: map value, valid for the program run.
         let e = unsafe { &mut *e };
-        if e.original == 1 && !expired(e, now) {
+        if e.original == 1 && !e.is_expired(now) {
             let reply = CtKey { src: e.addr, dst: f.saddr, sport: e.port, dport: f.sport, proto: f.proto, pad: [0; 3] };
             touch(e, &reply, f, now);
             count(e.rule, len, false);
@@ -123,7 +123,7 @@ fn egress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
     let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return masquerade(ctx, f, now) };
     // SAFETY: map value, valid for the program run.
     let e = unsafe { &mut *e };
-    if e.original != 0 || expired(e, now) {
+    if e.original != 0 || e.is_expired(now) {
         return Ok(());
     }
     let original = CtKey { src: f.daddr, dst: e.addr, sport: f.dport, dport: e.port, proto: f.proto, pad: [0; 3] };
@@ -160,7 +160,7 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
         let back = CtKey { src: f.daddr, dst: uplink, sport: f.dport, dport: port, proto: f.proto, pad: [0; 3] };
         if let Some(taken) = CONNTRACK.get_ptr(&back) {
             // SAFETY: map value, valid for the program run.
-            if !expired(unsafe { &*taken }, now) {
+            if !unsafe { &*taken }.is_expired(now) {
                 continue;
             }
         }
@@ -192,7 +192,7 @@ fn gateway(ctx: &TcContext, f: &ipv4::Flow) -> Result<i32, i64> {
     let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return Ok(TC_ACT_OK as i32) };
     // SAFETY: map value, valid for the program run.
     let e = unsafe { &mut *e };
-    if e.original != 0 || expired(e, now) {
+    if e.original != 0 || e.is_expired(now) {
         return Ok(TC_ACT_OK as i32);
     }
     // SAFETY: reading a field of the context the kernel passed in.

@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use switch_common::{FwdKey, FwdTarget, SockOrig};
+use switch_common::{FwdKey, FwdTarget, SockOrig, nat::PROTO_UDP};
 
 use crate::helpers::{
     maps::{FORWARDS, NAT_CONFIG, NAT_NETNS, SOCK_ORIG, UPLINK_ADDRS},
@@ -63,25 +63,31 @@ fn point_at(ctx: &SockAddrContext, t: &FwdTarget) {
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
-    if let Some((addr, port, t)) = target(&ctx) {
-        remember(&ctx, addr, port, &t);
-        point_at(&ctx, &t);
-        count(t.rule, 0, true);
-    }
+    redirect(&ctx, true);
     ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    if let Some((addr, port, t)) = target(&ctx) {
-        remember(&ctx, addr, port, &t);
-        point_at(&ctx, &t);
-        count(t.rule, 0, false);
-    }
+    // Every datagram of an unconnected socket passes here; only connect() counts a connection.
+    redirect(&ctx, false);
     ALLOW
 }
 
-/// Records, per socket, where the application meant to send (UDP replies are shown from it).
+/// Points the system call at the forward's target, if its address is a forwarded one.
+#[inline(always)]
+fn redirect(ctx: &SockAddrContext, new_connection: bool) {
+    let Some((addr, port, t)) = target(ctx) else { return };
+    // SAFETY: field of the context the kernel passed in.
+    if unsafe { (*ctx.sock_addr).protocol } == u32::from(PROTO_UDP) {
+        remember(ctx, addr, port, &t);
+    }
+    point_at(ctx, &t);
+    count(t.rule, 0, new_connection);
+}
+
+/// Records, per UDP socket, where the application meant to send (`sock_recvmsg4` shows the
+/// replies as coming from there).
 #[inline(always)]
 fn remember(ctx: &SockAddrContext, addr: u32, port: u16, t: &FwdTarget) {
     // SAFETY: helper on the program's own context.

@@ -199,6 +199,25 @@ impl Sandbox {
         ns
     }
 
+    /// Starts `switch run --name PREFIX+suffix` (a userspace switch in the foreground, stderr
+    /// piped) and waits until it is up; returns its name and the process.
+    pub fn switch_run(&mut self, suffix: &str) -> (String, std::process::Child) {
+        let name = self.name(suffix);
+        self.adopt(&name);
+        let child = Command::new(switch_bin())
+            .args(["run", "--name", &name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ready = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            json(&["list"]).as_array().unwrap().iter().any(|s| s["name"] == name.as_str() && s["ready"] == true)
+        });
+        assert!(ready, "switch run --name {name} did not come up");
+        (name, child)
+    }
+
     /// Registers a switch made outside `switch()` for cleanup.
     pub fn adopt(&mut self, switch: &str) {
         self.switches.push(switch.to_owned());

@@ -196,21 +196,8 @@ fn concurrent_ns_adds_on_one_switch_all_land(dp: &str) {
 
 #[test]
 fn switch_run_serves_in_the_foreground_and_cleans_up_on_sigterm() {
-    use std::{thread::sleep, time::Duration};
     let mut sb = Sandbox::new();
-    let sw = sb.name("run");
-    sb.adopt(&sw);
-    let mut child = std::process::Command::new(switch_bin())
-        .args(["run", "--name", &sw])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = (0..100).any(|_| {
-        sleep(Duration::from_millis(50));
-        json(&["list"]).as_array().unwrap().iter().any(|s| s["name"] == sw.as_str() && s["ready"] == true)
-    });
-    assert!(ready, "switch run did not come up");
+    let (sw, mut child) = sb.switch_run("run");
     let a = sb.port(&sw, "a", "10.36.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.36.0.2/24", &[]);
     assert!(ping(&a, "10.36.0.2", 3));

@@ -171,19 +171,7 @@ fn userspace_switch_process_killed_converges() {
 #[test]
 fn foreground_switch_run_killed_then_down_converges() {
     let mut sb = Sandbox::new();
-    let sw = sb.name("run");
-    sb.adopt(&sw);
-    let mut child = std::process::Command::new(switch_bin())
-        .args(["run", "--name", &sw])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        json(&["list"]).as_array().unwrap().iter().any(|s| s["name"] == sw.as_str() && s["ready"] == true)
-    });
-    assert!(up);
+    let (sw, mut child) = sb.switch_run("run");
     let a = sb.port(&sw, "a", "10.44.0.1/24", &[]);
     kill9_and_wait(child.id() as i32);
     let _ = child.wait();

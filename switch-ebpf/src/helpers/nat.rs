@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, CtKey, FwdStats,
-    nat::{CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, PROTO_TCP, PROTO_UDP, timeout_ns},
+    nat::{CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, PROTO_TCP, PROTO_UDP},
 };
 
 use super::{
@@ -77,12 +77,6 @@ pub fn next_state(state: u32, proto: u8, flags: u8, reply: bool) -> u32 {
     } else {
         state
     }
-}
-
-/// Whether `e` has outlived its state's timeout at `now`.
-#[inline(always)]
-pub fn expired(e: &CtEntry, now: u64) -> bool {
-    now > e.last_seen_ns && now - e.last_seen_ns > timeout_ns(e.state)
 }
 
 /// Records a packet of `f` on entry `e` (at `key`) and on the other direction's entry at

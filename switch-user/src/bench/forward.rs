@@ -45,19 +45,7 @@ pub struct Forwarded {
 }
 
 async fn ip(args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new("ip")
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| Error::Command(format!("running ip: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Command(format!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    super::run_quiet("ip", args).await
 }
 
 async fn iptables(op: &str, uplink: &str, from: u16, to: &str) -> Result<()> {

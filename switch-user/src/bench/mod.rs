@@ -241,7 +241,8 @@ async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
     Ok(out)
 }
 
-async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
+/// Runs `program ARGS`, failing with its stderr.
+pub(super) async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .output()

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{backend, lock};
+use crate::sys::netlink::Netlink;
 use crate::{
     error::{Error, Result},
     names::{Mac, validate_name},
@@ -26,21 +27,31 @@ pub struct FdbRow {
     pub age_secs: Option<f64>,
 }
 
-/// Ready ports of `switch` by host ifindex: (namespace, host interface, namespace MAC).
-/// The gateway port shows as namespace "host".
-async fn ports(state: &State, switch: &str) -> Result<HashMap<u32, (String, String, Mac)>> {
-    let mut out: HashMap<u32, (String, String, Mac)> = state
+/// A port as the FDB shows it.
+struct PortView {
+    namespace: String,
+    host_if: String,
+    /// MAC of the host end (the bridge lists it as a local entry, to be skipped).
+    host_mac: Option<Mac>,
+}
+
+/// Ready ports of `switch` by host ifindex; the gateway port shows as namespace "host". One
+/// netlink dump of the host's links gives every index and MAC.
+async fn ports(state: &State, switch: &str) -> Result<HashMap<u32, PortView>> {
+    let links = Netlink::new()?.links().await?;
+    let gateway =
+        state.switches.get(switch).and_then(|s| s.gateway.as_ref()).map(|g| ("host".to_owned(), g.port_if.clone()));
+    let named = state
         .ports(switch)
         .filter(|(ns, p)| state.namespaces[*ns].ready && p.host_ifindex != 0)
-        .map(|(ns, p)| (p.host_ifindex, (ns.clone(), p.host_if.clone(), p.mac.unwrap_or(Mac([0; 6])))))
-        .collect();
-    let gateway = state.switches.get(switch).and_then(|s| s.gateway.as_ref());
-    if let Some(g) = gateway
-        && let Some(idx) = crate::sys::netlink::Netlink::new()?.ifindex(&g.port_if).await?
-    {
-        out.insert(idx, ("host".into(), g.port_if.clone(), Mac([0; 6])));
-    }
-    Ok(out)
+        .map(|(ns, p)| (ns.clone(), p.host_if.clone()))
+        .chain(gateway);
+    Ok(named
+        .filter_map(|(namespace, host_if)| {
+            let (index, host_mac) = *links.get(&host_if)?;
+            Some((index, PortView { namespace, host_if, host_mac }))
+        })
+        .collect())
 }
 
 /// The FDB of `switch`: live entries only (see `backend::fdb`).
@@ -51,22 +62,16 @@ pub async fn show(switch: &str) -> Result<Vec<FdbRow>> {
     let sw = state.switch(switch)?.clone();
     let ports = ports(&state, switch).await?;
     // The bridge lists each port's own (host end) address; it is told which ones to skip.
-    let mut host_macs = HashMap::new();
-    let nl = crate::sys::netlink::Netlink::new()?;
-    for (ifindex, (_, host_if, _)) in &ports {
-        if let Some(m) = nl.mac(host_if).await? {
-            host_macs.insert(*ifindex, m);
-        }
-    }
+    let host_macs = ports.iter().map(|(i, p)| (*i, p.host_mac.unwrap_or(Mac([0; 6])))).collect();
     let mut rows: Vec<FdbRow> = backend::fdb(switch, &sw, host_macs)
         .await?
         .into_iter()
         .filter_map(|e| {
-            let (ns, ifname, _) = ports.get(&e.ifindex)?;
+            let p = ports.get(&e.ifindex)?;
             Some(FdbRow {
                 mac: e.mac.to_string(),
-                namespace: ns.clone(),
-                interface: ifname.clone(),
+                namespace: p.namespace.clone(),
+                interface: p.host_if.clone(),
                 kind: if e.is_static { "static" } else { "dynamic" },
                 age_secs: e.age.map(|a| a.as_secs_f64()),
             })

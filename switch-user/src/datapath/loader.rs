@@ -71,6 +71,22 @@ fn remove_pin(p: &Path) -> Result<()> {
     }
 }
 
+/// Attaches the pinned TC program at `prog` to `ifname` with TCX and returns the link.
+fn tcx_link(prog: &Path, ifname: &str, attach: TcAttachType, what: &str) -> Result<FdLink> {
+    let mut prog = tc_program(prog)?;
+    let id = prog.attach(ifname, attach).map_err(bpf(format!("attaching {what} to {ifname} (TCX {attach:?})")))?;
+    prog.take_link(id).map_err(bpf("taking the TCX link"))?.try_into().map_err(bpf("TCX link is not an fd link"))
+}
+
+/// Makes the link with `make` and pins it at `pin`, unless something is pinned there already.
+fn pin_once(pin: &Path, make: impl FnOnce() -> Result<FdLink>) -> Result<()> {
+    if pin.exists() {
+        return Ok(());
+    }
+    make()?.pin(pin).map_err(bpf(format!("pinning {}", pin.display())))?;
+    Ok(())
+}
+
 fn tc_program(path: &Path) -> Result<SchedClassifier> {
     SchedClassifier::from_pin(path).map_err(bpf("opening the pinned TC program"))
 }
@@ -110,46 +126,18 @@ impl Pins {
     /// program is refused by TCX, and dropping the old link first would open a gap).
     pub fn attach_uplink(&self, ifname: &str) -> Result<()> {
         for (ingress, attach) in [(true, TcAttachType::Ingress), (false, TcAttachType::Egress)] {
-            let pin = self.uplink_link(ifname, ingress);
-            if pin.exists() {
-                continue;
-            }
-            let mut prog = tc_program(&self.prog_nat(ingress))?;
-            let id =
-                prog.attach(ifname, attach).map_err(bpf(format!("attaching port forwarding to uplink {ifname}")))?;
-            let link: FdLink = prog
-                .take_link(id)
-                .map_err(bpf("taking the TCX link"))?
-                .try_into()
-                .map_err(bpf("TCX link is not an fd link"))?;
-            link.pin(&pin).map_err(bpf(format!("pinning the link of uplink {ifname}")))?;
+            pin_once(&self.uplink_link(ifname, ingress), || {
+                tcx_link(&self.prog_nat(ingress), ifname, attach, "port forwarding on an uplink")
+            })?;
         }
         Ok(())
     }
 
     /// Attaches the gateway's reply fast path to the TCX ingress of the gateway's host end.
     pub fn attach_gateway_nat(&self, ifname: &str) -> Result<()> {
-        let pin = self.dir.join("links").join(format!("gateway-nat-{ifname}"));
-        if pin.exists() {
-            return Ok(());
-        }
-        let mut prog = tc_program(&self.dir.join("prog_nat_gateway"))?;
-        let id = prog
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(bpf(format!("attaching the gateway fast path to {ifname}")))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(bpf("taking the TCX link"))?
-            .try_into()
-            .map_err(bpf("TCX link is not an fd link"))?;
-        link.pin(&pin).map_err(bpf(format!("pinning the link of {ifname}")))?;
-        Ok(())
-    }
-
-    /// Detaches the port-forwarding programs from uplink `ifname`.
-    pub fn detach_uplink(&self, ifname: &str) -> Result<()> {
-        remove_pin(&self.uplink_link(ifname, true))?;
-        remove_pin(&self.uplink_link(ifname, false))
+        pin_once(&self.dir.join("links").join(format!("gateway-nat-{ifname}")), || {
+            tcx_link(&self.dir.join("prog_nat_gateway"), ifname, TcAttachType::Ingress, "the gateway fast path")
+        })
     }
 
     fn prog_sock(&self, name: &str) -> PathBuf {
@@ -161,24 +149,20 @@ impl Pins {
     /// attach side by side (each only knows its own forwards). Already pinned: left alone.
     pub fn attach_sock_hooks(&self, cgroup: &Path) -> Result<()> {
         for (name, attach_type) in SOCK_HOOKS {
-            let pin = self.dir.join("links").join(format!("cgroup-{name}"));
-            if pin.exists() {
-                continue;
-            }
-            let dir = fs::File::open(cgroup).context(format!("opening cgroup {}", cgroup.display()))?;
-            let mut prog = CgroupSockAddr::from_pin(self.prog_sock(name), attach_type)
-                .map_err(bpf("opening a pinned socket program"))?;
-            let id = prog
-                // With bpf_link (kernel >= 5.7) cgroup programs always stack; the kernel
-                // refuses the ALLOW_MULTI flag there, so "Single" (no flag) it is.
-                .attach(dir, CgroupAttachMode::Single)
-                .map_err(bpf(format!("attaching {name} to cgroup {}", cgroup.display())))?;
-            let link: FdLink = prog
-                .take_link(id)
-                .map_err(bpf("taking the cgroup link"))?
-                .try_into()
-                .map_err(bpf("cgroup link is not an fd link"))?;
-            link.pin(&pin).map_err(bpf(format!("pinning the {name} link")))?;
+            pin_once(&self.dir.join("links").join(format!("cgroup-{name}")), || {
+                let dir = fs::File::open(cgroup).context(format!("opening cgroup {}", cgroup.display()))?;
+                let mut prog = CgroupSockAddr::from_pin(self.prog_sock(name), attach_type)
+                    .map_err(bpf("opening a pinned socket program"))?;
+                let id = prog
+                    // With bpf_link (kernel >= 5.7) cgroup programs always stack; the kernel
+                    // refuses the ALLOW_MULTI flag there, so "Single" (no flag) it is.
+                    .attach(dir, CgroupAttachMode::Single)
+                    .map_err(bpf(format!("attaching {name} to cgroup {}", cgroup.display())))?;
+                prog.take_link(id)
+                    .map_err(bpf("taking the cgroup link"))?
+                    .try_into()
+                    .map_err(bpf("cgroup link is not an fd link"))
+            })?;
         }
         Ok(())
     }
@@ -286,16 +270,7 @@ impl Pins {
     pub fn attach(&self, ifname: &str) -> Result<()> {
         self.detach(ifname)?;
         let link: FdLink = match self.program() {
-            Some(Program::Tc) => {
-                let mut prog = tc_program(&self.prog())?;
-                let id = prog
-                    .attach(ifname, TcAttachType::Ingress)
-                    .map_err(bpf(format!("attaching the datapath to {ifname} (TCX ingress)")))?;
-                prog.take_link(id)
-                    .map_err(bpf("taking the TCX link"))?
-                    .try_into()
-                    .map_err(bpf("TCX link is not an fd link"))?
-            }
+            Some(Program::Tc) => tcx_link(&self.prog(), ifname, TcAttachType::Ingress, "the datapath")?,
             Some(Program::Xdp) => {
                 let mut prog = xdp_program(&self.prog_xdp())?;
                 let id = prog
@@ -316,13 +291,6 @@ impl Pins {
     /// link when its last reference goes). Nothing pinned is not an error.
     pub fn detach(&self, ifname: &str) -> Result<()> {
         remove_pin(&self.link(ifname))
-    }
-
-    /// Names of the interfaces that have a pinned link.
-    pub fn attached(&self) -> Vec<String> {
-        fs::read_dir(self.dir.join("links"))
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-            .unwrap_or_default()
     }
 
     /// Removes every pin of the switch: the program and maps are freed once no link uses them.

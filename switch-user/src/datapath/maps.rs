@@ -17,10 +17,18 @@ pub struct SwitchMaps {
     devmap: DevMapHash<MapData>,
 }
 
-fn open(pins: &Pins, name: &str) -> Result<Map> {
+/// Opens pinned map `name` of a switch as the typed map `T`.
+pub(super) fn open_as<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &str) -> Result<T> {
     let path = pins.map(name);
-    let data = MapData::from_pin(&path).map_err(bpf(format!("opening pinned map {}", path.display())))?;
-    Map::from_map_data(data).map_err(bpf(format!("opening pinned map {}", path.display())))
+    let what = || format!("opening pinned map {}", path.display());
+    let data = MapData::from_pin(&path).map_err(bpf(what()))?;
+    Map::from_map_data(data).map_err(bpf(what()))?.try_into().map_err(bpf(format!("map {name} has an unexpected type")))
+}
+
+/// One zeroed value per possible CPU, for resetting a per-CPU array entry.
+pub(super) fn zeroed_per_cpu<T: aya::Pod + Default + Clone>(what: &str) -> Result<PerCpuValues<T>> {
+    let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
+    PerCpuValues::try_from(vec![T::default(); ncpu]).map_err(bpf(format!("zeroing {what}")))
 }
 
 /// `Ok(None)` for "no such key", the error otherwise.
@@ -42,14 +50,13 @@ pub fn now_ns() -> u64 {
 impl SwitchMaps {
     /// Opens every map of the switch.
     pub fn open(pins: &Pins) -> Result<Self> {
-        let conv = |what: &str| bpf(format!("map {what} has an unexpected type"));
         Ok(Self {
-            fdb: open(pins, names::FDB)?.try_into().map_err(conv(names::FDB))?,
-            ports: open(pins, names::PORTS)?.try_into().map_err(conv(names::PORTS))?,
-            slots: open(pins, names::PORT_SLOTS)?.try_into().map_err(conv(names::PORT_SLOTS))?,
-            stats: open(pins, names::STATS)?.try_into().map_err(conv(names::STATS))?,
-            config: open(pins, names::CONFIG)?.try_into().map_err(conv(names::CONFIG))?,
-            devmap: open(pins, names::PORT_DEVMAP)?.try_into().map_err(conv(names::PORT_DEVMAP))?,
+            fdb: open_as(pins, names::FDB)?,
+            ports: open_as(pins, names::PORTS)?,
+            slots: open_as(pins, names::PORT_SLOTS)?,
+            stats: open_as(pins, names::STATS)?,
+            config: open_as(pins, names::CONFIG)?,
+            devmap: open_as(pins, names::PORT_DEVMAP)?,
         })
     }
 
@@ -71,8 +78,7 @@ impl SwitchMaps {
     /// Makes `ifindex` port `slot`: counters zeroed, then the ifindex lookup, then the flood
     /// list (so a frame flooded to the port can already be counted), then the loop bound.
     pub fn add_port(&mut self, slot: u32, ifindex: u32, flags: u32) -> Result<()> {
-        let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
-        let zeros = PerCpuValues::try_from(vec![PortStats::default(); ncpu]).map_err(bpf("zeroing STATS"))?;
+        let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
         // The devmap is only read by the XDP program; keeping it filled for every switch keeps
         // one port-registration path.

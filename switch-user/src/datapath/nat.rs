@@ -1,11 +1,13 @@
 //! Typed access to the port-forwarding maps of one switch.
 use std::net::Ipv4Addr;
 
-use aya::maps::Array;
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps as names};
 
-use super::{Pins, maps::now_ns};
+use super::{
+    Pins,
+    maps::{now_ns, open_as, zeroed_per_cpu},
+};
 use crate::error::{Result, bpf};
 
 /// The forwarding maps of one switch, opened from their pins.
@@ -19,12 +21,6 @@ pub struct NatMaps {
     netns: HashMap<MapData, u64, u32>,
 }
 
-fn open(pins: &Pins, name: &str) -> Result<Map> {
-    let path = pins.map(name);
-    let data = MapData::from_pin(&path).map_err(bpf(format!("opening pinned map {}", path.display())))?;
-    Map::from_map_data(data).map_err(bpf(format!("opening pinned map {}", path.display())))
-}
-
 /// An address as the datapath keeps it: the on-the-wire bytes read as a native u32.
 pub fn wire(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
@@ -33,15 +29,14 @@ pub fn wire(addr: Ipv4Addr) -> u32 {
 impl NatMaps {
     /// Opens the maps.
     pub fn open(pins: &Pins) -> Result<Self> {
-        let conv = |what: &str| bpf(format!("map {what} has an unexpected type"));
         Ok(Self {
-            forwards: open(pins, names::FORWARDS)?.try_into().map_err(conv(names::FORWARDS))?,
-            uplink_addrs: open(pins, names::UPLINK_ADDRS)?.try_into().map_err(conv(names::UPLINK_ADDRS))?,
-            conntrack: open(pins, names::CONNTRACK)?.try_into().map_err(conv(names::CONNTRACK))?,
-            stats: open(pins, names::FWD_STATS)?.try_into().map_err(conv(names::FWD_STATS))?,
-            config: open(pins, names::NAT_CONFIG)?.try_into().map_err(conv(names::NAT_CONFIG))?,
-            by_ifindex: open(pins, names::UPLINK_BY_IFINDEX)?.try_into().map_err(conv(names::UPLINK_BY_IFINDEX))?,
-            netns: open(pins, names::NAT_NETNS)?.try_into().map_err(conv(names::NAT_NETNS))?,
+            forwards: open_as(pins, names::FORWARDS)?,
+            uplink_addrs: open_as(pins, names::UPLINK_ADDRS)?,
+            conntrack: open_as(pins, names::CONNTRACK)?,
+            stats: open_as(pins, names::FWD_STATS)?,
+            config: open_as(pins, names::NAT_CONFIG)?,
+            by_ifindex: open_as(pins, names::UPLINK_BY_IFINDEX)?,
+            netns: open_as(pins, names::NAT_NETNS)?,
         })
     }
 
@@ -72,10 +67,7 @@ impl NatMaps {
 
     /// Zeroes the counters of `rule`.
     pub fn reset_stats(&mut self, rule: u16) -> Result<()> {
-        let ncpu =
-            aya::util::nr_cpus().map_err(|(what, e)| crate::Error::Io { context: what.to_owned(), source: e })?;
-        let zeros =
-            aya::maps::PerCpuValues::try_from(vec![FwdStats::default(); ncpu]).map_err(bpf("zeroing FWD_STATS"))?;
+        let zeros = zeroed_per_cpu::<FwdStats>(names::FWD_STATS)?;
         self.stats.set(u32::from(rule), zeros, 0).map_err(bpf("zeroing FWD_STATS"))
     }
 
@@ -113,8 +105,7 @@ impl NatMaps {
         let mut live = std::collections::HashMap::new();
         let mut dead = vec![];
         for (k, e) in self.conntrack.iter().filter_map(|r| r.ok()) {
-            let timeout = switch_common::nat::timeout_ns(e.state);
-            if now > e.last_seen_ns && now - e.last_seen_ns > timeout {
+            if e.is_expired(now) {
                 dead.push(k);
             } else if e.original == 1 {
                 *live.entry(e.rule).or_insert(0) += 1;

@@ -65,6 +65,27 @@ impl Netlink {
         }))
     }
 
+    /// Every link of this namespace by name: (index, MAC), in one dump.
+    pub async fn links(&self) -> Result<std::collections::HashMap<String, (u32, Option<Mac>)>> {
+        let msgs: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.context("listing interfaces")?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|l| {
+                let index = l.header.index;
+                let (mut name, mut mac) = (None, None);
+                for a in l.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => name = Some(n),
+                        LinkAttribute::Address(b) if b.len() == 6 => mac = b.try_into().ok().map(Mac),
+                        _ => {}
+                    }
+                }
+                Some((name?, (index, mac)))
+            })
+            .collect())
+    }
+
     /// Creates a veth pair: `name` in this namespace, `peer` directly inside the namespace
     /// open at `peer_ns` (so the peer's name never has to be free in this namespace), with
     /// `peer_mac` if given. Returns the index of `name`.
