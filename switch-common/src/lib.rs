@@ -58,6 +58,8 @@ pub mod maps {
     /// Network namespace cookie -> 1 for the switch's own namespaces: only their sockets (and
     /// the host's) are pointed at forward targets directly (hairpin).
     pub const NAT_NETNS: &str = "NAT_NETNS";
+    /// `TableStats`: what went into and out of FDB and CONNTRACK, for counting evictions.
+    pub const TABLE_STATS: &str = "TABLE_STATS";
 }
 
 /// Port forwarding (DNAT on the uplinks) and its connection table.
@@ -162,6 +164,42 @@ pub struct CtEntry {
     /// Last packet, `bpf_ktime_get_coarse_ns`.
     pub last_seen_ns: u64,
 }
+
+/// Entries added to and removed from the two LRU tables (FDB and CONNTRACK). The kernel
+/// evicts from an LRU map silently, so evictions are what is missing:
+/// `added - removed - entries present`.
+///
+/// `TABLE_STATS` holds two of these, each per CPU: index `TABLE_STATS_DATAPATH` is counted by
+/// the programs and index `TABLE_STATS_CONTROLLER` by the controller (static entries, flushes,
+/// sweeps), so neither ever overwrites a count of the other.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct TableStats {
+    /// New stations (a move of a known one is not new).
+    pub fdb_added: u64,
+    /// Stations deleted: aged out, port gone, flushed, static entries removed.
+    pub fdb_removed: u64,
+    /// Connection-table entries created (two per connection, one per direction).
+    pub ct_added: u64,
+    /// Connection-table entries deleted (expired ones swept by the controller).
+    pub ct_removed: u64,
+}
+
+impl TableStats {
+    /// Adds `other` into `self`.
+    pub fn accumulate(&mut self, other: &TableStats) {
+        self.fdb_added += other.fdb_added;
+        self.fdb_removed += other.fdb_removed;
+        self.ct_added += other.ct_added;
+        self.ct_removed += other.ct_removed;
+    }
+}
+
+/// `TABLE_STATS` index the programs count in.
+pub const TABLE_STATS_DATAPATH: u32 = 0;
+/// `TABLE_STATS` index the controller counts in.
+pub const TABLE_STATS_CONTROLLER: u32 = 1;
 
 /// Masquerade namespaces' outbound TCP/UDP behind the uplink address.
 pub const NAT_F_MASQUERADE: u32 = 1;
@@ -407,6 +445,7 @@ mod pod {
     unsafe impl aya::Pod for super::FwdStats {}
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::SockOrig {}
+    unsafe impl aya::Pod for super::TableStats {}
 }
 
 #[cfg(test)]

@@ -101,8 +101,8 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
     let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: 0, last_seen_ns: now };
     // Reply entry first: once the original exists, a retransmitted SYN takes the fast path
     // above and its answer must already find its way back.
-    CONNTRACK.insert(&reply_key, &reply, 0).map_err(|e| e as i64)?;
-    CONNTRACK.insert(&key, &original, 0).map_err(|e| e as i64)?;
+    nat::ct_put(&reply_key, &reply)?;
+    nat::ct_put(&key, &original)?;
     count(t.rule, len, true);
     nat::rewrite_dst(ctx, f, t.addr, t.port)?;
     Ok(Some(t.addr))
@@ -167,8 +167,8 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
         let inbound =
             CtEntry { addr: f.saddr, port: f.sport, rule: MASQUERADE_RULE, state, original: 1, last_seen_ns: now };
         let outbound = CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: 0, last_seen_ns: now };
-        CONNTRACK.insert(&back, &inbound, 0).map_err(|e| e as i64)?;
-        CONNTRACK.insert(&key_of(f), &outbound, 0).map_err(|e| e as i64)?;
+        nat::ct_put(&back, &inbound)?;
+        nat::ct_put(&key_of(f), &outbound)?;
         count(MASQUERADE_RULE, ctx.len() as u64, true);
         return nat::rewrite_src(ctx, f, uplink, port);
     }

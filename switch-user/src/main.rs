@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use cli::{Cli, Command, FdbCommand, ForwardCommand, NsCommand, output};
 use switch::{
-    controller::{fdb, forward, link, logs, port, stats, switch as sw},
+    controller::{fdb, forward, link, logs, port, stats, switch as sw, tables},
     sys::netns,
 };
 
@@ -239,6 +239,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 output::stats(&rows);
             }
         }
+        Command::Tables(a) => {
+            let rows = tables::show(&a.switch).await?;
+            if a.json.json {
+                output::json(&rows);
+            } else {
+                output::tables(&rows);
+            }
+        }
         Command::Logs(a) => {
             let started = || eprintln!("streaming the datapath log of switch '{}'; Ctrl-C to stop", a.switch);
             logs::follow(&a.switch, started, async {
@@ -305,7 +313,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .expect("valid template")
                     .progress_chars("=> "),
             );
-            let report = switch::bench::run(&opts, &bar).await?;
+            // Ctrl-C or SIGTERM stops the run: dropping it kills the tools it started, then
+            // the topologies are removed, so an interrupted benchmark leaves nothing behind.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let report = tokio::select! {
+                r = switch::bench::run(&opts, &bar) => r?,
+                _ = tokio::signal::ctrl_c() => return bench_interrupted(&bar).await,
+                _ = term.recv() => return bench_interrupted(&bar).await,
+            };
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             if let Some(path) = &a.svg {
                 std::fs::write(path, report.to_svg())
@@ -324,4 +339,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo => cli::demo::run().await?,
     }
     Ok(())
+}
+
+async fn bench_interrupted(bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+    bar.set_message("interrupted: removing the benchmark's namespaces");
+    switch::bench::cleanup().await;
+    bar.finish_and_clear();
+    anyhow::bail!("benchmark interrupted; its namespaces and switches were removed")
 }

@@ -5,6 +5,8 @@
 //! touching each other or anything else on the machine. Nothing is attached to the machine's
 //! own interfaces and traffic only goes to addresses inside namespaces the sandbox made.
 pub mod bpf;
+pub mod ipv4;
+pub mod nat;
 
 use std::{
     path::PathBuf,
@@ -250,6 +252,17 @@ impl Drop for Sandbox {
 }
 
 /// A port's row of `switch stats --json`.
+/// The `switch tables` row of `table` (`fdb` or `conntrack`).
+pub fn table_stats(switch_name: &str, table: &str) -> Value {
+    let v = json(&["tables", "--switch", switch_name]);
+    v.as_array()
+        .expect("tables is a list")
+        .iter()
+        .find(|r| r["table"] == table)
+        .unwrap_or_else(|| panic!("no {table} row: {v}"))
+        .clone()
+}
+
 pub fn port_stats(switch_name: &str, ns: &str) -> Value {
     let v = json(&["stats", "--switch", switch_name]);
     v.as_array()

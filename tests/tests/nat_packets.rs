@@ -1,175 +1,264 @@
 //! Packet-in/packet-out tests of the port-forwarding programs through BPF_PROG_TEST_RUN: the
 //! pinned `nat_ingress`/`nat_egress` run on crafted IPv4 frames "arriving" on a real uplink;
-//! addresses, ports and checksums of the output are checked independently here.
+//! addresses, ports and checksums of the output are checked independently here, and the
+//! connection table is read (and aged by hand) through its pin.
+use aya::maps::HashMap;
+use switch_common::{
+    CtEntry, CtKey,
+    nat::{CT_CAPACITY, CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, CT_UDP, timeout_ns},
+};
 use switch_tests::{
-    bpf::{obj_get, run_tc},
+    bpf::run_tc,
+    ipv4::{ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, packet, packet_with},
+    nat::{NatBed, ct_key, now_ns},
     *,
 };
 
-/// Ones' complement sum of 16-bit words.
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
-        sum += u32::from(w);
-    }
-    sum
+/// A frame from outside through `nat_ingress`: what came out.
+fn inbound(bed: &NatBed, f: &[u8]) -> Seen {
+    inspect(&run_tc(&bed.nat_in, f, bed.ifindex).unwrap().data)
 }
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// A frame leaving through the uplink, through `nat_egress`.
+fn outbound(bed: &NatBed, f: &[u8]) -> Seen {
+    inspect(&run_tc(&bed.nat_out, f, bed.ifindex).unwrap().data)
 }
 
-/// An Ethernet + IPv4 + TCP/UDP frame with correct checksums (UDP: `udp_zero` leaves the
-/// checksum 0, "none").
-fn packet(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, tcp_flags: u8, udp_zero: bool) -> Vec<u8> {
-    let payload = b"hello, forward";
-    let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let total = (20 + l4_len) as u16;
-    let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = fold(csum_add(0, &ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut l4 = vec![];
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == 6 {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-    }
-    l4.extend_from_slice(payload);
-    if !(proto == 17 && udp_zero) {
-        let off = if proto == 6 { 16 } else { 6 };
-        let c = l4_checksum(&src, &dst, proto, &l4);
-        l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-    }
-    f.extend(ip);
-    f.extend(l4);
-    f
-}
-
-/// TCP/UDP checksum over the pseudo header, with the checksum field taken as zero.
-fn l4_checksum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u16 {
-    let mut pseudo = vec![];
-    pseudo.extend_from_slice(src);
-    pseudo.extend_from_slice(dst);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    let mut l4 = l4.to_vec();
-    let off = if proto == 6 { 16 } else { 6 };
-    l4[off] = 0;
-    l4[off + 1] = 0;
-    let c = fold(csum_add(csum_add(0, &pseudo), &l4));
-    if proto == 17 && c == 0 { 0xffff } else { c }
-}
-
-/// The fields of an output frame, with both checksums checked.
-struct Seen {
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    l4_csum: u16,
-}
-
-fn inspect(f: &[u8]) -> Seen {
-    let ip = &f[14..34];
-    assert_eq!(fold(csum_add(0, ip)), 0, "IPv4 header checksum is wrong: {:02x?}", ip);
-    let proto = ip[9];
-    let l4 = &f[34..];
-    let off = if proto == 6 { 16 } else { 6 };
-    let l4_csum = u16::from_be_bytes([l4[off], l4[off + 1]]);
-    if !(proto == 17 && l4_csum == 0) {
-        assert_eq!(l4_csum, l4_checksum(&ip[12..16], &ip[16..20], proto, l4), "L4 checksum is wrong");
-    }
-    Seen {
-        src: ip[12..16].try_into().unwrap(),
-        dst: ip[16..20].try_into().unwrap(),
-        sport: u16::from_be_bytes([l4[0], l4[1]]),
-        dport: u16::from_be_bytes([l4[2], l4[3]]),
-        l4_csum,
-    }
+/// Asserts that `f` comes out of `prog` exactly as it went in.
+fn untouched(bed: &NatBed, prog: &std::os::fd::OwnedFd, f: &[u8], why: &str) {
+    let out = run_tc(prog, f, bed.ifindex).unwrap();
+    assert_eq!(out.data, f, "{why}: the packet was changed");
+    assert_eq!(out.retval, 0, "{why}: TC_ACT_OK expected");
 }
 
 #[test]
 fn dnat_and_reverse_translation_byte_for_byte() {
-    let mut sb = Sandbox::new();
-    let (ns_out, uplink) = (sb.name("out"), format!("u{}", sb.prefix));
-    host("ip", &["netns", "add", &ns_out]);
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-            let _ = std::process::Command::new("ip").args(["netns", "del", &self.1]).status();
-        }
-    }
-    let _cleanup = Cleanup(uplink.clone(), ns_out.clone());
-    host("ip", &["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns_out]);
-    host("ip", &["addr", "add", "172.31.110.1/24", "dev", &uplink]);
-    host("ip", &["link", "set", &uplink, "up"]);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.110.0.254/24", "--uplink", &uplink]);
-    let web = sb.port(&sw, "web", "10.110.0.10/24", &[]);
-    ok(&["forward", "add", "--proto", "tcp", "--host-port", "11080", "--to", &format!("{web}:80"), "--switch", &sw]);
-    ok(&["forward", "add", "--proto", "udp", "--host-port", "11053", "--to", &format!("{web}:53"), "--switch", &sw]);
-    let ifindex: u32 =
-        std::fs::read_to_string(format!("/sys/class/net/{uplink}/ifindex")).unwrap().trim().parse().unwrap();
-    let nat_in = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_in")).unwrap();
-    let nat_out = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_out")).unwrap();
-    let (client, uplink_ip, target) = ([172, 31, 110, 2], [172, 31, 110, 1], [10, 110, 0, 10]);
+    let bed = NatBed::new(110, 11080);
+    let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
 
     // A SYN from outside to the forwarded port: destination rewritten, checksums right.
-    let syn = packet(6, client, uplink_ip, 40000, 11080, 0x02, false);
-    let out = run_tc(&nat_in, &syn, ifindex).unwrap();
-    let s = inspect(&out.data);
+    let s = inbound(&bed, &packet(TCP, client, uplink_ip, 40000, port, SYN, false));
     assert_eq!((s.src, s.dst, s.sport, s.dport), (client, target, 40000, 80), "SYN not translated");
     // The reply leaving through the uplink gets the uplink address and port back.
-    let syn_ack = packet(6, target, client, 80, 40000, 0x12, false);
-    let out = run_tc(&nat_out, &syn_ack, ifindex).unwrap();
-    let s = inspect(&out.data);
-    assert_eq!((s.src, s.dst, s.sport, s.dport), (uplink_ip, client, 11080, 40000), "reply not translated back");
+    let s = outbound(&bed, &packet(TCP, target, client, 80, 40000, SYN | ACK, false));
+    assert_eq!((s.src, s.dst, s.sport, s.dport), (uplink_ip, client, port, 40000), "reply not translated back");
     // The connection is in the table, and later packets of it follow the table.
-    let rows = json(&["forward", "list", "--switch", &sw]);
+    let rows = json(&["forward", "list", "--switch", &bed.sw]);
     let tcp = rows.as_array().unwrap().iter().find(|r| r["proto"] == "tcp").unwrap().clone();
     assert_eq!((tcp["connections"].as_u64(), tcp["active"].as_u64()), (Some(1), Some(1)), "{tcp}");
-    let ack = packet(6, client, uplink_ip, 40000, 11080, 0x10, false);
-    assert_eq!(inspect(&run_tc(&nat_in, &ack, ifindex).unwrap().data).dst, target);
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, 40000, port, ACK, false)).dst, target);
 
     // Not a new connection (an ACK without a table entry), another port, a fragment, or a
     // packet to an address that is not the uplink's: left exactly as they were.
-    let stray_ack = packet(6, client, uplink_ip, 40001, 11080, 0x10, false);
-    let other_port = packet(6, client, uplink_ip, 40002, 11081, 0x02, false);
-    let mut fragment = packet(6, client, uplink_ip, 40003, 11080, 0x02, false);
+    let stray_ack = packet(TCP, client, uplink_ip, 40001, port, ACK, false);
+    let other_port = packet(TCP, client, uplink_ip, 40002, port + 2, SYN, false);
+    let mut fragment = packet(TCP, client, uplink_ip, 40003, port, SYN, false);
     fragment[20] |= 0x20; // more fragments
-    let other_addr = packet(6, client, [172, 31, 110, 9], 40004, 11080, 0x02, false);
-    for f in [stray_ack, other_port, fragment, other_addr] {
-        let out = run_tc(&nat_in, &f, ifindex).unwrap();
-        assert_eq!(out.data, f, "an untranslatable packet was changed");
-        assert_eq!(out.retval, 0, "TC_ACT_OK expected");
+    let other_addr = packet(TCP, client, [172, 31, 110, 9], 40004, port, SYN, false);
+    for (f, why) in
+        [(stray_ack, "stray ACK"), (other_port, "other port"), (fragment, "fragment"), (other_addr, "other address")]
+    {
+        untouched(&bed, &bed.nat_in, &f, why);
     }
 
     // UDP: with a checksum (updated) and with none (zero stays zero).
     for zero in [false, true] {
         let sport = if zero { 50001 } else { 50000 };
-        let q = packet(17, client, uplink_ip, sport, 11053, 0, zero);
-        let s = inspect(&run_tc(&nat_in, &q, ifindex).unwrap().data);
+        let s = inbound(&bed, &packet(UDP, client, uplink_ip, sport, bed.udp_port, 0, zero));
         assert_eq!((s.dst, s.dport), (target, 53));
         assert_eq!(s.l4_csum == 0, zero, "UDP checksum zero-ness changed");
-        let a = packet(17, target, client, 53, sport, 0, zero);
-        let s = inspect(&run_tc(&nat_out, &a, ifindex).unwrap().data);
-        assert_eq!((s.src, s.sport), (uplink_ip, 11053));
+        let s = outbound(&bed, &packet(UDP, target, client, 53, sport, 0, zero));
+        assert_eq!((s.src, s.sport), (uplink_ip, bed.udp_port));
         assert_eq!(s.l4_csum == 0, zero);
     }
+}
 
-    // A FIN moves the connection to closing: it drains after the closing timeout, not the
-    // established one (checked here only as "still counted right after").
-    let fin = packet(6, client, uplink_ip, 40000, 11080, 0x11, false);
-    assert_eq!(inspect(&run_tc(&nat_in, &fin, ifindex).unwrap().data).dst, target);
-    ok(&["down", "--name", &sw]);
+/// A 16-byte payload whose last word makes the TCP/UDP checksum of a packet from `src:sport`
+/// to `dst:dport` compute to exactly zero (all the words then sum to 0xffff).
+fn zeroing_payload(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut payload = b"checksum-edge\0\0\0".to_vec();
+    let f = packet_with(proto, src, dst, sport, dport, flags, false, &payload);
+    let mut l4 = f[34..].to_vec();
+    let off = if proto == TCP { 16 } else { 6 };
+    l4[off..off + 2].copy_from_slice(&[0, 0]);
+    let mut pseudo = [src, dst].concat();
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let word = fold(csum_add(csum_add(0, &pseudo), &l4));
+    payload[14..16].copy_from_slice(&word.to_be_bytes());
+    payload
+}
+
+#[test]
+fn checksum_edges_zero_and_ffff() {
+    let bed = NatBed::new(113, 11380);
+    let (client, uplink_ip, target) = (bed.client, bed.uplink_ip, bed.target);
+    let udp_port = bed.udp_port;
+
+    // UDP whose checksum computes to zero after translation: it must go out as 0xffff, as
+    // zero would tell the receiver "no checksum".
+    let payload = zeroing_payload(UDP, client, target, 50010, 53, 0);
+    let s = inbound(&bed, &packet_with(UDP, client, uplink_ip, 50010, udp_port, 0, false, &payload));
+    assert_eq!((s.dst, s.dport, s.l4_csum), (target, 53, 0xffff), "a computed zero must be sent as 0xffff");
+    // The same on the way back (source translation).
+    let payload = zeroing_payload(UDP, uplink_ip, client, udp_port, 50010, 0);
+    let s = outbound(&bed, &packet_with(UDP, target, client, 53, 50010, 0, false, &payload));
+    assert_eq!((s.src, s.sport, s.l4_csum), (uplink_ip, udp_port, 0xffff));
+
+    // UDP arriving with 0xffff (its checksum computed to zero): translated and still valid,
+    // and not turned into "no checksum".
+    let payload = zeroing_payload(UDP, client, uplink_ip, 50011, udp_port, 0);
+    let f = packet_with(UDP, client, uplink_ip, 50011, udp_port, 0, false, &payload);
+    assert_eq!(&f[40..42], &[0xff, 0xff], "test frame should carry 0xffff");
+    let s = inbound(&bed, &f);
+    assert_eq!((s.dst, s.dport), (target, 53));
+    assert_ne!(s.l4_csum, 0);
+
+    // TCP with a checksum of zero before or after translation: valid either way (`inspect`
+    // sums the whole segment; 0x0000 and 0xffff are both accepted by a receiver).
+    let payload = zeroing_payload(TCP, client, target, 40010, 80, SYN);
+    let s = inbound(&bed, &packet_with(TCP, client, uplink_ip, 40010, bed.tcp_port, SYN, false, &payload));
+    assert_eq!((s.dst, s.dport), (target, 80));
+    let payload = zeroing_payload(TCP, client, uplink_ip, 40011, bed.tcp_port, SYN);
+    let f = packet_with(TCP, client, uplink_ip, 40011, bed.tcp_port, SYN, false, &payload);
+    assert_eq!(&f[50..52], &[0, 0], "test frame should carry a zero TCP checksum");
+    assert_eq!(inbound(&bed, &f).dst, target);
+}
+
+/// Both entries of a connection: (original direction, reply direction).
+fn entries(ct: &HashMap<aya::maps::MapData, CtKey, CtEntry>, orig: CtKey, reply: CtKey) -> (CtEntry, CtEntry) {
+    let get = |k: &CtKey| ct.get(k, 0).unwrap_or_else(|e| panic!("no table entry {k:?}: {e}"));
+    (get(&orig), get(&reply))
+}
+
+/// Moves the last-seen time of both entries `age_ns` into the past.
+fn age(ct: &mut HashMap<aya::maps::MapData, CtKey, CtEntry>, keys: [CtKey; 2], age_ns: u64) {
+    for k in keys {
+        let mut e = ct.get(&k, 0).unwrap();
+        e.last_seen_ns = now_ns() - age_ns;
+        ct.insert(k, e, 0).unwrap();
+    }
+}
+
+#[test]
+fn connection_table_follows_tcp_states_and_times_out() {
+    let bed = NatBed::new(111, 11180);
+    let mut ct = bed.conntrack();
+    let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
+    let keys = |sport: u16| [ct_key(TCP, client, uplink_ip, sport, port), ct_key(TCP, target, client, 80, sport)];
+    let states = |ct: &HashMap<_, _, _>, sport: u16| {
+        let [o, r] = keys(sport);
+        let (o, r) = entries(ct, o, r);
+        (o.state, r.state)
+    };
+    let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
+    let from_client = |sport, flags| packet(TCP, client, uplink_ip, sport, port, flags, false);
+    let from_server = |sport, flags| packet(TCP, target, client, 80, sport, flags, false);
+
+    // SYN: both directions recorded, half-open, translating to the target and back.
+    let before = now_ns();
+    assert_eq!(inbound(&bed, &syn(40000)).dst, target);
+    let [o, r] = keys(40000);
+    let (oe, re) = entries(&ct, o, r);
+    assert_eq!((oe.state, oe.original, oe.addr, oe.port), (CT_HALF_OPEN, 1, u32::from_ne_bytes(target), 80));
+    assert_eq!((re.state, re.original, re.addr, re.port), (CT_HALF_OPEN, 0, u32::from_ne_bytes(uplink_ip), port));
+    // The coarse clock may lag CLOCK_MONOTONIC by a tick.
+    assert!(oe.last_seen_ns + 20_000_000 >= before, "last seen {} before {before}", oe.last_seen_ns);
+    // A retransmitted SYN follows the entry: nothing new is added.
+    assert_eq!(inbound(&bed, &syn(40000)).dst, target);
+    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 2);
+    // SYN-ACK from the server: established, both directions.
+    assert_eq!(outbound(&bed, &from_server(40000, SYN | ACK)).src, uplink_ip);
+    assert_eq!(states(&ct, 40000), (CT_ESTABLISHED, CT_ESTABLISHED));
+    assert_eq!(inbound(&bed, &from_client(40000, ACK)).dst, target);
+    assert_eq!(states(&ct, 40000), (CT_ESTABLISHED, CT_ESTABLISHED));
+    // FIN from the client: closing, both directions.
+    assert_eq!(inbound(&bed, &from_client(40000, FIN | ACK)).dst, target);
+    assert_eq!(states(&ct, 40000), (CT_CLOSING, CT_CLOSING));
+    // Past the closing timeout the entries are dead: later segments pass untranslated in
+    // both directions...
+    age(&mut ct, keys(40000), timeout_ns(CT_CLOSING) + 2_000_000_000);
+    untouched(&bed, &bed.nat_in, &from_client(40000, ACK), "segment of an expired connection");
+    untouched(&bed, &bed.nat_out, &from_server(40000, ACK), "reply of an expired connection");
+    // ...and a new SYN on the same addresses and ports starts over, reusing the entries
+    // (overwritten, not added).
+    assert_eq!(inbound(&bed, &syn(40000)).dst, target);
+    assert_eq!(states(&ct, 40000), (CT_HALF_OPEN, CT_HALF_OPEN));
+    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 2);
+
+    // RST from the server: closing.
+    assert_eq!(inbound(&bed, &syn(40001)).dst, target);
+    assert_eq!(outbound(&bed, &from_server(40001, SYN | ACK)).src, uplink_ip);
+    assert_eq!(outbound(&bed, &from_server(40001, RST)).src, uplink_ip);
+    assert_eq!(states(&ct, 40001), (CT_CLOSING, CT_CLOSING));
+
+    // Timeouts at their boundary: just inside, the connection still translates; just past
+    // it, it does not. The clock must have run longer than the timeout to age an entry.
+    let established = |sport: u16| {
+        assert_eq!(inbound(&bed, &syn(sport)).dst, target);
+        assert_eq!(outbound(&bed, &from_server(sport, SYN | ACK)).src, uplink_ip);
+    };
+    for (sport, state, open) in [(40002, CT_HALF_OPEN, false), (40003, CT_ESTABLISHED, true)] {
+        let timeout = timeout_ns(state);
+        if now_ns() < timeout + 10_000_000_000 {
+            eprintln!("skipping the {state} timeout: the machine has been up less than {} s", timeout / 1_000_000_000);
+            continue;
+        }
+        if open {
+            established(sport)
+        } else {
+            assert_eq!(inbound(&bed, &syn(sport)).dst, target)
+        }
+        assert_eq!(states(&ct, sport), (state, state));
+        age(&mut ct, keys(sport), timeout - 2_000_000_000);
+        assert_eq!(inbound(&bed, &from_client(sport, ACK)).dst, target, "state {state} expired early");
+        age(&mut ct, keys(sport), timeout + 2_000_000_000);
+        untouched(&bed, &bed.nat_in, &from_client(sport, ACK), "segment after the timeout");
+    }
+
+    // UDP: its own state and timeout.
+    let query = packet(UDP, client, uplink_ip, 50000, bed.udp_port, 0, false);
+    assert_eq!(inbound(&bed, &query).dst, target);
+    let udp_keys = [ct_key(UDP, client, uplink_ip, 50000, bed.udp_port), ct_key(UDP, target, client, 53, 50000)];
+    let (o, r) = entries(&ct, udp_keys[0], udp_keys[1]);
+    assert_eq!((o.state, r.state), (CT_UDP, CT_UDP));
+    age(&mut ct, udp_keys, timeout_ns(CT_UDP) - 2_000_000_000);
+    assert_eq!(outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false)).src, uplink_ip);
+    age(&mut ct, udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
+    untouched(&bed, &bed.nat_out, &packet(UDP, target, client, 53, 50000, 0, false), "reply after the UDP timeout");
+
+    // Listing the forwards sweeps the dead entries; the counters account for every entry.
+    json(&["forward", "list", "--switch", &bed.sw]);
+    let t = table_stats(&bed.sw, "conntrack");
+    let n = |f: &str| t[f].as_u64().unwrap();
+    assert!(n("removed") >= 2, "{t}");
+    assert_eq!((n("evicted"), n("added")), (0, n("entries") + n("removed")), "{t}");
+}
+
+#[test]
+fn a_full_connection_table_evicts_and_keeps_translating() {
+    let bed = NatBed::new(112, 11280);
+    let (uplink_ip, target, port) = (bed.uplink_ip, bed.target, bed.tcp_port);
+    // Two entries per connection: this many connections overfill the table by 1 000 entries.
+    let connections = CT_CAPACITY / 2 + 500;
+    let client = |i: u32| [100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+    for i in 0..connections {
+        let s = inbound(&bed, &packet(TCP, client(i), uplink_ip, 40000, port, SYN, false));
+        assert_eq!((s.dst, s.dport), (target, 80), "connection {i} not translated");
+    }
+    // The newest connections are all there: their replies translate back.
+    for i in connections - 100..connections {
+        let s = outbound(&bed, &packet(TCP, target, client(i), 80, 40000, SYN | ACK, false));
+        assert_eq!((s.src, s.sport), (uplink_ip, port), "reply of connection {i}");
+    }
+    // The counters say the table filled and evicted.
+    let t = table_stats(&bed.sw, "conntrack");
+    let n = |f: &str| t[f].as_u64().unwrap();
+    assert_eq!(
+        (n("added"), n("removed"), n("capacity")),
+        (u64::from(connections) * 2, 0, u64::from(CT_CAPACITY)),
+        "{t}"
+    );
+    assert!(n("entries") <= u64::from(CT_CAPACITY) && n("evicted") >= 1000, "{t}");
+    assert_eq!(n("entries") + n("evicted"), n("added"), "{t}");
 }

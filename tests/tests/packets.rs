@@ -196,6 +196,12 @@ fn random_frames_keep_every_invariant() {
     assert_eq!(dropped, shot, "every SHOT verdict is counted as a drop");
     assert!(dropped >= invalid_src);
     assert_eq!(stats.iter().map(|s| n(s, "malformed")).sum::<u64>(), 0);
+    // Far fewer stations than the table holds: nothing evicted, and the table's counters
+    // account for every entry in it.
+    let t = table_stats(&bed.sw, "fdb");
+    assert_eq!(n(&t, "evicted"), 0, "{t}");
+    assert_eq!(n(&t, "entries"), n(&t, "added") - n(&t, "removed"), "{t}");
+    assert_eq!(n(&t, "entries") as usize, fdb(&bed.sw).len(), "{t}");
 }
 
 #[test]
@@ -217,4 +223,11 @@ fn a_full_fdb_evicts_and_keeps_forwarding() {
     assert_eq!(bed.send(1, &frame([0x02, 0x01, 0, b1, b2, b3], Y, 0x88b5, 46)), TC_ACT_REDIRECT);
     assert_eq!(n(&bed.stats(1), "flooded"), flooded, "a recent station was forgotten");
     assert_eq!(n(&bed.stats(0), "rx_packets"), u64::from(stations));
+    // The counters say the table filled up and evicted: every station (and Y) was added,
+    // none deleted, and what is missing was evicted.
+    let t = table_stats(&bed.sw, "fdb");
+    let (entries, added, removed, evicted) = (n(&t, "entries"), n(&t, "added"), n(&t, "removed"), n(&t, "evicted"));
+    assert_eq!((added, removed, n(&t, "capacity")), (u64::from(stations) + 1, 0, 16_384), "{t}");
+    assert!(entries <= 16_384 && evicted >= added - 16_384, "{t}");
+    assert_eq!(entries + evicted, added, "{t}");
 }

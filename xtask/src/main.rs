@@ -57,6 +57,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("iperf3", "iperf3"),
     ("sockperf", "sockperf"),
+    ("trafgen", "netsniff-ng"),
     ("iptables", "iptables"),
 ];
 

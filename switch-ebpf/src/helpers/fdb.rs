@@ -5,13 +5,14 @@
 //! the rest whenever it reads the table (`switch fdb`).
 use switch_common::{FDB_REFRESH_NS, FdbEntry, MacKey};
 
-use super::maps::FDB;
+use super::{maps::FDB, stats};
 
 /// Records that `src` was seen on `ifindex` at `now`.
 #[inline(always)]
 pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
     let key = MacKey::new(src);
-    if let Some(e) = FDB.get_ptr_mut(&key) {
+    let known = FDB.get_ptr_mut(&key);
+    if let Some(e) = known {
         // SAFETY: map values stay valid for the whole program run (RCU).
         let e = unsafe { &mut *e };
         if e.is_static() {
@@ -31,7 +32,11 @@ pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
     // New station, or a station that moved port: replace the whole element so a concurrent
     // reader sees either the old port or the new one, never a mix.
     let entry = FdbEntry { ifindex, flags: 0, last_seen_ns: now };
-    let _ = FDB.insert(&key, &entry, 0);
+    if FDB.insert(&key, &entry, 0).is_ok() && known.is_none() {
+        // Counted so the controller can tell evictions (which the kernel does silently) from
+        // deletions.
+        stats::table(|t| t.fdb_added += 1);
+    }
 }
 
 /// The port `dst` is behind, if known and not expired.
@@ -42,7 +47,7 @@ pub fn lookup(dst: [u8; 6], now: u64, ageing_ns: u64) -> Option<u32> {
     // SAFETY: as in `learn`.
     let e = unsafe { &*e };
     if e.is_expired(now, ageing_ns) {
-        let _ = FDB.remove(&key);
+        removed(&key);
         return None;
     }
     Some(e.ifindex)
@@ -51,5 +56,13 @@ pub fn lookup(dst: [u8; 6], now: u64, ageing_ns: u64) -> Option<u32> {
 /// Forgets `dst` (its port is gone).
 #[inline(always)]
 pub fn forget(dst: [u8; 6]) {
-    let _ = FDB.remove(&MacKey::new(dst));
+    removed(&MacKey::new(dst));
+}
+
+/// Deletes `key`, counting it only when this CPU's delete was the one that worked.
+#[inline(always)]
+fn removed(key: &MacKey) {
+    if FDB.remove(key).is_ok() {
+        stats::table(|t| t.fdb_removed += 1);
+    }
 }

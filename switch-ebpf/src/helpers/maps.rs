@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, MAX_PORTS, MacKey, NatConfig, Port, PortStats,
-    SockOrig, SwitchConfig,
+    SockOrig, SwitchConfig, TableStats,
     nat::{CT_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
 
@@ -67,3 +67,8 @@ pub static NAT_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PORTS, 0
 /// UDP sockets of host processes talking to a forwarded port: what they sent to.
 #[map(name = "SOCK_ORIG")]
 pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(4096, 0);
+
+/// Entries added to and removed from FDB and CONNTRACK (`TableStats`); the controller derives
+/// evictions from them. Index 0 is the programs', index 1 the controller's.
+#[map(name = "TABLE_STATS")]
+pub static TABLE_STATS: PerCpuArray<TableStats> = PerCpuArray::with_max_entries(2, 0);

@@ -1,6 +1,6 @@
 //! Address and port rewriting with incremental checksum updates, and the connection table.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
     programs::TcContext,
 };
 use switch_common::{
@@ -11,6 +11,7 @@ use switch_common::{
 use super::{
     ipv4::{Flow, IP_OFF, TCP_FIN, TCP_RST},
     maps::{CONNTRACK, FWD_STATS},
+    stats,
 };
 
 /// Checksum field offset and extra flags for the L4 protocol. UDP's zero checksum means "none"
@@ -92,6 +93,18 @@ pub fn touch(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
             unsafe { (*o).state = state };
         }
     }
+}
+
+/// Records one direction of a connection. A new key is counted in `TABLE_STATS`; a key that is
+/// still there (an expired connection with the same addresses and ports) is overwritten and
+/// not counted again, so added - present stays the number of entries the LRU evicted.
+#[inline(always)]
+pub fn ct_put(key: &CtKey, entry: &CtEntry) -> Result<(), i64> {
+    if CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
+        stats::table(|t| t.ct_added += 1);
+        return Ok(());
+    }
+    CONNTRACK.insert(key, entry, 0).map_err(|e| e as i64)
 }
 
 /// Counts a translated packet (and a new connection) for `rule`.

@@ -1,7 +1,7 @@
-//! Per-port counters. Each CPU owns its copy, so plain adds are race-free.
-use switch_common::PortStats;
+//! Per-port and per-table counters. Each CPU owns its copy, so plain adds are race-free.
+use switch_common::{PortStats, TABLE_STATS_DATAPATH, TableStats};
 
-use super::maps::STATS;
+use super::maps::{STATS, TABLE_STATS};
 
 #[inline(always)]
 fn with(slot: u32, f: impl FnOnce(&mut PortStats)) {
@@ -49,4 +49,13 @@ pub fn malformed(slot: u32) {
         s.dropped_packets += 1;
         s.malformed_packets += 1;
     })
+}
+
+/// Counts into the programs' half of `TABLE_STATS`.
+#[inline(always)]
+pub fn table(f: impl FnOnce(&mut TableStats)) {
+    if let Some(t) = TABLE_STATS.get_ptr_mut(TABLE_STATS_DATAPATH) {
+        // SAFETY: as in `with`.
+        f(unsafe { &mut *t })
+    }
 }

@@ -26,6 +26,11 @@ pub enum Via {
     Iptables,
 }
 
+/// The two contenders of the forwarding comparison.
+pub fn contenders() -> [Forwarded; 2] {
+    [Forwarded::new("iptables", Via::Iptables, 1), Forwarded::new("ebpf-forward", Via::Ebpf, 2)]
+}
+
 /// One forwarding topology.
 pub struct Forwarded {
     /// Contender name in reports.

@@ -57,6 +57,22 @@ impl Options {
     }
 }
 
+/// Removes whatever an interrupted run left: every contender's topology, the forward
+/// contenders and the bring-up namespaces. Nothing there is fine.
+pub async fn cleanup() {
+    for (i, c) in ALL.iter().enumerate() {
+        Topology::new(i, *c).remove().await;
+    }
+    for c in forward::contenders() {
+        c.remove().await;
+    }
+    let _ = crate::controller::switch::down(BRINGUP_SWITCH).await;
+    for i in 0..BRINGUP_MAX {
+        let _ = run_quiet("ip", &["netns", "del", &format!("benchi{i}")]).await;
+    }
+    let _ = run_quiet("ip", &["link", "del", "benchbr"]).await;
+}
+
 /// Samples of one contender for one metric, with the CPU it cost.
 #[derive(Default, Clone)]
 pub struct Series {
@@ -67,7 +83,7 @@ pub struct Series {
 /// The four per-packet metrics.
 const METRICS: [(&str, &str, &str, bool, &str); 4] = [
     ("tcp", "TCP stream throughput (iperf3, 1 stream)", "Gbit/s", true, "CPU s per GB"),
-    ("udp64", "64-byte UDP frames received (iperf3, 2 senders)", "kframes/s", true, "CPU ns per frame"),
+    ("udp64", "64-byte UDP frames received (trafgen on every CPU)", "kframes/s", true, "CPU ns per frame"),
     ("lat_p50", "Request/response latency p50 (sockperf UDP ping-pong, RTT/2)", "us", false, ""),
     ("lat_p99", "Request/response latency p99 (sockperf UDP ping-pong, RTT/2)", "us", false, ""),
 ];
@@ -129,7 +145,7 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
                     0 => tools::tcp_stream(&t.client, &t.server_ip, 5201, opts.secs)
                         .await
                         .map(|(bps, bytes)| (vec![bps / 1e9], bytes / 1e9)),
-                    1 => tools::udp_small_frames(&t.client, &t.server_ip, opts.secs)
+                    1 => tools::udp_small_frames(&t.client, &t.server, opts.secs)
                         .await
                         .map(|(pps, frames)| (vec![pps / 1e3], frames / 1e9)),
                     _ => {
@@ -158,8 +174,8 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
 /// Port forwarding: TCP throughput and new connections per second from outside through the
 /// uplink, eBPF forward against bridge + iptables DNAT, interleaved per round.
 async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
-    use forward::{CONN_PORT, Forwarded, IPERF_PORT, Via};
-    let contenders = [Forwarded::new("iptables", Via::Iptables, 1), Forwarded::new("ebpf-forward", Via::Ebpf, 2)];
+    use forward::{CONN_PORT, IPERF_PORT};
+    let contenders = forward::contenders();
     let measured = async {
         let mut servers = vec![];
         for c in &contenders {
@@ -214,6 +230,11 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
     ])
 }
 
+/// The switch the bring-up comparison builds.
+const BRINGUP_SWITCH: &str = "benchup";
+/// The most namespaces a bring-up comparison makes.
+const BRINGUP_MAX: usize = 100;
+
 /// Time to bring up `n` namespaces on a switch (one `switch ns add` process each, as a user
 /// would) against the same with `ip` commands and a Linux bridge, interleaved per round.
 async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
@@ -261,15 +282,15 @@ pub(super) async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
 async fn bringup_switch(n: usize) -> Result<Duration> {
     let exe = std::env::current_exe().map_err(|e| Error::Command(format!("finding the switch binary: {e}")))?;
     let exe = exe.to_string_lossy().into_owned();
-    let _ = crate::controller::switch::down("benchup").await;
-    run_quiet(&exe, &["up", "--name", "benchup"]).await?;
+    let _ = crate::controller::switch::down(BRINGUP_SWITCH).await;
+    run_quiet(&exe, &["up", "--name", BRINGUP_SWITCH]).await?;
     let start = Instant::now();
     for i in 0..n {
         let (ns, ip) = (format!("benchu{i}"), format!("10.201.{}.{}/16", i / 250, i % 250 + 1));
-        run_quiet(&exe, &["ns", "add", &ns, "--ip", &ip, "--switch", "benchup"]).await?;
+        run_quiet(&exe, &["ns", "add", &ns, "--ip", &ip, "--switch", BRINGUP_SWITCH]).await?;
     }
     let took = start.elapsed();
-    crate::controller::switch::down("benchup").await?;
+    crate::controller::switch::down(BRINGUP_SWITCH).await?;
     Ok(took)
 }
 

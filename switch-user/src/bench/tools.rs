@@ -1,4 +1,4 @@
-//! The measuring tools (iperf3, sockperf) run inside the benchmark's namespaces, and parsers
+//! The measuring tools (iperf3, trafgen, sockperf) run inside the benchmark's namespaces, and parsers
 //! for what they print.
 use std::{process::Stdio, time::Duration};
 
@@ -19,29 +19,20 @@ fn in_ns(ns: &str, program: &str, args: &[String]) -> Result<Command> {
     Ok(cmd)
 }
 
-/// Starts the servers of one topology in `ns`: two iperf3 servers (ports 5201 and 5202, so
-/// two UDP senders can run at once) and a sockperf server (port 11111) on `ip`.
+/// Starts the servers of one topology in `ns`: an iperf3 server (port 5201) and a sockperf
+/// server (port 11111) on `ip`.
 pub fn start_servers(ns: &str, ip: &str) -> Result<Vec<Child>> {
-    let mut out = vec![];
-    for port in ["5201", "5202"] {
-        let args = vec!["-s".into(), "-p".into(), port.into(), "-B".into(), ip.into()];
-        out.push(
-            in_ns(ns, "iperf3", &args)?
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting iperf3 (install it, or run 'cargo xtask bench')")?,
-        );
-    }
-    let args = vec!["server".into(), "-i".into(), ip.into(), "-p".into(), "11111".into()];
-    out.push(
-        in_ns(ns, "sockperf", &args)?
+    let spawn = |program: &str, args: Vec<String>| -> Result<Child> {
+        in_ns(ns, program, &args)?
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting sockperf (install it, or run 'cargo xtask bench')")?,
-    );
-    Ok(out)
+            .context(format!("starting {program} (install it, or run 'cargo xtask bench')"))
+    };
+    Ok(vec![
+        spawn("iperf3", ["-s", "-p", "5201", "-B", ip].map(String::from).to_vec())?,
+        spawn("sockperf", ["server", "-i", ip, "-p", "11111"].map(String::from).to_vec())?,
+    ])
 }
 
 async fn output(ns: &str, program: &str, args: Vec<String>) -> Result<String> {
@@ -94,31 +85,104 @@ pub fn parse_iperf_tcp(json: &str) -> Result<(f64, f64)> {
     }
 }
 
-/// Two UDP senders of 64-byte frames (22 bytes of payload) at full speed for `secs`: frames
-/// received per second, and frames received.
-pub async fn udp_small_frames(ns: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
-    let run = |port: &'static str| {
-        let args: Vec<String> = ["-c", server, "-p", port, "-u", "-b", "0", "-l", "22", "-t", &secs.to_string(), "-J"]
-            .map(String::from)
-            .to_vec();
-        let ns = ns.to_owned();
-        async move { retry(|| output(&ns, "iperf3", args.clone())).await }
-    };
-    let (a, b) = tokio::join!(run("5201"), run("5202"));
-    let (pa, sa) = parse_iperf_udp(&a?)?;
-    let (pb, sb) = parse_iperf_udp(&b?)?;
-    let received = pa + pb;
-    Ok((received / sa.max(sb).max(0.001), received))
+/// 64-byte UDP frames (22 bytes of payload, as iperf3 -l 22 would send) from `client` to
+/// `server` for `secs`, sent by trafgen on every CPU: frames received per second at the
+/// server's interface in the steady state, and frames received in all.
+///
+/// trafgen fills a PACKET_MMAP ring and needs no socket per frame, so the sender is cheap and
+/// the path between the namespaces, not the sender, sets the rate (iperf3 senders spent most of
+/// the CPU in their own UDP stack). Frames go to the discard port with no listener: the
+/// receiving stack still takes each one up to the UDP lookup.
+pub async fn udp_small_frames(client: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
+    let (tx, rx) = (nic(client).await?, nic(server).await?);
+    let conf = std::env::temp_dir().join(format!("switch-bench-{}-{client}.trafgen", std::process::id()));
+    let frame = format!(
+        "{{ eth(da={}, sa={}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp=4000, dp=9), fill(0x00, 22) }}\n",
+        rx.mac, tx.mac, tx.ip, rx.ip
+    );
+    tokio::fs::write(&conf, frame).await.context("writing the trafgen frame")?;
+    let result = trafgen_run(client, server, &tx.name, &conf.to_string_lossy(), rx.received, secs).await;
+    let _ = tokio::fs::remove_file(&conf).await;
+    result
 }
 
-/// `(frames received, seconds)` from iperf3 -J output of a UDP run.
-pub fn parse_iperf_udp(json: &str) -> Result<(f64, f64)> {
-    let v: Value = serde_json::from_str(json).map_err(|e| Error::Command(format!("iperf3 printed no JSON: {e}")))?;
-    let s = &v["end"]["sum"];
-    match (s["packets"].as_f64(), s["lost_packets"].as_f64(), s["seconds"].as_f64()) {
-        (Some(p), Some(l), Some(secs)) => Ok(((p - l).max(0.0), secs)),
-        _ => Err(Error::Command(format!("iperf3 JSON without end.sum: {}", v["error"]))),
+async fn trafgen_run(client: &str, server: &str, dev: &str, conf: &str, first: u64, secs: u64) -> Result<(f64, f64)> {
+    // --no-sock-mem: trafgen would otherwise raise the host's socket buffer sysctls for the run.
+    let args: Vec<String> = ["--dev", dev, "--conf", conf, "--no-sock-mem"].map(String::from).to_vec();
+    // trafgen forks one sender per CPU: its own process group lets one signal reach them all.
+    let sender = in_ns(client, "trafgen", &args)?
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("starting trafgen (install netsniff-ng, or run 'cargo xtask bench')")?;
+    let group = Group(sender.id().map(|p| p as i32));
+    // Skip the ring's first fill and the senders' start-up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (r0, t0) = (nic(server).await?.received, std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (r1, t1) = (nic(server).await?.received, std::time::Instant::now());
+    let mut sender = sender;
+    let running = sender.try_wait().ok().flatten().is_none();
+    // SIGINT lets every sender unmap its ring and the parent print its summary.
+    group.signal(nix::sys::signal::Signal::SIGINT);
+    let out = sender.wait_with_output().await.context("waiting for trafgen")?;
+    if !running {
+        return Err(Error::Command(format!("trafgen stopped early: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
+    let last = nic(server).await?.received;
+    let pps = r1.saturating_sub(r0) as f64 / (t1 - t0).as_secs_f64().max(0.001);
+    Ok((pps, last.saturating_sub(first) as f64))
+}
+
+/// A process group that is killed when dropped (an error or an interrupted benchmark must
+/// not leave senders spinning on every CPU).
+struct Group(Option<i32>);
+
+impl Group {
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// The interface of a benchmark namespace (the one that is not `lo`).
+struct Nic {
+    name: String,
+    mac: String,
+    ip: String,
+    received: u64,
+}
+
+async fn nic(ns: &str) -> Result<Nic> {
+    let args: Vec<String> = ["-j", "-s", "addr", "show"].map(String::from).to_vec();
+    parse_nic(&output(ns, "ip", args).await?).map_err(|e| Error::Command(format!("namespace {ns}: {e}")))
+}
+
+/// The first interface with an IPv4 address but `lo` in `ip -j -s addr show` output.
+fn parse_nic(json: &str) -> std::result::Result<Nic, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("ip printed no JSON: {e}"))?;
+    let links = v.as_array().ok_or("ip printed no list of interfaces")?;
+    links
+        .iter()
+        .filter(|l| l["ifname"] != "lo")
+        .find_map(|l| {
+            let ip = l["addr_info"].as_array()?.iter().find(|a| a["family"] == "inet")?["local"].as_str()?;
+            Some(Nic {
+                name: l["ifname"].as_str()?.to_owned(),
+                mac: l["address"].as_str()?.to_owned(),
+                ip: ip.to_owned(),
+                received: l["stats64"]["rx"]["packets"].as_u64()?,
+            })
+        })
+        .ok_or_else(|| "no interface with an IPv4 address and counters".to_owned())
 }
 
 /// UDP ping-pong of 64-byte messages for `secs`: (p50, p99) latency in microseconds, as
@@ -171,10 +235,18 @@ mod tests {
     fn parses_iperf_and_sockperf() {
         let tcp = r#"{"end":{"sum_received":{"bits_per_second":1.5e10,"bytes":9.0e9}}}"#;
         assert_eq!(parse_iperf_tcp(tcp).unwrap(), (1.5e10, 9.0e9));
-        let udp = r#"{"end":{"sum":{"packets":1000,"lost_packets":100,"seconds":2.0}}}"#;
-        assert_eq!(parse_iperf_udp(udp).unwrap(), (900.0, 2.0));
         assert!(parse_iperf_tcp(r#"{"error":"unable to connect"}"#).is_err());
-        assert!(parse_iperf_udp("not json").is_err());
+        let ip = r#"[{"ifname":"lo","address":"00:00:00:00:00:00","addr_info":[{"family":"inet","local":"127.0.0.1"}],
+            "stats64":{"rx":{"packets":5}}},
+            {"ifname":"eth0","address":"02:00:00:00:00:01","addr_info":[{"family":"inet6","local":"fe80::1"},
+            {"family":"inet","local":"10.200.2.1"}],"stats64":{"rx":{"packets":1234}}}]"#;
+        let nic = parse_nic(ip).unwrap();
+        assert_eq!(
+            (nic.name.as_str(), nic.mac.as_str(), nic.ip.as_str(), nic.received),
+            ("eth0", "02:00:00:00:00:01", "10.200.2.1", 1234)
+        );
+        assert!(parse_nic(r#"[{"ifname":"lo","addr_info":[]}]"#).is_err());
+        assert!(parse_nic("not json").is_err());
         let sp = "sockperf: ---> percentile 99.000 =   37.120\nsockperf: ---> percentile 50.000 =   27.846\n";
         assert_eq!(parse_sockperf(sp).unwrap(), (27.846, 37.12));
         assert!(parse_sockperf("nothing").is_err());

@@ -54,6 +54,9 @@ pub enum Command {
     Fdb(FdbArgs),
     /// Show per-port packet and byte counters of a switch.
     Stats(SwitchArgs),
+    /// Show how full the MAC table and the connection table are and what they evicted (tc,
+    /// xdp). A full table evicts its least recently used entries; `evicted` counts them.
+    Tables(SwitchArgs),
     /// Stream the datapath's log records until Ctrl-C (logging is off otherwise).
     Logs(LogsArgs),
     /// List switches.

@@ -1,6 +1,6 @@
 //! Human tables and `--json` output.
 use serde::Serialize;
-use switch::controller::{fdb::FdbRow, stats::PortRow};
+use switch::controller::{fdb::FdbRow, stats::PortRow, tables::TableRow};
 
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) {
@@ -50,6 +50,26 @@ pub fn fdb(rows: &[FdbRow]) {
                     r.interface.clone(),
                     r.kind.into(),
                     r.age_secs.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// The `switch tables` table.
+pub fn tables(rows: &[TableRow]) {
+    table(
+        &["TABLE", "ENTRIES", "CAPACITY", "ADDED", "REMOVED", "EVICTED"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.table.into(),
+                    r.entries.to_string(),
+                    r.capacity.to_string(),
+                    r.added.to_string(),
+                    r.removed.to_string(),
+                    r.evicted.to_string(),
                 ]
             })
             .collect::<Vec<_>>(),

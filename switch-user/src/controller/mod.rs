@@ -18,6 +18,7 @@ pub mod logs;
 pub mod port;
 pub mod stats;
 pub mod switch;
+pub mod tables;
 
 use crate::{
     error::{Error, Result},

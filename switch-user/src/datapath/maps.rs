@@ -2,7 +2,10 @@
 use std::time::Duration;
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
-use switch_common::{FdbEntry, MacKey, Port, PortStats, SwitchConfig, maps as names};
+use switch_common::{
+    FdbEntry, MacKey, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER, TABLE_STATS_DATAPATH, TableStats,
+    maps as names,
+};
 
 use super::Pins;
 use crate::error::{Error, Result, bpf};
@@ -15,6 +18,40 @@ pub struct SwitchMaps {
     stats: PerCpuArray<MapData, PortStats>,
     config: Array<MapData, SwitchConfig>,
     devmap: DevMapHash<MapData>,
+    tables: TableCounters,
+}
+
+/// `TABLE_STATS`: what went into and out of FDB and CONNTRACK.
+pub struct TableCounters(PerCpuArray<MapData, TableStats>);
+
+impl TableCounters {
+    /// Opens the pinned map.
+    pub fn open(pins: &Pins) -> Result<Self> {
+        Ok(Self(open_as(pins, names::TABLE_STATS)?))
+    }
+
+    /// The programs' and the controller's counts, summed over CPUs.
+    pub fn total(&self) -> Result<TableStats> {
+        let mut sum = TableStats::default();
+        for index in [TABLE_STATS_DATAPATH, TABLE_STATS_CONTROLLER] {
+            for t in self.0.get(&index, 0).map_err(bpf("reading TABLE_STATS"))?.iter() {
+                sum.accumulate(t);
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Adds to the controller's counts (kept in CPU 0's copy of its index; commands run one at
+    /// a time under the state lock, so the read-modify-write cannot race another writer).
+    pub fn count(&mut self, f: impl FnOnce(&mut TableStats)) -> Result<()> {
+        let values = self.0.get(&TABLE_STATS_CONTROLLER, 0).map_err(bpf("reading TABLE_STATS"))?;
+        let mut values: Vec<TableStats> = values.iter().copied().collect();
+        if let Some(first) = values.first_mut() {
+            f(first);
+        }
+        let values = PerCpuValues::try_from(values).map_err(bpf("writing TABLE_STATS"))?;
+        self.0.set(TABLE_STATS_CONTROLLER, values, 0).map_err(bpf("writing TABLE_STATS"))
+    }
 }
 
 /// Opens pinned map `name` of a switch as the typed map `T`.
@@ -57,6 +94,7 @@ impl SwitchMaps {
             stats: open_as(pins, names::STATS)?,
             config: open_as(pins, names::CONFIG)?,
             devmap: open_as(pins, names::PORT_DEVMAP)?,
+            tables: TableCounters::open(pins)?,
         })
     }
 
@@ -118,10 +156,12 @@ impl SwitchMaps {
     /// Deletes the FDB entries matching `pred`; returns how many.
     pub fn flush_fdb(&mut self, pred: impl Fn(&FdbEntry) -> bool) -> Result<usize> {
         let doomed: Vec<MacKey> = self.fdb_entries()?.into_iter().filter(|(_, e)| pred(e)).map(|(k, _)| k).collect();
-        for k in &doomed {
-            let _ = self.fdb.remove(k);
+        // An entry the datapath deleted meanwhile is not counted twice.
+        let removed = doomed.iter().filter(|k| self.fdb.remove(k).is_ok()).count();
+        if removed > 0 {
+            self.tables.count(|t| t.fdb_removed += removed as u64)?;
         }
-        Ok(doomed.len())
+        Ok(removed)
     }
 
     /// The FDB entry of `mac`.
@@ -131,12 +171,31 @@ impl SwitchMaps {
 
     /// Adds or replaces an FDB entry.
     pub fn fdb_insert(&mut self, mac: [u8; 6], entry: FdbEntry) -> Result<()> {
-        self.fdb.insert(MacKey::new(mac), entry, 0).map_err(bpf("writing FDB"))
+        let new = self.fdb_get(mac)?.is_none();
+        self.fdb.insert(MacKey::new(mac), entry, 0).map_err(bpf("writing FDB"))?;
+        if new {
+            self.tables.count(|t| t.fdb_added += 1)?;
+        }
+        Ok(())
     }
 
     /// Deletes an FDB entry; returns whether it existed.
     pub fn fdb_remove(&mut self, mac: [u8; 6]) -> Result<bool> {
-        Ok(optional(self.fdb.remove(&MacKey::new(mac)), "deleting from FDB")?.is_some())
+        let existed = optional(self.fdb.remove(&MacKey::new(mac)), "deleting from FDB")?.is_some();
+        if existed {
+            self.tables.count(|t| t.fdb_removed += 1)?;
+        }
+        Ok(existed)
+    }
+
+    /// Entries in the FDB.
+    pub fn fdb_len(&self) -> usize {
+        self.fdb.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// The table counters.
+    pub fn tables(&self) -> Result<TableStats> {
+        self.tables.total()
     }
 
     /// Counters of port `slot`, summed over CPUs.

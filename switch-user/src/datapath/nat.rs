@@ -6,7 +6,7 @@ use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps
 
 use super::{
     Pins,
-    maps::{now_ns, open_as, zeroed_per_cpu},
+    maps::{TableCounters, now_ns, open_as, zeroed_per_cpu},
 };
 use crate::error::{Result, bpf};
 
@@ -19,6 +19,7 @@ pub struct NatMaps {
     config: Array<MapData, NatConfig>,
     by_ifindex: HashMap<MapData, u32, u32>,
     netns: HashMap<MapData, u64, u32>,
+    tables: TableCounters,
 }
 
 /// An address as the datapath keeps it: the on-the-wire bytes read as a native u32.
@@ -37,6 +38,7 @@ impl NatMaps {
             config: open_as(pins, names::NAT_CONFIG)?,
             by_ifindex: open_as(pins, names::UPLINK_BY_IFINDEX)?,
             netns: open_as(pins, names::NAT_NETNS)?,
+            tables: TableCounters::open(pins)?,
         })
     }
 
@@ -111,9 +113,15 @@ impl NatMaps {
                 *live.entry(e.rule).or_insert(0) += 1;
             }
         }
-        for k in &dead {
-            let _ = self.conntrack.remove(k);
+        let removed = dead.iter().filter(|k| self.conntrack.remove(k).is_ok()).count();
+        if removed > 0 {
+            self.tables.count(|t| t.ct_removed += removed as u64)?;
         }
         Ok(live)
+    }
+
+    /// Entries in the connection table (both directions of each connection).
+    pub fn conntrack_len(&self) -> usize {
+        self.conntrack.keys().filter(|k| k.is_ok()).count()
     }
 }

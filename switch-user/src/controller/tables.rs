@@ -1,0 +1,87 @@
+//! `switch tables`: how full the eBPF datapath's two LRU tables are, and what they evicted.
+//!
+//! The kernel evicts from an LRU map without telling anyone, so the programs and the
+//! controller count what they add and delete (`TABLE_STATS`) and evictions are the rest:
+//! `added - removed - entries`.
+use serde::Serialize;
+use switch_common::{FDB_CAPACITY, nat::CT_CAPACITY};
+
+use super::{blocking, lock};
+use crate::{
+    datapath::{
+        Pins,
+        maps::{SwitchMaps, now_ns},
+        nat::NatMaps,
+    },
+    error::{Error, Result},
+    names::validate_name,
+};
+
+/// One table.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TableRow {
+    /// `fdb` or `conntrack`.
+    pub table: &'static str,
+    /// Live entries (expired ones are deleted before counting).
+    pub entries: u64,
+    /// Most entries the table holds.
+    pub capacity: u64,
+    /// Entries ever added (FDB: new stations; conntrack: one per direction of a connection).
+    pub added: u64,
+    /// Entries deleted: aged out, port gone, flushed, removed by hand.
+    pub removed: u64,
+    /// Entries the kernel evicted to make room for new ones (the table was full).
+    pub evicted: u64,
+}
+
+impl TableRow {
+    fn new(table: &'static str, entries: usize, capacity: u32, added: u64, removed: u64) -> Self {
+        let entries = entries as u64;
+        // A packet may add an entry between the counters and the walk: never below zero.
+        let evicted = added.saturating_sub(removed).saturating_sub(entries);
+        Self { table, entries, capacity: u64::from(capacity), added, removed, evicted }
+    }
+}
+
+/// The FDB and connection table of `switch` (tc and xdp datapaths).
+pub async fn show(switch: &str) -> Result<Vec<TableRow>> {
+    validate_name("switch name", switch)?;
+    let store = lock().await?;
+    let state = store.load()?;
+    let sw = state.switch(switch)?;
+    if !sw.datapath.is_ebpf() {
+        return Err(Error::invalid(
+            "switch",
+            switch,
+            format!("table counters are kept by the eBPF datapaths (tc, xdp); this switch runs '{}'", sw.datapath),
+        ));
+    }
+    let pins = Pins::new(switch);
+    blocking(move || {
+        let mut maps = SwitchMaps::open(&pins)?;
+        let mut nat = NatMaps::open(&pins)?;
+        // Expired entries go first, as `switch fdb` and `forward list` do: what is left is live.
+        let (now, ageing) = (now_ns(), maps.ageing()?.as_nanos() as u64);
+        maps.flush_fdb(|e| e.is_expired(now, ageing))?;
+        nat.connections()?;
+        let t = maps.tables()?;
+        Ok(vec![
+            TableRow::new("fdb", maps.fdb_len(), FDB_CAPACITY, t.fdb_added, t.fdb_removed),
+            TableRow::new("conntrack", nat.conntrack_len(), CT_CAPACITY, t.ct_added, t.ct_removed),
+        ])
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evictions_are_what_is_missing() {
+        let r = TableRow::new("fdb", 16_384, FDB_CAPACITY, 20_000, 100);
+        assert_eq!(r.evicted, 20_000 - 100 - 16_384);
+        // Counted a moment apart from the walk: more present than counted is not negative.
+        assert_eq!(TableRow::new("fdb", 12, FDB_CAPACITY, 10, 0).evicted, 0);
+    }
+}

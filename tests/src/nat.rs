@@ -1,0 +1,107 @@
+//! A port-forwarding bed for packet tests: a tc switch with a gateway, one target namespace
+//! and a test veth as the uplink (its peer in an "outside" namespace), TCP and UDP forwards,
+//! and the pinned NAT programs and connection table opened for BPF_PROG_TEST_RUN.
+use std::os::fd::OwnedFd;
+
+use aya::maps::{HashMap, Map, MapData};
+use switch_common::{CtEntry, CtKey};
+
+use crate::{Sandbox, bpf::obj_get, host, ok};
+
+/// One bed. Every address depends on `net` so beds of parallel tests never collide.
+pub struct NatBed {
+    // Dropped first: the uplink and the outside namespace go before the sandbox's switch.
+    _outside: Outside,
+    /// The sandbox (switch, namespace).
+    pub sb: Sandbox,
+    /// Switch name.
+    pub sw: String,
+    /// Uplink interface index.
+    pub ifindex: u32,
+    /// `nat_ingress`, pinned by `switch up`.
+    pub nat_in: OwnedFd,
+    /// `nat_egress`.
+    pub nat_out: OwnedFd,
+    /// A client outside, the uplink's address and the forwards' target.
+    pub client: [u8; 4],
+    /// The uplink's address.
+    pub uplink_ip: [u8; 4],
+    /// The target namespace's address.
+    pub target: [u8; 4],
+    /// Forwarded host port for TCP (to port 80) and for UDP (to port 53).
+    pub tcp_port: u16,
+    /// Forwarded UDP host port.
+    pub udp_port: u16,
+}
+
+struct Outside {
+    uplink: String,
+    ns: String,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.uplink]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+impl NatBed {
+    /// A bed on 172.31.`net`.0/24 (outside) and 10.`net`.0.0/24 (switch), forwarding host
+    /// ports `tcp_port` and `tcp_port + 1` (UDP).
+    pub fn new(net: u8, tcp_port: u16) -> Self {
+        let mut sb = Sandbox::new();
+        let outside = Outside { uplink: format!("u{}", sb.prefix), ns: sb.name("out") };
+        host("ip", &["netns", "add", &outside.ns]);
+        host("ip", &["link", "add", &outside.uplink, "type", "veth", "peer", "name", "eth0", "netns", &outside.ns]);
+        host("ip", &["addr", "add", &format!("172.31.{net}.1/24"), "dev", &outside.uplink]);
+        host("ip", &["link", "set", &outside.uplink, "up"]);
+        let sw = sb.switch("sw", "tc", &["--gateway", &format!("10.{net}.0.254/24"), "--uplink", &outside.uplink]);
+        let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &[]);
+        let udp_port = tcp_port + 1;
+        for (proto, port, to) in [("tcp", tcp_port, 80), ("udp", udp_port, 53)] {
+            let (port, to) = (port.to_string(), format!("{web}:{to}"));
+            ok(&["forward", "add", "--proto", proto, "--host-port", &port, "--to", &to, "--switch", &sw]);
+        }
+        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", outside.uplink))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let nat_in = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_in")).unwrap();
+        let nat_out = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_out")).unwrap();
+        Self {
+            _outside: outside,
+            sb,
+            sw,
+            ifindex,
+            nat_in,
+            nat_out,
+            client: [172, 31, net, 2],
+            uplink_ip: [172, 31, net, 1],
+            target: [10, net, 0, 10],
+            tcp_port,
+            udp_port,
+        }
+    }
+
+    /// The switch's connection table, opened from its pin.
+    pub fn conntrack(&self) -> HashMap<MapData, CtKey, CtEntry> {
+        let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/CONNTRACK", self.sw)).unwrap();
+        HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap()
+    }
+}
+
+/// A connection-table key as the datapath builds it: addresses as on the wire, ports in host
+/// order.
+pub fn ct_key(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> CtKey {
+    CtKey { src: u32::from_ne_bytes(src), dst: u32::from_ne_bytes(dst), sport, dport, proto, pad: [0; 3] }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock the datapath stamps entries with.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
