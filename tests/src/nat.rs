@@ -51,7 +51,9 @@ impl NatBed {
     /// ports `tcp_port` and `tcp_port + 1` (UDP).
     pub fn new(net: u8, tcp_port: u16) -> Self {
         let mut sb = Sandbox::new();
-        let outside = Outside { uplink: format!("u{}", sb.prefix), ns: sb.name("out") };
+        // Not named with the sandbox's prefix: it is the test's "internet", not something the
+        // switch made, so snapshots of what the switch leaves behind do not list it.
+        let outside = Outside { uplink: format!("u{}", sb.prefix), ns: format!("o{}", sb.prefix) };
         host("ip", &["netns", "add", &outside.ns]);
         host("ip", &["link", "add", &outside.uplink, "type", "veth", "peer", "name", "eth0", "netns", &outside.ns]);
         host("ip", &["addr", "add", &format!("172.31.{net}.1/24"), "dev", &outside.uplink]);

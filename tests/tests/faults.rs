@@ -89,6 +89,46 @@ fn ns_add_failing_half_way_rolls_back(dp: &str) {
     assert_eq!(Snapshot::take(&sb.prefix), before, "failed up not rolled back");
 }
 
+/// Whether a TCP SYN from outside to host port `port` comes out of `nat_ingress` translated.
+fn forwarded(bed: &nat::NatBed, sport: u16, port: u16) -> bool {
+    let syn = ipv4::packet(ipv4::TCP, bed.client, bed.uplink_ip, sport, port, ipv4::SYN, false);
+    let out = bpf::run_tc(&bed.nat_in, &syn, bed.ifindex).unwrap();
+    ipv4::inspect(&out.data).dst == bed.target
+}
+
+#[test]
+fn forward_add_killed_half_way_converges() {
+    let bed = nat::NatBed::new(114, 11480);
+    let web = bed.sb.name("web");
+    let add = |range: &str, env: &[(&str, &str)]| {
+        let to = format!("{web}:{range}");
+        switch_env(&["forward", "add", "--proto", "tcp", "--host-port", range, "--to", &to, "--switch", &bed.sw], env)
+    };
+    let listed = || json(&["forward", "list", "--switch", &bed.sw]).as_array().unwrap().len();
+    assert_eq!(listed(), 2);
+    // Killed after the first port of the range is written: not recorded, the existing forward
+    // still works, and the next forward command takes the stray entry out.
+    let r = add("11490-11499", &[("SWITCH_FAILPOINT", "forward-add:map")]);
+    assert_eq!(r.code, KILLED, "{r:?}");
+    assert!(forwarded(&bed, 40000, 11480), "the existing forward broke");
+    assert_eq!(listed(), 2, "a killed forward add was recorded");
+    assert!(!forwarded(&bed, 40001, 11490), "a stray entry of a killed forward add still forwards");
+    // Re-running the same command converges: the whole range forwards.
+    let r = add("11490-11499", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(forwarded(&bed, 40002, 11490) && forwarded(&bed, 40003, 11499));
+    assert_eq!(listed(), 3);
+    // A step failing half-way rolls back what it wrote.
+    let r = add("11500-11509", &[("SWITCH_FAILPOINT", "forward-add:map:error")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!forwarded(&bed, 40004, 11500), "a failed forward add was not rolled back");
+    // Killed again, then `down`: nothing is left.
+    let r = add("11500-11509", &[("SWITCH_FAILPOINT", "forward-add:map")]);
+    assert_eq!(r.code, KILLED);
+    ok(&["down", "--name", &bed.sw]);
+    assert_eq!(Snapshot::take(&bed.sb.prefix), Snapshot::take("\u{0}never"));
+}
+
 #[test]
 fn not_root_is_one_clear_line() {
     // A copy in a world-readable place: the clone may live under a directory (such as

@@ -9,7 +9,7 @@ use switch_common::{
 };
 use switch_tests::{
     bpf::run_tc,
-    ipv4::{ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, packet, packet_with},
+    ipv4::{ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, l4_checksum_valid, packet, packet_with},
     nat::{NatBed, ct_key, now_ns},
     *,
 };
@@ -261,4 +261,103 @@ fn a_full_connection_table_evicts_and_keeps_translating() {
     );
     assert!(n("entries") <= u64::from(CT_CAPACITY) && n("evicted") >= 1000, "{t}");
     assert_eq!(n("entries") + n("evicted"), n("added"), "{t}");
+}
+
+/// xorshift64*: reproducible pseudo-random numbers without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// What a translation may touch: MACs and TTL (the fast path routes), the IPv4 checksum, one
+/// address (destination inbound, source outbound), its port and the L4 checksum.
+fn may_change(f: &[u8], inbound: bool) -> Vec<usize> {
+    let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+    let csum = if f[23] == TCP { l4 + 16 } else { l4 + 6 };
+    let (addr, port) = if inbound { (30, l4 + 2) } else { (26, l4) };
+    let mut ok: Vec<usize> = (0..12).chain([22, 24, 25]).chain(addr..addr + 4).collect();
+    ok.extend([port, port + 1, csum, csum + 1]);
+    ok
+}
+
+#[test]
+fn random_packets_keep_the_nat_invariants() {
+    // SWITCH_FUZZ_ITERATIONS makes the run longer, as for the switching program.
+    let iterations: usize = std::env::var("SWITCH_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let bed = NatBed::new(115, 11580);
+    let segment_host = [10, 115, 0, 7];
+    let mut rng = Rng(0x0dd_ba11_cafe_f00d ^ u64::from(std::process::id()));
+    let (mut translated, mut passed) = (0u64, 0u64);
+    for _ in 0..iterations {
+        let inbound = rng.next() % 2 == 0;
+        let mut f: Vec<u8> = if rng.next() % 4 == 0 {
+            (0..14 + rng.next() % 600).map(|_| rng.next() as u8).collect()
+        } else {
+            // A valid TCP/UDP packet to a forwarded port (inbound) or from the segment to
+            // outside (outbound, masquerade), then a few bytes anywhere overwritten.
+            let proto = if rng.next() % 2 == 0 { TCP } else { UDP };
+            let dport = if proto == TCP { bed.tcp_port } else { bed.udp_port };
+            let payload: Vec<u8> = (0..rng.next() % 64).map(|_| rng.next() as u8).collect();
+            let sport = 1024 + (rng.next() % 60_000) as u16;
+            let flags = rng.next() as u8;
+            let mut f = if inbound {
+                packet_with(proto, bed.client, bed.uplink_ip, sport, dport, flags, false, &payload)
+            } else {
+                packet_with(proto, segment_host, bed.client, sport, 443, flags, false, &payload)
+            };
+            for _ in 0..rng.next() % 4 {
+                let at = (rng.next() % f.len() as u64) as usize;
+                f[at] = rng.next() as u8;
+            }
+            f
+        };
+        if f.len() < 34 {
+            f.resize(34, 0); // BPF_PROG_TEST_RUN refuses IPv4 frames without a full header.
+        }
+        let prog = if inbound { &bed.nat_in } else { &bed.nat_out };
+        let out = run_tc(prog, &f, bed.ifindex).unwrap();
+        assert!(out.retval == 0 || out.retval == 7, "verdict {} for {f:02x?}", out.retval);
+        assert_eq!(out.data.len(), f.len(), "length changed");
+        if out.data == f {
+            passed += 1;
+            continue;
+        }
+        translated += 1;
+        // Only a parseable, unfragmented IPv4 TCP/UDP packet with a 20-60 byte header is ever
+        // translated, and only in the fields a translation owns.
+        let ihl = usize::from(f[14] & 0x0f);
+        let parseable = f[12..14] == [0x08, 0x00]
+            && f[14] >> 4 == 4
+            && ihl >= 5
+            && f.len() >= 14 + ihl * 4 + if f[23] == TCP { 20 } else { 8 }
+            && (f[23] == TCP || f[23] == UDP)
+            && u16::from_be_bytes([f[20], f[21]]) & 0x3fff == 0;
+        assert!(parseable, "translated an unparseable frame {f:02x?}");
+        let allowed = may_change(&f, inbound);
+        for (i, (a, b)) in f.iter().zip(&out.data).enumerate() {
+            assert!(a == b || allowed.contains(&i), "byte {i} changed ({a:#04x} -> {b:#04x}) in {f:02x?}");
+        }
+        // Checksums that were right stay right (incremental updates keep a wrong one wrong).
+        let l4 = 14 + ihl * 4;
+        let ip_ok = fold(csum_add(0, &f[14..l4])) == 0;
+        let l4_ok =
+            (f[23] == UDP && f[l4 + 6..l4 + 8] == [0, 0]) || l4_checksum_valid(&f[26..30], &f[30..34], f[23], &f[l4..]);
+        if ip_ok && l4_ok && ihl == 5 {
+            inspect(&out.data);
+        }
+        if inbound {
+            assert_eq!(&out.data[30..34], &bed.target, "translated inbound to a stranger");
+            assert_eq!(&f[30..34], &bed.uplink_ip, "translated a packet not sent to the uplink");
+        } else {
+            assert_eq!(&out.data[26..30], &bed.uplink_ip, "masqueraded behind a stranger");
+        }
+    }
+    println!("random NAT packets tried: {iterations} ({translated} translated, {passed} left alone)");
+    assert!(translated > 0 && passed > 0, "the run never exercised both outcomes");
 }

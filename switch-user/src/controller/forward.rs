@@ -1,12 +1,12 @@
 //! `switch forward add|del|list`: port forwarding from the uplinks to namespaces, in eBPF
 //! (`switch-ebpf/src/nat_uplink.rs`): no iptables rule, no proxy process, the server sees the
 //! client's real address, and a port range costs one map entry per port, nothing more.
-use std::{fs, net::Ipv4Addr};
+use std::{collections::HashSet, fs, net::Ipv4Addr};
 
 use serde::Serialize;
 use switch_common::{FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_FORWARDS};
 
-use super::{blocking, lock};
+use super::{blocking, failpoint, lock};
 use crate::{
     datapath::{
         Pins,
@@ -275,17 +275,24 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     };
     // Refresh the uplink addresses: they may have changed since `up`.
     attach_uplinks(&o.switch, &sw, &state).await?;
+    reconcile(&state, &o.switch).await?;
     let f = fwd.clone();
-    blocking(move || {
+    let written = blocking(move || {
         let mut maps = NatMaps::open(&Pins::new(&f.switch))?;
         maps.reset_stats(f.rule)?;
         for (i, host) in (f.host_first..=f.host_last).enumerate() {
             let target = FwdTarget { addr: wire(target_ip), port: f.ns_first + i as u16, rule: f.rule };
             maps.add(f.proto.number(), host, target)?;
+            failpoint("forward-add:map")?;
         }
         Ok(())
     })
-    .await?;
+    .await;
+    if let Err(e) = written {
+        // Take back the part of the range that was written: the state never names it.
+        let _ = reconcile(&state, &o.switch).await;
+        return Err(e);
+    }
     state.forwards.push(fwd.clone());
     store.save(&state)?;
     Ok(fwd)
@@ -308,7 +315,33 @@ pub async fn del(switch: &str, proto: Proto, host: PortRange) -> Result<()> {
     let f = state.forwards[i].clone();
     remove_entries(&f).await?;
     state.forwards.remove(i);
-    store.save(&state)
+    store.save(&state)?;
+    reconcile(&state, switch).await
+}
+
+/// Makes the switch's FORWARDS map hold exactly the forwards the state records. The state is
+/// saved only once a forward's entries are all written, so a `forward add` killed half-way
+/// leaves entries nobody lists; the next forward command on the switch takes them out.
+async fn reconcile(state: &State, switch: &str) -> Result<()> {
+    let known: HashSet<(u8, u16)> = state
+        .forwards
+        .iter()
+        .filter(|f| f.switch == switch)
+        .flat_map(|f| (f.host_first..=f.host_last).map(move |p| (f.proto.number(), p)))
+        .collect();
+    let switch = switch.to_owned();
+    blocking(move || {
+        let pins = Pins::new(&switch);
+        if !pins.complete() {
+            return Ok(());
+        }
+        let removed = NatMaps::open(&pins)?.retain_forwards(|k| known.contains(&(k.proto, k.port)))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} forward entries no command finished (switch '{switch}')");
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn remove_entries(f: &ForwardState) -> Result<()> {
@@ -363,6 +396,9 @@ pub struct ForwardRow {
 pub async fn list(switch: Option<&str>) -> Result<Vec<ForwardRow>> {
     let store = lock().await?;
     let state = store.load()?;
+    for (name, _) in state.switches.iter().filter(|(n, sw)| sw.datapath.is_ebpf() && switch.is_none_or(|s| s == *n)) {
+        reconcile(&state, name).await?;
+    }
     let mut rows = vec![];
     for f in state.forwards.iter().filter(|f| switch.is_none_or(|s| s == f.switch)) {
         let ip = state

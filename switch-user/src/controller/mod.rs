@@ -34,7 +34,7 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 /// Fault injection for the crash and rollback tests. With `SWITCH_FAILPOINT=NAME` the process
 /// aborts at point NAME, as if killed with SIGKILL there; with `SWITCH_FAILPOINT=NAME:error`
 /// the step fails with an error instead, exercising the rollback path. Points: `up:made`,
-/// `ns-add:veth`, `ns-add:attached`.
+/// `ns-add:veth`, `ns-add:attached`, `forward-add:map` (after each port of a range is written).
 pub(crate) fn failpoint(name: &str) -> Result<()> {
     let Ok(v) = std::env::var("SWITCH_FAILPOINT") else { return Ok(()) };
     if v == name {

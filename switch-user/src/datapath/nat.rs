@@ -73,6 +73,15 @@ impl NatMaps {
         self.stats.set(u32::from(rule), zeros, 0).map_err(bpf("zeroing FWD_STATS"))
     }
 
+    /// Deletes every forward `keep` says no to; returns how many.
+    pub fn retain_forwards(&mut self, keep: impl Fn(&FwdKey) -> bool) -> Result<usize> {
+        let doomed: Vec<FwdKey> = self.forwards.keys().filter_map(|k| k.ok()).filter(|k| !keep(k)).collect();
+        for k in &doomed {
+            let _ = self.forwards.remove(k);
+        }
+        Ok(doomed.len())
+    }
+
     /// Stops forwarding host port `port` of `proto` (existing connections go on).
     pub fn remove(&mut self, proto: u8, port: u16) -> Result<()> {
         let _ = self.forwards.remove(&FwdKey { port, proto, pad: 0 });
