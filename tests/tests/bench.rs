@@ -15,6 +15,13 @@ fn quick_bench_produces_well_formed_results() {
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(names, ["veth", "bridge", "tc", "tc-egress", "xdp", "userspace"], "{}", m["id"]);
         for r in rows {
+            if let Some(e) = r["error"].as_str() {
+                // trafgen cannot drive an XDP-mode veth (it gives up when the ring is full);
+                // every other contender and metric must be measured.
+                assert!(m["id"] == "udp64" && r["contender"] == "xdp" && e.contains("trafgen"), "{}: {r}", m["id"]);
+                assert!(r["samples"].as_array().unwrap().is_empty());
+                continue;
+            }
             let median = r["median"].as_f64().unwrap();
             assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
             assert!(r["min"].as_f64().unwrap() <= median && median <= r["max"].as_f64().unwrap());
@@ -39,7 +46,9 @@ fn quick_bench_produces_well_formed_results() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
-    assert_eq!(chart.matches("<rect").count(), 1 + 4 * 6 + 2 * 2 + 2, "one bar per contender and metric");
+    let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
+    assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
+    assert!(measured >= 4 * 6 + 2 * 2 + 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
     // Nothing of the benchmark is left.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
 }

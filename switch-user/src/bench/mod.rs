@@ -78,6 +78,9 @@ pub async fn cleanup() {
 pub struct Series {
     pub values: Vec<f64>,
     pub cpu: Vec<f64>,
+    /// Set when the tool failed on this contender: the metric is reported as not measured
+    /// for it (with this reason) and the rest of the run goes on.
+    pub error: Option<String>,
 }
 
 /// The four per-packet metrics.
@@ -139,6 +142,10 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
     for round in 1..=opts.rounds {
         for (metric, name) in [(0, "TCP stream"), (1, "64-byte UDP"), (2, "latency")] {
             for (c, t) in topologies.iter().enumerate() {
+                if series[metric][c].error.is_some() {
+                    bar.inc(1);
+                    continue;
+                }
                 bar.set_message(format!("round {round}/{}: {name} via {}", opts.rounds, t.contender.name));
                 let (busy0, _) = tools::cpu_ticks();
                 let result = match metric {
@@ -152,8 +159,20 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
                         tools::latency(&t.client, &t.server_ip, opts.secs).await.map(|(p50, p99)| (vec![p50, p99], 0.0))
                     }
                 };
-                let (values, work) =
-                    result.map_err(|e| Error::Command(format!("{} via {}: {e}", name, t.contender.name)))?;
+                let (values, work) = match result {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // One tool failing on one contender does not throw away the run: the
+                        // metric is reported as not measured for it, with the reason.
+                        let sub = if metric == 2 { 2 } else { 1 };
+                        for s in &mut series[metric..metric + sub] {
+                            s[c] = Series { error: Some(e.to_string()), ..Series::default() };
+                        }
+                        bar.println(format!("{name} via {}: not measured: {e}", t.contender.name));
+                        bar.inc(1);
+                        continue;
+                    }
+                };
                 let cpu_secs = (tools::cpu_ticks().0 - busy0) as f64 / tools::ticks_per_sec();
                 for (k, v) in values.into_iter().enumerate() {
                     let s = &mut series[metric + k][c];

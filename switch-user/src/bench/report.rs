@@ -52,6 +52,9 @@ pub struct Row {
     pub vs_veth: Option<f64>,
     /// Median CPU cost per unit of work (see the metric's `cpu_unit`).
     pub cpu: Option<f64>,
+    /// Why there are no samples (the tool failed on this contender).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One metric across contenders.
@@ -105,6 +108,7 @@ impl MetricReport {
                 vs_bridge: bridge.as_ref().and_then(|b| paired_ratio(&s.values, b)),
                 vs_veth: veth.as_ref().and_then(|v| paired_ratio(&s.values, v)),
                 cpu: (!s.cpu.is_empty()).then(|| median(&s.cpu)),
+                error: s.error.clone(),
             })
             .collect();
         Self {
@@ -231,6 +235,10 @@ impl Report {
                 if m.cpu_unit.is_empty() { "" } else { "cpu" }
             );
             for r in &m.rows {
+                if let Some(e) = &r.error {
+                    let _ = writeln!(out, "  {:<22} not measured: {e}", r.contender);
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "  {:<22} {:>10} {:>21} {:>9} {:>9} {:>12}",
@@ -281,6 +289,16 @@ impl Report {
             let _ = writeln!(out, "| contender | median ({}) | min - max | x bridge | x veth |{cpu}", m.unit);
             let _ = writeln!(out, "|---|---|---|---|---|{}", if cpu.is_empty() { "" } else { "---|" });
             for r in &m.rows {
+                if let Some(e) = &r.error {
+                    let _ = writeln!(
+                        out,
+                        "| {} | not measured: {} | | | |{}",
+                        r.contender,
+                        e,
+                        if cpu.is_empty() { "" } else { " |" }
+                    );
+                    continue;
+                }
                 let cpu =
                     if m.cpu_unit.is_empty() { String::new() } else { format!(" {} |", r.cpu.map_or("-".into(), num)) };
                 let _ = writeln!(
@@ -323,7 +341,7 @@ impl Report {
         let mut y = 10.0;
         let mut body = String::new();
         for m in &self.metrics {
-            let max = m.rows.iter().map(|r| r.max).fold(0.0_f64, f64::max).max(1e-9);
+            let max = m.rows.iter().filter(|r| !r.samples.is_empty()).map(|r| r.max).fold(0.0_f64, f64::max).max(1e-9);
             let _ = writeln!(
                 body,
                 r#"<text x="10" y="{:.0}" font-size="14" font-weight="bold">{} [{}]</text>"#,
@@ -346,6 +364,12 @@ impl Report {
                     y + 13.0,
                     esc(&r.contender)
                 );
+                if r.samples.is_empty() {
+                    let _ =
+                        writeln!(body, r#"<text x="{LEFT:.0}" y="{:.0}" font-size="11">not measured</text>"#, y + 13.0);
+                    y += BAR_H + 6.0;
+                    continue;
+                }
                 let _ = writeln!(
                     body,
                     r#"<rect x="{LEFT:.0}" y="{y:.0}" width="{w:.1}" height="{BAR_H:.0}" fill="{color}"/>"#

@@ -128,7 +128,15 @@ async fn trafgen_run(client: &str, server: &str, dev: &str, conf: &str, first: u
     group.signal(nix::sys::signal::Signal::SIGINT);
     let out = sender.wait_with_output().await.context("waiting for trafgen")?;
     if !running {
-        return Err(Error::Command(format!("trafgen stopped early: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        // trafgen gives up when a send fails, e.g. when the device stops its queue (an
+        // XDP-mode veth does once its ring is full): say what it said, on one line.
+        let said: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("Running!"))
+            .map(String::from)
+            .collect();
+        return Err(Error::Command(format!("trafgen stopped early: {}", said.join("; "))));
     }
     let last = nic(server).await?.received;
     let pps = r1.saturating_sub(r0) as f64 / (t1 - t0).as_secs_f64().max(0.001);
