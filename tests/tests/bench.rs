@@ -9,8 +9,11 @@ fn quick_bench_produces_well_formed_results() {
     let report = json(&["bench", "--quick", "--svg", &svg_s]);
     let metrics = report["metrics"].as_array().expect("metrics");
     let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["tcp", "udp64", "lat_p50", "lat_p99", "fwd_tcp", "fwd_conn", "bringup_10"]);
-    for m in &metrics[..4] {
+    assert_eq!(
+        ids,
+        ["tcp", "udp64", "lat_p50", "lat_p99", "lat_poll_p50", "lat_poll_p99", "fwd_tcp", "fwd_conn", "bringup_10"]
+    );
+    for m in &metrics[..6] {
         let rows = m["rows"].as_array().unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(names, ["veth", "bridge", "tc", "tc-egress", "xdp", "userspace"], "{}", m["id"]);
@@ -30,25 +33,25 @@ fn quick_bench_produces_well_formed_results() {
         assert_eq!(rows[1]["vs_bridge"].as_f64(), Some(1.0));
         assert_eq!(rows[0]["vs_veth"].as_f64(), Some(1.0));
     }
-    for m in &metrics[4..6] {
+    for m in &metrics[6..8] {
         let rows = m["rows"].as_array().unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(names, ["iptables", "ebpf-forward"], "{}", m["id"]);
         assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}", m["id"]);
         assert_eq!(rows[0]["vs_bridge"].as_f64(), Some(1.0), "forwards compare against iptables");
     }
-    let bring = &metrics[6]["rows"];
+    let bring = &metrics[8]["rows"];
     assert_eq!(bring.as_array().unwrap().len(), 2);
     assert!(bring[0]["median"].as_f64().unwrap() > 0.0);
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 8);
+    assert_eq!(targets.len(), 9);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 4 * 6 + 2 * 2 + 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    assert!(measured >= 6 * 6 + 2 * 2 + 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
     // Nothing of the benchmark is left.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
 }

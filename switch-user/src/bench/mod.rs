@@ -83,19 +83,25 @@ pub struct Series {
     pub error: Option<String>,
 }
 
-/// The four per-packet metrics.
-const METRICS: [(&str, &str, &str, bool, &str); 4] = [
+/// The per-packet metrics.
+const METRICS: [(&str, &str, &str, bool, &str); 6] = [
     ("tcp", "TCP stream throughput (iperf3, 1 stream)", "Gbit/s", true, "CPU s per GB"),
     ("udp64", "64-byte UDP frames received (trafgen on every CPU)", "kframes/s", true, "CPU ns per frame"),
-    ("lat_p50", "Request/response latency p50 (sockperf UDP ping-pong, RTT/2)", "us", false, ""),
-    ("lat_p99", "Request/response latency p99 (sockperf UDP ping-pong, RTT/2)", "us", false, ""),
+    ("lat_p50", "Request/response latency p50 (sockperf UDP ping-pong, sleeping sockets, RTT/2)", "us", false, ""),
+    ("lat_p99", "Request/response latency p99 (sockperf UDP ping-pong, sleeping sockets, RTT/2)", "us", false, ""),
+    ("lat_poll_p50", "Request/response latency p50 (sockperf UDP ping-pong, busy polling, RTT/2)", "us", false, ""),
+    ("lat_poll_p99", "Request/response latency p99 (sockperf UDP ping-pong, busy polling, RTT/2)", "us", false, ""),
 ];
+
+/// The measurements of one round, in order: (first metric, how many metrics it yields, name).
+const MEASUREMENTS: [(usize, usize, &str); 4] =
+    [(0, 1, "TCP stream"), (1, 1, "64-byte UDP"), (2, 2, "latency"), (4, 2, "busy-polling latency")];
 
 /// Runs the benchmark. `bar` shows progress (hidden for `--json`).
 pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let contenders = opts.contenders()?;
     let topologies: Vec<Topology> = contenders.iter().enumerate().map(|(i, c)| Topology::new(i, *c)).collect();
-    let steps = (opts.rounds * topologies.len() * 3
+    let steps = (opts.rounds * topologies.len() * MEASUREMENTS.len()
         + opts.rounds * opts.bringup.len() * 2
         + topologies.len()
         + opts.rounds * 2 * 2
@@ -140,7 +146,7 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
     // series[metric][contender]
     let mut series = vec![vec![Series::default(); topologies.len()]; METRICS.len()];
     for round in 1..=opts.rounds {
-        for (metric, name) in [(0, "TCP stream"), (1, "64-byte UDP"), (2, "latency")] {
+        for (metric, sub, name) in MEASUREMENTS {
             for (c, t) in topologies.iter().enumerate() {
                 if series[metric][c].error.is_some() {
                     bar.inc(1);
@@ -155,16 +161,18 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
                     1 => tools::udp_small_frames(&t.client, &t.server, opts.secs)
                         .await
                         .map(|(pps, frames)| (vec![pps / 1e3], frames / 1e9)),
-                    _ => {
-                        tools::latency(&t.client, &t.server_ip, opts.secs).await.map(|(p50, p99)| (vec![p50, p99], 0.0))
-                    }
+                    2 => tools::latency(&t.client, &t.server_ip, opts.secs, false)
+                        .await
+                        .map(|(p50, p99)| (vec![p50, p99], 0.0)),
+                    _ => tools::latency_polling(&t.client, &t.server, &t.server_ip, opts.secs)
+                        .await
+                        .map(|(p50, p99)| (vec![p50, p99], 0.0)),
                 };
                 let (values, work) = match result {
                     Ok(v) => v,
                     Err(e) => {
                         // One tool failing on one contender does not throw away the run: the
                         // metric is reported as not measured for it, with the reason.
-                        let sub = if metric == 2 { 2 } else { 1 };
                         for s in &mut series[metric..metric + sub] {
                             s[c] = Series { error: Some(e.to_string()), ..Series::default() };
                         }

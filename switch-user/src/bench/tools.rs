@@ -193,13 +193,38 @@ fn parse_nic(json: &str) -> std::result::Result<Nic, String> {
         .ok_or_else(|| "no interface with an IPv4 address and counters".to_owned())
 }
 
-/// UDP ping-pong of 64-byte messages for `secs`: (p50, p99) latency in microseconds, as
-/// sockperf reports it (half the round trip).
-pub async fn latency(ns: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
-    let args: Vec<String> =
-        ["ping-pong", "-i", server, "-p", "11111", "-t", &secs.to_string(), "-m", "64"].map(String::from).to_vec();
+/// UDP ping-pong of 64-byte messages for `secs` against the sockperf server on port 11111:
+/// (p50, p99) latency in microseconds, as sockperf reports it (half the round trip). With
+/// `busy`, the client's socket is non-blocking and polled without sleeping.
+pub async fn latency(ns: &str, server: &str, secs: u64, busy: bool) -> Result<(f64, f64)> {
+    let port = if busy { BUSY_PORT } else { "11111" };
+    let mut args: Vec<String> =
+        ["ping-pong", "-i", server, "-p", port, "-t", &secs.to_string(), "-m", "64"].map(String::from).to_vec();
+    if busy {
+        args.extend(BUSY_ARGS.map(String::from));
+    }
     let text = retry(|| output(ns, "sockperf", args.clone())).await?;
     parse_sockperf(&text)
+}
+
+/// Port of the busy-polling sockperf server.
+const BUSY_PORT: &str = "11112";
+/// Non-blocking sockets, epoll with a zero timeout: neither side ever sleeps.
+const BUSY_ARGS: [&str; 3] = ["--nonblocked", "--timeout", "0"];
+
+/// `latency` with both client and server busy polling: what remains is the path between the
+/// namespaces, without the scheduler's wake-ups (about 20 us here, the same for every
+/// contender, which otherwise dominate). The server spins a CPU, so it runs only for this
+/// measurement.
+pub async fn latency_polling(client: &str, server_ns: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
+    let mut args: Vec<String> = ["server", "-i", server, "-p", BUSY_PORT].map(String::from).to_vec();
+    args.extend(BUSY_ARGS.map(String::from));
+    let _server = in_ns(server_ns, "sockperf", &args)?
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting sockperf (install it, or run 'cargo xtask bench')")?;
+    latency(client, server, secs, true).await
 }
 
 /// `(p50, p99)` in microseconds from sockperf's summary.
