@@ -252,6 +252,20 @@ impl Drop for Sandbox {
 }
 
 /// A port's row of `switch stats --json`.
+/// xorshift64*: deterministic pseudo-random numbers for the randomised runs (seeded per run,
+/// no dependency).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
 /// The `switch tables` row of `table` (`fdb` or `conntrack`).
 pub fn table_stats(switch_name: &str, table: &str) -> Value {
     let v = json(&["tables", "--switch", switch_name]);

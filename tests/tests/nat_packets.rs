@@ -263,18 +263,6 @@ fn a_full_connection_table_evicts_and_keeps_translating() {
     assert_eq!(n("entries") + n("evicted"), n("added"), "{t}");
 }
 
-/// xorshift64*: reproducible pseudo-random numbers without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// What a translation may touch: MACs and TTL (the fast path routes), the IPv4 checksum, one
 /// address (destination inbound, source outbound), its port and the L4 checksum.
 fn may_change(f: &[u8], inbound: bool) -> Vec<usize> {
@@ -295,25 +283,25 @@ fn random_packets_keep_the_nat_invariants() {
     let mut rng = Rng(0x0dd_ba11_cafe_f00d ^ u64::from(std::process::id()));
     let (mut translated, mut passed) = (0u64, 0u64);
     for _ in 0..iterations {
-        let inbound = rng.next() % 2 == 0;
-        let mut f: Vec<u8> = if rng.next() % 4 == 0 {
-            (0..14 + rng.next() % 600).map(|_| rng.next() as u8).collect()
+        let inbound = rng.next_u64().is_multiple_of(2);
+        let mut f: Vec<u8> = if rng.next_u64().is_multiple_of(4) {
+            (0..14 + rng.next_u64() % 600).map(|_| rng.next_u64() as u8).collect()
         } else {
             // A valid TCP/UDP packet to a forwarded port (inbound) or from the segment to
             // outside (outbound, masquerade), then a few bytes anywhere overwritten.
-            let proto = if rng.next() % 2 == 0 { TCP } else { UDP };
+            let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
             let dport = if proto == TCP { bed.tcp_port } else { bed.udp_port };
-            let payload: Vec<u8> = (0..rng.next() % 64).map(|_| rng.next() as u8).collect();
-            let sport = 1024 + (rng.next() % 60_000) as u16;
-            let flags = rng.next() as u8;
+            let payload: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
+            let sport = 1024 + (rng.next_u64() % 60_000) as u16;
+            let flags = rng.next_u64() as u8;
             let mut f = if inbound {
                 packet_with(proto, bed.client, bed.uplink_ip, sport, dport, flags, false, &payload)
             } else {
                 packet_with(proto, segment_host, bed.client, sport, 443, flags, false, &payload)
             };
-            for _ in 0..rng.next() % 4 {
-                let at = (rng.next() % f.len() as u64) as usize;
-                f[at] = rng.next() as u8;
+            for _ in 0..rng.next_u64() % 4 {
+                let at = (rng.next_u64() % f.len() as u64) as usize;
+                f[at] = rng.next_u64() as u8;
             }
             f
         };

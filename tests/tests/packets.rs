@@ -135,18 +135,6 @@ fn interfaces_that_are_not_ports_are_left_alone() {
     assert!(fdb(&bed.sw).is_empty());
 }
 
-/// xorshift64*: deterministic pseudo-random numbers for the randomised run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 #[test]
 fn random_frames_keep_every_invariant() {
     // SWITCH_FUZZ_ITERATIONS makes the run longer (README: "Datapath tests").
@@ -161,13 +149,13 @@ fn random_frames_keep_every_invariant() {
         .collect();
     let (mut shot, mut redirected, mut invalid_src) = (0u64, 0u64, 0u64);
     for _ in 0..iterations {
-        let len = 14 + (rng.next() % 1500) as usize;
-        let mut f: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        if !rng.next().is_multiple_of(8) {
-            f[..6].copy_from_slice(&pool[(rng.next() % pool.len() as u64) as usize]);
-            f[6..12].copy_from_slice(&pool[(rng.next() % pool.len() as u64) as usize]);
+        let len = 14 + (rng.next_u64() % 1500) as usize;
+        let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if !rng.next_u64().is_multiple_of(8) {
+            f[..6].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
+            f[6..12].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
         }
-        let port = (rng.next() % 3) as usize;
+        let port = (rng.next_u64() % 3) as usize;
         let verdict = bed.send(port, &f);
         let src_valid = f[6] & 1 == 0 && f[6..12].iter().any(|&b| b != 0);
         match verdict {

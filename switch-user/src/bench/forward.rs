@@ -3,7 +3,10 @@
 //! once through the classic recipe (kernel bridge with an address + iptables DNAT).
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::watch,
+};
 
 use crate::{
     controller::{forward, port, switch},
@@ -16,6 +19,8 @@ use crate::{
 pub const IPERF_PORT: u16 = 15201;
 /// Host port forwarded to the connection-rate server.
 pub const CONN_PORT: u16 = 16000;
+/// Connections the rate client keeps in flight.
+const CONN_CONCURRENCY: usize = 32;
 
 /// How the forward is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,58 +196,79 @@ impl Forwarded {
 }
 
 /// Serves TCP connections in namespace `ns` on `addr`, closing each at once, until the
-/// returned sender is dropped.
-pub fn accept_server(ns: &str, addr: SocketAddr) -> oneshot::Sender<()> {
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let ns = ns.to_owned();
-    tokio::spawn(async move {
-        let _ = netns::run_in(&ns, move |_| async move {
-            let listener = TcpListener::bind(addr).await.map_err(|e| Error::Command(format!("binding {addr}: {e}")))?;
-            let serve = async {
-                loop {
-                    if let Ok((s, _)) = listener.accept().await {
-                        drop(s);
+/// returned sender is dropped. One accepting thread per CPU (SO_REUSEPORT listeners), so the
+/// server keeps up with the client on any machine.
+pub fn accept_server(ns: &str, addr: SocketAddr) -> watch::Sender<()> {
+    let (stop_tx, stop_rx) = watch::channel(());
+    for _ in 0..threads() {
+        let (ns, mut stop_rx) = (ns.to_owned(), stop_rx.clone());
+        tokio::spawn(async move {
+            let _ = netns::run_in(&ns, move |_| async move {
+                let fail = |e: std::io::Error| Error::Command(format!("listening on {addr}: {e}"));
+                let socket = TcpSocket::new_v4().map_err(fail)?;
+                socket.set_reuseport(true).map_err(fail)?;
+                socket.bind(addr).map_err(fail)?;
+                let listener = socket.listen(1024).map_err(fail)?;
+                let serve = async {
+                    loop {
+                        if let Ok((s, _)) = listener.accept().await {
+                            drop(s);
+                        }
                     }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stop_rx.changed() => {}
                 }
-            };
-            tokio::select! {
-                _ = serve => {}
-                _ = stop_rx => {}
-            }
-            Ok(())
-        })
-        .await;
-    });
+                Ok(())
+            })
+            .await;
+        });
+    }
     stop_tx
 }
 
-/// New TCP connections per second from namespace `ns` to `addr` for `secs`, 32 at a time
-/// (each connects, waits for the server to close, closes).
+/// Client or server threads: one per CPU. A single client thread would leave CPUs idle and
+/// measure itself rather than the path (each connect also runs the path's softirq work).
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// New TCP connections per second from namespace `ns` to `addr` for `secs`: one client
+/// thread per CPU, `CONN_CONCURRENCY` connections in flight in all (each connects, waits for
+/// the server to close, closes).
 pub async fn connection_rate(ns: &str, addr: SocketAddr, secs: u64) -> Result<f64> {
-    netns::run_in(ns, move |_| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        let workers: Vec<_> = (0..32)
-            .map(|_| {
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while tokio::time::Instant::now() < deadline {
-                        if let Ok(Ok(mut s)) =
-                            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
-                        {
-                            let mut buf = [0u8; 1];
-                            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-                            n += 1;
+    let n = threads();
+    let clients = (0..n).map(|_| {
+        netns::run_in(ns, move |_| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            let workers: Vec<_> = (0..CONN_CONCURRENCY.div_ceil(n))
+                .map(|_| {
+                    tokio::spawn(async move {
+                        let mut done = 0u64;
+                        while tokio::time::Instant::now() < deadline {
+                            if let Ok(Ok(mut s)) =
+                                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+                            {
+                                let mut buf = [0u8; 1];
+                                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                                done += 1;
+                            }
                         }
-                    }
-                    n
+                        done
+                    })
                 })
-            })
-            .collect();
-        let mut total = 0u64;
-        for w in workers {
-            total += w.await.unwrap_or(0);
-        }
-        Ok(total as f64 / secs as f64)
-    })
-    .await
+                .collect();
+            let mut total = 0u64;
+            for w in workers {
+                total += w.await.unwrap_or(0);
+            }
+            Ok(total)
+        })
+    });
+    let mut total = 0u64;
+    for r in futures::future::join_all(clients).await {
+        total += r?;
+    }
+    Ok(total as f64 / secs as f64)
 }

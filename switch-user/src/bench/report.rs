@@ -423,7 +423,7 @@ mod tests {
     use super::*;
 
     fn series(v: &[f64]) -> Series {
-        Series { values: v.to_vec(), cpu: vec![] }
+        Series { values: v.to_vec(), ..Series::default() }
     }
 
     #[test]
