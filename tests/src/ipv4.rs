@@ -124,13 +124,29 @@ pub struct Seen {
     pub l4_csum: u16,
 }
 
+/// `f` with 4 bytes of IPv4 options (NOPs) after the header: IHL 6, lengths and the header
+/// checksum fixed (the TCP/UDP checksum does not cover options).
+pub fn with_ip_options(f: &[u8]) -> Vec<u8> {
+    let mut g = f[..34].to_vec();
+    g.extend_from_slice(&[1, 1, 1, 1]);
+    g.extend_from_slice(&f[34..]);
+    g[14] = 0x46;
+    let total = u16::from_be_bytes([g[16], g[17]]) + 4;
+    g[16..18].copy_from_slice(&total.to_be_bytes());
+    g[24..26].copy_from_slice(&[0, 0]);
+    let c = fold(csum_add(0, &g[14..38]));
+    g[24..26].copy_from_slice(&c.to_be_bytes());
+    g
+}
+
 /// Reads an output frame, asserting that its IPv4 header checksum and its TCP/UDP checksum
 /// (unless UDP's "none") are valid.
 pub fn inspect(f: &[u8]) -> Seen {
-    let ip = &f[14..34];
+    let l4_off = 14 + usize::from(f[14] & 0x0f) * 4;
+    let ip = &f[14..l4_off];
     assert_eq!(fold(csum_add(0, ip)), 0, "IPv4 header checksum is wrong: {ip:02x?}");
     let proto = ip[9];
-    let l4 = &f[34..];
+    let l4 = &f[l4_off..];
     let off = l4_csum_offset(proto);
     let l4_csum = u16::from_be_bytes([l4[off], l4[off + 1]]);
     if !(proto == UDP && l4_csum == 0) {

@@ -9,7 +9,10 @@ use switch_common::{
 };
 use switch_tests::{
     bpf::run_tc,
-    ipv4::{ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, l4_checksum_valid, packet, packet_with},
+    ipv4::{
+        ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, l4_checksum_valid, packet, packet_with,
+        with_ip_options,
+    },
     nat::{NatBed, ct_key, now_ns},
     *,
 };
@@ -71,6 +74,61 @@ fn dnat_and_reverse_translation_byte_for_byte() {
         assert_eq!((s.src, s.sport), (uplink_ip, bed.udp_port));
         assert_eq!(s.l4_csum == 0, zero);
     }
+}
+
+#[test]
+fn every_malformed_class_is_left_alone_and_options_are_handled() {
+    let bed = NatBed::new(116, 11680);
+    let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
+    let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
+    let set_total = |f: &mut Vec<u8>, delta: i32| {
+        let total = (i32::from(u16::from_be_bytes([f[16], f[17]])) + delta) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![];
+    let mut f = syn(41000);
+    f[14] = 0x44; // IHL 4: shorter than an IPv4 header can be
+    cases.push(("IHL < 5", f));
+    let mut f = syn(41001);
+    set_total(&mut f, 10);
+    cases.push(("total length longer than the packet", f));
+    let mut f = syn(41002);
+    f[16..18].copy_from_slice(&30u16.to_be_bytes());
+    cases.push(("total length shorter than the headers", f));
+    let mut f = syn(41003);
+    f[20] |= 0x20;
+    cases.push(("first fragment", f));
+    let mut f = syn(41004);
+    f[20..22].copy_from_slice(&100u16.to_be_bytes());
+    cases.push(("later fragment", f));
+    let s = syn(41005);
+    let mut f = s[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    f.extend_from_slice(&s[12..]);
+    cases.push(("VLAN-tagged", f));
+    let mut f = syn(41006);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    cases.push(("IPv6 EtherType", f));
+    let mut f = syn(41007);
+    f[14] = 0x65; // version 6 behind an IPv4 EtherType
+    cases.push(("IP version 6", f));
+    let mut f = syn(41008)[..44].to_vec(); // 10 bytes of TCP header
+    f[16..18].copy_from_slice(&30u16.to_be_bytes()); // the 30 bytes that are there
+    cases.push(("truncated TCP header", f));
+    let mut f = syn(41009);
+    f[23] = 1; // ICMP
+    cases.push(("not TCP or UDP", f));
+    for (why, f) in &cases {
+        untouched(&bed, &bed.nat_in, f, why);
+    }
+    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 0, "a malformed packet made a table entry");
+
+    // IPv4 options: the ports are found after them and the translation is right.
+    let s = inbound(&bed, &with_ip_options(&syn(41010)));
+    assert_eq!((s.src, s.dst, s.sport, s.dport), (client, target, 41010, 80));
+    // A jumbo frame (bigger than the MTU, as GRO makes them) translates like any other.
+    let big = packet_with(TCP, client, uplink_ip, 41011, port, SYN, false, &[7; 3000]);
+    assert_eq!(inbound(&bed, &big).dst, target);
 }
 
 /// A 16-byte payload whose last word makes the TCP/UDP checksum of a packet from `src:sport`
@@ -325,7 +383,11 @@ fn random_packets_keep_the_nat_invariants() {
             && ihl >= 5
             && f.len() >= 14 + ihl * 4 + if f[23] == TCP { 20 } else { 8 }
             && (f[23] == TCP || f[23] == UDP)
-            && u16::from_be_bytes([f[20], f[21]]) & 0x3fff == 0;
+            && u16::from_be_bytes([f[20], f[21]]) & 0x3fff == 0
+            && {
+                let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+                total == 0 || (total >= ihl * 4 + if f[23] == TCP { 20 } else { 8 } && 14 + total <= f.len())
+            };
         assert!(parseable, "translated an unparseable frame {f:02x?}");
         let allowed = may_change(&f, inbound);
         for (i, (a, b)) in f.iter().zip(&out.data).enumerate() {

@@ -96,6 +96,36 @@ fn learning_flooding_unicast_and_moves() {
 }
 
 #[test]
+fn an_entry_ages_out_exactly_at_its_boundary() {
+    use aya::maps::{HashMap, Map, MapData};
+    use switch_common::{FdbEntry, MacKey};
+    let bed = bed();
+    let ageing_ns = switch_common::DEFAULT_AGEING_SECS * 1_000_000_000;
+    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/FDB", bed.sw)).unwrap();
+    let mut fdb: HashMap<_, MacKey, FdbEntry> = HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+    let mut last_seen = |age_ns: u64| {
+        let mut e = fdb.get(&MacKey::new(X), 0).expect("X is learned");
+        e.last_seen_ns = switch_tests::nat::now_ns() - age_ns;
+        fdb.insert(MacKey::new(X), e, 0).unwrap();
+    };
+    assert_eq!(bed.send(0, &frame(BCAST, X, 0x88b5, 46)), TC_ACT_REDIRECT);
+    let flooded = |bed: &Bed| n(&bed.stats(1), "flooded");
+    // Just inside the ageing time: still known, unicast to a.
+    last_seen(ageing_ns - 2_000_000_000);
+    let before = flooded(&bed);
+    assert_eq!(bed.send(1, &frame(X, Y, 0x88b5, 46)), TC_ACT_REDIRECT);
+    assert_eq!(flooded(&bed), before, "an entry inside its ageing time was treated as unknown");
+    // Just past it: unknown, flooded, and the entry is gone (counted as removed, not evicted).
+    let removed = table_stats(&bed.sw, "fdb")["removed"].as_u64().unwrap();
+    last_seen(ageing_ns + 2_000_000_000);
+    assert_eq!(bed.send(1, &frame(X, Y, 0x88b5, 46)), TC_ACT_REDIRECT);
+    assert_eq!(flooded(&bed), before + 1, "an expired entry was still used");
+    assert_eq!(bed.fdb_port("02:00:00:66:00:01"), None);
+    let t = table_stats(&bed.sw, "fdb");
+    assert_eq!((t["removed"].as_u64().unwrap(), t["evicted"].as_u64().unwrap()), (removed + 1, 0), "{t}");
+}
+
+#[test]
 fn invalid_frames_are_dropped_and_counted_other_protocols_switched_unchanged() {
     let bed = bed();
     let a0 = bed.stats(0);

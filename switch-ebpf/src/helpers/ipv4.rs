@@ -52,10 +52,11 @@ fn parse_linear(ctx: &TcContext) -> Option<Flow> {
         return None;
     }
     // SAFETY: bounds checked just above for the 14 + 20 bytes read here.
-    let (ethertype, ver_ihl, frag, proto, saddr, daddr) = unsafe {
+    let (ethertype, ver_ihl, tot_len, frag, proto, saddr, daddr) = unsafe {
         (
             u16::from_be(*((data + 12) as *const u16)),
             *((data + IP_OFF) as *const u8),
+            u16::from_be(*((data + IP_OFF + 2) as *const u16)) as usize,
             u16::from_be(*((data + IP_OFF + 6) as *const u16)),
             *((data + IP_OFF + 9) as *const u8),
             *((data + IP_OFF + 12) as *const u32),
@@ -73,6 +74,12 @@ fn parse_linear(ctx: &TcContext) -> Option<Flow> {
     // 20 bytes cover the TCP header's flags; a UDP header only needs 8.
     let need = if proto == PROTO_TCP { 20 } else { 8 };
     if data + l4_off + need > end {
+        return None;
+    }
+    // A total length that lies (shorter than the headers, longer than the packet) marks a
+    // packet the stack will drop: not worth a connection-table entry. Zero is BIG TCP's
+    // "see the packet's length" for super-packets over 64 KiB.
+    if tot_len != 0 && (tot_len < ihl + need || IP_OFF + tot_len > ctx.len() as usize) {
         return None;
     }
     // SAFETY: bounds checked just above.
