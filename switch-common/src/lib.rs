@@ -216,8 +216,9 @@ pub struct NatConfig {
     pub segment_mask: u32,
     /// `NAT_F_*` flags.
     pub flags: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Interface index of the gateway's host end (the one with the address): replies leaving
+    /// the switch towards the uplinks are routed as if they had arrived there.
+    pub gateway_ifindex: u32,
 }
 
 /// What a UDP socket last sent to through a forward, so its replies can be given the

@@ -30,7 +30,7 @@ use crate::helpers::{
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, count, key_of, touch},
-    route,
+    reply, route,
 };
 
 #[classifier]
@@ -181,31 +181,7 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
 /// masqueraded connections) goes on to the stack.
 #[classifier]
 pub fn nat_gateway(ctx: TcContext) -> i32 {
-    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK as i32 };
-    gateway(&ctx, &f).unwrap_or(TC_ACT_OK as i32)
-}
-
-#[inline(always)]
-fn gateway(ctx: &TcContext, f: &ipv4::Flow) -> Result<i32, i64> {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return Ok(TC_ACT_OK as i32) };
-    // SAFETY: map value, valid for the program run.
-    let e = unsafe { &mut *e };
-    if e.original != 0 || e.is_expired(now) {
-        return Ok(TC_ACT_OK as i32);
-    }
     // SAFETY: reading a field of the context the kernel passed in.
     let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some((out, smac, dmac)) = route::next_hop(ctx, e.addr, f.daddr, f.proto, in_ifindex) else {
-        return Ok(TC_ACT_OK as i32);
-    };
-    let original = CtKey { src: f.daddr, dst: e.addr, sport: f.dport, dport: e.port, proto: f.proto, pad: [0; 3] };
-    touch(e, &original, f, now);
-    count(e.rule, ctx.len() as u64, false);
-    let (addr, port) = (e.addr, e.port);
-    nat::rewrite_src(ctx, f, addr, port)?;
-    route::as_router(ctx, &smac, &dmac)?;
-    // SAFETY: helper with scalar arguments.
-    Ok(unsafe { bpf_redirect(out, 0) } as i32)
+    reply::to_uplink(&ctx, in_ifindex).unwrap_or(TC_ACT_OK as i32)
 }

@@ -14,15 +14,23 @@
 //! ```
 //!
 //! Steps 1-3 and the choice in 4/5 are `helpers::decide`; this file carries the decision out.
+//! A reply of a forwarded connection on its way to the gateway port leaves for the uplink
+//! from here (`helpers::reply`), one veth hop shorter than through the gateway.
 //! The frame never reaches the host's IP stack or netfilter, and no Linux bridge exists.
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT, helpers::generated::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    macros::classifier,
+    programs::TcContext,
 };
+use switch_common::PORT_F_HOST;
 
 use crate::helpers::{
     config::Config,
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
     eth, forward, log,
+    maps::{NAT_CONFIG, PORTS},
+    reply, stats,
 };
 
 /// Lets the next TCX program (or the stack) have the frame: this interface is not a port.
@@ -44,9 +52,33 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.
         NOT_PORT => TC_ACT_UNSPEC,
-        UNICAST => forward::unicast(d.out_ifindex, d.out_slot, len, cfg.redirect_peer()),
+        UNICAST => {
+            if let Some(verdict) = reply_shortcut(&ctx, d.out_slot) {
+                stats::tx(d.out_slot, len);
+                return verdict;
+            }
+            forward::unicast(d.out_ifindex, d.out_slot, len, cfg.redirect_peer())
+        }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Malformed, invalid source, destination on the same port.
         _ => TC_ACT_SHOT as i32,
+    }
+}
+
+/// A frame for the gateway port that is the reply of a forwarded connection: translated and
+/// sent out of the uplink right here. `None`: not such a frame, it goes to the gateway.
+#[inline(always)]
+fn reply_shortcut(ctx: &TcContext, out_slot: u32) -> Option<i32> {
+    if !PORTS.get(out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0) {
+        return None;
+    }
+    // Zero until port forwarding is set up on the switch.
+    let fib_ifindex = NAT_CONFIG.get(0).map_or(0, |c| c.gateway_ifindex);
+    if fib_ifindex == 0 {
+        return None;
+    }
+    match reply::to_uplink(ctx, fib_ifindex) {
+        Ok(v) if v != TC_ACT_OK as i32 => Some(v),
+        _ => None,
     }
 }

@@ -411,3 +411,62 @@ fn random_packets_keep_the_nat_invariants() {
     println!("random NAT packets tried: {iterations} ({translated} translated, {passed} left alone)");
     assert!(translated > 0 && passed > 0, "the run never exercised both outcomes");
 }
+
+#[test]
+fn replies_leave_for_the_uplink_straight_from_the_switch() {
+    let bed = NatBed::new(117, 11780);
+    let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
+    let ifindex = |name: &str| -> u32 {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).unwrap().trim().parse().unwrap()
+    };
+    let mac = |name: &str| -> [u8; 6] {
+        let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap();
+        let b: Vec<u8> = text.trim().split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+        b.try_into().unwrap()
+    };
+    // The client's MAC is known on the uplink, so the FIB can route without the stack.
+    let client_mac = [0x02, 0, 0, 0, 0x71, 0x17];
+    let uplink = format!("u{}", bed.sb.prefix);
+    host(
+        "ip",
+        &["neigh", "replace", "172.31.117.2", "lladdr", "02:00:00:00:71:17", "dev", &uplink, "nud", "permanent"],
+    );
+    // The gateway: its host end has the address, its other end is a port of the switch.
+    let gw_host = host("ip", &["-o", "-4", "addr", "show", "to", "10.117.0.254"]);
+    let gw_host = gw_host.split_whitespace().nth(1).expect("gateway interface").to_owned();
+    let gw_port = port_stats(&bed.sw, "host")["interface"].as_str().unwrap().to_owned();
+    let web = bed.sb.name("web");
+    let web_port = ns_info(&web)["host_interface"].as_str().unwrap().to_owned();
+    let prog = switch_tests::bpf::obj_get(&format!("/sys/fs/bpf/switch/{}/prog_ingress", bed.sw)).unwrap();
+    let gw_mac = mac(&gw_host);
+
+    // A connection comes in; the switch learns where the gateway's MAC is.
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, 40000, port, SYN, false)).dst, target);
+    let mut hello = switch_tests::bpf::frame([0xff; 6], gw_mac, 0x88b5, 46);
+    hello[6..12].copy_from_slice(&gw_mac);
+    run_tc(&prog, &hello, ifindex(&gw_port)).unwrap();
+
+    // The server's SYN-ACK, sent to the gateway's MAC: translated back and redirected to the
+    // uplink by the switch program itself, with the router's part done (TTL, MACs).
+    let mut reply = packet(TCP, target, client, 80, 40000, SYN | ACK, false);
+    reply[..6].copy_from_slice(&gw_mac);
+    reply[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x71, 0x10]);
+    let out = run_tc(&prog, &reply, ifindex(&web_port)).unwrap();
+    assert_eq!(out.retval, switch_tests::bpf::TC_ACT_REDIRECT);
+    let s = inspect(&out.data);
+    assert_eq!((s.src, s.dst, s.sport, s.dport), (uplink_ip, client, port, 40000), "reply not translated");
+    assert_eq!((&out.data[..6], &out.data[6..12]), (&client_mac[..], &mac(&uplink)[..]), "MACs not the next hop's");
+    assert_eq!(out.data[22], 63, "TTL not decremented");
+    assert_eq!(
+        port_stats(&bed.sw, "host")["tx_packets"].as_u64(),
+        Some(1),
+        "the shortcut counts as sent to the gateway"
+    );
+
+    // Anything else for the gateway is switched to it unchanged.
+    let mut other = packet(TCP, target, client, 80, 40999, SYN | ACK, false);
+    other[..6].copy_from_slice(&gw_mac);
+    other[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x71, 0x10]);
+    let out = run_tc(&prog, &other, ifindex(&web_port)).unwrap();
+    assert_eq!((out.retval, out.data == other), (switch_tests::bpf::TC_ACT_REDIRECT, true));
+}

@@ -9,5 +9,6 @@ pub mod ipv4;
 pub mod log;
 pub mod maps;
 pub mod nat;
+pub mod reply;
 pub mod route;
 pub mod stats;

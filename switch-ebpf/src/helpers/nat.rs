@@ -80,14 +80,22 @@ pub fn next_state(state: u32, proto: u8, flags: u8, reply: bool) -> u32 {
     }
 }
 
+/// How often a packet refreshes its entry's last-seen time.
+const CT_REFRESH_NS: u64 = 1_000_000_000;
+
 /// Records a packet of `f` on entry `e` (at `key`) and on the other direction's entry at
 /// `other`: the last-seen time, and the state when it changes.
 #[inline(always)]
 pub fn touch(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
     let state = next_state(e.state, f.proto, f.tcp_flags, e.original == 0);
-    e.last_seen_ns = now;
+    // At most one write a second while the state holds: timeouts are 10 s and more, and a
+    // store per packet would keep the entry's cache line bouncing between CPUs.
+    if now > e.last_seen_ns + CT_REFRESH_NS {
+        e.last_seen_ns = now;
+    }
     if state != e.state {
         e.state = state;
+        e.last_seen_ns = now;
         if let Some(o) = CONNTRACK.get_ptr_mut(other) {
             // SAFETY: map value, valid for the program run.
             unsafe { (*o).state = state };

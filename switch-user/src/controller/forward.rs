@@ -102,7 +102,10 @@ pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) 
         segment: wire(Ipv4Addr::from(u32::from(gateway.addr) & mask)),
         segment_mask: wire(Ipv4Addr::from(mask)),
         flags: if sw.masquerade { NAT_F_MASQUERADE } else { 0 },
-        pad: 0,
+        gateway_ifindex: match &sw.gateway {
+            Some(g) => nl.ifindex(&g.host_if).await?.unwrap_or(0),
+            None => 0,
+        },
     };
     let gateway_if = sw.gateway.as_ref().map(|g| g.host_if.clone());
     let (pins, uplinks) = (Pins::new(name), sw.uplinks.clone());
