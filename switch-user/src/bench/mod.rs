@@ -248,7 +248,7 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
         ),
         MetricReport::new(
             "fwd_conn",
-            "New TCP connections through a port forward (32 at a time)",
+            "New TCP connections through a port forward (32 in flight, a client thread per CPU)",
             "kconn/s",
             true,
             "",

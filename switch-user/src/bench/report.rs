@@ -355,11 +355,9 @@ impl Report {
             y += 24.0;
             for r in &m.rows {
                 let (w, lo, hi) = (r.median / max * plot_w, r.min / max * plot_w, r.max / max * plot_w);
-                let color = if r.contender == "bridge" || r.contender == "veth" || r.contender.starts_with("ip ") {
-                    "#999"
-                } else {
-                    "#2b6cb0"
-                };
+                // Baselines grey, this project's contenders blue.
+                let baseline = ["bridge", "veth", "iptables"].contains(&r.contender.as_str());
+                let color = if baseline || r.contender.starts_with("ip ") { "#999" } else { "#2b6cb0" };
                 let _ = writeln!(
                     body,
                     r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="end">{}</text>"#,
