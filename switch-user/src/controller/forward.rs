@@ -6,7 +6,7 @@ use std::{collections::HashSet, fs, net::Ipv4Addr};
 use serde::Serialize;
 use switch_common::{FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_FORWARDS};
 
-use super::{blocking, failpoint, lock};
+use super::{blocking, ebpf_switch, failpoint, lock};
 use crate::{
     datapath::{
         Pins,
@@ -191,17 +191,7 @@ fn host_listeners(proto: Proto, range: PortRange) -> Vec<u16> {
 }
 
 fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
-    let sw = state.switch(&o.switch)?.clone();
-    if !sw.datapath.is_ebpf() {
-        return Err(Error::invalid(
-            "command",
-            "switch forward add",
-            format!(
-                "switch '{}' uses the {} datapath; port forwarding runs in eBPF (tc or xdp)",
-                o.switch, sw.datapath
-            ),
-        ));
-    }
+    let sw = ebpf_switch(state, &o.switch, "switch forward add", "port forwarding (it runs in eBPF)")?.clone();
     if sw.gateway.is_none() {
         return Err(Error::invalid(
             "command",

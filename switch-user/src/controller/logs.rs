@@ -47,14 +47,7 @@ pub async fn follow(switch: &str, started: impl FnOnce(), stop: impl std::future
         // Hold the lock only to check the switch: streaming must not block other commands.
         let store = lock().await?;
         let state = store.load()?;
-        let sw = state.switch(switch)?;
-        if !sw.datapath.is_ebpf() {
-            return Err(Error::invalid(
-                "command",
-                "switch logs",
-                format!("switch '{switch}' uses the {} datapath; only tc and xdp have a datapath log", sw.datapath),
-            ));
-        }
+        super::ebpf_switch(&state, switch, "switch logs", "a datapath log")?;
     }
     let pins = Pins::new(switch);
     let id = blocking(move || pins.prog_id()).await?;

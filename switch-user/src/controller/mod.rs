@@ -22,7 +22,7 @@ pub mod tables;
 
 use crate::{
     error::{Error, Result},
-    state::{STATE_DIR, Store},
+    state::{STATE_DIR, State, Store, SwitchState},
     sys::preflight,
 };
 
@@ -44,6 +44,20 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
         return Err(Error::Command(format!("failpoint {name} triggered")));
     }
     Ok(())
+}
+
+/// The record of switch `name`, refused with one clear line unless it runs an eBPF datapath:
+/// `command` needs `what` (e.g. "port forwarding"), which only tc and xdp have.
+pub(crate) fn ebpf_switch<'a>(state: &'a State, name: &str, command: &str, what: &str) -> Result<&'a SwitchState> {
+    let sw = state.switch(name)?;
+    if !sw.datapath.is_ebpf() {
+        return Err(Error::invalid(
+            "command",
+            command,
+            format!("switch '{name}' uses the {} datapath; only tc and xdp have {what}", sw.datapath),
+        ));
+    }
+    Ok(sw)
 }
 
 /// Runs the preflight checks and takes the state lock.

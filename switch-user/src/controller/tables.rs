@@ -6,14 +6,14 @@
 use serde::Serialize;
 use switch_common::{FDB_CAPACITY, nat::CT_CAPACITY};
 
-use super::{blocking, lock};
+use super::{blocking, ebpf_switch, lock};
 use crate::{
     datapath::{
         Pins,
         maps::{SwitchMaps, now_ns},
         nat::NatMaps,
     },
-    error::{Error, Result},
+    error::Result,
     names::validate_name,
 };
 
@@ -48,14 +48,7 @@ pub async fn show(switch: &str) -> Result<Vec<TableRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     let state = store.load()?;
-    let sw = state.switch(switch)?;
-    if !sw.datapath.is_ebpf() {
-        return Err(Error::invalid(
-            "switch",
-            switch,
-            format!("table counters are kept by the eBPF datapaths (tc, xdp); this switch runs '{}'", sw.datapath),
-        ));
-    }
+    ebpf_switch(&state, switch, "switch tables", "table counters")?;
     let pins = Pins::new(switch);
     blocking(move || {
         let mut maps = SwitchMaps::open(&pins)?;
