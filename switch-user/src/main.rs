@@ -144,24 +144,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if j.json {
                 output::json(&rows);
             } else {
-                output::table(
-                    &["NAMESPACE", "KIND", "ATTACHED TO", "INTERFACE", "IP", "MAC", "HOST PORT", "STATE"],
-                    &rows
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                r.namespace.clone(),
-                                r.kind.into(),
-                                r.attached_to.clone(),
-                                r.interface.clone(),
-                                r.ip.clone(),
-                                r.mac.clone().unwrap_or_else(|| "-".into()),
-                                r.host_interface.clone().unwrap_or_else(|| "-".into()),
-                                if r.ready { "ready" } else { "incomplete" }.into(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
+                output::namespaces(&rows);
             }
         }
         Command::Ns(NsCommand::Exec { .. }) => unreachable!("handled before the runtime starts"),
@@ -192,25 +175,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if json.json {
                 output::json(&rows);
             } else {
-                output::table(
-                    &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
-                    &rows
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                r.switch.clone(),
-                                r.proto.to_string(),
-                                r.host_ports.clone(),
-                                r.namespace.clone(),
-                                r.to.clone(),
-                                r.packets.to_string(),
-                                output::human(r.bytes),
-                                r.connections.to_string(),
-                                r.active.to_string(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
+                output::forwards(&rows);
             }
         }
         Command::Fdb(a) => match a.command {
@@ -259,26 +224,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if j.json {
                 output::json(&rows);
             } else {
-                output::table(
-                    &["SWITCH", "DATAPATH", "PORTS", "AGEING", "REDIRECT", "STATE"],
-                    &rows
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                s.name.clone(),
-                                s.datapath.to_string(),
-                                s.ports.to_string(),
-                                format!("{}s", s.ageing_secs),
-                                if s.datapath == switch::state::Datapath::Tc {
-                                    s.redirect.to_string()
-                                } else {
-                                    "-".into()
-                                },
-                                if s.ready { "up" } else { "incomplete" }.into(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
+                output::switches(&rows);
             }
         }
         Command::Run(a) => {

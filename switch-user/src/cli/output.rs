@@ -1,6 +1,11 @@
 //! Human tables and `--json` output.
 use serde::Serialize;
-use switch::controller::{fdb::FdbRow, stats::PortRow, tables::TableRow};
+use switch::{
+    controller::{
+        fdb::FdbRow, forward::ForwardRow, port::NsInfo, stats::PortRow, switch::SwitchInfo, tables::TableRow,
+    },
+    state::Datapath,
+};
 
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) {
@@ -114,4 +119,69 @@ pub fn stats(rows: &[PortRow]) {
 /// A counter the datapath may not keep: "-" when it does not.
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// The `switch ns list` table.
+pub fn namespaces(rows: &[NsInfo]) {
+    table(
+        &["NAMESPACE", "KIND", "ATTACHED TO", "INTERFACE", "IP", "MAC", "HOST PORT", "STATE"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.namespace.clone(),
+                    r.kind.into(),
+                    r.attached_to.clone(),
+                    r.interface.clone(),
+                    r.ip.clone(),
+                    r.mac.clone().unwrap_or_else(|| "-".into()),
+                    r.host_interface.clone().unwrap_or_else(|| "-".into()),
+                    if r.ready { "ready" } else { "incomplete" }.into(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// The `switch forward list` table.
+pub fn forwards(rows: &[ForwardRow]) {
+    table(
+        &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.switch.clone(),
+                    r.proto.to_string(),
+                    r.host_ports.clone(),
+                    r.namespace.clone(),
+                    r.to.clone(),
+                    r.packets.to_string(),
+                    human(r.bytes),
+                    r.connections.to_string(),
+                    r.active.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// The `switch list` table.
+pub fn switches(rows: &[SwitchInfo]) {
+    table(
+        &["SWITCH", "DATAPATH", "PORTS", "AGEING", "REDIRECT", "STATE"],
+        &rows
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.datapath.to_string(),
+                    s.ports.to_string(),
+                    format!("{}s", s.ageing_secs),
+                    if s.datapath == Datapath::Tc { s.redirect.to_string() } else { "-".into() },
+                    if s.ready { "up" } else { "incomplete" }.into(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
 }
