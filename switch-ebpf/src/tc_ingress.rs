@@ -53,11 +53,14 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
         // A port being added or removed right now: go on as if the program were not there.
         NOT_PORT => TC_ACT_UNSPEC,
         UNICAST => {
-            if let Some(verdict) = reply_shortcut(&ctx, d.out_slot) {
+            // One look at the port's flags: the gateway port's peer is out of
+            // redirect_peer's reach, and a frame for it may be a reply leaving right here.
+            let to_host = PORTS.get(d.out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0);
+            if to_host && let Some(verdict) = reply_shortcut(&ctx) {
                 stats::tx(d.out_slot, len);
                 return verdict;
             }
-            forward::unicast(d.out_ifindex, d.out_slot, len, cfg.redirect_peer())
+            forward::unicast(d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Malformed, invalid source, destination on the same port.
@@ -68,10 +71,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
 /// A frame for the gateway port that is the reply of a forwarded connection: translated and
 /// sent out of the uplink right here. `None`: not such a frame, it goes to the gateway.
 #[inline(always)]
-fn reply_shortcut(ctx: &TcContext, out_slot: u32) -> Option<i32> {
-    if !PORTS.get(out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0) {
-        return None;
-    }
+fn reply_shortcut(ctx: &TcContext) -> Option<i32> {
     // Zero until port forwarding is set up on the switch.
     let fib_ifindex = NAT_CONFIG.get(0).map_or(0, |c| c.gateway_ifindex);
     if fib_ifindex == 0 {

@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
-use switch_common::{MAX_PORTS, PORT_F_HOST};
+use switch_common::MAX_PORTS;
 
 use super::{maps::PORTS, stats};
 
@@ -14,11 +14,11 @@ use super::{maps::PORTS, stats};
 /// other end inside the namespace: no transmit on the host end and no trip through the
 /// per-CPU backlog. It is only valid from TC ingress, which is where this program runs, and
 /// the kernel resets `pkt_type` to PACKET_HOST on the way (the frame was PACKET_OTHERHOST on
-/// the host end, whose MAC it does not carry), so only unicast may take this path.
+/// the host end, whose MAC it does not carry), so only unicast may take this path. The
+/// gateway port's peer lives in the host namespace, out of its reach: the caller passes
+/// `peer` false for it.
 #[inline(always)]
 pub fn unicast(out_ifindex: u32, out_slot: u32, len: u64, peer: bool) -> i32 {
-    // The gateway port's peer lives in the host namespace, out of redirect_peer's reach.
-    let peer = peer && PORTS.get(out_slot).is_some_and(|p| p.flags & PORT_F_HOST == 0);
     // SAFETY: plain helper calls with scalar arguments.
     let ret = unsafe { if peer { bpf_redirect_peer(out_ifindex, 0) } else { bpf_redirect(out_ifindex, 0) } };
     if ret == TC_ACT_REDIRECT as i64 {
