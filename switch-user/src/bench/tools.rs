@@ -127,6 +127,8 @@ async fn trafgen_run(client: &str, server: &str, dev: &str, conf: &str, first: u
     // SIGINT lets every sender unmap its ring and the parent print its summary.
     group.signal(nix::sys::signal::Signal::SIGINT);
     let out = sender.wait_with_output().await.context("waiting for trafgen")?;
+    // The parent waits for its senders, so the group is gone: its id may be reused now.
+    group.disarm();
     if !running {
         // trafgen gives up when a send fails, e.g. when the device stops its queue (an
         // XDP-mode veth does once its ring is full): say what it said, on one line.
@@ -148,6 +150,10 @@ async fn trafgen_run(client: &str, server: &str, dev: &str, conf: &str, first: u
 struct Group(Option<i32>);
 
 impl Group {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+
     fn signal(&self, sig: nix::sys::signal::Signal) {
         if let Some(pgid) = self.0 {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
