@@ -95,15 +95,22 @@ pub fn parse_iperf_tcp(json: &str) -> Result<(f64, f64)> {
 /// receiving stack still takes each one up to the UDP lookup.
 pub async fn udp_small_frames(client: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
     let (tx, rx) = (nic(client).await?, nic(server).await?);
-    let conf = std::env::temp_dir().join(format!("switch-bench-{}-{client}.trafgen", std::process::id()));
+    let conf = TempFile(std::env::temp_dir().join(format!("switch-bench-{}-{client}.trafgen", std::process::id())));
     let frame = format!(
         "{{ eth(da={}, sa={}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp=4000, dp=9), fill(0x00, 22) }}\n",
         rx.mac, tx.mac, tx.ip, rx.ip
     );
-    tokio::fs::write(&conf, frame).await.context("writing the trafgen frame")?;
-    let result = trafgen_run(client, server, &tx.name, &conf.to_string_lossy(), rx.received, secs).await;
-    let _ = tokio::fs::remove_file(&conf).await;
-    result
+    tokio::fs::write(&conf.0, frame).await.context("writing the trafgen frame")?;
+    trafgen_run(client, server, &tx.name, &conf.0.to_string_lossy(), rx.received, secs).await
+}
+
+/// A file removed when dropped, also when an interrupted benchmark drops the run mid-way.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 async fn trafgen_run(client: &str, server: &str, dev: &str, conf: &str, first: u64, secs: u64) -> Result<(f64, f64)> {
