@@ -266,25 +266,25 @@ impl Rng {
     }
 }
 
-/// The `switch tables` row of `table` (`fdb` or `conntrack`).
-pub fn table_stats(switch_name: &str, table: &str) -> Value {
-    let v = json(&["tables", "--switch", switch_name]);
+/// The row whose `field` is `value` in the JSON list `switch ARGS --json` prints.
+fn row(args: &[&str], field: &str, value: &str) -> Value {
+    let v = json(args);
     v.as_array()
-        .expect("tables is a list")
+        .unwrap_or_else(|| panic!("switch {args:?} printed no list: {v}"))
         .iter()
-        .find(|r| r["table"] == table)
-        .unwrap_or_else(|| panic!("no {table} row: {v}"))
+        .find(|r| r[field] == value)
+        .unwrap_or_else(|| panic!("no row with {field} {value}: {v}"))
         .clone()
 }
 
+/// The `switch tables` row of `table` (`fdb` or `conntrack`).
+pub fn table_stats(switch_name: &str, table: &str) -> Value {
+    row(&["tables", "--switch", switch_name], "table", table)
+}
+
+/// The `switch stats` row of namespace `ns`.
 pub fn port_stats(switch_name: &str, ns: &str) -> Value {
-    let v = json(&["stats", "--switch", switch_name]);
-    v.as_array()
-        .expect("stats is a list")
-        .iter()
-        .find(|r| r["namespace"] == ns)
-        .unwrap_or_else(|| panic!("no stats row for {ns}: {v}"))
-        .clone()
+    row(&["stats", "--switch", switch_name], "namespace", ns)
 }
 
 /// `switch ns list --json` row of `ns`.

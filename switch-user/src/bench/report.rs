@@ -139,6 +139,18 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+impl Target {
+    /// "met", `missed` (its spelling differs between the terminal and Markdown) or "not
+    /// measured".
+    fn verdict<'a>(&self, missed: &'a str) -> &'a str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => missed,
+            None => "not measured",
+        }
+    }
+}
+
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -260,11 +272,7 @@ impl Report {
         }
         let _ = writeln!(out, "Targets");
         for t in &self.targets {
-            let verdict = match t.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "not measured",
-            };
+            let verdict = t.verdict("MISSED");
             let _ = writeln!(
                 out,
                 "  {:<58} {:>12} {:>10}  {}",
@@ -319,11 +327,7 @@ impl Report {
         }
         let _ = writeln!(out, "## Targets\n\n| target | goal | measured | verdict |\n|---|---|---|---|");
         for t in &self.targets {
-            let verdict = match t.met {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "not measured",
-            };
+            let verdict = t.verdict("**missed**");
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {verdict} |",

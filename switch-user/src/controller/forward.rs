@@ -1,10 +1,14 @@
 //! `switch forward add|del|list`: port forwarding from the uplinks to namespaces, in eBPF
 //! (`switch-ebpf/src/nat_uplink.rs`): no iptables rule, no proxy process, the server sees the
 //! client's real address, and a port range costs one map entry per port, nothing more.
-use std::{collections::HashSet, fs, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    net::Ipv4Addr,
+};
 
 use serde::Serialize;
-use switch_common::{FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_FORWARDS};
+use switch_common::{FwdStats, FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_FORWARDS};
 
 use super::{blocking, ebpf_switch, failpoint, lock};
 use crate::{
@@ -392,20 +396,39 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<ForwardRow>> {
     for (name, _) in state.switches.iter().filter(|(n, sw)| sw.datapath.is_ebpf() && switch.is_none_or(|s| s == *n)) {
         reconcile(&state, name).await?;
     }
+    let listed: Vec<ForwardState> =
+        state.forwards.iter().filter(|f| switch.is_none_or(|s| s == f.switch)).cloned().collect();
+    // Per switch, one walk of its connection table serves every rule (a walk is a system call
+    // per entry, up to 65 536 of them).
+    let mut switches: Vec<String> = listed.iter().map(|f| f.switch.clone()).collect();
+    switches.sort_unstable();
+    switches.dedup();
+    let mut active: HashMap<(String, u16), u64> = HashMap::new();
+    let mut stats: HashMap<(String, u16), FwdStats> = HashMap::new();
+    for sw in switches {
+        let rules: Vec<u16> = listed.iter().filter(|f| f.switch == sw).map(|f| f.rule).collect();
+        let (sw, per_rule, live) = blocking(move || {
+            let mut maps = NatMaps::open(&Pins::new(&sw))?;
+            let per_rule = rules.iter().map(|&r| Ok((r, maps.stats(r)?))).collect::<Result<Vec<_>>>()?;
+            let live = maps.connections()?.by_rule;
+            Ok((sw, per_rule, live))
+        })
+        .await?;
+        for (rule, s) in per_rule {
+            stats.insert((sw.clone(), rule), s);
+            active.insert((sw.clone(), rule), live.get(&rule).copied().unwrap_or(0));
+        }
+    }
     let mut rows = vec![];
-    for f in state.forwards.iter().filter(|f| switch.is_none_or(|s| s == f.switch)) {
+    for f in &listed {
         let ip = state
             .namespaces
             .get(&f.ns)
             .and_then(|n| n.port.as_ref())
             .map(|p| p.ip.addr.to_string())
             .unwrap_or_default();
-        let (fw, sw) = (f.clone(), f.switch.clone());
-        let (stats, active) = blocking(move || {
-            let mut maps = NatMaps::open(&Pins::new(&sw))?;
-            Ok((maps.stats(fw.rule)?, maps.connections()?.get(&fw.rule).copied().unwrap_or(0)))
-        })
-        .await?;
+        let key = (f.switch.clone(), f.rule);
+        let (stats, active) = (stats[&key], active[&key]);
         let to = PortRange { first: f.ns_first, last: f.ns_first + (f.host_last - f.host_first) };
         rows.push(ForwardRow {
             switch: f.switch.clone(),

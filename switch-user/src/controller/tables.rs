@@ -55,12 +55,12 @@ pub async fn show(switch: &str) -> Result<Vec<TableRow>> {
         let mut nat = NatMaps::open(&pins)?;
         // Expired entries go first, as `switch fdb` and `forward list` do: what is left is live.
         let (now, ageing) = (now_ns(), maps.ageing()?.as_nanos() as u64);
-        maps.flush_fdb(|e| e.is_expired(now, ageing))?;
-        nat.connections()?;
+        let fdb_entries = maps.flush_fdb(|e| e.is_expired(now, ageing))?;
+        let ct_entries = nat.connections()?.entries;
         let t = maps.tables()?;
         Ok(vec![
-            TableRow::new("fdb", maps.fdb_len(), FDB_CAPACITY, t.fdb_added, t.fdb_removed),
-            TableRow::new("conntrack", nat.conntrack_len(), CT_CAPACITY, t.ct_added, t.ct_removed),
+            TableRow::new("fdb", fdb_entries, FDB_CAPACITY, t.fdb_added, t.fdb_removed),
+            TableRow::new("conntrack", ct_entries, CT_CAPACITY, t.ct_added, t.ct_removed),
         ])
     })
     .await

@@ -153,15 +153,17 @@ impl SwitchMaps {
         self.fdb.iter().map(|r| r.map_err(bpf("reading FDB"))).collect()
     }
 
-    /// Deletes the FDB entries matching `pred`; returns how many.
+    /// Deletes the FDB entries matching `pred`; returns how many entries are left (one walk of
+    /// the table serves both).
     pub fn flush_fdb(&mut self, pred: impl Fn(&FdbEntry) -> bool) -> Result<usize> {
-        let doomed: Vec<MacKey> = self.fdb_entries()?.into_iter().filter(|(_, e)| pred(e)).map(|(k, _)| k).collect();
+        let entries = self.fdb_entries()?;
+        let doomed: Vec<&MacKey> = entries.iter().filter(|(_, e)| pred(e)).map(|(k, _)| k).collect();
         // An entry the datapath deleted meanwhile is not counted twice.
         let removed = doomed.iter().filter(|k| self.fdb.remove(k).is_ok()).count();
         if removed > 0 {
             self.tables.count(|t| t.fdb_removed += removed as u64)?;
         }
-        Ok(removed)
+        Ok(entries.len() - doomed.len())
     }
 
     /// The FDB entry of `mac`.
@@ -186,11 +188,6 @@ impl SwitchMaps {
             self.tables.count(|t| t.fdb_removed += 1)?;
         }
         Ok(existed)
-    }
-
-    /// Entries in the FDB.
-    pub fn fdb_len(&self) -> usize {
-        self.fdb.keys().filter(|k| k.is_ok()).count()
     }
 
     /// The table counters.

@@ -110,16 +110,20 @@ impl NatMaps {
         Ok(sum)
     }
 
-    /// Live connections per rule (expired entries are deleted on the way).
-    pub fn connections(&mut self) -> Result<std::collections::HashMap<u16, u64>> {
+    /// One walk of the connection table: live connections per rule and live entries (both
+    /// directions of each connection); expired entries are deleted on the way.
+    pub fn connections(&mut self) -> Result<Live> {
         let now = now_ns();
-        let mut live = std::collections::HashMap::new();
+        let mut live = Live::default();
         let mut dead = vec![];
         for (k, e) in self.conntrack.iter().filter_map(|r| r.ok()) {
             if e.is_expired(now) {
                 dead.push(k);
-            } else if e.original == 1 {
-                *live.entry(e.rule).or_insert(0) += 1;
+                continue;
+            }
+            live.entries += 1;
+            if e.original == 1 {
+                *live.by_rule.entry(e.rule).or_insert(0) += 1;
             }
         }
         let removed = dead.iter().filter(|k| self.conntrack.remove(k).is_ok()).count();
@@ -128,9 +132,13 @@ impl NatMaps {
         }
         Ok(live)
     }
+}
 
-    /// Entries in the connection table (both directions of each connection).
-    pub fn conntrack_len(&self) -> usize {
-        self.conntrack.keys().filter(|k| k.is_ok()).count()
-    }
+/// What is live in a connection table.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Connections per forward rule.
+    pub by_rule: std::collections::HashMap<u16, u64>,
+    /// Entries (two per connection).
+    pub entries: usize,
 }
