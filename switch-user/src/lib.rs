@@ -19,6 +19,5 @@ pub mod error;
 pub mod names;
 pub mod state;
 pub mod sys;
-pub mod userspace;
 
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@ use switch_common::{CFG_F_REDIRECT_PEER, FDB_F_STATIC, FdbEntry, PORT_F_HOST, Po
 
 use super::blocking;
 use crate::{
-    datapath::{
+    datapath::ebpf::{
         Pins, Program,
         maps::{SwitchMaps, now_ns},
     },
@@ -21,7 +21,7 @@ use crate::{
     names::{Mac, bridge_ifname, gateway_ifnames},
     state::{Datapath, PortState, Redirect, SwitchState},
     sys::{netlink::Netlink, sysctl},
-    userspace::{
+    datapath::userspace::{
         control::{Request, Response},
         daemon,
     },
@@ -85,7 +85,7 @@ pub async fn destroy(name: &str) -> Result<()> {
     blocking(move || {
         pins.remove()?;
         // The shared root goes once the last switch is gone; busy is fine.
-        let _ = std::fs::remove_dir(crate::datapath::loader::PIN_ROOT);
+        let _ = std::fs::remove_dir(crate::datapath::ebpf::loader::PIN_ROOT);
         Ok(())
     })
     .await?;
@@ -126,7 +126,7 @@ pub async fn attach_port(name: &str, sw: &SwitchState, port: &PortState, ifindex
                 SwitchMaps::open(&pins)?.add_port(slot, ifindex, flags)?;
                 if cookie != 0 {
                     // Sockets of this namespace may reach forwards on the uplinks directly.
-                    crate::datapath::nat::NatMaps::open(&pins)?.allow_netns(cookie)?;
+                    crate::datapath::ebpf::nat::NatMaps::open(&pins)?.allow_netns(cookie)?;
                 }
                 pins.attach(&host_if)
             })
@@ -154,7 +154,7 @@ pub async fn detach_port(name: &str, datapath: Option<Datapath>, port: &PortStat
             pins.detach(&host_if)?;
             if pins.complete() {
                 SwitchMaps::open(&pins)?.remove_port(slot)?;
-                crate::datapath::nat::NatMaps::open(&pins)?.forget_netns(cookie);
+                crate::datapath::ebpf::nat::NatMaps::open(&pins)?.forget_netns(cookie);
             }
             Ok(())
         })

@@ -12,7 +12,7 @@ use switch_common::{FwdStats, FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_F
 
 use super::{blocking, ebpf_switch, failpoint, lock};
 use crate::{
-    datapath::{
+    datapath::ebpf::{
         Pins,
         nat::{NatMaps, wire},
     },

@@ -9,7 +9,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{blocking, lock};
 use crate::{
-    datapath::{Pins, maps::SwitchMaps},
+    datapath::ebpf::{Pins, maps::SwitchMaps},
     error::{Error, Result, bpf},
     names::validate_name,
 };

@@ -6,12 +6,12 @@ use switch_common::DEFAULT_AGEING_SECS;
 
 use super::{backend, failpoint, lock, port};
 use crate::{
-    datapath::Pins,
+    datapath::ebpf::Pins,
     error::{Error, Result},
     names::{Cidr, gateway_ifnames, validate_name},
     state::{Datapath, GatewayState, PortState, Redirect, State, Store, SwitchState},
     sys::{netlink::Netlink, sysctl},
-    userspace::daemon,
+    datapath::userspace::daemon,
 };
 
 /// Options of `switch up`. `None` means "default for a new switch, don't care for an

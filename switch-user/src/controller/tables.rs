@@ -8,7 +8,7 @@ use switch_common::{FDB_CAPACITY, nat::CT_CAPACITY};
 
 use super::{blocking, ebpf_switch, lock};
 use crate::{
-    datapath::{
+    datapath::ebpf::{
         Pins,
         maps::{SwitchMaps, now_ns},
         nat::NatMaps,
