@@ -32,7 +32,7 @@ pub enum Error {
         reason: String,
     },
     /// The named switch does not exist.
-    #[error("switch '{0}' does not exist (create it with: switch up --name {0})")]
+    #[error("switch '{0}' does not exist (create it with: switch up --switch {0})")]
     UnknownSwitch(String),
     /// The named namespace is not managed by this tool.
     #[error("namespace '{0}' is not managed by switch (see: switch ns list)")]
@@ -69,12 +69,24 @@ pub enum Error {
     #[error("switch '{0}' has no free port (at most {max} ports)", max = switch_common::MAX_PORTS)]
     SwitchFull(String),
     /// A switch exists with other settings than requested.
-    #[error("switch '{name}' is already up with {detail}; run 'switch down --name {name}' first to change it")]
+    #[error("switch '{name}' is already up with {detail}; run 'switch down --switch {name}' first to change it")]
     Conflict {
         /// The switch.
         name: String,
         /// What differs.
         detail: String,
+    },
+    /// The switch's datapath lacks what the command needs.
+    #[error("switch '{switch}' uses the {datapath} datapath; only {with} have {capability}")]
+    Unsupported {
+        /// The switch.
+        switch: String,
+        /// Its datapath.
+        datapath: crate::datapath::DatapathKind,
+        /// What it lacks.
+        capability: crate::datapath::Capability,
+        /// The datapaths that have it, in words ("tc and xdp").
+        with: String,
     },
     /// A netlink request failed.
     #[error("{context}: {source}")]
@@ -131,7 +143,8 @@ impl Error {
             | Self::NamespaceExists { .. }
             | Self::DuplicateIp { .. }
             | Self::DuplicateMac { .. }
-            | Self::Conflict { .. } => 2,
+            | Self::Conflict { .. }
+            | Self::Unsupported { .. } => 2,
             _ => 1,
         }
     }

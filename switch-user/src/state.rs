@@ -19,6 +19,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::datapath::DatapathKind;
 use crate::{
     error::{Context as _, Error, Result},
     names::{Cidr, Mac},
@@ -46,39 +47,6 @@ impl std::fmt::Display for Redirect {
     }
 }
 
-/// How a switch moves frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Datapath {
-    /// TC/TCX eBPF program on each port (default; fastest for TCP).
-    #[default]
-    Tc,
-    /// Native XDP eBPF program on each port (no skb per frame; TSO off on the ports).
-    Xdp,
-    /// An async userspace process on AF_PACKET sockets (kernels without eBPF).
-    Userspace,
-    /// The kernel's Linux bridge (the classic recipe, as a baseline).
-    Bridge,
-}
-
-impl Datapath {
-    /// Whether the datapath is an eBPF program with pinned maps.
-    pub fn is_ebpf(self) -> bool {
-        matches!(self, Self::Tc | Self::Xdp)
-    }
-}
-
-impl std::fmt::Display for Datapath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Tc => "tc",
-            Self::Xdp => "xdp",
-            Self::Userspace => "userspace",
-            Self::Bridge => "bridge",
-        })
-    }
-}
-
 /// One switch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchState {
@@ -88,54 +56,104 @@ pub struct SwitchState {
     pub redirect: Redirect,
     /// How frames are moved.
     #[serde(default)]
-    pub datapath: Datapath,
-    /// The host's address on the switch's segment, if the switch has one.
-    #[serde(default)]
-    pub gateway: Option<GatewayState>,
-    /// Host interfaces where forwarded traffic arrives from outside.
-    #[serde(default)]
-    pub uplinks: Vec<String>,
+    pub datapath: DatapathKind,
     /// Namespaces' outbound TCP/UDP leaves the uplinks with the uplink's address.
     #[serde(default)]
     pub masquerade: bool,
+    /// Host sysctls the switch changed, with the value each had before (`down` writes it
+    /// back). Recorded before the write, so a crash in between still restores it.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     /// False while `up` is making it.
     pub ready: bool,
 }
 
-/// The host's own port on a switch: a veth pair whose host end carries the gateway address
-/// and whose other end is a port of the switch like any namespace's.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayState {
-    /// The host's address and the segment's prefix.
-    pub cidr: Cidr,
-    /// Host end (carries `cidr`).
-    pub host_if: String,
-    /// Switch end (the port).
-    pub port_if: String,
-    /// Slot of the port.
-    pub slot: u32,
+/// What is behind a port. Everything about a port that differs by kind (whether it is
+/// switched, its datapath flags, who owns the namespace, how it is labelled) is a method here,
+/// never a guess from an interface name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A namespace made by `switch ns add`: the switch owns it and deletes it with the port.
+    Namespace,
+    /// A namespace someone else made (a container runtime): the switch made only the veth
+    /// pair, and leaves the namespace alone when the port goes.
+    Adopted,
+    /// The host's own port: a veth pair whose far end carries the gateway address. Its
+    /// traffic is routed by the host, so it may carry any source address (`PORT_F_HOST`).
+    Gateway,
+    /// A host interface where forwarded traffic arrives from outside. It is not switched (no
+    /// slot): the port-forwarding programs sit on it.
+    Uplink,
 }
 
-/// A namespace's port on a switch.
+impl PortKind {
+    /// Whether frames are switched to and from the port (it has a slot in the port array).
+    pub fn is_switched(self) -> bool {
+        !matches!(self, Self::Uplink)
+    }
+
+    /// Whether the switch made the namespace behind the port (and so deletes it).
+    pub fn owns_namespace(self) -> bool {
+        matches!(self, Self::Namespace)
+    }
+
+    /// Flags of the port in the datapath's port array.
+    pub fn datapath_flags(self) -> u32 {
+        match self {
+            Self::Gateway => switch_common::PORT_F_HOST,
+            _ => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for PortKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Namespace => "namespace",
+            Self::Adopted => "adopted",
+            Self::Gateway => "gateway",
+            Self::Uplink => "uplink",
+        })
+    }
+}
+
+/// A port of a switch, whatever its kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortState {
     /// The switch.
     pub switch: String,
-    /// Host end of the veth pair (the switch port).
+    /// What is behind the port.
+    pub kind: PortKind,
+    /// Who is behind it, as listings show it: the namespace (namespace, adopted), `host`
+    /// (gateway), the interface (uplink).
+    pub owner: String,
+    /// The switch's end: the interface the datapath is attached to.
     pub host_if: String,
     /// Interface index of `host_if`, 0 until it exists.
     pub host_ifindex: u32,
-    /// Namespace end of the veth pair.
-    pub ns_if: String,
-    /// Slot in the switch's port array.
-    pub slot: u32,
-    /// Address of `ns_if`.
-    pub ip: Cidr,
-    /// MAC of `ns_if` (as requested, or as the kernel chose once created).
+    /// The far end of the veth pair: `eth0` in the namespace, or the gateway's host end.
+    /// Empty for an uplink.
+    pub peer_if: String,
+    /// Slot in the switch's port array (switched ports only).
+    pub slot: Option<u32>,
+    /// Address of `peer_if` (the gateway's: the host's address on the segment).
+    pub ip: Option<Cidr>,
+    /// MAC of `peer_if` (as requested, or as the kernel chose once created).
     pub mac: Option<Mac>,
-    /// Network namespace cookie of the namespace (0 if unknown).
+    /// Network namespace cookie of the namespace (0 if unknown or the host).
     #[serde(default)]
     pub netns_cookie: u64,
+    /// False while a command is making it; a record left false by a killed command is rolled
+    /// back by the next mutating command of the switch.
+    pub ready: bool,
+}
+
+impl PortState {
+    /// The port's namespace, for ports behind a namespace.
+    pub fn namespace(&self) -> Option<&str> {
+        matches!(self.kind, PortKind::Namespace | PortKind::Adopted).then_some(self.owner.as_str())
+    }
 }
 
 /// A direct veth link from a namespace to another.
@@ -149,11 +167,9 @@ pub struct LinkState {
     pub ip: Cidr,
 }
 
-/// A namespace made by this tool.
+/// A namespace made by this tool (its switch port, if any, is in `State::ports`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NsState {
-    /// Its switch port, if it is on a switch.
-    pub port: Option<PortState>,
     /// Its direct links.
     #[serde(default)]
     pub links: Vec<LinkState>,
@@ -208,6 +224,9 @@ pub struct ForwardState {
     pub ns_first: u16,
     /// Counter index in the datapath.
     pub rule: u16,
+    /// False while `forward add` writes its entries (see `PortState::ready`).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Everything the controller made.
@@ -216,18 +235,68 @@ pub struct State {
     /// Switches by name.
     #[serde(default)]
     pub switches: BTreeMap<String, SwitchState>,
-    /// Namespaces by name.
+    /// Namespaces made by this tool, by name.
     #[serde(default)]
     pub namespaces: BTreeMap<String, NsState>,
+    /// Every port of every switch, of every kind: the one table listings, slots, flags,
+    /// counters and FDB labels derive from.
+    #[serde(default)]
+    pub ports: Vec<PortState>,
     /// Port forwards.
     #[serde(default)]
     pub forwards: Vec<ForwardState>,
 }
 
 impl State {
-    /// Ports of `switch`, as (namespace, port).
-    pub fn ports<'a>(&'a self, switch: &'a str) -> impl Iterator<Item = (&'a String, &'a PortState)> + 'a {
-        self.namespaces.iter().filter_map(move |(n, s)| s.port.as_ref().filter(|p| p.switch == switch).map(|p| (n, p)))
+    /// Ports of `switch`, of every kind.
+    pub fn ports<'a>(&'a self, switch: &'a str) -> impl Iterator<Item = &'a PortState> + 'a {
+        self.ports.iter().filter(move |p| p.switch == switch)
+    }
+
+    /// Ports of `switch` that frames are switched to (every kind but uplinks), ready ones.
+    pub fn switched_ports<'a>(&'a self, switch: &'a str) -> impl Iterator<Item = &'a PortState> + 'a {
+        self.ports(switch).filter(|p| p.kind.is_switched() && p.ready)
+    }
+
+    /// The port of `kind` owned by `owner` on `switch`.
+    pub fn port<'a>(&'a self, switch: &str, kind: PortKind, owner: &str) -> Option<&'a PortState> {
+        self.ports.iter().filter(|p| p.switch == switch).find(|p| p.kind == kind && p.owner == owner)
+    }
+
+    /// The port of namespace `ns` (made or adopted), on whichever switch.
+    pub fn ns_port(&self, ns: &str) -> Option<&PortState> {
+        self.ports.iter().find(|p| p.namespace() == Some(ns))
+    }
+
+    /// The gateway port of `switch`.
+    pub fn gateway(&self, switch: &str) -> Option<&PortState> {
+        self.ports.iter().filter(|p| p.switch == switch).find(|p| p.kind == PortKind::Gateway)
+    }
+
+    /// The host's address on `switch`'s segment.
+    pub fn gateway_cidr(&self, switch: &str) -> Option<Cidr> {
+        self.gateway(switch).and_then(|g| g.ip)
+    }
+
+    /// Names of the uplinks of `switch`.
+    pub fn uplinks(&self, switch: &str) -> Vec<String> {
+        self.ports(switch).filter(|p| p.kind == PortKind::Uplink).map(|p| p.host_if.clone()).collect()
+    }
+
+    /// The lowest slot of `switch`'s port array that no port holds.
+    pub fn free_slot(&self, switch: &str) -> Option<u32> {
+        let used: Vec<u32> = self.ports(switch).filter_map(|p| p.slot).collect();
+        (0..switch_common::MAX_PORTS).find(|s| !used.contains(s))
+    }
+
+    /// Removes the port record of `kind`/`owner` on `switch`.
+    pub fn remove_port(&mut self, switch: &str, kind: PortKind, owner: &str) {
+        self.ports.retain(|p| !(p.switch == switch && p.kind == kind && p.owner == owner));
+    }
+
+    /// The port record of `kind`/`owner` on `switch`, to change it.
+    pub fn port_mut(&mut self, switch: &str, kind: PortKind, owner: &str) -> Option<&mut PortState> {
+        self.ports.iter_mut().find(|p| p.switch == switch && p.kind == kind && p.owner == owner)
     }
 
     /// The switch, or `UnknownSwitch`.
@@ -291,6 +360,22 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn port(switch: &str, kind: PortKind, owner: &str, slot: Option<u32>) -> PortState {
+        PortState {
+            switch: switch.into(),
+            kind,
+            owner: owner.into(),
+            host_if: format!("s{owner}"),
+            host_ifindex: 7,
+            peer_if: "eth0".into(),
+            slot,
+            ip: Some("192.168.15.1/24".parse().unwrap()),
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
+            netns_cookie: 0,
+            ready: true,
+        }
+    }
+
     #[test]
     fn round_trip_and_lock() {
         let dir = std::env::temp_dir().join(format!("switch-state-test-{}", std::process::id()));
@@ -302,38 +387,45 @@ mod tests {
             SwitchState {
                 ageing_secs: 300,
                 redirect: Redirect::Peer,
-                datapath: Datapath::Tc,
-                gateway: None,
-                uplinks: vec![],
+                datapath: DatapathKind::Tc,
                 masquerade: false,
+                sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
                 ready: true,
             },
         );
-        st.namespaces.insert(
-            "red".into(),
-            NsState {
-                port: Some(PortState {
-                    switch: "sw0".into(),
-                    host_if: "sred-000001".into(),
-                    host_ifindex: 7,
-                    ns_if: "eth0".into(),
-                    slot: 0,
-                    ip: "192.168.15.1/24".parse().unwrap(),
-                    mac: Some("02:00:00:00:00:01".parse().unwrap()),
-                    netns_cookie: 0,
-                }),
-                links: vec![],
-                ready: true,
-            },
-        );
+        st.namespaces.insert("red".into(), NsState { links: vec![], ready: true });
+        st.ports.push(port("sw0", PortKind::Namespace, "red", Some(0)));
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), st);
-        assert_eq!(st.ports("sw0").count(), 1);
-        assert_eq!(st.ports("sw1").count(), 0);
         assert!(matches!(st.switch("nope"), Err(Error::UnknownSwitch(_))));
         fs::write(dir.join("state.json"), b"{not json").unwrap();
         assert!(matches!(store.load(), Err(Error::State { .. })));
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_kind_of_port_in_one_table() {
+        let mut st = State::default();
+        st.ports.push(port("sw0", PortKind::Namespace, "red", Some(0)));
+        st.ports.push(PortState { ip: Some("192.168.15.254/24".parse().unwrap()), ..port("sw0", PortKind::Gateway, "host", Some(1)) });
+        st.ports.push(PortState { host_if: "up0".into(), ..port("sw0", PortKind::Uplink, "up0", None) });
+        st.ports.push(PortState { ready: false, ..port("sw0", PortKind::Adopted, "ctr1", Some(3)) });
+        st.ports.push(port("sw1", PortKind::Namespace, "blue", Some(0)));
+        assert_eq!(st.ports("sw0").count(), 4);
+        // Uplinks are not switched, unfinished ports are not yet.
+        let switched: Vec<&str> = st.switched_ports("sw0").map(|p| p.owner.as_str()).collect();
+        assert_eq!(switched, ["red", "host"]);
+        assert_eq!(st.free_slot("sw0"), Some(2), "slots of every kind are taken");
+        assert_eq!(st.gateway_cidr("sw0").unwrap().to_string(), "192.168.15.254/24");
+        assert_eq!(st.uplinks("sw0"), ["up0"]);
+        assert_eq!(st.ns_port("ctr1").unwrap().kind, PortKind::Adopted);
+        assert!(st.ns_port("host").is_none(), "the gateway is not a namespace");
+        // Flags and ownership come from the kind, never from a name.
+        assert_eq!(PortKind::Gateway.datapath_flags(), switch_common::PORT_F_HOST);
+        assert_eq!(PortKind::Namespace.datapath_flags(), 0);
+        assert!(PortKind::Namespace.owns_namespace() && !PortKind::Adopted.owns_namespace());
+        st.remove_port("sw0", PortKind::Uplink, "up0");
+        assert!(st.uplinks("sw0").is_empty());
     }
 }

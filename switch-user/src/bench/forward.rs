@@ -9,9 +9,9 @@ use tokio::{
 };
 
 use crate::{
-    controller::{forward, port, switch},
+    controller::{forward, ns, switch},
     error::{Error, Result},
-    state::{Datapath, Proto},
+    state::{DatapathKind, Proto},
     sys::netns,
 };
 
@@ -126,13 +126,13 @@ impl Forwarded {
             Via::Ebpf => {
                 switch::up(switch::UpOptions {
                     name: self.switch.clone(),
-                    datapath: Some(Datapath::Tc),
+                    datapath: Some(DatapathKind::Tc),
                     gateway: Some(format!("{gw}/24").parse()?),
                     uplinks: vec![self.uplink.clone()],
                     ..Default::default()
                 })
                 .await?;
-                port::add(port::AddOptions {
+                ns::add(ns::AddOptions {
                     ns: self.server.clone(),
                     ip: format!("{}/24", self.server_ip).parse()?,
                     switch: self.switch.clone(),

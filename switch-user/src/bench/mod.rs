@@ -310,7 +310,7 @@ async fn bringup_switch(n: usize) -> Result<Duration> {
     let exe = std::env::current_exe().map_err(|e| Error::Command(format!("finding the switch binary: {e}")))?;
     let exe = exe.to_string_lossy().into_owned();
     let _ = crate::controller::switch::down(BRINGUP_SWITCH).await;
-    run_quiet(&exe, &["up", "--name", BRINGUP_SWITCH]).await?;
+    run_quiet(&exe, &["up", "--switch", BRINGUP_SWITCH]).await?;
     let start = Instant::now();
     for i in 0..n {
         let (ns, ip) = (format!("benchu{i}"), format!("10.201.{}.{}/16", i / 250, i % 250 + 1));

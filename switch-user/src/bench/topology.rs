@@ -1,9 +1,9 @@
 //! The contenders: the same two-namespace topology (client and server) built once per way of
 //! connecting them.
 use crate::{
-    controller::{link, port, switch},
+    controller::{link, ns, switch},
     error::Result,
-    state::{Datapath, Redirect},
+    state::{DatapathKind, Redirect},
 };
 
 /// How a contender connects its client and server namespaces.
@@ -12,7 +12,7 @@ pub enum Kind {
     /// A bare veth pair: the physical limit on this host.
     Veth,
     /// A switch of this project (or the Linux bridge, datapath `bridge`).
-    Switch(Datapath, Redirect),
+    Switch(DatapathKind, Redirect),
 }
 
 /// One contender.
@@ -27,11 +27,11 @@ pub struct Contender {
 /// Every contender, in the order they are measured in each round.
 pub const ALL: [Contender; 6] = [
     Contender { name: "veth", kind: Kind::Veth },
-    Contender { name: "bridge", kind: Kind::Switch(Datapath::Bridge, Redirect::Peer) },
-    Contender { name: "tc", kind: Kind::Switch(Datapath::Tc, Redirect::Peer) },
-    Contender { name: "tc-egress", kind: Kind::Switch(Datapath::Tc, Redirect::Egress) },
-    Contender { name: "xdp", kind: Kind::Switch(Datapath::Xdp, Redirect::Peer) },
-    Contender { name: "userspace", kind: Kind::Switch(Datapath::Userspace, Redirect::Peer) },
+    Contender { name: "bridge", kind: Kind::Switch(DatapathKind::Bridge, Redirect::Peer) },
+    Contender { name: "tc", kind: Kind::Switch(DatapathKind::Tc, Redirect::Peer) },
+    Contender { name: "tc-egress", kind: Kind::Switch(DatapathKind::Tc, Redirect::Egress) },
+    Contender { name: "xdp", kind: Kind::Switch(DatapathKind::Xdp, Redirect::Peer) },
+    Contender { name: "userspace", kind: Kind::Switch(DatapathKind::Userspace, Redirect::Peer) },
 ];
 
 /// Names and addresses of a contender's topology.
@@ -77,7 +77,7 @@ impl Topology {
                 switch::up(switch::UpOptions {
                     name: self.switch.clone(),
                     ageing_secs: None,
-                    redirect: (datapath == Datapath::Tc).then_some(redirect),
+                    redirect: (datapath == DatapathKind::Tc).then_some(redirect),
                     datapath: Some(datapath),
                     gateway: None,
                     uplinks: vec![],
@@ -85,7 +85,7 @@ impl Topology {
                 })
                 .await?;
                 for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {
-                    port::add(port::AddOptions {
+                    ns::add(ns::AddOptions {
                         ns: ns.clone(),
                         ip: cidr.parse()?,
                         switch: self.switch.clone(),
@@ -103,7 +103,7 @@ impl Topology {
         match self.contender.kind {
             Kind::Veth => {
                 for ns in [&self.client, &self.server] {
-                    let _ = port::del(ns).await;
+                    let _ = ns::del(ns).await;
                 }
             }
             Kind::Switch(..) => {

@@ -1,301 +1,47 @@
-//! Command-line interface: argument definitions and what each command prints.
-pub mod demo;
+//! The command line: clap definitions (`args`), one handler per command family
+//! (`commands/`, each a `do_<command>` that returns a [`output::Reply`]), the one place output
+//! is printed (`output`), and the one shutdown signal of long-running commands (`signal`).
+//!
+//! | command            | handler                        | controller                  |
+//! |--------------------|--------------------------------|-----------------------------|
+//! | up, down, list     | `commands::switch`             | `controller::switch`        |
+//! | run                | `commands::run`                | `controller::switch`        |
+//! | ns add/del/list    | `commands::ns`                 | `controller::ns`            |
+//! | ns exec            | `main::exec` (no runtime)      | `sys::netns`                |
+//! | link               | `commands::link`               | `controller::link`          |
+//! | forward add/del/list | `commands::forward`          | `controller::forward`       |
+//! | fdb [add/del]      | `commands::fdb`                | `controller::fdb`           |
+//! | stats              | `commands::stats`              | `controller::stats`         |
+//! | tables             | `commands::tables`             | `controller::tables`        |
+//! | logs               | `commands::logs`               | `controller::logs`          |
+//! | bench              | `commands::bench`              | `bench`                     |
+//! | demo               | `commands::demo`               | all of the above            |
+pub mod args;
+pub mod commands;
 pub mod output;
+pub mod signal;
 
-use clap::{Args, Parser, Subcommand};
-use switch::{
-    names::{Cidr, Mac},
-    state::{Datapath, Proto, Redirect},
-};
+use args::{Command, NsCommand};
+use output::Reply;
 
-const AFTER_HELP: &str = "\
-Quick start:
-  switch up                                   # switch sw0
-  switch ns add red  --ip 192.168.15.1/24     # namespace red on sw0
-  switch ns add blue --ip 192.168.15.2/24
-  switch ns exec red -- ping -c 2 192.168.15.2
-  switch fdb                                  # learned MAC table
-  switch stats                                # per-port counters
-  switch down                                 # remove sw0, red and blue
-
-Every command that changes something is idempotent and safe to re-run after a crash.
-Exit status: 0 success, 2 bad input (nothing was changed), 1 other failures.";
-
-/// An eBPF switch for network namespaces: the Linux bridge's job done by TC programs on the
-/// host ends of veth pairs.
-#[derive(Debug, Parser)]
-#[command(name = "switch", version, after_help = AFTER_HELP, propagate_version = true)]
-pub struct Cli {
-    /// More diagnostics on stderr (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The default switch name.
-pub const DEFAULT_SWITCH: &str = "sw0";
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Create a switch: load the datapath and pin it under /sys/fs/bpf/switch/NAME. Idempotent.
-    Up(UpArgs),
-    /// Remove a switch, its ports and their namespaces. Idempotent.
-    Down(DownArgs),
-    /// Namespaces: add one to a switch, remove, list, run a command inside.
-    #[command(subcommand)]
-    Ns(NsCommand),
-    /// Connect two namespaces with a plain veth pair (no switch), creating them if needed.
-    Link(LinkArgs),
-    /// Forward ports of the uplinks to namespaces (DNAT in eBPF: no iptables, no proxy).
-    #[command(subcommand)]
-    Forward(ForwardCommand),
-    /// Show the MAC table (forwarding database) of a switch, or edit static entries.
-    Fdb(FdbArgs),
-    /// Show per-port packet and byte counters of a switch.
-    Stats(SwitchArgs),
-    /// Show how full the MAC table and the connection table are and what they evicted (tc,
-    /// xdp). A full table evicts its least recently used entries; `evicted` counts them.
-    Tables(SwitchArgs),
-    /// Stream the datapath's log records until Ctrl-C (logging is off otherwise).
-    Logs(LogsArgs),
-    /// List switches.
-    List(JsonArg),
-    /// Run a userspace switch in the foreground until Ctrl-C/SIGTERM, then remove it and its
-    /// ports (what `up --datapath userspace` runs in the background).
-    Run(RunArgs),
-    /// Measure every datapath against the Linux bridge and a bare veth pair (interleaved
-    /// rounds; TCP throughput, 64-byte UDP frame rate, latency, bring-up time).
-    Bench(BenchArgs),
-    /// Two namespaces (red, blue) on an eBPF switch: ping both ways, show the MAC table, tear
-    /// everything down.
-    Demo,
-}
-
-#[derive(Debug, Args)]
-pub struct JsonArg {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// Switch name.
-    #[arg(long, visible_alias = "switch", default_value = DEFAULT_SWITCH)]
-    pub name: String,
-    /// Seconds after which a silent station is forgotten [default: 300, as the Linux bridge].
-    #[arg(long, value_name = "SECS")]
-    pub ageing: Option<u64>,
-    /// How frames are switched: `tc` (eBPF on TC/TCX), `xdp` (eBPF on native XDP),
-    /// `userspace` (a tokio process on AF_PACKET sockets) or `bridge` (the kernel's Linux
-    /// bridge, as a baseline) [default: tc].
-    #[arg(long, value_enum)]
-    pub datapath: Option<Datapath>,
-    /// Give the host an address on the switch's segment, e.g. 192.168.15.254/24 (like a
-    /// bridge's own address): host <-> namespace traffic works, and namespaces added later get
-    /// a default route via it and must be in its subnet.
-    #[arg(long, value_name = "CIDR")]
-    pub gateway: Option<Cidr>,
-    /// Host interface where traffic from outside arrives, for port forwarding (repeatable;
-    /// needs --gateway and the tc or xdp datapath).
-    #[arg(long = "uplink", value_name = "IFACE")]
-    pub uplinks: Vec<String>,
-    /// Do not source-NAT the namespaces' outbound TCP/UDP to the uplink's address.
-    #[arg(long)]
-    pub no_masquerade: bool,
-    /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
-    /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
-    #[arg(long, value_enum)]
-    pub redirect: Option<Redirect>,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Switch name.
-    #[arg(long, visible_alias = "switch", default_value = DEFAULT_SWITCH)]
-    pub name: String,
-    /// Seconds after which a silent station is forgotten [default: 300].
-    #[arg(long, value_name = "SECS")]
-    pub ageing: Option<u64>,
-    /// Serve an existing switch record made by `switch up --datapath userspace` (internal).
-    #[arg(long, hide = true)]
-    pub daemon: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Smoke run: one round of 1 s per tool, bring-up of 10 namespaces (under 2 minutes).
-    #[arg(long)]
-    pub quick: bool,
-    /// Rounds of every contender [default: 3, quick: 1].
-    #[arg(long)]
-    pub rounds: Option<usize>,
-    /// Seconds per tool run [default: 5, quick: 1].
-    #[arg(long)]
-    pub secs: Option<u64>,
-    /// Only these contenders (veth and bridge always run: every ratio is against them):
-    /// veth, bridge, tc, tc-egress, xdp, userspace.
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
-    /// Write an SVG chart to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<std::path::PathBuf>,
-    /// Write a Markdown report to FILE (docs/benchmarks.md is made this way).
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<std::path::PathBuf>,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct DownArgs {
-    /// Switch name.
-    #[arg(long, visible_alias = "switch", default_value = DEFAULT_SWITCH)]
-    pub name: String,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct SwitchArgs {
-    /// Switch name.
-    #[arg(long, default_value = DEFAULT_SWITCH)]
-    pub switch: String,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// Switch name.
-    #[arg(long, default_value = DEFAULT_SWITCH)]
-    pub switch: String,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum NsCommand {
-    /// Create namespace NS with interface eth0 (address --ip) and plug it into a switch.
-    Add(NsAddArgs),
-    /// Remove namespace NS and everything made for it (port, veth, links).
-    Del {
-        /// Namespace name.
-        ns: String,
-    },
-    /// List the namespaces made by switch.
-    List(JsonArg),
-    /// Run a command inside namespace NS (like `ip netns exec`).
-    #[command(trailing_var_arg = true)]
-    Exec {
-        /// Namespace name.
-        ns: String,
-        /// Command and arguments (after `--`).
-        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct NsAddArgs {
-    /// Namespace name (letters, digits, '_', '.', '-'; at most 64).
-    pub ns: String,
-    /// IPv4 address with prefix length of the namespace's eth0, e.g. 192.168.15.1/24.
-    #[arg(long)]
-    pub ip: Cidr,
-    /// Switch to plug the namespace into.
-    #[arg(long, default_value = DEFAULT_SWITCH)]
-    pub switch: String,
-    /// MAC address of the namespace's eth0 [default: random, chosen by the kernel].
-    #[arg(long)]
-    pub mac: Option<Mac>,
-    #[command(flatten)]
-    pub json: JsonArg,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ForwardCommand {
-    /// Forward host PORT (or FIRST-LAST) on every uplink address to NS:PORT (or a range of the
-    /// same size). The server sees the client's real address.
-    Add {
-        /// Protocol.
-        #[arg(long, value_enum)]
-        proto: Proto,
-        /// Host port or range, e.g. 8080 or 8000-8099.
-        #[arg(long)]
-        host_port: String,
-        /// Target, e.g. web:80 or web:8000-8099.
-        #[arg(long)]
-        to: String,
-        /// Switch whose uplinks answer.
-        #[arg(long, default_value = DEFAULT_SWITCH)]
-        switch: String,
-        #[command(flatten)]
-        json: JsonArg,
-    },
-    /// Stop forwarding a port (range) as it was added: new connections stop at once,
-    /// established ones finish.
-    Del {
-        /// Protocol.
-        #[arg(long, value_enum)]
-        proto: Proto,
-        /// Host port or range, as added.
-        #[arg(long)]
-        host_port: String,
-        /// Switch.
-        #[arg(long, default_value = DEFAULT_SWITCH)]
-        switch: String,
-    },
-    /// List forwards with packet, byte and connection counters.
-    List {
-        /// Only this switch's forwards.
-        #[arg(long)]
-        switch: Option<String>,
-        #[command(flatten)]
-        json: JsonArg,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct LinkArgs {
-    /// First namespace.
-    pub ns1: String,
-    /// Second namespace.
-    pub ns2: String,
-    /// Address of NS1's end, e.g. 10.0.0.1/24.
-    #[arg(long)]
-    pub ip1: Cidr,
-    /// Address of NS2's end, e.g. 10.0.0.2/24.
-    #[arg(long)]
-    pub ip2: Cidr,
-}
-
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct FdbArgs {
-    #[command(subcommand)]
-    pub command: Option<FdbCommand>,
-    #[command(flatten)]
-    pub show: SwitchArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum FdbCommand {
-    /// Add a static entry: MAC is behind namespace NS's port (never aged, never moved).
-    Add {
-        /// Station MAC address.
-        mac: Mac,
-        /// Namespace whose port the station is behind.
-        #[arg(long)]
-        ns: String,
-    },
-    /// Delete the entry of MAC (static or learned).
-    Del {
-        /// Station MAC address.
-        mac: Mac,
-        /// Switch name.
-        #[arg(long, default_value = DEFAULT_SWITCH)]
-        switch: String,
-    },
+/// Runs `command` and returns what it has to report (`json`: the report will be printed as
+/// JSON, so progress bars stay hidden).
+pub async fn dispatch(command: Command, json: bool) -> anyhow::Result<Reply> {
+    use commands::*;
+    match command {
+        Command::Up(a) => switch::do_up(a).await,
+        Command::Down(a) => switch::do_down(a).await,
+        Command::List => switch::do_list().await,
+        Command::Run(a) => run::do_run(a).await,
+        Command::Ns(NsCommand::Exec { .. }) => unreachable!("handled before the runtime starts"),
+        Command::Ns(c) => ns::do_ns(c).await,
+        Command::Link(a) => link::do_link(a).await,
+        Command::Forward(c) => forward::do_forward(c).await,
+        Command::Fdb(a) => fdb::do_fdb(a).await,
+        Command::Stats(a) => stats::do_stats(a).await,
+        Command::Tables(a) => tables::do_tables(a).await,
+        Command::Logs(a) => logs::do_logs(a).await,
+        Command::Bench(a) => bench::do_bench(a, json).await,
+        Command::Demo => demo::do_demo().await,
+    }
 }

@@ -1,33 +1,58 @@
-//! Human tables and `--json` output.
+//! The one place output is printed: a command's [`Reply`] as text or as `--json`, and the
+//! text tables the replies are made of.
+use std::fmt::Write as _;
+
 use serde::Serialize;
 use switch::{
-    controller::{
-        fdb::FdbRow, forward::ForwardRow, port::NsInfo, stats::PortRow, switch::SwitchInfo, tables::TableRow,
-    },
-    state::Datapath,
+    controller::{fdb::FdbRow, forward::ForwardRow, ns::NsInfo, stats::PortRow, switch::SwitchInfo, tables::TableRow},
+    datapath::DatapathKind,
 };
 
-/// Prints `value` as pretty JSON.
-pub fn json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serialisable"));
+/// What a command reports: one value, shown as text for people or as JSON for programs.
+pub struct Reply {
+    json: Option<serde_json::Value>,
+    text: String,
 }
 
-/// Prints rows under a header with columns padded to their widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
+impl Reply {
+    /// `value` as JSON, `text` for people.
+    pub fn new<T: Serialize>(value: &T, text: impl Into<String>) -> Self {
+        Self { json: Some(serde_json::to_value(value).expect("replies serialise")), text: text.into() }
+    }
+
+    /// A command that printed as it went (logs, demo, run) and has nothing left to report.
+    pub fn done() -> Self {
+        Self { json: None, text: String::new() }
+    }
+
+    /// Prints the reply on stdout, as JSON if `json`.
+    pub fn print(&self, json: bool) {
+        match (&self.json, json) {
+            (Some(v), true) => println!("{}", serde_json::to_string_pretty(v).expect("serialisable")),
+            _ if self.text.is_empty() => {}
+            _ => print!("{}{}", self.text, if self.text.ends_with('\n') { "" } else { "\n" }),
+        }
+    }
+}
+
+/// Rows under a header with columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
         let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", s.join("  ").trim_end());
+        let _ = writeln!(out, "{}", s.join("  ").trim_end());
     };
     line(header.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+    out
 }
 
 /// `1234567` -> `1.2M`, for byte and packet counts in tables.
@@ -43,7 +68,7 @@ pub fn human(n: u64) -> String {
 }
 
 /// The `switch fdb` table.
-pub fn fdb(rows: &[FdbRow]) {
+pub fn fdb(rows: &[FdbRow]) -> String {
     table(
         &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE"],
         &rows
@@ -58,11 +83,11 @@ pub fn fdb(rows: &[FdbRow]) {
                 ]
             })
             .collect::<Vec<_>>(),
-    );
+    )
 }
 
 /// The `switch tables` table.
-pub fn tables(rows: &[TableRow]) {
+pub fn tables(rows: &[TableRow]) -> String {
     table(
         &["TABLE", "ENTRIES", "CAPACITY", "ADDED", "REMOVED", "EVICTED"],
         &rows
@@ -78,11 +103,11 @@ pub fn tables(rows: &[TableRow]) {
                 ]
             })
             .collect::<Vec<_>>(),
-    );
+    )
 }
 
 /// The `switch stats` table.
-pub fn stats(rows: &[PortRow]) {
+pub fn stats(rows: &[PortRow]) -> String {
     table(
         &[
             "NAMESPACE",
@@ -113,7 +138,7 @@ pub fn stats(rows: &[PortRow]) {
                 ]
             })
             .collect::<Vec<_>>(),
-    );
+    )
 }
 
 /// A counter the datapath may not keep: "-" when it does not.
@@ -122,7 +147,7 @@ fn opt(v: Option<u64>) -> String {
 }
 
 /// The `switch ns list` table.
-pub fn namespaces(rows: &[NsInfo]) {
+pub fn namespaces(rows: &[NsInfo]) -> String {
     table(
         &["NAMESPACE", "KIND", "ATTACHED TO", "INTERFACE", "IP", "MAC", "HOST PORT", "STATE"],
         &rows
@@ -140,11 +165,11 @@ pub fn namespaces(rows: &[NsInfo]) {
                 ]
             })
             .collect::<Vec<_>>(),
-    );
+    )
 }
 
 /// The `switch forward list` table.
-pub fn forwards(rows: &[ForwardRow]) {
+pub fn forwards(rows: &[ForwardRow]) -> String {
     table(
         &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
         &rows
@@ -163,11 +188,11 @@ pub fn forwards(rows: &[ForwardRow]) {
                 ]
             })
             .collect::<Vec<_>>(),
-    );
+    )
 }
 
 /// The `switch list` table.
-pub fn switches(rows: &[SwitchInfo]) {
+pub fn switches(rows: &[SwitchInfo]) -> String {
     table(
         &["SWITCH", "DATAPATH", "PORTS", "AGEING", "REDIRECT", "STATE"],
         &rows
@@ -178,10 +203,10 @@ pub fn switches(rows: &[SwitchInfo]) {
                     s.datapath.to_string(),
                     s.ports.to_string(),
                     format!("{}s", s.ageing_secs),
-                    if s.datapath == Datapath::Tc { s.redirect.to_string() } else { "-".into() },
+                    if s.datapath == DatapathKind::Tc { s.redirect.to_string() } else { "-".into() },
                     if s.ready { "up" } else { "incomplete" }.into(),
                 ]
             })
             .collect::<Vec<_>>(),
-    );
+    )
 }

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{backend, lock};
+use super::{datapath_of, intent, lock};
 use crate::sys::netlink::Netlink;
 use crate::{
     error::{Error, Result},
@@ -35,35 +35,30 @@ struct PortView {
     host_mac: Option<Mac>,
 }
 
-/// Ready ports of `switch` by host ifindex; the gateway port shows as namespace "host". One
-/// netlink dump of the host's links gives every index and MAC.
+/// Ready switched ports of `switch` by host ifindex, labelled by their owner (a namespace, or
+/// `host` for the gateway). One netlink dump of the host's links gives every index and MAC.
 async fn ports(state: &State, switch: &str) -> Result<HashMap<u32, PortView>> {
     let links = Netlink::new()?.links().await?;
-    let gateway =
-        state.switches.get(switch).and_then(|s| s.gateway.as_ref()).map(|g| ("host".to_owned(), g.port_if.clone()));
-    let named = state
-        .ports(switch)
-        .filter(|(ns, p)| state.namespaces[*ns].ready && p.host_ifindex != 0)
-        .map(|(ns, p)| (ns.clone(), p.host_if.clone()))
-        .chain(gateway);
-    Ok(named
-        .filter_map(|(namespace, host_if)| {
-            let (index, host_mac) = *links.get(&host_if)?;
-            Some((index, PortView { namespace, host_if, host_mac }))
+    Ok(state
+        .switched_ports(switch)
+        .filter_map(|p| {
+            let (index, host_mac) = *links.get(&p.host_if)?;
+            Some((index, PortView { namespace: p.owner.clone(), host_if: p.host_if.clone(), host_mac }))
         })
         .collect())
 }
 
-/// The FDB of `switch`: live entries only (see `backend::fdb`).
+/// The FDB of `switch`: live entries only. Changes nothing.
 pub async fn show(switch: &str) -> Result<Vec<FdbRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     let state = store.load()?;
-    let sw = state.switch(switch)?.clone();
+    let dp = datapath_of(&state, switch)?;
     let ports = ports(&state, switch).await?;
     // The bridge lists each port's own (host end) address; it is told which ones to skip.
     let host_macs = ports.iter().map(|(i, p)| (*i, p.host_mac.unwrap_or(Mac([0; 6])))).collect();
-    let mut rows: Vec<FdbRow> = backend::fdb(switch, &sw, host_macs)
+    let mut rows: Vec<FdbRow> = dp
+        .fdb(host_macs)
         .await?
         .into_iter()
         .filter_map(|e| {
@@ -84,25 +79,24 @@ pub async fn show(switch: &str) -> Result<Vec<FdbRow>> {
 /// Adds a static entry: `mac` is behind namespace `ns`'s port. Replaces a learned entry.
 pub async fn add_static(mac: Mac, ns: &str) -> Result<()> {
     mac.validate_station()?;
+    validate_name("namespace name", ns)?;
     let store = lock().await?;
-    let state = store.load()?;
-    let port = state
-        .namespaces
-        .get(ns)
-        .and_then(|s| s.port.clone().filter(|_| s.ready))
-        .ok_or_else(|| Error::UnknownNamespace(ns.to_owned()))?;
-    let sw = state.switch(&port.switch)?.clone();
-    backend::fdb_add(&port.switch, &sw, mac, port.host_ifindex).await
+    let mut state = store.load()?;
+    let switch = state.ns_port(ns).map(|p| p.switch.clone()).ok_or_else(|| Error::UnknownNamespace(ns.to_owned()))?;
+    intent::converge(&store, &mut state, &switch).await?;
+    let port = state.ns_port(ns).filter(|p| p.ready).ok_or_else(|| Error::UnknownNamespace(ns.to_owned()))?;
+    datapath_of(&state, &switch)?.fdb_add(mac, port.host_ifindex).await
 }
 
 /// Deletes the entry of `mac` (static or learned) from `switch`.
 pub async fn del(mac: Mac, switch: &str) -> Result<()> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
-    let state = store.load()?;
-    let sw = state.switch(switch)?.clone();
-    let ports = ports(&state, switch).await?.into_keys().collect();
-    if !backend::fdb_del(switch, &sw, mac, ports).await? {
+    let mut state = store.load()?;
+    state.switch(switch)?;
+    intent::converge(&store, &mut state, switch).await?;
+    let ports: Vec<u32> = ports(&state, switch).await?.into_keys().collect();
+    if !datapath_of(&state, switch)?.fdb_del(mac, &ports).await? {
         return Err(Error::invalid("MAC address", mac.to_string(), format!("not in the FDB of switch '{switch}'")));
     }
     Ok(())

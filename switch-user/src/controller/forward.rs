@@ -1,29 +1,22 @@
 //! `switch forward add|del|list`: port forwarding from the uplinks to namespaces, in eBPF
 //! (`switch-ebpf/src/nat_uplink.rs`): no iptables rule, no proxy process, the server sees the
 //! client's real address, and a port range costs one map entry per port, nothing more.
-use std::{
-    collections::{HashMap, HashSet},
-    fs,
-    net::Ipv4Addr,
-};
+use std::{collections::HashMap, fs, net::Ipv4Addr};
 
 use serde::Serialize;
-use switch_common::{FwdStats, FwdTarget, NAT_F_MASQUERADE, NatConfig, nat::MAX_FORWARDS};
+use switch_common::nat::MAX_FORWARDS;
 
-use super::{blocking, ebpf_switch, failpoint, lock};
+use super::{datapath_of, failpoint, intent, lock};
 use crate::{
-    datapath::ebpf::{
-        Pins,
-        nat::{NatMaps, wire},
-    },
-    error::{Context as _, Error, Result},
+    datapath::UplinkSetup,
+    error::{Error, Result},
     names::validate_name,
-    state::{ForwardState, Proto, State, SwitchState},
+    state::{ForwardState, PortKind, Proto, State, Store},
     sys::netlink::Netlink,
 };
 
 /// A port or an inclusive port range, as typed: `8080` or `8000-8099`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PortRange {
     /// First port.
     pub first: u16,
@@ -66,90 +59,69 @@ impl std::fmt::Display for PortRange {
     }
 }
 
-/// `--to NS:PORT[-PORT]`.
-pub fn parse_target(s: &str) -> Result<(String, PortRange)> {
-    let (ns, ports) = s
-        .rsplit_once(':')
-        .ok_or_else(|| Error::invalid("target", s, "expected NAMESPACE:PORT or NAMESPACE:FIRST-LAST"))?;
-    validate_name("namespace name", ns)?;
-    Ok((ns.to_owned(), ports.parse()?))
+/// A forward's target as typed: `NS:PORT` or `NS:FIRST-LAST`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The namespace.
+    pub ns: String,
+    /// Its ports.
+    pub ports: PortRange,
 }
 
-/// Attaches the forwarding programs to the switch's uplinks, fills the uplink addresses and
-/// turns IPv4 forwarding on for the uplinks and the gateway (first packets of a connection,
-/// and masqueraded ones, are routed by the host between them).
-pub(crate) async fn attach_uplinks(name: &str, sw: &SwitchState, state: &State) -> Result<()> {
-    if sw.uplinks.is_empty() {
+impl std::str::FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (ns, ports) = s
+            .rsplit_once(':')
+            .ok_or_else(|| Error::invalid("target", s, "expected NAMESPACE:PORT or NAMESPACE:FIRST-LAST"))?;
+        validate_name("namespace name", ns)?;
+        Ok(Self { ns: ns.to_owned(), ports: ports.parse()? })
+    }
+}
+
+/// Refuses uplink `ifname` unless it is a host interface that is not a port of a switch.
+pub(crate) async fn check_uplink(state: &State, ifname: &str) -> Result<()> {
+    validate_name("uplink interface", ifname)?;
+    if Netlink::new()?.ifindex(ifname).await?.is_none() {
+        return Err(Error::invalid("uplink interface", ifname, "no such interface"));
+    }
+    if state.ports.iter().any(|p| p.host_if == ifname && p.kind != PortKind::Uplink) {
+        return Err(Error::invalid("uplink interface", ifname, "is a switch port"));
+    }
+    Ok(())
+}
+
+/// Attaches the forwarding programs to switch `name`'s uplinks and gateway, fills the uplink
+/// addresses, and turns IPv4 forwarding on for the uplinks and the gateway's host end (first
+/// packets of a connection, and masqueraded ones, are routed by the host between them), each
+/// sysctl recorded so that `down` gives it back. Marks the uplink ports ready.
+pub(crate) async fn setup_uplinks(store: &Store, state: &mut State, name: &str) -> Result<()> {
+    let uplinks = state.uplinks(name);
+    if uplinks.is_empty() {
         return Ok(());
     }
-    let nl = Netlink::new()?;
-    let mut addrs = vec![];
-    let mut sources = vec![];
-    for u in &sw.uplinks {
-        let idx =
-            nl.ifindex(u).await?.ok_or_else(|| Error::invalid("uplink interface", u.clone(), "no such interface"))?;
-        let taken = state.namespaces.values().filter_map(|n| n.port.as_ref()).any(|p| &p.host_if == u);
-        if taken {
-            return Err(Error::invalid("uplink interface", u.clone(), "is a switch port"));
-        }
-        let a = nl.ipv4_addrs(idx).await?;
-        if let Some(first) = a.first() {
-            sources.push((idx, *first));
-        }
-        addrs.extend(a);
-    }
-    let gateway =
-        sw.gateway.as_ref().map(|g| g.cidr).ok_or_else(|| Error::Command("port forwarding needs a gateway".into()))?;
-    let mask = if gateway.prefix == 0 { 0 } else { u32::MAX << (32 - gateway.prefix) };
-    let cfg = NatConfig {
-        host_netns_cookie: crate::sys::netns::cookie_here()?,
-        segment: wire(Ipv4Addr::from(u32::from(gateway.addr) & mask)),
-        segment_mask: wire(Ipv4Addr::from(mask)),
-        flags: if sw.masquerade { NAT_F_MASQUERADE } else { 0 },
-        gateway_ifindex: match &sw.gateway {
-            Some(g) => nl.ifindex(&g.host_if).await?.unwrap_or(0),
-            None => 0,
-        },
+    let dp = datapath_of(state, name)?;
+    let fw = dp.require_forwarding()?;
+    let gateway = state.gateway(name).ok_or_else(|| Error::Command("port forwarding needs a gateway".into()))?;
+    let setup = UplinkSetup {
+        uplinks: uplinks.clone(),
+        gateway: gateway.ip.ok_or_else(|| Error::Command("the gateway port has no address".into()))?,
+        gateway_if: gateway.peer_if.clone(),
+        masquerade: state.switches[name].masquerade,
     };
-    let gateway_if = sw.gateway.as_ref().map(|g| g.host_if.clone());
-    let (pins, uplinks) = (Pins::new(name), sw.uplinks.clone());
-    blocking(move || {
-        let mut maps = NatMaps::open(&pins)?;
-        maps.set_config(cfg)?;
-        maps.set_uplink_addrs(&addrs)?;
-        for (idx, addr) in &sources {
-            maps.set_uplink_source(*idx, *addr)?;
-        }
-        for u in &uplinks {
-            pins.attach_uplink(u)?;
-        }
-        pins.attach_sock_hooks(&cgroup2_root()?)?;
-        if let Some(g) = &gateway_if {
-            pins.attach_gateway_nat(g)?;
-        }
-        // Forwarding only where it is needed (packets arriving on the uplinks and on the
-        // gateway's host end), not host-wide through net.ipv4.ip_forward.
-        for dev in uplinks.iter().chain(&gateway_if) {
-            let path = format!("/proc/sys/net/ipv4/conf/{dev}/forwarding");
-            fs::write(&path, b"1").context(format!("turning on IPv4 forwarding on {dev}"))?;
-        }
-        Ok(())
-    })
-    .await
-}
-
-/// Where the cgroup v2 hierarchy is mounted (its root holds every process).
-fn cgroup2_root() -> Result<std::path::PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
-        })
-        .ok_or_else(|| {
-            Error::Command("no cgroup v2 hierarchy is mounted (needed for host-local port forwarding)".into())
-        })
+    fw.setup_uplinks(&setup).await?;
+    // Forwarding only where it is needed, not host-wide through net.ipv4.ip_forward.
+    for dev in uplinks.iter().chain([&setup.gateway_if]) {
+        intent::set_sysctl(store, state, name, &format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), "1").await?;
+    }
+    let nl = Netlink::new()?;
+    for u in &uplinks {
+        let idx = nl.ifindex(u).await?.unwrap_or(0);
+        let p = state.port_mut(name, PortKind::Uplink, u).expect("listed above");
+        p.host_ifindex = idx;
+        p.ready = true;
+    }
+    store.save(state)
 }
 
 /// Options of `forward add`.
@@ -194,9 +166,9 @@ fn host_listeners(proto: Proto, range: PortRange) -> Vec<u16> {
     out
 }
 
-fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
-    let sw = ebpf_switch(state, &o.switch, "switch forward add", "port forwarding (it runs in eBPF)")?.clone();
-    if sw.gateway.is_none() {
+fn check(state: &State, o: &AddOptions) -> Result<Ipv4Addr> {
+    datapath_of(state, &o.switch)?.require_forwarding()?;
+    if state.gateway(&o.switch).is_none() {
         return Err(Error::invalid(
             "command",
             "switch forward add",
@@ -210,8 +182,10 @@ fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
             format!("{} host ports but {} target ports", o.host.len(), o.to.len()),
         ));
     }
-    let ns = state.namespaces.get(&o.ns).ok_or_else(|| Error::UnknownNamespace(o.ns.clone()))?;
-    let port = ns.port.as_ref().filter(|p| ns.ready && p.switch == o.switch).ok_or_else(|| {
+    if !state.namespaces.contains_key(&o.ns) && state.ns_port(&o.ns).is_none() {
+        return Err(Error::UnknownNamespace(o.ns.clone()));
+    }
+    let port = state.ns_port(&o.ns).filter(|p| p.ready && p.switch == o.switch).ok_or_else(|| {
         Error::invalid("target", o.ns.clone(), format!("namespace '{}' is not a port of switch '{}'", o.ns, o.switch))
     })?;
     // Host ports are host-wide: 127.0.0.1:PORT on the host can only mean one target.
@@ -236,7 +210,7 @@ fn check(state: &State, o: &AddOptions) -> Result<(SwitchState, Ipv4Addr)> {
             ),
         ));
     }
-    Ok((sw, port.ip.addr))
+    port.ip.map(|c| c.addr).ok_or_else(|| Error::Command(format!("namespace '{}' has no address", o.ns)))
 }
 
 /// Forwards `o.host` on the switch's uplinks to `o.ns`'s `o.to`.
@@ -244,18 +218,17 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     validate_name("switch name", &o.switch)?;
     let store = lock().await?;
     let mut state = store.load()?;
-    let (mut sw, target_ip) = check(&state, &o)?;
-    if sw.uplinks.is_empty() {
+    state.switch(&o.switch)?;
+    intent::converge(&store, &mut state, &o.switch).await?;
+    let target_ip = check(&state, &o)?;
+    if state.uplinks(&o.switch).is_empty() {
         // No --uplink given: traffic from outside arrives where the default route leaves.
         let dev = Netlink::new()?.default_route_interface().await?.ok_or_else(|| {
-            Error::invalid(
-                "command",
-                "switch forward add",
-                "the host has no default route; give the switch an --uplink",
-            )
+            Error::invalid("command", "switch forward add", "the host has no default route; give the switch an --uplink")
         })?;
-        sw.uplinks = vec![dev];
-        state.switches.get_mut(&o.switch).expect("checked").uplinks = sw.uplinks.clone();
+        check_uplink(&state, &dev).await?;
+        state.ports.push(super::switch::uplink_port(&o.switch, &dev));
+        store.save(&state)?;
     }
     let used: Vec<u16> = state.forwards.iter().filter(|f| f.switch == o.switch).map(|f| f.rule).collect();
     let rule = (0..MAX_FORWARDS as u16)
@@ -269,30 +242,28 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
         ns: o.ns.clone(),
         ns_first: o.to.first,
         rule,
+        ready: false,
     };
     // Refresh the uplink addresses: they may have changed since `up`.
-    attach_uplinks(&o.switch, &sw, &state).await?;
-    reconcile(&state, &o.switch).await?;
-    let f = fwd.clone();
-    let written = blocking(move || {
-        let mut maps = NatMaps::open(&Pins::new(&f.switch))?;
-        maps.reset_stats(f.rule)?;
-        for (i, host) in (f.host_first..=f.host_last).enumerate() {
-            let target = FwdTarget { addr: wire(target_ip), port: f.ns_first + i as u16, rule: f.rule };
-            maps.add(f.proto.number(), host, target)?;
-            failpoint("forward-add:map")?;
-        }
-        Ok(())
-    })
+    let made = async {
+        setup_uplinks(&store, &mut state, &o.switch).await?;
+        // Intent first: a killed command leaves a record the next one rolls back.
+        state.forwards.push(fwd.clone());
+        store.save(&state)?;
+        let dp = datapath_of(&state, &o.switch)?;
+        dp.require_forwarding()?.write(&fwd, target_ip, || failpoint("forward-add:map")).await
+    }
     .await;
-    if let Err(e) = written {
-        // Take back the part of the range that was written: the state never names it.
-        let _ = reconcile(&state, &o.switch).await;
+    if let Err(e) = made {
+        // Take back what was written and the records not finished (an uplink adopted above).
+        let _ = intent::converge(&store, &mut state, &o.switch).await;
         return Err(e);
     }
-    state.forwards.push(fwd.clone());
+    let f = state.forwards.iter_mut().find(|f| **f == fwd).expect("recorded above");
+    f.ready = true;
+    let out = f.clone();
     store.save(&state)?;
-    Ok(fwd)
+    Ok(out)
 }
 
 /// Removes the forward of `proto` `host` (exactly as added). New connections stop at once;
@@ -302,6 +273,7 @@ pub async fn del(switch: &str, proto: Proto, host: PortRange) -> Result<()> {
     let store = lock().await?;
     let mut state = store.load()?;
     state.switch(switch)?;
+    intent::converge(&store, &mut state, switch).await?;
     let i = state
         .forwards
         .iter()
@@ -309,58 +281,21 @@ pub async fn del(switch: &str, proto: Proto, host: PortRange) -> Result<()> {
         .ok_or_else(|| {
             Error::invalid("port", format!("{proto}/{host}"), format!("not forwarded on switch '{switch}'"))
         })?;
-    let f = state.forwards[i].clone();
-    remove_entries(&f).await?;
-    state.forwards.remove(i);
-    store.save(&state)?;
-    reconcile(&state, switch).await
-}
-
-/// Makes the switch's FORWARDS map hold exactly the forwards the state records. The state is
-/// saved only once a forward's entries are all written, so a `forward add` killed half-way
-/// leaves entries nobody lists; the next forward command on the switch takes them out.
-async fn reconcile(state: &State, switch: &str) -> Result<()> {
-    let known: HashSet<(u8, u16)> = state
-        .forwards
-        .iter()
-        .filter(|f| f.switch == switch)
-        .flat_map(|f| (f.host_first..=f.host_last).map(move |p| (f.proto.number(), p)))
-        .collect();
-    let switch = switch.to_owned();
-    blocking(move || {
-        let pins = Pins::new(&switch);
-        if !pins.complete() {
-            return Ok(());
-        }
-        let removed = NatMaps::open(&pins)?.retain_forwards(|k| known.contains(&(k.proto, k.port)))?;
-        if removed > 0 {
-            tracing::info!("removed {removed} forward entries no command finished (switch '{switch}')");
-        }
-        Ok(())
-    })
-    .await
-}
-
-async fn remove_entries(f: &ForwardState) -> Result<()> {
-    let f = f.clone();
-    blocking(move || {
-        let pins = Pins::new(&f.switch);
-        if !pins.complete() {
-            return Ok(());
-        }
-        let mut maps = NatMaps::open(&pins)?;
-        for host in f.host_first..=f.host_last {
-            maps.remove(f.proto.number(), host)?;
-        }
-        Ok(())
-    })
-    .await
+    let f = state.forwards.remove(i);
+    if let Some(fw) = datapath_of(&state, switch)?.forwarding() {
+        fw.remove(&f).await?;
+    }
+    store.save(&state)
 }
 
 /// Removes the forwards to namespace `ns` (it is going away).
 pub(crate) async fn remove_for_namespace(state: &mut State, ns: &str) -> Result<()> {
     for f in state.forwards.iter().filter(|f| f.ns == ns) {
-        remove_entries(f).await?;
+        if let Some(fw) = state.switches.get(&f.switch).map(|s| s.datapath.open(&f.switch))
+            && let Some(fw) = fw.forwarding()
+        {
+            fw.remove(f).await?;
+        }
     }
     state.forwards.retain(|f| f.ns != ns);
     Ok(())
@@ -389,60 +324,44 @@ pub struct ForwardRow {
     pub active: u64,
 }
 
-/// Every forward (of `switch`, if given) with its counters.
+/// Every forward (of `switch`, if given) with its counters. Changes nothing; a forward a
+/// killed command left unfinished is not listed (the next mutating command rolls it back).
 pub async fn list(switch: Option<&str>) -> Result<Vec<ForwardRow>> {
     let store = lock().await?;
     let state = store.load()?;
-    for (name, _) in state.switches.iter().filter(|(n, sw)| sw.datapath.is_ebpf() && switch.is_none_or(|s| s == *n)) {
-        reconcile(&state, name).await?;
-    }
-    let listed: Vec<ForwardState> =
-        state.forwards.iter().filter(|f| switch.is_none_or(|s| s == f.switch)).cloned().collect();
-    // Per switch, one walk of its connection table serves every rule (a walk is a system call
-    // per entry, up to 65 536 of them).
-    let mut switches: Vec<String> = listed.iter().map(|f| f.switch.clone()).collect();
+    let listed: Vec<&ForwardState> =
+        state.forwards.iter().filter(|f| f.ready && switch.is_none_or(|s| s == f.switch)).collect();
+    let mut switches: Vec<&str> = listed.iter().map(|f| f.switch.as_str()).collect();
     switches.sort_unstable();
     switches.dedup();
-    let mut active: HashMap<(String, u16), u64> = HashMap::new();
-    let mut stats: HashMap<(String, u16), FwdStats> = HashMap::new();
+    // Per switch, one walk of its connection table serves every rule (a walk is a system call
+    // per entry, up to 65 536 of them).
+    let mut counters = HashMap::new();
     for sw in switches {
         let rules: Vec<u16> = listed.iter().filter(|f| f.switch == sw).map(|f| f.rule).collect();
-        let (sw, per_rule, live) = blocking(move || {
-            let mut maps = NatMaps::open(&Pins::new(&sw))?;
-            let per_rule = rules.iter().map(|&r| Ok((r, maps.stats(r)?))).collect::<Result<Vec<_>>>()?;
-            let live = maps.connections()?.by_rule;
-            Ok((sw, per_rule, live))
+        let dp = datapath_of(&state, sw)?;
+        counters.insert(sw, dp.require_forwarding()?.counters(&rules).await?);
+    }
+    Ok(listed
+        .into_iter()
+        .map(|f| {
+            let ip = state.ns_port(&f.ns).and_then(|p| p.ip).map(|c| c.addr.to_string()).unwrap_or_default();
+            let c = &counters[f.switch.as_str()];
+            let stats = c.per_rule.get(&f.rule).copied().unwrap_or_default();
+            let to = PortRange { first: f.ns_first, last: f.ns_first + (f.host_last - f.host_first) };
+            ForwardRow {
+                switch: f.switch.clone(),
+                proto: f.proto,
+                host_ports: PortRange { first: f.host_first, last: f.host_last }.to_string(),
+                namespace: f.ns.clone(),
+                to: format!("{ip}:{to}"),
+                packets: stats.packets,
+                bytes: stats.bytes,
+                connections: stats.connections,
+                active: c.active.get(&f.rule).copied().unwrap_or(0),
+            }
         })
-        .await?;
-        for (rule, s) in per_rule {
-            stats.insert((sw.clone(), rule), s);
-            active.insert((sw.clone(), rule), live.get(&rule).copied().unwrap_or(0));
-        }
-    }
-    let mut rows = vec![];
-    for f in &listed {
-        let ip = state
-            .namespaces
-            .get(&f.ns)
-            .and_then(|n| n.port.as_ref())
-            .map(|p| p.ip.addr.to_string())
-            .unwrap_or_default();
-        let key = (f.switch.clone(), f.rule);
-        let (stats, active) = (stats[&key], active[&key]);
-        let to = PortRange { first: f.ns_first, last: f.ns_first + (f.host_last - f.host_first) };
-        rows.push(ForwardRow {
-            switch: f.switch.clone(),
-            proto: f.proto,
-            host_ports: PortRange { first: f.host_first, last: f.host_last }.to_string(),
-            namespace: f.ns.clone(),
-            to: format!("{ip}:{to}"),
-            packets: stats.packets,
-            bytes: stats.bytes,
-            connections: stats.connections,
-            active,
-        });
-    }
-    Ok(rows)
+        .collect())
 }
 
 #[cfg(test)]
@@ -456,9 +375,10 @@ mod tests {
         for bad in ["0", "65536", "x", "10-5", "1-0", ""] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
-        assert_eq!(parse_target("web:80").unwrap(), ("web".into(), PortRange { first: 80, last: 80 }));
-        assert!(parse_target("web").is_err());
-        assert!(parse_target("we/b:80").is_err());
+        let web80 = Target { ns: "web".into(), ports: PortRange { first: 80, last: 80 } };
+        assert_eq!("web:80".parse::<Target>().unwrap(), web80);
+        assert!("web".parse::<Target>().is_err());
+        assert!("we/b:80".parse::<Target>().is_err());
         assert_eq!("8000-8001".parse::<PortRange>().unwrap().to_string(), "8000-8001");
     }
 }

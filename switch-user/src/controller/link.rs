@@ -2,7 +2,7 @@
 //! physical limit that benchmarks compare against).
 use std::os::fd::AsRawFd as _;
 
-use super::{lock, port::teardown};
+use super::{lock, port::delete_namespace};
 use crate::{
     error::{Error, Result},
     names::{Cidr, link_ifname, validate_name},
@@ -25,10 +25,10 @@ pub async fn link(ns1: &str, ns2: &str, ip1: Cidr, ip2: Cidr) -> Result<()> {
     let mut state = store.load()?;
     let mut created = vec![];
     for ns in [ns1, ns2] {
+        if state.ns_port(ns).is_some() {
+            return Err(Error::NamespaceExists { name: ns.into(), detail: " (it is a switch port)".into() });
+        }
         match state.namespaces.get(ns) {
-            Some(s) if s.port.is_some() => {
-                return Err(Error::NamespaceExists { name: ns.into(), detail: " (it is a switch port)".into() });
-            }
             Some(s) if s.links.iter().any(|l| l.peer == ns1 || l.peer == ns2) => {
                 return Err(Error::invalid("namespace pair", format!("{ns1} {ns2}"), "already linked"));
             }
@@ -65,7 +65,7 @@ pub async fn link(ns1: &str, ns2: &str, ip1: Cidr, ip2: Cidr) -> Result<()> {
                 entry.ready = true;
                 if created.iter().any(|c| c == ns) {
                     let entry = state.namespaces.remove(ns).expect("present");
-                    let _ = teardown(&state, ns, &entry).await;
+                    let _ = delete_namespace(ns, entry.links.iter().map(|l| l.ifname.clone()).collect()).await;
                 }
             }
             store.save(&state)?;

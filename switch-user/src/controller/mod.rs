@@ -1,33 +1,40 @@
 //! What each CLI command does, as library calls: the controller.
 //!
-//! Every mutating operation follows the same discipline:
+//! One convergence rule for every mutating command (switches, ports of every kind, forwards):
 //! 1. validate everything it can without touching the system (bad input changes nothing);
-//! 2. take the state lock and record the intent (`ready: false`);
-//! 3. make the kernel objects;
-//! 4. on failure, tear down by name whatever step 3 made and drop the record; on success,
-//!    mark the record ready.
+//! 2. take the state lock and converge the switch (`intent::converge`): records a killed
+//!    command left `ready: false` are rolled back;
+//! 3. record the intent (`ready: false`) and save it;
+//! 4. make the kernel objects;
+//! 5. on failure, tear down whatever step 4 made and drop the record; on success, mark the
+//!    record ready.
 //!
-//! Teardown is idempotent and works from names alone, so it doubles as crash recovery: a
-//! record left `ready: false` by a killed command is torn down by the next command that
-//! touches it.
-pub mod backend;
+//! Teardown is idempotent and works from the record alone, so it doubles as crash recovery.
+//! Read-only commands (`list`, `ns list`, `fdb`, `stats`, `tables`, `forward list`) change
+//! nothing, neither the state nor the datapath's tables.
+//!
+//! The datapath is only reached through [`crate::datapath::Datapath`]; no command knows which
+//! datapath it drives.
 pub mod fdb;
 pub mod forward;
+pub mod intent;
 pub mod link;
 pub mod logs;
+pub mod ns;
 pub mod port;
 pub mod stats;
 pub mod switch;
 pub mod tables;
 
 use crate::{
+    datapath::Datapath,
     error::{Error, Result},
-    state::{STATE_DIR, State, Store, SwitchState},
+    state::{STATE_DIR, State, Store},
     sys::preflight,
 };
 
 /// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Command(format!("internal task failed: {e}")))?
 }
 
@@ -46,18 +53,9 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The record of switch `name`, refused with one clear line unless it runs an eBPF datapath:
-/// `command` needs `what` (e.g. "port forwarding"), which only tc and xdp have.
-pub(crate) fn ebpf_switch<'a>(state: &'a State, name: &str, command: &str, what: &str) -> Result<&'a SwitchState> {
-    let sw = state.switch(name)?;
-    if !sw.datapath.is_ebpf() {
-        return Err(Error::invalid(
-            "command",
-            command,
-            format!("switch '{name}' uses the {} datapath; only tc and xdp have {what}", sw.datapath),
-        ));
-    }
-    Ok(sw)
+/// The datapath of switch `name`, as recorded.
+pub(crate) fn datapath_of(state: &State, name: &str) -> Result<Box<dyn Datapath>> {
+    Ok(state.switch(name)?.datapath.open(name))
 }
 
 /// Runs the preflight checks and takes the state lock.

@@ -1,8 +1,12 @@
 //! `switch stats`: per-port counters.
 use serde::Serialize;
 
-use super::{backend, lock};
-use crate::{error::Result, names::validate_name};
+use super::{datapath_of, lock};
+use crate::{
+    error::Result,
+    names::validate_name,
+    state::{PortKind, PortState},
+};
 
 /// Counters of one port. Counters a datapath does not keep are `None` (the bridge's come from
 /// the host veth's interface counters: no flooding or drop reasons).
@@ -30,22 +34,23 @@ pub struct PortRow {
     pub tx_errors: Option<u64>,
 }
 
-/// Counters of every ready port of `switch`, summed over CPUs.
+/// Counters of every ready switched port of `switch` (the gateway shows as `host`), summed
+/// over CPUs.
 pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     let state = store.load()?;
-    let sw = state.switch(switch)?.clone();
+    let dp = datapath_of(&state, switch)?;
+    let mut ports: Vec<&PortState> = state.switched_ports(switch).collect();
+    // The host first, as it always was; then namespaces by name.
+    ports.sort_by_key(|p| (p.kind != PortKind::Gateway, p.owner.clone()));
     let mut rows = vec![];
-    let gateway = sw.gateway.as_ref().map(|g| ("host".to_owned(), super::switch::gateway_port(switch, g, 0)));
-    let ports = state.ports(switch).filter(|(n, _)| state.namespaces[*n].ready).map(|(n, p)| (n.clone(), p.clone()));
-    for (ns, p) in gateway.into_iter().chain(ports) {
-        let p = &p;
-        let c = backend::stats(switch, &sw, p).await?;
+    for p in ports {
+        let c = dp.stats(p).await?;
         let s = c.stats;
         let d = |v: u64| c.detailed.then_some(v);
         rows.push(PortRow {
-            namespace: ns.clone(),
+            namespace: p.owner.clone(),
             interface: p.host_if.clone(),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,

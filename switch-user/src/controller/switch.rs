@@ -4,14 +4,12 @@ use std::time::Duration;
 use serde::Serialize;
 use switch_common::DEFAULT_AGEING_SECS;
 
-use super::{backend, failpoint, lock, port};
+use super::{failpoint, forward, intent, lock, port};
 use crate::{
-    datapath::ebpf::Pins,
+    datapath::{self, DatapathKind, ebpf::Pins, userspace::daemon},
     error::{Error, Result},
     names::{Cidr, gateway_ifnames, validate_name},
-    state::{Datapath, GatewayState, PortState, Redirect, State, Store, SwitchState},
-    sys::{netlink::Netlink, sysctl},
-    datapath::userspace::daemon,
+    state::{PortKind, PortState, Redirect, State, Store, SwitchState},
 };
 
 /// Options of `switch up`. `None` means "default for a new switch, don't care for an
@@ -25,7 +23,7 @@ pub struct UpOptions {
     /// How known unicast is redirected (tc only).
     pub redirect: Option<Redirect>,
     /// How frames are moved.
-    pub datapath: Option<Datapath>,
+    pub datapath: Option<DatapathKind>,
     /// The host's address on the segment (namespaces get a default route via it).
     pub gateway: Option<Cidr>,
     /// Host interfaces where forwarded traffic arrives (needs a gateway and an eBPF datapath).
@@ -41,8 +39,8 @@ pub struct UpReport {
     pub name: String,
     /// False if it was already up.
     pub created: bool,
-    /// Datapath.
-    pub datapath: Datapath,
+    /// DatapathKind.
+    pub datapath: DatapathKind,
     /// FDB ageing time in seconds.
     pub ageing_secs: u64,
     /// Unicast redirect mode (tc datapath).
@@ -56,7 +54,8 @@ pub struct UpReport {
 }
 
 impl UpReport {
-    fn new(name: &str, s: &SwitchState, created: bool) -> Self {
+    fn new(name: &str, state: &State, created: bool) -> Self {
+        let s = &state.switches[name];
         Self {
             name: name.to_owned(),
             created,
@@ -64,8 +63,8 @@ impl UpReport {
             ageing_secs: s.ageing_secs,
             redirect: s.redirect,
             pins: s.datapath.is_ebpf().then(|| Pins::new(name).dir().display().to_string()),
-            gateway: s.gateway.as_ref().map(|g| g.cidr),
-            uplinks: s.uplinks.clone(),
+            gateway: state.gateway_cidr(name),
+            uplinks: state.uplinks(name),
         }
     }
 }
@@ -76,7 +75,7 @@ fn validate(opts: &UpOptions) -> Result<()> {
         return Err(Error::invalid("ageing time", "0", "must be at least 1 second"));
     }
     if let (Some(r), Some(d)) = (opts.redirect, opts.datapath)
-        && d != Datapath::Tc
+        && d != DatapathKind::Tc
     {
         return Err(Error::invalid(
             "option",
@@ -104,7 +103,8 @@ fn validate(opts: &UpOptions) -> Result<()> {
 }
 
 /// Compares a running switch with what is asked for.
-fn conflicts(existing: &SwitchState, opts: &UpOptions) -> Result<()> {
+fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<()> {
+    let (gateway, uplinks) = (state.gateway_cidr(&opts.name), state.uplinks(&opts.name));
     let mut diffs = vec![];
     if let Some(d) = opts.datapath.filter(|&d| d != existing.datapath) {
         diffs.push(format!(
@@ -118,27 +118,28 @@ fn conflicts(existing: &SwitchState, opts: &UpOptions) -> Result<()> {
     if let Some(r) = opts.redirect.filter(|&r| r != existing.redirect) {
         diffs.push(format!("redirect {} (asked for {r})", existing.redirect));
     }
-    if let Some(g) = opts.gateway.filter(|g| existing.gateway.as_ref().map(|e| e.cidr) != Some(*g)) {
-        let has = existing.gateway.as_ref().map_or("no gateway".into(), |e| format!("gateway {}", e.cidr));
+    if let Some(g) = opts.gateway.filter(|g| gateway != Some(*g)) {
+        let has = gateway.map_or("no gateway".into(), |e| format!("gateway {e}"));
         diffs.push(format!("{has} (asked for gateway {g})"));
     }
-    if !opts.uplinks.is_empty() && opts.uplinks != existing.uplinks {
-        diffs.push(format!("uplinks [{}] (asked for [{}])", existing.uplinks.join(","), opts.uplinks.join(",")));
+    if !opts.uplinks.is_empty() && opts.uplinks != uplinks {
+        diffs.push(format!("uplinks [{}] (asked for [{}])", uplinks.join(","), opts.uplinks.join(",")));
     }
     if diffs.is_empty() { Ok(()) } else { Err(Error::Conflict { name: opts.name.clone(), detail: diffs.join(", ") }) }
 }
 
-/// Records switch `opts.name` as being made and returns its settings; `Ok(None)` if it is
-/// already up and healthy as asked.
+/// Records switch `opts.name` as being made, with its gateway and uplink ports, and returns
+/// its settings; `Ok(None)` if it is already up and healthy as asked.
 async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Option<SwitchState>> {
     if let Some(existing) = state.switches.get(&opts.name).cloned() {
-        conflicts(&existing, opts)?;
-        if existing.ready && backend::healthy(&opts.name, &existing).await? {
+        conflicts(state, &existing, opts)?;
+        intent::converge(store, state, &opts.name).await?;
+        if existing.ready && existing.datapath.open(&opts.name).healthy().await? {
             return Ok(None);
         }
-        if existing.ready && existing.datapath != Datapath::Userspace {
+        if existing.ready && existing.datapath != DatapathKind::Userspace {
             return Err(Error::Command(format!(
-                "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --name {}' and create it again",
+                "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --switch {}' and create it again",
                 opts.name, existing.datapath, opts.name
             )));
         }
@@ -147,39 +148,97 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
     }
     if let Some(g) = opts.gateway {
         // Two segments with overlapping subnets on one host would fight over the routes.
-        for (other, s) in &state.switches {
-            if let Some(o) = s
-                .gateway
-                .as_ref()
-                .filter(|o| other != &opts.name && (o.cidr.contains(g.addr) || g.contains(o.cidr.addr)))
-            {
-                return Err(Error::invalid(
-                    "gateway",
-                    g.to_string(),
-                    format!("overlaps switch '{other}''s segment {}", o.cidr),
-                ));
+        for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
+            if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
+                return Err(Error::invalid("gateway", g.to_string(), format!("overlaps switch '{other}''s segment {o}")));
             }
         }
     }
-    let gateway = opts.gateway.map(|cidr| {
-        let (host_if, port_if) = gateway_ifnames(&opts.name);
-        // A new switch has no ports yet; a re-made one keeps its recorded gateway slot.
-        let slot = state.switches.get(&opts.name).and_then(|s| s.gateway.as_ref()).map_or(0, |g| g.slot);
-        GatewayState { cidr, host_if, port_if, slot }
-    });
+    for u in &opts.uplinks {
+        forward::check_uplink(state, u).await?;
+    }
+    let existing = state.switches.get(&opts.name);
     let new = SwitchState {
-        ageing_secs: opts.ageing_secs.unwrap_or(DEFAULT_AGEING_SECS),
-        redirect: opts.redirect.unwrap_or(Redirect::Peer),
-        datapath: opts.datapath.unwrap_or_default(),
-        gateway,
-        uplinks: opts.uplinks.clone(),
+        // A switch made again keeps what it had unless told otherwise (`conflicts` refused
+        // any contradiction already).
+        ageing_secs: opts.ageing_secs.or(existing.map(|e| e.ageing_secs)).unwrap_or(DEFAULT_AGEING_SECS),
+        redirect: opts.redirect.or(existing.map(|e| e.redirect)).unwrap_or(Redirect::Peer),
+        datapath: opts.datapath.or(existing.map(|e| e.datapath)).unwrap_or_default(),
         // Effective once the switch has uplinks (given here, or adopted by `forward add`).
-        masquerade: !opts.no_masquerade,
+        masquerade: !opts.no_masquerade && existing.is_none_or(|e| e.masquerade),
+        sysctls: existing.map(|e| e.sysctls.clone()).unwrap_or_default(),
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());
+    if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
+        let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
+        state.ports.push(gateway_port(&opts.name, cidr, slot));
+    }
+    for u in &opts.uplinks {
+        if state.port(&opts.name, PortKind::Uplink, u).is_none() {
+            state.ports.push(uplink_port(&opts.name, u));
+        }
+    }
     store.save(state)?;
     Ok(Some(new))
+}
+
+/// The record of switch `name`'s gateway port, not made yet: a veth pair whose far end
+/// (`g…`) carries the host's address `cidr`, the switch end (`s…`) plugged in like a
+/// namespace's.
+fn gateway_port(name: &str, cidr: Cidr, slot: u32) -> PortState {
+    let (host_end, switch_end) = gateway_ifnames(name);
+    PortState {
+        switch: name.to_owned(),
+        kind: PortKind::Gateway,
+        owner: "host".into(),
+        host_if: switch_end,
+        host_ifindex: 0,
+        peer_if: host_end,
+        slot: Some(slot),
+        ip: Some(cidr),
+        mac: None,
+        netns_cookie: 0,
+        ready: false,
+    }
+}
+
+/// The record of uplink `ifname` of switch `name`, not attached yet.
+pub(crate) fn uplink_port(name: &str, ifname: &str) -> PortState {
+    PortState {
+        switch: name.to_owned(),
+        kind: PortKind::Uplink,
+        owner: ifname.to_owned(),
+        host_if: ifname.to_owned(),
+        host_ifindex: 0,
+        peer_if: String::new(),
+        slot: None,
+        ip: None,
+        mac: None,
+        netns_cookie: 0,
+        ready: false,
+    }
+}
+
+/// Makes the switch object and every port of it that is not made: the gateway, the uplinks,
+/// and (for a userspace process started again) the namespace ports it must take over.
+async fn make(store: &Store, state: &mut State, name: &str) -> Result<()> {
+    let sw = state.switches[name].clone();
+    let dp = sw.datapath.open(name);
+    dp.create(&sw).await?;
+    if let Some(g) = state.gateway(name).cloned() {
+        let idx = port::make_gateway_port(dp.as_ref(), &g).await?;
+        let p = state.port_mut(name, PortKind::Gateway, &g.owner).expect("recorded");
+        p.host_ifindex = idx;
+        p.ready = true;
+    }
+    forward::setup_uplinks(store, state, name).await?;
+    failpoint("up:made")?;
+    // Ports a restarted userspace process must take over again.
+    for p in state.ports(name).filter(|p| p.ready && p.kind.is_switched() && p.kind != PortKind::Gateway) {
+        dp.attach_port(p).await?;
+    }
+    Ok(())
 }
 
 /// Creates switch `opts.name`, or checks that it is up with compatible settings. A
@@ -188,70 +247,25 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
     validate(&opts)?;
     let store = lock().await?;
     let mut state = store.load()?;
-    let Some(new) = begin(&store, &mut state, &opts).await? else {
-        return Ok(UpReport::new(&opts.name, &state.switches[&opts.name], false));
-    };
-    let made = async {
-        backend::create(&opts.name, &new).await?;
-        if let Some(g) = &new.gateway {
-            make_gateway(&opts.name, &new, g).await?;
-        }
-        super::forward::attach_uplinks(&opts.name, &new, &state).await?;
-        failpoint("up:made")?;
-        // Ports a restarted userspace process must take over again.
-        for (_, p) in state.ports(&opts.name).filter(|(_, p)| p.host_ifindex != 0) {
-            backend::attach_port(&opts.name, &new, p, p.host_ifindex).await?;
-        }
-        Ok::<_, Error>(())
+    if begin(&store, &mut state, &opts).await?.is_none() {
+        return Ok(UpReport::new(&opts.name, &state, false));
     }
-    .await;
-    if let Err(e) = made {
-        let _ = backend::destroy(&opts.name).await;
-        if state.ports(&opts.name).next().is_none() {
+    if let Err(e) = make(&store, &mut state, &opts.name).await {
+        // Roll back what this `up` made: its ports (not ready), the switch object, and the
+        // record unless older ports still hang on it.
+        let undone = intent::converge(&store, &mut state, &opts.name).await;
+        let _ = state.switches[&opts.name].datapath.open(&opts.name).destroy().await;
+        if undone.is_ok() && state.ports(&opts.name).next().is_none() {
+            intent::restore_sysctls(&state, &opts.name).await?;
             state.switches.remove(&opts.name);
         }
         store.save(&state)?;
         return Err(e);
     }
-    let s = state.switches.get_mut(&opts.name).expect("recorded above");
-    s.ready = true;
-    let out = UpReport::new(&opts.name, s, true);
+    state.switches.get_mut(&opts.name).expect("recorded above").ready = true;
+    let out = UpReport::new(&opts.name, &state, true);
     store.save(&state)?;
     Ok(out)
-}
-
-/// The gateway's switch end, as a port record (its "namespace" is the host).
-pub(crate) fn gateway_port(name: &str, g: &GatewayState, ifindex: u32) -> PortState {
-    PortState {
-        switch: name.to_owned(),
-        host_if: g.port_if.clone(),
-        host_ifindex: ifindex,
-        ns_if: g.host_if.clone(),
-        slot: g.slot,
-        ip: g.cidr,
-        mac: None,
-        netns_cookie: 0,
-    }
-}
-
-/// Makes the gateway veth pair: the host end gets the address, the other end becomes a port.
-/// Leftovers of an interrupted `up` are replaced.
-async fn make_gateway(name: &str, sw: &SwitchState, g: &GatewayState) -> Result<()> {
-    let nl = Netlink::new()?;
-    nl.delete(&g.host_if).await?;
-    let (host_idx, port_idx) = nl.add_veth_pair(&g.host_if, &g.port_if).await?;
-    let (a, b, datapath) = (g.host_if.clone(), g.port_if.clone(), sw.datapath);
-    super::blocking(move || {
-        sysctl::disable_ipv6(&a)?;
-        sysctl::disable_ipv6(&b)?;
-        // The host end is what a namespace's eth0 is for the other ports.
-        backend::prepare_ns_side(datapath, &a)
-    })
-    .await?;
-    backend::attach_port(name, sw, &gateway_port(name, g, port_idx), port_idx).await?;
-    nl.add_address(host_idx, g.cidr).await?;
-    nl.set_up(host_idx).await?;
-    nl.set_up(port_idx).await
 }
 
 /// What `down` did.
@@ -275,23 +289,33 @@ pub async fn down(name: &str) -> Result<DownReport> {
 
 async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
     let mut state = store.load()?;
-    let existed = state.switches.contains_key(name) || backend::leftovers(name).await?;
-    let ports: Vec<String> = state.ports(name).map(|(n, _)| n.clone()).collect();
-    let mut removed = vec![];
-    for ns in ports {
-        let entry = state.namespaces.get(&ns).cloned().expect("listed above");
-        port::teardown(&state, &ns, &entry).await?;
-        state.namespaces.remove(&ns);
+    let existed = state.switches.contains_key(name) || datapath::exists_any(name).await?;
+    let dp = state.switches.get(name).map(|s| s.datapath.open(name));
+    // Forwards first (they point at ports), then every port of every kind, each saved as it
+    // goes so that a `down` killed half-way converges when run again.
+    for f in state.forwards.iter().filter(|f| f.switch == name).cloned().collect::<Vec<_>>() {
+        if let Some(fw) = dp.as_deref().and_then(|d| d.forwarding()) {
+            fw.remove(&f).await?;
+        }
+        state.forwards.retain(|x| x != &f);
         store.save(&state)?;
-        removed.push(ns);
     }
-    if let Some((sw, g)) = state.switches.get(name).and_then(|sw| Some((sw, sw.gateway.as_ref()?))) {
-        backend::detach_port(name, Some(sw.datapath), &gateway_port(name, g, 0)).await?;
+    let mut removed = vec![];
+    for p in state.ports(name).cloned().collect::<Vec<_>>() {
+        port::teardown(&state, dp.as_deref(), &p).await?;
+        state.remove_port(name, p.kind, &p.owner);
+        if p.kind.owns_namespace() {
+            state.namespaces.remove(&p.owner);
+            removed.push(p.owner.clone());
+        }
+        store.save(&state)?;
     }
-    backend::destroy(name).await?;
-    state.forwards.retain(|f| f.switch != name);
+    // Whatever datapath it had: after a crash the record saying which may be gone.
+    datapath::destroy_any(name).await?;
+    intent::restore_sysctls(&state, name).await?;
     state.switches.remove(name);
     store.save(&state)?;
+    removed.sort();
     Ok(DownReport { name: name.to_owned(), existed, removed_namespaces: removed })
 }
 
@@ -300,8 +324,8 @@ async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
 pub struct SwitchInfo {
     /// Switch name.
     pub name: String,
-    /// Datapath.
-    pub datapath: Datapath,
+    /// DatapathKind.
+    pub datapath: DatapathKind,
     /// FDB ageing time in seconds.
     pub ageing_secs: u64,
     /// Unicast redirect mode (tc).
@@ -327,8 +351,8 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
             ageing_secs: s.ageing_secs,
             redirect: s.redirect,
             ready: s.ready,
-            ports: state.ports(n).count(),
-            gateway: s.gateway.as_ref().map(|g| g.cidr),
+            ports: state.ports(n).filter(|p| p.namespace().is_some()).count(),
+            gateway: state.gateway_cidr(n),
         })
         .collect())
 }
@@ -351,7 +375,7 @@ pub async fn run_foreground(
         name: name.to_owned(),
         ageing_secs,
         redirect: None,
-        datapath: Some(Datapath::Userspace),
+        datapath: Some(DatapathKind::Userspace),
         gateway: None,
         uplinks: vec![],
         no_masquerade: false,
@@ -363,7 +387,7 @@ pub async fn run_foreground(
         if state.switches.contains_key(name) {
             return Err(Error::Conflict {
                 name: name.to_owned(),
-                detail: "a switch of that name (switch run makes its own; pick another --name)".into(),
+                detail: "a switch of that name (switch run makes its own; pick another --switch)".into(),
             });
         }
         begin(&store, &mut state, &opts).await?.expect("not recorded before")

@@ -4,25 +4,16 @@
 //! controller count what they add and delete (`TABLE_STATS`) and evictions are the rest:
 //! `added - removed - entries`.
 use serde::Serialize;
-use switch_common::{FDB_CAPACITY, nat::CT_CAPACITY};
 
-use super::{blocking, ebpf_switch, lock};
-use crate::{
-    datapath::ebpf::{
-        Pins,
-        maps::{SwitchMaps, now_ns},
-        nat::NatMaps,
-    },
-    error::Result,
-    names::validate_name,
-};
+use super::{datapath_of, lock};
+use crate::{datapath::TableFill, error::Result, names::validate_name};
 
 /// One table.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TableRow {
     /// `fdb` or `conntrack`.
     pub table: &'static str,
-    /// Live entries (expired ones are deleted before counting).
+    /// Live entries.
     pub entries: u64,
     /// Most entries the table holds.
     pub capacity: u64,
@@ -35,35 +26,22 @@ pub struct TableRow {
 }
 
 impl TableRow {
-    fn new(table: &'static str, entries: usize, capacity: u32, added: u64, removed: u64) -> Self {
-        let entries = entries as u64;
-        // A packet may add an entry between the counters and the walk: never below zero.
-        let evicted = added.saturating_sub(removed).saturating_sub(entries);
-        Self { table, entries, capacity: u64::from(capacity), added, removed, evicted }
+    fn new(table: &'static str, f: TableFill) -> Self {
+        // Whatever was added and is neither removed nor present was evicted. A packet may add
+        // an entry between the counters and the walk: never below zero.
+        let evicted = f.added.saturating_sub(f.removed).saturating_sub(f.present);
+        Self { table, entries: f.entries, capacity: f.capacity, added: f.added, removed: f.removed, evicted }
     }
 }
 
-/// The FDB and connection table of `switch` (tc and xdp datapaths).
+/// The MAC table and connection table of `switch`, for datapaths that count them. Changes
+/// nothing.
 pub async fn show(switch: &str) -> Result<Vec<TableRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     let state = store.load()?;
-    ebpf_switch(&state, switch, "switch tables", "table counters")?;
-    let pins = Pins::new(switch);
-    blocking(move || {
-        let mut maps = SwitchMaps::open(&pins)?;
-        let mut nat = NatMaps::open(&pins)?;
-        // Expired entries go first, as `switch fdb` and `forward list` do: what is left is live.
-        let (now, ageing) = (now_ns(), maps.ageing()?.as_nanos() as u64);
-        let fdb_entries = maps.flush_fdb(|e| e.is_expired(now, ageing))?;
-        let ct_entries = nat.connections()?.entries;
-        let t = maps.tables()?;
-        Ok(vec![
-            TableRow::new("fdb", fdb_entries, FDB_CAPACITY, t.fdb_added, t.fdb_removed),
-            TableRow::new("conntrack", ct_entries, CT_CAPACITY, t.ct_added, t.ct_removed),
-        ])
-    })
-    .await
+    let dp = datapath_of(&state, switch)?;
+    Ok(dp.require_tables()?.fill().await?.into_iter().map(|(name, f)| TableRow::new(name, f)).collect())
 }
 
 #[cfg(test)]
@@ -72,9 +50,11 @@ mod tests {
 
     #[test]
     fn evictions_are_what_is_missing() {
-        let r = TableRow::new("fdb", 16_384, FDB_CAPACITY, 20_000, 100);
+        let fill = |entries, present, added, removed| TableFill { entries, present, capacity: 16_384, added, removed };
+        let r = TableRow::new("fdb", fill(16_000, 16_384, 20_000, 100));
         assert_eq!(r.evicted, 20_000 - 100 - 16_384);
+        assert_eq!(r.entries, 16_000, "expired entries are present but not live");
         // Counted a moment apart from the walk: more present than counted is not negative.
-        assert_eq!(TableRow::new("fdb", 12, FDB_CAPACITY, 10, 0).evicted, 0);
+        assert_eq!(TableRow::new("fdb", fill(12, 12, 10, 0)).evicted, 0);
     }
 }

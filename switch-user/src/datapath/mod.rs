@@ -1,3 +1,318 @@
-//! The datapaths: what moves frames between a switch's ports.
+//! The datapaths: what moves frames between a switch's ports, behind one trait.
+//!
+//! | datapath  | folder       | switch object                   | a port is                          |
+//! |-----------|--------------|---------------------------------|------------------------------------|
+//! | tc        | `ebpf/`      | pinned TC program + maps        | a pinned TCX link + map entries    |
+//! | xdp       | `ebpf/`      | pinned XDP program + maps       | a pinned XDP link + map entries    |
+//! | userspace | `userspace/` | a `switch run` process          | an AF_PACKET socket in the process |
+//! | bridge    | `bridge/`    | a Linux bridge                  | the host veth enslaved to it       |
+//!
+//! The commands (`controller/`) only talk to [`Datapath`]. What some datapaths can do and
+//! others cannot (port forwarding, table counters, a datapath log) is a capability: the
+//! trait's accessor returns `None` where it is missing and [`require`] turns that into the
+//! one error every command uses. Adding a datapath means one new folder and one arm in
+//! [`DatapathKind::open`].
+pub mod bridge;
 pub mod ebpf;
 pub mod userspace;
+
+use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use switch_common::{FwdStats, PortStats};
+
+use crate::{
+    error::{Error, Result},
+    names::{Cidr, Mac},
+    state::{ForwardState, PortState, SwitchState},
+};
+
+/// How a switch moves frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathKind {
+    /// TC/TCX eBPF program on each port (default; fastest for TCP).
+    #[default]
+    Tc,
+    /// Native XDP eBPF program on each port (no skb per frame; TSO off on the ports).
+    Xdp,
+    /// An async userspace process on AF_PACKET sockets (kernels without eBPF).
+    Userspace,
+    /// The kernel's Linux bridge (the classic recipe, as a baseline).
+    Bridge,
+}
+
+impl DatapathKind {
+    /// Every datapath, in the order listings name them.
+    pub const ALL: [Self; 4] = [Self::Tc, Self::Xdp, Self::Userspace, Self::Bridge];
+
+    /// The datapath of switch `name`.
+    pub fn open(self, name: &str) -> Box<dyn Datapath> {
+        match self {
+            Self::Tc => Box::new(ebpf::Ebpf::new(name, ebpf::Program::Tc)),
+            Self::Xdp => Box::new(ebpf::Ebpf::new(name, ebpf::Program::Xdp)),
+            Self::Userspace => Box::new(userspace::Userspace::new(name)),
+            Self::Bridge => Box::new(bridge::Bridge::new(name)),
+        }
+    }
+
+    /// Whether the datapath is an eBPF program with pinned maps.
+    pub fn is_ebpf(self) -> bool {
+        matches!(self, Self::Tc | Self::Xdp)
+    }
+}
+
+impl std::fmt::Display for DatapathKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+            Self::Userspace => "userspace",
+            Self::Bridge => "bridge",
+        })
+    }
+}
+
+/// An FDB entry, whatever datapath it comes from.
+#[derive(Clone, Debug)]
+pub struct FdbEntryView {
+    /// Station MAC.
+    pub mac: Mac,
+    /// Host-side interface index of its port.
+    pub ifindex: u32,
+    /// Static (operator-made) entry.
+    pub is_static: bool,
+    /// Time since the station was last seen (dynamic entries).
+    pub age: Option<Duration>,
+}
+
+/// Counters of a port. The bridge's come from the host veth's interface counters, which know
+/// no flooding or drop reasons: `detailed` is false there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PortCounters {
+    /// The counters that exist.
+    pub stats: PortStats,
+    /// Whether flooded/dropped/malformed/tx_errors are real.
+    pub detailed: bool,
+}
+
+/// Fill level of one table of the datapath.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableFill {
+    /// Live entries.
+    pub entries: u64,
+    /// Entries in the table, expired ones included (they hold room until replaced).
+    pub present: u64,
+    /// Most entries the table holds.
+    pub capacity: u64,
+    /// Entries ever added.
+    pub added: u64,
+    /// Entries deleted by the programs or the controller.
+    pub removed: u64,
+}
+
+/// What a datapath may lack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// DNAT of uplink ports to namespaces, masquerade, hairpin and host-local access.
+    PortForwarding,
+    /// Fill levels and eviction counts of the MAC and connection tables.
+    TableCounters,
+    /// Log records streamed from the datapath.
+    Log,
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PortForwarding => "port forwarding (it runs in eBPF)",
+            Self::TableCounters => "table counters",
+            Self::Log => "a datapath log",
+        })
+    }
+}
+
+impl dyn Datapath {
+    /// Port forwarding, or the error every command gives for a datapath without it.
+    pub fn require_forwarding(&self) -> Result<&dyn PortForwarding> {
+        self.forwarding().ok_or_else(|| self.unsupported(Capability::PortForwarding))
+    }
+
+    /// Table counters, or the error.
+    pub fn require_tables(&self) -> Result<&dyn Tables> {
+        self.tables().ok_or_else(|| self.unsupported(Capability::TableCounters))
+    }
+
+    /// The datapath log, or the error.
+    pub fn require_log(&self) -> Result<&dyn DatapathLog> {
+        self.log().ok_or_else(|| self.unsupported(Capability::Log))
+    }
+
+    /// The one wording of a missing capability: "switch 'x' uses the bridge datapath; only tc
+    /// and xdp have a datapath log".
+    fn unsupported(&self, capability: Capability) -> Error {
+        let with: Vec<String> =
+            DatapathKind::ALL.iter().filter(|k| k.open(self.switch()).has(capability)).map(ToString::to_string).collect();
+        Error::Unsupported { switch: self.switch().to_owned(), datapath: self.kind(), capability, with: with.join(" and ") }
+    }
+}
+
+/// A switch's datapath: everything a command needs from it, for every kind alike. Methods
+/// that change something are idempotent and tolerate what a crashed command left.
+#[async_trait]
+pub trait Datapath: Send + Sync {
+    /// Which datapath this is.
+    fn kind(&self) -> DatapathKind;
+
+    /// The switch's name.
+    fn switch(&self) -> &str;
+
+    /// Makes the switch object, replacing leftovers. On failure nothing of it is left.
+    async fn create(&self, sw: &SwitchState) -> Result<()>;
+
+    /// Whether the switch object is there and working.
+    async fn healthy(&self) -> Result<bool>;
+
+    /// Removes the switch object. Idempotent.
+    async fn destroy(&self) -> Result<()>;
+
+    /// Whether anything of the switch object exists.
+    async fn exists(&self) -> Result<bool>;
+
+    /// Prepares the far end of a port's veth (in the namespace: runs on the namespace's thread)
+    /// before the port is attached.
+    fn prepare_peer(&self, _ifname: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Plugs `port` (its `host_ifindex` is set) into the switch. Runs before the host end
+    /// goes up, so no frame is ever handled by the host stack instead.
+    async fn attach_port(&self, port: &PortState) -> Result<()>;
+
+    /// Unplugs `port`; tolerant of anything already gone.
+    async fn detach_port(&self, port: &PortState) -> Result<()>;
+
+    /// Every live FDB entry. `ports` maps the host ifindex of each port to the MAC of its host
+    /// end (the bridge lists those too; they are left out). Entries of other interfaces are
+    /// left out too.
+    async fn fdb(&self, ports: HashMap<u32, Mac>) -> Result<Vec<FdbEntryView>>;
+
+    /// Adds a static entry: `mac` is behind the port whose host end is `ifindex`.
+    async fn fdb_add(&self, mac: Mac, ifindex: u32) -> Result<()>;
+
+    /// Deletes the entry of `mac`; returns whether there was one. `ports` are the host
+    /// ifindexes of the switch's ports.
+    async fn fdb_del(&self, mac: Mac, ports: &[u32]) -> Result<bool>;
+
+    /// Counters of `port`.
+    async fn stats(&self, port: &PortState) -> Result<PortCounters>;
+
+    /// Port forwarding, if the datapath has it.
+    fn forwarding(&self) -> Option<&dyn PortForwarding> {
+        None
+    }
+
+    /// Table counters, if the datapath has them.
+    fn tables(&self) -> Option<&dyn Tables> {
+        None
+    }
+
+    /// A datapath log, if the datapath has one.
+    fn log(&self) -> Option<&dyn DatapathLog> {
+        None
+    }
+
+    /// Whether the datapath has capability `cap`.
+    fn has(&self, cap: Capability) -> bool {
+        match cap {
+            Capability::PortForwarding => self.forwarding().is_some(),
+            Capability::TableCounters => self.tables().is_some(),
+            Capability::Log => self.log().is_some(),
+        }
+    }
+}
+
+/// What the port-forwarding programs need to know about the uplinks and the segment.
+#[derive(Clone, Debug)]
+pub struct UplinkSetup {
+    /// Uplink interfaces by name.
+    pub uplinks: Vec<String>,
+    /// The host's address on the segment.
+    pub gateway: Cidr,
+    /// The gateway's host end (the fast path of replies sits on it).
+    pub gateway_if: String,
+    /// Source-NAT the namespaces' outbound traffic.
+    pub masquerade: bool,
+}
+
+/// Counters of the forwards of one switch, read in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardCounters {
+    /// Packets/bytes/connections per rule.
+    pub per_rule: HashMap<u16, FwdStats>,
+    /// Connections in the table now, per rule.
+    pub active: HashMap<u16, u64>,
+}
+
+/// Port forwarding (DNAT on the uplinks, masquerade, hairpin and host-local access).
+#[async_trait]
+pub trait PortForwarding: Send + Sync {
+    /// Attaches the forwarding programs to the uplinks and the gateway and (re)writes what
+    /// they need: configuration, uplink addresses. Idempotent; also refreshes addresses.
+    async fn setup_uplinks(&self, setup: &UplinkSetup) -> Result<()>;
+
+    /// Takes the forwarding programs off uplink `ifname` (tolerant of it being gone).
+    async fn detach_uplink(&self, ifname: &str) -> Result<()>;
+
+    /// Lets sockets of the namespace with `cookie` reach forwards through the uplink addresses.
+    async fn allow_netns(&self, cookie: u64) -> Result<()>;
+
+    /// Writes the entries of forward `f` to target address `target`. `written` runs after
+    /// each port of the range (fault tests stop there).
+    async fn write(&self, f: &ForwardState, target: Ipv4Addr, written: fn() -> Result<()>) -> Result<()>;
+
+    /// Removes the entries of forward `f` (entries not there are fine).
+    async fn remove(&self, f: &ForwardState) -> Result<()>;
+
+    /// Counters of `rules`, with one walk of the connection table for all of them.
+    async fn counters(&self, rules: &[u16]) -> Result<ForwardCounters>;
+}
+
+/// Fill levels of the datapath's tables.
+#[async_trait]
+pub trait Tables: Send + Sync {
+    /// The MAC table and the connection table, in that order, as (name, fill).
+    async fn fill(&self) -> Result<Vec<(&'static str, TableFill)>>;
+}
+
+/// A datapath log.
+#[async_trait]
+pub trait DatapathLog: Send + Sync {
+    /// Streams the log's records as `LEVEL message` lines on stdout until `stop` resolves;
+    /// `started` runs once the log is being read. Logging is on only meanwhile.
+    async fn follow(
+        &self,
+        started: Box<dyn FnOnce() + Send>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()>;
+}
+
+/// Removes every kind of switch object `name` may have, whichever datapath it had: after a
+/// crash, the record that said which may be gone.
+pub async fn destroy_any(name: &str) -> Result<()> {
+    for kind in [DatapathKind::Tc, DatapathKind::Userspace, DatapathKind::Bridge] {
+        kind.open(name).destroy().await?;
+    }
+    Ok(())
+}
+
+/// Whether switch `name` has a switch object of any datapath.
+pub async fn exists_any(name: &str) -> Result<bool> {
+    for kind in [DatapathKind::Tc, DatapathKind::Userspace, DatapathKind::Bridge] {
+        if kind.open(name).exists().await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -134,6 +134,14 @@ impl Pins {
         Ok(())
     }
 
+    /// Takes the port-forwarding programs off uplink `ifname` (pins not there are fine).
+    pub fn detach_uplink(&self, ifname: &str) -> Result<()> {
+        for ingress in [true, false] {
+            remove_pin(&self.uplink_link(ifname, ingress))?;
+        }
+        Ok(())
+    }
+
     /// Attaches the gateway's reply fast path to the TCX ingress of the gateway's host end.
     pub fn attach_gateway_nat(&self, ifname: &str) -> Result<()> {
         pin_once(&self.dir.join("links").join(format!("gateway-nat-{ifname}")), || {

@@ -148,6 +148,13 @@ impl SwitchMaps {
         self.set_config(cfg)
     }
 
+    /// How many FDB entries are live (younger than `ageing` at `now`, or static) and how many
+    /// are present, without changing anything.
+    pub fn fdb_fill(&self, now: u64, ageing: u64) -> Result<(usize, usize)> {
+        let entries = self.fdb_entries()?;
+        Ok((entries.iter().filter(|(_, e)| !e.is_expired(now, ageing)).count(), entries.len()))
+    }
+
     /// Every FDB entry.
     pub fn fdb_entries(&self) -> Result<Vec<(MacKey, FdbEntry)>> {
         self.fdb.iter().map(|r| r.map_err(bpf("reading FDB"))).collect()

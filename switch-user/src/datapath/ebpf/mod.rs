@@ -1,17 +1,406 @@
-//! The eBPF half of the control plane: loading the datapath, pinning it under
-//! `/sys/fs/bpf/switch/NAME/`, attaching it to ports, and typed access to its maps.
+//! The eBPF datapaths (tc and xdp: two modes of one implementation): loading the programs,
+//! pinning them under `/sys/fs/bpf/switch/NAME/`, attaching them to ports and uplinks, and
+//! typed access to their maps.
 //!
 //! ```text
 //! /sys/fs/bpf/switch/NAME/
-//!   prog_ingress | prog_xdp   the TC or XDP program (one instance per switch: switches
-//!                             share nothing)
-//!   FDB PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP   its maps
-//!   links/IFNAME        one TCX link per port; removing the pin detaches the program
+//!   prog_ingress | prog_xdp        the switching program (TC or XDP; one instance per
+//!                                  switch: switches share nothing)
+//!   prog_nat_in  prog_nat_out      port forwarding on the uplinks' TCX ingress and egress
+//!   prog_nat_gateway               the reply shortcut on the gateway's host end
+//!   prog_sock_connect4 prog_sock_sendmsg4 prog_sock_recvmsg4
+//!                                  cgroup socket hooks: host-local and hairpin access
+//!   FDB PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS                switching maps
+//!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
+//!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
+//!   links/IFNAME                   one link per port (TCX or XDP)
+//!   links/uplink-{in,out}-IFNAME   the forwarding programs on an uplink
+//!   links/gateway-nat-IFNAME       the reply shortcut
+//!   links/cgroup-sock_*            the socket hooks on the cgroup v2 root
 //! ```
 //! Everything forwarding needs is pinned, so the datapath runs on after the CLI exits and
-//! every later CLI call finds the same state.
+//! every later CLI call finds the same state. Removing a link's pin detaches it.
 pub mod loader;
 pub mod maps;
 pub mod nat;
 
+use std::{collections::HashMap, fs, io::Write as _, net::Ipv4Addr, time::Duration};
+
+use async_trait::async_trait;
 pub use loader::{Pins, Program};
+use maps::{SwitchMaps, now_ns};
+use nat::{NatMaps, wire};
+use switch_common::{
+    CFG_F_LOG, CFG_F_REDIRECT_PEER, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget, NAT_F_MASQUERADE, NatConfig,
+    SwitchConfig, nat::CT_CAPACITY,
+};
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    Datapath, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding, TableFill, Tables,
+    UplinkSetup,
+};
+use crate::{
+    controller::blocking,
+    error::{Context as _, Error, Result, bpf},
+    names::Mac,
+    state::{ForwardState, PortState, Redirect, SwitchState},
+    sys::{netlink::Netlink, netns},
+};
+
+/// The tc or xdp datapath of one switch.
+pub struct Ebpf {
+    name: String,
+    program: Program,
+    pins: Pins,
+}
+
+impl Ebpf {
+    /// Switch `name` running `program`.
+    pub fn new(name: &str, program: Program) -> Self {
+        Self { name: name.to_owned(), program, pins: Pins::new(name) }
+    }
+
+    /// Runs `f` on the switch's maps, off the async workers (bpf syscalls block).
+    async fn with_maps<T: Send + 'static>(&self, f: impl FnOnce(SwitchMaps) -> Result<T> + Send + 'static) -> Result<T> {
+        let pins = self.pins.clone();
+        blocking(move || f(SwitchMaps::open(&pins)?)).await
+    }
+
+    /// Runs `f` on the switch's forwarding maps, off the async workers.
+    async fn with_nat<T: Send + 'static>(&self, f: impl FnOnce(NatMaps) -> Result<T> + Send + 'static) -> Result<T> {
+        let pins = self.pins.clone();
+        blocking(move || f(NatMaps::open(&pins)?)).await
+    }
+}
+
+#[async_trait]
+impl Datapath for Ebpf {
+    fn kind(&self) -> DatapathKind {
+        match self.program {
+            Program::Tc => DatapathKind::Tc,
+            Program::Xdp => DatapathKind::Xdp,
+        }
+    }
+
+    fn switch(&self) -> &str {
+        &self.name
+    }
+
+    async fn create(&self, sw: &SwitchState) -> Result<()> {
+        let (pins, program) = (self.pins.clone(), self.program);
+        let cfg = SwitchConfig {
+            ageing_ns: sw.ageing_secs.saturating_mul(1_000_000_000),
+            flags: if sw.redirect == Redirect::Peer { CFG_F_REDIRECT_PEER } else { 0 },
+            slot_limit: 0,
+        };
+        blocking(move || {
+            pins.remove()?;
+            pins.create(program)?;
+            SwitchMaps::open(&pins)?.set_config(cfg)
+        })
+        .await
+    }
+
+    async fn healthy(&self) -> Result<bool> {
+        Ok(self.pins.complete())
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            pins.remove()?;
+            // The shared root goes once the last switch is gone; busy is fine.
+            let _ = fs::remove_dir(loader::PIN_ROOT);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        Ok(self.pins.exists())
+    }
+
+    fn prepare_peer(&self, ifname: &str) -> Result<()> {
+        match self.program {
+            // Native XDP on the host end needs the far end to take XDP frames (see ethtool.rs).
+            Program::Xdp => crate::sys::ethtool::prepare_for_xdp(ifname),
+            Program::Tc => Ok(()),
+        }
+    }
+
+    async fn attach_port(&self, port: &PortState) -> Result<()> {
+        let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
+        let (pins, host_if, ifindex) = (self.pins.clone(), port.host_if.clone(), port.host_ifindex);
+        let (flags, cookie) = (port.kind.datapath_flags(), port.netns_cookie);
+        blocking(move || {
+            SwitchMaps::open(&pins)?.add_port(slot, ifindex, flags)?;
+            if cookie != 0 {
+                // Sockets of this namespace may reach forwards on the uplinks directly.
+                NatMaps::open(&pins)?.allow_netns(cookie)?;
+            }
+            pins.attach(&host_if)
+        })
+        .await
+    }
+
+    async fn detach_port(&self, port: &PortState) -> Result<()> {
+        let (pins, host_if, slot, cookie) = (self.pins.clone(), port.host_if.clone(), port.slot, port.netns_cookie);
+        blocking(move || {
+            pins.detach(&host_if)?;
+            if pins.complete() {
+                if let Some(slot) = slot {
+                    SwitchMaps::open(&pins)?.remove_port(slot)?;
+                }
+                NatMaps::open(&pins)?.forget_netns(cookie);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fdb(&self, ports: HashMap<u32, Mac>) -> Result<Vec<FdbEntryView>> {
+        self.with_maps(move |maps| {
+            let ageing = maps.ageing()?.as_nanos() as u64;
+            let now = now_ns();
+            // Expired entries wait for the datapath's next lookup (or the LRU) to go: a read
+            // changes nothing, it just does not show them.
+            Ok(maps
+                .fdb_entries()?
+                .into_iter()
+                .filter(|(_, e)| !e.is_expired(now, ageing) && ports.contains_key(&e.ifindex))
+                .map(|(k, e)| FdbEntryView {
+                    mac: Mac(k.addr),
+                    ifindex: e.ifindex,
+                    is_static: e.is_static(),
+                    age: (!e.is_static()).then(|| Duration::from_nanos(now.saturating_sub(e.last_seen_ns))),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn fdb_add(&self, mac: Mac, ifindex: u32) -> Result<()> {
+        self.with_maps(move |mut maps| {
+            maps.fdb_insert(mac.0, FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: now_ns() })
+        })
+        .await
+    }
+
+    async fn fdb_del(&self, mac: Mac, _ports: &[u32]) -> Result<bool> {
+        self.with_maps(move |mut maps| maps.fdb_remove(mac.0)).await
+    }
+
+    async fn stats(&self, port: &PortState) -> Result<PortCounters> {
+        let Some(slot) = port.slot else { return Ok(PortCounters::default()) };
+        let stats = self.with_maps(move |maps| maps.port_stats(slot)).await?;
+        Ok(PortCounters { stats, detailed: true })
+    }
+
+    fn forwarding(&self) -> Option<&dyn PortForwarding> {
+        Some(self)
+    }
+
+    fn tables(&self) -> Option<&dyn Tables> {
+        Some(self)
+    }
+
+    fn log(&self) -> Option<&dyn DatapathLog> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl PortForwarding for Ebpf {
+    async fn setup_uplinks(&self, setup: &UplinkSetup) -> Result<()> {
+        let nl = Netlink::new()?;
+        let mut addrs = vec![];
+        let mut sources = vec![];
+        for u in &setup.uplinks {
+            let idx =
+                nl.ifindex(u).await?.ok_or_else(|| Error::invalid("uplink interface", u.clone(), "no such interface"))?;
+            let a = nl.ipv4_addrs(idx).await?;
+            if let Some(first) = a.first() {
+                sources.push((idx, *first));
+            }
+            addrs.extend(a);
+        }
+        let gateway = setup.gateway;
+        let mask = if gateway.prefix == 0 { 0 } else { u32::MAX << (32 - gateway.prefix) };
+        let cfg = NatConfig {
+            host_netns_cookie: netns::cookie_here()?,
+            segment: wire(Ipv4Addr::from(u32::from(gateway.addr) & mask)),
+            segment_mask: wire(Ipv4Addr::from(mask)),
+            flags: if setup.masquerade { NAT_F_MASQUERADE } else { 0 },
+            gateway_ifindex: nl.ifindex(&setup.gateway_if).await?.unwrap_or(0),
+        };
+        let (pins, uplinks, gateway_if) = (self.pins.clone(), setup.uplinks.clone(), setup.gateway_if.clone());
+        blocking(move || {
+            let mut maps = NatMaps::open(&pins)?;
+            maps.set_config(cfg)?;
+            maps.set_uplink_addrs(&addrs)?;
+            for (idx, addr) in &sources {
+                maps.set_uplink_source(*idx, *addr)?;
+            }
+            for u in &uplinks {
+                pins.attach_uplink(u)?;
+            }
+            pins.attach_sock_hooks(&cgroup2_root()?)?;
+            pins.attach_gateway_nat(&gateway_if)
+        })
+        .await
+    }
+
+    async fn detach_uplink(&self, ifname: &str) -> Result<()> {
+        let (pins, ifname) = (self.pins.clone(), ifname.to_owned());
+        blocking(move || pins.detach_uplink(&ifname)).await
+    }
+
+    async fn allow_netns(&self, cookie: u64) -> Result<()> {
+        self.with_nat(move |mut nat| nat.allow_netns(cookie)).await
+    }
+
+    async fn write(&self, f: &ForwardState, target: Ipv4Addr, written: fn() -> Result<()>) -> Result<()> {
+        let f = f.clone();
+        self.with_nat(move |mut maps| {
+            maps.reset_stats(f.rule)?;
+            for (i, host) in (f.host_first..=f.host_last).enumerate() {
+                let to = FwdTarget { addr: wire(target), port: f.ns_first + i as u16, rule: f.rule };
+                maps.add(f.proto.number(), host, to)?;
+                written()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove(&self, f: &ForwardState) -> Result<()> {
+        if !self.pins.complete() {
+            return Ok(());
+        }
+        let f = f.clone();
+        self.with_nat(move |mut maps| {
+            for host in f.host_first..=f.host_last {
+                maps.remove(f.proto.number(), host)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn counters(&self, rules: &[u16]) -> Result<ForwardCounters> {
+        let rules = rules.to_vec();
+        self.with_nat(move |maps| {
+            let live = maps.connections()?;
+            let mut out = ForwardCounters::default();
+            for r in rules {
+                out.per_rule.insert(r, maps.stats(r)?);
+                out.active.insert(r, live.by_rule.get(&r).copied().unwrap_or(0));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Tables for Ebpf {
+    async fn fill(&self) -> Result<Vec<(&'static str, TableFill)>> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            let maps = SwitchMaps::open(&pins)?;
+            let nat = NatMaps::open(&pins)?;
+            let (now, ageing) = (now_ns(), maps.ageing()?.as_nanos() as u64);
+            let (fdb_live, fdb_present) = maps.fdb_fill(now, ageing)?;
+            let ct = nat.connections()?;
+            let t = maps.tables()?;
+            let fill = |entries: usize, present: usize, capacity: u32, added: u64, removed: u64| TableFill {
+                entries: entries as u64,
+                present: present as u64,
+                capacity: u64::from(capacity),
+                added,
+                removed,
+            };
+            Ok(vec![
+                ("fdb", fill(fdb_live, fdb_present, FDB_CAPACITY, t.fdb_added, t.fdb_removed)),
+                ("conntrack", fill(ct.entries, ct.present, CT_CAPACITY, t.ct_added, t.ct_removed)),
+            ])
+        })
+        .await
+    }
+}
+
+/// Prints aya-log records as `LEVEL message` lines on stdout.
+struct Printer;
+
+impl log::Log for Printer {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{:<5} {}", record.level(), record.args());
+    }
+    fn flush(&self) {}
+}
+
+impl Ebpf {
+    /// Logging costs on every frame, so the programs only log while CFG_F_LOG is set.
+    async fn set_logging(&self, on: bool) -> Result<()> {
+        self.with_maps(move |mut maps| {
+            let mut cfg = maps.config()?;
+            cfg.flags = if on { cfg.flags | CFG_F_LOG } else { cfg.flags & !CFG_F_LOG };
+            maps.set_config(cfg)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DatapathLog for Ebpf {
+    async fn follow(
+        &self,
+        started: Box<dyn FnOnce() + Send>,
+        mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()> {
+        let pins = self.pins.clone();
+        let id = blocking(move || pins.prog_id()).await?;
+        let logger =
+            aya_log::EbpfLogger::init_from_id_with_logger(id, Printer).map_err(bpf("opening the datapath log"))?;
+        // SAFETY: the logger owns its ring buffer fd and keeps it open, unchanged, for as long
+        // as the AsyncFd owns the logger.
+        let mut fd = unsafe { AsyncFd::register(logger) }
+            .map_err(|e| Error::Io { context: "watching the datapath log".into(), source: e.into() })?;
+        self.set_logging(true).await?;
+        started();
+        let streamed = async {
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    guard = fd.readable_mut() => {
+                        let mut guard = guard.map_err(|e| Error::Io { context: "reading the datapath log".into(), source: e })?;
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                }
+            }
+        }
+        .await;
+        self.set_logging(false).await?;
+        streamed
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (its root holds every process).
+fn cgroup2_root() -> Result<std::path::PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .ok_or_else(|| {
+            Error::Command("no cgroup v2 hierarchy is mounted (needed for host-local port forwarding)".into())
+        })
+}

@@ -6,7 +6,7 @@ use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps
 
 use super::{
     Pins,
-    maps::{TableCounters, now_ns, open_as, zeroed_per_cpu},
+    maps::{now_ns, open_as, zeroed_per_cpu},
 };
 use crate::error::{Result, bpf};
 
@@ -19,7 +19,6 @@ pub struct NatMaps {
     config: Array<MapData, NatConfig>,
     by_ifindex: HashMap<MapData, u32, u32>,
     netns: HashMap<MapData, u64, u32>,
-    tables: TableCounters,
 }
 
 /// An address as the datapath keeps it: the on-the-wire bytes read as a native u32.
@@ -38,7 +37,6 @@ impl NatMaps {
             config: open_as(pins, names::NAT_CONFIG)?,
             by_ifindex: open_as(pins, names::UPLINK_BY_IFINDEX)?,
             netns: open_as(pins, names::NAT_NETNS)?,
-            tables: TableCounters::open(pins)?,
         })
     }
 
@@ -110,25 +108,21 @@ impl NatMaps {
         Ok(sum)
     }
 
-    /// One walk of the connection table: live connections per rule and live entries (both
-    /// directions of each connection); expired entries are deleted on the way.
-    pub fn connections(&mut self) -> Result<Live> {
+    /// One walk of the connection table, changing nothing: live connections per rule, live
+    /// entries (both directions of each connection) and entries present (expired ones too:
+    /// the programs replace them when the connection comes back, the LRU evicts them first).
+    pub fn connections(&self) -> Result<Live> {
         let now = now_ns();
         let mut live = Live::default();
-        let mut dead = vec![];
-        for (k, e) in self.conntrack.iter().filter_map(|r| r.ok()) {
+        for (_, e) in self.conntrack.iter().filter_map(|r| r.ok()) {
+            live.present += 1;
             if e.is_expired(now) {
-                dead.push(k);
                 continue;
             }
             live.entries += 1;
             if e.original == 1 {
                 *live.by_rule.entry(e.rule).or_insert(0) += 1;
             }
-        }
-        let removed = dead.iter().filter(|k| self.conntrack.remove(k).is_ok()).count();
-        if removed > 0 {
-            self.tables.count(|t| t.ct_removed += removed as u64)?;
         }
         Ok(live)
     }
@@ -139,6 +133,8 @@ impl NatMaps {
 pub struct Live {
     /// Connections per forward rule.
     pub by_rule: std::collections::HashMap<u16, u64>,
-    /// Entries (two per connection).
+    /// Live entries (two per connection).
     pub entries: usize,
+    /// Entries in the map, expired ones included.
+    pub present: usize,
 }

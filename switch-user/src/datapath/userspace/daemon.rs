@@ -71,7 +71,7 @@ pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
     let log = fs::File::create(log_path(name)).context(format!("creating {}", log_path(name).display()))?;
     let log2 = log.try_clone().context("duplicating the log file")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["run", "--name", name, "--ageing", &ageing_secs.to_string(), "--daemon"])
+    cmd.args(["run", "--switch", name, "--ageing", &ageing_secs.to_string(), "--daemon"])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);

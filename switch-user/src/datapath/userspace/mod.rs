@@ -5,3 +5,110 @@
 pub mod control;
 pub mod daemon;
 pub mod engine;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use control::{Request, Response};
+
+use super::{Datapath, DatapathKind, FdbEntryView, PortCounters};
+use crate::{
+    error::{Error, Result},
+    names::Mac,
+    state::{PortState, SwitchState},
+};
+
+/// The userspace datapath of one switch, as the CLI sees it: a process it talks to over the
+/// control socket.
+pub struct Userspace {
+    name: String,
+}
+
+impl Userspace {
+    /// Switch `name`.
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_owned() }
+    }
+
+    fn unexpected(other: &Response) -> Error {
+        Error::Command(format!("unexpected answer from the userspace switch: {other:?}"))
+    }
+}
+
+#[async_trait]
+impl Datapath for Userspace {
+    fn kind(&self) -> DatapathKind {
+        DatapathKind::Userspace
+    }
+
+    fn switch(&self) -> &str {
+        &self.name
+    }
+
+    async fn create(&self, sw: &SwitchState) -> Result<()> {
+        daemon::spawn(&self.name, sw.ageing_secs).await
+    }
+
+    async fn healthy(&self) -> Result<bool> {
+        Ok(daemon::alive(&self.name).await)
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        daemon::stop(&self.name).await
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        Ok(daemon::pid_path(&self.name).exists())
+    }
+
+    async fn attach_port(&self, port: &PortState) -> Result<()> {
+        let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
+        let req = Request::AddPort { slot, ifindex: port.host_ifindex, ifname: port.host_if.clone() };
+        daemon::ask(&self.name, req).await.map(|_| ())
+    }
+
+    async fn detach_port(&self, port: &PortState) -> Result<()> {
+        // A process that is gone has no ports to take back.
+        if let Some(slot) = port.slot
+            && daemon::alive(&self.name).await
+        {
+            daemon::ask(&self.name, Request::DelPort { slot }).await?;
+        }
+        Ok(())
+    }
+
+    async fn fdb(&self, ports: HashMap<u32, Mac>) -> Result<Vec<FdbEntryView>> {
+        match daemon::ask(&self.name, Request::Fdb).await? {
+            Response::Fdb { entries } => Ok(entries
+                .into_iter()
+                .filter(|e| ports.contains_key(&e.ifindex))
+                .map(|e| FdbEntryView {
+                    mac: Mac(e.mac),
+                    ifindex: e.ifindex,
+                    is_static: e.is_static,
+                    age: (!e.is_static).then(|| std::time::Duration::from_nanos(e.age_ns)),
+                })
+                .collect()),
+            other => Err(Self::unexpected(&other)),
+        }
+    }
+
+    async fn fdb_add(&self, mac: Mac, ifindex: u32) -> Result<()> {
+        daemon::ask(&self.name, Request::FdbAdd { mac: mac.0, ifindex }).await.map(|_| ())
+    }
+
+    async fn fdb_del(&self, mac: Mac, _ports: &[u32]) -> Result<bool> {
+        match daemon::ask(&self.name, Request::FdbDel { mac: mac.0 }).await? {
+            Response::Deleted { existed } => Ok(existed),
+            other => Err(Self::unexpected(&other)),
+        }
+    }
+
+    async fn stats(&self, port: &PortState) -> Result<PortCounters> {
+        let Some(slot) = port.slot else { return Ok(PortCounters::default()) };
+        match daemon::ask(&self.name, Request::Stats { slot }).await? {
+            Response::Stats { stats } => Ok(PortCounters { stats, detailed: true }),
+            other => Err(Self::unexpected(&other)),
+        }
+    }
+}

@@ -3,17 +3,21 @@ use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail};
 use switch::{
-    controller::{fdb, port, stats, switch as sw},
+    controller::{fdb, ns as nsc, stats, switch as sw},
     sys::netns,
 };
 
-use super::output;
+use crate::cli::{
+    output::{self, Reply},
+    signal,
+};
 
 const SWITCH: &str = "demo";
 const NAMESPACES: [(&str, &str); 2] = [("red", "192.168.15.1/24"), ("blue", "192.168.15.2/24")];
 
-/// Runs the demo; everything it made is removed at the end, also on failure or Ctrl-C.
-pub async fn run() -> Result<()> {
+/// Runs the demo, printing as it goes; everything it made is removed at the end, also on
+/// failure, Ctrl-C or SIGTERM.
+pub async fn do_demo() -> Result<Reply> {
     for (ns, _) in NAMESPACES {
         if netns::exists(ns) {
             bail!(
@@ -23,7 +27,7 @@ pub async fn run() -> Result<()> {
     }
     let outcome = tokio::select! {
         r = steps() => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = signal::shutdown() => Err(anyhow::anyhow!("interrupted")),
     };
     println!("\n== tearing down");
     let down = sw::down(SWITCH).await.context("removing the demo switch");
@@ -31,17 +35,17 @@ pub async fn run() -> Result<()> {
         (_, Ok(r)) => println!("removed switch '{SWITCH}' and namespaces {}", r.removed_namespaces.join(", ")),
         (_, Err(e)) => eprintln!("error: {e:#}"),
     }
-    outcome.and(down.map(|_| ()))
+    outcome.and(down.map(|_| Reply::done()))
 }
 
 async fn steps() -> Result<()> {
-    println!("== switch up --name {SWITCH}");
+    println!("== switch up --switch {SWITCH}");
     let up = sw::up(sw::UpOptions { name: SWITCH.into(), ..Default::default() }).await?;
     println!("datapath pinned at {} (unicast redirect: {})", up.pins.unwrap_or_default(), up.redirect);
     for (ns, ip) in NAMESPACES {
         println!("== switch ns add {ns} --ip {ip} --switch {SWITCH}");
         let r =
-            port::add(port::AddOptions { ns: ns.into(), ip: ip.parse()?, switch: SWITCH.into(), mac: None }).await?;
+            nsc::add(nsc::AddOptions { ns: ns.into(), ip: ip.parse()?, switch: SWITCH.into(), mac: None }).await?;
         println!(
             "{ns}: eth0 {} mac {} <-> host port {}",
             r.info.ip,
@@ -54,9 +58,9 @@ async fn steps() -> Result<()> {
 
     println!("\n== switch fdb --switch {SWITCH}");
     let rows = fdb::show(SWITCH).await?;
-    output::fdb(&rows);
+    print!("{}", output::fdb(&rows));
     println!("\n== switch stats --switch {SWITCH}");
-    output::stats(&stats::show(SWITCH).await?);
+    print!("{}", output::stats(&stats::show(SWITCH).await?));
     Ok(())
 }
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 use futures::TryStreamExt as _;
 use netlink_packet_route::{
     AddressFamily,
-    link::{InfoBridge, LinkAttribute, Stats64},
+    link::{InfoBridge, InfoData, LinkAttribute, LinkInfo, Stats64},
     neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourState},
 };
 use rtnetlink::{LinkBridge, LinkUnspec};
 
-use super::netlink::{Netlink, errno};
+use crate::sys::netlink::{Netlink, errno};
 use crate::{
     error::{Context as _, Error, Result},
     names::Mac,
@@ -121,6 +121,23 @@ impl Netlink {
             Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e).context(format!("deleting bridge fdb entry {mac}")),
         }
+    }
+
+    /// Ageing time of bridge `name` in seconds, as the kernel has it.
+    pub async fn bridge_ageing(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.link(name).await?.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.into_iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Bridge(b)) => b.into_iter().find_map(|x| match x {
+                        // Centiseconds, as set in `add_bridge`.
+                        InfoBridge::AgeingTime(c) => Some(u64::from(c) / 100),
+                        _ => None,
+                    }),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        }))
     }
 
     /// Interface counters of `name`.

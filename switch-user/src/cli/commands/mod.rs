@@ -1,0 +1,13 @@
+//! One file per command family; each `do_<command>` does the work through the controller and
+//! returns what it has to report, printed by `output::Reply::print`.
+pub mod bench;
+pub mod demo;
+pub mod fdb;
+pub mod forward;
+pub mod link;
+pub mod logs;
+pub mod ns;
+pub mod run;
+pub mod stats;
+pub mod switch;
+pub mod tables;

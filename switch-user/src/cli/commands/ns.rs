@@ -1,0 +1,39 @@
+//! `switch ns add|del|list` (`ns exec` replaces the process: see `main::exec`).
+use anyhow::Result;
+use serde_json::json;
+use switch::controller::ns;
+
+use crate::cli::{
+    args::NsCommand,
+    output::{self, Reply},
+};
+
+/// Adds, removes or lists namespaces.
+pub async fn do_ns(c: NsCommand) -> Result<Reply> {
+    match c {
+        NsCommand::Add(a) => {
+            let r = ns::add(ns::AddOptions { ns: a.ns, ip: a.ip, switch: a.switch, mac: a.mac }).await?;
+            let i = &r.info;
+            let verb = if r.created { "added to" } else { "is already on" };
+            let text = format!(
+                "namespace '{}' {verb} switch '{}': {} {} mac {} (host port {})",
+                i.namespace,
+                i.attached_to,
+                i.interface,
+                i.ip,
+                i.mac.clone().unwrap_or_default(),
+                i.host_interface.clone().unwrap_or_default()
+            );
+            Ok(Reply::new(&r, text))
+        }
+        NsCommand::Del { ns: name } => {
+            ns::del(&name).await?;
+            Ok(Reply::new(&json!({ "namespace": name, "removed": true }), format!("namespace '{name}' removed")))
+        }
+        NsCommand::List => {
+            let rows = ns::list().await?;
+            Ok(Reply::new(&rows, output::namespaces(&rows)))
+        }
+        NsCommand::Exec { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

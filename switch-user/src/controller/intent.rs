@@ -1,0 +1,92 @@
+//! The convergence rule: what a killed command left is rolled back by the next mutating
+//! command of the same switch, and host settings the switch changed are given back by `down`.
+//!
+//! Every command holds the state lock from its first read to its last write, so a record seen
+//! `ready: false` under the lock belongs to a command that died: nobody is still making it.
+use super::{blocking, port};
+use crate::{
+    datapath::Datapath,
+    error::{Context as _, Result},
+    state::{PortKind, State, Store},
+};
+
+/// Rolls back every record of switch `switch` that a killed command left unfinished: forwards
+/// first (they point at ports), then ports of every kind. Each step is saved as it is done, so
+/// a crash here converges too.
+pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> Result<()> {
+    let dp: Option<Box<dyn Datapath>> = state.switches.get(switch).map(|s| s.datapath.open(switch));
+    let forwards: Vec<_> = state.forwards.iter().filter(|f| f.switch == switch && !f.ready).cloned().collect();
+    for f in forwards {
+        tracing::info!(switch, proto = %f.proto, first = f.host_first, last = f.host_last, "rolling back an interrupted forward add");
+        if let Some(fw) = dp.as_deref().and_then(|d| d.forwarding()) {
+            fw.remove(&f).await?;
+        }
+        state.forwards.retain(|x| x != &f);
+        store.save(state)?;
+    }
+    let ports: Vec<_> = state.ports(switch).filter(|p| !p.ready).cloned().collect();
+    for p in ports {
+        tracing::info!(switch, kind = %p.kind, owner = %p.owner, "rolling back an interrupted port");
+        port::teardown(state, dp.as_deref(), &p).await?;
+        if p.kind == PortKind::Uplink {
+            restore_sysctls_of(store, state, switch, &p.host_if).await?;
+        }
+        state.remove_port(switch, p.kind, &p.owner);
+        if p.kind.owns_namespace() {
+            state.namespaces.remove(&p.owner);
+        }
+        store.save(state)?;
+    }
+    Ok(())
+}
+
+/// Sets host sysctl `path` to `value` for switch `switch`, recording the value it had first
+/// (and saving the record before the write) so that `down` can give it back. A sysctl the
+/// switch already changed keeps its first recorded value.
+pub(crate) async fn set_sysctl(store: &Store, state: &mut State, switch: &str, path: &str, value: &str) -> Result<()> {
+    let p = path.to_owned();
+    let previous = blocking(move || std::fs::read_to_string(&p).context(format!("reading {p}"))).await?;
+    let sw = state.switches.get_mut(switch).expect("the caller holds the switch record");
+    if !sw.sysctls.contains_key(path) {
+        sw.sysctls.insert(path.to_owned(), previous.trim().to_owned());
+        store.save(state)?;
+    }
+    let (p, v) = (path.to_owned(), value.to_owned());
+    blocking(move || std::fs::write(&p, v.as_bytes()).context(format!("writing {p}"))).await
+}
+
+/// Writes back every sysctl switch `switch` changed. A sysctl whose interface is gone needs
+/// nothing.
+pub(crate) async fn restore_sysctls(state: &State, switch: &str) -> Result<()> {
+    let Some(sw) = state.switches.get(switch) else { return Ok(()) };
+    write_back(sw.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).await
+}
+
+/// Writes back and forgets the sysctls switch `switch` changed on interface `ifname` (an
+/// uplink that goes while the switch stays).
+async fn restore_sysctls_of(store: &Store, state: &mut State, switch: &str, ifname: &str) -> Result<()> {
+    let Some(sw) = state.switches.get_mut(switch) else { return Ok(()) };
+    let needle = format!("/conf/{ifname}/");
+    let mine: Vec<(String, String)> =
+        sw.sysctls.iter().filter(|(k, _)| k.contains(&needle)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    write_back(mine.clone()).await?;
+    for (k, _) in mine {
+        sw.sysctls.remove(&k);
+    }
+    store.save(state)
+}
+
+/// Writes each `(path, value)`; a sysctl whose interface is gone needs nothing.
+async fn write_back(recorded: Vec<(String, String)>) -> Result<()> {
+    blocking(move || {
+        for (path, previous) in recorded {
+            match std::fs::write(&path, previous.as_bytes()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context(format!("restoring {path}")),
+            }
+        }
+        Ok(())
+    })
+    .await
+}
