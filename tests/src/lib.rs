@@ -186,9 +186,10 @@ impl Sandbox {
     pub fn switch(&mut self, suffix: &str, datapath: &str, extra: &[&str]) -> String {
         let name = self.name(suffix);
         self.switches.push(name.clone());
-        let mut a = vec!["up", "--name", &name, "--datapath", datapath];
+        let mut a = vec!["up", "--switch", &name, "--datapath", datapath];
         a.extend_from_slice(extra);
         ok(&a);
+        note_programs(&self.prefix);
         name
     }
 
@@ -314,20 +315,61 @@ pub fn fdb(switch_name: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// A snapshot of everything the tool can change on the host, for "nothing changed" checks.
+/// A snapshot of everything the tool can change on the host, for "nothing changed" and
+/// "leaves nothing" checks: namespaces, interfaces, the state's records (switches, namespaces,
+/// ports of every kind, forwards), bpffs pins (links included), BPF links of the sandbox's
+/// programs, IPv4 forwarding sysctls the switch may have turned on, and userspace switch files.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
     netns: Vec<String>,
     links: Vec<String>,
     state: String,
     pins: Vec<String>,
+    bpf_links: Vec<String>,
+    sysctls: Vec<String>,
     run_files: Vec<String>,
+}
+
+/// Program ids seen pinned under each sandbox prefix: the BPF links of those programs are the
+/// sandbox's, whatever the kernel attached them to (interfaces, the cgroup root).
+static PROGRAMS: std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<u32>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Every file below `dir`, as paths relative to `base`.
+fn files_below(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.filter_map(Result::ok) {
+        let path = e.path();
+        out.push(path.strip_prefix(base).unwrap_or(&path).display().to_string());
+        if path.is_dir() {
+            files_below(&path, base, out);
+        }
+    }
+}
+
+/// Records the ids of the programs pinned by switches named with `prefix`.
+pub fn note_programs(prefix: &str) {
+    let mut pins = vec![];
+    let root = std::path::Path::new("/sys/fs/bpf/switch");
+    for d in std::fs::read_dir(root).into_iter().flatten().filter_map(Result::ok) {
+        if d.file_name().to_string_lossy().starts_with(prefix) {
+            files_below(&d.path(), root, &mut pins);
+        }
+    }
+    let ids: Vec<u32> = pins
+        .iter()
+        .filter(|p| p.rsplit('/').next().is_some_and(|f| f.starts_with("prog_")))
+        .filter_map(|p| aya::programs::ProgramInfo::from_pin(root.join(p)).ok())
+        .map(|i| i.id())
+        .collect();
+    PROGRAMS.lock().unwrap_or_else(|e| e.into_inner()).entry(prefix.to_owned()).or_default().extend(ids);
 }
 
 impl Snapshot {
     /// Takes a snapshot restricted to names starting with `prefix` (other tests run in
     /// parallel and change their own names).
     pub fn take(prefix: &str) -> Self {
+        note_programs(prefix);
         let mut netns: Vec<String> = netns_list().into_iter().filter(|n| n.starts_with(prefix)).collect();
         netns.sort();
         let state = std::fs::read_to_string("/run/switch/state.json").unwrap_or_default();
@@ -337,19 +379,51 @@ impl Snapshot {
                 .map(|o| o.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| format!("{k}={v}")).collect())
                 .unwrap_or_default()
         };
+        let of_switch = |list: &Value| -> Vec<String> {
+            list.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|r| r["switch"].as_str().is_some_and(|s| s.starts_with(prefix)))
+                        .map(Value::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let mut st = mine(&v["switches"]);
         st.extend(mine(&v["namespaces"]));
-        let mut pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf/switch")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect()
-            })
-            .unwrap_or_default();
+        st.extend(of_switch(&v["ports"]));
+        st.extend(of_switch(&v["forwards"]));
+        let root = std::path::Path::new("/sys/fs/bpf/switch");
+        let mut pins = vec![];
+        for d in std::fs::read_dir(root).into_iter().flatten().filter_map(Result::ok) {
+            if d.file_name().to_string_lossy().starts_with(prefix) {
+                pins.push(d.file_name().to_string_lossy().into_owned());
+                files_below(&d.path(), root, &mut pins);
+            }
+        }
         pins.sort();
+        let programs = PROGRAMS.lock().unwrap_or_else(|e| e.into_inner()).get(prefix).cloned().unwrap_or_default();
+        let mut bpf_links: Vec<String> = aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .filter(|l| programs.contains(&l.program_id()))
+            .map(|l| format!("link {} of program {}", l.id(), l.program_id()))
+            .collect();
+        bpf_links.sort();
         // Host ends of ports ("s" + namespace or switch), bridges and gateways ("b" and "g" +
-        // switch name).
-        let mine = |l: &String| ["s", "b", "g"].iter().any(|p| l.starts_with(&format!("{p}{prefix}")));
+        // switch name), test uplinks ("u" + prefix).
+        let mine = |l: &String| ["s", "b", "g", "u"].iter().any(|p| l.starts_with(&format!("{p}{prefix}")));
         let mut links: Vec<String> = host_links().into_iter().filter(mine).collect();
         links.sort();
+        // Forwarding the switch turned on and did not give back: any value but the default
+        // a new interface gets.
+        let sysctl = |dev: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"));
+        let default = sysctl("default").unwrap_or_default();
+        let sysctls: Vec<String> = links
+            .iter()
+            .filter_map(|l| sysctl(l).ok().filter(|v| *v != default).map(|v| format!("{l}.forwarding={}", v.trim())))
+            .collect();
+        // The test uplinks are the test's own, not the switch's: only their sysctls count.
+        links.retain(|l| !l.starts_with(&format!("u{prefix}")));
         // Userspace switch processes' pid files, sockets and logs.
         let mut run_files: Vec<String> = std::fs::read_dir("/run/switch")
             .map(|d| {
@@ -357,6 +431,6 @@ impl Snapshot {
             })
             .unwrap_or_default();
         run_files.sort();
-        Self { netns, links, state: st.join(","), pins, run_files }
+        Self { netns, links, state: st.join(","), pins, bpf_links, sysctls, run_files }
     }
 }

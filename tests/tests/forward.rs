@@ -157,8 +157,10 @@ c.sendall(b"two"); print(c.recv(16).decode(), flush=True)
 fn forwarding_end_to_end(dp: &str, net: u8) {
     let mut sb = Sandbox::new();
     let out = Outside::new(&sb, net);
+    let clean = Snapshot::take(&sb.prefix);
     let gw = format!("10.{net}.0.254/24");
     let sw = sb.switch("sw", dp, &["--gateway", &gw, "--uplink", &out.uplink]);
+    assert_eq!(forwarding(&out.uplink), "1", "forwarding is on where forwarded traffic arrives");
     let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &[]);
     let mut servers = start_servers(&web, &["80", "9001"]);
     let uplink_ip = format!("172.31.{net}.1");
@@ -257,6 +259,8 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     let _ = servers.wait();
     ok(&["down", "--name", &sw]);
     assert!(json(&["forward", "list"]).as_array().unwrap().iter().all(|r| r["switch"] != sw.as_str()));
+    // The uplink is still there: its sysctl is back to what it was, and no link is left.
+    assert_eq!(Snapshot::take(&sb.prefix), clean, "down left something on the uplink");
     drop(out);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "forwarding left something behind");
 }
@@ -340,6 +344,35 @@ fn forward_bad_input_is_refused_and_changes_nothing() {
     // Removing the target namespace removes its forwards.
     ok(&["ns", "del", &web]);
     assert!(json(&["forward", "list", "--switch", &sw]).as_array().unwrap().is_empty());
+}
+
+/// IPv4 forwarding of interface `dev`.
+fn forwarding(dev: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding")).unwrap().trim().to_owned()
+}
+
+#[test]
+fn down_gives_back_the_sysctls_it_changed() {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 107);
+    let before = forwarding(&out.uplink);
+    for (i, previous) in [before.as_str(), "1", "0"].into_iter().enumerate() {
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/forwarding", out.uplink), previous).unwrap();
+        let sw = sb.name(&format!("sw{i}"));
+        sb.adopt(&sw);
+        let up = ["up", "--switch", &sw, "--gateway", "10.107.0.254/24", "--uplink", &out.uplink];
+        if i == 2 {
+            // Killed once the uplink is set up: the record of the old value is already saved.
+            let r = switch_env(&up, &[("SWITCH_FAILPOINT", "up:made")]);
+            assert_eq!(r.code, 128 + libc::SIGABRT, "{r:?}");
+        } else {
+            ok(&up);
+        }
+        assert_eq!(forwarding(&out.uplink), "1");
+        ok(&["down", "--switch", &sw]);
+        assert_eq!(forwarding(&out.uplink), previous, "down did not give back what the uplink had");
+    }
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/forwarding", out.uplink), &before).unwrap();
 }
 
 #[test]
