@@ -1,17 +1,28 @@
-//! Controller library of the eBPF switch.
+//! Controller library of the switch: everything the `switch` binary does, as library calls.
 //!
 //! ```text
-//!   cli (bin)  ──►  controller::{switch, port, link, fdb, stats, logs}
-//!                      │                 │
-//!                      ▼                 ▼
-//!                sys::{netns, netlink,   datapath::{loader, maps}
-//!                      sysctl, preflight}   (aya: load, pin, attach, maps)
-//!                      │
-//!                      ▼
-//!                state (/run/switch/state.json, flock)
+//!   main.rs, cli/         args (clap), commands/ (one do_<command> per family), output, signal
+//!        │
+//!        ▼
+//!   controller/           one module per command family: switch (up/down/list/run), ns,
+//!        │                link, forward, fdb, stats, tables, logs; port (ports of every kind:
+//!        │                made, attached, torn down); intent (the convergence rule, sysctls)
+//!        │
+//!        ├──► state       /run/switch/state.json under a flock: switches, namespaces, one
+//!        │                table of ports (namespace, adopted, gateway, uplink), forwards
+//!        │
+//!        ├──► datapath/   trait Datapath (+ capabilities PortForwarding, Tables, DatapathLog)
+//!        │      ebpf/       tc and xdp: loader (load, pin, attach), maps, nat (typed maps)
+//!        │      userspace/  the tokio switch process: engine, control socket, daemon
+//!        │      bridge/     the Linux bridge over rtnetlink
+//!        │
+//!        └──► sys/        netns (setns on dedicated threads), netlink, sysctl, ethtool,
+//!                         preflight
+//!   bench/                the benchmark harness (contenders, tools, reports)
+//!   names.rs, error.rs    input parsing and interface names; the typed error
 //! ```
-//! The forwarding itself happens in the kernel (crate `switch-ebpf`); nothing here is on the
-//! packet path.
+//! Forwarding itself happens in the kernel (crate `switch-ebpf`) or in the userspace
+//! process; nothing here is on the eBPF packet path.
 pub mod bench;
 pub mod controller;
 pub mod datapath;

@@ -229,9 +229,16 @@ pub struct ForwardState {
     pub ready: bool,
 }
 
+/// Format of the state file this build reads and writes. 2: one table of ports of every kind
+/// (1 kept namespace ports inside the namespaces and the gateway and uplinks in the switch).
+pub const STATE_VERSION: u32 = 2;
+
 /// Everything the controller made.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
+    /// Format of the file (`STATE_VERSION`; missing in format 1).
+    #[serde(default)]
+    pub version: u32,
     /// Switches by name.
     #[serde(default)]
     pub switches: BTreeMap<String, SwitchState>,
@@ -338,8 +345,24 @@ impl Store {
     pub fn load(&self) -> Result<State> {
         let path = self.path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::State { path, reason: format!("{e} (move it away to start from a clean state)") }),
+            Ok(bytes) => {
+                let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+                    path: path.clone(),
+                    reason: format!("{e} (move it away to start from a clean state)"),
+                })?;
+                let empty = state.switches.is_empty() && state.namespaces.is_empty() && state.ports.is_empty();
+                if state.version != STATE_VERSION && !empty {
+                    return Err(Error::State {
+                        path,
+                        reason: format!(
+                            "written in format {} by another version of switch (this one reads format {STATE_VERSION}); \
+                             remove its switches with that version's 'switch down', or move the file away",
+                            state.version.max(1)
+                        ),
+                    });
+                }
+                Ok(state)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(e).context(format!("reading {}", path.display())),
         }
@@ -349,7 +372,7 @@ impl Store {
     pub fn save(&self, state: &State) -> Result<()> {
         let path = self.path();
         let tmp = self.dir.join("state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+        let bytes = serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).expect("state serialises");
         let mut f = File::create(&tmp).context(format!("writing {}", tmp.display()))?;
         f.write_all(&bytes).and_then(|()| f.sync_all()).context(format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).context(format!("replacing {}", path.display()))
@@ -396,7 +419,12 @@ mod tests {
         st.namespaces.insert("red".into(), NsState { links: vec![], ready: true });
         st.ports.push(port("sw0", PortKind::Namespace, "red", Some(0)));
         store.save(&st).unwrap();
-        assert_eq!(store.load().unwrap(), st);
+        assert_eq!(store.load().unwrap(), State { version: STATE_VERSION, ..st.clone() });
+        // A file of another format is refused with one clear line, not misread.
+        let old = r#"{"switches":{"sw0":{"ageing_secs":300,"redirect":"peer","ready":true}},"namespaces":{}}"#;
+        fs::write(dir.join("state.json"), old).unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(e.contains("format 1") && e.contains("another version"), "{e}");
         assert!(matches!(st.switch("nope"), Err(Error::UnknownSwitch(_))));
         fs::write(dir.join("state.json"), b"{not json").unwrap();
         assert!(matches!(store.load(), Err(Error::State { .. })));

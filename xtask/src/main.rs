@@ -38,8 +38,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and run every test: unit tests and the integration tests on the real
-    /// kernel (needs root).
+    /// Set up, build, check formatting and lints (rustfmt, clippy -D warnings), and run every
+    /// test: unit tests and the integration tests on the real kernel (needs root).
     Test {
         /// Extra arguments for the test harness (after `--`), e.g. a test name filter.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -84,6 +84,7 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup()?;
             build(false)?;
+            lints()?;
             test(&args)
         }
     }
@@ -133,6 +134,7 @@ fn setup() -> Result<()> {
     }
     packages()?;
     bpffs()?;
+    lint_tools()?;
     nightly()?;
     bpf_linker()?;
     Ok(())
@@ -255,6 +257,28 @@ fn build(release: bool) -> Result<()> {
         cmd.arg("--release");
     }
     run(&mut cmd)
+}
+
+/// rustfmt and clippy for the default toolchain, which the lints run with.
+fn lint_tools() -> Result<()> {
+    let missing: Vec<&str> = [("fmt", "rustfmt"), ("clippy", "clippy")]
+        .into_iter()
+        .filter(|(sub, _)| !Command::new("cargo").args([*sub, "--version"]).output().is_ok_and(|o| o.status.success()))
+        .map(|(_, component)| component)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: adding {} to the default toolchain", missing.join(" and "));
+    run(Command::new("rustup").args(["component", "add"]).args(&missing))
+}
+
+/// The lints the project keeps: formatting of every crate (the eBPF one too) and clippy on
+/// every target with warnings as errors.
+fn lints() -> Result<()> {
+    let ws = workspace();
+    run(Command::new("cargo").current_dir(&ws).args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo").current_dir(&ws).args(["clippy", "--all-targets", "--", "-D", "warnings"]))
 }
 
 fn test(args: &[String]) -> Result<()> {

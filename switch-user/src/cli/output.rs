@@ -89,13 +89,14 @@ pub fn fdb(rows: &[FdbRow]) -> String {
 /// The `switch tables` table.
 pub fn tables(rows: &[TableRow]) -> String {
     table(
-        &["TABLE", "ENTRIES", "CAPACITY", "ADDED", "REMOVED", "EVICTED"],
+        &["TABLE", "ENTRIES", "EXPIRED", "CAPACITY", "ADDED", "REMOVED", "EVICTED"],
         &rows
             .iter()
             .map(|r| {
                 vec![
                     r.table.into(),
                     r.entries.to_string(),
+                    r.expired.to_string(),
                     r.capacity.to_string(),
                     r.added.to_string(),
                     r.removed.to_string(),

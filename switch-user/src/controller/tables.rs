@@ -19,6 +19,9 @@ pub struct TableRow {
     pub capacity: u64,
     /// Entries ever added (FDB: new stations; conntrack: one per direction of a connection).
     pub added: u64,
+    /// Entries past their time, still in the table until a packet reuses them or the table
+    /// needs their room (reading the table never deletes them).
+    pub expired: u64,
     /// Entries deleted: aged out, port gone, flushed, removed by hand.
     pub removed: u64,
     /// Entries the kernel evicted to make room for new ones (the table was full).
@@ -30,7 +33,8 @@ impl TableRow {
         // Whatever was added and is neither removed nor present was evicted. A packet may add
         // an entry between the counters and the walk: never below zero.
         let evicted = f.added.saturating_sub(f.removed).saturating_sub(f.present);
-        Self { table, entries: f.entries, capacity: f.capacity, added: f.added, removed: f.removed, evicted }
+        let expired = f.present.saturating_sub(f.entries);
+        Self { table, entries: f.entries, expired, capacity: f.capacity, added: f.added, removed: f.removed, evicted }
     }
 }
 
@@ -53,7 +57,7 @@ mod tests {
         let fill = |entries, present, added, removed| TableFill { entries, present, capacity: 16_384, added, removed };
         let r = TableRow::new("fdb", fill(16_000, 16_384, 20_000, 100));
         assert_eq!(r.evicted, 20_000 - 100 - 16_384);
-        assert_eq!(r.entries, 16_000, "expired entries are present but not live");
+        assert_eq!((r.entries, r.expired), (16_000, 384), "expired entries are present but not live");
         // Counted a moment apart from the walk: more present than counted is not negative.
         assert_eq!(TableRow::new("fdb", fill(12, 12, 10, 0)).evicted, 0);
     }
