@@ -372,7 +372,8 @@ impl Store {
     pub fn save(&self, state: &State) -> Result<()> {
         let path = self.path();
         let tmp = self.dir.join("state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).expect("state serialises");
+        let bytes =
+            serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).expect("state serialises");
         let mut f = File::create(&tmp).context(format!("writing {}", tmp.display()))?;
         f.write_all(&bytes).and_then(|()| f.sync_all()).context(format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).context(format!("replacing {}", path.display()))
@@ -436,7 +437,10 @@ mod tests {
     fn every_kind_of_port_in_one_table() {
         let mut st = State::default();
         st.ports.push(port("sw0", PortKind::Namespace, "red", Some(0)));
-        st.ports.push(PortState { ip: Some("192.168.15.254/24".parse().unwrap()), ..port("sw0", PortKind::Gateway, "host", Some(1)) });
+        st.ports.push(PortState {
+            ip: Some("192.168.15.254/24".parse().unwrap()),
+            ..port("sw0", PortKind::Gateway, "host", Some(1))
+        });
         st.ports.push(PortState { host_if: "up0".into(), ..port("sw0", PortKind::Uplink, "up0", None) });
         st.ports.push(PortState { ready: false, ..port("sw0", PortKind::Adopted, "ctr1", Some(3)) });
         st.ports.push(port("sw1", PortKind::Namespace, "blue", Some(0)));

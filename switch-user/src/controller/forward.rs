@@ -224,7 +224,11 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     if state.uplinks(&o.switch).is_empty() {
         // No --uplink given: traffic from outside arrives where the default route leaves.
         let dev = Netlink::new()?.default_route_interface().await?.ok_or_else(|| {
-            Error::invalid("command", "switch forward add", "the host has no default route; give the switch an --uplink")
+            Error::invalid(
+                "command",
+                "switch forward add",
+                "the host has no default route; give the switch an --uplink",
+            )
         })?;
         check_uplink(&state, &dev).await?;
         state.ports.push(super::switch::uplink_port(&o.switch, &dev));

@@ -110,7 +110,11 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
         }
         return Err(Error::NamespaceExists {
             name: opts.ns.clone(),
-            detail: format!(" (port of switch '{}' with {})", p.switch, p.ip.map(|c| c.to_string()).unwrap_or_default()),
+            detail: format!(
+                " (port of switch '{}' with {})",
+                p.switch,
+                p.ip.map(|c| c.to_string()).unwrap_or_default()
+            ),
         });
     }
     if state.namespaces.contains_key(&opts.ns) {

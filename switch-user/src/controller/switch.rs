@@ -150,7 +150,11 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         // Two segments with overlapping subnets on one host would fight over the routes.
         for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
             if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
-                return Err(Error::invalid("gateway", g.to_string(), format!("overlaps switch '{other}''s segment {o}")));
+                return Err(Error::invalid(
+                    "gateway",
+                    g.to_string(),
+                    format!("overlaps switch '{other}''s segment {o}"),
+                ));
             }
         }
     }

@@ -152,9 +152,17 @@ impl dyn Datapath {
     /// The one wording of a missing capability: "switch 'x' uses the bridge datapath; only tc
     /// and xdp have a datapath log".
     fn unsupported(&self, capability: Capability) -> Error {
-        let with: Vec<String> =
-            DatapathKind::ALL.iter().filter(|k| k.open(self.switch()).has(capability)).map(ToString::to_string).collect();
-        Error::Unsupported { switch: self.switch().to_owned(), datapath: self.kind(), capability, with: with.join(" and ") }
+        let with: Vec<String> = DatapathKind::ALL
+            .iter()
+            .filter(|k| k.open(self.switch()).has(capability))
+            .map(ToString::to_string)
+            .collect();
+        Error::Unsupported {
+            switch: self.switch().to_owned(),
+            datapath: self.kind(),
+            capability,
+            with: with.join(" and "),
+        }
     }
 }
 

@@ -13,7 +13,8 @@ pub async fn do_forward(c: ForwardCommand) -> Result<Reply> {
     match c {
         ForwardCommand::Add { proto, host_port, to, switch } => {
             let ports = to.ports;
-            let f = forward::add(forward::AddOptions { switch, proto, host: host_port, ns: to.ns, to: to.ports }).await?;
+            let f =
+                forward::add(forward::AddOptions { switch, proto, host: host_port, ns: to.ns, to: to.ports }).await?;
             let text = format!(
                 "forwarding {}/{host_port} on the uplinks of switch '{}' to namespace '{}' port {ports}",
                 f.proto, f.switch, f.ns
@@ -22,7 +23,8 @@ pub async fn do_forward(c: ForwardCommand) -> Result<Reply> {
         }
         ForwardCommand::Del { proto, host_port, switch } => {
             forward::del(&switch, proto, host_port).await?;
-            let value = json!({ "switch": switch, "proto": proto, "host_ports": host_port.to_string(), "removed": true });
+            let value =
+                json!({ "switch": switch, "proto": proto, "host_ports": host_port.to_string(), "removed": true });
             Ok(Reply::new(&value, format!("forward {proto}/{host_port} removed from switch '{switch}'")))
         }
         ForwardCommand::List { switch } => {

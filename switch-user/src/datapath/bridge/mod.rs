@@ -86,7 +86,12 @@ impl Datapath for Bridge {
             .into_iter()
             // The bridge ignores expired entries until its next sweep; so do we.
             .filter(|e| e.is_static || e.age <= ageing)
-            .map(|e| FdbEntryView { mac: e.mac, ifindex: e.ifindex, is_static: e.is_static, age: (!e.is_static).then_some(e.age) })
+            .map(|e| FdbEntryView {
+                mac: e.mac,
+                ifindex: e.ifindex,
+                is_static: e.is_static,
+                age: (!e.is_static).then_some(e.age),
+            })
             .collect())
     }
 

@@ -37,8 +37,8 @@ use switch_common::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Datapath, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding, TableFill, Tables,
-    UplinkSetup,
+    Datapath, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding, TableFill,
+    Tables, UplinkSetup,
 };
 use crate::{
     controller::blocking,
@@ -62,7 +62,10 @@ impl Ebpf {
     }
 
     /// Runs `f` on the switch's maps, off the async workers (bpf syscalls block).
-    async fn with_maps<T: Send + 'static>(&self, f: impl FnOnce(SwitchMaps) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn with_maps<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(SwitchMaps) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let pins = self.pins.clone();
         blocking(move || f(SwitchMaps::open(&pins)?)).await
     }
@@ -217,8 +220,10 @@ impl PortForwarding for Ebpf {
         let mut addrs = vec![];
         let mut sources = vec![];
         for u in &setup.uplinks {
-            let idx =
-                nl.ifindex(u).await?.ok_or_else(|| Error::invalid("uplink interface", u.clone(), "no such interface"))?;
+            let idx = nl
+                .ifindex(u)
+                .await?
+                .ok_or_else(|| Error::invalid("uplink interface", u.clone(), "no such interface"))?;
             let a = nl.ipv4_addrs(idx).await?;
             if let Some(first) = a.first() {
                 sources.push((idx, *first));
