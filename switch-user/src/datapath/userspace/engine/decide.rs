@@ -1,0 +1,257 @@
+//! The switching decision: what happens to one received frame.
+//!
+//! The rules are the eBPF datapath's (`switch-ebpf/src/tc_ingress.rs`), in the same order:
+//! runts are dropped as malformed, group or zero sources are dropped, sources are learned,
+//! group destinations are flooded, known unicast goes to its port, a destination behind the
+//! ingress port is dropped, and everything else is flooded to every other port.
+//!
+//! One difference in *when*, not *what*: the eBPF program learns before every lookup, while
+//! the engine decides a whole batch under one read lock of the table and learns afterwards,
+//! under one write lock, only if something changed. [`BatchSources`] makes the later frames
+//! of a batch see the sources of the earlier ones, so the verdicts come out as if each frame
+//! had been learned first.
+use pnet_packet::ethernet::EthernetPacket;
+use switch_common::{is_group, is_valid_source};
+
+use super::{
+    BATCH,
+    mac_table::{Clock, Fdb, PortId},
+};
+
+/// What happens to one received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Shorter than an Ethernet header: dropped, counted as dropped and malformed.
+    Malformed,
+    /// Invalid source, destination behind the ingress port, or truncated: dropped.
+    Drop,
+    /// Broadcast, multicast or unknown unicast: a copy to every other port.
+    Flood,
+    /// Known unicast: to the port in this slot.
+    Unicast(u32),
+}
+
+impl Verdict {
+    /// Whether a frame with this verdict goes out of the port in `slot` (never the ingress
+    /// port: flooding skips it, and unicast to it is a `Drop`).
+    pub(super) fn goes_to(self, slot: u32) -> bool {
+        self == Verdict::Flood || self == Verdict::Unicast(slot)
+    }
+}
+
+/// Destination and source MAC of an Ethernet frame, or `None` if it is shorter than a header.
+/// Nothing past the header is looked at: the switch forwards any EtherType unchanged.
+fn addresses(frame: &[u8]) -> Option<([u8; 6], [u8; 6])> {
+    // A zero-copy view: pnet checks the length and reads the two fields in place.
+    let eth = EthernetPacket::new(frame)?;
+    Some((eth.get_destination().octets(), eth.get_source().octets()))
+}
+
+/// Source addresses of the frames of one batch decided so far.
+///
+/// All of them arrived on the ingress port, and the table is only written once the whole
+/// batch is decided, so a later frame of the batch addressed to one of them must be treated as
+/// the eBPF datapath (which learns before every lookup) would: as behind the ingress port.
+pub(super) struct BatchSources {
+    macs: [[u8; 6]; BATCH],
+    /// Whether the table must be written for `macs[i]` (see [`Fdb::wants_learn`]).
+    stale: [bool; BATCH],
+    len: usize,
+}
+
+impl BatchSources {
+    pub(super) fn new() -> Self {
+        Self { macs: [[0; 6]; BATCH], stale: [false; BATCH], len: 0 }
+    }
+
+    fn contains(&self, mac: &[u8; 6]) -> bool {
+        self.macs[..self.len].contains(mac)
+    }
+
+    fn note(&mut self, fdb: &Fdb, src: [u8; 6], port: PortId, now: u64) {
+        if self.len < BATCH && !self.contains(&src) {
+            self.macs[self.len] = src;
+            self.stale[self.len] = fdb.wants_learn(&src, port, now);
+            self.len += 1;
+        }
+    }
+
+    /// Sources the table must learn.
+    pub(super) fn stale(&self) -> impl Iterator<Item = &[u8; 6]> {
+        self.macs[..self.len].iter().zip(&self.stale).filter_map(|(m, s)| s.then_some(m))
+    }
+}
+
+/// Decides what to do with `frame` (the Ethernet frame, without the virtio header) received on
+/// `ingress`. `live` says whether a port still exists (an entry may point at one just removed:
+/// the frame is flooded then, as the eBPF datapath does).
+pub(super) fn decide(
+    fdb: &Fdb,
+    frame: &[u8],
+    ingress: PortId,
+    sources: &mut BatchSources,
+    clock: Clock,
+    live: impl Fn(PortId) -> bool,
+) -> Verdict {
+    let Some((dst, src)) = addresses(frame) else {
+        return Verdict::Malformed;
+    };
+    if !is_valid_source(&src) {
+        // Multicast or zero source: the Linux bridge drops these too, and learning them would
+        // poison the table.
+        return Verdict::Drop;
+    }
+    sources.note(fdb, src, ingress, clock.now);
+    if is_group(&dst) {
+        return Verdict::Flood;
+    }
+    let station = fdb.lookup(&dst, clock);
+    let out = match station {
+        // Learned from this batch: behind the ingress port, unless a static entry pins it.
+        _ if sources.contains(&dst) && !station.is_some_and(|s| s.entry.is_static()) => ingress,
+        Some(s) => s.port(),
+        None => return Verdict::Flood,
+    };
+    if out.ifindex == ingress.ifindex {
+        // Destination is on the port the frame came from: the bridge without hairpin mode drops
+        // these too.
+        Verdict::Drop
+    } else if live(out) {
+        Verdict::Unicast(out.slot)
+    } else {
+        Verdict::Flood
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switch_common::{FDB_F_STATIC, FdbEntry};
+
+    use super::{
+        super::mac_table::{Station, fixtures::*},
+        *,
+    };
+
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+        let mut f = Vec::from(dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00, 0x45]);
+        f
+    }
+
+    /// Decides one frame alone in its batch, every port alive.
+    fn decide1(fdb: &Fdb, f: &[u8], ingress: PortId, now: u64) -> Verdict {
+        decide(fdb, f, ingress, &mut BatchSources::new(), clock(now), |_| true)
+    }
+
+    #[test]
+    fn runts_and_bad_sources_are_dropped() {
+        let fdb = Fdb::default();
+        assert_eq!(decide1(&fdb, &[], P1, 0), Verdict::Malformed);
+        assert_eq!(decide1(&fdb, &frame(B, A)[..13], P1, 0), Verdict::Malformed);
+        assert_eq!(decide1(&fdb, &frame(B, A)[..14], P1, 0), Verdict::Flood);
+        assert_eq!(decide1(&fdb, &frame(B, [0xff; 6]), P1, 0), Verdict::Drop);
+        assert_eq!(decide1(&fdb, &frame(B, [0x01, 0, 0x5e, 0, 0, 1]), P1, 0), Verdict::Drop);
+        assert_eq!(decide1(&fdb, &frame(B, [0; 6]), P1, 0), Verdict::Drop);
+    }
+
+    #[test]
+    fn group_and_unknown_destinations_flood_known_go_to_their_port() {
+        let mut fdb = Fdb::default();
+        assert_eq!(decide1(&fdb, &frame([0xff; 6], A), P1, 0), Verdict::Flood);
+        assert_eq!(decide1(&fdb, &frame(B, A), P1, 0), Verdict::Flood);
+        fdb.learn(B, P2, 0);
+        assert_eq!(decide1(&fdb, &frame(B, A), P1, 0), Verdict::Unicast(P2.slot));
+        // Broadcast floods even from a known station.
+        assert_eq!(decide1(&fdb, &frame([0xff; 6], A), P1, 0), Verdict::Flood);
+        // Destination behind the ingress port: dropped.
+        assert_eq!(decide1(&fdb, &frame(B, A), P2, 0), Verdict::Drop);
+    }
+
+    #[test]
+    fn entry_of_a_removed_port_floods() {
+        let mut fdb = Fdb::default();
+        fdb.learn(B, P2, 0);
+        let v = decide(&fdb, &frame(B, A), P1, &mut BatchSources::new(), clock(0), |p| p != P2);
+        assert_eq!(v, Verdict::Flood);
+    }
+
+    #[test]
+    fn a_station_moves_at_once() {
+        let mut fdb = Fdb::default();
+        fdb.learn(A, P1, 0);
+        assert!(fdb.wants_learn(&A, P2, 1));
+        fdb.learn(A, P2, 1);
+        assert_eq!(station(&fdb, A).port(), P2);
+        assert_eq!(decide1(&fdb, &frame(A, B), P1, 2), Verdict::Unicast(P2.slot));
+    }
+
+    #[test]
+    fn static_entries_neither_move_nor_age() {
+        let mut fdb = Fdb::default();
+        let entry = FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0 };
+        fdb.insert(A, Station { entry, slot: P1.slot });
+        assert!(!fdb.wants_learn(&A, P2, 10 * SEC));
+        fdb.learn(A, P2, 10 * SEC);
+        assert_eq!(station(&fdb, A).port(), P1);
+        let late = 10_000 * SEC;
+        fdb.sweep(clock(late));
+        assert_eq!(fdb.lookup(&A, clock(late)).map(|s| s.port()), Some(P1));
+        // Even a frame from A on P2 earlier in the same batch does not move it.
+        let mut sources = BatchSources::new();
+        assert_eq!(decide(&fdb, &frame(B, A), P2, &mut sources, clock(late), |_| true), Verdict::Flood);
+        assert_eq!(sources.stale().count(), 0);
+        assert_eq!(decide(&fdb, &frame(A, B), P2, &mut sources, clock(late), |_| true), Verdict::Unicast(P1.slot));
+    }
+
+    #[test]
+    fn expired_entries_are_ignored_then_swept() {
+        let mut fdb = Fdb::default();
+        fdb.learn(B, P2, 0);
+        let ageing = 300 * SEC;
+        assert_eq!(decide1(&fdb, &frame(B, A), P1, ageing), Verdict::Unicast(P2.slot));
+        assert_eq!(decide1(&fdb, &frame(B, A), P1, ageing + 1), Verdict::Flood);
+        fdb.learn(A, P1, ageing);
+        fdb.sweep(clock(ageing + 1));
+        assert!(!fdb.stations.contains_key(&B));
+        assert!(fdb.stations.contains_key(&A));
+    }
+
+    #[test]
+    fn later_frames_of_a_batch_see_sources_learned_earlier() {
+        let mut fdb = Fdb::default();
+        // B is known on P2 but shows up on P1 in this batch: the datapath would move it before
+        // the second frame is looked up.
+        fdb.learn(B, P2, 0);
+        let mut sources = BatchSources::new();
+        let live = |_| true;
+        assert_eq!(decide(&fdb, &frame(C, B), P1, &mut sources, clock(1), live), Verdict::Flood);
+        assert_eq!(decide(&fdb, &frame(B, A), P1, &mut sources, clock(1), live), Verdict::Drop);
+        // A frame to its own source is dropped, as after learning it.
+        assert_eq!(decide(&fdb, &frame(A, A), P1, &mut BatchSources::new(), clock(1), live), Verdict::Drop);
+        let stale: Vec<_> = sources.stale().copied().collect();
+        assert_eq!(stale, vec![B, A]);
+    }
+
+    #[test]
+    fn batch_sources_are_distinct_and_only_stale_ones_are_learned() {
+        let mut fdb = Fdb::default();
+        fdb.learn(A, P1, 0);
+        let mut sources = BatchSources::new();
+        for _ in 0..3 {
+            sources.note(&fdb, A, P1, 1);
+            sources.note(&fdb, B, P1, 1);
+        }
+        assert_eq!(sources.len, 2);
+        assert_eq!(sources.stale().copied().collect::<Vec<_>>(), vec![B]);
+    }
+
+    #[test]
+    fn verdicts_choose_egress_ports() {
+        assert!(Verdict::Flood.goes_to(3));
+        assert!(Verdict::Unicast(3).goes_to(3));
+        assert!(!Verdict::Unicast(2).goes_to(3));
+        assert!(!Verdict::Drop.goes_to(3));
+        assert!(!Verdict::Malformed.goes_to(3));
+    }
+}

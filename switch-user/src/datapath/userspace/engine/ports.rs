@@ -1,0 +1,218 @@
+//! The ports of the switch: each one's socket and counters, the table of them by slot, and
+//! sending a decided batch out of them.
+//!
+//! The port table is copy-on-write: adding or removing a port builds a new [`PortTable`] and
+//! swaps the `Arc` (see `Shared::set_port`). A batch takes one snapshot before deciding and
+//! sends through it afterwards, so it never holds a lock while it waits on the kernel, and a
+//! port removed meanwhile stays usable (its socket open) until the batches still holding it
+//! are done.
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use switch_common::PortStats;
+
+use super::{
+    BATCH,
+    decide::Verdict,
+    mac_table::PortId,
+    socket::{PacketSocket, RxBuffers, Sent},
+};
+
+/// Per-batch receive-side counts, added to the port's atomics once per batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct RxTally {
+    packets: u64,
+    bytes: u64,
+    flooded: u64,
+    dropped: u64,
+    malformed: u64,
+}
+
+impl RxTally {
+    pub(super) fn count(&mut self, verdict: Verdict, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+        match verdict {
+            Verdict::Malformed => {
+                self.dropped += 1;
+                self.malformed += 1;
+            }
+            Verdict::Drop => self.dropped += 1,
+            Verdict::Flood => self.flooded += 1,
+            Verdict::Unicast(_) => {}
+        }
+    }
+}
+
+/// Counters of one port, as [`PortStats`]. Atomics because the port's own task counts its
+/// receptions while every other port's task counts what it sends out of this one.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    flooded_packets: AtomicU64,
+    dropped_packets: AtomicU64,
+    malformed_packets: AtomicU64,
+    tx_errors: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn add_rx(&self, t: &RxTally) {
+        for (counter, n) in [
+            (&self.rx_packets, t.packets),
+            (&self.rx_bytes, t.bytes),
+            (&self.flooded_packets, t.flooded),
+            (&self.dropped_packets, t.dropped),
+            (&self.malformed_packets, t.malformed),
+        ] {
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    fn add_tx(&self, s: &Sent) {
+        for (counter, n) in [(&self.tx_packets, s.packets), (&self.tx_bytes, s.bytes), (&self.tx_errors, s.errors)] {
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            flooded_packets: self.flooded_packets.load(Relaxed),
+            dropped_packets: self.dropped_packets.load(Relaxed),
+            malformed_packets: self.malformed_packets.load(Relaxed),
+            tx_errors: self.tx_errors.load(Relaxed),
+        }
+    }
+}
+
+/// One port: its socket and counters. Shared (`Arc`) by its own receive task, by the port
+/// table every other task sends through, and by the table snapshots of batches in flight, so
+/// the socket closes only when the last of them lets go.
+#[derive(Debug)]
+pub(super) struct Port {
+    pub(super) id: PortId,
+    pub(super) name: String,
+    pub(super) socket: PacketSocket,
+    pub(super) counters: Counters,
+}
+
+impl AsRawFd for Port {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl Port {
+    /// Sends the frames of the batch in `rx` whose verdict sends them out of this port.
+    fn transmit(&self, rx: &RxBuffers, verdicts: &[Verdict]) {
+        let frames = verdicts.iter().enumerate().filter(|(_, v)| v.goes_to(self.id.slot)).map(|(i, _)| rx.raw(i));
+        self.counters.add_tx(&self.socket.send(frames));
+    }
+}
+
+/// The ports by slot. Immutable: adding or removing a port swaps in a new table, so a batch
+/// works on one consistent snapshot without holding a lock while it sends.
+#[derive(Debug, Default)]
+pub(super) struct PortTable {
+    by_slot: Vec<Option<Arc<Port>>>,
+}
+
+impl PortTable {
+    pub(super) fn get(&self, slot: u32) -> Option<&Arc<Port>> {
+        self.by_slot.get(slot as usize)?.as_ref()
+    }
+
+    /// Ports in slot order (the flood order of the eBPF datapath).
+    fn iter(&self) -> impl Iterator<Item = &Arc<Port>> {
+        self.by_slot.iter().flatten()
+    }
+
+    pub(super) fn by_ifindex(&self, ifindex: u32) -> Option<&Arc<Port>> {
+        self.iter().find(|p| p.id.ifindex == ifindex)
+    }
+
+    pub(super) fn is_live(&self, id: PortId) -> bool {
+        self.get(id.slot).is_some_and(|p| p.id == id)
+    }
+
+    /// A copy of the table with `slot` set to `port`.
+    pub(super) fn with(&self, slot: u32, port: Option<Arc<Port>>) -> Self {
+        let mut by_slot = self.by_slot.clone();
+        if by_slot.len() <= slot as usize {
+            by_slot.resize(slot as usize + 1, None);
+        }
+        by_slot[slot as usize] = port;
+        while by_slot.last().is_some_and(Option::is_none) {
+            by_slot.pop();
+        }
+        Self { by_slot }
+    }
+}
+
+/// Sends every frame of a batch from `ingress` to where its verdict says: one `sendmmsg` per
+/// destination port.
+pub(super) fn forward(table: &PortTable, ingress: PortId, rx: &RxBuffers, verdicts: &[Verdict]) {
+    if verdicts.contains(&Verdict::Flood) {
+        for out in table.iter().filter(|p| p.id.slot != ingress.slot) {
+            out.transmit(rx, verdicts);
+        }
+        return;
+    }
+    let mut done = [0u32; BATCH];
+    let mut n = 0;
+    for v in verdicts {
+        if let Verdict::Unicast(slot) = *v
+            && !done[..n].contains(&slot)
+        {
+            done[n] = slot;
+            n += 1;
+            if let Some(out) = table.get(slot) {
+                out.transmit(rx, verdicts);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_tallied_into_the_port_counters() {
+        let mut t = RxTally::default();
+        t.count(Verdict::Malformed, 5);
+        t.count(Verdict::Drop, 60);
+        t.count(Verdict::Flood, 60);
+        t.count(Verdict::Unicast(1), 1000);
+        assert_eq!(t, RxTally { packets: 4, bytes: 1125, flooded: 1, dropped: 2, malformed: 1 });
+        let c = Counters::default();
+        c.add_rx(&t);
+        c.add_tx(&Sent { packets: 2, bytes: 100, errors: 1 });
+        let s = c.snapshot();
+        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (4, 1125, 1, 2));
+        assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (1, 2, 100, 1));
+    }
+
+    #[test]
+    fn port_table_snapshots() {
+        let t = PortTable::default();
+        assert!(t.get(0).is_none());
+        let t = t.with(3, None);
+        assert!(t.by_slot.is_empty());
+    }
+}

@@ -1,0 +1,129 @@
+//! What only the userspace datapath can show: its exact flood accounting, and how its engine
+//! treats ports (one port per interface, adding a port again changes nothing, removing one
+//! forgets its stations). The behaviour every datapath shares (learning, flooding, known
+//! unicast, ageing, moves, static entries, removal while traffic flows) is tested once per
+//! datapath in switching.rs, cli.rs and soak.rs.
+//!
+//! Port handling is checked on the switch process's control socket (JSON lines on
+//! `/run/switch/NAME.sock`, the protocol the CLI itself speaks): the CLI never asks for what
+//! these tests ask for, and `switch fdb` hides entries of ports it no longer knows, so only the
+//! engine's own answer shows that a removed port's stations are gone.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    time::Duration,
+};
+
+use serde_json::json;
+use switch_tests::*;
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+/// Sends one request to the process of userspace switch `sw` and returns its answer.
+fn control(sw: &str, request: &Value) -> Value {
+    let path = format!("/run/switch/{sw}.sock");
+    let mut stream = UnixStream::connect(&path).unwrap_or_else(|e| panic!("connecting to {path}: {e}"));
+    // A switch that never answers fails the test instead of hanging it.
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    writeln!(stream, "{request}").unwrap_or_else(|e| panic!("sending {request} to {path}: {e}"));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap_or_else(|e| panic!("reading the answer to {request}: {e}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer to {request} is not JSON ({e}): {line:?}"))
+}
+
+/// The engine's counters of port `slot`.
+fn slot_stats(sw: &str, slot: u64) -> Value {
+    let answer = control(sw, &json!({"op": "stats", "slot": slot}));
+    assert_eq!(answer["status"], "stats", "{answer}");
+    answer["stats"].clone()
+}
+
+/// Interface indexes of the engine's FDB entries, unfiltered.
+fn fdb_ifindexes(sw: &str) -> Vec<u64> {
+    let answer = control(sw, &json!({"op": "fdb"}));
+    assert_eq!(answer["status"], "fdb", "{answer}");
+    answer["entries"].as_array().unwrap().iter().map(|e| u(e, "ifindex")).collect()
+}
+
+fn host_ifindex(ns: &str) -> (String, u64) {
+    let host_if = ns_info(ns)["host_interface"].as_str().unwrap().to_owned();
+    let index = std::fs::read_to_string(format!("/sys/class/net/{host_if}/ifindex")).unwrap();
+    (host_if, index.trim().parse().unwrap())
+}
+
+#[test]
+fn userspace_floods_reach_every_other_port_exactly_once_and_unicast_stays_away() {
+    // The namespaces are quiet (the controller turns IPv6 off on both ends of each port), so
+    // every frame a and b send is one of the ping's: ARP, then echo requests and replies.
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", "userspace", &[]);
+    let a = sb.port(&sw, "a", "10.71.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.71.0.2/24", &[]);
+    let c = sb.port(&sw, "c", "10.71.0.3/24", &[]);
+    // c is read first: a flood is counted on its ingress port before it is sent, so every copy
+    // c has counted by then is already in a's or b's count.
+    let snapshot = || {
+        let c = port_stats(&sw, &c);
+        (port_stats(&sw, &a), port_stats(&sw, &b), c)
+    };
+    let (a0, b0, c0) = snapshot();
+    assert!(ping(&a, "10.71.0.2", 3), "a -> b");
+    let (a1, b1, c1) = snapshot();
+    let delta = |before: &Value, after: &Value, field: &str| u(after, field) - u(before, field);
+
+    // ARP request and three echo requests in at a; the same four out to b.
+    assert!(delta(&a0, &a1, "rx_packets") >= 4, "{a0} -> {a1}");
+    assert!(delta(&b0, &b1, "tx_packets") >= 4, "{b0} -> {b1}");
+    assert!(delta(&a0, &a1, "flooded") >= 1, "the first ARP request is flooded: {a0} -> {a1}");
+    // c gets one copy of every frame a or b flooded, and none of their unicast.
+    let floods = delta(&a0, &a1, "flooded") + delta(&b0, &b1, "flooded");
+    let to_c = delta(&c0, &c1, "tx_packets") + delta(&c0, &c1, "tx_errors");
+    assert_eq!(to_c, floods, "a {a0} -> {a1}, b {b0} -> {b1}, c {c0} -> {c1}");
+}
+
+#[test]
+fn userspace_engine_takes_an_interface_once_readds_idempotently_and_forgets_removed_ports() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", "userspace", &[]);
+    let a = sb.port(&sw, "a", "10.72.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.72.0.2/24", &[]);
+    assert!(ping(&a, "10.72.0.2", 3));
+    let (a_if, a_index) = host_ifindex(&a);
+    let (_, b_index) = host_ifindex(&b);
+    let learned = fdb_ifindexes(&sw);
+    assert!(learned.contains(&a_index) && learned.contains(&b_index), "{learned:?}");
+
+    // One interface, one port: a's interface is refused in a free slot, and the answer names
+    // the port that has it.
+    let add = |slot: u64| control(&sw, &json!({"op": "add_port", "slot": slot, "ifindex": a_index, "ifname": a_if}));
+    let refused = add(255);
+    assert_eq!(refused["status"], "error", "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    let slot: u64 = message
+        .split_once("is already port ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no port named in {message:?}"));
+    // That slot really is a's port: the CLI's counters of a are the engine's of that slot.
+    let before = slot_stats(&sw, slot);
+    let cli = port_stats(&sw, &a);
+    assert_eq!((u(&before, "rx_packets"), u(&before, "tx_packets")), (u(&cli, "rx_packets"), u(&cli, "tx_packets")));
+
+    // Adding the same interface to its own slot again is a no-op: same socket, counters and
+    // stations kept (a replaced port would start from zero and lose its FDB entries).
+    assert_eq!(add(slot), json!({"status": "ok"}));
+    assert!(fdb_ifindexes(&sw).contains(&a_index), "re-adding the port forgot its stations");
+    assert!(ping(&a, "10.72.0.2", 3), "a -> b after the refused and the repeated add");
+    let after = slot_stats(&sw, slot);
+    assert!(u(&after, "rx_packets") >= u(&before, "rx_packets") + 3, "counters restarted: {before} -> {after}");
+
+    // Removing the port (what `ns del` asks the engine for) forgets its stations at once, not
+    // when they age out, and its slot's counters with it; the other port's stay.
+    ok(&["ns", "del", &a]);
+    let left = fdb_ifindexes(&sw);
+    assert!(!left.contains(&a_index), "stations of the removed port are still in the FDB: {left:?}");
+    assert!(left.contains(&b_index), "{left:?}");
+    let gone = slot_stats(&sw, slot);
+    assert!(gone.as_object().unwrap().values().all(|v| v == 0), "counters of the removed port: {gone}");
+}
