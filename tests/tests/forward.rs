@@ -162,6 +162,19 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     let sw = sb.switch("sw", dp, &["--gateway", &gw, "--uplink", &out.uplink]);
     assert_eq!(forwarding(&out.uplink), "1", "forwarding is on where forwarded traffic arrives");
     let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &[]);
+    // One table of ports of every kind: the namespace and the gateway are switched (slots),
+    // the uplink is not.
+    let ports = json(&["ports", "--switch", &sw]);
+    let kinds: Vec<(&str, &str, bool)> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["owner"].as_str().unwrap(), r["slot"].is_u64()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("namespace", web.as_str(), true), ("gateway", "host", true), ("uplink", out.uplink.as_str(), false)]
+    );
     let mut servers = start_servers(&web, &["80", "9001"]);
     let uplink_ip = format!("172.31.{net}.1");
     // Host ports are host-wide (127.0.0.1 means them for every switch), so each test has its own.

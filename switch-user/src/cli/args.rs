@@ -49,6 +49,9 @@ pub enum Command {
     /// Namespaces: add one to a switch, remove, list, run a command inside.
     #[command(subcommand)]
     Ns(NsCommand),
+    /// List the ports of every kind (namespace, adopted, gateway, uplink) of a switch, or of
+    /// every switch.
+    Ports(PortsArgs),
     /// Connect two namespaces with a plain veth pair (no switch), creating them if needed.
     Link(LinkArgs),
     /// Forward ports of the uplinks to namespaces (DNAT in eBPF: no iptables, no proxy).
@@ -155,6 +158,13 @@ pub struct SwitchArgs {
     /// Switch name.
     #[arg(long, default_value = DEFAULT_SWITCH)]
     pub switch: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    /// Only this switch's ports.
+    #[arg(long)]
+    pub switch: Option<String>,
 }
 
 #[derive(Debug, Args)]

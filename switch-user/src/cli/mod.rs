@@ -8,6 +8,7 @@
 //! | run                | `commands::run`                | `controller::switch`        |
 //! | ns add/del/list    | `commands::ns`                 | `controller::ns`            |
 //! | ns exec            | `main::exec` (no runtime)      | `sys::netns`                |
+//! | ports              | `commands::ports`              | `controller::port`          |
 //! | link               | `commands::link`               | `controller::link`          |
 //! | forward add/del/list | `commands::forward`          | `controller::forward`       |
 //! | fdb [add/del]      | `commands::fdb`                | `controller::fdb`           |
@@ -35,6 +36,7 @@ pub async fn dispatch(command: Command, json: bool) -> anyhow::Result<Reply> {
         Command::Run(a) => run::do_run(a).await,
         Command::Ns(NsCommand::Exec { .. }) => unreachable!("handled before the runtime starts"),
         Command::Ns(c) => ns::do_ns(c).await,
+        Command::Ports(a) => ports::do_ports(a).await,
         Command::Link(a) => link::do_link(a).await,
         Command::Forward(c) => forward::do_forward(c).await,
         Command::Fdb(a) => fdb::do_fdb(a).await,

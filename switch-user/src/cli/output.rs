@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use switch::{
-    controller::{fdb::FdbRow, forward::ForwardRow, ns::NsInfo, stats::PortRow, switch::SwitchInfo, tables::TableRow},
+    controller::{
+        fdb::FdbRow, forward::ForwardRow, ns::NsInfo, port::PortRow as AnyPortRow, stats::PortRow, switch::SwitchInfo,
+        tables::TableRow,
+    },
     datapath::DatapathKind,
 };
 
@@ -206,6 +209,28 @@ pub fn switches(rows: &[SwitchInfo]) -> String {
                     format!("{}s", s.ageing_secs),
                     if s.datapath == DatapathKind::Tc { s.redirect.to_string() } else { "-".into() },
                     if s.ready { "up" } else { "incomplete" }.into(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The `switch ports` table.
+pub fn ports(rows: &[AnyPortRow]) -> String {
+    table(
+        &["SWITCH", "KIND", "OWNER", "INTERFACE", "SLOT", "IP", "MAC", "STATE"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.switch.clone(),
+                    r.kind.to_string(),
+                    r.owner.clone(),
+                    r.interface.clone(),
+                    r.slot.map_or_else(|| "-".into(), |s| s.to_string()),
+                    r.ip.clone().unwrap_or_else(|| "-".into()),
+                    r.mac.clone().unwrap_or_else(|| "-".into()),
+                    if r.ready { "ready" } else { "incomplete" }.into(),
                 ]
             })
             .collect::<Vec<_>>(),

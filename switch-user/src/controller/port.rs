@@ -144,3 +144,54 @@ pub(crate) async fn delete_namespace(ns: &str, ifnames: Vec<String>) -> Result<(
     let name = ns.to_owned();
     blocking(move || netns::delete(&name)).await
 }
+
+/// One row of `switch ports`: a port of any kind.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PortRow {
+    /// The switch.
+    pub switch: String,
+    /// What is behind the port.
+    pub kind: crate::state::PortKind,
+    /// Who: the namespace, `host` (gateway) or the interface (uplink).
+    pub owner: String,
+    /// The switch's end of the port.
+    pub interface: String,
+    /// Slot in the port array (switched ports).
+    pub slot: Option<u32>,
+    /// Address behind the port.
+    pub ip: Option<String>,
+    /// MAC behind the port.
+    pub mac: Option<String>,
+    /// False while being made, or left half-made by an interrupted command.
+    pub ready: bool,
+}
+
+/// Every port of `switch` (of every switch if `None`), of every kind, from the one table.
+/// Changes nothing.
+pub async fn list(switch: Option<&str>) -> Result<Vec<PortRow>> {
+    if let Some(s) = switch {
+        crate::names::validate_name("switch name", s)?;
+    }
+    let store = super::lock().await?;
+    let state = store.load()?;
+    if let Some(s) = switch {
+        state.switch(s)?;
+    }
+    let mut rows: Vec<PortRow> = state
+        .ports
+        .iter()
+        .filter(|p| switch.is_none_or(|s| s == p.switch))
+        .map(|p| PortRow {
+            switch: p.switch.clone(),
+            kind: p.kind,
+            owner: p.owner.clone(),
+            interface: p.host_if.clone(),
+            slot: p.slot,
+            ip: p.ip.map(|c| c.to_string()),
+            mac: p.mac.map(|m| m.to_string()),
+            ready: p.ready,
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.switch, a.kind, &a.owner).cmp(&(&b.switch, b.kind, &b.owner)));
+    Ok(rows)
+}
