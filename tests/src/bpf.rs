@@ -86,3 +86,23 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload_len: usize) -> 
     f.extend((0..payload_len).map(|i| (i * 7 + 3) as u8));
     f
 }
+
+/// Runs the XDP program `prog` once on `frame` as if it arrived on interface `ifindex`.
+pub fn run_xdp(prog: &OwnedFd, frame: &[u8], ifindex: u32) -> io::Result<Outcome> {
+    use std::os::fd::AsRawFd as _;
+    let mut out = vec![0u8; frame.len() + 256];
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put_u32(&mut attr, 8, frame.len() as u32);
+    put_u32(&mut attr, 12, out.len() as u32);
+    put_u64(&mut attr, 16, frame.as_ptr() as u64);
+    put_u64(&mut attr, 24, out.as_mut_ptr() as u64);
+    put_u32(&mut attr, 32, 1);
+    put_u32(&mut attr, 40, 24);
+    put_u64(&mut attr, 48, md.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(get_u32(&attr, 12) as usize);
+    Ok(Outcome { retval: get_u32(&attr, 4) as i32, data: out })
+}
