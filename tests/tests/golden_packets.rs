@@ -211,7 +211,7 @@ fn switching_bed(sb: &mut Sandbox, datapath: &str, net: u8) -> (String, Vec<u32>
 fn golden_packets_tc_switching() {
     let mut sb = Sandbox::new();
     let (sw, ports) = switching_bed(&mut sb, "tc", 68);
-    let prog = bpf::obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
+    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
     let mut rec = Recorder::new("tc switching");
     for (port, f) in switching_inputs() {
         let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
@@ -224,7 +224,7 @@ fn golden_packets_tc_switching() {
 fn golden_packets_xdp_switching() {
     let mut sb = Sandbox::new();
     let (sw, ports) = switching_bed(&mut sb, "xdp", 69);
-    let prog = bpf::obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
+    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
     let mut rec = Recorder::new("xdp switching");
     for (port, f) in switching_inputs() {
         let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
@@ -270,8 +270,8 @@ fn zeroing_payload(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16
 /// The NAT bed and what runs its programs.
 struct NatRun {
     bed: NatBed,
-    ingress: std::os::fd::OwnedFd,
-    gateway: std::os::fd::OwnedFd,
+    ingress: bpf::SchedClassifier,
+    gateway: bpf::SchedClassifier,
     gw_host: u32,
     web_port: u32,
     gw_port: u32,
@@ -294,8 +294,8 @@ impl NatRun {
         }
         let gw_port = ifindex(port_stats(&bed.sw, "host")["interface"].as_str().unwrap());
         let web_port = ifindex(ns_info(&bed.sb.name("web"))["host_interface"].as_str().unwrap());
-        let ingress = bpf::obj_get(&format!("/sys/fs/bpf/switch/{}/prog_ingress", bed.sw)).unwrap();
-        let gateway = bpf::obj_get(&format!("/sys/fs/bpf/switch/{}/prog_nat_gateway", bed.sw)).unwrap();
+        let ingress = bpf::tc_program(&format!("/sys/fs/bpf/switch/{}/prog_ingress", bed.sw)).unwrap();
+        let gateway = bpf::tc_program(&format!("/sys/fs/bpf/switch/{}/prog_nat_gateway", bed.sw)).unwrap();
         let gw_host = ifindex(&gw_host);
         Self { bed, ingress, gateway, gw_host, web_port, gw_port, rec: Recorder::new("nat") }
     }
