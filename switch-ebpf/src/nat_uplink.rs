@@ -37,10 +37,10 @@ use crate::helpers::{
 #[classifier]
 pub fn nat_ingress(ctx: TcContext) -> i32 {
     // Anything that is not a translatable packet goes on untouched.
-    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK as i32 };
+    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK };
     match ingress(&ctx, &f) {
         Ok(Some(dst)) => fast_path(&ctx, &f, dst),
-        _ => TC_ACT_OK as i32,
+        _ => TC_ACT_OK,
     }
 }
 
@@ -50,10 +50,10 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn fast_path(ctx: &TcContext, f: &ipv4::Flow, dst: u32) -> i32 {
     let Some((out, smac, dmac)) = route::next_hop(ctx, f.saddr, dst, f.proto, skb_ifindex(ctx)) else {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     };
     if route::as_router(ctx, &smac, &dmac).is_err() {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     // SAFETY: map lookups and helpers with scalar arguments.
     unsafe {
@@ -88,9 +88,9 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
         return Ok(None);
     }
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
-    let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: 1, last_seen_ns: now };
+    let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: CT_DNAT, last_seen_ns: now };
     let reply_key = ct_reverse_key(f, CT_DNAT, t.addr, t.port);
-    let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: 0, last_seen_ns: now };
+    let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: CT_SNAT, last_seen_ns: now };
     // Reply entry first: once the original exists, a retransmitted SYN takes the fast path
     // above and its answer must already find its way back.
     nat::ct_put(&reply_key, &reply)?;
@@ -105,7 +105,7 @@ pub fn nat_egress(ctx: TcContext) -> i32 {
     if let Some(f) = ipv4::parse(&ctx) {
         let _ = egress(&ctx, &f);
     }
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[inline(always)]
@@ -149,9 +149,16 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
                 continue;
             }
         }
-        let inbound =
-            CtEntry { addr: f.saddr, port: f.sport, rule: MASQUERADE_RULE, state, original: 1, last_seen_ns: now };
-        let outbound = CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: 0, last_seen_ns: now };
+        let inbound = CtEntry {
+            addr: f.saddr,
+            port: f.sport,
+            rule: MASQUERADE_RULE,
+            state,
+            original: CT_DNAT,
+            last_seen_ns: now,
+        };
+        let outbound =
+            CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: CT_SNAT, last_seen_ns: now };
         nat::ct_put(&back, &inbound)?;
         nat::ct_put(&ct_key(f), &outbound)?;
         count(MASQUERADE_RULE, ctx.len() as u64, true);
@@ -166,5 +173,5 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
 /// masqueraded connections) goes on to the stack.
 #[classifier]
 pub fn nat_gateway(ctx: TcContext) -> i32 {
-    reply::to_uplink(&ctx, skb_ifindex(&ctx)).unwrap_or(TC_ACT_OK as i32)
+    reply::to_uplink(&ctx, skb_ifindex(&ctx)).unwrap_or(TC_ACT_OK)
 }

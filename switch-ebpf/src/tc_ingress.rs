@@ -60,7 +60,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Malformed, invalid source, destination on the same port.
-        _ => TC_ACT_SHOT as i32,
+        _ => TC_ACT_SHOT,
     }
 }
 
@@ -74,7 +74,7 @@ fn reply_shortcut(ctx: &TcContext) -> Option<i32> {
         return None;
     }
     match reply::to_uplink(ctx, fib_ifindex) {
-        Ok(v) if v != TC_ACT_OK as i32 => Some(v),
+        Ok(v) if v != TC_ACT_OK => Some(v),
         _ => None,
     }
 }

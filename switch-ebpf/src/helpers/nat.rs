@@ -96,8 +96,9 @@ pub fn ct_lookup(f: &Flow) -> Option<&'static mut CtEntry> {
 /// caller needs next (a route, say); only then is the packet recorded (state and last-seen
 /// time on both entries, the rule's counters) and rewritten to the entry's address and port.
 ///
-/// `Ok(None)`: the entry does not apply or `ready` said no, and the packet is untouched, so the
-/// caller can hand it on as it came. `Err`: a helper failed during the rewrite.
+/// `Ok(None)`: the entry does not apply or `ready` said no, and the packet is untouched (a
+/// `ready` that says no must not have changed it either), so the caller can hand it on as it
+/// came. `Err`: a helper failed during the rewrite.
 #[inline(always)]
 pub fn ct_translate<T>(
     ctx: &TcContext,

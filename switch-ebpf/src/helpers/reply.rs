@@ -24,8 +24,8 @@ use super::{
 /// when the packet is not such a reply or the FIB cannot route it yet: the caller goes on.
 #[inline(always)]
 pub fn to_uplink(ctx: &TcContext, fib_ifindex: u32) -> Result<i32, i64> {
-    let Some(f) = ipv4::parse(ctx) else { return Ok(TC_ACT_OK as i32) };
-    let Some(e) = nat::ct_lookup(&f) else { return Ok(TC_ACT_OK as i32) };
+    let Some(f) = ipv4::parse(ctx) else { return Ok(TC_ACT_OK) };
+    let Some(e) = nat::ct_lookup(&f) else { return Ok(TC_ACT_OK) };
     // The same translation as nat_egress's, with the router's part first: a packet the FIB
     // cannot route yet, or whose TTL is about to expire, goes on untouched (not half
     // translated) to the stack, which resolves the neighbour or sends the ICMP error.
@@ -37,6 +37,6 @@ pub fn to_uplink(ctx: &TcContext, fib_ifindex: u32) -> Result<i32, i64> {
     match routed {
         // SAFETY: helper with scalar arguments.
         Some(out) => Ok(unsafe { bpf_redirect(out, 0) } as i32),
-        None => Ok(TC_ACT_OK as i32),
+        None => Ok(TC_ACT_OK),
     }
 }
