@@ -1,9 +1,26 @@
-//! The switch's in-kernel datapath.
+//! The switch's in-kernel datapath: one object, loaded and pinned per switch by the controller.
 //!
-//! One entry file per attach point (`tc_ingress.rs`, `xdp_ingress.rs`), shared helpers in `helpers/`. The packet path
-//! reads top to bottom in `tc_ingress.rs`.
+//! Programs, by entry file (each file's doc draws its packet path):
+//! - `tc_ingress.rs`: `switch_ingress` (TC/TCX ingress of every port's host end, the `tc`
+//!   datapath). The packet path reads top to bottom here.
+//! - `xdp_ingress.rs`: `switch_xdp` (XDP on the same interfaces, the `xdp` datapath).
+//! - `nat_uplink.rs`: `nat_ingress` and `nat_egress` (TCX on the uplinks: port forwarding and
+//!   masquerade), `nat_gateway` (TCX ingress of the gateway's host end: replies straight out).
+//! - `sock_addr.rs`: `sock_connect4`, `sock_sendmsg4`, `sock_recvmsg4` (cgroup socket-address
+//!   hooks: forwarded ports reached from the host itself).
+//!
+//! Maps (all in `helpers/maps.rs`, pinned under `/sys/fs/bpf/switch/NAME/`): switching `FDB`,
+//! `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`, `PORT_DEVMAP`; forwarding `FORWARDS`,
+//! `UPLINK_ADDRS`, `CONNTRACK`, `FWD_STATS`, `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`,
+//! `SOCK_ORIG`; both `TABLE_STATS`. aya-log adds its ring buffer `AYA_LOGS`.
+//!
+//! Helpers shared by the programs are in `helpers/` (listed in `helpers/mod.rs`).
 #![no_std]
 #![no_main]
+// Map keys and values go by reference: aya-ebpf's map methods take `impl Borrow<K>`, and a
+// key passed by value is copied to a new stack slot on every call (about 80 more instructions
+// in nat_egress alone, whose masquerade loop is unrolled).
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod helpers;
 mod nat_uplink;

@@ -17,29 +17,30 @@
 //! removing a rule stops new connections at once and lets existing ones finish.
 use aya_ebpf::{
     bindings::TC_ACT_OK,
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_peer},
+    helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::classifier,
     programs::TcContext,
 };
 use switch_common::{
-    CtEntry, CtKey, FwdKey, MacKey, NAT_F_MASQUERADE,
+    CtEntry, FwdKey, MacKey, NAT_F_MASQUERADE,
     nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_TCP},
 };
 
 use crate::helpers::{
+    ctx::{now_coarse_ns, skb_ifindex},
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
-    nat::{self, count, key_of, touch},
+    nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
     reply, route,
 };
 
 #[classifier]
 pub fn nat_ingress(ctx: TcContext) -> i32 {
     // Anything that is not a translatable packet goes on untouched.
-    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK as i32 };
+    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK };
     match ingress(&ctx, &f) {
         Ok(Some(dst)) => fast_path(&ctx, &f, dst),
-        _ => TC_ACT_OK as i32,
+        _ => TC_ACT_OK,
     }
 }
 
@@ -48,13 +49,11 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
 /// names. Anything the FIB cannot answer yet goes through the host stack instead.
 #[inline(always)]
 fn fast_path(ctx: &TcContext, f: &ipv4::Flow, dst: u32) -> i32 {
-    // SAFETY: reading a field of the context the kernel passed in.
-    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some((out, smac, dmac)) = route::next_hop(ctx, f.saddr, dst, f.proto, in_ifindex) else {
-        return TC_ACT_OK as i32;
+    let Some((out, smac, dmac)) = route::next_hop(ctx, f.saddr, dst, f.proto, skb_ifindex(ctx)) else {
+        return TC_ACT_OK;
     };
     if route::as_router(ctx, &smac, &dmac).is_err() {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     // SAFETY: map lookups and helpers with scalar arguments.
     unsafe {
@@ -68,23 +67,16 @@ fn fast_path(ctx: &TcContext, f: &ipv4::Flow, dst: u32) -> i32 {
 /// Translates a packet from outside; `Some(new destination)` when it did.
 #[inline(always)]
 fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let len = ctx.len() as u64;
-    let key = key_of(f);
-    if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
-        // SAFETY: map value, valid for the program run.
-        let e = unsafe { &mut *e };
-        if e.original == 1 && !e.is_expired(now) {
-            let reply = CtKey { src: e.addr, dst: f.saddr, sport: e.port, dport: f.sport, proto: f.proto, pad: [0; 3] };
-            touch(e, &reply, f, now);
-            count(e.rule, len, false);
-            let addr = e.addr;
-            nat::rewrite_dst(ctx, f, addr, e.port)?;
-            return Ok(Some(addr));
-        }
+    let now = now_coarse_ns();
+    // A packet of a known connection (the client's side of a forward, an answer to a
+    // masqueraded one); an expired entry is a new connection on the same addresses and ports.
+    if let Some(e) = nat::ct_lookup(f)
+        && let Some(dst) = nat::ct_translate(ctx, f, e, CT_DNAT, now, |e| Some(e.addr))?
+    {
+        return Ok(Some(dst));
     }
     // A new connection: to an uplink address, on a forwarded port, and for TCP a bare SYN.
+    // SAFETY: presence check, the value is not read.
     if unsafe { UPLINK_ADDRS.get(&f.daddr) }.is_none() {
         return Ok(None);
     }
@@ -96,14 +88,14 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
         return Ok(None);
     }
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
-    let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: 1, last_seen_ns: now };
-    let reply_key = CtKey { src: t.addr, dst: f.saddr, sport: t.port, dport: f.sport, proto: f.proto, pad: [0; 3] };
-    let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: 0, last_seen_ns: now };
+    let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: CT_DNAT, last_seen_ns: now };
+    let reply_key = ct_reverse_key(f, CT_DNAT, t.addr, t.port);
+    let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: CT_SNAT, last_seen_ns: now };
     // Reply entry first: once the original exists, a retransmitted SYN takes the fast path
     // above and its answer must already find its way back.
     nat::ct_put(&reply_key, &reply)?;
-    nat::ct_put(&key, &original)?;
-    count(t.rule, len, true);
+    nat::ct_put(&ct_key(f), &original)?;
+    count(t.rule, ctx.len() as u64, true);
     nat::rewrite_dst(ctx, f, t.addr, t.port)?;
     Ok(Some(t.addr))
 }
@@ -113,23 +105,18 @@ pub fn nat_egress(ctx: TcContext) -> i32 {
     if let Some(f) = ipv4::parse(&ctx) {
         let _ = egress(&ctx, &f);
     }
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[inline(always)]
 fn egress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(f)) else { return masquerade(ctx, f, now) };
-    // SAFETY: map value, valid for the program run.
-    let e = unsafe { &mut *e };
-    if e.original != 0 || e.is_expired(now) {
-        return Ok(());
-    }
-    let original = CtKey { src: f.daddr, dst: e.addr, sport: f.dport, dport: e.port, proto: f.proto, pad: [0; 3] };
-    touch(e, &original, f, now);
-    count(e.rule, ctx.len() as u64, false);
-    nat::rewrite_src(ctx, f, e.addr, e.port)
+    let now = now_coarse_ns();
+    let Some(e) = nat::ct_lookup(f) else { return masquerade(ctx, f, now) };
+    // A reply of a forwarded connection, or a masqueraded connection's own packet: the source
+    // goes back to the uplink's. Only a packet without any entry may start a masquerade; one
+    // whose entry is expired (or of the other kind) leaves as it is.
+    nat::ct_translate(ctx, f, e, CT_SNAT, now, |_| Some(()))?;
+    Ok(())
 }
 
 /// Source ports tried for a masqueraded connection before giving up: the namespace's own
@@ -145,10 +132,8 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
     if cfg.flags & NAT_F_MASQUERADE == 0 || f.saddr & mask != cfg.segment || f.daddr & mask == cfg.segment {
         return Ok(());
     }
-    // SAFETY: reading a field of the context the kernel passed in.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: value copied out at once.
-    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&ifindex) }).copied() else { return Ok(()) };
+    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&skb_ifindex(ctx)) }).copied() else { return Ok(()) };
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
     for i in 0..MASQ_TRIES {
         let port = if i == 0 {
@@ -157,18 +142,25 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
             let h = (u32::from(f.sport) ^ (now as u32)).wrapping_mul(2_654_435_761).wrapping_add(u32::from(i) * 7919);
             1024 + (h % 64_512) as u16
         };
-        let back = CtKey { src: f.daddr, dst: uplink, sport: f.dport, dport: port, proto: f.proto, pad: [0; 3] };
+        let back = ct_reverse_key(f, CT_SNAT, uplink, port);
         if let Some(taken) = CONNTRACK.get_ptr(&back) {
             // SAFETY: map value, valid for the program run.
             if !unsafe { &*taken }.is_expired(now) {
                 continue;
             }
         }
-        let inbound =
-            CtEntry { addr: f.saddr, port: f.sport, rule: MASQUERADE_RULE, state, original: 1, last_seen_ns: now };
-        let outbound = CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: 0, last_seen_ns: now };
+        let inbound = CtEntry {
+            addr: f.saddr,
+            port: f.sport,
+            rule: MASQUERADE_RULE,
+            state,
+            original: CT_DNAT,
+            last_seen_ns: now,
+        };
+        let outbound =
+            CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: CT_SNAT, last_seen_ns: now };
         nat::ct_put(&back, &inbound)?;
-        nat::ct_put(&key_of(f), &outbound)?;
+        nat::ct_put(&ct_key(f), &outbound)?;
         count(MASQUERADE_RULE, ctx.len() as u64, true);
         return nat::rewrite_src(ctx, f, uplink, port);
     }
@@ -181,7 +173,5 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
 /// masqueraded connections) goes on to the stack.
 #[classifier]
 pub fn nat_gateway(ctx: TcContext) -> i32 {
-    // SAFETY: reading a field of the context the kernel passed in.
-    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    reply::to_uplink(&ctx, in_ifindex).unwrap_or(TC_ACT_OK as i32)
+    reply::to_uplink(&ctx, skb_ifindex(&ctx)).unwrap_or(TC_ACT_OK)
 }

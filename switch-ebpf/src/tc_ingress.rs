@@ -19,7 +19,6 @@
 //! The frame never reaches the host's IP stack or netfilter, and no Linux bridge exists.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
@@ -27,6 +26,7 @@ use switch_common::PORT_F_HOST;
 
 use crate::helpers::{
     config::Config,
+    ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
     eth, forward, log,
     maps::{NAT_CONFIG, PORTS},
@@ -38,14 +38,10 @@ const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
 pub fn switch_ingress(ctx: TcContext) -> i32 {
-    // SAFETY: reading a field of the context the kernel passed in.
-    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let in_ifindex = skb_ifindex(&ctx);
     let cfg = Config::load();
     let len = ctx.len() as u64;
-    // The coarse clock is enough for ageing in seconds and cheaper than ktime.
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let d = decide(in_ifindex, eth::parse(&ctx), len, &cfg, now);
+    let d = decide(in_ifindex, eth::parse(&ctx), len, &cfg, now_coarse_ns());
     if cfg.log() && d.action != NOT_PORT {
         log::decision(&ctx, in_ifindex, len as u32, &d);
     }
@@ -64,7 +60,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Malformed, invalid source, destination on the same port.
-        _ => TC_ACT_SHOT as i32,
+        _ => TC_ACT_SHOT,
     }
 }
 
@@ -78,7 +74,7 @@ fn reply_shortcut(ctx: &TcContext) -> Option<i32> {
         return None;
     }
     match reply::to_uplink(ctx, fib_ifindex) {
-        Ok(v) if v != TC_ACT_OK as i32 => Some(v),
+        Ok(v) if v != TC_ACT_OK => Some(v),
         _ => None,
     }
 }

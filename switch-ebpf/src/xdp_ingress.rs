@@ -11,23 +11,21 @@
 //! GSO super-frames and the veth's checksum state: the controller turns tx checksumming (and
 //! with it TSO) off and GRO on for the namespace ends, which is what makes this datapath slower
 //! than TC for TCP and faster for small frames.
-use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 use crate::helpers::{
     config::Config,
+    ctx::{now_coarse_ns, xdp_ingress_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
     eth, forward_xdp, log,
 };
 
 #[xdp]
 pub fn switch_xdp(ctx: XdpContext) -> u32 {
-    // SAFETY: reading a field of the context the kernel passed in.
-    let in_ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let in_ifindex = xdp_ingress_ifindex(&ctx);
     let cfg = Config::load();
     let len = (ctx.data_end() - ctx.data()) as u64;
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let d = decide(in_ifindex, eth::parse_bounds(ctx.data(), ctx.data_end()), len, &cfg, now);
+    let d = decide(in_ifindex, eth::parse_bounds(ctx.data(), ctx.data_end()), len, &cfg, now_coarse_ns());
     if cfg.log() && d.action != NOT_PORT {
         log::decision(&ctx, in_ifindex, len as u32, &d);
     }

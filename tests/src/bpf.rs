@@ -1,50 +1,78 @@
-//! Just enough of the bpf(2) system call to run the real, loaded datapath program on crafted
-//! frames with BPF_PROG_TEST_RUN: packet in, verdict and packet out, in microseconds and with
-//! no traffic generator.
-use std::{
-    ffi::CString,
-    io,
-    os::fd::{FromRawFd as _, OwnedFd},
-};
+//! Runs the real, loaded datapath programs on crafted frames with BPF_PROG_TEST_RUN: packet
+//! in, verdict and packet out, in microseconds and with no traffic generator.
+//!
+//! aya covers the system calls: `SchedClassifier::from_pin`/`Xdp::from_pin` open the programs
+//! `switch up` pinned, and `TestRun::test_run` issues BPF_PROG_TEST_RUN with the frame, an
+//! output buffer and the context (`ctx_in`). What aya lacks is the context's layout: `struct
+//! __sk_buff` and `struct xdp_md` are only in aya-ebpf's kernel-side bindings, so the fields
+//! the tests set are declared here (`SkbCtx`, `XdpCtx`) instead of written at byte offsets.
+pub use aya::programs::{SchedClassifier, Xdp};
+use aya::{TestRun, TestRunOptions, TestRunResult, programs::ProgramError};
 
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-/// Offset of `ifindex` in `struct __sk_buff` (after len, pkt_type, mark, queue_mapping,
-/// protocol, vlan_present, vlan_tci, vlan_proto, priority, ingress_ifindex).
-const SKB_IFINDEX_OFFSET: usize = 40;
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a zero-initialised bpf_attr-sized buffer the kernel reads and writes.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+/// The leading fields of `struct __sk_buff` (include/uapi/linux/bpf.h), up to `ifindex`,
+/// the only one the tests set: the device the skb arrives on, which the programs read.
+/// BPF_PROG_TEST_RUN takes a context shorter than the struct (it zeroes the rest) and refuses
+/// non-zero values in the fields it does not model (of these, all but `mark`, `priority`,
+/// `ingress_ifindex` and `ifindex`).
+#[repr(C)]
+#[derive(Default)]
+struct SkbCtx {
+    len: u32,
+    pkt_type: u32,
+    mark: u32,
+    queue_mapping: u32,
+    protocol: u32,
+    vlan_present: u32,
+    vlan_tci: u32,
+    vlan_proto: u32,
+    priority: u32,
+    ingress_ifindex: u32,
+    ifindex: u32,
 }
 
-fn put_u32(attr: &mut [u8; 128], at: usize, v: u32) {
-    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+// The uapi offset of `__sk_buff.ifindex`: a slip in the fields above would set another one.
+const _: () = assert!(std::mem::offset_of!(SkbCtx, ifindex) == 40);
+
+/// `struct xdp_md` (include/uapi/linux/bpf.h). BPF_PROG_TEST_RUN wants `data` 0, `data_end`
+/// the frame's length and `data_meta`/`egress_ifindex` 0; `ingress_ifindex` (and
+/// `rx_queue_index`) name the device and queue the frame arrives on.
+#[repr(C)]
+#[derive(Default)]
+struct XdpCtx {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
 }
 
-fn put_u64(attr: &mut [u8; 128], at: usize, v: u64) {
-    attr[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+/// The bytes of a context struct, as `ctx_in` takes them.
+trait AsBytes: Sized {
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: only implemented for `repr(C)` structs of u32 fields: no padding, every
+        // byte initialised.
+        unsafe { std::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>()) }
+    }
+}
+impl AsBytes for SkbCtx {}
+impl AsBytes for XdpCtx {}
+
+/// Opens the TC program `switch up` pinned at `path`.
+pub fn tc_program(path: &str) -> Result<SchedClassifier, ProgramError> {
+    SchedClassifier::from_pin(path)
 }
 
-fn get_u32(attr: &[u8; 128], at: usize) -> u32 {
-    u32::from_ne_bytes(attr[at..at + 4].try_into().unwrap())
-}
-
-/// Opens a pinned program (or map) by its bpffs path.
-pub fn obj_get(path: &str) -> io::Result<OwnedFd> {
-    let c = CString::new(path).unwrap();
-    let mut attr = [0u8; 128];
-    put_u64(&mut attr, 0, c.as_ptr() as u64);
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// Opens the XDP program pinned at `path`.
+pub fn xdp_program(path: &str) -> Result<Xdp, ProgramError> {
+    // The attach type only matters for attaching, which the tests do not do.
+    Xdp::from_pin(path, aya_obj::programs::XdpAttachType::Interface)
 }
 
 /// What one run of the program did.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The program's return value (TC_ACT_*).
+    /// The program's return value (TC_ACT_* or XDP_*).
     pub retval: i32,
     /// The packet after the program.
     pub data: Vec<u8>,
@@ -57,24 +85,32 @@ pub const TC_ACT_SHOT: i32 = 2;
 /// Redirected (known unicast, or the last port of a flood).
 pub const TC_ACT_REDIRECT: i32 = 7;
 
-/// Runs the TC program `prog` once on `frame` as if it arrived on interface `ifindex`.
-pub fn run_tc(prog: &OwnedFd, frame: &[u8], ifindex: u32) -> io::Result<Outcome> {
-    use std::os::fd::AsRawFd as _;
+/// Runs `prog` once on `frame` with context `ctx`.
+fn run<P>(prog: &P, frame: &[u8], ctx: &[u8]) -> Result<Outcome, ProgramError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    // Room for what a program may add (none of ours grows a packet).
     let mut out = vec![0u8; frame.len() + 256];
-    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
-    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, prog.as_raw_fd() as u32); // prog_fd
-    put_u32(&mut attr, 8, frame.len() as u32); // data_size_in
-    put_u32(&mut attr, 12, out.len() as u32); // data_size_out
-    put_u64(&mut attr, 16, frame.as_ptr() as u64); // data_in
-    put_u64(&mut attr, 24, out.as_mut_ptr() as u64); // data_out
-    put_u32(&mut attr, 32, 1); // repeat
-    put_u32(&mut attr, 40, ctx.len() as u32); // ctx_size_in
-    put_u64(&mut attr, 48, ctx.as_ptr() as u64); // ctx_in
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    out.truncate(get_u32(&attr, 12) as usize);
-    Ok(Outcome { retval: get_u32(&attr, 4) as i32, data: out })
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(ctx),
+        ..TestRunOptions::new()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok(Outcome { retval: r.return_value as i32, data: out })
+}
+
+/// Runs the TC program `prog` once on `frame` as if it arrived on interface `ifindex`.
+pub fn run_tc(prog: &SchedClassifier, frame: &[u8], ifindex: u32) -> Result<Outcome, ProgramError> {
+    run(prog, frame, SkbCtx { ifindex, ..SkbCtx::default() }.as_bytes())
+}
+
+/// Runs the XDP program `prog` once on `frame` as if it arrived on interface `ifindex`.
+pub fn run_xdp(prog: &Xdp, frame: &[u8], ifindex: u32) -> Result<Outcome, ProgramError> {
+    let ctx = XdpCtx { data_end: frame.len() as u32, ingress_ifindex: ifindex, ..XdpCtx::default() };
+    run(prog, frame, ctx.as_bytes())
 }
 
 /// An Ethernet frame: `dst`, `src`, EtherType, then `payload_len` bytes of a pattern.

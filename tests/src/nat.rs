@@ -1,12 +1,14 @@
 //! A port-forwarding bed for packet tests: a tc switch with a gateway, one target namespace
 //! and a test veth as the uplink (its peer in an "outside" namespace), TCP and UDP forwards,
 //! and the pinned NAT programs and connection table opened for BPF_PROG_TEST_RUN.
-use std::os::fd::OwnedFd;
-
 use aya::maps::{HashMap, Map, MapData};
 use switch_common::{CtEntry, CtKey};
 
-use crate::{Sandbox, bpf::obj_get, host, ok};
+use crate::{
+    Sandbox,
+    bpf::{SchedClassifier, tc_program},
+    host, ok,
+};
 
 /// One bed. Every address depends on `net` so beds of parallel tests never collide.
 pub struct NatBed {
@@ -19,9 +21,9 @@ pub struct NatBed {
     /// Uplink interface index.
     pub ifindex: u32,
     /// `nat_ingress`, pinned by `switch up`.
-    pub nat_in: OwnedFd,
+    pub nat_in: SchedClassifier,
     /// `nat_egress`.
-    pub nat_out: OwnedFd,
+    pub nat_out: SchedClassifier,
     /// A client outside, the uplink's address and the forwards' target.
     pub client: [u8; 4],
     /// The uplink's address.
@@ -70,8 +72,8 @@ impl NatBed {
             .trim()
             .parse()
             .unwrap();
-        let nat_in = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_in")).unwrap();
-        let nat_out = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_out")).unwrap();
+        let nat_in = tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_in")).unwrap();
+        let nat_out = tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_nat_out")).unwrap();
         Self {
             _outside: outside,
             sb,

@@ -8,7 +8,7 @@ use switch_common::{
     nat::{CT_CAPACITY, CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, CT_UDP, timeout_ns},
 };
 use switch_tests::{
-    bpf::run_tc,
+    bpf::{SchedClassifier, run_tc},
     ipv4::{
         ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, l4_checksum_valid, packet, packet_with,
         with_ip_options,
@@ -28,7 +28,7 @@ fn outbound(bed: &NatBed, f: &[u8]) -> Seen {
 }
 
 /// Asserts that `f` comes out of `prog` exactly as it went in.
-fn untouched(bed: &NatBed, prog: &std::os::fd::OwnedFd, f: &[u8], why: &str) {
+fn untouched(bed: &NatBed, prog: &SchedClassifier, f: &[u8], why: &str) {
     let out = run_tc(prog, f, bed.ifindex).unwrap();
     assert_eq!(out.data, f, "{why}: the packet was changed");
     assert_eq!(out.retval, 0, "{why}: TC_ACT_OK expected");
@@ -439,7 +439,7 @@ fn replies_leave_for_the_uplink_straight_from_the_switch() {
     let gw_port = port_stats(&bed.sw, "host")["interface"].as_str().unwrap().to_owned();
     let web = bed.sb.name("web");
     let web_port = ns_info(&web)["host_interface"].as_str().unwrap().to_owned();
-    let prog = switch_tests::bpf::obj_get(&format!("/sys/fs/bpf/switch/{}/prog_ingress", bed.sw)).unwrap();
+    let prog = switch_tests::bpf::tc_program(&format!("/sys/fs/bpf/switch/{}/prog_ingress", bed.sw)).unwrap();
     let gw_mac = mac(&gw_host);
 
     // A connection comes in; the switch learns where the gateway's MAC is.

@@ -3,7 +3,7 @@
 //! bytes after the program, the FDB and the counters are checked. A randomised run (a fuzzer
 //! in spirit) checks the invariants on thousands of arbitrary frames.
 use switch_tests::{
-    bpf::{TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, obj_get, run_tc},
+    bpf::{SchedClassifier, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, run_tc, tc_program},
     *,
 };
 
@@ -15,7 +15,7 @@ struct Bed {
     sb: Sandbox,
     sw: String,
     ports: Vec<(String, u32)>,
-    prog: std::os::fd::OwnedFd,
+    prog: SchedClassifier,
 }
 
 fn ifindex(ifname: &str) -> u32 {
@@ -35,7 +35,7 @@ fn bed() -> Bed {
             (ns, ifindex(&host))
         })
         .collect();
-    let prog = obj_get(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
+    let prog = tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
     Bed { sb, sw, ports, prog }
 }
 

@@ -54,19 +54,19 @@ pub fn decide(in_ifindex: u32, eth: Option<EthAddrs>, len: u64, cfg: &Config, no
     }
     fdb::learn(eth.src, in_ifindex, now);
 
-    if !is_group(&eth.dst) {
-        if let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns) {
-            if out_ifindex == in_ifindex {
-                // The Linux bridge without hairpin mode drops these too.
-                stats::dropped(in_slot);
-                return Decision::new(DROP_SAME_PORT);
-            }
-            // SAFETY: as above.
-            match unsafe { PORT_SLOTS.get(&out_ifindex) } {
-                Some(&out_slot) => return Decision { action: UNICAST, out_ifindex, out_slot },
-                // The entry points at a port that was removed: forget it and flood.
-                None => fdb::forget(eth.dst),
-            }
+    if !is_group(&eth.dst)
+        && let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns)
+    {
+        if out_ifindex == in_ifindex {
+            // The Linux bridge without hairpin mode drops these too.
+            stats::dropped(in_slot);
+            return Decision::new(DROP_SAME_PORT);
+        }
+        // SAFETY: as above.
+        match unsafe { PORT_SLOTS.get(&out_ifindex) } {
+            Some(&out_slot) => return Decision { action: UNICAST, out_ifindex, out_slot },
+            // The entry points at a port that was removed: forget it and flood.
+            None => fdb::forget(eth.dst),
         }
     }
     stats::flooded(in_slot);

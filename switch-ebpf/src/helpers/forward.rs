@@ -23,10 +23,10 @@ pub fn unicast(out_ifindex: u32, out_slot: u32, len: u64, peer: bool) -> i32 {
     let ret = unsafe { if peer { bpf_redirect_peer(out_ifindex, 0) } else { bpf_redirect(out_ifindex, 0) } };
     if ret == TC_ACT_REDIRECT as i64 {
         stats::tx(out_slot, len);
-        TC_ACT_REDIRECT as i32
+        TC_ACT_REDIRECT
     } else {
         stats::tx_error(out_slot);
-        TC_ACT_SHOT as i32
+        TC_ACT_SHOT
     }
 }
 
@@ -69,7 +69,7 @@ pub fn flood(ctx: &TcContext, in_ifindex: u32, slot_limit: u32, len: u64) -> i32
     }
     if pending_ifindex == 0 {
         // Only port of its switch: nowhere to flood to.
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     unicast(pending_ifindex, pending_slot, len, false)
 }

@@ -1,5 +1,28 @@
-//! Helpers shared by the datapath's entry programs.
+//! Helpers shared by the datapath's entry programs, one concern per module. Everything is
+//! `#[inline(always)]` unless said otherwise: the verifier then sees each program as one
+//! function, with the bounds checks next to the accesses they guard.
+//!
+//! - `config`: the switch-wide settings (`CONFIG`) with safe fallbacks.
+//! - `ctx`: safe accessors for context fields (ifindex, socket address), the socket cookies
+//!   and the clock: the programs read them only through these.
+//! - `decide`: the switching decision shared by TC and XDP (port, validity, learning, where
+//!   to).
+//! - `eth`: Ethernet header access.
+//! - `fdb`: the forwarding database (`FDB`): learning, lookup, lazy ageing.
+//! - `forward`, `forward_xdp`: carrying a decision out from TC (redirect, clone-and-redirect
+//!   flood) and from XDP (devmap redirect and broadcast).
+//! - `ipv4`: IPv4 + TCP/UDP header parsing for NAT (`Flow`).
+//! - `log`: aya-log records of decisions (`#[inline(never)]` subprograms).
+//! - `maps`: every map of a switch.
+//! - `nat`: the connection table (`ct_key`, `ct_reverse_key`, `ct_lookup`, the translation
+//!   step `ct_translate`, `ct_put`), address/port rewriting with checksum updates, per-rule
+//!   counters.
+//! - `reply`: replies leaving the switch straight for the uplink (`switch_ingress`'s shortcut
+//!   and `nat_gateway`).
+//! - `route`: FIB lookups and the router's part (TTL, MACs) for translated packets.
+//! - `stats`: per-port and per-table counters.
 pub mod config;
+pub mod ctx;
 pub mod decide;
 pub mod eth;
 pub mod fdb;

@@ -58,10 +58,69 @@ pub fn rewrite_src(ctx: &TcContext, f: &Flow, addr: u32, port: u16) -> Result<()
     rewrite(ctx, f, 12, 0, (f.saddr, f.sport), (addr, port))
 }
 
+/// `CtEntry::original` of an entry whose packets get a new destination: inbound on an uplink
+/// (the client's half of a forwarded connection, the answers of a masqueraded one).
+pub const CT_DNAT: u32 = 1;
+/// `CtEntry::original` of an entry whose packets get a new source: leaving through an uplink
+/// (replies of a forwarded connection, a masqueraded connection's own packets).
+pub const CT_SNAT: u32 = 0;
+
 /// The key of the direction `f` travels in.
 #[inline(always)]
-pub fn key_of(f: &Flow) -> CtKey {
+pub fn ct_key(f: &Flow) -> CtKey {
     CtKey { src: f.saddr, dst: f.daddr, sport: f.sport, dport: f.dport, proto: f.proto, pad: [0; 3] }
+}
+
+/// The key of the other direction of `f`'s connection once NAT has rewritten `f` to
+/// `addr:port`: its destination for `CT_DNAT`, its source for `CT_SNAT`. The answer to the
+/// rewritten packet travels from its destination back to its source, so this is the rewritten
+/// packet's key, ends swapped. The one place that builds a reverse key.
+#[inline(always)]
+pub fn ct_reverse_key(f: &Flow, nat: u32, addr: u32, port: u16) -> CtKey {
+    let (src, sport, dst, dport) =
+        if nat == CT_DNAT { (f.saddr, f.sport, addr, port) } else { (addr, port, f.daddr, f.dport) };
+    CtKey { src: dst, dst: src, sport: dport, dport: sport, proto: f.proto, pad: [0; 3] }
+}
+
+/// The connection-table entry of the direction `f` travels in, live or not.
+#[inline(always)]
+pub fn ct_lookup(f: &Flow) -> Option<&'static mut CtEntry> {
+    // SAFETY: a map value stays valid for the whole program run (RCU), and nothing else in
+    // this run holds a reference to it.
+    CONNTRACK.get_ptr_mut(&ct_key(f)).map(|e| unsafe { &mut *e })
+}
+
+/// The translation step of a packet of a known connection, shared by both directions and by
+/// every program that translates: if `e` (the packet's entry, from `ct_lookup`) is of kind
+/// `nat` and not expired, `ready` decides whether the packet goes on and returns what the
+/// caller needs next (a route, say); only then is the packet recorded (state and last-seen
+/// time on both entries, the rule's counters) and rewritten to the entry's address and port.
+///
+/// `Ok(None)`: the entry does not apply or `ready` said no, and the packet is untouched (a
+/// `ready` that says no must not have changed it either), so the caller can hand it on as it
+/// came. `Err`: a helper failed during the rewrite.
+#[inline(always)]
+pub fn ct_translate<T>(
+    ctx: &TcContext,
+    f: &Flow,
+    e: &mut CtEntry,
+    nat: u32,
+    now: u64,
+    ready: impl FnOnce(&CtEntry) -> Option<T>,
+) -> Result<Option<T>, i64> {
+    if e.original != nat || e.is_expired(now) {
+        return Ok(None);
+    }
+    let Some(next) = ready(e) else { return Ok(None) };
+    let (addr, port) = (e.addr, e.port);
+    ct_touch(e, &ct_reverse_key(f, nat, addr, port), f, now);
+    count(e.rule, ctx.len() as u64, false);
+    if nat == CT_DNAT {
+        rewrite_dst(ctx, f, addr, port)?;
+    } else {
+        rewrite_src(ctx, f, addr, port)?;
+    }
+    Ok(Some(next))
 }
 
 /// The state a TCP packet with `flags` moves a connection in `state` to. `reply` is true for
@@ -83,10 +142,10 @@ pub fn next_state(state: u32, proto: u8, flags: u8, reply: bool) -> u32 {
 /// How often a packet refreshes its entry's last-seen time.
 const CT_REFRESH_NS: u64 = 1_000_000_000;
 
-/// Records a packet of `f` on entry `e` (at `key`) and on the other direction's entry at
-/// `other`: the last-seen time, and the state when it changes.
+/// Records a packet of `f` on its entry `e` and on the other direction's entry at `other`: the
+/// last-seen time, and the state when it changes.
 #[inline(always)]
-pub fn touch(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
+fn ct_touch(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
     let state = next_state(e.state, f.proto, f.tcp_flags, e.original == 0);
     // At most one write a second while the state holds: timeouts are 10 s and more, and a
     // store per packet would keep the entry's cache line bouncing between CPUs.

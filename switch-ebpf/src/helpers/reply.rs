@@ -10,13 +10,12 @@
 //!  host end of the gateway [nat_gateway] does the same for what still arrives there (XDP
 //!  datapath, frames flooded before the FDB knew the gateway)
 //! ```
-use aya_ebpf::{bindings::TC_ACT_OK, helpers::generated::bpf_ktime_get_coarse_ns, programs::TcContext};
-use switch_common::CtKey;
+use aya_ebpf::{bindings::TC_ACT_OK, helpers::generated::bpf_redirect, programs::TcContext};
 
 use super::{
+    ctx::now_coarse_ns,
     ipv4,
-    maps::CONNTRACK,
-    nat::{self, count, key_of, touch},
+    nat::{self, CT_SNAT},
     route,
 };
 
@@ -25,28 +24,20 @@ use super::{
 /// when the packet is not such a reply or the FIB cannot route it yet: the caller goes on.
 #[inline(always)]
 pub fn to_uplink(ctx: &TcContext, fib_ifindex: u32) -> Result<i32, i64> {
-    let Some(f) = ipv4::parse(ctx) else { return Ok(TC_ACT_OK as i32) };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let Some(e) = CONNTRACK.get_ptr_mut(&key_of(&f)) else { return Ok(TC_ACT_OK as i32) };
-    // SAFETY: map value, valid for the program run.
-    let e = unsafe { &mut *e };
-    if e.original != 0 || e.is_expired(now) {
-        return Ok(TC_ACT_OK as i32);
+    let Some(f) = ipv4::parse(ctx) else { return Ok(TC_ACT_OK) };
+    let Some(e) = nat::ct_lookup(&f) else { return Ok(TC_ACT_OK) };
+    // The same translation step as nat_egress's, with the router's part first: a packet the
+    // FIB cannot route yet, or whose TTL is about to expire, goes on untouched (not half
+    // translated) through the gateway to the stack, which resolves the neighbour or sends the
+    // ICMP error.
+    let routed = nat::ct_translate(ctx, &f, e, CT_SNAT, now_coarse_ns(), |e| {
+        let (out, smac, dmac) = route::next_hop(ctx, e.addr, f.daddr, f.proto, fib_ifindex)?;
+        route::as_router(ctx, &smac, &dmac).ok()?;
+        Some(out)
+    })?;
+    match routed {
+        // SAFETY: helper with scalar arguments.
+        Some(out) => Ok(unsafe { bpf_redirect(out, 0) } as i32),
+        None => Ok(TC_ACT_OK),
     }
-    let Some((out, smac, dmac)) = route::next_hop(ctx, e.addr, f.daddr, f.proto, fib_ifindex) else {
-        return Ok(TC_ACT_OK as i32);
-    };
-    let original = CtKey { src: f.daddr, dst: e.addr, sport: f.dport, dport: e.port, proto: f.proto, pad: [0; 3] };
-    // The router's part first: a TTL about to expire leaves the packet untouched for the
-    // stack (which sends the ICMP error) instead of half translated.
-    if route::as_router(ctx, &smac, &dmac).is_err() {
-        return Ok(TC_ACT_OK as i32);
-    }
-    touch(e, &original, &f, now);
-    count(e.rule, ctx.len() as u64, false);
-    let (addr, port) = (e.addr, e.port);
-    nat::rewrite_src(ctx, &f, addr, port)?;
-    // SAFETY: helper with scalar arguments.
-    Ok(unsafe { aya_ebpf::helpers::generated::bpf_redirect(out, 0) } as i32)
 }

@@ -1,0 +1,525 @@
+//! Golden digests of the datapath: the loaded programs run, through BPF_PROG_TEST_RUN, on a
+//! fixed sequence of frames (the crafted inputs of `packets.rs` and `nat_packets.rs` plus their
+//! randomised runs with a FIXED seed), and a digest of every (verdict, bytes out) must equal
+//! the constant checked in below. A refactor of the datapath that keeps its behaviour keeps
+//! these digests; any change of a verdict or of a single output byte changes them.
+//!
+//! How the constants were made: this test was written before the eBPF refactor (branch
+//! `ebpf-refactor`, the commit that adds this file), run on the programs of that commit, and
+//! its printed values pasted in. A deliberate change of what the datapath does to packets
+//! changes the digests too: check the change with the behavioural tests, then run
+//! `cargo test -p switch-tests --test golden_packets -- --include-ignored --nocapture` and
+//! paste the printed `Golden { .. }` values here, saying why in the commit.
+//!
+//! The inputs have their own digest, so a change of the test's inputs (which needs new
+//! constants) is told apart from a change of the datapath's outputs. To find WHICH input
+//! differs, set `SWITCH_GOLDEN_TRACE=DIR`: every group then writes one line per input (index,
+//! program/port, verdict, digest of the bytes out, whether they changed) to `DIR/GROUP.txt`;
+//! run it on the old and the new datapath and diff the files.
+//!
+//! What keeps the run deterministic:
+//! - fixed seeds, fixed MACs and addresses, fixed ports; interface indexes differ from run to
+//!   run but only select ports, they never appear in the bytes;
+//! - the beds fix the MACs that the FIB puts into routed packets (uplink and gateway host
+//!   end, and permanent neighbour entries for the client, the target and a masqueraded
+//!   segment host), since veths get random MACs;
+//! - connection-table timestamps are not in the bytes. Expiry is: entries are aged by hand
+//!   with 2 s margins, and every group runs well inside the shortest timeout (10 s, asserted);
+//! - masquerading picks a time-dependent port only when the namespace's own port is taken:
+//!   the inputs are made so that none is (the replies' random bytes spare addresses, ports
+//!   and IHL), and repeated runs gave the same digests.
+use std::time::{Duration, Instant};
+
+use switch_common::nat::{CT_CLOSING, CT_UDP, timeout_ns};
+use switch_tests::{
+    bpf::{self, Outcome, frame},
+    ipv4::{ACK, FIN, RST, SYN, TCP, UDP, csum_add, fold, packet, packet_with, with_ip_options},
+    nat::{NatBed, ct_key, now_ns},
+    *,
+};
+
+/// What one group of inputs must give.
+#[derive(Debug, PartialEq, Eq)]
+struct Golden {
+    /// Inputs run.
+    count: u64,
+    /// FNV-1a of every input (with the program and port it went to).
+    inputs: u64,
+    /// FNV-1a of every outcome: verdict and bytes out.
+    outputs: u64,
+}
+
+/// The TC switching program (`switch_ingress`) on a plain three-port switch.
+const TC_SWITCHING: Golden = Golden { count: 3014, inputs: 0x4c0ec053388dc775, outputs: 0xdad93d06c7ddfd2e };
+/// The XDP switching program (`switch_xdp`) on the same inputs.
+const XDP_SWITCHING: Golden = Golden { count: 3014, inputs: 0x4c0ec053388dc775, outputs: 0xc33decbc96b89cff };
+/// `nat_ingress`, `nat_egress`, `nat_gateway` and the reply shortcut of `switch_ingress`.
+const NAT: Golden = Golden { count: 4560, inputs: 0x9091ad40132e1e02, outputs: 0xf88ce7bb6b4348bd };
+
+/// Longest a group may run: a closing connection (the shortest timeout, 10 s) made early in
+/// the run must still be alive at its end, or a later packet of it would pass untranslated.
+const MAX_RUN: Duration = Duration::from_secs(8);
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// Collects a group's digests.
+struct Recorder {
+    name: &'static str,
+    got: Golden,
+    started: Instant,
+    /// One line per input, when `SWITCH_GOLDEN_TRACE` is set.
+    trace: Option<String>,
+}
+
+impl Recorder {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            got: Golden { count: 0, inputs: FNV_OFFSET, outputs: FNV_OFFSET },
+            started: Instant::now(),
+            trace: std::env::var_os("SWITCH_GOLDEN_TRACE").map(|_| String::new()),
+        }
+    }
+
+    /// Records that `input`, sent to program/port `to`, gave `out`.
+    fn record(&mut self, to: u8, input: &[u8], out: &Outcome) {
+        self.got.count += 1;
+        self.got.inputs = fnv(self.got.inputs, &[to]);
+        self.got.inputs = fnv(self.got.inputs, &(input.len() as u32).to_le_bytes());
+        self.got.inputs = fnv(self.got.inputs, input);
+        self.got.outputs = fnv(self.got.outputs, &out.retval.to_le_bytes());
+        self.got.outputs = fnv(self.got.outputs, &(out.data.len() as u32).to_le_bytes());
+        self.got.outputs = fnv(self.got.outputs, &out.data);
+        if let Some(t) = &mut self.trace {
+            let changed = if out.data == input { "same" } else { "changed" };
+            let line =
+                format!("{} {to} {} {:016x} {changed}\n", self.got.count - 1, out.retval, fnv(FNV_OFFSET, &out.data));
+            t.push_str(&line);
+        }
+    }
+
+    /// Compares with the checked-in values.
+    fn check(self, want: &Golden) {
+        let elapsed = self.started.elapsed();
+        if let (Some(dir), Some(t)) = (std::env::var_os("SWITCH_GOLDEN_TRACE"), &self.trace) {
+            let path = std::path::Path::new(&dir).join(format!("{}.txt", self.name.replace(' ', "-")));
+            std::fs::write(&path, t).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
+        let got = &self.got;
+        println!(
+            "{}: {} inputs in {elapsed:?}\n    Golden {{ count: {}, inputs: {:#018x}, outputs: {:#018x} }}",
+            self.name, got.count, got.count, got.inputs, got.outputs
+        );
+        assert!(elapsed < MAX_RUN, "{}: the run took {elapsed:?}, too long to be deterministic", self.name);
+        assert_eq!(
+            (got.count, got.inputs),
+            (want.count, want.inputs),
+            "{}: the test's INPUTS changed; remake the constants from an unchanged datapath (see the file's doc)",
+            self.name
+        );
+        assert_eq!(
+            got.outputs, want.outputs,
+            "{}: the datapath's OUTPUTS changed (a verdict or a byte out differs from the golden run)",
+            self.name
+        );
+    }
+}
+
+fn ifindex(ifname: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex")).unwrap().trim().parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switching: the inputs of packets.rs.
+
+const BCAST: [u8; 6] = [0xff; 6];
+const X: [u8; 6] = [0x02, 0, 0, 0x66, 0, 0x01];
+const Y: [u8; 6] = [0x02, 0, 0, 0x66, 0, 0x02];
+
+/// Every switching input, in order: (port index, frame). Port index 3 is the host's `lo`,
+/// which is not a port.
+fn switching_inputs() -> Vec<(usize, Vec<u8>)> {
+    let mut v: Vec<(usize, Vec<u8>)> = vec![
+        // learning_flooding_unicast_and_moves
+        (0, frame(BCAST, X, 0x0800, 46)),
+        (0, frame(Y, X, 0x0800, 46)),
+        (1, frame(X, Y, 0x0800, 46)),
+        (0, frame(Y, X, 0x0800, 46)),
+        (1, frame(Y, X, 0x0800, 46)),
+        (2, frame(BCAST, X, 0x0806, 28)),
+        // invalid_frames_are_dropped_and_counted_other_protocols_switched_unchanged
+        (0, frame(BCAST, [0x01, 0, 0x5e, 0, 0, 1], 0x0800, 46)),
+        (0, frame(BCAST, [0; 6], 0x0800, 46)),
+    ];
+    let mut vlan = frame(BCAST, X, 0x8100, 50);
+    vlan[14..18].copy_from_slice(&[0x00, 0x64, 0x08, 0x00]);
+    for f in [
+        frame(BCAST, X, 0x86dd, 60),
+        vlan,
+        frame(BCAST, X, 0x0806, 28),
+        frame(BCAST, X, 0x88b5, 3),
+        frame(BCAST, X, 0x0800, 3000),
+    ] {
+        v.push((0, f));
+    }
+    // interfaces_that_are_not_ports_are_left_alone
+    v.push((3, frame(BCAST, X, 0x0800, 46)));
+    // random_frames_keep_every_invariant, with its seed not mixed with the process id.
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let pool: Vec<[u8; 6]> = (0..6u8)
+        .map(|i| [0x02, 0, 0, 0, 0x77, i])
+        .chain([[0xff; 6], [0x01, 0, 0x5e, 0, 0, 9], [0x33, 0x33, 0, 0, 0, 1], [0; 6]])
+        .collect();
+    for _ in 0..3000 {
+        let len = 14 + (rng.next_u64() % 1500) as usize;
+        let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if !rng.next_u64().is_multiple_of(8) {
+            f[..6].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
+            f[6..12].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
+        }
+        v.push(((rng.next_u64() % 3) as usize, f));
+    }
+    v
+}
+
+/// A three-port switch on `datapath`: its pinned program's path and the ports' host-end
+/// interface indexes (and `lo`'s, 1, as a fourth "port").
+fn switching_bed(sb: &mut Sandbox, datapath: &str, net: u8) -> (String, Vec<u32>) {
+    let sw = sb.switch("sw", datapath, &[]);
+    let mut ports: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ns = sb.port(&sw, n, &format!("10.{net}.0.{}/24", i + 1), &[]);
+            ifindex(ns_info(&ns)["host_interface"].as_str().unwrap())
+        })
+        .collect();
+    ports.push(1);
+    (sw, ports)
+}
+
+#[test]
+fn golden_packets_tc_switching() {
+    let mut sb = Sandbox::new();
+    let (sw, ports) = switching_bed(&mut sb, "tc", 68);
+    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
+    let mut rec = Recorder::new("tc switching");
+    for (port, f) in switching_inputs() {
+        let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
+        rec.record(port as u8, &f, &out);
+    }
+    rec.check(&TC_SWITCHING);
+}
+
+#[test]
+fn golden_packets_xdp_switching() {
+    let mut sb = Sandbox::new();
+    let (sw, ports) = switching_bed(&mut sb, "xdp", 69);
+    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
+    let mut rec = Recorder::new("xdp switching");
+    for (port, f) in switching_inputs() {
+        let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
+        rec.record(port as u8, &f, &out);
+    }
+    rec.check(&XDP_SWITCHING);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Port forwarding, masquerade and the reply shortcut: the inputs of nat_packets.rs.
+
+/// The programs (and ports) a NAT input goes to.
+const NAT_IN: u8 = 0;
+const NAT_OUT: u8 = 1;
+const NAT_GATEWAY: u8 = 2;
+/// `switch_ingress` on the target's port, and on the gateway port.
+const SWITCH_FROM_WEB: u8 = 3;
+const SWITCH_FROM_GW: u8 = 4;
+
+const UPLINK_MAC: &str = "02:00:00:00:76:01";
+const CLIENT_MAC: &str = "02:00:00:00:76:02";
+const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x76, 0xfe];
+const TARGET_MAC: &str = "02:00:00:00:76:0a";
+const WEB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x76, 0x10];
+const SEGMENT_HOST_MAC: &str = "02:00:00:00:76:07";
+
+/// A 16-byte payload whose last word makes the TCP/UDP checksum of a packet from `src:sport`
+/// to `dst:dport` compute to exactly zero (as in nat_packets.rs).
+fn zeroing_payload(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut payload = b"checksum-edge\0\0\0".to_vec();
+    let f = packet_with(proto, src, dst, sport, dport, flags, false, &payload);
+    let mut l4 = f[34..].to_vec();
+    let off = if proto == TCP { 16 } else { 6 };
+    l4[off..off + 2].copy_from_slice(&[0, 0]);
+    let mut pseudo = [src, dst].concat();
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let word = fold(csum_add(csum_add(0, &pseudo), &l4));
+    payload[14..16].copy_from_slice(&word.to_be_bytes());
+    payload
+}
+
+/// The NAT bed and what runs its programs.
+struct NatRun {
+    bed: NatBed,
+    ingress: bpf::SchedClassifier,
+    gateway: bpf::SchedClassifier,
+    gw_host: u32,
+    web_port: u32,
+    gw_port: u32,
+    rec: Recorder,
+}
+
+impl NatRun {
+    fn new() -> Self {
+        let bed = NatBed::new(118, 11880);
+        let uplink = format!("u{}", bed.sb.prefix);
+        let gw_host = host("ip", &["-o", "-4", "addr", "show", "to", "10.118.0.254"]);
+        let gw_host = gw_host.split_whitespace().nth(1).expect("gateway interface").to_owned();
+        // Fixed MACs wherever the FIB takes them from: veths are made with random ones.
+        let gw_mac = GATEWAY_MAC.map(|b| format!("{b:02x}")).join(":");
+        host("ip", &["link", "set", "dev", &uplink, "address", UPLINK_MAC]);
+        host("ip", &["link", "set", "dev", &gw_host, "address", &gw_mac]);
+        host("ip", &["neigh", "replace", "172.31.118.2", "lladdr", CLIENT_MAC, "dev", &uplink, "nud", "permanent"]);
+        for (ip, mac) in [("10.118.0.10", TARGET_MAC), ("10.118.0.7", SEGMENT_HOST_MAC)] {
+            host("ip", &["neigh", "replace", ip, "lladdr", mac, "dev", &gw_host, "nud", "permanent"]);
+        }
+        let gw_port = ifindex(port_stats(&bed.sw, "host")["interface"].as_str().unwrap());
+        let web_port = ifindex(ns_info(&bed.sb.name("web"))["host_interface"].as_str().unwrap());
+        let ingress = bpf::tc_program(&format!("/sys/fs/bpf/switch/{}/prog_ingress", bed.sw)).unwrap();
+        let gateway = bpf::tc_program(&format!("/sys/fs/bpf/switch/{}/prog_nat_gateway", bed.sw)).unwrap();
+        let gw_host = ifindex(&gw_host);
+        Self { bed, ingress, gateway, gw_host, web_port, gw_port, rec: Recorder::new("nat") }
+    }
+
+    fn send(&mut self, to: u8, f: &[u8]) {
+        let (prog, ifindex) = match to {
+            NAT_IN => (&self.bed.nat_in, self.bed.ifindex),
+            NAT_OUT => (&self.bed.nat_out, self.bed.ifindex),
+            NAT_GATEWAY => (&self.gateway, self.gw_host),
+            SWITCH_FROM_WEB => (&self.ingress, self.web_port),
+            _ => (&self.ingress, self.gw_port),
+        };
+        let out = bpf::run_tc(prog, f, ifindex).unwrap();
+        self.rec.record(to, f, &out);
+    }
+
+    /// Moves the last-seen time of `keys` `age_ns` into the past.
+    fn age(&self, keys: &[switch_common::CtKey], age_ns: u64) {
+        let mut ct = self.bed.conntrack();
+        for k in keys {
+            let mut e = ct.get(k, 0).unwrap();
+            e.last_seen_ns = now_ns() - age_ns;
+            ct.insert(*k, e, 0).unwrap();
+        }
+    }
+}
+
+/// `f` as a frame from the target to the gateway's MAC (a reply the switch sees).
+fn to_gateway(mut f: Vec<u8>) -> Vec<u8> {
+    f[..6].copy_from_slice(&GATEWAY_MAC);
+    f[6..12].copy_from_slice(&WEB_MAC);
+    f
+}
+
+/// `f` with TTL 1 (header checksum fixed).
+fn ttl_one(mut f: Vec<u8>) -> Vec<u8> {
+    f[22] = 1;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = fold(csum_add(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn golden_packets_nat() {
+    let mut r = NatRun::new();
+    let (client, uplink_ip, target) = (r.bed.client, r.bed.uplink_ip, r.bed.target);
+    let (port, udp_port) = (r.bed.tcp_port, r.bed.udp_port);
+    let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
+    let from_client = |sport, flags| packet(TCP, client, uplink_ip, sport, port, flags, false);
+    let from_server = |sport, flags| packet(TCP, target, client, 80, sport, flags, false);
+
+    // dnat_and_reverse_translation_byte_for_byte
+    r.send(NAT_IN, &syn(40000));
+    r.send(NAT_OUT, &from_server(40000, SYN | ACK));
+    r.send(NAT_IN, &from_client(40000, ACK));
+    let mut fragment = syn(40003);
+    fragment[20] |= 0x20;
+    for f in [
+        from_client(40001, ACK),
+        packet(TCP, client, uplink_ip, 40002, port + 2, SYN, false),
+        fragment,
+        packet(TCP, client, [172, 31, 118, 9], 40004, port, SYN, false),
+    ] {
+        r.send(NAT_IN, &f);
+    }
+    for zero in [false, true] {
+        let sport = if zero { 50001 } else { 50000 };
+        r.send(NAT_IN, &packet(UDP, client, uplink_ip, sport, udp_port, 0, zero));
+        r.send(NAT_OUT, &packet(UDP, target, client, 53, sport, 0, zero));
+    }
+
+    // every_malformed_class_is_left_alone_and_options_are_handled
+    let set_total = |f: &mut Vec<u8>, delta: i32| {
+        let total = (i32::from(u16::from_be_bytes([f[16], f[17]])) + delta) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+    };
+    let mut cases: Vec<Vec<u8>> = vec![];
+    let mut f = syn(41000);
+    f[14] = 0x44;
+    cases.push(f);
+    let mut f = syn(41001);
+    set_total(&mut f, 10);
+    cases.push(f);
+    let mut f = syn(41002);
+    f[16..18].copy_from_slice(&30u16.to_be_bytes());
+    cases.push(f);
+    let mut f = syn(41003);
+    f[20] |= 0x20;
+    cases.push(f);
+    let mut f = syn(41004);
+    f[20..22].copy_from_slice(&100u16.to_be_bytes());
+    cases.push(f);
+    let s = syn(41005);
+    let mut f = s[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    f.extend_from_slice(&s[12..]);
+    cases.push(f);
+    let mut f = syn(41006);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    cases.push(f);
+    let mut f = syn(41007);
+    f[14] = 0x65;
+    cases.push(f);
+    let mut f = syn(41008)[..44].to_vec();
+    f[16..18].copy_from_slice(&30u16.to_be_bytes());
+    cases.push(f);
+    let mut f = syn(41009);
+    f[23] = 1;
+    cases.push(f);
+    cases.push(with_ip_options(&syn(41010)));
+    cases.push(packet_with(TCP, client, uplink_ip, 41011, port, SYN, false, &[7; 3000]));
+    for f in &cases {
+        r.send(NAT_IN, f);
+    }
+
+    // checksum_edges_zero_and_ffff
+    let payload = zeroing_payload(UDP, client, target, 50010, 53, 0);
+    r.send(NAT_IN, &packet_with(UDP, client, uplink_ip, 50010, udp_port, 0, false, &payload));
+    let payload = zeroing_payload(UDP, uplink_ip, client, udp_port, 50010, 0);
+    r.send(NAT_OUT, &packet_with(UDP, target, client, 53, 50010, 0, false, &payload));
+    let payload = zeroing_payload(UDP, client, uplink_ip, 50011, udp_port, 0);
+    r.send(NAT_IN, &packet_with(UDP, client, uplink_ip, 50011, udp_port, 0, false, &payload));
+    let payload = zeroing_payload(TCP, client, target, 40010, 80, SYN);
+    r.send(NAT_IN, &packet_with(TCP, client, uplink_ip, 40010, port, SYN, false, &payload));
+    let payload = zeroing_payload(TCP, client, uplink_ip, 40011, port, SYN);
+    r.send(NAT_IN, &packet_with(TCP, client, uplink_ip, 40011, port, SYN, false, &payload));
+
+    // connection_table_follows_tcp_states_and_times_out
+    let keys = |sport: u16| [ct_key(TCP, client, uplink_ip, sport, port), ct_key(TCP, target, client, 80, sport)];
+    r.send(NAT_IN, &syn(40100));
+    r.send(NAT_IN, &syn(40100));
+    r.send(NAT_OUT, &from_server(40100, SYN | ACK));
+    r.send(NAT_IN, &from_client(40100, ACK));
+    r.send(NAT_IN, &from_client(40100, FIN | ACK));
+    r.age(&keys(40100), timeout_ns(CT_CLOSING) + 2_000_000_000);
+    r.send(NAT_IN, &from_client(40100, ACK));
+    r.send(NAT_OUT, &from_server(40100, ACK));
+    r.send(NAT_IN, &syn(40100));
+    r.send(NAT_IN, &syn(40101));
+    r.send(NAT_OUT, &from_server(40101, SYN | ACK));
+    r.send(NAT_OUT, &from_server(40101, RST));
+    r.send(NAT_IN, &packet(UDP, client, uplink_ip, 50100, udp_port, 0, false));
+    let udp_keys = [ct_key(UDP, client, uplink_ip, 50100, udp_port), ct_key(UDP, target, client, 53, 50100)];
+    r.age(&udp_keys, timeout_ns(CT_UDP) - 2_000_000_000);
+    r.send(NAT_OUT, &packet(UDP, target, client, 53, 50100, 0, false));
+    r.age(&udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
+    r.send(NAT_OUT, &packet(UDP, target, client, 53, 50100, 0, false));
+
+    // Masquerade: new outbound connections keep their own source port (free here), their
+    // answers come back; then more packets of them both ways.
+    let segment_host = [10, 118, 0, 7];
+    let remote = [198, 51, 100, 1];
+    for proto in [TCP, UDP] {
+        let flags = if proto == TCP { SYN } else { 0 };
+        r.send(NAT_OUT, &packet(proto, segment_host, remote, 5000, 443, flags, false));
+        r.send(NAT_IN, &packet(proto, remote, uplink_ip, 443, 5000, flags | ACK, false));
+        r.send(NAT_OUT, &packet(proto, segment_host, remote, 5000, 443, ACK, false));
+        r.send(NAT_IN, &packet(proto, remote, uplink_ip, 443, 5000, FIN | ACK, false));
+    }
+
+    // replies_leave_for_the_uplink_straight_from_the_switch, and nat_gateway.
+    r.send(NAT_IN, &syn(40200));
+    let mut hello = frame([0xff; 6], GATEWAY_MAC, 0x88b5, 46);
+    hello[6..12].copy_from_slice(&GATEWAY_MAC);
+    r.send(SWITCH_FROM_GW, &hello);
+    r.send(SWITCH_FROM_WEB, &to_gateway(from_server(40200, SYN | ACK)));
+    r.send(SWITCH_FROM_WEB, &to_gateway(from_server(40999, SYN | ACK)));
+    r.send(SWITCH_FROM_WEB, &to_gateway(ttl_one(from_server(40200, ACK))));
+    r.send(SWITCH_FROM_WEB, &to_gateway(packet(UDP, target, client, 53, 50000, 0, false)));
+    r.send(NAT_GATEWAY, &to_gateway(from_server(40200, ACK)));
+    r.send(NAT_GATEWAY, &to_gateway(ttl_one(from_server(40200, ACK))));
+    r.send(NAT_GATEWAY, &to_gateway(from_server(40998, ACK)));
+    r.send(NAT_GATEWAY, &to_gateway(packet(TCP, segment_host, remote, 5000, 443, ACK, false)));
+
+    // random_packets_keep_the_nat_invariants, with its seed not mixed with the process id.
+    let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+    let mut conns: Vec<(u8, u16)> = vec![];
+    for _ in 0..3000 {
+        let inbound = rng.next_u64().is_multiple_of(2);
+        let mut f: Vec<u8> = if rng.next_u64().is_multiple_of(4) {
+            (0..14 + rng.next_u64() % 600).map(|_| rng.next_u64() as u8).collect()
+        } else {
+            let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
+            let dport = if proto == TCP { port } else { udp_port };
+            let payload: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
+            let sport = 1024 + (rng.next_u64() % 60_000) as u16;
+            let flags = rng.next_u64() as u8;
+            let mut f = if inbound {
+                conns.push((proto, sport));
+                packet_with(proto, client, uplink_ip, sport, dport, flags, false, &payload)
+            } else {
+                packet_with(proto, segment_host, client, sport, 443, flags, false, &payload)
+            };
+            for _ in 0..rng.next_u64() % 4 {
+                let at = (rng.next_u64() % f.len() as u64) as usize;
+                f[at] = rng.next_u64() as u8;
+            }
+            f
+        };
+        if f.len() < 34 {
+            f.resize(34, 0);
+        }
+        r.send(if inbound { NAT_IN } else { NAT_OUT }, &f);
+    }
+    // Replies of those connections (most made an entry), a few bytes overwritten, through
+    // each of the three places that translate replies: nat_egress on the uplink, the shortcut
+    // in switch_ingress, nat_gateway on the gateway's host end. Addresses, ports and the IHL
+    // stay as they are: a reply that no entry matches is masqueraded by nat_egress, and two
+    // such flows wanting the same port would make the second one's port depend on the clock.
+    for _ in 0..1500 {
+        let (proto, sport) = conns[(rng.next_u64() % conns.len() as u64) as usize];
+        let from = if proto == TCP { 80 } else { 53 };
+        let payload: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
+        let flags = rng.next_u64() as u8;
+        let mut f = to_gateway(packet_with(proto, target, client, from, sport, flags, false, &payload));
+        for _ in 0..rng.next_u64() % 3 {
+            let at = (rng.next_u64() % f.len() as u64) as usize;
+            let b = rng.next_u64() as u8;
+            if at != 14 && !(26..38).contains(&at) {
+                f[at] = b;
+            }
+        }
+        r.send([NAT_OUT, SWITCH_FROM_WEB, NAT_GATEWAY][(rng.next_u64() % 3) as usize], &f);
+    }
+    r.rec.check(&NAT);
+}
