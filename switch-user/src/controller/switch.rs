@@ -6,7 +6,7 @@ use switch_common::DEFAULT_AGEING_SECS;
 
 use super::{failpoint, forward, intent, lock, port};
 use crate::{
-    datapath::{self, DatapathKind, ebpf::Pins, userspace::daemon},
+    datapath::{self, Capability, DatapathKind, userspace::daemon},
     error::{Error, Result},
     names::{Cidr, gateway_ifnames, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState},
@@ -62,7 +62,7 @@ impl UpReport {
             datapath: s.datapath,
             ageing_secs: s.ageing_secs,
             redirect: s.redirect,
-            pins: s.datapath.is_ebpf().then(|| Pins::new(name).dir().display().to_string()),
+            pins: s.datapath.open(name).location(),
             gateway: state.gateway_cidr(name),
             uplinks: state.uplinks(name),
         }
@@ -88,11 +88,11 @@ fn validate(opts: &UpOptions) -> Result<()> {
         if opts.gateway.is_none() {
             return Err(Error::invalid("option", format!("--uplink {joined}"), "port forwarding also needs --gateway"));
         }
-        if opts.datapath.is_some_and(|d| !d.is_ebpf()) {
+        if let Some(d) = opts.datapath.filter(|d| !d.open(&opts.name).has(Capability::PortForwarding)) {
             return Err(Error::invalid(
                 "option",
                 format!("--uplink {joined}"),
-                "port forwarding runs in eBPF: it needs the tc or xdp datapath",
+                format!("the {d} datapath has no port forwarding (it runs in eBPF: tc or xdp)"),
             ));
         }
         for u in &opts.uplinks {
@@ -134,10 +134,11 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
     if let Some(existing) = state.switches.get(&opts.name).cloned() {
         conflicts(state, &existing, opts)?;
         intent::converge(store, state, &opts.name).await?;
-        if existing.ready && existing.datapath.open(&opts.name).healthy().await? {
+        let dp = existing.datapath.open(&opts.name);
+        if existing.ready && dp.healthy().await? {
             return Ok(None);
         }
-        if existing.ready && existing.datapath != DatapathKind::Userspace {
+        if existing.ready && !dp.remakeable() {
             return Err(Error::Command(format!(
                 "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --switch {}' and create it again",
                 opts.name, existing.datapath, opts.name

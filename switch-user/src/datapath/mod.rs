@@ -56,11 +56,6 @@ impl DatapathKind {
             Self::Bridge => Box::new(bridge::Bridge::new(name)),
         }
     }
-
-    /// Whether the datapath is an eBPF program with pinned maps.
-    pub fn is_ebpf(self) -> bool {
-        matches!(self, Self::Tc | Self::Xdp)
-    }
 }
 
 impl std::fmt::Display for DatapathKind {
@@ -187,6 +182,18 @@ pub trait Datapath: Send + Sync {
 
     /// Whether anything of the switch object exists.
     async fn exists(&self) -> Result<bool>;
+
+    /// Where the switch object lives, for people (the pin directory of an eBPF datapath).
+    fn location(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether a switch object found gone can be made again with its ports as they are
+    /// recorded (a userspace process that died). Otherwise the switch must be taken down and
+    /// made again.
+    fn remakeable(&self) -> bool {
+        false
+    }
 
     /// Prepares the far end of a port's veth (in the namespace: runs on the namespace's thread)
     /// before the port is attached.

@@ -124,6 +124,10 @@ impl Datapath for Ebpf {
         Ok(self.pins.exists())
     }
 
+    fn location(&self) -> Option<String> {
+        Some(self.pins.dir().display().to_string())
+    }
+
     fn prepare_peer(&self, ifname: &str) -> Result<()> {
         match self.program {
             // Native XDP on the host end needs the far end to take XDP frames (see ethtool.rs).

@@ -61,6 +61,11 @@ impl Datapath for Userspace {
         Ok(daemon::pid_path(&self.name).exists())
     }
 
+    fn remakeable(&self) -> bool {
+        // The ports (veths) outlive the process; a new process takes them over.
+        true
+    }
+
     async fn attach_port(&self, port: &PortState) -> Result<()> {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let req = Request::AddPort { slot, ifindex: port.host_ifindex, ifname: port.host_if.clone() };
