@@ -113,6 +113,20 @@ pub fn run_xdp(prog: &Xdp, frame: &[u8], ifindex: u32) -> Result<Outcome, Progra
     run(prog, frame, ctx.as_bytes())
 }
 
+/// Pads a generated frame to what BPF_PROG_TEST_RUN accepts: the kernel refuses (EINVAL) an
+/// IPv4 or IPv6 frame shorter than its fixed L3 header (34 and 54 bytes with Ethernet), so
+/// such runts are tried padded with zeros. Every other frame of at least 14 bytes runs as it is.
+pub fn pad_for_test_run(f: &mut Vec<u8>) {
+    let min = match f.get(12..14) {
+        Some([0x08, 0x00]) => 34,
+        Some([0x86, 0xdd]) => 54,
+        _ => 14,
+    };
+    if f.len() < min {
+        f.resize(min, 0);
+    }
+}
+
 /// An Ethernet frame: `dst`, `src`, EtherType, then `payload_len` bytes of a pattern.
 pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload_len: usize) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload_len);

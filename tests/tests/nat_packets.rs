@@ -8,7 +8,7 @@ use switch_common::{
     nat::{CT_CAPACITY, CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, CT_UDP, timeout_ns},
 };
 use switch_tests::{
-    bpf::{SchedClassifier, run_tc},
+    bpf::{SchedClassifier, pad_for_test_run, run_tc},
     ipv4::{
         ACK, FIN, RST, SYN, Seen, TCP, UDP, csum_add, fold, inspect, l4_checksum_valid, packet, packet_with,
         with_ip_options,
@@ -365,9 +365,7 @@ fn random_packets_keep_the_nat_invariants() {
             }
             f
         };
-        if f.len() < 34 {
-            f.resize(34, 0); // BPF_PROG_TEST_RUN refuses IPv4 frames without a full header.
-        }
+        pad_for_test_run(&mut f);
         let prog = if inbound { &bed.nat_in } else { &bed.nat_out };
         let out = run_tc(prog, &f, bed.ifindex).unwrap();
         assert!(out.retval == 0 || out.retval == 7, "verdict {} for {f:02x?}", out.retval);
@@ -404,7 +402,10 @@ fn random_packets_keep_the_nat_invariants() {
             inspect(&out.data);
         }
         if inbound {
-            assert_eq!(&out.data[30..34], &bed.target, "translated inbound to a stranger");
+            // To the forward's target, or back to the segment host whose masqueraded
+            // connection the packet happens to answer (a long run makes such pairs).
+            let to = &out.data[30..34];
+            assert!(to == bed.target || to == segment_host, "translated inbound to a stranger: {to:?}");
             assert_eq!(&f[30..34], &bed.uplink_ip, "translated a packet not sent to the uplink");
         } else {
             assert_eq!(&out.data[26..30], &bed.uplink_ip, "masqueraded behind a stranger");

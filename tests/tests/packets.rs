@@ -2,8 +2,9 @@
 //! pinned by `switch up`, runs on crafted frames "arriving" on a real port; the verdict, the
 //! bytes after the program, the FDB and the counters are checked. A randomised run (a fuzzer
 //! in spirit) checks the invariants on thousands of arbitrary frames.
+use switch_common::FDB_CAPACITY;
 use switch_tests::{
-    bpf::{SchedClassifier, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, run_tc, tc_program},
+    bpf::{SchedClassifier, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, pad_for_test_run, run_tc, tc_program},
     *,
 };
 
@@ -41,7 +42,8 @@ fn bed() -> Bed {
 
 impl Bed {
     fn send(&self, port: usize, f: &[u8]) -> i32 {
-        let out = run_tc(&self.prog, f, self.ports[port].1).unwrap();
+        let out = run_tc(&self.prog, f, self.ports[port].1)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN refused a {}-byte frame ({e}): {f:02x?}", f.len()));
         assert_eq!(out.data, f, "the switch must never change a byte of a frame");
         out.retval
     }
@@ -185,6 +187,7 @@ fn random_frames_keep_every_invariant() {
             f[..6].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
             f[6..12].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
         }
+        pad_for_test_run(&mut f);
         let port = (rng.next_u64() % 3) as usize;
         let verdict = bed.send(port, &f);
         let src_valid = f[6] & 1 == 0 && f[6..12].iter().any(|&b| b != 0);
@@ -214,11 +217,17 @@ fn random_frames_keep_every_invariant() {
     assert_eq!(dropped, shot, "every SHOT verdict is counted as a drop");
     assert!(dropped >= invalid_src);
     assert_eq!(stats.iter().map(|s| n(s, "malformed")).sum::<u64>(), 0);
-    // Far fewer stations than the table holds: nothing evicted, and the table's counters
-    // account for every entry in it.
+    // The table's counters account for every entry: nothing is evicted while fewer stations
+    // than the table holds were learned (the default run); a long run learns more, and then
+    // the evictions are exactly what is missing.
     let t = table_stats(&bed.sw, "fdb");
-    assert_eq!(n(&t, "evicted"), 0, "{t}");
-    assert_eq!(n(&t, "entries"), n(&t, "added") - n(&t, "removed"), "{t}");
+    let present = n(&t, "entries") + n(&t, "expired");
+    if n(&t, "added") <= u64::from(FDB_CAPACITY) {
+        assert_eq!(n(&t, "evicted"), 0, "{t}");
+    } else {
+        assert!(present > u64::from(FDB_CAPACITY) * 9 / 10, "a full table kept its room: {t}");
+    }
+    assert_eq!(present + n(&t, "evicted"), n(&t, "added") - n(&t, "removed"), "{t}");
     assert_eq!(n(&t, "entries") as usize, fdb(&bed.sw).len(), "{t}");
 }
 

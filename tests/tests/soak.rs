@@ -9,9 +9,9 @@ use std::{
 
 use switch_tests::*;
 
-datapath_matrix!(traffic_keeps_flowing_while_ports_come_and_go);
+datapath_matrix!(soak_traffic_keeps_flowing_while_ports_come_and_go);
 
-fn traffic_keeps_flowing_while_ports_come_and_go(dp: &str) {
+fn soak_traffic_keeps_flowing_while_ports_come_and_go(dp: &str) {
     let secs: u64 = std::env::var("SWITCH_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let net = match dp {
         "tc" => "10.81.0",
