@@ -11,8 +11,7 @@
 //! writes the state, so concurrent CLI calls are serialised.
 use std::{
     collections::BTreeMap,
-    fs::{self, File, OpenOptions},
-    io::Write as _,
+    fs::{self, File},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
@@ -23,6 +22,7 @@ pub use crate::datapath::DatapathKind;
 use crate::{
     error::{Context as _, Error, Result},
     names::{Cidr, Mac},
+    sys::files,
 };
 
 /// Default directory of the state file and its lock.
@@ -322,14 +322,11 @@ impl Store {
     /// Opens the store in `dir` and takes the lock (waits for other commands to finish).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
+        // Root's alone: another local user could otherwise read the state, or open the lock
+        // (read access is enough for flock) and hold every command back forever.
+        files::private_dir(&dir)?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .context(format!("opening {}", lock_path.display()))?;
+        let lock = files::open_private(&lock_path, false)?;
         // SAFETY: flock on a file descriptor we own; blocks until other commands are done.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error()).context(format!("locking {}", lock_path.display()));
@@ -368,15 +365,11 @@ impl Store {
         }
     }
 
-    /// Writes the state atomically (temporary file, fsync, rename).
+    /// Writes the state atomically (a fresh 0600 temporary file, fsync, rename).
     pub fn save(&self, state: &State) -> Result<()> {
-        let path = self.path();
-        let tmp = self.dir.join("state.json.tmp");
         let bytes =
             serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).expect("state serialises");
-        let mut f = File::create(&tmp).context(format!("writing {}", tmp.display()))?;
-        f.write_all(&bytes).and_then(|()| f.sync_all()).context(format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).context(format!("replacing {}", path.display()))
+        files::write_private_atomic(&self.path(), &bytes)
     }
 }
 

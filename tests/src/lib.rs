@@ -109,6 +109,11 @@ pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
     r.code == 0 && r.stdout.contains(&format!("{count} received"))
 }
 
+/// Pid of switch `sw`'s userspace process, from its pid file (`PID START`).
+pub fn switch_pid(sw: &str) -> Option<i32> {
+    std::fs::read_to_string(format!("/run/switch/{sw}.pid")).ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// Names of the namespaces `ip netns list` shows.
 pub fn netns_list() -> Vec<String> {
     host("ip", &["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()

@@ -108,8 +108,7 @@ fn down_removes_every_trace(dp: &str) {
     if is_ebpf(dp) {
         assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists());
     }
-    let pid_file = format!("/run/switch/{sw}.pid");
-    let pid: Option<i32> = std::fs::read_to_string(&pid_file).ok().map(|p| p.trim().parse().unwrap());
+    let pid = switch_pid(&sw);
     assert_eq!(pid.is_some(), dp == "userspace", "pid file of the userspace process");
 
     let r = json(&["down", "--name", &sw]);
@@ -212,4 +211,20 @@ fn switch_run_serves_in_the_foreground_and_cleans_up_on_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "switch run left something behind");
+}
+
+#[test]
+fn state_and_process_files_are_root_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("files", "userspace", &[]);
+    let mode = |p: &str| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    // Another local user can neither read the state nor hold the lock (flock needs only a
+    // read descriptor), nor talk to the switch process.
+    assert_eq!(mode("/run/switch"), 0o700);
+    for f in
+        ["lock".to_owned(), "state.json".to_owned(), format!("{sw}.pid"), format!("{sw}.log"), format!("{sw}.sock")]
+    {
+        assert_eq!(mode(&format!("/run/switch/{f}")), 0o600, "{f}");
+    }
 }

@@ -195,8 +195,7 @@ fn userspace_switch_process_killed_converges() {
     let a = sb.port(&sw, "a", "10.43.0.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.43.0.2/24", &[]);
     assert!(ping(&a, "10.43.0.2", 2));
-    let pid: i32 = std::fs::read_to_string(format!("/run/switch/{sw}.pid")).unwrap().trim().parse().unwrap();
-    kill9_and_wait(pid);
+    kill9_and_wait(switch_pid(&sw).unwrap());
     // The CLI says what is wrong in one line instead of hanging.
     let e = fails(&["stats", "--switch", &sw], 1);
     assert!(e.contains("userspace switch"), "{e}");
@@ -206,6 +205,31 @@ fn userspace_switch_process_killed_converges() {
     assert!(ping(&a, "10.43.0.2", 2), "forwarding after the restart");
     assert_eq!(fdb(&sw).len(), 2);
     ok(&["down", "--name", &sw]);
+    assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
+}
+
+#[test]
+fn down_leaves_alone_a_stranger_a_stale_pid_file_names() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("stale", "userspace", &[]);
+    let pid_file = format!("/run/switch/{sw}.pid");
+    let mut stranger = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    // The switch process dies and its pid goes to an unrelated process: the file names the
+    // stranger's pid with the dead process's start time, or (an older file) a bare pid.
+    for bare in [false, true] {
+        let line = std::fs::read_to_string(&pid_file).unwrap();
+        let start = line.split_whitespace().nth(1).unwrap().to_owned();
+        kill9_and_wait(switch_pid(&sw).unwrap());
+        let forged = if bare { stranger.id().to_string() } else { format!("{} {start}", stranger.id()) };
+        std::fs::write(&pid_file, forged).unwrap();
+        ok(&["down", "--switch", &sw]);
+        assert!(stranger.try_wait().unwrap().is_none(), "down signalled an unrelated process (bare pid: {bare})");
+        if !bare {
+            ok(&["up", "--switch", &sw, "--datapath", "userspace"]);
+        }
+    }
+    let _ = stranger.kill();
+    let _ = stranger.wait();
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
 }
 

@@ -1,7 +1,10 @@
 //! The host-facing half of the control plane: namespaces, links and addresses (rtnetlink),
-//! sysctls and the checks run before anything is changed.
+//! sysctls, private files under /run/switch, process identity, and the checks run before
+//! anything is changed.
 pub mod ethtool;
+pub mod files;
 pub mod netlink;
 pub mod netns;
 pub mod preflight;
+pub mod process;
 pub mod sysctl;

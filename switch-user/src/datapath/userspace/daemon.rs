@@ -17,6 +17,7 @@ use super::{
 use crate::{
     error::{Context as _, Error, Result},
     state::STATE_DIR,
+    sys::{files, process::ProcessId},
 };
 
 /// Control socket of switch `name`.
@@ -47,20 +48,10 @@ pub async fn alive(name: &str) -> bool {
     matches!(control::request(&socket_path(name), &Request::Ping).await, Ok(Response::Ok))
 }
 
-fn read_pid(name: &str) -> Option<i32> {
-    fs::read_to_string(pid_path(name)).ok()?.trim().parse().ok()
-}
-
-/// Whether process `pid` is alive. A zombie (exited, not yet reaped by its new parent: the
-/// process outlives the CLI that started it) counts as gone.
-pub fn running(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => {
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z")
-        }
-        Err(_) => false,
-    }
+/// The process the pid file names, if the file names one by pid and start time (a file
+/// with a bare pid, or none, names nobody that may be signalled).
+fn read_pid(name: &str) -> Option<ProcessId> {
+    ProcessId::parse(&fs::read_to_string(pid_path(name)).ok()?)
 }
 
 /// Starts switch `name`'s process in the background (its own session, stdio to the log file)
@@ -68,7 +59,8 @@ pub fn running(pid: i32) -> bool {
 pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
     stop(name).await?;
     let exe = std::env::current_exe().context("finding the switch binary")?;
-    let log = fs::File::create(log_path(name)).context(format!("creating {}", log_path(name).display()))?;
+    files::private_dir(std::path::Path::new(STATE_DIR))?;
+    let log = files::open_private(&log_path(name), true)?;
     let log2 = log.try_clone().context("duplicating the log file")?;
     let mut cmd = Command::new(exe);
     cmd.args(["run", "--switch", name, "--ageing", &ageing_secs.to_string(), "--daemon"])
@@ -106,23 +98,24 @@ pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
 /// and removes its pid file, socket and log. Nothing running is not an error.
 pub async fn stop(name: &str) -> Result<()> {
     // The pid first: the process removes its pid file on the way out, before it is gone.
-    let pid = read_pid(name).filter(|&p| p != std::process::id() as i32);
+    let me = ProcessId::current();
+    let process = read_pid(name).filter(|p| p.pid != me.pid);
     let _ = control::request(&socket_path(name), &Request::Shutdown).await;
-    if let Some(pid) = pid {
+    if let Some(process) = process {
         for (i, sig) in [(0, 0), (40, libc::SIGTERM), (80, libc::SIGKILL)] {
             for _ in 0..40 {
-                if !running(pid) {
+                if !process.is_alive() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            if !running(pid) {
+            if !process.is_alive() {
                 break;
             }
-            if sig != 0 {
-                tracing::info!(pid, step = i, "signalling the userspace switch process");
-                // SAFETY: plain kill(2) on the pid our own pid file names.
-                unsafe { libc::kill(pid, sig) };
+            // Only the process the pid file names, by pid and start time: a stale file whose
+            // pid now belongs to another process signals nobody.
+            if sig != 0 && process.signal(sig) {
+                tracing::info!(pid = process.pid, step = i, "signalled the userspace switch process");
             }
         }
     }
@@ -151,8 +144,8 @@ pub async fn serve(
     for (slot, ifindex, ifname) in ports {
         engine.add_port(slot, ifindex, &ifname)?;
     }
-    fs::write(pid_path(name), std::process::id().to_string())
-        .context(format!("writing {}", pid_path(name).display()))?;
+    files::private_dir(std::path::Path::new(STATE_DIR))?;
+    files::write_private_atomic(&pid_path(name), ProcessId::current().to_line().as_bytes())?;
     let served = control::serve(&socket_path(name), engine, stop).await;
     let _ = fs::remove_file(pid_path(name));
     served
