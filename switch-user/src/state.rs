@@ -22,7 +22,7 @@ pub use crate::datapath::DatapathKind;
 use crate::{
     error::{Context as _, Error, Result},
     names::{Cidr, Mac},
-    sys::files,
+    sys::{files, process::ProcessId},
 };
 
 /// Default directory of the state file and its lock.
@@ -64,6 +64,10 @@ pub struct SwitchState {
     /// back). Recorded before the write, so a crash in between still restores it.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// `switch logs` processes reading the datapath log (logging is on while any lives; the
+    /// next mutating command turns it off if they were all killed).
+    #[serde(default)]
+    pub log_followers: Vec<ProcessId>,
     /// False while `up` is making it.
     pub ready: bool,
 }
@@ -407,6 +411,7 @@ mod tests {
                 datapath: DatapathKind::Tc,
                 masquerade: false,
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
+                log_followers: vec![ProcessId::current()],
                 ready: true,
             },
         );

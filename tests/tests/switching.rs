@@ -387,3 +387,58 @@ fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
     ok(&["down", "--name", &sw]);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "gateway left behind");
 }
+
+/// Whether the datapath of `sw` logs now (CFG_F_LOG in its pinned CONFIG).
+fn logging_on(sw: &str) -> bool {
+    use aya::maps::{Array, Map, MapData};
+    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
+    let config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
+    config.get(&0, 0).unwrap().flags & switch_common::CFG_F_LOG != 0
+}
+
+#[test]
+fn a_killed_logs_is_turned_off_by_the_next_command() {
+    use std::process::{Command, Stdio};
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("log", "tc", &[]);
+    let _a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
+    let spawn = || {
+        Command::new(switch_bin())
+            .args(["logs", "--switch", &sw])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let on_within = |want: bool| {
+        (0..100).any(|_| {
+            sleep(Duration::from_millis(20));
+            logging_on(&sw) == want
+        })
+    };
+    assert!(!logging_on(&sw), "logging is off unless asked for");
+    // Two readers: one leaving keeps the other's logging on.
+    let (mut first, mut second) = (spawn(), spawn());
+    let readers = || {
+        let state: Value = serde_json::from_str(&std::fs::read_to_string("/run/switch/state.json").unwrap()).unwrap();
+        state["switches"][&sw]["log_followers"].as_array().map_or(0, Vec::len)
+    };
+    assert!(
+        (0..200).any(|_| {
+            sleep(Duration::from_millis(20));
+            readers() == 2
+        }),
+        "both readers recorded"
+    );
+    assert!(on_within(true), "switch logs turned logging on");
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    assert!(first.wait().unwrap().success());
+    assert!(logging_on(&sw), "the other reader still reads");
+    // Killed: nobody turns it off on the way out ...
+    second.kill().unwrap();
+    let _ = second.wait();
+    assert!(logging_on(&sw), "a killed reader cannot clean up");
+    // ... until the next command of the switch that changes something.
+    ok(&["up", "--switch", &sw]);
+    assert!(!logging_on(&sw), "logging left on after its reader was killed");
+}

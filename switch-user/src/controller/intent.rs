@@ -24,6 +24,19 @@ pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> 
         state.forwards.retain(|x| x != &f);
         store.save(state)?;
     }
+    // Readers of the datapath log that were killed: logging stays on only for live ones.
+    if let (Some(sw), Some(dp)) = (state.switches.get_mut(switch), dp.as_deref())
+        && !sw.log_followers.is_empty()
+    {
+        sw.log_followers.retain(|p| p.is_alive());
+        if sw.log_followers.is_empty() {
+            tracing::info!(switch, "turning off the datapath log a killed 'switch logs' left on");
+            if let Some(log) = dp.log() {
+                log.set_logging(false).await?;
+            }
+        }
+        store.save(state)?;
+    }
     let ports: Vec<_> = state.ports(switch).filter(|p| !p.ready).cloned().collect();
     for p in ports {
         tracing::info!(switch, kind = %p.kind, owner = %p.owner, "rolling back an interrupted port");

@@ -172,6 +172,7 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         // Effective once the switch has uplinks (given here, or adopted by `forward add`).
         masquerade: !opts.no_masquerade && existing.is_none_or(|e| e.masquerade),
         sysctls: existing.map(|e| e.sysctls.clone()).unwrap_or_default(),
+        log_followers: existing.map(|e| e.log_followers.clone()).unwrap_or_default(),
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());

@@ -301,12 +301,15 @@ pub trait Tables: Send + Sync {
     async fn fill(&self) -> Result<Vec<(&'static str, TableFill)>>;
 }
 
-/// A datapath log.
+/// A datapath log. Logging costs on every frame, so it is on only while someone reads it.
 #[async_trait]
 pub trait DatapathLog: Send + Sync {
+    /// Turns the datapath's logging on or off.
+    async fn set_logging(&self, on: bool) -> Result<()>;
+
     /// Streams the log's records as `LEVEL message` lines on stdout until `stop` resolves;
-    /// `started` runs once the log is being read. Logging is on only meanwhile.
-    async fn follow(
+    /// `started` runs once the log is being read.
+    async fn stream(
         &self,
         started: Box<dyn FnOnce() + Send>,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,

@@ -353,8 +353,9 @@ impl log::Log for Printer {
     fn flush(&self) {}
 }
 
-impl Ebpf {
-    /// Logging costs on every frame, so the programs only log while CFG_F_LOG is set.
+#[async_trait]
+impl DatapathLog for Ebpf {
+    /// The programs only log while CFG_F_LOG is set in CONFIG.
     async fn set_logging(&self, on: bool) -> Result<()> {
         self.with_maps(move |mut maps| {
             let mut cfg = maps.config()?;
@@ -363,11 +364,8 @@ impl Ebpf {
         })
         .await
     }
-}
 
-#[async_trait]
-impl DatapathLog for Ebpf {
-    async fn follow(
+    async fn stream(
         &self,
         started: Box<dyn FnOnce() + Send>,
         mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -380,23 +378,17 @@ impl DatapathLog for Ebpf {
         // as the AsyncFd owns the logger.
         let mut fd = unsafe { AsyncFd::register(logger) }
             .map_err(|e| Error::Io { context: "watching the datapath log".into(), source: e.into() })?;
-        self.set_logging(true).await?;
         started();
-        let streamed = async {
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return Ok(()),
-                    guard = fd.readable_mut() => {
-                        let mut guard = guard.map_err(|e| Error::Io { context: "reading the datapath log".into(), source: e })?;
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                guard = fd.readable_mut() => {
+                    let mut guard = guard.map_err(|e| Error::Io { context: "reading the datapath log".into(), source: e })?;
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
                 }
             }
         }
-        .await;
-        self.set_logging(false).await?;
-        streamed
     }
 }
 
