@@ -56,7 +56,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
                 stats::tx(d.out_slot, len);
                 return verdict;
             }
-            forward::unicast(d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
+            forward::unicast(&ctx, d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Malformed, invalid source, destination on the same port.
