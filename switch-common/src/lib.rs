@@ -184,6 +184,9 @@ pub struct TableStats {
     pub ct_added: u64,
     /// Connection-table entries deleted (expired ones swept by the controller).
     pub ct_removed: u64,
+    /// Connections the table could not take (no free masquerade port): their packets were
+    /// dropped, never sent on untranslated.
+    pub ct_refused: u64,
 }
 
 impl TableStats {
@@ -193,6 +196,7 @@ impl TableStats {
         self.fdb_removed += other.fdb_removed;
         self.ct_added += other.ct_added;
         self.ct_removed += other.ct_removed;
+        self.ct_refused += other.ct_refused;
     }
 }
 
@@ -219,6 +223,13 @@ pub struct NatConfig {
     /// Interface index of the gateway's host end (the one with the address): replies leaving
     /// the switch towards the uplinks are routed as if they had arrived there.
     pub gateway_ifindex: u32,
+    /// First source port masquerade may use, and how many: a range the host's own sockets
+    /// never pick (above `net.ipv4.ip_local_port_range`), so no host connection is hijacked.
+    pub masq_first: u16,
+    /// Number of masquerade ports (at least 1).
+    pub masq_count: u16,
+    /// Explicit padding (the struct has none the kernel and userspace could disagree on).
+    pub pad: u32,
 }
 
 /// What a UDP socket last sent to through a forward, so its replies can be given the
@@ -466,8 +477,9 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 24);
         assert_eq!(size_of::<FwdStats>(), 24);
-        assert_eq!(size_of::<NatConfig>(), 24);
+        assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
+        assert_eq!(size_of::<TableStats>(), 5 * 8);
     }
 
     #[test]

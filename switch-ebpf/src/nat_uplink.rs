@@ -16,7 +16,7 @@
 //! Only the first packet of a connection looks at FORWARDS; the rest follow CONNTRACK, so
 //! removing a rule stops new connections at once and lets existing ones finish.
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::classifier,
     programs::TcContext,
@@ -31,7 +31,7 @@ use crate::helpers::{
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
-    reply, route,
+    reply, route, stats,
 };
 
 #[classifier]
@@ -102,45 +102,55 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
 
 #[classifier]
 pub fn nat_egress(ctx: TcContext) -> i32 {
-    if let Some(f) = ipv4::parse(&ctx) {
-        let _ = egress(&ctx, &f);
-    }
-    TC_ACT_OK
+    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK };
+    egress(&ctx, &f)
 }
 
+/// A packet leaving an uplink: translated back if its connection is known and live, else
+/// masqueraded as a new connection. An expired entry is made anew rather than bypassed: a
+/// packet from the segment never leaves with its private source while masquerade is on.
 #[inline(always)]
-fn egress(ctx: &TcContext, f: &ipv4::Flow) -> Result<(), i64> {
+fn egress(ctx: &TcContext, f: &ipv4::Flow) -> i32 {
     let now = now_coarse_ns();
     let Some(e) = nat::ct_lookup(f) else { return masquerade(ctx, f, now) };
-    // A reply of a forwarded connection, or a masqueraded connection's own packet: the source
-    // goes back to the uplink's. Only a packet without any entry may start a masquerade; one
-    // whose entry is expired (or of the other kind) leaves as it is.
-    nat::ct_translate(ctx, f, e, CT_SNAT, now, |_| Some(()))?;
-    Ok(())
+    match nat::ct_translate(ctx, f, e, CT_SNAT, now, |_| Some(())) {
+        Ok(Some(())) => TC_ACT_OK,
+        Ok(None) if e.original == CT_SNAT => masquerade(ctx, f, now),
+        // An entry of the other direction's kind (a packet to a forwarded port's client seen
+        // on its way in), or a rewrite that failed: as it came.
+        _ => TC_ACT_OK,
+    }
 }
 
 /// Source ports tried for a masqueraded connection before giving up: the namespace's own
-/// port first (most connections keep it), then pseudo-random ones.
+/// port first if it lies in the masquerade range, then pseudo-random ones of the range.
 const MASQ_TRIES: u16 = 8;
 
 /// A new outbound TCP/UDP connection from the switch's segment: source NAT to the uplink's
-/// address, with a source port no other connection to the same remote uses.
+/// address, with a source port from the masquerade range (which the host's own sockets never
+/// pick, so replies meant for a host connection are never taken) that no other connection to
+/// the same remote uses. If no port is free, or the entries cannot be written, the packet is
+/// dropped and counted: it never leaves with the private source.
 #[inline(always)]
-fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
-    let Some(cfg) = NAT_CONFIG.get(0) else { return Ok(()) };
+fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
+    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
     let mask = cfg.segment_mask;
     if cfg.flags & NAT_F_MASQUERADE == 0 || f.saddr & mask != cfg.segment || f.daddr & mask == cfg.segment {
-        return Ok(());
+        return TC_ACT_OK;
     }
     // SAFETY: value copied out at once.
-    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&skb_ifindex(ctx)) }).copied() else { return Ok(()) };
+    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&skb_ifindex(ctx)) }).copied() else { return TC_ACT_OK };
+    let (first, ports) = (cfg.masq_first, cfg.masq_count.max(1));
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
     for i in 0..MASQ_TRIES {
-        let port = if i == 0 {
+        let port = if i == 0 && f.sport.wrapping_sub(first) < ports {
             f.sport
         } else {
-            let h = (u32::from(f.sport) ^ (now as u32)).wrapping_mul(2_654_435_761).wrapping_add(u32::from(i) * 7919);
-            1024 + (h % 64_512) as u16
+            // A hash of the connection, not of the clock: the same connection made again
+            // (after its entries expired) gets the same port, and runs are reproducible.
+            let flow = f.saddr ^ f.daddr.rotate_left(16) ^ (u32::from(f.sport) << 16 | u32::from(f.dport));
+            let h = flow.wrapping_mul(2_654_435_761).wrapping_add(u32::from(i) * 7919);
+            first.wrapping_add(((h >> 8) % u32::from(ports)) as u16)
         };
         let back = ct_reverse_key(f, CT_SNAT, uplink, port);
         if let Some(taken) = CONNTRACK.get_ptr(&back) {
@@ -159,12 +169,17 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> Result<(), i64> {
         };
         let outbound =
             CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: CT_SNAT, last_seen_ns: now };
-        nat::ct_put(&back, &inbound)?;
-        nat::ct_put(&ct_key(f), &outbound)?;
+        let made = nat::ct_put(&back, &inbound)
+            .and_then(|()| nat::ct_put(&ct_key(f), &outbound))
+            .and_then(|()| nat::rewrite_src(ctx, f, uplink, port));
+        if made.is_err() {
+            break;
+        }
         count(MASQUERADE_RULE, ctx.len() as u64, true);
-        return nat::rewrite_src(ctx, f, uplink, port);
+        return TC_ACT_OK;
     }
-    Ok(())
+    stats::table(|t| t.ct_refused += 1);
+    TC_ACT_SHOT
 }
 
 /// TC ingress of the gateway's host end: replies of forwarded (and masqueraded) connections

@@ -388,6 +388,68 @@ fn down_gives_back_the_sysctls_it_changed() {
     std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/forwarding", out.uplink), &before).unwrap();
 }
 
+/// Greets every connection with "peer ADDRESS:PORT", then echoes it line by line.
+const GREETING_ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8); print("ready", flush=True)
+def serve(c, a):
+    c.sendall(f"peer {a[0]}:{a[1]}\n".encode())
+    while True:
+        d = c.recv(100)
+        if not d: break
+        c.sendall(d)
+while True:
+    c, a = s.accept(); threading.Thread(target=serve, args=(c, a), daemon=True).start()
+"#;
+
+/// Connects from source port ARGV[2] to ARGV[1], prints the greeting, then (with ARGV[3])
+/// waits for a line on stdin and prints the echo of "still mine".
+const BOUND_CLIENT: &str = r#"
+import socket, sys
+host, port = sys.argv[1].split(":")
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+c.bind(("0.0.0.0", int(sys.argv[2]))); c.settimeout(5); c.connect((host, int(port)))
+f = c.makefile("r"); print(f.readline().strip(), flush=True)
+if len(sys.argv) > 3:
+    sys.stdin.readline(); c.sendall(b"still mine\n"); print(f.readline().strip(), flush=True)
+"#;
+
+#[test]
+fn a_namespace_cannot_take_the_replies_of_a_host_connection() {
+    use std::io::{BufRead as _, Write as _};
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 108);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.108.0.254/24", "--uplink", &out.uplink]);
+    let cli = sb.port(&sw, "cli", "10.108.0.11/24", &[]);
+    let mut server = out.spawn_python(GREETING_ECHO, &["8000"]);
+    let (server_addr, port) = ("172.31.108.2:8000", "40108");
+    // The host's own connection from the uplink address, source port P, stays open...
+    let mut host = Command::new("python3")
+        .args(["-c", BOUND_CLIENT, server_addr, port, "wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut host_out = std::io::BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    host_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("peer 172.31.108.1:{port}"));
+    // ...while a namespace connects to the same server from the same port P: it is
+    // masqueraded from a port the host never uses, so the two never share a 5-tuple.
+    let r = exec(&cli, &["python3", "-c", BOUND_CLIENT, server_addr, port]);
+    let seen = r.stdout.trim().strip_prefix("peer 172.31.108.1:").unwrap_or_else(|| panic!("{r:?}")).to_owned();
+    assert_ne!(seen, port, "the namespace's connection took the host's source port");
+    // The host's connection still gets its own replies.
+    writeln!(host.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    host_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "still mine", "the host's connection lost its replies");
+    assert!(host.wait().unwrap().success());
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 #[test]
 fn no_masquerade_leaves_namespace_addresses_visible() {
     let mut sb = Sandbox::new();

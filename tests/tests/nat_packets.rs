@@ -27,6 +27,12 @@ fn outbound(bed: &NatBed, f: &[u8]) -> Seen {
     inspect(&run_tc(&bed.nat_out, f, bed.ifindex).unwrap().data)
 }
 
+/// The first port masquerade uses: just above the host's ephemeral range.
+fn masquerade_first_port() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    range.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap() + 1
+}
+
 /// Asserts that `f` comes out of `prog` exactly as it went in.
 fn untouched(bed: &NatBed, prog: &SchedClassifier, f: &[u8], why: &str) {
     let out = run_tc(prog, f, bed.ifindex).unwrap();
@@ -233,16 +239,21 @@ fn connection_table_follows_tcp_states_and_times_out() {
     // FIN from the client: closing, both directions.
     assert_eq!(inbound(&bed, &from_client(40000, FIN | ACK)).dst, target);
     assert_eq!(states(&ct, 40000), (CT_CLOSING, CT_CLOSING));
-    // Past the closing timeout the entries are dead: later segments pass untranslated in
-    // both directions...
+    // Past the closing timeout the entries are dead: a later segment from outside passes
+    // untranslated, and one from the server never leaves with its private address: it is
+    // masqueraded as a new connection, from a port the host's own sockets never use...
     age(&mut ct, keys(40000), timeout_ns(CT_CLOSING) + 2_000_000_000);
     untouched(&bed, &bed.nat_in, &from_client(40000, ACK), "segment of an expired connection");
-    untouched(&bed, &bed.nat_out, &from_server(40000, ACK), "reply of an expired connection");
+    let out = outbound(&bed, &from_server(40000, ACK));
+    assert_eq!(out.src, uplink_ip, "the reply of an expired connection left with its private source");
+    assert!(out.sport >= masquerade_first_port(), "masqueraded from port {}", out.sport);
+    // (its outbound entry replaced the dead one, its inbound one is new)
+    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 3);
     // ...and a new SYN on the same addresses and ports starts over, reusing the entries
     // (overwritten, not added).
     assert_eq!(inbound(&bed, &syn(40000)).dst, target);
     assert_eq!(states(&ct, 40000), (CT_HALF_OPEN, CT_HALF_OPEN));
-    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 2);
+    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 3);
 
     // RST from the server: closing.
     assert_eq!(inbound(&bed, &syn(40001)).dst, target);
@@ -283,7 +294,9 @@ fn connection_table_follows_tcp_states_and_times_out() {
     age(&mut ct, udp_keys, timeout_ns(CT_UDP) - 2_000_000_000);
     assert_eq!(outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false)).src, uplink_ip);
     age(&mut ct, udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
-    untouched(&bed, &bed.nat_out, &packet(UDP, target, client, 53, 50000, 0, false), "reply after the UDP timeout");
+    let out = outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false));
+    assert_eq!(out.src, uplink_ip, "a reply after the UDP timeout left with its private source");
+    assert!(out.sport >= masquerade_first_port(), "masqueraded from port {}", out.sport);
 
     // Reading changes nothing: the dead entries stay (shown as expired) until a packet reuses
     // them or the table needs their room; the counters account for every entry.

@@ -92,7 +92,7 @@ pub fn fdb(rows: &[FdbRow]) -> String {
 /// The `switch tables` table.
 pub fn tables(rows: &[TableRow]) -> String {
     table(
-        &["TABLE", "ENTRIES", "EXPIRED", "CAPACITY", "ADDED", "REMOVED", "EVICTED"],
+        &["TABLE", "ENTRIES", "EXPIRED", "CAPACITY", "ADDED", "REMOVED", "EVICTED", "REFUSED"],
         &rows
             .iter()
             .map(|r| {
@@ -104,6 +104,7 @@ pub fn tables(rows: &[TableRow]) -> String {
                     r.added.to_string(),
                     r.removed.to_string(),
                     r.evicted.to_string(),
+                    r.refused.to_string(),
                 ]
             })
             .collect::<Vec<_>>(),

@@ -26,6 +26,9 @@ pub struct TableRow {
     pub removed: u64,
     /// Entries the kernel evicted to make room for new ones (the table was full).
     pub evicted: u64,
+    /// Connections the table could not take (conntrack: no free masquerade port); their
+    /// packets were dropped, never sent on untranslated.
+    pub refused: u64,
 }
 
 impl TableRow {
@@ -34,7 +37,16 @@ impl TableRow {
         // an entry between the counters and the walk: never below zero.
         let evicted = f.added.saturating_sub(f.removed).saturating_sub(f.present);
         let expired = f.present.saturating_sub(f.entries);
-        Self { table, entries: f.entries, expired, capacity: f.capacity, added: f.added, removed: f.removed, evicted }
+        Self {
+            table,
+            entries: f.entries,
+            expired,
+            capacity: f.capacity,
+            added: f.added,
+            removed: f.removed,
+            evicted,
+            refused: f.refused,
+        }
     }
 }
 
@@ -54,7 +66,14 @@ mod tests {
 
     #[test]
     fn evictions_are_what_is_missing() {
-        let fill = |entries, present, added, removed| TableFill { entries, present, capacity: 16_384, added, removed };
+        let fill = |entries, present, added, removed| TableFill {
+            entries,
+            present,
+            capacity: 16_384,
+            added,
+            removed,
+            refused: 0,
+        };
         let r = TableRow::new("fdb", fill(16_000, 16_384, 20_000, 100));
         assert_eq!(r.evicted, 20_000 - 100 - 16_384);
         assert_eq!((r.entries, r.expired), (16_000, 384), "expired entries are present but not live");

@@ -105,6 +105,8 @@ pub struct TableFill {
     pub added: u64,
     /// Entries deleted by the programs or the controller.
     pub removed: u64,
+    /// Entries the table could not take.
+    pub refused: u64,
 }
 
 /// What a datapath may lack.

@@ -236,12 +236,16 @@ impl PortForwarding for Ebpf {
         }
         let gateway = setup.gateway;
         let mask = if gateway.prefix == 0 { 0 } else { u32::MAX << (32 - gateway.prefix) };
+        let (masq_first, masq_count) = masquerade_ports()?;
         let cfg = NatConfig {
             host_netns_cookie: netns::cookie_here()?,
             segment: wire(Ipv4Addr::from(u32::from(gateway.addr) & mask)),
             segment_mask: wire(Ipv4Addr::from(mask)),
             flags: if setup.masquerade { NAT_F_MASQUERADE } else { 0 },
             gateway_ifindex: nl.ifindex(&setup.gateway_if).await?.unwrap_or(0),
+            masq_first,
+            masq_count,
+            pad: 0,
         };
         let (pins, uplinks, gateway_if) = (self.pins.clone(), setup.uplinks.clone(), setup.gateway_if.clone());
         blocking(move || {
@@ -323,16 +327,18 @@ impl Tables for Ebpf {
             let (fdb_live, fdb_present) = maps.fdb_fill(now, ageing)?;
             let ct = nat.connections()?;
             let t = maps.tables()?;
-            let fill = |entries: usize, present: usize, capacity: u32, added: u64, removed: u64| TableFill {
-                entries: entries as u64,
-                present: present as u64,
-                capacity: u64::from(capacity),
-                added,
-                removed,
-            };
+            let fill =
+                |entries: usize, present: usize, capacity: u32, added: u64, removed: u64, refused: u64| TableFill {
+                    entries: entries as u64,
+                    present: present as u64,
+                    capacity: u64::from(capacity),
+                    added,
+                    removed,
+                    refused,
+                };
             Ok(vec![
-                ("fdb", fill(fdb_live, fdb_present, FDB_CAPACITY, t.fdb_added, t.fdb_removed)),
-                ("conntrack", fill(ct.entries, ct.present, CT_CAPACITY, t.ct_added, t.ct_removed)),
+                ("fdb", fill(fdb_live, fdb_present, FDB_CAPACITY, t.fdb_added, t.fdb_removed, 0)),
+                ("conntrack", fill(ct.entries, ct.present, CT_CAPACITY, t.ct_added, t.ct_removed, t.ct_refused)),
             ])
         })
         .await
@@ -392,6 +398,38 @@ impl DatapathLog for Ebpf {
     }
 }
 
+/// Fewest masquerade source ports: below this, busy remotes would run out.
+const MIN_MASQUERADE_PORTS: u32 = 1024;
+
+/// The source ports masquerade uses: every port above the host's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), which the host's own sockets never pick when they
+/// connect. A host connection from port P to R:r and a namespace's connection from P to R:r
+/// then never share a translated 5-tuple, so the namespace cannot take the host's replies.
+/// (Reserving ports with `ip_local_reserved_ports` would change a host-wide setting that
+/// several switches share; choosing outside the range changes nothing.)
+fn masquerade_ports() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = fs::read_to_string(path).context(format!("reading {path}"))?;
+    masquerade_ports_above(&text)
+}
+
+/// `masquerade_ports` for the text of `ip_local_port_range` ("32768\t60999").
+fn masquerade_ports_above(range: &str) -> Result<(u16, u16)> {
+    let last: u32 = range.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| {
+        Error::Command(format!("cannot read the host's ephemeral port range from '{}'", range.trim()))
+    })?;
+    let count = 65_535u32.saturating_sub(last);
+    if count < MIN_MASQUERADE_PORTS {
+        return Err(Error::Command(format!(
+            "the host's ephemeral ports (net.ipv4.ip_local_port_range {}) leave only {count} ports above them for \
+             masquerade, which needs {MIN_MASQUERADE_PORTS}: lower the range's end (e.g. sysctl -w \
+             net.ipv4.ip_local_port_range=\"32768 60999\") or use --no-masquerade",
+            range.split_whitespace().collect::<Vec<_>>().join(" ")
+        )));
+    }
+    Ok(((last + 1) as u16, count as u16))
+}
+
 /// Where the cgroup v2 hierarchy is mounted (its root holds every process).
 fn cgroup2_root() -> Result<std::path::PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
@@ -404,4 +442,16 @@ fn cgroup2_root() -> Result<std::path::PathBuf> {
         .ok_or_else(|| {
             Error::Command("no cgroup v2 hierarchy is mounted (needed for host-local port forwarding)".into())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masquerade_ports_lie_above_the_ephemeral_range() {
+        assert_eq!(super::masquerade_ports_above("32768\t60999\n").unwrap(), (61000, 4536));
+        assert_eq!(super::masquerade_ports_above("1024 64000").unwrap(), (64001, 1535));
+        let e = super::masquerade_ports_above("1024\t65000").unwrap_err().to_string();
+        assert!(e.contains("only 535 ports") && e.contains("--no-masquerade"), "{e}");
+        assert!(super::masquerade_ports_above("garbage").is_err());
+    }
 }
