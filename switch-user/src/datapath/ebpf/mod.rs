@@ -236,7 +236,8 @@ impl PortForwarding for Ebpf {
         }
         let gateway = setup.gateway;
         let mask = if gateway.prefix == 0 { 0 } else { u32::MAX << (32 - gateway.prefix) };
-        let (masq_first, masq_count) = masquerade_ports()?;
+        // Without masquerade no port is ever picked: no range is needed.
+        let (masq_first, masq_count) = if setup.masquerade { masquerade_ports()? } else { (0, 0) };
         let cfg = NatConfig {
             host_netns_cookie: netns::cookie_here()?,
             segment: wire(Ipv4Addr::from(u32::from(gateway.addr) & mask)),
