@@ -60,6 +60,10 @@ pub mod maps {
     pub const NAT_NETNS: &str = "NAT_NETNS";
     /// `TableStats`: what went into and out of FDB and CONNTRACK, for counting evictions.
     pub const TABLE_STATS: &str = "TABLE_STATS";
+    /// [`crate::MacKey`] -> slot (u32): the MAC each port is bound to (port security, and the
+    /// gateway's). A plain hash, outside the LRU: bound stations are never evicted, never
+    /// moved by learning, and still reachable when the LRU forgot them.
+    pub const BOUND: &str = "BOUND";
 }
 
 /// Port forwarding (DNAT on the uplinks) and its connection table.
@@ -349,6 +353,12 @@ impl FdbEntry {
 /// cannot reach it (the kernel only switches namespaces with it), so known unicast to it
 /// takes `bpf_redirect`.
 pub const PORT_F_HOST: u32 = 1;
+/// Port security: the port accepts only frames with its own source MAC (`Port::mac`), and
+/// ARP with that sender MAC.
+pub const PORT_F_BIND_MAC: u32 = 2;
+/// Port security: IPv4 only from the port's own address (`Port::ip`, or 0.0.0.0 for DHCP),
+/// ARP only with that sender address (or 0.0.0.0 for a probe).
+pub const PORT_F_BIND_IP: u32 = 4;
 
 /// One slot of the port array. `ifindex == 0` marks a free slot.
 #[repr(C)]
@@ -363,6 +373,13 @@ pub struct Port {
     /// verifier, whereas the loop counter is a known constant that would multiply the states it
     /// has to explore (one per slot pair).
     pub slot: u32,
+    /// The address the port is bound to (network order), with `PORT_F_BIND_IP`.
+    pub ip: u32,
+    /// The MAC reserved for the port (all zero: none): no other port may use it, and the
+    /// port itself may use no other with `PORT_F_BIND_MAC`.
+    pub mac: [u8; 6],
+    /// Explicit padding.
+    pub pad: [u8; 2],
 }
 
 /// Per-port counters, kept per CPU by the datapath and summed by the controller (and sent
@@ -387,6 +404,13 @@ pub struct PortStats {
     pub malformed_packets: u64,
     /// Copies or redirects the kernel refused (`bpf_clone_redirect`/`bpf_redirect` failed).
     pub tx_errors: u64,
+    /// Of the dropped frames: a source MAC that is not the port's own, or one bound to
+    /// another port (port security).
+    pub spoofed_mac: u64,
+    /// Of the dropped frames: IPv4 from an address that is not the port's own.
+    pub spoofed_ip: u64,
+    /// Of the dropped frames: ARP claiming another MAC or address.
+    pub spoofed_arp: u64,
 }
 
 impl PortStats {
@@ -400,6 +424,9 @@ impl PortStats {
         self.dropped_packets += other.dropped_packets;
         self.malformed_packets += other.malformed_packets;
         self.tx_errors += other.tx_errors;
+        self.spoofed_mac += other.spoofed_mac;
+        self.spoofed_ip += other.spoofed_ip;
+        self.spoofed_arp += other.spoofed_arp;
     }
 }
 
@@ -469,8 +496,8 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<FdbEntry>(), 16);
-        assert_eq!(size_of::<Port>(), 12);
-        assert_eq!(size_of::<PortStats>(), 8 * 8);
+        assert_eq!(size_of::<Port>(), 24);
+        assert_eq!(size_of::<PortStats>(), 11 * 8);
         assert_eq!(size_of::<SwitchConfig>(), 16);
         assert_eq!(size_of::<FwdKey>(), 4);
         assert_eq!(size_of::<FwdTarget>(), 8);
@@ -527,6 +554,9 @@ mod tests {
             dropped_packets: 6,
             malformed_packets: 7,
             tx_errors: 8,
+            spoofed_mac: 9,
+            spoofed_ip: 10,
+            spoofed_arp: 11,
         };
         let mut sum = PortStats::default();
         sum.accumulate(&one);
@@ -534,5 +564,6 @@ mod tests {
         assert_eq!(sum.rx_packets, 2);
         assert_eq!(sum.tx_errors, 16);
         assert_eq!(sum.malformed_packets, 14);
+        assert_eq!((sum.spoofed_mac, sum.spoofed_ip, sum.spoofed_arp), (18, 20, 22));
     }
 }

@@ -41,7 +41,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     let in_ifindex = skb_ifindex(&ctx);
     let cfg = Config::load();
     let len = ctx.len() as u64;
-    let d = decide(in_ifindex, eth::parse(&ctx), len, &cfg, now_coarse_ns());
+    let d = decide(in_ifindex, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
     if cfg.log() && d.action != NOT_PORT {
         log::decision(&ctx, in_ifindex, len as u32, &d);
     }

@@ -25,7 +25,15 @@ pub fn switch_xdp(ctx: XdpContext) -> u32 {
     let in_ifindex = xdp_ingress_ifindex(&ctx);
     let cfg = Config::load();
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let d = decide(in_ifindex, eth::parse_bounds(ctx.data(), ctx.data_end()), len, &cfg, now_coarse_ns());
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    let d = decide(
+        in_ifindex,
+        eth::parse_bounds(data, data_end),
+        || eth::l3_src_bounds(data, data_end),
+        len,
+        &cfg,
+        now_coarse_ns(),
+    );
     if cfg.log() && d.action != NOT_PORT {
         log::decision(&ctx, in_ifindex, len as u32, &d);
     }

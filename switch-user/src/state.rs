@@ -148,12 +148,47 @@ pub struct PortState {
     /// Network namespace cookie of the namespace (0 if unknown or the host).
     #[serde(default)]
     pub netns_cookie: u64,
+    /// Port security: a namespace port accepts only its own MAC, address and ARP claims (off
+    /// for ports that carry other stations, e.g. a nested bridge). The gateway's MAC is
+    /// always reserved for it; the gateway itself is not checked (it carries routed traffic).
+    #[serde(default = "on")]
+    pub port_security: bool,
     /// False while a command is making it; a record left false by a killed command is rolled
     /// back by the next mutating command of the switch.
     pub ready: bool,
 }
 
+/// Serde's default for flags that are on unless said otherwise.
+fn on() -> bool {
+    true
+}
+
 impl PortState {
+    /// The port as the datapath's port array has it: flags (kind and port security) and what
+    /// it is bound to. A binding needs the MAC, so a port whose MAC is not known yet is bound
+    /// to nothing.
+    pub fn datapath_port(&self) -> switch_common::Port {
+        use switch_common::{PORT_F_BIND_IP, PORT_F_BIND_MAC};
+        let mut flags = self.kind.datapath_flags();
+        if let Some(mac) = self.mac {
+            // The gateway's MAC is reserved for it (no namespace may claim it), but the host is
+            // not checked: it routes traffic of any source, and may change its MAC.
+            let reserved = match self.kind {
+                PortKind::Namespace | PortKind::Adopted if self.port_security => {
+                    flags |= PORT_F_BIND_MAC | PORT_F_BIND_IP;
+                    true
+                }
+                PortKind::Gateway => true,
+                _ => false,
+            };
+            if reserved {
+                let ip = self.ip.map_or(0, |c| u32::from_ne_bytes(c.addr.octets()));
+                return switch_common::Port { flags, ip, mac: mac.0, ..Default::default() };
+            }
+        }
+        switch_common::Port { flags, ..Default::default() }
+    }
+
     /// The port's namespace, for ports behind a namespace.
     pub fn namespace(&self) -> Option<&str> {
         matches!(self.kind, PortKind::Namespace | PortKind::Adopted).then_some(self.owner.as_str())
@@ -393,6 +428,7 @@ mod tests {
             ip: Some("192.168.15.1/24".parse().unwrap()),
             mac: Some("02:00:00:00:00:01".parse().unwrap()),
             netns_cookie: 0,
+            port_security: true,
             ready: true,
         }
     }

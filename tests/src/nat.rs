@@ -61,7 +61,8 @@ impl NatBed {
         host("ip", &["addr", "add", &format!("172.31.{net}.1/24"), "dev", &outside.uplink]);
         host("ip", &["link", "set", &outside.uplink, "up"]);
         let sw = sb.switch("sw", "tc", &["--gateway", &format!("10.{net}.0.254/24"), "--uplink", &outside.uplink]);
-        let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &[]);
+        // Crafted frames on the target's port come from any station (a packet bed).
+        let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &["--no-port-security"]);
         let udp_port = tcp_port + 1;
         for (proto, port, to) in [("tcp", tcp_port, 80), ("udp", udp_port, 53)] {
             let (port, to) = (port.to_string(), format!("{web}:{to}"));

@@ -202,7 +202,8 @@ fn switching_bed(sb: &mut Sandbox, datapath: &str, net: u8) -> (String, Vec<u32>
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let ns = sb.port(&sw, n, &format!("10.{net}.0.{}/24", i + 1), &[]);
+            // Crafted frames come from any station: the ports carry other MACs.
+            let ns = sb.port(&sw, n, &format!("10.{net}.0.{}/24", i + 1), &["--no-port-security"]);
             ifindex(ns_info(&ns)["host_interface"].as_str().unwrap())
         })
         .collect();

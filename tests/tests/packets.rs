@@ -31,7 +31,8 @@ fn bed() -> Bed {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let ns = sb.port(&sw, n, &format!("10.66.0.{}/24", i + 1), &[]);
+            // Crafted frames come from any station: the ports carry other MACs.
+            let ns = sb.port(&sw, n, &format!("10.66.0.{}/24", i + 1), &["--no-port-security"]);
             let host = ns_info(&ns)["host_interface"].as_str().unwrap().to_owned();
             (ns, ifindex(&host))
         })

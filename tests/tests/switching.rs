@@ -100,9 +100,12 @@ fn ageing_removes_entries_and_traffic_relearns(dp: &str) {
 fn mac_move_is_followed(dp: &str) {
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", dp, &[]);
-    let a = sb.port(&sw, "a", "10.22.0.1/24", &["--mac", "02:00:00:22:00:01"]);
+    // A station that moves between ports: ports without port security (port security binds
+    // each port to its own MAC; see port_security_stops_spoofing).
+    let free = ["--no-port-security"];
+    let a = sb.port(&sw, "a", "10.22.0.1/24", &["--mac", "02:00:00:22:00:01", free[0]]);
     let b = sb.port(&sw, "b", "10.22.0.2/24", &["--mac", "02:00:00:22:00:02"]);
-    let c = sb.port(&sw, "c", "10.22.0.3/24", &["--mac", "02:00:00:22:00:03"]);
+    let c = sb.port(&sw, "c", "10.22.0.3/24", &["--mac", "02:00:00:22:00:03", free[0]]);
     assert!(ping(&a, "10.22.0.2", 2));
     assert!(fdb(&sw).contains(&("02:00:00:22:00:01".into(), a.clone(), "dynamic".into())));
 
@@ -226,7 +229,8 @@ fn send_raw(ns: &str, frame_hex: &str) {
 fn frames_with_invalid_source_are_dropped_counted_and_not_learned(dp: &str) {
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", dp, &[]);
-    let a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
+    // The valid frame at the end comes from a station behind a's port, not a itself.
+    let a = sb.port(&sw, "a", "10.27.0.1/24", &["--no-port-security"]);
     let b = sb.port(&sw, "b", "10.27.0.2/24", &[]);
     let a0 = port_stats(&sw, &a);
     let b0 = port_stats(&sw, &b);
@@ -441,4 +445,130 @@ fn a_killed_logs_is_turned_off_by_the_next_command() {
     // ... until the next command of the switch that changes something.
     ok(&["up", "--switch", &sw]);
     assert!(!logging_on(&sw), "logging left on after its reader was killed");
+}
+
+/// `aa:bb:cc:dd:ee:ff` as the 12 hex digits of a frame.
+fn mac_hex(mac: &str) -> String {
+    mac.replace(':', "")
+}
+
+/// An IPv4 address as 8 hex digits.
+fn ip_hex(ip: &str) -> String {
+    ip.split('.').map(|o| format!("{:02x}", o.parse::<u8>().unwrap())).collect()
+}
+
+/// A minimal IPv4/UDP frame (checksums zero: the switch does not care, the receiver drops it).
+fn udp_frame(dst_mac: &str, src_mac: &str, src_ip: &str, dst_ip: &str) -> String {
+    format!(
+        "{}{}0800450000200000400040110000{}{}d431d4310000000000000000",
+        mac_hex(dst_mac),
+        mac_hex(src_mac),
+        ip_hex(src_ip),
+        ip_hex(dst_ip)
+    )
+}
+
+/// A gratuitous ARP reply claiming `ip` for `mac`, broadcast from `src_mac`.
+fn arp_claim(src_mac: &str, mac: &str, ip: &str) -> String {
+    format!(
+        "ffffffffffff{}08060001080006040002{}{}ffffffffffff{}{}",
+        mac_hex(src_mac),
+        mac_hex(mac),
+        ip_hex(ip),
+        ip_hex(ip),
+        "00".repeat(18)
+    )
+}
+
+/// Attacks from real namespaces against port security (on by default), on the eBPF
+/// datapaths that enforce it: the victim's traffic keeps flowing, the attacker gets none of
+/// it, and every dropped frame is counted by reason.
+fn port_security_stops_spoofing(dp: &str, net: u8) {
+    let ip = |host: u8| format!("10.{net}.0.{host}");
+    let cidr = |host: u8| format!("10.{net}.0.{host}/24");
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sec", dp, &["--gateway", &cidr(254)]);
+    let a = sb.port(&sw, "a", &cidr(1), &[]);
+    let b = sb.port(&sw, "b", &cidr(2), &[]);
+    let c = sb.port(&sw, "c", &cidr(3), &[]);
+    // A port that legitimately carries other stations (a nested bridge): no port security.
+    let d = sb.port(&sw, "d", &cidr(4), &["--no-port-security"]);
+    let mac_of = |ns: &str| ns_info(ns)["mac"].as_str().unwrap().to_owned();
+    let (a_mac, b_mac, c_mac) = (mac_of(&a), mac_of(&b), mac_of(&c));
+    let gw_mac = json(&["ports", "--switch", &sw]).as_array().unwrap().iter().find(|p| p["kind"] == "gateway").unwrap()
+        ["mac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kinds: Vec<(String, String)> = json(&["ports", "--switch", &sw])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["owner"].as_str().unwrap().to_owned(), p["security"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(kinds.contains(&(a.clone(), "mac+ip".into())) && kinds.contains(&(d.clone(), "off".into())), "{kinds:?}");
+    assert!(kinds.contains(&("host".into(), "mac reserved".into())), "{kinds:?}");
+    assert!(ping(&b, &ip(1), 2));
+    let spoofed = |ns: &str, what: &str| u(&port_stats(&sw, ns), what);
+    let to_c = || u(&port_stats(&sw, &c), "tx_packets");
+
+    // c takes a's MAC, then the gateway's: everything it sends is dropped, a and the host
+    // keep their traffic, and c receives none of it.
+    for stolen in [&a_mac, &gw_mac] {
+        assert_eq!(exec(&c, &["ip", "link", "set", "eth0", "address", stolen]).code, 0);
+        let before = (spoofed(&c, "spoofed_mac"), to_c());
+        assert!(!ping(&c, &ip(2), 2), "c got through with a stolen MAC");
+        assert!(ping(&b, &ip(1), 20), "the victim's traffic stopped");
+        assert!(ping(&a, &ip(254), 5), "a lost the gateway");
+        assert!(spoofed(&c, "spoofed_mac") >= before.0 + 2, "spoofed frames not counted");
+        // Broadcast (ARP) may reach c; none of the 20 + 5 unicast replies may.
+        assert!(to_c() < before.1 + 10, "c received the victim's traffic: {} -> {}", before.1, to_c());
+        assert!(fdb(&sw).contains(&(a_mac.clone(), a.clone(), "dynamic".into())));
+    }
+    assert_eq!(exec(&c, &["ip", "link", "set", "eth0", "address", &c_mac]).code, 0);
+    assert!(ping(&c, &ip(2), 2), "c with its own MAC again");
+
+    // c sends IPv4 as a (its own MAC): dropped and counted; a DHCP-style 0.0.0.0 source passes.
+    let before_b = u(&port_stats(&sw, &b), "tx_packets");
+    send_raw(&c, &udp_frame(&b_mac, &c_mac, &ip(1), &ip(2)));
+    sleep(Duration::from_millis(200));
+    assert_eq!(spoofed(&c, "spoofed_ip"), 1);
+    assert_eq!(u(&port_stats(&sw, &b), "tx_packets"), before_b, "a spoofed packet reached b");
+    send_raw(&c, &udp_frame("ff:ff:ff:ff:ff:ff", &c_mac, "0.0.0.0", "255.255.255.255"));
+    sleep(Duration::from_millis(200));
+    assert_eq!(spoofed(&c, "spoofed_ip"), 1, "a 0.0.0.0 source (DHCP) was taken for a spoof");
+    assert!(u(&port_stats(&sw, &b), "tx_packets") > before_b, "the 0.0.0.0 broadcast was not flooded");
+
+    // ARP poisoning: c claims a's address (with its own MAC, then with a's): dropped, counted,
+    // and b still reaches a at a's MAC.
+    send_raw(&c, &arp_claim(&c_mac, &c_mac, &ip(1)));
+    send_raw(&c, &arp_claim(&c_mac, &a_mac, &ip(1)));
+    sleep(Duration::from_millis(200));
+    assert_eq!(spoofed(&c, "spoofed_arp"), 2);
+    let neigh = exec(&b, &["ip", "neigh", "show", &ip(1)]).stdout;
+    assert!(!neigh.contains(&c_mac), "b's ARP cache was poisoned: {neigh}");
+    assert!(ping(&b, &ip(1), 2));
+
+    // A port without port security may send other stations' frames, but never a bound MAC:
+    // learning does not move a's entry to it, and the frame goes nowhere.
+    let before_a = u(&port_stats(&sw, &a), "tx_packets");
+    send_raw(&d, &udp_frame(&a_mac, "02:00:00:29:00:44", &ip(44), &ip(1)));
+    send_raw(&d, &udp_frame(&b_mac, &a_mac, &ip(1), &ip(2)));
+    sleep(Duration::from_millis(200));
+    assert_eq!(spoofed(&d, "spoofed_mac"), 1);
+    assert_eq!(u(&port_stats(&sw, &a), "tx_packets"), before_a + 1, "d's own station's frame was not switched");
+    let table = fdb(&sw);
+    assert!(table.contains(&(a_mac.clone(), a.clone(), "dynamic".into())), "a's MAC moved: {table:?}");
+    assert!(table.contains(&("02:00:00:29:00:44".into(), d.clone(), "dynamic".into())), "{table:?}");
+    assert!(ping(&b, &ip(1), 2));
+}
+
+#[test]
+fn tc_port_security_stops_spoofing() {
+    port_security_stops_spoofing("tc", 29);
+}
+
+#[test]
+fn xdp_port_security_stops_spoofing() {
+    port_security_stops_spoofing("xdp", 37);
 }

@@ -1,9 +1,15 @@
 //! The switching decision, shared by the TC and the XDP entry programs: which port a frame
 //! came in on, whether it is valid, what is learned, and where it goes. The entry programs
 //! only differ in how they carry the decision out.
-use switch_common::{is_group, is_valid_source};
+use switch_common::{PORT_F_BIND_IP, PORT_F_BIND_MAC, Port, is_group, is_valid_source};
 
-use super::{config::Config, eth::EthAddrs, fdb, maps::PORT_SLOTS, stats};
+use super::{
+    config::Config,
+    eth::{EthAddrs, L3_ARP, L3_IPV4, L3Src},
+    fdb,
+    maps::{PORT_SLOTS, PORTS},
+    stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC},
+};
 
 /// The interface is not a port of this switch: leave the frame alone.
 pub const NOT_PORT: u32 = 0;
@@ -17,6 +23,8 @@ pub const DROP_SAME_PORT: u32 = 3;
 pub const UNICAST: u32 = 4;
 /// Broadcast, multicast or unknown unicast.
 pub const FLOOD: u32 = 5;
+/// Port security: a source MAC, address or ARP claim that is not the port's.
+pub const DROP_SPOOFED: u32 = 6;
 
 /// What to do with a frame. Plain integers rather than an enum with payloads: LLVM leaves the
 /// payload of an unused variant undefined and may spill that register, which the verifier
@@ -34,10 +42,37 @@ impl Decision {
     }
 }
 
-/// Decides on a frame of `len` bytes that arrived on `in_ifindex`; counts it and learns its
-/// source on the way.
+/// Port security of `port` against a frame from `src`: `None` if it may pass, else why not.
+/// `l3` reads the frame's layer-3 sender only when the port is bound to an address.
 #[inline(always)]
-pub fn decide(in_ifindex: u32, eth: Option<EthAddrs>, len: u64, cfg: &Config, now: u64) -> Decision {
+fn spoofed(port: &Port, src: &[u8; 6], l3: impl FnOnce() -> L3Src) -> Option<u32> {
+    if port.flags & PORT_F_BIND_MAC != 0 && *src != port.mac {
+        return Some(SPOOFED_MAC);
+    }
+    if port.flags & PORT_F_BIND_IP == 0 {
+        return None;
+    }
+    let l3 = l3();
+    // 0.0.0.0 is a DHCP client's source and an ARP probe's sender: not a claim on anything.
+    let claims_other = l3.ip != 0 && l3.ip != port.ip;
+    match l3.kind {
+        L3_IPV4 if claims_other => Some(SPOOFED_IP),
+        L3_ARP if claims_other || l3.sha != port.mac => Some(SPOOFED_ARP),
+        _ => None,
+    }
+}
+
+/// Decides on a frame of `len` bytes that arrived on `in_ifindex`; counts it and learns its
+/// source on the way. `l3` reads the frame's layer-3 sender (for port security).
+#[inline(always)]
+pub fn decide(
+    in_ifindex: u32,
+    eth: Option<EthAddrs>,
+    l3: impl FnOnce() -> L3Src,
+    len: u64,
+    cfg: &Config,
+    now: u64,
+) -> Decision {
     // SAFETY: hash map lookup; the value is copied out at once.
     let Some(&in_slot) = (unsafe { PORT_SLOTS.get(&in_ifindex) }) else {
         return Decision::new(NOT_PORT);
@@ -52,10 +87,20 @@ pub fn decide(in_ifindex: u32, eth: Option<EthAddrs>, len: u64, cfg: &Config, no
         stats::dropped(in_slot);
         return Decision::new(DROP_SOURCE);
     }
-    fdb::learn(eth.src, in_ifindex, now);
+    if let Some(port) = PORTS.get(in_slot)
+        && let Some(reason) = spoofed(port, &eth.src, l3)
+    {
+        stats::spoofed(in_slot, reason);
+        return Decision::new(DROP_SPOOFED);
+    }
+    if !fdb::learn(eth.src, in_ifindex, in_slot, now) {
+        // Another port's bound MAC, from a port without port security.
+        stats::spoofed(in_slot, SPOOFED_MAC);
+        return Decision::new(DROP_SPOOFED);
+    }
 
     if !is_group(&eth.dst)
-        && let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns)
+        && let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns).or_else(|| fdb::bound(eth.dst))
     {
         if out_ifindex == in_ifindex {
             // The Linux bridge without hairpin mode drops these too.

@@ -1,6 +1,73 @@
-//! Ethernet header access.
+//! Ethernet header access, and the layer-3 source fields port security checks.
 use aya_ebpf::programs::TcContext;
 use switch_common::ETH_HLEN;
+
+/// EtherType of IPv4.
+const ETH_P_IP: u16 = 0x0800;
+/// EtherType of ARP.
+const ETH_P_ARP: u16 = 0x0806;
+
+/// What a frame says about its sender above layer 2, for port security.
+#[derive(Clone, Copy)]
+pub struct L3Src {
+    /// `L3_NONE`, `L3_IPV4` or `L3_ARP`.
+    pub kind: u32,
+    /// IPv4 source address, or ARP sender address (network order).
+    pub ip: u32,
+    /// ARP sender MAC.
+    pub sha: [u8; 6],
+}
+
+/// Neither IPv4 nor a whole ARP packet: nothing to check above layer 2.
+pub const L3_NONE: u32 = 0;
+/// IPv4: `ip` is the source address.
+pub const L3_IPV4: u32 = 1;
+/// ARP (Ethernet/IPv4): `ip` and `sha` are the sender's.
+pub const L3_ARP: u32 = 2;
+
+impl L3Src {
+    const NONE: Self = Self { kind: L3_NONE, ip: 0, sha: [0; 6] };
+}
+
+/// `L3Src` of the packet at `[data, data_end)` (XDP: direct access, each read bounds-checked
+/// against data_end as the verifier requires). A frame too short for its EtherType's fields
+/// is `L3_NONE`: IPv4 that short is no IPv4 to the receiving stack either.
+#[inline(always)]
+pub fn l3_src_bounds(data: usize, data_end: usize) -> L3Src {
+    // ARP's sender fields end at 14 + 18 bytes: 32 covers IPv4's source (ends at 30) too.
+    if data + ETH_HLEN + 18 > data_end {
+        return L3Src::NONE;
+    }
+    // SAFETY: the 32 bytes read here are inside [data, data_end), checked just above.
+    unsafe {
+        let proto = u16::from_be(*((data + 12) as *const u16));
+        match proto {
+            ETH_P_IP => L3Src { kind: L3_IPV4, ip: *((data + 26) as *const u32), sha: [0; 6] },
+            ETH_P_ARP => {
+                L3Src { kind: L3_ARP, ip: *((data + 28) as *const u32), sha: *((data + 22) as *const [u8; 6]) }
+            }
+            _ => L3Src::NONE,
+        }
+    }
+}
+
+/// `L3Src` for a TC program: read with `bpf_skb_load_bytes`, which also reaches a
+/// non-linear part (only ports with port security pay for it).
+#[inline(always)]
+pub fn l3_src(ctx: &TcContext) -> L3Src {
+    let Ok(proto) = ctx.load::<u16>(12) else { return L3Src::NONE };
+    match u16::from_be(proto) {
+        ETH_P_IP => match ctx.load::<u32>(26) {
+            Ok(ip) => L3Src { kind: L3_IPV4, ip, sha: [0; 6] },
+            Err(_) => L3Src::NONE,
+        },
+        ETH_P_ARP => match (ctx.load::<[u8; 6]>(22), ctx.load::<u32>(28)) {
+            (Ok(sha), Ok(ip)) => L3Src { kind: L3_ARP, ip, sha },
+            _ => L3Src::NONE,
+        },
+        _ => L3Src::NONE,
+    }
+}
 
 /// The two addresses the switch decides on.
 #[derive(Clone, Copy)]

@@ -5,11 +5,15 @@
 //! the rest whenever it reads the table (`switch fdb`).
 use switch_common::{FDB_REFRESH_NS, FdbEntry, MacKey};
 
-use super::{maps::FDB, stats};
+use super::{
+    maps::{BOUND, FDB, PORTS},
+    stats,
+};
 
-/// Records that `src` was seen on `ifindex` at `now`.
+/// Records that `src` was seen on `ifindex` (slot `slot`) at `now`. `false`: `src` is bound
+/// to another port, and the frame must not be switched (it is not learned either).
 #[inline(always)]
-pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
+pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, now: u64) -> bool {
     let key = MacKey::new(src);
     let known = FDB.get_ptr_mut(&key);
     if let Some(e) = known {
@@ -17,7 +21,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
         let e = unsafe { &mut *e };
         if e.is_static() {
             // Static entries are operator intent: learning never moves them.
-            return;
+            return true;
         }
         if e.ifindex == ifindex {
             // Refresh at most once per FDB_REFRESH_NS: a write per frame would bounce the
@@ -26,8 +30,16 @@ pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
             if now > e.last_seen_ns + FDB_REFRESH_NS {
                 e.last_seen_ns = now;
             }
-            return;
+            return true;
         }
+    }
+    // Only a new station or a move reaches here (the fast path above never looks): a MAC
+    // bound to another port is never learned elsewhere, whatever the LRU remembers.
+    // SAFETY: value copied out at once.
+    if let Some(&owner) = unsafe { BOUND.get(&key) }
+        && owner != slot
+    {
+        return false;
     }
     // New station, or a station that moved port: replace the whole element so a concurrent
     // reader sees either the old port or the new one, never a mix.
@@ -37,6 +49,16 @@ pub fn learn(src: [u8; 6], ifindex: u32, now: u64) {
         // deletions.
         stats::table(|t| t.fdb_added += 1);
     }
+    true
+}
+
+/// The port a bound MAC belongs to (its host ifindex): known even when the LRU table has
+/// evicted or aged the station, so a flood from another port cannot make it unreachable.
+#[inline(always)]
+pub fn bound(dst: [u8; 6]) -> Option<u32> {
+    // SAFETY: values copied out at once.
+    let slot = *unsafe { BOUND.get(&MacKey::new(dst)) }?;
+    PORTS.get(slot).map(|p| p.ifindex).filter(|&i| i != 0)
 }
 
 /// The port `dst` is behind, if known and not expired.

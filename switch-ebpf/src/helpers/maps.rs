@@ -17,6 +17,10 @@ use switch_common::{
 pub static FDB: LruHashMap<MacKey, FdbEntry> = LruHashMap::with_max_entries(FDB_CAPACITY, 0);
 
 /// Slot -> port; the flood list. An array so the flood loop is a bounded walk over indices.
+/// MAC -> slot of the port it is bound to (see `switch_common::maps::BOUND`).
+#[map(name = "BOUND")]
+pub static BOUND: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+
 #[map(name = "PORTS")]
 pub static PORTS: Array<Port> = Array::with_max_entries(MAX_PORTS, 0);
 

@@ -51,6 +51,26 @@ pub fn malformed(slot: u32) {
     })
 }
 
+/// Why port security dropped a frame.
+pub const SPOOFED_MAC: u32 = 0;
+/// IPv4 from another address.
+pub const SPOOFED_IP: u32 = 1;
+/// ARP claiming another MAC or address.
+pub const SPOOFED_ARP: u32 = 2;
+
+/// A frame port security dropped, by reason.
+#[inline(always)]
+pub fn spoofed(slot: u32, reason: u32) {
+    with(slot, |s| {
+        s.dropped_packets += 1;
+        match reason {
+            SPOOFED_MAC => s.spoofed_mac += 1,
+            SPOOFED_IP => s.spoofed_ip += 1,
+            _ => s.spoofed_arp += 1,
+        }
+    })
+}
+
 /// Counts into the programs' half of `TABLE_STATS`.
 #[inline(always)]
 pub fn table(f: impl FnOnce(&mut TableStats)) {

@@ -137,6 +137,7 @@ impl Forwarded {
                     ip: format!("{}/24", self.server_ip).parse()?,
                     switch: self.switch.clone(),
                     mac: None,
+                    port_security: true,
                 })
                 .await?;
                 for (host, to) in [(IPERF_PORT, 5201), (CONN_PORT, CONN_PORT)] {

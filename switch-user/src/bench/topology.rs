@@ -90,6 +90,7 @@ impl Topology {
                         ip: cidr.parse()?,
                         switch: self.switch.clone(),
                         mac: None,
+                        port_security: true,
                     })
                     .await?;
                 }

@@ -209,6 +209,11 @@ pub struct NsAddArgs {
     /// MAC address of the namespace's eth0 [default: random, chosen by the kernel].
     #[arg(long)]
     pub mac: Option<Mac>,
+    /// Let the port carry other stations' MACs and addresses (a nested bridge, a VM, a
+    /// router). By default a port accepts only its own MAC, its own IPv4 address (0.0.0.0
+    /// for DHCP) and ARP that claims nothing else (tc and xdp datapaths).
+    #[arg(long)]
+    pub no_port_security: bool,
 }
 
 #[derive(Debug, Subcommand)]

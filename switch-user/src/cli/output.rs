@@ -219,7 +219,7 @@ pub fn switches(rows: &[SwitchInfo]) -> String {
 /// The `switch ports` table.
 pub fn ports(rows: &[AnyPortRow]) -> String {
     table(
-        &["SWITCH", "KIND", "OWNER", "INTERFACE", "SLOT", "IP", "MAC", "STATE"],
+        &["SWITCH", "KIND", "OWNER", "INTERFACE", "SLOT", "IP", "MAC", "SECURITY", "STATE"],
         &rows
             .iter()
             .map(|r| {
@@ -231,6 +231,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
                     r.slot.map_or_else(|| "-".into(), |s| s.to_string()),
                     r.ip.clone().unwrap_or_else(|| "-".into()),
                     r.mac.clone().unwrap_or_else(|| "-".into()),
+                    r.security.into(),
                     if r.ready { "ready" } else { "incomplete" }.into(),
                 ]
             })

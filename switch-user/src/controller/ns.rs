@@ -20,6 +20,8 @@ pub struct AddOptions {
     pub switch: String,
     /// MAC of its interface; the kernel picks a random one if `None`.
     pub mac: Option<Mac>,
+    /// Port security (on unless the port carries other stations).
+    pub port_security: bool,
 }
 
 /// One row of `switch ns list`.
@@ -39,6 +41,8 @@ pub struct NsInfo {
     pub mac: Option<String>,
     /// Host-side interface (ports only).
     pub host_interface: Option<String>,
+    /// Port security (ports only).
+    pub port_security: Option<bool>,
     /// False while being made, or left half-made by an interrupted command.
     pub ready: bool,
 }
@@ -61,6 +65,7 @@ fn port_info(p: &PortState) -> NsInfo {
         ip: p.ip.map(|c| c.to_string()).unwrap_or_default(),
         mac: p.mac.map(|m| m.to_string()),
         host_interface: Some(p.host_if.clone()),
+        port_security: Some(p.port_security),
         ready: p.ready,
     }
 }
@@ -77,6 +82,7 @@ fn info(state: &State, ns: &str) -> Vec<NsInfo> {
             ip: l.ip.to_string(),
             mac: None,
             host_interface: None,
+            port_security: None,
             ready: s.ready,
         }));
     }
@@ -105,7 +111,11 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
         )));
     }
     if let Some(p) = state.ns_port(&opts.ns) {
-        if p.switch == opts.switch && p.ip == Some(opts.ip) && (opts.mac.is_none() || opts.mac == p.mac) {
+        if p.switch == opts.switch
+            && p.ip == Some(opts.ip)
+            && (opts.mac.is_none() || opts.mac == p.mac)
+            && p.port_security == opts.port_security
+        {
             return Ok(Some(port_info(p)));
         }
         return Err(Error::NamespaceExists {
@@ -179,6 +189,7 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
         ip: Some(opts.ip),
         mac: opts.mac,
         netns_cookie: 0,
+        port_security: opts.port_security,
         ready: false,
     };
     // Intent first: a crash from here on leaves a record that the next command rolls back.

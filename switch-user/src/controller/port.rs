@@ -71,7 +71,8 @@ pub(crate) async fn make_namespace_port(
         Ok((mac, netns::cookie_here()?))
     })
     .await?;
-    let plugged = PortState { host_ifindex: ifindex, netns_cookie: cookie, ..port.clone() };
+    // Bound to the MAC the namespace's end really has (port security needs it).
+    let plugged = PortState { host_ifindex: ifindex, netns_cookie: cookie, mac: Some(mac), ..port.clone() };
     dp.attach_port(&plugged).await?;
     failpoint("ns-add:attached")?;
     nl.set_up(ifindex).await?;
@@ -79,9 +80,9 @@ pub(crate) async fn make_namespace_port(
 }
 
 /// Makes the gateway's veth pair: the far end (`peer_if`) gets the host's address, the switch
-/// end becomes a port. Leftovers of an interrupted `up` are replaced. Returns the switch end's
-/// index.
-pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Result<u32> {
+/// end becomes a port, bound to the far end's MAC (no namespace may claim it). Leftovers of
+/// an interrupted `up` are replaced. Returns the switch end's index and the far end's MAC.
+pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Result<(u32, Mac)> {
     let ip = port.ip.ok_or_else(|| Error::Command("the gateway port has no address".into()))?;
     let nl = Netlink::new()?;
     nl.delete(&port.peer_if).await?;
@@ -94,11 +95,12 @@ pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Re
         prepare.prepare_peer(&a)
     })
     .await?;
-    dp.attach_port(&PortState { host_ifindex: port_idx, ..port.clone() }).await?;
+    let mac = nl.mac(&port.peer_if).await?.ok_or_else(|| Error::Command(format!("{} has no MAC", port.peer_if)))?;
+    dp.attach_port(&PortState { host_ifindex: port_idx, mac: Some(mac), ..port.clone() }).await?;
     nl.add_address(host_idx, ip).await?;
     nl.set_up(host_idx).await?;
     nl.set_up(port_idx).await?;
-    Ok(port_idx)
+    Ok((port_idx, mac))
 }
 
 /// Removes everything port `p` stands for: its datapath attachment, the veth pair it made and,
@@ -160,6 +162,9 @@ pub struct PortRow {
     pub slot: Option<u32>,
     /// Address behind the port.
     pub ip: Option<String>,
+    /// Port security: "mac+ip" (bound to both), "mac reserved" (the gateway: no other port
+    /// may use its MAC), "off".
+    pub security: &'static str,
     /// MAC behind the port.
     pub mac: Option<String>,
     /// False while being made, or left half-made by an interrupted command.
@@ -189,6 +194,14 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<PortRow>> {
             slot: p.slot,
             ip: p.ip.map(|c| c.to_string()),
             mac: p.mac.map(|m| m.to_string()),
+            security: {
+                let d = p.datapath_port();
+                match (d.flags & switch_common::PORT_F_BIND_IP != 0, d.mac != [0; 6]) {
+                    (true, _) => "mac+ip",
+                    (false, true) => "mac reserved",
+                    _ => "off",
+                }
+            },
             ready: p.ready,
         })
         .collect();

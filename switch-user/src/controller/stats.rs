@@ -32,6 +32,12 @@ pub struct PortRow {
     pub malformed: Option<u64>,
     /// Copies or redirects that could not be sent.
     pub tx_errors: Option<u64>,
+    /// Dropped by port security: another station's MAC.
+    pub spoofed_mac: Option<u64>,
+    /// Dropped by port security: IPv4 from another address.
+    pub spoofed_ip: Option<u64>,
+    /// Dropped by port security: ARP claiming another MAC or address.
+    pub spoofed_arp: Option<u64>,
 }
 
 /// Counters of every ready switched port of `switch` (the gateway shows as `host`), summed
@@ -60,6 +66,9 @@ pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
             dropped: d(s.dropped_packets),
             malformed: d(s.malformed_packets),
             tx_errors: d(s.tx_errors),
+            spoofed_mac: d(s.spoofed_mac),
+            spoofed_ip: d(s.spoofed_ip),
+            spoofed_arp: d(s.spoofed_arp),
         });
     }
     Ok(rows)

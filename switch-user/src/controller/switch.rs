@@ -205,6 +205,7 @@ fn gateway_port(name: &str, cidr: Cidr, slot: u32) -> PortState {
         ip: Some(cidr),
         mac: None,
         netns_cookie: 0,
+        port_security: true,
         ready: false,
     }
 }
@@ -222,6 +223,7 @@ pub(crate) fn uplink_port(name: &str, ifname: &str) -> PortState {
         ip: None,
         mac: None,
         netns_cookie: 0,
+        port_security: true,
         ready: false,
     }
 }
@@ -233,9 +235,10 @@ async fn make(store: &Store, state: &mut State, name: &str) -> Result<()> {
     let dp = sw.datapath.open(name);
     dp.create(&sw).await?;
     if let Some(g) = state.gateway(name).cloned() {
-        let idx = port::make_gateway_port(dp.as_ref(), &g).await?;
+        let (idx, mac) = port::make_gateway_port(dp.as_ref(), &g).await?;
         let p = state.port_mut(name, PortKind::Gateway, &g.owner).expect("recorded");
         p.host_ifindex = idx;
+        p.mac = Some(mac);
         p.ready = true;
     }
     forward::setup_uplinks(store, state, name).await?;

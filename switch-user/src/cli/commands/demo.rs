@@ -44,7 +44,14 @@ async fn steps() -> Result<()> {
     println!("datapath pinned at {} (unicast redirect: {})", up.pins.unwrap_or_default(), up.redirect);
     for (ns, ip) in NAMESPACES {
         println!("== switch ns add {ns} --ip {ip} --switch {SWITCH}");
-        let r = nsc::add(nsc::AddOptions { ns: ns.into(), ip: ip.parse()?, switch: SWITCH.into(), mac: None }).await?;
+        let r = nsc::add(nsc::AddOptions {
+            ns: ns.into(),
+            ip: ip.parse()?,
+            switch: SWITCH.into(),
+            mac: None,
+            port_security: true,
+        })
+        .await?;
         println!(
             "{ns}: eth0 {} mac {} <-> host port {}",
             r.info.ip,

@@ -12,7 +12,14 @@ use crate::cli::{
 pub async fn do_ns(c: NsCommand) -> Result<Reply> {
     match c {
         NsCommand::Add(a) => {
-            let r = ns::add(ns::AddOptions { ns: a.ns, ip: a.ip, switch: a.switch, mac: a.mac }).await?;
+            let r = ns::add(ns::AddOptions {
+                ns: a.ns,
+                ip: a.ip,
+                switch: a.switch,
+                mac: a.mac,
+                port_security: !a.no_port_security,
+            })
+            .await?;
             let i = &r.info;
             let verb = if r.created { "added to" } else { "is already on" };
             let text = format!(

@@ -23,7 +23,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 16] = [
     names::FDB,
     names::PORTS,
     names::PORT_SLOTS,
@@ -39,6 +39,7 @@ pub const MAPS: [&str; 15] = [
     names::SOCK_ORIG,
     names::NAT_NETNS,
     names::TABLE_STATS,
+    names::BOUND,
 ];
 
 /// The cgroup socket-address programs and where they hook.

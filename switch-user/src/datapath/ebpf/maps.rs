@@ -18,6 +18,7 @@ pub struct SwitchMaps {
     stats: PerCpuArray<MapData, PortStats>,
     config: Array<MapData, SwitchConfig>,
     devmap: DevMapHash<MapData>,
+    bound: HashMap<MapData, MacKey, u32>,
     tables: TableCounters,
 }
 
@@ -94,6 +95,7 @@ impl SwitchMaps {
             stats: open_as(pins, names::STATS)?,
             config: open_as(pins, names::CONFIG)?,
             devmap: open_as(pins, names::PORT_DEVMAP)?,
+            bound: open_as(pins, names::BOUND)?,
             tables: TableCounters::open(pins)?,
         })
     }
@@ -113,16 +115,21 @@ impl SwitchMaps {
         Ok(Duration::from_nanos(self.config()?.ageing_ns))
     }
 
-    /// Makes `ifindex` port `slot`: counters zeroed, then the ifindex lookup, then the flood
-    /// list (so a frame flooded to the port can already be counted), then the loop bound.
-    pub fn add_port(&mut self, slot: u32, ifindex: u32, flags: u32) -> Result<()> {
+    /// Makes `ifindex` port `slot` with `port`'s flags and binding: counters zeroed, the
+    /// bound MAC claimed, then the ifindex lookup, then the flood list (so a frame flooded to
+    /// the port can already be counted), then the loop bound.
+    pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port) -> Result<()> {
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
+        self.release_bound(slot);
+        if port.mac != [0; 6] {
+            self.bound.insert(MacKey::new(port.mac), slot, 0).map_err(bpf("writing BOUND"))?;
+        }
         // The devmap is only read by the XDP program; keeping it filled for every switch keeps
         // one port-registration path.
         self.devmap.insert(ifindex, ifindex, None, 0).map_err(bpf("writing PORT_DEVMAP"))?;
         self.slots.insert(ifindex, slot, 0).map_err(bpf("writing PORT_SLOTS"))?;
-        self.ports.set(slot, Port { ifindex, flags, slot }, 0).map_err(bpf("writing PORTS"))?;
+        self.ports.set(slot, Port { ifindex, slot, ..port }, 0).map_err(bpf("writing PORTS"))?;
         let mut cfg = self.config()?;
         cfg.slot_limit = cfg.slot_limit.max(slot + 1);
         self.set_config(cfg)
@@ -132,6 +139,7 @@ impl SwitchMaps {
     /// ifindex lookup, then every FDB entry pointing at it. `slot_limit` is recomputed.
     pub fn remove_port(&mut self, slot: u32) -> Result<()> {
         self.ports.set(slot, Port::default(), 0).map_err(bpf("writing PORTS"))?;
+        self.release_bound(slot);
         let stale: Vec<u32> =
             self.slots.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(ifindex, _)| ifindex).collect();
         for ifindex in &stale {
@@ -153,6 +161,15 @@ impl SwitchMaps {
     pub fn fdb_fill(&self, now: u64, ageing: u64) -> Result<(usize, usize)> {
         let entries = self.fdb_entries()?;
         Ok((entries.iter().filter(|(_, e)| !e.is_expired(now, ageing)).count(), entries.len()))
+    }
+
+    /// Forgets the MACs bound to `slot`.
+    fn release_bound(&mut self, slot: u32) {
+        let mine: Vec<MacKey> =
+            self.bound.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(k, _)| k).collect();
+        for k in &mine {
+            let _ = self.bound.remove(k);
+        }
     }
 
     /// Every FDB entry.

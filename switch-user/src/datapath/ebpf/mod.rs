@@ -139,9 +139,9 @@ impl Datapath for Ebpf {
     async fn attach_port(&self, port: &PortState) -> Result<()> {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let (pins, host_if, ifindex) = (self.pins.clone(), port.host_if.clone(), port.host_ifindex);
-        let (flags, cookie) = (port.kind.datapath_flags(), port.netns_cookie);
+        let (binding, cookie) = (port.datapath_port(), port.netns_cookie);
         blocking(move || {
-            SwitchMaps::open(&pins)?.add_port(slot, ifindex, flags)?;
+            SwitchMaps::open(&pins)?.add_port(slot, ifindex, binding)?;
             if cookie != 0 {
                 // Sockets of this namespace may reach forwards on the uplinks directly.
                 NatMaps::open(&pins)?.allow_netns(cookie)?;

@@ -96,6 +96,8 @@ impl Counters {
             dropped_packets: self.dropped_packets.load(Relaxed),
             malformed_packets: self.malformed_packets.load(Relaxed),
             tx_errors: self.tx_errors.load(Relaxed),
+            // Port security is enforced by the eBPF datapaths only, so far.
+            ..PortStats::default()
         }
     }
 }
