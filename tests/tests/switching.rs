@@ -480,9 +480,10 @@ fn arp_claim(src_mac: &str, mac: &str, ip: &str) -> String {
     )
 }
 
-/// Attacks from real namespaces against port security (on by default), on the eBPF
-/// datapaths that enforce it: the victim's traffic keeps flowing, the attacker gets none of
-/// it, and every dropped frame is counted by reason.
+/// Attacks from real namespaces against port security (on by default), on the datapaths
+/// that enforce it (tc, xdp, userspace; the Linux bridge is the unprotected baseline): the
+/// victim's traffic keeps flowing, the attacker gets none of it, and every dropped frame is
+/// counted by reason.
 fn port_security_stops_spoofing(dp: &str, net: u8) {
     let ip = |host: u8| format!("10.{net}.0.{host}");
     let cidr = |host: u8| format!("10.{net}.0.{host}/24");
@@ -571,4 +572,9 @@ fn tc_port_security_stops_spoofing() {
 #[test]
 fn xdp_port_security_stops_spoofing() {
     port_security_stops_spoofing("xdp", 37);
+}
+
+#[test]
+fn userspace_port_security_stops_spoofing() {
+    port_security_stops_spoofing("userspace", 38);
 }

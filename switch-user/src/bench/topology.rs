@@ -11,8 +11,9 @@ use crate::{
 pub enum Kind {
     /// A bare veth pair: the physical limit on this host.
     Veth,
-    /// A switch of this project (or the Linux bridge, datapath `bridge`).
-    Switch(DatapathKind, Redirect),
+    /// A switch of this project (or the Linux bridge, datapath `bridge`), with port security
+    /// on its ports or not.
+    Switch(DatapathKind, Redirect, bool),
 }
 
 /// One contender.
@@ -25,13 +26,15 @@ pub struct Contender {
 }
 
 /// Every contender, in the order they are measured in each round.
-pub const ALL: [Contender; 6] = [
+pub const ALL: [Contender; 7] = [
     Contender { name: "veth", kind: Kind::Veth },
-    Contender { name: "bridge", kind: Kind::Switch(DatapathKind::Bridge, Redirect::Peer) },
-    Contender { name: "tc", kind: Kind::Switch(DatapathKind::Tc, Redirect::Peer) },
-    Contender { name: "tc-egress", kind: Kind::Switch(DatapathKind::Tc, Redirect::Egress) },
-    Contender { name: "xdp", kind: Kind::Switch(DatapathKind::Xdp, Redirect::Peer) },
-    Contender { name: "userspace", kind: Kind::Switch(DatapathKind::Userspace, Redirect::Peer) },
+    Contender { name: "bridge", kind: Kind::Switch(DatapathKind::Bridge, Redirect::Peer, true) },
+    Contender { name: "tc", kind: Kind::Switch(DatapathKind::Tc, Redirect::Peer, true) },
+    // tc with port security off: what the checks cost, side by side with `tc`.
+    Contender { name: "tc-open", kind: Kind::Switch(DatapathKind::Tc, Redirect::Peer, false) },
+    Contender { name: "tc-egress", kind: Kind::Switch(DatapathKind::Tc, Redirect::Egress, true) },
+    Contender { name: "xdp", kind: Kind::Switch(DatapathKind::Xdp, Redirect::Peer, true) },
+    Contender { name: "userspace", kind: Kind::Switch(DatapathKind::Userspace, Redirect::Peer, true) },
 ];
 
 /// Names and addresses of a contender's topology.
@@ -73,7 +76,7 @@ impl Topology {
             Kind::Veth => {
                 link::link(&self.client, &self.server, self.client_cidr.parse()?, self.server_cidr.parse()?).await
             }
-            Kind::Switch(datapath, redirect) => {
+            Kind::Switch(datapath, redirect, port_security) => {
                 switch::up(switch::UpOptions {
                     name: self.switch.clone(),
                     ageing_secs: None,
@@ -90,7 +93,7 @@ impl Topology {
                         ip: cidr.parse()?,
                         switch: self.switch.clone(),
                         mac: None,
-                        port_security: true,
+                        port_security,
                     })
                     .await?;
                 }

@@ -135,7 +135,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub secs: Option<u64>,
     /// Only these contenders (veth and bridge always run: every ratio is against them):
-    /// veth, bridge, tc, tc-egress, xdp, userspace.
+    /// veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write an SVG chart to FILE.

@@ -124,6 +124,7 @@ pub fn stats(rows: &[PortRow]) -> String {
             "FLOODED",
             "DROPPED",
             "MALFORMED",
+            "SPOOFED",
             "TX ERR",
         ],
         &rows
@@ -139,6 +140,7 @@ pub fn stats(rows: &[PortRow]) -> String {
                     opt(r.flooded),
                     opt(r.dropped),
                     opt(r.malformed),
+                    opt(r.spoofed_mac.zip(r.spoofed_ip).zip(r.spoofed_arp).map(|((m, i), a)| m + i + a)),
                     opt(r.tx_errors),
                 ]
             })

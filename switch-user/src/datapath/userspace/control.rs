@@ -25,7 +25,7 @@ use tokio::{
     sync::Notify,
 };
 
-use super::engine::Engine;
+use super::engine::{Engine, Guard};
 use crate::error::{Context as _, Error, Result};
 
 /// Longest request or response line accepted. An FDB of 16 384 stations is about 1.5 MB of
@@ -48,6 +48,10 @@ pub enum Request {
         ifindex: u32,
         /// Its name, for messages and to check the index.
         ifname: String,
+        /// Port security (what the port is bound to). Absent: the port keeps what it has
+        /// (a new one is bound to nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guard: Option<Guard>,
     },
     /// Remove the port in `slot` ([`Engine::del_port`]).
     DelPort {
@@ -273,7 +277,7 @@ async fn send(write: &mut (impl tokio::io::AsyncWrite + Unpin), response: &Respo
 /// Runs one request against the engine.
 fn execute(engine: &Arc<Engine>, req: &Request) -> Response {
     match req {
-        Request::AddPort { slot, ifindex, ifname } => done(engine.add_port(*slot, *ifindex, ifname)),
+        Request::AddPort { slot, ifindex, ifname, guard } => done(engine.add_port(*slot, *ifindex, ifname, *guard)),
         Request::DelPort { slot } => done(engine.del_port(*slot)),
         Request::Fdb => Response::Fdb { entries: engine.fdb().into_iter().map(record).collect() },
         Request::FdbAdd { mac, ifindex } => done(engine.fdb_add_static(*mac, *ifindex)),
@@ -310,8 +314,17 @@ mod tests {
     #[test]
     fn requests_are_tagged_by_op() {
         round_trip(
-            Request::AddPort { slot: 2, ifindex: 17, ifname: "sred-1".into() },
+            Request::AddPort { slot: 2, ifindex: 17, ifname: "sred-1".into(), guard: None },
             r#"{"op":"add_port","slot":2,"ifindex":17,"ifname":"sred-1"}"#,
+        );
+        round_trip(
+            Request::AddPort {
+                slot: 2,
+                ifindex: 17,
+                ifname: "sred-1".into(),
+                guard: Some(Guard { flags: 6, mac: [2, 0, 0, 0, 0, 1], ip: 7 }),
+            },
+            r#"{"op":"add_port","slot":2,"ifindex":17,"ifname":"sred-1","guard":{"flags":6,"mac":[2,0,0,0,0,1],"ip":7}}"#,
         );
         round_trip(Request::DelPort { slot: 2 }, r#"{"op":"del_port","slot":2}"#);
         round_trip(Request::Fdb, r#"{"op":"fdb"}"#);

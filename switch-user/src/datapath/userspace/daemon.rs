@@ -142,7 +142,7 @@ pub async fn serve(
     let engine: Arc<Engine> = Engine::new(ageing);
     engine.spawn_ageing();
     for (slot, ifindex, ifname) in ports {
-        engine.add_port(slot, ifindex, &ifname)?;
+        engine.add_port(slot, ifindex, &ifname, None)?;
     }
     files::private_dir(std::path::Path::new(STATE_DIR))?;
     files::write_private_atomic(&pid_path(name), ProcessId::current().to_line().as_bytes())?;

@@ -15,7 +15,9 @@ use switch_common::{is_group, is_valid_source};
 
 use super::{
     BATCH,
+    guard::{Guard, Spoof},
     mac_table::{Clock, Fdb, PortId},
+    ports::PortTable,
 };
 
 /// What happens to one received frame.
@@ -29,6 +31,8 @@ pub(super) enum Verdict {
     Flood,
     /// Known unicast: to the port in this slot.
     Unicast(u32),
+    /// Port security: another station's MAC, address or ARP claim: dropped.
+    Spoofed(Spoof),
 }
 
 impl Verdict {
@@ -82,16 +86,35 @@ impl BatchSources {
     }
 }
 
+/// What decide needs to know about the ports: which still exist (an entry may point at one
+/// just removed: the frame is flooded then, as the eBPF datapath does), and which MACs are
+/// reserved for which port.
+pub(super) trait Ports {
+    /// Whether the port still exists.
+    fn is_live(&self, id: PortId) -> bool;
+    /// The live port a MAC is reserved for.
+    fn reserved_port(&self, mac: &[u8; 6]) -> Option<PortId>;
+}
+
+impl Ports for PortTable {
+    fn is_live(&self, id: PortId) -> bool {
+        PortTable::is_live(self, id)
+    }
+    fn reserved_port(&self, mac: &[u8; 6]) -> Option<PortId> {
+        self.get(self.reserved(mac)?).map(|p| p.id)
+    }
+}
+
 /// Decides what to do with `frame` (the Ethernet frame, without the virtio header) received on
-/// `ingress`. `live` says whether a port still exists (an entry may point at one just removed:
-/// the frame is flooded then, as the eBPF datapath does).
+/// `ingress`, whose port security is `guard`.
 pub(super) fn decide(
     fdb: &Fdb,
     frame: &[u8],
     ingress: PortId,
+    guard: &Guard,
     sources: &mut BatchSources,
     clock: Clock,
-    live: impl Fn(PortId) -> bool,
+    ports: &impl Ports,
 ) -> Verdict {
     let Some((dst, src)) = addresses(frame) else {
         return Verdict::Malformed;
@@ -100,6 +123,13 @@ pub(super) fn decide(
         // Multicast or zero source: the Linux bridge drops these too, and learning them would
         // poison the table.
         return Verdict::Drop;
+    }
+    if let Some(why) = guard.check(frame, &src) {
+        return Verdict::Spoofed(why);
+    }
+    // A MAC reserved for another port is never taken (nor learned) by this one.
+    if ports.reserved_port(&src).is_some_and(|owner| owner.slot != ingress.slot) {
+        return Verdict::Spoofed(Spoof::Mac);
     }
     sources.note(fdb, src, ingress, clock.now);
     if is_group(&dst) {
@@ -110,13 +140,17 @@ pub(super) fn decide(
         // Learned from this batch: behind the ingress port, unless a static entry pins it.
         _ if sources.contains(&dst) && !station.is_some_and(|s| s.entry.is_static()) => ingress,
         Some(s) => s.port(),
-        None => return Verdict::Flood,
+        // Reserved MACs stay reachable whatever the table forgot.
+        None => match ports.reserved_port(&dst) {
+            Some(port) => port,
+            None => return Verdict::Flood,
+        },
     };
     if out.ifindex == ingress.ifindex {
         // Destination is on the port the frame came from: the bridge without hairpin mode drops
         // these too.
         Verdict::Drop
-    } else if live(out) {
+    } else if ports.is_live(out) {
         Verdict::Unicast(out.slot)
     } else {
         Verdict::Flood
@@ -140,8 +174,32 @@ mod tests {
     }
 
     /// Decides one frame alone in its batch, every port alive.
+    /// Ports live as a function says, no MAC reserved.
+    struct LiveIf<F: Fn(PortId) -> bool>(F);
+
+    impl<F: Fn(PortId) -> bool> Ports for LiveIf<F> {
+        fn is_live(&self, p: PortId) -> bool {
+            (self.0)(p)
+        }
+        fn reserved_port(&self, _: &[u8; 6]) -> Option<PortId> {
+            None
+        }
+    }
+
+    /// Every port is live, no MAC is reserved.
+    struct AllLive;
+
+    impl Ports for AllLive {
+        fn is_live(&self, _: PortId) -> bool {
+            true
+        }
+        fn reserved_port(&self, _: &[u8; 6]) -> Option<PortId> {
+            None
+        }
+    }
+
     fn decide1(fdb: &Fdb, f: &[u8], ingress: PortId, now: u64) -> Verdict {
-        decide(fdb, f, ingress, &mut BatchSources::new(), clock(now), |_| true)
+        decide(fdb, f, ingress, &Guard::default(), &mut BatchSources::new(), clock(now), &AllLive)
     }
 
     #[test]
@@ -172,7 +230,8 @@ mod tests {
     fn entry_of_a_removed_port_floods() {
         let mut fdb = Fdb::default();
         fdb.learn(B, P2, 0);
-        let v = decide(&fdb, &frame(B, A), P1, &mut BatchSources::new(), clock(0), |p| p != P2);
+        let v =
+            decide(&fdb, &frame(B, A), P1, &Guard::default(), &mut BatchSources::new(), clock(0), &LiveIf(|p| p != P2));
         assert_eq!(v, Verdict::Flood);
     }
 
@@ -199,9 +258,15 @@ mod tests {
         assert_eq!(fdb.lookup(&A, clock(late)).map(|s| s.port()), Some(P1));
         // Even a frame from A on P2 earlier in the same batch does not move it.
         let mut sources = BatchSources::new();
-        assert_eq!(decide(&fdb, &frame(B, A), P2, &mut sources, clock(late), |_| true), Verdict::Flood);
+        assert_eq!(
+            decide(&fdb, &frame(B, A), P2, &Guard::default(), &mut sources, clock(late), &AllLive),
+            Verdict::Flood
+        );
         assert_eq!(sources.stale().count(), 0);
-        assert_eq!(decide(&fdb, &frame(A, B), P2, &mut sources, clock(late), |_| true), Verdict::Unicast(P1.slot));
+        assert_eq!(
+            decide(&fdb, &frame(A, B), P2, &Guard::default(), &mut sources, clock(late), &AllLive),
+            Verdict::Unicast(P1.slot)
+        );
     }
 
     #[test]
@@ -225,10 +290,19 @@ mod tests {
         fdb.learn(B, P2, 0);
         let mut sources = BatchSources::new();
         let live = |_| true;
-        assert_eq!(decide(&fdb, &frame(C, B), P1, &mut sources, clock(1), live), Verdict::Flood);
-        assert_eq!(decide(&fdb, &frame(B, A), P1, &mut sources, clock(1), live), Verdict::Drop);
+        assert_eq!(
+            decide(&fdb, &frame(C, B), P1, &Guard::default(), &mut sources, clock(1), &LiveIf(live)),
+            Verdict::Flood
+        );
+        assert_eq!(
+            decide(&fdb, &frame(B, A), P1, &Guard::default(), &mut sources, clock(1), &LiveIf(live)),
+            Verdict::Drop
+        );
         // A frame to its own source is dropped, as after learning it.
-        assert_eq!(decide(&fdb, &frame(A, A), P1, &mut BatchSources::new(), clock(1), live), Verdict::Drop);
+        assert_eq!(
+            decide(&fdb, &frame(A, A), P1, &Guard::default(), &mut BatchSources::new(), clock(1), &LiveIf(live)),
+            Verdict::Drop
+        );
         let stale: Vec<_> = sources.stale().copied().collect();
         assert_eq!(stale, vec![B, A]);
     }
@@ -253,5 +327,30 @@ mod tests {
         assert!(!Verdict::Unicast(2).goes_to(3));
         assert!(!Verdict::Drop.goes_to(3));
         assert!(!Verdict::Malformed.goes_to(3));
+    }
+
+    /// Ports live, and `A` reserved for port 1.
+    struct Reserved;
+
+    impl Ports for Reserved {
+        fn is_live(&self, _: PortId) -> bool {
+            true
+        }
+        fn reserved_port(&self, mac: &[u8; 6]) -> Option<PortId> {
+            (*mac == A).then_some(P1)
+        }
+    }
+
+    #[test]
+    fn reserved_macs_are_never_taken_and_always_reachable() {
+        let fdb = Fdb::default();
+        let d = |f: &[u8], ingress| {
+            decide(&fdb, f, ingress, &Guard::default(), &mut BatchSources::new(), clock(0), &Reserved)
+        };
+        // Another port sending as A (even without port security of its own) is dropped.
+        assert_eq!(d(&frame(B, A), P2), Verdict::Spoofed(Spoof::Mac));
+        assert_eq!(d(&frame(B, A), P1), Verdict::Flood, "A itself");
+        // A is reachable though the table never learned it.
+        assert_eq!(d(&frame(A, B), P2), Verdict::Unicast(P1.slot));
     }
 }

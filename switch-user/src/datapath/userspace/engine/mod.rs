@@ -38,6 +38,7 @@
 //! frame costs one syscall slot, not 45), from batching both directions (`recvmmsg`,
 //! `sendmmsg`), and from taking each lock once per batch rather than once per frame.
 mod decide;
+mod guard;
 mod mac_table;
 mod ports;
 mod socket;
@@ -58,6 +59,7 @@ use tokio::{
     task::JoinHandle,
 };
 
+pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
     mac_table::{Clock, Fdb, PortId, Station},
@@ -118,7 +120,7 @@ impl Shared {
             for (i, v) in verdicts[..n].iter_mut().enumerate() {
                 let frame = rx.frame(i);
                 if !rx.truncated[i] {
-                    *v = decide(&fdb, frame, ingress, &mut sources, clock, |p| table.is_live(p));
+                    *v = decide(&fdb, frame, ingress, &port.guard, &mut sources, clock, &*table);
                 }
                 tally.count(*v, frame.len());
             }
@@ -232,9 +234,10 @@ impl Engine {
     }
 
     /// Opens the socket for `ifname`/`ifindex` and starts its receive task (must be called
-    /// inside a tokio runtime with I/O enabled). Idempotent for the same slot and ifindex; a
-    /// slot given another interface is replaced. Counters of the slot start at zero.
-    pub fn add_port(self: &Arc<Self>, slot: u32, ifindex: u32, ifname: &str) -> Result<()> {
+    /// inside a tokio runtime with I/O enabled), bound by `guard` (port security; `None` keeps
+    /// what a port already has). Idempotent for the same slot, ifindex and guard; a slot given
+    /// another interface or guard is replaced. Counters of the slot start at zero.
+    pub fn add_port(self: &Arc<Self>, slot: u32, ifindex: u32, ifname: &str, guard: Option<Guard>) -> Result<()> {
         if slot >= MAX_PORTS {
             return Err(Error::invalid("port slot", slot.to_string(), format!("must be below {MAX_PORTS}")));
         }
@@ -242,10 +245,14 @@ impl Engine {
             .map_err(|e| Error::Command(format!("adding port {ifname} to the userspace switch: {e}")))?;
         let mut tasks = lock(&self.tasks);
         let table = self.shared.table();
-        if table.get(slot).is_some_and(|p| p.id.ifindex == ifindex) {
+        // The same port again: nothing to do, unless its port security changes (then the port
+        // is made anew, with fresh counters: a rare operator action).
+        let same = table.get(slot).filter(|p| p.id.ifindex == ifindex);
+        if same.is_some_and(|p| guard.is_none_or(|g| g == p.guard)) {
             return Ok(());
         }
-        if let Some(other) = table.by_ifindex(ifindex) {
+        let guard = guard.unwrap_or_default();
+        if let Some(other) = table.by_ifindex(ifindex).filter(|p| p.id.slot != slot) {
             return Err(Error::Command(format!(
                 "interface {ifname} (index {ifindex}) is already port {} of the userspace switch",
                 other.id.slot
@@ -254,7 +261,7 @@ impl Engine {
         check_ifindex(ifname, ifindex)?;
         let socket = PacketSocket::open(ifindex).context(format!("opening a packet socket on {ifname}"))?;
         let id = PortId { slot, ifindex };
-        let port = Arc::new(Port { id, name: ifname.to_owned(), socket, counters: Counters::default() });
+        let port = Arc::new(Port { id, name: ifname.to_owned(), socket, counters: Counters::default(), guard });
         // SAFETY: the fd belongs to the PacketSocket inside the Arc<Port>; the AsyncFd holds one
         // reference to that Arc, so the fd stays open and unchanged for the AsyncFd's lifetime
         // (nothing ever closes or replaces a Port's socket; it closes when the last Arc drops).
@@ -398,7 +405,7 @@ mod tests {
         assert!(engine.fdb_add_static(A, 42).is_err());
         assert!(!engine.fdb_del(A));
         assert!(engine.del_port(3).is_ok());
-        assert!(engine.add_port(MAX_PORTS, 1, "lo").is_err());
-        assert!(engine.add_port(0, 999_999, "ustest-none").is_err());
+        assert!(engine.add_port(MAX_PORTS, 1, "lo", None).is_err());
+        assert!(engine.add_port(0, 999_999, "ustest-none", None).is_err());
     }
 }

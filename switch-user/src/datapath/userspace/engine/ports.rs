@@ -7,6 +7,7 @@
 //! port removed meanwhile stays usable (its socket open) until the batches still holding it
 //! are done.
 use std::{
+    collections::HashMap,
     os::fd::{AsRawFd, RawFd},
     sync::{
         Arc,
@@ -19,6 +20,7 @@ use switch_common::PortStats;
 use super::{
     BATCH,
     decide::Verdict,
+    guard::{Guard, Spoof},
     mac_table::PortId,
     socket::{PacketSocket, RxBuffers, Sent},
 };
@@ -31,6 +33,9 @@ pub(super) struct RxTally {
     flooded: u64,
     dropped: u64,
     malformed: u64,
+    spoofed_mac: u64,
+    spoofed_ip: u64,
+    spoofed_arp: u64,
 }
 
 impl RxTally {
@@ -43,6 +48,14 @@ impl RxTally {
                 self.malformed += 1;
             }
             Verdict::Drop => self.dropped += 1,
+            Verdict::Spoofed(why) => {
+                self.dropped += 1;
+                match why {
+                    Spoof::Mac => self.spoofed_mac += 1,
+                    Spoof::Ip => self.spoofed_ip += 1,
+                    Spoof::Arp => self.spoofed_arp += 1,
+                }
+            }
             Verdict::Flood => self.flooded += 1,
             Verdict::Unicast(_) => {}
         }
@@ -61,6 +74,9 @@ pub(super) struct Counters {
     dropped_packets: AtomicU64,
     malformed_packets: AtomicU64,
     tx_errors: AtomicU64,
+    spoofed_mac: AtomicU64,
+    spoofed_ip: AtomicU64,
+    spoofed_arp: AtomicU64,
 }
 
 impl Counters {
@@ -71,6 +87,9 @@ impl Counters {
             (&self.flooded_packets, t.flooded),
             (&self.dropped_packets, t.dropped),
             (&self.malformed_packets, t.malformed),
+            (&self.spoofed_mac, t.spoofed_mac),
+            (&self.spoofed_ip, t.spoofed_ip),
+            (&self.spoofed_arp, t.spoofed_arp),
         ] {
             if n != 0 {
                 counter.fetch_add(n, Relaxed);
@@ -96,8 +115,9 @@ impl Counters {
             dropped_packets: self.dropped_packets.load(Relaxed),
             malformed_packets: self.malformed_packets.load(Relaxed),
             tx_errors: self.tx_errors.load(Relaxed),
-            // Port security is enforced by the eBPF datapaths only, so far.
-            ..PortStats::default()
+            spoofed_mac: self.spoofed_mac.load(Relaxed),
+            spoofed_ip: self.spoofed_ip.load(Relaxed),
+            spoofed_arp: self.spoofed_arp.load(Relaxed),
         }
     }
 }
@@ -111,6 +131,8 @@ pub(super) struct Port {
     pub(super) name: String,
     pub(super) socket: PacketSocket,
     pub(super) counters: Counters,
+    /// What the port is bound to (port security).
+    pub(super) guard: Guard,
 }
 
 impl AsRawFd for Port {
@@ -132,6 +154,9 @@ impl Port {
 #[derive(Debug, Default)]
 pub(super) struct PortTable {
     by_slot: Vec<Option<Arc<Port>>>,
+    /// MAC -> slot of the port it is reserved for (bound ports, the gateway): rebuilt with the
+    /// table, so a batch reads it without a lock.
+    reserved: HashMap<[u8; 6], u32>,
 }
 
 impl PortTable {
@@ -152,6 +177,11 @@ impl PortTable {
         self.get(id.slot).is_some_and(|p| p.id == id)
     }
 
+    /// The slot a MAC is reserved for, if any.
+    pub(super) fn reserved(&self, mac: &[u8; 6]) -> Option<u32> {
+        self.reserved.get(mac).copied()
+    }
+
     /// A copy of the table with `slot` set to `port`.
     pub(super) fn with(&self, slot: u32, port: Option<Arc<Port>>) -> Self {
         let mut by_slot = self.by_slot.clone();
@@ -162,7 +192,9 @@ impl PortTable {
         while by_slot.last().is_some_and(Option::is_none) {
             by_slot.pop();
         }
-        Self { by_slot }
+        let reserved =
+            by_slot.iter().flatten().filter(|p| p.guard.mac != [0; 6]).map(|p| (p.guard.mac, p.id.slot)).collect();
+        Self { by_slot, reserved }
     }
 }
 
@@ -201,13 +233,28 @@ mod tests {
         t.count(Verdict::Drop, 60);
         t.count(Verdict::Flood, 60);
         t.count(Verdict::Unicast(1), 1000);
-        assert_eq!(t, RxTally { packets: 4, bytes: 1125, flooded: 1, dropped: 2, malformed: 1 });
+        t.count(Verdict::Spoofed(Spoof::Ip), 60);
+        t.count(Verdict::Spoofed(Spoof::Arp), 60);
+        assert_eq!(
+            t,
+            RxTally {
+                packets: 6,
+                bytes: 1245,
+                flooded: 1,
+                dropped: 4,
+                malformed: 1,
+                spoofed_mac: 0,
+                spoofed_ip: 1,
+                spoofed_arp: 1
+            }
+        );
         let c = Counters::default();
         c.add_rx(&t);
         c.add_tx(&Sent { packets: 2, bytes: 100, errors: 1 });
         let s = c.snapshot();
-        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (4, 1125, 1, 2));
+        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (6, 1245, 1, 4));
         assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (1, 2, 100, 1));
+        assert_eq!((s.spoofed_mac, s.spoofed_ip, s.spoofed_arp), (0, 1, 1));
     }
 
     #[test]
