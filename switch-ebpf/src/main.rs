@@ -10,7 +10,8 @@
 //!   hooks: forwarded ports reached from the host itself).
 //!
 //! Maps (all in `helpers/maps.rs`, pinned under `/sys/fs/bpf/switch/NAME/`): switching `FDB`,
-//! `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`, `PORT_DEVMAP`; forwarding `FORWARDS`,
+//! `BOUND` (MACs reserved for ports: port security), `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`,
+//! `PORT_DEVMAP`; forwarding `FORWARDS`,
 //! `UPLINK_ADDRS`, `CONNTRACK`, `FWD_STATS`, `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`,
 //! `SOCK_ORIG`; both `TABLE_STATS`. aya-log adds its ring buffer `AYA_LOGS`.
 //!

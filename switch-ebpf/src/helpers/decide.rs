@@ -1,6 +1,7 @@
 //! The switching decision, shared by the TC and the XDP entry programs: which port a frame
-//! came in on, whether it is valid, what is learned, and where it goes. The entry programs
-//! only differ in how they carry the decision out.
+//! came in on, whether it is valid, whether the port may send it (port security), what is
+//! learned, and where it goes. The entry programs only differ in how they carry the decision
+//! out (and in how they read the layer-3 sender: `eth::l3_src` or `eth::l3_src_bounds`).
 use switch_common::{PORT_F_BIND_IP, PORT_F_BIND_MAC, Port, is_group, is_valid_source};
 
 use super::{

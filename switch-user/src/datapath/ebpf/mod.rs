@@ -10,7 +10,7 @@
 //!   prog_nat_gateway               the reply shortcut on the gateway's host end
 //!   prog_sock_connect4 prog_sock_sendmsg4 prog_sock_recvmsg4
 //!                                  cgroup socket hooks: host-local and hairpin access
-//!   FDB PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS                switching maps
+//!   FDB BOUND PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS          switching maps
 //!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
 //!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
 //!   links/IFNAME                   one link per port (TCX or XDP)
