@@ -15,6 +15,7 @@ Quick start:
   switch ns add red  --ip 192.168.15.1/24     # namespace red on sw0
   switch ns add blue --ip 192.168.15.2/24
   switch ns exec red -- ping -c 2 192.168.15.2
+  switch ports                                # every port: namespaces, gateway, uplinks
   switch fdb                                  # learned MAC table
   switch stats                                # per-port counters
   switch down                                 # remove sw0, red and blue
@@ -64,7 +65,7 @@ pub enum Command {
     /// Show how full the MAC table and the connection table are and what they evicted (tc,
     /// xdp). A full table evicts its least recently used entries; `evicted` counts them.
     Tables(SwitchArgs),
-    /// Stream the datapath's log records until Ctrl-C (logging is off otherwise).
+    /// Stream the datapath's log records until Ctrl-C or SIGTERM (logging is off otherwise).
     Logs(LogsArgs),
     /// List switches.
     List,
