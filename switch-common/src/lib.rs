@@ -78,6 +78,9 @@ pub mod nat {
     pub const PROTO_TCP: u8 = 6;
     /// UDP.
     pub const PROTO_UDP: u8 = 17;
+    /// IP protocol number of ICMP (echo request and reply are masqueraded, the identifier
+    /// standing for the port).
+    pub const PROTO_ICMP: u8 = 1;
     /// TCP handshake not finished yet.
     pub const CT_HALF_OPEN: u32 = 0;
     /// TCP established (or UDP seen both ways).

@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, FwdKey, MacKey, NAT_F_MASQUERADE,
-    nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_TCP},
+    nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_ICMP, PROTO_TCP},
 };
 
 use crate::helpers::{
@@ -140,6 +140,12 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
     }
     // SAFETY: value copied out at once.
     let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&skb_ifindex(ctx)) }).copied() else { return TC_ACT_OK };
+    if f.proto == PROTO_ICMP && f.sport == 0 {
+        // An echo reply with no entry answers a request routed in from outside; it has no
+        // identifier of its own to translate, and it must not leave with a private source.
+        stats::table(|t| t.ct_refused += 1);
+        return TC_ACT_SHOT;
+    }
     let (first, ports) = (cfg.masq_first, cfg.masq_count.max(1));
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
     for i in 0..MASQ_TRIES {

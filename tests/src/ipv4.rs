@@ -104,6 +104,41 @@ pub fn packet_with(
     f
 }
 
+/// ICMP's protocol number.
+pub const ICMP: u8 = 1;
+/// ICMP echo request and reply types.
+pub const ECHO_REQUEST: u8 = 8;
+/// ICMP echo reply.
+pub const ECHO_REPLY: u8 = 0;
+
+/// An Ethernet + IPv4 + ICMP echo (request or reply, `kind`) frame with correct checksums.
+pub fn icmp_echo(kind: u8, src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut l4 = vec![kind, 0, 0, 0];
+    l4.extend_from_slice(&id.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(b"ping, masquerade");
+    let c = fold(csum_add(0, &l4));
+    l4[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, ICMP, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = fold(csum_add(0, &ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    f.extend(l4);
+    f
+}
+
+/// Source, destination and identifier of an ICMP echo frame, asserting both checksums.
+pub fn inspect_icmp(f: &[u8]) -> ([u8; 4], [u8; 4], u16) {
+    let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+    assert_eq!(fold(csum_add(0, &f[14..l4])), 0, "IPv4 header checksum is wrong");
+    assert_eq!(fold(csum_add(0, &f[l4..])), 0, "ICMP checksum is wrong");
+    (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap(), u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]))
+}
+
 /// `packet_with` and a fixed 14-byte payload.
 pub fn packet(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, tcp_flags: u8, udp_zero: bool) -> Vec<u8> {
     packet_with(proto, src, dst, sport, dport, tcp_flags, udp_zero, b"hello, forward")

@@ -451,6 +451,21 @@ fn a_namespace_cannot_take_the_replies_of_a_host_connection() {
 }
 
 #[test]
+fn ping_from_a_namespace_to_outside_is_masqueraded() {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 109);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.109.0.254/24", "--uplink", &out.uplink]);
+    let cli = sb.port(&sw, "cli", "10.109.0.11/24", &[]);
+    // The outside has no route to the segment: only an answer to the uplink address, i.e. a
+    // masqueraded ping, can come back.
+    Command::new("ip").args(["-n", &out.ns, "route", "del", "default"]).status().unwrap();
+    assert!(ping(&cli, "172.31.109.2", 3), "ping to the outside through masquerade");
+    // The entry ages out like a UDP flow's; a later ping is masqueraded anew (packet tests
+    // check the expiry itself).
+    assert!(ping(&cli, "172.31.109.2", 2));
+}
+
+#[test]
 fn no_masquerade_leaves_namespace_addresses_visible() {
     let mut sb = Sandbox::new();
     let out = Outside::new(&sb, 106);

@@ -1,12 +1,18 @@
-//! IPv4 + TCP/UDP header access for the NAT programs.
+//! IPv4 + TCP/UDP (and ICMP echo) header access for the NAT programs.
 use aya_ebpf::programs::TcContext;
 use switch_common::{
     ETH_HLEN,
-    nat::{PROTO_TCP, PROTO_UDP},
+    nat::{PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
+/// ICMP echo request and reply types.
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+
 /// The fields NAT reads, and where they are. Addresses as on the wire (network order, read
-/// raw), ports in host order.
+/// raw), ports in host order. An ICMP echo's identifier stands for a port, on the side a
+/// reply swaps it to: a request is `sport = id, dport = 0`, a reply `sport = 0, dport = id`,
+/// so the reply's key is the request's with the ends swapped, as for TCP and UDP.
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub l4_off: usize,
@@ -28,8 +34,9 @@ pub const IP_OFF: usize = ETH_HLEN;
 /// Longest IPv4 header plus a TCP header: what must be linear for `parse`.
 const HEADERS_MAX: u32 = (ETH_HLEN + 60 + 20) as u32;
 
-/// Parses an untagged IPv4 TCP or UDP packet. `None` for anything else, including fragments
-/// (only the first carries the ports, so NAT leaves all of them alone).
+/// Parses an untagged IPv4 TCP or UDP packet, or an ICMP echo request or reply. `None` for
+/// anything else, including fragments (only the first carries the ports, so NAT leaves all of
+/// them alone).
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Flow> {
     if let Some(f) = parse_linear(ctx) {
@@ -67,11 +74,11 @@ fn parse_linear(ctx: &TcContext) -> Option<Flow> {
         return None;
     }
     let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-    if ihl < 20 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+    if ihl < 20 || (proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP) {
         return None;
     }
     let l4_off = IP_OFF + ihl;
-    // 20 bytes cover the TCP header's flags; a UDP header only needs 8.
+    // 20 bytes cover the TCP header's flags; a UDP or ICMP echo header only needs 8.
     let need = if proto == PROTO_TCP { 20 } else { 8 };
     if data + l4_off + need > end {
         return None;
@@ -82,11 +89,31 @@ fn parse_linear(ctx: &TcContext) -> Option<Flow> {
     if tot_len != 0 && (tot_len < ihl + need || IP_OFF + tot_len > ctx.len() as usize) {
         return None;
     }
-    // SAFETY: bounds checked just above.
-    let (sport, dport, tcp_flags) = unsafe {
-        let l4 = data + l4_off;
-        let flags = if proto == PROTO_TCP { *((l4 + 13) as *const u8) } else { 0 };
-        (u16::from_be(*(l4 as *const u16)), u16::from_be(*((l4 + 2) as *const u16)), flags)
+    let l4 = data + l4_off;
+    if proto == PROTO_ICMP {
+        // SAFETY: bounds checked just above (8 bytes: type, code, checksum, id, sequence).
+        let (kind, code, id) =
+            unsafe { (*(l4 as *const u8), *((l4 + 1) as *const u8), u16::from_be(*((l4 + 4) as *const u16))) };
+        return match (kind, code) {
+            (ICMP_ECHO_REQUEST, 0) => Some(Flow { l4_off, proto, saddr, daddr, sport: id, dport: 0, tcp_flags: 0 }),
+            (ICMP_ECHO_REPLY, 0) => Some(Flow { l4_off, proto, saddr, daddr, sport: 0, dport: id, tcp_flags: 0 }),
+            // Errors and everything else: not translated (yet).
+            _ => None,
+        };
+    }
+    // With three protocols the verifier no longer ties `need` to `proto` (it cannot hold
+    // "proto is not 6" on the path where need became 8), so TCP's 20 bytes are proven again
+    // right where the flags byte is read.
+    let tcp_flags = if proto == PROTO_TCP {
+        if l4 + 20 > end {
+            return None;
+        }
+        // SAFETY: bounds checked just above.
+        unsafe { *((l4 + 13) as *const u8) }
+    } else {
+        0
     };
+    // SAFETY: bounds checked above (8 bytes at least).
+    let (sport, dport) = unsafe { (u16::from_be(*(l4 as *const u16)), u16::from_be(*((l4 + 2) as *const u16))) };
     Some(Flow { l4_off, proto, saddr, daddr, sport, dport, tcp_flags })
 }

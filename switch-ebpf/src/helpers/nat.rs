@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, CtKey, FwdStats,
-    nat::{CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, PROTO_TCP, PROTO_UDP},
+    nat::{CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
 use super::{
@@ -19,7 +19,11 @@ use super::{
 /// computed zero).
 #[inline(always)]
 fn l4_csum(f: &Flow) -> (usize, u64) {
-    if f.proto == PROTO_UDP { (f.l4_off + 6, BPF_F_MARK_MANGLED_0 as u64) } else { (f.l4_off + 16, 0) }
+    match f.proto {
+        PROTO_UDP => (f.l4_off + 6, BPF_F_MARK_MANGLED_0 as u64),
+        PROTO_ICMP => (f.l4_off + 2, 0),
+        _ => (f.l4_off + 16, 0),
+    }
 }
 
 /// Rewrites one address (offset 12: source, 16: destination) and its port (offset 0/2 in the
@@ -36,13 +40,17 @@ fn rewrite(
 ) -> Result<(), i64> {
     let (csum_off, extra) = l4_csum(f);
     let (old_port, new_port) = (old.1.to_be(), new.1.to_be());
+    let icmp = f.proto == PROTO_ICMP;
     // The address is part of TCP/UDP's pseudo header, hence BPF_F_PSEUDO_HDR; the low bits
-    // of the flags give the field size.
-    ctx.l4_csum_replace(csum_off, old.0 as u64, new.0 as u64, BPF_F_PSEUDO_HDR as u64 | extra | 4)?;
+    // of the flags give the field size. ICMP's checksum covers no pseudo header.
+    if !icmp {
+        ctx.l4_csum_replace(csum_off, old.0 as u64, new.0 as u64, BPF_F_PSEUDO_HDR as u64 | extra | 4)?;
+    }
     ctx.l4_csum_replace(csum_off, old_port as u64, new_port as u64, extra | 2)?;
     ctx.l3_csum_replace(IP_OFF + 10, old.0 as u64, new.0 as u64, 4)?;
     ctx.store(IP_OFF + addr_off, &new.0, 0)?;
-    ctx.store(f.l4_off + port_off, &new_port, 0)?;
+    // An ICMP echo's identifier (the "port" of either end) sits at offset 4.
+    ctx.store(f.l4_off + if icmp { 4 } else { port_off }, &new_port, 0)?;
     Ok(())
 }
 
