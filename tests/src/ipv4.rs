@@ -139,6 +139,20 @@ pub fn inspect_icmp(f: &[u8]) -> ([u8; 4], [u8; 4], u16) {
     (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap(), u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]))
 }
 
+/// A 16-byte payload whose last word makes the TCP/UDP checksum of a packet from `src:sport`
+/// to `dst:dport` compute to exactly zero (all the words then sum to 0xffff): the edge a
+/// translation must not turn into UDP's "no checksum".
+pub fn zeroing_payload(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut payload = b"checksum-edge\0\0\0".to_vec();
+    let f = packet_with(proto, src, dst, sport, dport, flags, false, &payload);
+    let mut l4 = f[34..].to_vec();
+    let off = l4_csum_offset(proto);
+    l4[off..off + 2].copy_from_slice(&[0, 0]);
+    let word = fold(csum_add(csum_add(0, &pseudo_header(&src, &dst, proto, l4.len())), &l4));
+    payload[14..16].copy_from_slice(&word.to_be_bytes());
+    payload
+}
+
 /// `packet_with` and a fixed 14-byte payload.
 pub fn packet(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, tcp_flags: u8, udp_zero: bool) -> Vec<u8> {
     packet_with(proto, src, dst, sport, dport, tcp_flags, udp_zero, b"hello, forward")

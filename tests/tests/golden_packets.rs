@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use switch_common::nat::{CT_CLOSING, CT_UDP, timeout_ns};
 use switch_tests::{
     bpf::{self, Outcome, frame},
-    ipv4::{ACK, FIN, RST, SYN, TCP, UDP, csum_add, fold, packet, packet_with, with_ip_options},
+    ipv4::{ACK, FIN, RST, SYN, TCP, UDP, csum_add, fold, packet, packet_with, with_ip_options, zeroing_payload},
     nat::{NatBed, ct_key, now_ns},
     *,
 };
@@ -254,22 +254,6 @@ const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x76, 0xfe];
 const TARGET_MAC: &str = "02:00:00:00:76:0a";
 const WEB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x76, 0x10];
 const SEGMENT_HOST_MAC: &str = "02:00:00:00:76:07";
-
-/// A 16-byte payload whose last word makes the TCP/UDP checksum of a packet from `src:sport`
-/// to `dst:dport` compute to exactly zero (as in nat_packets.rs).
-fn zeroing_payload(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut payload = b"checksum-edge\0\0\0".to_vec();
-    let f = packet_with(proto, src, dst, sport, dport, flags, false, &payload);
-    let mut l4 = f[34..].to_vec();
-    let off = if proto == TCP { 16 } else { 6 };
-    l4[off..off + 2].copy_from_slice(&[0, 0]);
-    let mut pseudo = [src, dst].concat();
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    let word = fold(csum_add(csum_add(0, &pseudo), &l4));
-    payload[14..16].copy_from_slice(&word.to_be_bytes());
-    payload
-}
 
 /// The NAT bed and what runs its programs.
 struct NatRun {

@@ -11,7 +11,7 @@ use switch_tests::{
     bpf::{SchedClassifier, pad_for_test_run, run_tc},
     ipv4::{
         ACK, ECHO_REPLY, ECHO_REQUEST, FIN, ICMP, RST, SYN, Seen, TCP, UDP, csum_add, fold, icmp_echo, inspect,
-        inspect_icmp, l4_checksum_valid, packet, packet_with, with_ip_options,
+        inspect_icmp, l4_checksum_valid, packet, packet_with, with_ip_options, zeroing_payload,
     },
     nat::{NatBed, ct_key, now_ns},
     *,
@@ -135,22 +135,6 @@ fn every_malformed_class_is_left_alone_and_options_are_handled() {
     // A jumbo frame (bigger than the MTU, as GRO makes them) translates like any other.
     let big = packet_with(TCP, client, uplink_ip, 41011, port, SYN, false, &[7; 3000]);
     assert_eq!(inbound(&bed, &big).dst, target);
-}
-
-/// A 16-byte payload whose last word makes the TCP/UDP checksum of a packet from `src:sport`
-/// to `dst:dport` compute to exactly zero (all the words then sum to 0xffff).
-fn zeroing_payload(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut payload = b"checksum-edge\0\0\0".to_vec();
-    let f = packet_with(proto, src, dst, sport, dport, flags, false, &payload);
-    let mut l4 = f[34..].to_vec();
-    let off = if proto == TCP { 16 } else { 6 };
-    l4[off..off + 2].copy_from_slice(&[0, 0]);
-    let mut pseudo = [src, dst].concat();
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    let word = fold(csum_add(csum_add(0, &pseudo), &l4));
-    payload[14..16].copy_from_slice(&word.to_be_bytes());
-    payload
 }
 
 #[test]

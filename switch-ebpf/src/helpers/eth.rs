@@ -51,22 +51,17 @@ pub fn l3_src_bounds(data: usize, data_end: usize) -> L3Src {
     }
 }
 
-/// `L3Src` for a TC program: read with `bpf_skb_load_bytes`, which also reaches a
-/// non-linear part (only ports with port security pay for it).
+/// `L3Src` for a TC program: the same reads as `l3_src_bounds` (one parser for both
+/// programs). The 32 bytes are almost always in the skb's linear part at TC ingress; if not,
+/// they are pulled in once, so a sender cannot slip a spoofed address past the check by
+/// putting it in a fragment (only ports with port security pay for this).
 #[inline(always)]
 pub fn l3_src(ctx: &TcContext) -> L3Src {
-    let Ok(proto) = ctx.load::<u16>(12) else { return L3Src::NONE };
-    match u16::from_be(proto) {
-        ETH_P_IP => match ctx.load::<u32>(26) {
-            Ok(ip) => L3Src { kind: L3_IPV4, ip, sha: [0; 6] },
-            Err(_) => L3Src::NONE,
-        },
-        ETH_P_ARP => match (ctx.load::<[u8; 6]>(22), ctx.load::<u32>(28)) {
-            (Ok(sha), Ok(ip)) => L3Src { kind: L3_ARP, ip, sha },
-            _ => L3Src::NONE,
-        },
-        _ => L3Src::NONE,
+    let want = ETH_HLEN + 18;
+    if ctx.data() + want > ctx.data_end() && ctx.len() as usize >= want && ctx.pull_data(want as u32).is_err() {
+        return L3Src::NONE;
     }
+    l3_src_bounds(ctx.data(), ctx.data_end())
 }
 
 /// The two addresses the switch decides on.

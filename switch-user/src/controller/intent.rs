@@ -10,20 +10,60 @@ use crate::{
     state::{PortKind, State, Store},
 };
 
-/// Rolls back every record of switch `switch` that a killed command left unfinished: forwards
-/// first (they point at ports), then ports of every kind. Each step is saved as it is done, so
-/// a crash here converges too.
-pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> Result<()> {
+/// Which records `remove_records` takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// Those a killed command left unfinished (`ready: false`).
+    Unfinished,
+    /// All of the switch's (`down`).
+    All,
+}
+
+/// Takes out records of switch `switch` and what they stand for: forwards first (they point
+/// at ports), then ports of every kind (with the namespaces the switch made and an uplink's
+/// sysctls). Each step is saved as it is done, so a crash here converges too. Returns the
+/// namespaces removed.
+pub(crate) async fn remove_records(
+    store: &Store,
+    state: &mut State,
+    switch: &str,
+    which: Which,
+) -> Result<Vec<String>> {
+    let takes = |ready: bool| which == Which::All || !ready;
     let dp: Option<Box<dyn Datapath>> = state.switches.get(switch).map(|s| s.datapath.open(switch));
-    let forwards: Vec<_> = state.forwards.iter().filter(|f| f.switch == switch && !f.ready).cloned().collect();
+    let forwards: Vec<_> = state.forwards.iter().filter(|f| f.switch == switch && takes(f.ready)).cloned().collect();
     for f in forwards {
-        tracing::info!(switch, proto = %f.proto, first = f.host_first, last = f.host_last, "rolling back an interrupted forward add");
+        tracing::info!(switch, proto = %f.proto, first = f.host_first, last = f.host_last, ready = f.ready, "removing a forward");
         if let Some(fw) = dp.as_deref().and_then(|d| d.forwarding()) {
             fw.remove(&f).await?;
         }
         state.forwards.retain(|x| x != &f);
         store.save(state)?;
     }
+    let mut removed = vec![];
+    let ports: Vec<_> = state.ports(switch).filter(|p| takes(p.ready)).cloned().collect();
+    for p in ports {
+        tracing::info!(switch, kind = %p.kind, owner = %p.owner, ready = p.ready, "removing a port");
+        port::teardown(state, dp.as_deref(), &p).await?;
+        if p.kind == PortKind::Uplink {
+            restore_sysctls_of(store, state, switch, &p.host_if).await?;
+        }
+        state.remove_port(switch, p.kind, &p.owner);
+        if p.kind.owns_namespace() {
+            state.namespaces.remove(&p.owner);
+            removed.push(p.owner.clone());
+        }
+        store.save(state)?;
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// Rolls back every record of switch `switch` that a killed command left unfinished, and
+/// turns off a datapath log whose readers were all killed.
+pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> Result<()> {
+    remove_records(store, state, switch, Which::Unfinished).await?;
+    let dp: Option<Box<dyn Datapath>> = state.switches.get(switch).map(|s| s.datapath.open(switch));
     // Readers of the datapath log that were killed: logging stays on only for live ones.
     if let (Some(sw), Some(dp)) = (state.switches.get_mut(switch), dp.as_deref())
         && !sw.log_followers.is_empty()
@@ -34,19 +74,6 @@ pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> 
             if let Some(log) = dp.log() {
                 log.set_logging(false).await?;
             }
-        }
-        store.save(state)?;
-    }
-    let ports: Vec<_> = state.ports(switch).filter(|p| !p.ready).cloned().collect();
-    for p in ports {
-        tracing::info!(switch, kind = %p.kind, owner = %p.owner, "rolling back an interrupted port");
-        port::teardown(state, dp.as_deref(), &p).await?;
-        if p.kind == PortKind::Uplink {
-            restore_sysctls_of(store, state, switch, &p.host_if).await?;
-        }
-        state.remove_port(switch, p.kind, &p.owner);
-        if p.kind.owns_namespace() {
-            state.namespaces.remove(&p.owner);
         }
         store.save(state)?;
     }

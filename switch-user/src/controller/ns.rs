@@ -212,15 +212,12 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
             Ok(AddReport { created: true, info: out })
         }
         Err(e) => {
-            match port::teardown(&state, Some(dp.as_ref()), &port).await {
-                Ok(()) => {
-                    state.remove_port(&opts.switch, PortKind::Namespace, &opts.ns);
-                    state.namespaces.remove(&opts.ns);
-                }
-                // The record stays (not ready): the next command of the switch tries again.
-                Err(undo) => tracing::warn!("rolling back namespace '{}' failed too: {undo}", opts.ns),
+            // The record is still unfinished: the one rollback every command uses takes it
+            // out (if that fails too, the next command of the switch tries again).
+            if let Err(undo) = intent::remove_records(&store, &mut state, &opts.switch, intent::Which::Unfinished).await
+            {
+                tracing::warn!("rolling back namespace '{}' failed too: {undo}", opts.ns);
             }
-            store.save(&state)?;
             Err(e)
         }
     }

@@ -47,12 +47,12 @@ pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
     let store = lock().await?;
     let state = store.load()?;
     let dp = datapath_of(&state, switch)?;
-    let mut ports: Vec<&PortState> = state.switched_ports(switch).collect();
+    let mut ports: Vec<PortState> = state.switched_ports(switch).cloned().collect();
     // The host first, as it always was; then namespaces by name.
     ports.sort_by_key(|p| (p.kind != PortKind::Gateway, p.owner.clone()));
+    let counters = dp.stats(&ports).await?;
     let mut rows = vec![];
-    for p in ports {
-        let c = dp.stats(p).await?;
+    for (p, c) in ports.iter().zip(counters) {
         let s = c.stats;
         let d = |v: u64| c.detailed.then_some(v);
         rows.push(PortRow {

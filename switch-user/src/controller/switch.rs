@@ -299,32 +299,12 @@ pub async fn down(name: &str) -> Result<DownReport> {
 async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
     let mut state = store.load()?;
     let existed = state.switches.contains_key(name) || datapath::exists_any(name).await?;
-    let dp = state.switches.get(name).map(|s| s.datapath.open(name));
-    // Forwards first (they point at ports), then every port of every kind, each saved as it
-    // goes so that a `down` killed half-way converges when run again.
-    for f in state.forwards.iter().filter(|f| f.switch == name).cloned().collect::<Vec<_>>() {
-        if let Some(fw) = dp.as_deref().and_then(|d| d.forwarding()) {
-            fw.remove(&f).await?;
-        }
-        state.forwards.retain(|x| x != &f);
-        store.save(&state)?;
-    }
-    let mut removed = vec![];
-    for p in state.ports(name).cloned().collect::<Vec<_>>() {
-        port::teardown(&state, dp.as_deref(), &p).await?;
-        state.remove_port(name, p.kind, &p.owner);
-        if p.kind.owns_namespace() {
-            state.namespaces.remove(&p.owner);
-            removed.push(p.owner.clone());
-        }
-        store.save(&state)?;
-    }
+    let removed = intent::remove_records(store, &mut state, name, intent::Which::All).await?;
     // Whatever datapath it had: after a crash the record saying which may be gone.
     datapath::destroy_any(name).await?;
     intent::restore_sysctls(&state, name).await?;
     state.switches.remove(name);
     store.save(&state)?;
-    removed.sort();
     Ok(DownReport { name: name.to_owned(), existed, removed_namespaces: removed })
 }
 

@@ -222,8 +222,8 @@ pub trait Datapath: Send + Sync {
     /// ifindexes of the switch's ports.
     async fn fdb_del(&self, mac: Mac, ports: &[u32]) -> Result<bool>;
 
-    /// Counters of `port`.
-    async fn stats(&self, port: &PortState) -> Result<PortCounters>;
+    /// Counters of each of `ports`, in their order (one pass over the datapath's counters).
+    async fn stats(&self, ports: &[PortState]) -> Result<Vec<PortCounters>>;
 
     /// Port forwarding, if the datapath has it.
     fn forwarding(&self) -> Option<&dyn PortForwarding> {

@@ -108,16 +108,21 @@ impl Datapath for Bridge {
         Ok(existed)
     }
 
-    async fn stats(&self, port: &PortState) -> Result<PortCounters> {
-        let s = Netlink::new()?.link_stats(&port.host_if).await?.unwrap_or_default();
-        // The host end receives what the namespace sends, and transmits what it gets.
-        let stats = PortStats {
-            rx_packets: s.rx_packets,
-            rx_bytes: s.rx_bytes,
-            tx_packets: s.tx_packets,
-            tx_bytes: s.tx_bytes,
-            ..Default::default()
-        };
-        Ok(PortCounters { stats, detailed: false })
+    async fn stats(&self, ports: &[PortState]) -> Result<Vec<PortCounters>> {
+        let nl = Netlink::new()?;
+        let mut out = Vec::with_capacity(ports.len());
+        for port in ports {
+            let s = nl.link_stats(&port.host_if).await?.unwrap_or_default();
+            // The host end receives what the namespace sends, and transmits what it gets.
+            let stats = PortStats {
+                rx_packets: s.rx_packets,
+                rx_bytes: s.rx_bytes,
+                tx_packets: s.tx_packets,
+                tx_bytes: s.tx_bytes,
+                ..Default::default()
+            };
+            out.push(PortCounters { stats, detailed: false });
+        }
+        Ok(out)
     }
 }

@@ -198,10 +198,19 @@ impl Datapath for Ebpf {
         self.with_maps(move |mut maps| maps.fdb_remove(mac.0)).await
     }
 
-    async fn stats(&self, port: &PortState) -> Result<PortCounters> {
-        let Some(slot) = port.slot else { return Ok(PortCounters::default()) };
-        let stats = self.with_maps(move |maps| maps.port_stats(slot)).await?;
-        Ok(PortCounters { stats, detailed: true })
+    async fn stats(&self, ports: &[PortState]) -> Result<Vec<PortCounters>> {
+        let slots: Vec<Option<u32>> = ports.iter().map(|p| p.slot).collect();
+        // The maps are opened once for every port.
+        self.with_maps(move |maps| {
+            slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Some(slot) => Ok(PortCounters { stats: maps.port_stats(slot)?, detailed: true }),
+                    None => Ok(PortCounters::default()),
+                })
+                .collect()
+        })
+        .await
     }
 
     fn forwarding(&self) -> Option<&dyn PortForwarding> {

@@ -112,11 +112,18 @@ impl Datapath for Userspace {
         }
     }
 
-    async fn stats(&self, port: &PortState) -> Result<PortCounters> {
-        let Some(slot) = port.slot else { return Ok(PortCounters::default()) };
-        match daemon::ask(&self.name, Request::Stats { slot }).await? {
-            Response::Stats { stats } => Ok(PortCounters { stats, detailed: true }),
-            other => Err(Self::unexpected(&other)),
+    async fn stats(&self, ports: &[PortState]) -> Result<Vec<PortCounters>> {
+        let mut out = Vec::with_capacity(ports.len());
+        for port in ports {
+            let Some(slot) = port.slot else {
+                out.push(PortCounters::default());
+                continue;
+            };
+            match daemon::ask(&self.name, Request::Stats { slot }).await? {
+                Response::Stats { stats } => out.push(PortCounters { stats, detailed: true }),
+                other => return Err(Self::unexpected(&other)),
+            }
         }
+        Ok(out)
     }
 }

@@ -127,8 +127,9 @@ pub(super) fn decide(
     if let Some(why) = guard.check(frame, &src) {
         return Verdict::Spoofed(why);
     }
-    // A MAC reserved for another port is never taken (nor learned) by this one.
-    if ports.reserved_port(&src).is_some_and(|owner| owner.slot != ingress.slot) {
+    // A MAC reserved for another port is never taken (nor learned) by this one. A source this
+    // batch already let through was checked then: one lookup per new source, not per frame.
+    if !sources.contains(&src) && ports.reserved_port(&src).is_some_and(|owner| owner.slot != ingress.slot) {
         return Verdict::Spoofed(Spoof::Mac);
     }
     sources.note(fdb, src, ingress, clock.now);
