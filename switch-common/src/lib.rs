@@ -64,6 +64,30 @@ pub mod maps {
     /// gateway's). A plain hash, outside the LRU: bound stations are never evicted, never
     /// moved by learning, and still reachable when the LRU forgot them.
     pub const BOUND: &str = "BOUND";
+    /// Slot -> [`crate::LearnWindow`]: how many stations a port without a bound MAC learned
+    /// in the current ageing period (the per-port MAC limit).
+    pub const LEARNED: &str = "LEARNED";
+}
+
+/// Stations a port without a bound MAC may learn per ageing period, unless `switch up
+/// --max-learned` says otherwise (0: no limit). Far below `FDB_CAPACITY`, so one port cannot
+/// fill the table alone.
+pub const DEFAULT_MAX_LEARNED: u32 = 1024;
+
+/// A port's learning count in the current window: new stations learned since `start_ns`.
+/// The window is one ageing period long, so a port holds at most twice the limit of live
+/// stations (those of the last window still age out). A count of its own, rather than one
+/// kept in step with the FDB, because the LRU evicts and ageing deletes lazily: a count of
+/// entries present would drift, and a port would end up locked out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnWindow {
+    /// When the window started (`bpf_ktime_get_ns`).
+    pub start_ns: u64,
+    /// New stations learned in it.
+    pub learned: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// Port forwarding (DNAT on the uplinks) and its connection table.
@@ -194,6 +218,10 @@ pub struct TableStats {
     /// Connections the table could not take (no free masquerade port): their packets were
     /// dropped, never sent on untranslated.
     pub ct_refused: u64,
+    /// Packets routed towards the segment that nothing asked for: from an uplink and neither
+    /// to a forwarded port nor a reply of the segment's own connections, or routed in by the
+    /// host from any other interface. Dropped unless the segment is routable.
+    pub routed_refused: u64,
 }
 
 impl TableStats {
@@ -204,6 +232,7 @@ impl TableStats {
         self.ct_added += other.ct_added;
         self.ct_removed += other.ct_removed;
         self.ct_refused += other.ct_refused;
+        self.routed_refused += other.routed_refused;
     }
 }
 
@@ -297,6 +326,8 @@ pub mod programs {
     pub const NAT_EGRESS: &str = "nat_egress";
     /// TC ingress of the gateway's host end: replies sent straight out of the uplink.
     pub const NAT_GATEWAY: &str = "nat_gateway";
+    /// TC egress of the gateway's host end: nothing routed into the segment unasked.
+    pub const GATEWAY_EGRESS: &str = "gateway_egress";
     /// cgroup connect4: host-local and hairpin TCP/UDP to forwarded ports.
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     /// cgroup sendmsg4: the same for unconnected UDP.
@@ -414,6 +445,8 @@ pub struct PortStats {
     pub spoofed_ip: u64,
     /// Of the dropped frames: ARP claiming another MAC or address.
     pub spoofed_arp: u64,
+    /// Of the dropped frames: a new station from a port that reached its learning limit.
+    pub mac_limit: u64,
 }
 
 impl PortStats {
@@ -430,6 +463,7 @@ impl PortStats {
         self.spoofed_mac += other.spoofed_mac;
         self.spoofed_ip += other.spoofed_ip;
         self.spoofed_arp += other.spoofed_arp;
+        self.mac_limit += other.mac_limit;
     }
 }
 
@@ -439,6 +473,10 @@ impl PortStats {
 pub const CFG_F_REDIRECT_PEER: u32 = 1;
 /// Datapath emits aya-log records (off by default: logging on the hot path costs).
 pub const CFG_F_LOG: u32 = 2;
+/// The segment is routable: the host may route into it from anywhere and out of it to
+/// anywhere (`switch up --routable`). Off, only forwarded ports, replies of the segment's own
+/// connections and the host itself reach the segment.
+pub const CFG_F_ROUTABLE: u32 = 4;
 
 /// Switch-wide settings, read by the datapath on every frame.
 #[repr(C)]
@@ -450,6 +488,10 @@ pub struct SwitchConfig {
     pub flags: u32,
     /// One past the highest used slot in `PORTS`; the flood loop stops there.
     pub slot_limit: u32,
+    /// New stations a port without a bound MAC may learn per ageing period; 0: no limit.
+    pub max_learned: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// Whether `mac` is a group (broadcast or multicast) address: the I/G bit of the first octet.
@@ -480,6 +522,7 @@ mod pod {
     unsafe impl aya::Pod for super::Port {}
     unsafe impl aya::Pod for super::PortStats {}
     unsafe impl aya::Pod for super::SwitchConfig {}
+    unsafe impl aya::Pod for super::LearnWindow {}
     unsafe impl aya::Pod for super::FwdKey {}
     unsafe impl aya::Pod for super::FwdTarget {}
     unsafe impl aya::Pod for super::CtKey {}
@@ -500,8 +543,9 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<FdbEntry>(), 16);
         assert_eq!(size_of::<Port>(), 24);
-        assert_eq!(size_of::<PortStats>(), 11 * 8);
-        assert_eq!(size_of::<SwitchConfig>(), 16);
+        assert_eq!(size_of::<PortStats>(), 12 * 8);
+        assert_eq!(size_of::<SwitchConfig>(), 24);
+        assert_eq!(size_of::<LearnWindow>(), 16);
         assert_eq!(size_of::<FwdKey>(), 4);
         assert_eq!(size_of::<FwdTarget>(), 8);
         assert_eq!(size_of::<CtKey>(), 16);
@@ -509,7 +553,7 @@ mod tests {
         assert_eq!(size_of::<FwdStats>(), 24);
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
-        assert_eq!(size_of::<TableStats>(), 5 * 8);
+        assert_eq!(size_of::<TableStats>(), 6 * 8);
     }
 
     #[test]
@@ -560,6 +604,7 @@ mod tests {
             spoofed_mac: 9,
             spoofed_ip: 10,
             spoofed_arp: 11,
+            mac_limit: 12,
         };
         let mut sum = PortStats::default();
         sum.accumulate(&one);
@@ -567,6 +612,6 @@ mod tests {
         assert_eq!(sum.rx_packets, 2);
         assert_eq!(sum.tx_errors, 16);
         assert_eq!(sum.malformed_packets, 14);
-        assert_eq!((sum.spoofed_mac, sum.spoofed_ip, sum.spoofed_arp), (18, 20, 22));
+        assert_eq!((sum.spoofed_mac, sum.spoofed_ip, sum.spoofed_arp, sum.mac_limit), (18, 20, 22, 24));
     }
 }

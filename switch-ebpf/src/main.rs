@@ -4,8 +4,10 @@
 //! - `tc_ingress.rs`: `switch_ingress` (TC/TCX ingress of every port's host end, the `tc`
 //!   datapath). The packet path reads top to bottom here.
 //! - `xdp_ingress.rs`: `switch_xdp` (XDP on the same interfaces, the `xdp` datapath).
-//! - `nat_uplink.rs`: `nat_ingress` and `nat_egress` (TCX on the uplinks: port forwarding and
-//!   masquerade), `nat_gateway` (TCX ingress of the gateway's host end: replies straight out).
+//! - `nat_uplink.rs`: `nat_ingress` and `nat_egress` (TCX on the uplinks: port forwarding,
+//!   masquerade, and the segment's isolation from the uplinks' networks).
+//! - `gateway.rs`: `nat_gateway` (TCX ingress of the gateway's host end: replies straight
+//!   out) and `gateway_egress` (its TCX egress: nothing routed into the segment unasked).
 //! - `sock_addr.rs`: `sock_connect4`, `sock_sendmsg4`, `sock_recvmsg4` (cgroup socket-address
 //!   hooks: forwarded ports reached from the host itself).
 //!
@@ -13,7 +15,7 @@
 //! `BOUND` (MACs reserved for ports: port security), `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`,
 //! `PORT_DEVMAP`; forwarding `FORWARDS`,
 //! `UPLINK_ADDRS`, `CONNTRACK`, `FWD_STATS`, `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`,
-//! `SOCK_ORIG`; both `TABLE_STATS`. aya-log adds its ring buffer `AYA_LOGS`.
+//! `SOCK_ORIG`; both `TABLE_STATS`; `LEARNED` (the per-port MAC limit). aya-log adds its ring buffer `AYA_LOGS`.
 //!
 //! Helpers shared by the programs are in `helpers/` (listed in `helpers/mod.rs`).
 #![no_std]
@@ -23,6 +25,7 @@
 // in nat_egress alone, whose masquerade loop is unrolled).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod gateway;
 mod helpers;
 mod nat_uplink;
 mod sock_addr;

@@ -15,6 +15,13 @@
 //!
 //! Only the first packet of a connection looks at FORWARDS; the rest follow CONNTRACK, so
 //! removing a rule stops new connections at once and lets existing ones finish.
+//!
+//! The uplink is also where the segment is kept apart from the uplink's network: a packet
+//! from outside that is neither for a forwarded port nor an answer of a connection in
+//! CONNTRACK never reaches a namespace, even from a neighbour with a route to the segment via
+//! the host. With `--no-masquerade` the segment's outbound connections are still recorded
+//! (entries that translate nothing) so that their answers are known; a `--routable` segment
+//! takes anything, and records inbound connections so their replies are not masqueraded.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
@@ -27,21 +34,66 @@ use switch_common::{
 };
 
 use crate::helpers::{
+    config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
-    reply, route, stats,
+    route, stats,
 };
 
 #[classifier]
 pub fn nat_ingress(ctx: TcContext) -> i32 {
-    // Anything that is not a translatable packet goes on untouched.
-    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK };
+    let Some(f) = ipv4::parse(&ctx) else { return unsolicited(ipv4::daddr(&ctx)) };
     match ingress(&ctx, &f) {
         Ok(Some(dst)) => fast_path(&ctx, &f, dst),
-        _ => TC_ACT_OK,
+        Ok(None) => match unsolicited(Some(f.daddr)) {
+            TC_ACT_OK => track_inbound(&f),
+            verdict => verdict,
+        },
+        // A helper failed while rewriting: the stack has the last word.
+        Err(_) => TC_ACT_OK,
     }
+}
+
+/// A packet from outside that nothing translated, to `daddr`: dropped and counted if it is
+/// routed to the segment and the segment is not routable. Everything else (the host's own
+/// traffic on the uplink, not IPv4) goes on untouched.
+#[inline(always)]
+fn unsolicited(daddr: Option<u32>) -> i32 {
+    let (Some(daddr), Some(cfg)) = (daddr, NAT_CONFIG.get(0)) else { return TC_ACT_OK };
+    if cfg.segment_mask == 0 || daddr & cfg.segment_mask != cfg.segment || Config::load().routable() {
+        return TC_ACT_OK;
+    }
+    stats::table(|t| t.routed_refused += 1);
+    TC_ACT_SHOT
+}
+
+/// A new connection from outside straight to a namespace of a routable segment: recorded (as
+/// an entry that translates nothing) so that its replies leave as they are instead of being
+/// masqueraded as new outbound connections.
+#[inline(always)]
+fn track_inbound(f: &ipv4::Flow) -> i32 {
+    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
+    let segment = cfg.segment_mask != 0 && f.daddr & cfg.segment_mask == cfg.segment;
+    if segment && cfg.flags & NAT_F_MASQUERADE != 0 {
+        // Best effort: a full table only means this connection's replies get masqueraded.
+        let _ = track(f, CT_DNAT, now_coarse_ns());
+    }
+    TC_ACT_OK
+}
+
+/// Records `f`'s connection with entries that translate nothing: both hold the segment side's
+/// address and port (`f`'s destination for a connection from outside, `CT_DNAT`, its source
+/// for one from the segment, `CT_SNAT`), so a rewrite to them changes no byte.
+#[inline(always)]
+fn track(f: &ipv4::Flow, nat: u32, now: u64) -> Result<(), i64> {
+    let (addr, port) = if nat == CT_DNAT { (f.daddr, f.dport) } else { (f.saddr, f.sport) };
+    let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
+    let mine = CtEntry { addr, port, rule: MASQUERADE_RULE, state, original: nat, last_seen_ns: now };
+    let other = CtEntry { original: if nat == CT_DNAT { CT_SNAT } else { CT_DNAT }, ..mine };
+    nat::ct_put(&ct_reverse_key(f, nat, addr, port), &other)?;
+    nat::ct_put(&ct_key(f), &mine)
 }
 
 /// Sends a packet just translated to `dst` straight on: into the target's namespace when the
@@ -135,7 +187,16 @@ const MASQ_TRIES: u16 = 8;
 fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
     let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
     let mask = cfg.segment_mask;
-    if cfg.flags & NAT_F_MASQUERADE == 0 || f.saddr & mask != cfg.segment || f.daddr & mask == cfg.segment {
+    if f.saddr & mask != cfg.segment || f.daddr & mask == cfg.segment {
+        return TC_ACT_OK;
+    }
+    if cfg.flags & NAT_F_MASQUERADE == 0 {
+        // Leaves with its own address; recorded so that its answers may come back in (a
+        // routable segment takes anything, nothing to record).
+        if !Config::load().routable() && track(f, CT_SNAT, now).is_err() {
+            stats::table(|t| t.ct_refused += 1);
+            return TC_ACT_SHOT;
+        }
         return TC_ACT_OK;
     }
     // SAFETY: value copied out at once.
@@ -186,13 +247,4 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
     }
     stats::table(|t| t.ct_refused += 1);
     TC_ACT_SHOT
-}
-
-/// TC ingress of the gateway's host end: replies of forwarded (and masqueraded) connections
-/// coming from the switch are translated here and sent straight out of the uplink, without a
-/// trip through the host's IP stack. Everything else (host-local traffic, first packets of
-/// masqueraded connections) goes on to the stack.
-#[classifier]
-pub fn nat_gateway(ctx: TcContext) -> i32 {
-    reply::to_uplink(&ctx, skb_ifindex(&ctx)).unwrap_or(TC_ACT_OK)
 }

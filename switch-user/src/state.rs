@@ -47,6 +47,10 @@ impl std::fmt::Display for Redirect {
     }
 }
 
+fn default_max_learned() -> u32 {
+    switch_common::DEFAULT_MAX_LEARNED
+}
+
 /// One switch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchState {
@@ -60,6 +64,13 @@ pub struct SwitchState {
     /// Namespaces' outbound TCP/UDP leaves the uplinks with the uplink's address.
     #[serde(default)]
     pub masquerade: bool,
+    /// The host routes into and out of the segment freely (`up --routable`); otherwise only
+    /// forwarded ports, replies of the segment's own connections and the host reach it.
+    #[serde(default)]
+    pub routable: bool,
+    /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
+    #[serde(default = "default_max_learned")]
+    pub max_learned: u32,
     /// Host sysctls the switch changed, with the value each had before (`down` writes it
     /// back). Recorded before the write, so a crash in between still restores it.
     #[serde(default)]
@@ -446,6 +457,8 @@ mod tests {
                 redirect: Redirect::Peer,
                 datapath: DatapathKind::Tc,
                 masquerade: false,
+                routable: false,
+                max_learned: 1024,
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
                 log_followers: vec![ProcessId::current()],
                 ready: true,

@@ -275,6 +275,8 @@ impl Rng {
 /// The row whose `field` is `value` in the JSON list `switch ARGS --json` prints.
 fn row(args: &[&str], field: &str, value: &str) -> Value {
     let v = json(args);
+    // `switch stats` puts its rows under "ports", beside the switch-wide drops.
+    let v = if v["ports"].is_array() { v["ports"].clone() } else { v };
     v.as_array()
         .unwrap_or_else(|| panic!("switch {args:?} printed no list: {v}"))
         .iter()
@@ -291,6 +293,11 @@ pub fn table_stats(switch_name: &str, table: &str) -> Value {
 /// The `switch stats` row of namespace `ns`.
 pub fn port_stats(switch_name: &str, ns: &str) -> Value {
     row(&["stats", "--switch", switch_name], "namespace", ns)
+}
+
+/// The switch-wide drops of `switch stats` (`unsolicited_routed`, `nat_refused`).
+pub fn switch_drops(switch_name: &str) -> Value {
+    json(&["stats", "--switch", switch_name])["switch"].clone()
 }
 
 /// `switch ns list --json` row of `ns`.

@@ -18,7 +18,12 @@ struct Outside {
 
 impl Outside {
     fn new(sb: &Sandbox, net: u8) -> Self {
-        let (ns, uplink) = (sb.name("out"), format!("u{}", sb.prefix));
+        Self::new_named(sb, net, "out")
+    }
+
+    /// A second outside of the same test needs other names.
+    fn new_named(sb: &Sandbox, net: u8, name: &str) -> Self {
+        let (ns, uplink) = (sb.name(name), format!("u{}{name}", sb.prefix));
         let run = |args: &[&str]| host("ip", args);
         run(&["netns", "add", &ns]);
         run(&["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
@@ -555,4 +560,102 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
     assert_eq!(r.stdout.trim(), "200", "{r:?}");
     let _ = servers.kill();
     let _ = servers.wait();
+}
+
+/// Routed isolation: the outside has a route to the segment through the host (its default
+/// route), yet only the published port reaches the namespace; what else it sends to the
+/// segment is dropped and counted. A `--routable` segment takes it, and its replies are not
+/// masqueraded.
+#[test]
+fn the_segment_is_unreachable_from_outside_except_through_forwards() {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 116);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.116.0.254/24", "--uplink", &out.uplink]);
+    let web = sb.port(&sw, "web", "10.116.0.10/24", &[]);
+    let mut servers = start_servers(&web, &["80", "81"]);
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", "11680", "--to", &format!("{web}:80"), "--switch", &sw]);
+    let r = out.python(HTTP_GET, &["172.31.116.1:11680"]);
+    assert_eq!(r.stdout.trim(), "client 172.31.116.2", "the published port: {r:?}");
+    let before = u64_of(&switch_drops(&sw)["unsolicited_routed"]);
+    // Straight to the namespace: the published port's own target, an unpublished port, ping.
+    for target in ["10.116.0.10:80", "10.116.0.10:81"] {
+        let r = out.python(HTTP_GET, &[target]);
+        assert_ne!(r.code, 0, "{target} reached from outside: {r:?}");
+    }
+    assert!(!ping(&out.ns, "10.116.0.10", 2), "ping into the segment from outside");
+    let refused = u64_of(&switch_drops(&sw)["unsolicited_routed"]) - before;
+    assert!(refused >= 4, "{refused} unsolicited packets counted");
+    // The namespace's own connections out still get their answers.
+    let peer = out.spawn_python(PEER_SERVER, &["8000"]);
+    let r = exec(&web, &["python3", "-c", PEER_CLIENT, "172.31.116.2:8000"]);
+    assert!(r.stdout.starts_with("peer 172.31.116.1:"), "masqueraded outbound: {r:?}");
+    let _ = peer.wait_with_output();
+    let _ = servers.kill();
+    let _ = servers.wait();
+
+    // Asked for: the segment is routable, and a connection from outside is answered from the
+    // namespace's own address (not masqueraded as a new outbound connection).
+    ok(&["down", "--switch", &sw]);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.116.0.254/24", "--uplink", &out.uplink, "--routable"]);
+    let web = sb.port(&sw, "web", "10.116.0.10/24", &[]);
+    let mut servers = start_servers(&web, &["81"]);
+    let r = out.python(HTTP_GET, &["10.116.0.10:81"]);
+    assert_eq!(r.stdout.trim(), "client 172.31.116.2", "a routable segment: {r:?}");
+    assert!(ping(&out.ns, "10.116.0.10", 2), "ping into a routable segment");
+    let _ = servers.kill();
+    let _ = servers.wait();
+}
+
+/// With `--no-masquerade` the segment's connections leave with their own addresses and are
+/// tracked: their answers come back, a connection from outside does not get in.
+#[test]
+fn no_masquerade_still_keeps_the_segment_closed() {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 117);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.117.0.254/24", "--uplink", &out.uplink, "--no-masquerade"]);
+    let cli = sb.port(&sw, "cli", "10.117.0.11/24", &[]);
+    let peer = out.spawn_python(PEER_SERVER, &["8000"]);
+    let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.117.2:8000"]);
+    assert!(r.stdout.trim().starts_with("peer 10.117.0.11:"), "{r:?}");
+    let _ = peer.wait_with_output();
+    assert!(ping(&cli, "172.31.117.2", 2), "the namespace's ping is answered");
+    let mut servers = start_servers(&cli, &["80"]);
+    let r = out.python(HTTP_GET, &["10.117.0.11:80"]);
+    assert_ne!(r.code, 0, "an unsolicited connection got in: {r:?}");
+    assert!(!ping(&out.ns, "10.117.0.11", 2), "ping into the segment from outside");
+    assert!(u64_of(&switch_drops(&sw)["unsolicited_routed"]) >= 3);
+    let _ = servers.kill();
+    let _ = servers.wait();
+}
+
+/// Two switches with gateways and uplinks (so the host forwards for both): their segments do
+/// not reach each other through the host, unless both are routable.
+#[test]
+fn two_segments_do_not_reach_each_other_through_the_host() {
+    let mut sb = Sandbox::new();
+    let (out_a, out_b) = (Outside::new(&sb, 118), Outside::new_named(&sb, 119, "ob"));
+    let up = |sb: &mut Sandbox, name: &str, net: u8, out: &Outside, extra: &[&str]| {
+        let gw = format!("10.{net}.0.254/24");
+        let mut args = vec!["--gateway", gw.as_str(), "--uplink", out.uplink.as_str()];
+        args.extend_from_slice(extra);
+        let sw = sb.switch(name, "tc", &args);
+        let ns = sb.port(&sw, &format!("n{net}"), &format!("10.{net}.0.10/24"), &[]);
+        (sw, ns)
+    };
+    let (sw_a, a) = up(&mut sb, "sa", 118, &out_a, &[]);
+    let (sw_b, b) = up(&mut sb, "sb", 119, &out_b, &[]);
+    assert!(ping(&a, "10.118.0.254", 1) && ping(&b, "10.119.0.254", 1), "each reaches its gateway");
+    assert!(!ping(&a, "10.119.0.10", 2), "a reached the other switch's segment");
+    assert!(!ping(&b, "10.118.0.10", 2), "b reached the other switch's segment");
+    assert!(u64_of(&switch_drops(&sw_b)["unsolicited_routed"]) >= 2);
+    assert!(u64_of(&switch_drops(&sw_a)["unsolicited_routed"]) >= 2);
+    ok(&["down", "--switch", &sw_a]);
+    ok(&["down", "--switch", &sw_b]);
+    let (_, a) = up(&mut sb, "sa", 118, &out_a, &["--routable"]);
+    let (_, _b) = up(&mut sb, "sb", 119, &out_b, &["--routable"]);
+    assert!(ping(&a, "10.119.0.10", 2), "two routable segments");
+}
+
+fn u64_of(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }

@@ -375,7 +375,11 @@ fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
     assert!(fdb(&sw).iter().any(|(_, ns, _)| ns == "host"), "{:?}", fdb(&sw));
     let stats = json(&["stats", "--switch", &sw]);
     assert!(
-        stats.as_array().unwrap().iter().any(|r| r["namespace"] == "host" && r["rx_packets"].as_u64().unwrap() > 0)
+        stats["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["namespace"] == "host" && r["rx_packets"].as_u64().unwrap() > 0)
     );
     // Addresses off the segment, or the gateway's own, are refused.
     let e = fails(&["ns", "add", &sb.name("c"), "--ip", "10.59.0.1/24", "--switch", &sw], 2);
@@ -577,4 +581,59 @@ fn xdp_port_security_stops_spoofing() {
 #[test]
 fn userspace_port_security_stops_spoofing() {
     port_security_stops_spoofing("userspace", 38);
+}
+
+/// Sends `count` broadcast frames from `ns`, each from its own made-up source MAC
+/// (02:00:00:NN:xx:xx): a MAC flood.
+fn mac_flood(ns: &str, net: u8, count: u16) {
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))\n\
+         for i in range({count}):\n    \
+         s.send(bytes.fromhex('ffffffffffff020000{net:02x}%04x' % i + '88b5' + '00' * 46))"
+    );
+    let r = exec(ns, &["python3", "-c", &script]);
+    assert_eq!(r.code, 0, "flooding MACs: {r:?}");
+}
+
+/// A MAC flood from a port without port security: the port learns no more than its limit
+/// (`up --max-learned`), the rest is dropped and counted, and the other stations' and the
+/// static entries stay where they are.
+fn mac_flood_is_limited(dp: &str, net: u8) {
+    let cidr = |host: u8| format!("10.{net}.0.{host}/24");
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("lim", dp, &["--max-learned", "20"]);
+    let a = sb.port(&sw, "a", &cidr(1), &[]);
+    let b = sb.port(&sw, "b", &cidr(2), &[]);
+    let d = sb.port(&sw, "d", &cidr(4), &["--no-port-security"]);
+    let static_mac = "02:00:00:aa:bb:cc";
+    ok(&["fdb", "add", static_mac, "--ns", &b]);
+    assert!(ping(&a, &format!("10.{net}.0.2"), 2));
+    mac_flood(&d, net, 200);
+    sleep(Duration::from_millis(300));
+    let table = fdb(&sw);
+    let learned_on_d = table.iter().filter(|(_, ns, _)| *ns == d).count();
+    assert!((1..=20).contains(&learned_on_d), "{learned_on_d} stations learned on d, limit 20");
+    let stats = port_stats(&sw, &d);
+    // d's own MAC may have been one of its 20 before the flood (an IPv6 or ARP frame).
+    assert!(u(&stats, "mac_limit") >= 180, "{stats}");
+    assert!(u(&stats, "dropped") >= u(&stats, "mac_limit"), "{stats}");
+    assert!(table.contains(&(static_mac.into(), b.clone(), "static".into())), "{table:?}");
+    let a_mac = ns_info(&a)["mac"].as_str().unwrap().to_owned();
+    assert!(table.iter().any(|(m, ns, _)| *m == a_mac && *ns == a), "{table:?}");
+    assert!(ping(&a, &format!("10.{net}.0.2"), 2), "a and b after the flood");
+}
+
+#[test]
+fn tc_mac_flood_is_limited() {
+    mac_flood_is_limited("tc", 113);
+}
+
+#[test]
+fn xdp_mac_flood_is_limited() {
+    mac_flood_is_limited("xdp", 114);
+}
+
+#[test]
+fn userspace_mac_flood_is_limited() {
+    mac_flood_is_limited("userspace", 115);
 }

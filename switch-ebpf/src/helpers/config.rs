@@ -1,5 +1,7 @@
 //! Switch-wide settings as the datapath sees them.
-use switch_common::{CFG_F_LOG, CFG_F_REDIRECT_PEER, DEFAULT_AGEING_SECS, MAX_PORTS, SwitchConfig};
+use switch_common::{
+    CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED, MAX_PORTS, SwitchConfig,
+};
 
 use super::maps::CONFIG;
 
@@ -10,22 +12,26 @@ pub struct Config {
     pub flags: u32,
     /// Already clamped to `MAX_PORTS`, so the flood loop bound is a constant the verifier knows.
     pub slot_limit: u32,
+    /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
+    pub max_learned: u32,
 }
 
 impl Config {
     #[inline(always)]
     pub fn load() -> Self {
         match CONFIG.get(0) {
-            Some(SwitchConfig { ageing_ns, flags, slot_limit }) => Self {
+            Some(SwitchConfig { ageing_ns, flags, slot_limit, max_learned, .. }) => Self {
                 ageing_ns: *ageing_ns,
                 flags: *flags,
                 slot_limit: if *slot_limit > MAX_PORTS { MAX_PORTS } else { *slot_limit },
+                max_learned: *max_learned,
             },
             // Unreachable for an array map with one entry, but the verifier needs the branch.
             None => Self {
                 ageing_ns: DEFAULT_AGEING_SECS * 1_000_000_000,
                 flags: CFG_F_REDIRECT_PEER,
                 slot_limit: MAX_PORTS,
+                max_learned: DEFAULT_MAX_LEARNED,
             },
         }
     }
@@ -33,6 +39,11 @@ impl Config {
     #[inline(always)]
     pub fn redirect_peer(&self) -> bool {
         self.flags & CFG_F_REDIRECT_PEER != 0
+    }
+
+    #[inline(always)]
+    pub fn routable(&self) -> bool {
+        self.flags & CFG_F_ROUTABLE != 0
     }
 
     #[inline(always)]

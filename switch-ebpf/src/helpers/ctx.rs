@@ -13,6 +13,15 @@ pub fn skb_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
+/// The interface the packet entered the host on (`skb_iif`), read at TC egress: 0 for a
+/// packet the host made itself, else the interface it was received on before the host routed
+/// (or a program redirected) it here.
+#[inline(always)]
+pub fn skb_ingress_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: as in `skb_ifindex`.
+    unsafe { (*ctx.skb.skb).ingress_ifindex }
+}
+
 /// The interface an XDP frame arrived on.
 #[inline(always)]
 pub fn xdp_ingress_ifindex(ctx: &XdpContext) -> u32 {

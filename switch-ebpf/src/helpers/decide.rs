@@ -26,6 +26,8 @@ pub const UNICAST: u32 = 4;
 pub const FLOOD: u32 = 5;
 /// Port security: a source MAC, address or ARP claim that is not the port's.
 pub const DROP_SPOOFED: u32 = 6;
+/// A new station from a port that reached its learning limit.
+pub const DROP_MAC_LIMIT: u32 = 7;
 
 /// What to do with a frame. Plain integers rather than an enum with payloads: LLVM leaves the
 /// payload of an unused variant undefined and may spill that register, which the verifier
@@ -88,16 +90,26 @@ pub fn decide(
         stats::dropped(in_slot);
         return Decision::new(DROP_SOURCE);
     }
-    if let Some(port) = PORTS.get(in_slot)
-        && let Some(reason) = spoofed(port, &eth.src, l3)
-    {
-        stats::spoofed(in_slot, reason);
-        return Decision::new(DROP_SPOOFED);
+    let mut limited = true;
+    if let Some(port) = PORTS.get(in_slot) {
+        if let Some(reason) = spoofed(port, &eth.src, l3) {
+            stats::spoofed(in_slot, reason);
+            return Decision::new(DROP_SPOOFED);
+        }
+        // A port bound to its MAC only ever learns that one: no limit to keep.
+        limited = port.flags & PORT_F_BIND_MAC == 0;
     }
-    if !fdb::learn(eth.src, in_ifindex, in_slot, now) {
-        // Another port's bound MAC, from a port without port security.
-        stats::spoofed(in_slot, SPOOFED_MAC);
-        return Decision::new(DROP_SPOOFED);
+    match fdb::learn(eth.src, in_ifindex, in_slot, limited, cfg, now) {
+        fdb::LEARNED_OK => {}
+        fdb::BOUND_ELSEWHERE => {
+            // Another port's bound MAC, from a port without port security.
+            stats::spoofed(in_slot, SPOOFED_MAC);
+            return Decision::new(DROP_SPOOFED);
+        }
+        _ => {
+            stats::mac_limit(in_slot);
+            return Decision::new(DROP_MAC_LIMIT);
+        }
     }
 
     if !is_group(&eth.dst)

@@ -6,14 +6,23 @@
 use switch_common::{FDB_REFRESH_NS, FdbEntry, MacKey};
 
 use super::{
-    maps::{BOUND, FDB, PORTS},
+    config::Config,
+    maps::{BOUND, FDB, LEARNED, PORTS},
     stats,
 };
 
-/// Records that `src` was seen on `ifindex` (slot `slot`) at `now`. `false`: `src` is bound
-/// to another port, and the frame must not be switched (it is not learned either).
+/// The station is learned (or already known): switch the frame.
+pub const LEARNED_OK: u32 = 0;
+/// The MAC is bound to another port: the frame must not be switched.
+pub const BOUND_ELSEWHERE: u32 = 1;
+/// The port reached its learning limit: a new station is not taken.
+pub const OVER_LIMIT: u32 = 2;
+
+/// Records that `src` was seen on `ifindex` (slot `slot`) at `now`. `limited`: the port has
+/// no bound MAC, so its new stations count against `cfg.max_learned`. Anything but
+/// `LEARNED_OK` means the frame must not be switched (and nothing was learned).
 #[inline(always)]
-pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, now: u64) -> bool {
+pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> u32 {
     let key = MacKey::new(src);
     let known = FDB.get_ptr_mut(&key);
     if let Some(e) = known {
@@ -21,7 +30,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, now: u64) -> bool {
         let e = unsafe { &mut *e };
         if e.is_static() {
             // Static entries are operator intent: learning never moves them.
-            return true;
+            return LEARNED_OK;
         }
         if e.ifindex == ifindex {
             // Refresh at most once per FDB_REFRESH_NS: a write per frame would bounce the
@@ -30,7 +39,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, now: u64) -> bool {
             if now > e.last_seen_ns + FDB_REFRESH_NS {
                 e.last_seen_ns = now;
             }
-            return true;
+            return LEARNED_OK;
         }
     }
     // Only a new station or a move reaches here (the fast path above never looks): a MAC
@@ -39,7 +48,10 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, now: u64) -> bool {
     if let Some(&owner) = unsafe { BOUND.get(&key) }
         && owner != slot
     {
-        return false;
+        return BOUND_ELSEWHERE;
+    }
+    if limited && !take_from_budget(slot, cfg, now) {
+        return OVER_LIMIT;
     }
     // New station, or a station that moved port: replace the whole element so a concurrent
     // reader sees either the old port or the new one, never a mix.
@@ -49,6 +61,29 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, now: u64) -> bool {
         // deletions.
         stats::table(|t| t.fdb_added += 1);
     }
+    LEARNED_OK
+}
+
+/// Counts one new station against the port's learning limit; `false` when the port has used
+/// up this ageing period's share. Only new stations and moves get here, so the common case
+/// (a known station) never touches the window.
+#[inline(always)]
+fn take_from_budget(slot: u32, cfg: &Config, now: u64) -> bool {
+    if cfg.max_learned == 0 {
+        return true;
+    }
+    let Some(w) = LEARNED.get_ptr_mut(slot) else { return true };
+    // SAFETY: array value, valid for the program run; racing CPUs can at worst lose an
+    // increment (see the map's comment).
+    let w = unsafe { &mut *w };
+    if now > w.start_ns + cfg.ageing_ns {
+        w.start_ns = now;
+        w.learned = 0;
+    }
+    if w.learned >= cfg.max_learned {
+        return false;
+    }
+    w.learned += 1;
     true
 }
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use switch_common::{
-    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, MAX_PORTS, MacKey, NatConfig, Port, PortStats,
-    SockOrig, SwitchConfig, TableStats,
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PORTS, MacKey, NatConfig,
+    Port, PortStats, SockOrig, SwitchConfig, TableStats,
     nat::{CT_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
 
@@ -20,6 +20,12 @@ pub static FDB: LruHashMap<MacKey, FdbEntry> = LruHashMap::with_max_entries(FDB_
 /// MAC -> slot of the port it is bound to (see `switch_common::maps::BOUND`).
 #[map(name = "BOUND")]
 pub static BOUND: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Slot -> the port's learning window (the MAC limit of ports without a bound MAC). Shared
+/// by the CPUs, not per CPU: the limit is the port's, and a lost increment when two CPUs
+/// learn at once only lets one station more through.
+#[map(name = "LEARNED")]
+pub static LEARNED: Array<LearnWindow> = Array::with_max_entries(MAX_PORTS, 0);
 
 #[map(name = "PORTS")]
 pub static PORTS: Array<Port> = Array::with_max_entries(MAX_PORTS, 0);

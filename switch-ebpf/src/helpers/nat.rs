@@ -38,6 +38,10 @@ fn rewrite(
     old: (u32, u16),
     new: (u32, u16),
 ) -> Result<(), i64> {
+    if old == new {
+        // An entry that only tracks a connection (no masquerade, a routable segment).
+        return Ok(());
+    }
     let (csum_off, extra) = l4_csum(f);
     let (old_port, new_port) = (old.1.to_be(), new.1.to_be());
     let icmp = f.proto == PROTO_ICMP;

@@ -71,6 +71,15 @@ pub fn spoofed(slot: u32, reason: u32) {
     })
 }
 
+/// A new station dropped: its port reached the learning limit.
+#[inline(always)]
+pub fn mac_limit(slot: u32) {
+    with(slot, |s| {
+        s.dropped_packets += 1;
+        s.mac_limit += 1;
+    })
+}
+
 /// Counts into the programs' half of `TABLE_STATS`.
 #[inline(always)]
 pub fn table(f: impl FnOnce(&mut TableStats)) {

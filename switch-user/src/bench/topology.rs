@@ -84,7 +84,7 @@ impl Topology {
                     datapath: Some(datapath),
                     gateway: None,
                     uplinks: vec![],
-                    no_masquerade: false,
+                    ..Default::default()
                 })
                 .await?;
                 for (ns, cidr) in [(&self.client, &self.client_cidr), (&self.server, &self.server_cidr)] {

@@ -102,9 +102,21 @@ pub struct UpArgs {
     /// needs --gateway and the tc or xdp datapath).
     #[arg(long = "uplink", value_name = "IFACE")]
     pub uplinks: Vec<String>,
-    /// Do not source-NAT the namespaces' outbound TCP/UDP to the uplink's address.
+    /// Do not source-NAT the namespaces' outbound TCP/UDP to the uplink's address (their
+    /// connections are still tracked, so only their replies come back in).
     #[arg(long)]
     pub no_masquerade: bool,
+    /// Make the segment routable (tc, xdp): the host may route packets into it from any
+    /// interface and out of it to any interface. Without it, only forwarded ports, replies of
+    /// the segment's own connections and the host itself reach the namespaces, and two
+    /// switches' segments cannot reach each other through the host.
+    #[arg(long)]
+    pub routable: bool,
+    /// New MAC addresses a port without port security (`ns add --no-port-security`) may
+    /// learn per ageing period; more are dropped and counted (MAC LIMIT in `switch stats`).
+    /// 0: no limit [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_learned: Option<u32>,
     /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]
@@ -122,6 +134,10 @@ pub struct RunArgs {
     /// Serve an existing switch record made by `switch up --datapath userspace` (internal).
     #[arg(long, hide = true)]
     pub daemon: bool,
+    /// Learning limit of ports without port security, per ageing period (internal: `up
+    /// --max-learned` passes it to the background process).
+    #[arg(long, hide = true, value_name = "N")]
+    pub max_learned: Option<u32>,
 }
 
 #[derive(Debug, Args)]

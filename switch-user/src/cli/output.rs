@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use switch::{
     controller::{
-        fdb::FdbRow, forward::ForwardRow, ns::NsInfo, port::PortRow as AnyPortRow, stats::PortRow, switch::SwitchInfo,
-        tables::TableRow,
+        fdb::FdbRow, forward::ForwardRow, ns::NsInfo, port::PortRow as AnyPortRow, stats::StatsReport,
+        switch::SwitchInfo, tables::TableRow,
     },
     datapath::DatapathKind,
 };
@@ -112,8 +112,8 @@ pub fn tables(rows: &[TableRow]) -> String {
 }
 
 /// The `switch stats` table.
-pub fn stats(rows: &[PortRow]) -> String {
-    table(
+pub fn stats(r: &StatsReport) -> String {
+    let mut out = table(
         &[
             "NAMESPACE",
             "PORT",
@@ -125,9 +125,10 @@ pub fn stats(rows: &[PortRow]) -> String {
             "DROPPED",
             "MALFORMED",
             "SPOOFED",
+            "MAC LIMIT",
             "TX ERR",
         ],
-        &rows
+        &r.ports
             .iter()
             .map(|r| {
                 vec![
@@ -141,11 +142,20 @@ pub fn stats(rows: &[PortRow]) -> String {
                     opt(r.dropped),
                     opt(r.malformed),
                     opt(r.spoofed_mac.zip(r.spoofed_ip).zip(r.spoofed_arp).map(|((m, i), a)| m + i + a)),
+                    opt(r.mac_limit),
                     opt(r.tx_errors),
                 ]
             })
             .collect::<Vec<_>>(),
-    )
+    );
+    if let Some(d) = &r.switch {
+        let _ = write!(
+            out,
+            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT",
+            d.unsolicited_routed, d.nat_refused
+        );
+    }
+    out
 }
 
 /// A counter the datapath may not keep: "-" when it does not.

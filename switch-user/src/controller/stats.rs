@@ -1,4 +1,4 @@
-//! `switch stats`: per-port counters.
+//! `switch stats`: per-port counters, and the switch-wide drops that belong to no port.
 use serde::Serialize;
 
 use super::{datapath_of, lock};
@@ -38,11 +38,34 @@ pub struct PortRow {
     pub spoofed_ip: Option<u64>,
     /// Dropped by port security: ARP claiming another MAC or address.
     pub spoofed_arp: Option<u64>,
+    /// Dropped: a new station from a port that reached its learning limit (`up --max-learned`).
+    pub mac_limit: Option<u64>,
+}
+
+/// Drops of packets that came from no port: routed in from outside, or refused by NAT.
+/// Datapaths without them (userspace, bridge) have none.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SwitchDrops {
+    /// Outbound connections refused: no masquerade port free, or the connection table
+    /// refused the entry. Their packets were dropped, never sent untranslated.
+    pub nat_refused: u64,
+    /// Packets routed towards the segment that nothing asked for (not to a forwarded port,
+    /// not a reply of the segment's connections, or from another interface than an uplink).
+    pub unsolicited_routed: u64,
+}
+
+/// `switch stats`: every port's counters and the switch-wide drops.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsReport {
+    /// Switched ports (the gateway shows as `host`).
+    pub ports: Vec<PortRow>,
+    /// Drops that belong to no port (`None`: the datapath keeps none).
+    pub switch: Option<SwitchDrops>,
 }
 
 /// Counters of every ready switched port of `switch` (the gateway shows as `host`), summed
-/// over CPUs.
-pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
+/// over CPUs, and the switch-wide drops.
+pub async fn show(switch: &str) -> Result<StatsReport> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     let state = store.load()?;
@@ -69,7 +92,15 @@ pub async fn show(switch: &str) -> Result<Vec<PortRow>> {
             spoofed_mac: d(s.spoofed_mac),
             spoofed_ip: d(s.spoofed_ip),
             spoofed_arp: d(s.spoofed_arp),
+            mac_limit: d(s.mac_limit),
         });
     }
-    Ok(rows)
+    let switch = match dp.tables() {
+        Some(t) => {
+            let c = t.counters().await?;
+            Some(SwitchDrops { nat_refused: c.ct_refused, unsolicited_routed: c.routed_refused })
+        }
+        None => None,
+    };
+    Ok(StatsReport { ports: rows, switch })
 }

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use switch_common::DEFAULT_AGEING_SECS;
+use switch_common::{DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED};
 
 use super::{failpoint, forward, intent, lock, port};
 use crate::{
@@ -30,6 +30,10 @@ pub struct UpOptions {
     pub uplinks: Vec<String>,
     /// Do not masquerade namespaces' outbound traffic on the uplinks.
     pub no_masquerade: bool,
+    /// Let the host route into and out of the segment from and to anywhere.
+    pub routable: bool,
+    /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
+    pub max_learned: Option<u32>,
 }
 
 /// What `up` did.
@@ -51,6 +55,12 @@ pub struct UpReport {
     pub gateway: Option<Cidr>,
     /// Uplinks carrying port forwards.
     pub uplinks: Vec<String>,
+    /// Outbound traffic leaves the uplinks with the uplink's address.
+    pub masquerade: bool,
+    /// The host routes into and out of the segment freely.
+    pub routable: bool,
+    /// Learning limit of ports without a bound MAC (0: none).
+    pub max_learned: u32,
 }
 
 impl UpReport {
@@ -65,6 +75,9 @@ impl UpReport {
             pins: s.datapath.open(name).location(),
             gateway: state.gateway_cidr(name),
             uplinks: state.uplinks(name),
+            masquerade: s.masquerade,
+            routable: s.routable,
+            max_learned: s.max_learned,
         }
     }
 }
@@ -114,6 +127,12 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
     }
     if let Some(a) = opts.ageing_secs.filter(|&a| a != existing.ageing_secs) {
         diffs.push(format!("ageing {}s (asked for {a}s)", existing.ageing_secs));
+    }
+    if opts.routable && !existing.routable {
+        diffs.push("an isolated segment (asked for --routable)".into());
+    }
+    if let Some(m) = opts.max_learned.filter(|&m| m != existing.max_learned) {
+        diffs.push(format!("max-learned {} (asked for {m})", existing.max_learned));
     }
     if let Some(r) = opts.redirect.filter(|&r| r != existing.redirect) {
         diffs.push(format!("redirect {} (asked for {r})", existing.redirect));
@@ -171,6 +190,8 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         datapath: opts.datapath.or(existing.map(|e| e.datapath)).unwrap_or_default(),
         // Effective once the switch has uplinks (given here, or adopted by `forward add`).
         masquerade: !opts.no_masquerade && existing.is_none_or(|e| e.masquerade),
+        routable: opts.routable || existing.is_some_and(|e| e.routable),
+        max_learned: opts.max_learned.or(existing.map(|e| e.max_learned)).unwrap_or(DEFAULT_MAX_LEARNED),
         sysctls: existing.map(|e| e.sysctls.clone()).unwrap_or_default(),
         log_followers: existing.map(|e| e.log_followers.clone()).unwrap_or_default(),
         ready: false,
@@ -348,9 +369,14 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
 
 /// `switch run --daemon`: the background process `up --datapath userspace` starts. Serves
 /// until a shutdown request or SIGTERM; the switch record and ports belong to the CLI.
-pub async fn run_daemon(name: &str, ageing_secs: u64, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+pub async fn run_daemon(
+    name: &str,
+    ageing_secs: u64,
+    max_learned: u32,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     validate_name("switch name", name)?;
-    daemon::serve(name, Duration::from_secs(ageing_secs), vec![], stop).await
+    daemon::serve(name, Duration::from_secs(ageing_secs), max_learned, vec![], stop).await
 }
 
 /// `switch run`: a userspace switch in the foreground. Makes the switch, serves until `stop`
@@ -367,7 +393,7 @@ pub async fn run_foreground(
         datapath: Some(DatapathKind::Userspace),
         gateway: None,
         uplinks: vec![],
-        no_masquerade: false,
+        ..Default::default()
     };
     validate(&opts)?;
     let new = {
@@ -382,7 +408,7 @@ pub async fn run_foreground(
         begin(&store, &mut state, &opts).await?.expect("not recorded before")
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = daemon::serve(name, Duration::from_secs(new.ageing_secs), vec![], async move {
+    let server = daemon::serve(name, Duration::from_secs(new.ageing_secs), new.max_learned, vec![], async move {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);

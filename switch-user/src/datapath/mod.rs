@@ -301,6 +301,10 @@ pub trait PortForwarding: Send + Sync {
 pub trait Tables: Send + Sync {
     /// The MAC table and the connection table, in that order, as (name, fill).
     async fn fill(&self) -> Result<Vec<(&'static str, TableFill)>>;
+
+    /// The raw table counters, summed over CPUs (and the switch-wide drop counters kept with
+    /// them).
+    async fn counters(&self) -> Result<switch_common::TableStats>;
 }
 
 /// A datapath log. Logging costs on every frame, so it is on only while someone reads it.

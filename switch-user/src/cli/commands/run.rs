@@ -9,7 +9,13 @@ use crate::cli::{args::RunArgs, output::Reply, signal};
 /// (daemon: the switch record belongs to the CLI).
 pub async fn do_run(a: RunArgs) -> Result<Reply> {
     if a.daemon {
-        sw::run_daemon(&a.switch, a.ageing.unwrap_or(switch_common::DEFAULT_AGEING_SECS), signal::shutdown()).await?;
+        sw::run_daemon(
+            &a.switch,
+            a.ageing.unwrap_or(switch_common::DEFAULT_AGEING_SECS),
+            a.max_learned.unwrap_or(switch_common::DEFAULT_MAX_LEARNED),
+            signal::shutdown(),
+        )
+        .await?;
     } else {
         sw::run_foreground(&a.switch, a.ageing, signal::shutdown()).await?;
     }

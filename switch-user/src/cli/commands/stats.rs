@@ -7,8 +7,8 @@ use crate::cli::{
     output::{self, Reply},
 };
 
-/// Per-port counters.
+/// Per-port counters and the switch-wide drops.
 pub async fn do_stats(a: SwitchArgs) -> Result<Reply> {
-    let rows = stats::show(&a.switch).await?;
-    Ok(Reply::new(&rows, output::stats(&rows)))
+    let r = stats::show(&a.switch).await?;
+    Ok(Reply::new(&r, output::stats(&r)))
 }

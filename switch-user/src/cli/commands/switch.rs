@@ -17,6 +17,8 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
         gateway: a.gateway,
         uplinks: a.uplinks,
         no_masquerade: a.no_masquerade,
+        routable: a.routable,
+        max_learned: a.max_learned,
     })
     .await?;
     let text = if r.created {

@@ -23,8 +23,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 16] = [
+pub const MAPS: [&str; 17] = [
     names::FDB,
+    names::LEARNED,
     names::PORTS,
     names::PORT_SLOTS,
     names::STATS,
@@ -150,6 +151,23 @@ impl Pins {
         })
     }
 
+    /// Attaches the segment's guard to the TCX egress of the gateway's host end `ifname`
+    /// (what the host routes into the segment). Already pinned: left alone.
+    pub fn attach_gateway_guard(&self, ifname: &str) -> Result<()> {
+        pin_once(&self.gateway_guard_link(ifname), || {
+            tcx_link(&self.dir.join("prog_gateway_egress"), ifname, TcAttachType::Egress, "the segment's guard")
+        })
+    }
+
+    /// Takes the guard off `ifname` (a pin not there is fine).
+    pub fn detach_gateway_guard(&self, ifname: &str) -> Result<()> {
+        remove_pin(&self.gateway_guard_link(ifname))
+    }
+
+    fn gateway_guard_link(&self, ifname: &str) -> PathBuf {
+        self.dir.join("links").join(format!("gateway-guard-{ifname}"))
+    }
+
     fn prog_sock(&self, name: &str) -> PathBuf {
         self.dir.join(format!("prog_{name}"))
     }
@@ -247,6 +265,7 @@ impl Pins {
             (programs::NAT_INGRESS, self.prog_nat(true)),
             (programs::NAT_EGRESS, self.prog_nat(false)),
             (programs::NAT_GATEWAY, self.dir.join("prog_nat_gateway")),
+            (programs::GATEWAY_EGRESS, self.dir.join("prog_gateway_egress")),
         ] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)

@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use switch_common::{
-    FdbEntry, MacKey, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER, TABLE_STATS_DATAPATH, TableStats,
-    maps as names,
+    FdbEntry, LearnWindow, MacKey, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER, TABLE_STATS_DATAPATH,
+    TableStats, maps as names,
 };
 
 use super::Pins;
@@ -19,6 +19,7 @@ pub struct SwitchMaps {
     config: Array<MapData, SwitchConfig>,
     devmap: DevMapHash<MapData>,
     bound: HashMap<MapData, MacKey, u32>,
+    learned: Array<MapData, LearnWindow>,
     tables: TableCounters,
 }
 
@@ -96,6 +97,7 @@ impl SwitchMaps {
             config: open_as(pins, names::CONFIG)?,
             devmap: open_as(pins, names::PORT_DEVMAP)?,
             bound: open_as(pins, names::BOUND)?,
+            learned: open_as(pins, names::LEARNED)?,
             tables: TableCounters::open(pins)?,
         })
     }
@@ -115,12 +117,13 @@ impl SwitchMaps {
         Ok(Duration::from_nanos(self.config()?.ageing_ns))
     }
 
-    /// Makes `ifindex` port `slot` with `port`'s flags and binding: counters zeroed, the
-    /// bound MAC claimed, then the ifindex lookup, then the flood list (so a frame flooded to
+    /// Makes `ifindex` port `slot` with `port`'s flags and binding: counters and learning
+    /// window zeroed, the bound MAC claimed, then the ifindex lookup, then the flood list (so a frame flooded to
     /// the port can already be counted), then the loop bound.
     pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port) -> Result<()> {
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
+        self.learned.set(slot, LearnWindow::default(), 0).map_err(bpf("zeroing LEARNED"))?;
         self.release_bound(slot);
         if port.mac != [0; 6] {
             self.bound.insert(MacKey::new(port.mac), slot, 0).map_err(bpf("writing BOUND"))?;

@@ -8,14 +8,16 @@
 //!                                  switch: switches share nothing)
 //!   prog_nat_in  prog_nat_out      port forwarding on the uplinks' TCX ingress and egress
 //!   prog_nat_gateway               the reply shortcut on the gateway's host end
+//!   prog_gateway_egress            the segment's guard on the gateway's host end (egress)
 //!   prog_sock_connect4 prog_sock_sendmsg4 prog_sock_recvmsg4
 //!                                  cgroup socket hooks: host-local and hairpin access
-//!   FDB BOUND PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS          switching maps
+//!   FDB BOUND LEARNED PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS  switching maps
 //!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
 //!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
 //!   links/IFNAME                   one link per port (TCX or XDP)
 //!   links/uplink-{in,out}-IFNAME   the forwarding programs on an uplink
 //!   links/gateway-nat-IFNAME       the reply shortcut
+//!   links/gateway-guard-IFNAME     the guard (attached with the gateway port)
 //!   links/cgroup-sock_*            the socket hooks on the cgroup v2 root
 //! ```
 //! Everything forwarding needs is pinned, so the datapath runs on after the CLI exits and
@@ -31,8 +33,8 @@ pub use loader::{Pins, Program};
 use maps::{SwitchMaps, now_ns};
 use nat::{NatMaps, wire};
 use switch_common::{
-    CFG_F_LOG, CFG_F_REDIRECT_PEER, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget, NAT_F_MASQUERADE, NatConfig,
-    SwitchConfig, nat::CT_CAPACITY,
+    CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget, NAT_F_MASQUERADE,
+    NatConfig, SwitchConfig, nat::CT_CAPACITY,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -44,7 +46,7 @@ use crate::{
     controller::blocking,
     error::{Context as _, Error, Result, bpf},
     names::Mac,
-    state::{ForwardState, PortState, Redirect, SwitchState},
+    state::{ForwardState, PortKind, PortState, Redirect, SwitchState},
     sys::{netlink::Netlink, netns},
 };
 
@@ -94,8 +96,11 @@ impl Datapath for Ebpf {
         let (pins, program) = (self.pins.clone(), self.program);
         let cfg = SwitchConfig {
             ageing_ns: sw.ageing_secs.saturating_mul(1_000_000_000),
-            flags: if sw.redirect == Redirect::Peer { CFG_F_REDIRECT_PEER } else { 0 },
+            flags: if sw.redirect == Redirect::Peer { CFG_F_REDIRECT_PEER } else { 0 }
+                | if sw.routable { CFG_F_ROUTABLE } else { 0 },
             slot_limit: 0,
+            max_learned: sw.max_learned,
+            pad: 0,
         };
         blocking(move || {
             pins.remove()?;
@@ -140,11 +145,16 @@ impl Datapath for Ebpf {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let (pins, host_if, ifindex) = (self.pins.clone(), port.host_if.clone(), port.host_ifindex);
         let (binding, cookie) = (port.datapath_port(), port.netns_cookie);
+        // The host's end of the gateway pair: where the host routes into the segment.
+        let guarded = (port.kind == PortKind::Gateway).then(|| port.peer_if.clone());
         blocking(move || {
             SwitchMaps::open(&pins)?.add_port(slot, ifindex, binding)?;
             if cookie != 0 {
                 // Sockets of this namespace may reach forwards on the uplinks directly.
                 NatMaps::open(&pins)?.allow_netns(cookie)?;
+            }
+            if let Some(gateway) = guarded {
+                pins.attach_gateway_guard(&gateway)?;
             }
             pins.attach(&host_if)
         })
@@ -153,8 +163,12 @@ impl Datapath for Ebpf {
 
     async fn detach_port(&self, port: &PortState) -> Result<()> {
         let (pins, host_if, slot, cookie) = (self.pins.clone(), port.host_if.clone(), port.slot, port.netns_cookie);
+        let guarded = (port.kind == PortKind::Gateway).then(|| port.peer_if.clone());
         blocking(move || {
             pins.detach(&host_if)?;
+            if let Some(gateway) = guarded {
+                pins.detach_gateway_guard(&gateway)?;
+            }
             if pins.complete() {
                 if let Some(slot) = slot {
                     SwitchMaps::open(&pins)?.remove_port(slot)?;
@@ -352,6 +366,10 @@ impl Tables for Ebpf {
             ])
         })
         .await
+    }
+
+    async fn counters(&self) -> Result<switch_common::TableStats> {
+        self.with_maps(|maps| maps.tables()).await
     }
 }
 

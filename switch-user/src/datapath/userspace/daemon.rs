@@ -56,14 +56,15 @@ fn read_pid(name: &str) -> Option<ProcessId> {
 
 /// Starts switch `name`'s process in the background (its own session, stdio to the log file)
 /// and waits until it answers on its control socket.
-pub async fn spawn(name: &str, ageing_secs: u64) -> Result<()> {
+pub async fn spawn(name: &str, ageing_secs: u64, max_learned: u32) -> Result<()> {
     stop(name).await?;
     let exe = std::env::current_exe().context("finding the switch binary")?;
     files::private_dir(std::path::Path::new(STATE_DIR))?;
     let log = files::open_private(&log_path(name), true)?;
     let log2 = log.try_clone().context("duplicating the log file")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["run", "--switch", name, "--ageing", &ageing_secs.to_string(), "--daemon"])
+    let (ageing, max_learned) = (ageing_secs.to_string(), max_learned.to_string());
+    cmd.args(["run", "--switch", name, "--ageing", &ageing, "--max-learned", &max_learned, "--daemon"])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -133,13 +134,15 @@ pub async fn stop(name: &str) -> Result<()> {
 
 /// Runs the switch in this process: the engine with `ports` (slot, ifindex, ifname), the
 /// ageing sweep and the control socket, until `stop` resolves or a shutdown request comes.
+/// `max_learned` is the learning limit of ports without a bound MAC (0: none).
 pub async fn serve(
     name: &str,
     ageing: Duration,
+    max_learned: u32,
     ports: Vec<(u32, u32, String)>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let engine: Arc<Engine> = Engine::new(ageing);
+    let engine: Arc<Engine> = Engine::new(ageing, max_learned);
     engine.spawn_ageing();
     for (slot, ifindex, ifname) in ports {
         engine.add_port(slot, ifindex, &ifname, None)?;

@@ -11,7 +11,7 @@
 //! of a batch see the sources of the earlier ones, so the verdicts come out as if each frame
 //! had been learned first.
 use pnet_packet::ethernet::EthernetPacket;
-use switch_common::{is_group, is_valid_source};
+use switch_common::{PORT_F_BIND_MAC, is_group, is_valid_source};
 
 use super::{
     BATCH,
@@ -33,6 +33,8 @@ pub(super) enum Verdict {
     Unicast(u32),
     /// Port security: another station's MAC, address or ARP claim: dropped.
     Spoofed(Spoof),
+    /// A new station from a port that reached its learning limit: dropped.
+    OverLimit,
 }
 
 impl Verdict {
@@ -94,6 +96,10 @@ pub(super) trait Ports {
     fn is_live(&self, id: PortId) -> bool;
     /// The live port a MAC is reserved for.
     fn reserved_port(&self, mac: &[u8; 6]) -> Option<PortId>;
+    /// Takes one new station from `id`'s learning budget; `false` when it is spent.
+    fn take_learn_budget(&self, _id: PortId, _clock: Clock) -> bool {
+        true
+    }
 }
 
 impl Ports for PortTable {
@@ -102,6 +108,9 @@ impl Ports for PortTable {
     }
     fn reserved_port(&self, mac: &[u8; 6]) -> Option<PortId> {
         self.get(self.reserved(mac)?).map(|p| p.id)
+    }
+    fn take_learn_budget(&self, id: PortId, clock: Clock) -> bool {
+        self.get(id.slot).is_none_or(|p| p.learning.take(clock))
     }
 }
 
@@ -131,6 +140,15 @@ pub(super) fn decide(
     // batch already let through was checked then: one lookup per new source, not per frame.
     if !sources.contains(&src) && ports.reserved_port(&src).is_some_and(|owner| owner.slot != ingress.slot) {
         return Verdict::Spoofed(Spoof::Mac);
+    }
+    // A port without a bound MAC may bring only so many new stations per ageing period (one
+    // look per new source of the batch, as the eBPF datapath looks once per new station).
+    if guard.flags & PORT_F_BIND_MAC == 0
+        && !sources.contains(&src)
+        && fdb.is_new_on(&src, ingress)
+        && !ports.take_learn_budget(ingress, clock)
+    {
+        return Verdict::OverLimit;
     }
     sources.note(fdb, src, ingress, clock.now);
     if is_group(&dst) {

@@ -65,6 +65,12 @@ impl Fdb {
         }
     }
 
+    /// Whether learning `src` on `port` would add a station to the port: it is unknown, or a
+    /// dynamic entry of another port (a move). What counts against a port's learning limit.
+    pub(super) fn is_new_on(&self, src: &[u8; 6], port: PortId) -> bool {
+        self.stations.get(src).is_none_or(|s| !s.entry.is_static() && s.entry.ifindex != port.ifindex)
+    }
+
     /// Records that `src` was seen on `port` at `now`.
     pub(super) fn learn(&mut self, src: [u8; 6], port: PortId, now: u64) {
         if self.wants_learn(&src, port, now) {

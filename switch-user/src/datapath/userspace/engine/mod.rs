@@ -63,7 +63,7 @@ pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
     mac_table::{Clock, Fdb, PortId, Station},
-    ports::{Counters, Port, PortTable, RxTally, forward},
+    ports::{Counters, LearnBudget, Port, PortTable, RxTally, forward},
     socket::{PacketSocket, RxBuffers},
 };
 use crate::error::{Context as _, Error, Result};
@@ -87,6 +87,8 @@ struct Shared {
     /// Zero of the FDB's clock.
     epoch: Instant,
     ageing_ns: AtomicU64,
+    /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
+    max_learned: u32,
     fdb: RwLock<Fdb>,
     ports: RwLock<Arc<PortTable>>,
 }
@@ -222,11 +224,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine without ports, ageing dynamic entries after `ageing`.
-    pub fn new(ageing: Duration) -> Arc<Self> {
+    /// An engine without ports, ageing dynamic entries after `ageing`, letting a port without
+    /// a bound MAC learn `max_learned` new stations per ageing period (0: no limit).
+    pub fn new(ageing: Duration, max_learned: u32) -> Arc<Self> {
         let shared = Shared {
             epoch: Instant::now(),
             ageing_ns: AtomicU64::new(duration_ns(ageing)),
+            max_learned,
             fdb: RwLock::default(),
             ports: RwLock::default(),
         };
@@ -261,7 +265,14 @@ impl Engine {
         check_ifindex(ifname, ifindex)?;
         let socket = PacketSocket::open(ifindex).context(format!("opening a packet socket on {ifname}"))?;
         let id = PortId { slot, ifindex };
-        let port = Arc::new(Port { id, name: ifname.to_owned(), socket, counters: Counters::default(), guard });
+        let port = Arc::new(Port {
+            id,
+            name: ifname.to_owned(),
+            socket,
+            counters: Counters::default(),
+            guard,
+            learning: LearnBudget::new(self.shared.max_learned),
+        });
         // SAFETY: the fd belongs to the PacketSocket inside the Arc<Port>; the AsyncFd holds one
         // reference to that Arc, so the fd stays open and unchanged for the AsyncFd's lifetime
         // (nothing ever closes or replaces a Port's socket; it closes when the last Arc drops).
@@ -397,7 +408,7 @@ mod tests {
     async fn engine_without_ports() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Engine>();
-        let engine = Engine::new(Duration::from_secs(300));
+        let engine = Engine::new(Duration::from_secs(300), 0);
         engine.spawn_ageing();
         engine.spawn_ageing();
         assert_eq!(engine.stats(7), PortStats::default());

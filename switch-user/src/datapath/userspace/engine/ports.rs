@@ -21,7 +21,7 @@ use super::{
     BATCH,
     decide::Verdict,
     guard::{Guard, Spoof},
-    mac_table::PortId,
+    mac_table::{Clock, PortId},
     socket::{PacketSocket, RxBuffers, Sent},
 };
 
@@ -36,6 +36,7 @@ pub(super) struct RxTally {
     spoofed_mac: u64,
     spoofed_ip: u64,
     spoofed_arp: u64,
+    mac_limit: u64,
 }
 
 impl RxTally {
@@ -55,6 +56,10 @@ impl RxTally {
                     Spoof::Ip => self.spoofed_ip += 1,
                     Spoof::Arp => self.spoofed_arp += 1,
                 }
+            }
+            Verdict::OverLimit => {
+                self.dropped += 1;
+                self.mac_limit += 1;
             }
             Verdict::Flood => self.flooded += 1,
             Verdict::Unicast(_) => {}
@@ -77,6 +82,7 @@ pub(super) struct Counters {
     spoofed_mac: AtomicU64,
     spoofed_ip: AtomicU64,
     spoofed_arp: AtomicU64,
+    mac_limit: AtomicU64,
 }
 
 impl Counters {
@@ -90,6 +96,7 @@ impl Counters {
             (&self.spoofed_mac, t.spoofed_mac),
             (&self.spoofed_ip, t.spoofed_ip),
             (&self.spoofed_arp, t.spoofed_arp),
+            (&self.mac_limit, t.mac_limit),
         ] {
             if n != 0 {
                 counter.fetch_add(n, Relaxed);
@@ -118,6 +125,7 @@ impl Counters {
             spoofed_mac: self.spoofed_mac.load(Relaxed),
             spoofed_ip: self.spoofed_ip.load(Relaxed),
             spoofed_arp: self.spoofed_arp.load(Relaxed),
+            mac_limit: self.mac_limit.load(Relaxed),
         }
     }
 }
@@ -133,6 +141,40 @@ pub(super) struct Port {
     pub(super) counters: Counters,
     /// What the port is bound to (port security).
     pub(super) guard: Guard,
+    /// How many new stations it may still learn (ports without a bound MAC).
+    pub(super) learning: LearnBudget,
+}
+
+/// A port's learning limit, as the eBPF datapath keeps it (`LEARNED`): at most `limit` new
+/// stations per window of one ageing period (0: no limit). Only the port's own task takes
+/// from it, so relaxed atomics suffice.
+#[derive(Debug, Default)]
+pub(super) struct LearnBudget {
+    limit: u32,
+    start_ns: AtomicU64,
+    learned: AtomicU64,
+}
+
+impl LearnBudget {
+    pub(super) fn new(limit: u32) -> Self {
+        Self { limit, ..Default::default() }
+    }
+
+    /// Takes one new station at `clock`; `false` when this window's are spent.
+    pub(super) fn take(&self, clock: Clock) -> bool {
+        if self.limit == 0 {
+            return true;
+        }
+        if clock.now > self.start_ns.load(Relaxed).saturating_add(clock.ageing) {
+            self.start_ns.store(clock.now, Relaxed);
+            self.learned.store(0, Relaxed);
+        }
+        if self.learned.load(Relaxed) >= u64::from(self.limit) {
+            return false;
+        }
+        self.learned.fetch_add(1, Relaxed);
+        true
+    }
 }
 
 impl AsRawFd for Port {
@@ -227,6 +269,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_learning_budget_refills_once_per_ageing_period() {
+        let at = |now| Clock { now, ageing: 100 };
+        let b = LearnBudget::new(2);
+        assert!(b.take(at(1)) && b.take(at(2)));
+        assert!(!b.take(at(50)) && !b.take(at(100)), "a third station within the window");
+        assert!(b.take(at(101)) && b.take(at(150)), "a new window, from 101");
+        assert!(!b.take(at(200)), "the new window is spent too");
+        let none = LearnBudget::new(0);
+        assert!((0..1000).all(|i| none.take(at(i))), "0 is no limit");
+    }
+
+    #[test]
     fn verdicts_are_tallied_into_the_port_counters() {
         let mut t = RxTally::default();
         t.count(Verdict::Malformed, 5);
@@ -235,26 +289,28 @@ mod tests {
         t.count(Verdict::Unicast(1), 1000);
         t.count(Verdict::Spoofed(Spoof::Ip), 60);
         t.count(Verdict::Spoofed(Spoof::Arp), 60);
+        t.count(Verdict::OverLimit, 60);
         assert_eq!(
             t,
             RxTally {
-                packets: 6,
-                bytes: 1245,
+                packets: 7,
+                bytes: 1305,
                 flooded: 1,
-                dropped: 4,
+                dropped: 5,
                 malformed: 1,
                 spoofed_mac: 0,
                 spoofed_ip: 1,
-                spoofed_arp: 1
+                spoofed_arp: 1,
+                mac_limit: 1,
             }
         );
         let c = Counters::default();
         c.add_rx(&t);
         c.add_tx(&Sent { packets: 2, bytes: 100, errors: 1 });
         let s = c.snapshot();
-        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (6, 1245, 1, 4));
+        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (7, 1305, 1, 5));
         assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (1, 2, 100, 1));
-        assert_eq!((s.spoofed_mac, s.spoofed_ip, s.spoofed_arp), (0, 1, 1));
+        assert_eq!((s.spoofed_mac, s.spoofed_ip, s.spoofed_arp, s.mac_limit), (0, 1, 1, 1));
     }
 
     #[test]
