@@ -36,6 +36,7 @@ use switch_common::{
 use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
+    icmp,
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
@@ -44,7 +45,7 @@ use crate::helpers::{
 
 #[classifier]
 pub fn nat_ingress(ctx: TcContext) -> i32 {
-    let Some(f) = ipv4::parse(&ctx) else { return unsolicited(ipv4::daddr(&ctx)) };
+    let Some(f) = ipv4::parse(&ctx) else { return ingress_other(&ctx) };
     match ingress(&ctx, &f) {
         Ok(Some(dst)) => fast_path(&ctx, &f, dst),
         Ok(None) => match unsolicited(Some(f.daddr)) {
@@ -53,6 +54,18 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
         },
         // A helper failed while rewriting: the stack has the last word.
         Err(_) => TC_ACT_OK,
+    }
+}
+
+/// A packet from outside that is not a flow NAT tracks: an ICMP error about a translated
+/// connection is translated back (and then routed by the stack); the rest is checked like an
+/// untranslated flow.
+#[inline(always)]
+fn ingress_other(ctx: &TcContext) -> i32 {
+    let Some(q) = icmp::parse_error(ctx) else { return unsolicited(ipv4::addrs(ctx).map(|(_, d)| d)) };
+    match icmp::translate_error(ctx, &q, CT_DNAT, now_coarse_ns()) {
+        Ok(false) => unsolicited(Some(q.outer_daddr)),
+        _ => TC_ACT_OK,
     }
 }
 
@@ -101,7 +114,7 @@ fn track(f: &ipv4::Flow, nat: u32, now: u64) -> Result<(), i64> {
 /// names. Anything the FIB cannot answer yet goes through the host stack instead.
 #[inline(always)]
 fn fast_path(ctx: &TcContext, f: &ipv4::Flow, dst: u32) -> i32 {
-    let Some((out, smac, dmac)) = route::next_hop(ctx, f.saddr, dst, f.proto, skb_ifindex(ctx)) else {
+    let Some((out, smac, dmac)) = route::next_hop(ctx, f, f.saddr, dst, skb_ifindex(ctx)) else {
         return TC_ACT_OK;
     };
     if route::as_router(ctx, &smac, &dmac).is_err() {
@@ -154,8 +167,33 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
 
 #[classifier]
 pub fn nat_egress(ctx: TcContext) -> i32 {
-    let Some(f) = ipv4::parse(&ctx) else { return TC_ACT_OK };
+    let Some(f) = ipv4::parse(&ctx) else { return egress_other(&ctx) };
     egress(&ctx, &f)
+}
+
+/// A packet leaving an uplink that is not a flow NAT tracks: an ICMP error about a connection
+/// that came in translated is translated back; anything else from the segment (an error
+/// about nothing known, a fragment, another protocol) cannot be masqueraded, so with
+/// masquerade on it is dropped and counted rather than sent with a private source.
+#[inline(always)]
+fn egress_other(ctx: &TcContext) -> i32 {
+    let (saddr, daddr) = match icmp::parse_error(ctx) {
+        Some(q) => match icmp::translate_error(ctx, &q, CT_SNAT, now_coarse_ns()) {
+            Ok(false) => (q.outer_saddr, q.outer_daddr),
+            _ => return TC_ACT_OK,
+        },
+        None => match ipv4::addrs(ctx) {
+            Some(a) => a,
+            None => return TC_ACT_OK,
+        },
+    };
+    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
+    let (mask, segment) = (cfg.segment_mask, cfg.segment);
+    if cfg.flags & NAT_F_MASQUERADE == 0 || mask == 0 || saddr & mask != segment || daddr & mask == segment {
+        return TC_ACT_OK;
+    }
+    stats::table(|t| t.ct_refused += 1);
+    TC_ACT_SHOT
 }
 
 /// A packet leaving an uplink: translated back if its connection is known and live, else

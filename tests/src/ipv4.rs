@@ -226,3 +226,41 @@ mod tests {
         }
     }
 }
+
+/// An Ethernet + IPv4 + ICMP error frame (`kind`, `code`: 3/4 is "fragmentation needed",
+/// with `mtu` in its second word) from `src` to `dst`, quoting `quoted` (an IPv4 packet, its
+/// header and at least 8 bytes after it), with correct checksums.
+pub fn icmp_error(kind: u8, code: u8, mtu: u16, src: [u8; 4], dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut l4 = vec![kind, code, 0, 0, 0, 0];
+    l4.extend_from_slice(&mtu.to_be_bytes());
+    l4.extend_from_slice(quoted);
+    let c = fold(csum_add(0, &l4));
+    l4[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0xc0, 0, 0, 0x56, 0x78, 0, 0, 64, ICMP, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = fold(csum_add(0, &ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    f.extend(l4);
+    f
+}
+
+/// What an ICMP error frame says: (its source, its destination) and the quoted packet's
+/// (source, destination, source port, destination port; an echo's identifier for both
+/// ports), asserting the outer header's, the ICMP and the quoted header's checksums.
+#[allow(clippy::type_complexity)]
+pub fn inspect_error(f: &[u8]) -> (([u8; 4], [u8; 4]), ([u8; 4], [u8; 4], u16, u16)) {
+    let icmp = 14 + usize::from(f[14] & 0x0f) * 4;
+    assert_eq!(fold(csum_add(0, &f[14..icmp])), 0, "IPv4 header checksum is wrong");
+    assert_eq!(fold(csum_add(0, &f[icmp..])), 0, "ICMP checksum is wrong");
+    let inner = icmp + 8;
+    let l4 = inner + usize::from(f[inner] & 0x0f) * 4;
+    assert_eq!(fold(csum_add(0, &f[inner..l4])), 0, "quoted IPv4 header checksum is wrong");
+    let word = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    let ports = if f[inner + 9] == ICMP { (word(l4 + 4), word(l4 + 4)) } else { (word(l4), word(l4 + 2)) };
+    let addr = |at: usize| -> [u8; 4] { f[at..at + 4].try_into().unwrap() };
+    ((addr(26), addr(30)), (addr(inner + 12), addr(inner + 16), ports.0, ports.1))
+}

@@ -10,8 +10,8 @@ use switch_common::{
 use switch_tests::{
     bpf::{SchedClassifier, pad_for_test_run, run_tc},
     ipv4::{
-        ACK, ECHO_REPLY, ECHO_REQUEST, FIN, ICMP, RST, SYN, Seen, TCP, UDP, csum_add, fold, icmp_echo, inspect,
-        inspect_icmp, l4_checksum_valid, packet, packet_with, with_ip_options, zeroing_payload,
+        ACK, ECHO_REPLY, ECHO_REQUEST, FIN, ICMP, RST, SYN, Seen, TCP, UDP, csum_add, fold, icmp_echo, icmp_error,
+        inspect, inspect_error, inspect_icmp, l4_checksum_valid, packet, packet_with, with_ip_options, zeroing_payload,
     },
     nat::{NatBed, ct_key, now_ns},
     *,
@@ -531,4 +531,55 @@ fn replies_leave_for_the_uplink_straight_from_the_switch() {
     other[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x71, 0x10]);
     let out = run_tc(&prog, &other, ifindex(&web_port)).unwrap();
     assert_eq!((out.retval, out.data == other), (switch_tests::bpf::TC_ACT_REDIRECT, true));
+}
+
+#[test]
+fn icmp_errors_about_translated_connections_are_translated_back() {
+    let bed = NatBed::new(120, 12080);
+    let (client, uplink_ip, target) = (bed.client, bed.uplink_ip, bed.target);
+    let (host, router) = ([10, 120, 0, 7], [172, 31, 120, 9]);
+    let udp = bed.udp_port;
+    let run = |prog: &SchedClassifier, f: &[u8]| run_tc(prog, f, bed.ifindex).unwrap();
+
+    // A forwarded UDP flow: the target says "port unreachable" about the datagram as it got
+    // it; the client must see it about the uplink's address and port, from the uplink.
+    let s = inbound(&bed, &packet(UDP, client, uplink_ip, 41000, udp, 0, false));
+    assert_eq!((s.dst, s.dport), (target, 53));
+    let delivered = packet(UDP, client, target, 41000, 53, 0, false);
+    let out = run(&bed.nat_out, &icmp_error(3, 3, 0, target, client, &delivered[14..]));
+    assert_eq!(out.retval, 0);
+    assert_eq!(inspect_error(&out.data), ((uplink_ip, client), (client, uplink_ip, 41000, udp)));
+    // The host's own "fragmentation needed" about it (sent from the uplink address) keeps its
+    // source; the quoted packet is translated all the same.
+    let out = run(&bed.nat_out, &icmp_error(3, 4, 1400, uplink_ip, client, &delivered[14..]));
+    assert_eq!(inspect_error(&out.data), ((uplink_ip, client), (client, uplink_ip, 41000, udp)));
+
+    // A masqueraded flow: a router outside says "fragmentation needed" about the datagram as
+    // it left; the namespace must get it, about its own address and port.
+    let left = outbound(&bed, &packet(UDP, host, client, 5000, 7000, 0, false));
+    assert_eq!(left.src, uplink_ip);
+    let quoted = packet(UDP, uplink_ip, client, left.sport, 7000, 0, false);
+    let back = run(&bed.nat_in, &icmp_error(3, 4, 1300, router, uplink_ip, &quoted[14..]));
+    assert_eq!(back.retval, 0);
+    assert_eq!(inspect_error(&back.data), ((router, host), (host, client, 5000, 7000)));
+    // Time exceeded about a masqueraded ping (traceroute): the same, by the echo identifier.
+    let ping = run(&bed.nat_out, &icmp_echo(ECHO_REQUEST, host, client, 0x0abc, 1));
+    let (_, _, id) = inspect_icmp(&ping.data);
+    let quoted = icmp_echo(ECHO_REQUEST, uplink_ip, client, id, 1);
+    let back = run(&bed.nat_in, &icmp_error(11, 0, 0, router, uplink_ip, &quoted[14..]));
+    assert_eq!(inspect_error(&back.data), ((router, host), (host, client, 0x0abc, 0x0abc)));
+
+    // About nothing the switch knows: from outside to the host, the host's business
+    // (untouched); from outside straight to the segment, unsolicited (dropped); from the
+    // segment, it cannot be masqueraded and must not leave with a private source (dropped).
+    let unknown = packet(UDP, uplink_ip, client, 1, 2, 0, false);
+    untouched(&bed, &bed.nat_in, &icmp_error(3, 3, 0, router, uplink_ip, &unknown[14..]), "error to the host");
+    let into_segment = packet(UDP, host, client, 3, 4, 0, false);
+    let refused = switch_drops(&bed.sw)["unsolicited_routed"].as_u64().unwrap();
+    assert_eq!(run(&bed.nat_in, &icmp_error(3, 3, 0, router, host, &into_segment[14..])).retval, 2);
+    assert_eq!(switch_drops(&bed.sw)["unsolicited_routed"].as_u64().unwrap(), refused + 1);
+    let nat_refused = switch_drops(&bed.sw)["nat_refused"].as_u64().unwrap();
+    let from_segment = packet(UDP, client, host, 5, 6, 0, false);
+    assert_eq!(run(&bed.nat_out, &icmp_error(3, 3, 0, host, client, &from_segment[14..])).retval, 2);
+    assert_eq!(switch_drops(&bed.sw)["nat_refused"].as_u64().unwrap(), nat_refused + 1);
 }

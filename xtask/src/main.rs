@@ -59,6 +59,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sockperf", "sockperf"),
     ("trafgen", "netsniff-ng"),
     ("iptables", "iptables"),
+    ("ethtool", "ethtool"),
 ];
 
 /// bpf-linker release known to build against LLVM 22 here.

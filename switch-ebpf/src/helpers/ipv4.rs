@@ -34,15 +34,15 @@ pub const IP_OFF: usize = ETH_HLEN;
 /// Longest IPv4 header plus a TCP header: what must be linear for `parse`.
 const HEADERS_MAX: u32 = (ETH_HLEN + 60 + 20) as u32;
 
-/// The destination of an untagged IPv4 packet of any kind (as on the wire), for the packets
-/// `parse` does not take (fragments, other protocols, ICMP errors).
+/// Source and destination of an untagged IPv4 packet of any kind (as on the wire), for the
+/// packets `parse` does not take (fragments, other protocols, ICMP errors).
 #[inline(always)]
-pub fn daddr(ctx: &TcContext) -> Option<u32> {
+pub fn addrs(ctx: &TcContext) -> Option<(u32, u32)> {
     let ethertype: u16 = ctx.load(12).ok()?;
     if u16::from_be(ethertype) != 0x0800 {
         return None;
     }
-    ctx.load(IP_OFF + 16).ok()
+    Some((ctx.load(IP_OFF + 12).ok()?, ctx.load(IP_OFF + 16).ok()?))
 }
 
 /// Parses an untagged IPv4 TCP or UDP packet, or an ICMP echo request or reply. `None` for

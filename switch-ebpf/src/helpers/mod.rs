@@ -11,6 +11,7 @@
 //! - `fdb`: the forwarding database (`FDB`): learning, lookup, lazy ageing.
 //! - `forward`, `forward_xdp`: carrying a decision out from TC (redirect, clone-and-redirect
 //!   flood) and from XDP (devmap redirect and broadcast).
+//! - `icmp`: ICMP errors quoting a translated connection's packet, translated back.
 //! - `ipv4`: IPv4 + TCP/UDP header parsing for NAT (`Flow`).
 //! - `log`: aya-log records of decisions (`#[inline(never)]` subprograms).
 //! - `maps`: every map of a switch.
@@ -28,6 +29,7 @@ pub mod eth;
 pub mod fdb;
 pub mod forward;
 pub mod forward_xdp;
+pub mod icmp;
 pub mod ipv4;
 pub mod log;
 pub mod maps;

@@ -31,7 +31,7 @@ pub fn to_uplink(ctx: &TcContext, fib_ifindex: u32) -> Result<i32, i64> {
     // translated) through the gateway to the stack, which resolves the neighbour or sends the
     // ICMP error.
     let routed = nat::ct_translate(ctx, &f, e, CT_SNAT, now_coarse_ns(), |e| {
-        let (out, smac, dmac) = route::next_hop(ctx, e.addr, f.daddr, f.proto, fib_ifindex)?;
+        let (out, smac, dmac) = route::next_hop(ctx, &f, e.addr, f.daddr, fib_ifindex)?;
         route::as_router(ctx, &smac, &dmac).ok()?;
         Some(out)
     })?;

@@ -6,25 +6,54 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use super::ipv4::IP_OFF;
+use switch_common::nat::PROTO_TCP;
 
-/// Next hop of a packet from `src` to `dst` arriving on `ifindex`: (egress ifindex, source
-/// MAC, destination MAC). `None` when the kernel cannot say without the stack (no route, or
-/// the neighbour is not resolved yet): the caller then lets the stack handle the packet, which
-/// also resolves the neighbour for the next one.
+use super::ipv4::{Flow, IP_OFF};
+
+/// Next hop of packet `f` (whatever its addresses are now) from `src` to `dst` arriving on
+/// `ifindex`: (egress ifindex, source MAC, destination MAC). `None` when the kernel cannot say
+/// without the stack (no route, the neighbour not resolved yet) or the packet is too big for
+/// the egress device: the caller then lets the stack handle it, which resolves the neighbour
+/// for the next one, or fragments the packet, or answers "fragmentation needed" so that path
+/// MTU discovery works.
 #[inline(always)]
-pub fn next_hop(ctx: &TcContext, src: u32, dst: u32, proto: u8, ifindex: u32) -> Option<(u32, [u8; 6], [u8; 6])> {
+pub fn next_hop(ctx: &TcContext, f: &Flow, src: u32, dst: u32, ifindex: u32) -> Option<(u32, [u8; 6], [u8; 6])> {
     // SAFETY: all-zero is a valid bpf_fib_lookup (the kernel fills the outputs).
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.family = 2; // AF_INET
-    p.l4_protocol = proto;
+    p.l4_protocol = f.proto;
     p.ifindex = ifindex;
-    // tot_len stays 0: no MTU check, GSO super-frames are larger than the MTU on purpose.
+    // tot_len stays 0: the kernel then checks the skb itself against the egress device's MTU
+    // (FRAG_NEEDED when it is too big) and reports that MTU, but waves any GSO packet
+    // through: its segments are checked below.
     p.__bindgen_anon_3.ipv4_src = src;
     p.__bindgen_anon_4.ipv4_dst = dst;
     // SAFETY: helper with the program's context and a live parameter block of the right size.
     let r = unsafe { fib_lookup(ctx.skb.skb.cast(), &mut p, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
-    (r == BPF_FIB_LKUP_RET_SUCCESS as i64).then_some((p.ifindex, p.smac, p.dmac))
+    if r != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        return None;
+    }
+    // SAFETY: `gso_size` of the program's own `__sk_buff`; `mtu_result` is what the kernel
+    // wrote into the union on success.
+    let (gso_size, mtu) = unsafe { ((*ctx.skb.skb).gso_size, p.__bindgen_anon_1.mtu_result) };
+    if gso_size != 0 && !segments_fit(ctx, f, gso_size, u32::from(mtu)) {
+        return None;
+    }
+    Some((p.ifindex, p.smac, p.dmac))
+}
+
+/// Whether the packets a GSO packet of `f` is cut into (`gso_size` bytes of payload each,
+/// plus the IP and TCP/UDP headers) fit an MTU of `mtu`.
+#[inline(always)]
+fn segments_fit(ctx: &TcContext, f: &Flow, gso_size: u32, mtu: u32) -> bool {
+    let l4_header = if f.proto == PROTO_TCP {
+        // The data offset: the high nibble of byte 12, in 32-bit words.
+        let Ok(off) = ctx.load::<u8>(f.l4_off + 12) else { return false };
+        u32::from(off >> 4) * 4
+    } else {
+        8
+    };
+    (f.l4_off - IP_OFF) as u32 + l4_header + gso_size <= mtu
 }
 
 /// Does a router's part: TTL down by one (IP checksum updated) and new MACs. `Err` for a TTL
