@@ -210,23 +210,6 @@ pub fn inspect(f: &[u8]) -> Seen {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn built_frames_verify_and_a_flipped_bit_does_not() {
-        for proto in [TCP, UDP] {
-            let mut f = packet(proto, [10, 0, 0, 1], [10, 0, 0, 2], 1000, 2000, SYN, false);
-            let s = inspect(&f);
-            assert_eq!((s.sport, s.dport), (1000, 2000));
-            let last = f.len() - 1;
-            f[last] ^= 1;
-            assert!(!l4_checksum_valid(&f[26..30], &f[30..34], proto, &f[34..]));
-        }
-    }
-}
-
 /// An Ethernet + IPv4 + ICMP error frame (`kind`, `code`: 3/4 is "fragmentation needed",
 /// with `mtu` in its second word) from `src` to `dst`, quoting `quoted` (an IPv4 packet, its
 /// header and at least 8 bytes after it), with correct checksums.
@@ -263,4 +246,21 @@ pub fn inspect_error(f: &[u8]) -> (([u8; 4], [u8; 4]), ([u8; 4], [u8; 4], u16, u
     let ports = if f[inner + 9] == ICMP { (word(l4 + 4), word(l4 + 4)) } else { (word(l4), word(l4 + 2)) };
     let addr = |at: usize| -> [u8; 4] { f[at..at + 4].try_into().unwrap() };
     ((addr(26), addr(30)), (addr(inner + 12), addr(inner + 16), ports.0, ports.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_frames_verify_and_a_flipped_bit_does_not() {
+        for proto in [TCP, UDP] {
+            let mut f = packet(proto, [10, 0, 0, 1], [10, 0, 0, 2], 1000, 2000, SYN, false);
+            let s = inspect(&f);
+            assert_eq!((s.sport, s.dport), (1000, 2000));
+            let last = f.len() - 1;
+            f[last] ^= 1;
+            assert!(!l4_checksum_valid(&f[26..30], &f[30..34], proto, &f[34..]));
+        }
+    }
 }
