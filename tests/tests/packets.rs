@@ -25,8 +25,13 @@ fn ifindex(ifname: &str) -> u32 {
 
 /// A tc switch with three ports; the frames injected here come "from" the ports' host ends.
 fn bed() -> Bed {
+    bed_with(&[])
+}
+
+/// A bed whose switch is made with `up` arguments `extra`.
+fn bed_with(extra: &[&str]) -> Bed {
     let mut sb = Sandbox::new();
-    let sw = sb.switch("sw", "tc", &[]);
+    let sw = sb.switch("sw", "tc", extra);
     let ports = ["a", "b", "c"]
         .iter()
         .enumerate()
@@ -234,7 +239,8 @@ fn random_frames_keep_every_invariant() {
 
 #[test]
 fn a_full_fdb_evicts_and_keeps_forwarding() {
-    let bed = bed();
+    // One port learns them all: no learning limit (it is what keeps a port from doing this).
+    let bed = bed_with(&["--max-learned", "0"]);
     // More stations than the table holds (16 384): the least recently used are evicted,
     // learning and forwarding go on, nothing fails.
     let stations = 17_000u32;
