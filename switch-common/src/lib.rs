@@ -45,8 +45,12 @@ pub mod maps {
     pub const FORWARDS: &str = "FORWARDS";
     /// Uplink IPv4 address (network order) -> 1.
     pub const UPLINK_ADDRS: &str = "UPLINK_ADDRS";
-    /// [`crate::CtKey`] -> [`crate::CtEntry`]: the connection table (LRU).
+    /// [`crate::CtKey`] -> [`crate::CtEntry`]: the connection table (LRU) of connections
+    /// that have been answered.
     pub const CONNTRACK: &str = "CONNTRACK";
+    /// The same for connections not answered yet (TCP half-open, a first datagram): a budget
+    /// of their own, so a flood of them evicts only its like, never an answered connection.
+    pub const CT_UNREPLIED: &str = "CT_UNREPLIED";
     /// Rule -> [`crate::FwdStats`]; per-CPU array.
     pub const FWD_STATS: &str = "FWD_STATS";
     /// Index 0 -> [`crate::NatConfig`].
@@ -96,6 +100,17 @@ pub mod nat {
     pub const MAX_FORWARDS: u32 = 4096;
     /// Most tracked connections; the table is LRU, so a full one evicts the coldest.
     pub const CT_CAPACITY: u32 = 65_536;
+    /// Most connections waiting for their first answer (entries of `CT_UNREPLIED`).
+    pub const CT_UNREPLIED_CAPACITY: u32 = 32_768;
+    /// `CtEntry::nat` of an entry whose packets get a new destination: inbound on an uplink
+    /// (the client's half of a forwarded connection, the answers of a masqueraded one).
+    pub const CT_DNAT: u16 = 1;
+    /// `CtEntry::nat` of an entry whose packets get a new source: leaving through an uplink
+    /// (replies of a forwarded connection, a masqueraded connection's own packets).
+    pub const CT_SNAT: u16 = 0;
+    /// `CtEntry::flags`: the entry's packets go the answering way (server to client): the
+    /// first of them makes the connection answered.
+    pub const CT_F_ANSWER: u16 = 1;
     /// Most uplink addresses per switch.
     pub const MAX_UPLINK_ADDRS: u32 = 64;
     /// IP protocol numbers the forwards know.
@@ -182,7 +197,7 @@ pub struct CtKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
-    /// New address (destination for the original direction, source for replies).
+    /// New address (the destination for `CT_DNAT`, the source for `CT_SNAT`).
     pub addr: u32,
     /// New port.
     pub port: u16,
@@ -190,8 +205,10 @@ pub struct CtEntry {
     pub rule: u16,
     /// `nat::CT_*` state.
     pub state: u32,
-    /// 1 for the original (client to server) direction, 0 for replies.
-    pub original: u32,
+    /// `nat::CT_DNAT` or `nat::CT_SNAT`: which end of its packets the entry rewrites.
+    pub nat: u16,
+    /// `nat::CT_F_*` flags.
+    pub flags: u16,
     /// Last packet, `bpf_ktime_get_coarse_ns`.
     pub last_seen_ns: u64,
 }
@@ -218,6 +235,11 @@ pub struct TableStats {
     /// Connections the table could not take (no free masquerade port): their packets were
     /// dropped, never sent on untranslated.
     pub ct_refused: u64,
+    /// Entries created in `CT_UNREPLIED` (two per new connection).
+    pub unreplied_added: u64,
+    /// Entries that left `CT_UNREPLIED` other than by eviction (moved to CONNTRACK when the
+    /// connection was answered).
+    pub unreplied_removed: u64,
     /// Packets routed towards the segment that nothing asked for: from an uplink and neither
     /// to a forwarded port nor a reply of the segment's own connections, or routed in by the
     /// host from any other interface. Dropped unless the segment is routable.
@@ -232,6 +254,8 @@ impl TableStats {
         self.ct_added += other.ct_added;
         self.ct_removed += other.ct_removed;
         self.ct_refused += other.ct_refused;
+        self.unreplied_added += other.unreplied_added;
+        self.unreplied_removed += other.unreplied_removed;
         self.routed_refused += other.routed_refused;
     }
 }
@@ -553,7 +577,7 @@ mod tests {
         assert_eq!(size_of::<FwdStats>(), 24);
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
-        assert_eq!(size_of::<TableStats>(), 6 * 8);
+        assert_eq!(size_of::<TableStats>(), 8 * 8);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::helpers::{
     ctx::{now_coarse_ns, skb_ifindex},
     icmp,
     ipv4::{self, TCP_ACK, TCP_SYN},
-    maps::{CONNTRACK, FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
+    maps::{FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
     route, stats,
 };
@@ -100,13 +100,12 @@ fn track_inbound(f: &ipv4::Flow) -> i32 {
 /// address and port (`f`'s destination for a connection from outside, `CT_DNAT`, its source
 /// for one from the segment, `CT_SNAT`), so a rewrite to them changes no byte.
 #[inline(always)]
-fn track(f: &ipv4::Flow, nat: u32, now: u64) -> Result<(), i64> {
+fn track(f: &ipv4::Flow, nat: u16, now: u64) -> Result<(), i64> {
     let (addr, port) = if nat == CT_DNAT { (f.daddr, f.dport) } else { (f.saddr, f.sport) };
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
-    let mine = CtEntry { addr, port, rule: MASQUERADE_RULE, state, original: nat, last_seen_ns: now };
-    let other = CtEntry { original: if nat == CT_DNAT { CT_SNAT } else { CT_DNAT }, ..mine };
-    nat::ct_put(&ct_reverse_key(f, nat, addr, port), &other)?;
-    nat::ct_put(&ct_key(f), &mine)
+    let mine = CtEntry { addr, port, rule: MASQUERADE_RULE, state, nat, flags: 0, last_seen_ns: now };
+    let answer = CtEntry { nat: if nat == CT_DNAT { CT_SNAT } else { CT_DNAT }, ..mine };
+    nat::ct_new(&ct_reverse_key(f, nat, addr, port), &answer, &ct_key(f), &mine)
 }
 
 /// Sends a packet just translated to `dst` straight on: into the target's namespace when the
@@ -135,8 +134,8 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
     let now = now_coarse_ns();
     // A packet of a known connection (the client's side of a forward, an answer to a
     // masqueraded one); an expired entry is a new connection on the same addresses and ports.
-    if let Some(e) = nat::ct_lookup(f)
-        && let Some(dst) = nat::ct_translate(ctx, f, e, CT_DNAT, now, |e| Some(e.addr))?
+    if let Some(found) = nat::ct_lookup(f, now)
+        && let Some(dst) = nat::ct_translate(ctx, f, found, CT_DNAT, now, |e| Some(e.addr))?
     {
         return Ok(Some(dst));
     }
@@ -153,13 +152,10 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
         return Ok(None);
     }
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
-    let original = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, original: CT_DNAT, last_seen_ns: now };
+    let first = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, nat: CT_DNAT, flags: 0, last_seen_ns: now };
     let reply_key = ct_reverse_key(f, CT_DNAT, t.addr, t.port);
-    let reply = CtEntry { addr: f.daddr, port: f.dport, rule: t.rule, state, original: CT_SNAT, last_seen_ns: now };
-    // Reply entry first: once the original exists, a retransmitted SYN takes the fast path
-    // above and its answer must already find its way back.
-    nat::ct_put(&reply_key, &reply)?;
-    nat::ct_put(&ct_key(f), &original)?;
+    let reply = CtEntry { addr: f.daddr, port: f.dport, nat: CT_SNAT, ..first };
+    nat::ct_new(&reply_key, &reply, &ct_key(f), &first)?;
     count(t.rule, ctx.len() as u64, true);
     nat::rewrite_dst(ctx, f, t.addr, t.port)?;
     Ok(Some(t.addr))
@@ -202,10 +198,11 @@ fn egress_other(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn egress(ctx: &TcContext, f: &ipv4::Flow) -> i32 {
     let now = now_coarse_ns();
-    let Some(e) = nat::ct_lookup(f) else { return masquerade(ctx, f, now) };
-    match nat::ct_translate(ctx, f, e, CT_SNAT, now, |_| Some(())) {
+    let Some(found) = nat::ct_lookup(f, now) else { return masquerade(ctx, f, now) };
+    let kind = found.e.nat;
+    match nat::ct_translate(ctx, f, found, CT_SNAT, now, |_| Some(())) {
         Ok(Some(())) => TC_ACT_OK,
-        Ok(None) if e.original == CT_SNAT => masquerade(ctx, f, now),
+        Ok(None) if kind == CT_SNAT => masquerade(ctx, f, now),
         // An entry of the other direction's kind (a packet to a forwarded port's client seen
         // on its way in), or a rewrite that failed: as it came.
         _ => TC_ACT_OK,
@@ -258,25 +255,14 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
             first.wrapping_add(((h >> 8) % u32::from(ports)) as u16)
         };
         let back = ct_reverse_key(f, CT_SNAT, uplink, port);
-        if let Some(taken) = CONNTRACK.get_ptr(&back) {
-            // SAFETY: map value, valid for the program run.
-            if !unsafe { &*taken }.is_expired(now) {
-                continue;
-            }
+        if nat::ct_taken(&back, now) {
+            continue;
         }
-        let inbound = CtEntry {
-            addr: f.saddr,
-            port: f.sport,
-            rule: MASQUERADE_RULE,
-            state,
-            original: CT_DNAT,
-            last_seen_ns: now,
-        };
         let outbound =
-            CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, original: CT_SNAT, last_seen_ns: now };
-        let made = nat::ct_put(&back, &inbound)
-            .and_then(|()| nat::ct_put(&ct_key(f), &outbound))
-            .and_then(|()| nat::rewrite_src(ctx, f, uplink, port));
+            CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, nat: CT_SNAT, flags: 0, last_seen_ns: now };
+        let inbound = CtEntry { addr: f.saddr, port: f.sport, nat: CT_DNAT, ..outbound };
+        let made =
+            nat::ct_new(&back, &inbound, &ct_key(f), &outbound).and_then(|()| nat::rewrite_src(ctx, f, uplink, port));
         if made.is_err() {
             break;
         }

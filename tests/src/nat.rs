@@ -90,9 +90,18 @@ impl NatBed {
         }
     }
 
-    /// The switch's connection table, opened from its pin.
+    /// The switch's connection table (answered connections), opened from its pin.
     pub fn conntrack(&self) -> HashMap<MapData, CtKey, CtEntry> {
-        let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/CONNTRACK", self.sw)).unwrap();
+        self.map("CONNTRACK")
+    }
+
+    /// The connections waiting for their first answer.
+    pub fn unreplied(&self) -> HashMap<MapData, CtKey, CtEntry> {
+        self.map("CT_UNREPLIED")
+    }
+
+    fn map(&self, name: &str) -> HashMap<MapData, CtKey, CtEntry> {
+        let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/{name}", self.sw)).unwrap();
         HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap()
     }
 }

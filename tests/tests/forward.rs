@@ -761,3 +761,63 @@ fn large_transfers_cross_a_smaller_uplink_mtu() {
     assert_eq!(r.stdout.trim(), "intact", "10 MB upload through masquerade: {r:?}");
     let _ = sink.wait();
 }
+
+/// Sends COUNT TCP SYNs to HOST:PORT from spoofed sources (addresses FIRST..LAST of the
+/// outside's /24, random ports), built by hand on a raw socket.
+const SYN_FLOOD: &str = r#"
+import random, socket, struct, sys
+host, port = sys.argv[1].split(":"); port = int(port)
+count, net, first, last = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+dst = socket.inet_aton(host)
+rnd = random.Random(7)
+for i in range(count):
+    src = socket.inet_aton("%s.%d" % (net, rnd.randint(first, last)))
+    sport = rnd.randint(1024, 65535)
+    tcp = struct.pack("!HHIIBBHHH", sport, port, rnd.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+    c = csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xffff, 0, 64, 6, 0, src, dst)
+    s.sendto(ip + tcp, (host, 0))
+print("sent", count)
+"#;
+
+/// A flood of 100 000 spoofed SYNs to a forwarded port fills only the budget of connections
+/// waiting for an answer: an established, idle connection through the same forward lives on.
+#[test]
+fn a_syn_flood_does_not_break_an_established_connection() {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 124);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.124.0.254/24", "--uplink", &out.uplink]);
+    let web = sb.port(&sw, "web", "10.124.0.10/24", &[]);
+    let mut servers = start_servers(&web, &["80"]);
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", "12407", "--to", &format!("{web}:7"), "--switch", &sw]);
+    let mut long = Command::new("ip")
+        .args(["netns", "exec", &out.ns, "python3", "-c", LONG, "172.31.124.1", "12407"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(long.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+    // Spoofed sources nobody answers for: the server's SYN-ACKs go nowhere.
+    let r = out.python(SYN_FLOOD, &["172.31.124.1:12407", "100000", "172.31.124", "100", "250"]);
+    assert_eq!(r.stdout.trim(), "sent 100000", "{r:?}");
+    std::io::Write::write_all(long.stdin.as_mut().unwrap(), b"\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line.trim(), "two", "the established connection broke under the SYN flood");
+    let _ = long.wait();
+    let drops = switch_drops(&sw);
+    assert!(u64_of(&drops["unreplied_evicted"]) > 0, "the flood never filled the budget: {drops}");
+    assert_eq!(table_stats(&sw, "conntrack")["evicted"], 0, "an answered connection was evicted");
+    let _ = servers.kill();
+    let _ = servers.wait();
+}

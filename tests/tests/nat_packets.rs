@@ -5,7 +5,10 @@
 use aya::maps::HashMap;
 use switch_common::{
     CtEntry, CtKey,
-    nat::{CT_CAPACITY, CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, CT_UDP, timeout_ns},
+    nat::{
+        CT_CAPACITY, CT_CLOSING, CT_DNAT, CT_ESTABLISHED, CT_F_ANSWER, CT_HALF_OPEN, CT_SNAT, CT_UDP,
+        CT_UNREPLIED_CAPACITY, timeout_ns,
+    },
 };
 use switch_tests::{
     bpf::{SchedClassifier, pad_for_test_run, run_tc},
@@ -174,76 +177,126 @@ fn checksum_edges_zero_and_ffff() {
 }
 
 /// Both entries of a connection: (original direction, reply direction).
-fn entries(ct: &HashMap<aya::maps::MapData, CtKey, CtEntry>, orig: CtKey, reply: CtKey) -> (CtEntry, CtEntry) {
-    let get = |k: &CtKey| ct.get(k, 0).unwrap_or_else(|e| panic!("no table entry {k:?}: {e}"));
-    (get(&orig), get(&reply))
+/// Both connection tables of a bed: answered connections and those waiting for an answer.
+struct Tables {
+    answered: HashMap<aya::maps::MapData, CtKey, CtEntry>,
+    unreplied: HashMap<aya::maps::MapData, CtKey, CtEntry>,
 }
 
-/// Moves the last-seen time of both entries `age_ns` into the past.
-fn age(ct: &mut HashMap<aya::maps::MapData, CtKey, CtEntry>, keys: [CtKey; 2], age_ns: u64) {
-    for k in keys {
-        let mut e = ct.get(&k, 0).unwrap();
-        e.last_seen_ns = now_ns() - age_ns;
-        ct.insert(k, e, 0).unwrap();
+impl Tables {
+    fn of(bed: &NatBed) -> Self {
+        Self { answered: bed.conntrack(), unreplied: bed.unreplied() }
+    }
+
+    /// The entry the datapath finds for `k` (as `ct_lookup`: a live answered one, else one
+    /// waiting for an answer, else an expired answered one) and whether it is answered.
+    fn get(&self, k: &CtKey) -> (CtEntry, bool) {
+        let answered = self.answered.get(k, 0).ok();
+        if let Some(e) = answered.filter(|e| !e.is_expired(now_ns())) {
+            return (e, true);
+        }
+        match (self.unreplied.get(k, 0).ok(), answered) {
+            (Some(e), _) => (e, false),
+            (None, Some(e)) => (e, true),
+            (None, None) => panic!("no table entry {k:?}"),
+        }
+    }
+
+    fn pair(&self, [a, b]: [CtKey; 2]) -> (CtEntry, CtEntry) {
+        (self.get(&a).0, self.get(&b).0)
+    }
+
+    fn states(&self, keys: [CtKey; 2]) -> (u32, u32) {
+        let (a, b) = self.pair(keys);
+        (a.state, b.state)
+    }
+
+    /// Moves the last-seen time of both entries `age_ns` into the past, in whichever table.
+    fn age(&mut self, keys: [CtKey; 2], age_ns: u64) {
+        for k in keys {
+            for map in [&mut self.answered, &mut self.unreplied] {
+                if let Ok(mut e) = map.get(&k, 0) {
+                    e.last_seen_ns = now_ns() - age_ns;
+                    map.insert(k, e, 0).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// `switch tables` counter `field` of `table`.
+fn counter(bed: &NatBed, table: &str, field: &str) -> u64 {
+    table_stats(&bed.sw, table)[field].as_u64().unwrap()
+}
+
+/// Every entry of both tables is accounted for: added = live + expired + removed + evicted,
+/// and nothing was evicted.
+fn accounted(bed: &NatBed) {
+    for table in ["conntrack", "unreplied"] {
+        let t = table_stats(&bed.sw, table);
+        let n = |f: &str| t[f].as_u64().unwrap();
+        assert_eq!((n("evicted"), n("added")), (0, n("entries") + n("expired") + n("removed")), "{table}: {t}");
     }
 }
 
 #[test]
 fn connection_table_follows_tcp_states_and_times_out() {
     let bed = NatBed::new(111, 11180);
-    let mut ct = bed.conntrack();
+    let mut ct = Tables::of(&bed);
     let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
     let keys = |sport: u16| [ct_key(TCP, client, uplink_ip, sport, port), ct_key(TCP, target, client, 80, sport)];
-    let states = |ct: &HashMap<_, _, _>, sport: u16| {
-        let [o, r] = keys(sport);
-        let (o, r) = entries(ct, o, r);
-        (o.state, r.state)
-    };
     let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
     let from_client = |sport, flags| packet(TCP, client, uplink_ip, sport, port, flags, false);
     let from_server = |sport, flags| packet(TCP, target, client, 80, sport, flags, false);
 
-    // SYN: both directions recorded, half-open, translating to the target and back.
+    // SYN: both directions recorded as waiting for an answer, half-open, translating to the
+    // target and back; the server's direction is the answering one.
     let before = now_ns();
     assert_eq!(inbound(&bed, &syn(40000)).dst, target);
     let [o, r] = keys(40000);
-    let (oe, re) = entries(&ct, o, r);
-    assert_eq!((oe.state, oe.original, oe.addr, oe.port), (CT_HALF_OPEN, 1, u32::from_ne_bytes(target), 80));
-    assert_eq!((re.state, re.original, re.addr, re.port), (CT_HALF_OPEN, 0, u32::from_ne_bytes(uplink_ip), port));
+    let ((oe, answered), (re, _)) = (ct.get(&o), ct.get(&r));
+    assert!(!answered, "a SYN is not an answered connection");
+    assert_eq!(
+        (oe.state, oe.nat, oe.flags, oe.addr, oe.port),
+        (CT_HALF_OPEN, CT_DNAT, 0, u32::from_ne_bytes(target), 80)
+    );
+    assert_eq!(
+        (re.state, re.nat, re.flags, re.addr, re.port),
+        (CT_HALF_OPEN, CT_SNAT, CT_F_ANSWER, u32::from_ne_bytes(uplink_ip), port)
+    );
     // The coarse clock may lag CLOCK_MONOTONIC by a tick.
     assert!(oe.last_seen_ns + 20_000_000 >= before, "last seen {} before {before}", oe.last_seen_ns);
-    // A retransmitted SYN follows the entry: nothing new is added.
+    // A retransmitted SYN follows the entry: nothing new is added, nothing is answered.
     assert_eq!(inbound(&bed, &syn(40000)).dst, target);
-    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 2);
-    // SYN-ACK from the server: established, both directions.
+    assert_eq!((counter(&bed, "unreplied", "added"), counter(&bed, "conntrack", "added")), (2, 0));
+    assert_eq!(ct.states(keys(40000)), (CT_HALF_OPEN, CT_HALF_OPEN));
+    // SYN-ACK from the server: answered (both entries move to CONNTRACK), established.
     assert_eq!(outbound(&bed, &from_server(40000, SYN | ACK)).src, uplink_ip);
-    assert_eq!(states(&ct, 40000), (CT_ESTABLISHED, CT_ESTABLISHED));
+    assert!(ct.get(&o).1 && ct.get(&r).1, "the answer did not move the connection");
+    assert_eq!((counter(&bed, "conntrack", "added"), counter(&bed, "unreplied", "removed")), (2, 2));
+    assert_eq!(ct.states(keys(40000)), (CT_ESTABLISHED, CT_ESTABLISHED));
     assert_eq!(inbound(&bed, &from_client(40000, ACK)).dst, target);
-    assert_eq!(states(&ct, 40000), (CT_ESTABLISHED, CT_ESTABLISHED));
+    assert_eq!(ct.states(keys(40000)), (CT_ESTABLISHED, CT_ESTABLISHED));
     // FIN from the client: closing, both directions.
     assert_eq!(inbound(&bed, &from_client(40000, FIN | ACK)).dst, target);
-    assert_eq!(states(&ct, 40000), (CT_CLOSING, CT_CLOSING));
+    assert_eq!(ct.states(keys(40000)), (CT_CLOSING, CT_CLOSING));
     // Past the closing timeout the entries are dead: a later segment from outside passes
     // untranslated, and one from the server never leaves with its private address: it is
     // masqueraded as a new connection, from a port the host's own sockets never use...
-    age(&mut ct, keys(40000), timeout_ns(CT_CLOSING) + 2_000_000_000);
+    ct.age(keys(40000), timeout_ns(CT_CLOSING) + 2_000_000_000);
     untouched(&bed, &bed.nat_in, &from_client(40000, ACK), "segment of an expired connection");
     let out = outbound(&bed, &from_server(40000, ACK));
     assert_eq!(out.src, uplink_ip, "the reply of an expired connection left with its private source");
     assert!(out.sport >= masquerade_first_port(), "masqueraded from port {}", out.sport);
-    // (its outbound entry replaced the dead one, its inbound one is new)
-    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 3);
-    // ...and a new SYN on the same addresses and ports starts over, reusing the entries
-    // (overwritten, not added).
+    // ...and a new SYN on the same addresses and ports starts over.
     assert_eq!(inbound(&bed, &syn(40000)).dst, target);
-    assert_eq!(states(&ct, 40000), (CT_HALF_OPEN, CT_HALF_OPEN));
-    assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 3);
+    assert_eq!(ct.states(keys(40000)), (CT_HALF_OPEN, CT_HALF_OPEN));
 
     // RST from the server: closing.
     assert_eq!(inbound(&bed, &syn(40001)).dst, target);
     assert_eq!(outbound(&bed, &from_server(40001, SYN | ACK)).src, uplink_ip);
     assert_eq!(outbound(&bed, &from_server(40001, RST)).src, uplink_ip);
-    assert_eq!(states(&ct, 40001), (CT_CLOSING, CT_CLOSING));
+    assert_eq!(ct.states(keys(40001)), (CT_CLOSING, CT_CLOSING));
 
     // Timeouts at their boundary: just inside, the connection still translates; just past
     // it, it does not. The clock must have run longer than the timeout to age an entry.
@@ -262,22 +315,22 @@ fn connection_table_follows_tcp_states_and_times_out() {
         } else {
             assert_eq!(inbound(&bed, &syn(sport)).dst, target)
         }
-        assert_eq!(states(&ct, sport), (state, state));
-        age(&mut ct, keys(sport), timeout - 2_000_000_000);
+        assert_eq!(ct.states(keys(sport)), (state, state));
+        ct.age(keys(sport), timeout - 2_000_000_000);
         assert_eq!(inbound(&bed, &from_client(sport, ACK)).dst, target, "state {state} expired early");
-        age(&mut ct, keys(sport), timeout + 2_000_000_000);
+        ct.age(keys(sport), timeout + 2_000_000_000);
         untouched(&bed, &bed.nat_in, &from_client(sport, ACK), "segment after the timeout");
     }
 
-    // UDP: its own state and timeout.
+    // UDP: its own state and timeout; the first answer moves it to the answered table.
     let query = packet(UDP, client, uplink_ip, 50000, bed.udp_port, 0, false);
     assert_eq!(inbound(&bed, &query).dst, target);
     let udp_keys = [ct_key(UDP, client, uplink_ip, 50000, bed.udp_port), ct_key(UDP, target, client, 53, 50000)];
-    let (o, r) = entries(&ct, udp_keys[0], udp_keys[1]);
-    assert_eq!((o.state, r.state), (CT_UDP, CT_UDP));
-    age(&mut ct, udp_keys, timeout_ns(CT_UDP) - 2_000_000_000);
+    assert_eq!(ct.states(udp_keys), (CT_UDP, CT_UDP));
+    ct.age(udp_keys, timeout_ns(CT_UDP) - 2_000_000_000);
     assert_eq!(outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false)).src, uplink_ip);
-    age(&mut ct, udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
+    assert!(ct.get(&udp_keys[0]).1, "the answer did not move the UDP flow");
+    ct.age(udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
     let out = outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false));
     assert_eq!(out.src, uplink_ip, "a reply after the UDP timeout left with its private source");
     assert!(out.sport >= masquerade_first_port(), "masqueraded from port {}", out.sport);
@@ -286,38 +339,71 @@ fn connection_table_follows_tcp_states_and_times_out() {
     // them or the table needs their room; the counters account for every entry.
     json(&["forward", "list", "--switch", &bed.sw]);
     let t = table_stats(&bed.sw, "conntrack");
-    let n = |f: &str| t[f].as_u64().unwrap();
-    assert!(n("expired") >= 2, "{t}");
+    assert!(t["expired"].as_u64().unwrap() >= 2, "{t}");
     assert_eq!(table_stats(&bed.sw, "conntrack"), t, "reading the table changed it");
-    assert_eq!((n("evicted"), n("added")), (0, n("entries") + n("expired") + n("removed")), "{t}");
+    accounted(&bed);
 }
 
+/// The two directions of a connection live and die together: a refresh of one refreshes
+/// the other, and one the LRU took is made again from the other.
 #[test]
-fn a_full_connection_table_evicts_and_keeps_translating() {
+fn a_lost_half_of_a_connection_is_made_again() {
+    let bed = NatBed::new(123, 12380);
+    let mut ct = Tables::of(&bed);
+    let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, 41000, port, SYN, false)).dst, target);
+    assert_eq!(outbound(&bed, &packet(TCP, target, client, 80, 41000, SYN | ACK, false)).src, uplink_ip);
+    let [o, r] = [ct_key(TCP, client, uplink_ip, 41000, port), ct_key(TCP, target, client, 80, 41000)];
+    // The reply direction is lost (as an eviction would), the client's is due for a refresh.
+    ct.answered.remove(&r).unwrap();
+    ct.age([o, o], 5_000_000_000);
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, 41000, port, ACK, false)).dst, target);
+    let (re, answered) = ct.get(&r);
+    assert!(answered, "the lost half was not made again");
+    assert_eq!((re.nat, re.addr, re.port, re.state), (CT_SNAT, u32::from_ne_bytes(uplink_ip), port, CT_ESTABLISHED));
+    assert_eq!(outbound(&bed, &packet(TCP, target, client, 80, 41000, ACK, false)).src, uplink_ip);
+    // A refresh of one direction refreshes the other: a one-way stream keeps both alive.
+    ct.age([o, r], 30_000_000_000);
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, 41000, port, ACK, false)).dst, target);
+    let ((oe, _), (re, _)) = (ct.get(&o), ct.get(&r));
+    assert!(re.last_seen_ns + 1_000_000_000 >= oe.last_seen_ns, "the other half was not refreshed");
+}
+
+/// A flood of new connections (SYNs from many spoofed clients) fills only the budget of
+/// connections waiting for an answer: an established connection stays, idle as it is.
+#[test]
+fn a_flood_of_new_connections_never_evicts_an_answered_one() {
     let bed = NatBed::new(112, 11280);
     let (uplink_ip, target, port) = (bed.uplink_ip, bed.target, bed.tcp_port);
-    // Two entries per connection: this many connections overfill the table by 1 000 entries.
+    let (client, old) = (bed.client, 39000);
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, old, port, SYN, false)).dst, target);
+    assert_eq!(outbound(&bed, &packet(TCP, target, client, 80, old, SYN | ACK, false)).src, uplink_ip);
+    // Two entries per connection: this many would overfill even the answered connections'
+    // table (which a single table for both kinds would have evicted the idle one from).
     let connections = CT_CAPACITY / 2 + 500;
-    let client = |i: u32| [100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+    let spoofed = |i: u32| [100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
     for i in 0..connections {
-        let s = inbound(&bed, &packet(TCP, client(i), uplink_ip, 40000, port, SYN, false));
+        let s = inbound(&bed, &packet(TCP, spoofed(i), uplink_ip, 40000, port, SYN, false));
         assert_eq!((s.dst, s.dport), (target, 80), "connection {i} not translated");
     }
-    // The newest connections are all there: their replies translate back.
+    // The established connection still translates both ways.
+    assert_eq!(inbound(&bed, &packet(TCP, client, uplink_ip, old, port, ACK, false)).dst, target);
+    let s = outbound(&bed, &packet(TCP, target, client, 80, old, ACK, false));
+    assert_eq!((s.src, s.sport), (uplink_ip, port), "the established connection lost its entry");
+    // The newest new connections are all there: their answers translate back.
     for i in connections - 100..connections {
-        let s = outbound(&bed, &packet(TCP, target, client(i), 80, 40000, SYN | ACK, false));
+        let s = outbound(&bed, &packet(TCP, target, spoofed(i), 80, 40000, SYN | ACK, false));
         assert_eq!((s.src, s.sport), (uplink_ip, port), "reply of connection {i}");
     }
-    // The counters say the table filled and evicted.
-    let t = table_stats(&bed.sw, "conntrack");
+    // The counters say the unreplied budget filled and evicted, and nothing else did.
+    let t = table_stats(&bed.sw, "unreplied");
     let n = |f: &str| t[f].as_u64().unwrap();
-    assert_eq!(
-        (n("added"), n("removed"), n("capacity")),
-        (u64::from(connections) * 2, 0, u64::from(CT_CAPACITY)),
-        "{t}"
-    );
-    assert!(n("entries") <= u64::from(CT_CAPACITY) && n("evicted") >= 1000, "{t}");
-    assert_eq!(n("entries") + n("evicted"), n("added"), "{t}");
+    assert_eq!((n("added"), n("capacity")), (u64::from(connections + 1) * 2, u64::from(CT_UNREPLIED_CAPACITY)), "{t}");
+    assert!(n("evicted") >= u64::from(connections * 2 - CT_UNREPLIED_CAPACITY), "{t}");
+    assert_eq!(n("entries") + n("expired") + n("evicted") + n("removed"), n("added"), "{t}");
+    assert_eq!(switch_drops(&bed.sw)["unreplied_evicted"].as_u64().unwrap(), n("evicted"));
+    let c = table_stats(&bed.sw, "conntrack");
+    assert_eq!((c["added"].as_u64(), c["evicted"].as_u64()), (Some(2 + 200), Some(0)), "{c}");
 }
 
 /// What a translation may touch: MACs and TTL (the fast path routes), the IPv4 checksum, one

@@ -561,7 +561,9 @@ fn port_security_stops_spoofing(dp: &str, net: u8) {
     send_raw(&d, &udp_frame(&b_mac, &a_mac, &ip(1), &ip(2)));
     sleep(Duration::from_millis(200));
     assert_eq!(spoofed(&d, "spoofed_mac"), 1);
-    assert_eq!(u(&port_stats(&sw, &a), "tx_packets"), before_a + 1, "d's own station's frame was not switched");
+    // At least that frame reached a (a neighbour probe of the host or b may come on top when
+    // the machine is slow); the station being learned on d says the frame was taken.
+    assert!(u(&port_stats(&sw, &a), "tx_packets") > before_a, "d's own station's frame was not switched");
     let table = fdb(&sw);
     assert!(table.contains(&(a_mac.clone(), a.clone(), "dynamic".into())), "a's MAC moved: {table:?}");
     assert!(table.contains(&("02:00:00:29:00:44".into(), d.clone(), "dynamic".into())), "{table:?}");

@@ -24,7 +24,10 @@ use switch_common::{
     nat::{PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
-use super::{ipv4::IP_OFF, maps::CONNTRACK, nat::CT_DNAT};
+use super::{
+    ipv4::IP_OFF,
+    nat::{CT_DNAT, ct_get},
+};
 
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
@@ -115,11 +118,10 @@ fn header_len(ver_ihl: u8) -> Option<usize> {
 /// quoted destination sent it itself (a router's or the host's keeps its address). `Ok(false)`:
 /// no such connection, nothing changed.
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, q: &Quoted, nat: u32, now: u64) -> Result<bool, i64> {
+pub fn translate_error(ctx: &TcContext, q: &Quoted, nat: u16, now: u64) -> Result<bool, i64> {
     let key = CtKey { src: q.daddr, dst: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto, pad: [0; 3] };
-    // SAFETY: value copied out at once.
-    let Some(e) = (unsafe { CONNTRACK.get(&key) }).copied() else { return Ok(false) };
-    if e.original != nat || e.is_expired(now) {
+    let Some(e) = ct_get(&key, now) else { return Ok(false) };
+    if e.nat != nat {
         return Ok(false);
     }
     let (addr_off, port_off, old_addr, old_port, outer_off, outer_old) = if nat == CT_DNAT {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use switch_common::{
     CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PORTS, MacKey, NatConfig,
     Port, PortStats, SockOrig, SwitchConfig, TableStats,
-    nat::{CT_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
+    nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
 
 /// MAC -> port. LRU so that a full table evicts the coldest station instead of refusing to
@@ -54,9 +54,14 @@ pub static FORWARDS: HashMap<FwdKey, FwdTarget> = HashMap::with_max_entries(MAX_
 #[map(name = "UPLINK_ADDRS")]
 pub static UPLINK_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, 0);
 
-/// Both directions of every forwarded connection. LRU: a full table evicts the coldest.
+/// Both directions of every answered connection. LRU: a full table evicts the coldest.
 #[map(name = "CONNTRACK")]
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_CAPACITY, 0);
+
+/// Both directions of connections not answered yet, until their first answer moves them to
+/// CONNTRACK: a budget of their own, so a flood of them evicts only its like.
+#[map(name = "CT_UNREPLIED")]
+pub static CT_UNREPLIED: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_UNREPLIED_CAPACITY, 0);
 
 /// Per-rule counters.
 #[map(name = "FWD_STATS")]

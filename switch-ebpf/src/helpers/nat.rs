@@ -1,16 +1,26 @@
 //! Address and port rewriting with incremental checksum updates, and the connection table.
+//!
+//! The connection table is two LRU maps with the same entries: `CT_UNREPLIED` for connections
+//! not answered yet (a TCP handshake under way, a first datagram) and CONNTRACK for the rest.
+//! A flood of new connections (spoofed SYNs) fills and evicts only the first; an answered
+//! connection, idle or not, is evicted only by other answered ones. Each direction of a
+//! connection is an entry of its own (a packet of either direction finds its entry by its own
+//! addresses); the two are written together and made again from each other, so one never
+//! outlives the other for long.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    maps::LruHashMap,
     programs::TcContext,
 };
+pub use switch_common::nat::{CT_DNAT, CT_SNAT};
 use switch_common::{
     CtEntry, CtKey, FwdStats,
-    nat::{CT_CLOSING, CT_ESTABLISHED, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+    nat::{CT_CLOSING, CT_ESTABLISHED, CT_F_ANSWER, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
 use super::{
     ipv4::{Flow, IP_OFF, TCP_FIN, TCP_RST},
-    maps::{CONNTRACK, FWD_STATS},
+    maps::{CONNTRACK, CT_UNREPLIED, FWD_STATS},
     stats,
 };
 
@@ -70,13 +80,6 @@ pub fn rewrite_src(ctx: &TcContext, f: &Flow, addr: u32, port: u16) -> Result<()
     rewrite(ctx, f, 12, 0, (f.saddr, f.sport), (addr, port))
 }
 
-/// `CtEntry::original` of an entry whose packets get a new destination: inbound on an uplink
-/// (the client's half of a forwarded connection, the answers of a masqueraded one).
-pub const CT_DNAT: u32 = 1;
-/// `CtEntry::original` of an entry whose packets get a new source: leaving through an uplink
-/// (replies of a forwarded connection, a masqueraded connection's own packets).
-pub const CT_SNAT: u32 = 0;
-
 /// The key of the direction `f` travels in.
 #[inline(always)]
 pub fn ct_key(f: &Flow) -> CtKey {
@@ -88,25 +91,65 @@ pub fn ct_key(f: &Flow) -> CtKey {
 /// rewritten packet travels from its destination back to its source, so this is the rewritten
 /// packet's key, ends swapped. The one place that builds a reverse key.
 #[inline(always)]
-pub fn ct_reverse_key(f: &Flow, nat: u32, addr: u32, port: u16) -> CtKey {
+pub fn ct_reverse_key(f: &Flow, nat: u16, addr: u32, port: u16) -> CtKey {
     let (src, sport, dst, dport) =
         if nat == CT_DNAT { (f.saddr, f.sport, addr, port) } else { (addr, port, f.daddr, f.dport) };
     CtKey { src: dst, dst: src, sport: dport, dport: sport, proto: f.proto, pad: [0; 3] }
 }
 
-/// The connection-table entry of the direction `f` travels in, live or not.
+/// The entry of the other direction of `f`'s connection, made from `e` (the entry `f`
+/// matched, `f` not rewritten yet): it restores what `e` changes, so its address and port are
+/// `f`'s own on the side `e` rewrites, it answers if `e` does not, and it shares `e`'s rule
+/// and state.
 #[inline(always)]
-pub fn ct_lookup(f: &Flow) -> Option<&'static mut CtEntry> {
-    // SAFETY: a map value stays valid for the whole program run (RCU), and nothing else in
-    // this run holds a reference to it.
-    CONNTRACK.get_ptr_mut(&ct_key(f)).map(|e| unsafe { &mut *e })
+fn other_half(e: &CtEntry, f: &Flow, now: u64) -> CtEntry {
+    let (nat, addr, port) = if e.nat == CT_DNAT { (CT_SNAT, f.daddr, f.dport) } else { (CT_DNAT, f.saddr, f.sport) };
+    CtEntry { addr, port, nat, flags: e.flags ^ CT_F_ANSWER, last_seen_ns: now, ..*e }
+}
+
+/// A connection-table entry found for a packet, and which table holds it.
+pub struct Found {
+    pub e: &'static mut CtEntry,
+    /// In `CT_UNREPLIED`: the connection has not been answered yet.
+    pub unreplied: bool,
+}
+
+/// The connection-table entry of the direction `f` travels in: a live answered one first
+/// (nearly every packet is one of theirs), then one waiting for an answer, then an expired
+/// answered one (the caller may make the connection anew). An expired answered entry stays
+/// until the LRU needs its room or the connection is answered again and overwrites it, so a
+/// new connection on the same addresses must be found before it.
+#[inline(always)]
+pub fn ct_lookup(f: &Flow, now: u64) -> Option<Found> {
+    let key = ct_key(f);
+    // SAFETY (all three): a map value stays valid for the whole program run (RCU), and
+    // nothing else in this run holds a reference to it.
+    let answered = CONNTRACK.get_ptr_mut(&key);
+    if let Some(e) = answered
+        && !unsafe { &*e }.is_expired(now)
+    {
+        return Some(Found { e: unsafe { &mut *e }, unreplied: false });
+    }
+    if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
+        return Some(Found { e: unsafe { &mut *e }, unreplied: true });
+    }
+    answered.map(|e| Found { e: unsafe { &mut *e }, unreplied: false })
+}
+
+/// A copy of the live entry under `key` in either table.
+#[inline(always)]
+pub fn ct_get(key: &CtKey, now: u64) -> Option<CtEntry> {
+    // SAFETY: values copied out at once.
+    let live = |e: Option<&CtEntry>| e.copied().filter(|e| !e.is_expired(now));
+    live(unsafe { CONNTRACK.get(key) }).or_else(|| live(unsafe { CT_UNREPLIED.get(key) }))
 }
 
 /// The translation step of a packet of a known connection, shared by both directions and by
-/// every program that translates: if `e` (the packet's entry, from `ct_lookup`) is of kind
-/// `nat` and not expired, `ready` decides whether the packet goes on and returns what the
-/// caller needs next (a route, say); only then is the packet recorded (state and last-seen
-/// time on both entries, the rule's counters) and rewritten to the entry's address and port.
+/// every program that translates: if the packet's entry (from `ct_lookup`) is of kind `nat`
+/// and not expired, `ready` decides whether the packet goes on and returns what the caller
+/// needs next (a route, say); only then is the packet recorded (state and last-seen time on
+/// both entries, the connection answered if this is its first answer, the rule's counters)
+/// and rewritten to the entry's address and port.
 ///
 /// `Ok(None)`: the entry does not apply or `ready` said no, and the packet is untouched (a
 /// `ready` that says no must not have changed it either), so the caller can hand it on as it
@@ -115,18 +158,24 @@ pub fn ct_lookup(f: &Flow) -> Option<&'static mut CtEntry> {
 pub fn ct_translate<T>(
     ctx: &TcContext,
     f: &Flow,
-    e: &mut CtEntry,
-    nat: u32,
+    found: Found,
+    nat: u16,
     now: u64,
     ready: impl FnOnce(&CtEntry) -> Option<T>,
 ) -> Result<Option<T>, i64> {
-    if e.original != nat || e.is_expired(now) {
+    let e = found.e;
+    if e.nat != nat || e.is_expired(now) {
         return Ok(None);
     }
     let Some(next) = ready(e) else { return Ok(None) };
-    let (addr, port) = (e.addr, e.port);
-    ct_touch(e, &ct_reverse_key(f, nat, addr, port), f, now);
-    count(e.rule, ctx.len() as u64, false);
+    let (addr, port, rule) = (e.addr, e.port, e.rule);
+    let other = ct_reverse_key(f, nat, addr, port);
+    if found.unreplied && e.flags & CT_F_ANSWER != 0 {
+        ct_answered(e, &other, f, now);
+    } else {
+        ct_touch(e, &other, found.unreplied, f, now);
+    }
+    count(rule, ctx.len() as u64, false);
     if nat == CT_DNAT {
         rewrite_dst(ctx, f, addr, port)?;
     } else {
@@ -135,16 +184,16 @@ pub fn ct_translate<T>(
     Ok(Some(next))
 }
 
-/// The state a TCP packet with `flags` moves a connection in `state` to. `reply` is true for
+/// The state a TCP packet with `flags` moves a connection in `state` to. `answer` is true for
 /// the server-to-client direction.
 #[inline(always)]
-pub fn next_state(state: u32, proto: u8, flags: u8, reply: bool) -> u32 {
+pub fn next_state(state: u32, proto: u8, flags: u8, answer: bool) -> u32 {
     if proto != PROTO_TCP {
         return state;
     }
     if flags & (TCP_FIN | TCP_RST) != 0 {
         CT_CLOSING
-    } else if state == CT_HALF_OPEN && reply {
+    } else if state == CT_HALF_OPEN && answer {
         CT_ESTABLISHED
     } else {
         state
@@ -154,36 +203,86 @@ pub fn next_state(state: u32, proto: u8, flags: u8, reply: bool) -> u32 {
 /// How often a packet refreshes its entry's last-seen time.
 const CT_REFRESH_NS: u64 = 1_000_000_000;
 
-/// Records a packet of `f` on its entry `e` and on the other direction's entry at `other`: the
-/// last-seen time, and the state when it changes.
+/// Records a packet of `f` on its entry `e` (in `CT_UNREPLIED` if `unreplied`): the last-seen
+/// time, and the state when it changes. The two directions of a connection live and die
+/// together: whenever `e` is written, so is the other direction's entry at `other` (same time,
+/// same state), and if the LRU took it, it is made again from `e`.
 #[inline(always)]
-fn ct_touch(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
-    let state = next_state(e.state, f.proto, f.tcp_flags, e.original == 0);
+fn ct_touch(e: &mut CtEntry, other: &CtKey, unreplied: bool, f: &Flow, now: u64) {
+    let state = next_state(e.state, f.proto, f.tcp_flags, e.flags & CT_F_ANSWER != 0);
     // At most one write a second while the state holds: timeouts are 10 s and more, and a
     // store per packet would keep the entry's cache line bouncing between CPUs.
-    if now > e.last_seen_ns + CT_REFRESH_NS {
-        e.last_seen_ns = now;
+    if state == e.state && now <= e.last_seen_ns + CT_REFRESH_NS {
+        return;
     }
-    if state != e.state {
-        e.state = state;
-        e.last_seen_ns = now;
-        if let Some(o) = CONNTRACK.get_ptr_mut(other) {
+    e.state = state;
+    e.last_seen_ns = now;
+    let table = if unreplied { &CT_UNREPLIED } else { &CONNTRACK };
+    match table.get_ptr_mut(other) {
+        Some(o) => {
             // SAFETY: map value, valid for the program run.
-            unsafe { (*o).state = state };
+            let o = unsafe { &mut *o };
+            o.state = state;
+            o.last_seen_ns = now;
+        }
+        None => {
+            let _ = ct_put(table, other, &other_half(e, f, now), !unreplied);
         }
     }
 }
 
-/// Records one direction of a connection. A new key is counted in `TABLE_STATS`; a key that is
-/// still there (an expired connection with the same addresses and ports) is overwritten and
-/// not counted again, so added - present stays the number of entries the LRU evicted.
+/// The first answer of a connection: both its entries move from `CT_UNREPLIED` to CONNTRACK
+/// (the other direction's made again if the unreplied budget evicted it meanwhile). If
+/// CONNTRACK refuses, they stay where they are and the next answer tries again.
 #[inline(always)]
-pub fn ct_put(key: &CtKey, entry: &CtEntry) -> Result<(), i64> {
-    if CONNTRACK.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
-        stats::table(|t| t.ct_added += 1);
+fn ct_answered(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
+    let state = next_state(e.state, f.proto, f.tcp_flags, true);
+    let mine = CtEntry { state, last_seen_ns: now, ..*e };
+    // SAFETY: value copied out at once.
+    let theirs = match unsafe { CT_UNREPLIED.get(other) } {
+        Some(o) => CtEntry { state, last_seen_ns: now, ..*o },
+        None => other_half(&mine, f, now),
+    };
+    let key = ct_key(f);
+    if ct_put(&CONNTRACK, other, &theirs, true).is_ok() && ct_put(&CONNTRACK, &key, &mine, true).is_ok() {
+        let moved = u64::from(CT_UNREPLIED.remove(&key).is_ok()) + u64::from(CT_UNREPLIED.remove(other).is_ok());
+        stats::table(|t| t.unreplied_removed += moved);
+    } else {
+        e.state = state;
+        e.last_seen_ns = now;
+    }
+}
+
+/// Records a new connection: both directions, into `CT_UNREPLIED` until it is answered. The
+/// answering direction's entry goes first: once the other exists, a retransmitted first
+/// packet takes the fast path and its answer must already find its way back.
+#[inline(always)]
+pub fn ct_new(answer_key: &CtKey, answer: &CtEntry, first_key: &CtKey, first: &CtEntry) -> Result<(), i64> {
+    ct_put(&CT_UNREPLIED, answer_key, &CtEntry { flags: CT_F_ANSWER, ..*answer }, false)?;
+    ct_put(&CT_UNREPLIED, first_key, &CtEntry { flags: 0, ..*first }, false)
+}
+
+/// Whether a live connection holds `key` in either table.
+#[inline(always)]
+pub fn ct_taken(key: &CtKey, now: u64) -> bool {
+    ct_get(key, now).is_some()
+}
+
+/// Records one direction of a connection in `table` (`answered`: CONNTRACK). A new key is
+/// counted in `TABLE_STATS`; a key that is still there (an expired connection with the same
+/// addresses and ports) is overwritten and not counted again, so added - present stays the
+/// number of entries the LRU evicted.
+#[inline(always)]
+fn ct_put(table: &LruHashMap<CtKey, CtEntry>, key: &CtKey, entry: &CtEntry, answered: bool) -> Result<(), i64> {
+    if table.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
+        if answered {
+            stats::table(|t| t.ct_added += 1);
+        } else {
+            stats::table(|t| t.unreplied_added += 1);
+        }
         return Ok(());
     }
-    CONNTRACK.insert(key, entry, 0).map_err(|e| e as i64)
+    table.insert(key, entry, 0).map_err(|e| e as i64)
 }
 
 /// Counts a translated packet (and a new connection) for `rule`.

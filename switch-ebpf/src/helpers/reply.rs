@@ -25,12 +25,13 @@ use super::{
 #[inline(always)]
 pub fn to_uplink(ctx: &TcContext, fib_ifindex: u32) -> Result<i32, i64> {
     let Some(f) = ipv4::parse(ctx) else { return Ok(TC_ACT_OK) };
-    let Some(e) = nat::ct_lookup(&f) else { return Ok(TC_ACT_OK) };
+    let now = now_coarse_ns();
+    let Some(found) = nat::ct_lookup(&f, now) else { return Ok(TC_ACT_OK) };
     // The same translation step as nat_egress's, with the router's part first: a packet the
     // FIB cannot route yet, or whose TTL is about to expire, goes on untouched (not half
     // translated) through the gateway to the stack, which resolves the neighbour or sends the
     // ICMP error.
-    let routed = nat::ct_translate(ctx, &f, e, CT_SNAT, now_coarse_ns(), |e| {
+    let routed = nat::ct_translate(ctx, &f, found, CT_SNAT, now, |e| {
         let (out, smac, dmac) = route::next_hop(ctx, &f, e.addr, f.daddr, fib_ifindex)?;
         route::as_router(ctx, &smac, &dmac).ok()?;
         Some(out)

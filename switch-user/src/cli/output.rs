@@ -151,8 +151,8 @@ pub fn stats(r: &StatsReport) -> String {
     if let Some(d) = &r.switch {
         let _ = write!(
             out,
-            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT",
-            d.unsolicited_routed, d.nat_refused
+            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} unanswered connections evicted",
+            d.unsolicited_routed, d.nat_refused, d.unreplied_evicted
         );
     }
     out

@@ -52,6 +52,9 @@ pub struct SwitchDrops {
     /// Packets routed towards the segment that nothing asked for (not to a forwarded port,
     /// not a reply of the segment's connections, or from another interface than an uplink).
     pub unsolicited_routed: u64,
+    /// Connections not answered yet that newer ones pushed out of their budget (a flood of
+    /// SYNs, say); answered connections are never pushed out by them.
+    pub unreplied_evicted: u64,
 }
 
 /// `switch stats`: every port's counters and the switch-wide drops.
@@ -98,7 +101,9 @@ pub async fn show(switch: &str) -> Result<StatsReport> {
     let switch = match dp.tables() {
         Some(t) => {
             let c = t.counters().await?;
-            Some(SwitchDrops { nat_refused: c.ct_refused, unsolicited_routed: c.routed_refused })
+            let fill = t.fill().await?;
+            let unreplied_evicted = fill.iter().find(|(name, _)| *name == "unreplied").map_or(0, |(_, f)| f.evicted());
+            Some(SwitchDrops { nat_refused: c.ct_refused, unsolicited_routed: c.routed_refused, unreplied_evicted })
         }
         None => None,
     };

@@ -1,4 +1,5 @@
-//! `switch tables`: how full the eBPF datapath's two LRU tables are, and what they evicted.
+//! `switch tables`: how full the eBPF datapath's LRU tables are (the MAC table, the
+//! connection table and its part for connections not answered yet), and what they evicted.
 //!
 //! The kernel evicts from an LRU map without telling anyone, so the programs and the
 //! controller count what they add and delete (`TABLE_STATS`) and evictions are the rest:
@@ -11,7 +12,7 @@ use crate::{datapath::TableFill, error::Result, names::validate_name};
 /// One table.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TableRow {
-    /// `fdb` or `conntrack`.
+    /// `fdb`, `conntrack` or `unreplied`.
     pub table: &'static str,
     /// Live entries.
     pub entries: u64,
@@ -33,9 +34,7 @@ pub struct TableRow {
 
 impl TableRow {
     fn new(table: &'static str, f: TableFill) -> Self {
-        // Whatever was added and is neither removed nor present was evicted. A packet may add
-        // an entry between the counters and the walk: never below zero.
-        let evicted = f.added.saturating_sub(f.removed).saturating_sub(f.present);
+        let evicted = f.evicted();
         let expired = f.present.saturating_sub(f.entries);
         Self {
             table,

@@ -109,6 +109,14 @@ pub struct TableFill {
     pub refused: u64,
 }
 
+impl TableFill {
+    /// Entries the kernel evicted: whatever was added and is neither removed nor present. A
+    /// packet may add an entry between the counters and the walk: never below zero.
+    pub fn evicted(&self) -> u64 {
+        self.added.saturating_sub(self.removed).saturating_sub(self.present)
+    }
+}
+
 /// What a datapath may lack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Capability {

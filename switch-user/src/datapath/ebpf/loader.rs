@@ -23,7 +23,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 17] = [
+pub const MAPS: [&str; 18] = [
     names::FDB,
     names::LEARNED,
     names::PORTS,
@@ -34,6 +34,7 @@ pub const MAPS: [&str; 17] = [
     names::FORWARDS,
     names::UPLINK_ADDRS,
     names::CONNTRACK,
+    names::CT_UNREPLIED,
     names::FWD_STATS,
     names::NAT_CONFIG,
     names::UPLINK_BY_IFINDEX,

@@ -34,7 +34,8 @@ use maps::{SwitchMaps, now_ns};
 use nat::{NatMaps, wire};
 use switch_common::{
     CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget, NAT_F_MASQUERADE,
-    NatConfig, SwitchConfig, nat::CT_CAPACITY,
+    NatConfig, SwitchConfig,
+    nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -362,7 +363,21 @@ impl Tables for Ebpf {
                 };
             Ok(vec![
                 ("fdb", fill(fdb_live, fdb_present, FDB_CAPACITY, t.fdb_added, t.fdb_removed, 0)),
-                ("conntrack", fill(ct.entries, ct.present, CT_CAPACITY, t.ct_added, t.ct_removed, t.ct_refused)),
+                (
+                    "conntrack",
+                    fill(ct.answered.entries, ct.answered.present, CT_CAPACITY, t.ct_added, t.ct_removed, t.ct_refused),
+                ),
+                (
+                    "unreplied",
+                    fill(
+                        ct.unreplied.entries,
+                        ct.unreplied.present,
+                        CT_UNREPLIED_CAPACITY,
+                        t.unreplied_added,
+                        t.unreplied_removed,
+                        0,
+                    ),
+                ),
             ])
         })
         .await

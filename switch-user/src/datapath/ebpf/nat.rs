@@ -2,7 +2,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps as names};
+use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps as names, nat::CT_DNAT};
 
 use super::{
     Pins,
@@ -15,6 +15,7 @@ pub struct NatMaps {
     forwards: HashMap<MapData, FwdKey, FwdTarget>,
     uplink_addrs: HashMap<MapData, u32, u32>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
+    unreplied: HashMap<MapData, CtKey, CtEntry>,
     stats: PerCpuArray<MapData, FwdStats>,
     config: Array<MapData, NatConfig>,
     by_ifindex: HashMap<MapData, u32, u32>,
@@ -33,6 +34,7 @@ impl NatMaps {
             forwards: open_as(pins, names::FORWARDS)?,
             uplink_addrs: open_as(pins, names::UPLINK_ADDRS)?,
             conntrack: open_as(pins, names::CONNTRACK)?,
+            unreplied: open_as(pins, names::CT_UNREPLIED)?,
             stats: open_as(pins, names::FWD_STATS)?,
             config: open_as(pins, names::NAT_CONFIG)?,
             by_ifindex: open_as(pins, names::UPLINK_BY_IFINDEX)?,
@@ -108,31 +110,43 @@ impl NatMaps {
         Ok(sum)
     }
 
-    /// One walk of the connection table, changing nothing: live connections per rule, live
-    /// entries (both directions of each connection) and entries present (expired ones too:
-    /// the programs replace them when the connection comes back, the LRU evicts them first).
+    /// One walk of both connection tables, changing nothing: live connections per rule (each
+    /// counted once, by its `CT_DNAT` entry), and per table live entries (both directions of
+    /// each connection) and entries present (expired ones too: the programs replace them when
+    /// the connection comes back, the LRU evicts them first).
     pub fn connections(&self) -> Result<Live> {
         let now = now_ns();
         let mut live = Live::default();
-        for (_, e) in self.conntrack.iter().filter_map(|r| r.ok()) {
-            live.present += 1;
-            if e.is_expired(now) {
-                continue;
-            }
-            live.entries += 1;
-            if e.original == 1 {
-                *live.by_rule.entry(e.rule).or_insert(0) += 1;
+        for (map, fill) in [(&self.conntrack, &mut live.answered), (&self.unreplied, &mut live.unreplied)] {
+            for (_, e) in map.iter().filter_map(|r| r.ok()) {
+                fill.present += 1;
+                if e.is_expired(now) {
+                    continue;
+                }
+                fill.entries += 1;
+                if e.nat == CT_DNAT {
+                    *live.by_rule.entry(e.rule).or_insert(0) += 1;
+                }
             }
         }
         Ok(live)
     }
 }
 
-/// What is live in a connection table.
+/// What is live in the connection tables.
 #[derive(Debug, Default)]
 pub struct Live {
     /// Connections per forward rule.
     pub by_rule: std::collections::HashMap<u16, u64>,
+    /// CONNTRACK: answered connections.
+    pub answered: Fill,
+    /// CT_UNREPLIED: connections waiting for their first answer.
+    pub unreplied: Fill,
+}
+
+/// Entries of one connection table.
+#[derive(Debug, Default)]
+pub struct Fill {
     /// Live entries (two per connection).
     pub entries: usize,
     /// Entries in the map, expired ones included.
