@@ -25,19 +25,21 @@ fn ifindex(ifname: &str) -> u32 {
 
 /// A tc switch with three ports; the frames injected here come "from" the ports' host ends.
 fn bed() -> Bed {
-    bed_with(&[])
+    bed_with(&[], [false; 3])
 }
 
-/// A bed whose switch is made with `up` arguments `extra`.
-fn bed_with(extra: &[&str]) -> Bed {
+/// A bed whose switch is made with `up` arguments `extra`, and whose ports have port security
+/// where `secure` says so.
+fn bed_with(extra: &[&str], secure: [bool; 3]) -> Bed {
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", "tc", extra);
     let ports = ["a", "b", "c"]
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            // Crafted frames come from any station: the ports carry other MACs.
-            let ns = sb.port(&sw, n, &format!("10.66.0.{}/24", i + 1), &["--no-port-security"]);
+            // Crafted frames come from any station: the open ports carry other MACs.
+            let open: &[&str] = if secure[i] { &[] } else { &["--no-port-security"] };
+            let ns = sb.port(&sw, n, &format!("10.66.0.{}/24", i + 1), open);
             let host = ns_info(&ns)["host_interface"].as_str().unwrap().to_owned();
             (ns, ifindex(&host))
         })
@@ -61,6 +63,12 @@ impl Bed {
     fn fdb_port(&self, mac: &str) -> Option<String> {
         fdb(&self.sw).into_iter().find(|(m, _, _)| m == mac).map(|(_, ns, _)| ns)
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn mac_bytes(mac: &str) -> [u8; 6] {
+    let v: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    v.try_into().unwrap()
 }
 
 fn n(v: &Value, f: &str) -> u64 {
@@ -177,13 +185,19 @@ fn interfaces_that_are_not_ports_are_left_alone() {
 fn random_frames_keep_every_invariant() {
     // SWITCH_FUZZ_ITERATIONS makes the run longer (README: "Datapath tests").
     let iterations: usize = std::env::var("SWITCH_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let bed = bed();
+    // Ports a and b carry other stations, at most 64 new ones each per ageing period; port c
+    // has port security (bound to its MAC and 10.66.0.3).
+    const LIMIT: usize = 64;
+    let bed = bed_with(&["--max-learned", &LIMIT.to_string()], [false, false, true]);
+    let c_mac: [u8; 6] = mac_bytes(ns_info(&bed.ports[2].0)["mac"].as_str().unwrap());
+    let c_ip = [10, 66, 0, 3];
     let mut rng = Rng(0x5eed_1234_abcd_0001 ^ std::process::id() as u64);
-    // A small pool of MACs (unicast, group, zero) so that learning, moves, known unicast and
-    // drops all happen often; the rest of each frame is arbitrary bytes.
+    // A small pool of MACs (unicast, group, zero, c's bound one) so that learning, moves,
+    // known unicast, port security and drops all happen often; the rest of each frame is
+    // arbitrary bytes.
     let pool: Vec<[u8; 6]> = (0..6u8)
         .map(|i| [0x02, 0, 0, 0, 0x77, i])
-        .chain([[0xff; 6], [0x01, 0, 0x5e, 0, 0, 9], [0x33, 0x33, 0, 0, 0, 1], [0; 6]])
+        .chain([[0xff; 6], [0x01, 0, 0x5e, 0, 0, 9], [0x33, 0x33, 0, 0, 0, 1], [0; 6], c_mac])
         .collect();
     let (mut shot, mut redirected, mut invalid_src) = (0u64, 0u64, 0u64);
     for _ in 0..iterations {
@@ -200,6 +214,12 @@ fn random_frames_keep_every_invariant() {
         match verdict {
             TC_ACT_REDIRECT => {
                 assert!(src_valid, "forwarded a frame with source {:02x?}", &f[6..12]);
+                // Port security: c sends only as itself (IPv4 from its address or 0.0.0.0),
+                // and nobody else may use its MAC.
+                assert_eq!(port == 2, f[6..12] == c_mac, "port {port} forwarded source {:02x?}", &f[6..12]);
+                if port == 2 && f[12..14] == [0x08, 0x00] {
+                    assert!(f[26..30] == c_ip || f[26..30] == [0; 4], "c forwarded IPv4 from {:?}", &f[26..30]);
+                }
                 redirected += 1;
             }
             TC_ACT_SHOT => shot += 1,
@@ -223,9 +243,20 @@ fn random_frames_keep_every_invariant() {
     assert_eq!(dropped, shot, "every SHOT verdict is counted as a drop");
     assert!(dropped >= invalid_src);
     assert_eq!(stats.iter().map(|s| n(s, "malformed")).sum::<u64>(), 0);
+    let reasons: u64 =
+        stats.iter().map(|s| n(s, "spoofed_mac") + n(s, "spoofed_ip") + n(s, "spoofed_arp") + n(s, "mac_limit")).sum();
+    assert!(reasons + invalid_src <= dropped, "more drops by reason than drops");
+    assert!(n(&stats[2], "spoofed_mac") > 0 && n(&stats[0], "mac_limit") > 0, "a path never taken: {stats:?}");
+    // The learning limit: within one ageing period no open port holds more than its share,
+    // and c holds only its own MAC.
+    for (p, (ns, _)) in bed.ports.iter().enumerate() {
+        let learned = fdb(&bed.sw).iter().filter(|(_, owner, _)| owner == ns).count();
+        assert!(learned <= if p == 2 { 1 } else { LIMIT }, "port {p} learned {learned} stations");
+    }
     // The table's counters account for every entry: nothing is evicted while fewer stations
-    // than the table holds were learned (the default run); a long run learns more, and then
-    // the evictions are exactly what is missing.
+    // than the table holds were learned (with the learning limit here, any run shorter than
+    // an ageing period; `a_full_fdb_evicts_and_keeps_forwarding` fills the table), and when
+    // more were, the evictions are exactly what is missing.
     let t = table_stats(&bed.sw, "fdb");
     let present = n(&t, "entries") + n(&t, "expired");
     if n(&t, "added") <= u64::from(FDB_CAPACITY) {
@@ -240,7 +271,7 @@ fn random_frames_keep_every_invariant() {
 #[test]
 fn a_full_fdb_evicts_and_keeps_forwarding() {
     // One port learns them all: no learning limit (it is what keeps a port from doing this).
-    let bed = bed_with(&["--max-learned", "0"]);
+    let bed = bed_with(&["--max-learned", "0"], [false; 3]);
     // More stations than the table holds (16 384): the least recently used are evicted,
     // learning and forwarding go on, nothing fails.
     let stations = 17_000u32;
