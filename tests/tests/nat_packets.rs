@@ -426,47 +426,117 @@ fn may_change(f: &[u8], inbound: bool) -> Vec<usize> {
     ok
 }
 
+/// What a translation of ICMP error `f` may touch: MACs and TTL (the stack routes it), the
+/// outer address on the translated side and the outer checksum, and in the quoted packet its
+/// address on that side, its header checksum and its port (an echo's identifier), plus the
+/// ICMP checksum.
+fn may_change_error(f: &[u8], inbound: bool) -> Vec<usize> {
+    let icmp = 14 + usize::from(f[14] & 0x0f) * 4;
+    let inner = icmp + 8;
+    let l4 = inner + usize::from(f[inner] & 0x0f) * 4;
+    // Inbound, the quoted packet's source is translated; outbound, its destination.
+    let (outer, quoted, port) = if inbound { (30, inner + 12, l4) } else { (26, inner + 16, l4 + 2) };
+    let port = if f[inner + 9] == ICMP { l4 + 4 } else { port };
+    let mut ok: Vec<usize> = (0..12).chain([22, 24, 25]).chain(outer..outer + 4).chain(quoted..quoted + 4).collect();
+    ok.extend([icmp + 2, icmp + 3, inner + 10, inner + 11, port, port + 1]);
+    ok
+}
+
+/// Whether `f` is an IPv4 ICMP error (destination unreachable, time exceeded).
+fn is_icmp_error(f: &[u8]) -> bool {
+    let icmp = 14 + usize::from(f[14] & 0x0f) * 4;
+    f.len() > icmp && f[12..14] == [0x08, 0x00] && f[23] == ICMP && (f[icmp] == 3 || f[icmp] == 11)
+}
+
 #[test]
 fn random_packets_keep_the_nat_invariants() {
     // SWITCH_FUZZ_ITERATIONS makes the run longer, as for the switching program.
     let iterations: usize = std::env::var("SWITCH_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let bed = NatBed::new(115, 11580);
     let segment_host = [10, 115, 0, 7];
+    let router = [172, 31, 115, 9];
+    let in_segment = |a: &[u8]| a[..3] == segment_host[..3];
     let mut rng = Rng(0x0dd_ba11_cafe_f00d ^ u64::from(std::process::id()));
-    let (mut translated, mut passed, mut refused) = (0u64, 0u64, 0u64);
+    let (mut translated, mut passed, mut refused, mut unsolicited, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // Connections the run made, for ICMP errors to quote: masqueraded ones as they left
+    // (proto, masquerade port, remote port) and forwarded ones as they arrived (proto, client
+    // port, target port).
+    let (mut masqueraded, mut forwarded): (Vec<(u8, u16, u16)>, Vec<(u8, u16, u16)>) = (vec![], vec![]);
     for _ in 0..iterations {
         let inbound = rng.next_u64().is_multiple_of(2);
-        let mut f: Vec<u8> = if rng.next_u64().is_multiple_of(4) {
+        let kind = rng.next_u64() % 8;
+        let mut f: Vec<u8> = if kind < 2 {
             (0..14 + rng.next_u64() % 600).map(|_| rng.next_u64() as u8).collect()
+        } else if kind == 2 {
+            // An ICMP error quoting one of the run's connections (or a made-up one): from a
+            // router about a masqueraded packet (inbound), or from the forward's target about
+            // a forwarded one (outbound); a random type among unreachable/time exceeded.
+            let pick = |v: &Vec<(u8, u16, u16)>, r: u64| v.get((r % (v.len() as u64 + 1)) as usize).copied();
+            let (code, kind) = if rng.next_u64().is_multiple_of(2) { (4, 3) } else { (0, 11) };
+            let quoted = if inbound {
+                let (proto, mport, rport) = pick(&masqueraded, rng.next_u64()).unwrap_or((UDP, 61001, 443));
+                packet(proto, bed.uplink_ip, bed.client, mport, rport, SYN, false)
+            } else {
+                let (proto, cport, tport) = pick(&forwarded, rng.next_u64()).unwrap_or((TCP, 41234, 80));
+                packet(proto, bed.client, bed.target, cport, tport, SYN, false)
+            };
+            let (from, to) = if inbound { (router, bed.uplink_ip) } else { (bed.target, bed.client) };
+            icmp_error(kind, code, 1400, from, to, &quoted[14..14 + 28])
+        } else if kind == 3 {
+            // Routed straight to a namespace from outside (unsolicited), or a fragment or
+            // another protocol from the segment (untranslatable under masquerade).
+            let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
+            let mut f = if inbound {
+                packet(proto, bed.client, segment_host, 40000, 80, SYN, false)
+            } else {
+                packet(proto, segment_host, bed.client, 40000, 80, SYN, false)
+            };
+            if !inbound {
+                if rng.next_u64().is_multiple_of(2) {
+                    f[20] |= 0x20; // more fragments
+                } else {
+                    f[23] = 47; // GRE
+                }
+            }
+            f
         } else {
             // A valid TCP/UDP packet to a forwarded port (inbound) or from the segment to
-            // outside (outbound, masquerade), then a few bytes anywhere overwritten.
+            // outside (outbound, masquerade).
             let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
             let dport = if proto == TCP { bed.tcp_port } else { bed.udp_port };
             let payload: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
             let sport = 1024 + (rng.next_u64() % 60_000) as u16;
             let flags = rng.next_u64() as u8;
-            let mut f = if inbound {
+            if inbound {
                 packet_with(proto, bed.client, bed.uplink_ip, sport, dport, flags, false, &payload)
             } else {
                 packet_with(proto, segment_host, bed.client, sport, 443, flags, false, &payload)
-            };
+            }
+        };
+        // Then a few bytes anywhere overwritten (not always: the exact packets must pass too).
+        if kind >= 2 {
             for _ in 0..rng.next_u64() % 4 {
                 let at = (rng.next_u64() % f.len() as u64) as usize;
                 f[at] = rng.next_u64() as u8;
             }
-            f
-        };
+        }
         pad_for_test_run(&mut f);
         let prog = if inbound { &bed.nat_in } else { &bed.nat_out };
         let out = run_tc(prog, &f, bed.ifindex).unwrap();
+        let ipv4 = f[12..14] == [0x08, 0x00] && f.len() >= 34;
         if out.retval == 2 {
-            // Dropped: only a new connection leaving from the segment (10.115.0.0/24: a random
-            // byte may have changed the host) that no masquerade port
-            // was left for (a long run fills the range towards the one remote it talks to),
-            // and never silently: counted as refused below.
-            assert!(!inbound && f[26..29] == segment_host[..3], "dropped {f:02x?}");
-            refused += 1;
+            // Dropped, never silently (counted below), and only: inbound, a packet routed to
+            // the segment that nothing asked for; outbound, a packet from the segment that
+            // could not be masqueraded (no port left towards the one remote a long run talks
+            // to, or nothing to translate it by).
+            assert!(ipv4, "dropped a frame that is not IPv4: {f:02x?}");
+            if inbound {
+                assert!(in_segment(&f[30..34]), "dropped inbound {f:02x?}");
+                unsolicited += 1;
+            } else {
+                assert!(in_segment(&f[26..30]) && !in_segment(&f[30..34]), "dropped outbound {f:02x?}");
+                refused += 1;
+            }
             continue;
         }
         assert!(out.retval == 0 || out.retval == 7, "verdict {} for {f:02x?}", out.retval);
@@ -476,9 +546,40 @@ fn random_packets_keep_the_nat_invariants() {
             continue;
         }
         translated += 1;
-        // Only a parseable, unfragmented IPv4 TCP/UDP packet with a 20-60 byte header is ever
-        // translated, and only in the fields a translation owns.
         let ihl = usize::from(f[14] & 0x0f);
+        if is_icmp_error(&f) {
+            errors += 1;
+            let allowed = may_change_error(&f, inbound);
+            for (i, (a, b)) in f.iter().zip(&out.data).enumerate() {
+                assert!(a == b || allowed.contains(&i), "byte {i} changed ({a:#04x} -> {b:#04x}) in error {f:02x?}");
+            }
+            // Checksums that were right stay right.
+            let icmp = 14 + ihl * 4;
+            let inner = icmp + 8;
+            let inner_end = inner + usize::from(f[inner] & 0x0f) * 4;
+            let right = |g: &[u8]| {
+                fold(csum_add(0, &g[14..icmp])) == 0
+                    && fold(csum_add(0, &g[icmp..])) == 0
+                    && g.len() >= inner_end
+                    && fold(csum_add(0, &g[inner..inner_end])) == 0
+            };
+            if right(&f) {
+                inspect_error(&out.data);
+            }
+            let (outer, quoted) = if inbound {
+                (&out.data[30..34], &out.data[inner + 12..inner + 16])
+            } else {
+                (&out.data[26..30], &out.data[inner + 16..inner + 20])
+            };
+            // Back to a namespace (a random byte may have changed which one a masqueraded
+            // connection came from), or to the uplink's address.
+            let ok = if inbound { in_segment(quoted) } else { quoted == bed.uplink_ip };
+            assert!(ok, "an error translated to a stranger {quoted:?}: {f:02x?}");
+            assert!(outer == quoted || outer == &f[if inbound { 30..34 } else { 26..30 }], "outer address");
+            continue;
+        }
+        // Otherwise only a parseable, unfragmented IPv4 TCP/UDP packet (or an echo) with a
+        // 20-60 byte header is ever translated, and only in the fields a translation owns.
         let echo = |f: &[u8]| {
             let l4 = 14 + ihl * 4;
             f[23] == ICMP && f.len() >= l4 + 8 && (f[l4] == ECHO_REQUEST || f[l4] == ECHO_REPLY) && f[l4 + 1] == 0
@@ -513,21 +614,31 @@ fn random_packets_keep_the_nat_invariants() {
                 inspect(&out.data);
             }
         }
+        let port = |g: &[u8], at: usize| u16::from_be_bytes([g[l4 + at], g[l4 + at + 1]]);
         if inbound {
             // To the forward's target, or back to the segment host whose masqueraded
             // connection the packet happens to answer (a long run makes such pairs).
             let to = &out.data[30..34];
             assert!(to == bed.target || to == segment_host, "translated inbound to a stranger: {to:?}");
             assert_eq!(&f[30..34], &bed.uplink_ip, "translated a packet not sent to the uplink");
+            if to == bed.target && f[23] != ICMP && forwarded.len() < 64 {
+                forwarded.push((f[23], port(&f, 0), port(&out.data, 2)));
+            }
         } else {
             assert_eq!(&out.data[26..30], &bed.uplink_ip, "masqueraded behind a stranger");
+            if f[23] != ICMP && masqueraded.len() < 64 {
+                masqueraded.push((f[23], port(&out.data, 0), port(&f, 2)));
+            }
         }
     }
     println!(
-        "random NAT packets tried: {iterations} ({translated} translated, {passed} left alone, {refused} refused)"
+        "random NAT packets tried: {iterations} ({translated} translated, {errors} of them ICMP errors, {passed} left \
+         alone, {refused} refused, {unsolicited} unsolicited)"
     );
-    assert!(translated > 0 && passed > 0, "the run never exercised both outcomes");
+    assert!(translated > 0 && passed > 0 && errors > 0, "the run never exercised every outcome");
+    assert!(refused > 0 && unsolicited > 0, "the run never dropped");
     assert_eq!(table_stats(&bed.sw, "conntrack")["refused"].as_u64().unwrap(), refused, "a drop was not counted");
+    assert_eq!(switch_drops(&bed.sw)["unsolicited_routed"].as_u64().unwrap(), unsolicited, "a drop was not counted");
 }
 
 #[test]
