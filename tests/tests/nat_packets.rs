@@ -442,6 +442,9 @@ fn may_change_error(f: &[u8], inbound: bool) -> Vec<usize> {
     ok
 }
 
+/// A connection an ICMP error may quote: protocol and two ports.
+type Conn = (u8, u16, u16);
+
 /// Whether `f` is an IPv4 ICMP error (destination unreachable, time exceeded).
 fn is_icmp_error(f: &[u8]) -> bool {
     let icmp = 14 + usize::from(f[14] & 0x0f) * 4;
@@ -461,7 +464,7 @@ fn random_packets_keep_the_nat_invariants() {
     // Connections the run made, for ICMP errors to quote: masqueraded ones as they left
     // (proto, masquerade port, remote port) and forwarded ones as they arrived (proto, client
     // port, target port).
-    let (mut masqueraded, mut forwarded): (Vec<(u8, u16, u16)>, Vec<(u8, u16, u16)>) = (vec![], vec![]);
+    let (mut masqueraded, mut forwarded): (Vec<Conn>, Vec<Conn>) = (vec![], vec![]);
     for _ in 0..iterations {
         let inbound = rng.next_u64().is_multiple_of(2);
         let kind = rng.next_u64() % 8;
@@ -471,7 +474,7 @@ fn random_packets_keep_the_nat_invariants() {
             // An ICMP error quoting one of the run's connections (or a made-up one): from a
             // router about a masqueraded packet (inbound), or from the forward's target about
             // a forwarded one (outbound); a random type among unreachable/time exceeded.
-            let pick = |v: &Vec<(u8, u16, u16)>, r: u64| v.get((r % (v.len() as u64 + 1)) as usize).copied();
+            let pick = |v: &Vec<Conn>, r: u64| v.get((r % (v.len() as u64 + 1)) as usize).copied();
             let (code, kind) = if rng.next_u64().is_multiple_of(2) { (4, 3) } else { (0, 11) };
             let quoted = if inbound {
                 let (proto, mport, rport) = pick(&masqueraded, rng.next_u64()).unwrap_or((UDP, 61001, 443));
