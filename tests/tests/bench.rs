@@ -30,28 +30,33 @@ fn quick_bench_produces_well_formed_results() {
             assert!(r["min"].as_f64().unwrap() <= median && median <= r["max"].as_f64().unwrap());
         }
         // Ratios are against the baselines of the same run.
-        assert_eq!(rows[1]["vs_bridge"].as_f64(), Some(1.0));
-        assert_eq!(rows[0]["vs_veth"].as_f64(), Some(1.0));
+        assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth"]));
+        assert_eq!(rows[1]["vs"]["bridge"].as_f64(), Some(1.0));
+        assert_eq!(rows[0]["vs"]["veth"].as_f64(), Some(1.0));
     }
     for m in &metrics[6..8] {
         let rows = m["rows"].as_array().unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["iptables", "ebpf-forward"], "{}", m["id"]);
+        assert_eq!(names, ["routed", "iptables", "ebpf-forward"], "{}", m["id"]);
         assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}", m["id"]);
-        assert_eq!(rows[0]["vs_bridge"].as_f64(), Some(1.0), "forwards compare against iptables");
+        // Forwards compare against plain routing (the limit) and iptables DNAT.
+        assert_eq!(m["baselines"], serde_json::json!(["routed", "iptables"]));
+        assert_eq!(rows[0]["vs"]["routed"].as_f64(), Some(1.0));
+        assert_eq!(rows[1]["vs"]["iptables"].as_f64(), Some(1.0));
+        assert!(rows[2]["vs"]["routed"].as_f64().unwrap() > 0.0, "{}", m["id"]);
     }
     let bring = &metrics[8]["rows"];
     assert_eq!(bring.as_array().unwrap().len(), 2);
     assert!(bring[0]["median"].as_f64().unwrap() > 0.0);
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 9);
+    assert_eq!(targets.len(), 11);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 6 * 6 + 2 * 2 + 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    assert!(measured >= 6 * 7 + 2 * 3 + 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
     // Nothing of the benchmark is left.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
 }

@@ -1,6 +1,7 @@
 //! Port-forwarding contenders: a client outside (a namespace behind an uplink veth) reaching a
 //! server through the host's uplink address, once through this project's eBPF forward and
-//! once through the classic recipe (kernel bridge with an address + iptables DNAT).
+//! once through the classic recipe (kernel bridge with an address + iptables DNAT); and the
+//! limit of both, the same client reaching the same server by plain routing, without NAT.
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use tokio::{
@@ -17,23 +18,39 @@ use crate::{
 
 /// Host port forwarded to the server's iperf3 (5201).
 pub const IPERF_PORT: u16 = 15201;
-/// Host port forwarded to the connection-rate server.
+/// Host port forwarded to the connection-rate server (which listens on the same port).
 pub const CONN_PORT: u16 = 16000;
+/// The forwards every NAT contender makes: (host port, server port).
+const FORWARDS: [(u16, u16); 2] = [(IPERF_PORT, 5201), (CONN_PORT, CONN_PORT)];
 /// Connections the rate client keeps in flight.
 const CONN_CONCURRENCY: usize = 32;
 
-/// How the forward is made.
+/// How the client reaches the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     /// `switch forward add` on a tc switch.
     Ebpf,
     /// Linux bridge + `iptables -t nat ... -j DNAT`.
     Iptables,
+    /// The Linux bridge of `Iptables` without the DNAT rules: the client connects to the
+    /// server's own address and the host routes. What any forward costs on top of reaching the
+    /// server at all is measured against this. The host's netfilter is left as it is: with a
+    /// nat table in the host namespace (the `Iptables` contender's) it tracks these
+    /// connections too, as it would on any host that forwards ports with iptables.
+    Routed,
 }
 
-/// The two contenders of the forwarding comparison.
-pub fn contenders() -> [Forwarded; 2] {
-    [Forwarded::new("iptables", Via::Iptables, 1), Forwarded::new("ebpf-forward", Via::Ebpf, 2)]
+/// The baselines of the forwarding comparison, every ratio is against them: plain routing
+/// (the limit) and iptables DNAT (the classic recipe). Measured whenever it runs.
+pub const BASELINES: [&str; 2] = ["routed", "iptables"];
+
+/// The contenders of the forwarding comparison, in the order they are measured in each round.
+pub fn contenders() -> [Forwarded; 3] {
+    [
+        Forwarded::new("routed", Via::Routed, 3),
+        Forwarded::new("iptables", Via::Iptables, 1),
+        Forwarded::new("ebpf-forward", Via::Ebpf, 2),
+    ]
 }
 
 /// One forwarding topology.
@@ -47,8 +64,8 @@ pub struct Forwarded {
     pub server: String,
     /// Server address on its segment.
     pub server_ip: String,
-    /// The uplink address clients connect to.
-    pub uplink_ip: String,
+    /// The host's address on the uplink (the client's default gateway).
+    uplink_ip: String,
     uplink: String,
     switch: String,
     net: u8,
@@ -104,6 +121,25 @@ impl Forwarded {
         }
     }
 
+    /// Where the client connects to reach the server's iperf3: the forwarded port on the
+    /// host's uplink address, or (routed) the server itself.
+    pub fn iperf_target(&self) -> SocketAddr {
+        self.target(IPERF_PORT, 5201)
+    }
+
+    /// Where the client connects to reach the connection-rate server (see `iperf_target`).
+    pub fn conn_target(&self) -> SocketAddr {
+        self.target(CONN_PORT, CONN_PORT)
+    }
+
+    fn target(&self, host_port: u16, server_port: u16) -> SocketAddr {
+        let (ip, port) = match self.via {
+            Via::Routed => (&self.server_ip, server_port),
+            Via::Ebpf | Via::Iptables => (&self.uplink_ip, host_port),
+        };
+        format!("{ip}:{port}").parse().expect("IPv4 address and port")
+    }
+
     /// Builds it (after removing leftovers).
     pub async fn build(&self) -> Result<()> {
         self.remove().await;
@@ -121,6 +157,7 @@ impl Forwarded {
             ip(&args).await?;
         }
         let gw = format!("10.210.{net}.254");
+        // The client's only way out, also to the server's segment when routed.
         ip(&["-n", &self.client, "route", "add", "default", "via", &self.uplink_ip]).await?;
         match self.via {
             Via::Ebpf => {
@@ -140,7 +177,7 @@ impl Forwarded {
                     port_security: true,
                 })
                 .await?;
-                for (host, to) in [(IPERF_PORT, 5201), (CONN_PORT, CONN_PORT)] {
+                for (host, to) in FORWARDS {
                     let single = |p| forward::PortRange { first: p, last: p };
                     forward::add(forward::AddOptions {
                         switch: self.switch.clone(),
@@ -152,7 +189,7 @@ impl Forwarded {
                     .await?;
                 }
             }
-            Via::Iptables => {
+            Via::Iptables | Via::Routed => {
                 let br = format!("benchf{net}b");
                 let host_if = format!("benchf{net}v");
                 ip(&["link", "add", &br, "type", "bridge"]).await?;
@@ -169,13 +206,18 @@ impl Forwarded {
                 ] {
                     ip(&args).await?;
                 }
-                // Forwarding on the two interfaces involved only, not host-wide.
+                // Forwarding on the two interfaces involved only, not host-wide (a packet is
+                // forwarded when the interface it arrives on forwards). The setting goes with
+                // the interfaces when `remove` deletes them: nothing to give back.
                 for dev in [&self.uplink, &br] {
                     std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), b"1")
                         .map_err(|e| Error::Command(format!("turning on forwarding on {dev}: {e}")))?;
                 }
-                iptables("-A", &self.uplink, IPERF_PORT, &format!("{}:5201", self.server_ip)).await?;
-                iptables("-A", &self.uplink, CONN_PORT, &format!("{}:{CONN_PORT}", self.server_ip)).await?;
+                if self.via == Via::Iptables {
+                    for (host, to) in FORWARDS {
+                        iptables("-A", &self.uplink, host, &format!("{}:{to}", self.server_ip)).await?;
+                    }
+                }
             }
         }
         Ok(())
@@ -184,8 +226,9 @@ impl Forwarded {
     /// Removes it; nothing there is fine.
     pub async fn remove(&self) {
         let net = self.net;
-        let _ = iptables("-D", &self.uplink, IPERF_PORT, &format!("{}:5201", self.server_ip)).await;
-        let _ = iptables("-D", &self.uplink, CONN_PORT, &format!("{}:{CONN_PORT}", self.server_ip)).await;
+        for (host, to) in FORWARDS {
+            let _ = iptables("-D", &self.uplink, host, &format!("{}:{to}", self.server_ip)).await;
+        }
         let _ = switch::down(&self.switch).await;
         for dev in [self.uplink.clone(), format!("benchf{net}b"), format!("benchf{net}v")] {
             let _ = ip(&["link", "del", &dev]).await;

@@ -1,7 +1,8 @@
 //! `switch bench`: every contender (bare veth pair, Linux bridge, each datapath of this
 //! project) measured in one run, interleaved (A B C A B C ...) so that a noisy neighbour on
-//! the shared machine hits them all alike, and reported as medians, min-max and the ratio to
-//! the bridge and to the bare veth pair computed round by round.
+//! the shared machine hits them all alike, and reported as medians, min-max and the ratios to
+//! each comparison's baselines (the bridge and the bare veth pair; for port forwarding plain
+//! routing and iptables DNAT) computed round by round.
 pub mod forward;
 pub mod report;
 pub mod tools;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use report::{Machine, MetricReport, Report};
-use topology::{ALL, Contender, Topology};
+use topology::{ALL, BASELINES, Contender, Topology};
 
 use crate::error::{Error, Result};
 
@@ -24,7 +25,8 @@ pub struct Options {
     pub secs: u64,
     /// Namespace counts for the bring-up comparison.
     pub bringup: Vec<usize>,
-    /// Contenders by name (all if empty).
+    /// Contenders by name, of either comparison (all if empty). A comparison none of whose
+    /// contenders is named is left out, and so is the bring-up comparison (it has none).
     pub only: Vec<String>,
 }
 
@@ -39,21 +41,39 @@ impl Options {
         Self { rounds: 3, secs: 5, bringup: vec![10, 100], only: vec![] }
     }
 
+    fn named(&self, name: &str) -> bool {
+        self.only.iter().any(|o| o == name)
+    }
+
+    /// The per-packet contenders to measure (none when `only` names none of them), after
+    /// checking that `only` names known contenders.
     fn contenders(&self) -> Result<Vec<Contender>> {
-        for name in &self.only {
-            if !ALL.iter().any(|c| c.name == name) {
-                let known: Vec<&str> = ALL.iter().map(|c| c.name).collect();
-                return Err(Error::invalid("contender", name.clone(), format!("known: {}", known.join(", "))));
-            }
+        let forwards = forward::contenders();
+        let known = || ALL.iter().map(|c| c.name).chain(forwards.iter().map(|f| f.name));
+        if let Some(name) = self.only.iter().find(|o| !known().any(|k| k == *o)) {
+            let known: Vec<&str> = known().collect();
+            return Err(Error::invalid("contender", name.clone(), format!("known: {}", known.join(", "))));
+        }
+        if !self.only.is_empty() && !ALL.iter().any(|c| self.named(c.name)) {
+            return Ok(vec![]);
         }
         // The baselines are always measured: every ratio is against them.
         Ok(ALL
             .iter()
             .copied()
-            .filter(|c| {
-                self.only.is_empty() || c.name == "veth" || c.name == "bridge" || self.only.iter().any(|o| o == c.name)
-            })
+            .filter(|c| self.only.is_empty() || BASELINES.contains(&c.name) || self.named(c.name))
             .collect())
+    }
+
+    /// Whether the port-forwarding comparison runs (all its contenders: two of the three are
+    /// its baselines).
+    fn forwards(&self) -> bool {
+        self.only.is_empty() || forward::contenders().iter().any(|c| self.named(c.name))
+    }
+
+    /// The bring-up comparisons to run: none in a run of chosen contenders.
+    fn bringup(&self) -> &[usize] {
+        if self.only.is_empty() { &self.bringup } else { &[] }
     }
 }
 
@@ -83,6 +103,21 @@ pub struct Series {
     pub error: Option<String>,
 }
 
+impl Series {
+    /// Records one run of a tool: its sample, or why it failed. One failure leaves the metric
+    /// not measured for this contender (earlier samples dropped, later runs skipped) and the
+    /// rest of the run goes on, as in `measure_all`.
+    fn record(&mut self, result: Result<f64>, what: &str, bar: &ProgressBar) {
+        match result {
+            Ok(v) => self.values.push(v),
+            Err(e) => {
+                bar.println(format!("{what}: not measured: {e}"));
+                *self = Series { error: Some(e.to_string()), ..Series::default() };
+            }
+        }
+    }
+}
+
 /// The per-packet metrics.
 const METRICS: [(&str, &str, &str, bool, &str); 6] = [
     ("tcp", "TCP stream throughput (iperf3, 1 stream)", "Gbit/s", true, "CPU s per GB"),
@@ -101,11 +136,12 @@ const MEASUREMENTS: [(usize, usize, &str); 4] =
 pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let contenders = opts.contenders()?;
     let topologies: Vec<Topology> = contenders.iter().enumerate().map(|(i, c)| Topology::new(i, *c)).collect();
+    let forwarded = if opts.forwards() { forward::contenders().len() } else { 0 };
     let steps = (opts.rounds * topologies.len() * MEASUREMENTS.len()
-        + opts.rounds * opts.bringup.len() * 2
+        + opts.rounds * opts.bringup().len() * 2
         + topologies.len()
-        + opts.rounds * 2 * 2
-        + 2) as u64;
+        + opts.rounds * forwarded * 2
+        + forwarded) as u64;
     bar.set_length(steps);
 
     let measured = measure_all(opts, &topologies, bar).await;
@@ -114,22 +150,21 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
         t.remove().await;
     }
     let series = measured?;
-    let forwards = forwards(opts, bar).await?;
+    let forwards = if opts.forwards() { forwards(opts, bar).await? } else { vec![] };
     let bringup = bringup(opts, bar).await?;
     bar.finish_and_clear();
 
-    let mut metrics: Vec<MetricReport> = METRICS
-        .iter()
-        .enumerate()
-        .map(|(m, (id, title, unit, higher, cpu_unit))| {
+    let mut metrics: Vec<MetricReport> = vec![];
+    if !topologies.is_empty() {
+        metrics.extend(METRICS.iter().enumerate().map(|(m, (id, title, unit, higher, cpu_unit))| {
             let rows = topologies
                 .iter()
                 .enumerate()
                 .map(|(c, t)| (t.contender.name.to_owned(), series[m][c].clone()))
                 .collect();
-            MetricReport::new(id, title, unit, *higher, cpu_unit, rows)
-        })
-        .collect();
+            MetricReport::new(id, title, unit, *higher, cpu_unit, &BASELINES, rows)
+        }));
+    }
     metrics.extend(forwards);
     metrics.extend(bringup);
     Ok(Report::new(Machine::read(), opts, metrics))
@@ -199,9 +234,10 @@ async fn measure_all(opts: &Options, topologies: &[Topology], bar: &ProgressBar)
 }
 
 /// Port forwarding: TCP throughput and new connections per second from outside through the
-/// uplink, eBPF forward against bridge + iptables DNAT, interleaved per round.
+/// uplink, eBPF forward against bridge + iptables DNAT and against plain routing,
+/// interleaved per round.
 async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
-    use forward::{CONN_PORT, IPERF_PORT};
+    use forward::CONN_PORT;
     let contenders = forward::contenders();
     let measured = async {
         let mut servers = vec![];
@@ -214,17 +250,22 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
             ));
             bar.inc(1);
         }
-        let mut tcp = vec![Series::default(), Series::default()];
-        let mut conn = vec![Series::default(), Series::default()];
+        let mut tcp = vec![Series::default(); contenders.len()];
+        let mut conn = vec![Series::default(); contenders.len()];
         for round in 1..=opts.rounds {
             for (i, c) in contenders.iter().enumerate() {
-                bar.set_message(format!("round {round}/{}: TCP through {}", opts.rounds, c.name));
-                let (bps, _) = tools::tcp_stream(&c.client, &c.uplink_ip, IPERF_PORT, opts.secs).await?;
-                tcp[i].values.push(bps / 1e9);
+                if tcp[i].error.is_none() {
+                    bar.set_message(format!("round {round}/{}: TCP through {}", opts.rounds, c.name));
+                    let iperf = c.iperf_target();
+                    let bps = tools::tcp_stream(&c.client, &iperf.ip().to_string(), iperf.port(), opts.secs).await;
+                    tcp[i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP through {}", c.name), bar);
+                }
                 bar.inc(1);
-                bar.set_message(format!("round {round}/{}: connections through {}", opts.rounds, c.name));
-                let addr = format!("{}:{CONN_PORT}", c.uplink_ip).parse().expect("address");
-                conn[i].values.push(forward::connection_rate(&c.client, addr, opts.secs).await? / 1e3);
+                if conn[i].error.is_none() {
+                    bar.set_message(format!("round {round}/{}: connections through {}", opts.rounds, c.name));
+                    let rate = forward::connection_rate(&c.client, c.conn_target(), opts.secs).await;
+                    conn[i].record(rate.map(|r| r / 1e3), &format!("connections through {}", c.name), bar);
+                }
                 bar.inc(1);
             }
         }
@@ -240,10 +281,11 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
     Ok(vec![
         MetricReport::new(
             "fwd_tcp",
-            "TCP stream through a port forward (x bridge: against bridge + iptables DNAT)",
+            "TCP stream through a port forward (iperf3, 1 stream; routed: no forward, to the server's address)",
             "Gbit/s",
             true,
             "",
+            &forward::BASELINES,
             rows(tcp),
         ),
         MetricReport::new(
@@ -252,6 +294,7 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
             "kconn/s",
             true,
             "",
+            &forward::BASELINES,
             rows(conn),
         ),
     ])
@@ -259,6 +302,8 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
 
 /// The switch the bring-up comparison builds.
 const BRINGUP_SWITCH: &str = "benchup";
+/// The baseline of the bring-up comparison.
+const BRINGUP_CLASSIC: &str = "ip commands + bridge";
 /// The most namespaces a bring-up comparison makes.
 const BRINGUP_MAX: usize = 100;
 
@@ -266,7 +311,7 @@ const BRINGUP_MAX: usize = 100;
 /// would) against the same with `ip` commands and a Linux bridge, interleaved per round.
 async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
     let mut out = vec![];
-    for &n in &opts.bringup {
+    for &n in opts.bringup() {
         let mut ours = Series::default();
         let mut classic = Series::default();
         for round in 1..=opts.rounds {
@@ -283,7 +328,8 @@ async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
             "s",
             false,
             "",
-            vec![("switch ns add (tc)".into(), ours), ("ip commands + bridge".into(), classic)],
+            &[BRINGUP_CLASSIC],
+            vec![("switch ns add (tc)".into(), ours), (BRINGUP_CLASSIC.into(), classic)],
         ));
     }
     Ok(out)
@@ -345,4 +391,51 @@ async fn bringup_ip(n: usize) -> Result<Duration> {
     let took = start.elapsed();
     cleanup().await;
     Ok(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only(names: &[&str]) -> Options {
+        Options { only: names.iter().map(|n| n.to_string()).collect(), ..Options::full() }
+    }
+
+    fn names(opts: &Options) -> Vec<&'static str> {
+        opts.contenders().unwrap().iter().map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn only_runs_the_comparisons_it_names_with_their_baselines() {
+        let all = Options::full();
+        assert_eq!(names(&all).len(), ALL.len());
+        assert!(all.forwards());
+        assert_eq!(all.bringup(), [10, 100]);
+
+        let forwarding = only(&["ebpf-forward"]);
+        assert!(names(&forwarding).is_empty());
+        assert!(forwarding.forwards());
+        assert!(forwarding.bringup().is_empty());
+
+        let tc = only(&["tc"]);
+        assert_eq!(names(&tc), ["veth", "bridge", "tc"]);
+        assert!(!tc.forwards());
+        assert!(tc.bringup().is_empty());
+
+        let both = only(&["routed", "tc-open"]);
+        assert_eq!(names(&both), ["veth", "bridge", "tc-open"]);
+        assert!(both.forwards());
+
+        let unknown = only(&["tc", "nat"]).contenders().unwrap_err().to_string();
+        assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
+    }
+
+    #[test]
+    fn a_failed_run_leaves_the_metric_not_measured() {
+        let (bar, mut s) = (ProgressBar::hidden(), Series::default());
+        s.record(Ok(1.0), "TCP", &bar);
+        s.record(Err(Error::Command("iperf3 failed".into())), "TCP", &bar);
+        assert!(s.values.is_empty(), "no median from the rounds before the failure");
+        assert_eq!(s.error.as_deref(), Some("iperf3 failed"));
+    }
 }

@@ -1,6 +1,6 @@
 //! Benchmark results: medians, spreads and ratios, the issue's targets, and the renderings
 //! (terminal table, JSON, Markdown, SVG chart).
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
@@ -46,10 +46,9 @@ pub struct Row {
     pub min: f64,
     /// Largest sample.
     pub max: f64,
-    /// Median over rounds of (this / bridge in the same round).
-    pub vs_bridge: Option<f64>,
-    /// Median over rounds of (this / veth in the same round).
-    pub vs_veth: Option<f64>,
+    /// By baseline (see `MetricReport::baselines`): median over rounds of (this / baseline in
+    /// the same round). A baseline without samples in this run has no entry.
+    pub vs: BTreeMap<String, f64>,
     /// Median CPU cost per unit of work (see the metric's `cpu_unit`).
     pub cpu: Option<f64>,
     /// Why there are no samples (the tool failed on this contender).
@@ -70,6 +69,10 @@ pub struct MetricReport {
     pub higher_is_better: bool,
     /// Unit of `Row::cpu`, empty if not measured.
     pub cpu_unit: String,
+    /// The contenders every row is compared with (`Row::vs`), in the order the tables show
+    /// them: each comparison names its own (the bridge and the bare veth pair, plain routing
+    /// and iptables for port forwarding), so no name is special here.
+    pub baselines: Vec<String>,
     /// One row per contender.
     pub rows: Vec<Row>,
 }
@@ -92,11 +95,18 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> Option<f64> {
 }
 
 impl MetricReport {
-    /// Summarises `series` (contender name -> samples).
-    pub fn new(id: &str, title: &str, unit: &str, higher: bool, cpu_unit: &str, series: Vec<(String, Series)>) -> Self {
-        let find = |name: &str| series.iter().find(|(n, _)| n == name).map(|(_, s)| s.values.clone());
-        // Port-forwarding metrics compare against iptables DNAT on a bridge instead.
-        let (bridge, veth) = (find("bridge").or_else(|| find("iptables")), find("veth"));
+    /// Summarises `series` (contender name -> samples), with ratios to the contenders named in
+    /// `baselines`.
+    pub fn new(
+        id: &str,
+        title: &str,
+        unit: &str,
+        higher: bool,
+        cpu_unit: &str,
+        baselines: &[&str],
+        series: Vec<(String, Series)>,
+    ) -> Self {
+        let samples = |name: &str| series.iter().find(|(n, _)| n == name).map(|(_, s)| &s.values);
         let rows = series
             .iter()
             .map(|(name, s)| Row {
@@ -105,8 +115,10 @@ impl MetricReport {
                 median: median(&s.values),
                 min: s.values.iter().copied().fold(f64::INFINITY, f64::min),
                 max: s.values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                vs_bridge: bridge.as_ref().and_then(|b| paired_ratio(&s.values, b)),
-                vs_veth: veth.as_ref().and_then(|v| paired_ratio(&s.values, v)),
+                vs: baselines
+                    .iter()
+                    .filter_map(|b| Some((b.to_string(), paired_ratio(&s.values, samples(b)?)?)))
+                    .collect(),
                 cpu: (!s.cpu.is_empty()).then(|| median(&s.cpu)),
                 error: s.error.clone(),
             })
@@ -117,12 +129,25 @@ impl MetricReport {
             unit: unit.into(),
             higher_is_better: higher,
             cpu_unit: cpu_unit.into(),
+            baselines: baselines.iter().map(|b| b.to_string()).collect(),
             rows,
         }
     }
 
+    /// The ratio columns' headings.
+    fn ratio_headings(&self) -> impl Iterator<Item = String> + '_ {
+        self.baselines.iter().map(|b| format!("x {b}"))
+    }
+
     fn row(&self, contender: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.contender == contender)
+    }
+}
+
+impl Row {
+    /// The row's ratios in `m`'s column order, "-" where there is none.
+    fn ratio_cells(&self, m: &MetricReport) -> Vec<String> {
+        m.baselines.iter().map(|b| self.vs.get(b).map_or("-".into(), |v| format!("{v:.2}"))).collect()
     }
 }
 
@@ -179,8 +204,8 @@ impl Report {
     }
 
     fn check_targets(&self) -> Vec<Target> {
-        let ratio = |metric: &str, who: &str, vs_veth: bool| {
-            self.metric(metric).and_then(|m| m.row(who)).and_then(|r| if vs_veth { r.vs_veth } else { r.vs_bridge })
+        let ratio = |metric: &str, who: &str, baseline: &str| {
+            self.metric(metric).and_then(|m| m.row(who)).and_then(|r| r.vs.get(baseline).copied())
         };
         let at_least = |what: &str, goal: f64, m: Option<f64>| Target {
             what: what.into(),
@@ -196,14 +221,14 @@ impl Report {
         };
         let hundred = self.metric("bringup_100").and_then(|m| m.rows.first()).map(|r| r.median);
         vec![
-            at_least("tc TCP throughput vs bare veth", 0.97, ratio("tcp", "tc", true)),
-            at_least("tc TCP throughput vs Linux bridge", 1.10, ratio("tcp", "tc", false)),
-            at_least("tc 64-byte UDP frame rate vs Linux bridge", 1.20, ratio("udp64", "tc", false)),
+            at_least("tc TCP throughput vs bare veth", 0.97, ratio("tcp", "tc", "veth")),
+            at_least("tc TCP throughput vs Linux bridge", 1.10, ratio("tcp", "tc", "bridge")),
+            at_least("tc 64-byte UDP frame rate vs Linux bridge", 1.20, ratio("udp64", "tc", "bridge")),
             // Twice: with sockets that sleep (what most applications see; a wake-up dominates)
             // and with busy-polling sockets (the path's own latency).
-            at_most("tc p50 latency vs Linux bridge (busy polling)", 0.90, ratio("lat_poll_p50", "tc", false)),
-            at_most("tc p50 latency vs Linux bridge (sleeping sockets)", 0.90, ratio("lat_p50", "tc", false)),
-            at_least("userspace TCP throughput vs Linux bridge", 0.50, ratio("tcp", "userspace", false)),
+            at_most("tc p50 latency vs Linux bridge (busy polling)", 0.90, ratio("lat_poll_p50", "tc", "bridge")),
+            at_most("tc p50 latency vs Linux bridge (sleeping sockets)", 0.90, ratio("lat_p50", "tc", "bridge")),
+            at_least("userspace TCP throughput vs Linux bridge", 0.50, ratio("tcp", "userspace", "bridge")),
             Target {
                 what: "100 namespaces on a switch".into(),
                 goal: "< 3 s".into(),
@@ -213,12 +238,23 @@ impl Report {
             at_least(
                 "eBPF port forward new connections/s vs iptables DNAT",
                 1.30,
-                ratio("fwd_conn", "ebpf-forward", false),
+                ratio("fwd_conn", "ebpf-forward", "iptables"),
             ),
             at_least(
                 "eBPF port forward TCP throughput vs iptables DNAT",
                 1.10,
-                ratio("fwd_tcp", "ebpf-forward", false),
+                ratio("fwd_tcp", "ebpf-forward", "iptables"),
+            ),
+            // Against the limit: what the forward costs over reaching the server at all.
+            at_least(
+                "eBPF port forward TCP throughput vs plain routing",
+                0.95,
+                ratio("fwd_tcp", "ebpf-forward", "routed"),
+            ),
+            at_least(
+                "eBPF port forward new connections/s vs plain routing",
+                0.95,
+                ratio("fwd_conn", "ebpf-forward", "routed"),
             ),
         ]
     }
@@ -239,31 +275,26 @@ impl Report {
                 m.unit,
                 if m.higher_is_better { ", higher is better" } else { ", lower is better" }
             );
-            let _ = writeln!(
-                out,
-                "  {:<22} {:>10} {:>21} {:>9} {:>9} {:>12}",
-                "contender",
-                "median",
-                "min - max",
-                "x bridge",
-                "x veth",
-                if m.cpu_unit.is_empty() { "" } else { "cpu" }
-            );
+            // A ratio column is as wide as its heading, at least 9.
+            let headings: Vec<String> = m.ratio_headings().collect();
+            let line = |out: &mut String, name: &str, median: &str, range: &str, ratios: &[String], cpu: &str| {
+                let mut line = format!("  {name:<22} {median:>10} {range:>21}");
+                for (h, v) in headings.iter().zip(ratios) {
+                    let _ = write!(line, " {v:>w$}", w = h.len().max(9));
+                }
+                let _ = write!(line, " {cpu:>12}");
+                let _ = writeln!(out, "{}", line.trim_end());
+            };
+            let cpu = if m.cpu_unit.is_empty() { "" } else { "cpu" };
+            line(&mut out, "contender", "median", "min - max", &headings, cpu);
             for r in &m.rows {
                 if let Some(e) = &r.error {
                     let _ = writeln!(out, "  {:<22} not measured: {e}", r.contender);
                     continue;
                 }
-                let _ = writeln!(
-                    out,
-                    "  {:<22} {:>10} {:>21} {:>9} {:>9} {:>12}",
-                    r.contender,
-                    num(r.median),
-                    format!("{} - {}", num(r.min), num(r.max)),
-                    r.vs_bridge.map_or("-".into(), |v| format!("{v:.2}")),
-                    r.vs_veth.map_or("-".into(), |v| format!("{v:.2}")),
-                    r.cpu.map_or(String::new(), num),
-                );
+                let range = format!("{} - {}", num(r.min), num(r.max));
+                let cpu = r.cpu.map_or(String::new(), num);
+                line(&mut out, &r.contender, &num(r.median), &range, &r.ratio_cells(m), &cpu);
             }
             if !m.cpu_unit.is_empty() {
                 let _ = writeln!(out, "  (cpu: {} for the whole machine, sender and receiver included)", m.cpu_unit);
@@ -294,34 +325,30 @@ impl Report {
             "Machine: kernel {}, {} CPUs ({}). Command: `{command}`. {} round(s) of {} s per tool run; contenders interleaved round by round; ratios are medians of per-round ratios.\n",
             self.machine.kernel, self.machine.cpus, self.machine.cpu_model, self.rounds, self.seconds_per_run
         );
+        let md_row = |out: &mut String, cells: Vec<String>| {
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        };
         for m in &self.metrics {
             let _ = writeln!(out, "## {}\n", m.title);
-            let cpu = if m.cpu_unit.is_empty() { String::new() } else { format!(" {} |", m.cpu_unit) };
-            let _ = writeln!(out, "| contender | median ({}) | min - max | x bridge | x veth |{cpu}", m.unit);
-            let _ = writeln!(out, "|---|---|---|---|---|{}", if cpu.is_empty() { "" } else { "---|" });
+            let has_cpu = !m.cpu_unit.is_empty();
+            let mut heading = vec!["contender".to_owned(), format!("median ({})", m.unit), "min - max".into()];
+            heading.extend(m.ratio_headings());
+            heading.extend(has_cpu.then(|| m.cpu_unit.clone()));
+            let columns = heading.len();
+            md_row(&mut out, heading);
+            let _ = writeln!(out, "|{}", "---|".repeat(columns));
             for r in &m.rows {
+                let mut cells = vec![r.contender.clone()];
                 if let Some(e) = &r.error {
-                    let _ = writeln!(
-                        out,
-                        "| {} | not measured: {} | | | |{}",
-                        r.contender,
-                        e,
-                        if cpu.is_empty() { "" } else { " |" }
-                    );
-                    continue;
+                    cells.push(format!("not measured: {e}"));
+                    cells.resize(columns, String::new());
+                } else {
+                    cells.push(num(r.median));
+                    cells.push(format!("{} - {}", num(r.min), num(r.max)));
+                    cells.extend(r.ratio_cells(m));
+                    cells.extend(has_cpu.then(|| r.cpu.map_or("-".into(), num)));
                 }
-                let cpu =
-                    if m.cpu_unit.is_empty() { String::new() } else { format!(" {} |", r.cpu.map_or("-".into(), num)) };
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} - {} | {} | {} |{cpu}",
-                    r.contender,
-                    num(r.median),
-                    num(r.min),
-                    num(r.max),
-                    r.vs_bridge.map_or("-".into(), |v| format!("{v:.2}")),
-                    r.vs_veth.map_or("-".into(), |v| format!("{v:.2}")),
-                );
+                md_row(&mut out, cells);
             }
             out.push('\n');
         }
@@ -360,8 +387,7 @@ impl Report {
             for r in &m.rows {
                 let (w, lo, hi) = (r.median / max * plot_w, r.min / max * plot_w, r.max / max * plot_w);
                 // Baselines grey, this project's contenders blue.
-                let baseline = ["bridge", "veth", "iptables"].contains(&r.contender.as_str());
-                let color = if baseline || r.contender.starts_with("ip ") { "#999" } else { "#2b6cb0" };
+                let color = if m.baselines.contains(&r.contender) { "#999" } else { "#2b6cb0" };
                 let _ = writeln!(
                     body,
                     r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="end">{}</text>"#,
@@ -439,6 +465,7 @@ mod tests {
             "Gbit/s",
             true,
             "",
+            &["bridge", "veth"],
             vec![
                 ("veth".into(), series(&[20.0, 10.0, 20.0])),
                 ("bridge".into(), series(&[10.0, 5.0, 10.0])),
@@ -447,8 +474,8 @@ mod tests {
         );
         let tc = m.row("tc").unwrap();
         // Per-round ratios to the bridge: 1.5, 1.8, 1.8 -> median 1.8; to veth 0.75, 0.9, 0.9.
-        assert!((tc.vs_bridge.unwrap() - 1.8).abs() < 1e-9);
-        assert!((tc.vs_veth.unwrap() - 0.9).abs() < 1e-9);
+        assert!((tc.vs["bridge"] - 1.8).abs() < 1e-9);
+        assert!((tc.vs["veth"] - 0.9).abs() < 1e-9);
         assert_eq!((tc.min, tc.max, tc.median), (9.0, 18.0, 15.0));
     }
 
@@ -461,6 +488,7 @@ mod tests {
             "Gbit/s",
             true,
             "CPU s per GB",
+            &["bridge", "veth"],
             vec![("veth".into(), series(&[20.0])), ("bridge".into(), series(&[16.0])), ("tc".into(), series(&[19.6]))],
         );
         let r = Report::new(Machine { kernel: "6.18".into(), cpus: 2, cpu_model: "x".into() }, &opts, vec![tcp]);
@@ -471,5 +499,62 @@ mod tests {
         assert!(r.to_markdown("switch bench").contains("| tc | 19.6 |"));
         let svg = r.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn ratios_to_each_named_baseline() {
+        let fwd = |id: &str, [routed, iptables, ebpf]: [f64; 3]| {
+            let rows = [("routed", routed), ("iptables", iptables), ("ebpf-forward", ebpf)]
+                .map(|(name, v)| (name.to_owned(), series(&[v, v])))
+                .to_vec();
+            MetricReport::new(id, id, "Gbit/s", true, "", &["routed", "iptables"], rows)
+        };
+        let (tcp, conn) = (fwd("fwd_tcp", [20.0, 16.0, 19.6]), fwd("fwd_conn", [40.0, 27.0, 36.0]));
+        let ebpf = conn.row("ebpf-forward").unwrap();
+        assert_eq!(ebpf.vs.len(), 2);
+        assert!((ebpf.vs["routed"] - 0.9).abs() < 1e-9 && (ebpf.vs["iptables"] - 36.0 / 27.0).abs() < 1e-9);
+        let json = serde_json::to_value(ebpf).unwrap();
+        assert_eq!(json["vs"]["routed"].as_f64(), Some(0.9), "{json}");
+
+        let machine = Machine { kernel: "6.18".into(), cpus: 2, cpu_model: "x".into() };
+        let r = Report::new(machine, &Options::quick(), vec![tcp, conn]);
+        let target = |what: &str| r.targets.iter().find(|t| t.what == what).unwrap_or_else(|| panic!("{what}"));
+        let tcp_routed = target("eBPF port forward TCP throughput vs plain routing");
+        assert_eq!((tcp_routed.goal.as_str(), tcp_routed.met), (">= 0.95x", Some(true)));
+        assert!((tcp_routed.measured.unwrap() - 0.98).abs() < 1e-9);
+        assert_eq!(target("eBPF port forward new connections/s vs plain routing").met, Some(false), "0.90");
+        assert_eq!(target("eBPF port forward TCP throughput vs iptables DNAT").met, Some(true));
+        assert_eq!(target("tc TCP throughput vs bare veth").met, None, "not measured in this run");
+
+        // Every table has one ratio column per baseline of its own, headed by its name.
+        let text = r.to_text();
+        assert!(
+            text.contains("  contender                  median             min - max  x routed x iptables\n"),
+            "{text}"
+        );
+        let md = r.to_markdown("switch bench");
+        assert!(
+            md.contains("| contender | median (Gbit/s) | min - max | x routed | x iptables |\n|---|---|---|---|---|\n")
+        );
+        assert!(md.contains("| ebpf-forward | 36.0 | 36.0 - 36.0 | 0.90 | 1.33 |"), "{md}");
+        // Baselines grey: two per metric.
+        assert_eq!(r.to_svg().matches("fill=\"#999\"").count(), 4);
+    }
+
+    #[test]
+    fn a_baseline_not_measured_gives_no_ratio() {
+        let failed = Series { error: Some("iperf3 failed".into()), ..Series::default() };
+        let m = MetricReport::new(
+            "tcp",
+            "TCP",
+            "Gbit/s",
+            true,
+            "",
+            &["bridge", "veth"],
+            vec![("veth".into(), failed), ("bridge".into(), series(&[10.0])), ("tc".into(), series(&[12.0]))],
+        );
+        let tc = m.row("tc").unwrap();
+        assert_eq!(tc.vs.keys().collect::<Vec<_>>(), ["bridge"]);
+        assert_eq!(tc.ratio_cells(&m), ["1.20", "-"]);
     }
 }

@@ -37,6 +37,10 @@ pub const ALL: [Contender; 7] = [
     Contender { name: "userspace", kind: Kind::Switch(DatapathKind::Userspace, Redirect::Peer, true) },
 ];
 
+/// The baselines, every ratio is against them: the Linux bridge (what this project replaces)
+/// and the bare veth pair (the limit on this host). Always measured.
+pub const BASELINES: [&str; 2] = ["bridge", "veth"];
+
 /// Names and addresses of a contender's topology.
 #[derive(Clone, Debug)]
 pub struct Topology {

@@ -151,8 +151,10 @@ pub struct BenchArgs {
     /// Seconds per tool run [default: 5, quick: 1].
     #[arg(long)]
     pub secs: Option<u64>,
-    /// Only these contenders (veth and bridge always run: every ratio is against them):
-    /// veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace.
+    /// Only these contenders, with their comparison's baselines (every ratio is against
+    /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace; port
+    /// forwarding: routed, iptables, ebpf-forward. A comparison none of whose contenders is
+    /// named is left out, and so is the bring-up of namespaces.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write an SVG chart to FILE.
