@@ -19,11 +19,14 @@
 //!        └──► sys/        netns (setns on dedicated threads), netlink, sysctl, ethtool,
 //!                         preflight
 //!   bench/                the benchmark harness (contenders, tools, reports)
+//!   cni/                  the CNI plugin (bin/switch-cni.rs): spec types, IPAM delegation,
+//!                         ADD/DEL/CHECK on top of the controller
 //!   names.rs, error.rs    input parsing and interface names; the typed error
 //! ```
 //! Forwarding itself happens in the kernel (crate `switch-ebpf`) or in the userspace
 //! process; nothing here is on the eBPF packet path.
 pub mod bench;
+pub mod cni;
 pub mod controller;
 pub mod datapath;
 pub mod error;

@@ -35,6 +35,18 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks an interface name the user (or a container runtime) chose: 1-15 characters, none
+/// of them '/', ':' or white space (what the kernel's `dev_valid_name` allows), not "." or "..".
+pub fn validate_ifname(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > IFNAME_MAX {
+        return Err(Error::invalid("interface name", name, format!("must be 1 to {IFNAME_MAX} characters")));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(Error::invalid("interface name", name, "not a valid interface name"));
+    }
+    Ok(())
+}
+
 /// An IPv4 interface address with prefix length, e.g. `192.168.15.1/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]

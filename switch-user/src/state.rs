@@ -159,6 +159,13 @@ pub struct PortState {
     /// Network namespace cookie of the namespace (0 if unknown or the host).
     #[serde(default)]
     pub netns_cookie: u64,
+    /// Where the namespace is, when not at `/run/netns/OWNER` (an adopted one: a container
+    /// runtime's `/run/netns/cni-…`, or `/proc/PID/ns/net`).
+    #[serde(default)]
+    pub netns_path: Option<String>,
+    /// MTU of the veth pair, if asked for (the kernel's default, 1500, otherwise).
+    #[serde(default)]
+    pub mtu: Option<u32>,
     /// Port security: a namespace port accepts only its own MAC, address and ARP claims (off
     /// for ports that carry other stations, e.g. a nested bridge). The gateway's MAC is
     /// always reserved for it; the gateway itself is not checked (it carries routed traffic).
@@ -203,6 +210,12 @@ impl PortState {
     /// The port's namespace, for ports behind a namespace.
     pub fn namespace(&self) -> Option<&str> {
         matches!(self.kind, PortKind::Namespace | PortKind::Adopted).then_some(self.owner.as_str())
+    }
+
+    /// The namespace file of a port behind a namespace.
+    pub fn netns_file(&self) -> Option<std::path::PathBuf> {
+        let ns = self.namespace()?;
+        Some(self.netns_path.as_ref().map_or_else(|| crate::sys::netns::path(ns), std::path::PathBuf::from))
     }
 }
 
@@ -439,6 +452,8 @@ mod tests {
             ip: Some("192.168.15.1/24".parse().unwrap()),
             mac: Some("02:00:00:00:00:01".parse().unwrap()),
             netns_cookie: 0,
+            netns_path: None,
+            mtu: None,
             port_security: true,
             ready: true,
         }

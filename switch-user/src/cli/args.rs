@@ -202,7 +202,18 @@ pub enum NsCommand {
         /// Namespace name.
         ns: String,
     },
-    /// List the namespaces made by switch.
+    /// Plug a namespace switch did not make into a switch: a container's
+    /// (`/proc/PID/ns/net` of a `docker run --network none` container), or any under
+    /// /run/netns. Only the veth pair is made (and removed by `ns detach`, `ns del` or
+    /// `down`); the namespace itself is never deleted.
+    Attach(NsAttachArgs),
+    /// Take an attached namespace out of its switch (its veth pair and forwards go; the
+    /// namespace stays). Detaching one that is not attached is not an error.
+    Detach {
+        /// The name given to `ns attach`.
+        name: String,
+    },
+    /// List the namespaces made by switch and the attached ones.
     List,
     /// Run a command inside namespace NS (like `ip netns exec`).
     #[command(trailing_var_arg = true)]
@@ -231,6 +242,34 @@ pub struct NsAddArgs {
     /// Let the port carry other stations' MACs and addresses (a nested bridge, a VM, a
     /// router). By default a port accepts only its own MAC, its own IPv4 address (0.0.0.0
     /// for DHCP) and ARP that claims nothing else (tc and xdp datapaths).
+    #[arg(long)]
+    pub no_port_security: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NsAttachArgs {
+    /// A name for the port, shown by `ns list` and used by `forward add --to NAME:PORT` and
+    /// `ns detach` (letters, digits, '_', '.', '-'; at most 64).
+    pub name: String,
+    /// The namespace file, e.g. /proc/1234/ns/net or /run/netns/NAME.
+    #[arg(long, value_name = "PATH")]
+    pub netns: std::path::PathBuf,
+    /// IPv4 address with prefix length of the new interface.
+    #[arg(long)]
+    pub ip: Cidr,
+    /// Name of the interface made inside the namespace.
+    #[arg(long, default_value = "eth0")]
+    pub ifname: String,
+    /// Switch to plug the namespace into.
+    #[arg(long, default_value = DEFAULT_SWITCH)]
+    pub switch: String,
+    /// MAC address of the new interface [default: random, chosen by the kernel].
+    #[arg(long)]
+    pub mac: Option<Mac>,
+    /// MTU of the veth pair [default: the kernel's, 1500].
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Let the port carry other stations' MACs and addresses (see `ns add`).
     #[arg(long)]
     pub no_port_security: bool,
 }

@@ -294,14 +294,24 @@ pub async fn del(switch: &str, proto: Proto, host: PortRange) -> Result<()> {
 
 /// Removes the forwards to namespace `ns` (it is going away).
 pub(crate) async fn remove_for_namespace(state: &mut State, ns: &str) -> Result<()> {
-    for f in state.forwards.iter().filter(|f| f.ns == ns) {
+    remove_where(state, |f| f.ns == ns).await
+}
+
+/// Removes the forwards of switch `switch` to port `owner` (it is going away; the same
+/// owner may have a port on another switch).
+pub(crate) async fn remove_for_port(state: &mut State, switch: &str, owner: &str) -> Result<()> {
+    remove_where(state, |f| f.ns == owner && f.switch == switch).await
+}
+
+async fn remove_where(state: &mut State, doomed: impl Fn(&ForwardState) -> bool) -> Result<()> {
+    for f in state.forwards.iter().filter(|f| doomed(f)) {
         if let Some(fw) = state.switches.get(&f.switch).map(|s| s.datapath.open(&f.switch))
             && let Some(fw) = fw.forwarding()
         {
             fw.remove(f).await?;
         }
     }
-    state.forwards.retain(|f| f.ns != ns);
+    state.forwards.retain(|f| !doomed(f));
     Ok(())
 }
 

@@ -1,11 +1,14 @@
-//! `switch ns add|del|list`: namespaces as switch ports.
+//! `switch ns add|del|list|attach|detach`: namespaces as switch ports, made by the switch
+//! (`add`) or by someone else (`attach`: a container runtime's, any `/proc/PID/ns/net`).
 use serde::Serialize;
+
+use std::path::PathBuf;
 
 use super::{datapath_of, intent, lock, port};
 use crate::{
     error::{Error, Result},
     names::{self, Cidr, Mac, NS_IFNAME, validate_name},
-    state::{NsState, PortKind, PortState, State},
+    state::{ForwardState, NsState, PortKind, PortState, State, Store},
     sys::{netlink::Netlink, netns},
 };
 
@@ -29,7 +32,7 @@ pub struct AddOptions {
 pub struct NsInfo {
     /// Namespace name.
     pub namespace: String,
-    /// "port" or "link".
+    /// "port" (a namespace switch made), "attached" (one it did not) or "link".
     pub kind: &'static str,
     /// Switch (ports) or peer namespace (links).
     pub attached_to: String,
@@ -43,6 +46,8 @@ pub struct NsInfo {
     pub host_interface: Option<String>,
     /// Port security (ports only).
     pub port_security: Option<bool>,
+    /// The namespace file of an attached namespace.
+    pub netns: Option<String>,
     /// False while being made, or left half-made by an interrupted command.
     pub ready: bool,
 }
@@ -59,13 +64,14 @@ pub struct AddReport {
 fn port_info(p: &PortState) -> NsInfo {
     NsInfo {
         namespace: p.owner.clone(),
-        kind: "port",
+        kind: if p.kind == PortKind::Adopted { "attached" } else { "port" },
         attached_to: p.switch.clone(),
         interface: p.peer_if.clone(),
         ip: p.ip.map(|c| c.to_string()).unwrap_or_default(),
         mac: p.mac.map(|m| m.to_string()),
         host_interface: Some(p.host_if.clone()),
         port_security: Some(p.port_security),
+        netns: p.netns_path.clone(),
         ready: p.ready,
     }
 }
@@ -83,6 +89,7 @@ fn info(state: &State, ns: &str) -> Vec<NsInfo> {
             mac: None,
             host_interface: None,
             port_security: None,
+            netns: None,
             ready: s.ready,
         }));
     }
@@ -103,13 +110,7 @@ pub async fn list() -> Result<Vec<NsInfo>> {
 /// Checks that `opts` fit into `state` without conflicts. Returns `Some(info)` when the
 /// namespace is already on the switch exactly as asked (the command is then a no-op).
 fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
-    let sw = state.switch(&opts.switch)?;
-    if !sw.ready {
-        return Err(Error::Command(format!(
-            "switch '{}' was not fully created; run 'switch up --switch {}' again",
-            opts.switch, opts.switch
-        )));
-    }
+    ready_switch(state, &opts.switch)?;
     if let Some(p) = state.ns_port(&opts.ns) {
         if p.switch == opts.switch
             && p.ip == Some(opts.ip)
@@ -133,6 +134,23 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
     if netns::exists(&opts.ns) {
         return Err(Error::NamespaceExists { name: opts.ns.clone(), detail: " (not made by switch)".into() });
     }
+    check_segment(state, opts)?;
+    Ok(None)
+}
+
+/// `switch` exists and was made completely.
+fn ready_switch(state: &State, switch: &str) -> Result<()> {
+    if !state.switch(switch)?.ready {
+        return Err(Error::Command(format!(
+            "switch '{switch}' was not fully created; run 'switch up --switch {switch}' again"
+        )));
+    }
+    Ok(())
+}
+
+/// The address fits the switch's segment (not the gateway's) and neither it nor the MAC is
+/// another port's.
+fn check_segment(state: &State, opts: &AddOptions) -> Result<()> {
     if let Some(g) = state.gateway_cidr(&opts.switch) {
         if !g.contains(opts.ip.addr) || g.prefix != opts.ip.prefix {
             return Err(Error::invalid(
@@ -157,7 +175,7 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
             return Err(Error::DuplicateMac { mac: mac.to_string(), ns: p.owner.clone(), switch: opts.switch.clone() });
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Adds namespace `opts.ns` as a port of switch `opts.switch`. Idempotent; rolls back
@@ -189,6 +207,8 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
         ip: Some(opts.ip),
         mac: opts.mac,
         netns_cookie: 0,
+        netns_path: None,
+        mtu: None,
         port_security: opts.port_security,
         ready: false,
     };
@@ -197,30 +217,178 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
     state.ports.push(port.clone());
     store.save(&state)?;
 
-    let dp = datapath_of(&state, &opts.switch)?;
-    let gateway = state.gateway_cidr(&opts.switch).map(|g| g.addr);
+    make_recorded(&store, &mut state, port).await
+}
+
+/// Options of `switch ns attach`: a namespace the switch did not make (a container runtime's,
+/// or any `/proc/PID/ns/net`) plugged into a switch. The switch makes only the veth pair, and
+/// leaves the namespace alone when the port goes.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// The port's name (its owner in listings): a container ID, or what the user calls it.
+    pub name: String,
+    /// The namespace file.
+    pub netns: PathBuf,
+    /// The interface to make inside it.
+    pub ifname: String,
+    /// Its address.
+    pub ip: Cidr,
+    /// Switch to plug it into.
+    pub switch: String,
+    /// MAC of the interface; the kernel picks a random one if `None`.
+    pub mac: Option<Mac>,
+    /// MTU of the veth pair (the kernel's default if `None`).
+    pub mtu: Option<u32>,
+    /// Port security.
+    pub port_security: bool,
+}
+
+/// Checks `opts` against `state`. `Some(info)` when the port exists exactly as asked.
+fn check_attach(state: &State, opts: &AttachOptions) -> Result<Option<NsInfo>> {
+    if let Some(p) = state.ns_port(&opts.name) {
+        let same = p.kind == PortKind::Adopted
+            && p.switch == opts.switch
+            && p.ip == Some(opts.ip)
+            && p.peer_if == opts.ifname
+            && p.netns_file().as_deref() == Some(opts.netns.as_path())
+            && (opts.mac.is_none() || opts.mac == p.mac)
+            && p.port_security == opts.port_security;
+        if same && p.ready {
+            return Ok(Some(port_info(p)));
+        }
+        return Err(Error::NamespaceExists {
+            name: opts.name.clone(),
+            detail: format!(" (a port of switch '{}' as {})", p.switch, p.netns_file().unwrap_or_default().display()),
+        });
+    }
+    if state.namespaces.contains_key(&opts.name) {
+        return Err(Error::NamespaceExists { name: opts.name.clone(), detail: " (made by switch)".into() });
+    }
+    // The same address and MAC rules as for a namespace the switch makes.
+    let as_add = AddOptions {
+        ns: opts.name.clone(),
+        ip: opts.ip,
+        switch: opts.switch.clone(),
+        mac: opts.mac,
+        port_security: opts.port_security,
+    };
+    check_segment(state, &as_add)?;
+    Ok(None)
+}
+
+/// Plugs the namespace at `opts.netns` into switch `opts.switch` as port `opts.name`: a veth
+/// pair with `opts.ifname` inside, its address and a default route via the gateway.
+/// Idempotent; rolls back what it made on failure. Never deletes the namespace.
+pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
+    validate_name("port name", &opts.name)?;
+    validate_name("switch name", &opts.switch)?;
+    names::validate_ifname(&opts.ifname)?;
+    if let Some(m) = opts.mac {
+        m.validate_station()?;
+    }
+    if let Some(mtu) = opts.mtu.filter(|m| !(68..=65_535).contains(m)) {
+        return Err(Error::invalid("MTU", mtu.to_string(), "must be between 68 and 65535"));
+    }
+    // A namespace file that is not one is refused before anything is recorded.
+    drop(netns::open_path(&opts.netns)?);
+    let store = lock().await?;
+    let mut state = store.load()?;
+    ready_switch(&state, &opts.switch)?;
+    intent::converge(&store, &mut state, &opts.switch).await?;
+    if let Some(same) = check_attach(&state, &opts)? {
+        return Ok(AddReport { created: false, info: same });
+    }
+    let slot = state.free_slot(&opts.switch).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
+    let host_if = free_host_ifname(&state, &opts.switch, &opts.name).await?;
+    let port = PortState {
+        switch: opts.switch.clone(),
+        kind: PortKind::Adopted,
+        owner: opts.name.clone(),
+        host_if,
+        host_ifindex: 0,
+        peer_if: opts.ifname.clone(),
+        slot: Some(slot),
+        ip: Some(opts.ip),
+        mac: opts.mac,
+        netns_cookie: 0,
+        netns_path: Some(opts.netns.display().to_string()),
+        mtu: opts.mtu,
+        port_security: opts.port_security,
+        ready: false,
+    };
+    state.ports.push(port.clone());
+    store.save(&state)?;
+    make_recorded(&store, &mut state, port).await
+}
+
+/// Makes the recorded, unfinished port `port` (a namespace's or an adopted one) and marks
+/// it ready; on failure the one rollback every command uses takes the record out again.
+async fn make_recorded(store: &Store, state: &mut State, port: PortState) -> Result<AddReport> {
+    let dp = datapath_of(state, &port.switch)?;
+    let gateway = state.gateway_cidr(&port.switch).map(|g| g.addr);
     match port::make_namespace_port(dp.as_ref(), &port, gateway).await {
         Ok(made) => {
-            let p = state.port_mut(&opts.switch, PortKind::Namespace, &opts.ns).expect("recorded above");
+            let p = state.port_mut(&port.switch, port.kind, &port.owner).expect("recorded by the caller");
             p.host_ifindex = made.ifindex;
             p.mac = Some(made.mac);
             p.netns_cookie = made.cookie;
             p.ready = true;
             let out = port_info(p);
-            state.namespaces.get_mut(&opts.ns).expect("recorded above").ready = true;
-            store.save(&state)?;
+            if let Some(ns) = state.namespaces.get_mut(&port.owner) {
+                ns.ready = true;
+            }
+            store.save(state)?;
             Ok(AddReport { created: true, info: out })
         }
         Err(e) => {
             // The record is still unfinished: the one rollback every command uses takes it
             // out (if that fails too, the next command of the switch tries again).
-            if let Err(undo) = intent::remove_records(&store, &mut state, &opts.switch, intent::Which::Unfinished).await
-            {
-                tracing::warn!("rolling back namespace '{}' failed too: {undo}", opts.ns);
+            if let Err(undo) = intent::remove_records(store, state, &port.switch, intent::Which::Unfinished).await {
+                tracing::warn!("rolling back port '{}' failed too: {undo}", port.owner);
             }
             Err(e)
         }
     }
+}
+
+/// The attached port `name` (of `switch`, if given) and the forwards to it, as recorded.
+/// Changes nothing.
+pub async fn attached(name: &str, switch: Option<&str>) -> Result<Option<(PortState, Vec<ForwardState>)>> {
+    let store = lock().await?;
+    let state = store.load()?;
+    let Some(p) = adopted(&state, name, switch) else { return Ok(None) };
+    let forwards = state.forwards.iter().filter(|f| f.ns == name && f.switch == p.switch).cloned().collect();
+    Ok(Some((p.clone(), forwards)))
+}
+
+fn adopted<'a>(state: &'a State, name: &str, switch: Option<&str>) -> Option<&'a PortState> {
+    state.ports.iter().find(|p| p.kind == PortKind::Adopted && p.owner == name && switch.is_none_or(|s| s == p.switch))
+}
+
+/// Takes the adopted port `name` (of `switch`, if given) out of its switch: its forwards,
+/// its veth pair, its connections and its record go; the namespace stays. `Ok(false)` if
+/// there is no such port (already detached).
+pub async fn detach(name: &str, switch: Option<&str>) -> Result<bool> {
+    validate_name("port name", name)?;
+    let store = lock().await?;
+    let mut state = store.load()?;
+    let Some(p) = adopted(&state, name, switch).cloned() else {
+        if state.ns_port(name).is_some() || state.namespaces.contains_key(name) {
+            return Err(Error::invalid(
+                "namespace",
+                name,
+                "was made by switch, not attached: remove it with 'switch ns del'",
+            ));
+        }
+        return Ok(false);
+    };
+    intent::converge(&store, &mut state, &p.switch).await?;
+    super::forward::remove_for_port(&mut state, &p.switch, name).await?;
+    let dp = state.switches.get(&p.switch).map(|s| s.datapath.open(&p.switch));
+    port::teardown(&state, dp.as_deref(), &p).await?;
+    state.remove_port(&p.switch, p.kind, name);
+    store.save(&state)?;
+    Ok(true)
 }
 
 /// First derived host interface name that neither exists nor is recorded.

@@ -39,13 +39,14 @@ pub(crate) async fn make_namespace_port(
     gateway: Option<std::net::Ipv4Addr>,
 ) -> Result<Made> {
     let ns = port.namespace().ok_or_else(|| Error::Command(format!("port {} has no namespace", port.host_if)))?;
+    let ns_path = port.netns_file().expect("a port behind a namespace");
     let ip = port.ip.ok_or_else(|| Error::Command(format!("port {} has no address", port.host_if)))?;
     let nl = Netlink::new()?;
     if port.kind.owns_namespace() {
         netns::create(ns).await?;
     }
-    let ns_file = netns::open(ns)?;
-    let ifindex = nl.add_veth(&port.host_if, &port.peer_if, ns_file.as_raw_fd(), port.mac).await?;
+    let ns_file = netns::open_path(&ns_path)?;
+    let ifindex = nl.add_veth(&port.host_if, &port.peer_if, ns_file.as_raw_fd(), port.mac, port.mtu).await?;
     drop(ns_file);
     failpoint("ns-add:veth")?;
 
@@ -56,7 +57,7 @@ pub(crate) async fn make_namespace_port(
     // The namespace side runs on the namespace's own thread: /proc/sys/net and ioctl sockets
     // see the namespace of the thread that opens them; a handle of the datapath goes along.
     let prepare = dp.kind().open(dp.switch());
-    let (mac, cookie) = netns::run_in(ns, move |h| async move {
+    let (mac, cookie) = netns::run_in_path(&ns_path, move |h| async move {
         let nl = Netlink::from_handle(h);
         sysctl::disable_ipv6(&ns_if)?;
         prepare.prepare_peer(&ns_if)?;
@@ -117,6 +118,10 @@ pub(crate) async fn teardown(state: &State, dp: Option<&dyn Datapath>, p: &PortS
         PortKind::Namespace | PortKind::Adopted | PortKind::Gateway => {
             if let Some(dp) = dp {
                 dp.detach_port(p).await?;
+                // Its connections go with it: the next holder of the address starts clean.
+                if let (Some(fw), Some(ip), true) = (dp.forwarding(), p.ip, p.namespace().is_some()) {
+                    fw.forget_connections(ip.addr).await?;
+                }
             }
             // The veth pair goes with either end.
             Netlink::new()?.delete(&p.host_if).await?;

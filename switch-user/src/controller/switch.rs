@@ -226,6 +226,8 @@ fn gateway_port(name: &str, cidr: Cidr, slot: u32) -> PortState {
         ip: Some(cidr),
         mac: None,
         netns_cookie: 0,
+        netns_path: None,
+        mtu: None,
         port_security: true,
         ready: false,
     }
@@ -244,6 +246,8 @@ pub(crate) fn uplink_port(name: &str, ifname: &str) -> PortState {
         ip: None,
         mac: None,
         netns_cookie: 0,
+        netns_path: None,
+        mtu: None,
         port_security: true,
         ready: false,
     }

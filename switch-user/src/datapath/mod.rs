@@ -302,6 +302,12 @@ pub trait PortForwarding: Send + Sync {
 
     /// Counters of `rules`, with one walk of the connection table for all of them.
     async fn counters(&self, rules: &[u16]) -> Result<ForwardCounters>;
+
+    /// Deletes every connection-table entry of `addr` (as an end of the connection or as what
+    /// an entry translates to): a port that goes takes its connections with it, so a new
+    /// namespace or container given the address later starts with none (stale UDP entries
+    /// after a container restart are a classic of iptables port mapping). Returns how many.
+    async fn forget_connections(&self, addr: Ipv4Addr) -> Result<usize>;
 }
 
 /// Fill levels of the datapath's tables.

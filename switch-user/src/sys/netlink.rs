@@ -88,15 +88,31 @@ impl Netlink {
 
     /// Creates a veth pair: `name` in this namespace, `peer` directly inside the namespace
     /// open at `peer_ns` (so the peer's name never has to be free in this namespace), with
-    /// `peer_mac` if given. Returns the index of `name`.
-    pub async fn add_veth(&self, name: &str, peer: &str, peer_ns: RawFd, peer_mac: Option<Mac>) -> Result<u32> {
+    /// `peer_mac` and both ends with `mtu` if given. Returns the index of `name`.
+    pub async fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_ns: RawFd,
+        peer_mac: Option<Mac>,
+        mtu: Option<u32>,
+    ) -> Result<u32> {
         let mut peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_ns);
         if let Some(mac) = peer_mac {
             peer_msg = peer_msg.address(mac.0.to_vec());
         }
-        let msg = LinkVeth::new(name, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build()))).build();
+        let mut host = LinkVeth::new(name, peer);
+        if let Some(mtu) = mtu {
+            peer_msg = peer_msg.mtu(mtu);
+            host = host.mtu(mtu);
+        }
+        let msg = host.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build()))).build();
         self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
-            Some(libc::EEXIST) => Error::invalid("interface name", name, "an interface with this name exists already"),
+            Some(libc::EEXIST) => Error::invalid(
+                "interface name",
+                format!("{name}/{peer}"),
+                format!("{name} exists on the host or {peer} in the namespace already"),
+            ),
             _ => Error::Netlink { context: format!("creating veth pair {name}/{peer}"), source: e },
         })?;
         self.ifindex(name)

@@ -93,11 +93,29 @@ pub fn delete(name: &str) -> Result<()> {
 
 /// Opens the namespace file (its fd names the namespace in netlink requests and `setns`).
 pub fn open(name: &str) -> Result<File> {
-    let p = path(name);
-    File::open(&p).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::invalid("namespace", name, "does not exist (see: ip netns list)"),
+    open_path(&path(name))
+}
+
+/// Opens a namespace file anywhere: `/run/netns/NAME`, a container runtime's
+/// `/run/netns/cni-…`, or `/proc/PID/ns/net`. It must be a network namespace.
+pub fn open_path(p: &Path) -> Result<File> {
+    let file = File::open(p).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            Error::invalid("namespace", p.display().to_string(), "does not exist (see: ip netns list)")
+        }
         _ => Error::Io { context: format!("opening {}", p.display()), source: e },
-    })
+    })?;
+    // NS_GET_NSTYPE would say which kind; setns with CLONE_NEWNET refuses any other kind, and
+    // a plain file is refused here before anything is made for it.
+    if !is_nsfs(&file) {
+        return Err(Error::invalid("namespace", p.display().to_string(), "is not a namespace file"));
+    }
+    Ok(file)
+}
+
+/// Whether `file` lives on nsfs (a namespace file, or a bind mount of one).
+fn is_nsfs(file: &File) -> bool {
+    nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Runs blocking `f` on a fresh OS thread and awaits its result without blocking the caller's
@@ -122,10 +140,21 @@ where
     F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T>>,
 {
-    let ns = open(name)?;
-    let ns_name = name.to_owned();
-    on_thread(format!("netns-{name}"), move || {
-        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context(format!("entering namespace '{ns_name}'"))?;
+    run_in_path(&path(name), f).await
+}
+
+/// `run_in` for a namespace file anywhere (see `open_path`).
+pub async fn run_in_path<T, F, Fut>(p: &Path, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let ns = open_path(p)?;
+    let ns_name = p.display().to_string();
+    let label: String = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    on_thread(format!("netns-{label}"), move || {
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context(format!("entering namespace {ns_name}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,4 +1,4 @@
-//! `switch ns add|del|list` (`ns exec` replaces the process: see `main::exec`).
+//! `switch ns add|del|attach|detach|list` (`ns exec` replaces the process: see `main::exec`).
 use anyhow::Result;
 use serde_json::json;
 use switch::controller::ns;
@@ -32,6 +32,41 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
                 i.host_interface.clone().unwrap_or_default()
             );
             Ok(Reply::new(&r, text))
+        }
+        NsCommand::Attach(a) => {
+            let r = ns::attach(ns::AttachOptions {
+                name: a.name,
+                netns: a.netns.clone(),
+                ifname: a.ifname,
+                ip: a.ip,
+                switch: a.switch,
+                mac: a.mac,
+                mtu: a.mtu,
+                port_security: !a.no_port_security,
+            })
+            .await?;
+            let i = &r.info;
+            let verb = if r.created { "attached to" } else { "is already on" };
+            let text = format!(
+                "'{}' ({}) {verb} switch '{}': {} {} mac {} (host port {})",
+                i.namespace,
+                a.netns.display(),
+                i.attached_to,
+                i.interface,
+                i.ip,
+                i.mac.clone().unwrap_or_default(),
+                i.host_interface.clone().unwrap_or_default()
+            );
+            Ok(Reply::new(&r, text))
+        }
+        NsCommand::Detach { name } => {
+            let removed = ns::detach(&name, None).await?;
+            let text = if removed {
+                format!("'{name}' detached (its namespace stays)")
+            } else {
+                format!("'{name}' is not attached")
+            };
+            Ok(Reply::new(&json!({ "name": name, "removed": removed }), text))
         }
         NsCommand::Del { ns: name } => {
             ns::del(&name).await?;

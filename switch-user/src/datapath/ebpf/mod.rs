@@ -326,6 +326,23 @@ impl PortForwarding for Ebpf {
         .await
     }
 
+    async fn forget_connections(&self, addr: Ipv4Addr) -> Result<usize> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            if !pins.complete() {
+                // A switch half made or half removed: no table to clean.
+                return Ok(0);
+            }
+            let (answered, unreplied) = NatMaps::open(&pins)?.forget(addr);
+            maps::TableCounters::open(&pins)?.count(|t| {
+                t.ct_removed += answered as u64;
+                t.unreplied_removed += unreplied as u64;
+            })?;
+            Ok(answered + unreplied)
+        })
+        .await
+    }
+
     async fn counters(&self, rules: &[u16]) -> Result<ForwardCounters> {
         let rules = rules.to_vec();
         self.with_nat(move |maps| {

@@ -110,6 +110,25 @@ impl NatMaps {
         Ok(sum)
     }
 
+    /// Deletes the entries of both connection tables that involve `addr` (an end of the
+    /// connection, or what the entry translates to); returns how many went from each
+    /// (answered, unreplied).
+    pub fn forget(&mut self, addr: Ipv4Addr) -> (usize, usize) {
+        let a = wire(addr);
+        let mut gone = [0usize; 2];
+        for (i, map) in [&mut self.conntrack, &mut self.unreplied].into_iter().enumerate() {
+            let doomed: Vec<CtKey> = map
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, e)| k.src == a || k.dst == a || e.addr == a)
+                .map(|(k, _)| k)
+                .collect();
+            // An entry the datapath replaced or evicted meanwhile is not counted.
+            gone[i] = doomed.iter().filter(|k| map.remove(k).is_ok()).count();
+        }
+        (gone[0], gone[1])
+    }
+
     /// One walk of both connection tables, changing nothing: live connections per rule (each
     /// counted once, by its `CT_DNAT` entry), and per table live entries (both directions of
     /// each connection) and entries present (expired ones too: the programs replace them when

@@ -54,11 +54,26 @@ fn read_pid(name: &str) -> Option<ProcessId> {
     ProcessId::parse(&fs::read_to_string(pid_path(name)).ok()?)
 }
 
+/// The `switch` binary: this process's, or the one next to it when this is another binary of
+/// the project (the CNI plugin brings userspace switches up too).
+fn switch_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("finding the switch binary")?;
+    if exe.file_name().is_some_and(|n| n == "switch") {
+        return Ok(exe);
+    }
+    let sibling = exe.with_file_name("switch");
+    if sibling.is_file() {
+        Ok(sibling)
+    } else {
+        Err(Error::Command(format!("the userspace switch needs the switch binary next to {}", exe.display())))
+    }
+}
+
 /// Starts switch `name`'s process in the background (its own session, stdio to the log file)
 /// and waits until it answers on its control socket.
 pub async fn spawn(name: &str, ageing_secs: u64, max_learned: u32) -> Result<()> {
     stop(name).await?;
-    let exe = std::env::current_exe().context("finding the switch binary")?;
+    let exe = switch_binary()?;
     files::private_dir(std::path::Path::new(STATE_DIR))?;
     let log = files::open_private(&log_path(name), true)?;
     let log2 = log.try_clone().context("duplicating the log file")?;

@@ -1,0 +1,147 @@
+//! ADD: an address from IPAM, the switch up, the container's namespace attached, its
+//! published ports forwarded. Whatever fails gives back what was made before it, the lease
+//! included.
+use serde_json::{Value, json};
+
+use super::{
+    Env, ipam,
+    spec::{CniError, Code, Lease, NetConf, PortMapping, add_result, lease_of},
+};
+use crate::{
+    controller::{
+        forward::{self, PortRange},
+        ns, switch,
+    },
+    datapath::DatapathKind,
+    names::Cidr,
+    state::Proto,
+};
+
+/// ADD for `env`'s container with configuration `conf` (its raw bytes in `stdin`, for IPAM).
+pub async fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
+    env.require(true)?;
+    let leased = ipam::exec(env, conf, "ADD", stdin).await?;
+    // Chained after another plugin, the address may come from its result instead.
+    let source = leased.as_ref().or(conf.prev_result.as_ref()).ok_or_else(|| {
+        CniError::new(Code::InvalidConfig, "no ipam in the configuration and no prevResult with an address")
+    })?;
+    let lease = lease_of(source);
+    let plugged = match lease {
+        Ok(lease) => plug(env, conf, &lease).await,
+        Err(e) => Err(e),
+    };
+    if plugged.is_err() && leased.is_some() {
+        // The lease is ours only if the port is: give it back (errors of the release are
+        // secondary to the one that made us release).
+        let _ = ipam::exec(env, conf, "DEL", stdin).await;
+    }
+    plugged
+}
+
+/// The switch, the port and the forwards, rolled back together.
+async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniError> {
+    let name = conf.switch_name().to_owned();
+    let gateway = gateway(conf, lease)?;
+    let datapath: Option<DatapathKind> = match &conf.datapath {
+        None => None,
+        Some(d) => Some(serde_json::from_value(json!(d)).map_err(|_| {
+            CniError::new(Code::InvalidConfig, format!("datapath '{d}' is not one of tc, xdp, userspace, bridge"))
+        })?),
+    };
+    switch::up(switch::UpOptions {
+        name: name.clone(),
+        datapath,
+        gateway: Some(gateway),
+        uplinks: conf.uplinks(),
+        no_masquerade: !conf.ip_masq.unwrap_or(true),
+        ..Default::default()
+    })
+    .await?;
+    let report = ns::attach(ns::AttachOptions {
+        name: env.container_id.clone(),
+        netns: env.netns_path(),
+        ifname: env.ifname.clone(),
+        ip: lease.address,
+        switch: name.clone(),
+        mac: conf.mac(env.arg("MAC"))?,
+        mtu: conf.mtu()?,
+        port_security: conf.port_security.unwrap_or(true),
+    })
+    .await?;
+    if let Err(e) = publish(env, conf, &name).await {
+        let _ = ns::detach(&env.container_id, Some(&name)).await;
+        return Err(e);
+    }
+    let i = &report.info;
+    let mac = i.mac.clone().unwrap_or_default();
+    Ok(add_result(
+        &conf.cni_version,
+        i.host_interface.as_deref().unwrap_or_default(),
+        (&env.ifname, &mac, &env.netns),
+        lease,
+    ))
+}
+
+/// The segment's gateway: `gateway` from the configuration, else the IPAM result's with the
+/// address's prefix length.
+fn gateway(conf: &NetConf, lease: &Lease) -> Result<Cidr, CniError> {
+    if let Some(g) = &conf.gateway {
+        return g.parse().map_err(|e: crate::Error| CniError::new(Code::InvalidConfig, e.to_string()));
+    }
+    let addr = lease.gateway.ok_or_else(|| {
+        CniError::new(Code::InvalidConfig, "no gateway: set \"gateway\" or use an IPAM configuration that has one")
+    })?;
+    Ok(Cidr { addr, prefix: lease.address.prefix })
+}
+
+/// The mapping's protocol.
+pub(super) fn proto(m: &PortMapping) -> Result<Proto, CniError> {
+    match m.protocol.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        other => Err(CniError::new(Code::InvalidConfig, format!("port mapping protocol '{other}' is not tcp or udp"))),
+    }
+}
+
+/// Forwards the published ports (`runtimeConfig.portMappings`) to the container. A mapping
+/// already forwarded to it (a repeated ADD) is kept; on failure the ones made here go again.
+async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError> {
+    let existing = ns::attached(&env.container_id, Some(switch)).await?.map(|(_, f)| f).unwrap_or_default();
+    let mut made: Vec<(Proto, u16)> = vec![];
+    for m in &conf.runtime_config.port_mappings {
+        let proto = proto(m)?;
+        // Published ports answer on every uplink address (and 127.0.0.1 on the host): a
+        // hostIP that names one of them is honoured that far; any other is refused.
+        if !m.host_ip.is_empty() && m.host_ip != "0.0.0.0" && m.host_ip != "127.0.0.1" && conf.uplinks().is_empty() {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!("hostIP {} needs an uplink in the configuration", m.host_ip),
+            ));
+        }
+        let same = existing.iter().any(|f| {
+            f.proto == proto
+                && f.host_first == m.host_port
+                && f.host_last == m.host_port
+                && f.ns_first == m.container_port
+        });
+        if same {
+            continue;
+        }
+        let added = forward::add(forward::AddOptions {
+            switch: switch.to_owned(),
+            proto,
+            host: PortRange { first: m.host_port, last: m.host_port },
+            ns: env.container_id.clone(),
+            to: PortRange { first: m.container_port, last: m.container_port },
+        })
+        .await;
+        if let Err(e) = added {
+            for (p, port) in made {
+                let _ = forward::del(switch, p, PortRange { first: port, last: port }).await;
+            }
+            return Err(e.into());
+        }
+        made.push((proto, m.host_port));
+    }
+    Ok(())
+}

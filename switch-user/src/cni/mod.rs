@@ -1,0 +1,108 @@
+//! The CNI plugin `switch-cni`: container runtimes (podman, containerd, Kubernetes) connect
+//! the namespaces they make to a switch through it.
+//!
+//! ```text
+//!  runtime ──exec──► switch-cni  (CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME,
+//!                      │          CNI_ARGS, CNI_PATH in the environment; the network
+//!                      │          config on stdin; the result or an error as JSON on stdout)
+//!                      ├─► IPAM plugin (host-local, ...) found on CNI_PATH: the address
+//!                      ├─► controller::switch::up     the network's switch, idempotently
+//!                      ├─► controller::ns::attach     a port of kind "adopted": a veth into
+//!                      │                              the runtime's namespace
+//!                      └─► controller::forward        published ports (portMappings)
+//! ```
+//! The plugin is the controller library in another binary: the same state, lock and
+//! datapaths as the `switch` CLI, which sees and can inspect everything the plugin made.
+//! Spec versions 0.3.0, 0.3.1, 0.4.0 and 1.0.0; commands ADD, DEL, CHECK and VERSION.
+mod add;
+mod check;
+mod del;
+mod ipam;
+pub mod spec;
+
+use std::path::PathBuf;
+
+pub use spec::CniError;
+use spec::{Code, NetConf};
+
+use crate::names::validate_name;
+
+/// The versions of the spec this plugin speaks.
+pub const SUPPORTED_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+
+/// The plugin's environment: what the runtime passes in `CNI_*` variables.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    /// `CNI_COMMAND`.
+    pub command: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS` (empty on some DELs).
+    pub netns: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_ARGS`: `K=V;K=V`.
+    pub args: String,
+    /// `CNI_PATH`: where IPAM plugins are.
+    pub path: String,
+}
+
+impl Env {
+    /// The variables of this process.
+    pub fn from_process() -> Self {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        Self {
+            command: var("CNI_COMMAND"),
+            container_id: var("CNI_CONTAINERID"),
+            netns: var("CNI_NETNS"),
+            ifname: var("CNI_IFNAME"),
+            args: var("CNI_ARGS"),
+            path: var("CNI_PATH"),
+        }
+    }
+
+    /// `CNI_ARGS` value of `key` (e.g. `IP`, `MAC`).
+    fn arg(&self, key: &str) -> Option<&str> {
+        self.args.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Checks the variables every command but VERSION needs.
+    fn require(&self, netns: bool) -> Result<(), CniError> {
+        let missing = |what: &str| CniError::new(Code::InvalidEnv, format!("{what} is not set"));
+        if self.container_id.is_empty() {
+            return Err(missing("CNI_CONTAINERID"));
+        }
+        validate_name("container ID", &self.container_id)
+            .map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
+        if self.ifname.is_empty() {
+            return Err(missing("CNI_IFNAME"));
+        }
+        if netns && self.netns.is_empty() {
+            return Err(missing("CNI_NETNS"));
+        }
+        Ok(())
+    }
+
+    fn netns_path(&self) -> PathBuf {
+        PathBuf::from(&self.netns)
+    }
+}
+
+/// Runs one plugin invocation: `Ok(Some(json))` is printed on stdout, `Ok(None)` prints
+/// nothing (DEL, CHECK), `Err` is printed as the spec's error JSON (and the exit status is 1).
+pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
+    if env.command == "VERSION" {
+        return Ok(Some(spec::version_result()));
+    }
+    let raw: serde_json::Value = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(Code::Decode, format!("the network configuration is not JSON: {e}")))?;
+    let conf = NetConf::parse(raw.clone())?;
+    let out = match env.command.as_str() {
+        "ADD" => add::add(env, &conf, stdin).await.map(Some),
+        "DEL" => del::del(env, &conf, stdin).await.map(|()| None),
+        "CHECK" => check::check(env, &conf).await.map(|()| None),
+        "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
+        other => Err(CniError::new(Code::InvalidEnv, format!("unknown CNI_COMMAND '{other}'"))),
+    };
+    out.map_err(|e| e.in_version(&conf.cni_version))
+}

@@ -1,0 +1,320 @@
+//! The CNI spec's data: the network configuration a runtime passes, results in each
+//! version's format, errors with the spec's codes.
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::SUPPORTED_VERSIONS;
+use crate::{
+    Error,
+    names::{Cidr, Mac},
+};
+
+/// The spec's error codes (and this plugin's own, from 100).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// The config's `cniVersion` is not one this plugin speaks.
+    IncompatibleVersion = 1,
+    /// A `CNI_*` variable is missing or wrong.
+    InvalidEnv = 4,
+    /// The config is not JSON.
+    Decode = 6,
+    /// The config is JSON but not a valid network configuration for this plugin.
+    InvalidConfig = 7,
+    /// Transient: the caller may try again.
+    TryAgain = 11,
+    /// The switch refused (its message says why).
+    Switch = 100,
+    /// The IPAM plugin could not be run or answered nonsense.
+    Ipam = 101,
+    /// What CHECK found wrong.
+    Check = 102,
+}
+
+/// An error as the spec prints it on stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniError {
+    /// The spec's code.
+    pub code: u32,
+    /// One line.
+    pub msg: String,
+    /// More, if any.
+    pub details: String,
+    /// The version the error is reported in.
+    pub cni_version: String,
+}
+
+impl CniError {
+    /// An error with `code`.
+    pub fn new(code: Code, msg: impl Into<String>) -> Self {
+        Self { code: code as u32, msg: msg.into(), details: String::new(), cni_version: "1.0.0".into() }
+    }
+
+    /// The same error, reported in the config's version (if this plugin speaks it).
+    pub fn in_version(mut self, v: &str) -> Self {
+        if SUPPORTED_VERSIONS.contains(&v) {
+            self.cni_version = v.to_owned();
+        }
+        self
+    }
+
+    /// The JSON the spec wants on stdout.
+    pub fn to_json(&self) -> Value {
+        json!({ "cniVersion": self.cni_version, "code": self.code, "msg": self.msg, "details": self.details })
+    }
+}
+
+impl From<Error> for CniError {
+    fn from(e: Error) -> Self {
+        let code = match e {
+            Error::Invalid { .. } | Error::Conflict { .. } => Code::InvalidConfig,
+            _ => Code::Switch,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// `uplink`: one interface or several.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Uplinks {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// A published port (`runtimeConfig.portMappings`, one per port: runtimes expand ranges).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// The host's port.
+    pub host_port: u16,
+    /// The container's.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// The host address it answers on ("" or 0.0.0.0: every uplink address).
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// What the runtime passes for capabilities the plugin declares.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    /// `portMappings`.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+    /// `mac`: the container's MAC.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// `ips`: addresses asked for (passed on to IPAM, which honours them).
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+/// The network configuration (the keys this plugin reads; others are ignored, as the spec
+/// wants).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    /// Spec version of the config (and of the result).
+    pub cni_version: String,
+    /// Network name.
+    pub name: String,
+    /// `switch-cni`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The switch (made if it is not up): defaults to the network's name.
+    #[serde(default)]
+    pub switch: Option<String>,
+    /// The host's address on the segment (CIDR); defaults to the IPAM result's gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// `tc` (default), `xdp`, `userspace` or `bridge`.
+    #[serde(default)]
+    pub datapath: Option<String>,
+    /// Where published ports answer.
+    #[serde(default)]
+    pub uplink: Option<Uplinks>,
+    /// Masquerade outbound traffic (default true).
+    #[serde(default)]
+    pub ip_masq: Option<bool>,
+    /// MTU of the containers' interfaces.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Port security (default true).
+    #[serde(default)]
+    pub port_security: Option<bool>,
+    /// The IPAM plugin's configuration (`type` names it).
+    #[serde(default)]
+    pub ipam: Option<Value>,
+    /// Capability arguments.
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    /// The previous plugin's result, when chained (and CHECK's).
+    #[serde(default)]
+    pub prev_result: Option<Value>,
+}
+
+impl NetConf {
+    /// Parses and checks a configuration.
+    pub fn parse(raw: Value) -> Result<Self, CniError> {
+        let conf: NetConf = serde_json::from_value(raw)
+            .map_err(|e| CniError::new(Code::InvalidConfig, format!("invalid network configuration: {e}")))?;
+        if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
+            return Err(CniError::new(
+                Code::IncompatibleVersion,
+                format!(
+                    "cniVersion {} is not supported (supported: {})",
+                    conf.cni_version,
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        Ok(conf)
+    }
+
+    /// The switch's name: `switch`, or the network's name.
+    pub fn switch_name(&self) -> &str {
+        self.switch.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The uplinks, as a list.
+    pub fn uplinks(&self) -> Vec<String> {
+        match &self.uplink {
+            None => vec![],
+            Some(Uplinks::One(u)) => vec![u.clone()],
+            Some(Uplinks::Many(v)) => v.clone(),
+        }
+    }
+
+    /// `mtu`, checked.
+    pub fn mtu(&self) -> Result<Option<u32>, CniError> {
+        match self.mtu {
+            Some(m) if !(68..=65_535).contains(&m) => {
+                Err(CniError::new(Code::InvalidConfig, format!("mtu {m} is not between 68 and 65535")))
+            }
+            m => Ok(m),
+        }
+    }
+
+    /// The container's MAC: `runtimeConfig.mac`, else `MAC=` in `CNI_ARGS`.
+    pub fn mac(&self, args_mac: Option<&str>) -> Result<Option<Mac>, CniError> {
+        match self.runtime_config.mac.as_deref().or(args_mac).filter(|m| !m.is_empty()) {
+            None => Ok(None),
+            Some(m) => m.parse().map(Some).map_err(|e: Error| CniError::new(Code::InvalidConfig, e.to_string())),
+        }
+    }
+}
+
+/// The address an IPAM plugin (or a previous plugin) handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The container's address.
+    pub address: Cidr,
+    /// The segment's gateway, if the IPAM result names one.
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS settings, passed through.
+    pub dns: Value,
+}
+
+/// Reads the first IPv4 address of a result of any supported version.
+pub fn lease_of(result: &Value) -> Result<Lease, CniError> {
+    let bad = |why: &str| CniError::new(Code::Ipam, format!("the IPAM result {why}: {result}"));
+    let ips = result.get("ips").and_then(Value::as_array).ok_or_else(|| bad("has no ips"))?;
+    let ip = ips
+        .iter()
+        .find(|ip| ip.get("address").and_then(Value::as_str).is_some_and(|a| !a.contains(':')))
+        .ok_or_else(|| bad("has no IPv4 address"))?;
+    let address: Cidr =
+        ip["address"].as_str().unwrap_or_default().parse().map_err(|_| bad("has an address that is not a CIDR"))?;
+    let gateway = match ip.get("gateway").and_then(Value::as_str) {
+        Some(g) => Some(g.parse().map_err(|_| bad("has a gateway that is not an address"))?),
+        None => None,
+    };
+    Ok(Lease { address, gateway, dns: result.get("dns").cloned().unwrap_or_else(|| json!({})) })
+}
+
+/// The ADD result in `version`'s format: the host's and the container's interface, the
+/// address on the container's, the default route, DNS as IPAM gave it.
+pub fn add_result(version: &str, host_if: &str, sandbox: (&str, &str, &str), lease: &Lease) -> Value {
+    let (ifname, mac, netns) = sandbox;
+    let mut ip = json!({ "address": lease.address.to_string(), "interface": 1 });
+    if let Some(g) = lease.gateway {
+        ip["gateway"] = json!(g.to_string());
+    }
+    // Before 1.0.0 every address said its IP version.
+    if version != "1.0.0" {
+        ip["version"] = json!("4");
+    }
+    let routes = match lease.gateway {
+        Some(g) => json!([{ "dst": "0.0.0.0/0", "gw": g.to_string() }]),
+        None => json!([]),
+    };
+    json!({
+        "cniVersion": version,
+        "interfaces": [
+            { "name": host_if },
+            { "name": ifname, "mac": mac, "sandbox": netns },
+        ],
+        "ips": [ip],
+        "routes": routes,
+        "dns": lease.dns,
+    })
+}
+
+/// VERSION's answer.
+pub fn version_result() -> Value {
+    json!({ "cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(v: Value) -> Result<NetConf, CniError> {
+        NetConf::parse(v)
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let ok = conf(json!({"cniVersion": "0.4.0", "name": "net", "type": "switch-cni", "unknown": 1})).unwrap();
+        assert_eq!((ok.switch_name(), ok.uplinks()), ("net", vec![]));
+        let e = conf(json!({"cniVersion": "0.2.0", "name": "n", "type": "switch-cni"})).unwrap_err();
+        assert_eq!(e.code, Code::IncompatibleVersion as u32);
+        let e = conf(json!({"name": "n", "type": "switch-cni"})).unwrap_err();
+        assert_eq!(e.code, Code::InvalidConfig as u32, "{e:?}");
+        let many = conf(json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "uplink": ["a", "b"]})).unwrap();
+        assert_eq!(many.uplinks(), ["a", "b"]);
+        let bad = conf(json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "mtu": 20})).unwrap();
+        assert!(bad.mtu().is_err());
+    }
+
+    #[test]
+    fn results_follow_the_version() {
+        let lease =
+            Lease { address: "10.1.0.5/24".parse().unwrap(), gateway: Some([10, 1, 0, 1].into()), dns: json!({}) };
+        let old = add_result("0.4.0", "sx", ("eth0", "02:00:00:00:00:01", "/run/netns/x"), &lease);
+        assert_eq!(old["ips"][0]["version"], "4");
+        assert_eq!(old["interfaces"][1]["sandbox"], "/run/netns/x");
+        let new = add_result("1.0.0", "sx", ("eth0", "02:00:00:00:00:01", "/run/netns/x"), &lease);
+        assert!(new["ips"][0].get("version").is_none());
+        assert_eq!(new["routes"][0]["gw"], "10.1.0.1");
+        assert_eq!(lease_of(&new).unwrap(), lease);
+    }
+
+    #[test]
+    fn ipam_results_without_an_ipv4_address_are_refused() {
+        assert!(lease_of(&json!({"ips": []})).is_err());
+        assert!(lease_of(&json!({"ips": [{"address": "fd00::1/64"}]})).is_err());
+        assert!(lease_of(&json!({"ips": [{"address": "10.0.0.1"}]})).is_err());
+    }
+}
