@@ -1,0 +1,454 @@
+//! The CNI plugin `switch-cni`, driven the way a container runtime drives it: `CNI_*`
+//! variables, the network configuration on stdin, the result or an error on stdout. The
+//! protocol suite needs no namespace; the rest attaches real namespaces (made here with `ip
+//! netns add`, as a runtime would) with the real `host-local` IPAM plugin.
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use serde_json::json;
+use switch_tests::*;
+
+/// `switch-cni`, next to the `switch` binary under test.
+fn cni_bin() -> PathBuf {
+    switch_bin().with_file_name("switch-cni")
+}
+
+/// Where the Debian package puts the reference plugins (host-local).
+const CNI_PATH: &str = "/usr/lib/cni";
+
+/// One plugin run: exit status and stdout as JSON (Null when empty).
+struct Out {
+    ok: bool,
+    json: Value,
+}
+
+/// Runs the plugin with `vars` (CNI_COMMAND and friends) and `stdin`.
+fn plugin(vars: &[(&str, &str)], stdin: &str) -> Out {
+    let mut child = Command::new(cni_bin())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {text}"))
+    };
+    Out { ok: out.status.success(), json }
+}
+
+/// An error the plugin printed: its code, with the spec's shape checked.
+fn error_code(o: &Out) -> u64 {
+    assert!(!o.ok, "expected an error, got {}", o.json);
+    for key in ["cniVersion", "code", "msg"] {
+        assert!(o.json.get(key).is_some(), "error without {key}: {}", o.json);
+    }
+    o.json["code"].as_u64().unwrap()
+}
+
+/// A network for the tests: a switch of the sandbox, a /24 of its own, host-local keeping its
+/// leases in a directory of the test, containers as namespaces made here.
+struct Net {
+    sb: Sandbox,
+    switch: String,
+    net: u8,
+    data_dir: PathBuf,
+    containers: Vec<String>,
+    extra: Value,
+}
+
+impl Net {
+    fn new(net: u8) -> Self {
+        let mut sb = Sandbox::new();
+        let switch = sb.name("cni");
+        sb.adopt(&switch);
+        let data_dir = std::env::temp_dir().join(format!("switch-cni-test-{}", sb.prefix));
+        Self { sb, switch, net, data_dir, containers: vec![], extra: json!({}) }
+    }
+
+    /// The configuration in spec `version`, with `extra` keys merged in.
+    fn conf(&self, version: &str) -> Value {
+        let mut c = json!({
+            "cniVersion": version,
+            "name": format!("{}-net", self.sb.prefix),
+            "type": "switch-cni",
+            "switch": self.switch,
+            "capabilities": {"portMappings": true},
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": format!("10.{}.0.0/24", self.net), "gateway": format!("10.{}.0.1", self.net)}]],
+                "dataDir": self.data_dir,
+            },
+        });
+        for (k, v) in self.extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    /// A container: a namespace made the way a runtime makes one. Returns its ID and path.
+    fn container(&mut self, suffix: &str) -> (String, String) {
+        let ns = self.sb.name(suffix);
+        host("ip", &["netns", "add", &ns]);
+        self.containers.push(ns.clone());
+        (format!("{ns}-id"), format!("/run/netns/{ns}"))
+    }
+
+    fn run(&self, command: &str, id: &str, netns: &str, conf: &Value) -> Out {
+        let vars = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+        ];
+        plugin(&vars, &conf.to_string())
+    }
+
+    /// ADD, asserting it worked; returns the result.
+    fn add(&self, id: &str, netns: &str, version: &str) -> Value {
+        let o = self.run("ADD", id, netns, &self.conf(version));
+        assert!(o.ok, "ADD failed: {}", o.json);
+        o.json
+    }
+
+    /// host-local's reservations (one file per leased address).
+    fn leases(&self) -> Vec<String> {
+        let dir = self.data_dir.join(format!("{}-net", self.sb.prefix));
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("10."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.containers {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+#[test]
+fn version_and_every_error_without_a_namespace() {
+    // VERSION answers whatever the config says, even with none.
+    for stdin in ["", r#"{"cniVersion": "0.3.1"}"#] {
+        let o = plugin(&[("CNI_COMMAND", "VERSION")], stdin);
+        assert!(o.ok);
+        let v: Vec<&str> =
+            o.json["supportedVersions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(v, ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]);
+    }
+    let net = Net::new(160);
+    let good = net.conf("1.0.0").to_string();
+    let env = |cmd: &'static str| vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
+    // 6: not JSON; 4: a variable missing or wrong; 1: a version it does not speak; 7: JSON
+    // that is no valid configuration.
+    assert_eq!(error_code(&plugin(&env("ADD"), "{not json")), 6);
+    assert_eq!(error_code(&plugin(&[("CNI_CONTAINERID", "c1")], &good)), 4, "no CNI_COMMAND");
+    assert_eq!(error_code(&plugin(&env("FROB"), &good)), 4, "unknown command");
+    assert_eq!(error_code(&plugin(&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0")], &good)), 4, "no container ID");
+    assert_eq!(error_code(&plugin(&env("ADD"), &good)), 4, "no CNI_NETNS");
+    let mut bad_id = env("ADD");
+    bad_id[1] = ("CNI_CONTAINERID", "../etc");
+    assert_eq!(error_code(&plugin(&bad_id, &good)), 4, "container ID with a slash");
+    let mut old = net.conf("0.2.0");
+    assert_eq!(error_code(&plugin(&env("ADD"), &old.to_string())), 1);
+    old["cniVersion"] = json!("1.0.0");
+    old.as_object_mut().unwrap().remove("name");
+    let o = plugin(&env("ADD"), &old.to_string());
+    assert_eq!(error_code(&o), 7, "no name");
+    assert_eq!(o.json["cniVersion"], "1.0.0", "the error is in the config's version");
+    // The IPAM plugin: by name only, and it must be on CNI_PATH.
+    let mut sneaky = net.conf("0.4.0");
+    sneaky["ipam"]["type"] = json!("../../bin/sh");
+    let mut with_netns = env("ADD");
+    with_netns.push(("CNI_NETNS", "/run/netns/none"));
+    with_netns.push(("CNI_PATH", CNI_PATH));
+    let o = plugin(&with_netns, &sneaky.to_string());
+    assert_eq!((error_code(&o), o.json["cniVersion"].as_str()), (7, Some("0.4.0")));
+    let mut missing = net.conf("1.0.0");
+    missing["ipam"]["type"] = json!("no-such-ipam");
+    assert_eq!(error_code(&plugin(&with_netns, &missing.to_string())), 4);
+    // A namespace path that is not a namespace: the plugin's own code, the lease given back.
+    let o = plugin(
+        &[
+            ("CNI_NETNS", "/etc/hostname"),
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+        ],
+        &good,
+    );
+    assert!(error_code(&o) == 7 || error_code(&o) >= 100, "{}", o.json);
+    assert!(net.leases().is_empty(), "the lease of a failed ADD was kept: {:?}", net.leases());
+    // DEL of something never added, twice, without a namespace: fine.
+    for _ in 0..2 {
+        let o = plugin(
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c9"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", ""),
+                ("CNI_PATH", CNI_PATH),
+            ],
+            &good,
+        );
+        assert!(o.ok && o.json.is_null(), "DEL: {}", o.json);
+    }
+}
+
+/// ADD, CHECK and DEL in every spec version, on real namespaces with host-local.
+#[test]
+fn add_check_del_in_every_version() {
+    let mut net = Net::new(161);
+    let clean = Snapshot::take(&net.sb.prefix);
+    let (peer_id, peer_ns) = net.container("peer");
+    net.add(&peer_id, &peer_ns, "1.0.0");
+    for (i, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0"].into_iter().enumerate() {
+        let (id, netns) = net.container(&format!("c{i}"));
+        let r = net.add(&id, &netns, version);
+        assert_eq!(r["cniVersion"], version);
+        let ip = &r["ips"][0];
+        assert_eq!(ip.get("version").is_some(), version != "1.0.0", "{version}: {r}");
+        assert_eq!((ip["interface"].as_u64(), ip["gateway"].as_str()), (Some(1), Some("10.161.0.1")));
+        let sandbox = &r["interfaces"][1];
+        assert_eq!((sandbox["name"].as_str(), sandbox["sandbox"].as_str()), (Some("eth0"), Some(netns.as_str())));
+        // The interface inside has the address and the MAC the result says.
+        let ns = netns.trim_start_matches("/run/netns/");
+        let link = exec_ip(ns, &["-j", "addr", "show", "eth0"]);
+        let addr = ip["address"].as_str().unwrap().split('/').next().unwrap().to_owned();
+        assert!(link.contains(&addr) && link.contains(sandbox["mac"].as_str().unwrap()), "{link}");
+        // Connectivity: the gateway and the other container.
+        let peer_ip = "10.161.0.2";
+        assert!(ping(ns, "10.161.0.1", 1) && ping(ns, peer_ip, 1), "{version}: no connectivity");
+        // CHECK with ADD's result; with another address it says what is wrong.
+        let mut conf = net.conf(version);
+        conf["prevResult"] = r.clone();
+        let o = net.run("CHECK", &id, &netns, &conf);
+        assert!(o.ok, "CHECK: {}", o.json);
+        conf["prevResult"]["ips"][0]["address"] = json!("10.161.0.250/24");
+        assert_eq!(error_code(&net.run("CHECK", &id, &netns, &conf)), 102);
+        // DEL: port, veth and lease go; again, and without the namespace, is fine.
+        let o = net.run("DEL", &id, &netns, &net.conf(version));
+        assert!(o.ok, "DEL: {}", o.json);
+        assert!(!net.leases().contains(&addr), "{version}: lease kept");
+        assert_eq!(exec_ip(ns, &["-br", "link"]).lines().count(), 1, "only lo is left in the namespace");
+        assert!(net.run("DEL", &id, &netns, &net.conf(version)).ok);
+        assert!(net.run("DEL", &id, "", &net.conf(version)).ok);
+    }
+    assert!(net.run("DEL", &peer_id, &peer_ns, &net.conf("1.0.0")).ok);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    let mine = |r: &&Value| r["namespace"].as_str().unwrap().starts_with(&net.sb.prefix);
+    assert!(json(&["ns", "list"]).as_array().unwrap().iter().filter(mine).all(|r| r["kind"] != "attached"));
+    ok(&["down", "--switch", &net.switch]);
+    for ns in std::mem::take(&mut net.containers) {
+        host("ip", &["netns", "del", &ns]);
+    }
+    assert_eq!(Snapshot::take(&net.sb.prefix), clean, "the plugin left something behind");
+}
+
+/// `ip -n NS ARGS` output.
+fn exec_ip(ns: &str, args: &[&str]) -> String {
+    let mut a = vec!["-n", ns];
+    a.extend_from_slice(args);
+    String::from_utf8(Command::new("ip").args(&a).output().unwrap().stdout).unwrap()
+}
+
+/// Runtimes run ADDs and DELs in parallel: they all land, with distinct addresses.
+#[test]
+fn concurrent_adds_and_dels_all_land() {
+    let mut net = Net::new(162);
+    let containers: Vec<(String, String)> = (0..10).map(|i| net.container(&format!("p{i}"))).collect();
+    let conf = net.conf("1.0.0");
+    let results: Vec<Out> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            containers.iter().map(|(id, netns)| s.spawn(|| net.run("ADD", id, netns, &conf))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<String> = results
+        .iter()
+        .map(|o| {
+            assert!(o.ok, "a parallel ADD failed: {}", o.json);
+            o.json["ips"][0]["address"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 10, "addresses handed out twice");
+    let first = containers[0].1.trim_start_matches("/run/netns/");
+    for a in &addrs[1..] {
+        assert!(ping(first, a.split('/').next().unwrap(), 1), "no connectivity to {a}");
+    }
+    std::thread::scope(|s| {
+        for (id, netns) in &containers {
+            let conf = &conf;
+            let net = &net;
+            s.spawn(move || assert!(net.run("DEL", id, netns, conf).ok));
+        }
+    });
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert_eq!(json(&["ports", "--switch", &net.switch]).as_array().unwrap().len(), 1, "only the gateway is left");
+}
+
+/// Published ports become the switch's forwards: reachable from outside through the uplink
+/// and from the host; DEL takes them (and the connections) away.
+#[test]
+fn port_mappings_are_forwards_and_go_with_the_container() {
+    let mut net = Net::new(163);
+    let outside = sb_outside(&net.sb, 163);
+    net.extra = json!({ "uplink": outside.uplink });
+    let (id, netns) = net.container("web");
+    let mut conf = net.conf("0.4.0");
+    conf["runtimeConfig"] = json!({ "portMappings": [
+        { "hostPort": 16380, "containerPort": 80, "protocol": "tcp" },
+        { "hostPort": 16353, "containerPort": 53, "protocol": "udp", "hostIP": "" },
+    ]});
+    let o = net.run("ADD", &id, &netns, &conf);
+    assert!(o.ok, "ADD: {}", o.json);
+    let ns = netns.trim_start_matches("/run/netns/").to_owned();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-c", HTTP_SERVER])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let get = |from: Option<&str>, addr: &str| {
+        let script =
+            format!("import urllib.request;print(urllib.request.urlopen('http://{addr}/',timeout=3).read().decode())");
+        let out = match from {
+            Some(ns) => Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &script]).output(),
+            None => Command::new("python3").args(["-c", &script]).output(),
+        };
+        String::from_utf8(out.unwrap().stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(get(Some(&outside.ns), "172.31.163.1:16380"), "client 172.31.163.2", "from outside");
+    assert!(get(None, "127.0.0.1:16380").starts_with("client "), "from the host");
+    let rows = json(&["forward", "list", "--switch", &net.switch]);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    // CHECK sees the forwards; a mapping that is not there is reported.
+    conf["prevResult"] = o.json.clone();
+    assert!(net.run("CHECK", &id, &netns, &conf).ok);
+    let mut wrong = conf.clone();
+    wrong["runtimeConfig"]["portMappings"][0]["hostPort"] = json!(16381);
+    assert_eq!(error_code(&net.run("CHECK", &id, &netns, &wrong)), 102);
+    // A second container cannot take a published port.
+    let (id2, netns2) = net.container("web2");
+    let o = net.run("ADD", &id2, &netns2, &conf);
+    assert!(error_code(&o) == 7, "{}", o.json);
+    assert_eq!(net.leases().len(), 1, "the failed ADD kept its lease: {:?}", net.leases());
+    assert!(json(&["ns", "list"]).as_array().unwrap().iter().all(|r| r["namespace"] != id2.as_str()));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(net.run("DEL", &id, &netns, &conf).ok);
+    assert!(json(&["forward", "list", "--switch", &net.switch]).as_array().unwrap().is_empty());
+    assert_eq!(table_stats(&net.switch, "conntrack")["entries"], 0, "connections outlived the container");
+    drop(outside);
+}
+
+/// Answers one GET with "client ADDRESS", after printing "ready".
+const HTTP_SERVER: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = ("client " + self.client_address[0]).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers(); self.wfile.write(b)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("0.0.0.0", 80), H); print("ready", flush=True); s.serve_forever()
+"#;
+
+/// A network whose switch is already up with other settings is refused, not bent.
+#[test]
+fn a_mismatch_with_the_running_switch_is_an_error() {
+    let mut net = Net::new(164);
+    ok(&["up", "--switch", &net.switch, "--gateway", "10.164.0.254/24"]);
+    let (id, netns) = net.container("c");
+    let o = net.run("ADD", &id, &netns, &net.conf("1.0.0"));
+    assert_eq!(error_code(&o), 7, "{}", o.json);
+    assert!(o.json["msg"].as_str().unwrap().contains("gateway"), "{}", o.json);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+}
+
+/// An outside namespace behind a test veth (the uplink); removed on drop.
+struct OutsideNet {
+    ns: String,
+    uplink: String,
+}
+
+fn sb_outside(sb: &Sandbox, net: u8) -> OutsideNet {
+    let (ns, uplink) = (sb.name("out"), format!("u{}", sb.prefix));
+    host("ip", &["netns", "add", &ns]);
+    host("ip", &["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+    host("ip", &["addr", "add", &format!("172.31.{net}.1/24"), "dev", &uplink]);
+    host("ip", &["link", "set", &uplink, "up"]);
+    host("ip", &["-n", &ns, "addr", "add", &format!("172.31.{net}.2/24"), "dev", "eth0"]);
+    host("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+    host("ip", &["-n", &ns, "route", "add", "default", "via", &format!("172.31.{net}.1")]);
+    OutsideNet { ns, uplink }
+}
+
+impl Drop for OutsideNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.uplink]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// `switch ns attach` does for people what the plugin does for runtimes: any existing
+/// namespace plugged in, taken out again, never deleted.
+#[test]
+fn ns_attach_plugs_any_namespace_and_never_deletes_it() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("att", "tc", &["--gateway", "10.165.0.254/24"]);
+    let b = sb.port(&sw, "b", "10.165.0.2/24", &[]);
+    let (theirs, name) = (sb.name("theirs"), sb.name("ctr"));
+    host("ip", &["netns", "add", &theirs]);
+    let path = format!("/run/netns/{theirs}");
+    let r = json(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw, "--mtu", "1400"]);
+    assert_eq!(r["created"], true, "{r}");
+    assert!(ping(&theirs, "10.165.0.2", 1) && ping(&theirs, "10.165.0.254", 1));
+    assert!(exec_ip(&theirs, &["link", "show", "eth0"]).contains("mtu 1400"));
+    let row = ns_info(&name);
+    assert_eq!((row["kind"].as_str(), row["netns"].as_str()), (Some("attached"), Some(path.as_str())), "{row}");
+    // Again: nothing to do. Elsewhere, or a file that is no namespace, or a name the switch
+    // uses: refused, nothing recorded.
+    let again =
+        json(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw, "--mtu", "1400"]);
+    assert_eq!(again["created"], false);
+    let e = fails(
+        &["ns", "attach", &sb.name("x"), "--netns", "/etc/hostname", "--ip", "10.165.0.6/24", "--switch", &sw],
+        2,
+    );
+    assert!(e.contains("not a namespace"), "{e}");
+    let e = fails(&["ns", "attach", &b, "--netns", &path, "--ip", "10.165.0.7/24", "--switch", &sw], 2);
+    assert!(e.contains("already exists"), "{e}");
+    assert!(json(&["ns", "list"]).as_array().unwrap().iter().all(|r| r["namespace"] != sb.name("x").as_str()));
+    // Detach: the veth goes, the namespace stays; a second detach is no error.
+    assert_eq!(json(&["ns", "detach", &name])["removed"], true);
+    assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1);
+    assert_eq!(json(&["ns", "detach", &name])["removed"], false);
+    // Attached again, then the whole switch goes: still not their namespace.
+    ok(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw]);
+    ok(&["down", "--switch", &sw]);
+    assert!(std::path::Path::new(&path).exists(), "down deleted a namespace it did not make");
+    assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1, "down left the veth in their namespace");
+    host("ip", &["netns", "del", &theirs]);
+}
