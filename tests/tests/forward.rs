@@ -821,3 +821,34 @@ fn a_syn_flood_does_not_break_an_established_connection() {
     let _ = servers.kill();
     let _ = servers.wait();
 }
+
+/// A host port held open for the target itself (a container runtime's reservation: a
+/// process whose command line names the port's owner, as conmon names its container) does
+/// not stop the forward; any other listener does.
+#[test]
+fn a_port_reserved_for_the_target_itself_can_be_forwarded() {
+    use std::io::BufRead as _;
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, 125);
+    let sw = sb.switch("sw", "tc", &["--gateway", "10.125.0.254/24", "--uplink", &out.uplink]);
+    let web = sb.port(&sw, "web", "10.125.0.10/24", &[]);
+    let other = sb.port(&sw, "other", "10.125.0.11/24", &[]);
+    let hold = "import socket, sys\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 12580)); s.listen(1); print('ready', flush=True); sys.stdin.readline()";
+    let mut holder = Command::new("python3")
+        .args(["-c", hold, "--cid", &web])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let e = fails(
+        &["forward", "add", "--proto", "tcp", "--host-port", "12580", "--to", &format!("{other}:80"), "--switch", &sw],
+        2,
+    );
+    assert!(e.contains("listens"), "{e}");
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", "12580", "--to", &format!("{web}:80"), "--switch", &sw]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}

@@ -139,8 +139,47 @@ pub struct AddOptions {
     pub to: PortRange,
 }
 
-/// Host ports in `range` that a host process listens on (TCP) or is bound to (UDP).
-fn host_listeners(proto: Proto, range: PortRange) -> Vec<u16> {
+/// Host ports in `range` that a host process listens on (TCP) or is bound to (UDP), other than
+/// the reservations of the target `owner` itself: a container runtime holds a published port
+/// open for its container (rootful podman's conmon, whose command line names the container),
+/// and the forward is exactly what that reservation is for.
+fn host_listeners(proto: Proto, range: PortRange, owner: &str) -> Vec<u16> {
+    let mut own: Option<Vec<u64>> = None;
+    let mut out = vec![];
+    for (port, inode) in listening_sockets(proto, range) {
+        let own = own.get_or_insert_with(|| sockets_of_processes_naming(owner));
+        if !own.contains(&inode) {
+            out.push(port);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Inodes of the sockets held by processes whose command line has `word` as one argument.
+fn sockets_of_processes_naming(word: &str) -> Vec<u64> {
+    let mut inodes = vec![];
+    let Ok(procs) = fs::read_dir("/proc") else { return inodes };
+    for p in procs.filter_map(|e| e.ok()) {
+        let dir = p.path();
+        let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+        if !cmdline.split(|&b| b == 0).any(|arg| arg == word.as_bytes()) {
+            continue;
+        }
+        for fd in fs::read_dir(dir.join("fd")).into_iter().flatten().filter_map(|e| e.ok()) {
+            let link = fs::read_link(fd.path()).unwrap_or_default();
+            let link = link.to_string_lossy();
+            if let Some(n) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                inodes.extend(n.parse::<u64>().ok());
+            }
+        }
+    }
+    inodes
+}
+
+/// (port, socket inode) of every listening TCP or bound UDP socket with a port in `range`.
+fn listening_sockets(proto: Proto, range: PortRange) -> Vec<(u16, u64)> {
     let files: &[&str] = match proto {
         Proto::Tcp => &["/proc/net/tcp", "/proc/net/tcp6"],
         Proto::Udp => &["/proc/net/udp", "/proc/net/udp6"],
@@ -156,13 +195,12 @@ fn host_listeners(proto: Proto, range: PortRange) -> Vec<u16> {
                 Proto::Udp => *st == "07",
             };
             let port = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            let inode = cols.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
             if let Some(p) = port.filter(|p| listening && (range.first..=range.last).contains(p)) {
-                out.push(p);
+                out.push((p, inode));
             }
         }
     }
-    out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -199,7 +237,7 @@ fn check(state: &State, o: &AddOptions) -> Result<Ipv4Addr> {
             ));
         }
     }
-    let busy = host_listeners(o.proto, o.host);
+    let busy = host_listeners(o.proto, o.host, &o.ns);
     if !busy.is_empty() {
         return Err(Error::invalid(
             "port",
