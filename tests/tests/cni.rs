@@ -356,6 +356,14 @@ fn port_mappings_are_forwards_and_go_with_the_container() {
     assert!(error_code(&o) == 7, "{}", o.json);
     assert_eq!(net.leases().len(), 1, "the failed ADD kept its lease: {:?}", net.leases());
     assert!(json(&["ns", "list"]).as_array().unwrap().iter().all(|r| r["namespace"] != id2.as_str()));
+    // hostIP: the uplink's own address is fine, any other is refused (nothing published).
+    let (id3, netns3) = net.container("web3");
+    let mut pinned = net.conf("1.0.0");
+    pinned["runtimeConfig"] = json!({ "portMappings": [{ "hostPort": 16390, "containerPort": 80, "protocol": "tcp", "hostIP": "192.0.2.1" }]});
+    assert_eq!(error_code(&net.run("ADD", &id3, &netns3, &pinned)), 7);
+    pinned["runtimeConfig"]["portMappings"][0]["hostIP"] = json!("172.31.163.1");
+    assert!(net.run("ADD", &id3, &netns3, &pinned).ok);
+    assert!(net.run("DEL", &id3, &netns3, &pinned).ok);
     let _ = server.kill();
     let _ = server.wait();
     assert!(net.run("DEL", &id, &netns, &conf).ok);

@@ -15,6 +15,7 @@ use crate::{
     datapath::DatapathKind,
     names::Cidr,
     state::Proto,
+    sys::netlink::Netlink,
 };
 
 /// ADD for `env`'s container with configuration `conf` (its raw bytes in `stdin`, for IPAM).
@@ -103,6 +104,26 @@ pub(super) fn proto(m: &PortMapping) -> Result<Proto, CniError> {
     }
 }
 
+/// Published ports answer on every uplink address (and 127.0.0.1 on the host): a `hostIP`
+/// that names one of them is honoured that far; any other address is refused rather than
+/// published somewhere the user did not ask for.
+async fn check_host_ip(conf: &NetConf, host_ip: &str) -> Result<(), CniError> {
+    if host_ip.is_empty() || host_ip == "0.0.0.0" || host_ip == "127.0.0.1" {
+        return Ok(());
+    }
+    let refused = |why: String| CniError::new(Code::InvalidConfig, format!("hostIP {host_ip}: {why}"));
+    let ip: std::net::Ipv4Addr = host_ip.parse().map_err(|_| refused("not an IPv4 address".into()))?;
+    let nl = Netlink::new()?;
+    for uplink in conf.uplinks() {
+        if let Some(i) = nl.ifindex(&uplink).await?
+            && nl.ipv4_addrs(i).await?.contains(&ip)
+        {
+            return Ok(());
+        }
+    }
+    Err(refused(format!("not an address of the uplinks [{}]", conf.uplinks().join(", "))))
+}
+
 /// Forwards the published ports (`runtimeConfig.portMappings`) to the container. A mapping
 /// already forwarded to it (a repeated ADD) is kept; on failure the ones made here go again.
 async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError> {
@@ -110,14 +131,7 @@ async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError
     let mut made: Vec<(Proto, u16)> = vec![];
     for m in &conf.runtime_config.port_mappings {
         let proto = proto(m)?;
-        // Published ports answer on every uplink address (and 127.0.0.1 on the host): a
-        // hostIP that names one of them is honoured that far; any other is refused.
-        if !m.host_ip.is_empty() && m.host_ip != "0.0.0.0" && m.host_ip != "127.0.0.1" && conf.uplinks().is_empty() {
-            return Err(CniError::new(
-                Code::InvalidConfig,
-                format!("hostIP {} needs an uplink in the configuration", m.host_ip),
-            ));
-        }
+        check_host_ip(conf, &m.host_ip).await?;
         let same = existing.iter().any(|f| {
             f.proto == proto
                 && f.host_first == m.host_port
