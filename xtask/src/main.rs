@@ -60,7 +60,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
+    // Container runtime tests (tests/tests/podman.rs): podman with the CNI backend, and runc
+    // (crun fails on this machine kind's hybrid cgroups).
+    ("podman", "podman"),
+    ("runc", "runc"),
 ];
+
+/// Debian packages that put nothing on PATH to look for, so dpkg is asked whether they are
+/// installed: the reference CNI plugins (/usr/lib/cni: bridge, portmap, host-local) and the
+/// static busybox whose root file system the podman tests import as their image (no
+/// registry). A file would not do for busybox: the dynamic `busybox` package installs the same
+/// /bin/busybox, and a dynamic binary does not run in an image without its libraries.
+const PACKAGES_WITHOUT_BINARY: &[&str] = &["containernetworking-plugins", "busybox-static"];
 
 /// bpf-linker release known to build against LLVM 22 here.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -129,6 +140,13 @@ fn have(binary: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether dpkg has `package` installed (not merely known, or removed with its configuration
+/// left).
+fn installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_ok_and(|status| status == "installed")
+}
+
 fn setup() -> Result<()> {
     if !nix_is_root() {
         bail!("cargo xtask must run as root: it installs packages, mounts bpffs and the tests create namespaces");
@@ -148,6 +166,7 @@ fn nix_is_root() -> bool {
 fn packages() -> Result<()> {
     let mut missing: Vec<&str> = PACKAGES.iter().filter(|(bin, _)| !have(bin)).map(|(_, pkg)| *pkg).collect();
     missing.dedup();
+    missing.extend(PACKAGES_WITHOUT_BINARY.iter().filter(|pkg| !installed(pkg)));
     if missing.is_empty() {
         return Ok(());
     }
