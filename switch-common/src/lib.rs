@@ -288,8 +288,9 @@ pub struct NatConfig {
     pub masq_first: u16,
     /// Number of masquerade ports (at least 1).
     pub masq_count: u16,
-    /// Explicit padding (the struct has none the kernel and userspace could disagree on).
-    pub pad: u32,
+    /// The gateway's address (network order): the switch's namespaces and the host reach
+    /// forwarded ports on it too (a container's "host" address), as on an uplink address.
+    pub gateway_addr: u32,
 }
 
 /// What a UDP socket last sent to through a forward, so its replies can be given the

@@ -32,12 +32,16 @@ fn target(ctx: &SockAddrContext) -> Option<(u32, u16, FwdTarget)> {
     let host = NAT_CONFIG.get(0).map_or(0, |c| c.host_netns_cookie);
     let netns = sock_netns_cookie(ctx);
     let from_host = host != 0 && netns == host;
-    // SAFETY (the two map lookups below): presence checks, no value is read.
+    // The gateway's address is the host as the switch's namespaces see it: a forwarded port
+    // answers there too (for them and for the host), as it does on the uplink addresses.
+    let gateway = NAT_CONFIG.get(0).map_or(0, |c| c.gateway_addr);
+    // SAFETY (the map lookups below): presence checks, no value is read.
     if addr == LOOPBACK {
         if !from_host {
             return None;
         }
-    } else if unsafe { UPLINK_ADDRS.get(&addr) }.is_none() || !(from_host || unsafe { NAT_NETNS.get(&netns) }.is_some())
+    } else if (addr != gateway && unsafe { UPLINK_ADDRS.get(&addr) }.is_none())
+        || !(from_host || unsafe { NAT_NETNS.get(&netns) }.is_some())
     {
         return None;
     }

@@ -49,7 +49,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Run, Value};
+use crate::{Run, Value, host};
 
 /// The image every test container runs: busybox (`PATH=/bin`, `CMD /bin/sh`).
 pub const IMAGE: &str = "localhost/switch-test-busybox";
@@ -63,6 +63,8 @@ static ENVS: AtomicU32 = AtomicU32::new(0);
 /// Files of an environment's directory listing the host interfaces and network namespaces
 /// made for it, one a line.
 const HOST_LINKS: &str = "host-links";
+/// File listing the switches switch-cni networks of the environment brought up.
+const HOST_SWITCHES: &str = "host-switches";
 const HOST_NETNS: &str = "host-netns";
 
 /// Locks `m`, also after a panicking test poisoned it (tear-down must still run).
@@ -489,6 +491,9 @@ pub enum NetKind {
     /// Podman's own reference chain, the baseline: `bridge` (isGateway, ipMasq, hairpinMode)
     /// with `host-local`, then `portmap` (capability `portMappings`).
     Bridge,
+    /// This project's plugin, `switch-cni` (tc datapath), with `host-local`; published ports
+    /// answer on the network's uplink.
+    SwitchCni,
 }
 
 /// A network written into an environment's config directory.
@@ -504,6 +509,8 @@ pub struct Network {
     pub gateway: String,
     /// Host interface the network's containers hang off (the bridge), if it has one.
     pub bridge: Option<String>,
+    /// The switch of a switch-cni network.
+    pub switch: Option<String>,
     /// host-local's directory for this network (its `dataDir` + the network name).
     ipam_dir: PathBuf,
 }
@@ -523,9 +530,10 @@ impl Network {
     /// The host ends of the containers' interfaces now attached to the network: one per
     /// running container, none left by a removed one.
     pub fn ports(&self) -> Vec<String> {
-        let br = match (self.kind, &self.bridge) {
-            (NetKind::Bridge, Some(br)) => br,
-            (NetKind::Bridge, None) => unreachable!("a bridge network has a bridge"),
+        let br = match (self.kind, &self.bridge, &self.switch) {
+            (NetKind::Bridge, Some(br), _) => br,
+            (NetKind::SwitchCni, _, Some(sw)) => return switch_ports(sw),
+            _ => unreachable!("a bridge network has a bridge, a switch-cni network a switch"),
         };
         let out = run_cmd(Command::new("ip").args(["-o", "link", "show", "master", br]));
         let mut v: Vec<String> = out
@@ -658,6 +666,17 @@ impl Podman {
         self.append(HOST_LINKS, link);
     }
 
+    /// A veth pair on the host as network `n`'s uplink (172.28.N.1/24 on one end), owned.
+    fn own_uplink(&self, n: u8) -> String {
+        let (a, b) = (format!("{}u{n}", self.prefix), format!("{}v{n}", self.prefix));
+        self.own_link(&a);
+        host("ip", &["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        host("ip", &["addr", "add", &format!("172.28.{n}.1/24"), "dev", &a]);
+        host("ip", &["link", "set", &a, "up"]);
+        host("ip", &["link", "set", &b, "up"]);
+        a
+    }
+
     /// Records a network namespace (in /run/netns) the test makes, as [`Podman::own_link`].
     pub fn own_netns(&self, ns: &str) {
         self.append(HOST_NETNS, ns);
@@ -676,8 +695,16 @@ impl Podman {
     }
 
     /// Writes network number `n` of `kind` (subnet 10.89.N.0/24, distinct per test: host
-    /// routes and bridges are host-wide) and returns it.
+    /// routes and bridges are host-wide) and returns it. A switch-cni network gets an uplink
+    /// of its own (a veth pair on the host), so published ports never adopt the machine's
+    /// default route.
     pub fn network(&self, kind: NetKind, n: u8) -> Network {
+        self.network_on(kind, n, None)
+    }
+
+    /// `network`, with published ports answering on host interface `uplink` (switch-cni;
+    /// bridge+portmap answers on every host address anyway).
+    pub fn network_on(&self, kind: NetKind, n: u8, uplink: Option<&str>) -> Network {
         let name = format!("{}n{n}", self.prefix);
         let subnet = format!("10.89.{n}.0/24");
         let gateway = format!("10.89.{n}.1");
@@ -708,12 +735,35 @@ impl Podman {
                 });
                 (json, Some(bridge))
             }
+            NetKind::SwitchCni => {
+                let uplink = uplink.map_or_else(|| self.own_uplink(n), str::to_owned);
+                let json = serde_json::json!({
+                    "cniVersion": "0.4.0",
+                    "plugins": [{
+                        "type": "switch-cni",
+                        "switch": format!("{}s{n}", self.prefix),
+                        "uplink": uplink,
+                        "capabilities": {"portMappings": true, "mac": true, "ips": true},
+                        "ipam": {
+                            "type": "host-local",
+                            "dataDir": ipam_data,
+                            "routes": [{"dst": "0.0.0.0/0"}],
+                            "ranges": [[{"subnet": subnet, "gateway": gateway}]]
+                        }
+                    }]
+                });
+                (json, None)
+            }
         };
+        let switch = (kind == NetKind::SwitchCni).then(|| format!("{}s{n}", self.prefix));
+        if let Some(sw) = &switch {
+            self.append(HOST_SWITCHES, sw);
+        }
         if let Some(b) = &bridge {
             self.own_link(b);
         }
         self.write_conflist(&name, &json);
-        let net = Network { ipam_dir: ipam_data.join(&name), name, kind, subnet, gateway, bridge };
+        let net = Network { ipam_dir: ipam_data.join(&name), name, kind, subnet, gateway, bridge, switch };
         lock(&self.networks).push(net.clone());
         net
     }
@@ -837,6 +887,14 @@ impl Podman {
                 }
             }
         }
+        // switch-cni's switches stay up after their last container (they are the network):
+        // the test takes them down, which also gives back their sysctls.
+        for sw in self.owned(HOST_SWITCHES) {
+            let r = run_cmd(Command::new(crate::switch_bin()).args(["down", "--switch", &sw]));
+            if r.code != 0 {
+                left.push(format!("switch down --switch {sw} failed: {}", r.stderr.trim()));
+            }
+        }
         // The bridge plugin never deletes its bridge; with it go its addresses, routes and
         // sysctls (portmap's route_localnet).
         for link in self.owned(HOST_LINKS) {
@@ -877,4 +935,19 @@ impl Drop for Podman {
             panic!("{msg}");
         }
     }
+}
+
+/// The host ends of the container ports of switch `sw` (`switch ports`).
+fn switch_ports(sw: &str) -> Vec<String> {
+    let r = run_cmd(Command::new(crate::switch_bin()).args(["ports", "--switch", sw, "--json"]));
+    let rows: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
+    let mut v: Vec<String> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["kind"] == "adopted")
+        .filter_map(|p| p["interface"].as_str().map(str::to_owned))
+        .collect();
+    v.sort();
+    v
 }

@@ -37,6 +37,14 @@ macro_rules! network_matrix {
                 }
             )*
         }
+        mod switch_cni {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(switch_tests::podman::NetKind::SwitchCni)
+                }
+            )*
+        }
     };
 }
 
@@ -197,10 +205,16 @@ fn ping_and_inspect(kind: NetKind) {
 /// client where the path has no reason to hide it; on bridge+portmap, portmap masquerades
 /// what comes from 127.0.0.1 or from the container subnet (so the reply comes back through
 /// the host), and the server sees the gateway.
+///
+/// On switch-cni the socket hooks point a connection to a published port straight at the
+/// container, before any packet exists: a container is seen with its own address (hairpin),
+/// and the host with its address on the segment (the gateway), whichever address it used.
 fn expected_peer(kind: NetKind, net: &Network, client: &str, masqueraded: bool) -> String {
     match kind {
         NetKind::Bridge if masqueraded => net.gateway.clone(),
         NetKind::Bridge => client.to_owned(),
+        NetKind::SwitchCni if net.holds(client) => client.to_owned(),
+        NetKind::SwitchCni => net.gateway.clone(),
     }
 }
 
@@ -212,7 +226,7 @@ fn published_port(kind: NetKind) {
     let t = Instant::now();
     let pm = Podman::new(&plugin_dir());
     let out = Outside::new(&pm, 102);
-    let net = pm.network(kind, 102);
+    let net = pm.network_on(kind, 102, Some(&out.uplink));
     let port = "38102";
     let web = pm.run_detached("web", &net.name, &["-p", &format!("{port}:80")], &["sh", "-c", HTTPD]);
     let client = pm.run_detached("client", &net.name, &[], IDLE);

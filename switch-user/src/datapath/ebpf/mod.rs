@@ -270,7 +270,7 @@ impl PortForwarding for Ebpf {
             gateway_ifindex: nl.ifindex(&setup.gateway_if).await?.unwrap_or(0),
             masq_first,
             masq_count,
-            pad: 0,
+            gateway_addr: wire(gateway.addr),
         };
         let (pins, uplinks, gateway_if) = (self.pins.clone(), setup.uplinks.clone(), setup.gateway_if.clone());
         blocking(move || {
