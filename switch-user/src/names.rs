@@ -141,6 +141,18 @@ impl FromStr for Mac {
 }
 
 impl Mac {
+    /// A random locally administered unicast address (what the kernel picks for a veth end
+    /// without one), chosen here so the port can be bound to it before the interface exists.
+    pub fn random_station() -> Result<Self> {
+        use std::io::Read as _;
+        let mut b = [0u8; 6];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| Error::Io { context: "reading /dev/urandom".into(), source: e })?;
+        b[0] = (b[0] & 0xfe) | 0x02;
+        Ok(Self(b))
+    }
+
     /// Checks that the address can be a station's own address (unicast, not zero).
     pub fn validate_station(self) -> Result<Self> {
         if !switch_common::is_valid_source(&self.0) {

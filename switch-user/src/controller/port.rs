@@ -32,7 +32,10 @@ pub(crate) struct Made {
 /// address and default route inside, and plugs the host end into the datapath.
 ///
 /// The program is attached and the port registered before the host end goes up, so no frame
-/// from the namespace ever reaches the host stack unswitched.
+/// from the namespace ever reaches the host stack unswitched. The MAC is chosen here (unless
+/// given), so the datapath can take the port, bound to it, while the namespace side is set
+/// up on its own thread: attaching a TCX program waits out an RCU grace period (about 10 ms
+/// here), which then costs nothing.
 pub(crate) async fn make_namespace_port(
     dp: &dyn Datapath,
     port: &PortState,
@@ -46,7 +49,11 @@ pub(crate) async fn make_namespace_port(
         netns::create(ns).await?;
     }
     let ns_file = netns::open_path(&ns_path)?;
-    let ifindex = nl.add_veth(&port.host_if, &port.peer_if, ns_file.as_raw_fd(), port.mac, port.mtu).await?;
+    let mac = match port.mac {
+        Some(m) => m,
+        None => Mac::random_station()?,
+    };
+    let ifindex = nl.add_veth(&port.host_if, &port.peer_if, ns_file.as_raw_fd(), Some(mac), port.mtu).await?;
     drop(ns_file);
     failpoint("ns-add:veth")?;
 
@@ -57,7 +64,7 @@ pub(crate) async fn make_namespace_port(
     // The namespace side runs on the namespace's own thread: /proc/sys/net and ioctl sockets
     // see the namespace of the thread that opens them; a handle of the datapath goes along.
     let prepare = dp.kind().open(dp.switch());
-    let (mac, cookie) = netns::run_in_path(&ns_path, move |h| async move {
+    let inside = netns::run_in_path(&ns_path, move |h| async move {
         let nl = Netlink::from_handle(h);
         sysctl::disable_ipv6(&ns_if)?;
         prepare.prepare_peer(&ns_if)?;
@@ -68,13 +75,17 @@ pub(crate) async fn make_namespace_port(
         if let Some(gw) = gateway {
             nl.add_default_route(gw).await?;
         }
-        let mac = nl.mac(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} has no MAC address")))?;
-        Ok((mac, netns::cookie_here()?))
-    })
-    .await?;
-    // Bound to the MAC the namespace's end really has (port security needs it).
-    let plugged = PortState { host_ifindex: ifindex, netns_cookie: cookie, mac: Some(mac), ..port.clone() };
-    dp.attach_port(&plugged).await?;
+        netns::cookie_here()
+    });
+    // Bound to the MAC the namespace's end was made with (port security needs it).
+    let plugged = PortState { host_ifindex: ifindex, mac: Some(mac), ..port.clone() };
+    let (cookie, attached) = tokio::join!(inside, dp.attach_port(&plugged));
+    let cookie = cookie?;
+    attached?;
+    if let Some(fw) = dp.forwarding() {
+        // Sockets of this namespace may reach forwards on the uplinks directly.
+        fw.allow_netns(cookie).await?;
+    }
     failpoint("ns-add:attached")?;
     nl.set_up(ifindex).await?;
     Ok(Made { ifindex, mac, cookie })
