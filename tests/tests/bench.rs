@@ -11,7 +11,20 @@ fn quick_bench_produces_well_formed_results() {
     let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["tcp", "udp64", "lat_p50", "lat_p99", "lat_poll_p50", "lat_poll_p99", "fwd_tcp", "fwd_conn", "bringup_10"]
+        [
+            "tcp",
+            "udp64",
+            "lat_p50",
+            "lat_p99",
+            "lat_poll_p50",
+            "lat_poll_p99",
+            "fwd_tcp",
+            "fwd_conn",
+            "bringup_10",
+            "cni_add",
+            "cni_del",
+            "cni_add_parallel"
+        ]
     );
     for m in &metrics[..6] {
         let rows = m["rows"].as_array().unwrap();
@@ -48,15 +61,23 @@ fn quick_bench_produces_well_formed_results() {
     let bring = &metrics[8]["rows"];
     assert_eq!(bring.as_array().unwrap().len(), 2);
     assert!(bring[0]["median"].as_f64().unwrap() > 0.0);
+    // CNI plugins: switch-cni against the bridge plugin (the baseline), times in ms.
+    for m in &metrics[9..12] {
+        let rows = m["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
+        assert_eq!(names, ["switch-cni", "bridge-cni"], "{}", m["id"]);
+        assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
+        assert_eq!(rows[1]["vs"]["bridge-cni"].as_f64(), Some(1.0));
+    }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 11);
+    assert_eq!(targets.len(), 13);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 6 * 7 + 2 * 3 + 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    assert!(measured >= 6 * 7 + 2 * 3 + 2 + 3 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
     // Nothing of the benchmark is left.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
 }

@@ -3,6 +3,7 @@
 //! the shared machine hits them all alike, and reported as medians, min-max and the ratios to
 //! each comparison's baselines (the bridge and the bare veth pair; for port forwarding plain
 //! routing and iptables DNAT) computed round by round.
+pub mod cni;
 pub mod forward;
 pub mod report;
 pub mod tools;
@@ -49,7 +50,8 @@ impl Options {
     /// checking that `only` names known contenders.
     fn contenders(&self) -> Result<Vec<Contender>> {
         let forwards = forward::contenders();
-        let known = || ALL.iter().map(|c| c.name).chain(forwards.iter().map(|f| f.name));
+        let known =
+            || ALL.iter().map(|c| c.name).chain(forwards.iter().map(|f| f.name)).chain(CNI_CONTENDERS.iter().copied());
         if let Some(name) = self.only.iter().find(|o| !known().any(|k| k == *o)) {
             let known: Vec<&str> = known().collect();
             return Err(Error::invalid("contender", name.clone(), format!("known: {}", known.join(", "))));
@@ -71,13 +73,18 @@ impl Options {
         self.only.is_empty() || forward::contenders().iter().any(|c| self.named(c.name))
     }
 
+    /// Whether the CNI comparison runs.
+    fn cni(&self) -> bool {
+        self.only.is_empty() || CNI_CONTENDERS.iter().any(|c| self.named(c))
+    }
+
     /// The bring-up comparisons to run: none in a run of chosen contenders.
     fn bringup(&self) -> &[usize] {
         if self.only.is_empty() { &self.bringup } else { &[] }
     }
 }
 
-/// Removes whatever an interrupted run left: every contender's topology, the forward
+/// Removes whatever an interrupted run left: every contender's topology, the forward and CNI
 /// contenders and the bring-up namespaces. Nothing there is fine.
 pub async fn cleanup() {
     for (i, c) in ALL.iter().enumerate() {
@@ -85,6 +92,9 @@ pub async fn cleanup() {
     }
     for c in forward::contenders() {
         c.remove().await;
+    }
+    for p in cni::contenders().into_iter().flatten() {
+        cni::remove(&p).await;
     }
     let _ = crate::controller::switch::down(BRINGUP_SWITCH).await;
     for i in 0..BRINGUP_MAX {
@@ -137,11 +147,14 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let contenders = opts.contenders()?;
     let topologies: Vec<Topology> = contenders.iter().enumerate().map(|(i, c)| Topology::new(i, *c)).collect();
     let forwarded = if opts.forwards() { forward::contenders().len() } else { 0 };
+    let plugins = if opts.cni() { CNI_CONTENDERS.len() } else { 0 };
     let steps = (opts.rounds * topologies.len() * MEASUREMENTS.len()
         + opts.rounds * opts.bringup().len() * 2
         + topologies.len()
         + opts.rounds * forwarded * 2
-        + forwarded) as u64;
+        + forwarded
+        + opts.rounds * plugins
+        + plugins) as u64;
     bar.set_length(steps);
 
     let measured = measure_all(opts, &topologies, bar).await;
@@ -152,6 +165,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let series = measured?;
     let forwards = if opts.forwards() { forwards(opts, bar).await? } else { vec![] };
     let bringup = bringup(opts, bar).await?;
+    let cni = if opts.cni() { cni(opts, bar).await? } else { vec![] };
     bar.finish_and_clear();
 
     let mut metrics: Vec<MetricReport> = vec![];
@@ -167,6 +181,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     }
     metrics.extend(forwards);
     metrics.extend(bringup);
+    metrics.extend(cni);
     Ok(Report::new(Machine::read(), opts, metrics))
 }
 
@@ -296,6 +311,83 @@ async fn forwards(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>
             "",
             &forward::BASELINES,
             rows(conn),
+        ),
+    ])
+}
+
+/// The contenders of the CNI comparison (the second is the baseline).
+const CNI_CONTENDERS: [&str; 2] = ["switch-cni", "bridge-cni"];
+
+/// CNI plugins: ADD and DEL one after another (median of 10 per round) and 10 ADDs at once
+/// (wall time), switch-cni against the bridge plugin, interleaved per round. A plugin that is
+/// not installed (the bridge plugin comes with containernetworking-plugins) is not measured.
+async fn cni(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let plugins = cni::contenders()?;
+    let mut add = vec![Series::default(), Series::default()];
+    let mut del = vec![Series::default(), Series::default()];
+    let mut parallel = vec![Series::default(), Series::default()];
+    for (i, p) in plugins.iter().enumerate() {
+        bar.set_message(format!("CNI: bringing up {}'s network", p.name));
+        cni::remove(p).await;
+        if let Err(e) = cni::warm_up(p).await {
+            for s in [&mut add[i], &mut del[i], &mut parallel[i]] {
+                s.record(Err(Error::Command(e.to_string())), p.name, bar);
+            }
+        }
+        bar.inc(1);
+    }
+    for round in 1..=opts.rounds {
+        for (i, p) in plugins.iter().enumerate() {
+            bar.set_message(format!("round {round}/{}: CNI ADD/DEL of {}", opts.rounds, p.name));
+            if add[i].error.is_none() {
+                match cni::round(p).await {
+                    Ok((a, d, w)) => {
+                        add[i].values.push(a);
+                        del[i].values.push(d);
+                        parallel[i].values.push(w);
+                    }
+                    Err(e) => {
+                        for s in [&mut add[i], &mut del[i], &mut parallel[i]] {
+                            s.record(Err(Error::Command(e.to_string())), p.name, bar);
+                        }
+                    }
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    for p in &plugins {
+        cni::remove(p).await;
+    }
+    let rows = |s: Vec<Series>| plugins.iter().map(|p| p.name.to_owned()).zip(s).collect::<Vec<_>>();
+    let baseline = [CNI_CONTENDERS[1]];
+    Ok(vec![
+        MetricReport::new(
+            "cni_add",
+            &format!("CNI ADD, one at a time (median of {} per round; host-local IPAM)", cni::ADDS),
+            "ms",
+            false,
+            "",
+            &baseline,
+            rows(add),
+        ),
+        MetricReport::new(
+            "cni_del",
+            "CNI DEL, one at a time (median per round)",
+            "ms",
+            false,
+            "",
+            &baseline,
+            rows(del),
+        ),
+        MetricReport::new(
+            "cni_add_parallel",
+            &format!("{} CNI ADDs at once (wall time)", cni::ADDS),
+            "ms",
+            false,
+            "",
+            &baseline,
+            rows(parallel),
         ),
     ])
 }

@@ -220,6 +220,7 @@ impl Report {
             met: m.map(|m| m <= goal),
         };
         let hundred = self.metric("bringup_100").and_then(|m| m.rows.first()).map(|r| r.median);
+        let cni_add = self.metric("cni_add").and_then(|m| m.row("switch-cni")).map(|r| r.median);
         vec![
             at_least("tc TCP throughput vs bare veth", 0.97, ratio("tcp", "tc", "veth")),
             at_least("tc TCP throughput vs Linux bridge", 1.10, ratio("tcp", "tc", "bridge")),
@@ -256,6 +257,13 @@ impl Report {
                 0.95,
                 ratio("fwd_conn", "ebpf-forward", "routed"),
             ),
+            at_most("switch-cni ADD vs the bridge plugin", 1.00, ratio("cni_add", "switch-cni", "bridge-cni")),
+            Target {
+                what: "switch-cni ADD (median)".into(),
+                goal: "< 20 ms".into(),
+                measured: cni_add,
+                met: cni_add.map(|ms| ms < 20.0),
+            },
         ]
     }
 
