@@ -113,21 +113,30 @@ pub const ECHO_REPLY: u8 = 0;
 
 /// An Ethernet + IPv4 + ICMP echo (request or reply, `kind`) frame with correct checksums.
 pub fn icmp_echo(kind: u8, src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let mut l4 = vec![kind, 0, 0, 0];
-    l4.extend_from_slice(&id.to_be_bytes());
-    l4.extend_from_slice(&seq.to_be_bytes());
-    l4.extend_from_slice(b"ping, masquerade");
-    let c = fold(csum_add(0, &l4));
-    l4[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, ICMP, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    let mut msg = vec![kind, 0, 0, 0];
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(b"ping, masquerade");
+    // An echo as a host sends it: don't-fragment set.
+    icmp_frame(msg, [0, 0x12, 0x34, 0x40], src, dst)
+}
+
+/// An Ethernet + IPv4 frame carrying ICMP message `msg` (its checksum field zero, filled in
+/// here), from `src` to `dst`; `tos_id_flags` are the header's TOS byte, identification and
+/// the flags byte.
+fn icmp_frame(mut msg: Vec<u8>, tos_id_flags: [u8; 4], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let c = fold(csum_add(0, &msg));
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let [tos, id_hi, id_lo, flags] = tos_id_flags;
+    let mut ip = vec![0x45, tos, 0, 0, id_hi, id_lo, flags, 0, 64, ICMP, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + msg.len()) as u16).to_be_bytes());
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     let c = fold(csum_add(0, &ip));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
     f.extend(ip);
-    f.extend(l4);
+    f.extend(msg);
     f
 }
 
@@ -214,21 +223,11 @@ pub fn inspect(f: &[u8]) -> Seen {
 /// with `mtu` in its second word) from `src` to `dst`, quoting `quoted` (an IPv4 packet, its
 /// header and at least 8 bytes after it), with correct checksums.
 pub fn icmp_error(kind: u8, code: u8, mtu: u16, src: [u8; 4], dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let mut l4 = vec![kind, code, 0, 0, 0, 0];
-    l4.extend_from_slice(&mtu.to_be_bytes());
-    l4.extend_from_slice(quoted);
-    let c = fold(csum_add(0, &l4));
-    l4[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x45, 0xc0, 0, 0, 0x56, 0x78, 0, 0, 64, ICMP, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = fold(csum_add(0, &ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend(ip);
-    f.extend(l4);
-    f
+    let mut msg = vec![kind, code, 0, 0, 0, 0];
+    msg.extend_from_slice(&mtu.to_be_bytes());
+    msg.extend_from_slice(quoted);
+    // As Linux sends its errors: TOS 0xc0 (network control), fragmentable.
+    icmp_frame(msg, [0xc0, 0x56, 0x78, 0], src, dst)
 }
 
 /// What an ICMP error frame says: (its source, its destination) and the quoted packet's

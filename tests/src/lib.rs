@@ -7,6 +7,7 @@
 pub mod bpf;
 pub mod ipv4;
 pub mod nat;
+pub mod outside;
 pub mod podman;
 
 use std::{

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::json;
-use switch_tests::*;
+use switch_tests::{outside::Outside, *};
 
 /// `switch-cni`, next to the `switch` binary under test.
 fn cni_bin() -> PathBuf {
@@ -313,7 +313,7 @@ fn concurrent_adds_and_dels_all_land() {
 #[test]
 fn port_mappings_are_forwards_and_go_with_the_container() {
     let mut net = Net::new(163);
-    let outside = sb_outside(&net.sb, 163);
+    let outside = Outside::new(&net.sb, 163);
     net.extra = json!({ "uplink": outside.uplink });
     let (id, netns) = net.container("web");
     let mut conf = net.conf("0.4.0");
@@ -393,70 +393,4 @@ fn a_mismatch_with_the_running_switch_is_an_error() {
     assert_eq!(error_code(&o), 7, "{}", o.json);
     assert!(o.json["msg"].as_str().unwrap().contains("gateway"), "{}", o.json);
     assert!(net.leases().is_empty(), "{:?}", net.leases());
-}
-
-/// An outside namespace behind a test veth (the uplink); removed on drop.
-struct OutsideNet {
-    ns: String,
-    uplink: String,
-}
-
-fn sb_outside(sb: &Sandbox, net: u8) -> OutsideNet {
-    let (ns, uplink) = (sb.name("out"), format!("u{}", sb.prefix));
-    host("ip", &["netns", "add", &ns]);
-    host("ip", &["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-    host("ip", &["addr", "add", &format!("172.31.{net}.1/24"), "dev", &uplink]);
-    host("ip", &["link", "set", &uplink, "up"]);
-    host("ip", &["-n", &ns, "addr", "add", &format!("172.31.{net}.2/24"), "dev", "eth0"]);
-    host("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
-    host("ip", &["-n", &ns, "route", "add", "default", "via", &format!("172.31.{net}.1")]);
-    OutsideNet { ns, uplink }
-}
-
-impl Drop for OutsideNet {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.uplink]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-/// `switch ns attach` does for people what the plugin does for runtimes: any existing
-/// namespace plugged in, taken out again, never deleted.
-#[test]
-fn ns_attach_plugs_any_namespace_and_never_deletes_it() {
-    let mut sb = Sandbox::new();
-    let sw = sb.switch("att", "tc", &["--gateway", "10.165.0.254/24"]);
-    let b = sb.port(&sw, "b", "10.165.0.2/24", &[]);
-    let (theirs, name) = (sb.name("theirs"), sb.name("ctr"));
-    host("ip", &["netns", "add", &theirs]);
-    let path = format!("/run/netns/{theirs}");
-    let r = json(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw, "--mtu", "1400"]);
-    assert_eq!(r["created"], true, "{r}");
-    assert!(ping(&theirs, "10.165.0.2", 1) && ping(&theirs, "10.165.0.254", 1));
-    assert!(exec_ip(&theirs, &["link", "show", "eth0"]).contains("mtu 1400"));
-    let row = ns_info(&name);
-    assert_eq!((row["kind"].as_str(), row["netns"].as_str()), (Some("attached"), Some(path.as_str())), "{row}");
-    // Again: nothing to do. Elsewhere, or a file that is no namespace, or a name the switch
-    // uses: refused, nothing recorded.
-    let again =
-        json(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw, "--mtu", "1400"]);
-    assert_eq!(again["created"], false);
-    let e = fails(
-        &["ns", "attach", &sb.name("x"), "--netns", "/etc/hostname", "--ip", "10.165.0.6/24", "--switch", &sw],
-        2,
-    );
-    assert!(e.contains("not a namespace"), "{e}");
-    let e = fails(&["ns", "attach", &b, "--netns", &path, "--ip", "10.165.0.7/24", "--switch", &sw], 2);
-    assert!(e.contains("already exists"), "{e}");
-    assert!(json(&["ns", "list"]).as_array().unwrap().iter().all(|r| r["namespace"] != sb.name("x").as_str()));
-    // Detach: the veth goes, the namespace stays; a second detach is no error.
-    assert_eq!(json(&["ns", "detach", &name])["removed"], true);
-    assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1);
-    assert_eq!(json(&["ns", "detach", &name])["removed"], false);
-    // Attached again, then the whole switch goes: still not their namespace.
-    ok(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw]);
-    ok(&["down", "--switch", &sw]);
-    assert!(std::path::Path::new(&path).exists(), "down deleted a namespace it did not make");
-    assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1, "down left the veth in their namespace");
-    host("ip", &["netns", "del", &theirs]);
 }

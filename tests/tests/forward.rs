@@ -8,54 +8,7 @@
 //! ```
 use std::process::{Child, Command, Stdio};
 
-use switch_tests::*;
-
-/// An outside namespace behind a test veth that serves as the uplink; removed on drop.
-struct Outside {
-    ns: String,
-    uplink: String,
-}
-
-impl Outside {
-    fn new(sb: &Sandbox, net: u8) -> Self {
-        Self::new_named(sb, net, "out")
-    }
-
-    /// A second outside of the same test needs other names.
-    fn new_named(sb: &Sandbox, net: u8, name: &str) -> Self {
-        let (ns, uplink) = (sb.name(name), format!("u{}{name}", sb.prefix));
-        let run = |args: &[&str]| host("ip", args);
-        run(&["netns", "add", &ns]);
-        run(&["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-        run(&["addr", "add", &format!("172.31.{net}.1/24"), "dev", &uplink]);
-        run(&["link", "set", &uplink, "up"]);
-        run(&["-n", &ns, "addr", "add", &format!("172.31.{net}.2/24"), "dev", "eth0"]);
-        run(&["-n", &ns, "link", "set", "eth0", "up"]);
-        run(&["-n", &ns, "link", "set", "lo", "up"]);
-        run(&["-n", &ns, "route", "add", "default", "via", &format!("172.31.{net}.1")]);
-        Self { ns, uplink }
-    }
-
-    /// Runs python `script` with `args` in the outside namespace.
-    fn python(&self, script: &str, args: &[&str]) -> Run {
-        let mut a = vec!["netns", "exec", &self.ns, "python3", "-c", script];
-        a.extend_from_slice(args);
-        Command::new("ip").args(&a).output().unwrap().into()
-    }
-}
-
-impl Outside {
-    /// Starts python `script` in the outside namespace and waits for its "ready" line.
-    fn spawn_python(&self, script: &str, args: &[&str]) -> Child {
-        let mut a = vec!["netns", "exec", &self.ns, "python3", "-c", script];
-        a.extend_from_slice(args);
-        let mut child = Command::new("ip").args(&a).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        child
-    }
-}
+use switch_tests::{outside::Outside, *};
 
 /// Answers one connection with the address it came from.
 const PEER_SERVER: &str = r#"
@@ -70,13 +23,6 @@ import socket, sys
 host, port = sys.argv[1].split(":")
 c = socket.create_connection((host, int(port)), timeout=3); print(c.recv(100).decode())
 "#;
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.uplink]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
 
 /// A threaded HTTP server answering "client <address>", and a UDP echo that appends the
 /// sender's address, in `ns`.
@@ -148,6 +94,37 @@ async def main():
     print(sum(1 for x in res if x is True))
 asyncio.run(main())
 "#;
+
+/// A connection from the outside (`LONG`) that is established and then waits: `finish`
+/// makes it talk once more and returns what came back.
+struct LongConnection {
+    child: Child,
+    reader: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl LongConnection {
+    fn open(out: &Outside, addr: &str, port: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &out.ns, "python3", "-c", LONG, addr, port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert_eq!(line.trim(), "connected");
+        Self { child, reader }
+    }
+
+    fn finish(mut self) -> String {
+        std::io::Write::write_all(self.child.stdin.as_mut().unwrap(), b"\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.reader, &mut line).unwrap();
+        let _ = self.child.wait();
+        line.trim().to_owned()
+    }
+}
 
 /// An established connection that keeps talking after its rule is removed.
 const LONG: &str = r#"
@@ -248,22 +225,9 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     assert!(row["packets"].as_u64().unwrap() > 5000, "{row}");
 
     // Removing a rule: an established connection finishes, a new one is not forwarded.
-    let mut long = Command::new("ip")
-        .args(["netns", "exec", &out.ns, "python3", "-c", LONG, &uplink_ip, &echo])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut reader = std::io::BufReader::new(long.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert_eq!(line.trim(), "connected");
+    let long = LongConnection::open(&out, &uplink_ip, &echo);
     ok(&["forward", "del", "--proto", "tcp", "--host-port", &echo, "--switch", &sw]);
-    std::io::Write::write_all(long.stdin.as_mut().unwrap(), b"\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert_eq!(line.trim(), "two", "the established connection broke when its rule went");
-    let _ = long.wait();
+    assert_eq!(long.finish(), "two", "the established connection broke when its rule went");
     let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{echo}")]);
     assert_ne!(r.code, 0, "a new connection was forwarded after the rule was removed");
 
@@ -568,10 +532,7 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
 /// masqueraded.
 #[test]
 fn the_segment_is_unreachable_from_outside_except_through_forwards() {
-    let mut sb = Sandbox::new();
-    let out = Outside::new(&sb, 116);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.116.0.254/24", "--uplink", &out.uplink]);
-    let web = sb.port(&sw, "web", "10.116.0.10/24", &[]);
+    let (mut sb, out, sw, web) = world(116, &[], "web");
     let mut servers = start_servers(&web, &["80", "81"]);
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "11680", "--to", &format!("{web}:80"), "--switch", &sw]);
     let r = out.python(HTTP_GET, &["172.31.116.1:11680"]);
@@ -610,19 +571,16 @@ fn the_segment_is_unreachable_from_outside_except_through_forwards() {
 /// tracked: their answers come back, a connection from outside does not get in.
 #[test]
 fn no_masquerade_still_keeps_the_segment_closed() {
-    let mut sb = Sandbox::new();
-    let out = Outside::new(&sb, 117);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.117.0.254/24", "--uplink", &out.uplink, "--no-masquerade"]);
-    let cli = sb.port(&sw, "cli", "10.117.0.11/24", &[]);
+    let (_sb, out, sw, cli) = world(117, &["--no-masquerade"], "cli");
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.117.2:8000"]);
-    assert!(r.stdout.trim().starts_with("peer 10.117.0.11:"), "{r:?}");
+    assert!(r.stdout.trim().starts_with("peer 10.117.0.10:"), "{r:?}");
     let _ = peer.wait_with_output();
     assert!(ping(&cli, "172.31.117.2", 2), "the namespace's ping is answered");
     let mut servers = start_servers(&cli, &["80"]);
-    let r = out.python(HTTP_GET, &["10.117.0.11:80"]);
+    let r = out.python(HTTP_GET, &["10.117.0.10:80"]);
     assert_ne!(r.code, 0, "an unsolicited connection got in: {r:?}");
-    assert!(!ping(&out.ns, "10.117.0.11", 2), "ping into the segment from outside");
+    assert!(!ping(&out.ns, "10.117.0.10", 2), "ping into the segment from outside");
     assert!(u64_of(&switch_drops(&sw)["unsolicited_routed"]) >= 3);
     let _ = servers.kill();
     let _ = servers.wait();
@@ -680,10 +638,7 @@ except socket.timeout:
 /// error about an address it never used.
 #[test]
 fn icmp_errors_reach_both_ends_of_a_translated_connection() {
-    let mut sb = Sandbox::new();
-    let out = Outside::new(&sb, 121);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.121.0.254/24", "--uplink", &out.uplink]);
-    let web = sb.port(&sw, "web", "10.121.0.10/24", &[]);
+    let (_sb, out, sw, web) = world(121, &[], "web");
     ok(&["forward", "add", "--proto", "udp", "--host-port", "12153", "--to", &format!("{web}:5353"), "--switch", &sw]);
     let r = out.python(UDP_PROBE, &["172.31.121.1:12153"]);
     assert_eq!(r.stdout.trim(), "refused", "the forward's client: {r:?}");
@@ -734,10 +689,7 @@ else:
 /// through masquerade arrive intact.
 #[test]
 fn large_transfers_cross_a_smaller_uplink_mtu() {
-    let mut sb = Sandbox::new();
-    let out = Outside::new(&sb, 122);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.122.0.254/24", "--uplink", &out.uplink]);
-    let web = sb.port(&sw, "web", "10.122.0.10/24", &[]);
+    let (_sb, out, sw, web) = world(122, &[], "web");
     host("ip", &["link", "set", &out.uplink, "mtu", "1400"]);
     host("ip", &["-n", &out.ns, "link", "set", "eth0", "mtu", "1400"]);
     host("ip", &["-n", &out.ns, "route", "replace", "default", "via", "172.31.122.1", "advmss", "1460"]);
@@ -791,30 +743,14 @@ print("sent", count)
 /// waiting for an answer: an established, idle connection through the same forward lives on.
 #[test]
 fn a_syn_flood_does_not_break_an_established_connection() {
-    let mut sb = Sandbox::new();
-    let out = Outside::new(&sb, 124);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.124.0.254/24", "--uplink", &out.uplink]);
-    let web = sb.port(&sw, "web", "10.124.0.10/24", &[]);
+    let (_sb, out, sw, web) = world(124, &[], "web");
     let mut servers = start_servers(&web, &["80"]);
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "12407", "--to", &format!("{web}:7"), "--switch", &sw]);
-    let mut long = Command::new("ip")
-        .args(["netns", "exec", &out.ns, "python3", "-c", LONG, "172.31.124.1", "12407"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut reader = std::io::BufReader::new(long.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert_eq!(line.trim(), "connected");
+    let long = LongConnection::open(&out, "172.31.124.1", "12407");
     // Spoofed sources nobody answers for: the server's SYN-ACKs go nowhere.
     let r = out.python(SYN_FLOOD, &["172.31.124.1:12407", "100000", "172.31.124", "100", "250"]);
     assert_eq!(r.stdout.trim(), "sent 100000", "{r:?}");
-    std::io::Write::write_all(long.stdin.as_mut().unwrap(), b"\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert_eq!(line.trim(), "two", "the established connection broke under the SYN flood");
-    let _ = long.wait();
+    assert_eq!(long.finish(), "two", "the established connection broke under the SYN flood");
     let drops = switch_drops(&sw);
     assert!(u64_of(&drops["unreplied_evicted"]) > 0, "the flood never filled the budget: {drops}");
     assert_eq!(table_stats(&sw, "conntrack")["evicted"], 0, "an answered connection was evicted");
@@ -828,10 +764,7 @@ fn a_syn_flood_does_not_break_an_established_connection() {
 #[test]
 fn a_port_reserved_for_the_target_itself_can_be_forwarded() {
     use std::io::BufRead as _;
-    let mut sb = Sandbox::new();
-    let out = Outside::new(&sb, 125);
-    let sw = sb.switch("sw", "tc", &["--gateway", "10.125.0.254/24", "--uplink", &out.uplink]);
-    let web = sb.port(&sw, "web", "10.125.0.10/24", &[]);
+    let (sb, _out, sw, web) = world(125, &[], "web");
     let other = sb.port(&sw, "other", "10.125.0.11/24", &[]);
     let hold = "import socket, sys\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 12580)); s.listen(1); print('ready', flush=True); sys.stdin.readline()";
     let mut holder = Command::new("python3")
@@ -851,4 +784,18 @@ fn a_port_reserved_for_the_target_itself_can_be_forwarded() {
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "12580", "--to", &format!("{web}:80"), "--switch", &sw]);
     let _ = holder.kill();
     let _ = holder.wait();
+}
+
+/// A test's world: an outside namespace on 172.31.N.0/24 behind an uplink, a tc switch on
+/// 10.N.0.0/24 (gateway .254) with `extra` `up` arguments, and namespace `name` at 10.N.0.10.
+/// Bound in this order, they are dropped in the reverse: the outside before the sandbox.
+fn world(net: u8, extra: &[&str], name: &str) -> (Sandbox, Outside, String, String) {
+    let mut sb = Sandbox::new();
+    let out = Outside::new(&sb, net);
+    let gw = format!("10.{net}.0.254/24");
+    let mut args = vec!["--gateway", gw.as_str(), "--uplink", out.uplink.as_str()];
+    args.extend_from_slice(extra);
+    let sw = sb.switch("sw", "tc", &args);
+    let ns = sb.port(&sw, name, &format!("10.{net}.0.10/24"), &[]);
+    (sb, out, sw, ns)
 }

@@ -20,17 +20,8 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
                 port_security: !a.no_port_security,
             })
             .await?;
-            let i = &r.info;
             let verb = if r.created { "added to" } else { "is already on" };
-            let text = format!(
-                "namespace '{}' {verb} switch '{}': {} {} mac {} (host port {})",
-                i.namespace,
-                i.attached_to,
-                i.interface,
-                i.ip,
-                i.mac.clone().unwrap_or_default(),
-                i.host_interface.clone().unwrap_or_default()
-            );
+            let text = port_line(&format!("namespace '{}'", r.info.namespace), verb, &r.info);
             Ok(Reply::new(&r, text))
         }
         NsCommand::Attach(a) => {
@@ -45,18 +36,8 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
                 port_security: !a.no_port_security,
             })
             .await?;
-            let i = &r.info;
             let verb = if r.created { "attached to" } else { "is already on" };
-            let text = format!(
-                "'{}' ({}) {verb} switch '{}': {} {} mac {} (host port {})",
-                i.namespace,
-                a.netns.display(),
-                i.attached_to,
-                i.interface,
-                i.ip,
-                i.mac.clone().unwrap_or_default(),
-                i.host_interface.clone().unwrap_or_default()
-            );
+            let text = port_line(&format!("'{}' ({})", r.info.namespace, a.netns.display()), verb, &r.info);
             Ok(Reply::new(&r, text))
         }
         NsCommand::Detach { name } => {
@@ -78,4 +59,16 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
         }
         NsCommand::Exec { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// "WHO VERB switch 'S': eth0 10.0.0.1/24 mac M (host port P)".
+fn port_line(who: &str, verb: &str, i: &ns::NsInfo) -> String {
+    format!(
+        "{who} {verb} switch '{}': {} {} mac {} (host port {})",
+        i.attached_to,
+        i.interface,
+        i.ip,
+        i.mac.as_deref().unwrap_or_default(),
+        i.host_interface.as_deref().unwrap_or_default()
+    )
 }
