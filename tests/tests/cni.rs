@@ -153,7 +153,7 @@ fn version_and_every_error_without_a_namespace() {
         assert!(o.ok);
         let v: Vec<&str> =
             o.json["supportedVersions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert_eq!(v, ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]);
+        assert_eq!(v, ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
     }
     let net = Net::new(160);
     let good = net.conf("1.0.0").to_string();
@@ -393,4 +393,78 @@ fn a_mismatch_with_the_running_switch_is_an_error() {
     assert_eq!(error_code(&o), 7, "{}", o.json);
     assert!(o.json["msg"].as_str().unwrap().contains("gateway"), "{}", o.json);
     assert!(net.leases().is_empty(), "{:?}", net.leases());
+}
+
+/// Spec 1.1: STATUS says the plugin is ready; GC removes every attachment of the network the
+/// runtime no longer lists (port and lease), and keeps the ones it lists. A 1.1.0
+/// configuration works with Debian's host-local, which speaks 1.0.0 at most.
+#[test]
+fn gc_and_status_of_spec_1_1() {
+    let mut net = Net::new(166);
+    let conf = net.conf("1.1.0");
+    let o = plugin(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", CNI_PATH)], &conf.to_string());
+    assert!(o.ok && o.json.is_null(), "STATUS: {}", o.json);
+    let ids: Vec<(String, String)> = (0..3).map(|i| net.container(&format!("g{i}"))).collect();
+    for (id, netns) in &ids {
+        let r = net.run("ADD", id, netns, &conf);
+        assert!(r.ok, "ADD 1.1.0: {}", r.json);
+        assert!(r.json["ips"][0].get("version").is_none(), "{}", r.json);
+    }
+    assert_eq!(net.leases().len(), 3);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": ids[1].0, "ifname": "eth0" }]);
+    let o = plugin(&[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    assert!(o.ok, "GC: {}", o.json);
+    let ports: Vec<String> = json(&["ports", "--switch", &net.switch])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "adopted")
+        .map(|p| p["owner"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ports, [ids[1].0.clone()], "GC kept the wrong ports");
+    assert_eq!(net.leases().len(), 1, "GC kept stale leases: {:?}", net.leases());
+    assert!(ping(ids[1].1.trim_start_matches("/run/netns/"), "10.166.0.1", 1), "the valid one still works");
+    assert!(net.run("DEL", &ids[1].0, &ids[1].1, &conf).ok);
+}
+
+/// `switch ns attach` does for people what the plugin does for runtimes: any existing
+/// namespace plugged in, taken out again, never deleted.
+#[test]
+fn ns_attach_plugs_any_namespace_and_never_deletes_it() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("att", "tc", &["--gateway", "10.165.0.254/24"]);
+    let b = sb.port(&sw, "b", "10.165.0.2/24", &[]);
+    let (theirs, name) = (sb.name("theirs"), sb.name("ctr"));
+    host("ip", &["netns", "add", &theirs]);
+    let path = format!("/run/netns/{theirs}");
+    let r = json(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw, "--mtu", "1400"]);
+    assert_eq!(r["created"], true, "{r}");
+    assert!(ping(&theirs, "10.165.0.2", 1) && ping(&theirs, "10.165.0.254", 1));
+    assert!(exec_ip(&theirs, &["link", "show", "eth0"]).contains("mtu 1400"));
+    let row = ns_info(&name);
+    assert_eq!((row["kind"].as_str(), row["netns"].as_str()), (Some("attached"), Some(path.as_str())), "{row}");
+    // Again: nothing to do. Elsewhere, or a file that is no namespace, or a name the switch
+    // uses: refused, nothing recorded.
+    let again =
+        json(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw, "--mtu", "1400"]);
+    assert_eq!(again["created"], false);
+    let e = fails(
+        &["ns", "attach", &sb.name("x"), "--netns", "/etc/hostname", "--ip", "10.165.0.6/24", "--switch", &sw],
+        2,
+    );
+    assert!(e.contains("not a namespace"), "{e}");
+    let e = fails(&["ns", "attach", &b, "--netns", &path, "--ip", "10.165.0.7/24", "--switch", &sw], 2);
+    assert!(e.contains("already exists"), "{e}");
+    assert!(json(&["ns", "list"]).as_array().unwrap().iter().all(|r| r["namespace"] != sb.name("x").as_str()));
+    // Detach: the veth goes, the namespace stays; a second detach is no error.
+    assert_eq!(json(&["ns", "detach", &name])["removed"], true);
+    assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1);
+    assert_eq!(json(&["ns", "detach", &name])["removed"], false);
+    // Attached again, then the whole switch goes: still not their namespace.
+    ok(&["ns", "attach", &name, "--netns", &path, "--ip", "10.165.0.5/24", "--switch", &sw]);
+    ok(&["down", "--switch", &sw]);
+    assert!(std::path::Path::new(&path).exists(), "down deleted a namespace it did not make");
+    assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1, "down left the veth in their namespace");
+    host("ip", &["netns", "del", &theirs]);
 }

@@ -21,6 +21,31 @@ fn plugin(conf: &NetConf) -> Result<Option<String>, CniError> {
     Ok(Some(kind.to_owned()))
 }
 
+/// The configuration as the IPAM plugin can take it: a 1.1.0 configuration goes as 1.0.0
+/// (the same result format) to a plugin that does not speak 1.1.0, as Debian's host-local
+/// (from containernetworking-plugins 1.1) does not; anything else as it came.
+async fn speakable(env: &Env, path: &std::path::Path, conf: &NetConf, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+    if conf.cni_version != "1.1.0" {
+        return Ok(stdin.to_vec());
+    }
+    let out = tokio::process::Command::new(path)
+        .env("CNI_COMMAND", "VERSION")
+        .env("CNI_PATH", &env.path)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| CniError::new(Code::Ipam, format!("running {}: {e}", path.display())))?;
+    let versions: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let speaks = versions["supportedVersions"].as_array().is_some_and(|v| v.iter().any(|v| v == "1.1.0"));
+    if speaks {
+        return Ok(stdin.to_vec());
+    }
+    let mut raw: Value = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(Code::Decode, format!("the network configuration is not JSON: {e}")))?;
+    raw["cniVersion"] = Value::from("1.0.0");
+    Ok(raw.to_string().into_bytes())
+}
+
 /// Where `name` is on `CNI_PATH`.
 fn find(env: &Env, name: &str) -> Result<PathBuf, CniError> {
     env.path.split(':').filter(|d| !d.is_empty()).map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file()).ok_or_else(
@@ -29,19 +54,30 @@ fn find(env: &Env, name: &str) -> Result<PathBuf, CniError> {
 }
 
 /// Runs the IPAM plugin with `command` (ADD, DEL, CHECK) and the original configuration
-/// `stdin`. `Ok(None)` when the configuration has no IPAM. ADD returns the plugin's result.
+/// `stdin`, in `env`'s container. `Ok(None)` when the configuration has no IPAM. ADD returns
+/// the plugin's result.
 pub async fn exec(env: &Env, conf: &NetConf, command: &str, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     let Some(name) = plugin(conf)? else { return Ok(None) };
     let path = find(env, &name)?;
-    let mut child = tokio::process::Command::new(&path)
-        .env("CNI_COMMAND", command)
+    let stdin = speakable(env, &path, conf, stdin).await?;
+    let run = |command: &str| {
+        let mut c = tokio::process::Command::new(&path);
+        c.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &env.container_id)
+            .env("CNI_NETNS", &env.netns)
+            .env("CNI_IFNAME", &env.ifname)
+            .env("CNI_ARGS", &env.args)
+            .env("CNI_PATH", &env.path);
+        c
+    };
+    let mut child = run(command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| CniError::new(Code::Ipam, format!("running {}: {e}", path.display())))?;
     let mut input = child.stdin.take().expect("piped");
-    input.write_all(stdin).await.map_err(|e| CniError::new(Code::Ipam, format!("writing to {name}: {e}")))?;
+    input.write_all(&stdin).await.map_err(|e| CniError::new(Code::Ipam, format!("writing to {name}: {e}")))?;
     drop(input);
     let out = child.wait_with_output().await.map_err(|e| CniError::new(Code::Ipam, format!("running {name}: {e}")))?;
     let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();

@@ -13,10 +13,12 @@
 //! ```
 //! The plugin is the controller library in another binary: the same state, lock and
 //! datapaths as the `switch` CLI, which sees and can inspect everything the plugin made.
-//! Spec versions 0.3.0, 0.3.1, 0.4.0 and 1.0.0; commands ADD, DEL, CHECK and VERSION.
+//! Spec versions 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0; commands ADD, DEL, CHECK, VERSION,
+//! and 1.1's GC and STATUS.
 mod add;
 mod check;
 mod del;
+mod gc;
 mod ipam;
 pub mod spec;
 
@@ -28,7 +30,7 @@ use spec::{Code, NetConf};
 use crate::names::validate_name;
 
 /// The versions of the spec this plugin speaks.
-pub const SUPPORTED_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// The plugin's environment: what the runtime passes in `CNI_*` variables.
 #[derive(Clone, Debug, Default)]
@@ -101,6 +103,12 @@ pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
         "ADD" => add::add(env, &conf, stdin).await.map(Some),
         "DEL" => del::del(env, &conf, stdin).await.map(|()| None),
         "CHECK" => check::check(env, &conf).await.map(|()| None),
+        "GC" => gc::gc(env, &conf, &raw).await.map(|()| None),
+        // Ready when the host can run a switch at all (root, bpffs, kernel); 50: "the plugin
+        // is not available".
+        "STATUS" => crate::sys::preflight::check()
+            .map(|()| None)
+            .map_err(|e| CniError { code: 50, ..CniError::new(Code::Switch, e.to_string()) }),
         "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
         other => Err(CniError::new(Code::InvalidEnv, format!("unknown CNI_COMMAND '{other}'"))),
     };

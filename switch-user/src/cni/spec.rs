@@ -252,7 +252,7 @@ pub fn add_result(version: &str, host_if: &str, sandbox: (&str, &str, &str), lea
         ip["gateway"] = json!(g.to_string());
     }
     // Before 1.0.0 every address said its IP version.
-    if version != "1.0.0" {
+    if version.starts_with("0.") {
         ip["version"] = json!("4");
     }
     let routes = match lease.gateway {
@@ -273,7 +273,7 @@ pub fn add_result(version: &str, host_if: &str, sandbox: (&str, &str, &str), lea
 
 /// VERSION's answer.
 pub fn version_result() -> Value {
-    json!({ "cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS })
+    json!({ "cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS })
 }
 
 #[cfg(test)]

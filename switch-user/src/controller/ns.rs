@@ -351,6 +351,12 @@ async fn make_recorded(store: &Store, state: &mut State, port: PortState) -> Res
     }
 }
 
+/// Every port of `switch`, as recorded (none if there is no such switch). Changes nothing.
+pub async fn ports_of(switch: &str) -> Result<Vec<PortState>> {
+    let store = lock().await?;
+    Ok(store.load()?.ports(switch).cloned().collect())
+}
+
 /// The attached port `name` (of `switch`, if given) and the forwards to it, as recorded.
 /// Changes nothing.
 pub async fn attached(name: &str, switch: Option<&str>) -> Result<Option<(PortState, Vec<ForwardState>)>> {
