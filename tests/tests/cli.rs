@@ -18,6 +18,10 @@ fn up_and_ns_add_are_idempotent(dp: &str) {
     assert_eq!(again["ageing_secs"], 30);
     let e = fails(&["up", "--name", &sw, "--ageing", "60"], 2);
     assert!(e.contains("already up with ageing 30s"), "{e}");
+    let e = fails(&["up", "--name", &sw, "--no-masquerade"], 2);
+    assert!(e.contains("masquerade (asked for --no-masquerade)"), "{e}");
+    let e = fails(&["up", "--name", &sw, "--max-learned", "7"], 2);
+    assert!(e.contains("max-learned 1024 (asked for 7)"), "{e}");
     let other = if dp == "tc" { "bridge" } else { "tc" };
     let e = fails(&["up", "--name", &sw, "--datapath", other], 2);
     assert!(e.contains("switching a running switch's datapath is not supported"), "{e}");

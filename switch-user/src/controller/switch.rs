@@ -128,6 +128,9 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
     if let Some(a) = opts.ageing_secs.filter(|&a| a != existing.ageing_secs) {
         diffs.push(format!("ageing {}s (asked for {a}s)", existing.ageing_secs));
     }
+    if opts.no_masquerade && existing.masquerade {
+        diffs.push("masquerade (asked for --no-masquerade)".into());
+    }
     if opts.routable && !existing.routable {
         diffs.push("an isolated segment (asked for --routable)".into());
     }
