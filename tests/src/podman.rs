@@ -182,6 +182,7 @@ extern "C" fn remove_image_store() {
 /// binary and a link per applet as the root file system, imported as in containers.md.
 fn image_store() -> &'static Path {
     IMAGE_STORE.get_or_init(|| {
+        DIRS_BEFORE.get_or_init(existing_default_dirs);
         sweep_stale();
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-image", std::process::id()));
@@ -289,7 +290,24 @@ struct HostState {
     chains: BTreeSet<String>,
     /// Podman network namespaces (/run/netns) there were.
     netns: BTreeSet<String>,
+    /// Which of the machine-default directories podman and libcni write whatever the
+    /// configuration says (`DEFAULT_DIRS`) there were.
+    #[serde(default)]
+    dirs: BTreeSet<PathBuf>,
 }
+
+/// Directories podman 4.3 and libcni create at their built-in locations even under the
+/// test-only configuration (the blob-info cache, runc's and storage's run directories,
+/// libcni's result cache): removed afterwards if the tests made them.
+const DEFAULT_DIRS: [&str; 4] = ["/var/lib/containers", "/run/containers", "/var/lib/cni", "/run/runc"];
+
+fn existing_default_dirs() -> BTreeSet<PathBuf> {
+    DEFAULT_DIRS.iter().map(PathBuf::from).filter(|d| d.exists()).collect()
+}
+
+/// `DEFAULT_DIRS` as they were before this process ran podman the first time (the image
+/// import runs before the first environment registers).
+static DIRS_BEFORE: OnceLock<BTreeSet<PathBuf>> = OnceLock::new();
 
 /// Live environments of this process.
 static USERS: Mutex<usize> = Mutex::new(0);
@@ -361,7 +379,13 @@ fn podman_netns() -> BTreeSet<String> {
 impl HostState {
     /// The host as it is now.
     fn now() -> Self {
-        Self { users: vec![], sysctls: forwarding_sysctls(), chains: iptables_chains(), netns: podman_netns() }
+        Self {
+            users: vec![],
+            sysctls: forwarding_sysctls(),
+            chains: iptables_chains(),
+            netns: podman_netns(),
+            dirs: DIRS_BEFORE.get_or_init(existing_default_dirs).clone(),
+        }
     }
 
     /// Gives the host back as it was; returns what could not be.
@@ -405,6 +429,12 @@ impl HostState {
             // environments check the rules of their own networks themselves. (The reference
             // plugins also leave an empty `ip6/nat` table, which iptables cannot delete.)
             eprintln!("podman: iptables tables and chains made while the tests ran and still there: {still:?}");
+        }
+        for d in existing_default_dirs().difference(&self.dirs) {
+            // Made by the tests' podman runs: nothing in them outlives the environments.
+            if let Err(e) = fs::remove_dir_all(d) {
+                left.push(format!("{}: {e}", d.display()));
+            }
         }
         let netns: Vec<String> = podman_netns().into_iter().filter(|n| !self.netns.contains(n)).collect();
         if !netns.is_empty() {
