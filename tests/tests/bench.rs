@@ -6,7 +6,20 @@ use switch_tests::*;
 fn quick_bench_produces_well_formed_results() {
     let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
     let svg_s = svg.to_string_lossy().into_owned();
-    let report = json(&["bench", "--quick", "--svg", &svg_s]);
+    let run = std::process::Command::new(switch_bin())
+        .args(["bench", "--quick", "--svg", &svg_s, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A second run while the first holds the machine's benchmark lock is refused, clearly,
+    // and changes nothing (their contenders have the same names).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let e = fails(&["bench", "--quick"], 1);
+    assert!(e.contains("another 'switch bench' runs"), "{e}");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let metrics = report["metrics"].as_array().expect("metrics");
     let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(

@@ -84,6 +84,28 @@ impl Options {
     }
 }
 
+/// The machine's one benchmark run: held for a whole run (its interfaces, namespaces and
+/// switches have fixed names, so two runs at once would tear down each other's contenders).
+pub struct Exclusive {
+    _lock: std::fs::File,
+}
+
+/// Takes the benchmark lock, or says that another run holds it.
+pub fn exclusive() -> Result<Exclusive> {
+    use std::os::fd::AsRawFd as _;
+    let dir = std::path::Path::new(crate::state::STATE_DIR);
+    crate::sys::files::private_dir(dir)?;
+    let file = crate::sys::files::open_private(&dir.join("bench.lock"), false)?;
+    // SAFETY: flock on a descriptor we own; released when the file closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::Command(
+            "another 'switch bench' runs on this machine (its contenders have fixed names); wait for it to finish"
+                .into(),
+        ));
+    }
+    Ok(Exclusive { _lock: file })
+}
+
 /// Removes whatever an interrupted run left: every contender's topology, the forward and CNI
 /// contenders and the bring-up namespaces. Nothing there is fine.
 pub async fn cleanup() {

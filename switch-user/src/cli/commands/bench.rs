@@ -5,6 +5,8 @@ use crate::cli::{args::BenchArgs, output::Reply, signal};
 
 /// Runs the benchmark; Ctrl-C or SIGTERM stops it and removes what it made.
 pub async fn do_bench(a: BenchArgs, json: bool) -> Result<Reply> {
+    // Held to the end, also while an interrupted run removes what it made.
+    let _only_run = switch::bench::exclusive()?;
     let mut opts = if a.quick { switch::bench::Options::quick() } else { switch::bench::Options::full() };
     opts.rounds = a.rounds.unwrap_or(opts.rounds).max(1);
     opts.secs = a.secs.unwrap_or(opts.secs).max(1);
