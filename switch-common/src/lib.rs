@@ -310,6 +310,14 @@ pub struct SockOrig {
     pub pad: u32,
 }
 
+impl NatConfig {
+    /// Whether `addr` (network order) is on the switch's segment. A config not written yet
+    /// (mask 0) has no segment.
+    pub const fn in_segment(&self, addr: u32) -> bool {
+        self.segment_mask != 0 && addr & self.segment_mask == self.segment
+    }
+}
+
 impl CtEntry {
     /// Whether the entry has outlived its state's timeout at `now_ns`. A `last_seen_ns` in the
     /// future (stamped on another CPU a moment later) is not expired.
@@ -603,6 +611,15 @@ mod tests {
         assert!(!e.is_expired(900, 10));
         let s = FdbEntry { flags: FDB_F_STATIC, ..e };
         assert!(!s.is_expired(u64::MAX, 10));
+    }
+
+    #[test]
+    fn the_segment_is_what_the_mask_says_and_nothing_without_one() {
+        let wire = |a: [u8; 4]| u32::from_ne_bytes(a);
+        let cfg =
+            NatConfig { segment: wire([10, 1, 0, 0]), segment_mask: wire([255, 255, 255, 0]), ..Default::default() };
+        assert!(cfg.in_segment(wire([10, 1, 0, 9])) && !cfg.in_segment(wire([10, 2, 0, 9])));
+        assert!(!NatConfig::default().in_segment(0) && !NatConfig::default().in_segment(wire([10, 1, 0, 9])));
     }
 
     #[test]

@@ -48,10 +48,7 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
     let Some(f) = ipv4::parse(&ctx) else { return ingress_other(&ctx) };
     match ingress(&ctx, &f) {
         Ok(Some(dst)) => fast_path(&ctx, &f, dst),
-        Ok(None) => match unsolicited(Some(f.daddr)) {
-            TC_ACT_OK => track_inbound(&f),
-            verdict => verdict,
-        },
+        Ok(None) => untranslated(Some(f.daddr), Some(&f)),
         // A helper failed while rewriting: the stack has the last word.
         Err(_) => TC_ACT_OK,
     }
@@ -62,34 +59,32 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
 /// untranslated flow.
 #[inline(always)]
 fn ingress_other(ctx: &TcContext) -> i32 {
-    let Some(q) = icmp::parse_error(ctx) else { return unsolicited(ipv4::addrs(ctx).map(|(_, d)| d)) };
+    let Some(q) = icmp::parse_error(ctx) else { return untranslated(ipv4::addrs(ctx).map(|(_, d)| d), None) };
     match icmp::translate_error(ctx, &q, CT_DNAT, now_coarse_ns()) {
-        Ok(false) => unsolicited(Some(q.outer_daddr)),
+        Ok(false) => untranslated(Some(q.outer_daddr), None),
         _ => TC_ACT_OK,
     }
 }
 
-/// A packet from outside that nothing translated, to `daddr`: dropped and counted if it is
-/// routed to the segment and the segment is not routable. Everything else (the host's own
-/// traffic on the uplink, not IPv4) goes on untouched.
+/// A packet from outside that nothing translated, to `daddr` (`f`: it is a flow NAT could
+/// track). Not routed to the segment (the host's own traffic on the uplink, not IPv4): on
+/// untouched. Routed to it: dropped and counted, unless the segment is routable; then a
+/// new connection to a masqueraded segment is recorded (as an entry that translates
+/// nothing) so that its replies leave as they are instead of being masqueraded as new
+/// outbound connections.
 #[inline(always)]
-fn unsolicited(daddr: Option<u32>) -> i32 {
+fn untranslated(daddr: Option<u32>, f: Option<&ipv4::Flow>) -> i32 {
     let (Some(daddr), Some(cfg)) = (daddr, NAT_CONFIG.get(0)) else { return TC_ACT_OK };
-    if cfg.segment_mask == 0 || daddr & cfg.segment_mask != cfg.segment || Config::load().routable() {
+    if !cfg.in_segment(daddr) {
         return TC_ACT_OK;
     }
-    stats::table(|t| t.routed_refused += 1);
-    TC_ACT_SHOT
-}
-
-/// A new connection from outside straight to a namespace of a routable segment: recorded (as
-/// an entry that translates nothing) so that its replies leave as they are instead of being
-/// masqueraded as new outbound connections.
-#[inline(always)]
-fn track_inbound(f: &ipv4::Flow) -> i32 {
-    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
-    let segment = cfg.segment_mask != 0 && f.daddr & cfg.segment_mask == cfg.segment;
-    if segment && cfg.flags & NAT_F_MASQUERADE != 0 {
+    if !Config::load().routable() {
+        stats::table(|t| t.routed_refused += 1);
+        return TC_ACT_SHOT;
+    }
+    if let Some(f) = f
+        && cfg.flags & NAT_F_MASQUERADE != 0
+    {
         // Best effort: a full table only means this connection's replies get masqueraded.
         let _ = track(f, CT_DNAT, now_coarse_ns());
     }
@@ -184,8 +179,7 @@ fn egress_other(ctx: &TcContext) -> i32 {
         },
     };
     let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
-    let (mask, segment) = (cfg.segment_mask, cfg.segment);
-    if cfg.flags & NAT_F_MASQUERADE == 0 || mask == 0 || saddr & mask != segment || daddr & mask == segment {
+    if cfg.flags & NAT_F_MASQUERADE == 0 || !cfg.in_segment(saddr) || cfg.in_segment(daddr) {
         return TC_ACT_OK;
     }
     stats::table(|t| t.ct_refused += 1);
@@ -221,8 +215,7 @@ const MASQ_TRIES: u16 = 8;
 #[inline(always)]
 fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
     let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
-    let mask = cfg.segment_mask;
-    if f.saddr & mask != cfg.segment || f.daddr & mask == cfg.segment {
+    if !cfg.in_segment(f.saddr) || cfg.in_segment(f.daddr) {
         return TC_ACT_OK;
     }
     if cfg.flags & NAT_F_MASQUERADE == 0 {
@@ -255,7 +248,7 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
             first.wrapping_add(((h >> 8) % u32::from(ports)) as u16)
         };
         let back = ct_reverse_key(f, CT_SNAT, uplink, port);
-        if nat::ct_taken(&back, now) {
+        if nat::ct_get(&back, now).is_some() {
             continue;
         }
         let outbound =

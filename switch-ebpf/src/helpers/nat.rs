@@ -262,12 +262,6 @@ pub fn ct_new(answer_key: &CtKey, answer: &CtEntry, first_key: &CtKey, first: &C
     ct_put(&CT_UNREPLIED, first_key, &CtEntry { flags: 0, ..*first }, false)
 }
 
-/// Whether a live connection holds `key` in either table.
-#[inline(always)]
-pub fn ct_taken(key: &CtKey, now: u64) -> bool {
-    ct_get(key, now).is_some()
-}
-
 /// Records one direction of a connection in `table` (`answered`: CONNTRACK). A new key is
 /// counted in `TABLE_STATS`; a key that is still there (an expired connection with the same
 /// addresses and ports) is overwritten and not counted again, so added - present stays the

@@ -106,32 +106,43 @@ pub(super) fn proto(m: &PortMapping) -> Result<Proto, CniError> {
 
 /// Published ports answer on every uplink address (and 127.0.0.1 on the host): a `hostIP`
 /// that names one of them is honoured that far; any other address is refused rather than
-/// published somewhere the user did not ask for.
-async fn check_host_ip(conf: &NetConf, host_ip: &str) -> Result<(), CniError> {
+/// published somewhere the user did not ask for. `uplink_addrs` is filled on first need,
+/// once for all the mappings of an ADD.
+async fn check_host_ip(
+    conf: &NetConf,
+    host_ip: &str,
+    uplink_addrs: &mut Option<Vec<std::net::Ipv4Addr>>,
+) -> Result<(), CniError> {
     if host_ip.is_empty() || host_ip == "0.0.0.0" || host_ip == "127.0.0.1" {
         return Ok(());
     }
     let refused = |why: String| CniError::new(Code::InvalidConfig, format!("hostIP {host_ip}: {why}"));
     let ip: std::net::Ipv4Addr = host_ip.parse().map_err(|_| refused("not an IPv4 address".into()))?;
-    let nl = Netlink::new()?;
-    for uplink in conf.uplinks() {
-        if let Some(i) = nl.ifindex(&uplink).await?
-            && nl.ipv4_addrs(i).await?.contains(&ip)
-        {
-            return Ok(());
+    if uplink_addrs.is_none() {
+        let nl = Netlink::new()?;
+        let mut addrs = vec![];
+        for uplink in conf.uplinks() {
+            if let Some(i) = nl.ifindex(&uplink).await? {
+                addrs.extend(nl.ipv4_addrs(i).await?);
+            }
         }
+        *uplink_addrs = Some(addrs);
+    }
+    if uplink_addrs.as_ref().is_some_and(|a| a.contains(&ip)) {
+        return Ok(());
     }
     Err(refused(format!("not an address of the uplinks [{}]", conf.uplinks().join(", "))))
 }
 
 /// Forwards the published ports (`runtimeConfig.portMappings`) to the container. A mapping
-/// already forwarded to it (a repeated ADD) is kept; on failure the ones made here go again.
+/// already forwarded to it (a repeated ADD) is kept. On failure the caller detaches the port,
+/// which takes every forward to it along.
 async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError> {
     let existing = ns::attached(&env.container_id, Some(switch)).await?.map(|(_, f)| f).unwrap_or_default();
-    let mut made: Vec<(Proto, u16)> = vec![];
+    let mut uplink_addrs = None;
     for m in &conf.runtime_config.port_mappings {
         let proto = proto(m)?;
-        check_host_ip(conf, &m.host_ip).await?;
+        check_host_ip(conf, &m.host_ip, &mut uplink_addrs).await?;
         let same = existing.iter().any(|f| {
             f.proto == proto
                 && f.host_first == m.host_port
@@ -141,21 +152,14 @@ async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError
         if same {
             continue;
         }
-        let added = forward::add(forward::AddOptions {
+        forward::add(forward::AddOptions {
             switch: switch.to_owned(),
             proto,
             host: PortRange { first: m.host_port, last: m.host_port },
             ns: env.container_id.clone(),
             to: PortRange { first: m.container_port, last: m.container_port },
         })
-        .await;
-        if let Err(e) = added {
-            for (p, port) in made {
-                let _ = forward::del(switch, p, PortRange { first: port, last: port }).await;
-            }
-            return Err(e.into());
-        }
-        made.push((proto, m.host_port));
+        .await?;
     }
     Ok(())
 }

@@ -392,6 +392,7 @@ pub async fn detach(name: &str, switch: Option<&str>) -> Result<bool> {
     super::forward::remove_for_port(&mut state, &p.switch, name).await?;
     let dp = state.switches.get(&p.switch).map(|s| s.datapath.open(&p.switch));
     port::teardown(&state, dp.as_deref(), &p).await?;
+    port::forget_connections(dp.as_deref(), &p).await?;
     state.remove_port(&p.switch, p.kind, name);
     store.save(&state)?;
     Ok(true)
@@ -424,6 +425,7 @@ pub async fn del(ns: &str) -> Result<()> {
         super::forward::remove_for_namespace(&mut state, ns).await?;
         let dp = state.switches.get(&p.switch).map(|s| s.datapath.open(&p.switch));
         port::teardown(&state, dp.as_deref(), p).await?;
+        port::forget_connections(dp.as_deref(), p).await?;
         state.remove_port(&p.switch, p.kind, ns);
     } else {
         let links = state.namespaces[ns].links.iter().map(|l| l.ifname.clone()).collect();

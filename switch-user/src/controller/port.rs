@@ -129,10 +129,6 @@ pub(crate) async fn teardown(state: &State, dp: Option<&dyn Datapath>, p: &PortS
         PortKind::Namespace | PortKind::Adopted | PortKind::Gateway => {
             if let Some(dp) = dp {
                 dp.detach_port(p).await?;
-                // Its connections go with it: the next holder of the address starts clean.
-                if let (Some(fw), Some(ip), true) = (dp.forwarding(), p.ip, p.namespace().is_some()) {
-                    fw.forget_connections(ip.addr).await?;
-                }
             }
             // The veth pair goes with either end.
             Netlink::new()?.delete(&p.host_if).await?;
@@ -141,6 +137,17 @@ pub(crate) async fn teardown(state: &State, dp: Option<&dyn Datapath>, p: &PortS
     if let (true, Some(ns)) = (p.kind.owns_namespace(), p.namespace()) {
         let links = state.namespaces.get(ns).map(|n| n.links.iter().map(|l| l.ifname.clone()).collect());
         delete_namespace(ns, links.unwrap_or_default()).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the connection-table entries of the address of port `p` (a namespace's, going
+/// away on its own): the next holder of the address starts clean. One walk of the tables per
+/// port, so not part of `teardown`, which `down` runs for every port of a switch whose tables
+/// go with it.
+pub(crate) async fn forget_connections(dp: Option<&dyn Datapath>, p: &PortState) -> Result<()> {
+    if let (Some(fw), Some(ip)) = (dp.and_then(|d| d.forwarding()), p.ip) {
+        fw.forget_connections(ip.addr).await?;
     }
     Ok(())
 }

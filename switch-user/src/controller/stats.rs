@@ -3,6 +3,7 @@ use serde::Serialize;
 
 use super::{datapath_of, lock};
 use crate::{
+    datapath::SwitchDrops,
     error::Result,
     names::validate_name,
     state::{PortKind, PortState},
@@ -40,21 +41,6 @@ pub struct PortRow {
     pub spoofed_arp: Option<u64>,
     /// Dropped: a new station from a port that reached its learning limit (`up --max-learned`).
     pub mac_limit: Option<u64>,
-}
-
-/// Drops of packets that came from no port: routed in from outside, or refused by NAT.
-/// Datapaths without them (userspace, bridge) have none.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SwitchDrops {
-    /// Outbound connections refused: no masquerade port free, or the connection table
-    /// refused the entry. Their packets were dropped, never sent untranslated.
-    pub nat_refused: u64,
-    /// Packets routed towards the segment that nothing asked for (not to a forwarded port,
-    /// not a reply of the segment's connections, or from another interface than an uplink).
-    pub unsolicited_routed: u64,
-    /// Connections not answered yet that newer ones pushed out of their budget (a flood of
-    /// SYNs, say); answered connections are never pushed out by them.
-    pub unreplied_evicted: u64,
 }
 
 /// `switch stats`: every port's counters and the switch-wide drops.
@@ -99,12 +85,7 @@ pub async fn show(switch: &str) -> Result<StatsReport> {
         });
     }
     let switch = match dp.tables() {
-        Some(t) => {
-            let c = t.counters().await?;
-            let fill = t.fill().await?;
-            let unreplied_evicted = fill.iter().find(|(name, _)| *name == "unreplied").map_or(0, |(_, f)| f.evicted());
-            Some(SwitchDrops { nat_refused: c.ct_refused, unsolicited_routed: c.routed_refused, unreplied_evicted })
-        }
+        Some(t) => Some(t.drops().await?),
         None => None,
     };
     Ok(StatsReport { ports: rows, switch })

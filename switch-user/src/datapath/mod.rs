@@ -316,9 +316,24 @@ pub trait Tables: Send + Sync {
     /// The MAC table and the connection table, in that order, as (name, fill).
     async fn fill(&self) -> Result<Vec<(&'static str, TableFill)>>;
 
-    /// The raw table counters, summed over CPUs (and the switch-wide drop counters kept with
-    /// them).
-    async fn counters(&self) -> Result<switch_common::TableStats>;
+    /// The drops that belong to no port, with no walk of the tables but the unanswered
+    /// connections' (for its evictions).
+    async fn drops(&self) -> Result<SwitchDrops>;
+}
+
+/// Drops of packets that came from no port: routed in from outside, or refused by NAT.
+/// Datapaths without them (userspace, bridge) have none.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SwitchDrops {
+    /// Outbound connections refused: no masquerade port free, or the connection table
+    /// refused the entry. Their packets were dropped, never sent untranslated.
+    pub nat_refused: u64,
+    /// Packets routed towards the segment that nothing asked for (not to a forwarded port,
+    /// not a reply of the segment's connections, or from another interface than an uplink).
+    pub unsolicited_routed: u64,
+    /// Connections not answered yet that newer ones pushed out of their budget (a flood of
+    /// SYNs, say); answered connections are never pushed out by them.
+    pub unreplied_evicted: u64,
 }
 
 /// A datapath log. Logging costs on every frame, so it is on only while someone reads it.

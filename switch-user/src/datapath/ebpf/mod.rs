@@ -40,8 +40,8 @@ use switch_common::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Datapath, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding, TableFill,
-    Tables, UplinkSetup,
+    Datapath, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding, SwitchDrops,
+    TableFill, Tables, UplinkSetup,
 };
 use crate::{
     controller::blocking,
@@ -145,15 +145,11 @@ impl Datapath for Ebpf {
     async fn attach_port(&self, port: &PortState) -> Result<()> {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let (pins, host_if, ifindex) = (self.pins.clone(), port.host_if.clone(), port.host_ifindex);
-        let (binding, cookie) = (port.datapath_port(), port.netns_cookie);
+        let binding = port.datapath_port();
         // The host's end of the gateway pair: where the host routes into the segment.
         let guarded = (port.kind == PortKind::Gateway).then(|| port.peer_if.clone());
         blocking(move || {
             SwitchMaps::open(&pins)?.add_port(slot, ifindex, binding)?;
-            if cookie != 0 {
-                // Sockets of this namespace may reach forwards on the uplinks directly.
-                NatMaps::open(&pins)?.allow_netns(cookie)?;
-            }
             if let Some(gateway) = guarded {
                 pins.attach_gateway_guard(&gateway)?;
             }
@@ -400,8 +396,20 @@ impl Tables for Ebpf {
         .await
     }
 
-    async fn counters(&self) -> Result<switch_common::TableStats> {
-        self.with_maps(|maps| maps.tables()).await
+    async fn drops(&self) -> Result<SwitchDrops> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            let t = SwitchMaps::open(&pins)?.tables()?;
+            let present = NatMaps::open(&pins)?.unreplied_present() as u64;
+            let evicted =
+                TableFill { added: t.unreplied_added, removed: t.unreplied_removed, present, ..Default::default() };
+            Ok(SwitchDrops {
+                nat_refused: t.ct_refused,
+                unsolicited_routed: t.routed_refused,
+                unreplied_evicted: evicted.evicted(),
+            })
+        })
+        .await
     }
 }
 

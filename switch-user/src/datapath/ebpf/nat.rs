@@ -129,6 +129,11 @@ impl NatMaps {
         (gone[0], gone[1])
     }
 
+    /// Entries in `CT_UNREPLIED`, expired ones included (a walk of that table alone).
+    pub fn unreplied_present(&self) -> usize {
+        self.unreplied.keys().count()
+    }
+
     /// One walk of both connection tables, changing nothing: live connections per rule (each
     /// counted once, by its `CT_DNAT` entry), and per table live entries (both directions of
     /// each connection) and entries present (expired ones too: the programs replace them when
