@@ -244,6 +244,10 @@ impl Sandbox {
                 let _ = Command::new("ip").args(["netns", "del", &ns]).status();
             }
         }
+        // Interfaces a test made on the host itself (stand-ins for the host's own).
+        for link in host_links().into_iter().filter(|l| l.starts_with(&self.prefix)) {
+            let _ = Command::new("ip").args(["link", "del", &link]).status();
+        }
     }
 }
 

@@ -109,11 +109,19 @@ fn down_removes_every_trace(dp: &str) {
     let host_ifs: Vec<String> =
         [&a, &b].iter().map(|n| ns_info(n)["host_interface"].as_str().unwrap().to_owned()).collect();
     let pin_dir = format!("/sys/fs/bpf/switch/{sw}");
-    if is_ebpf(dp) {
-        assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists());
+    match dp {
+        // A tc port's program is a filter of the veth's clsact qdisc; an XDP port's a pinned link.
+        "tc" => assert!(host("tc", &["filter", "show", "dev", &host_ifs[0], "ingress"]).contains("switch_ingress")),
+        "xdp" => assert!(std::path::Path::new(&pin_dir).join("links").join(&host_ifs[0]).exists()),
+        _ => {}
     }
     let pid = switch_pid(&sw);
     assert_eq!(pid.is_some(), dp == "userspace", "pid file of the userspace process");
+    // The ports go in one batch, an interface group of their own: the host's interfaces, in
+    // the default group or in one of their own, stay.
+    let (plain, grouped) = (sb.name("d0"), sb.name("d1"));
+    host("ip", &["link", "add", &plain, "type", "veth", "peer", "name", &grouped]);
+    host("ip", &["link", "set", &grouped, "group", "77"]);
 
     let r = json(&["down", "--name", &sw]);
     assert_eq!(r["existed"], true);
@@ -123,6 +131,8 @@ fn down_removes_every_trace(dp: &str) {
     for h in &host_ifs {
         assert!(!links.contains(h), "{h} left behind");
     }
+    assert!(links.contains(&plain) && links.contains(&grouped), "down took the host's interfaces: {links:?}");
+    host("ip", &["link", "del", &plain]);
     let ns = netns_list();
     assert!(!ns.contains(&a) && !ns.contains(&b), "namespaces left behind: {ns:?}");
     if let Some(pid) = pid {

@@ -8,6 +8,7 @@ use crate::{
     datapath::Datapath,
     error::{Context as _, Result},
     state::{PortKind, State, Store},
+    sys::netlink::Netlink,
 };
 
 /// Which records `remove_records` takes.
@@ -42,6 +43,13 @@ pub(crate) async fn remove_records(
     }
     let mut removed = vec![];
     let ports: Vec<_> = state.ports(switch).filter(|p| takes(p.ready)).cloned().collect();
+    // The veths of all of them in one kernel batch (see `Netlink::delete_all`): `down` of a
+    // switch with hundreds of ports takes a fraction of a second instead of 30 ms a port.
+    // What follows finds them gone.
+    let veths: Vec<String> = ports.iter().filter(|p| p.kind.is_switched()).map(|p| p.host_if.clone()).collect();
+    if veths.len() > 1 {
+        Netlink::new()?.delete_all(&veths).await?;
+    }
     for p in ports {
         tracing::info!(switch, kind = %p.kind, owner = %p.owner, ready = p.ready, "removing a port");
         port::teardown(state, dp.as_deref(), &p).await?;

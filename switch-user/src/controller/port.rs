@@ -127,11 +127,15 @@ pub(crate) async fn teardown(state: &State, dp: Option<&dyn Datapath>, p: &PortS
             // The interface is the host's: it stays.
         }
         PortKind::Namespace | PortKind::Adopted | PortKind::Gateway => {
+            // The veth pair goes with either end, and its programs with it. Interface first:
+            // the kernel drops a filter with its interface for free, where detaching a link
+            // on its own (XDP, the gateway's TCX guard) waits out a grace period that the
+            // deletion then queues behind; after it the datapath only forgets the port (its
+            // slot, its pins).
+            Netlink::new()?.delete(&p.host_if).await?;
             if let Some(dp) = dp {
                 dp.detach_port(p).await?;
             }
-            // The veth pair goes with either end.
-            Netlink::new()?.delete(&p.host_if).await?;
         }
     }
     if let (true, Some(ns)) = (p.kind.owns_namespace(), p.namespace()) {

@@ -8,7 +8,9 @@ use aya::{
     EbpfLoader,
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        cgroup_sock_addr::CgroupSockAddrAttachType, links::FdLink,
+        cgroup_sock_addr::CgroupSockAddrAttachType,
+        links::FdLink,
+        tc::{NlOptions, TcAttachOptions, TcError, qdisc_add_clsact, qdisc_detach_program},
     },
 };
 use aya_obj::programs::XdpAttachType;
@@ -54,7 +56,7 @@ const SOCK_HOOKS: [(&str, CgroupSockAddrAttachType); 3] = [
 /// Which of the object's two entry programs a switch runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
-    /// `switch_ingress`, attached with TCX to each port's ingress.
+    /// `switch_ingress`, a filter of each port's clsact ingress.
     Tc,
     /// `switch_xdp`, attached in native (driver) mode to each port.
     Xdp,
@@ -81,6 +83,38 @@ fn tcx_link(prog: &Path, ifname: &str, attach: TcAttachType, what: &str) -> Resu
     let id = prog.attach(ifname, attach).map_err(bpf(format!("attaching {what} to {ifname} (TCX {attach:?})")))?;
     prog.take_link(id).map_err(bpf("taking the TCX link"))?.try_into().map_err(bpf("TCX link is not an fd link"))
 }
+
+/// Attaches the pinned TC program at `prog` to the ingress of `ifname`, a port's own veth end,
+/// as a direct-action filter of its clsact qdisc.
+///
+/// Not TCX, which the uplinks use: attaching and detaching a TCX program each wait out a full
+/// RCU grace period under the rtnl lock (about 10 ms here), and so does deleting an interface
+/// that still has one, once per interface even when the kernel deletes many in one batch
+/// (250 ports took seconds to go). A filter is attached in one netlink request and freed
+/// with the qdisc through call_rcu, without waiting. It lives exactly as long as the
+/// interface, which the port made and deletes: nothing of it can outlive the switch (the
+/// reason pinned TCX links are kept for host interfaces, which stay).
+fn clsact_attach(prog: &Path, ifname: &str) -> Result<()> {
+    match qdisc_add_clsact(ifname) {
+        Ok(()) => {}
+        // A qdisc left by an interrupted attach to this same interface.
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(bpf(format!("adding the clsact qdisc to {ifname}"))(e)),
+    }
+    let mut prog = tc_program(prog)?;
+    let options = TcAttachOptions::Netlink(NlOptions { priority: PORT_FILTER_PRIORITY, ..Default::default() });
+    let id = prog
+        .attach_with_options(ifname, TcAttachType::Ingress, options)
+        .map_err(bpf(format!("attaching the datapath to {ifname} (clsact ingress)")))?;
+    let link = prog.take_link(id).map_err(bpf("taking the tc link"))?;
+    // Dropping aya's handle would delete the filter; the kernel keeps it (and through it the
+    // program) until the interface goes.
+    std::mem::forget(link);
+    Ok(())
+}
+
+/// Priority of the port's filter in its clsact ingress: the first.
+const PORT_FILTER_PRIORITY: u16 = 1;
 
 /// Makes the link with `make` and pins it at `pin`, unless something is pinned there already.
 fn pin_once(pin: &Path, make: impl FnOnce() -> Result<FdLink>) -> Result<()> {
@@ -294,13 +328,12 @@ impl Pins {
         Ok(())
     }
 
-    /// Attaches the switch's program to host interface `ifname` (TCX ingress, or native XDP)
-    /// and pins the link. An existing pinned link for `ifname` (from an interrupted run) is
-    /// replaced.
+    /// Attaches the switch's program to port `ifname` (clsact ingress, or native XDP with a
+    /// pinned link). An existing attachment (from an interrupted run) is replaced.
     pub fn attach(&self, ifname: &str) -> Result<()> {
         self.detach(ifname)?;
         let link: FdLink = match self.program() {
-            Some(Program::Tc) => tcx_link(&self.prog(), ifname, TcAttachType::Ingress, "the datapath")?,
+            Some(Program::Tc) => return clsact_attach(&self.prog(), ifname),
             Some(Program::Xdp) => {
                 let mut prog = xdp_program(&self.prog_xdp())?;
                 let id = prog
@@ -317,10 +350,27 @@ impl Pins {
         Ok(())
     }
 
-    /// Detaches the datapath from `ifname` by removing the link's pin (the kernel destroys the
-    /// link when its last reference goes). Nothing pinned is not an error.
+    /// Detaches the datapath from port `ifname`: removes the XDP link's pin (the kernel
+    /// destroys the link when its last reference goes) and the tc filter, if the interface is
+    /// still there (the usual order deletes it first, which takes the filter with it). Nothing
+    /// attached is not an error.
     pub fn detach(&self, ifname: &str) -> Result<()> {
-        remove_pin(&self.link(ifname))
+        remove_pin(&self.link(ifname))?;
+        match qdisc_detach_program(ifname, TcAttachType::Ingress, programs::TC_INGRESS) {
+            Ok(()) => Ok(()),
+            // No such interface, no clsact qdisc, or no filter of ours.
+            Err(TcError::IoError(e))
+                if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ENODEV) =>
+            {
+                Ok(())
+            }
+            Err(TcError::NetlinkError(e))
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(bpf(format!("detaching the datapath from {ifname}"))(e)),
+        }
     }
 
     /// Removes every pin of the switch: the program and maps are freed once no link uses them.

@@ -14,7 +14,8 @@
 //!   FDB BOUND LEARNED PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS  switching maps
 //!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
 //!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
-//!   links/IFNAME                   one link per port (TCX or XDP)
+//!   links/IFNAME                   one link per port (XDP; a tc port's program is a filter of
+//!                                  its clsact qdisc, which goes with the port's veth)
 //!   links/uplink-{in,out}-IFNAME   the forwarding programs on an uplink
 //!   links/gateway-nat-IFNAME       the reply shortcut
 //!   links/gateway-guard-IFNAME     the guard (attached with the gateway port)
