@@ -50,8 +50,13 @@ impl Options {
     /// checking that `only` names known contenders.
     fn contenders(&self) -> Result<Vec<Contender>> {
         let forwards = forward::contenders();
-        let known =
-            || ALL.iter().map(|c| c.name).chain(forwards.iter().map(|f| f.name)).chain(CNI_CONTENDERS.iter().copied());
+        let known = || {
+            ALL.iter()
+                .map(|c| c.name)
+                .chain(forwards.iter().map(|f| f.name))
+                .chain(CNI_CONTENDERS.iter().copied())
+                .chain([BRINGUP])
+        };
         if let Some(name) = self.only.iter().find(|o| !known().any(|k| k == *o)) {
             let known: Vec<&str> = known().collect();
             return Err(Error::invalid("contender", name.clone(), format!("known: {}", known.join(", "))));
@@ -78,9 +83,10 @@ impl Options {
         self.only.is_empty() || CNI_CONTENDERS.iter().any(|c| self.named(c))
     }
 
-    /// The bring-up comparisons to run: none in a run of chosen contenders.
+    /// The bring-up and removal comparisons to run: in a run of chosen contenders, only if
+    /// `bringup` is one of them.
     fn bringup(&self) -> &[usize] {
-        if self.only.is_empty() { &self.bringup } else { &[] }
+        if self.only.is_empty() || self.named(BRINGUP) { &self.bringup } else { &[] }
     }
 }
 
@@ -417,25 +423,36 @@ async fn cni(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
 /// The switch the bring-up comparison builds.
 const BRINGUP_SWITCH: &str = "benchup";
 /// The baseline of the bring-up comparison.
-const BRINGUP_CLASSIC: &str = "ip commands + bridge";
+/// The name `--only` knows the bring-up and removal comparisons by.
+const BRINGUP: &str = "bringup";
+pub(crate) const BRINGUP_CLASSIC: &str = "ip commands + bridge";
+/// Our contenders in the bring-up and removal comparisons.
+pub(crate) const BRINGUP_OURS: &str = "switch ns add (tc)";
+pub(crate) const REMOVAL_OURS: &str = "switch down (tc)";
 /// The most namespaces a bring-up comparison makes.
 const BRINGUP_MAX: usize = 100;
 
 /// Time to bring up `n` namespaces on a switch (one `switch ns add` process each, as a user
-/// would) against the same with `ip` commands and a Linux bridge, interleaved per round.
+/// would) and to remove them again (`switch down`), against the same with `ip` commands and a
+/// Linux bridge, interleaved per round.
 async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
     let mut out = vec![];
     for &n in opts.bringup() {
-        let mut ours = Series::default();
-        let mut classic = Series::default();
+        let (mut ours, mut classic) = ([Series::default(), Series::default()], [Series::default(), Series::default()]);
         for round in 1..=opts.rounds {
             bar.set_message(format!("round {round}/{}: {n} namespaces with switch", opts.rounds));
-            ours.values.push(bringup_switch(n).await?.as_secs_f64());
+            let (up, down) = bringup_switch(n).await?;
+            ours[0].values.push(up.as_secs_f64());
+            ours[1].values.push(down.as_secs_f64());
             bar.inc(1);
             bar.set_message(format!("round {round}/{}: {n} namespaces with ip + bridge", opts.rounds));
-            classic.values.push(bringup_ip(n).await?.as_secs_f64());
+            let (up, down) = bringup_ip(n).await?;
+            classic[0].values.push(up.as_secs_f64());
+            classic[1].values.push(down.as_secs_f64());
             bar.inc(1);
         }
+        let [ours_up, ours_down] = ours;
+        let [classic_up, classic_down] = classic;
         out.push(MetricReport::new(
             if n >= 100 { "bringup_100" } else { "bringup_10" },
             &format!("Bring-up of {n} namespaces on a switch"),
@@ -443,7 +460,16 @@ async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
             false,
             "",
             &[BRINGUP_CLASSIC],
-            vec![("switch ns add (tc)".into(), ours), (BRINGUP_CLASSIC.into(), classic)],
+            vec![(BRINGUP_OURS.into(), ours_up), (BRINGUP_CLASSIC.into(), classic_up)],
+        ));
+        out.push(MetricReport::new(
+            if n >= 100 { "removal_100" } else { "removal_10" },
+            &format!("Removal of {n} namespaces from a switch (until their interfaces are gone)"),
+            "s",
+            false,
+            "",
+            &[BRINGUP_CLASSIC],
+            vec![(REMOVAL_OURS.into(), ours_down), (BRINGUP_CLASSIC.into(), classic_down)],
         ));
     }
     Ok(out)
@@ -466,7 +492,8 @@ pub(super) async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-async fn bringup_switch(n: usize) -> Result<Duration> {
+/// Brings up `n` namespaces on a fresh switch, then takes the switch down: how long each took.
+async fn bringup_switch(n: usize) -> Result<(Duration, Duration)> {
     let exe = std::env::current_exe().map_err(|e| Error::Command(format!("finding the switch binary: {e}")))?;
     let exe = exe.to_string_lossy().into_owned();
     let _ = crate::controller::switch::down(BRINGUP_SWITCH).await;
@@ -476,19 +503,31 @@ async fn bringup_switch(n: usize) -> Result<Duration> {
         let (ns, ip) = (format!("benchu{i}"), format!("10.201.{}.{}/16", i / 250, i % 250 + 1));
         run_quiet(&exe, &["ns", "add", &ns, "--ip", &ip, "--switch", BRINGUP_SWITCH]).await?;
     }
-    let took = start.elapsed();
-    crate::controller::switch::down(BRINGUP_SWITCH).await?;
-    Ok(took)
+    let up = start.elapsed();
+    let start = Instant::now();
+    run_quiet(&exe, &["down", "--switch", BRINGUP_SWITCH]).await?;
+    Ok((up, start.elapsed()))
 }
 
-async fn bringup_ip(n: usize) -> Result<Duration> {
-    let cleanup = || async {
+/// The same with `ip` and a Linux bridge; removal is `ip netns del` of each namespace, which
+/// returns before the kernel has destroyed it, so the clock stops when their veths are gone.
+async fn bringup_ip(n: usize) -> Result<(Duration, Duration)> {
+    let remove = || async {
         for i in 0..n {
             let _ = run_quiet("ip", &["netns", "del", &format!("benchi{i}")]).await;
         }
         let _ = run_quiet("ip", &["link", "del", "benchbr"]).await;
+        let nl = crate::sys::netlink::Netlink::new()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while nl.links().await?.keys().any(|l| l.starts_with("benchv")) {
+            if Instant::now() > deadline {
+                return Err(Error::Command("the classic recipe's veths did not go within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
     };
-    cleanup().await;
+    remove().await?;
     let start = Instant::now();
     run_quiet("ip", &["link", "add", "benchbr", "type", "bridge"]).await?;
     run_quiet("ip", &["link", "set", "benchbr", "up"]).await?;
@@ -502,9 +541,10 @@ async fn bringup_ip(n: usize) -> Result<Duration> {
         run_quiet("ip", &["-n", &ns, "link", "set", "eth0", "up"]).await?;
         run_quiet("ip", &["-n", &ns, "link", "set", "lo", "up"]).await?;
     }
-    let took = start.elapsed();
-    cleanup().await;
-    Ok(took)
+    let up = start.elapsed();
+    let start = Instant::now();
+    remove().await?;
+    Ok((up, start.elapsed()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::{Options, Series};
+use super::{BRINGUP_CLASSIC, BRINGUP_OURS, Options, REMOVAL_OURS, Series};
 
 /// Where the numbers come from.
 #[derive(Clone, Debug, Serialize)]
@@ -219,7 +219,9 @@ impl Report {
             measured: m,
             met: m.map(|m| m <= goal),
         };
-        let hundred = self.metric("bringup_100").and_then(|m| m.rows.first()).map(|r| r.median);
+        let median = |metric: &str, who: &str| self.metric(metric).and_then(|m| m.row(who)).map(|r| r.median);
+        let hundred = median("bringup_100", BRINGUP_OURS);
+        let removal_vs_bringup = median("removal_100", REMOVAL_OURS).zip(hundred).map(|(down, up)| down / up);
         let cni_add = self.metric("cni_add").and_then(|m| m.row("switch-cni")).map(|r| r.median);
         vec![
             at_least("tc TCP throughput vs bare veth", 0.97, ratio("tcp", "tc", "veth")),
@@ -236,6 +238,13 @@ impl Report {
                 measured: hundred,
                 met: hundred.map(|s| s < 3.0),
             },
+            at_most(
+                "bring-up of 100 namespaces vs ip commands + bridge",
+                1.00,
+                ratio("bringup_100", BRINGUP_OURS, BRINGUP_CLASSIC),
+            ),
+            // Removal against our own bring-up: taking a port out costs no more than making it.
+            at_most("removal of 100 namespaces (down) vs their bring-up", 1.00, removal_vs_bringup),
             at_least(
                 "eBPF port forward new connections/s vs iptables DNAT",
                 1.30,

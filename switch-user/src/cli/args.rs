@@ -153,8 +153,9 @@ pub struct BenchArgs {
     pub secs: Option<u64>,
     /// Only these contenders, with their comparison's baselines (every ratio is against
     /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace; port
-    /// forwarding: routed, iptables, ebpf-forward. A comparison none of whose contenders is
-    /// named is left out, and so is the bring-up of namespaces.
+    /// forwarding: routed, iptables, ebpf-forward; CNI plugins: switch-cni, bridge-cni;
+    /// `bringup` for bringing up and removing namespaces. A comparison none of whose
+    /// contenders is named is left out.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write an SVG chart to FILE.
