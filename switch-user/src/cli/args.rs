@@ -206,9 +206,10 @@ pub struct MetricsArgs {
 const METRICS_HELP: &str = "\
 The metrics name every switch, namespace, host interface and forwarded port with its
 target address: whoever can scrape them learns the layout of the host's networks. The
-server listens on loopback only unless told otherwise; a Prometheus on another machine
-should reach it through a tunnel or a proxy that authenticates, or only on an address of
-a network you trust.
+server has no TLS or authentication and listens on loopback only unless told otherwise.
+A Prometheus on another machine should reach it through an SSH tunnel or a reverse proxy
+that authenticates, or the server should listen only on the address of a network you
+trust.
 
 Examples:
   switch metrics                                   # once, on stdout
@@ -217,7 +218,7 @@ Examples:
 
 #[derive(Debug, Subcommand)]
 pub enum MetricsCommand {
-    /// Serve the metrics at http://ADDR:PORT/metrics until Ctrl-C or SIGTERM. Each scrape
+    /// Serve the metrics at http://IP:PORT/metrics until Ctrl-C or SIGTERM. Each scrape
     /// reads fresh numbers; a switch that goes away is gone from the next scrape.
     #[command(after_help = METRICS_HELP)]
     Serve {
