@@ -64,6 +64,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // (crun fails on this machine kind's hybrid cgroups).
     ("podman", "podman"),
     ("runc", "runc"),
+    // Metrics tests (tests/tests/metrics.rs): scrape with curl, check the format with promtool.
+    ("curl", "curl"),
+    ("promtool", "prometheus"),
 ];
 
 /// Debian packages that put nothing on PATH to look for, so dpkg is asked whether they are

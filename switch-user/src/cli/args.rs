@@ -67,6 +67,9 @@ pub enum Command {
     Tables(SwitchArgs),
     /// Stream the datapath's log records until Ctrl-C or SIGTERM (logging is off otherwise).
     Logs(LogsArgs),
+    /// Print Prometheus metrics of every switch on the host (the numbers of `stats`, `tables`
+    /// and `forward list`) once, or serve them over HTTP with `metrics serve`.
+    Metrics(MetricsArgs),
     /// List switches.
     List,
     /// Run a userspace switch in the foreground until Ctrl-C/SIGTERM, then remove it and its
@@ -192,6 +195,40 @@ pub struct LogsArgs {
     /// Switch name.
     #[arg(long, default_value = DEFAULT_SWITCH)]
     pub switch: String,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, after_help = METRICS_HELP)]
+pub struct MetricsArgs {
+    #[command(subcommand)]
+    pub command: Option<MetricsCommand>,
+}
+
+const METRICS_HELP: &str = "\
+The metrics name every switch, namespace, host interface and forwarded port with its
+target address: whoever can scrape them learns the layout of the host's networks. The
+server has no TLS or authentication and listens on loopback only unless told otherwise.
+A Prometheus on another machine should reach it through an SSH tunnel or a reverse proxy
+that authenticates, or the server should listen only on the address of a network you
+trust.
+
+Examples:
+  switch metrics                                   # once, on stdout
+  switch metrics serve                             # http://127.0.0.1:9370/metrics
+  curl -s http://127.0.0.1:9370/metrics";
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Serve the metrics at http://IP:PORT/metrics until Ctrl-C or SIGTERM. Each scrape
+    /// reads fresh numbers; a switch that goes away is gone from the next scrape.
+    #[command(after_help = METRICS_HELP)]
+    Serve {
+        /// Address and port to listen on (IP:PORT; port 0 picks a free one and prints it).
+        /// Anything but a loopback address exposes namespace names and addresses to
+        /// whoever can reach it.
+        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9370")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -380,7 +380,12 @@ pub struct ForwardRow {
 /// killed command left unfinished is not listed (the next mutating command rolls it back).
 pub async fn list(switch: Option<&str>) -> Result<Vec<ForwardRow>> {
     let store = lock().await?;
-    let state = store.load()?;
+    read(&store.load()?, switch).await
+}
+
+/// The forwards of `switch` (every switch's if `None`) as `state` records them (see
+/// `stats::read`).
+pub(crate) async fn read(state: &State, switch: Option<&str>) -> Result<Vec<ForwardRow>> {
     let listed: Vec<&ForwardState> =
         state.forwards.iter().filter(|f| f.ready && switch.is_none_or(|s| s == f.switch)).collect();
     let mut switches: Vec<&str> = listed.iter().map(|f| f.switch.as_str()).collect();
@@ -391,7 +396,7 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<ForwardRow>> {
     let mut counters = HashMap::new();
     for sw in switches {
         let rules: Vec<u16> = listed.iter().filter(|f| f.switch == sw).map(|f| f.rule).collect();
-        let dp = datapath_of(&state, sw)?;
+        let dp = datapath_of(state, sw)?;
         counters.insert(sw, dp.require_forwarding()?.counters(&rules).await?);
     }
     Ok(listed

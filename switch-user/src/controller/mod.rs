@@ -10,8 +10,8 @@
 //!    record ready.
 //!
 //! Teardown is idempotent and works from the record alone, so it doubles as crash recovery.
-//! Read-only commands (`list`, `ns list`, `fdb`, `stats`, `tables`, `forward list`) change
-//! nothing, neither the state nor the datapath's tables.
+//! Read-only commands (`list`, `ns list`, `fdb`, `stats`, `tables`, `forward list`,
+//! `metrics`) change nothing, neither the state nor the datapath's tables.
 //!
 //! The datapath is only reached through [`crate::datapath::Datapath`]; no command knows which
 //! datapath it drives.
@@ -20,6 +20,7 @@ pub mod forward;
 pub mod intent;
 pub mod link;
 pub mod logs;
+pub mod metrics;
 pub mod ns;
 pub mod port;
 pub mod stats;

@@ -6,7 +6,7 @@ use crate::{
     datapath::SwitchDrops,
     error::Result,
     names::validate_name,
-    state::{PortKind, PortState},
+    state::{PortKind, PortState, State},
 };
 
 /// Counters of one port. Counters a datapath does not keep are `None` (the bridge's come from
@@ -57,8 +57,13 @@ pub struct StatsReport {
 pub async fn show(switch: &str) -> Result<StatsReport> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
-    let state = store.load()?;
-    let dp = datapath_of(&state, switch)?;
+    read(&store.load()?, switch).await
+}
+
+/// The counters of `switch`'s ports as `state` records them (`show` under the lock; metrics
+/// from a copy of the state, with the lock released).
+pub(crate) async fn read(state: &State, switch: &str) -> Result<StatsReport> {
+    let dp = datapath_of(state, switch)?;
     let mut ports: Vec<PortState> = state.switched_ports(switch).cloned().collect();
     // The host first, as it always was; then namespaces by name.
     ports.sort_by_key(|p| (p.kind != PortKind::Gateway, p.owner.clone()));

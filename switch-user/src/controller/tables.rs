@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::{datapath_of, lock};
-use crate::{datapath::TableFill, error::Result, names::validate_name};
+use crate::{datapath::TableFill, error::Result, names::validate_name, state::State};
 
 /// One table.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -54,8 +54,12 @@ impl TableRow {
 pub async fn show(switch: &str) -> Result<Vec<TableRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
-    let state = store.load()?;
-    let dp = datapath_of(&state, switch)?;
+    read(&store.load()?, switch).await
+}
+
+/// The tables of `switch` as `state` records it (see `stats::read`).
+pub(crate) async fn read(state: &State, switch: &str) -> Result<Vec<TableRow>> {
+    let dp = datapath_of(state, switch)?;
     Ok(dp.require_tables()?.fill().await?.into_iter().map(|(name, f)| TableRow::new(name, f)).collect())
 }
 

@@ -6,6 +6,7 @@ pub mod fdb;
 pub mod forward;
 pub mod link;
 pub mod logs;
+pub mod metrics;
 pub mod ns;
 pub mod ports;
 pub mod run;
