@@ -60,10 +60,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
-    // Container runtime tests (tests/tests/podman.rs): podman with the CNI backend, and runc
-    // (crun fails on this machine kind's hybrid cgroups).
+    // Container runtime tests (tests/tests/podman.rs, containerd.rs): podman with the CNI
+    // backend, runc (crun fails on this machine kind's hybrid cgroups), and containerd with
+    // its `ctr` client (the tests run a private daemon, never the packaged service).
     ("podman", "podman"),
     ("runc", "runc"),
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
 ];
 
 /// Debian packages that put nothing on PATH to look for, so dpkg is asked whether they are
