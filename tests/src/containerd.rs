@@ -475,6 +475,20 @@ impl Containerd {
         ports
     }
 
+    /// Host-side interfaces of the switch's ports of kind `adopted` (`switch ports --json`):
+    /// namespaces a runtime made.
+    pub fn adopted_interfaces(&self) -> Vec<String> {
+        let r = run_cmd(Command::new(switch_bin()).args(["ports", "--switch", &self.switch, "--json"]));
+        assert_eq!(r.code, 0, "switch ports: {}", r.stderr);
+        let rows: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("switch ports: {e}: {}", r.stdout));
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["kind"] == "adopted")
+            .filter_map(|p| p["interface"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Addresses host-local has reserved on the network (a file per address).
     pub fn reservations(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.dir.join("ipam").join(&self.switch))

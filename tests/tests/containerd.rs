@@ -26,8 +26,8 @@ fn ping(env: &Containerd, from: &str, ip: &str) -> bool {
 
 /// Container `id`'s address, checked against what the plugin recorded: the address eth0 has
 /// inside is on the network's subnet, is the address of its port in `switch ns list` (listed
-/// under its CNI container ID, on the task's own network namespace, with a host-side veth) and
-/// is reserved in host-local. Returns it without prefix length.
+/// under its CNI container ID, on the task's own network namespace, with a host-side veth that
+/// `switch ports` shows as adopted) and is reserved in host-local. Returns it without prefix length.
 fn plugged(env: &mut Containerd, id: &str) -> String {
     let cidr = env.address(id);
     let (ip, len) = cidr.split_once('/').unwrap();
@@ -45,6 +45,8 @@ fn plugged(env: &mut Containerd, id: &str) -> String {
         "{id}'s host interface {} does not exist",
         port.host_interface
     );
+    let adopted = env.adopted_interfaces();
+    assert!(adopted.contains(&port.host_interface), "{port:?} is not an adopted port: {adopted:?}");
     assert!(env.reservations().contains(&ip.to_owned()), "{ip} is not reserved: {:?}", env.reservations());
     ip.to_owned()
 }
