@@ -5,6 +5,8 @@
 //! touching each other or anything else on the machine. Nothing is attached to the machine's
 //! own interfaces and traffic only goes to addresses inside namespaces the sandbox made.
 pub mod bpf;
+pub mod containerd;
+pub mod image;
 pub mod ipv4;
 pub mod nat;
 pub mod outside;

@@ -189,14 +189,7 @@ fn image_store() -> &'static Path {
         let _ = fs::remove_dir_all(&dir);
         write_confs(&dir, &[Path::new("/usr/lib/cni")], None);
         let rootfs = dir.join("rootfs");
-        fs::create_dir_all(rootfs.join("bin")).unwrap();
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copying /bin/busybox (package busybox-static)");
-        let list = run_cmd(Command::new("/bin/busybox").arg("--list"));
-        assert_eq!(list.code, 0, "busybox --list: {}", list.stderr);
-        // The list names `busybox` itself: linking it would overwrite the binary.
-        for applet in list.stdout.lines().filter(|a| !a.is_empty() && *a != "busybox") {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        crate::image::busybox_rootfs(&rootfs);
         let tar = dir.join("rootfs.tar");
         let r = run_cmd(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
         assert_eq!(r.code, 0, "tar: {}", r.stderr);

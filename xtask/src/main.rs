@@ -5,7 +5,9 @@
 //! `rust-src`, and a `bpf-linker` built against the nightly's own LLVM (see
 //! ../shared/notes/toolchain.md for why it must be that LLVM).
 use std::{
-    env, fs,
+    env,
+    ffi::OsStr,
+    fs,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -60,13 +62,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
-    // Container runtime tests (tests/tests/podman.rs): podman with the CNI backend, and runc
-    // (crun fails on this machine kind's hybrid cgroups).
+    // Container runtime tests (tests/tests/podman.rs, containerd.rs): podman with the CNI
+    // backend, runc (crun fails on this machine kind's hybrid cgroups), and containerd with
+    // its `ctr` client (the tests run a private daemon, never the packaged service).
     ("podman", "podman"),
     ("runc", "runc"),
-    // Metrics tests (tests/tests/metrics.rs): scrape with curl, check the format with promtool.
+    // Metrics tests (tests/tests/metrics.rs): scrape with curl (promtool: see `promtool`).
     ("curl", "curl"),
-    ("promtool", "prometheus"),
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
 ];
 
 /// Debian packages that put nothing on PATH to look for, so dpkg is asked whether they are
@@ -155,6 +159,7 @@ fn setup() -> Result<()> {
         bail!("cargo xtask must run as root: it installs packages, mounts bpffs and the tests create namespaces");
     }
     packages()?;
+    promtool()?;
     bpffs()?;
     lint_tools()?;
     nightly()?;
@@ -182,6 +187,40 @@ fn packages() -> Result<()> {
             bail!("apt-get install {} failed", missing.join(" "));
         }
     }
+    Ok(())
+}
+
+/// Where setup puts `promtool`, which the metrics tests check the exposition format with.
+fn promtool_path() -> PathBuf {
+    workspace().join("target/tools/promtool")
+}
+
+/// `promtool`, taken out of Debian's `prometheus` package without installing it: installing
+/// the package would also install (and on a machine with systemd, start) a Prometheus server
+/// listening on every address, which a test tool has no business leaving on a host.
+fn promtool() -> Result<()> {
+    let dest = promtool_path();
+    if dest.is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: extracting promtool from the prometheus package into {}", dest.display());
+    let dir = workspace().join("target/tools/prometheus-deb");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).context("creating target/tools")?;
+    let download = || Command::new("apt-get").current_dir(&dir).args(["download", "-q", "prometheus"]).status();
+    if !download().is_ok_and(|s| s.success()) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        if !download().is_ok_and(|s| s.success()) {
+            bail!("apt-get download prometheus failed");
+        }
+    }
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    run(Command::new("dpkg-deb").args([OsStr::new("-x"), deb.as_os_str(), dir.join("root").as_os_str()]))?;
+    fs::rename(dir.join("root/usr/bin/promtool"), &dest).context("the prometheus package has no usr/bin/promtool")?;
+    fs::remove_dir_all(&dir).context("removing the unpacked package")?;
     Ok(())
 }
 
@@ -311,5 +350,6 @@ fn test(args: &[String]) -> Result<()> {
         .current_dir(&ws)
         .args(["test", "--no-fail-fast", "--", "--include-ignored"])
         .args(args)
-        .env("SWITCH_BIN", &bin))
+        .env("SWITCH_BIN", &bin)
+        .env("SWITCH_PROMTOOL", promtool_path()))
 }
