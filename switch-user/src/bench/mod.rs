@@ -5,6 +5,7 @@
 //! routing and iptables DNAT) computed round by round.
 pub mod cni;
 pub mod forward;
+pub mod podman;
 pub mod report;
 pub mod tools;
 pub mod topology;
@@ -29,17 +30,23 @@ pub struct Options {
     /// Contenders by name, of either comparison (all if empty). A comparison none of whose
     /// contenders is named is left out, and so is the bring-up comparison (it has none).
     pub only: Vec<String>,
+    /// Containers started one after another per network and round (podman comparison).
+    pub pod_starts: usize,
+    /// Containers started at once per network and round.
+    pub pod_parallel: usize,
 }
 
 impl Options {
-    /// Smoke run: one round of one second each, bring-up of 10 (well under 2 minutes).
+    /// Smoke run: one round of one second each, bring-up of 10, 5 podman starts one after
+    /// another and 10 at once (well under 3 minutes).
     pub fn quick() -> Self {
-        Self { rounds: 1, secs: 1, bringup: vec![10], only: vec![] }
+        Self { rounds: 1, secs: 1, bringup: vec![10], only: vec![], pod_starts: 5, pod_parallel: 10 }
     }
 
-    /// Full run: 3 rounds of 5 s, bring-up of 10 and 100 (well under 15 minutes).
+    /// Full run: 3 rounds of 5 s, bring-up of 10 and 100, 50 podman starts one after another
+    /// and 50 at once (well under 20 minutes).
     pub fn full() -> Self {
-        Self { rounds: 3, secs: 5, bringup: vec![10, 100], only: vec![] }
+        Self { rounds: 3, secs: 5, bringup: vec![10, 100], only: vec![], pod_starts: 50, pod_parallel: 50 }
     }
 
     fn named(&self, name: &str) -> bool {
@@ -50,8 +57,14 @@ impl Options {
     /// checking that `only` names known contenders.
     fn contenders(&self) -> Result<Vec<Contender>> {
         let forwards = forward::contenders();
-        let known =
-            || ALL.iter().map(|c| c.name).chain(forwards.iter().map(|f| f.name)).chain(CNI_CONTENDERS.iter().copied());
+        let known = || {
+            ALL.iter()
+                .map(|c| c.name)
+                .chain(forwards.iter().map(|f| f.name))
+                .chain(CNI_CONTENDERS.iter().copied())
+                .chain(podman::CONTENDERS.iter().copied())
+                .chain([podman::ALIAS])
+        };
         if let Some(name) = self.only.iter().find(|o| !known().any(|k| k == *o)) {
             let known: Vec<&str> = known().collect();
             return Err(Error::invalid("contender", name.clone(), format!("known: {}", known.join(", "))));
@@ -76,6 +89,11 @@ impl Options {
     /// Whether the CNI comparison runs.
     fn cni(&self) -> bool {
         self.only.is_empty() || CNI_CONTENDERS.iter().any(|c| self.named(c))
+    }
+
+    /// Whether the podman comparison runs (`podman` names both of its contenders).
+    fn podman(&self) -> bool {
+        self.only.is_empty() || podman::CONTENDERS.iter().chain(&[podman::ALIAS]).any(|c| self.named(c))
     }
 
     /// The bring-up comparisons to run: none in a run of chosen contenders.
@@ -123,6 +141,7 @@ pub async fn cleanup() {
         let _ = run_quiet("ip", &["netns", "del", &format!("benchi{i}")]).await;
     }
     let _ = run_quiet("ip", &["link", "del", "benchbr"]).await;
+    podman::remove().await;
 }
 
 /// Samples of one contender for one metric, with the CPU it cost.
@@ -176,7 +195,8 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
         + opts.rounds * forwarded * 2
         + forwarded
         + opts.rounds * plugins
-        + plugins) as u64;
+        + plugins
+        + if opts.podman() { opts.rounds * podman::CONTENDERS.len() * 3 + 2 } else { 0 }) as u64;
     bar.set_length(steps);
 
     let measured = measure_all(opts, &topologies, bar).await;
@@ -188,6 +208,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let forwards = if opts.forwards() { forwards(opts, bar).await? } else { vec![] };
     let bringup = bringup(opts, bar).await?;
     let cni = if opts.cni() { cni(opts, bar).await? } else { vec![] };
+    let containers = if opts.podman() { containers(opts, bar).await } else { vec![] };
     bar.finish_and_clear();
 
     let mut metrics: Vec<MetricReport> = vec![];
@@ -204,6 +225,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     metrics.extend(forwards);
     metrics.extend(bringup);
     metrics.extend(cni);
+    metrics.extend(containers);
     Ok(Report::new(Machine::read(), opts, metrics))
 }
 
@@ -412,6 +434,114 @@ async fn cni(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
             rows(parallel),
         ),
     ])
+}
+
+/// The podman comparison's metrics: (id, unit, larger is better).
+const POD_METRICS: [(&str, &str, bool); 6] = [
+    ("pod_start_p50", "ms", false),
+    ("pod_start_p99", "ms", false),
+    ("pod_parallel", "s", false),
+    ("pod_parallel_failed", "starts", false),
+    ("pod_port_conn", "kconn/s", true),
+    ("pod_port_tcp", "Gbit/s", true),
+];
+
+/// Containers under podman on a switch-cni network against podman's own bridge + portmap
+/// network, interleaved per round: start to the first answered ping (starts one after
+/// another), starts at once (wall time and failures), and a published port reached from
+/// outside through an uplink. What fails is reported as not measured; the environment is
+/// removed and the host given back at the end, also after a failure.
+async fn containers(opts: &Options, bar: &ProgressBar) -> Vec<MetricReport> {
+    let nets = podman::nets();
+    bar.set_message("podman: setting up its environment");
+    let measured = async {
+        // series[metric][network], in POD_METRICS order.
+        let mut s = vec![vec![Series::default(); nets.len()]; POD_METRICS.len()];
+        let env = podman::Env::setup().await?;
+        bar.inc(1);
+        let mut served = vec![];
+        for net in &nets {
+            bar.set_message(format!("podman: bringing up {}", net.name));
+            env.warm_up(net).await?;
+            served.push(env.serve(net).await?);
+        }
+        for round in 1..=opts.rounds {
+            for (i, net) in nets.iter().enumerate() {
+                let step =
+                    |what: String| bar.set_message(format!("round {round}/{}: {what} on {}", opts.rounds, net.name));
+                step(format!("{} podman starts", opts.pod_starts));
+                if s[0][i].error.is_none() {
+                    let r = env.starts(net, opts.pod_starts).await;
+                    s[0][i].record(r.as_ref().map(|r| r.0).map_err(|e| Error::Command(e.to_string())), net.name, bar);
+                    s[1][i].record(r.map(|r| r.1), net.name, bar);
+                }
+                bar.inc(1);
+                step(format!("{} podman starts at once", opts.pod_parallel));
+                if s[2][i].error.is_none() {
+                    match env.parallel(net, opts.pod_parallel).await {
+                        Ok((wall, failed, first)) => {
+                            s[2][i].values.push(wall);
+                            s[3][i].values.push(failed as f64);
+                            if let Some(e) = first {
+                                bar.println(format!(
+                                    "{}: {failed} of {} starts at once failed: {e}",
+                                    net.name, opts.pod_parallel
+                                ));
+                            }
+                        }
+                        Err(e) => {
+                            let e = e.to_string();
+                            s[2][i].record(Err(Error::Command(e.clone())), net.name, bar);
+                            s[3][i].record(Err(Error::Command(e)), net.name, bar);
+                        }
+                    }
+                }
+                bar.inc(1);
+                step("connections and TCP to a published port".into());
+                let (client, iperf, conn) = podman::Env::client(net);
+                if s[4][i].error.is_none() {
+                    let rate = forward::connection_rate(&client, conn, opts.secs).await;
+                    s[4][i].record(rate.map(|r| r / 1e3), &format!("connections to {}", net.name), bar);
+                }
+                if s[5][i].error.is_none() {
+                    let bps = tools::tcp_stream(&client, &iperf.ip().to_string(), iperf.port(), opts.secs).await;
+                    s[5][i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP to {}", net.name), bar);
+                }
+                bar.inc(1);
+            }
+        }
+        drop(served);
+        Ok::<_, Error>(s)
+    }
+    .await;
+    bar.set_message("podman: removing its containers and networks");
+    podman::remove().await;
+    bar.inc(1);
+    let series = measured.unwrap_or_else(|e| {
+        bar.println(format!("podman: not measured: {e}"));
+        let failed = Series { error: Some(e.to_string()), ..Series::default() };
+        vec![vec![failed; nets.len()]; POD_METRICS.len()]
+    });
+    let titles = [
+        format!(
+            "podman run -d until the container answers a ping from the host, p50 of {} starts one after another",
+            opts.pod_starts
+        ),
+        format!("The same, p99 of {} starts", opts.pod_starts),
+        format!("{} podman run -d at once (wall time)", opts.pod_parallel),
+        format!("Failed starts of {} at once", opts.pod_parallel),
+        "New TCP connections to a published port (-p) from outside through an uplink (32 in flight)".to_owned(),
+        "TCP stream to a published port (-p) from outside through an uplink (iperf3, 1 stream)".to_owned(),
+    ];
+    POD_METRICS
+        .iter()
+        .zip(titles)
+        .zip(series)
+        .map(|(((id, unit, higher), title), s)| {
+            let rows = nets.iter().map(|n| n.name.to_owned()).zip(s).collect();
+            MetricReport::new(id, &title, unit, *higher, "", &[podman::BASELINE], rows)
+        })
+        .collect()
 }
 
 /// The switch the bring-up comparison builds.

@@ -221,6 +221,12 @@ impl Report {
         };
         let hundred = self.metric("bringup_100").and_then(|m| m.rows.first()).map(|r| r.median);
         let cni_add = self.metric("cni_add").and_then(|m| m.row("switch-cni")).map(|r| r.median);
+        // Every round counts: a failure in any of them misses the target.
+        let pod_failed = self
+            .metric("pod_parallel_failed")
+            .and_then(|m| m.row(super::podman::CONTENDERS[0]))
+            .filter(|r| !r.samples.is_empty())
+            .map(|r| r.samples.iter().sum::<f64>());
         vec![
             at_least("tc TCP throughput vs bare veth", 0.97, ratio("tcp", "tc", "veth")),
             at_least("tc TCP throughput vs Linux bridge", 1.10, ratio("tcp", "tc", "bridge")),
@@ -263,6 +269,17 @@ impl Report {
                 goal: "< 20 ms".into(),
                 measured: cni_add,
                 met: cni_add.map(|ms| ms < 20.0),
+            },
+            at_least(
+                "podman -p new connections/s: switch-cni vs bridge+portmap",
+                1.15,
+                ratio("pod_port_conn", super::podman::CONTENDERS[0], super::podman::BASELINE),
+            ),
+            Target {
+                what: "podman starts at once on switch-cni, failed (all rounds)".into(),
+                goal: "none".into(),
+                measured: pod_failed,
+                met: pod_failed.map(|n| n == 0.0),
             },
         ]
     }

@@ -142,7 +142,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Smoke run: one round of 1 s per tool, bring-up of 10 namespaces (under 2 minutes).
+    /// Smoke run: one round of 1 s per tool, bring-up of 10 namespaces, 5 podman starts one
+    /// after another and 10 at once (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
     /// Rounds of every contender [default: 3, quick: 1].
@@ -153,8 +154,10 @@ pub struct BenchArgs {
     pub secs: Option<u64>,
     /// Only these contenders, with their comparison's baselines (every ratio is against
     /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace; port
-    /// forwarding: routed, iptables, ebpf-forward. A comparison none of whose contenders is
-    /// named is left out, and so is the bring-up of namespaces.
+    /// forwarding: routed, iptables, ebpf-forward; CNI plugins: switch-cni, bridge-cni;
+    /// containers under podman: podman (both of podman-switch-cni, podman-bridge). A
+    /// comparison none of whose contenders is named is left out, and so is the bring-up of
+    /// namespaces.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write an SVG chart to FILE.
