@@ -670,6 +670,13 @@ mod tests {
         assert_eq!(names(&both), ["veth", "bridge", "tc-open"]);
         assert!(both.forwards());
 
+        assert!(all.podman());
+        assert!(!tc.podman() && !forwarding.podman());
+        for name in ["podman", "podman-switch-cni", "podman-bridge"] {
+            let pods = only(&[name]);
+            assert!(pods.podman() && names(&pods).is_empty() && !pods.forwards() && !pods.cni(), "{name}");
+        }
+
         let unknown = only(&["tc", "nat"]).contenders().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
     }

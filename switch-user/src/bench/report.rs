@@ -567,6 +567,26 @@ mod tests {
     }
 
     #[test]
+    fn podman_targets() {
+        let pods = |id: &str, ours: &[f64], theirs: &[f64]| {
+            let rows = vec![("podman-switch-cni".into(), series(ours)), ("podman-bridge".into(), series(theirs))];
+            MetricReport::new(id, id, "", true, "", &["podman-bridge"], rows)
+        };
+        let machine = Machine { kernel: "6.18".into(), cpus: 2, cpu_model: "x".into() };
+        let metrics = vec![
+            pods("pod_port_conn", &[24.0, 23.0], &[20.0, 20.0]),
+            pods("pod_parallel_failed", &[0.0, 1.0], &[0.0, 0.0]),
+        ];
+        let r = Report::new(machine, &Options::quick(), metrics);
+        let target =
+            |what: &str| r.targets.iter().find(|t| t.what.starts_with(what)).unwrap_or_else(|| panic!("{what}"));
+        let conn = target("podman -p new connections/s");
+        assert_eq!((conn.measured, conn.met), (Some(1.175), Some(true)), "median of 1.20 and 1.15");
+        let failed = target("podman starts at once on switch-cni");
+        assert_eq!((failed.measured, failed.met), (Some(1.0), Some(false)), "one failure in one round misses it");
+    }
+
+    #[test]
     fn a_baseline_not_measured_gives_no_ratio() {
         let failed = Series { error: Some("iperf3 failed".into()), ..Series::default() };
         let m = MetricReport::new(
