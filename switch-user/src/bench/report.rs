@@ -581,7 +581,8 @@ mod tests {
         let target =
             |what: &str| r.targets.iter().find(|t| t.what.starts_with(what)).unwrap_or_else(|| panic!("{what}"));
         let conn = target("podman -p new connections/s");
-        assert_eq!((conn.measured, conn.met), (Some(1.175), Some(true)), "median of 1.20 and 1.15");
+        assert!((conn.measured.unwrap() - 1.175).abs() < 1e-9, "median of 1.20 and 1.15: {conn:?}");
+        assert_eq!(conn.met, Some(true));
         let failed = target("podman starts at once on switch-cni");
         assert_eq!((failed.measured, failed.met), (Some(1.0), Some(false)), "one failure in one round misses it");
     }
