@@ -4,6 +4,8 @@ use switch_tests::*;
 
 #[test]
 fn quick_bench_produces_well_formed_results() {
+    const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+    let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
     let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
     let svg_s = svg.to_string_lossy().into_owned();
     let run = std::process::Command::new(switch_bin())
@@ -36,7 +38,13 @@ fn quick_bench_produces_well_formed_results() {
             "bringup_10",
             "cni_add",
             "cni_del",
-            "cni_add_parallel"
+            "cni_add_parallel",
+            "pod_start_p50",
+            "pod_start_p99",
+            "pod_parallel",
+            "pod_parallel_failed",
+            "pod_port_conn",
+            "pod_port_tcp"
         ]
     );
     for m in &metrics[..6] {
@@ -82,15 +90,35 @@ fn quick_bench_produces_well_formed_results() {
         assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
         assert_eq!(rows[1]["vs"]["bridge-cni"].as_f64(), Some(1.0));
     }
+    // Containers under podman: a switch-cni network against bridge+portmap (the baseline).
+    for m in &metrics[12..18] {
+        let rows = m["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
+        assert_eq!(names, ["podman-switch-cni", "podman-bridge"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["podman-bridge"]));
+        for r in rows {
+            let median = r["median"].as_f64().unwrap_or_else(|| panic!("{}: {r}", m["id"]));
+            if m["id"] == "pod_parallel_failed" {
+                assert_eq!(median, 0.0, "starts at once failed: {r}");
+            } else {
+                assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
+            }
+        }
+    }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 13);
+    assert_eq!(targets.len(), 15);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 6 * 7 + 2 * 3 + 2 + 3 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
-    // Nothing of the benchmark is left.
+    assert!(measured >= 6 * 7 + 2 * 3 + 2 + 3 * 2 + 6 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
+    assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
+    let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchp")).collect();
+    assert!(links.is_empty(), "{links:?}");
+    // The bridge plugin turns ip_forward on: the bench gives it back.
+    assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap(), forward_before);
 }

@@ -5,6 +5,7 @@
 //! routing and iptables DNAT) computed round by round.
 pub mod cni;
 pub mod forward;
+pub mod podman;
 pub mod report;
 pub mod tools;
 pub mod topology;
@@ -29,17 +30,23 @@ pub struct Options {
     /// Contenders by name, of either comparison (all if empty). A comparison none of whose
     /// contenders is named is left out, and so is the bring-up comparison (it has none).
     pub only: Vec<String>,
+    /// Containers started one after another per network and round (podman comparison).
+    pub pod_starts: usize,
+    /// Containers started at once per network and round.
+    pub pod_parallel: usize,
 }
 
 impl Options {
-    /// Smoke run: one round of one second each, bring-up of 10 (well under 2 minutes).
+    /// Smoke run: one round of one second each, bring-up of 10, 5 podman starts one after
+    /// another and 10 at once (well under 3 minutes).
     pub fn quick() -> Self {
-        Self { rounds: 1, secs: 1, bringup: vec![10], only: vec![] }
+        Self { rounds: 1, secs: 1, bringup: vec![10], only: vec![], pod_starts: 5, pod_parallel: 10 }
     }
 
-    /// Full run: 3 rounds of 5 s, bring-up of 10 and 100 (well under 15 minutes).
+    /// Full run: 3 rounds of 5 s, bring-up of 10 and 100, 50 podman starts one after another
+    /// and 50 at once (well under 20 minutes).
     pub fn full() -> Self {
-        Self { rounds: 3, secs: 5, bringup: vec![10, 100], only: vec![] }
+        Self { rounds: 3, secs: 5, bringup: vec![10, 100], only: vec![], pod_starts: 50, pod_parallel: 50 }
     }
 
     fn named(&self, name: &str) -> bool {
@@ -55,7 +62,8 @@ impl Options {
                 .map(|c| c.name)
                 .chain(forwards.iter().map(|f| f.name))
                 .chain(CNI_CONTENDERS.iter().copied())
-                .chain([BRINGUP])
+                .chain(podman::CONTENDERS.iter().copied())
+                .chain([podman::ALIAS, BRINGUP])
         };
         if let Some(name) = self.only.iter().find(|o| !known().any(|k| k == *o)) {
             let known: Vec<&str> = known().collect();
@@ -81,6 +89,11 @@ impl Options {
     /// Whether the CNI comparison runs.
     fn cni(&self) -> bool {
         self.only.is_empty() || CNI_CONTENDERS.iter().any(|c| self.named(c))
+    }
+
+    /// Whether the podman comparison runs (`podman` names both of its contenders).
+    fn podman(&self) -> bool {
+        self.only.is_empty() || podman::CONTENDERS.iter().chain(&[podman::ALIAS]).any(|c| self.named(c))
     }
 
     /// The bring-up and removal comparisons to run: in a run of chosen contenders, only if
@@ -129,6 +142,7 @@ pub async fn cleanup() {
         let _ = run_quiet("ip", &["netns", "del", &format!("benchi{i}")]).await;
     }
     let _ = run_quiet("ip", &["link", "del", "benchbr"]).await;
+    podman::remove().await;
 }
 
 /// Samples of one contender for one metric, with the CPU it cost.
@@ -182,7 +196,8 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
         + opts.rounds * forwarded * 2
         + forwarded
         + opts.rounds * plugins
-        + plugins) as u64;
+        + plugins
+        + if opts.podman() { opts.rounds * podman::CONTENDERS.len() * 3 + 2 } else { 0 }) as u64;
     bar.set_length(steps);
 
     let measured = measure_all(opts, &topologies, bar).await;
@@ -194,6 +209,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let forwards = if opts.forwards() { forwards(opts, bar).await? } else { vec![] };
     let bringup = bringup(opts, bar).await?;
     let cni = if opts.cni() { cni(opts, bar).await? } else { vec![] };
+    let containers = if opts.podman() { containers(opts, bar).await } else { vec![] };
     bar.finish_and_clear();
 
     let mut metrics: Vec<MetricReport> = vec![];
@@ -210,6 +226,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     metrics.extend(forwards);
     metrics.extend(bringup);
     metrics.extend(cni);
+    metrics.extend(containers);
     Ok(Report::new(Machine::read(), opts, metrics))
 }
 
@@ -420,6 +437,129 @@ async fn cni(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
     ])
 }
 
+/// The podman comparison's metrics: (id, unit, larger is better).
+const POD_METRICS: [(&str, &str, bool); 6] = [
+    ("pod_start_p50", "ms", false),
+    ("pod_start_p99", "ms", false),
+    ("pod_parallel", "s", false),
+    ("pod_parallel_failed", "starts", false),
+    ("pod_port_conn", "kconn/s", true),
+    ("pod_port_tcp", "Gbit/s", true),
+];
+
+/// Containers under podman on a switch-cni network against podman's own bridge + portmap
+/// network, interleaved per round: start to the first answered ping (starts one after
+/// another), starts at once (wall time and failures), and a published port reached from
+/// outside through an uplink. What fails is reported as not measured; the environment is
+/// removed and the host given back at the end, also after a failure.
+async fn containers(opts: &Options, bar: &ProgressBar) -> Vec<MetricReport> {
+    let nets = podman::nets();
+    bar.set_message("podman: setting up its environment");
+    let measured = async {
+        // series[metric][network], in POD_METRICS order.
+        let mut s = vec![vec![Series::default(); nets.len()]; POD_METRICS.len()];
+        let env = podman::Env::setup().await?;
+        bar.inc(1);
+        let mut served = vec![];
+        for net in &nets {
+            bar.set_message(format!("podman: bringing up {}", net.name));
+            env.warm_up(net).await?;
+            served.push(env.serve(net).await?);
+        }
+        for round in 1..=opts.rounds {
+            for (i, net) in nets.iter().enumerate() {
+                let step =
+                    |what: String| bar.set_message(format!("round {round}/{}: {what} on {}", opts.rounds, net.name));
+                step(format!("{} podman starts", opts.pod_starts));
+                if s[0][i].error.is_none() {
+                    let r = env.starts(net, opts.pod_starts).await;
+                    if let Ok(ms) = &r {
+                        // The p99 alone does not say whether one start or many were slow.
+                        let slow: Vec<&f64> = ms.iter().filter(|ms| **ms > 1000.0).collect();
+                        if let Some(worst) = slow.iter().copied().copied().reduce(f64::max) {
+                            bar.println(format!(
+                                "{}: {} of {} starts took over 1 s (the slowest {:.2} s)",
+                                net.name,
+                                slow.len(),
+                                ms.len(),
+                                worst / 1e3
+                            ));
+                        }
+                    }
+                    let p =
+                        |q| r.as_ref().map(|ms| podman::percentile(ms, q)).map_err(|e| Error::Command(e.to_string()));
+                    s[0][i].record(p(50.0), net.name, bar);
+                    s[1][i].record(p(99.0), net.name, bar);
+                }
+                bar.inc(1);
+                step(format!("{} podman starts at once", opts.pod_parallel));
+                if s[2][i].error.is_none() {
+                    match env.parallel(net, opts.pod_parallel).await {
+                        Ok((wall, failed, first)) => {
+                            s[2][i].values.push(wall);
+                            s[3][i].values.push(failed as f64);
+                            if let Some(e) = first {
+                                bar.println(format!(
+                                    "{}: {failed} of {} starts at once failed: {e}",
+                                    net.name, opts.pod_parallel
+                                ));
+                            }
+                        }
+                        Err(e) => {
+                            let e = e.to_string();
+                            s[2][i].record(Err(Error::Command(e.clone())), net.name, bar);
+                            s[3][i].record(Err(Error::Command(e)), net.name, bar);
+                        }
+                    }
+                }
+                bar.inc(1);
+                step("connections and TCP to a published port".into());
+                let (client, iperf, conn) = podman::Env::client(net);
+                if s[4][i].error.is_none() {
+                    let rate = forward::connection_rate(&client, conn, opts.secs).await;
+                    s[4][i].record(rate.map(|r| r / 1e3), &format!("connections to {}", net.name), bar);
+                }
+                if s[5][i].error.is_none() {
+                    let bps = tools::tcp_stream(&client, &iperf.ip().to_string(), iperf.port(), opts.secs).await;
+                    s[5][i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP to {}", net.name), bar);
+                }
+                bar.inc(1);
+            }
+        }
+        drop(served);
+        Ok::<_, Error>(s)
+    }
+    .await;
+    bar.set_message("podman: removing its containers and networks");
+    podman::remove().await;
+    bar.inc(1);
+    let series = measured.unwrap_or_else(|e| {
+        bar.println(format!("podman: not measured: {e}"));
+        let failed = Series { error: Some(e.to_string()), ..Series::default() };
+        vec![vec![failed; nets.len()]; POD_METRICS.len()]
+    });
+    let titles = [
+        format!(
+            "podman run -d until the container answers a ping from the host, p50 of {} starts one after another",
+            opts.pod_starts
+        ),
+        format!("The same, p99 of {} starts", opts.pod_starts),
+        format!("{} podman run -d at once (wall time)", opts.pod_parallel),
+        format!("Failed starts of {} at once", opts.pod_parallel),
+        "New TCP connections to a published port (-p) from outside through an uplink (32 in flight)".to_owned(),
+        "TCP stream to a published port (-p) from outside through an uplink (iperf3, 1 stream)".to_owned(),
+    ];
+    POD_METRICS
+        .iter()
+        .zip(titles)
+        .zip(series)
+        .map(|(((id, unit, higher), title), s)| {
+            let rows = nets.iter().map(|n| n.name.to_owned()).zip(s).collect();
+            MetricReport::new(id, &title, unit, *higher, "", &[podman::BASELINE], rows)
+        })
+        .collect()
+}
+
 /// The switch the bring-up comparison builds.
 const BRINGUP_SWITCH: &str = "benchup";
 /// The baseline of the bring-up comparison.
@@ -579,6 +719,13 @@ mod tests {
         let both = only(&["routed", "tc-open"]);
         assert_eq!(names(&both), ["veth", "bridge", "tc-open"]);
         assert!(both.forwards());
+
+        assert!(all.podman());
+        assert!(!tc.podman() && !forwarding.podman());
+        for name in ["podman", "podman-switch-cni", "podman-bridge"] {
+            let pods = only(&[name]);
+            assert!(pods.podman() && names(&pods).is_empty() && !pods.forwards() && !pods.cni(), "{name}");
+        }
 
         let unknown = only(&["tc", "nat"]).contenders().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");

@@ -145,7 +145,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Smoke run: one round of 1 s per tool, bring-up of 10 namespaces (under 2 minutes).
+    /// Smoke run: one round of 1 s per tool, bring-up of 10 namespaces, 5 podman starts one
+    /// after another and 10 at once (under 3 minutes).
     #[arg(long)]
     pub quick: bool,
     /// Rounds of every contender [default: 3, quick: 1].
@@ -157,6 +158,7 @@ pub struct BenchArgs {
     /// Only these contenders, with their comparison's baselines (every ratio is against
     /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace; port
     /// forwarding: routed, iptables, ebpf-forward; CNI plugins: switch-cni, bridge-cni;
+    /// containers under podman: podman (both of podman-switch-cni, podman-bridge);
     /// `bringup` for bringing up and removing namespaces. A comparison none of whose
     /// contenders is named is left out.
     #[arg(long, value_delimiter = ',')]
