@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     names::Mac,
     state::{PortKind, PortState, State},
-    sys::{netlink::Netlink, netns, sysctl},
+    sys::{arp, netlink::Netlink, netns, sysctl},
 };
 
 /// What making a namespace port found out: the host end's index, the namespace end's MAC and
@@ -75,12 +75,12 @@ pub(crate) async fn make_namespace_port(
         if let Some(gw) = gateway {
             nl.add_default_route(gw).await?;
         }
-        netns::cookie_here()
+        Ok((netns::cookie_here()?, arp::Announcement::open(idx, ip.addr, mac)?))
     });
     // Bound to the MAC the namespace's end was made with (port security needs it).
     let plugged = PortState { host_ifindex: ifindex, mac: Some(mac), ..port.clone() };
-    let (cookie, attached) = tokio::join!(inside, dp.attach_port(&plugged));
-    let cookie = cookie?;
+    let (inside, attached) = tokio::join!(inside, dp.attach_port(&plugged));
+    let (cookie, announcement) = inside?;
     attached?;
     if let Some(fw) = dp.forwarding() {
         // Sockets of this namespace may reach forwards on the uplinks directly.
@@ -88,6 +88,9 @@ pub(crate) async fn make_namespace_port(
     }
     failpoint("ns-add:attached")?;
     nl.set_up(ifindex).await?;
+    // Neighbours that knew the address at another MAC (its previous holder) learn the new one
+    // now, not after seconds of sending to the old (see `sys::arp`).
+    blocking(move || announcement.send()).await?;
     Ok(Made { ifindex, mac, cookie })
 }
 
