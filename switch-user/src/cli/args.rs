@@ -91,7 +91,7 @@ pub struct UpArgs {
     /// Seconds after which a silent station is forgotten [default: 300, as the Linux bridge].
     #[arg(long, value_name = "SECS")]
     pub ageing: Option<u64>,
-    /// How frames are switched: `tc` (eBPF on TC/TCX), `xdp` (eBPF on native XDP),
+    /// How frames are switched: `tc` (eBPF on tc ingress), `xdp` (eBPF on native XDP),
     /// `userspace` (a tokio process on AF_PACKET sockets) or `bridge` (the kernel's Linux
     /// bridge, as a baseline) [default: tc].
     #[arg(long, value_enum)]

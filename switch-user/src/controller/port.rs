@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     names::Mac,
     state::{PortKind, PortState, State},
-    sys::{arp, netlink::Netlink, netns, sysctl},
+    sys::{netlink::Netlink, netns, sysctl},
 };
 
 /// What making a namespace port found out: the host end's index, the namespace end's MAC and
@@ -34,8 +34,7 @@ pub(crate) struct Made {
 /// The program is attached and the port registered before the host end goes up, so no frame
 /// from the namespace ever reaches the host stack unswitched. The MAC is chosen here (unless
 /// given), so the datapath can take the port, bound to it, while the namespace side is set
-/// up on its own thread: attaching a TCX program waits out an RCU grace period (about 10 ms
-/// here), which then costs nothing.
+/// up on its own thread.
 pub(crate) async fn make_namespace_port(
     dp: &dyn Datapath,
     port: &PortState,
@@ -63,34 +62,52 @@ pub(crate) async fn make_namespace_port(
     let ns_if = port.peer_if.clone();
     // The namespace side runs on the namespace's own thread: /proc/sys/net and ioctl sockets
     // see the namespace of the thread that opens them; a handle of the datapath goes along.
+    // It prepares the interface and hands over the namespace's cookie, then waits until the
+    // host end is up to set its own end up: the kernel announces the address when it comes up
+    // (see `sysctl::announce_on_up`), and the announcement must find a port that switches it.
     let prepare = dp.kind().open(dp.switch());
+    let (cookie_tx, cookie_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let inside = netns::run_in_path(&ns_path, move |h| async move {
         let nl = Netlink::from_handle(h);
         sysctl::disable_ipv6(&ns_if)?;
+        sysctl::announce_on_up(&ns_if)?;
         prepare.prepare_peer(&ns_if)?;
         let idx = nl.ifindex(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} missing in namespace")))?;
         nl.add_address(idx, ip).await?;
-        nl.set_up(idx).await?;
         nl.set_up_by_name("lo").await?;
+        let _ = cookie_tx.send(netns::cookie_here()?);
+        if go_rx.await.is_err() {
+            // The host side failed; its error is the one to report.
+            return Ok(());
+        }
+        nl.set_up(idx).await?;
         if let Some(gw) = gateway {
             nl.add_default_route(gw).await?;
         }
-        Ok((netns::cookie_here()?, arp::Announcement::open(idx, ip.addr, mac)?))
+        Ok(())
     });
     // Bound to the MAC the namespace's end was made with (port security needs it).
     let plugged = PortState { host_ifindex: ifindex, mac: Some(mac), ..port.clone() };
-    let (inside, attached) = tokio::join!(inside, dp.attach_port(&plugged));
-    let (cookie, announcement) = inside?;
-    attached?;
-    if let Some(fw) = dp.forwarding() {
-        // Sockets of this namespace may reach forwards on the uplinks directly.
-        fw.allow_netns(cookie).await?;
-    }
-    failpoint("ns-add:attached")?;
-    nl.set_up(ifindex).await?;
-    // Neighbours that knew the address at another MAC (its previous holder) learn the new one
-    // now, not after seconds of sending to the old (see `sys::arp`).
-    blocking(move || announcement.send()).await?;
+    let host = async {
+        let (cookie, attached) = tokio::join!(cookie_rx, dp.attach_port(&plugged));
+        attached?;
+        let cookie = cookie.map_err(|_| {
+            Error::Command(format!("setting up {ns_if_name} in {ns} failed", ns_if_name = port.peer_if))
+        })?;
+        if let Some(fw) = dp.forwarding() {
+            // Sockets of this namespace may reach forwards on the uplinks directly.
+            fw.allow_netns(cookie).await?;
+        }
+        failpoint("ns-add:attached")?;
+        nl.set_up(ifindex).await?;
+        let _ = go_tx.send(());
+        Ok::<_, Error>(cookie)
+    };
+    let (inside, host) = tokio::join!(inside, host);
+    // The namespace side's own error first: the host side's is then only its consequence.
+    inside?;
+    let cookie = host?;
     Ok(Made { ifindex, mac, cookie })
 }
 

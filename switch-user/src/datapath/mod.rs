@@ -2,7 +2,7 @@
 //!
 //! | datapath  | folder       | switch object                   | a port is                          |
 //! |-----------|--------------|---------------------------------|------------------------------------|
-//! | tc        | `ebpf/`      | pinned TC program + maps        | a pinned TCX link + map entries    |
+//! | tc        | `ebpf/`      | pinned TC program + maps        | a clsact filter + map entries      |
 //! | xdp       | `ebpf/`      | pinned XDP program + maps       | a pinned XDP link + map entries    |
 //! | userspace | `userspace/` | a `switch run` process          | an AF_PACKET socket in the process |
 //! | bridge    | `bridge/`    | a Linux bridge                  | the host veth enslaved to it       |

@@ -1,7 +1,6 @@
 //! The host-facing half of the control plane: namespaces, links and addresses (rtnetlink),
 //! sysctls, private files under /run/switch, process identity, and the checks run before
 //! anything is changed.
-pub mod arp;
 pub mod ethtool;
 pub mod files;
 pub mod netlink;
