@@ -12,9 +12,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use switch_common::{
     ETH_HLEN,
-    events::{
-        Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, RATE_PER_WINDOW, RATE_WINDOW_SHIFT,
-    },
+    events::{Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, RATE_PER_WINDOW, RATE_WINDOW_SHIFT},
     nat::{PROTO_TCP, PROTO_UDP},
 };
 
@@ -42,8 +40,7 @@ pub struct EventArgs {
 #[inline(always)]
 pub fn of_decision(d: &Decision, in_ifindex: u32, len: u32, data: usize, data_end: usize) {
     if d.learned != 0 {
-        let a =
-            EventArgs { kind: d.learned as u16, reason: 0, ifindex: in_ifindex, other_ifindex: d.moved_from, len };
+        let a = EventArgs { kind: d.learned as u16, reason: 0, ifindex: in_ifindex, other_ifindex: d.moved_from, len };
         emit(&a, data, data_end);
     }
     if d.drop_reason != 0 {
