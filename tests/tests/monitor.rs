@@ -272,3 +272,39 @@ fn bad_input_changes_nothing() {
     assert!(r.code == 2 && r.stderr.contains("invalid value 'bogus'"), "{r:?}");
     assert!(!events_on(&sw));
 }
+
+/// A flood of bad frames from one CPU: at most the rate limit's worth of events per window
+/// gets through, and the rest is counted and reported on the next event of that CPU.
+#[test]
+fn a_drop_flood_is_rate_limited_and_counted() {
+    let flood: u64 = 600;
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", "tc", &[]);
+    let a = sb.port(&sw, "a", "10.95.0.1/24", &[]);
+    let m = Monitor::start(&sw, &[]);
+    // Pinned to one CPU, so one CPU's window counts them all.
+    let frame = experimental_frame("ff:ff:ff:ff:ff:ff", "01:00:00:00:95:01");
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); f=bytes.fromhex('{frame}')\nfor _ in range({flood}): s.send(f)"
+    );
+    let r = exec(&a, &["taskset", "-c", "0", "python3", "-c", &script]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // A window later, one more from the same CPU carries the count of what was left out.
+    sleep(Duration::from_millis(1200));
+    let one = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame}'))"
+    );
+    assert_eq!(exec(&a, &["taskset", "-c", "0", "python3", "-c", &one]).code, 0);
+    let flood_events = || m.events().iter().filter(|v| v["frame"]["src_mac"] == "01:00:00:00:95:01").count();
+    assert!(within(|| flood_events() > 0), "no flood event at all");
+    let suppressed = || m.events().iter().map(|v| v["suppressed"].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        within(|| flood_events() as u64 + suppressed() >= flood + 1),
+        "{} shown, {} counted",
+        flood_events(),
+        suppressed()
+    );
+    // The flood spans at most two windows of 200 events each.
+    assert!(flood_events() <= 2 * 200 + 1, "{} events of {flood} frames got through", flood_events());
+    assert!(suppressed() >= flood + 1 - 401, "{}", suppressed());
+}
