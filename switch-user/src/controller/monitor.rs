@@ -271,10 +271,26 @@ pub async fn follow(
     let printer = async move {
         let mut tick = tokio::time::interval(PORT_POLL);
         let mut left_out = 0u32;
+        // Port events for what changed in the records since the last look.
+        let look = async |ports: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
+            // A state being rewritten is read again at the next look.
+            let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await else { return };
+            let now = ports_of(&state, &name);
+            for v in port_changes(ports, &now).iter().filter(|v| filter.wants(v)) {
+                show(v);
+            }
+            *ports = now;
+        };
         loop {
             tokio::select! {
                 e = rx.recv() => match e {
                     Some(e) => {
+                        // A port newer than the last look: its first frames may come before
+                        // the next tick. Looking now names them, after their port's event.
+                        let moved_from_unknown = e.kind == KIND_MOVE && !ports.contains_key(&e.other_ifindex);
+                        if !ports.contains_key(&e.ifindex) || moved_from_unknown {
+                            look(&mut ports, &mut show).await;
+                        }
                         let Some(mut v) = resolve(&e, &ports) else { continue };
                         // What the datapath left out rides on whichever event got through
                         // next: carried to the next event shown, so a filter loses no count.
@@ -288,15 +304,7 @@ pub async fn follow(
                     // The reader stopped (and everything it read is shown).
                     None => return,
                 },
-                _ = tick.tick() => {
-                    // A state being rewritten is read again at the next tick.
-                    let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await else { continue };
-                    let now = ports_of(&state, &name);
-                    for v in port_changes(&ports, &now).iter().filter(|v| filter.wants(v)) {
-                        show(v);
-                    }
-                    ports = now;
-                }
+                _ = tick.tick() => look(&mut ports, &mut show).await,
             }
         }
     };
