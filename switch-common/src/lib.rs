@@ -563,6 +563,14 @@ pub mod events {
     pub const KIND_LEARN: u16 = 2;
     /// A known station moved to another port (`other_ifindex` is the port it left).
     pub const KIND_MOVE: u16 = 3;
+    /// A connection was created by NAT; `reason` says which (`NAT_*`), `nat_addr`/`nat_port`
+    /// what it is translated to, the frame is its first packet as it came.
+    pub const KIND_NAT: u16 = 4;
+
+    /// A connection from outside to a forwarded port (its destination is rewritten).
+    pub const NAT_FORWARD: u16 = 1;
+    /// An outbound connection of the segment, masqueraded (its source is rewritten).
+    pub const NAT_MASQUERADE: u16 = 2;
 
     /// Shorter than an Ethernet header.
     pub const DROP_MALFORMED: u16 = 1;
@@ -639,6 +647,12 @@ pub mod events {
         /// Events this CPU did not emit since its last one (rate limit, or the ring buffer
         /// was full).
         pub suppressed: u32,
+        /// NAT: the address the connection is translated to (as on the wire).
+        pub nat_addr: u32,
+        /// NAT: the port it is translated to.
+        pub nat_port: u16,
+        /// Zero.
+        pub pad: u16,
         /// The frame.
         pub frame: FrameSummary,
     }
@@ -699,7 +713,7 @@ mod tests {
         assert_eq!(size_of::<SockOrig>(), 16);
         assert_eq!(size_of::<TableStats>(), 8 * 8);
         assert_eq!(size_of::<events::FrameSummary>(), 32);
-        assert_eq!(size_of::<events::Event>(), 56);
+        assert_eq!(size_of::<events::Event>(), 64);
         assert_eq!(size_of::<events::EventRate>(), 16);
     }
 

@@ -323,3 +323,43 @@ fn a_drop_flood_is_rate_limited_and_counted() {
     assert!(flood_events() <= 2 * 200 + 1, "{} events of {flood} frames got through", flood_events());
     assert!(suppressed() >= sent - 401, "{}", suppressed());
 }
+
+/// Connections NAT creates: one from outside to a forwarded port and one masqueraded from
+/// the segment, run through the pinned uplink programs (BPF_PROG_TEST_RUN), show as `nat`
+/// events with the packet as it came and what it is translated to.
+#[test]
+fn nat_connections_are_shown() {
+    use switch_tests::{
+        bpf,
+        ipv4::{SYN, TCP, UDP, packet},
+        nat::NatBed,
+    };
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let bed = NatBed::new(96, 19680);
+    let m = Monitor::start(&bed.sw, &["--type", "nat"]);
+    let syn = packet(TCP, bed.client, bed.uplink_ip, 40000, bed.tcp_port, SYN, false);
+    bpf::run_tc(&bed.nat_in, &syn, bed.ifindex).unwrap();
+    let e = m.expect("forward", |v| v["reason"] == "forward");
+    let f = &e["frame"];
+    assert_eq!(
+        (f["src_ip"].as_str(), f["dst_ip"].as_str()),
+        (Some(&*ip(bed.client)), Some(&*ip(bed.uplink_ip))),
+        "{e}"
+    );
+    assert_eq!((f["src_port"].as_u64(), f["dst_port"].as_u64()), (Some(40000), Some(u64::from(bed.tcp_port))), "{e}");
+    assert_eq!((e["nat"]["addr"].as_str(), e["nat"]["port"].as_u64()), (Some(&*ip(bed.target)), Some(80)), "{e}");
+
+    let remote = [198, 51, 100, 1];
+    let out = packet(UDP, bed.target, remote, 5353, 443, 0, false);
+    bpf::run_tc(&bed.nat_out, &out, bed.ifindex).unwrap();
+    let e = m.expect("masquerade", |v| v["reason"] == "masquerade");
+    assert_eq!(
+        (e["frame"]["src_ip"].as_str(), e["frame"]["dst_ip"].as_str()),
+        (Some(&*ip(bed.target)), Some(&*ip(remote)))
+    );
+    assert_eq!(e["nat"]["addr"].as_str(), Some(&*ip(bed.uplink_ip)), "{e}");
+    // The connection's next packets are not new connections.
+    bpf::run_tc(&bed.nat_out, &out, bed.ifindex).unwrap();
+    sleep(Duration::from_millis(300));
+    assert_eq!(m.events().len(), 2, "{:#?}", m.events());
+}

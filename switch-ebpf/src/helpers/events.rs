@@ -1,5 +1,5 @@
-//! Events for `switch monitor`: drops with their reason, learned stations and moves, each with
-//! a summary of its frame, written into the `EVENTS` ring buffer.
+//! Events for `switch monitor`: drops with their reason, learned stations and moves, and
+//! connections NAT creates, each with a summary of its frame, written into the `EVENTS` ring buffer.
 //!
 //! The entry programs call `of_decision` only when `Config::events()` says someone listens:
 //! off, the hot path pays one test of a config flag it has already loaded. The work itself is
@@ -9,14 +9,18 @@
 //! A flood of bad frames must not become a flood of events: each CPU emits at most
 //! `RATE_PER_WINDOW` events per window of about a second (`EVENT_RATE`, per CPU, so no
 //! atomics), and counts the rest; the next event that gets through carries the count.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use switch_common::{
     ETH_HLEN,
-    events::{Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, RATE_PER_WINDOW, RATE_WINDOW_SHIFT},
+    events::{
+        Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_NAT, RATE_PER_WINDOW, RATE_WINDOW_SHIFT,
+    },
     nat::{PROTO_TCP, PROTO_UDP},
 };
 
 use super::{
+    config::Config,
+    ctx::skb_ifindex,
     decide::Decision,
     maps::{EVENT_RATE, EVENTS},
 };
@@ -32,6 +36,12 @@ pub struct EventArgs {
     pub ifindex: u32,
     pub other_ifindex: u32,
     pub len: u32,
+    pub nat_addr: u32,
+    pub nat_port: u16,
+}
+
+impl EventArgs {
+    const NONE: Self = Self { kind: 0, reason: 0, ifindex: 0, other_ifindex: 0, len: 0, nat_addr: 0, nat_port: 0 };
 }
 
 /// Emits the events of decision `d` on a frame of `len` bytes from `in_ifindex`, whose
@@ -40,13 +50,35 @@ pub struct EventArgs {
 #[inline(always)]
 pub fn of_decision(d: &Decision, in_ifindex: u32, len: u32, data: usize, data_end: usize) {
     if d.learned != 0 {
-        let a = EventArgs { kind: d.learned as u16, reason: 0, ifindex: in_ifindex, other_ifindex: d.moved_from, len };
+        let kind = d.learned as u16;
+        let a = EventArgs { kind, ifindex: in_ifindex, other_ifindex: d.moved_from, len, ..EventArgs::NONE };
         emit(&a, data, data_end);
     }
     if d.drop_reason != 0 {
-        let a = EventArgs { kind: KIND_DROP, reason: d.drop_reason as u16, ifindex: in_ifindex, other_ifindex: 0, len };
+        let a =
+            EventArgs { kind: KIND_DROP, reason: d.drop_reason as u16, ifindex: in_ifindex, len, ..EventArgs::NONE };
         emit(&a, data, data_end);
     }
+}
+
+/// A connection NAT just created (`reason`: `NAT_FORWARD` or `NAT_MASQUERADE`), translated to
+/// `addr:port`; called before the packet is rewritten, so the frame is as it came. Only new
+/// connections get here, so the config is loaded here rather than on every packet.
+#[inline(always)]
+pub fn nat_connection(ctx: &TcContext, reason: u16, addr: u32, port: u16) {
+    if !Config::load().events() {
+        return;
+    }
+    let a = EventArgs {
+        kind: KIND_NAT,
+        reason,
+        ifindex: skb_ifindex(ctx),
+        len: ctx.len(),
+        nat_addr: addr,
+        nat_port: port,
+        ..EventArgs::NONE
+    };
+    emit(&a, ctx.data(), ctx.data_end());
 }
 
 /// Writes one event unless this CPU is over its rate. A subprogram of its own: the verifier
@@ -85,6 +117,9 @@ fn emit(a: &EventArgs, data: usize, data_end: usize) {
         ifindex: a.ifindex,
         other_ifindex: a.other_ifindex,
         suppressed: rate.suppressed,
+        nat_addr: a.nat_addr,
+        nat_port: a.nat_port,
+        pad: 0,
         frame: summarize(data, data_end, a.len),
     };
     rate.suppressed = 0;

@@ -71,7 +71,8 @@ pub enum Command {
     /// Stream the datapath's log records until Ctrl-C or SIGTERM (logging is off otherwise).
     Logs(LogsArgs),
     /// Show the datapath's events as they happen until Ctrl-C or SIGTERM: dropped frames
-    /// with the reason, learned stations, moves, ports added and removed (tc, xdp).
+    /// with the reason, learned stations, moves, NAT connections, ports added and removed
+    /// (tc, xdp).
     Monitor(MonitorArgs),
     /// Print Prometheus metrics of every switch on the host (the numbers of `stats`, `tables`
     /// and `forward list`) once, or serve them over HTTP with `metrics serve`.
@@ -226,10 +227,13 @@ EtherType, IPv4 addresses and TCP/UDP ports). With --json, one JSON object per l
   switch monitor                          # everything on sw0
   switch monitor --type drop --ns red     # why red's frames are dropped
   switch monitor --type learn,move --json
+  switch monitor --type nat               # connections to forwarded ports, masqueraded ones
 
 Drop reasons: malformed (shorter than an Ethernet header), invalid-source (group or zero
 source MAC), same-port (destination behind the port it came from), spoofed-mac,
 spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit).
+NAT events (forward, masquerade) show the first packet of the connection as it came and,
+after '->', the address and port it is translated to.
 
 The datapath emits events only while a monitor runs, at most 200 per second per CPU;
 what it leaves out is counted on the next event (\"+N suppressed\").";

@@ -266,6 +266,7 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
         EventKind::Drop => "drop",
         EventKind::Learn => "learn",
         EventKind::Move => "move",
+        EventKind::Nat => "nat",
         EventKind::Port => "port",
     };
     let mut what = e.reason.unwrap_or("").to_owned();
@@ -276,6 +277,9 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
     if let Some(f) = &e.frame {
         line.push(' ');
         line.push_str(&frame_summary(f));
+    }
+    if let Some(to) = e.nat {
+        let _ = write!(line, " -> {}:{}", to.addr, to.port);
     }
     if e.suppressed > 0 {
         let _ = write!(line, " (+{} suppressed)", e.suppressed);

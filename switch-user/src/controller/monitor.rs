@@ -19,7 +19,8 @@ use std::{
 use serde::Serialize;
 use switch_common::events::{
     DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP,
-    DROP_SPOOFED_MAC, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE,
+    DROP_SPOOFED_MAC, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT,
+    NAT_FORWARD, NAT_MASQUERADE,
 };
 use tokio::sync::mpsc;
 
@@ -45,6 +46,8 @@ pub enum EventKind {
     Learn,
     /// A known station seen on another port than before.
     Move,
+    /// A connection created by NAT: to a forwarded port, or masqueraded.
+    Nat,
     /// A port added to or removed from the switch.
     Port,
 }
@@ -84,7 +87,8 @@ pub struct MonitorEvent {
     /// What happened.
     pub kind: EventKind,
     /// Why a frame was dropped (`malformed`, `invalid-source`, `same-port`, `spoofed-mac`,
-    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`); `added` or `removed` for a port.
+    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`); `forward` or `masquerade` for a NAT
+    /// connection; `added` or `removed` for a port.
     pub reason: Option<&'static str>,
     /// Namespace of the port (None: an interface the switch no longer knows).
     pub namespace: Option<String>,
@@ -92,11 +96,23 @@ pub struct MonitorEvent {
     pub interface: String,
     /// Moves: the port the station left.
     pub from: Option<PortRef>,
+    /// NAT: what the connection is translated to (the destination of a forward, the source
+    /// of a masqueraded connection).
+    pub nat: Option<NatTarget>,
     /// Events the datapath left out just before this one (rate limit, or the monitor fell
     /// behind).
     pub suppressed: u32,
     /// The frame (kernel events).
     pub frame: Option<Frame>,
+}
+
+/// An address and port NAT translates to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NatTarget {
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Port (the identifier of an ICMP echo).
+    pub port: u16,
 }
 
 /// What an event says about its frame.
@@ -176,13 +192,14 @@ fn wall_time(mono_ns: u64) -> SystemTime {
     SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(mono_ns))
 }
 
-/// The switch's ports by host ifindex, as the state records them now.
+/// The switch's ports by host ifindex, as the state records them now (uplinks too: NAT events
+/// happen on them; their "namespace" is the interface).
 type Ports = BTreeMap<u32, PortRef>;
 
 fn ports_of(state: &State, switch: &str) -> Ports {
     state
-        .switched_ports(switch)
-        .filter(|p| p.host_ifindex != 0)
+        .ports(switch)
+        .filter(|p| p.ready && p.host_ifindex != 0)
         .map(|p| (p.host_ifindex, PortRef { namespace: p.owner.clone(), interface: p.host_if.clone() }))
         .collect()
 }
@@ -193,13 +210,23 @@ fn resolve(e: &Event, ports: &Ports) -> Option<MonitorEvent> {
         KIND_DROP => EventKind::Drop,
         KIND_LEARN => EventKind::Learn,
         KIND_MOVE => EventKind::Move,
+        KIND_NAT => EventKind::Nat,
         _ => return None,
+    };
+    let reason = match kind {
+        EventKind::Drop => Some(reason_name(e.reason)),
+        EventKind::Nat => Some(match e.reason {
+            NAT_FORWARD => "forward",
+            NAT_MASQUERADE => "masquerade",
+            _ => "unknown",
+        }),
+        _ => None,
     };
     let port = ports.get(&e.ifindex);
     Some(MonitorEvent {
         time: rfc3339(wall_time(e.ts_ns)),
         kind,
-        reason: (kind == EventKind::Drop).then(|| reason_name(e.reason)),
+        reason,
         namespace: port.map(|p| p.namespace.clone()),
         interface: port.map_or_else(|| format!("if{}", e.ifindex), |p| p.interface.clone()),
         from: (kind == EventKind::Move).then(|| {
@@ -208,6 +235,8 @@ fn resolve(e: &Event, ports: &Ports) -> Option<MonitorEvent> {
                 .cloned()
                 .unwrap_or_else(|| PortRef { namespace: "?".into(), interface: format!("if{}", e.other_ifindex) })
         }),
+        nat: (kind == EventKind::Nat)
+            .then(|| NatTarget { addr: Ipv4Addr::from(e.nat_addr.to_ne_bytes()), port: e.nat_port }),
         suppressed: e.suppressed,
         frame: Some(Frame::from(&e.frame)),
     })
@@ -222,6 +251,7 @@ fn port_changes(old: &Ports, new: &Ports) -> Vec<MonitorEvent> {
         namespace: Some(p.namespace.clone()),
         interface: p.interface.clone(),
         from: None,
+        nat: None,
         suppressed: 0,
         frame: None,
     };
