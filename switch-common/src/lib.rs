@@ -71,6 +71,11 @@ pub mod maps {
     /// Slot -> [`crate::LearnWindow`]: how many stations a port without a bound MAC learned
     /// in the current ageing period (the per-port MAC limit).
     pub const LEARNED: &str = "LEARNED";
+    /// Ring buffer of [`crate::events::Event`]s for `switch monitor`; written only while
+    /// `CFG_F_EVENTS` is set.
+    pub const EVENTS: &str = "EVENTS";
+    /// Index 0 -> [`crate::events::EventRate`]; per-CPU array: the events' rate limit.
+    pub const EVENT_RATE: &str = "EVENT_RATE";
 }
 
 /// Stations a port without a bound MAC may learn per ageing period, unless `switch up
@@ -511,6 +516,10 @@ pub const CFG_F_LOG: u32 = 2;
 /// connections and the host itself reach the segment.
 pub const CFG_F_ROUTABLE: u32 = 4;
 
+/// Datapath emits events into the `EVENTS` ring buffer (`switch monitor`; off unless someone
+/// listens).
+pub const CFG_F_EVENTS: u32 = 8;
+
 /// Switch-wide settings, read by the datapath on every frame.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -546,6 +555,121 @@ pub const fn is_valid_source(mac: &[u8; 6]) -> bool {
     !is_group(mac) && !is_zero(mac)
 }
 
+/// Events of the datapath (`switch monitor`): what happened to a frame, and a summary of it.
+pub mod events {
+    /// A frame was dropped; `reason` says why (`DROP_*`).
+    pub const KIND_DROP: u16 = 1;
+    /// A new station was learned.
+    pub const KIND_LEARN: u16 = 2;
+    /// A known station moved to another port (`other_ifindex` is the port it left).
+    pub const KIND_MOVE: u16 = 3;
+    /// A connection was created by NAT; `reason` says which (`NAT_*`), `nat_addr`/`nat_port`
+    /// what it is translated to, the frame is its first packet as it came.
+    pub const KIND_NAT: u16 = 4;
+
+    /// A connection from outside to a forwarded port (its destination is rewritten).
+    pub const NAT_FORWARD: u16 = 1;
+    /// An outbound connection of the segment, masqueraded (its source is rewritten).
+    pub const NAT_MASQUERADE: u16 = 2;
+
+    /// Shorter than an Ethernet header.
+    pub const DROP_MALFORMED: u16 = 1;
+    /// Group or all-zero source MAC.
+    pub const DROP_INVALID_SOURCE: u16 = 2;
+    /// Destination behind the port the frame came from.
+    pub const DROP_SAME_PORT: u16 = 3;
+    /// Port security: a source MAC that is not the port's, or one bound to another port.
+    pub const DROP_SPOOFED_MAC: u16 = 4;
+    /// Port security: IPv4 from an address that is not the port's.
+    pub const DROP_SPOOFED_IP: u16 = 5;
+    /// Port security: ARP claiming another MAC or address.
+    pub const DROP_SPOOFED_ARP: u16 = 6;
+    /// A new station from a port that reached its learning limit.
+    pub const DROP_MAC_LIMIT: u16 = 7;
+
+    /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
+    pub const FRAME_F_IPV4: u8 = 1;
+    /// `FrameSummary::flags`: `sport`/`dport` are set (TCP or UDP, first fragment).
+    pub const FRAME_F_PORTS: u8 = 2;
+
+    /// Size of the `EVENTS` ring buffer, in bytes (a power of two and a multiple of the page
+    /// size, as the kernel requires): about 3000 events, a few seconds of the rate limit's
+    /// worth on every CPU at once before a slow reader loses any.
+    pub const RING_BYTES: u32 = 256 * 1024;
+    /// Most events one CPU emits per window (`RATE_WINDOW_SHIFT`); more are counted in
+    /// `EventRate::suppressed` and reported with the next event that gets through.
+    pub const RATE_PER_WINDOW: u32 = 200;
+    /// A window is 2^30 ns (about 1.07 s): a shift instead of a division, which the verifier
+    /// and the JIT like better.
+    pub const RATE_WINDOW_SHIFT: u32 = 30;
+
+    /// What an event says about its frame, from the bytes in the packet's linear part.
+    /// Addresses as on the wire; ports and EtherType in host order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FrameSummary {
+        /// Frame length in bytes.
+        pub len: u32,
+        /// EtherType (0 for a runt).
+        pub ethertype: u16,
+        /// IP protocol, with `FRAME_F_IPV4`.
+        pub proto: u8,
+        /// `FRAME_F_*`.
+        pub flags: u8,
+        /// Destination MAC.
+        pub dst: [u8; 6],
+        /// Source MAC.
+        pub src: [u8; 6],
+        /// IPv4 source.
+        pub saddr: u32,
+        /// IPv4 destination.
+        pub daddr: u32,
+        /// L4 source port.
+        pub sport: u16,
+        /// L4 destination port.
+        pub dport: u16,
+    }
+
+    /// One event, as the datapath writes it into `EVENTS`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Event {
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when it happened.
+        pub ts_ns: u64,
+        /// `KIND_*`.
+        pub kind: u16,
+        /// `DROP_*` for drops, else 0.
+        pub reason: u16,
+        /// Host ifindex of the port the frame came in on.
+        pub ifindex: u32,
+        /// Moves: the port the station left. Else 0.
+        pub other_ifindex: u32,
+        /// Events this CPU did not emit since its last one (rate limit, or the ring buffer
+        /// was full).
+        pub suppressed: u32,
+        /// NAT: the address the connection is translated to (as on the wire).
+        pub nat_addr: u32,
+        /// NAT: the port it is translated to.
+        pub nat_port: u16,
+        /// Zero.
+        pub pad: u16,
+        /// The frame.
+        pub frame: FrameSummary,
+    }
+
+    /// One CPU's rate-limit window.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct EventRate {
+        /// Window number (`ktime >> RATE_WINDOW_SHIFT`).
+        pub window: u64,
+        /// Events emitted in it.
+        pub sent: u32,
+        /// Events not emitted since the last one that was.
+        pub suppressed: u32,
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], made of integers and byte arrays only, and have no
@@ -564,6 +688,7 @@ mod pod {
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::SockOrig {}
     unsafe impl aya::Pod for super::TableStats {}
+    unsafe impl aya::Pod for super::events::EventRate {}
 }
 
 #[cfg(test)]
@@ -587,6 +712,9 @@ mod tests {
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
         assert_eq!(size_of::<TableStats>(), 8 * 8);
+        assert_eq!(size_of::<events::FrameSummary>(), 32);
+        assert_eq!(size_of::<events::Event>(), 64);
+        assert_eq!(size_of::<events::EventRate>(), 16);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! `BOUND` (MACs reserved for ports: port security), `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`,
 //! `PORT_DEVMAP`; forwarding `FORWARDS`,
 //! `UPLINK_ADDRS`, `CONNTRACK`, `FWD_STATS`, `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`,
-//! `SOCK_ORIG`; both `TABLE_STATS`; `LEARNED` (the per-port MAC limit). aya-log adds its ring buffer `AYA_LOGS`.
+//! `SOCK_ORIG`; both `TABLE_STATS`; `LEARNED` (the per-port MAC limit); `EVENTS` and
+//! `EVENT_RATE` (`switch monitor`). aya-log adds its ring buffer `AYA_LOGS`.
 //!
 //! Helpers shared by the programs are in `helpers/` (listed in `helpers/mod.rs`).
 #![no_std]

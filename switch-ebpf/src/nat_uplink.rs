@@ -30,13 +30,14 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, FwdKey, MacKey, NAT_F_MASQUERADE,
+    events::{NAT_FORWARD, NAT_MASQUERADE},
     nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_ICMP, PROTO_TCP},
 };
 
 use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
-    icmp,
+    events, icmp,
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
@@ -151,6 +152,7 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
     let reply_key = ct_reverse_key(f, CT_DNAT, t.addr, t.port);
     let reply = CtEntry { addr: f.daddr, port: f.dport, nat: CT_SNAT, ..first };
     nat::ct_new(&reply_key, &reply, &ct_key(f), &first)?;
+    events::nat_connection(ctx, NAT_FORWARD, t.addr, t.port);
     count(t.rule, ctx.len() as u64, true);
     nat::rewrite_dst(ctx, f, t.addr, t.port)?;
     Ok(Some(t.addr))
@@ -254,8 +256,10 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
         let outbound =
             CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, nat: CT_SNAT, flags: 0, last_seen_ns: now };
         let inbound = CtEntry { addr: f.saddr, port: f.sport, nat: CT_DNAT, ..outbound };
-        let made =
-            nat::ct_new(&back, &inbound, &ct_key(f), &outbound).and_then(|()| nat::rewrite_src(ctx, f, uplink, port));
+        let made = nat::ct_new(&back, &inbound, &ct_key(f), &outbound).and_then(|()| {
+            events::nat_connection(ctx, NAT_MASQUERADE, uplink, port);
+            nat::rewrite_src(ctx, f, uplink, port)
+        });
         if made.is_err() {
             break;
         }

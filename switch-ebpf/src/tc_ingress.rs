@@ -28,7 +28,7 @@ use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, forward, log,
+    eth, events, forward, log,
     maps::{NAT_CONFIG, PORTS},
     reply, stats,
 };
@@ -44,6 +44,9 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     let d = decide(in_ifindex, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
     if cfg.log() && d.action != NOT_PORT {
         log::decision(&ctx, in_ifindex, len as u32, &d);
+    }
+    if cfg.events() {
+        events::of_decision(&d, in_ifindex, len as u32, ctx.data(), ctx.data_end());
     }
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.

@@ -17,7 +17,7 @@ use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, xdp_ingress_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, forward_xdp, log,
+    eth, events, forward_xdp, log,
 };
 
 #[xdp]
@@ -36,6 +36,9 @@ pub fn switch_xdp(ctx: XdpContext) -> u32 {
     );
     if cfg.log() && d.action != NOT_PORT {
         log::decision(&ctx, in_ifindex, len as u32, &d);
+    }
+    if cfg.events() {
+        events::of_decision(&d, in_ifindex, len as u32, data, data_end);
     }
     match d.action {
         NOT_PORT => xdp_action::XDP_PASS,

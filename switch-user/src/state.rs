@@ -79,6 +79,10 @@ pub struct SwitchState {
     /// next mutating command turns it off if they were all killed).
     #[serde(default)]
     pub log_followers: Vec<ProcessId>,
+    /// `switch monitor` processes reading the datapath's events (events are on while any
+    /// lives; the next mutating command turns them off if they were all killed).
+    #[serde(default)]
+    pub monitors: Vec<ProcessId>,
     /// False while `up` is making it.
     pub ready: bool,
 }
@@ -403,7 +407,27 @@ impl Store {
 
     /// Reads the state; a missing file is an empty state.
     pub fn load(&self) -> Result<State> {
-        let path = self.path();
+        read(self.path())
+    }
+
+    /// Reads the state in `dir` WITHOUT the lock, for a long-running reader that only watches
+    /// (`switch monitor`): every save is an atomic rename, so it sees one whole state, though
+    /// possibly one a command is still working on (records not `ready` yet).
+    pub fn peek(dir: impl AsRef<Path>) -> Result<State> {
+        read(dir.as_ref().join("state.json"))
+    }
+
+    /// Writes the state atomically (a fresh 0600 temporary file, fsync, rename).
+    pub fn save(&self, state: &State) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).expect("state serialises");
+        files::write_private_atomic(&self.path(), &bytes)
+    }
+}
+
+/// The state file at `path`; a missing file is an empty state.
+fn read(path: PathBuf) -> Result<State> {
+    {
         match fs::read(&path) {
             Ok(bytes) => {
                 let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {
@@ -426,13 +450,6 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(e).context(format!("reading {}", path.display())),
         }
-    }
-
-    /// Writes the state atomically (a fresh 0600 temporary file, fsync, rename).
-    pub fn save(&self, state: &State) -> Result<()> {
-        let bytes =
-            serde_json::to_vec_pretty(&State { version: STATE_VERSION, ..state.clone() }).expect("state serialises");
-        files::write_private_atomic(&self.path(), &bytes)
     }
 }
 
@@ -476,6 +493,7 @@ mod tests {
                 max_learned: 1024,
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
                 log_followers: vec![ProcessId::current()],
+                monitors: vec![ProcessId::current()],
                 ready: true,
             },
         );

@@ -245,6 +245,57 @@ fn golden_packets_xdp_switching() {
     rec.check(&XDP_SWITCHING);
 }
 
+/// Turns the datapath's events on (`switch monitor`'s CONFIG flag) for the bed of `sw`.
+fn events_on(sw: &str) {
+    use aya::maps::{Array, Map, MapData};
+    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
+    let mut config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
+    let mut c = config.get(&0, 0).unwrap();
+    c.flags |= switch_common::CFG_F_EVENTS;
+    config.set(0, c, 0).unwrap();
+}
+
+/// Events (`switch monitor`) change no verdict and no byte: the same inputs with events on
+/// give the same digests.
+#[test]
+fn golden_packets_tc_switching_with_events_on() {
+    let mut sb = Sandbox::new();
+    let (sw, ports) = switching_bed(&mut sb, "tc", 70);
+    events_on(&sw);
+    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
+    let mut rec = Recorder::new("tc switching, events on");
+    for (port, f) in switching_inputs() {
+        let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
+        rec.record(port as u8, &f, &out);
+    }
+    rec.check(&TC_SWITCHING);
+    assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
+}
+
+/// The same for XDP.
+#[test]
+fn golden_packets_xdp_switching_with_events_on() {
+    let mut sb = Sandbox::new();
+    let (sw, ports) = switching_bed(&mut sb, "xdp", 71);
+    events_on(&sw);
+    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
+    let mut rec = Recorder::new("xdp switching, events on");
+    for (port, f) in switching_inputs() {
+        let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
+        rec.record(port as u8, &f, &out);
+    }
+    rec.check(&XDP_SWITCHING);
+    assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
+}
+
+/// Whether the bed's EVENTS ring buffer holds an event.
+fn events_emitted(sw: &str) -> bool {
+    use aya::maps::{Map, MapData, RingBuf};
+    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/EVENTS")).unwrap();
+    let mut ring: RingBuf<MapData> = Map::RingBuf(data).try_into().unwrap();
+    ring.next().is_some()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Port forwarding, masquerade and the reply shortcut: the inputs of nat_packets.rs.
 
@@ -340,7 +391,29 @@ fn ttl_one(mut f: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn golden_packets_nat() {
+    // Events (`switch monitor`) change no verdict and no byte: compared with the run without
+    // them rather than with the constants, so that this holds even where those do not. The
+    // run without them is the later one, so its own timing is what `check` judges.
+    let on = nat_outputs(true);
+    let off = nat_outputs(false);
+    assert_eq!((on.got.count, on.got.inputs, on.got.outputs), (off.got.count, off.got.inputs, off.got.outputs));
+    assert!(on.events, "no event in the ring: the event path did not run");
+    off.rec.check(&NAT);
+}
+
+/// What the NAT group's run gave, and whether it left events in the ring.
+struct NatOutputs {
+    rec: Recorder,
+    got: Golden,
+    events: bool,
+}
+
+/// Runs the NAT group's inputs on a fresh bed, with the datapath's events on or off.
+fn nat_outputs(events: bool) -> NatOutputs {
     let mut r = NatRun::new();
+    if events {
+        events_on(&r.bed.sw);
+    }
     let (client, uplink_ip, target) = (r.bed.client, r.bed.uplink_ip, r.bed.target);
     let (port, udp_port) = (r.bed.tcp_port, r.bed.udp_port);
     let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
@@ -520,5 +593,7 @@ fn golden_packets_nat() {
         }
         r.send([NAT_OUT, SWITCH_FROM_WEB, NAT_GATEWAY][(rng.next_u64() % 3) as usize], &f);
     }
-    r.rec.check(&NAT);
+    let got = Golden { ..r.rec.got };
+    let emitted = events_emitted(&r.bed.sw);
+    NatOutputs { rec: r.rec, got, events: emitted }
 }

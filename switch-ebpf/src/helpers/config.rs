@@ -1,6 +1,7 @@
 //! Switch-wide settings as the datapath sees them.
 use switch_common::{
-    CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED, MAX_PORTS, SwitchConfig,
+    CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED, MAX_PORTS,
+    SwitchConfig,
 };
 
 use super::maps::CONFIG;
@@ -49,5 +50,12 @@ impl Config {
     #[inline(always)]
     pub fn log(&self) -> bool {
         self.flags & CFG_F_LOG != 0
+    }
+
+    /// Someone listens to the events (`switch monitor`). Off, the programs pay this one test
+    /// of a flag they already loaded.
+    #[inline(always)]
+    pub fn events(&self) -> bool {
+        self.flags & CFG_F_EVENTS != 0
     }
 }

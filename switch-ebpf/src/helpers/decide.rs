@@ -2,7 +2,7 @@
 //! came in on, whether it is valid, whether the port may send it (port security), what is
 //! learned, and where it goes. The entry programs only differ in how they carry the decision
 //! out (and in how they read the layer-3 sender: `eth::l3_src` or `eth::l3_src_bounds`).
-use switch_common::{PORT_F_BIND_IP, PORT_F_BIND_MAC, Port, is_group, is_valid_source};
+use switch_common::{PORT_F_BIND_IP, PORT_F_BIND_MAC, Port, events, is_group, is_valid_source};
 
 use super::{
     config::Config,
@@ -32,16 +32,39 @@ pub const DROP_MAC_LIMIT: u32 = 7;
 /// What to do with a frame. Plain integers rather than an enum with payloads: LLVM leaves the
 /// payload of an unused variant undefined and may spill that register, which the verifier
 /// rejects ("!read_ok").
+/// The last three fields are only for `switch monitor` (`helpers/events.rs`): nothing else
+/// reads them.
 pub struct Decision {
     pub action: u32,
     pub out_ifindex: u32,
     pub out_slot: u32,
+    /// `events::DROP_*` of a dropped frame, else 0.
+    pub drop_reason: u32,
+    /// `events::KIND_LEARN` or `KIND_MOVE` if the frame taught the FDB something, else 0.
+    pub learned: u32,
+    /// With `KIND_MOVE`: the ifindex of the port the station left.
+    pub moved_from: u32,
 }
 
 impl Decision {
     #[inline(always)]
     const fn new(action: u32) -> Self {
-        Self { action, out_ifindex: 0, out_slot: 0 }
+        Self { action, out_ifindex: 0, out_slot: 0, drop_reason: 0, learned: 0, moved_from: 0 }
+    }
+
+    #[inline(always)]
+    const fn drop(action: u32, reason: u16) -> Self {
+        Self { drop_reason: reason as u32, ..Self::new(action) }
+    }
+}
+
+/// The event reason of a port-security drop (`stats::SPOOFED_*`).
+#[inline(always)]
+const fn spoof_reason(reason: u32) -> u16 {
+    match reason {
+        SPOOFED_MAC => events::DROP_SPOOFED_MAC,
+        SPOOFED_IP => events::DROP_SPOOFED_IP,
+        _ => events::DROP_SPOOFED_ARP,
     }
 }
 
@@ -83,34 +106,37 @@ pub fn decide(
     stats::rx(in_slot, len);
     let Some(eth) = eth else {
         stats::malformed(in_slot);
-        return Decision::new(DROP_MALFORMED);
+        return Decision::drop(DROP_MALFORMED, events::DROP_MALFORMED);
     };
     if !is_valid_source(&eth.src) {
         // The Linux bridge drops these too, and learning them would poison the table.
         stats::dropped(in_slot);
-        return Decision::new(DROP_SOURCE);
+        return Decision::drop(DROP_SOURCE, events::DROP_INVALID_SOURCE);
     }
     let mut limited = true;
     if let Some(port) = PORTS.get(in_slot) {
         if let Some(reason) = spoofed(port, &eth.src, l3) {
             stats::spoofed(in_slot, reason);
-            return Decision::new(DROP_SPOOFED);
+            return Decision::drop(DROP_SPOOFED, spoof_reason(reason));
         }
         // A port bound to its MAC only ever learns that one: no limit to keep.
         limited = port.flags & PORT_F_BIND_MAC == 0;
     }
-    match fdb::learn(eth.src, in_ifindex, in_slot, limited, cfg, now) {
-        fdb::LEARNED_OK => {}
+    let learned = fdb::learn(eth.src, in_ifindex, in_slot, limited, cfg, now);
+    let (learned, moved_from) = match learned.status {
+        fdb::LEARNED_OK => (0, 0),
+        fdb::LEARNED_NEW => (events::KIND_LEARN as u32, 0),
+        fdb::LEARNED_MOVED => (events::KIND_MOVE as u32, learned.from),
         fdb::BOUND_ELSEWHERE => {
             // Another port's bound MAC, from a port without port security.
             stats::spoofed(in_slot, SPOOFED_MAC);
-            return Decision::new(DROP_SPOOFED);
+            return Decision::drop(DROP_SPOOFED, events::DROP_SPOOFED_MAC);
         }
         _ => {
             stats::mac_limit(in_slot);
-            return Decision::new(DROP_MAC_LIMIT);
+            return Decision::drop(DROP_MAC_LIMIT, events::DROP_MAC_LIMIT);
         }
-    }
+    };
 
     if !is_group(&eth.dst)
         && let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns).or_else(|| fdb::bound(eth.dst))
@@ -118,15 +144,17 @@ pub fn decide(
         if out_ifindex == in_ifindex {
             // The Linux bridge without hairpin mode drops these too.
             stats::dropped(in_slot);
-            return Decision::new(DROP_SAME_PORT);
+            return Decision { learned, moved_from, ..Decision::drop(DROP_SAME_PORT, events::DROP_SAME_PORT) };
         }
         // SAFETY: as above.
         match unsafe { PORT_SLOTS.get(&out_ifindex) } {
-            Some(&out_slot) => return Decision { action: UNICAST, out_ifindex, out_slot },
+            Some(&out_slot) => {
+                return Decision { action: UNICAST, out_ifindex, out_slot, learned, moved_from, drop_reason: 0 };
+            }
             // The entry points at a port that was removed: forget it and flood.
             None => fdb::forget(eth.dst),
         }
     }
     stats::flooded(in_slot);
-    Decision::new(FLOOD)
+    Decision { learned, moved_from, ..Decision::new(FLOOD) }
 }

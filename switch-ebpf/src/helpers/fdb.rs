@@ -11,18 +11,38 @@ use super::{
     stats,
 };
 
-/// The station is learned (or already known): switch the frame.
+/// The station was already known on this port (or is static): switch the frame.
 pub const LEARNED_OK: u32 = 0;
+/// A new station was learned: switch the frame.
+pub const LEARNED_NEW: u32 = 3;
+/// A known station moved to this port (`Learned::from` is the port it left): switch the
+/// frame.
+pub const LEARNED_MOVED: u32 = 4;
 /// The MAC is bound to another port: the frame must not be switched.
 pub const BOUND_ELSEWHERE: u32 = 1;
 /// The port reached its learning limit: a new station is not taken.
 pub const OVER_LIMIT: u32 = 2;
 
+/// What `learn` did.
+pub struct Learned {
+    /// `LEARNED_*`, `BOUND_ELSEWHERE` or `OVER_LIMIT`.
+    pub status: u32,
+    /// With `LEARNED_MOVED`: the ifindex of the port the station left.
+    pub from: u32,
+}
+
+impl Learned {
+    #[inline(always)]
+    const fn just(status: u32) -> Self {
+        Self { status, from: 0 }
+    }
+}
+
 /// Records that `src` was seen on `ifindex` (slot `slot`) at `now`. `limited`: the port has
-/// no bound MAC, so its new stations count against `cfg.max_learned`. Anything but
-/// `LEARNED_OK` means the frame must not be switched (and nothing was learned).
+/// no bound MAC, so its new stations count against `cfg.max_learned`. `BOUND_ELSEWHERE` and
+/// `OVER_LIMIT` mean the frame must not be switched (and nothing was learned).
 #[inline(always)]
-pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> u32 {
+pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> Learned {
     let key = MacKey::new(src);
     let known = FDB.get_ptr_mut(&key);
     if let Some(e) = known {
@@ -30,7 +50,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config,
         let e = unsafe { &mut *e };
         if e.is_static() {
             // Static entries are operator intent: learning never moves them.
-            return LEARNED_OK;
+            return Learned::just(LEARNED_OK);
         }
         if e.ifindex == ifindex {
             // Refresh at most once per FDB_REFRESH_NS: a write per frame would bounce the
@@ -39,7 +59,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config,
             if now > e.last_seen_ns + FDB_REFRESH_NS {
                 e.last_seen_ns = now;
             }
-            return LEARNED_OK;
+            return Learned::just(LEARNED_OK);
         }
     }
     // Only a new station or a move reaches here (the fast path above never looks): a MAC
@@ -48,20 +68,26 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config,
     if let Some(&owner) = unsafe { BOUND.get(&key) }
         && owner != slot
     {
-        return BOUND_ELSEWHERE;
+        return Learned::just(BOUND_ELSEWHERE);
     }
     if limited && !take_from_budget(slot, cfg, now) {
-        return OVER_LIMIT;
+        return Learned::just(OVER_LIMIT);
     }
+    // SAFETY: as above; read before the insert below replaces the element.
+    let from = known.map_or(0, |e| unsafe { (*e).ifindex });
     // New station, or a station that moved port: replace the whole element so a concurrent
     // reader sees either the old port or the new one, never a mix.
     let entry = FdbEntry { ifindex, flags: 0, last_seen_ns: now };
-    if FDB.insert(&key, &entry, 0).is_ok() && known.is_none() {
-        // Counted so the controller can tell evictions (which the kernel does silently) from
-        // deletions.
-        stats::table(|t| t.fdb_added += 1);
+    if FDB.insert(&key, &entry, 0).is_err() {
+        return Learned::just(LEARNED_OK);
     }
-    LEARNED_OK
+    if known.is_some() {
+        return Learned { status: LEARNED_MOVED, from };
+    }
+    // Counted so the controller can tell evictions (which the kernel does silently) from
+    // deletions.
+    stats::table(|t| t.fdb_added += 1);
+    Learned::just(LEARNED_NEW)
 }
 
 /// Counts one new station against the port's learning limit; `false` when the port has used

@@ -3,11 +3,12 @@
 //! switches never share a map and stay isolated.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use switch_common::{
     CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PORTS, MacKey, NatConfig,
     Port, PortStats, SockOrig, SwitchConfig, TableStats,
+    events::{EventRate, RING_BYTES},
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
 
@@ -87,3 +88,12 @@ pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(4
 /// evictions from them. Index 0 is the programs', index 1 the controller's.
 #[map(name = "TABLE_STATS")]
 pub static TABLE_STATS: PerCpuArray<TableStats> = PerCpuArray::with_max_entries(2, 0);
+
+/// Events for `switch monitor` (`helpers/events.rs`), written only while CFG_F_EVENTS is set.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Each CPU's rate-limit window for the events. Per CPU: no shared cache line, and no race
+/// between two CPUs counting the same window.
+#[map(name = "EVENT_RATE")]
+pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::with_max_entries(1, 0);

@@ -8,6 +8,8 @@
 //! - `decide`: the switching decision shared by TC and XDP (port, validity, learning, where
 //!   to).
 //! - `eth`: Ethernet header access.
+//! - `events`: events for `switch monitor` (drops, learned stations, moves) into the `EVENTS`
+//!   ring buffer, rate-limited per CPU.
 //! - `fdb`: the forwarding database (`FDB`): learning, lookup, lazy ageing.
 //! - `forward`, `forward_xdp`: carrying a decision out from TC (redirect, clone-and-redirect
 //!   flood) and from XDP (devmap redirect and broadcast).
@@ -26,6 +28,7 @@ pub mod config;
 pub mod ctx;
 pub mod decide;
 pub mod eth;
+pub mod events;
 pub mod fdb;
 pub mod forward;
 pub mod forward_xdp;

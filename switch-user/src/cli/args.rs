@@ -3,7 +3,10 @@
 //! still has to check.
 use clap::{Args, Parser, Subcommand};
 use switch::{
-    controller::forward::{PortRange, Target},
+    controller::{
+        forward::{PortRange, Target},
+        monitor::EventKind,
+    },
     datapath::DatapathKind,
     names::{Cidr, Mac},
     state::{Proto, Redirect},
@@ -67,6 +70,10 @@ pub enum Command {
     Tables(SwitchArgs),
     /// Stream the datapath's log records until Ctrl-C or SIGTERM (logging is off otherwise).
     Logs(LogsArgs),
+    /// Show the datapath's events as they happen until Ctrl-C or SIGTERM: dropped frames
+    /// with the reason, learned stations, moves, NAT connections, ports added and removed
+    /// (tc, xdp).
+    Monitor(MonitorArgs),
     /// Print Prometheus metrics of every switch on the host (the numbers of `stats`, `tables`
     /// and `forward list`) once, or serve them over HTTP with `metrics serve`.
     Metrics(MetricsArgs),
@@ -198,6 +205,38 @@ pub struct LogsArgs {
     #[arg(long, default_value = DEFAULT_SWITCH)]
     pub switch: String,
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = MONITOR_HELP)]
+pub struct MonitorArgs {
+    /// Switch name.
+    #[arg(long, default_value = DEFAULT_SWITCH)]
+    pub switch: String,
+    /// Only these kinds of event, comma-separated [default: all].
+    #[arg(long = "type", value_name = "KINDS", value_enum, value_delimiter = ',')]
+    pub kinds: Vec<EventKind>,
+    /// Only events of this namespace's port (a move: to or from it).
+    #[arg(long = "ns", value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+const MONITOR_HELP: &str = "\
+One line per event: time (UTC), namespace/port, kind, reason, and the frame (MACs,
+EtherType, IPv4 addresses and TCP/UDP ports). With --json, one JSON object per line.
+
+  switch monitor                          # everything on sw0
+  switch monitor --type drop --ns red     # why red's frames are dropped
+  switch monitor --type learn,move --json
+  switch monitor --type nat               # connections to forwarded ports, masqueraded ones
+
+Drop reasons: malformed (shorter than an Ethernet header), invalid-source (group or zero
+source MAC), same-port (destination behind the port it came from), spoofed-mac,
+spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit).
+NAT events (forward, masquerade) show the first packet of the connection as it came and,
+after '->', the address and port it is translated to.
+
+The datapath emits events only while a monitor runs, at most 200 per second per CPU;
+what it leaves out is counted on the next event (\"+N suppressed\").";
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, after_help = METRICS_HELP)]

@@ -15,6 +15,7 @@
 //! | stats              | `commands::stats`              | `controller::stats`         |
 //! | tables             | `commands::tables`             | `controller::tables`        |
 //! | logs               | `commands::logs`               | `controller::logs`          |
+//! | monitor            | `commands::monitor`            | `controller::monitor`       |
 //! | metrics [serve]    | `commands::metrics`            | `controller::metrics`       |
 //! | bench              | `commands::bench`              | `bench`                     |
 //! | demo               | `commands::demo`               | all of the above            |
@@ -44,6 +45,7 @@ pub async fn dispatch(command: Command, json: bool) -> anyhow::Result<Reply> {
         Command::Stats(a) => stats::do_stats(a).await,
         Command::Tables(a) => tables::do_tables(a).await,
         Command::Logs(a) => logs::do_logs(a).await,
+        Command::Monitor(a) => monitor::do_monitor(a, json).await,
         Command::Metrics(a) => metrics::do_metrics(a).await,
         Command::Bench(a) => bench::do_bench(a, json).await,
         Command::Demo => demo::do_demo().await,

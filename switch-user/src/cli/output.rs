@@ -5,8 +5,14 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use switch::{
     controller::{
-        fdb::FdbRow, forward::ForwardRow, ns::NsInfo, port::PortRow as AnyPortRow, stats::StatsReport,
-        switch::SwitchInfo, tables::TableRow,
+        fdb::FdbRow,
+        forward::ForwardRow,
+        monitor::{EventKind, Frame, MonitorEvent},
+        ns::NsInfo,
+        port::PortRow as AnyPortRow,
+        stats::StatsReport,
+        switch::SwitchInfo,
+        tables::TableRow,
     },
     datapath::DatapathKind,
 };
@@ -249,4 +255,66 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// One `switch monitor` event as a line: time, namespace/port, kind, reason, frame.
+pub fn monitor_line(e: &MonitorEvent) -> String {
+    // The clock part of the RFC 3339 time: the date is the same all day.
+    let time = e.time.get(11..23).unwrap_or(&e.time);
+    let port = format!("{}/{}", e.namespace.as_deref().unwrap_or("?"), e.interface);
+    let kind = match e.kind {
+        EventKind::Drop => "drop",
+        EventKind::Learn => "learn",
+        EventKind::Move => "move",
+        EventKind::Nat => "nat",
+        EventKind::Port => "port",
+    };
+    let mut what = e.reason.unwrap_or("").to_owned();
+    if let Some(from) = &e.from {
+        what = format!("from {}/{}", from.namespace, from.interface);
+    }
+    let mut line = format!("{time}  {port:<24} {kind:<5} {what:<15}");
+    if let Some(f) = &e.frame {
+        line.push(' ');
+        line.push_str(&frame_summary(f));
+    }
+    if let Some(to) = e.nat {
+        let _ = write!(line, " -> {}:{}", to.addr, to.port);
+    }
+    if e.suppressed > 0 {
+        let _ = write!(line, " (+{} suppressed)", e.suppressed);
+    }
+    line.trim_end().to_owned()
+}
+
+/// `02:..:01 > ff:..:ff ipv4 udp 10.0.0.9:5000 > 10.0.0.2:53 len 60`.
+fn frame_summary(f: &Frame) -> String {
+    let (Some(src), Some(dst), Some(ethertype)) = (&f.src_mac, &f.dst_mac, &f.ethertype) else {
+        return format!("runt, len {}", f.len);
+    };
+    let mut s = format!("{src} > {dst} ");
+    s.push_str(match ethertype.as_str() {
+        "0x0800" => "ipv4",
+        "0x0806" => "arp",
+        "0x86dd" => "ipv6",
+        other => other,
+    });
+    if let (Some(sip), Some(dip), Some(proto)) = (f.src_ip, f.dst_ip, f.proto) {
+        let name = match proto {
+            1 => "icmp".to_owned(),
+            6 => "tcp".to_owned(),
+            17 => "udp".to_owned(),
+            p => format!("proto {p}"),
+        };
+        match (f.src_port, f.dst_port) {
+            (Some(sp), Some(dp)) => {
+                let _ = write!(s, " {name} {sip}:{sp} > {dip}:{dp}");
+            }
+            _ => {
+                let _ = write!(s, " {name} {sip} > {dip}");
+            }
+        }
+    }
+    let _ = write!(s, " len {}", f.len);
+    s
 }

@@ -1,4 +1,4 @@
-//! The one shutdown signal of every long-running command (`run`, `logs`, `demo`, `bench`,
+//! The one shutdown signal of every long-running command (`run`, `logs`, `monitor`, `demo`, `bench`,
 //! `metrics serve`).
 
 /// Resolves on the first Ctrl-C (SIGINT) or SIGTERM, whichever comes first. If SIGTERM

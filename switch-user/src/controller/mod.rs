@@ -21,6 +21,7 @@ pub mod intent;
 pub mod link;
 pub mod logs;
 pub mod metrics;
+pub mod monitor;
 pub mod ns;
 pub mod port;
 pub mod stats;

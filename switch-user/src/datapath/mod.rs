@@ -126,6 +126,8 @@ pub enum Capability {
     TableCounters,
     /// Log records streamed from the datapath.
     Log,
+    /// Events (drops, learned stations, moves) streamed from the datapath.
+    Events,
 }
 
 impl std::fmt::Display for Capability {
@@ -134,6 +136,7 @@ impl std::fmt::Display for Capability {
             Self::PortForwarding => "port forwarding (it runs in eBPF)",
             Self::TableCounters => "table counters",
             Self::Log => "a datapath log",
+            Self::Events => "datapath events (switch monitor)",
         })
     }
 }
@@ -152,6 +155,11 @@ impl dyn Datapath {
     /// The datapath log, or the error.
     pub fn require_log(&self) -> Result<&dyn DatapathLog> {
         self.log().ok_or_else(|| self.unsupported(Capability::Log))
+    }
+
+    /// The datapath's events, or the error.
+    pub fn require_events(&self) -> Result<&dyn DatapathEvents> {
+        self.events().ok_or_else(|| self.unsupported(Capability::Events))
     }
 
     /// The one wording of a missing capability: "switch 'x' uses the bridge datapath; only tc
@@ -248,12 +256,18 @@ pub trait Datapath: Send + Sync {
         None
     }
 
+    /// Events of the datapath, if it has them.
+    fn events(&self) -> Option<&dyn DatapathEvents> {
+        None
+    }
+
     /// Whether the datapath has capability `cap`.
     fn has(&self, cap: Capability) -> bool {
         match cap {
             Capability::PortForwarding => self.forwarding().is_some(),
             Capability::TableCounters => self.tables().is_some(),
             Capability::Log => self.log().is_some(),
+            Capability::Events => self.events().is_some(),
         }
     }
 }
@@ -346,6 +360,23 @@ pub trait DatapathLog: Send + Sync {
     /// `started` runs once the log is being read.
     async fn stream(
         &self,
+        started: Box<dyn FnOnce() + Send>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()>;
+}
+
+/// Events of the datapath (`switch monitor`). Like the log, they cost only while someone
+/// listens, so they are on only then.
+#[async_trait]
+pub trait DatapathEvents: Send + Sync {
+    /// Turns the datapath's events on or off.
+    async fn set_events(&self, on: bool) -> Result<()>;
+
+    /// Hands every event to `sink` until `stop` resolves; `started` runs once the events are
+    /// being read.
+    async fn stream(
+        &self,
+        sink: Box<dyn FnMut(switch_common::events::Event) + Send>,
         started: Box<dyn FnOnce() + Send>,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> Result<()>;

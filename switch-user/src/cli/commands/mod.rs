@@ -7,6 +7,7 @@ pub mod forward;
 pub mod link;
 pub mod logs;
 pub mod metrics;
+pub mod monitor;
 pub mod ns;
 pub mod ports;
 pub mod run;

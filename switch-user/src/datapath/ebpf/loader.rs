@@ -25,7 +25,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 18] = [
+pub const MAPS: [&str; 20] = [
     names::FDB,
     names::LEARNED,
     names::PORTS,
@@ -44,6 +44,8 @@ pub const MAPS: [&str; 18] = [
     names::NAT_NETNS,
     names::TABLE_STATS,
     names::BOUND,
+    names::EVENTS,
+    names::EVENT_RATE,
 ];
 
 /// The cgroup socket-address programs and where they hook.

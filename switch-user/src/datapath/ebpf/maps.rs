@@ -1,7 +1,7 @@
 //! Typed access to one switch's pinned maps.
 use std::time::Duration;
 
-use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
 use switch_common::{
     FdbEntry, LearnWindow, MacKey, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER, TABLE_STATS_DATAPATH,
     TableStats, maps as names,
@@ -54,6 +54,20 @@ impl TableCounters {
         let values = PerCpuValues::try_from(values).map_err(bpf("writing TABLE_STATS"))?;
         self.0.set(TABLE_STATS_CONTROLLER, values, 0).map_err(bpf("writing TABLE_STATS"))
     }
+}
+
+/// The switch's `EVENTS` ring buffer, for reading.
+pub fn event_ring(pins: &Pins) -> Result<RingBuf<MapData>> {
+    open_as(pins, names::EVENTS)
+}
+
+/// An event from the bytes of one ring buffer item; `None` for an item of another size (a
+/// datapath of another version).
+pub fn decode_event(item: &[u8]) -> Option<switch_common::events::Event> {
+    (item.len() == std::mem::size_of::<switch_common::events::Event>())
+        // SAFETY: `Event` is plain old data of exactly this many bytes (any bit pattern is a
+        // valid value); the read makes no assumption about the item's alignment.
+        .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
 }
 
 /// Opens pinned map `name` of a switch as the typed map `T`.

@@ -34,15 +34,15 @@ pub use loader::{Pins, Program};
 use maps::{SwitchMaps, now_ns};
 use nat::{NatMaps, wire};
 use switch_common::{
-    CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget, NAT_F_MASQUERADE,
-    NatConfig, SwitchConfig,
+    CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget,
+    NAT_F_MASQUERADE, NatConfig, SwitchConfig,
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY},
 };
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Datapath, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding, SwitchDrops,
-    TableFill, Tables, UplinkSetup,
+    Datapath, DatapathEvents, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding,
+    SwitchDrops, TableFill, Tables, UplinkSetup,
 };
 use crate::{
     controller::blocking,
@@ -234,6 +234,10 @@ impl Datapath for Ebpf {
     }
 
     fn log(&self) -> Option<&dyn DatapathLog> {
+        Some(self)
+    }
+
+    fn events(&self) -> Option<&dyn DatapathEvents> {
         Some(self)
     }
 }
@@ -432,12 +436,7 @@ impl log::Log for Printer {
 impl DatapathLog for Ebpf {
     /// The programs only log while CFG_F_LOG is set in CONFIG.
     async fn set_logging(&self, on: bool) -> Result<()> {
-        self.with_maps(move |mut maps| {
-            let mut cfg = maps.config()?;
-            cfg.flags = if on { cfg.flags | CFG_F_LOG } else { cfg.flags & !CFG_F_LOG };
-            maps.set_config(cfg)
-        })
-        .await
+        self.set_flag(CFG_F_LOG, on).await
     }
 
     async fn stream(
@@ -460,6 +459,58 @@ impl DatapathLog for Ebpf {
                 guard = fd.readable_mut() => {
                     let mut guard = guard.map_err(|e| Error::Io { context: "reading the datapath log".into(), source: e })?;
                     guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+        }
+    }
+}
+
+impl Ebpf {
+    /// Sets or clears `flag` in CONFIG.
+    async fn set_flag(&self, flag: u32, on: bool) -> Result<()> {
+        self.with_maps(move |mut maps| {
+            let mut cfg = maps.config()?;
+            cfg.flags = if on { cfg.flags | flag } else { cfg.flags & !flag };
+            maps.set_config(cfg)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DatapathEvents for Ebpf {
+    /// The programs only emit events while CFG_F_EVENTS is set in CONFIG.
+    async fn set_events(&self, on: bool) -> Result<()> {
+        self.set_flag(CFG_F_EVENTS, on).await
+    }
+
+    async fn stream(
+        &self,
+        mut sink: Box<dyn FnMut(switch_common::events::Event) + Send>,
+        started: Box<dyn FnOnce() + Send>,
+        mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()> {
+        let pins = self.pins.clone();
+        let ring = blocking(move || maps::event_ring(&pins)).await?;
+        // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as
+        // the AsyncFd owns the ring buffer.
+        let mut fd = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| Error::Io { context: "watching the datapath's events".into(), source: e.into() })?;
+        started();
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                guard = fd.readable_mut() => {
+                    let mut guard = guard
+                        .map_err(|e| Error::Io { context: "reading the datapath's events".into(), source: e })?;
+                    // Consuming a ring buffer item is a memory read, not a system call: fine on
+                    // a tokio worker.
+                    while let Some(item) = guard.get_inner_mut().next() {
+                        if let Some(e) = maps::decode_event(&item) {
+                            sink(e);
+                        }
+                    }
                     guard.clear_ready();
                 }
             }

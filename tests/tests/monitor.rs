@@ -1,0 +1,365 @@
+//! `switch monitor` on real namespaces: drops with their reason, learned stations, moves and
+//! port changes show up as JSON lines, and the datapath's events are off again after the
+//! monitor leaves (Ctrl-C) or is killed (the next command turns them off).
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use switch_tests::*;
+
+/// Whether the datapath of `sw` emits events now (CFG_F_EVENTS in its pinned CONFIG).
+fn events_on(sw: &str) -> bool {
+    use aya::maps::{Array, Map, MapData};
+    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
+    let config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
+    config.get(&0, 0).unwrap().flags & switch_common::CFG_F_EVENTS != 0
+}
+
+/// Polls `f` for up to 4 s.
+fn within(mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        if f() {
+            return true;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A running `switch --json monitor`, its lines collected by a thread. Dropping it stops the
+/// process (SIGINT, then SIGKILL if it does not go), so a failing test leaves none behind.
+struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Monitor {
+    /// Starts a monitor of `sw` with extra arguments and waits until events are on.
+    fn start(sw: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(switch_bin())
+            .args(["--json", "monitor", "--switch", sw])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(vec![]));
+        let (out, sink) = (child.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let m = Self { child, lines };
+        assert!(within(|| events_on(sw)), "switch monitor did not turn events on");
+        m
+    }
+
+    /// Waits for an event matching `f`; returns it.
+    fn expect(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        within(|| {
+            found = self.lines.lock().unwrap().iter().find(|v| f(v)).cloned();
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no {what} event in {:#?}", self.lines.lock().unwrap()))
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Ctrl-C; returns whether the process exited successfully.
+    fn interrupt(mut self) -> bool {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            if !within(|| matches!(self.child.try_wait(), Ok(Some(_)))) {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends one raw Ethernet frame (hex) out of `eth0` inside `ns`.
+fn send_raw(ns: &str, frame_hex: &str) {
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame_hex}'))"
+    );
+    let r = exec(ns, &["python3", "-c", &script]);
+    assert_eq!(r.code, 0, "sending a raw frame: {r:?}");
+}
+
+/// An IPv4/UDP frame from `src_ip:5000` to `dst_ip:53` (checksums zero: only the switch
+/// looks at it).
+fn udp_frame(dst_mac: &str, src_mac: &str, src_ip: [u8; 4], dst_ip: [u8; 4]) -> String {
+    let ip = |a: [u8; 4]| a.iter().map(|o| format!("{o:02x}")).collect::<String>();
+    format!(
+        "{}{}0800450000200000400040110000{}{}138800350000000000000000",
+        dst_mac.replace(':', ""),
+        src_mac.replace(':', ""),
+        ip(src_ip),
+        ip(dst_ip)
+    )
+}
+
+/// A frame of the local experimental EtherType 0x88b5 (not IP: nothing else parses it).
+fn experimental_frame(dst_mac: &str, src_mac: &str) -> String {
+    format!("{}{}88b5{}", dst_mac.replace(':', ""), src_mac.replace(':', ""), "00".repeat(46))
+}
+
+fn drops_are_shown_with_their_reason(dp: &str, net: u8) {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", dp, &[]);
+    let a = sb.port(&sw, "a", &format!("10.{net}.0.1/24"), &[]);
+    let _b = sb.port(&sw, "b", &format!("10.{net}.0.2/24"), &[]);
+    let a_mac = ns_info(&a)["mac"].as_str().unwrap().to_owned();
+    let m = Monitor::start(&sw, &["--type", "drop"]);
+
+    // A group (multicast) source MAC: invalid as a source.
+    send_raw(&a, &experimental_frame("ff:ff:ff:ff:ff:ff", "01:00:00:00:00:01"));
+    let e = m.expect("invalid-source drop", |v| v["reason"] == "invalid-source");
+    assert_eq!((e["kind"].as_str(), e["namespace"].as_str()), (Some("drop"), Some(a.as_str())), "{e}");
+    assert_eq!(e["frame"]["src_mac"], "01:00:00:00:00:01", "{e}");
+    assert_eq!(e["frame"]["ethertype"], "0x88b5", "{e}");
+    assert_eq!(e["frame"]["len"], 60, "{e}");
+
+    // a's own MAC but another station's address: port security drops it.
+    send_raw(&a, &udp_frame("ff:ff:ff:ff:ff:ff", &a_mac, [10, net, 0, 99], [10, net, 0, 2]));
+    let e = m.expect("spoofed-ip drop", |v| v["reason"] == "spoofed-ip");
+    assert_eq!(e["namespace"], a.as_str(), "{e}");
+    let f = &e["frame"];
+    assert_eq!(
+        (f["src_ip"].as_str(), f["dst_ip"].as_str()),
+        (Some(&*format!("10.{net}.0.99")), Some(&*format!("10.{net}.0.2")))
+    );
+    assert_eq!((f["proto"].as_u64(), f["src_port"].as_u64(), f["dst_port"].as_u64()), (Some(17), Some(5000), Some(53)));
+
+    // Another port's MAC as the source.
+    send_raw(&a, &experimental_frame("ff:ff:ff:ff:ff:ff", "02:00:00:00:00:77"));
+    m.expect("spoofed-mac drop", |v| v["reason"] == "spoofed-mac" && v["frame"]["src_mac"] == "02:00:00:00:00:77");
+
+    // --type drop: the ARP of the pings learned stations, and none of that was shown.
+    assert!(ping(&a, &format!("10.{net}.0.2"), 1));
+    sleep(Duration::from_millis(300));
+    let events = m.events();
+    assert!(events.iter().all(|v| v["kind"] == "drop"), "{events:#?}");
+    assert!(m.interrupt(), "monitor did not exit cleanly on SIGINT");
+    assert!(!events_on(&sw), "events left on after Ctrl-C");
+}
+
+fn learn_move_and_port_events(dp: &str, net: u8) {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", dp, &[]);
+    // A station moving between ports: ports without port security (as in switching.rs).
+    let a = sb.port(&sw, "a", &format!("10.{net}.0.1/24"), &["--no-port-security"]);
+    let c = sb.port(&sw, "c", &format!("10.{net}.0.3/24"), &["--no-port-security"]);
+    let m = Monitor::start(&sw, &["--type", "learn,move,port"]);
+    let station = "02:00:00:00:5e:01";
+
+    send_raw(&a, &experimental_frame("ff:ff:ff:ff:ff:ff", station));
+    let e = m.expect("learn", |v| v["kind"] == "learn" && v["frame"]["src_mac"] == station);
+    assert_eq!(e["namespace"], a.as_str(), "{e}");
+    assert!(e["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
+
+    send_raw(&c, &experimental_frame("ff:ff:ff:ff:ff:ff", station));
+    let e = m.expect("move", |v| v["kind"] == "move" && v["frame"]["src_mac"] == station);
+    assert_eq!((e["namespace"].as_str(), e["from"]["namespace"].as_str()), (Some(c.as_str()), Some(a.as_str())));
+    assert!(fdb(&sw).contains(&(station.into(), c.clone(), "dynamic".into())));
+
+    // Ports come and go through the controller: shown from its records. A frame from a port
+    // added a moment ago (before the monitor's next look at the records) is still named.
+    let d = sb.port(&sw, "d", &format!("10.{net}.0.4/24"), &["--no-port-security"]);
+    send_raw(&d, &experimental_frame("ff:ff:ff:ff:ff:ff", station));
+    let e = m.expect("move to the new port", |v| v["kind"] == "move" && v["namespace"] == d.as_str());
+    assert_eq!(e["from"]["namespace"], c.as_str(), "{e}");
+    m.expect("port added", |v| v["kind"] == "port" && v["reason"] == "added" && v["namespace"] == d.as_str());
+    let of_d: Vec<String> = m
+        .events()
+        .iter()
+        .filter(|v| v["namespace"] == d.as_str())
+        .map(|v| v["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(of_d[..2], ["port", "move"], "the port's event comes before its frames'");
+
+    // Known stations are not events: a second frame from the same port is not learned again.
+    send_raw(&d, &experimental_frame("ff:ff:ff:ff:ff:ff", station));
+    sleep(Duration::from_millis(300));
+    let of_station = m.events().iter().filter(|v| v["frame"]["src_mac"] == station).count();
+    assert_eq!(of_station, 3, "a learn and two moves: {:#?}", m.events());
+
+    ok(&["ns", "del", &d]);
+    m.expect("port removed", |v| v["kind"] == "port" && v["reason"] == "removed" && v["namespace"] == d.as_str());
+}
+
+fn killed_monitor_is_turned_off_by_the_next_command(dp: &str) {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", dp, &[]);
+    let _a = sb.port(&sw, "a", "10.99.0.1/24", &[]);
+    assert!(!events_on(&sw), "events are off unless someone listens");
+    let monitors = || {
+        let state: Value = serde_json::from_str(&std::fs::read_to_string("/run/switch/state.json").unwrap()).unwrap();
+        state["switches"][&sw]["monitors"].as_array().map_or(0, Vec::len)
+    };
+    // Two monitors: one leaving keeps the other's events on.
+    let first = Monitor::start(&sw, &[]);
+    let mut second = Monitor::start(&sw, &[]);
+    // Events were on already: the second is ready once it is recorded.
+    assert!(within(|| monitors() == 2), "both monitors recorded");
+    assert!(first.interrupt());
+    assert!(events_on(&sw), "the other monitor still listens");
+    // kill -9: nobody turns events off on the way out ...
+    second.child.kill().unwrap();
+    let _ = second.child.wait();
+    assert!(events_on(&sw), "a killed monitor cannot clean up");
+    // ... until the next command of the switch that changes something.
+    ok(&["up", "--switch", &sw]);
+    assert!(!events_on(&sw), "events left on after their monitor was killed");
+    assert_eq!(monitors(), 0);
+}
+
+#[test]
+fn tc_drops_are_shown_with_their_reason() {
+    drops_are_shown_with_their_reason("tc", 91);
+}
+
+#[test]
+fn xdp_drops_are_shown_with_their_reason() {
+    drops_are_shown_with_their_reason("xdp", 92);
+}
+
+#[test]
+fn tc_learn_move_and_port_events() {
+    learn_move_and_port_events("tc", 93);
+}
+
+#[test]
+fn xdp_learn_move_and_port_events() {
+    learn_move_and_port_events("xdp", 94);
+}
+
+#[test]
+fn tc_killed_monitor_is_turned_off_by_the_next_command() {
+    killed_monitor_is_turned_off_by_the_next_command("tc");
+}
+
+#[test]
+fn xdp_killed_monitor_is_turned_off_by_the_next_command() {
+    killed_monitor_is_turned_off_by_the_next_command("xdp");
+}
+
+#[test]
+fn userspace_and_bridge_refuse_with_one_line() {
+    let mut sb = Sandbox::new();
+    for dp in ["bridge", "userspace"] {
+        let sw = sb.switch(&format!("m{}", &dp[..1]), dp, &[]);
+        let e = fails(&["monitor", "--switch", &sw], 2);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(
+            e.contains(&format!("uses the {dp} datapath")) && e.contains("only tc and xdp have datapath events"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", "tc", &[]);
+    let e = fails(&["monitor", "--switch", &sw, "--ns", "nosuchns"], 2);
+    assert!(e.contains("no port on switch"), "{e}");
+    let r = switch(&["monitor", "--switch", &sw, "--type", "drop,bogus"]);
+    assert!(r.code == 2 && r.stderr.contains("invalid value 'bogus'"), "{r:?}");
+    assert!(!events_on(&sw));
+}
+
+/// A flood of bad frames from one CPU: at most the rate limit's worth of events per window
+/// gets through, and the rest is counted and reported on the next event of that CPU.
+#[test]
+fn a_drop_flood_is_rate_limited_and_counted() {
+    let flood: u64 = 600;
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", "tc", &[]);
+    let a = sb.port(&sw, "a", "10.95.0.1/24", &[]);
+    let m = Monitor::start(&sw, &[]);
+    // Pinned to one CPU, so one CPU's window counts them all.
+    let frame = experimental_frame("ff:ff:ff:ff:ff:ff", "01:00:00:00:95:01");
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); f=bytes.fromhex('{frame}')\nfor _ in range({flood}): s.send(f)"
+    );
+    let r = exec(&a, &["taskset", "-c", "0", "python3", "-c", &script]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // A window later, one more from the same CPU carries the count of what was left out.
+    sleep(Duration::from_millis(1200));
+    let one = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame}'))"
+    );
+    assert_eq!(exec(&a, &["taskset", "-c", "0", "python3", "-c", &one]).code, 0);
+    // Every frame sent, the last one included, is either shown or counted.
+    let sent = flood + 1;
+    let flood_events = || m.events().iter().filter(|v| v["frame"]["src_mac"] == "01:00:00:00:95:01").count();
+    assert!(within(|| flood_events() > 0), "no flood event at all");
+    let suppressed = || m.events().iter().map(|v| v["suppressed"].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        within(|| flood_events() as u64 + suppressed() >= sent),
+        "{} shown, {} counted",
+        flood_events(),
+        suppressed()
+    );
+    // The flood spans at most two windows of 200 events each.
+    assert!(flood_events() <= 2 * 200 + 1, "{} events of {flood} frames got through", flood_events());
+    assert!(suppressed() >= sent - 401, "{}", suppressed());
+}
+
+/// Connections NAT creates: one from outside to a forwarded port and one masqueraded from
+/// the segment, run through the pinned uplink programs (BPF_PROG_TEST_RUN), show as `nat`
+/// events with the packet as it came and what it is translated to.
+#[test]
+fn nat_connections_are_shown() {
+    use switch_tests::{
+        bpf,
+        ipv4::{SYN, TCP, UDP, packet},
+        nat::NatBed,
+    };
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let bed = NatBed::new(96, 19680);
+    let m = Monitor::start(&bed.sw, &["--type", "nat"]);
+    let syn = packet(TCP, bed.client, bed.uplink_ip, 40000, bed.tcp_port, SYN, false);
+    bpf::run_tc(&bed.nat_in, &syn, bed.ifindex).unwrap();
+    let e = m.expect("forward", |v| v["reason"] == "forward");
+    let f = &e["frame"];
+    assert_eq!(
+        (f["src_ip"].as_str(), f["dst_ip"].as_str()),
+        (Some(&*ip(bed.client)), Some(&*ip(bed.uplink_ip))),
+        "{e}"
+    );
+    assert_eq!((f["src_port"].as_u64(), f["dst_port"].as_u64()), (Some(40000), Some(u64::from(bed.tcp_port))), "{e}");
+    assert_eq!((e["nat"]["addr"].as_str(), e["nat"]["port"].as_u64()), (Some(&*ip(bed.target)), Some(80)), "{e}");
+
+    let remote = [198, 51, 100, 1];
+    let out = packet(UDP, bed.target, remote, 5353, 443, 0, false);
+    bpf::run_tc(&bed.nat_out, &out, bed.ifindex).unwrap();
+    let e = m.expect("masquerade", |v| v["reason"] == "masquerade");
+    assert_eq!(
+        (e["frame"]["src_ip"].as_str(), e["frame"]["dst_ip"].as_str()),
+        (Some(&*ip(bed.target)), Some(&*ip(remote)))
+    );
+    assert_eq!(e["nat"]["addr"].as_str(), Some(&*ip(bed.uplink_ip)), "{e}");
+    // The connection's next packets are not new connections.
+    bpf::run_tc(&bed.nat_out, &out, bed.ifindex).unwrap();
+    sleep(Duration::from_millis(300));
+    assert_eq!(m.events().len(), 2, "{:#?}", m.events());
+}
