@@ -672,15 +672,7 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         let left = self.teardown();
-        if left.is_empty() {
-            return;
-        }
-        let msg = format!("containerd environment {} left (and it was removed): {left:#?}", self.prefix);
-        if std::thread::panicking() {
-            eprintln!("{msg}");
-        } else {
-            panic!("{msg}");
-        }
+        crate::report_leftovers(&format!("containerd environment {}", self.prefix), &left);
     }
 }
 

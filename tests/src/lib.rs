@@ -454,3 +454,17 @@ impl Snapshot {
         Self { netns, links, state: st.join(","), pins, bpf_links, sysctls, run_files }
     }
 }
+
+/// Ends the tear-down of a test environment (`what`) that found `left` behind and removed it:
+/// fails the test, or only reports when the test is failing already (a panic in a panic aborts).
+pub fn report_leftovers(what: &str, left: &[String]) {
+    if left.is_empty() {
+        return;
+    }
+    let msg = format!("{what} left (and it was removed): {left:#?}");
+    if std::thread::panicking() {
+        eprintln!("{msg}");
+    } else {
+        panic!("{msg}");
+    }
+}

@@ -948,15 +948,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let mut left = self.teardown();
         left.extend(host_release());
-        if left.is_empty() {
-            return;
-        }
-        let msg = format!("podman environment {} left (and it was removed): {left:#?}", self.prefix);
-        if std::thread::panicking() {
-            eprintln!("{msg}");
-        } else {
-            panic!("{msg}");
-        }
+        crate::report_leftovers(&format!("podman environment {}", self.prefix), &left);
     }
 }
 

@@ -617,6 +617,11 @@ async fn bringup(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
 
 /// Runs `program ARGS`, failing with its stderr.
 pub(super) async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
+    output(program, args).await.map(drop)
+}
+
+/// Runs `program ARGS` and returns its stdout, failing with its stderr.
+pub(super) async fn output(program: &str, args: &[&str]) -> Result<String> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .output()
@@ -629,7 +634,7 @@ pub(super) async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Brings up `n` namespaces on a fresh switch, then takes the switch down: how long each took.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use super::run_quiet;
+use super::{output, run_quiet};
 use crate::{
     error::{Error, Result},
     sys::netns,
@@ -151,22 +151,6 @@ fn forwarding_sysctls() -> Vec<(PathBuf, String)> {
         paths.push(e.path().join("forwarding"));
     }
     paths.into_iter().filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_owned()))).collect()
-}
-
-async fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| Error::Command(format!("running {program}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Command(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `iptables -t TABLE -S` rules (`-A ...` lines).
