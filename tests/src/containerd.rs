@@ -40,7 +40,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{Run, Value, podman::wait_until, switch_bin};
+use crate::{Run, Value, mounts_below, podman::wait_until, switch_bin};
 
 /// The image every test container runs: busybox (`PATH=/bin`, `CMD /bin/sh`).
 pub const IMAGE: &str = "localhost/switch-test-busybox:latest";
@@ -739,19 +739,6 @@ fn kill_processes_of(dir: &Path) -> Vec<u32> {
         let _ = fs::remove_file(s);
     }
     pids
-}
-
-/// Mount points at or below `dir` (containers' root file systems, snapshots), deepest first.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut m: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
-    m.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    m
 }
 
 /// The parent cgroups runc made for ctr namespace `ns` (`/NS/ID` on every hierarchy).

@@ -49,7 +49,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Run, Value, host};
+use crate::{Run, Value, host, mounts_below};
 
 /// The image every test container runs: busybox (`PATH=/bin`, `CMD /bin/sh`).
 pub const IMAGE: &str = "localhost/switch-test-busybox";
@@ -238,19 +238,6 @@ fn sweep_stale() {
         unmount_below(&dir);
         let _ = fs::remove_dir_all(&dir);
     }
-}
-
-/// Mount points at or below `dir` (overlay roots of containers still mounted), deepest first.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut m: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
-    m.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    m
 }
 
 fn unmount_below(dir: &Path) -> Vec<String> {
