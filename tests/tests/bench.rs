@@ -36,6 +36,7 @@ fn quick_bench_produces_well_formed_results() {
             "fwd_tcp",
             "fwd_conn",
             "bringup_10",
+            "removal_10",
             "cni_add",
             "cni_del",
             "cni_add_parallel",
