@@ -80,11 +80,15 @@ fn quick_bench_produces_well_formed_results() {
         assert_eq!(rows[1]["vs"]["iptables"].as_f64(), Some(1.0));
         assert!(rows[2]["vs"]["routed"].as_f64().unwrap() > 0.0, "{}", m["id"]);
     }
-    let bring = &metrics[8]["rows"];
-    assert_eq!(bring.as_array().unwrap().len(), 2);
-    assert!(bring[0]["median"].as_f64().unwrap() > 0.0);
+    // Bring-up and removal of namespaces: switch against ip commands and a bridge.
+    for m in &metrics[8..10] {
+        let rows = m["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{}", m["id"]);
+        assert_eq!(rows[1]["contender"], "ip commands + bridge");
+        assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
+    }
     // CNI plugins: switch-cni against the bridge plugin (the baseline), times in ms.
-    for m in &metrics[9..12] {
+    for m in &metrics[10..13] {
         let rows = m["rows"].as_array().unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(names, ["switch-cni", "bridge-cni"], "{}", m["id"]);
@@ -92,7 +96,7 @@ fn quick_bench_produces_well_formed_results() {
         assert_eq!(rows[1]["vs"]["bridge-cni"].as_f64(), Some(1.0));
     }
     // Containers under podman: a switch-cni network against bridge+portmap (the baseline).
-    for m in &metrics[12..18] {
+    for m in &metrics[13..19] {
         let rows = m["rows"].as_array().unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(names, ["podman-switch-cni", "podman-bridge"], "{}", m["id"]);
@@ -107,14 +111,14 @@ fn quick_bench_produces_well_formed_results() {
         }
     }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 15);
+    assert_eq!(targets.len(), 17);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 6 * 7 + 2 * 3 + 2 + 3 * 2 + 6 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    assert!(measured >= 6 * 7 + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
     // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
