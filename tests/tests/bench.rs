@@ -2,11 +2,21 @@
 //! contender (not meet targets: that is for `cargo xtask bench`, on a quiet machine).
 use switch_tests::*;
 
+/// Removes a file the test asked for on the way out, also when an assertion fails first.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn quick_bench_produces_well_formed_results() {
     const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
     let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
     let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
+    let _chart = RemoveOnDrop(svg.clone());
     let svg_s = svg.to_string_lossy().into_owned();
     let run = std::process::Command::new(switch_bin())
         .args(["bench", "--quick", "--svg", &svg_s, "--json"])
