@@ -491,14 +491,7 @@ impl Containerd {
 
     /// Addresses host-local has reserved on the network (a file per address).
     pub fn reservations(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.dir.join("ipam").join(&self.switch))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect();
-        v.sort();
-        v
+        crate::host_local_reservations(&self.dir.join("ipam").join(&self.switch))
     }
 
     /// libcni's cached ADD results of this network (removed by the DEL).

@@ -482,3 +482,16 @@ pub fn mounts_below(dir: &std::path::Path) -> Vec<String> {
     m.sort_by_key(|p| std::cmp::Reverse(p.len()));
     m
 }
+
+/// The addresses host-local has reserved in its data directory `dir` (a file per address,
+/// beside its lock and its last-reserved markers), sorted.
+pub fn host_local_reservations(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+        .collect();
+    v.sort();
+    v
+}

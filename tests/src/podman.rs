@@ -558,14 +558,7 @@ impl Network {
 
     /// Addresses host-local has reserved on this network (a file per address).
     pub fn reservations(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.ipam_dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect();
-        v.sort();
-        v
+        crate::host_local_reservations(&self.ipam_dir)
     }
 
     /// iptables rules (nat and filter) made for this network's containers (the reference
