@@ -6,29 +6,17 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use switch_tests::*;
+use switch_tests::{
+    frames::{experimental_frame, send_raw, udp_frame},
+    *,
+};
 
 /// Whether the datapath of `sw` emits events now (CFG_F_EVENTS in its pinned CONFIG).
 fn events_on(sw: &str) -> bool {
-    use aya::maps::{Array, Map, MapData};
-    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
-    let config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
-    config.get(&0, 0).unwrap().flags & switch_common::CFG_F_EVENTS != 0
-}
-
-/// Polls `f` for up to 4 s.
-fn within(mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(4) {
-        if f() {
-            return true;
-        }
-        sleep(Duration::from_millis(20));
-    }
-    false
+    config_flag(sw, switch_common::CFG_F_EVENTS)
 }
 
 /// A running `switch --json monitor`, its lines collected by a thread. Dropping it stops the
@@ -92,33 +80,6 @@ impl Drop for Monitor {
             let _ = self.child.wait();
         }
     }
-}
-
-/// Sends one raw Ethernet frame (hex) out of `eth0` inside `ns`.
-fn send_raw(ns: &str, frame_hex: &str) {
-    let script = format!(
-        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame_hex}'))"
-    );
-    let r = exec(ns, &["python3", "-c", &script]);
-    assert_eq!(r.code, 0, "sending a raw frame: {r:?}");
-}
-
-/// An IPv4/UDP frame from `src_ip:5000` to `dst_ip:53` (checksums zero: only the switch
-/// looks at it).
-fn udp_frame(dst_mac: &str, src_mac: &str, src_ip: [u8; 4], dst_ip: [u8; 4]) -> String {
-    let ip = |a: [u8; 4]| a.iter().map(|o| format!("{o:02x}")).collect::<String>();
-    format!(
-        "{}{}0800450000200000400040110000{}{}138800350000000000000000",
-        dst_mac.replace(':', ""),
-        src_mac.replace(':', ""),
-        ip(src_ip),
-        ip(dst_ip)
-    )
-}
-
-/// A frame of the local experimental EtherType 0x88b5 (not IP: nothing else parses it).
-fn experimental_frame(dst_mac: &str, src_mac: &str) -> String {
-    format!("{}{}88b5{}", dst_mac.replace(':', ""), src_mac.replace(':', ""), "00".repeat(46))
 }
 
 fn drops_are_shown_with_their_reason(dp: &str, net: u8) {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use switch::{
     controller::{
+        capture::{Captured, verdict_text},
         fdb::FdbRow,
         forward::ForwardRow,
         monitor::{EventKind, Frame, MonitorEvent},
@@ -287,8 +288,20 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
     line.trim_end().to_owned()
 }
 
+/// One captured frame: `12:00:01.250  red/sred-1a2b  forward to blue/sblue-3c4d  02:..:01 > ...`.
+pub fn capture_line(c: &Captured) -> String {
+    let time = c.time.get(11..23).unwrap_or(&c.time);
+    let port = format!("{}/{}", c.port.namespace, c.port.interface);
+    let verdict = verdict_text(c);
+    let mut line = format!("{time}  {port:<24} {verdict:<32} {}", frame_summary(&c.frame));
+    if c.lost > 0 {
+        let _ = write!(line, " (+{} lost before)", c.lost);
+    }
+    line
+}
+
 /// `02:..:01 > ff:..:ff ipv4 udp 10.0.0.9:5000 > 10.0.0.2:53 len 60`.
-fn frame_summary(f: &Frame) -> String {
+pub fn frame_summary(f: &Frame) -> String {
     let (Some(src), Some(dst), Some(ethertype)) = (&f.src_mac, &f.dst_mac, &f.ethertype) else {
         return format!("runt, len {}", f.len);
     };

@@ -15,6 +15,7 @@
 //!
 //! The datapath is only reached through [`crate::datapath::Datapath`]; no command knows which
 //! datapath it drives.
+pub mod capture;
 pub mod fdb;
 pub mod forward;
 pub mod intent;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod ns;
 pub mod port;
+mod readers;
 pub mod stats;
 pub mod switch;
 pub mod tables;

@@ -1,11 +1,8 @@
 //! `switch monitor`: the datapath's events (drops with their reason, new stations, moves),
 //! and ports added and removed, live.
 //!
-//! Events cost the datapath only while someone listens, so they are on only then: each
-//! monitor records itself (pid and start time) in the switch record and turns events on under
-//! the state lock; on the way out it takes itself off and turns them off if it was the last.
-//! One killed on the way is noticed by the next mutating command of the switch
-//! (`intent::converge`), which turns events off once no recorded monitor lives.
+//! Events cost the datapath only while someone listens, so they are on only then (see
+//! `readers`).
 //!
 //! Port events need no kernel: the monitor watches the switch's port records (the state file,
 //! read without the lock every `PORT_POLL`), which also tells it which namespace each
@@ -24,7 +21,10 @@ use switch_common::events::{
 };
 use tokio::sync::mpsc;
 
-use super::{blocking, datapath_of, intent, lock};
+use super::{
+    blocking, datapath_of, intent, lock,
+    readers::{self, Stream},
+};
 use crate::{
     datapath::ebpf::maps::now_ns,
     error::{Error, Result},
@@ -159,7 +159,7 @@ impl From<&FrameSummary> for Frame {
 }
 
 /// The name of a drop reason.
-fn reason_name(reason: u16) -> &'static str {
+pub(crate) fn reason_name(reason: u16) -> &'static str {
     match reason {
         DROP_MALFORMED => "malformed",
         DROP_INVALID_SOURCE => "invalid-source",
@@ -173,7 +173,7 @@ fn reason_name(reason: u16) -> &'static str {
 }
 
 /// `t` as RFC 3339 UTC with milliseconds.
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let d = time::OffsetDateTime::from(t);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -188,15 +188,15 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The wall-clock time of CLOCK_MONOTONIC instant `mono_ns`.
-fn wall_time(mono_ns: u64) -> SystemTime {
+pub(crate) fn wall_time(mono_ns: u64) -> SystemTime {
     SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(mono_ns))
 }
 
 /// The switch's ports by host ifindex, as the state records them now (uplinks too: NAT events
 /// happen on them; their "namespace" is the interface).
-type Ports = BTreeMap<u32, PortRef>;
+pub(crate) type Ports = BTreeMap<u32, PortRef>;
 
-fn ports_of(state: &State, switch: &str) -> Ports {
+pub(crate) fn ports_of(state: &State, switch: &str) -> Ports {
     state
         .ports(switch)
         .filter(|p| p.ready && p.host_ifindex != 0)
@@ -284,7 +284,7 @@ pub async fn follow(
             return Err(Error::invalid("namespace", ns.clone(), format!("it has no port on switch '{switch}'")));
         }
         intent::converge(&store, &mut state, switch).await?;
-        state.switches.get_mut(switch).expect("looked up above").monitors.push(me);
+        Stream::Events.readers(state.switches.get_mut(switch).expect("looked up above")).push(me);
         store.save(&state)?;
         dp.require_events()?.set_events(true).await?;
         let ports = ports_of(&state, switch);
@@ -340,15 +340,7 @@ pub async fn follow(
     };
     let (streamed, ()) = tokio::join!(reader, printer);
 
-    let store = lock().await?;
-    let mut state = store.load()?;
-    if let Some(sw) = state.switches.get_mut(switch) {
-        sw.monitors.retain(|p| *p != me);
-        if !sw.monitors.iter().any(|p| p.is_alive()) {
-            dp.require_events()?.set_events(false).await?;
-        }
-        store.save(&state)?;
-    }
+    readers::leave(switch, Stream::Events, dp.as_ref(), me).await?;
     streamed
 }
 

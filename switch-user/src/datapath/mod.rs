@@ -128,6 +128,8 @@ pub enum Capability {
     Log,
     /// Events (drops, learned stations, moves) streamed from the datapath.
     Events,
+    /// Copies of frames with the datapath's verdict.
+    Capture,
 }
 
 impl std::fmt::Display for Capability {
@@ -137,6 +139,7 @@ impl std::fmt::Display for Capability {
             Self::TableCounters => "table counters",
             Self::Log => "a datapath log",
             Self::Events => "datapath events (switch monitor)",
+            Self::Capture => "packet capture with verdicts (switch capture)",
         })
     }
 }
@@ -160,6 +163,11 @@ impl dyn Datapath {
     /// The datapath's events, or the error.
     pub fn require_events(&self) -> Result<&dyn DatapathEvents> {
         self.events().ok_or_else(|| self.unsupported(Capability::Events))
+    }
+
+    /// The datapath's packet capture, or the error.
+    pub fn require_capture(&self) -> Result<&dyn DatapathCapture> {
+        self.capture().ok_or_else(|| self.unsupported(Capability::Capture))
     }
 
     /// The one wording of a missing capability: "switch 'x' uses the bridge datapath; only tc
@@ -261,6 +269,11 @@ pub trait Datapath: Send + Sync {
         None
     }
 
+    /// Packet capture, if the datapath has it.
+    fn capture(&self) -> Option<&dyn DatapathCapture> {
+        None
+    }
+
     /// Whether the datapath has capability `cap`.
     fn has(&self, cap: Capability) -> bool {
         match cap {
@@ -268,6 +281,7 @@ pub trait Datapath: Send + Sync {
             Capability::TableCounters => self.tables().is_some(),
             Capability::Log => self.log().is_some(),
             Capability::Events => self.events().is_some(),
+            Capability::Capture => self.capture().is_some(),
         }
     }
 }
@@ -377,6 +391,26 @@ pub trait DatapathEvents: Send + Sync {
     async fn stream(
         &self,
         sink: Box<dyn FnMut(switch_common::events::Event) + Send>,
+        started: Box<dyn FnOnce() + Send>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()>;
+}
+
+/// Takes each item of a datapath's ring buffer, as its bytes.
+pub type RingSink = Box<dyn for<'a> FnMut(&'a [u8]) + Send>;
+
+/// Packet capture (`switch capture`): copies of the frames a filter wants, with the
+/// datapath's verdict. Like events, it costs only while a capture runs.
+#[async_trait]
+pub trait DatapathCapture: Send + Sync {
+    /// Starts copying the frames `filter` wants, or stops (`None`).
+    async fn set_capture(&self, filter: Option<switch_common::capture::Filter>) -> Result<()>;
+
+    /// Hands every record (a `capture::Header` and the frame's first bytes) to `sink` until
+    /// `stop` resolves; `started` runs once records are being read.
+    async fn stream(
+        &self,
+        sink: RingSink,
         started: Box<dyn FnOnce() + Send>,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> Result<()>;

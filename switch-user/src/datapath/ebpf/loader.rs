@@ -25,7 +25,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 20] = [
+pub const MAPS: [&str; 23] = [
     names::FDB,
     names::LEARNED,
     names::PORTS,
@@ -46,6 +46,9 @@ pub const MAPS: [&str; 20] = [
     names::BOUND,
     names::EVENTS,
     names::EVENT_RATE,
+    names::CAPTURE,
+    names::CAPTURE_FILTER,
+    names::CAPTURE_SCRATCH,
 ];
 
 /// The cgroup socket-address programs and where they hook.
