@@ -597,6 +597,13 @@ pub mod events {
     pub const DROP_SPOOFED_ARP: u16 = 6;
     /// A new station from a port that reached its learning limit.
     pub const DROP_MAC_LIMIT: u16 = 7;
+    /// A connection NAT could not translate (no free masquerade port, a full connection
+    /// table, nothing to translate a packet of the segment with): dropped rather than sent
+    /// with a private source.
+    pub const DROP_NAT_REFUSED: u16 = 8;
+    /// A packet routed towards the segment that nothing there asked for (not to a forwarded
+    /// port, not an answer of the segment's connections).
+    pub const DROP_UNSOLICITED: u16 = 9;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;

@@ -349,3 +349,35 @@ fn bad_input_changes_nothing() {
     let state: Value = serde_json::from_str(&std::fs::read_to_string("/run/switch/state.json").unwrap()).unwrap();
     assert_eq!(state["switches"][&sw]["captures"].as_array().map_or(0, Vec::len), 0);
 }
+
+/// Readers of a switch that goes away (`switch down`) end by themselves instead of waiting
+/// forever on a ring buffer nothing writes.
+#[test]
+fn readers_end_when_their_switch_is_removed() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("cap", "tc", &[]);
+    let _a = sb.port(&sw, "a", "10.96.0.1/24", &[]);
+    let mut capture = Capture::start(&sw, &[], false);
+    let mut readers: Vec<Child> = ["monitor", "logs"]
+        .iter()
+        .map(|cmd| {
+            Command::new(switch_bin())
+                .args([cmd, "--switch", &sw])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    assert!(within(|| config_flag(&sw, switch_common::CFG_F_EVENTS) && config_flag(&sw, switch_common::CFG_F_LOG)));
+    ok(&["down", "--switch", &sw]);
+    readers.push(std::mem::replace(&mut capture.child, Command::new("true").spawn().unwrap()));
+    for mut r in readers {
+        let ended = within(|| matches!(r.try_wait(), Ok(Some(_))));
+        if !ended {
+            let _ = r.kill();
+        }
+        let status = r.wait().unwrap();
+        assert!(ended && status.success(), "a reader still ran after its switch was removed ({status})");
+    }
+}

@@ -324,3 +324,107 @@ fn nat_connections_are_shown() {
     sleep(Duration::from_millis(300));
     assert_eq!(m.events().len(), 2, "{:#?}", m.events());
 }
+
+/// NAT's drops carry their reason too: a packet routed in from outside that nothing asked for
+/// (`unsolicited-routed`), and one from the segment NAT cannot translate (`nat-refused`), on
+/// the interface the NAT program runs on.
+#[test]
+fn nat_drops_are_shown_with_their_reason() {
+    use switch_tests::{
+        bpf,
+        ipv4::{ECHO_REPLY, SYN, TCP, icmp_echo, packet},
+        nat::NatBed,
+    };
+    let bed = NatBed::new(97, 19780);
+    let m = Monitor::start(&bed.sw, &["--type", "drop"]);
+    // To a namespace's address and a port nothing forwards: unsolicited.
+    let stray = packet(TCP, bed.client, bed.target, 40001, 81, SYN, false);
+    assert_eq!(bpf::run_tc(&bed.nat_in, &stray, bed.ifindex).unwrap().retval, 2, "TC_ACT_SHOT expected");
+    let e = m.expect("unsolicited-routed drop", |v| v["reason"] == "unsolicited-routed");
+    let target = std::net::Ipv4Addr::from(bed.target).to_string();
+    assert_eq!((e["frame"]["dst_ip"].as_str(), e["frame"]["dst_port"].as_u64()), (Some(&*target), Some(81)), "{e}");
+    // An echo reply from the segment that answers nothing it sent: no identifier to
+    // masquerade it with, refused.
+    let reply = icmp_echo(ECHO_REPLY, bed.target, bed.client, 0x4321, 1);
+    assert_eq!(bpf::run_tc(&bed.nat_out, &reply, bed.ifindex).unwrap().retval, 2, "TC_ACT_SHOT expected");
+    let e = m.expect("nat-refused drop", |v| v["reason"] == "nat-refused");
+    assert_eq!((e["frame"]["src_ip"].as_str(), e["frame"]["proto"].as_u64()), (Some(&*target), Some(1)), "{e}");
+    assert_eq!(m.events().len(), 2, "{:#?}", m.events());
+}
+
+/// Stations the switch forgets show as `age` events, with the port they were behind: the
+/// programs age lazily, so the monitor tells it from two looks at the table.
+#[test]
+fn stations_aging_out_are_shown() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", "tc", &["--ageing", "1"]);
+    let a = sb.port(&sw, "a", "10.98.1.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.98.1.2/24", &[]);
+    let m = Monitor::start(&sw, &["--type", "age"]);
+    assert!(ping(&a, "10.98.1.2", 1));
+    for ns in [&a, &b] {
+        let mac = ns_info(ns)["mac"].as_str().unwrap().to_owned();
+        let e = m.expect("age", |v| v["kind"] == "age" && v["station"] == mac.as_str());
+        assert_eq!(e["namespace"], ns.as_str(), "{e}");
+    }
+    assert!(m.events().iter().all(|v| v["kind"] == "age"), "{:#?}", m.events());
+}
+
+/// Connections NAT forgets show as `nat` events: `expired` when idle past their timeout,
+/// `evicted` when gone before it (the LRU made room). Made with the pinned programs, then
+/// aged and evicted by hand in the pinned tables, as the kernel would.
+#[test]
+fn nat_connections_expiring_and_evicted_are_shown() {
+    use aya::maps::{HashMap, Map, MapData};
+    use switch_common::{CtEntry, CtKey};
+    use switch_tests::{
+        bpf,
+        ipv4::{SYN, TCP, UDP, packet},
+        nat::NatBed,
+    };
+    let bed = NatBed::new(98, 19880);
+    let m = Monitor::start(&bed.sw, &["--type", "nat"]);
+    let tcp = packet(TCP, bed.client, bed.uplink_ip, 40000, bed.tcp_port, SYN, false);
+    bpf::run_tc(&bed.nat_in, &tcp, bed.ifindex).unwrap();
+    let udp = packet(UDP, bed.client, bed.uplink_ip, 40001, bed.udp_port, 0, false);
+    bpf::run_tc(&bed.nat_in, &udp, bed.ifindex).unwrap();
+    // Both new connections shown, and then one look at the tables with both live.
+    assert!(within(|| m.events().iter().filter(|v| v["reason"] == "forward").count() == 2), "{:#?}", m.events());
+    sleep(Duration::from_millis(1200));
+    let open = |name: &str| -> HashMap<MapData, CtKey, CtEntry> {
+        let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/{name}", bed.sw)).unwrap();
+        Map::LruHashMap(data).try_into().unwrap()
+    };
+    let mut aged = 0;
+    for name in ["CT_UNREPLIED", "CONNTRACK"] {
+        let mut map = open(name);
+        let entries: Vec<(CtKey, CtEntry)> = map.iter().map(Result::unwrap).collect();
+        for (k, mut e) in entries {
+            if k.proto == 6 {
+                // The TCP connection: idle since boot, as if its timeout passed long ago.
+                e.last_seen_ns = 1;
+                map.insert(k, e, 0).unwrap();
+                aged += 1;
+            } else {
+                // The UDP one: gone before its time.
+                map.remove(&k).unwrap();
+            }
+        }
+    }
+    assert_eq!(aged, 2, "both directions of the TCP connection");
+    let expired = m.expect("expired", |v| v["reason"] == "expired");
+    let target = std::net::Ipv4Addr::from(bed.target).to_string();
+    assert_eq!(expired["frame"]["proto"], 6, "{expired}");
+    assert_eq!(
+        (expired["nat"]["addr"].as_str(), expired["nat"]["port"].as_u64()),
+        (Some(&*target), Some(80)),
+        "{expired}"
+    );
+    assert_eq!(expired["frame"]["src_port"], 40000, "{expired}");
+    let evicted = m.expect("evicted", |v| v["reason"] == "evicted");
+    assert_eq!((evicted["frame"]["proto"].as_u64(), evicted["frame"]["src_port"].as_u64()), (Some(17), Some(40001)));
+    assert_eq!(evicted["namespace"], expired["namespace"], "both name the target's namespace");
+    assert!(evicted["namespace"].is_string(), "{evicted}");
+    sleep(Duration::from_millis(1200));
+    assert_eq!(m.events().len(), 4, "each connection ends once: {:#?}", m.events());
+}

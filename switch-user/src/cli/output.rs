@@ -267,12 +267,16 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
         EventKind::Drop => "drop",
         EventKind::Learn => "learn",
         EventKind::Move => "move",
+        EventKind::Age => "age",
         EventKind::Nat => "nat",
         EventKind::Port => "port",
     };
     let mut what = e.reason.unwrap_or("").to_owned();
     if let Some(from) = &e.from {
         what = format!("from {}/{}", from.namespace, from.interface);
+    }
+    if let Some(station) = &e.station {
+        what = format!("station {station}");
     }
     let mut line = format!("{time}  {port:<24} {kind:<5} {what:<15}");
     if let Some(f) = &e.frame {
@@ -300,18 +304,23 @@ pub fn capture_line(c: &Captured) -> String {
     line
 }
 
-/// `02:..:01 > ff:..:ff ipv4 udp 10.0.0.9:5000 > 10.0.0.2:53 len 60`.
+/// `02:..:01 > ff:..:ff ipv4 udp 10.0.0.9:5000 > 10.0.0.2:53 len 60`; a connection (no
+/// frame of its own, no MACs, no length): `tcp 10.0.0.9:5000 > 10.0.0.2:53`.
 pub fn frame_summary(f: &Frame) -> String {
-    let (Some(src), Some(dst), Some(ethertype)) = (&f.src_mac, &f.dst_mac, &f.ethertype) else {
-        return format!("runt, len {}", f.len);
-    };
-    let mut s = format!("{src} > {dst} ");
-    s.push_str(match ethertype.as_str() {
-        "0x0800" => "ipv4",
-        "0x0806" => "arp",
-        "0x86dd" => "ipv6",
-        other => other,
-    });
+    let mut s = String::new();
+    match (&f.src_mac, &f.dst_mac, &f.ethertype) {
+        (Some(src), Some(dst), Some(ethertype)) => {
+            let _ = write!(s, "{src} > {dst} ");
+            s.push_str(match ethertype.as_str() {
+                "0x0800" => "ipv4",
+                "0x0806" => "arp",
+                "0x86dd" => "ipv6",
+                other => other,
+            });
+        }
+        _ if f.src_ip.is_none() => return format!("runt, len {}", f.len),
+        _ => {}
+    }
     if let (Some(sip), Some(dip), Some(proto)) = (f.src_ip, f.dst_ip, f.proto) {
         let name = match proto {
             1 => "icmp".to_owned(),
@@ -328,6 +337,8 @@ pub fn frame_summary(f: &Frame) -> String {
             }
         }
     }
-    let _ = write!(s, " len {}", f.len);
-    s
+    if f.len > 0 {
+        let _ = write!(s, " len {}", f.len);
+    }
+    s.trim_start().to_owned()
 }

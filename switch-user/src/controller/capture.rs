@@ -202,8 +202,10 @@ pub async fn run(
             counter.fetch_add(1, Ordering::Relaxed);
         }
     });
-    // The reader stops on the caller's signal or once the shower has had enough.
+    // The reader stops on the caller's signal, when the switch is removed, or once the
+    // shower has had enough.
     let (enough_tx, enough_rx) = oneshot::channel::<()>();
+    let stop = readers::or_removed(&switch, stop);
     let stop = async move {
         tokio::select! {
             () = stop => {}

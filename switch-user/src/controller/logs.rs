@@ -30,6 +30,7 @@ pub async fn follow(
         dp.require_log()?.set_logging(true).await?;
         dp
     };
+    let stop = readers::or_removed(switch, stop);
     let streamed = dp.require_log()?.stream(Box::new(started), Box::pin(stop)).await;
     readers::leave(switch, Stream::Log, dp.as_ref(), me).await?;
     streamed

@@ -7,8 +7,18 @@
 //! off if it was the last. A reader killed on the way is noticed by the next mutating command
 //! of the switch (`intent::converge` calls `forget_killed`), which turns the stream off once no
 //! recorded reader of it lives.
-use super::lock;
-use crate::{datapath::Datapath, error::Result, state::SwitchState, sys::process::ProcessId};
+use std::{future::Future, time::Duration};
+
+use super::{blocking, lock};
+use crate::{
+    datapath::Datapath,
+    error::Result,
+    state::{STATE_DIR, Store, SwitchState},
+    sys::process::ProcessId,
+};
+
+/// How often a reader looks whether its switch still exists.
+const REMOVED_POLL: Duration = Duration::from_millis(500);
 
 /// A stream of the datapath that readers turn on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,4 +104,32 @@ pub(crate) async fn forget_killed(sw: &mut SwitchState, dp: &dyn Datapath, switc
         }
     }
     Ok(changed)
+}
+
+/// `stop`, or the removal of switch `switch` (`switch down`), whichever comes first: the
+/// reader of a removed switch would otherwise wait forever on a ring buffer nothing writes.
+pub(crate) fn or_removed(
+    switch: &str,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let name = switch.to_owned();
+    let removed = async move {
+        let mut tick = tokio::time::interval(REMOVED_POLL);
+        loop {
+            tick.tick().await;
+            // A state being rewritten is read again at the next tick.
+            if let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await
+                && !state.switches.contains_key(&name)
+            {
+                tracing::info!(switch = name, "the switch was removed: stopping");
+                return;
+            }
+        }
+    };
+    async move {
+        tokio::select! {
+            () = stop => {}
+            () = removed => {}
+        }
+    }
 }

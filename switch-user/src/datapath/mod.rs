@@ -386,6 +386,11 @@ pub trait DatapathEvents: Send + Sync {
     /// Turns the datapath's events on or off.
     async fn set_events(&self, on: bool) -> Result<()>;
 
+    /// The dynamic stations and NAT's connections now, read without changing anything:
+    /// `switch monitor` tells stations aging out and connections expiring or being evicted
+    /// from two of these (the programs age lazily, so no program sees it happen).
+    async fn tables_now(&self) -> Result<TablesNow>;
+
     /// Hands every event to `sink` until `stop` resolves; `started` runs once the events are
     /// being read.
     async fn stream(
@@ -394,6 +399,20 @@ pub trait DatapathEvents: Send + Sync {
         started: Box<dyn FnOnce() + Send>,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> Result<()>;
+}
+
+/// A datapath's dynamic stations and connections at one moment (`DatapathEvents::tables_now`).
+#[derive(Clone, Debug, Default)]
+pub struct TablesNow {
+    /// When, on the programs' clock (CLOCK_MONOTONIC ns).
+    pub now_ns: u64,
+    /// The switch's ageing time.
+    pub ageing_ns: u64,
+    /// Dynamic MAC table entries.
+    pub stations: HashMap<[u8; 6], switch_common::FdbEntry>,
+    /// Connections, each by its entry for packets from outside (`CT_DNAT`: the destination
+    /// it names is the namespace's side).
+    pub connections: HashMap<switch_common::CtKey, switch_common::CtEntry>,
 }
 
 /// Takes each item of a datapath's ring buffer, as its bytes.

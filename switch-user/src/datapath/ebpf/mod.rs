@@ -42,7 +42,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     Datapath, DatapathCapture, DatapathEvents, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters,
-    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, UplinkSetup,
+    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, TablesNow, UplinkSetup,
 };
 use crate::{
     controller::blocking,
@@ -487,6 +487,20 @@ impl DatapathEvents for Ebpf {
     /// The programs only emit events while CFG_F_EVENTS is set in CONFIG.
     async fn set_events(&self, on: bool) -> Result<()> {
         self.set_flag(CFG_F_EVENTS, on).await
+    }
+
+    async fn tables_now(&self) -> Result<TablesNow> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            let maps = SwitchMaps::open(&pins)?;
+            let ageing_ns = maps.config()?.ageing_ns;
+            let stations = maps.fdb_entries()?.into_iter().filter(|(_, e)| !e.is_static()).map(|(k, e)| (k.addr, e));
+            let stations = stations.collect();
+            // A switch without port forwarding has empty connection tables.
+            let connections = NatMaps::open(&pins).map(|n| n.dnat_entries()).unwrap_or_default();
+            Ok(TablesNow { now_ns: now_ns(), ageing_ns, stations, connections })
+        })
+        .await
     }
 
     async fn stream(
