@@ -63,7 +63,7 @@ pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
     mac_table::{Clock, Fdb, PortId, Station},
-    ports::{Counters, LearnBudget, Port, PortTable, RxTally, forward},
+    ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
     socket::{PacketSocket, RxBuffers},
 };
 use crate::error::{Context as _, Error, Result};
@@ -75,6 +75,9 @@ const BATCH: usize = 32;
 const BATCHES_PER_WAKE: usize = 64;
 /// Pause after an unexpected receive error, so a socket stuck in an error state does not spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Most lanes (sockets and receive tasks) per port, whatever the CPU count: each lane costs
+/// every port a socket with its buffers.
+const MAX_LANES: usize = 16;
 /// How often expired dynamic entries are removed.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
@@ -89,6 +92,8 @@ struct Shared {
     ageing_ns: AtomicU64,
     /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
     max_learned: u32,
+    /// Sockets (and receive tasks) per port: one per CPU, see [`lanes`].
+    lanes: usize,
     fdb: RwLock<Fdb>,
     ports: RwLock<Arc<PortTable>>,
 }
@@ -109,8 +114,8 @@ impl Shared {
         *table = Arc::new(table.with(slot, port));
     }
 
-    /// Switches the `n` frames in `rx` received on `port`.
-    fn switch_batch(&self, port: &Port, rx: &RxBuffers, n: usize) {
+    /// Switches the `n` frames in `rx` received on `port`'s socket of `lane`.
+    fn switch_batch(&self, port: &Port, lane: usize, rx: &RxBuffers, n: usize) {
         let ingress = port.id;
         let clock = self.clock();
         let table = self.table();
@@ -138,7 +143,7 @@ impl Shared {
             }
         }
         port.counters.add_rx(&tally);
-        forward(&table, ingress, rx, &verdicts[..n]);
+        forward(&table, ingress, lane, rx, &verdicts[..n]);
     }
 
     fn sweep(&self) {
@@ -161,10 +166,11 @@ fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The receive task of one port: waits until its socket is readable, then switches batches
-/// until the socket is drained (or the budget is spent, to let other tasks run).
-async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Arc<Port>>) {
-    let port = Arc::clone(fd.get_ref());
+/// The receive task of one lane of a port: waits until its socket is readable, then switches
+/// batches until the socket is drained (or the budget is spent, to let other tasks run).
+async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
+    let port = Arc::clone(&fd.get_ref().port);
+    let lane = fd.get_ref().index;
     let mut rx = RxBuffers::new();
     loop {
         let mut guard = match fd.readable().await {
@@ -178,9 +184,9 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Arc<Port>>) {
         let mut failed = false;
         while budget > 0 {
             // try_io clears the readiness when the socket says EAGAIN.
-            match guard.try_io(|fd| fd.get_ref().socket.recv(&mut rx)) {
+            match guard.try_io(|fd| fd.get_ref().socket().recv(&mut rx)) {
                 Ok(Ok(n)) => {
-                    shared.switch_batch(&port, &rx, n);
+                    shared.switch_batch(&port, lane, &rx, n);
                     budget -= 1;
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -210,7 +216,8 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Arc<Port>>) {
 /// Tasks the engine started, aborted when their port goes or the engine is dropped.
 #[derive(Debug, Default)]
 struct Tasks {
-    ports: HashMap<u32, JoinHandle<()>>,
+    /// The receive tasks of each port, one per lane.
+    ports: HashMap<u32, Vec<JoinHandle<()>>>,
     ageing: Option<JoinHandle<()>>,
 }
 
@@ -231,6 +238,7 @@ impl Engine {
             epoch: Instant::now(),
             ageing_ns: AtomicU64::new(duration_ns(ageing)),
             max_learned,
+            lanes: lanes(),
             fdb: RwLock::default(),
             ports: RwLock::default(),
         };
@@ -263,24 +271,33 @@ impl Engine {
             )));
         }
         check_ifindex(ifname, ifindex)?;
-        let socket = PacketSocket::open(ifindex).context(format!("opening a packet socket on {ifname}"))?;
+        let sockets = PacketSocket::open_group(ifindex, self.shared.lanes)
+            .context(format!("opening packet sockets on {ifname}"))?;
         let id = PortId { slot, ifindex };
         let port = Arc::new(Port {
             id,
             name: ifname.to_owned(),
-            socket,
+            sockets,
             counters: Counters::default(),
             guard,
             learning: LearnBudget::new(self.shared.max_learned),
         });
-        // SAFETY: the fd belongs to the PacketSocket inside the Arc<Port>; the AsyncFd holds one
-        // reference to that Arc, so the fd stays open and unchanged for the AsyncFd's lifetime
-        // (nothing ever closes or replaces a Port's socket; it closes when the last Arc drops).
-        let fd = unsafe { AsyncFd::register_with_interest(Arc::clone(&port), Interest::READABLE) }
-            .map_err(|e| Error::Io { context: format!("watching the packet socket on {ifname}"), source: e.into() })?;
+        let mut fds = Vec::with_capacity(port.sockets.len());
+        for index in 0..port.sockets.len() {
+            let lane = Lane { port: Arc::clone(&port), index };
+            // SAFETY: the fd belongs to a PacketSocket inside the Arc<Port> the Lane holds, so
+            // it stays open and unchanged for the AsyncFd's lifetime (nothing ever closes or
+            // replaces a Port's sockets; they close when the last Arc drops).
+            let fd = unsafe { AsyncFd::register_with_interest(lane, Interest::READABLE) }.map_err(|e| Error::Io {
+                context: format!("watching the packet socket on {ifname}"),
+                source: e.into(),
+            })?;
+            fds.push(fd);
+        }
         self.remove_port(&mut tasks, slot);
         self.shared.set_port(slot, Some(port));
-        tasks.ports.insert(slot, runtime.spawn(serve_port(Arc::clone(&self.shared), fd)));
+        let serving = fds.into_iter().map(|fd| runtime.spawn(serve_port(Arc::clone(&self.shared), fd))).collect();
+        tasks.ports.insert(slot, serving);
         tracing::info!("userspace switch: port {slot} is {ifname} (index {ifindex})");
         Ok(())
     }
@@ -294,7 +311,7 @@ impl Engine {
     }
 
     fn remove_port(&self, tasks: &mut Tasks, slot: u32) {
-        if let Some(task) = tasks.ports.remove(&slot) {
+        for task in tasks.ports.remove(&slot).into_iter().flatten() {
             task.abort();
         }
         let Some(port) = self.shared.table().get(slot).cloned() else {
@@ -364,7 +381,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for (_, task) in tasks.ports.drain() {
+        for task in tasks.ports.drain().flat_map(|(_, t)| t) {
             task.abort();
         }
         if let Some(task) = tasks.ageing.take() {
@@ -384,6 +401,12 @@ async fn sweep_forever(shared: Weak<Shared>) {
         };
         shared.sweep();
     }
+}
+
+/// Lanes per port: one per CPU the process may run on (at most [`MAX_LANES`]), so that
+/// every CPU switches frames, each from its own socket of every port.
+fn lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_LANES)
 }
 
 fn duration_ns(d: Duration) -> u64 {

@@ -130,14 +130,18 @@ impl Counters {
     }
 }
 
-/// One port: its socket and counters. Shared (`Arc`) by its own receive task, by the port
+/// One port: its sockets and counters. Shared (`Arc`) by its own receive tasks, by the port
 /// table every other task sends through, and by the table snapshots of batches in flight, so
-/// the socket closes only when the last of them lets go.
+/// the sockets close only when the last of them lets go.
 #[derive(Debug)]
 pub(super) struct Port {
     pub(super) id: PortId,
     pub(super) name: String,
-    pub(super) socket: PacketSocket,
+    /// One socket per lane (engine thread), sharing the port's frames between them (a fanout
+    /// group, see [`PacketSocket::open_group`]); never empty. Lane `i` of every port receives
+    /// on `sockets[i]` and sends out of the other ports' `sockets[i]`, so two lanes never
+    /// contend for a socket.
+    pub(super) sockets: Vec<PacketSocket>,
     pub(super) counters: Counters,
     /// What the port is bound to (port security).
     pub(super) guard: Guard,
@@ -146,8 +150,9 @@ pub(super) struct Port {
 }
 
 /// A port's learning limit, as the eBPF datapath keeps it (`LEARNED`): at most `limit` new
-/// stations per window of one ageing period (0: no limit). Only the port's own task takes
-/// from it, so relaxed atomics suffice.
+/// stations per window of one ageing period (0: no limit). The port's lanes take from it
+/// concurrently: each new station is one `fetch_add`, so they never take more than `limit`
+/// between them (a window's reset may race with a take, which then counts in either window).
 #[derive(Debug, Default)]
 pub(super) struct LearnBudget {
     limit: u32,
@@ -169,25 +174,40 @@ impl LearnBudget {
             self.start_ns.store(clock.now, Relaxed);
             self.learned.store(0, Relaxed);
         }
-        if self.learned.load(Relaxed) >= u64::from(self.limit) {
-            return false;
-        }
-        self.learned.fetch_add(1, Relaxed);
-        true
+        self.learned.fetch_add(1, Relaxed) < u64::from(self.limit)
     }
 }
 
-impl AsRawFd for Port {
+/// One lane of a port: what its receive task waits on (`AsyncFd<Lane>`).
+#[derive(Debug)]
+pub(super) struct Lane {
+    pub(super) port: Arc<Port>,
+    pub(super) index: usize,
+}
+
+impl Lane {
+    pub(super) fn socket(&self) -> &PacketSocket {
+        self.port.socket(self.index)
+    }
+}
+
+impl AsRawFd for Lane {
     fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.socket().as_raw_fd()
     }
 }
 
 impl Port {
-    /// Sends the frames of the batch in `rx` whose verdict sends them out of this port.
-    fn transmit(&self, rx: &RxBuffers, verdicts: &[Verdict]) {
+    /// The socket of `lane` (lanes beyond the port's sockets wrap around).
+    pub(super) fn socket(&self, lane: usize) -> &PacketSocket {
+        &self.sockets[lane % self.sockets.len()]
+    }
+
+    /// Sends the frames of the batch in `rx` whose verdict sends them out of this port, through
+    /// its socket of `lane`.
+    fn transmit(&self, lane: usize, rx: &RxBuffers, verdicts: &[Verdict]) {
         let frames = verdicts.iter().enumerate().filter(|(_, v)| v.goes_to(self.id.slot)).map(|(i, _)| rx.raw(i));
-        self.counters.add_tx(&self.socket.send(frames));
+        self.counters.add_tx(&self.socket(lane).send(frames));
     }
 }
 
@@ -240,12 +260,12 @@ impl PortTable {
     }
 }
 
-/// Sends every frame of a batch from `ingress` to where its verdict says: one `sendmmsg` per
-/// destination port.
-pub(super) fn forward(table: &PortTable, ingress: PortId, rx: &RxBuffers, verdicts: &[Verdict]) {
+/// Sends every frame of a batch from `ingress` (received on `lane`) to where its verdict says:
+/// one `sendmmsg` per destination port, on that port's socket of the same lane.
+pub(super) fn forward(table: &PortTable, ingress: PortId, lane: usize, rx: &RxBuffers, verdicts: &[Verdict]) {
     if verdicts.contains(&Verdict::Flood) {
         for out in table.iter().filter(|p| p.id.slot != ingress.slot) {
-            out.transmit(rx, verdicts);
+            out.transmit(lane, rx, verdicts);
         }
         return;
     }
@@ -258,7 +278,7 @@ pub(super) fn forward(table: &PortTable, ingress: PortId, rx: &RxBuffers, verdic
             done[n] = slot;
             n += 1;
             if let Some(out) = table.get(slot) {
-                out.transmit(rx, verdicts);
+                out.transmit(lane, rx, verdicts);
             }
         }
     }

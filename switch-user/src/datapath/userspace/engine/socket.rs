@@ -86,12 +86,51 @@ impl AsRawFd for PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a socket on `ifindex`.
+    /// Opens `lanes` sockets on `ifindex` that share its frames between them: one per thread
+    /// of the engine, so that every CPU switches frames (see [`PacketSocket::open_one`] for what
+    /// each socket is). With more than one, they form a `PACKET_FANOUT_CPU` group: a frame goes
+    /// to the socket of the CPU the kernel received it on, so the frames of one sender on one
+    /// CPU stay in one socket and in order, and the CPUs a sender runs on share its load.
+    ///
+    /// Every socket drops everything (a one-instruction BPF filter) from before its bind until
+    /// the whole group is formed: a bound socket outside the group would get a copy of every
+    /// frame, and the frame would be switched twice.
+    pub(super) fn open_group(ifindex: u32, lanes: usize) -> io::Result<Vec<Self>> {
+        let lanes = lanes.max(1);
+        let grouped = lanes > 1;
+        let mut sockets = Vec::with_capacity(lanes);
+        let mut group_id = 0u32;
+        for i in 0..lanes {
+            let socket = Self::open_one(ifindex, grouped)?;
+            if grouped {
+                if i == 0 {
+                    // The kernel picks an id no other group on the host uses.
+                    let flags = libc::PACKET_FANOUT_CPU | libc::PACKET_FANOUT_FLAG_UNIQUEID;
+                    socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT, (flags << 16) as libc::c_int)?;
+                    // Read back as id | type << 16 | flags << 24.
+                    group_id = socket.get(libc::SOL_PACKET, libc::PACKET_FANOUT)? as u32 & 0xffff;
+                } else {
+                    let arg = group_id | (libc::PACKET_FANOUT_CPU << 16);
+                    socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT, arg as libc::c_int)?;
+                }
+            }
+            sockets.push(socket);
+        }
+        if grouped {
+            for socket in &sockets {
+                socket.detach_filter()?;
+            }
+        }
+        Ok(sockets)
+    }
+
+    /// Opens one socket on `ifindex`, dropping every frame if `muted` (until
+    /// [`PacketSocket::detach_filter`]).
     ///
     /// It is created with protocol 0, which receives nothing, and only `bind` asks for
     /// `ETH_P_ALL` on the one interface: created with `ETH_P_ALL` it would queue frames of
     /// every interface of the host until the bind, and those would be switched.
-    pub(super) fn open(ifindex: u32) -> io::Result<Self> {
+    fn open_one(ifindex: u32, muted: bool) -> io::Result<Self> {
         // SAFETY: plain system call with constant arguments; the result is checked below.
         let raw =
             unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
@@ -106,12 +145,48 @@ impl PacketSocket {
         socket.set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         socket.set_buffer(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
         socket.set_buffer(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
+        if muted {
+            socket.attach_drop_all()?;
+        }
         socket.bind(ifindex)?;
         // Binding to an interface that is still down (the controller plugs a port in before
         // setting its host end up) leaves ENETDOWN pending on the socket, which the first
         // send would return: a flooded ARP request lost, a second of delay. Clear it.
         socket.take_error();
         Ok(socket)
+    }
+
+    /// Attaches a classic BPF filter of one instruction, `ret #0`: every frame is dropped.
+    fn attach_drop_all(&self) -> io::Result<()> {
+        // BPF_RET | BPF_K with k = 0: accept 0 bytes of the frame, i.e. drop it.
+        let mut drop_all = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
+        let prog = libc::sock_fprog { len: 1, filter: drop_all.as_mut_ptr() };
+        // SAFETY: `prog` points at a live one-instruction program and its size is passed along;
+        // the kernel copies the program during the call.
+        let ret = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                ptr::from_ref(&prog).cast(),
+                mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// Removes the filter of [`PacketSocket::attach_drop_all`].
+    fn detach_filter(&self) -> io::Result<()> {
+        self.set(libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0)
+    }
+
+    fn get(&self, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live and sized for an int option.
+        let ret =
+            unsafe { libc::getsockopt(self.fd.as_raw_fd(), level, name, ptr::from_mut(&mut value).cast(), &mut len) };
+        if ret == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
     }
 
     /// Reads and so clears the socket's pending error (SO_ERROR).
