@@ -45,7 +45,6 @@ mod socket;
 
 use std::{
     collections::HashMap,
-    io,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -73,8 +72,6 @@ const BATCH: usize = 32;
 /// Batches a port task handles per wake-up before it lets other tasks (the other ports, the
 /// control socket, the ageing sweep) run on its worker thread.
 const BATCHES_PER_WAKE: usize = 64;
-/// Pause after an unexpected receive error, so a socket stuck in an error state does not spin.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most lanes (sockets and receive tasks) per port, whatever the CPU count: each lane costs
 /// every port a socket with its buffers.
 const MAX_LANES: usize = 16;
@@ -166,12 +163,12 @@ fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The receive task of one lane of a port: waits until its socket is readable, then switches
-/// batches until the socket is drained (or the budget is spent, to let other tasks run).
+/// The receive task of one lane of a port: waits until its socket's ring has frames, then
+/// switches batches until the ring is empty (or the budget is spent, to let other tasks run).
 async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
     let port = Arc::clone(&fd.get_ref().port);
     let lane = fd.get_ref().index;
-    let mut rx = RxBuffers::new();
+    let mut rx = RxBuffers::new(fd.get_ref().socket());
     loop {
         let mut guard = match fd.readable().await {
             Ok(guard) => guard,
@@ -181,33 +178,32 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
             }
         };
         let mut budget = BATCHES_PER_WAKE;
-        let mut failed = false;
         while budget > 0 {
-            // try_io clears the readiness when the socket says EAGAIN.
+            // try_io clears the readiness when the ring is empty (WouldBlock); a frame that
+            // arrives meanwhile makes it ready again, so none waits for the next one.
             match guard.try_io(|fd| fd.get_ref().socket().recv(&mut rx)) {
                 Ok(Ok(n)) => {
                     shared.switch_batch(&port, lane, &rx, n);
                     budget -= 1;
                 }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The socket reports ENETDOWN once when its interface is (or was) down, e.g. a
-                // port added before its host end is set up, which is the controller's order.
-                // Reading the error clears it; frames queued behind it must not wait.
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENETDOWN) => {}
                 Ok(Err(e)) => {
-                    // E.g. ENETDOWN once when the interface goes down; the socket works again
-                    // when it comes back up.
+                    // Not returned by the ring (it only says WouldBlock), kept for safety.
                     tracing::warn!("userspace switch: receiving on {}: {e}", port.name);
-                    failed = true;
                     break;
                 }
-                Err(_would_block) => break,
+                Err(_would_block) => {
+                    if budget == BATCHES_PER_WAKE {
+                        // Woken with nothing in the ring: the socket reports an error
+                        // (ENETDOWN when its interface goes down). Clear it, or the next send
+                        // out of this socket would fail with it.
+                        fd.get_ref().socket().clear_error();
+                    }
+                    break;
+                }
             }
         }
         drop(guard);
-        if failed {
-            tokio::time::sleep(ERROR_BACKOFF).await;
-        } else if budget == 0 {
+        if budget == 0 {
             tokio::task::yield_now().await;
         }
     }

@@ -1,22 +1,30 @@
-//! The `AF_PACKET` socket of a port, and every `unsafe` libc call of the engine.
+//! The `AF_PACKET` sockets of a port, and every `unsafe` libc call of the engine.
 //!
-//! Each port is one raw packet socket bound to the host end of its veth. Three choices make it
-//! fast enough to switch TCP at multi-gigabit rates from userspace:
+//! Each port has one raw packet socket per lane (engine thread) bound to the host end of its
+//! veth, the lanes' sockets forming a fanout group ([`PacketSocket::open_group`]). Four choices
+//! make them fast enough to switch TCP at multi-gigabit rates from userspace:
 //!
+//! - A receive ring (`PACKET_RX_RING`, `TPACKET_V2`, [`RxRing`]): the kernel copies each frame
+//!   into a slot of a buffer mapped into this process, in the softirq that receives it, and
+//!   frees its skb at once; the engine reads the slots where they are, with no system call
+//!   per frame or per batch, and sends them on from there. Only an empty ring makes a task
+//!   wait (tokio `AsyncFd`, woken through the socket's poll).
 //! - `PACKET_VNET_HDR`: the kernel hands over GSO super-frames whole, each behind a
 //!   `virtio_net_hdr` that describes how to segment it, and accepts them back the same way.
-//!   A 64 KiB TCP burst costs one syscall slot instead of 45.
-//! - `recvmmsg`/`sendmmsg`: up to [`BATCH`] frames per system call in both directions, into
-//!   and out of buffers allocated once per port ([`RxBuffers`]), never per frame.
-//! - Non-blocking calls only (`MSG_DONTWAIT`): the port task waits for readiness in tokio
-//!   (`AsyncFd`), and a full transmit queue drops frames instead of stalling the receive loop.
+//!   A 64 KiB TCP burst costs one send slot instead of 45. Frames too big for a ring slot
+//!   (GSO, jumbo) wait whole in the socket's queue (`PACKET_COPY_THRESH`) and are read with
+//!   one `recv`.
+//! - `sendmmsg`: up to [`BATCH`] frames per system call, straight out of the ring slots.
+//! - Non-blocking calls only (`MSG_DONTWAIT`): a full transmit queue drops frames instead of
+//!   stalling the receive loop.
 //!
-//! Received buffers are sent on unchanged, virtio header included, so a frame is never
-//! copied between receiving it on one port and sending it out of another.
+//! Frames are sent on unchanged, virtio header included, so a frame is copied once by the
+//! kernel into the ring and once by the kernel out of it, never by the engine.
 use std::{
     io, mem,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    ptr,
+    ptr::{self, NonNull},
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use bytes::BytesMut;
@@ -44,30 +52,165 @@ pub(super) struct Sent {
     pub(super) errors: u64,
 }
 
-/// Receive buffers of one port, allocated once when its task starts: [`BATCH`] slots of
-/// [`BUF_LEN`] bytes, each holding a virtio header and a frame.
-pub(super) struct RxBuffers {
-    /// One allocation for the whole batch, made when the port is added and reused for every
-    /// batch after.
-    buf: BytesMut,
-    /// Bytes the kernel wrote into each slot (virtio header included).
-    lens: [usize; BATCH],
-    /// Whether the frame did not fit its slot.
-    pub(super) truncated: [bool; BATCH],
+/// Bytes of one receive ring slot: a `tpacket2_hdr`, the `sockaddr_ll`, padding, the virtio
+/// header and the frame. A full-size Ethernet frame (1514 bytes, 1518 tagged) fits: the frame
+/// starts 76 bytes in (`tp_mac`), leaving 1972 bytes for it.
+const RING_FRAME: usize = 2048;
+/// Bytes of one ring block (the kernel allocates the ring in blocks): 32 slots.
+const RING_BLOCK: usize = 64 << 10;
+/// Slots of a ring: 2 MiB per socket, ~5 ms of 64-byte frames at 200 k/s.
+const RING_FRAMES: usize = 1024;
+
+/// The receive ring of one socket (`PACKET_RX_RING`, `TPACKET_V2`), mapped into this process.
+///
+/// Layout: one shared mapping of [`RING_FRAMES`] slots of [`RING_FRAME`] bytes, slot `i` at
+/// byte `i * RING_FRAME` (the kernel allocates [`RING_BLOCK`]-byte blocks of whole slots, and
+/// maps them back to back):
+///
+/// ```text
+///  slot i:  | tpacket2_hdr | sockaddr_ll | pad | virtio_net_hdr | Ethernet frame ...   |
+///           ^ tp_status                         ^ tp_mac - 10    ^ tp_mac, tp_snaplen bytes
+/// ```
+///
+/// `tp_status` says who owns the slot: `TP_STATUS_KERNEL` (0), the kernel's to fill, or
+/// `TP_STATUS_USER`, a frame for the engine. The kernel fills slots in order and wraps around;
+/// the engine reads them in the same order ([`RxBuffers::head`]) and hands each one back by
+/// storing `TP_STATUS_KERNEL` once the batch it belongs to is sent. `tp_len` is the frame's
+/// length, `tp_snaplen` what the slot holds: less when the frame did not fit, and then
+/// `TP_STATUS_COPY` says the whole frame waits in the socket's receive queue.
+#[derive(Debug)]
+struct RxRing {
+    base: NonNull<u8>,
 }
 
+// SAFETY: the mapping is shared memory owned by the ring (unmapped on drop); the slots are
+// read only by the one lane task that owns their `RxBuffers`, and ownership of each slot is
+// passed between the kernel and that task through its atomic `tp_status`.
+unsafe impl Send for RxRing {}
+// SAFETY: as above; `&RxRing` only gives out the base address.
+unsafe impl Sync for RxRing {}
+
+impl RxRing {
+    const LEN: usize = RING_FRAMES * RING_FRAME;
+
+    /// Asks for the ring on `fd` (a packet socket with `TPACKET_V2` set) and maps it.
+    fn map(fd: RawFd) -> io::Result<Self> {
+        let req = libc::tpacket_req {
+            tp_block_size: RING_BLOCK as u32,
+            tp_block_nr: (Self::LEN / RING_BLOCK) as u32,
+            tp_frame_size: RING_FRAME as u32,
+            tp_frame_nr: RING_FRAMES as u32,
+        };
+        // SAFETY: `req` is a live tpacket_req and its size is passed along.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_RX_RING,
+                ptr::from_ref(&req).cast(),
+                mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: maps the ring the kernel just allocated for `fd`, whole; the result is
+        // checked below.
+        let base = unsafe {
+            libc::mmap(ptr::null_mut(), Self::LEN, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base })
+    }
+
+    /// The header of slot `i` (below [`RING_FRAMES`]).
+    fn header(&self, i: usize) -> *mut libc::tpacket2_hdr {
+        debug_assert!(i < RING_FRAMES);
+        // SAFETY: slot i lies inside the mapping; slots are 16-byte aligned (page-aligned
+        // blocks of 2048-byte slots), as tpacket2_hdr needs.
+        unsafe { self.base.as_ptr().add(i * RING_FRAME).cast() }
+    }
+
+    /// `tp_status` of slot `i`, the word the kernel and the engine hand the slot over with.
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: tp_status is the first field, a 4-byte aligned u32 that lives as long as the
+        // mapping; the kernel writes it concurrently, hence the atomic.
+        unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.header(i)).tp_status)) }
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, with its length; nothing refers to it any more
+        // (RxBuffers borrow it only through the socket, which is being dropped).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::LEN) };
+    }
+}
+
+/// Where a frame of the current batch is.
+#[derive(Clone, Copy, Debug, Default)]
+enum Held {
+    /// Nothing (a slot whose header made no sense): an empty frame.
+    #[default]
+    Empty,
+    /// Bytes `start..start + len` of the ring mapping (virtio header, frame).
+    Ring { start: usize, len: usize },
+    /// The first `len` bytes of [`RxBuffers::copy`].
+    Copy { len: usize },
+}
+
+/// The receive state of one lane: where it is in its socket's ring, the frames of the batch
+/// being switched, and a buffer for the one frame per batch too big for a ring slot.
+pub(super) struct RxBuffers {
+    /// Base of the ring mapping of the lane's socket (kept alive by the task's `Arc<Port>`).
+    base: NonNull<u8>,
+    /// The next slot to read.
+    head: usize,
+    /// Slots the current batch holds, just before `head`: handed back by the next `recv`.
+    held: usize,
+    frames: [Held; BATCH],
+    /// Whether the frame did not fit its slot (or the copy buffer) and arrived cut short.
+    pub(super) truncated: [bool; BATCH],
+    /// A frame too big for its slot, read whole from the socket's queue: virtio header and
+    /// frame. One allocation per lane, made when the port is added.
+    copy: BytesMut,
+}
+
+// SAFETY: `base` points into the ring of the socket this lane reads, which the lane's task
+// keeps open (it holds the port) for as long as the RxBuffers live; only that task reads the
+// slots, and only those the kernel handed over.
+unsafe impl Send for RxBuffers {}
+
 impl RxBuffers {
-    pub(super) fn new() -> Self {
-        Self { buf: BytesMut::zeroed(BATCH * BUF_LEN), lens: [0; BATCH], truncated: [false; BATCH] }
+    /// Receive state for `socket`'s ring.
+    pub(super) fn new(socket: &PacketSocket) -> Self {
+        Self {
+            base: socket.ring.base,
+            head: 0,
+            held: 0,
+            frames: [Held::Empty; BATCH],
+            truncated: [false; BATCH],
+            copy: BytesMut::zeroed(BUF_LEN),
+        }
     }
 
-    /// Slot `i` as received: virtio header, then the frame. This is what is sent on.
+    /// Frame `i` of the batch as received: virtio header, then the frame. This is what is sent
+    /// on.
     pub(super) fn raw(&self, i: usize) -> &[u8] {
-        let start = i * BUF_LEN;
-        &self.buf[start..start + self.lens[i].min(BUF_LEN)]
+        match self.frames[i] {
+            Held::Empty => &[],
+            // SAFETY: `recv` checked the range lies inside slot `start / RING_FRAME`, which the
+            // kernel handed over and which stays ours until the next `recv` (that takes
+            // `&mut self`, so no slice of it outlives the hand-back).
+            Held::Ring { start, len } => unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), len) },
+            Held::Copy { len } => &self.copy[..len.min(BUF_LEN)],
+        }
     }
 
-    /// The Ethernet frame of slot `i` (empty if the kernel gave less than a virtio header).
+    /// The Ethernet frame of frame `i` (empty if the kernel gave less than a virtio header).
     pub(super) fn frame(&self, i: usize) -> &[u8] {
         self.raw(i).get(VNET_HDR_LEN..).unwrap_or_default()
     }
@@ -76,6 +219,8 @@ impl RxBuffers {
 /// An `AF_PACKET` raw socket bound to one interface, with virtio headers on.
 #[derive(Debug)]
 pub(super) struct PacketSocket {
+    /// Declared before `fd`: unmapped before the socket closes.
+    ring: RxRing,
     fd: OwnedFd,
 }
 
@@ -138,9 +283,15 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
-        let socket = Self { fd: unsafe { OwnedFd::from_raw_fd(raw) } };
-        // GSO super-frames stay whole, with a virtio header describing them.
-        socket.set(libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // GSO super-frames stay whole, with a virtio header describing them (before the ring:
+        // the kernel refuses to change it once there is one).
+        set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
+        // A frame too big for its slot goes whole to the socket's queue as well.
+        set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
+        let ring = RxRing::map(fd.as_raw_fd())?;
+        let socket = Self { ring, fd };
         // Frames the engine sends out of this port must not come back in through its socket.
         socket.set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         socket.set_buffer(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
@@ -206,17 +357,7 @@ impl PacketSocket {
     }
 
     fn set(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: `value` is a live c_int and its size is passed along.
-        let ret = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                ptr::from_ref(&value).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        set_int(self.fd.as_raw_fd(), level, name, value)
     }
 
     /// Sets a socket buffer to [`SOCKET_BUF_BYTES`]: the `*FORCE` option ignores the
@@ -243,37 +384,75 @@ impl PacketSocket {
         if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
-    /// Receives up to [`BATCH`] frames into `rx` without waiting; `WouldBlock` if none is
-    /// queued.
+    /// Takes up to [`BATCH`] frames from the ring into `rx` without waiting, after handing the
+    /// slots of the previous batch back to the kernel; `WouldBlock` if the ring is empty. At
+    /// most one frame per batch is read from the socket's queue (one too big for its slot): a
+    /// second one ends the batch before it.
     pub(super) fn recv(&self, rx: &mut RxBuffers) -> io::Result<usize> {
-        // SAFETY: iovec and mmsghdr are plain C structs for which all zeros is a valid value
-        // (null pointers, zero lengths).
-        let (mut iov, mut msgs): ([libc::iovec; BATCH], [libc::mmsghdr; BATCH]) = unsafe { mem::zeroed() };
-        for ((v, m), slot) in iov.iter_mut().zip(msgs.iter_mut()).zip(rx.buf.chunks_exact_mut(BUF_LEN)) {
-            *v = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: BUF_LEN };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
+        let ring = &self.ring;
+        // Hand back the previous batch, oldest slot first (the kernel fills in that order).
+        for k in (1..=rx.held).rev() {
+            let slot = (rx.head + RING_FRAMES - k) % RING_FRAMES;
+            ring.status(slot).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         }
-        // SAFETY: every message points at its own iovec, which points at BUF_LEN writable
-        // bytes of `rx.buf`; all of them outlive the call and nothing else touches them.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        rx.held = 0;
+        let mut n = 0;
+        let mut copied = false;
+        while n < BATCH {
+            let slot = rx.head;
+            // Acquire: the header and frame the kernel wrote before setting the status.
+            let status = ring.status(slot).load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            let wants_copy = status & libc::TP_STATUS_COPY != 0;
+            if wants_copy && copied {
+                break;
+            }
+            // SAFETY: the slot is ours (TP_STATUS_USER, seen with Acquire); its header is
+            // plain data the kernel finished writing.
+            let (len, snap, mac) = unsafe {
+                let h = ring.header(slot);
+                ((*h).tp_len as usize, (*h).tp_snaplen as usize, usize::from((*h).tp_mac))
+            };
+            let slot_start = slot * RING_FRAME;
+            (rx.frames[n], rx.truncated[n]) = if wants_copy {
+                copied = true;
+                self.recv_copy(rx)
+            } else if mac >= VNET_HDR_LEN && mac + snap <= RING_FRAME {
+                (Held::Ring { start: slot_start + mac - VNET_HDR_LEN, len: snap + VNET_HDR_LEN }, snap < len)
+            } else {
+                (Held::Empty, true)
+            };
+            rx.head = (slot + 1) % RING_FRAMES;
+            rx.held += 1;
+            n += 1;
         }
-        let n = n as usize;
-        for (i, m) in msgs[..n].iter().enumerate() {
-            rx.lens[i] = m.msg_len as usize;
-            rx.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
+    }
+
+    /// Reads the next frame of the socket's queue into `rx.copy`: where the kernel puts a
+    /// frame too big for a ring slot. Returns where it is and whether it was cut short.
+    fn recv_copy(&self, rx: &mut RxBuffers) -> (Held, bool) {
+        // SAFETY: `rx.copy` has BUF_LEN writable bytes, borrowed for the call.
+        let got = unsafe {
+            libc::recv(self.fd.as_raw_fd(), rx.copy.as_mut_ptr().cast(), BUF_LEN, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+        };
+        match usize::try_from(got) {
+            // MSG_TRUNC: the frame's real length, more than the buffer if it did not fit.
+            Ok(len) => (Held::Copy { len: len.min(BUF_LEN) }, len > BUF_LEN),
+            // Nothing queued after all (the kernel could not queue it): a frame lost.
+            Err(_) => (Held::Empty, true),
+        }
+    }
+
+    /// Reads and so clears the socket's pending error, e.g. ENETDOWN after its interface went
+    /// down. With a receive ring nothing else reads it, and the next send would fail with it.
+    pub(super) fn clear_error(&self) {
+        self.take_error();
     }
 
     /// Sends `frames` (each beginning with its virtio header), at most [`BATCH`], without
@@ -334,19 +513,53 @@ impl PacketSocket {
     }
 }
 
+/// Sets an int socket option on `fd`.
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its size is passed along.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            ptr::from_ref(&value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn buffers_split_virtio_header_and_frame() {
-        let mut rx = RxBuffers::new();
-        rx.lens[1] = VNET_HDR_LEN + 20;
-        rx.lens[2] = 4;
+    fn frames_split_virtio_header_and_frame() {
+        let mut backing = vec![0u8; 4 * RING_FRAME];
+        let mut rx = RxBuffers {
+            base: NonNull::new(backing.as_mut_ptr()).unwrap(),
+            head: 0,
+            held: 0,
+            frames: [Held::Empty; BATCH],
+            truncated: [false; BATCH],
+            copy: BytesMut::zeroed(BUF_LEN),
+        };
+        rx.frames[1] = Held::Ring { start: RING_FRAME + 66, len: VNET_HDR_LEN + 20 };
+        rx.frames[2] = Held::Ring { start: 0, len: 4 };
         assert_eq!(rx.raw(1).len(), VNET_HDR_LEN + 20);
         assert_eq!(rx.frame(1).len(), 20);
         assert!(rx.frame(2).is_empty());
-        rx.lens[3] = usize::MAX;
+        assert!(rx.raw(0).is_empty());
+        rx.frames[3] = Held::Copy { len: usize::MAX };
         assert_eq!(rx.raw(3).len(), BUF_LEN);
+    }
+
+    #[test]
+    fn ring_geometry() {
+        assert_eq!(RING_BLOCK % RING_FRAME, 0, "slots never straddle blocks");
+        assert_eq!((RING_FRAMES * RING_FRAME) % RING_BLOCK, 0, "whole blocks");
+        assert_eq!(RING_FRAME % libc::TPACKET_ALIGNMENT, 0);
+        // The kernel puts the frame at TPACKET_ALIGN(hdrlen + 16) + virtio header - 14.
+        let mac = (libc::TPACKET2_HDRLEN + 16).next_multiple_of(libc::TPACKET_ALIGNMENT) + VNET_HDR_LEN - 14;
+        assert!(RING_FRAME - mac >= 1518, "a full-size tagged frame fits a slot");
     }
 }
