@@ -30,11 +30,7 @@ fn main() -> ExitCode {
     if let Command::Ns(NsCommand::Exec { ns, command }) = &cli.command {
         return exec(ns, command);
     }
-    // The userspace switch process (`run`) switches frames on every CPU (one receive task per
-    // CPU and port); every other command needs no more than two workers.
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = if matches!(cli.command, Command::Run(_)) { cpus.max(2) } else { 2 };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::anyhow!("starting the runtime: {e}")),
     };

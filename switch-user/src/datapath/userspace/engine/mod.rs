@@ -39,6 +39,7 @@
 //! `sendmmsg`), and from taking each lock once per batch rather than once per frame.
 mod decide;
 mod guard;
+mod lanes;
 mod mac_table;
 mod ports;
 mod socket;
@@ -61,6 +62,7 @@ use tokio::{
 pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
+    lanes::{LaneThread, lane_cpus},
     mac_table::{Clock, Fdb, PortId, Station},
     ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
     socket::{PacketSocket, RxBuffers},
@@ -214,6 +216,8 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
 struct Tasks {
     /// The receive tasks of each port, one per lane.
     ports: HashMap<u32, Vec<JoinHandle<()>>>,
+    /// The lanes' threads, started with the first port.
+    lanes: Vec<LaneThread>,
     ageing: Option<JoinHandle<()>>,
 }
 
@@ -241,16 +245,14 @@ impl Engine {
         Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::default() })
     }
 
-    /// Opens the socket for `ifname`/`ifindex` and starts its receive task (must be called
-    /// inside a tokio runtime with I/O enabled), bound by `guard` (port security; `None` keeps
-    /// what a port already has). Idempotent for the same slot, ifindex and guard; a slot given
+    /// Opens the sockets for `ifname`/`ifindex` and starts their receive tasks, one on each
+    /// lane's thread (started with the first port), bound by `guard` (port security; `None`
+    /// keeps what a port already has). Idempotent for the same slot, ifindex and guard; a slot given
     /// another interface or guard is replaced. Counters of the slot start at zero.
     pub fn add_port(self: &Arc<Self>, slot: u32, ifindex: u32, ifname: &str, guard: Option<Guard>) -> Result<()> {
         if slot >= MAX_PORTS {
             return Err(Error::invalid("port slot", slot.to_string(), format!("must be below {MAX_PORTS}")));
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| Error::Command(format!("adding port {ifname} to the userspace switch: {e}")))?;
         let mut tasks = lock(&self.tasks);
         let table = self.shared.table();
         // The same port again: nothing to do, unless its port security changes (then the port
@@ -278,8 +280,17 @@ impl Engine {
             guard,
             learning: LearnBudget::new(self.shared.max_learned),
         });
+        if tasks.lanes.is_empty() {
+            let cpus = lane_cpus(self.shared.lanes);
+            tasks.lanes = (0..self.shared.lanes)
+                .map(|i| LaneThread::start(i, cpus.as_ref().map(|c| c[i])))
+                .collect::<std::io::Result<_>>()
+                .context("starting the userspace switch's threads")?;
+        }
         let mut fds = Vec::with_capacity(port.sockets.len());
         for index in 0..port.sockets.len() {
+            // Registered with the lane's own reactor.
+            let _runtime = tasks.lanes[index].handle().enter();
             let lane = Lane { port: Arc::clone(&port), index };
             // SAFETY: the fd belongs to a PacketSocket inside the Arc<Port> the Lane holds, so
             // it stays open and unchanged for the AsyncFd's lifetime (nothing ever closes or
@@ -292,7 +303,11 @@ impl Engine {
         }
         self.remove_port(&mut tasks, slot);
         self.shared.set_port(slot, Some(port));
-        let serving = fds.into_iter().map(|fd| runtime.spawn(serve_port(Arc::clone(&self.shared), fd))).collect();
+        let serving = fds
+            .into_iter()
+            .zip(&tasks.lanes)
+            .map(|(fd, lane)| lane.handle().spawn(serve_port(Arc::clone(&self.shared), fd)))
+            .collect();
         tasks.ports.insert(slot, serving);
         tracing::info!("userspace switch: port {slot} is {ifname} (index {ifindex})");
         Ok(())
