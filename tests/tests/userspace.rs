@@ -127,3 +127,34 @@ fn userspace_engine_takes_an_interface_once_readds_idempotently_and_forgets_remo
     let gone = slot_stats(&sw, slot);
     assert!(gone.as_object().unwrap().values().all(|v| v == 0), "counters of the removed port: {gone}");
 }
+
+#[test]
+fn frames_others_send_out_of_a_port_are_not_switched() {
+    // The engine's sockets see a port's interface in both directions. What leaves it towards
+    // its namespace was sent by someone else (here the host, on a raw socket) or by the
+    // engine itself; neither is a frame the port received, and switching it would send the
+    // host's frames to every other port. (A fanout group of sockets needs its own flag for
+    // this: the sockets' PACKET_IGNORE_OUTGOING does not apply to the group's hook.)
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", "userspace", &[]);
+    let a = sb.port(&sw, "a", "10.74.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.74.0.2/24", &[]);
+    let (a_if, _) = host_ifindex(&a);
+    let (a0, b0) = (port_stats(&sw, &a), port_stats(&sw, &b));
+    let script = "
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+frame = b'\\xff' * 6 + bytes([2, 0, 0, 0, 0x74, 1]) + b'\\x08\\x06' + bytes(46)
+for _ in range(20):
+    s.send(frame)
+";
+    let out = std::process::Command::new("python3").args(["-c", script, &a_if]).output().unwrap();
+    assert!(out.status.success(), "sending out of {a_if}: {}", String::from_utf8_lossy(&out.stderr));
+    // Give a switched copy time to show up in the counters.
+    std::thread::sleep(Duration::from_millis(300));
+    let (a1, b1) = (port_stats(&sw, &a), port_stats(&sw, &b));
+    assert_eq!(u(&a1, "rx_packets"), u(&a0, "rx_packets"), "a received the host's frames: {a0} -> {a1}");
+    assert_eq!(u(&b1, "tx_packets"), u(&b0, "tx_packets"), "b was sent the host's frames: {b0} -> {b1}");
+    assert!(ping(&a, "10.74.0.2", 2), "a -> b");
+}

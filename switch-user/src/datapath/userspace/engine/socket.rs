@@ -58,12 +58,20 @@ pub(super) struct Sent {
 const RING_FRAME: usize = 2048;
 /// Bytes of one ring block (the kernel allocates the ring in blocks): 32 slots.
 const RING_BLOCK: usize = 64 << 10;
-/// Slots of a ring: 2 MiB per socket, ~5 ms of 64-byte frames at 200 k/s.
-const RING_FRAMES: usize = 1024;
+/// Slots of the rings of one port, shared out between its lanes: 4 MiB (the socket buffer of
+/// the engine before rings), ~10 ms of 64-byte frames at 200 k/s.
+const PORT_RING_FRAMES: usize = 2048;
+/// Fewest slots of one lane's ring, however many lanes share a port.
+const MIN_RING_FRAMES: usize = 256;
+
+/// Slots of each lane's ring when `lanes` share a port: a multiple of the slots per block.
+fn ring_frames(lanes: usize) -> usize {
+    (PORT_RING_FRAMES / lanes.max(1)).max(MIN_RING_FRAMES).next_multiple_of(RING_BLOCK / RING_FRAME)
+}
 
 /// The receive ring of one socket (`PACKET_RX_RING`, `TPACKET_V2`), mapped into this process.
 ///
-/// Layout: one shared mapping of [`RING_FRAMES`] slots of [`RING_FRAME`] bytes, slot `i` at
+/// Layout: one shared mapping of `frames` slots of [`RING_FRAME`] bytes, slot `i` at
 /// byte `i * RING_FRAME` (the kernel allocates [`RING_BLOCK`]-byte blocks of whole slots, and
 /// maps them back to back):
 ///
@@ -81,6 +89,8 @@ const RING_FRAMES: usize = 1024;
 #[derive(Debug)]
 struct RxRing {
     base: NonNull<u8>,
+    /// Slots: a multiple of the slots of one block.
+    frames: usize,
 }
 
 // SAFETY: the mapping is shared memory owned by the ring (unmapped on drop); the slots are
@@ -91,15 +101,19 @@ unsafe impl Send for RxRing {}
 unsafe impl Sync for RxRing {}
 
 impl RxRing {
-    const LEN: usize = RING_FRAMES * RING_FRAME;
+    fn len(&self) -> usize {
+        self.frames * RING_FRAME
+    }
 
-    /// Asks for the ring on `fd` (a packet socket with `TPACKET_V2` set) and maps it.
-    fn map(fd: RawFd) -> io::Result<Self> {
+    /// Asks for a ring of `frames` slots on `fd` (a packet socket with `TPACKET_V2` set) and
+    /// maps it.
+    fn map(fd: RawFd, frames: usize) -> io::Result<Self> {
+        let len = frames * RING_FRAME;
         let req = libc::tpacket_req {
             tp_block_size: RING_BLOCK as u32,
-            tp_block_nr: (Self::LEN / RING_BLOCK) as u32,
+            tp_block_nr: (len / RING_BLOCK) as u32,
             tp_frame_size: RING_FRAME as u32,
-            tp_frame_nr: RING_FRAMES as u32,
+            tp_frame_nr: frames as u32,
         };
         // SAFETY: `req` is a live tpacket_req and its size is passed along.
         let ret = unsafe {
@@ -116,19 +130,18 @@ impl RxRing {
         }
         // SAFETY: maps the ring the kernel just allocated for `fd`, whole; the result is
         // checked below.
-        let base = unsafe {
-            libc::mmap(ptr::null_mut(), Self::LEN, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
-        };
+        let base =
+            unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { base })
+        Ok(Self { base, frames })
     }
 
-    /// The header of slot `i` (below [`RING_FRAMES`]).
+    /// The header of slot `i` (below `frames`).
     fn header(&self, i: usize) -> *mut libc::tpacket2_hdr {
-        debug_assert!(i < RING_FRAMES);
+        debug_assert!(i < self.frames);
         // SAFETY: slot i lies inside the mapping; slots are 16-byte aligned (page-aligned
         // blocks of 2048-byte slots), as tpacket2_hdr needs.
         unsafe { self.base.as_ptr().add(i * RING_FRAME).cast() }
@@ -146,7 +159,7 @@ impl Drop for RxRing {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, with its length; nothing refers to it any more
         // (RxBuffers borrow it only through the socket, which is being dropped).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::LEN) };
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len()) };
     }
 }
 
@@ -245,17 +258,21 @@ impl PacketSocket {
         let grouped = lanes > 1;
         let mut sockets = Vec::with_capacity(lanes);
         let mut group_id = 0u32;
+        // A group has one hook of its own: PACKET_IGNORE_OUTGOING of its sockets does not
+        // apply to it, so the group must ignore outgoing frames itself (frames others send
+        // out of the interface; the group's own sends are never looped back to it).
+        let kind = libc::PACKET_FANOUT_CPU | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
         for i in 0..lanes {
-            let socket = Self::open_one(ifindex, grouped)?;
+            let socket = Self::open_one(ifindex, grouped, ring_frames(lanes))?;
             if grouped {
                 if i == 0 {
                     // The kernel picks an id no other group on the host uses.
-                    let flags = libc::PACKET_FANOUT_CPU | libc::PACKET_FANOUT_FLAG_UNIQUEID;
+                    let flags = kind | libc::PACKET_FANOUT_FLAG_UNIQUEID;
                     socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT, (flags << 16) as libc::c_int)?;
                     // Read back as id | type << 16 | flags << 24.
                     group_id = socket.get(libc::SOL_PACKET, libc::PACKET_FANOUT)? as u32 & 0xffff;
                 } else {
-                    let arg = group_id | (libc::PACKET_FANOUT_CPU << 16);
+                    let arg = group_id | (kind << 16);
                     socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT, arg as libc::c_int)?;
                 }
             }
@@ -275,7 +292,7 @@ impl PacketSocket {
     /// It is created with protocol 0, which receives nothing, and only `bind` asks for
     /// `ETH_P_ALL` on the one interface: created with `ETH_P_ALL` it would queue frames of
     /// every interface of the host until the bind, and those would be switched.
-    fn open_one(ifindex: u32, muted: bool) -> io::Result<Self> {
+    fn open_one(ifindex: u32, muted: bool, ring_frames: usize) -> io::Result<Self> {
         // SAFETY: plain system call with constant arguments; the result is checked below.
         let raw =
             unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
@@ -290,7 +307,7 @@ impl PacketSocket {
         set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
         // A frame too big for its slot goes whole to the socket's queue as well.
         set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
-        let ring = RxRing::map(fd.as_raw_fd())?;
+        let ring = RxRing::map(fd.as_raw_fd(), ring_frames)?;
         let socket = Self { ring, fd };
         // Frames the engine sends out of this port must not come back in through its socket.
         socket.set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
@@ -392,7 +409,7 @@ impl PacketSocket {
         let ring = &self.ring;
         // Hand back the previous batch, oldest slot first (the kernel fills in that order).
         for k in (1..=rx.held).rev() {
-            let slot = (rx.head + RING_FRAMES - k) % RING_FRAMES;
+            let slot = (rx.head + ring.frames - k) % ring.frames;
             ring.status(slot).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         }
         rx.held = 0;
@@ -424,7 +441,7 @@ impl PacketSocket {
             } else {
                 (Held::Empty, true)
             };
-            rx.head = (slot + 1) % RING_FRAMES;
+            rx.head = (slot + 1) % ring.frames;
             rx.held += 1;
             n += 1;
         }
@@ -556,7 +573,12 @@ mod tests {
     #[test]
     fn ring_geometry() {
         assert_eq!(RING_BLOCK % RING_FRAME, 0, "slots never straddle blocks");
-        assert_eq!((RING_FRAMES * RING_FRAME) % RING_BLOCK, 0, "whole blocks");
+        for lanes in 1..=64 {
+            let frames = ring_frames(lanes);
+            assert_eq!((frames * RING_FRAME) % RING_BLOCK, 0, "whole blocks for {lanes} lanes");
+            assert!(frames >= MIN_RING_FRAMES && frames * lanes.min(8) >= PORT_RING_FRAMES);
+        }
+        assert_eq!(ring_frames(2), 1024);
         assert_eq!(RING_FRAME % libc::TPACKET_ALIGNMENT, 0);
         // The kernel puts the frame at TPACKET_ALIGN(hdrlen + 16) + virtio header - 14.
         let mac = (libc::TPACKET2_HDRLEN + 16).next_multiple_of(libc::TPACKET_ALIGNMENT) + VNET_HDR_LEN - 14;
