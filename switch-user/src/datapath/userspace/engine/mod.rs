@@ -62,7 +62,7 @@ use tokio::{
 pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
-    lanes::LaneThread,
+    lanes::{LaneThread, lane_cpus},
     mac_table::{Clock, Fdb, PortId, Station},
     ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
     socket::{PacketSocket, RxBuffers},
@@ -281,8 +281,9 @@ impl Engine {
             learning: LearnBudget::new(self.shared.max_learned),
         });
         if tasks.lanes.is_empty() {
+            let cpus = lane_cpus(self.shared.lanes);
             tasks.lanes = (0..self.shared.lanes)
-                .map(LaneThread::start)
+                .map(|i| LaneThread::start(i, cpus.as_ref().map(|c| c[i])))
                 .collect::<std::io::Result<_>>()
                 .context("starting the userspace switch's threads")?;
         }
