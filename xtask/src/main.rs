@@ -60,6 +60,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("sockperf", "sockperf"),
     ("trafgen", "netsniff-ng"),
+    // Profiling a datapath under the benchmark's load (`perf record -a -g`; README, userspace
+    // datapath numbers).
+    ("perf", "linux-perf"),
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
     // Container runtime tests (tests/tests/podman.rs, containerd.rs): podman with the CNI
