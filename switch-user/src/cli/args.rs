@@ -37,6 +37,11 @@ pub struct Cli {
     /// Print the result as JSON instead of text (every command that reports something).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Work for the "host" network namespace /run/netns/NAME instead of the machine: its own
+    /// switches, state (/run/switch/@NAME) and pins (/sys/fs/bpf/switch/@NAME). The same as
+    /// running the command under `nsenter --net=/run/netns/NAME`, which is detected.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host_netns: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

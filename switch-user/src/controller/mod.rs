@@ -31,8 +31,8 @@ pub mod tables;
 use crate::{
     datapath::Datapath,
     error::{Error, Result},
-    state::{STATE_DIR, State, Store},
-    sys::preflight,
+    state::{State, Store},
+    sys::{host, preflight},
 };
 
 /// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
@@ -64,7 +64,7 @@ pub(crate) fn datapath_of(state: &State, name: &str) -> Result<Box<dyn Datapath>
 pub(crate) async fn lock() -> Result<Store> {
     blocking(|| {
         preflight::check()?;
-        Store::open(STATE_DIR)
+        Store::open(host::state_dir())
     })
     .await
 }

@@ -29,8 +29,8 @@ use crate::{
     datapath::ebpf::maps::now_ns,
     error::{Error, Result},
     names::{Mac, validate_name},
-    state::{STATE_DIR, State, Store},
-    sys::process::ProcessId,
+    state::{State, Store},
+    sys::{host, process::ProcessId},
 };
 
 /// How often the port records are read for port events.
@@ -304,7 +304,7 @@ pub async fn follow(
         // Port events for what changed in the records since the last look.
         let look = async |ports: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
             // A state being rewritten is read again at the next look.
-            let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await else { return };
+            let Ok(state) = blocking(|| Store::peek(host::state_dir())).await else { return };
             let now = ports_of(&state, &name);
             for v in port_changes(ports, &now).iter().filter(|v| filter.wants(v)) {
                 show(v);

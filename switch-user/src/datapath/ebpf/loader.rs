@@ -22,7 +22,7 @@ use crate::error::{Context as _, Error, Result, bpf};
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/switch-datapath"));
 
 /// Root of every switch's pins.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
+pub use crate::sys::host::PIN_ROOT;
 
 /// Every map the datapath has and the controller pins.
 pub const MAPS: [&str; 20] = [
@@ -138,10 +138,10 @@ fn xdp_program(path: &Path) -> Result<Xdp> {
 impl Pins {
     /// Pins of switch `name`.
     pub fn new(name: &str) -> Self {
-        Self { dir: Path::new(PIN_ROOT).join(name) }
+        Self { dir: crate::sys::host::pin_root().join(name) }
     }
 
-    /// `/sys/fs/bpf/switch/NAME`.
+    /// `/sys/fs/bpf/switch/NAME` (`/sys/fs/bpf/switch/@HOST/NAME` for a host namespace).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

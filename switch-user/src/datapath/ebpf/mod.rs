@@ -121,6 +121,8 @@ impl Datapath for Ebpf {
         blocking(move || {
             pins.remove()?;
             // The shared root goes once the last switch is gone; busy is fine.
+            // (A host namespace's directory first, then the root.)
+            let _ = fs::remove_dir(crate::sys::host::pin_root());
             let _ = fs::remove_dir(loader::PIN_ROOT);
             Ok(())
         })
