@@ -22,7 +22,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use switch_common::PORT_F_HOST;
+use switch_common::{PORT_F_HOST, PORT_F_TUNNEL};
 
 use crate::helpers::{
     config::Config,
@@ -30,7 +30,7 @@ use crate::helpers::{
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
     eth, events, forward, log,
     maps::{NAT_CONFIG, PORTS},
-    reply, stats,
+    reply, stats, tunnel,
 };
 
 /// Lets the next TCX program (or the stack) have the frame: this interface is not a port.
@@ -53,8 +53,13 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
         NOT_PORT => TC_ACT_UNSPEC,
         UNICAST => {
             // One look at the port's flags: the gateway port's peer is out of
-            // redirect_peer's reach, and a frame for it may be a reply leaving right here.
-            let to_host = PORTS.get(d.out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0);
+            // redirect_peer's reach, and a frame for it may be a reply leaving right here; a
+            // station behind the tunnel port is reached through its peer.
+            let flags = PORTS.get(d.out_slot).map_or(0, |p| p.flags);
+            if flags & PORT_F_TUNNEL != 0 {
+                return tunnel::to_peer(&ctx, d.out_ifindex, d.out_slot, len);
+            }
+            let to_host = flags & PORT_F_HOST != 0;
             if to_host && let Some(verdict) = reply_shortcut(&ctx) {
                 stats::tx(d.out_slot, len);
                 return verdict;

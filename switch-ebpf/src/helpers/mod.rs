@@ -24,6 +24,8 @@
 //!   and `nat_gateway`).
 //! - `route`: FIB lookups and the router's part (TTL, MACs) for translated packets.
 //! - `stats`: per-port and per-table counters.
+//! - `tunnel`: the tunnel port (VXLAN): admission of frames from peers, unicast to a peer,
+//!   head-end replication.
 pub mod config;
 pub mod ctx;
 pub mod decide;
@@ -40,3 +42,4 @@ pub mod nat;
 pub mod reply;
 pub mod route;
 pub mod stats;
+pub mod tunnel;

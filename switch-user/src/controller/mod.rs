@@ -11,7 +11,7 @@
 //!
 //! Teardown is idempotent and works from the record alone, so it doubles as crash recovery.
 //! Read-only commands (`list`, `ns list`, `fdb`, `stats`, `tables`, `forward list`,
-//! `metrics`) change nothing, neither the state nor the datapath's tables.
+//! `peer list`, `metrics`) change nothing, neither the state nor the datapath's tables.
 //!
 //! The datapath is only reached through [`crate::datapath::Datapath`]; no command knows which
 //! datapath it drives.
@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub mod ns;
+pub mod peer;
 pub mod port;
 pub mod stats;
 pub mod switch;

@@ -18,9 +18,9 @@ use std::{
 
 use serde::Serialize;
 use switch_common::events::{
-    DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP,
-    DROP_SPOOFED_MAC, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT,
-    NAT_FORWARD, NAT_MASQUERADE,
+    DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NOT_PEER, DROP_SAME_PORT, DROP_SPOOFED_ARP,
+    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN,
+    KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
 };
 use tokio::sync::mpsc;
 
@@ -168,6 +168,7 @@ fn reason_name(reason: u16) -> &'static str {
         DROP_SPOOFED_IP => "spoofed-ip",
         DROP_SPOOFED_ARP => "spoofed-arp",
         DROP_MAC_LIMIT => "mac-limit",
+        DROP_NOT_PEER => "not-peer",
         _ => "unknown",
     }
 }
