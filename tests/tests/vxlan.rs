@@ -66,10 +66,13 @@ impl Hosts {
         json(&a)
     }
 
-    /// Switch `sw` with VNI `vni` on host `i`.
-    fn switch(&mut self, i: usize, sw: &str, vni: u32) {
+    /// Switch `sw` with VNI `vni` on host `i`, with `extra` arguments of `up`.
+    fn switch(&mut self, i: usize, sw: &str, vni: u32, extra: &[&str]) {
         self.switches.push((i, sw.to_owned()));
-        self.on(i, &["up", "--switch", sw, "--vxlan", &vni.to_string(), "--underlay", "ul0"]);
+        let vni = vni.to_string();
+        let mut a = vec!["up", "--switch", sw, "--vxlan", &vni, "--underlay", "ul0"];
+        a.extend_from_slice(extra);
+        self.on(i, &a);
         note_programs(&self.sb.prefix);
     }
 
@@ -218,7 +221,7 @@ fn three_hosts_share_one_segment() {
     let mut hs = Hosts::new(3);
     let mut names = vec![];
     for i in 1..=3 {
-        hs.switch(i, "ov", 42);
+        hs.switch(i, "ov", 42, if i == 1 { &["--gateway", "10.88.0.254/24"] } else { &[] });
     }
     hs.mesh("ov", &[1, 2, 3]);
     for i in 1..=3 {
@@ -237,6 +240,13 @@ fn three_hosts_share_one_segment() {
             assert!(ping(from, ip, 2), "{from} -> {to} ({ip})");
         }
     }
+    // Host 1's own address on the segment (its gateway) reaches a namespace of host 2, with
+    // the tunnel's MTU on its end too.
+    let gw = host("ip", &["-n", &hs.hosts[0], "-o", "addr", "show", "to", "10.88.0.254"]);
+    let gw_if = gw.split_whitespace().nth(1).unwrap_or_else(|| panic!("no gateway address on host 1: {gw}"));
+    let gw_link = host("ip", &["-n", &hs.hosts[0], "-o", "link", "show", gw_if]);
+    assert!(gw_link.contains("mtu 1450"), "{gw_link}");
+    assert!(ping(&hs.hosts[0], &names[1][0].1, 2), "host 1 -> a namespace of host 2");
     // TCP with a checked payload on every pair of hosts.
     for (i, j) in [(0, 1), (1, 2), (2, 0)] {
         tcp_intact(&names[i][0].0, &names[j][1].0, &names[j][1].1);
@@ -283,8 +293,8 @@ fn three_hosts_share_one_segment() {
 
     // A second VNI on hosts 1 and 2, namespaces on the same subnet: it works, and stays
     // apart from VNI 42.
-    hs.switch(1, "ov2", 43);
-    hs.switch(2, "ov2", 43);
+    hs.switch(1, "ov2", 43, &[]);
+    hs.switch(2, "ov2", 43, &[]);
     hs.mesh("ov2", &[1, 2]);
     let c1 = hs.ns(1, "ov2", "1c", "10.88.0.13");
     let c2 = hs.ns(2, "ov2", "2c", "10.88.0.23");
@@ -331,7 +341,7 @@ fn three_hosts_share_one_segment() {
 #[test]
 fn the_underlay_cannot_inject_frames() {
     let mut hs = Hosts::new(1);
-    hs.switch(1, "ov", 42);
+    hs.switch(1, "ov", 42, &[]);
     let a = hs.ns(1, "ov", "1a", "10.88.0.11");
     let a_mac = hs.mac(1, &a);
     // The intruder: a kernel VXLAN device at 10.77.0.9 on the underlay, aimed at host 1.
@@ -404,7 +414,7 @@ fn tunnels_refuse_what_they_cannot_do() {
 
     // Peers need a tunnel, and a sensible address.
     let mut hs = Hosts::new(1);
-    hs.switch(1, "plain", 7);
+    hs.switch(1, "plain", 7, &[]);
     let h = hs.hosts[0].clone();
     let e = fails(&["--host-netns", &h, "peer", "add", "10.77.0.1", "--switch", "plain"], 2);
     assert!(e.contains("own VTEP"), "{e}");

@@ -121,6 +121,10 @@ pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Re
     let nl = Netlink::new()?;
     nl.delete(&port.peer_if).await?;
     let (host_idx, port_idx) = nl.add_veth_pair(&port.peer_if, &port.host_if).await?;
+    if let Some(mtu) = port.mtu {
+        nl.set_mtu(host_idx, mtu).await?;
+        nl.set_mtu(port_idx, mtu).await?;
+    }
     let (a, b, prepare) = (port.peer_if.clone(), port.host_if.clone(), dp.kind().open(dp.switch()));
     blocking(move || {
         sysctl::disable_ipv6(&a)?;

@@ -251,7 +251,9 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
     state.switches.insert(opts.name.clone(), new.clone());
     if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
         let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
-        state.ports.push(gateway_port(&opts.name, cidr, slot));
+        // Behind a tunnel, the host's packets into the segment must fit it too.
+        let mtu = tunnel.as_ref().map(|t| t.mtu);
+        state.ports.push(PortState { mtu, ..gateway_port(&opts.name, cidr, slot) });
     }
     for u in &opts.uplinks {
         if state.port(&opts.name, PortKind::Uplink, u).is_none() {

@@ -203,6 +203,12 @@ impl Netlink {
         self.handle.link().set(msg).execute().await.context(format!("setting interface {index} up"))
     }
 
+    /// Sets the MTU of interface `index`.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.handle.link().set(msg).execute().await.context(format!("setting the MTU of interface {index} to {mtu}"))
+    }
+
     /// Sets interface `name` up.
     pub async fn set_up_by_name(&self, name: &str) -> Result<()> {
         let index = self.ifindex(name).await?.ok_or_else(|| Error::Command(format!("interface {name} not found")))?;
