@@ -170,6 +170,18 @@ else:
     print("intact" if c.recv(100).decode() == hashlib.sha256(data).hexdigest() else "corrupt")
 "#;
 
+/// A child process killed on drop unless taken out (a failing test leaves none behind).
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Runs `cmd` in namespace `ns` in the background with stdout piped.
 fn spawn_in(ns: &str, cmd: &[&str]) -> Child {
     let mut a = vec!["ns", "exec", ns, "--"];
@@ -368,12 +380,31 @@ fn the_underlay_cannot_inject_frames() {
         host("ip", &["-n", &x, "addr", "add", "10.88.0.99/24", "dev", "vx"]);
     };
 
-    // Not a peer: nothing gets in, and the tunnel counts what it refused.
+    // Not a peer: nothing gets in, and the tunnel counts what it refused (and `switch
+    // monitor` of the host names it).
     intruder("42");
+    let mut monitor = Reaped(Some(
+        Command::new(switch_bin())
+            .args(["--host-netns", &hs.hosts[0], "--json", "monitor", "--switch", "ov", "--type", "drop"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    sleep(Duration::from_millis(1000));
     let before = counter(&hs.tunnel_stats(1, "ov", 42), "dropped").unwrap();
     assert!(!ping(&x, "10.88.0.11", 2), "a non-peer reached the segment");
     let after = counter(&hs.tunnel_stats(1, "ov", 42), "dropped").unwrap();
     assert!(after > before, "refused frames counted on the tunnel port ({before} -> {after})");
+    let child = monitor.0.take().unwrap();
+    // SAFETY: signalling our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    let refused = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| v["reason"] == "not-peer" && v["namespace"] == "vxlan42");
+    assert!(refused, "no not-peer drop on the tunnel port in the monitor's output: {out}");
     assert!(hs.fdb(1, "ov").iter().all(|(_, p)| p.is_none()), "a non-peer's station was learned");
 
     // The same sender made a peer: it gets in (so the refusal above was the peer check).
@@ -432,4 +463,44 @@ fn tunnels_refuse_what_they_cannot_do() {
     // A running switch is not given another tunnel behind its back.
     let e = fails(&["--host-netns", &h, "up", "--switch", "plain", "--vxlan", "8", "--underlay", "ul0"], 2);
     assert!(e.contains("vxlan 7"), "{e}");
+}
+
+/// `up --vxlan` killed half-way converges when run again, and a step failing half-way rolls
+/// back everything (the VXLAN device and the gateway pair included).
+#[test]
+fn an_interrupted_tunnel_converges() {
+    let mut hs = Hosts::new(1);
+    let h = hs.hosts[0].clone();
+    let up = [
+        "--host-netns",
+        h.as_str(),
+        "up",
+        "--switch",
+        "ov",
+        "--vxlan",
+        "42",
+        "--underlay",
+        "ul0",
+        "--gateway",
+        "10.88.0.254/24",
+    ];
+    let links = || host("ip", &["-n", &h, "-o", "link", "show"]);
+    let r = switch_env(&up, &[("SWITCH_FAILPOINT", "up:made:error")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!links().contains(" vov-"), "the VXLAN device stayed after a rollback: {}", links());
+    assert!(!links().contains(" gov-"), "the gateway pair stayed after a rollback: {}", links());
+    assert!(hs.json_on(1, &["list"]).as_array().unwrap().is_empty(), "the switch record stayed");
+    hs.switches.push((1, "ov".into()));
+    let r = switch_env(&up, &[("SWITCH_FAILPOINT", "up:made")]);
+    assert_ne!(r.code, 0, "the failpoint did not abort: {r:?}");
+    hs.on(1, &up[2..]);
+    hs.on(1, &up[2..]);
+    let ports = hs.json_on(1, &["ports", "--switch", "ov"]);
+    let tunnel: Vec<&Value> = ports.as_array().unwrap().iter().filter(|p| p["kind"] == "tunnel").collect();
+    assert_eq!(tunnel.len(), 1, "{ports}");
+    assert_eq!(tunnel[0]["ready"], true, "{ports}");
+    hs.on(1, &["peer", "add", "10.77.0.2", "--switch", "ov"]);
+    let a = hs.ns(1, "ov", "1a", "10.88.0.11");
+    assert!(exec(&a, &["ip", "-o", "link", "show", "eth0"]).stdout.contains("mtu 1450"));
+    assert_eq!(links().matches(" vov-").count(), 1, "{}", links());
 }

@@ -408,7 +408,16 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
     if begin(&store, &mut state, &opts).await?.is_none() {
         return Ok(UpReport::new(&opts.name, &state, false));
     }
+    // The ports this `up` makes (the gateway, the tunnel): `make` marks each ready as it is
+    // made, but until the switch is, a failure takes them out again.
+    let making: Vec<(PortKind, String)> =
+        state.ports(&opts.name).filter(|p| !p.ready).map(|p| (p.kind, p.owner.clone())).collect();
     if let Err(e) = make(&store, &mut state, &opts.name).await {
+        for (kind, owner) in &making {
+            if let Some(p) = state.port_mut(&opts.name, *kind, owner) {
+                p.ready = false;
+            }
+        }
         // Roll back what this `up` made: its ports (not ready), the switch object, and the
         // record unless older ports still hang on it.
         let undone = intent::converge(&store, &mut state, &opts.name).await;
