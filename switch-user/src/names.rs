@@ -320,6 +320,9 @@ mod tests {
         assert_eq!(link_ifname("blue"), "veth-blue");
         assert!(bridge_ifname(long).len() <= IFNAME_MAX);
         assert_ne!(bridge_ifname("sw0"), bridge_ifname("sw1"));
+        assert!(tunnel_ifname(long).len() <= IFNAME_MAX);
+        assert_ne!(tunnel_ifname("sw0"), tunnel_ifname("sw1"));
+        assert!(tunnel_ifname("sw0").starts_with("vsw0-"));
         assert!(link_ifname(long).len() <= IFNAME_MAX);
         assert_ne!(link_ifname(long), link_ifname("a-very-long-namespace-name-that-goes-off"));
     }

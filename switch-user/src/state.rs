@@ -539,8 +539,19 @@ mod tests {
         );
         st.namespaces.insert("red".into(), NsState { links: vec![], ready: true });
         st.ports.push(port("sw0", PortKind::Namespace, "red", Some(0)));
+        let tunnel = TunnelState {
+            vni: 42,
+            udp_port: 4789,
+            underlay: "eth1".into(),
+            local: Ipv4Addr::new(10, 0, 0, 1),
+            mtu: 1450,
+            peers: vec![Ipv4Addr::new(10, 0, 0, 2)],
+        };
+        st.ports.push(PortState { tunnel: Some(tunnel), ..port("sw0", PortKind::Tunnel, "vxlan42", Some(1)) });
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), State { version: STATE_VERSION, ..st.clone() });
+        assert_eq!(st.tunnel("sw0").and_then(|p| p.tunnel.as_ref()).map(|t| t.peers.len()), Some(1));
+        assert_eq!(st.tunnel("sw0").unwrap().datapath_port().flags, switch_common::PORT_F_TUNNEL);
         // A file of another format is refused with one clear line, not misread.
         let old = r#"{"switches":{"sw0":{"ageing_secs":300,"redirect":"peer","ready":true}},"namespaces":{}}"#;
         fs::write(dir.join("state.json"), old).unwrap();

@@ -9,9 +9,10 @@
 //!   /run/netns/HOST             /run/switch/@HOST/         /sys/fs/bpf/switch/@HOST/NAME/
 //! ```
 //! The host is detected, not configured: the controller compares its own network namespace
-//! (device and inode of `/proc/self/ns/net`) with the namespaces named under `/run/netns`;
-//! one of them is a host, anything else (PID 1's namespace, or a namespace without a name,
-//! such as a container's) is the machine, as before hosts existed. Detection cannot be
+//! (device and inode of `/proc/self/ns/net`) with the initial namespace and the namespaces
+//! named under `/run/netns`; a named one is a host, anything else (the initial namespace even
+//! if named, or a namespace without a name, such as a container's) is the machine, as before
+//! hosts existed. Detection cannot be
 //! forgotten the way an option can: a plain `nsenter` gets the right state, where a missing
 //! option would have let one host's `switch down` tear down another host's records.
 //! `--host-netns` only enters the namespace first (what nsenter does), for callers that cannot
@@ -113,9 +114,11 @@ fn ns_id(p: &Path) -> Option<(u64, u64)> {
 fn detect() -> Host {
     // /proc/self is the main thread's: namespace threads (`netns::run_in`) do not count.
     let Some(own) = ns_id(Path::new("/proc/self/ns/net")) else { return Host::Machine };
-    // PID 1's namespace is the machine even if someone named it (where /proc/1 can be read:
-    // not in every sandbox).
-    if ns_id(Path::new("/proc/1/ns/net")) == Some(own) {
+    // The initial namespace is the machine even if someone named it: PID 1's, or where
+    // /proc/1 cannot be read (not in every sandbox) kthreadd's, which is always in it.
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    if ns_id(Path::new("/proc/1/ns/net")) == Some(own) || (kthreadd && ns_id(Path::new("/proc/2/ns/net")) == Some(own))
+    {
         return Host::Machine;
     }
     let mut names: Vec<String> = std::fs::read_dir(netns::NETNS_RUN_DIR)
