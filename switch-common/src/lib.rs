@@ -479,8 +479,16 @@ pub struct TunnelConfig {
     pub local: u32,
     /// The tunnel port's slot (its counters).
     pub slot: u32,
+    /// Interface index of the underlay interface: known unicast is encapsulated by the program
+    /// itself and sent out of it when the FIB has the peer's neighbour (0: always through the
+    /// VXLAN device).
+    pub underlay: u32,
+    /// The VXLAN UDP port (host order).
+    pub port: u16,
     /// Zero.
-    pub pad: u32,
+    pub pad: u16,
+    /// Zero.
+    pub pad2: u32,
 }
 
 /// One slot of the port array. `ifindex == 0` marks a free slot.
@@ -757,7 +765,7 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<FdbEntry>(), 24);
         assert_eq!(size_of::<Peer>(), 8);
-        assert_eq!(size_of::<TunnelConfig>(), 24);
+        assert_eq!(size_of::<TunnelConfig>(), 32);
         assert_eq!(size_of::<Port>(), 24);
         assert_eq!(size_of::<PortStats>(), 12 * 8);
         assert_eq!(size_of::<SwitchConfig>(), 24);

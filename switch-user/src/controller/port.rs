@@ -151,7 +151,11 @@ pub(crate) async fn make_tunnel_port(dp: &dyn Datapath, port: &PortState) -> Res
     nl.delete(&port.host_if).await?;
     let index = nl.add_vxlan(&port.host_if, t.vni, t.udp_port, t.mtu).await?;
     let name = port.host_if.clone();
-    blocking(move || sysctl::disable_ipv6(&name)).await?;
+    blocking(move || {
+        sysctl::disable_ipv6(&name)?;
+        sysctl::forward_on_tunnel(&name)
+    })
+    .await?;
     dp.attach_port(&PortState { host_ifindex: index, ..port.clone() }).await?;
     nl.set_up(index).await?;
     Ok(index)

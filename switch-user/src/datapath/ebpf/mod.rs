@@ -163,8 +163,19 @@ impl Datapath for Ebpf {
                         with: "tc".into(),
                     });
                 }
+                // The program encapsulates known unicast itself and sends it out of the
+                // underlay (0: unknown, everything goes through the VXLAN device).
+                let underlay = Netlink::new()?.ifindex(&t.underlay).await?.unwrap_or(0);
                 Some((
-                    TunnelConfig { vni: t.vni, ifindex, local: wire(t.local), slot, ..Default::default() },
+                    TunnelConfig {
+                        vni: t.vni,
+                        ifindex,
+                        local: wire(t.local),
+                        slot,
+                        underlay,
+                        port: t.udp_port,
+                        ..Default::default()
+                    },
                     t.peers.iter().map(|a| wire(*a)).collect::<Vec<u32>>(),
                 ))
             }
