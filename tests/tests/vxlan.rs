@@ -278,15 +278,28 @@ fn three_hosts_share_one_segment() {
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
     assert!(peers.as_array().unwrap().iter().all(|p| p["stations"] == 2), "two stations behind each peer: {peers}");
 
-    // On the underlay: VXLAN on UDP 4789 with VNI 42.
-    let cap = capture(&hs.hosts[0], "ul0", 3, "udp port 4789");
+    // On the underlay: VXLAN on UDP 4789 with VNI 42. Known unicast is encapsulated by the
+    // switch program (outer UDP checksum zero), not by the VXLAN device, whose counter stays.
+    let device_tx = || {
+        let v: Value = serde_json::from_str(&host("ip", &["-n", &hs.hosts[0], "-j", "-s", "link", "show"])).unwrap();
+        let dev = v.as_array().unwrap().iter().find(|l| l["ifname"].as_str().unwrap().starts_with("vov-")).cloned();
+        dev.expect("host 1's VXLAN device")["stats64"]["tx"]["packets"].as_u64().unwrap()
+    };
+    let before = device_tx();
+    let cap = capture(&hs.hosts[0], "ul0", 3, "-vv udp port 4789");
     sleep(Duration::from_millis(800));
-    assert!(ping(&names[0][0].0, &names[1][0].1, 2));
+    assert!(ping(&names[0][0].0, &names[1][0].1, 10));
     let lines = captured(cap);
     assert!(
         lines.iter().any(|l| l.contains("10.77.0.1.") && l.contains("> 10.77.0.2.4789") && l.contains("vni 42")),
         "no VXLAN VNI 42 from host 1 to host 2 on the underlay: {lines:#?}"
     );
+    assert!(
+        lines.iter().any(|l| l.contains("> 10.77.0.2.4789: [no cksum] VXLAN")),
+        "no VXLAN frame encapsulated by the program: {lines:#?}"
+    );
+    let sent = device_tx() - before;
+    assert!(sent < 5, "{sent} of 10 echo requests went through the VXLAN device, not the program");
 
     // An ARP broadcast from host 1 reaches every other namespace exactly once (head-end
     // replication, nothing flooded back into the tunnel).
