@@ -135,6 +135,21 @@ pub fn within(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// `switch ARGS --switch SW` on a bridge and on a userspace switch made in `sb`: each refuses
+/// with one line naming its datapath and saying that only tc and xdp have `what`, exit 2.
+pub fn refused_by_bridge_and_userspace(sb: &mut Sandbox, args: &[&str], what: &str) {
+    for dp in ["bridge", "userspace"] {
+        let sw = sb.switch(&format!("r{}", &dp[..1]), dp, &[]);
+        let mut a = args.to_vec();
+        a.extend(["--switch", &sw]);
+        let e = fails(&a, 2);
+        assert!(
+            e.contains(&format!("uses the {dp} datapath")) && e.contains(&format!("only tc and xdp have {what}")),
+            "{e}"
+        );
+    }
+}
+
 /// Pid of switch `sw`'s userspace process, from its pid file (`PID START`).
 pub fn switch_pid(sw: &str) -> Option<i32> {
     std::fs::read_to_string(format!("/run/switch/{sw}.pid")).ok()?.split_whitespace().next()?.parse().ok()

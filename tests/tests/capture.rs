@@ -317,15 +317,7 @@ fn xdp_one_capture_at_a_time_and_a_killed_one_is_turned_off() {
 
 #[test]
 fn userspace_and_bridge_refuse_with_one_line() {
-    let mut sb = Sandbox::new();
-    for dp in ["bridge", "userspace"] {
-        let sw = sb.switch(&format!("c{}", &dp[..1]), dp, &[]);
-        let e = fails(&["capture", "--switch", &sw], 2);
-        assert!(
-            e.contains(&format!("uses the {dp} datapath")) && e.contains("only tc and xdp have packet capture"),
-            "{e}"
-        );
-    }
+    refused_by_bridge_and_userspace(&mut Sandbox::new(), &["capture"], "packet capture");
 }
 
 #[test]
