@@ -175,6 +175,10 @@ fn the_file_has_the_frames_and_their_verdicts(dp: &str, net: u8) {
     assert!(c.interrupt(), "capture did not exit cleanly on SIGINT");
     assert!(!capture_on(&sw), "capture left on after Ctrl-C");
 
+    // Other namespaces' traffic: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file.0).unwrap().permissions().mode() & 0o777, 0o600);
+
     // tcpdump reads the file and sees every frame.
     let dump = host("tcpdump", &["-n", "-e", "-r", file.path()]);
     for what in [
@@ -337,6 +341,14 @@ fn bad_input_changes_nothing() {
     assert!(r.code == 2 && r.stderr.contains("invalid value 'maybe'"), "{r:?}");
     let e = fails(&["capture", "--switch", &sw, "-w", "/nonexistent-dir/x.pcapng"], 1);
     assert!(e.contains("/nonexistent-dir/x.pcapng"), "{e}");
+    // A symbolic link where the file goes (planted in a shared directory): refused, and what
+    // it points to untouched.
+    let (target, link) = (TempFile::new("link-target"), TempFile::new("link"));
+    std::fs::write(&target.0, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    let e = fails(&["capture", "--switch", &sw, "-w", link.path()], 1);
+    assert!(e.contains(link.path()), "{e}");
+    assert_eq!(std::fs::read(&target.0).unwrap(), b"precious");
     assert!(!capture_on(&sw));
     let state: Value = serde_json::from_str(&std::fs::read_to_string("/run/switch/state.json").unwrap()).unwrap();
     assert_eq!(state["switches"][&sw]["captures"].as_array().map_or(0, Vec::len), 0);
