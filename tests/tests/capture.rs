@@ -385,3 +385,33 @@ fn readers_end_when_their_switch_is_removed() {
         assert!(ended && status.success(), "a reader still ran after its switch was removed ({status})");
     }
 }
+
+/// A flood while a capture runs: every frame is either in the file or counted as lost, and
+/// the capture's report says which.
+#[test]
+fn every_frame_of_a_flood_is_captured_or_counted() {
+    let flood = 5000;
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("cap", "tc", &[]);
+    let a = sb.port(&sw, "a", "10.95.1.1/24", &[]);
+    let file = TempFile::new("flood");
+    let mut c = Capture::start(&sw, &["--ns", &a, "--verdict", "drop", "-w", file.path()], false);
+    let frame = experimental_frame("ff:ff:ff:ff:ff:ff", "01:00:00:00:95:01");
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); f=bytes.fromhex('{frame}')\nfor _ in range({flood}): s.send(f)"
+    );
+    assert_eq!(exec(&a, &["python3", "-c", &script]).code, 0);
+    sleep(Duration::from_millis(1000));
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGINT) };
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut c.child.stdout.take().unwrap(), &mut report).unwrap();
+    assert!(c.child.wait().unwrap().success(), "{report}");
+    // "N frames captured, M lost; written to FILE"
+    let numbers: Vec<u64> = report.split(|ch: char| !ch.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let (captured, lost) = (numbers[0], numbers[1]);
+    assert_eq!(captured + lost, flood, "{report}");
+    let frames = read_pcapng(file.path());
+    assert_eq!(frames.len() as u64, captured, "{report}");
+    assert!(frames.iter().all(|f| f.comment == "drop: invalid-source"));
+    assert!(!capture_on(&sw));
+}
