@@ -83,6 +83,14 @@ pub mod maps {
     /// Peer address (u32, network order) -> slot: frames from the tunnel are only taken from
     /// these addresses.
     pub const PEER_SLOTS: &str = "PEER_SLOTS";
+    /// Ring buffer of captured frames for `switch capture` (a [`crate::capture::Header`] and
+    /// the frame's first bytes each); written only while `CFG_F_CAPTURE` is set.
+    pub const CAPTURE: &str = "CAPTURE";
+    /// Index 0 -> [`crate::capture::Filter`]: which frames the running capture wants.
+    pub const CAPTURE_FILTER: &str = "CAPTURE_FILTER";
+    /// Index 0 -> [`crate::capture::Record`]; per-CPU array: where a CPU assembles a record
+    /// before it goes into the ring (and counts the records the ring had no room for).
+    pub const CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
 }
 
 /// Stations a port without a bound MAC may learn per ageing period, unless `switch up
@@ -578,6 +586,9 @@ pub const CFG_F_ROUTABLE: u32 = 4;
 /// Datapath emits events into the `EVENTS` ring buffer (`switch monitor`; off unless someone
 /// listens).
 pub const CFG_F_EVENTS: u32 = 8;
+/// Datapath copies the frames `CAPTURE_FILTER` wants into the `CAPTURE` ring buffer
+/// (`switch capture`; off unless a capture runs).
+pub const CFG_F_CAPTURE: u32 = 16;
 
 /// Switch-wide settings, read by the datapath on every frame.
 #[repr(C)]
@@ -645,9 +656,16 @@ pub mod events {
     pub const DROP_SPOOFED_ARP: u16 = 6;
     /// A new station from a port that reached its learning limit.
     pub const DROP_MAC_LIMIT: u16 = 7;
+    /// A connection NAT could not translate (no free masquerade port, a full connection
+    /// table, nothing to translate a packet of the segment with): dropped rather than sent
+    /// with a private source.
+    pub const DROP_NAT_REFUSED: u16 = 8;
+    /// A packet routed towards the segment that nothing there asked for (not to a forwarded
+    /// port, not an answer of the segment's connections).
+    pub const DROP_UNSOLICITED: u16 = 9;
     /// A frame from the tunnel that is not the segment's: another VNI, or an underlay address
     /// that is not a peer.
-    pub const DROP_NOT_PEER: u16 = 8;
+    pub const DROP_NOT_PEER: u16 = 10;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -732,6 +750,79 @@ pub mod events {
     }
 }
 
+/// Packet capture (`switch capture`): frames as the switch saw them on a port's ingress, with
+/// its verdict, copied into the `CAPTURE` ring buffer.
+pub mod capture {
+    /// Most bytes of a frame a record carries: a jumbo frame (9000-byte MTU) whole, and the
+    /// headers of a GSO super-frame (up to 64 KiB, cut here). Bounded so that a record fits
+    /// a per-CPU scratch value (at most 32 KiB) and a full capture cannot copy more per frame.
+    pub const MAX_SNAPLEN: u32 = 9216;
+    /// Size of the `CAPTURE` ring buffer (a power of two, a multiple of the page size): about
+    /// 40 000 small frames or 450 full jumbo frames before a slow reader loses any.
+    pub const RING_BYTES: u32 = 4 * 1024 * 1024;
+
+    /// Known unicast, sent to `Header::out_ifindex`.
+    pub const VERDICT_FORWARD: u16 = 1;
+    /// Broadcast, multicast or unknown unicast: sent to every other port.
+    pub const VERDICT_FLOOD: u16 = 2;
+    /// Dropped; `Header::reason` is the `events::DROP_*` reason.
+    pub const VERDICT_DROP: u16 = 3;
+
+    /// `Filter::verdicts`: frames the switch forwards (unicast and flood).
+    pub const WANT_FORWARDED: u32 = 1;
+    /// `Filter::verdicts`: frames the switch drops.
+    pub const WANT_DROPPED: u32 = 2;
+
+    /// Which frames the running capture wants.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Filter {
+        /// Only frames arriving on this host ifindex (0: every port).
+        pub ifindex: u32,
+        /// `WANT_*` flags.
+        pub verdicts: u32,
+        /// Bytes of each frame to copy, 1..=`MAX_SNAPLEN`.
+        pub snaplen: u32,
+        /// Zero.
+        pub pad: u32,
+    }
+
+    /// What precedes a frame's bytes in a record.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Header {
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the switch decided.
+        pub ts_ns: u64,
+        /// Host ifindex of the port the frame came in on.
+        pub ifindex: u32,
+        /// `VERDICT_FORWARD`: the port it went to. Else 0.
+        pub out_ifindex: u32,
+        /// The frame's length (a GSO super-frame's whole length).
+        pub len: u32,
+        /// Bytes of it that follow the header.
+        pub caplen: u32,
+        /// `VERDICT_*`.
+        pub verdict: u16,
+        /// `events::DROP_*` with `VERDICT_DROP`, else 0.
+        pub reason: u16,
+        /// Records this CPU could not write since its last one (the ring was full).
+        pub lost: u32,
+    }
+
+    /// A record as a CPU assembles it; the ring gets the header and `caplen` bytes of `data`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Record {
+        /// The header.
+        pub header: Header,
+        /// The frame's first bytes.
+        pub data: [u8; MAX_SNAPLEN as usize],
+    }
+
+    /// Bytes of a record's header.
+    pub const HEADER_LEN: usize = core::mem::size_of::<Header>();
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], made of integers and byte arrays only, and have no
@@ -753,6 +844,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockOrig {}
     unsafe impl aya::Pod for super::TableStats {}
     unsafe impl aya::Pod for super::events::EventRate {}
+    unsafe impl aya::Pod for super::capture::Filter {}
+    unsafe impl aya::Pod for super::capture::Record {}
 }
 
 #[cfg(test)]
@@ -781,6 +874,9 @@ mod tests {
         assert_eq!(size_of::<events::FrameSummary>(), 32);
         assert_eq!(size_of::<events::Event>(), 64);
         assert_eq!(size_of::<events::EventRate>(), 16);
+        assert_eq!(size_of::<capture::Filter>(), 16);
+        assert_eq!(size_of::<capture::Header>(), 32);
+        assert_eq!(size_of::<capture::Record>(), 32 + capture::MAX_SNAPLEN as usize);
     }
 
     #[test]

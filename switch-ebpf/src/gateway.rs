@@ -15,17 +15,14 @@
 //! through only forwarded ports and replies); anything routed in from elsewhere (another
 //! switch's segment, a host interface that is not an uplink) is dropped and counted, unless
 //! the segment is routable (`switch up --routable`).
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use switch_common::events::DROP_UNSOLICITED;
 
 use crate::helpers::{
     config::Config,
     ctx::{skb_ifindex, skb_ingress_ifindex},
     maps::UPLINK_BY_IFINDEX,
-    reply, stats,
+    nat, reply,
 };
 
 /// TC ingress of the gateway's host end: replies of forwarded (and masqueraded) connections
@@ -51,6 +48,5 @@ pub fn gateway_egress(ctx: TcContext) -> i32 {
     if Config::load().routable() {
         return TC_ACT_OK;
     }
-    stats::table(|t| t.routed_refused += 1);
-    TC_ACT_SHOT
+    nat::refuse(&ctx, DROP_UNSOLICITED)
 }

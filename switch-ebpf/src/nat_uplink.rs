@@ -30,7 +30,7 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, FwdKey, MacKey, NAT_F_MASQUERADE,
-    events::{NAT_FORWARD, NAT_MASQUERADE},
+    events::{DROP_NAT_REFUSED, DROP_UNSOLICITED, NAT_FORWARD, NAT_MASQUERADE},
     nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_ICMP, PROTO_TCP},
 };
 
@@ -49,7 +49,7 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
     let Some(f) = ipv4::parse(&ctx) else { return ingress_other(&ctx) };
     match ingress(&ctx, &f) {
         Ok(Some(dst)) => fast_path(&ctx, &f, dst),
-        Ok(None) => untranslated(Some(f.daddr), Some(&f)),
+        Ok(None) => untranslated(&ctx, Some(f.daddr), Some(&f)),
         // A helper failed while rewriting: the stack has the last word.
         Err(_) => TC_ACT_OK,
     }
@@ -60,9 +60,9 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
 /// untranslated flow.
 #[inline(always)]
 fn ingress_other(ctx: &TcContext) -> i32 {
-    let Some(q) = icmp::parse_error(ctx) else { return untranslated(ipv4::addrs(ctx).map(|(_, d)| d), None) };
+    let Some(q) = icmp::parse_error(ctx) else { return untranslated(ctx, ipv4::addrs(ctx).map(|(_, d)| d), None) };
     match icmp::translate_error(ctx, &q, CT_DNAT, now_coarse_ns()) {
-        Ok(false) => untranslated(Some(q.outer_daddr), None),
+        Ok(false) => untranslated(ctx, Some(q.outer_daddr), None),
         _ => TC_ACT_OK,
     }
 }
@@ -74,14 +74,13 @@ fn ingress_other(ctx: &TcContext) -> i32 {
 /// nothing) so that its replies leave as they are instead of being masqueraded as new
 /// outbound connections.
 #[inline(always)]
-fn untranslated(daddr: Option<u32>, f: Option<&ipv4::Flow>) -> i32 {
+fn untranslated(ctx: &TcContext, daddr: Option<u32>, f: Option<&ipv4::Flow>) -> i32 {
     let (Some(daddr), Some(cfg)) = (daddr, NAT_CONFIG.get(0)) else { return TC_ACT_OK };
     if !cfg.in_segment(daddr) {
         return TC_ACT_OK;
     }
     if !Config::load().routable() {
-        stats::table(|t| t.routed_refused += 1);
-        return TC_ACT_SHOT;
+        return nat::refuse(ctx, DROP_UNSOLICITED);
     }
     if let Some(f) = f
         && cfg.flags & NAT_F_MASQUERADE != 0
@@ -184,8 +183,7 @@ fn egress_other(ctx: &TcContext) -> i32 {
     if cfg.flags & NAT_F_MASQUERADE == 0 || !cfg.in_segment(saddr) || cfg.in_segment(daddr) {
         return TC_ACT_OK;
     }
-    stats::table(|t| t.ct_refused += 1);
-    TC_ACT_SHOT
+    nat::refuse(ctx, DROP_NAT_REFUSED)
 }
 
 /// A packet leaving an uplink: translated back if its connection is known and live, else
@@ -224,8 +222,7 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
         // Leaves with its own address; recorded so that its answers may come back in (a
         // routable segment takes anything, nothing to record).
         if !Config::load().routable() && track(f, CT_SNAT, now).is_err() {
-            stats::table(|t| t.ct_refused += 1);
-            return TC_ACT_SHOT;
+            return nat::refuse(ctx, DROP_NAT_REFUSED);
         }
         return TC_ACT_OK;
     }
@@ -234,8 +231,7 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
     if f.proto == PROTO_ICMP && f.sport == 0 {
         // An echo reply with no entry answers a request routed in from outside; it has no
         // identifier of its own to translate, and it must not leave with a private source.
-        stats::table(|t| t.ct_refused += 1);
-        return TC_ACT_SHOT;
+        return nat::refuse(ctx, DROP_NAT_REFUSED);
     }
     let (first, ports) = (cfg.masq_first, cfg.masq_count.max(1));
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
@@ -266,6 +262,5 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
         count(MASQUERADE_RULE, ctx.len() as u64, true);
         return TC_ACT_OK;
     }
-    stats::table(|t| t.ct_refused += 1);
-    TC_ACT_SHOT
+    nat::refuse(ctx, DROP_NAT_REFUSED)
 }

@@ -25,6 +25,7 @@ use aya_ebpf::{
 use switch_common::{PORT_F_HOST, PORT_F_TUNNEL};
 
 use crate::helpers::{
+    capture,
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
@@ -47,6 +48,10 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     }
     if cfg.events() {
         events::of_decision(&d, in_ifindex, len as u32, ctx.data(), ctx.data_end());
+    }
+    // Before the frame is acted on: a capture shows it as it arrived.
+    if cfg.capture() {
+        capture::of_tc(&ctx, &d, in_ifindex, len as u32);
     }
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.

@@ -13,6 +13,7 @@ use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use switch_common::PORT_F_HOST;
 
 use crate::helpers::{
+    capture,
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, UNICAST, decide_at},
@@ -38,6 +39,10 @@ pub fn tunnel_ingress(ctx: TcContext) -> i32 {
     }
     if cfg.events() {
         events::of_decision(&d, in_ifindex, len as u32, ctx.data(), ctx.data_end());
+    }
+    // As on the other ports: a capture shows the frame as it arrived (decapsulated).
+    if cfg.capture() {
+        capture::of_tc(&ctx, &d, in_ifindex, len as u32);
     }
     match d.action {
         UNICAST => {

@@ -14,6 +14,7 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 use crate::helpers::{
+    capture,
     config::Config,
     ctx::{now_coarse_ns, xdp_ingress_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
@@ -39,6 +40,10 @@ pub fn switch_xdp(ctx: XdpContext) -> u32 {
     }
     if cfg.events() {
         events::of_decision(&d, in_ifindex, len as u32, data, data_end);
+    }
+    // Before the frame is acted on: a capture shows it as it arrived.
+    if cfg.capture() {
+        capture::of_xdp(&ctx, &d, in_ifindex, len as u32);
     }
     match d.action {
         NOT_PORT => xdp_action::XDP_PASS,

@@ -84,6 +84,10 @@ pub struct SwitchState {
     /// lives; the next mutating command turns them off if they were all killed).
     #[serde(default)]
     pub monitors: Vec<ProcessId>,
+    /// The `switch capture` process copying frames (at most one: the datapath has one
+    /// capture filter; the capture is on while it lives).
+    #[serde(default)]
+    pub captures: Vec<ProcessId>,
     /// False while `up` is making it.
     pub ready: bool,
 }
@@ -534,6 +538,7 @@ mod tests {
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
                 log_followers: vec![ProcessId::current()],
                 monitors: vec![ProcessId::current()],
+                captures: vec![],
                 ready: true,
             },
         );

@@ -6,6 +6,7 @@
 //! own interfaces and traffic only goes to addresses inside namespaces the sandbox made.
 pub mod bpf;
 pub mod containerd;
+pub mod frames;
 pub mod image;
 pub mod ipv4;
 pub mod nat;
@@ -111,6 +112,42 @@ pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
     let c = count.to_string();
     let r = exec(ns, &["ping", "-c", &c, "-i", "0.01", "-W", "1", "-q", ip]);
     r.code == 0 && r.stdout.contains(&format!("{count} received"))
+}
+
+/// Whether `CFG_F_*` flag `flag` is set in the pinned CONFIG of eBPF switch `sw` (events,
+/// capture: what a reader turns on and must turn off).
+pub fn config_flag(sw: &str, flag: u32) -> bool {
+    use aya::maps::{Array, Map, MapData};
+    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
+    let config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
+    config.get(&0, 0).unwrap().flags & flag != 0
+}
+
+/// Polls `f` every 20 ms for up to 4 s; whether it became true.
+pub fn within(mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(4) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// `switch ARGS --switch SW` on a bridge and on a userspace switch made in `sb`: each refuses
+/// with one line naming its datapath and saying that only tc and xdp have `what`, exit 2.
+pub fn refused_by_bridge_and_userspace(sb: &mut Sandbox, args: &[&str], what: &str) {
+    for dp in ["bridge", "userspace"] {
+        let sw = sb.switch(&format!("r{}", &dp[..1]), dp, &[]);
+        let mut a = args.to_vec();
+        a.extend(["--switch", &sw]);
+        let e = fails(&a, 2);
+        assert!(
+            e.contains(&format!("uses the {dp} datapath")) && e.contains(&format!("only tc and xdp have {what}")),
+            "{e}"
+        );
+    }
 }
 
 /// Pid of switch `sw`'s userspace process, from its pid file (`PID START`).

@@ -63,7 +63,12 @@ fn quick_bench_produces_well_formed_results() {
     for m in &metrics[..6] {
         let rows = m["rows"].as_array().unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["veth", "bridge", "tc", "tc-open", "tc-egress", "xdp", "userspace"], "{}", m["id"]);
+        assert_eq!(
+            names,
+            ["veth", "bridge", "tc", "tc-open", "tc-egress", "tc-monitor", "tc-capture", "xdp", "userspace"],
+            "{}",
+            m["id"]
+        );
         for r in rows {
             if let Some(e) = r["error"].as_str() {
                 // trafgen cannot drive an XDP-mode veth (it gives up when the ring is full);

@@ -6,29 +6,17 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use switch_tests::*;
+use switch_tests::{
+    frames::{experimental_frame, send_raw, udp_frame},
+    *,
+};
 
 /// Whether the datapath of `sw` emits events now (CFG_F_EVENTS in its pinned CONFIG).
 fn events_on(sw: &str) -> bool {
-    use aya::maps::{Array, Map, MapData};
-    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
-    let config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
-    config.get(&0, 0).unwrap().flags & switch_common::CFG_F_EVENTS != 0
-}
-
-/// Polls `f` for up to 4 s.
-fn within(mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(4) {
-        if f() {
-            return true;
-        }
-        sleep(Duration::from_millis(20));
-    }
-    false
+    config_flag(sw, switch_common::CFG_F_EVENTS)
 }
 
 /// A running `switch --json monitor`, its lines collected by a thread. Dropping it stops the
@@ -92,33 +80,6 @@ impl Drop for Monitor {
             let _ = self.child.wait();
         }
     }
-}
-
-/// Sends one raw Ethernet frame (hex) out of `eth0` inside `ns`.
-fn send_raw(ns: &str, frame_hex: &str) {
-    let script = format!(
-        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame_hex}'))"
-    );
-    let r = exec(ns, &["python3", "-c", &script]);
-    assert_eq!(r.code, 0, "sending a raw frame: {r:?}");
-}
-
-/// An IPv4/UDP frame from `src_ip:5000` to `dst_ip:53` (checksums zero: only the switch
-/// looks at it).
-fn udp_frame(dst_mac: &str, src_mac: &str, src_ip: [u8; 4], dst_ip: [u8; 4]) -> String {
-    let ip = |a: [u8; 4]| a.iter().map(|o| format!("{o:02x}")).collect::<String>();
-    format!(
-        "{}{}0800450000200000400040110000{}{}138800350000000000000000",
-        dst_mac.replace(':', ""),
-        src_mac.replace(':', ""),
-        ip(src_ip),
-        ip(dst_ip)
-    )
-}
-
-/// A frame of the local experimental EtherType 0x88b5 (not IP: nothing else parses it).
-fn experimental_frame(dst_mac: &str, src_mac: &str) -> String {
-    format!("{}{}88b5{}", dst_mac.replace(':', ""), src_mac.replace(':', ""), "00".repeat(46))
 }
 
 fn drops_are_shown_with_their_reason(dp: &str, net: u8) {
@@ -263,16 +224,7 @@ fn xdp_killed_monitor_is_turned_off_by_the_next_command() {
 
 #[test]
 fn userspace_and_bridge_refuse_with_one_line() {
-    let mut sb = Sandbox::new();
-    for dp in ["bridge", "userspace"] {
-        let sw = sb.switch(&format!("m{}", &dp[..1]), dp, &[]);
-        let e = fails(&["monitor", "--switch", &sw], 2);
-        assert_eq!(e.trim().lines().count(), 1, "{e}");
-        assert!(
-            e.contains(&format!("uses the {dp} datapath")) && e.contains("only tc and xdp have datapath events"),
-            "{e}"
-        );
-    }
+    refused_by_bridge_and_userspace(&mut Sandbox::new(), &["monitor"], "datapath events");
 }
 
 #[test]
@@ -362,4 +314,108 @@ fn nat_connections_are_shown() {
     bpf::run_tc(&bed.nat_out, &out, bed.ifindex).unwrap();
     sleep(Duration::from_millis(300));
     assert_eq!(m.events().len(), 2, "{:#?}", m.events());
+}
+
+/// NAT's drops carry their reason too: a packet routed in from outside that nothing asked for
+/// (`unsolicited-routed`), and one from the segment NAT cannot translate (`nat-refused`), on
+/// the interface the NAT program runs on.
+#[test]
+fn nat_drops_are_shown_with_their_reason() {
+    use switch_tests::{
+        bpf,
+        ipv4::{ECHO_REPLY, SYN, TCP, icmp_echo, packet},
+        nat::NatBed,
+    };
+    let bed = NatBed::new(97, 19780);
+    let m = Monitor::start(&bed.sw, &["--type", "drop"]);
+    // To a namespace's address and a port nothing forwards: unsolicited.
+    let stray = packet(TCP, bed.client, bed.target, 40001, 81, SYN, false);
+    assert_eq!(bpf::run_tc(&bed.nat_in, &stray, bed.ifindex).unwrap().retval, 2, "TC_ACT_SHOT expected");
+    let e = m.expect("unsolicited-routed drop", |v| v["reason"] == "unsolicited-routed");
+    let target = std::net::Ipv4Addr::from(bed.target).to_string();
+    assert_eq!((e["frame"]["dst_ip"].as_str(), e["frame"]["dst_port"].as_u64()), (Some(&*target), Some(81)), "{e}");
+    // An echo reply from the segment that answers nothing it sent: no identifier to
+    // masquerade it with, refused.
+    let reply = icmp_echo(ECHO_REPLY, bed.target, bed.client, 0x4321, 1);
+    assert_eq!(bpf::run_tc(&bed.nat_out, &reply, bed.ifindex).unwrap().retval, 2, "TC_ACT_SHOT expected");
+    let e = m.expect("nat-refused drop", |v| v["reason"] == "nat-refused");
+    assert_eq!((e["frame"]["src_ip"].as_str(), e["frame"]["proto"].as_u64()), (Some(&*target), Some(1)), "{e}");
+    assert_eq!(m.events().len(), 2, "{:#?}", m.events());
+}
+
+/// Stations the switch forgets show as `age` events, with the port they were behind: the
+/// programs age lazily, so the monitor tells it from two looks at the table.
+#[test]
+fn stations_aging_out_are_shown() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("mon", "tc", &["--ageing", "1"]);
+    let a = sb.port(&sw, "a", "10.98.1.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.98.1.2/24", &[]);
+    let m = Monitor::start(&sw, &["--type", "age"]);
+    assert!(ping(&a, "10.98.1.2", 1));
+    for ns in [&a, &b] {
+        let mac = ns_info(ns)["mac"].as_str().unwrap().to_owned();
+        let e = m.expect("age", |v| v["kind"] == "age" && v["station"] == mac.as_str());
+        assert_eq!(e["namespace"], ns.as_str(), "{e}");
+    }
+    assert!(m.events().iter().all(|v| v["kind"] == "age"), "{:#?}", m.events());
+}
+
+/// Connections NAT forgets show as `nat` events: `expired` when idle past their timeout,
+/// `evicted` when gone before it (the LRU made room). Made with the pinned programs, then
+/// aged and evicted by hand in the pinned tables, as the kernel would.
+#[test]
+fn nat_connections_expiring_and_evicted_are_shown() {
+    use aya::maps::{HashMap, Map, MapData};
+    use switch_common::{CtEntry, CtKey};
+    use switch_tests::{
+        bpf,
+        ipv4::{SYN, TCP, UDP, packet},
+        nat::NatBed,
+    };
+    let bed = NatBed::new(98, 19880);
+    let m = Monitor::start(&bed.sw, &["--type", "nat"]);
+    let tcp = packet(TCP, bed.client, bed.uplink_ip, 40000, bed.tcp_port, SYN, false);
+    bpf::run_tc(&bed.nat_in, &tcp, bed.ifindex).unwrap();
+    let udp = packet(UDP, bed.client, bed.uplink_ip, 40001, bed.udp_port, 0, false);
+    bpf::run_tc(&bed.nat_in, &udp, bed.ifindex).unwrap();
+    // Both new connections shown, and then one look at the tables with both live.
+    assert!(within(|| m.events().iter().filter(|v| v["reason"] == "forward").count() == 2), "{:#?}", m.events());
+    sleep(Duration::from_millis(1200));
+    let open = |name: &str| -> HashMap<MapData, CtKey, CtEntry> {
+        let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/{name}", bed.sw)).unwrap();
+        Map::LruHashMap(data).try_into().unwrap()
+    };
+    let mut aged = 0;
+    for name in ["CT_UNREPLIED", "CONNTRACK"] {
+        let mut map = open(name);
+        let entries: Vec<(CtKey, CtEntry)> = map.iter().map(Result::unwrap).collect();
+        for (k, mut e) in entries {
+            if k.proto == 6 {
+                // The TCP connection: idle since boot, as if its timeout passed long ago.
+                e.last_seen_ns = 1;
+                map.insert(k, e, 0).unwrap();
+                aged += 1;
+            } else {
+                // The UDP one: gone before its time.
+                map.remove(&k).unwrap();
+            }
+        }
+    }
+    assert_eq!(aged, 2, "both directions of the TCP connection");
+    let expired = m.expect("expired", |v| v["reason"] == "expired");
+    let target = std::net::Ipv4Addr::from(bed.target).to_string();
+    assert_eq!(expired["frame"]["proto"], 6, "{expired}");
+    assert_eq!(
+        (expired["nat"]["addr"].as_str(), expired["nat"]["port"].as_u64()),
+        (Some(&*target), Some(80)),
+        "{expired}"
+    );
+    assert_eq!(expired["frame"]["src_port"], 40000, "{expired}");
+    let evicted = m.expect("evicted", |v| v["reason"] == "evicted");
+    assert_eq!((evicted["frame"]["proto"].as_u64(), evicted["frame"]["src_port"].as_u64()), (Some(17), Some(40001)));
+    assert_eq!(evicted["namespace"], expired["namespace"], "both name the target's namespace");
+    assert!(evicted["namespace"].is_string(), "{evicted}");
+    sleep(Duration::from_millis(1200));
+    assert_eq!(m.events().len(), 4, "each connection ends once: {:#?}", m.events());
 }

@@ -2,7 +2,7 @@
 //! moves, isolation between switches.
 use std::{thread::sleep, time::Duration};
 
-use switch_tests::*;
+use switch_tests::{frames::send_raw, *};
 
 datapath_matrix!(
     two_namespaces_ping_and_fdb_shows_ports,
@@ -217,15 +217,6 @@ fn datapath_log_streams_while_asked_for(dp: &str) {
     assert!(out.contains("known unicast"), "no unicast record: {out}");
 }
 
-/// Sends one raw Ethernet frame (hex) out of `eth0` inside `ns`.
-fn send_raw(ns: &str, frame_hex: &str) {
-    let script = format!(
-        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); s.send(bytes.fromhex('{frame_hex}'))"
-    );
-    let r = exec(ns, &["python3", "-c", &script]);
-    assert_eq!(r.code, 0, "sending a raw frame: {r:?}");
-}
-
 fn frames_with_invalid_source_are_dropped_counted_and_not_learned(dp: &str) {
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", dp, &[]);
@@ -430,10 +421,7 @@ fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
 
 /// Whether the datapath of `sw` logs now (CFG_F_LOG in its pinned CONFIG).
 fn logging_on(sw: &str) -> bool {
-    use aya::maps::{Array, Map, MapData};
-    let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/CONFIG")).unwrap();
-    let config: Array<MapData, switch_common::SwitchConfig> = Map::Array(data).try_into().unwrap();
-    config.get(&0, 0).unwrap().flags & switch_common::CFG_F_LOG != 0
+    config_flag(sw, switch_common::CFG_F_LOG)
 }
 
 #[test]

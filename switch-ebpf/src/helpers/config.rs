@@ -1,7 +1,7 @@
 //! Switch-wide settings as the datapath sees them.
 use switch_common::{
-    CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED, MAX_PORTS,
-    SwitchConfig,
+    CFG_F_CAPTURE, CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, DEFAULT_AGEING_SECS,
+    DEFAULT_MAX_LEARNED, MAX_PORTS, SwitchConfig,
 };
 
 use super::maps::CONFIG;
@@ -57,5 +57,11 @@ impl Config {
     #[inline(always)]
     pub fn events(&self) -> bool {
         self.flags & CFG_F_EVENTS != 0
+    }
+
+    /// A capture runs (`switch capture`). Off, the programs pay this one test.
+    #[inline(always)]
+    pub fn capture(&self) -> bool {
+        self.flags & CFG_F_CAPTURE != 0
     }
 }

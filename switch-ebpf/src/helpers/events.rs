@@ -1,5 +1,5 @@
-//! Events for `switch monitor`: drops with their reason, learned stations and moves, and
-//! connections NAT creates, each with a summary of its frame, written into the `EVENTS` ring buffer.
+//! Events for `switch monitor`: drops with their reason (the switch's and NAT's), learned
+//! stations and moves, and connections NAT creates, each with a summary of its frame, written into the `EVENTS` ring buffer.
 //!
 //! The entry programs call `of_decision` only when `Config::events()` says someone listens:
 //! off, the hot path pays one test of a config flag it has already loaded. The work itself is
@@ -88,6 +88,18 @@ pub fn nat_connection(ctx: &TcContext, reason: u16, addr: u32, port: u16) {
 pub fn not_peer(ctx: &TcContext, in_ifindex: u32) {
     let a =
         EventArgs { kind: KIND_DROP, reason: DROP_NOT_PEER, ifindex: in_ifindex, len: ctx.len(), ..EventArgs::NONE };
+    emit(&a, ctx.data(), ctx.data_end());
+}
+
+/// A packet the NAT programs drop (`reason`: `DROP_NAT_REFUSED`, `DROP_UNSOLICITED`), on the
+/// interface it is on (an uplink, the gateway). Only drops get here, so the config is loaded
+/// here rather than on every packet.
+#[inline(always)]
+pub fn nat_drop(ctx: &TcContext, reason: u16) {
+    if !Config::load().events() {
+        return;
+    }
+    let a = EventArgs { kind: KIND_DROP, reason, ifindex: skb_ifindex(ctx), len: ctx.len(), ..EventArgs::NONE };
     emit(&a, ctx.data(), ctx.data_end());
 }
 

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use switch_common::{
     CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PEERS, MAX_PORTS, MacKey,
     NatConfig, Peer, Port, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
+    capture::{self, Filter as CaptureFilter, Record as CaptureRecord},
     events::{EventRate, RING_BYTES},
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
@@ -97,6 +98,21 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// between two CPUs counting the same window.
 #[map(name = "EVENT_RATE")]
 pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::with_max_entries(1, 0);
+
+/// Captured frames for `switch capture` (`helpers/capture.rs`), written only while
+/// CFG_F_CAPTURE is set. A ring of its own: a capture's volume must not crowd out events.
+#[map(name = "CAPTURE")]
+pub static CAPTURE: RingBuf = RingBuf::with_byte_size(capture::RING_BYTES, 0);
+
+/// Which frames the running capture wants (one entry).
+#[map(name = "CAPTURE_FILTER")]
+pub static CAPTURE_FILTER: Array<CaptureFilter> = Array::with_max_entries(1, 0);
+
+/// Each CPU's record under assembly. A ring buffer reservation needs a size known when the
+/// program is verified; a record's size depends on the frame, so it is built here and copied
+/// into the ring with `bpf_ringbuf_output`, which takes a bounded variable size.
+#[map(name = "CAPTURE_SCRATCH")]
+pub static CAPTURE_SCRATCH: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// The tunnel port (VNI, VXLAN device, peer count), one entry; all zero without a tunnel.
 #[map(name = "TUNNEL")]

@@ -2,6 +2,8 @@
 //! `#[inline(always)]` unless said otherwise: the verifier then sees each program as one
 //! function, with the bounds checks next to the accesses they guard.
 //!
+//! - `capture`: copies of frames with their verdict for `switch capture` into the `CAPTURE`
+//!   ring buffer (`#[inline(never)]` subprograms).
 //! - `config`: the switch-wide settings (`CONFIG`) with safe fallbacks.
 //! - `ctx`: safe accessors for context fields (ifindex, socket address), the socket cookies
 //!   and the clock: the programs read them only through these.
@@ -26,6 +28,7 @@
 //! - `stats`: per-port and per-table counters.
 //! - `tunnel`: the tunnel port (VXLAN): admission of frames from peers, unicast to a peer,
 //!   head-end replication.
+pub mod capture;
 pub mod config;
 pub mod ctx;
 pub mod decide;

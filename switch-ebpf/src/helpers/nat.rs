@@ -8,21 +8,37 @@
 //! addresses); the two are written together and made again from each other, so one never
 //! outlives the other for long.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_SHOT},
     maps::LruHashMap,
     programs::TcContext,
 };
 pub use switch_common::nat::{CT_DNAT, CT_SNAT};
 use switch_common::{
     CtEntry, CtKey, FwdStats,
+    events::DROP_UNSOLICITED,
     nat::{CT_CLOSING, CT_ESTABLISHED, CT_F_ANSWER, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
 use super::{
+    events,
     ipv4::{Flow, IP_OFF, TCP_FIN, TCP_RST},
     maps::{CONNTRACK, CT_UNREPLIED, FWD_STATS},
     stats,
 };
+
+/// Drops a packet NAT refuses (`reason`: `DROP_NAT_REFUSED`, `DROP_UNSOLICITED`): counted
+/// with the switch's drops (`switch stats`) and, while a monitor runs, reported with its
+/// reason.
+#[inline(always)]
+pub fn refuse(ctx: &TcContext, reason: u16) -> i32 {
+    if reason == DROP_UNSOLICITED {
+        stats::table(|t| t.routed_refused += 1);
+    } else {
+        stats::table(|t| t.ct_refused += 1);
+    }
+    events::nat_drop(ctx, reason);
+    TC_ACT_SHOT
+}
 
 /// Checksum field offset and extra flags for the L4 protocol. UDP's zero checksum means "none"
 /// and must stay zero (BPF_F_MARK_MANGLED_0 makes the kernel keep it, and write 0xffff for a

@@ -1,9 +1,15 @@
 //! The contenders: the same two-namespace topology (client and server) built once per way of
 //! connecting them.
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
 use crate::{
-    controller::{link, ns, switch},
-    error::Result,
-    state::{DatapathKind, Redirect},
+    controller::{blocking, link, ns, switch},
+    error::{Context as _, Error, Result},
+    state::{DatapathKind, Redirect, Store},
 };
 
 /// How a contender connects its client and server namespaces.
@@ -23,18 +29,37 @@ pub struct Contender {
     pub name: &'static str,
     /// Topology.
     pub kind: Kind,
+    /// A `switch` command reading the switch's datapath while it is measured (`--switch NAME`
+    /// is added): what watching the switch costs, side by side with the same switch unwatched.
+    pub reader: Option<&'static [&'static str]>,
+}
+
+impl Contender {
+    const fn new(name: &'static str, kind: Kind) -> Self {
+        Self { name, kind, reader: None }
+    }
 }
 
 /// Every contender, in the order they are measured in each round.
-pub const ALL: [Contender; 7] = [
-    Contender { name: "veth", kind: Kind::Veth },
-    Contender { name: "bridge", kind: Kind::Switch(DatapathKind::Bridge, Redirect::Peer, true) },
-    Contender { name: "tc", kind: Kind::Switch(DatapathKind::Tc, Redirect::Peer, true) },
+pub const ALL: [Contender; 9] = [
+    Contender::new("veth", Kind::Veth),
+    Contender::new("bridge", Kind::Switch(DatapathKind::Bridge, Redirect::Peer, true)),
+    Contender::new("tc", Kind::Switch(DatapathKind::Tc, Redirect::Peer, true)),
     // tc with port security off: what the checks cost, side by side with `tc`.
-    Contender { name: "tc-open", kind: Kind::Switch(DatapathKind::Tc, Redirect::Peer, false) },
-    Contender { name: "tc-egress", kind: Kind::Switch(DatapathKind::Tc, Redirect::Egress, true) },
-    Contender { name: "xdp", kind: Kind::Switch(DatapathKind::Xdp, Redirect::Peer, true) },
-    Contender { name: "userspace", kind: Kind::Switch(DatapathKind::Userspace, Redirect::Peer, true) },
+    Contender::new("tc-open", Kind::Switch(DatapathKind::Tc, Redirect::Peer, false)),
+    Contender::new("tc-egress", Kind::Switch(DatapathKind::Tc, Redirect::Egress, true)),
+    // tc watched: a monitor of drops (nothing to show: every frame is forwarded), and a full
+    // capture of every frame into a pcapng file that goes nowhere.
+    Contender {
+        reader: Some(&["monitor", "--type", "drop"]),
+        ..Contender::new("tc-monitor", Kind::Switch(DatapathKind::Tc, Redirect::Peer, true))
+    },
+    Contender {
+        reader: Some(&["capture", "-w", "/dev/null"]),
+        ..Contender::new("tc-capture", Kind::Switch(DatapathKind::Tc, Redirect::Peer, true))
+    },
+    Contender::new("xdp", Kind::Switch(DatapathKind::Xdp, Redirect::Peer, true)),
+    Contender::new("userspace", Kind::Switch(DatapathKind::Userspace, Redirect::Peer, true)),
 ];
 
 /// The baselines, every ratio is against them: the Linux bridge (what this project replaces)
@@ -56,6 +81,8 @@ pub struct Topology {
     pub server_ip: String,
     client_cidr: String,
     server_cidr: String,
+    /// The running reader (`Contender::reader`).
+    reader: Arc<Mutex<Option<Child>>>,
 }
 
 impl Topology {
@@ -70,6 +97,7 @@ impl Topology {
             server_ip: format!("10.200.{index}.2"),
             client_cidr: format!("10.200.{index}.1/24"),
             server_cidr: format!("10.200.{index}.2/24"),
+            reader: Arc::default(),
         }
     }
 
@@ -101,9 +129,47 @@ impl Topology {
                     })
                     .await?;
                 }
-                Ok(())
+                self.start_reader().await
             }
         }
+    }
+
+    /// Starts the contender's reader, if it has one, and waits until it is recorded (its
+    /// stream is on from then on).
+    async fn start_reader(&self) -> Result<()> {
+        let Some(args) = self.contender.reader else { return Ok(()) };
+        let exe = std::env::current_exe().context("finding the switch binary")?;
+        let child = Command::new(exe)
+            .args(args)
+            .args(["--switch", &self.switch])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context(format!("starting 'switch {}'", args.join(" ")))?;
+        *self.reader.lock().expect("not poisoned") = Some(child);
+        let name = self.switch.clone();
+        for _ in 0..250 {
+            let state = blocking(|| Store::peek(crate::sys::host::state_dir())).await;
+            let sw = state.ok().and_then(|s| s.switches.get(&name).cloned());
+            if sw.is_some_and(|s| !s.monitors.is_empty() || !s.captures.is_empty()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Command(format!("'switch {}' did not start on {name} within 5 s", args.join(" "))))
+    }
+
+    /// Stops the reader (Ctrl-C, as a user would) and waits for it.
+    async fn stop_reader(&self) {
+        let Some(mut child) = self.reader.lock().expect("not poisoned").take() else { return };
+        // SAFETY: signalling a child process of ours that has not been waited for yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let _ = blocking(move || {
+            child.wait().context("waiting for the reader")?;
+            Ok(())
+        })
+        .await;
     }
 
     /// Removes it; nothing there is fine.
@@ -115,6 +181,7 @@ impl Topology {
                 }
             }
             Kind::Switch(..) => {
+                self.stop_reader().await;
                 let _ = switch::down(&self.switch).await;
             }
         }

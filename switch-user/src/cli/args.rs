@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use switch::{
     controller::{
+        capture::Verdicts,
         forward::{PortRange, Target},
         monitor::EventKind,
     },
@@ -82,6 +83,9 @@ pub enum Command {
     /// with the reason, learned stations, moves, NAT connections, ports added and removed
     /// (tc, xdp).
     Monitor(MonitorArgs),
+    /// Capture the frames a switch sees, with its verdict (forwarded where, flooded, dropped
+    /// why), to a pcapng file for tcpdump/Wireshark or as lines (tc, xdp).
+    Capture(CaptureArgs),
     /// Print Prometheus metrics of every switch on the host (the numbers of `stats`, `tables`
     /// and `forward list`) once, or serve them over HTTP with `metrics serve`.
     Metrics(MetricsArgs),
@@ -277,12 +281,63 @@ EtherType, IPv4 addresses and TCP/UDP ports). With --json, one JSON object per l
 
 Drop reasons: malformed (shorter than an Ethernet header), invalid-source (group or zero
 source MAC), same-port (destination behind the port it came from), spoofed-mac,
-spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit).
-NAT events (forward, masquerade) show the first packet of the connection as it came and,
-after '->', the address and port it is translated to.
+spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit),
+nat-refused (a packet of the segment NAT could not translate), unsolicited-routed (routed
+towards the segment, asked for by nothing there).
+NAT events: forward and masquerade show the first packet of a new connection as it came
+and, after '->', the address and port it is translated to; expired (idle past its timeout)
+and evicted (pushed out of a full table) show the connection as seen from outside.
+Age events name a station the switch forgot after the ageing time (seen within a second).
 
 The datapath emits events only while a monitor runs, at most 200 per second per CPU;
 what it leaves out is counted on the next event (\"+N suppressed\").";
+
+#[derive(Debug, Args)]
+#[command(after_help = CAPTURE_HELP)]
+pub struct CaptureArgs {
+    /// Switch name.
+    #[arg(long, default_value = DEFAULT_SWITCH)]
+    pub switch: String,
+    /// Only frames from this namespace's port.
+    #[arg(long = "ns", value_name = "NS", conflicts_with = "port")]
+    pub namespace: Option<String>,
+    /// Only frames from the port with this host-side interface (see `switch ports`).
+    #[arg(long, value_name = "IFACE")]
+    pub port: Option<String>,
+    /// Only frames the switch forwards (unicast or flood), drops, or all.
+    #[arg(long, value_enum, default_value = "all")]
+    pub verdict: Verdicts,
+    /// Stop after N frames.
+    #[arg(short = 'c', long = "count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Bytes of each frame to keep; 0 means the most, 9216.
+    #[arg(short = 's', long = "snaplen", value_name = "BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=switch_common::capture::MAX_SNAPLEN as i64))]
+    pub snaplen: u32,
+    /// Write the frames to this pcapng file ('-': standard output) instead of one line each.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<std::path::PathBuf>,
+}
+
+const CAPTURE_HELP: &str = "\
+Every frame arriving on a port of the switch (a namespace's or the host's), as it arrived
+and before the switch acted on it, with the verdict: forward (known unicast, and the port
+it went to), flood, or drop with the reason of `switch monitor`.
+
+  switch capture                              # every frame on sw0, one line each
+  switch capture --ns red --verdict drop      # what red sends that the switch refuses
+  switch capture -c 100 -w red.pcapng --ns red
+  tcpdump -n -r red.pcapng                    # read it back (Wireshark shows the verdicts)
+  switch capture -w - | tcpdump -n -r -       # live through tcpdump's dissectors
+
+The file is pcapng: one interface per port (its host interface, described by the
+namespace), the verdict as each frame's comment, frames lost before it as its drop count.
+Without -w, one line per frame: time, port, verdict, frame; --json: one object per line.
+
+The datapath copies frames only while a capture runs, at most 9216 bytes of each (a GSO
+super-frame is cut there; its full length is recorded), one capture per switch at a
+time. A capture that cannot keep up loses frames and says how many. Frames from the
+uplinks to forwarded ports are not switched frames: capture them on the uplink.";
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, after_help = METRICS_HELP)]

@@ -17,6 +17,7 @@
 //! | tables             | `commands::tables`             | `controller::tables`        |
 //! | logs               | `commands::logs`               | `controller::logs`          |
 //! | monitor            | `commands::monitor`            | `controller::monitor`       |
+//! | capture            | `commands::capture`            | `controller::capture`       |
 //! | metrics [serve]    | `commands::metrics`            | `controller::metrics`       |
 //! | bench              | `commands::bench`              | `bench`                     |
 //! | demo               | `commands::demo`               | all of the above            |
@@ -48,6 +49,7 @@ pub async fn dispatch(command: Command, json: bool) -> anyhow::Result<Reply> {
         Command::Tables(a) => tables::do_tables(a).await,
         Command::Logs(a) => logs::do_logs(a).await,
         Command::Monitor(a) => monitor::do_monitor(a, json).await,
+        Command::Capture(a) => capture::do_capture(a, json).await,
         Command::Metrics(a) => metrics::do_metrics(a).await,
         Command::Bench(a) => bench::do_bench(a, json).await,
         Command::Demo => demo::do_demo().await,

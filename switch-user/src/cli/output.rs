@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use switch::{
     controller::{
+        capture::{Captured, verdict_text},
         fdb::FdbRow,
         forward::ForwardRow,
         monitor::{EventKind, Frame, MonitorEvent},
@@ -278,12 +279,16 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
         EventKind::Drop => "drop",
         EventKind::Learn => "learn",
         EventKind::Move => "move",
+        EventKind::Age => "age",
         EventKind::Nat => "nat",
         EventKind::Port => "port",
     };
     let mut what = e.reason.unwrap_or("").to_owned();
     if let Some(from) = &e.from {
         what = format!("from {}/{}", from.namespace, from.interface);
+    }
+    if let Some(station) = &e.station {
+        what = format!("station {station}");
     }
     let mut line = format!("{time}  {port:<24} {kind:<5} {what:<15}");
     if let Some(f) = &e.frame {
@@ -299,18 +304,35 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
     line.trim_end().to_owned()
 }
 
-/// `02:..:01 > ff:..:ff ipv4 udp 10.0.0.9:5000 > 10.0.0.2:53 len 60`.
-fn frame_summary(f: &Frame) -> String {
-    let (Some(src), Some(dst), Some(ethertype)) = (&f.src_mac, &f.dst_mac, &f.ethertype) else {
-        return format!("runt, len {}", f.len);
-    };
-    let mut s = format!("{src} > {dst} ");
-    s.push_str(match ethertype.as_str() {
-        "0x0800" => "ipv4",
-        "0x0806" => "arp",
-        "0x86dd" => "ipv6",
-        other => other,
-    });
+/// One captured frame: `12:00:01.250  red/sred-1a2b  forward to blue/sblue-3c4d  02:..:01 > ...`.
+pub fn capture_line(c: &Captured) -> String {
+    let time = c.time.get(11..23).unwrap_or(&c.time);
+    let port = format!("{}/{}", c.port.namespace, c.port.interface);
+    let verdict = verdict_text(c);
+    let mut line = format!("{time}  {port:<24} {verdict:<32} {}", frame_summary(&c.frame));
+    if c.lost > 0 {
+        let _ = write!(line, " (+{} lost before)", c.lost);
+    }
+    line
+}
+
+/// `02:..:01 > ff:..:ff ipv4 udp 10.0.0.9:5000 > 10.0.0.2:53 len 60`; a connection (no
+/// frame of its own, no MACs, no length): `tcp 10.0.0.9:5000 > 10.0.0.2:53`.
+pub fn frame_summary(f: &Frame) -> String {
+    let mut s = String::new();
+    match (&f.src_mac, &f.dst_mac, &f.ethertype) {
+        (Some(src), Some(dst), Some(ethertype)) => {
+            let _ = write!(s, "{src} > {dst} ");
+            s.push_str(match ethertype.as_str() {
+                "0x0800" => "ipv4",
+                "0x0806" => "arp",
+                "0x86dd" => "ipv6",
+                other => other,
+            });
+        }
+        _ if f.src_ip.is_none() => return format!("runt, len {}", f.len),
+        _ => {}
+    }
     if let (Some(sip), Some(dip), Some(proto)) = (f.src_ip, f.dst_ip, f.proto) {
         let name = match proto {
             1 => "icmp".to_owned(),
@@ -327,6 +349,8 @@ fn frame_summary(f: &Frame) -> String {
             }
         }
     }
-    let _ = write!(s, " len {}", f.len);
-    s
+    if f.len > 0 {
+        let _ = write!(s, " len {}", f.len);
+    }
+    s.trim_start().to_owned()
 }

@@ -68,37 +68,15 @@ pub(crate) async fn remove_records(
 }
 
 /// Rolls back every record of switch `switch` that a killed command left unfinished, and
-/// turns off a datapath log or events whose readers were all killed.
+/// turns off a datapath stream (log, events, capture) whose readers were all killed.
 pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> Result<()> {
     remove_records(store, state, switch, Which::Unfinished).await?;
     let dp: Option<Box<dyn Datapath>> = state.switches.get(switch).map(|s| s.datapath.open(switch));
     let (Some(sw), Some(dp)) = (state.switches.get_mut(switch), dp.as_deref()) else { return Ok(()) };
-    if sw.log_followers.is_empty() && sw.monitors.is_empty() {
-        return Ok(());
+    if super::readers::forget_killed(sw, dp, switch).await? {
+        store.save(state)?;
     }
-    // Readers that were killed: logging and events stay on only for live ones.
-    if forget_dead(&mut sw.log_followers) {
-        tracing::info!(switch, "turning off the datapath log a killed 'switch logs' left on");
-        if let Some(log) = dp.log() {
-            log.set_logging(false).await?;
-        }
-    }
-    if forget_dead(&mut sw.monitors) {
-        tracing::info!(switch, "turning off the datapath events a killed 'switch monitor' left on");
-        if let Some(events) = dp.events() {
-            events.set_events(false).await?;
-        }
-    }
-    store.save(state)
-}
-
-/// Drops the dead processes of `readers`; true if there were readers and none is left.
-fn forget_dead(readers: &mut Vec<crate::sys::process::ProcessId>) -> bool {
-    if readers.is_empty() {
-        return false;
-    }
-    readers.retain(|p| p.is_alive());
-    readers.is_empty()
+    Ok(())
 }
 
 /// Sets host sysctl `path` to `value` for switch `switch`, recording the value it had first

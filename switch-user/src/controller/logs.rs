@@ -1,11 +1,11 @@
 //! `switch logs`: the datapath's log records, live.
 //!
-//! Logging costs on every frame, so the datapath logs only while a `switch logs` runs. Each
-//! one records itself (pid and start time) in the switch record and turns logging on under
-//! the state lock; on the way out it takes itself off and turns logging off if it was the
-//! last. One killed on the way is noticed by the next mutating command of the switch
-//! (`intent::converge`), which turns logging off once no recorded reader lives.
-use super::{datapath_of, intent, lock};
+//! Logging costs on every frame, so the datapath logs only while a `switch logs` runs (see
+//! `readers`).
+use super::{
+    datapath_of, intent, lock,
+    readers::{self, Stream},
+};
 use crate::{error::Result, names::validate_name, sys::process::ProcessId};
 
 /// Streams `switch`'s datapath log until `stop` resolves; `started` is called once the
@@ -25,20 +25,13 @@ pub async fn follow(
         let dp = datapath_of(&state, switch)?;
         dp.require_log()?;
         intent::converge(&store, &mut state, switch).await?;
-        state.switches.get_mut(switch).expect("looked up above").log_followers.push(me);
+        Stream::Log.readers(state.switches.get_mut(switch).expect("looked up above")).push(me);
         store.save(&state)?;
         dp.require_log()?.set_logging(true).await?;
         dp
     };
+    let stop = readers::or_removed(switch, stop);
     let streamed = dp.require_log()?.stream(Box::new(started), Box::pin(stop)).await;
-    let store = lock().await?;
-    let mut state = store.load()?;
-    if let Some(sw) = state.switches.get_mut(switch) {
-        sw.log_followers.retain(|p| *p != me);
-        if !sw.log_followers.iter().any(|p| p.is_alive()) {
-            dp.require_log()?.set_logging(false).await?;
-        }
-        store.save(&state)?;
-    }
+    readers::leave(switch, Stream::Log, dp.as_ref(), me).await?;
     streamed
 }

@@ -15,6 +15,7 @@
 //!
 //! The datapath is only reached through [`crate::datapath::Datapath`]; no command knows which
 //! datapath it drives.
+pub mod capture;
 pub mod fdb;
 pub mod forward;
 pub mod intent;
@@ -25,6 +26,7 @@ pub mod monitor;
 pub mod ns;
 pub mod peer;
 pub mod port;
+mod readers;
 pub mod stats;
 pub mod switch;
 pub mod tables;

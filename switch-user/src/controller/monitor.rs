@@ -1,11 +1,8 @@
 //! `switch monitor`: the datapath's events (drops with their reason, new stations, moves),
 //! and ports added and removed, live.
 //!
-//! Events cost the datapath only while someone listens, so they are on only then: each
-//! monitor records itself (pid and start time) in the switch record and turns events on under
-//! the state lock; on the way out it takes itself off and turns them off if it was the last.
-//! One killed on the way is noticed by the next mutating command of the switch
-//! (`intent::converge`), which turns events off once no recorded monitor lives.
+//! Events cost the datapath only while someone listens, so they are on only then (see
+//! `readers`).
 //!
 //! Port events need no kernel: the monitor watches the switch's port records (the state file,
 //! read without the lock every `PORT_POLL`), which also tells it which namespace each
@@ -17,16 +14,22 @@ use std::{
 };
 
 use serde::Serialize;
-use switch_common::events::{
-    DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NOT_PEER, DROP_SAME_PORT, DROP_SPOOFED_ARP,
-    DROP_SPOOFED_IP, DROP_SPOOFED_MAC, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN,
-    KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
+use switch_common::{
+    events::{
+        DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NAT_REFUSED, DROP_NOT_PEER, DROP_SAME_PORT,
+        DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS,
+        FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
+    },
+    nat::{PROTO_TCP, PROTO_UDP},
 };
 use tokio::sync::mpsc;
 
-use super::{blocking, datapath_of, intent, lock};
+use super::{
+    blocking, datapath_of, intent, lock,
+    readers::{self, Stream},
+};
 use crate::{
-    datapath::ebpf::maps::now_ns,
+    datapath::{TablesNow, ebpf::maps::now_ns},
     error::{Error, Result},
     names::{Mac, validate_name},
     state::{State, Store},
@@ -35,6 +38,8 @@ use crate::{
 
 /// How often the port records are read for port events.
 const PORT_POLL: Duration = Duration::from_millis(250);
+/// How often the tables are read for ageing and expiry events.
+const TABLE_POLL: Duration = Duration::from_secs(1);
 
 /// What an event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -46,7 +51,10 @@ pub enum EventKind {
     Learn,
     /// A known station seen on another port than before.
     Move,
-    /// A connection created by NAT: to a forwarded port, or masqueraded.
+    /// A station the switch forgot: not heard from for the ageing time.
+    Age,
+    /// A connection of NAT created (to a forwarded port, or masqueraded), expired (idle for
+    /// its state's timeout) or evicted (the table made room for a newer one).
     Nat,
     /// A port added to or removed from the switch.
     Port,
@@ -87,8 +95,9 @@ pub struct MonitorEvent {
     /// What happened.
     pub kind: EventKind,
     /// Why a frame was dropped (`malformed`, `invalid-source`, `same-port`, `spoofed-mac`,
-    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`); `forward` or `masquerade` for a NAT
-    /// connection; `added` or `removed` for a port.
+    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`, `nat-refused`, `unsolicited-routed`);
+    /// `forward` or `masquerade` for a new NAT connection, `expired` or `evicted` for one that
+    /// ended; `added` or `removed` for a port.
     pub reason: Option<&'static str>,
     /// Namespace of the port (None: an interface the switch no longer knows).
     pub namespace: Option<String>,
@@ -96,6 +105,8 @@ pub struct MonitorEvent {
     pub interface: String,
     /// Moves: the port the station left.
     pub from: Option<PortRef>,
+    /// Age: the station (MAC) forgotten.
+    pub station: Option<String>,
     /// NAT: what the connection is translated to (the destination of a forward, the source
     /// of a masqueraded connection).
     pub nat: Option<NatTarget>,
@@ -159,7 +170,7 @@ impl From<&FrameSummary> for Frame {
 }
 
 /// The name of a drop reason.
-fn reason_name(reason: u16) -> &'static str {
+pub(crate) fn reason_name(reason: u16) -> &'static str {
     match reason {
         DROP_MALFORMED => "malformed",
         DROP_INVALID_SOURCE => "invalid-source",
@@ -169,12 +180,14 @@ fn reason_name(reason: u16) -> &'static str {
         DROP_SPOOFED_ARP => "spoofed-arp",
         DROP_MAC_LIMIT => "mac-limit",
         DROP_NOT_PEER => "not-peer",
+        DROP_NAT_REFUSED => "nat-refused",
+        DROP_UNSOLICITED => "unsolicited-routed",
         _ => "unknown",
     }
 }
 
 /// `t` as RFC 3339 UTC with milliseconds.
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let d = time::OffsetDateTime::from(t);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -189,15 +202,15 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The wall-clock time of CLOCK_MONOTONIC instant `mono_ns`.
-fn wall_time(mono_ns: u64) -> SystemTime {
+pub(crate) fn wall_time(mono_ns: u64) -> SystemTime {
     SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(mono_ns))
 }
 
 /// The switch's ports by host ifindex, as the state records them now (uplinks too: NAT events
 /// happen on them; their "namespace" is the interface).
-type Ports = BTreeMap<u32, PortRef>;
+pub(crate) type Ports = BTreeMap<u32, PortRef>;
 
-fn ports_of(state: &State, switch: &str) -> Ports {
+pub(crate) fn ports_of(state: &State, switch: &str) -> Ports {
     state
         .ports(switch)
         .filter(|p| p.ready && p.host_ifindex != 0)
@@ -230,6 +243,7 @@ fn resolve(e: &Event, ports: &Ports) -> Option<MonitorEvent> {
         reason,
         namespace: port.map(|p| p.namespace.clone()),
         interface: port.map_or_else(|| format!("if{}", e.ifindex), |p| p.interface.clone()),
+        station: None,
         from: (kind == EventKind::Move).then(|| {
             ports
                 .get(&e.other_ifindex)
@@ -252,6 +266,7 @@ fn port_changes(old: &Ports, new: &Ports) -> Vec<MonitorEvent> {
         namespace: Some(p.namespace.clone()),
         interface: p.interface.clone(),
         from: None,
+        station: None,
         nat: None,
         suppressed: 0,
         frame: None,
@@ -259,6 +274,75 @@ fn port_changes(old: &Ports, new: &Ports) -> Vec<MonitorEvent> {
     let gone = old.iter().filter(|(i, p)| new.get(i) != Some(p)).map(|(_, p)| event(p, "removed"));
     let added = new.iter().filter(|(i, p)| old.get(i) != Some(p)).map(|(_, p)| event(p, "added"));
     gone.chain(added).collect()
+}
+
+/// The ports of switch `switch` by the address of their namespace (NAT's connections name
+/// the namespace by its address).
+fn ports_by_addr(state: &State, switch: &str) -> BTreeMap<Ipv4Addr, PortRef> {
+    state
+        .ports(switch)
+        .filter_map(|p| Some((p.ip?.addr, PortRef { namespace: p.owner.clone(), interface: p.host_if.clone() })))
+        .collect()
+}
+
+/// Stations that aged out and connections that expired or were evicted between two looks at
+/// the tables, `old` and `new`. Only what was live at the first look counts: a station is
+/// aged when it is expired at the second, or gone after its time (a program deleted it when
+/// it next looked it up); a station gone before its time went with its port or was evicted,
+/// which is not ageing. A connection is expired likewise, and evicted when it is gone before
+/// its time (the LRU made room for a newer one).
+fn expiries(old: &TablesNow, new: &TablesNow, ports: &Ports, addrs: &BTreeMap<Ipv4Addr, PortRef>) -> Vec<MonitorEvent> {
+    let time = rfc3339(SystemTime::now());
+    let blank = |kind, reason, port: Option<&PortRef>| MonitorEvent {
+        time: time.clone(),
+        kind,
+        reason,
+        namespace: port.map(|p| p.namespace.clone()),
+        interface: port.map_or_else(|| "-".to_owned(), |p| p.interface.clone()),
+        from: None,
+        station: None,
+        nat: None,
+        suppressed: 0,
+        frame: None,
+    };
+    let mut events = vec![];
+    for (mac, e) in old.stations.iter().filter(|(_, e)| !e.is_expired(old.now_ns, old.ageing_ns)) {
+        let aged = match new.stations.get(mac) {
+            Some(now) => now.is_expired(new.now_ns, new.ageing_ns),
+            None => e.is_expired(new.now_ns, new.ageing_ns),
+        };
+        if aged {
+            let port = ports.get(&e.ifindex);
+            events.push(MonitorEvent { station: Some(Mac(*mac).to_string()), ..blank(EventKind::Age, None, port) });
+        }
+    }
+    for (key, e) in old.connections.iter().filter(|(_, e)| !e.is_expired(old.now_ns)) {
+        let reason = match new.connections.get(key) {
+            Some(now) if now.is_expired(new.now_ns) => "expired",
+            Some(_) => continue,
+            None if e.is_expired(new.now_ns) => "expired",
+            None => "evicted",
+        };
+        let to = Ipv4Addr::from(e.addr.to_ne_bytes());
+        let ports_known = key.proto == PROTO_TCP || key.proto == PROTO_UDP;
+        let frame = Frame {
+            len: 0,
+            src_mac: None,
+            dst_mac: None,
+            ethertype: None,
+            src_ip: Some(Ipv4Addr::from(key.src.to_ne_bytes())),
+            dst_ip: Some(Ipv4Addr::from(key.dst.to_ne_bytes())),
+            proto: Some(key.proto),
+            src_port: ports_known.then_some(key.sport),
+            dst_port: ports_known.then_some(key.dport),
+        };
+        events.push(MonitorEvent {
+            nat: Some(NatTarget { addr: to, port: e.port }),
+            frame: Some(frame),
+            ..blank(EventKind::Nat, Some(reason), addrs.get(&to))
+        });
+    }
+    events
 }
 
 /// Shows the events of switch `switch` that `filter` wants, each through `show`, until `stop`
@@ -285,7 +369,7 @@ pub async fn follow(
             return Err(Error::invalid("namespace", ns.clone(), format!("it has no port on switch '{switch}'")));
         }
         intent::converge(&store, &mut state, switch).await?;
-        state.switches.get_mut(switch).expect("looked up above").monitors.push(me);
+        Stream::Events.readers(state.switches.get_mut(switch).expect("looked up above")).push(me);
         store.save(&state)?;
         dp.require_events()?.set_events(true).await?;
         let ports = ports_of(&state, switch);
@@ -297,10 +381,17 @@ pub async fn follow(
     let sink = Box::new(move |e: Event| {
         let _ = tx.send(e);
     });
+    let stop = readers::or_removed(switch, stop);
     let reader = dp.require_events()?.stream(sink, Box::new(started), Box::pin(stop));
     let name = switch.to_owned();
+    // Ageing and expiry come from looks at the tables, made only if the filter wants them.
+    let tables = dp.as_ref();
+    let wants_tables =
+        filter.kinds.is_empty() || filter.kinds.iter().any(|k| matches!(k, EventKind::Age | EventKind::Nat));
+    let mut last_look = if wants_tables { Some(tables.require_events()?.tables_now().await?) } else { None };
     let printer = async move {
         let mut tick = tokio::time::interval(PORT_POLL);
+        let mut table_tick = tokio::time::interval(TABLE_POLL);
         let mut left_out = 0u32;
         // Port events for what changed in the records since the last look.
         let look = async |ports: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
@@ -336,20 +427,24 @@ pub async fn follow(
                     None => return,
                 },
                 _ = tick.tick() => look(&mut ports, &mut show).await,
+                _ = table_tick.tick(), if last_look.is_some() => {
+                    // A look that fails (a switch going down) is made again at the next tick.
+                    let Ok(events) = tables.require_events() else { continue };
+                    let (Ok(new), Ok(state)) = (events.tables_now().await, blocking(|| Store::peek(host::state_dir())).await)
+                    else { continue };
+                    let old = last_look.replace(new).expect("checked by the guard");
+                    let new = last_look.as_ref().expect("just set");
+                    let addrs = ports_by_addr(&state, &name);
+                    for v in expiries(&old, new, &ports, &addrs).iter().filter(|v| filter.wants(v)) {
+                        show(v);
+                    }
+                }
             }
         }
     };
     let (streamed, ()) = tokio::join!(reader, printer);
 
-    let store = lock().await?;
-    let mut state = store.load()?;
-    if let Some(sw) = state.switches.get_mut(switch) {
-        sw.monitors.retain(|p| *p != me);
-        if !sw.monitors.iter().any(|p| p.is_alive()) {
-            dp.require_events()?.set_events(false).await?;
-        }
-        store.save(&state)?;
-    }
+    readers::leave(switch, Stream::Events, dp.as_ref(), me).await?;
     streamed
 }
 

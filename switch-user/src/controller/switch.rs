@@ -246,6 +246,7 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         sysctls: existing.map(|e| e.sysctls.clone()).unwrap_or_default(),
         log_followers: existing.map(|e| e.log_followers.clone()).unwrap_or_default(),
         monitors: existing.map(|e| e.monitors.clone()).unwrap_or_default(),
+        captures: existing.map(|e| e.captures.clone()).unwrap_or_default(),
         ready: false,
     };
     state.switches.insert(opts.name.clone(), new.clone());

@@ -132,6 +132,8 @@ pub enum Capability {
     Events,
     /// A tunnel port (VXLAN) to the switches of other hosts.
     Tunnel,
+    /// Copies of frames with the datapath's verdict.
+    Capture,
 }
 
 impl std::fmt::Display for Capability {
@@ -142,6 +144,7 @@ impl std::fmt::Display for Capability {
             Self::Log => "a datapath log",
             Self::Events => "datapath events (switch monitor)",
             Self::Tunnel => "tunnel ports (VXLAN: switch up --vxlan)",
+            Self::Capture => "packet capture with verdicts (switch capture)",
         })
     }
 }
@@ -170,6 +173,11 @@ impl dyn Datapath {
     /// The datapath's events, or the error.
     pub fn require_events(&self) -> Result<&dyn DatapathEvents> {
         self.events().ok_or_else(|| self.unsupported(Capability::Events))
+    }
+
+    /// The datapath's packet capture, or the error.
+    pub fn require_capture(&self) -> Result<&dyn DatapathCapture> {
+        self.capture().ok_or_else(|| self.unsupported(Capability::Capture))
     }
 
     /// The one wording of a missing capability: "switch 'x' uses the bridge datapath; only tc
@@ -271,6 +279,11 @@ pub trait Datapath: Send + Sync {
         None
     }
 
+    /// Packet capture, if the datapath has it.
+    fn capture(&self) -> Option<&dyn DatapathCapture> {
+        None
+    }
+
     /// The tunnel port's peers, if the datapath has tunnel ports.
     fn tunnel(&self) -> Option<&dyn Tunnels> {
         None
@@ -284,6 +297,7 @@ pub trait Datapath: Send + Sync {
             Capability::TableCounters => self.tables().is_some(),
             Capability::Log => self.log().is_some(),
             Capability::Events => self.events().is_some(),
+            Capability::Capture => self.capture().is_some(),
         }
     }
 }
@@ -400,11 +414,50 @@ pub trait DatapathEvents: Send + Sync {
     /// Turns the datapath's events on or off.
     async fn set_events(&self, on: bool) -> Result<()>;
 
+    /// The dynamic stations and NAT's connections now, read without changing anything:
+    /// `switch monitor` tells stations aging out and connections expiring or being evicted
+    /// from two of these (the programs age lazily, so no program sees it happen).
+    async fn tables_now(&self) -> Result<TablesNow>;
+
     /// Hands every event to `sink` until `stop` resolves; `started` runs once the events are
     /// being read.
     async fn stream(
         &self,
         sink: Box<dyn FnMut(switch_common::events::Event) + Send>,
+        started: Box<dyn FnOnce() + Send>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()>;
+}
+
+/// A datapath's dynamic stations and connections at one moment (`DatapathEvents::tables_now`).
+#[derive(Clone, Debug, Default)]
+pub struct TablesNow {
+    /// When, on the programs' clock (CLOCK_MONOTONIC ns).
+    pub now_ns: u64,
+    /// The switch's ageing time.
+    pub ageing_ns: u64,
+    /// Dynamic MAC table entries.
+    pub stations: HashMap<[u8; 6], switch_common::FdbEntry>,
+    /// Connections, each by its entry for packets from outside (`CT_DNAT`: the destination
+    /// it names is the namespace's side).
+    pub connections: HashMap<switch_common::CtKey, switch_common::CtEntry>,
+}
+
+/// Takes each item of a datapath's ring buffer, as its bytes.
+pub type RingSink = Box<dyn for<'a> FnMut(&'a [u8]) + Send>;
+
+/// Packet capture (`switch capture`): copies of the frames a filter wants, with the
+/// datapath's verdict. Like events, it costs only while a capture runs.
+#[async_trait]
+pub trait DatapathCapture: Send + Sync {
+    /// Starts copying the frames `filter` wants, or stops (`None`).
+    async fn set_capture(&self, filter: Option<switch_common::capture::Filter>) -> Result<()>;
+
+    /// Hands every record (a `capture::Header` and the frame's first bytes) to `sink` until
+    /// `stop` resolves; `started` runs once records are being read.
+    async fn stream(
+        &self,
+        sink: RingSink,
         started: Box<dyn FnOnce() + Send>,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> Result<()>;

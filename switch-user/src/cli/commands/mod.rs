@@ -1,6 +1,7 @@
 //! One file per command family; each `do_<command>` does the work through the controller and
 //! returns what it has to report, printed by `output::Reply::print`.
 pub mod bench;
+pub mod capture;
 pub mod demo;
 pub mod fdb;
 pub mod forward;

@@ -25,7 +25,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub use crate::sys::host::PIN_ROOT;
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 23] = [
+pub const MAPS: [&str; 26] = [
     names::FDB,
     names::LEARNED,
     names::PORTS,
@@ -49,6 +49,9 @@ pub const MAPS: [&str; 23] = [
     names::TUNNEL,
     names::PEERS,
     names::PEER_SLOTS,
+    names::CAPTURE,
+    names::CAPTURE_FILTER,
+    names::CAPTURE_SCRATCH,
 ];
 
 /// The cgroup socket-address programs and where they hook.

@@ -56,9 +56,15 @@ impl TableCounters {
     }
 }
 
-/// The switch's `EVENTS` ring buffer, for reading.
-pub fn event_ring(pins: &Pins) -> Result<RingBuf<MapData>> {
-    open_as(pins, names::EVENTS)
+/// One of the switch's ring buffers (`EVENTS`, `CAPTURE`), for reading.
+pub fn ring(pins: &Pins, name: &'static str) -> Result<RingBuf<MapData>> {
+    open_as(pins, name)
+}
+
+/// Writes the filter of the running capture.
+pub fn set_capture_filter(pins: &Pins, filter: switch_common::capture::Filter) -> Result<()> {
+    let mut map: Array<MapData, switch_common::capture::Filter> = open_as(pins, names::CAPTURE_FILTER)?;
+    map.set(0, filter, 0).map_err(bpf("writing CAPTURE_FILTER"))
 }
 
 /// An event from the bytes of one ring buffer item; `None` for an item of another size (a

@@ -34,15 +34,15 @@ pub use loader::{Pins, Program};
 use maps::{SwitchMaps, TunnelMaps, now_ns};
 use nat::{NatMaps, wire};
 use switch_common::{
-    CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry, FwdTarget,
-    NAT_F_MASQUERADE, NatConfig, SwitchConfig, TunnelConfig,
+    CFG_F_CAPTURE, CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry,
+    FwdTarget, NAT_F_MASQUERADE, NatConfig, SwitchConfig, TunnelConfig, maps as names,
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY},
 };
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Datapath, DatapathEvents, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters, PortForwarding,
-    SwitchDrops, TableFill, Tables, Tunnels, UplinkSetup,
+    Datapath, DatapathCapture, DatapathEvents, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters,
+    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, TablesNow, Tunnels, UplinkSetup,
 };
 use crate::{
     controller::blocking,
@@ -294,6 +294,10 @@ impl Datapath for Ebpf {
     }
 
     fn events(&self) -> Option<&dyn DatapathEvents> {
+        Some(self)
+    }
+
+    fn capture(&self) -> Option<&dyn DatapathCapture> {
         Some(self)
     }
 
@@ -565,31 +569,83 @@ impl DatapathEvents for Ebpf {
         self.set_flag(CFG_F_EVENTS, on).await
     }
 
+    async fn tables_now(&self) -> Result<TablesNow> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            let maps = SwitchMaps::open(&pins)?;
+            let ageing_ns = maps.config()?.ageing_ns;
+            let stations = maps.fdb_entries()?.into_iter().filter(|(_, e)| !e.is_static()).map(|(k, e)| (k.addr, e));
+            let stations = stations.collect();
+            // A switch without port forwarding has empty connection tables.
+            let connections = NatMaps::open(&pins).map(|n| n.dnat_entries()).unwrap_or_default();
+            Ok(TablesNow { now_ns: now_ns(), ageing_ns, stations, connections })
+        })
+        .await
+    }
+
     async fn stream(
         &self,
         mut sink: Box<dyn FnMut(switch_common::events::Event) + Send>,
         started: Box<dyn FnOnce() + Send>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()> {
+        let sink = Box::new(move |item: &[u8]| {
+            if let Some(e) = maps::decode_event(item) {
+                sink(e);
+            }
+        });
+        self.read_ring(names::EVENTS, "the datapath's events", sink, started, stop).await
+    }
+}
+
+#[async_trait]
+impl DatapathCapture for Ebpf {
+    /// The filter first, then the flag: the programs never see the flag with a stale filter.
+    async fn set_capture(&self, filter: Option<switch_common::capture::Filter>) -> Result<()> {
+        if let Some(filter) = filter {
+            let pins = self.pins.clone();
+            blocking(move || maps::set_capture_filter(&pins, filter)).await?;
+        }
+        self.set_flag(CFG_F_CAPTURE, filter.is_some()).await
+    }
+
+    async fn stream(
+        &self,
+        sink: RingSink,
+        started: Box<dyn FnOnce() + Send>,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Result<()> {
+        self.read_ring(names::CAPTURE, "captured frames", sink, started, stop).await
+    }
+}
+
+impl Ebpf {
+    /// Hands every item of ring buffer `ring` to `sink` until `stop` resolves, waiting on the
+    /// ring's descriptor (epoll) while it is empty.
+    async fn read_ring(
+        &self,
+        ring: &'static str,
+        what: &str,
+        mut sink: RingSink,
+        started: Box<dyn FnOnce() + Send>,
         mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> Result<()> {
         let pins = self.pins.clone();
-        let ring = blocking(move || maps::event_ring(&pins)).await?;
+        let ring = blocking(move || maps::ring(&pins, ring)).await?;
         // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as
         // the AsyncFd owns the ring buffer.
         let mut fd = unsafe { AsyncFd::register(ring) }
-            .map_err(|e| Error::Io { context: "watching the datapath's events".into(), source: e.into() })?;
+            .map_err(|e| Error::Io { context: format!("watching {what}"), source: e.into() })?;
         started();
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 guard = fd.readable_mut() => {
-                    let mut guard = guard
-                        .map_err(|e| Error::Io { context: "reading the datapath's events".into(), source: e })?;
+                    let mut guard = guard.map_err(|e| Error::Io { context: format!("reading {what}"), source: e })?;
                     // Consuming a ring buffer item is a memory read, not a system call: fine on
                     // a tokio worker.
                     while let Some(item) = guard.get_inner_mut().next() {
-                        if let Some(e) = maps::decode_event(&item) {
-                            sink(e);
-                        }
+                        sink(&item);
                     }
                     guard.clear_ready();
                 }

@@ -129,6 +129,16 @@ impl NatMaps {
         (gone[0], gone[1])
     }
 
+    /// Every connection of both tables by its `CT_DNAT` entry (one per connection), expired
+    /// ones too.
+    pub fn dnat_entries(&self) -> std::collections::HashMap<CtKey, CtEntry> {
+        let mut all = std::collections::HashMap::new();
+        for map in [&self.unreplied, &self.conntrack] {
+            all.extend(map.iter().filter_map(|r| r.ok()).filter(|(_, e)| e.nat == CT_DNAT));
+        }
+        all
+    }
+
     /// Entries in `CT_UNREPLIED`, expired ones included (a walk of that table alone).
     pub fn unreplied_present(&self) -> usize {
         self.unreplied.keys().count()

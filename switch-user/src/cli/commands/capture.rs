@@ -1,0 +1,136 @@
+//! `switch capture`.
+use std::{
+    fs::File,
+    io::{BufWriter, ErrorKind, Write},
+    path::PathBuf,
+    sync::mpsc,
+    thread,
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use switch::controller::capture::{self, Captured, Options, PcapngFile, Summary};
+
+use crate::cli::{args::CaptureArgs, output, output::Reply, signal};
+
+/// Where the frames go.
+enum Sink {
+    /// A pcapng file (or standard output).
+    Pcapng(PcapngFile<BufWriter<Box<dyn Write + Send>>>),
+    /// One line (or JSON object) per frame on standard output.
+    Lines { json: bool },
+}
+
+impl Sink {
+    fn write(&mut self, c: &Captured) -> std::io::Result<()> {
+        match self {
+            Self::Pcapng(file) => file.write(c),
+            Self::Lines { json } => {
+                let line =
+                    if *json { serde_json::to_string(c).expect("frames serialise") } else { output::capture_line(c) };
+                writeln!(std::io::stdout().lock(), "{line}")
+            }
+        }
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Self::Pcapng(file) => file.finish().map(drop),
+            Self::Lines { .. } => std::io::stdout().flush(),
+        }
+    }
+}
+
+/// Creates (or truncates) capture file `path` readable by its owner only: it holds other
+/// namespaces' traffic. A symbolic link as the last component is refused rather than
+/// followed, so a link planted in a shared directory cannot point the write elsewhere.
+fn create_private(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The report of a capture written to a file.
+#[derive(Serialize)]
+struct Written {
+    file: PathBuf,
+    #[serde(flatten)]
+    summary: Summary,
+}
+
+/// Captures until Ctrl-C, SIGTERM or `-c` frames. Frames are written by a thread of their own:
+/// file and terminal writes never block the runtime that reads the ring.
+pub async fn do_capture(a: CaptureArgs, json: bool) -> Result<Reply> {
+    let snaplen = if a.snaplen == 0 { switch_common::capture::MAX_SNAPLEN } else { a.snaplen };
+    let to_file = a.write.as_ref().filter(|p| p.as_os_str() != "-").cloned();
+    let sink = match &a.write {
+        None => Sink::Lines { json },
+        Some(path) => {
+            let out: Box<dyn Write + Send> = match &to_file {
+                Some(_) => Box::new(create_private(path).with_context(|| format!("creating {}", path.display()))?),
+                None => Box::new(std::io::stdout()),
+            };
+            Sink::Pcapng(PcapngFile::new(BufWriter::new(out), &a.switch, snaplen).context("starting the capture file")?)
+        }
+    };
+    // Bounded: a writer slower than a flood (a terminal, a slow disk) loses frames, counted,
+    // instead of holding an ever longer queue.
+    let (tx, rx) = mpsc::sync_channel::<Captured>(capture::QUEUE);
+    let writer = thread::spawn(move || -> std::io::Result<()> {
+        let mut sink = sink;
+        for c in rx {
+            sink.write(&c)?;
+        }
+        sink.finish()
+    });
+    // Never waits: a full queue loses the frame (WouldBlock); a disconnected one means the
+    // writer stopped on an error, which `join` reports below.
+    let show = move |c: &Captured| {
+        tx.try_send(c.clone()).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => std::io::Error::from(ErrorKind::WouldBlock),
+            mpsc::TrySendError::Disconnected(_) => std::io::Error::from(ErrorKind::BrokenPipe),
+        })
+    };
+    let what = match (&a.namespace, &a.port) {
+        (Some(ns), _) => format!("namespace {ns}'s port"),
+        (_, Some(port)) => format!("port {port}"),
+        _ => "every port".to_owned(),
+    };
+    let name = a.switch.clone();
+    let started = move || eprintln!("capturing on switch '{name}', {what}; Ctrl-C to stop");
+    let opts = Options {
+        switch: a.switch,
+        namespace: a.namespace,
+        port: a.port,
+        verdicts: a.verdict,
+        count: a.count,
+        snaplen,
+    };
+    let captured = capture::run(opts, show, started, signal::shutdown()).await;
+    // The writer ends once `show` (and with it the sender) is gone: it was moved into `run`.
+    let written = tokio::task::spawn_blocking(move || writer.join()).await?;
+    let written = written.unwrap_or_else(|_| Err(std::io::Error::other("the capture writer panicked")));
+    match written {
+        // A reader that went away (`| head`) ends the capture like Ctrl-C.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(Reply::done()),
+        Err(e) => return Err(e).context("writing the captured frames"),
+        Ok(()) => {}
+    }
+    let summary = captured?;
+    let text = format!("{} frames captured, {} lost", summary.captured, summary.lost);
+    match to_file {
+        Some(file) => {
+            Ok(Reply::new(&Written { file: file.clone(), summary }, format!("{text}; written to {}", file.display())))
+        }
+        // Standard output carries the frames: the count goes to stderr, as tcpdump's does.
+        None => {
+            eprintln!("{text}");
+            Ok(Reply::done())
+        }
+    }
+}
