@@ -25,13 +25,12 @@ use aya_ebpf::{
 use switch_common::{PORT_F_HOST, PORT_F_TUNNEL};
 
 use crate::helpers::{
-    capture,
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, events, forward, log,
+    eth, forward,
     maps::{NAT_CONFIG, PORTS},
-    reply, stats, tunnel,
+    observe, reply, stats, tunnel,
 };
 
 /// Lets the next TCX program (or the stack) have the frame: this interface is not a port.
@@ -43,16 +42,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     let cfg = Config::load();
     let len = ctx.len() as u64;
     let d = decide(in_ifindex, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
-    if cfg.log() && d.action != NOT_PORT {
-        log::decision(&ctx, in_ifindex, len as u32, &d);
-    }
-    if cfg.events() {
-        events::of_decision(&d, in_ifindex, len as u32, ctx.data(), ctx.data_end());
-    }
-    // Before the frame is acted on: a capture shows it as it arrived.
-    if cfg.capture() {
-        capture::of_tc(&ctx, &d, in_ifindex, len as u32);
-    }
+    observe::tc(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.
         NOT_PORT => TC_ACT_UNSPEC,

@@ -13,13 +13,12 @@ use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use switch_common::PORT_F_HOST;
 
 use crate::helpers::{
-    capture,
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, UNICAST, decide_at},
-    eth, events, forward, log,
+    eth, events, forward,
     maps::PORTS,
-    tunnel,
+    observe, tunnel,
 };
 
 #[classifier]
@@ -34,16 +33,8 @@ pub fn tunnel_ingress(ctx: TcContext) -> i32 {
     let cfg = Config::load();
     let len = ctx.len() as u64;
     let d = decide_at(in_ifindex, remote, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
-    if cfg.log() {
-        log::decision(&ctx, in_ifindex, len as u32, &d);
-    }
-    if cfg.events() {
-        events::of_decision(&d, in_ifindex, len as u32, ctx.data(), ctx.data_end());
-    }
     // As on the other ports: a capture shows the frame as it arrived (decapsulated).
-    if cfg.capture() {
-        capture::of_tc(&ctx, &d, in_ifindex, len as u32);
-    }
+    observe::tc(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         UNICAST => {
             // The gateway's peer is the host's own: out of redirect_peer's reach.

@@ -148,28 +148,6 @@ impl Drop for Hosts {
     }
 }
 
-/// Moves 4 MB from `send` to HOST:PORT and checks they arrive intact (the receiver sends
-/// back the SHA-256 of what it got).
-const BULK: &str = r#"
-import hashlib, socket, sys
-data = bytes(range(256)) * (4 * 4096)
-if sys.argv[1] == "serve":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1); s.settimeout(30); print("ready", flush=True)
-    c, _ = s.accept(); c.settimeout(30)
-    h = hashlib.sha256()
-    while True:
-        b = c.recv(65536)
-        if not b: break
-        h.update(b)
-    c.sendall(h.hexdigest().encode())
-else:
-    host, port = sys.argv[2].split(":")
-    c = socket.create_connection((host, int(port)), timeout=30)
-    c.sendall(data); c.shutdown(socket.SHUT_WR)
-    print("intact" if c.recv(100).decode() == hashlib.sha256(data).hexdigest() else "corrupt")
-"#;
-
 /// A child process killed on drop unless taken out (a failing test leaves none behind).
 struct Reaped(Option<Child>);
 
@@ -189,16 +167,16 @@ fn spawn_in(ns: &str, cmd: &[&str]) -> Child {
     Command::new(switch_bin()).args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
-/// A TCP transfer from `from` to `to_ns` at `to_ip`: 4 MB, checked end to end.
+/// A TCP transfer from `from` to `to_ns` at `to_ip`: 10 MB, checked end to end.
 fn tcp_intact(from: &str, to_ns: &str, to_ip: &str) {
-    let mut server = spawn_in(to_ns, &["python3", "-c", BULK, "serve", "9400"]);
+    let mut server = spawn_in(to_ns, &["python3", "-c", BULK_TCP, "serve", "9400", "take"]);
     let mut line = String::new();
     std::io::BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "server in {to_ns}");
-    let r = exec(from, &["python3", "-c", BULK, "send", &format!("{to_ip}:9400")]);
+    let r = exec(from, &["python3", "-c", BULK_TCP, "send", &format!("{to_ip}:9400"), "give"]);
     let _ = server.kill();
     let _ = server.wait();
-    assert_eq!(r.stdout.trim(), "intact", "4 MB over TCP from {from} to {to_ns}: {r:?}");
+    assert_eq!(r.stdout.trim(), "intact", "10 MB over TCP from {from} to {to_ns}: {r:?}");
 }
 
 /// Sends one ARP request for `target` from `ns` (its own MAC and address `src`, as port
