@@ -76,6 +76,13 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Index 0 -> [`crate::events::EventRate`]; per-CPU array: the events' rate limit.
     pub const EVENT_RATE: &str = "EVENT_RATE";
+    /// Index 0 -> [`crate::TunnelConfig`]: the tunnel port's VNI and device.
+    pub const TUNNEL: &str = "TUNNEL";
+    /// Slot (0..[`crate::MAX_PEERS`]) -> [`crate::Peer`]; array. Head-end replication walks it.
+    pub const PEERS: &str = "PEERS";
+    /// Peer address (u32, network order) -> slot: frames from the tunnel are only taken from
+    /// these addresses.
+    pub const PEER_SLOTS: &str = "PEER_SLOTS";
     /// Ring buffer of captured frames for `switch capture` (a [`crate::capture::Header`] and
     /// the frame's first bytes each); written only while `CFG_F_CAPTURE` is set.
     pub const CAPTURE: &str = "CAPTURE";
@@ -366,6 +373,8 @@ pub mod programs {
     pub const TC_INGRESS: &str = "switch_ingress";
     /// XDP program on the host end of every port's veth pair.
     pub const XDP_INGRESS: &str = "switch_xdp";
+    /// TC ingress of the switch's VXLAN device (its tunnel port).
+    pub const TUNNEL_INGRESS: &str = "tunnel_ingress";
     /// TC ingress of each uplink: DNAT of forwarded ports.
     pub const NAT_INGRESS: &str = "nat_ingress";
     /// TC egress of each uplink: reverse translation of the replies, masquerade.
@@ -413,6 +422,11 @@ pub struct FdbEntry {
     pub flags: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the station was last seen.
     pub last_seen_ns: u64,
+    /// A station behind a tunnel port: the IPv4 address (network order) of the peer (VTEP)
+    /// it is behind. 0 for a station behind a local port.
+    pub remote: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 impl FdbEntry {
@@ -439,6 +453,51 @@ pub const PORT_F_BIND_MAC: u32 = 2;
 /// Port security: IPv4 only from the port's own address (`Port::ip`, or 0.0.0.0 for DHCP),
 /// ARP only with that sender address (or 0.0.0.0 for a probe).
 pub const PORT_F_BIND_IP: u32 = 4;
+
+/// The port is a tunnel (the switch's collect-metadata VXLAN device): frames to it get the
+/// tunnel key of the peer their destination is behind, floods go to every peer (head-end
+/// replication), and nothing that came from it goes back into it (split horizon).
+pub const PORT_F_TUNNEL: u32 = 8;
+
+/// Most peers (remote VTEPs) of one tunnel port. It bounds the head-end replication loop.
+pub const MAX_PEERS: u32 = 64;
+
+/// One slot of the peer array (`PEERS`). `addr == 0` marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's underlay IPv4 address, network order.
+    pub addr: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// The switch's tunnel port as the datapath needs it, one entry (`TUNNEL`). All zero: the
+/// switch has no tunnel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// The VXLAN network identifier of the segment.
+    pub vni: u32,
+    /// Interface index of the VXLAN device.
+    pub ifindex: u32,
+    /// One past the highest used slot in `PEERS`; the replication loop stops there.
+    pub peer_limit: u32,
+    /// The local VTEP address (the underlay interface's, network order): the outer source.
+    pub local: u32,
+    /// The tunnel port's slot (its counters).
+    pub slot: u32,
+    /// Interface index of the underlay interface: known unicast is encapsulated by the program
+    /// itself and sent out of it when the FIB has the peer's neighbour (0: always through the
+    /// VXLAN device).
+    pub underlay: u32,
+    /// The VXLAN UDP port (host order).
+    pub port: u16,
+    /// Zero.
+    pub pad: u16,
+    /// Zero.
+    pub pad2: u32,
+}
 
 /// One slot of the port array. `ifindex == 0` marks a free slot.
 #[repr(C)]
@@ -604,6 +663,9 @@ pub mod events {
     /// A packet routed towards the segment that nothing there asked for (not to a forwarded
     /// port, not an answer of the segment's connections).
     pub const DROP_UNSOLICITED: u16 = 9;
+    /// A frame from the tunnel that is not the segment's: another VNI, or an underlay address
+    /// that is not a peer.
+    pub const DROP_NOT_PEER: u16 = 10;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -768,6 +830,8 @@ mod pod {
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::FdbEntry {}
     unsafe impl aya::Pod for super::Port {}
+    unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::TunnelConfig {}
     unsafe impl aya::Pod for super::PortStats {}
     unsafe impl aya::Pod for super::SwitchConfig {}
     unsafe impl aya::Pod for super::LearnWindow {}
@@ -792,7 +856,9 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<MacKey>(), 8);
-        assert_eq!(size_of::<FdbEntry>(), 16);
+        assert_eq!(size_of::<FdbEntry>(), 24);
+        assert_eq!(size_of::<Peer>(), 8);
+        assert_eq!(size_of::<TunnelConfig>(), 32);
         assert_eq!(size_of::<Port>(), 24);
         assert_eq!(size_of::<PortStats>(), 12 * 8);
         assert_eq!(size_of::<SwitchConfig>(), 24);
@@ -827,7 +893,7 @@ mod tests {
 
     #[test]
     fn expiry_respects_static_and_clock_skew() {
-        let e = FdbEntry { ifindex: 3, flags: 0, last_seen_ns: 1_000 };
+        let e = FdbEntry { ifindex: 3, flags: 0, last_seen_ns: 1_000, remote: 0, pad: 0 };
         assert!(!e.is_expired(1_000, 10));
         assert!(!e.is_expired(1_010, 10));
         assert!(e.is_expired(1_011, 10));

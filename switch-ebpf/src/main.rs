@@ -4,6 +4,8 @@
 //! - `tc_ingress.rs`: `switch_ingress` (TC/TCX ingress of every port's host end, the `tc`
 //!   datapath). The packet path reads top to bottom here.
 //! - `xdp_ingress.rs`: `switch_xdp` (XDP on the same interfaces, the `xdp` datapath).
+//! - `tunnel_ingress.rs`: `tunnel_ingress` (TC ingress of the switch's VXLAN device, its
+//!   tunnel port: frames from the switches of other hosts).
 //! - `nat_uplink.rs`: `nat_ingress` and `nat_egress` (TCX on the uplinks: port forwarding,
 //!   masquerade, and the segment's isolation from the uplinks' networks).
 //! - `gateway.rs`: `nat_gateway` (TCX ingress of the gateway's host end: replies straight
@@ -16,7 +18,7 @@
 //! `PORT_DEVMAP`; forwarding `FORWARDS`,
 //! `UPLINK_ADDRS`, `CONNTRACK`, `FWD_STATS`, `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`,
 //! `SOCK_ORIG`; both `TABLE_STATS`; `LEARNED` (the per-port MAC limit); `EVENTS` and
-//! `EVENT_RATE` (`switch monitor`). aya-log adds its ring buffer `AYA_LOGS`.
+//! `EVENT_RATE` (`switch monitor`); `TUNNEL`, `PEERS`, `PEER_SLOTS` (the tunnel port). aya-log adds its ring buffer `AYA_LOGS`.
 //!
 //! Helpers shared by the programs are in `helpers/` (listed in `helpers/mod.rs`).
 #![no_std]
@@ -31,6 +33,7 @@ mod helpers;
 mod nat_uplink;
 mod sock_addr;
 mod tc_ingress;
+mod tunnel_ingress;
 mod xdp_ingress;
 
 #[cfg(not(test))]

@@ -23,7 +23,7 @@
 //! (entries that translate nothing) so that their answers are known; a `--routable` segment
 //! takes anything, and records inbound connections so their replies are not masqueraded.
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::TC_ACT_OK,
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::classifier,
     programs::TcContext,
@@ -41,7 +41,7 @@ use crate::helpers::{
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
-    route, stats,
+    route,
 };
 
 #[classifier]

@@ -22,16 +22,15 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use switch_common::PORT_F_HOST;
+use switch_common::{PORT_F_HOST, PORT_F_TUNNEL};
 
 use crate::helpers::{
-    capture,
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, events, forward, log,
+    eth, forward,
     maps::{NAT_CONFIG, PORTS},
-    reply, stats,
+    observe, reply, stats, tunnel,
 };
 
 /// Lets the next TCX program (or the stack) have the frame: this interface is not a port.
@@ -43,23 +42,19 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     let cfg = Config::load();
     let len = ctx.len() as u64;
     let d = decide(in_ifindex, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
-    if cfg.log() && d.action != NOT_PORT {
-        log::decision(&ctx, in_ifindex, len as u32, &d);
-    }
-    if cfg.events() {
-        events::of_decision(&d, in_ifindex, len as u32, ctx.data(), ctx.data_end());
-    }
-    // Before the frame is acted on: a capture shows it as it arrived.
-    if cfg.capture() {
-        capture::of_tc(&ctx, &d, in_ifindex, len as u32);
-    }
+    observe::tc(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.
         NOT_PORT => TC_ACT_UNSPEC,
         UNICAST => {
             // One look at the port's flags: the gateway port's peer is out of
-            // redirect_peer's reach, and a frame for it may be a reply leaving right here.
-            let to_host = PORTS.get(d.out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0);
+            // redirect_peer's reach, and a frame for it may be a reply leaving right here; a
+            // station behind the tunnel port is reached through its peer.
+            let flags = PORTS.get(d.out_slot).map_or(0, |p| p.flags);
+            if flags & PORT_F_TUNNEL != 0 {
+                return tunnel::to_peer(&ctx, d.out_ifindex, d.out_slot, len);
+            }
+            let to_host = flags & PORT_F_HOST != 0;
             if to_host && let Some(verdict) = reply_shortcut(&ctx) {
                 stats::tx(d.out_slot, len);
                 return verdict;

@@ -14,11 +14,10 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 use crate::helpers::{
-    capture,
     config::Config,
     ctx::{now_coarse_ns, xdp_ingress_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, events, forward_xdp, log,
+    eth, forward_xdp, observe,
 };
 
 #[xdp]
@@ -35,16 +34,7 @@ pub fn switch_xdp(ctx: XdpContext) -> u32 {
         &cfg,
         now_coarse_ns(),
     );
-    if cfg.log() && d.action != NOT_PORT {
-        log::decision(&ctx, in_ifindex, len as u32, &d);
-    }
-    if cfg.events() {
-        events::of_decision(&d, in_ifindex, len as u32, data, data_end);
-    }
-    // Before the frame is acted on: a capture shows it as it arrived.
-    if cfg.capture() {
-        capture::of_xdp(&ctx, &d, in_ifindex, len as u32);
-    }
+    observe::xdp(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         NOT_PORT => xdp_action::XDP_PASS,
         UNICAST => forward_xdp::unicast(d.out_ifindex, d.out_slot, len),

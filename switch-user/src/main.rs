@@ -26,6 +26,12 @@ fn main() -> ExitCode {
         .without_time()
         .init();
 
+    // Before any other thread exists: every thread made later starts in the host namespace.
+    if let Some(h) = &cli.host_netns
+        && let Err(e) = switch::sys::host::enter(h)
+    {
+        return fail(&e.into());
+    }
     // `ns exec` replaces this process and needs no runtime: run it before starting one.
     if let Command::Ns(NsCommand::Exec { ns, command }) = &cli.command {
         return exec(ns, command);

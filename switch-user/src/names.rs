@@ -231,6 +231,13 @@ pub fn gateway_ifnames(switch: &str) -> (String, String) {
     (format!("g{prefix}-{h:06x}"), format!("s{prefix}-{h:06x}"))
 }
 
+/// Name of switch `switch`'s VXLAN device (its tunnel port), e.g. `vsw0-1a2b3c`.
+pub fn tunnel_ifname(switch: &str) -> String {
+    let h = fnv1a(&["tunnel", switch]) & 0x00ff_ffff;
+    let prefix: String = switch.chars().filter(char::is_ascii_alphanumeric).take(7).collect();
+    format!("v{prefix}-{h:06x}")
+}
+
 /// Interface name, inside `ns`, of a direct link to `peer`: `veth-PEER` when that fits,
 /// otherwise `veth-` and a hash of the peer's name.
 pub fn link_ifname(peer: &str) -> String {
@@ -313,6 +320,9 @@ mod tests {
         assert_eq!(link_ifname("blue"), "veth-blue");
         assert!(bridge_ifname(long).len() <= IFNAME_MAX);
         assert_ne!(bridge_ifname("sw0"), bridge_ifname("sw1"));
+        assert!(tunnel_ifname(long).len() <= IFNAME_MAX);
+        assert_ne!(tunnel_ifname("sw0"), tunnel_ifname("sw1"));
+        assert!(tunnel_ifname("sw0").starts_with("vsw0-"));
         assert!(link_ifname(long).len() <= IFNAME_MAX);
         assert_ne!(link_ifname(long), link_ifname("a-very-long-namespace-name-that-goes-off"));
     }

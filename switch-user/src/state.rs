@@ -12,6 +12,7 @@
 use std::{
     collections::BTreeMap,
     fs::{self, File},
+    net::Ipv4Addr,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
@@ -108,6 +109,10 @@ pub enum PortKind {
     /// A host interface where forwarded traffic arrives from outside. It is not switched (no
     /// slot): the port-forwarding programs sit on it.
     Uplink,
+    /// The switch's collect-metadata VXLAN device, reaching the switches of other hosts (its
+    /// peers, `PortState::tunnel`) over an underlay interface: stations behind it are learned
+    /// with the peer they are at, floods go to every peer, nothing from it goes back into it.
+    Tunnel,
 }
 
 impl PortKind {
@@ -125,6 +130,7 @@ impl PortKind {
     pub fn datapath_flags(self) -> u32 {
         match self {
             Self::Gateway => switch_common::PORT_F_HOST,
+            Self::Tunnel => switch_common::PORT_F_TUNNEL,
             _ => 0,
         }
     }
@@ -137,6 +143,7 @@ impl std::fmt::Display for PortKind {
             Self::Adopted => "adopted",
             Self::Gateway => "gateway",
             Self::Uplink => "uplink",
+            Self::Tunnel => "tunnel",
         })
     }
 }
@@ -179,10 +186,37 @@ pub struct PortState {
     /// always reserved for it; the gateway itself is not checked (it carries routed traffic).
     #[serde(default = "on")]
     pub port_security: bool,
+    /// The tunnel's settings and peers (kind `Tunnel` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelState>,
     /// False while a command is making it; a record left false by a killed command is rolled
     /// back by the next mutating command of the switch.
     pub ready: bool,
 }
+
+/// What a tunnel port is: a VXLAN segment over an underlay interface, and its peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelState {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// UDP port of the VXLAN traffic (4789, the IANA port, unless told otherwise).
+    pub udp_port: u16,
+    /// The host interface the encapsulated traffic goes over.
+    pub underlay: String,
+    /// The local VTEP address: the underlay's IPv4 address when the tunnel was made.
+    pub local: Ipv4Addr,
+    /// MTU of the tunnel and of the switch's namespaces: the underlay's minus the VXLAN
+    /// overhead (`VXLAN_OVERHEAD`), so no encapsulated packet is too big for the underlay.
+    pub mtu: u32,
+    /// The other hosts' VTEP addresses: where floods are replicated to and the only sources
+    /// frames are taken from.
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// Bytes VXLAN over IPv4 adds to a frame: outer IPv4 (20), UDP (8), VXLAN (8) and the inner
+/// Ethernet header (14), which the inner MTU does not count.
+pub const VXLAN_OVERHEAD: u32 = 50;
 
 /// Serde's default for flags that are on unless said otherwise.
 fn on() -> bool {
@@ -346,6 +380,11 @@ impl State {
         self.ports.iter().find(|p| p.namespace() == Some(ns))
     }
 
+    /// The tunnel port of `switch`.
+    pub fn tunnel(&self, switch: &str) -> Option<&PortState> {
+        self.ports.iter().filter(|p| p.switch == switch).find(|p| p.kind == PortKind::Tunnel)
+    }
+
     /// The gateway port of `switch`.
     pub fn gateway(&self, switch: &str) -> Option<&PortState> {
         self.ports.iter().filter(|p| p.switch == switch).find(|p| p.kind == PortKind::Gateway)
@@ -476,6 +515,7 @@ mod tests {
             netns_path: None,
             mtu: None,
             port_security: true,
+            tunnel: None,
             ready: true,
         }
     }
@@ -504,8 +544,19 @@ mod tests {
         );
         st.namespaces.insert("red".into(), NsState { links: vec![], ready: true });
         st.ports.push(port("sw0", PortKind::Namespace, "red", Some(0)));
+        let tunnel = TunnelState {
+            vni: 42,
+            udp_port: 4789,
+            underlay: "eth1".into(),
+            local: Ipv4Addr::new(10, 0, 0, 1),
+            mtu: 1450,
+            peers: vec![Ipv4Addr::new(10, 0, 0, 2)],
+        };
+        st.ports.push(PortState { tunnel: Some(tunnel), ..port("sw0", PortKind::Tunnel, "vxlan42", Some(1)) });
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), State { version: STATE_VERSION, ..st.clone() });
+        assert_eq!(st.tunnel("sw0").and_then(|p| p.tunnel.as_ref()).map(|t| t.peers.len()), Some(1));
+        assert_eq!(st.tunnel("sw0").unwrap().datapath_port().flags, switch_common::PORT_F_TUNNEL);
         // A file of another format is refused with one clear line, not misread.
         let old = r#"{"switches":{"sw0":{"ageing_secs":300,"redirect":"peer","ready":true}},"namespaces":{}}"#;
         fs::write(dir.join("state.json"), old).unwrap();

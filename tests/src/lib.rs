@@ -135,6 +135,55 @@ pub fn within(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// `switch ARGS --switch SW` on a bridge and on a userspace switch made in `sb`: each refuses
+/// with one line naming its datapath and saying that only tc and xdp have `what`, exit 2.
+pub fn refused_by_bridge_and_userspace(sb: &mut Sandbox, args: &[&str], what: &str) {
+    for dp in ["bridge", "userspace"] {
+        let sw = sb.switch(&format!("r{}", &dp[..1]), dp, &[]);
+        let mut a = args.to_vec();
+        a.extend(["--switch", &sw]);
+        let e = fails(&a, 2);
+        assert!(
+            e.contains(&format!("uses the {dp} datapath")) && e.contains(&format!("only tc and xdp have {what}")),
+            "{e}"
+        );
+    }
+}
+
+/// A python3 program that moves 10 MB over TCP ("serve PORT give|take" or "send HOST:PORT
+/// give|take") and checks they arrived intact: the receiver sends back the SHA-256 of what it
+/// got and the sender prints "intact" or "corrupt" (with "take", the sender is the server).
+pub const BULK_TCP: &str = r#"
+import hashlib, socket, sys
+data = bytes(range(256)) * (10 * 4096)
+if sys.argv[1] == "serve":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1); s.settimeout(30); print("ready", flush=True)
+    c, _ = s.accept(); c.settimeout(30)
+    if sys.argv[3] == "give":
+        c.sendall(data); c.shutdown(socket.SHUT_WR); c.recv(1)
+    else:
+        h = hashlib.sha256()
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            h.update(b)
+        c.sendall(h.hexdigest().encode())
+else:
+    host, port = sys.argv[2].split(":")
+    c = socket.create_connection((host, int(port)), timeout=30)
+    if sys.argv[3] == "take":
+        h = hashlib.sha256()
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            h.update(b)
+        print("intact" if h.hexdigest() == hashlib.sha256(data).hexdigest() else "corrupt")
+    else:
+        c.sendall(data); c.shutdown(socket.SHUT_WR)
+        print("intact" if c.recv(100).decode() == hashlib.sha256(data).hexdigest() else "corrupt")
+"#;
+
 /// Pid of switch `sw`'s userspace process, from its pid file (`PID START`).
 pub fn switch_pid(sw: &str) -> Option<i32> {
     std::fs::read_to_string(format!("/run/switch/{sw}.pid")).ok()?.split_whitespace().next()?.parse().ok()

@@ -55,7 +55,9 @@ fn quick_bench_produces_well_formed_results() {
             "pod_parallel",
             "pod_parallel_failed",
             "pod_port_conn",
-            "pod_port_tcp"
+            "pod_port_tcp",
+            "vxlan_tcp",
+            "vxlan_udp64"
         ]
     );
     for m in &metrics[..6] {
@@ -125,15 +127,23 @@ fn quick_bench_produces_well_formed_results() {
             }
         }
     }
+    // Across two simulated hosts: the switch's tunnel against bridge + VXLAN (the baseline).
+    for m in &metrics[19..21] {
+        let rows = m["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
+        assert_eq!(names, ["switch-vxlan", "bridge-vxlan"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["bridge-vxlan"]));
+        assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
+    }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 17);
+    assert_eq!(targets.len(), 19);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 6 * 7 + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    assert!(measured >= 6 * 7 + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
     // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");

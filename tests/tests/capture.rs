@@ -175,6 +175,10 @@ fn the_file_has_the_frames_and_their_verdicts(dp: &str, net: u8) {
     assert!(c.interrupt(), "capture did not exit cleanly on SIGINT");
     assert!(!capture_on(&sw), "capture left on after Ctrl-C");
 
+    // Other namespaces' traffic: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file.0).unwrap().permissions().mode() & 0o777, 0o600);
+
     // tcpdump reads the file and sees every frame.
     let dump = host("tcpdump", &["-n", "-e", "-r", file.path()]);
     for what in [
@@ -317,15 +321,7 @@ fn xdp_one_capture_at_a_time_and_a_killed_one_is_turned_off() {
 
 #[test]
 fn userspace_and_bridge_refuse_with_one_line() {
-    let mut sb = Sandbox::new();
-    for dp in ["bridge", "userspace"] {
-        let sw = sb.switch(&format!("c{}", &dp[..1]), dp, &[]);
-        let e = fails(&["capture", "--switch", &sw], 2);
-        assert!(
-            e.contains(&format!("uses the {dp} datapath")) && e.contains("only tc and xdp have packet capture"),
-            "{e}"
-        );
-    }
+    refused_by_bridge_and_userspace(&mut Sandbox::new(), &["capture"], "packet capture");
 }
 
 #[test]
@@ -345,6 +341,14 @@ fn bad_input_changes_nothing() {
     assert!(r.code == 2 && r.stderr.contains("invalid value 'maybe'"), "{r:?}");
     let e = fails(&["capture", "--switch", &sw, "-w", "/nonexistent-dir/x.pcapng"], 1);
     assert!(e.contains("/nonexistent-dir/x.pcapng"), "{e}");
+    // A symbolic link where the file goes (planted in a shared directory): refused, and what
+    // it points to untouched.
+    let (target, link) = (TempFile::new("link-target"), TempFile::new("link"));
+    std::fs::write(&target.0, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    let e = fails(&["capture", "--switch", &sw, "-w", link.path()], 1);
+    assert!(e.contains(link.path()), "{e}");
+    assert_eq!(std::fs::read(&target.0).unwrap(), b"precious");
     assert!(!capture_on(&sw));
     let state: Value = serde_json::from_str(&std::fs::read_to_string("/run/switch/state.json").unwrap()).unwrap();
     assert_eq!(state["switches"][&sw]["captures"].as_array().map_or(0, Vec::len), 0);
@@ -380,4 +384,34 @@ fn readers_end_when_their_switch_is_removed() {
         let status = r.wait().unwrap();
         assert!(ended && status.success(), "a reader still ran after its switch was removed ({status})");
     }
+}
+
+/// A flood while a capture runs: every frame is either in the file or counted as lost, and
+/// the capture's report says which.
+#[test]
+fn every_frame_of_a_flood_is_captured_or_counted() {
+    let flood = 5000;
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("cap", "tc", &[]);
+    let a = sb.port(&sw, "a", "10.95.1.1/24", &[]);
+    let file = TempFile::new("flood");
+    let mut c = Capture::start(&sw, &["--ns", &a, "--verdict", "drop", "-w", file.path()], false);
+    let frame = experimental_frame("ff:ff:ff:ff:ff:ff", "01:00:00:00:95:01");
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0)); f=bytes.fromhex('{frame}')\nfor _ in range({flood}): s.send(f)"
+    );
+    assert_eq!(exec(&a, &["python3", "-c", &script]).code, 0);
+    sleep(Duration::from_millis(1000));
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGINT) };
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut c.child.stdout.take().unwrap(), &mut report).unwrap();
+    assert!(c.child.wait().unwrap().success(), "{report}");
+    // "N frames captured, M lost; written to FILE"
+    let numbers: Vec<u64> = report.split(|ch: char| !ch.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let (captured, lost) = (numbers[0], numbers[1]);
+    assert_eq!(captured + lost, flood, "{report}");
+    let frames = read_pcapng(file.path());
+    assert_eq!(frames.len() as u64, captured, "{report}");
+    assert!(frames.iter().all(|f| f.comment == "drop: invalid-source"));
+    assert!(!capture_on(&sw));
 }

@@ -648,39 +648,6 @@ fn icmp_errors_reach_both_ends_of_a_translated_connection() {
     assert_eq!(r.stdout.trim(), "refused", "the masqueraded namespace: {r:?}");
 }
 
-/// Moves 10 MB ("serve PORT give|take" or "send HOST:PORT give|take") and checks the receiver got them
-/// intact: the receiver prints the SHA-256 of what it got, the sender compares.
-const BULK: &str = r#"
-import hashlib, socket, sys
-data = bytes(range(256)) * (10 * 4096)
-if sys.argv[1] == "serve":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1); s.settimeout(30); print("ready", flush=True)
-    c, _ = s.accept(); c.settimeout(30)
-    if sys.argv[3] == "give":
-        c.sendall(data); c.shutdown(socket.SHUT_WR); c.recv(1)
-    else:
-        h = hashlib.sha256()
-        while True:
-            b = c.recv(65536)
-            if not b: break
-            h.update(b)
-        c.sendall(h.hexdigest().encode())
-else:
-    host, port = sys.argv[2].split(":")
-    c = socket.create_connection((host, int(port)), timeout=30)
-    if sys.argv[3] == "take":
-        h = hashlib.sha256()
-        while True:
-            b = c.recv(65536)
-            if not b: break
-            h.update(b)
-        print("intact" if h.hexdigest() == hashlib.sha256(data).hexdigest() else "corrupt")
-    else:
-        c.sendall(data); c.shutdown(socket.SHUT_WR)
-        print("intact" if c.recv(100).decode() == hashlib.sha256(data).hexdigest() else "corrupt")
-"#;
-
 /// Path MTU: the uplink's link has MTU 1400, the segment 1500, and both ends advertise an MSS
 /// for 1500 (advmss), so full-size packets really meet the smaller link. Segmentation
 /// offloads are off in the namespace, so the switch's fast path sees 1500-byte packets: the
@@ -697,19 +664,19 @@ fn large_transfers_cross_a_smaller_uplink_mtu() {
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "12280", "--to", &format!("{web}:8080"), "--switch", &sw]);
 
     let mut server = Command::new(switch_bin())
-        .args(["ns", "exec", &web, "--", "python3", "-c", BULK, "serve", "8080", "give"])
+        .args(["ns", "exec", &web, "--", "python3", "-c", BULK_TCP, "serve", "8080", "give"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let r = out.python(BULK, &["send", "172.31.122.1:12280", "take"]);
+    let r = out.python(BULK_TCP, &["send", "172.31.122.1:12280", "take"]);
     assert_eq!(r.stdout.trim(), "intact", "10 MB download through the forward: {r:?}");
     let _ = server.wait();
 
-    let mut sink = out.spawn_python(BULK, &["serve", "9100", "take"]);
-    let r = exec(&web, &["python3", "-c", BULK, "send", "172.31.122.2:9100", "give"]);
+    let mut sink = out.spawn_python(BULK_TCP, &["serve", "9100", "take"]);
+    let r = exec(&web, &["python3", "-c", BULK_TCP, "send", "172.31.122.2:9100", "give"]);
     assert_eq!(r.stdout.trim(), "intact", "10 MB upload through masquerade: {r:?}");
     let _ = sink.wait();
 }

@@ -224,16 +224,7 @@ fn xdp_killed_monitor_is_turned_off_by_the_next_command() {
 
 #[test]
 fn userspace_and_bridge_refuse_with_one_line() {
-    let mut sb = Sandbox::new();
-    for dp in ["bridge", "userspace"] {
-        let sw = sb.switch(&format!("m{}", &dp[..1]), dp, &[]);
-        let e = fails(&["monitor", "--switch", &sw], 2);
-        assert_eq!(e.trim().lines().count(), 1, "{e}");
-        assert!(
-            e.contains(&format!("uses the {dp} datapath")) && e.contains("only tc and xdp have datapath events"),
-            "{e}"
-        );
-    }
+    refused_by_bridge_and_userspace(&mut Sandbox::new(), &["monitor"], "datapath events");
 }
 
 #[test]

@@ -99,6 +99,21 @@ pub fn decide(
     cfg: &Config,
     now: u64,
 ) -> Decision {
+    decide_at(in_ifindex, 0, eth, l3, len, cfg, now)
+}
+
+/// `decide` for a frame that came from peer `remote` through the tunnel port `in_ifindex`
+/// (0: from a local port): its source is learned at that peer.
+#[inline(always)]
+pub fn decide_at(
+    in_ifindex: u32,
+    remote: u32,
+    eth: Option<EthAddrs>,
+    l3: impl FnOnce() -> L3Src,
+    len: u64,
+    cfg: &Config,
+    now: u64,
+) -> Decision {
     // SAFETY: hash map lookup; the value is copied out at once.
     let Some(&in_slot) = (unsafe { PORT_SLOTS.get(&in_ifindex) }) else {
         return Decision::new(NOT_PORT);
@@ -122,7 +137,7 @@ pub fn decide(
         // A port bound to its MAC only ever learns that one: no limit to keep.
         limited = port.flags & PORT_F_BIND_MAC == 0;
     }
-    let learned = fdb::learn(eth.src, in_ifindex, in_slot, limited, cfg, now);
+    let learned = fdb::learn(eth.src, in_ifindex, remote, in_slot, limited, cfg, now);
     let (learned, moved_from) = match learned.status {
         fdb::LEARNED_OK => (0, 0),
         fdb::LEARNED_NEW => (events::KIND_LEARN as u32, 0),

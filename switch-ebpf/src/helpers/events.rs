@@ -13,7 +13,8 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use switch_common::{
     ETH_HLEN,
     events::{
-        Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_NAT, RATE_PER_WINDOW, RATE_WINDOW_SHIFT,
+        DROP_NOT_PEER, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_NAT, RATE_PER_WINDOW,
+        RATE_WINDOW_SHIFT,
     },
     nat::{PROTO_TCP, PROTO_UDP},
 };
@@ -78,6 +79,15 @@ pub fn nat_connection(ctx: &TcContext, reason: u16, addr: u32, port: u16) {
         nat_port: port,
         ..EventArgs::NONE
     };
+    emit(&a, ctx.data(), ctx.data_end());
+}
+
+/// A frame the tunnel port refused (another VNI, or not from a peer). The frame is the
+/// decapsulated one; which peer it claimed to come from is not in the event.
+#[inline(always)]
+pub fn not_peer(ctx: &TcContext, in_ifindex: u32) {
+    let a =
+        EventArgs { kind: KIND_DROP, reason: DROP_NOT_PEER, ifindex: in_ifindex, len: ctx.len(), ..EventArgs::NONE };
     emit(&a, ctx.data(), ctx.data_end());
 }
 

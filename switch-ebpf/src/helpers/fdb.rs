@@ -38,11 +38,13 @@ impl Learned {
     }
 }
 
-/// Records that `src` was seen on `ifindex` (slot `slot`) at `now`. `limited`: the port has
-/// no bound MAC, so its new stations count against `cfg.max_learned`. `BOUND_ELSEWHERE` and
-/// `OVER_LIMIT` mean the frame must not be switched (and nothing was learned).
+/// Records that `src` was seen on `ifindex` (slot `slot`) at `now`, behind peer `remote` if
+/// `ifindex` is the tunnel port (0: a local port; a station that moves from one peer to
+/// another is a move, as between ports). `limited`: the port has no bound MAC, so its new
+/// stations count against `cfg.max_learned`. `BOUND_ELSEWHERE` and `OVER_LIMIT` mean the
+/// frame must not be switched (and nothing was learned).
 #[inline(always)]
-pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> Learned {
+pub fn learn(src: [u8; 6], ifindex: u32, remote: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> Learned {
     let key = MacKey::new(src);
     let known = FDB.get_ptr_mut(&key);
     if let Some(e) = known {
@@ -52,7 +54,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config,
             // Static entries are operator intent: learning never moves them.
             return Learned::just(LEARNED_OK);
         }
-        if e.ifindex == ifindex {
+        if e.ifindex == ifindex && e.remote == remote {
             // Refresh at most once per FDB_REFRESH_NS: a write per frame would bounce the
             // entry's cache line between CPUs. A u64 store is atomic, so readers never see
             // a torn timestamp.
@@ -77,7 +79,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, slot: u32, limited: bool, cfg: &Config,
     let from = known.map_or(0, |e| unsafe { (*e).ifindex });
     // New station, or a station that moved port: replace the whole element so a concurrent
     // reader sees either the old port or the new one, never a mix.
-    let entry = FdbEntry { ifindex, flags: 0, last_seen_ns: now };
+    let entry = FdbEntry { ifindex, flags: 0, last_seen_ns: now, remote, pad: 0 };
     if FDB.insert(&key, &entry, 0).is_err() {
         return Learned::just(LEARNED_OK);
     }
@@ -134,6 +136,13 @@ pub fn lookup(dst: [u8; 6], now: u64, ageing_ns: u64) -> Option<u32> {
         return None;
     }
     Some(e.ifindex)
+}
+
+/// The peer a station behind the tunnel port is at (0: not known, or not behind a peer).
+#[inline(always)]
+pub fn remote_of(dst: [u8; 6]) -> u32 {
+    // SAFETY: as in `learn`; copied out at once.
+    FDB.get_ptr(&MacKey::new(dst)).map_or(0, |e| unsafe { (*e).remote })
 }
 
 /// Forgets `dst` (its port is gone).

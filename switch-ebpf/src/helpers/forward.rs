@@ -4,12 +4,12 @@ use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
-use switch_common::MAX_PORTS;
+use switch_common::{MAX_PORTS, PORT_F_TUNNEL};
 
 /// `PACKET_HOST` (linux/if_packet.h): the frame is for this host's stack.
 const PACKET_HOST: u32 = 0;
 
-use super::{maps::PORTS, stats};
+use super::{maps::PORTS, stats, tunnel};
 
 /// Redirects the frame to the port whose host-side veth is `ifindex`.
 ///
@@ -51,7 +51,8 @@ pub fn unicast(ctx: &TcContext, out_ifindex: u32, out_slot: u32, len: u64, peer:
 ///
 /// The last eligible port gets the original skb through `bpf_redirect`, so a switch with two
 /// ports floods without copying at all. Flooded copies go to the host end's egress (not the
-/// peer's ingress) so the namespace side classifies broadcast and multicast itself.
+/// peer's ingress) so the namespace side classifies broadcast and multicast itself. The
+/// tunnel port is not one copy but one per peer (`tunnel::replicate`), each with its key.
 #[inline(always)]
 pub fn flood(ctx: &TcContext, in_ifindex: u32, slot_limit: u32, len: u64) -> i32 {
     // Port of the previous iteration, sent a clone once we know another port follows it.
@@ -67,7 +68,7 @@ pub fn flood(ctx: &TcContext, in_ifindex: u32, slot_limit: u32, len: u64) -> i32
         }
         let Some(port) = PORTS.get(slot) else { break };
         let ifindex = port.ifindex;
-        if ifindex == 0 || ifindex == in_ifindex {
+        if ifindex == 0 || ifindex == in_ifindex || port.flags & PORT_F_TUNNEL != 0 {
             continue;
         }
         if pending_ifindex != 0 {
@@ -76,8 +77,9 @@ pub fn flood(ctx: &TcContext, in_ifindex: u32, slot_limit: u32, len: u64) -> i32
         pending_ifindex = ifindex;
         pending_slot = port.slot;
     }
+    tunnel::replicate(ctx, in_ifindex, len);
     if pending_ifindex == 0 {
-        // Only port of its switch: nowhere to flood to.
+        // Only local port of its switch: nowhere (else) to flood to.
         return TC_ACT_SHOT;
     }
     unicast(ctx, pending_ifindex, pending_slot, len, false)

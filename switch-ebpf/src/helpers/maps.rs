@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use switch_common::{
-    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PORTS, MacKey, NatConfig,
-    Port, PortStats, SockOrig, SwitchConfig, TableStats,
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PEERS, MAX_PORTS, MacKey,
+    NatConfig, Peer, Port, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
     capture::{self, Filter as CaptureFilter, Record as CaptureRecord},
     events::{EventRate, RING_BYTES},
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
@@ -113,3 +113,16 @@ pub static CAPTURE_FILTER: Array<CaptureFilter> = Array::with_max_entries(1, 0);
 /// into the ring with `bpf_ringbuf_output`, which takes a bounded variable size.
 #[map(name = "CAPTURE_SCRATCH")]
 pub static CAPTURE_SCRATCH: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// The tunnel port (VNI, VXLAN device, peer count), one entry; all zero without a tunnel.
+#[map(name = "TUNNEL")]
+pub static TUNNEL: Array<TunnelConfig> = Array::with_max_entries(1, 0);
+
+/// Slot -> peer (remote VTEP); the head-end replication list. An array, as PORTS, so the
+/// replication loop is a bounded walk over indices.
+#[map(name = "PEERS")]
+pub static PEERS: Array<Peer> = Array::with_max_entries(MAX_PEERS, 0);
+
+/// Peer address (network order) -> slot: what the tunnel takes frames from.
+#[map(name = "PEER_SLOTS")]
+pub static PEER_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEERS, 0);

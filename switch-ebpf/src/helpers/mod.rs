@@ -22,10 +22,14 @@
 //! - `nat`: the connection table (`ct_key`, `ct_reverse_key`, `ct_lookup`, the translation
 //!   step `ct_translate`, `ct_put`), address/port rewriting with checksum updates, per-rule
 //!   counters.
+//! - `observe`: what the readers see of a decision (log, events, capture), in one order for
+//!   every entry program.
 //! - `reply`: replies leaving the switch straight for the uplink (`switch_ingress`'s shortcut
 //!   and `nat_gateway`).
 //! - `route`: FIB lookups and the router's part (TTL, MACs) for translated packets.
 //! - `stats`: per-port and per-table counters.
+//! - `tunnel`: the tunnel port (VXLAN): admission of frames from peers, unicast to a peer,
+//!   head-end replication.
 pub mod capture;
 pub mod config;
 pub mod ctx;
@@ -40,6 +44,8 @@ pub mod ipv4;
 pub mod log;
 pub mod maps;
 pub mod nat;
+pub mod observe;
 pub mod reply;
 pub mod route;
 pub mod stats;
+pub mod tunnel;

@@ -5,6 +5,7 @@
 //! routing and iptables DNAT) computed round by round.
 pub mod cni;
 pub mod forward;
+pub mod overlay;
 pub mod podman;
 pub mod report;
 pub mod tools;
@@ -63,6 +64,7 @@ impl Options {
                 .chain(forwards.iter().map(|f| f.name))
                 .chain(CNI_CONTENDERS.iter().copied())
                 .chain(podman::CONTENDERS.iter().copied())
+                .chain(overlay::CONTENDERS.iter().copied())
                 .chain([podman::ALIAS, BRINGUP])
         };
         if let Some(name) = self.only.iter().find(|o| !known().any(|k| k == *o)) {
@@ -89,6 +91,11 @@ impl Options {
     /// Whether the CNI comparison runs.
     fn cni(&self) -> bool {
         self.only.is_empty() || CNI_CONTENDERS.iter().any(|c| self.named(c))
+    }
+
+    /// Whether the cross-host (VXLAN) comparison runs.
+    fn overlay(&self) -> bool {
+        self.only.is_empty() || overlay::CONTENDERS.iter().any(|c| self.named(c))
     }
 
     /// Whether the podman comparison runs (`podman` names both of its contenders).
@@ -143,6 +150,72 @@ pub async fn cleanup() {
     }
     let _ = run_quiet("ip", &["link", "del", "benchbr"]).await;
     podman::remove().await;
+    for o in overlay::contenders() {
+        o.remove().await;
+    }
+}
+
+/// Across hosts: a switch with a VXLAN tunnel port on each of two simulated hosts against a
+/// Linux bridge with a VXLAN device and static FDB entries (flannel-like), TCP throughput and
+/// 64-byte UDP frames from a namespace on one host to a namespace on the other, interleaved
+/// per round.
+async fn overlays(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let contenders = overlay::contenders();
+    let measured = async {
+        let mut servers = vec![];
+        for c in &contenders {
+            bar.set_message(format!("building {}", c.name));
+            c.build().await?;
+            servers.push(tools::start_servers(&c.server, &c.server_ip)?);
+            bar.inc(1);
+        }
+        let mut tcp = vec![Series::default(); contenders.len()];
+        let mut udp = vec![Series::default(); contenders.len()];
+        for round in 1..=opts.rounds {
+            for (i, c) in contenders.iter().enumerate() {
+                if tcp[i].error.is_none() {
+                    bar.set_message(format!("round {round}/{}: TCP across hosts via {}", opts.rounds, c.name));
+                    let bps = tools::tcp_stream(&c.client, &c.server_ip, 5201, opts.secs).await;
+                    tcp[i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP across hosts via {}", c.name), bar);
+                }
+                bar.inc(1);
+                if udp[i].error.is_none() {
+                    bar.set_message(format!("round {round}/{}: 64-byte UDP across hosts via {}", opts.rounds, c.name));
+                    let pps = tools::udp_small_frames(&c.client, &c.server, opts.secs).await;
+                    udp[i].record(pps.map(|(pps, _)| pps / 1e3), &format!("64-byte UDP via {}", c.name), bar);
+                }
+                bar.inc(1);
+            }
+        }
+        drop(servers);
+        Ok::<_, Error>((tcp, udp))
+    }
+    .await;
+    for c in &contenders {
+        c.remove().await;
+    }
+    let (tcp, udp) = measured?;
+    let rows = |s: Vec<Series>| contenders.iter().map(|c| c.name.to_owned()).zip(s).collect::<Vec<_>>();
+    Ok(vec![
+        MetricReport::new(
+            "vxlan_tcp",
+            "TCP stream between namespaces of two hosts over VXLAN (iperf3, 1 stream)",
+            "Gbit/s",
+            true,
+            "",
+            &[overlay::BASELINE],
+            rows(tcp),
+        ),
+        MetricReport::new(
+            "vxlan_udp64",
+            "64-byte UDP frames received across two hosts over VXLAN (trafgen on every CPU)",
+            "kframes/s",
+            true,
+            "",
+            &[overlay::BASELINE],
+            rows(udp),
+        ),
+    ])
 }
 
 /// Samples of one contender for one metric, with the CPU it cost.
@@ -197,7 +270,8 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
         + forwarded
         + opts.rounds * plugins
         + plugins
-        + if opts.podman() { opts.rounds * podman::CONTENDERS.len() * 3 + 2 } else { 0 }) as u64;
+        + if opts.podman() { opts.rounds * podman::CONTENDERS.len() * 3 + 2 } else { 0 }
+        + if opts.overlay() { (opts.rounds * 2 + 1) * overlay::CONTENDERS.len() } else { 0 }) as u64;
     bar.set_length(steps);
 
     let measured = measure_all(opts, &topologies, bar).await;
@@ -210,6 +284,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let bringup = bringup(opts, bar).await?;
     let cni = if opts.cni() { cni(opts, bar).await? } else { vec![] };
     let containers = if opts.podman() { containers(opts, bar).await } else { vec![] };
+    let overlays = if opts.overlay() { overlays(opts, bar).await? } else { vec![] };
     bar.finish_and_clear();
 
     let mut metrics: Vec<MetricReport> = vec![];
@@ -227,6 +302,7 @@ pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     metrics.extend(bringup);
     metrics.extend(cni);
     metrics.extend(containers);
+    metrics.extend(overlays);
     Ok(Report::new(Machine::read(), opts, metrics))
 }
 

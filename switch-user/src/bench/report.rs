@@ -290,6 +290,16 @@ impl Report {
                 measured: pod_failed,
                 met: pod_failed.map(|n| n == 0.0),
             },
+            at_least(
+                "TCP across hosts: switch over VXLAN vs bridge + VXLAN",
+                1.10,
+                ratio("vxlan_tcp", super::overlay::CONTENDERS[0], super::overlay::BASELINE),
+            ),
+            at_least(
+                "64-byte UDP across hosts: switch over VXLAN vs bridge + VXLAN",
+                1.20,
+                ratio("vxlan_udp64", super::overlay::CONTENDERS[0], super::overlay::BASELINE),
+            ),
         ]
     }
 

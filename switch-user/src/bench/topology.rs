@@ -9,7 +9,7 @@ use std::{
 use crate::{
     controller::{blocking, link, ns, switch},
     error::{Context as _, Error, Result},
-    state::{DatapathKind, Redirect, STATE_DIR, Store},
+    state::{DatapathKind, Redirect, Store},
 };
 
 /// How a contender connects its client and server namespaces.
@@ -150,7 +150,7 @@ impl Topology {
         *self.reader.lock().expect("not poisoned") = Some(child);
         let name = self.switch.clone();
         for _ in 0..250 {
-            let state = blocking(|| Store::peek(STATE_DIR)).await;
+            let state = blocking(|| Store::peek(crate::sys::host::state_dir())).await;
             let sw = state.ok().and_then(|s| s.switches.get(&name).cloned());
             if sw.is_some_and(|s| !s.monitors.is_empty() || !s.captures.is_empty()) {
                 return Ok(());

@@ -38,6 +38,11 @@ pub struct Cli {
     /// Print the result as JSON instead of text (every command that reports something).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Work for the "host" network namespace /run/netns/NAME instead of the machine: its own
+    /// switches, state (/run/switch/@NAME) and pins (/sys/fs/bpf/switch/@NAME). The same as
+    /// running the command under `nsenter --net=/run/netns/NAME`, which is detected.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host_netns: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,6 +69,9 @@ pub enum Command {
     Forward(ForwardCommand),
     /// Show the MAC table (forwarding database) of a switch, or edit static entries.
     Fdb(FdbArgs),
+    /// The peers of a switch's tunnel port (switch up --vxlan): other hosts' VTEP addresses.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Show per-port packet and byte counters of a switch.
     Stats(SwitchArgs),
     /// Show how full the MAC table and the connection table are and what they evicted (tc,
@@ -135,6 +143,44 @@ pub struct UpArgs {
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]
     pub redirect: Option<Redirect>,
+    /// Join the switches of other hosts on VXLAN segment VNI (tc datapath): a tunnel port,
+    /// a VXLAN device whose peers `switch peer add` names. Namespaces added later get the
+    /// underlay's MTU minus 50.
+    #[arg(long, value_name = "VNI", requires = "underlay")]
+    pub vxlan: Option<u32>,
+    /// The host interface the VXLAN traffic goes over (its IPv4 address is the local VTEP's).
+    #[arg(long, value_name = "IFACE", requires = "vxlan")]
+    pub underlay: Option<String>,
+    /// UDP port of the VXLAN traffic [default: 4789].
+    #[arg(long, value_name = "PORT", requires = "vxlan")]
+    pub vxlan_port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Add a peer: another host's VTEP address (its underlay address). Floods are replicated
+    /// to every peer; the tunnel takes frames from peers only. Idempotent.
+    Add {
+        /// The peer's underlay IPv4 address.
+        addr: std::net::Ipv4Addr,
+        /// Switch whose tunnel it is.
+        #[arg(long, default_value = DEFAULT_SWITCH)]
+        switch: String,
+    },
+    /// Remove a peer and forget the stations learned at it. Idempotent.
+    Del {
+        /// The peer's underlay IPv4 address.
+        addr: std::net::Ipv4Addr,
+        /// Switch whose tunnel it is.
+        #[arg(long, default_value = DEFAULT_SWITCH)]
+        switch: String,
+    },
+    /// List the peers (of every switch with a tunnel, or of one) with the stations at each.
+    List {
+        /// Only this switch's peers.
+        #[arg(long)]
+        switch: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

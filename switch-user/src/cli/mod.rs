@@ -12,6 +12,7 @@
 //! | link               | `commands::link`               | `controller::link`          |
 //! | forward add/del/list | `commands::forward`          | `controller::forward`       |
 //! | fdb [add/del]      | `commands::fdb`                | `controller::fdb`           |
+//! | peer add/del/list  | `commands::peer`               | `controller::peer`          |
 //! | stats              | `commands::stats`              | `controller::stats`         |
 //! | tables             | `commands::tables`             | `controller::tables`        |
 //! | logs               | `commands::logs`               | `controller::logs`          |
@@ -43,6 +44,7 @@ pub async fn dispatch(command: Command, json: bool) -> anyhow::Result<Reply> {
         Command::Link(a) => link::do_link(a).await,
         Command::Forward(c) => forward::do_forward(c).await,
         Command::Fdb(a) => fdb::do_fdb(a).await,
+        Command::Peer(c) => peer::do_peer(c).await,
         Command::Stats(a) => stats::do_stats(a).await,
         Command::Tables(a) => tables::do_tables(a).await,
         Command::Logs(a) => logs::do_logs(a).await,

@@ -80,7 +80,7 @@ pub fn human(n: u64) -> String {
 /// The `switch fdb` table.
 pub fn fdb(rows: &[FdbRow]) -> String {
     table(
-        &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE"],
+        &["MAC", "NAMESPACE", "PORT", "TYPE", "AGE", "PEER"],
         &rows
             .iter()
             .map(|r| {
@@ -90,8 +90,20 @@ pub fn fdb(rows: &[FdbRow]) -> String {
                     r.interface.clone(),
                     r.kind.into(),
                     r.age_secs.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
+                    r.peer.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The `switch peer list` table.
+pub fn peers(rows: &[switch::controller::peer::PeerRow]) -> String {
+    table(
+        &["SWITCH", "VNI", "PEER", "STATIONS"],
+        &rows
+            .iter()
+            .map(|r| vec![r.switch.clone(), r.vni.to_string(), r.peer.to_string(), r.stations.to_string()])
             .collect::<Vec<_>>(),
     )
 }

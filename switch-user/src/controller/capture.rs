@@ -51,13 +51,14 @@ use super::{
 use crate::{
     error::{Error, Result},
     names::validate_name,
-    state::{PortKind, STATE_DIR, Store},
+    state::{PortKind, Store},
     sys::process::ProcessId,
 };
 
-/// Frames waiting between the ring and whoever shows them. A reader slower than the frames
-/// loses the excess here (counted), rather than letting the queue grow without bound.
-const QUEUE: usize = 8192;
+/// Frames waiting between the ring and whoever shows them (at most about 9.5 MB of full-size
+/// records). A reader slower than the frames loses the excess here (counted), rather than
+/// letting the queue grow without bound under a flood.
+pub const QUEUE: usize = 1024;
 
 /// Which verdicts a capture wants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -151,7 +152,8 @@ pub struct Summary {
 
 /// Captures what `opts` asks for on its switch, handing each frame to `show`, until `stop`
 /// resolves, `opts.count` frames were shown, or `show` fails; `started` runs once the capture
-/// is on and being read.
+/// is on and being read. `show` may refuse a frame with `ErrorKind::WouldBlock` (whatever it
+/// writes to is behind): the frame is counted as lost and the capture goes on.
 pub async fn run(
     opts: Options,
     mut show: impl FnMut(&Captured) -> std::io::Result<()> + Send + 'static,
@@ -222,18 +224,25 @@ pub async fn run(
             let Some((h, data)) = decode(&item) else { continue };
             if !ports.contains_key(&h.ifindex) || (h.out_ifindex != 0 && !ports.contains_key(&h.out_ifindex)) {
                 // A port newer than the last look; a state being rewritten is read next time.
-                if let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await {
+                if let Ok(state) = blocking(|| Store::peek(crate::sys::host::state_dir())).await {
                     ports = ports_of(&state, &name);
                 }
             }
             let lost = u64::from(h.lost) + queue_lost.swap(0, Ordering::Relaxed);
             let c = resolve(&h, data, lost, &ports);
             summary.lost += lost;
-            if let Err(e) = show(&c) {
-                result = Err(Error::Io { context: "writing the captured frames".into(), source: e });
-                break;
+            match show(&c) {
+                Ok(()) => summary.captured += 1,
+                // The writer behind `show` is behind: this frame is lost, not the capture.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    summary.lost += 1;
+                    continue;
+                }
+                Err(e) => {
+                    result = Err(Error::Io { context: "writing the captured frames".into(), source: e });
+                    break;
+                }
             }
-            summary.captured += 1;
             if opts.count.is_some_and(|n| summary.captured >= n) {
                 break;
             }

@@ -25,6 +25,8 @@ pub struct FdbRow {
     pub kind: &'static str,
     /// Seconds since the station was last seen (dynamic entries).
     pub age_secs: Option<f64>,
+    /// A station behind the tunnel port: the peer (remote VTEP) it is at.
+    pub peer: Option<String>,
 }
 
 /// A port as the FDB shows it.
@@ -69,6 +71,7 @@ pub async fn show(switch: &str) -> Result<Vec<FdbRow>> {
                 interface: p.host_if.clone(),
                 kind: if e.is_static { "static" } else { "dynamic" },
                 age_secs: e.age.map(|a| a.as_secs_f64()),
+                peer: e.remote.map(|r| r.to_string()),
             })
         })
         .collect();

@@ -11,7 +11,7 @@
 //!
 //! Teardown is idempotent and works from the record alone, so it doubles as crash recovery.
 //! Read-only commands (`list`, `ns list`, `fdb`, `stats`, `tables`, `forward list`,
-//! `metrics`) change nothing, neither the state nor the datapath's tables.
+//! `peer list`, `metrics`) change nothing, neither the state nor the datapath's tables.
 //!
 //! The datapath is only reached through [`crate::datapath::Datapath`]; no command knows which
 //! datapath it drives.
@@ -24,6 +24,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub mod ns;
+pub mod peer;
 pub mod port;
 mod readers;
 pub mod stats;
@@ -33,8 +34,8 @@ pub mod tables;
 use crate::{
     datapath::Datapath,
     error::{Error, Result},
-    state::{STATE_DIR, State, Store},
-    sys::preflight,
+    state::{State, Store},
+    sys::{host, preflight},
 };
 
 /// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
@@ -66,7 +67,7 @@ pub(crate) fn datapath_of(state: &State, name: &str) -> Result<Box<dyn Datapath>
 pub(crate) async fn lock() -> Result<Store> {
     blocking(|| {
         preflight::check()?;
-        Store::open(STATE_DIR)
+        Store::open(host::state_dir())
     })
     .await
 }

@@ -16,9 +16,9 @@ use std::{
 use serde::Serialize;
 use switch_common::{
     events::{
-        DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NAT_REFUSED, DROP_SAME_PORT, DROP_SPOOFED_ARP,
-        DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary,
-        KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
+        DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NAT_REFUSED, DROP_NOT_PEER, DROP_SAME_PORT,
+        DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS,
+        FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
     },
     nat::{PROTO_TCP, PROTO_UDP},
 };
@@ -32,8 +32,8 @@ use crate::{
     datapath::{TablesNow, ebpf::maps::now_ns},
     error::{Error, Result},
     names::{Mac, validate_name},
-    state::{STATE_DIR, State, Store},
-    sys::process::ProcessId,
+    state::{State, Store},
+    sys::{host, process::ProcessId},
 };
 
 /// How often the port records are read for port events.
@@ -179,6 +179,7 @@ pub(crate) fn reason_name(reason: u16) -> &'static str {
         DROP_SPOOFED_IP => "spoofed-ip",
         DROP_SPOOFED_ARP => "spoofed-arp",
         DROP_MAC_LIMIT => "mac-limit",
+        DROP_NOT_PEER => "not-peer",
         DROP_NAT_REFUSED => "nat-refused",
         DROP_UNSOLICITED => "unsolicited-routed",
         _ => "unknown",
@@ -395,7 +396,7 @@ pub async fn follow(
         // Port events for what changed in the records since the last look.
         let look = async |ports: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
             // A state being rewritten is read again at the next look.
-            let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await else { return };
+            let Ok(state) = blocking(|| Store::peek(host::state_dir())).await else { return };
             let now = ports_of(&state, &name);
             for v in port_changes(ports, &now).iter().filter(|v| filter.wants(v)) {
                 show(v);
@@ -429,7 +430,7 @@ pub async fn follow(
                 _ = table_tick.tick(), if last_look.is_some() => {
                     // A look that fails (a switch going down) is made again at the next tick.
                     let Ok(events) = tables.require_events() else { continue };
-                    let (Ok(new), Ok(state)) = (events.tables_now().await, blocking(|| Store::peek(STATE_DIR)).await)
+                    let (Ok(new), Ok(state)) = (events.tables_now().await, blocking(|| Store::peek(host::state_dir())).await)
                     else { continue };
                     let old = last_look.replace(new).expect("checked by the guard");
                     let new = last_look.as_ref().expect("just set");

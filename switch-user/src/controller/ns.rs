@@ -208,8 +208,10 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
         mac: opts.mac,
         netns_cookie: 0,
         netns_path: None,
-        mtu: None,
+        // Behind a tunnel, frames must fit the underlay once encapsulated.
+        mtu: tunnel_mtu(&state, &opts.switch),
         port_security: opts.port_security,
+        tunnel: None,
         ready: false,
     };
     // Intent first: a crash from here on leaves a record that the next command rolls back.
@@ -312,13 +314,20 @@ pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
         mac: opts.mac,
         netns_cookie: 0,
         netns_path: Some(opts.netns.display().to_string()),
-        mtu: opts.mtu,
+        mtu: opts.mtu.or_else(|| tunnel_mtu(&state, &opts.switch)),
         port_security: opts.port_security,
+        tunnel: None,
         ready: false,
     };
     state.ports.push(port.clone());
     store.save(&state)?;
     make_recorded(&store, &mut state, port).await
+}
+
+/// The MTU the ports of `switch` get when it has a tunnel: the underlay's minus the VXLAN
+/// overhead, so an encapsulated frame is never too big for the underlay.
+fn tunnel_mtu(state: &State, switch: &str) -> Option<u32> {
+    state.tunnel(switch).and_then(|p| p.tunnel.as_ref()).map(|t| t.mtu)
 }
 
 /// Makes the recorded, unfinished port `port` (a namespace's or an adopted one) and marks

@@ -6,6 +6,8 @@
 //!   adopted    veth into a namespace someone else made  the host end, slot, flags 0
 //!   gateway    veth pair on the host, address on gNAME  the sNAME end, slot, PORT_F_HOST
 //!   uplink     nothing (a host interface)               the forwarding programs, no slot
+//!   tunnel     a VXLAN device (external, VNI filter)    the device, slot, PORT_F_TUNNEL,
+//!                                                       its VNI and peers (TUNNEL, PEERS)
 //! ```
 //! A port's record says all there is to know about it; nothing here looks at an interface
 //! name to find out what it is.
@@ -119,6 +121,10 @@ pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Re
     let nl = Netlink::new()?;
     nl.delete(&port.peer_if).await?;
     let (host_idx, port_idx) = nl.add_veth_pair(&port.peer_if, &port.host_if).await?;
+    if let Some(mtu) = port.mtu {
+        nl.set_mtu(host_idx, mtu).await?;
+        nl.set_mtu(port_idx, mtu).await?;
+    }
     let (a, b, prepare) = (port.peer_if.clone(), port.host_if.clone(), dp.kind().open(dp.switch()));
     blocking(move || {
         sysctl::disable_ipv6(&a)?;
@@ -135,6 +141,26 @@ pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Re
     Ok((port_idx, mac))
 }
 
+/// Makes the tunnel port `port`: its VXLAN device (a leftover of an interrupted `up` is
+/// replaced), attached to the datapath with its settings and peers before it goes up, so
+/// nothing from the underlay is switched by anything else. Returns the device's index.
+pub(crate) async fn make_tunnel_port(dp: &dyn Datapath, port: &PortState) -> Result<u32> {
+    let t =
+        port.tunnel.as_ref().ok_or_else(|| Error::Command(format!("tunnel port {} has no settings", port.host_if)))?;
+    let nl = Netlink::new()?;
+    nl.delete(&port.host_if).await?;
+    let index = nl.add_vxlan(&port.host_if, t.vni, t.udp_port, t.mtu).await?;
+    let name = port.host_if.clone();
+    blocking(move || {
+        sysctl::disable_ipv6(&name)?;
+        sysctl::forward_on_tunnel(&name)
+    })
+    .await?;
+    dp.attach_port(&PortState { host_ifindex: index, ..port.clone() }).await?;
+    nl.set_up(index).await?;
+    Ok(index)
+}
+
 /// Removes everything port `p` stands for: its datapath attachment, the veth pair it made and,
 /// for a namespace the switch made, the namespace with its direct links. Idempotent, and
 /// tolerant of a half-made port. `dp` is `None` when the switch record is gone.
@@ -146,7 +172,7 @@ pub(crate) async fn teardown(state: &State, dp: Option<&dyn Datapath>, p: &PortS
             }
             // The interface is the host's: it stays.
         }
-        PortKind::Namespace | PortKind::Adopted | PortKind::Gateway => {
+        PortKind::Namespace | PortKind::Adopted | PortKind::Gateway | PortKind::Tunnel => {
             // The veth pair goes with either end, and its programs with it. Interface first:
             // the kernel drops a filter with its interface for free, where detaching a link
             // on its own (XDP, the gateway's TCX guard) waits out a grace period that the

@@ -13,7 +13,7 @@ use super::{blocking, lock};
 use crate::{
     datapath::Datapath,
     error::Result,
-    state::{STATE_DIR, Store, SwitchState},
+    state::{Store, SwitchState},
     sys::process::ProcessId,
 };
 
@@ -118,7 +118,7 @@ pub(crate) fn or_removed(
         loop {
             tick.tick().await;
             // A state being rewritten is read again at the next tick.
-            if let Ok(state) = blocking(|| Store::peek(STATE_DIR)).await
+            if let Ok(state) = blocking(|| Store::peek(crate::sys::host::state_dir())).await
                 && !state.switches.contains_key(&name)
             {
                 tracing::info!(switch = name, "the switch was removed: stopping");

@@ -8,8 +8,9 @@ use super::{failpoint, forward, intent, lock, port};
 use crate::{
     datapath::{self, Capability, DatapathKind, userspace::daemon},
     error::{Error, Result},
-    names::{Cidr, gateway_ifnames, validate_name},
-    state::{PortKind, PortState, Redirect, State, Store, SwitchState},
+    names::{Cidr, gateway_ifnames, tunnel_ifname, validate_name},
+    state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
+    sys::netlink::Netlink,
 };
 
 /// Options of `switch up`. `None` means "default for a new switch, don't care for an
@@ -34,7 +35,23 @@ pub struct UpOptions {
     pub routable: bool,
     /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
     pub max_learned: Option<u32>,
+    /// A tunnel port to the switches of other hosts (VXLAN).
+    pub vxlan: Option<VxlanOptions>,
 }
+
+/// The tunnel port `up --vxlan VNI --underlay IFACE [--vxlan-port PORT]` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanOptions {
+    /// VXLAN network identifier (1..=16777215).
+    pub vni: u32,
+    /// Host interface the encapsulated traffic goes over; its address is the local VTEP's.
+    pub underlay: String,
+    /// UDP port of the VXLAN traffic.
+    pub port: u16,
+}
+
+/// The IANA port of VXLAN.
+pub const VXLAN_PORT: u16 = 4789;
 
 /// What `up` did.
 #[derive(Clone, Debug, Serialize)]
@@ -61,6 +78,8 @@ pub struct UpReport {
     pub routable: bool,
     /// Learning limit of ports without a bound MAC (0: none).
     pub max_learned: u32,
+    /// The tunnel port: VNI, underlay, local VTEP address, MTU, peers.
+    pub vxlan: Option<TunnelState>,
 }
 
 impl UpReport {
@@ -78,6 +97,7 @@ impl UpReport {
             masquerade: s.masquerade,
             routable: s.routable,
             max_learned: s.max_learned,
+            vxlan: state.tunnel(name).and_then(|p| p.tunnel.clone()),
         }
     }
 }
@@ -110,6 +130,22 @@ fn validate(opts: &UpOptions) -> Result<()> {
         }
         for u in &opts.uplinks {
             validate_name("uplink interface", u)?;
+        }
+    }
+    if let Some(v) = &opts.vxlan {
+        if !(1..=0x00ff_ffff).contains(&v.vni) {
+            return Err(Error::invalid("VNI", v.vni.to_string(), "must be between 1 and 16777215"));
+        }
+        if v.port == 0 {
+            return Err(Error::invalid("VXLAN port", "0", "must be between 1 and 65535"));
+        }
+        crate::names::validate_ifname(&v.underlay)?;
+        if let Some(d) = opts.datapath.filter(|d| !d.open(&opts.name).has(Capability::Tunnel)) {
+            return Err(Error::invalid(
+                "option",
+                format!("--vxlan {}", v.vni),
+                format!("the {d} datapath has no tunnel ports (VXLAN needs the tc datapath)"),
+            ));
         }
     }
     Ok(())
@@ -146,6 +182,14 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
     }
     if !opts.uplinks.is_empty() && opts.uplinks != uplinks {
         diffs.push(format!("uplinks [{}] (asked for [{}])", uplinks.join(","), opts.uplinks.join(",")));
+    }
+    if let Some(v) = &opts.vxlan {
+        let has = state.tunnel(&opts.name).and_then(|p| p.tunnel.as_ref());
+        if has.is_none_or(|t| t.vni != v.vni || t.underlay != v.underlay || t.udp_port != v.port) {
+            let has =
+                has.map_or("no tunnel".into(), |t| format!("vxlan {} over {} port {}", t.vni, t.underlay, t.udp_port));
+            diffs.push(format!("{has} (asked for vxlan {} over {} port {})", v.vni, v.underlay, v.port));
+        }
     }
     if diffs.is_empty() { Ok(()) } else { Err(Error::Conflict { name: opts.name.clone(), detail: diffs.join(", ") }) }
 }
@@ -184,6 +228,10 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
     for u in &opts.uplinks {
         forward::check_uplink(state, u).await?;
     }
+    let tunnel = match (&opts.vxlan, state.tunnel(&opts.name)) {
+        (Some(v), None) => Some(tunnel_settings(state, &opts.name, v).await?),
+        _ => None,
+    };
     let existing = state.switches.get(&opts.name);
     let new = SwitchState {
         // A switch made again keeps what it had unless told otherwise (`conflicts` refused
@@ -204,15 +252,77 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
     state.switches.insert(opts.name.clone(), new.clone());
     if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
         let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
-        state.ports.push(gateway_port(&opts.name, cidr, slot));
+        // Behind a tunnel, the host's packets into the segment must fit it too.
+        let mtu = tunnel.as_ref().map(|t| t.mtu);
+        state.ports.push(PortState { mtu, ..gateway_port(&opts.name, cidr, slot) });
     }
     for u in &opts.uplinks {
         if state.port(&opts.name, PortKind::Uplink, u).is_none() {
             state.ports.push(uplink_port(&opts.name, u));
         }
     }
+    if let Some(t) = tunnel {
+        let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
+        state.ports.push(tunnel_port(&opts.name, t, slot));
+    }
     store.save(state)?;
     Ok(Some(new))
+}
+
+/// The settings of the tunnel `v` asks for on this host: the underlay's address (the local
+/// VTEP's) and MTU (less the VXLAN overhead: the tunnel's and the namespaces' MTU). The VNI
+/// must be no other switch's here (the kernel would refuse the second device's filter too).
+async fn tunnel_settings(state: &State, name: &str, v: &VxlanOptions) -> Result<TunnelState> {
+    let other =
+        state.ports.iter().filter(|p| p.switch != name).find_map(|p| {
+            p.tunnel.as_ref().filter(|t| t.vni == v.vni && t.udp_port == v.port).map(|_| p.switch.clone())
+        });
+    if let Some(other) = other {
+        return Err(Error::invalid("VNI", v.vni.to_string(), format!("switch '{other}' of this host has it already")));
+    }
+    let nl = Netlink::new()?;
+    let index = nl
+        .ifindex(&v.underlay)
+        .await?
+        .ok_or_else(|| Error::invalid("underlay interface", v.underlay.clone(), "no such interface"))?;
+    let local = *nl.ipv4_addrs(index).await?.first().ok_or_else(|| {
+        Error::invalid(
+            "underlay interface",
+            v.underlay.clone(),
+            "has no IPv4 address (the local VTEP address is the underlay's)",
+        )
+    })?;
+    let underlay_mtu = nl.mtu(&v.underlay).await?.unwrap_or(1500);
+    let mtu = underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
+    if mtu < 576 {
+        return Err(Error::invalid(
+            "underlay interface",
+            v.underlay.clone(),
+            format!("its MTU {underlay_mtu} leaves less than 576 bytes inside the tunnel"),
+        ));
+    }
+    Ok(TunnelState { vni: v.vni, udp_port: v.port, underlay: v.underlay.clone(), local, mtu, peers: vec![] })
+}
+
+/// The record of switch `name`'s tunnel port, not made yet: its VXLAN device `v…`.
+fn tunnel_port(name: &str, t: TunnelState, slot: u32) -> PortState {
+    PortState {
+        switch: name.to_owned(),
+        kind: PortKind::Tunnel,
+        owner: format!("vxlan{}", t.vni),
+        host_if: tunnel_ifname(name),
+        host_ifindex: 0,
+        peer_if: String::new(),
+        slot: Some(slot),
+        ip: None,
+        mac: None,
+        netns_cookie: 0,
+        netns_path: None,
+        mtu: Some(t.mtu),
+        port_security: false,
+        tunnel: Some(t),
+        ready: false,
+    }
 }
 
 /// The record of switch `name`'s gateway port, not made yet: a veth pair whose far end
@@ -234,6 +344,7 @@ fn gateway_port(name: &str, cidr: Cidr, slot: u32) -> PortState {
         netns_path: None,
         mtu: None,
         port_security: true,
+        tunnel: None,
         ready: false,
     }
 }
@@ -254,6 +365,7 @@ pub(crate) fn uplink_port(name: &str, ifname: &str) -> PortState {
         netns_path: None,
         mtu: None,
         port_security: true,
+        tunnel: None,
         ready: false,
     }
 }
@@ -271,10 +383,18 @@ async fn make(store: &Store, state: &mut State, name: &str) -> Result<()> {
         p.mac = Some(mac);
         p.ready = true;
     }
+    if let Some(t) = state.tunnel(name).filter(|t| !t.ready).cloned() {
+        let idx = port::make_tunnel_port(dp.as_ref(), &t).await?;
+        let p = state.port_mut(name, PortKind::Tunnel, &t.owner).expect("recorded");
+        p.host_ifindex = idx;
+        p.ready = true;
+    }
     forward::setup_uplinks(store, state, name).await?;
     failpoint("up:made")?;
     // Ports a restarted userspace process must take over again.
-    for p in state.ports(name).filter(|p| p.ready && p.kind.is_switched() && p.kind != PortKind::Gateway) {
+    let again =
+        |p: &&PortState| p.ready && p.kind.is_switched() && !matches!(p.kind, PortKind::Gateway | PortKind::Tunnel);
+    for p in state.ports(name).filter(again) {
         dp.attach_port(p).await?;
     }
     Ok(())
@@ -289,7 +409,16 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
     if begin(&store, &mut state, &opts).await?.is_none() {
         return Ok(UpReport::new(&opts.name, &state, false));
     }
+    // The ports this `up` makes (the gateway, the tunnel): `make` marks each ready as it is
+    // made, but until the switch is, a failure takes them out again.
+    let making: Vec<(PortKind, String)> =
+        state.ports(&opts.name).filter(|p| !p.ready).map(|p| (p.kind, p.owner.clone())).collect();
     if let Err(e) = make(&store, &mut state, &opts.name).await {
+        for (kind, owner) in &making {
+            if let Some(p) = state.port_mut(&opts.name, *kind, owner) {
+                p.ready = false;
+            }
+        }
         // Roll back what this `up` made: its ports (not ready), the switch object, and the
         // record unless older ports still hang on it.
         let undone = intent::converge(&store, &mut state, &opts.name).await;

@@ -80,6 +80,8 @@ pub struct FdbEntryView {
     pub is_static: bool,
     /// Time since the station was last seen (dynamic entries).
     pub age: Option<Duration>,
+    /// A station behind the tunnel port: the peer (VTEP) it is at.
+    pub remote: Option<Ipv4Addr>,
 }
 
 /// Counters of a port. The bridge's come from the host veth's interface counters, which know
@@ -128,6 +130,8 @@ pub enum Capability {
     Log,
     /// Events (drops, learned stations, moves) streamed from the datapath.
     Events,
+    /// A tunnel port (VXLAN) to the switches of other hosts.
+    Tunnel,
     /// Copies of frames with the datapath's verdict.
     Capture,
 }
@@ -139,6 +143,7 @@ impl std::fmt::Display for Capability {
             Self::TableCounters => "table counters",
             Self::Log => "a datapath log",
             Self::Events => "datapath events (switch monitor)",
+            Self::Tunnel => "tunnel ports (VXLAN: switch up --vxlan)",
             Self::Capture => "packet capture with verdicts (switch capture)",
         })
     }
@@ -158,6 +163,11 @@ impl dyn Datapath {
     /// The datapath log, or the error.
     pub fn require_log(&self) -> Result<&dyn DatapathLog> {
         self.log().ok_or_else(|| self.unsupported(Capability::Log))
+    }
+
+    /// The tunnel port's peers, or the error.
+    pub fn require_tunnel(&self) -> Result<&dyn Tunnels> {
+        self.tunnel().ok_or_else(|| self.unsupported(Capability::Tunnel))
     }
 
     /// The datapath's events, or the error.
@@ -274,9 +284,15 @@ pub trait Datapath: Send + Sync {
         None
     }
 
+    /// The tunnel port's peers, if the datapath has tunnel ports.
+    fn tunnel(&self) -> Option<&dyn Tunnels> {
+        None
+    }
+
     /// Whether the datapath has capability `cap`.
     fn has(&self, cap: Capability) -> bool {
         match cap {
+            Capability::Tunnel => self.tunnel().is_some(),
             Capability::PortForwarding => self.forwarding().is_some(),
             Capability::TableCounters => self.tables().is_some(),
             Capability::Log => self.log().is_some(),
@@ -336,6 +352,18 @@ pub trait PortForwarding: Send + Sync {
     /// namespace or container given the address later starts with none (stale UDP entries
     /// after a container restart are a classic of iptables port mapping). Returns how many.
     async fn forget_connections(&self, addr: Ipv4Addr) -> Result<usize>;
+}
+
+/// The peers of a switch's tunnel port (the port itself is attached and detached like any
+/// other, with its settings in `PortState::tunnel`).
+#[async_trait]
+pub trait Tunnels: Send + Sync {
+    /// Makes `peers` the peer list: floods are replicated to them, and the tunnel takes frames
+    /// from them only.
+    async fn set_peers(&self, peers: &[Ipv4Addr]) -> Result<()>;
+
+    /// Forgets the stations learned at peer `addr`; returns how many there were.
+    async fn forget_peer(&self, addr: Ipv4Addr) -> Result<usize>;
 }
 
 /// Fill levels of the datapath's tables.

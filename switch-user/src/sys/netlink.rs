@@ -203,6 +203,12 @@ impl Netlink {
         self.handle.link().set(msg).execute().await.context(format!("setting interface {index} up"))
     }
 
+    /// Sets the MTU of interface `index`.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.handle.link().set(msg).execute().await.context(format!("setting the MTU of interface {index} to {mtu}"))
+    }
+
     /// Sets interface `name` up.
     pub async fn set_up_by_name(&self, name: &str) -> Result<()> {
         let index = self.ifindex(name).await?.ok_or_else(|| Error::Command(format!("interface {name} not found")))?;
@@ -288,6 +294,45 @@ impl Netlink {
         Ok(true)
     }
 
+    /// MTU of interface `name`, if it exists.
+    pub async fn mtu(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link(name).await?.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(m),
+                _ => None,
+            })
+        }))
+    }
+
+    /// Creates `name`, a collect-metadata (`external`) VXLAN device on UDP port `port` with a
+    /// VNI filter holding `vni` only, learning off (the switch learns), MTU `mtu`; returns its
+    /// index. With the filter, devices of other switches (other VNIs) share the UDP port, and
+    /// the kernel hands this one only its own VNI (`ip link add NAME type vxlan external
+    /// vnifilter dstport PORT nolearning` and `bridge vni add dev NAME vni VNI`). A VNI that
+    /// another device of this host has is refused.
+    pub async fn add_vxlan(&self, name: &str, vni: u32, port: u16, mtu: u32) -> Result<u32> {
+        use netlink_packet_route::link::InfoVxlan;
+        let msg = rtnetlink::LinkVxlan::new(name, 0)
+            .mtu(mtu)
+            .set_info_data(InfoData::Vxlan(vec![
+                InfoVxlan::CollectMetadata(true),
+                InfoVxlan::Vnifilter(true),
+                InfoVxlan::Port(port),
+                InfoVxlan::Learning(false),
+            ]))
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(|e| match errno(&e) {
+            Some(libc::EEXIST) => Error::invalid("interface name", name, "exists on the host already"),
+            _ => Error::Netlink { context: format!("creating VXLAN device {name}"), source: e },
+        })?;
+        let index = self
+            .ifindex(name)
+            .await?
+            .ok_or_else(|| Error::Command(format!("{name} vanished right after it was created")))?;
+        crate::controller::blocking(move || vni_filter_add(index, vni)).await?;
+        Ok(index)
+    }
+
     /// Deletes interface `name` (and so its veth peer); a missing interface is not an error.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let Some(index) = self.ifindex(name).await? else { return Ok(()) };
@@ -296,5 +341,76 @@ impl Netlink {
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
             Err(e) => Err(e).context(format!("deleting interface {name}")),
         }
+    }
+}
+
+/// `RTM_NEWTUNNEL`: adds to the VNI filter of a VXLAN device (linux/rtnetlink.h). rtnetlink
+/// has no request for it, so it is written here.
+const RTM_NEWTUNNEL: u16 = 120;
+/// `VXLAN_VNIFILTER_ENTRY` (nested) and its `VXLAN_VNIFILTER_ENTRY_START` (linux/if_link.h).
+const VXLAN_VNIFILTER_ENTRY: u16 = 1;
+const VXLAN_VNIFILTER_ENTRY_START: u16 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// Puts `vni` in the VNI filter of VXLAN device `index` of the calling thread's namespace
+/// (`bridge vni add dev DEV vni VNI`): one request on a netlink socket of its own, the
+/// kernel's acknowledgement read back. Blocking.
+fn vni_filter_add(index: u32, vni: u32) -> Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // nlmsghdr (16) + tunnel_msg (8) + ENTRY (4) { START (4 + 4) }.
+    let len: u32 = 16 + 8 + 4 + 8;
+    let mut msg = Vec::with_capacity(len as usize);
+    msg.extend_from_slice(&len.to_ne_bytes());
+    msg.extend_from_slice(&RTM_NEWTUNNEL.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+    msg.extend_from_slice(&[libc::AF_BRIDGE as u8, 0, 0, 0]); // family, flags, reserved
+    msg.extend_from_slice(&index.to_ne_bytes());
+    msg.extend_from_slice(&12u16.to_ne_bytes());
+    msg.extend_from_slice(&(VXLAN_VNIFILTER_ENTRY | NLA_F_NESTED).to_ne_bytes());
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&VXLAN_VNIFILTER_ENTRY_START.to_ne_bytes());
+    msg.extend_from_slice(&vni.to_ne_bytes());
+    debug_assert_eq!(msg.len(), len as usize);
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a netlink socket");
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sending the buffer just built, of its own length, to the kernel (address 0).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as u16;
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent != msg.len() as isize {
+        return Err(std::io::Error::last_os_error()).context(format!("adding VNI {vni} to interface {index}"));
+    }
+    let mut ack = [0u8; 512];
+    // SAFETY: receiving into a buffer of the length passed.
+    let got = unsafe { libc::recv(sock.as_raw_fd(), ack.as_mut_ptr().cast(), ack.len(), 0) };
+    // An NLMSG_ERROR message: nlmsghdr, then the error (0: success), negative errno.
+    if got < 20 || u16::from_ne_bytes([ack[4], ack[5]]) != libc::NLMSG_ERROR as u16 {
+        return Err(Error::Command(format!("adding VNI {vni} to interface {index}: no answer from the kernel")));
+    }
+    match -i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]) {
+        0 => Ok(()),
+        libc::EADDRINUSE | libc::EEXIST => Err(Error::invalid(
+            "VNI",
+            vni.to_string(),
+            "another VXLAN device of this host has it already (each VNI belongs to one switch per host)",
+        )),
+        e => Err(std::io::Error::from_raw_os_error(e)).context(format!("adding VNI {vni} to interface {index}")),
     }
 }

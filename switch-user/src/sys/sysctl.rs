@@ -34,3 +34,13 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
         Err(e) => Err(e).context(format!("writing {path}")),
     }
 }
+
+/// Turns IPv4 forwarding on for `ifname`, a VXLAN device of the switch's: the datapath's FIB
+/// lookups for the packets it encapsulates itself are made as if they arrived there, and
+/// the kernel answers those only for an interface that forwards. Nothing the device receives
+/// reaches the host's stack (its program switches or drops every frame), so nothing is
+/// routed from it; the setting goes with the device.
+pub fn forward_on_tunnel(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
+    fs::write(&path, b"1").context(format!("writing {path}"))
+}

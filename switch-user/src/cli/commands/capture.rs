@@ -41,6 +41,20 @@ impl Sink {
     }
 }
 
+/// Creates (or truncates) capture file `path` readable by its owner only: it holds other
+/// namespaces' traffic. A symbolic link as the last component is refused rather than
+/// followed, so a link planted in a shared directory cannot point the write elsewhere.
+fn create_private(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// The report of a capture written to a file.
 #[derive(Serialize)]
 struct Written {
@@ -58,13 +72,15 @@ pub async fn do_capture(a: CaptureArgs, json: bool) -> Result<Reply> {
         None => Sink::Lines { json },
         Some(path) => {
             let out: Box<dyn Write + Send> = match &to_file {
-                Some(_) => Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?),
+                Some(_) => Box::new(create_private(path).with_context(|| format!("creating {}", path.display()))?),
                 None => Box::new(std::io::stdout()),
             };
             Sink::Pcapng(PcapngFile::new(BufWriter::new(out), &a.switch, snaplen).context("starting the capture file")?)
         }
     };
-    let (tx, rx) = mpsc::channel::<Captured>();
+    // Bounded: a writer slower than a flood (a terminal, a slow disk) loses frames, counted,
+    // instead of holding an ever longer queue.
+    let (tx, rx) = mpsc::sync_channel::<Captured>(capture::QUEUE);
     let writer = thread::spawn(move || -> std::io::Result<()> {
         let mut sink = sink;
         for c in rx {
@@ -72,8 +88,14 @@ pub async fn do_capture(a: CaptureArgs, json: bool) -> Result<Reply> {
         }
         sink.finish()
     });
-    // A send fails only once the writer stopped on an error, which `join` reports below.
-    let show = move |c: &Captured| tx.send(c.clone()).map_err(|_| std::io::Error::from(ErrorKind::BrokenPipe));
+    // Never waits: a full queue loses the frame (WouldBlock); a disconnected one means the
+    // writer stopped on an error, which `join` reports below.
+    let show = move |c: &Captured| {
+        tx.try_send(c.clone()).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => std::io::Error::from(ErrorKind::WouldBlock),
+            mpsc::TrySendError::Disconnected(_) => std::io::Error::from(ErrorKind::BrokenPipe),
+        })
+    };
     let what = match (&a.namespace, &a.port) {
         (Some(ns), _) => format!("namespace {ns}'s port"),
         (_, Some(port)) => format!("port {port}"),

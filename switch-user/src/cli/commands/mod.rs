@@ -10,6 +10,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub mod ns;
+pub mod peer;
 pub mod ports;
 pub mod run;
 pub mod stats;

@@ -19,6 +19,11 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
         no_masquerade: a.no_masquerade,
         routable: a.routable,
         max_learned: a.max_learned,
+        vxlan: a.vxlan.map(|vni| sw::VxlanOptions {
+            vni,
+            underlay: a.underlay.unwrap_or_default(),
+            port: a.vxlan_port.unwrap_or(sw::VXLAN_PORT),
+        }),
     })
     .await?;
     let text = if r.created {
@@ -27,7 +32,14 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
             None => String::new(),
         };
         let gw = r.gateway.map(|g| format!(", gateway {g}")).unwrap_or_default();
-        format!("switch '{}' is up ({} datapath, ageing {}s{gw}{detail})", r.name, r.datapath, r.ageing_secs)
+        let vx = r
+            .vxlan
+            .as_ref()
+            .map(|t| {
+                format!(", vxlan {} over {} from {} port {} mtu {}", t.vni, t.underlay, t.local, t.udp_port, t.mtu)
+            })
+            .unwrap_or_default();
+        format!("switch '{}' is up ({} datapath, ageing {}s{gw}{vx}{detail})", r.name, r.datapath, r.ageing_secs)
     } else {
         format!("switch '{}' is already up", r.name)
     };

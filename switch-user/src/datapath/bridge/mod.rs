@@ -91,6 +91,7 @@ impl Datapath for Bridge {
                 ifindex: e.ifindex,
                 is_static: e.is_static,
                 age: (!e.is_static).then_some(e.age),
+                remote: None,
             })
             .collect())
     }

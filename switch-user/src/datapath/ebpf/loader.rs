@@ -22,10 +22,10 @@ use crate::error::{Context as _, Error, Result, bpf};
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/switch-datapath"));
 
 /// Root of every switch's pins.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";
+pub use crate::sys::host::PIN_ROOT;
 
 /// Every map the datapath has and the controller pins.
-pub const MAPS: [&str; 23] = [
+pub const MAPS: [&str; 26] = [
     names::FDB,
     names::LEARNED,
     names::PORTS,
@@ -46,6 +46,9 @@ pub const MAPS: [&str; 23] = [
     names::BOUND,
     names::EVENTS,
     names::EVENT_RATE,
+    names::TUNNEL,
+    names::PEERS,
+    names::PEER_SLOTS,
     names::CAPTURE,
     names::CAPTURE_FILTER,
     names::CAPTURE_SCRATCH,
@@ -118,6 +121,25 @@ fn clsact_attach(prog: &Path, ifname: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes the filter running `program` from the clsact ingress of `ifname`. No such
+/// interface, no clsact qdisc or no such filter: nothing to do.
+fn detach_filter(ifname: &str, program: &str) -> Result<()> {
+    match qdisc_detach_program(ifname, TcAttachType::Ingress, program) {
+        Ok(()) => Ok(()),
+        Err(TcError::IoError(e))
+            if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ENODEV) =>
+        {
+            Ok(())
+        }
+        Err(TcError::NetlinkError(e))
+            if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(bpf(format!("detaching the datapath from {ifname}"))(e)),
+    }
+}
+
 /// Priority of the port's filter in its clsact ingress: the first.
 const PORT_FILTER_PRIORITY: u16 = 1;
 
@@ -141,10 +163,10 @@ fn xdp_program(path: &Path) -> Result<Xdp> {
 impl Pins {
     /// Pins of switch `name`.
     pub fn new(name: &str) -> Self {
-        Self { dir: Path::new(PIN_ROOT).join(name) }
+        Self { dir: crate::sys::host::pin_root().join(name) }
     }
 
-    /// `/sys/fs/bpf/switch/NAME`.
+    /// `/sys/fs/bpf/switch/NAME` (`/sys/fs/bpf/switch/@HOST/NAME` for a host namespace).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -157,6 +179,24 @@ impl Pins {
     /// The pinned XDP program.
     pub fn prog_xdp(&self) -> PathBuf {
         self.dir.join("prog_xdp")
+    }
+
+    /// The pinned program of the tunnel port's ingress.
+    pub fn prog_tunnel(&self) -> PathBuf {
+        self.dir.join("prog_tunnel")
+    }
+
+    /// Attaches the tunnel program to the VXLAN device `ifname` (its clsact ingress, as a
+    /// port's: the device is the switch's and goes with it). An existing attachment is
+    /// replaced.
+    pub fn attach_tunnel(&self, ifname: &str) -> Result<()> {
+        self.detach_tunnel(ifname)?;
+        clsact_attach(&self.prog_tunnel(), ifname)
+    }
+
+    /// Takes the tunnel program off `ifname` (nothing attached, or no such interface: fine).
+    pub fn detach_tunnel(&self, ifname: &str) -> Result<()> {
+        detach_filter(ifname, programs::TUNNEL_INGRESS)
     }
 
     /// The pinned NAT program of the uplinks' ingress (`true`) or egress.
@@ -306,6 +346,9 @@ impl Pins {
             (programs::NAT_EGRESS, self.prog_nat(false)),
             (programs::NAT_GATEWAY, self.dir.join("prog_nat_gateway")),
             (programs::GATEWAY_EGRESS, self.dir.join("prog_gateway_egress")),
+            // The tunnel port's (used by the tc datapath only; loaded with the rest so the
+            // pins are the same whatever the switch has).
+            (programs::TUNNEL_INGRESS, self.prog_tunnel()),
         ] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -361,21 +404,7 @@ impl Pins {
     /// attached is not an error.
     pub fn detach(&self, ifname: &str) -> Result<()> {
         remove_pin(&self.link(ifname))?;
-        match qdisc_detach_program(ifname, TcAttachType::Ingress, programs::TC_INGRESS) {
-            Ok(()) => Ok(()),
-            // No such interface, no clsact qdisc, or no filter of ours.
-            Err(TcError::IoError(e))
-                if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ENODEV) =>
-            {
-                Ok(())
-            }
-            Err(TcError::NetlinkError(e))
-                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(bpf(format!("detaching the datapath from {ifname}"))(e)),
-        }
+        detach_filter(ifname, programs::TC_INGRESS)
     }
 
     /// Removes every pin of the switch: the program and maps are freed once no link uses them.

@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
 use switch_common::{
-    FdbEntry, LearnWindow, MacKey, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER, TABLE_STATS_DATAPATH,
-    TableStats, maps as names,
+    FdbEntry, LearnWindow, MAX_PEERS, MacKey, Peer, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER,
+    TABLE_STATS_DATAPATH, TableStats, TunnelConfig, maps as names,
 };
 
 use super::Pins;
@@ -260,5 +260,58 @@ impl SwitchMaps {
     /// The slot of `ifindex`, if it is a port.
     pub fn slot_of(&self, ifindex: u32) -> Result<Option<u32>> {
         optional(self.slots.get(&ifindex, 0), "reading PORT_SLOTS")
+    }
+}
+
+/// The tunnel port's maps: its settings and its peers.
+pub struct TunnelMaps {
+    config: Array<MapData, TunnelConfig>,
+    peers: Array<MapData, Peer>,
+    slots: HashMap<MapData, u32, u32>,
+}
+
+impl TunnelMaps {
+    /// Opens the pinned maps.
+    pub fn open(pins: &Pins) -> Result<Self> {
+        Ok(Self {
+            config: open_as(pins, names::TUNNEL)?,
+            peers: open_as(pins, names::PEERS)?,
+            slots: open_as(pins, names::PEER_SLOTS)?,
+        })
+    }
+
+    /// The tunnel's settings.
+    pub fn config(&self) -> Result<TunnelConfig> {
+        self.config.get(&0, 0).map_err(bpf("reading TUNNEL"))
+    }
+
+    /// Writes the tunnel's settings, keeping the peer count.
+    pub fn set_config(&mut self, cfg: TunnelConfig) -> Result<()> {
+        let peer_limit = self.config()?.peer_limit;
+        self.config.set(0, TunnelConfig { peer_limit, ..cfg }, 0).map_err(bpf("writing TUNNEL"))
+    }
+
+    /// Makes the peer list `peers` (addresses in network order), in that order, and forgets
+    /// any other. A new peer is admitted before floods reach it; a peer gone stops receiving
+    /// floods before its frames stop being taken.
+    pub fn set_peers(&mut self, peers: &[u32]) -> Result<()> {
+        if peers.len() > MAX_PEERS as usize {
+            return Err(Error::Command(format!("a tunnel has at most {MAX_PEERS} peers")));
+        }
+        for (slot, addr) in peers.iter().enumerate() {
+            self.slots.insert(addr, slot as u32, 0).map_err(bpf("writing PEER_SLOTS"))?;
+        }
+        for slot in 0..MAX_PEERS {
+            let addr = peers.get(slot as usize).copied().unwrap_or(0);
+            self.peers.set(slot, Peer { addr, pad: 0 }, 0).map_err(bpf("writing PEERS"))?;
+        }
+        let mut cfg = self.config()?;
+        cfg.peer_limit = peers.len() as u32;
+        self.config.set(0, cfg, 0).map_err(bpf("writing TUNNEL"))?;
+        let stale: Vec<u32> = self.slots.keys().filter_map(|k| k.ok()).filter(|a| !peers.contains(a)).collect();
+        for addr in stale {
+            let _ = self.slots.remove(&addr);
+        }
+        Ok(())
     }
 }

@@ -31,18 +31,18 @@ use std::{collections::HashMap, fs, io::Write as _, net::Ipv4Addr, time::Duratio
 
 use async_trait::async_trait;
 pub use loader::{Pins, Program};
-use maps::{SwitchMaps, now_ns};
+use maps::{SwitchMaps, TunnelMaps, now_ns};
 use nat::{NatMaps, wire};
 use switch_common::{
     CFG_F_CAPTURE, CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry,
-    FwdTarget, NAT_F_MASQUERADE, NatConfig, SwitchConfig, maps as names,
+    FwdTarget, NAT_F_MASQUERADE, NatConfig, SwitchConfig, TunnelConfig, maps as names,
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY},
 };
 use tokio::io::unix::AsyncFd;
 
 use super::{
     Datapath, DatapathCapture, DatapathEvents, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters,
-    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, TablesNow, UplinkSetup,
+    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, TablesNow, Tunnels, UplinkSetup,
 };
 use crate::{
     controller::blocking,
@@ -121,6 +121,8 @@ impl Datapath for Ebpf {
         blocking(move || {
             pins.remove()?;
             // The shared root goes once the last switch is gone; busy is fine.
+            // (A host namespace's directory first, then the root.)
+            let _ = fs::remove_dir(crate::sys::host::pin_root());
             let _ = fs::remove_dir(loader::PIN_ROOT);
             Ok(())
         })
@@ -149,12 +151,54 @@ impl Datapath for Ebpf {
         let binding = port.datapath_port();
         // The host's end of the gateway pair: where the host routes into the segment.
         let guarded = (port.kind == PortKind::Gateway).then(|| port.peer_if.clone());
+        // A tunnel port: its settings first (its program admits nothing until they name its
+        // device), its peers after it is a port (a flood may go to them from then on).
+        let tunnel = match (&port.tunnel, port.kind) {
+            (Some(t), PortKind::Tunnel) => {
+                if self.program != Program::Tc {
+                    return Err(Error::Unsupported {
+                        switch: self.name.clone(),
+                        datapath: self.kind(),
+                        capability: super::Capability::Tunnel,
+                        with: "tc".into(),
+                    });
+                }
+                // The program encapsulates known unicast itself and sends it out of the
+                // underlay (0: unknown, everything goes through the VXLAN device).
+                let underlay = Netlink::new()?.ifindex(&t.underlay).await?.unwrap_or(0);
+                Some((
+                    TunnelConfig {
+                        vni: t.vni,
+                        ifindex,
+                        local: wire(t.local),
+                        slot,
+                        underlay,
+                        port: t.udp_port,
+                        ..Default::default()
+                    },
+                    t.peers.iter().map(|a| wire(*a)).collect::<Vec<u32>>(),
+                ))
+            }
+            (None, PortKind::Tunnel) => {
+                return Err(Error::Command(format!("tunnel port {} has no settings", port.host_if)));
+            }
+            _ => None,
+        };
         blocking(move || {
+            if let Some((cfg, _)) = &tunnel {
+                TunnelMaps::open(&pins)?.set_config(*cfg)?;
+            }
             SwitchMaps::open(&pins)?.add_port(slot, ifindex, binding)?;
             if let Some(gateway) = guarded {
                 pins.attach_gateway_guard(&gateway)?;
             }
-            pins.attach(&host_if)
+            match tunnel {
+                Some((_, peers)) => {
+                    pins.attach_tunnel(&host_if)?;
+                    TunnelMaps::open(&pins)?.set_peers(&peers)
+                }
+                None => pins.attach(&host_if),
+            }
         })
         .await
     }
@@ -162,8 +206,19 @@ impl Datapath for Ebpf {
     async fn detach_port(&self, port: &PortState) -> Result<()> {
         let (pins, host_if, slot, cookie) = (self.pins.clone(), port.host_if.clone(), port.slot, port.netns_cookie);
         let guarded = (port.kind == PortKind::Gateway).then(|| port.peer_if.clone());
+        let tunnel = port.kind == PortKind::Tunnel;
         blocking(move || {
-            pins.detach(&host_if)?;
+            if tunnel {
+                pins.detach_tunnel(&host_if)?;
+                if pins.complete() {
+                    // No peers, no device: the settings go before the port.
+                    let mut maps = TunnelMaps::open(&pins)?;
+                    maps.set_peers(&[])?;
+                    maps.set_config(TunnelConfig::default())?;
+                }
+            } else {
+                pins.detach(&host_if)?;
+            }
             if let Some(gateway) = guarded {
                 pins.detach_gateway_guard(&gateway)?;
             }
@@ -193,6 +248,7 @@ impl Datapath for Ebpf {
                     ifindex: e.ifindex,
                     is_static: e.is_static(),
                     age: (!e.is_static()).then(|| Duration::from_nanos(now.saturating_sub(e.last_seen_ns))),
+                    remote: (e.remote != 0).then(|| Ipv4Addr::from(e.remote.to_ne_bytes())),
                 })
                 .collect())
         })
@@ -201,7 +257,7 @@ impl Datapath for Ebpf {
 
     async fn fdb_add(&self, mac: Mac, ifindex: u32) -> Result<()> {
         self.with_maps(move |mut maps| {
-            maps.fdb_insert(mac.0, FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: now_ns() })
+            maps.fdb_insert(mac.0, FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: now_ns(), remote: 0, pad: 0 })
         })
         .await
     }
@@ -243,6 +299,30 @@ impl Datapath for Ebpf {
 
     fn capture(&self) -> Option<&dyn DatapathCapture> {
         Some(self)
+    }
+
+    fn tunnel(&self) -> Option<&dyn Tunnels> {
+        // The XDP program has no tunnel path: a VXLAN device gives it no tunnel key.
+        (self.program == Program::Tc).then_some(self)
+    }
+}
+
+#[async_trait]
+impl Tunnels for Ebpf {
+    async fn set_peers(&self, peers: &[Ipv4Addr]) -> Result<()> {
+        let peers: Vec<u32> = peers.iter().map(|a| wire(*a)).collect();
+        let pins = self.pins.clone();
+        blocking(move || TunnelMaps::open(&pins)?.set_peers(&peers)).await
+    }
+
+    async fn forget_peer(&self, addr: Ipv4Addr) -> Result<usize> {
+        let remote = wire(addr);
+        self.with_maps(move |mut maps| {
+            let before = maps.fdb_entries()?.len();
+            let left = maps.flush_fdb(|e| e.remote == remote)?;
+            Ok(before.saturating_sub(left))
+        })
+        .await
     }
 }
 

@@ -16,23 +16,22 @@ use super::{
 };
 use crate::{
     error::{Context as _, Error, Result},
-    state::STATE_DIR,
-    sys::{files, process::ProcessId},
+    sys::{files, host, process::ProcessId},
 };
 
 /// Control socket of switch `name`.
 pub fn socket_path(name: &str) -> PathBuf {
-    PathBuf::from(STATE_DIR).join(format!("{name}.sock"))
+    host::state_dir().join(format!("{name}.sock"))
 }
 
 /// Pid file of switch `name`'s process.
 pub fn pid_path(name: &str) -> PathBuf {
-    PathBuf::from(STATE_DIR).join(format!("{name}.pid"))
+    host::state_dir().join(format!("{name}.pid"))
 }
 
 /// Log file of a background switch process.
 pub fn log_path(name: &str) -> PathBuf {
-    PathBuf::from(STATE_DIR).join(format!("{name}.log"))
+    host::state_dir().join(format!("{name}.log"))
 }
 
 /// Sends `req` to switch `name`'s process and turns an error answer into an error.
@@ -74,7 +73,7 @@ fn switch_binary() -> Result<std::path::PathBuf> {
 pub async fn spawn(name: &str, ageing_secs: u64, max_learned: u32) -> Result<()> {
     stop(name).await?;
     let exe = switch_binary()?;
-    files::private_dir(std::path::Path::new(STATE_DIR))?;
+    files::private_dir(&host::state_dir())?;
     let log = files::open_private(&log_path(name), true)?;
     let log2 = log.try_clone().context("duplicating the log file")?;
     let mut cmd = Command::new(exe);
@@ -162,7 +161,7 @@ pub async fn serve(
     for (slot, ifindex, ifname) in ports {
         engine.add_port(slot, ifindex, &ifname, None)?;
     }
-    files::private_dir(std::path::Path::new(STATE_DIR))?;
+    files::private_dir(&host::state_dir())?;
     files::write_private_atomic(&pid_path(name), ProcessId::current().to_line().as_bytes())?;
     let served = control::serve(&socket_path(name), engine, stop).await;
     let _ = fs::remove_file(pid_path(name));

@@ -95,6 +95,7 @@ impl Datapath for Userspace {
                     ifindex: e.ifindex,
                     is_static: e.is_static,
                     age: (!e.is_static).then(|| std::time::Duration::from_nanos(e.age_ns)),
+                    remote: None,
                 })
                 .collect()),
             other => Err(Self::unexpected(&other)),

@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn static_entries_neither_move_nor_age() {
         let mut fdb = Fdb::default();
-        let entry = FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0 };
+        let entry = FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0, remote: 0, pad: 0 };
         fdb.insert(A, Station { entry, slot: P1.slot });
         assert!(!fdb.wants_learn(&A, P2, 10 * SEC));
         fdb.learn(A, P2, 10 * SEC);

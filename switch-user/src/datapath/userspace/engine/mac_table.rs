@@ -74,7 +74,7 @@ impl Fdb {
     /// Records that `src` was seen on `port` at `now`.
     pub(super) fn learn(&mut self, src: [u8; 6], port: PortId, now: u64) {
         if self.wants_learn(&src, port, now) {
-            let entry = FdbEntry { ifindex: port.ifindex, flags: 0, last_seen_ns: now };
+            let entry = FdbEntry { ifindex: port.ifindex, flags: 0, last_seen_ns: now, remote: 0, pad: 0 };
             self.insert(src, Station { entry, slot: port.slot });
         }
     }
@@ -145,7 +145,10 @@ mod tests {
         let mut fdb = Fdb::default();
         assert!(fdb.wants_learn(&A, P1, 5));
         fdb.learn(A, P1, 5);
-        assert_eq!(station(&fdb, A).entry, FdbEntry { ifindex: P1.ifindex, flags: 0, last_seen_ns: 5 });
+        assert_eq!(
+            station(&fdb, A).entry,
+            FdbEntry { ifindex: P1.ifindex, flags: 0, last_seen_ns: 5, remote: 0, pad: 0 }
+        );
         assert!(!fdb.wants_learn(&A, P1, 5 + FDB_REFRESH_NS));
         fdb.learn(A, P1, 5 + FDB_REFRESH_NS);
         assert_eq!(station(&fdb, A).entry.last_seen_ns, 5);
@@ -157,7 +160,7 @@ mod tests {
     #[test]
     fn full_table_evicts_the_coldest_dynamic_station() {
         let mut fdb = Fdb::default();
-        let entry = FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0 };
+        let entry = FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0, remote: 0, pad: 0 };
         fdb.insert(A, Station { entry, slot: P1.slot });
         for i in 1..FDB_CAPACITY {
             let mac = [0x06, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
@@ -178,7 +181,10 @@ mod tests {
         fdb.learn(B, P2, 0);
         fdb.insert(
             C,
-            Station { entry: FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0 }, slot: 0 },
+            Station {
+                entry: FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0, remote: 0, pad: 0 },
+                slot: 0,
+            },
         );
         fdb.forget_port(P1.ifindex);
         assert_eq!(fdb.stations.keys().collect::<Vec<_>>(), vec![&B]);

@@ -362,7 +362,7 @@ impl Engine {
         let port = table
             .by_ifindex(ifindex)
             .ok_or_else(|| Error::Command(format!("no port of the userspace switch has interface index {ifindex}")))?;
-        let entry = FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: self.shared.clock().now };
+        let entry = FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: self.shared.clock().now, remote: 0, pad: 0 };
         write(&self.shared.fdb).insert(mac, Station { entry, slot: port.id.slot });
         Ok(())
     }

@@ -1,0 +1,497 @@
+//! Several hosts joined by VXLAN, on one machine: each host is a network namespace with its
+//! own switch instance (`switch --host-netns HOST`, which `nsenter --net` would give too), and
+//! the hosts' underlay interfaces (`ul0`, 10.77.0.N/24) meet on a Linux bridge in a namespace
+//! of the test's own (so nothing of it is on the machine's own interfaces).
+//!
+//! ```text
+//!   host h1                      underlay ns             host h2 ...
+//!   [a][b]── switch ov ─ vov-… ─ ul0 ══ p1 ─ br0 ─ p2 ══ ul0 ─ vov-… ─ switch ov ─[a][b]
+//!            (VNI 42)   (vxlan)   10.77.0.1                10.77.0.2
+//! ```
+use std::{
+    io::BufRead as _,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::Duration,
+};
+
+use switch_tests::*;
+
+/// Hosts on one underlay bridge, with the switches made on them; all of it removed on drop
+/// (and anything left reported).
+struct Hosts {
+    sb: Sandbox,
+    underlay: String,
+    hosts: Vec<String>,
+    switches: Vec<(usize, String)>,
+}
+
+impl Hosts {
+    /// `n` hosts, host `i` (1-based) at 10.77.0.i on the underlay.
+    fn new(n: usize) -> Self {
+        let sb = Sandbox::new();
+        let underlay = sb.name("ul");
+        let hosts: Vec<String> = (1..=n).map(|i| sb.name(&format!("h{i}"))).collect();
+        let me = Self { sb, underlay, hosts, switches: vec![] };
+        host("ip", &["netns", "add", &me.underlay]);
+        host("ip", &["-n", &me.underlay, "link", "add", "br0", "type", "bridge"]);
+        host("ip", &["-n", &me.underlay, "link", "set", "br0", "up"]);
+        for (i, h) in me.hosts.iter().enumerate() {
+            let i = i + 1;
+            host("ip", &["netns", "add", h]);
+            let port = format!("p{i}");
+            host(
+                "ip",
+                &["link", "add", "ul0", "netns", h, "type", "veth", "peer", "name", &port, "netns", &me.underlay],
+            );
+            host("ip", &["-n", &me.underlay, "link", "set", &port, "master", "br0", "up"]);
+            host("ip", &["-n", h, "addr", "add", &format!("10.77.0.{i}/24"), "dev", "ul0"]);
+            host("ip", &["-n", h, "link", "set", "ul0", "up"]);
+            host("ip", &["-n", h, "link", "set", "lo", "up"]);
+        }
+        me
+    }
+
+    /// `switch --host-netns HOST ARGS` on host `i`, asserting success.
+    fn on(&self, i: usize, args: &[&str]) -> String {
+        let mut a = vec!["--host-netns", &self.hosts[i - 1]];
+        a.extend_from_slice(args);
+        ok(&a)
+    }
+
+    /// The same, with `--json`, parsed.
+    fn json_on(&self, i: usize, args: &[&str]) -> Value {
+        let mut a = vec!["--host-netns", &self.hosts[i - 1]];
+        a.extend_from_slice(args);
+        json(&a)
+    }
+
+    /// Switch `sw` with VNI `vni` on host `i`, with `extra` arguments of `up`.
+    fn switch(&mut self, i: usize, sw: &str, vni: u32, extra: &[&str]) {
+        self.switches.push((i, sw.to_owned()));
+        let vni = vni.to_string();
+        let mut a = vec!["up", "--switch", sw, "--vxlan", &vni, "--underlay", "ul0"];
+        a.extend_from_slice(extra);
+        self.on(i, &a);
+        note_programs(&self.sb.prefix);
+    }
+
+    /// Makes every host of `hosts` a peer of every other one on switch `sw`.
+    fn mesh(&self, sw: &str, hosts: &[usize]) {
+        for &i in hosts {
+            for &j in hosts.iter().filter(|&&j| j != i) {
+                self.on(i, &["peer", "add", &format!("10.77.0.{j}"), "--switch", sw]);
+            }
+        }
+    }
+
+    /// Namespace `suffix` on switch `sw` of host `i`, at `ip`/24; returns its name.
+    fn ns(&self, i: usize, sw: &str, suffix: &str, ip: &str) -> String {
+        let ns = self.sb.name(suffix);
+        self.on(i, &["ns", "add", &ns, "--ip", &format!("{ip}/24"), "--switch", sw]);
+        ns
+    }
+
+    /// The MAC of namespace `ns` of host `i`.
+    fn mac(&self, i: usize, ns: &str) -> String {
+        let v = self.json_on(i, &["ns", "list"]);
+        let row = v.as_array().unwrap().iter().find(|r| r["namespace"] == ns).cloned();
+        row.unwrap_or_else(|| panic!("no {ns} on host {i}: {v}"))["mac"].as_str().unwrap().to_owned()
+    }
+
+    /// `switch fdb` of `sw` on host `i` as (mac, peer) pairs.
+    fn fdb(&self, i: usize, sw: &str) -> Vec<(String, Option<String>)> {
+        let v = self.json_on(i, &["fdb", "--switch", sw]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["mac"].as_str().unwrap().to_owned(), r["peer"].as_str().map(str::to_owned)))
+            .collect()
+    }
+
+    /// The `switch stats` row of the tunnel port of `sw` on host `i`.
+    fn tunnel_stats(&self, i: usize, sw: &str, vni: u32) -> Value {
+        let v = self.json_on(i, &["stats", "--switch", sw]);
+        let rows = v["ports"].as_array().unwrap().clone();
+        rows.into_iter().find(|r| r["namespace"] == format!("vxlan{vni}")).unwrap_or_else(|| panic!("{v}"))
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for (i, sw) in self.switches.drain(..) {
+            let _ = switch(&["--host-netns", &self.hosts[i - 1], "down", "--switch", &sw]);
+        }
+        let mut left = vec![];
+        for h in &self.hosts {
+            let pins = format!("/sys/fs/bpf/switch/@{h}");
+            if std::path::Path::new(&pins).exists() {
+                left.push(pins.clone());
+                let _ = std::fs::remove_dir_all(&pins);
+            }
+            let dir = format!("/run/switch/@{h}");
+            let state = std::fs::read_to_string(format!("{dir}/state.json")).unwrap_or_default();
+            let v: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
+            if v["ports"].as_array().is_some_and(|p| !p.is_empty())
+                || v["switches"].as_object().is_some_and(|s| !s.is_empty())
+            {
+                left.push(format!("{dir}/state.json: {state}"));
+            }
+            // A host's state directory goes with the host: only its lock and an empty state.
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = Command::new("ip").args(["netns", "del", h]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.underlay]).status();
+        // The namespaces of the switches went with `down`; the sandbox removes any left.
+        left.extend(netns_list().into_iter().filter(|n| n.starts_with(&self.sb.prefix)).map(|n| format!("netns {n}")));
+        report_leftovers("the hosts", &left);
+    }
+}
+
+/// A child process killed on drop unless taken out (a failing test leaves none behind).
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `cmd` in namespace `ns` in the background with stdout piped.
+fn spawn_in(ns: &str, cmd: &[&str]) -> Child {
+    let mut a = vec!["ns", "exec", ns, "--"];
+    a.extend_from_slice(cmd);
+    Command::new(switch_bin()).args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// A TCP transfer from `from` to `to_ns` at `to_ip`: 10 MB, checked end to end.
+fn tcp_intact(from: &str, to_ns: &str, to_ip: &str) {
+    let mut server = spawn_in(to_ns, &["python3", "-c", BULK_TCP, "serve", "9400", "take"]);
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "server in {to_ns}");
+    let r = exec(from, &["python3", "-c", BULK_TCP, "send", &format!("{to_ip}:9400"), "give"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(r.stdout.trim(), "intact", "10 MB over TCP from {from} to {to_ns}: {r:?}");
+}
+
+/// Sends one ARP request for `target` from `ns` (its own MAC and address `src`, as port
+/// security wants) on a packet socket.
+const ARP_ONE: &str = r#"
+import socket, struct, sys
+src_ip, target = sys.argv[1], sys.argv[2]
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(src_ip) + b"\0" * 6 + socket.inet_aton(target)
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+"#;
+
+/// tcpdump in `ns` on `ifname` for `secs` seconds with `filter`: the started process.
+fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Child {
+    let t = secs.to_string();
+    let mut args = vec!["timeout", &t, "tcpdump", "-nn", "-l", "-i", ifname];
+    args.extend(filter.split(' '));
+    spawn_in(ns, &args)
+}
+
+/// What a capture printed, one line per packet.
+fn captured(c: Child) -> Vec<String> {
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Three hosts, VNI 42 on each, two namespaces per host: everything the segment promises,
+/// then a second VNI beside it, a host leaving, a peer removed, and nothing left after.
+#[test]
+fn three_hosts_share_one_segment() {
+    let mut hs = Hosts::new(3);
+    let mut names = vec![];
+    for i in 1..=3 {
+        hs.switch(i, "ov", 42, if i == 1 { &["--gateway", "10.88.0.254/24"] } else { &[] });
+    }
+    hs.mesh("ov", &[1, 2, 3]);
+    for i in 1..=3 {
+        let a = hs.ns(i, "ov", &format!("{i}a"), &format!("10.88.0.{i}1"));
+        let b = hs.ns(i, "ov", &format!("{i}b"), &format!("10.88.0.{i}2"));
+        names.push([(a, format!("10.88.0.{i}1")), (b, format!("10.88.0.{i}2"))]);
+    }
+    // The namespaces fit the underlay once encapsulated.
+    let link = exec(&names[0][0].0, &["ip", "-o", "link", "show", "eth0"]).stdout;
+    assert!(link.contains("mtu 1450"), "underlay MTU 1500 minus 50: {link}");
+
+    // Ping between every two namespaces, same host and across hosts.
+    let all: Vec<&(String, String)> = names.iter().flatten().collect();
+    for (x, (from, _)) in all.iter().enumerate() {
+        for (to, ip) in all.iter().skip(x + 1) {
+            assert!(ping(from, ip, 2), "{from} -> {to} ({ip})");
+        }
+    }
+    // Host 1's own address on the segment (its gateway) reaches a namespace of host 2, with
+    // the tunnel's MTU on its end too.
+    let gw = host("ip", &["-n", &hs.hosts[0], "-o", "addr", "show", "to", "10.88.0.254"]);
+    let gw_if = gw.split_whitespace().nth(1).unwrap_or_else(|| panic!("no gateway address on host 1: {gw}"));
+    let gw_link = host("ip", &["-n", &hs.hosts[0], "-o", "link", "show", gw_if]);
+    assert!(gw_link.contains("mtu 1450"), "{gw_link}");
+    assert!(ping(&hs.hosts[0], &names[1][0].1, 2), "host 1 -> a namespace of host 2");
+    // TCP with a checked payload on every pair of hosts.
+    for (i, j) in [(0, 1), (1, 2), (2, 0)] {
+        tcp_intact(&names[i][0].0, &names[j][1].0, &names[j][1].1);
+    }
+
+    // The FDB of host 1 has the other hosts' stations at their peers, its own at no peer.
+    let fdb = hs.fdb(1, "ov");
+    for (i, host_names) in names.iter().enumerate() {
+        for (ns, _) in host_names {
+            let mac = hs.mac(i + 1, ns);
+            let peer = fdb.iter().find(|(m, _)| *m == mac).unwrap_or_else(|| panic!("{ns} not in {fdb:?}")).1.clone();
+            let want = (i > 0).then(|| format!("10.77.0.{}", i + 1));
+            assert_eq!(peer, want, "{ns}'s peer in host 1's FDB");
+        }
+    }
+    let peers = hs.json_on(1, &["peer", "list", "--switch", "ov"]);
+    assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
+    assert!(peers.as_array().unwrap().iter().all(|p| p["stations"] == 2), "two stations behind each peer: {peers}");
+
+    // On the underlay: VXLAN on UDP 4789 with VNI 42. Known unicast is encapsulated by the
+    // switch program (outer UDP checksum zero), not by the VXLAN device, whose counter stays.
+    let device_tx = || {
+        let v: Value = serde_json::from_str(&host("ip", &["-n", &hs.hosts[0], "-j", "-s", "link", "show"])).unwrap();
+        let dev = v.as_array().unwrap().iter().find(|l| l["ifname"].as_str().unwrap().starts_with("vov-")).cloned();
+        dev.expect("host 1's VXLAN device")["stats64"]["tx"]["packets"].as_u64().unwrap()
+    };
+    let before = device_tx();
+    let cap = capture(&hs.hosts[0], "ul0", 3, "-vv udp port 4789");
+    sleep(Duration::from_millis(800));
+    assert!(ping(&names[0][0].0, &names[1][0].1, 10));
+    let lines = captured(cap);
+    assert!(
+        lines.iter().any(|l| l.contains("10.77.0.1.") && l.contains("> 10.77.0.2.4789") && l.contains("vni 42")),
+        "no VXLAN VNI 42 from host 1 to host 2 on the underlay: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("> 10.77.0.2.4789: [no cksum] VXLAN")),
+        "no VXLAN frame encapsulated by the program: {lines:#?}"
+    );
+    let sent = device_tx() - before;
+    assert!(sent < 5, "{sent} of 10 echo requests went through the VXLAN device, not the program");
+
+    // An ARP broadcast from host 1 reaches every other namespace exactly once (head-end
+    // replication, nothing flooded back into the tunnel).
+    let target = "10.88.0.250";
+    let filter = format!("arp and host {target}");
+    let caps: Vec<(String, Child)> =
+        all.iter().skip(1).map(|(ns, _)| (ns.clone(), capture(ns, "eth0", 3, &filter))).collect();
+    sleep(Duration::from_millis(1000));
+    let r = exec(&names[0][0].0, &["python3", "-c", ARP_ONE, &names[0][0].1, target]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for (ns, c) in caps {
+        let lines = captured(c);
+        let n = lines.iter().filter(|l| l.contains(&format!("who-has {target}"))).count();
+        assert_eq!(n, 1, "the broadcast reached {ns} {n} times: {lines:#?}");
+    }
+
+    // A second VNI on hosts 1 and 2, namespaces on the same subnet: it works, and stays
+    // apart from VNI 42.
+    hs.switch(1, "ov2", 43, &[]);
+    hs.switch(2, "ov2", 43, &[]);
+    hs.mesh("ov2", &[1, 2]);
+    let c1 = hs.ns(1, "ov2", "1c", "10.88.0.13");
+    let c2 = hs.ns(2, "ov2", "2c", "10.88.0.23");
+    assert!(ping(&c1, "10.88.0.23", 2), "VNI 43 across hosts");
+    assert!(!ping(&c1, "10.88.0.21", 1), "VNI 43 reached a namespace of VNI 42");
+    assert!(!ping(&names[1][0].0, "10.88.0.13", 1), "VNI 42 reached a namespace of VNI 43");
+    let second = hs.fdb(2, "ov2");
+    assert!(second.iter().all(|(m, _)| *m != hs.mac(1, &names[0][0].0)), "a VNI 42 station in VNI 43: {second:?}");
+    assert!(ping(&c2, "10.88.0.13", 1));
+
+    // Host 3 leaves: hosts 1 and 2 go on.
+    hs.on(3, &["down", "--switch", "ov"]);
+    hs.switches.retain(|(i, _)| *i != 3);
+    assert!(ping(&names[0][0].0, &names[1][1].1, 2), "host 1 -> host 2 after host 3 went");
+    assert!(!ping(&names[0][0].0, &names[2][0].1, 1), "host 3's namespace is gone");
+
+    // Host 1 drops peer 2: its stations are forgotten and no traffic reaches them.
+    let r = hs.json_on(1, &["peer", "del", "10.77.0.2", "--switch", "ov"]);
+    assert_eq!(r["changed"], true, "{r}");
+    assert!(r["flushed"].as_u64().unwrap() >= 1, "host 2's stations flushed: {r}");
+    let fdb = hs.fdb(1, "ov");
+    assert!(fdb.iter().all(|(_, p)| p.as_deref() != Some("10.77.0.2")), "{fdb:?}");
+    assert!(!ping(&names[0][0].0, &names[1][0].1, 2), "traffic to the removed peer's station");
+    assert!(ping(&names[0][0].0, &names[0][1].1, 1), "host 1's own namespaces still talk");
+    // Again: nothing to do.
+    assert_eq!(hs.json_on(1, &["peer", "del", "10.77.0.2", "--switch", "ov"])["changed"], false);
+
+    // Everything goes (and Drop checks that nothing is left).
+    for (i, sw) in hs.switches.drain(..).collect::<Vec<_>>() {
+        hs.on(i, &["down", "--switch", &sw]);
+    }
+    for h in &hs.hosts {
+        let links: Vec<String> = host("ip", &["-n", h, "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_owned()))
+            .collect();
+        assert_eq!(links, ["lo", "ul0"], "interfaces left on {h}");
+        assert!(!std::path::Path::new(&format!("/sys/fs/bpf/switch/@{h}")).exists(), "pins left for {h}");
+    }
+}
+
+/// Someone on the underlay that is not a peer, or a peer speaking another VNI, does not get
+/// into the segment; the same sender as a peer on the right VNI does (the control).
+#[test]
+fn the_underlay_cannot_inject_frames() {
+    let mut hs = Hosts::new(1);
+    hs.switch(1, "ov", 42, &[]);
+    let a = hs.ns(1, "ov", "1a", "10.88.0.11");
+    let a_mac = hs.mac(1, &a);
+    // The intruder: a kernel VXLAN device at 10.77.0.9 on the underlay, aimed at host 1.
+    let x = hs.sb.name("x");
+    host("ip", &["netns", "add", &x]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(x.clone());
+    host("ip", &["link", "add", "ul0", "netns", &x, "type", "veth", "peer", "name", "px", "netns", &hs.underlay]);
+    host("ip", &["-n", &hs.underlay, "link", "set", "px", "master", "br0", "up"]);
+    host("ip", &["-n", &x, "addr", "add", "10.77.0.9/24", "dev", "ul0"]);
+    host("ip", &["-n", &x, "link", "set", "ul0", "up"]);
+    let intruder = |vni: &str| {
+        let _ = Command::new("ip").args(["-n", &x, "link", "del", "vx"]).stderr(Stdio::null()).status();
+        host(
+            "ip",
+            &["-n", &x, "link", "add", "vx", "type", "vxlan", "id", vni, "remote", "10.77.0.1", "dstport", "4789"],
+        );
+        host("ip", &["-n", &x, "link", "set", "vx", "mtu", "1450", "up"]);
+        host("ip", &["-n", &x, "addr", "add", "10.88.0.99/24", "dev", "vx"]);
+    };
+
+    // Not a peer: nothing gets in, and the tunnel counts what it refused (and `switch
+    // monitor` of the host names it).
+    intruder("42");
+    let mut monitor = Reaped(Some(
+        Command::new(switch_bin())
+            .args(["--host-netns", &hs.hosts[0], "--json", "monitor", "--switch", "ov", "--type", "drop"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    sleep(Duration::from_millis(1000));
+    let before = counter(&hs.tunnel_stats(1, "ov", 42), "dropped").unwrap();
+    assert!(!ping(&x, "10.88.0.11", 2), "a non-peer reached the segment");
+    let after = counter(&hs.tunnel_stats(1, "ov", 42), "dropped").unwrap();
+    assert!(after > before, "refused frames counted on the tunnel port ({before} -> {after})");
+    let child = monitor.0.take().unwrap();
+    // SAFETY: signalling our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    let refused = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| v["reason"] == "not-peer" && v["namespace"] == "vxlan42");
+    assert!(refused, "no not-peer drop on the tunnel port in the monitor's output: {out}");
+    assert!(hs.fdb(1, "ov").iter().all(|(_, p)| p.is_none()), "a non-peer's station was learned");
+
+    // The same sender made a peer: it gets in (so the refusal above was the peer check).
+    hs.on(1, &["peer", "add", "10.77.0.9", "--switch", "ov"]);
+    assert!(ping(&x, "10.88.0.11", 2), "the peer on VNI 42 did not reach the segment");
+    assert!(hs.fdb(1, "ov").iter().any(|(_, p)| p.as_deref() == Some("10.77.0.9")));
+
+    // A peer on another VNI: nothing gets in.
+    intruder("99");
+    assert!(!ping(&x, "10.88.0.11", 2), "VNI 99 reached the segment of VNI 42");
+
+    // Removed again: its station is forgotten, and nothing gets in.
+    intruder("42");
+    hs.on(1, &["peer", "del", "10.77.0.9", "--switch", "ov"]);
+    assert!(hs.fdb(1, "ov").iter().all(|(_, p)| p.is_none()), "the removed peer's station stayed");
+    assert!(!ping(&x, "10.88.0.11", 2), "a removed peer reached the segment");
+    assert!(hs.fdb(1, "ov").iter().any(|(m, _)| *m == a_mac), "the local station stays");
+}
+
+/// What has no tunnel says so, and bad input changes nothing.
+#[test]
+fn tunnels_refuse_what_they_cannot_do() {
+    let sb = Sandbox::new();
+    let sw = sb.name("sw");
+    for dp in ["xdp", "userspace", "bridge"] {
+        let e = fails(&["up", "--switch", &sw, "--datapath", dp, "--vxlan", "42", "--underlay", "lo"], 2);
+        assert!(e.contains("no tunnel ports") && e.contains("tc"), "{dp}: {e}");
+    }
+    let e = fails(&["up", "--switch", &sw, "--vxlan", "0", "--underlay", "lo"], 2);
+    assert!(e.contains("VNI"), "{e}");
+    let e = fails(&["up", "--switch", &sw, "--vxlan", "16777216", "--underlay", "lo"], 2);
+    assert!(e.contains("VNI"), "{e}");
+    let e = fails(&["up", "--switch", &sw, "--vxlan", "42", "--underlay", &sb.name("nope")], 2);
+    assert!(e.contains("no such interface"), "{e}");
+    let r = switch(&["up", "--switch", &sw, "--vxlan", "42"]);
+    assert_eq!(r.code, 2, "--vxlan without --underlay: {r:?}");
+    assert!(json(&["list"]).as_array().unwrap().iter().all(|s| s["name"] != sw.as_str()), "a switch was made");
+
+    // Peers need a tunnel, and a sensible address.
+    let mut hs = Hosts::new(1);
+    hs.switch(1, "plain", 7, &[]);
+    let h = hs.hosts[0].clone();
+    let e = fails(&["--host-netns", &h, "peer", "add", "10.77.0.1", "--switch", "plain"], 2);
+    assert!(e.contains("own VTEP"), "{e}");
+    for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "127.0.0.1"] {
+        let e = fails(&["--host-netns", &h, "peer", "add", bad, "--switch", "plain"], 2);
+        assert!(e.contains("peer address"), "{bad}: {e}");
+    }
+    // The same VNI twice on one host is refused before anything is made.
+    let e = fails(&["--host-netns", &h, "up", "--switch", "again", "--vxlan", "7", "--underlay", "ul0"], 2);
+    assert!(e.contains("VNI") && e.contains("plain"), "{e}");
+    hs.on(1, &["up", "--switch", "flat"]);
+    hs.switches.push((1, "flat".into()));
+    let e = fails(&["--host-netns", &h, "peer", "add", "10.77.0.2", "--switch", "flat"], 2);
+    assert!(e.contains("has no tunnel"), "{e}");
+    // A running switch is not given another tunnel behind its back.
+    let e = fails(&["--host-netns", &h, "up", "--switch", "plain", "--vxlan", "8", "--underlay", "ul0"], 2);
+    assert!(e.contains("vxlan 7"), "{e}");
+}
+
+/// `up --vxlan` killed half-way converges when run again, and a step failing half-way rolls
+/// back everything (the VXLAN device and the gateway pair included).
+#[test]
+fn an_interrupted_tunnel_converges() {
+    let mut hs = Hosts::new(1);
+    let h = hs.hosts[0].clone();
+    let up = [
+        "--host-netns",
+        h.as_str(),
+        "up",
+        "--switch",
+        "ov",
+        "--vxlan",
+        "42",
+        "--underlay",
+        "ul0",
+        "--gateway",
+        "10.88.0.254/24",
+    ];
+    let links = || host("ip", &["-n", &h, "-o", "link", "show"]);
+    let r = switch_env(&up, &[("SWITCH_FAILPOINT", "up:made:error")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!links().contains(" vov-"), "the VXLAN device stayed after a rollback: {}", links());
+    assert!(!links().contains(" gov-"), "the gateway pair stayed after a rollback: {}", links());
+    assert!(hs.json_on(1, &["list"]).as_array().unwrap().is_empty(), "the switch record stayed");
+    hs.switches.push((1, "ov".into()));
+    let r = switch_env(&up, &[("SWITCH_FAILPOINT", "up:made")]);
+    assert_ne!(r.code, 0, "the failpoint did not abort: {r:?}");
+    hs.on(1, &up[2..]);
+    hs.on(1, &up[2..]);
+    let ports = hs.json_on(1, &["ports", "--switch", "ov"]);
+    let tunnel: Vec<&Value> = ports.as_array().unwrap().iter().filter(|p| p["kind"] == "tunnel").collect();
+    assert_eq!(tunnel.len(), 1, "{ports}");
+    assert_eq!(tunnel[0]["ready"], true, "{ports}");
+    hs.on(1, &["peer", "add", "10.77.0.2", "--switch", "ov"]);
+    let a = hs.ns(1, "ov", "1a", "10.88.0.11");
+    assert!(exec(&a, &["ip", "-o", "link", "show", "eth0"]).stdout.contains("mtu 1450"));
+    assert_eq!(links().matches(" vov-").count(), 1, "{}", links());
+}
