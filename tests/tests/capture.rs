@@ -415,3 +415,36 @@ fn every_frame_of_a_flood_is_captured_or_counted() {
     assert!(frames.iter().all(|f| f.comment == "drop: invalid-source"));
     assert!(!capture_on(&sw));
 }
+
+/// `-w -` into tcpdump: frames reach the reader as they are captured, not when the capture
+/// ends.
+#[test]
+fn a_pipe_to_tcpdump_sees_frames_live() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("cap", "tc", &[]);
+    let a = sb.port(&sw, "a", "10.95.2.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.95.2.2/24", &[]);
+    let mut c = Capture::start(&sw, &["--ns", &a, "-w", "-"], false);
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-n", "-l", "-r", "-"])
+        .stdin(Stdio::from(c.child.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (out, sink) = (tcpdump.stdout.take().unwrap(), lines.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    assert!(ping(&a, "10.95.2.2", 1));
+    let seen = within(|| lines.lock().unwrap().iter().any(|l| l.contains("ICMP echo request")));
+    // The capture still runs: what tcpdump printed came through the pipe as it happened.
+    assert!(matches!(c.child.try_wait(), Ok(None)), "the capture ended early");
+    assert!(seen, "nothing live through the pipe: {:?}", lines.lock().unwrap());
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGINT) };
+    assert!(c.child.wait().unwrap().success());
+    assert!(tcpdump.wait().unwrap().success(), "tcpdump read a well-formed stream to its end");
+}

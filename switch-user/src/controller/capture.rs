@@ -426,6 +426,11 @@ impl<W: Write> PcapngFile<W> {
         Ok(())
     }
 
+    /// Hands what is written so far to the output.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.get_mut().flush()
+    }
+
     /// Flushes and returns the output.
     pub fn finish(self) -> std::io::Result<W> {
         let mut out = self.writer.into_inner();

@@ -33,6 +33,13 @@ impl Sink {
         }
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Pcapng(file) => file.flush(),
+            Self::Lines { .. } => std::io::stdout().flush(),
+        }
+    }
+
     fn finish(self) -> std::io::Result<()> {
         match self {
             Self::Pcapng(file) => file.finish().map(drop),
@@ -83,8 +90,15 @@ pub async fn do_capture(a: CaptureArgs, json: bool) -> Result<Reply> {
     let (tx, rx) = mpsc::sync_channel::<Captured>(capture::QUEUE);
     let writer = thread::spawn(move || -> std::io::Result<()> {
         let mut sink = sink;
-        for c in rx {
+        while let Ok(c) = rx.recv() {
             sink.write(&c)?;
+            // What else is queued, then one flush: a reader at the other end of a pipe
+            // (`-w - | tcpdump -r -`) sees every frame at once, without a write per frame
+            // under load.
+            while let Ok(c) = rx.try_recv() {
+                sink.write(&c)?;
+            }
+            sink.flush()?;
         }
         sink.finish()
     });
