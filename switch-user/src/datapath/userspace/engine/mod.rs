@@ -9,8 +9,8 @@
 //!                   ▼
 //!      serve_port task of sred-…, woken when the socket is readable      (this file)
 //!        1 recvmmsg: up to 32 frames into the port's buffers             (socket.rs)
-//!        2 decide every frame of the batch, FDB read lock once           (decide.rs, mac_table.rs)
-//!        3 learn new or moved sources, FDB write lock only if needed     (mac_table.rs)
+//!        2 decide every frame of the batch, FDB read without locking     (decide.rs, mac_table.rs)
+//!        3 learn new or moved sources, as the FDB's writer, if needed    (mac_table.rs)
 //!        4 count rx, one atomic add per counter per batch                (ports.rs)
 //!        5 sendmmsg once per destination port                            (ports.rs, socket.rs)
 //!                   │
@@ -19,7 +19,7 @@
 //! ```
 //!
 //! The modules, one concern each:
-//! - `mac_table.rs`: the FDB (stations, learning, ageing, eviction), no locking of its own;
+//! - `mac_table.rs`: the FDB (stations, learning, ageing, eviction), read without locks;
 //! - `decide.rs`: the verdict for one frame (drop, flood, unicast) and the batch's sources;
 //! - `socket.rs`: the packet socket and its buffers, with all the `unsafe` libc calls;
 //! - `ports.rs`: a port's socket and counters, the copy-on-write port table, forwarding;
@@ -36,7 +36,8 @@
 //!
 //! Throughput comes from keeping TCP's GSO super-frames whole (`PACKET_VNET_HDR`: one 64 KiB
 //! frame costs one syscall slot, not 45), from batching both directions (`recvmmsg`,
-//! `sendmmsg`), and from taking each lock once per batch rather than once per frame.
+//! `sendmmsg`), and from lanes that share nothing they lock while switching: the FDB is read
+//! without locks, the port table is one `Arc` taken per batch, counters are atomic adds.
 mod decide;
 mod guard;
 mod lanes;
@@ -82,8 +83,8 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// State shared by the engine and its tasks.
 ///
-/// Lock order: `fdb` before `ports` (a batch checks its port under the FDB write lock); the
-/// engine's `tasks` mutex before either.
+/// Lock order: the FDB's writer before `ports` (a batch checks its port as the FDB's writer);
+/// the engine's `tasks` mutex before either.
 #[derive(Debug)]
 struct Shared {
     /// Zero of the FDB's clock.
@@ -93,7 +94,7 @@ struct Shared {
     max_learned: u32,
     /// Sockets (and receive tasks) per port: one per CPU, see [`lanes`].
     lanes: usize,
-    fdb: RwLock<Fdb>,
+    fdb: Fdb,
     ports: RwLock<Arc<PortTable>>,
 }
 
@@ -122,7 +123,7 @@ impl Shared {
         let mut sources = BatchSources::new();
         let mut tally = RxTally::default();
         {
-            let fdb = read(&self.fdb);
+            let fdb = self.fdb.read();
             for (i, v) in verdicts[..n].iter_mut().enumerate() {
                 let frame = rx.frame(i);
                 if !rx.truncated[i] {
@@ -132,9 +133,9 @@ impl Shared {
             }
         }
         if sources.stale().next().is_some() {
-            let mut fdb = write(&self.fdb);
-            // Checked under the FDB lock: a port removed meanwhile (table first, then its
-            // entries) must not get entries back from its last batch.
+            let fdb = self.fdb.write();
+            // Checked as the FDB's writer: a port removed meanwhile (table first, then its
+            // entries, as the writer) must not get entries back from its last batch.
             if read(&self.ports).is_live(ingress) {
                 for src in sources.stale() {
                     fdb.learn(*src, ingress, clock.now);
@@ -147,7 +148,7 @@ impl Shared {
 
     fn sweep(&self) {
         let clock = self.clock();
-        write(&self.fdb).sweep(clock);
+        self.fdb.write().sweep(clock);
     }
 }
 
@@ -239,7 +240,7 @@ impl Engine {
             ageing_ns: AtomicU64::new(duration_ns(ageing)),
             max_learned,
             lanes: lanes(),
-            fdb: RwLock::default(),
+            fdb: Fdb::default(),
             ports: RwLock::default(),
         };
         Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::default() })
@@ -329,7 +330,7 @@ impl Engine {
             return;
         };
         self.shared.set_port(slot, None);
-        write(&self.shared.fdb).forget_port(port.id.ifindex);
+        self.shared.fdb.write().forget_port(port.id.ifindex);
         tracing::info!("userspace switch: port {slot} ({}) removed", port.name);
     }
 
@@ -342,13 +343,14 @@ impl Engine {
     /// out). The age of a static entry is the time since it was added.
     pub fn fdb(&self) -> Vec<([u8; 6], u32, bool, Duration)> {
         let clock = self.shared.clock();
-        read(&self.shared.fdb)
-            .stations
-            .iter()
+        self.shared
+            .fdb
+            .read()
+            .entries()
             .filter(|(_, s)| !s.entry.is_expired(clock.now, clock.ageing))
             .map(|(mac, s)| {
                 let age = Duration::from_nanos(clock.now.saturating_sub(s.entry.last_seen_ns));
-                (*mac, s.entry.ifindex, s.entry.is_static(), age)
+                (mac, s.entry.ifindex, s.entry.is_static(), age)
             })
             .collect()
     }
@@ -363,13 +365,13 @@ impl Engine {
             .by_ifindex(ifindex)
             .ok_or_else(|| Error::Command(format!("no port of the userspace switch has interface index {ifindex}")))?;
         let entry = FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: self.shared.clock().now, remote: 0, pad: 0 };
-        write(&self.shared.fdb).insert(mac, Station { entry, slot: port.id.slot });
+        self.shared.fdb.write().insert(mac, Station { entry, slot: port.id.slot });
         Ok(())
     }
 
     /// Deletes an entry (static or learned); returns whether it existed.
     pub fn fdb_del(&self, mac: [u8; 6]) -> bool {
-        write(&self.shared.fdb).stations.remove(&mac).is_some()
+        self.shared.fdb.write().remove(&mac)
     }
 
     /// Counters of a slot (zeros for an unknown slot).
