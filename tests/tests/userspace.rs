@@ -158,3 +158,34 @@ for _ in range(20):
     assert_eq!(u(&b1, "tx_packets"), u(&b0, "tx_packets"), "b was sent the host's frames: {b0} -> {b1}");
     assert!(ping(&a, "10.74.0.2", 2), "a -> b");
 }
+
+#[test]
+fn a_port_that_could_not_send_sends_again_once_its_interface_is_back() {
+    // While b's host interface is down, the engine's sends to b's port fail: the kernel leaves
+    // them in the port's transmit ring. The engine must take those slots back in step with
+    // the kernel, which stops at the first slot it could not send: a ring left out of step
+    // would never send to b again, though b's interface is back.
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", "userspace", &[]);
+    let a = sb.port(&sw, "a", "10.75.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.75.0.2/24", &[]);
+    let (b_if, _) = host_ifindex(&b);
+    assert!(ping(&a, "10.75.0.2", 1), "a -> b before");
+    let b0 = port_stats(&sw, &b);
+    host("ip", &["link", "set", &b_if, "down"]);
+    // a knows b's MAC by now: its echo requests are unicast to b's port, and cannot leave it.
+    assert!(!ping(&a, "10.75.0.2", 2), "a -> b while b's port is down");
+    let b1 = port_stats(&sw, &b);
+    host("ip", &["link", "set", &b_if, "up"]);
+    assert!(u(&b1, "tx_errors") > u(&b0, "tx_errors"), "sends to a port that is down fail: {b0} -> {b1}");
+    assert!(within(|| ping(&a, "10.75.0.2", 1)), "a -> b once b's port is up again");
+    // Many more frames than a transmit ring has slots (256 per lane): the rings go round and
+    // keep sending. A loaded machine may lose a few, never most.
+    let run = exec(&a, &["ping", "-q", "-f", "-c", "3000", "10.75.0.2"]);
+    let received: u32 = run
+        .stdout
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" received")?.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {} {}", run.stdout, run.stderr));
+    assert!(received >= 2900, "flood ping a -> b: {}", run.stdout);
+}
