@@ -802,7 +802,7 @@ mod tests {
         // Transmit slots: a full-size tagged frame with its virtio header fits too, and the
         // transmit ring is whole blocks.
         assert_eq!(TX_SLOT_OFFSET, 32);
-        assert!(TX_SLOT_DATA >= VNET_HDR_LEN + 1518);
+        const { assert!(TX_SLOT_DATA >= VNET_HDR_LEN + 1518) };
         for lanes in 1..=64 {
             let frames = tx_ring_frames(ring_frames(lanes));
             assert_eq!((frames * RING_FRAME) % RING_BLOCK, 0);
