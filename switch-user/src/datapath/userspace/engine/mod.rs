@@ -94,6 +94,9 @@ struct Shared {
     max_learned: u32,
     /// Sockets (and receive tasks) per port: one per CPU, see [`lanes`].
     lanes: usize,
+    /// How long a lane keeps polling its ring after the last frame before it sleeps (zero:
+    /// it sleeps at once).
+    busy_poll: Duration,
     fdb: Fdb,
     ports: RwLock<Arc<PortTable>>,
 }
@@ -208,7 +211,31 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
         drop(guard);
         if budget == 0 {
             tokio::task::yield_now().await;
+        } else if !shared.busy_poll.is_zero() {
+            busy_poll(&shared, &fd, &mut rx).await;
         }
+    }
+}
+
+/// Keeps switching the frames of `fd`'s ring until it stays empty for `shared.busy_poll`,
+/// then returns so the task can sleep on the socket again: a frame that arrives meanwhile is
+/// switched without waiting for a wake-up (the engine's share of the latency of a
+/// request-response exchange is then a few microseconds, not a thread wake-up). Between two
+/// looks at the ring the task yields, so the lane's other ports (and its control tasks) run:
+/// the lane's thread spins, the lane does not stall.
+async fn busy_poll(shared: &Shared, fd: &AsyncFd<Lane>, rx: &mut RxBuffers) {
+    let (port, lane) = (&fd.get_ref().port, fd.get_ref().index);
+    let mut last_frame = Instant::now();
+    loop {
+        match fd.get_ref().socket().recv(rx) {
+            Ok(n) => {
+                shared.switch_batch(port, lane, rx, n);
+                last_frame = Instant::now();
+            }
+            Err(_empty) if last_frame.elapsed() >= shared.busy_poll => return,
+            Err(_empty) => {}
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -222,6 +249,34 @@ struct Tasks {
     ageing: Option<JoinHandle<()>>,
 }
 
+/// What an engine is told when it is made: a switch's settings (`switch up`) for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Dynamic entries are forgotten after this long without a frame from them.
+    pub ageing: Duration,
+    /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
+    pub max_learned: u32,
+    /// How long a lane polls its rings for more frames after the last one before it sleeps
+    /// (`up --busy-poll`; zero: never polls). Lower latency, for a CPU kept busy.
+    pub busy_poll: Duration,
+}
+
+impl Config {
+    /// What switch `sw`'s record asks for.
+    pub fn of(sw: &crate::state::SwitchState) -> Self {
+        Self {
+            ageing: Duration::from_secs(sw.ageing_secs),
+            max_learned: sw.max_learned,
+            busy_poll: Duration::from_micros(u64::from(sw.busy_poll_us)),
+        }
+    }
+
+    /// Ageing after `ageing`, no learning limit, no busy polling.
+    pub fn new(ageing: Duration) -> Self {
+        Self { ageing, max_learned: 0, busy_poll: Duration::ZERO }
+    }
+}
+
 /// The userspace switch: ports, FDB and counters. Used as `Arc<Engine>` from the control
 /// socket's tasks; it stops its tasks when dropped.
 #[derive(Debug)]
@@ -232,14 +287,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine without ports, ageing dynamic entries after `ageing`, letting a port without
-    /// a bound MAC learn `max_learned` new stations per ageing period (0: no limit).
-    pub fn new(ageing: Duration, max_learned: u32) -> Arc<Self> {
+    /// An engine without ports, set up as `config` says.
+    pub fn new(config: Config) -> Arc<Self> {
         let shared = Shared {
             epoch: Instant::now(),
-            ageing_ns: AtomicU64::new(duration_ns(ageing)),
-            max_learned,
+            ageing_ns: AtomicU64::new(duration_ns(config.ageing)),
+            max_learned: config.max_learned,
             lanes: lanes(),
+            busy_poll: config.busy_poll,
             fdb: Fdb::default(),
             ports: RwLock::default(),
         };
@@ -444,7 +499,7 @@ mod tests {
     async fn engine_without_ports() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Engine>();
-        let engine = Engine::new(Duration::from_secs(300), 0);
+        let engine = Engine::new(Config::new(Duration::from_secs(300)));
         engine.spawn_ageing();
         engine.spawn_ageing();
         assert_eq!(engine.stats(7), PortStats::default());
