@@ -65,7 +65,18 @@ fn quick_bench_produces_well_formed_results() {
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["veth", "bridge", "tc", "tc-open", "tc-egress", "tc-monitor", "tc-capture", "xdp", "userspace"],
+            [
+                "veth",
+                "bridge",
+                "tc",
+                "tc-open",
+                "tc-egress",
+                "tc-monitor",
+                "tc-capture",
+                "xdp",
+                "userspace",
+                "userspace-poll"
+            ],
             "{}",
             m["id"]
         );
@@ -136,7 +147,7 @@ fn quick_bench_produces_well_formed_results() {
         assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
     }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 21);
+    assert_eq!(targets.len(), 22);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
