@@ -211,7 +211,8 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
         drop(guard);
         if budget == 0 {
             tokio::task::yield_now().await;
-        } else if !shared.busy_poll.is_zero() {
+        } else if budget < BATCHES_PER_WAKE && !shared.busy_poll.is_zero() {
+            // Frames came, and the ring is empty now: the next ones are likely near.
             busy_poll(&shared, &fd, &mut rx).await;
         }
     }
