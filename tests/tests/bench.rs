@@ -147,7 +147,7 @@ fn quick_bench_produces_well_formed_results() {
         assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
     }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 22);
+    assert_eq!(targets.len(), 21);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();

@@ -245,12 +245,6 @@ impl Report {
                 2.00,
                 ratio("lat_poll_p50", "userspace", "bridge"),
             ),
-            // The same with the switch's lanes polling too (`up --busy-poll`).
-            at_most(
-                "userspace --busy-poll p50 latency vs Linux bridge (busy polling)",
-                2.00,
-                ratio("lat_poll_p50", "userspace-poll", "bridge"),
-            ),
             Target {
                 what: "100 namespaces on a switch".into(),
                 goal: "< 3 s".into(),

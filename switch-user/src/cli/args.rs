@@ -150,8 +150,10 @@ pub struct UpArgs {
     pub vxlan: Option<u32>,
     /// Userspace datapath: after a frame, each lane keeps looking at its rings for this many
     /// microseconds before it goes to sleep, so the next frame (a reply, the next packet of a
-    /// burst) is switched without a thread wake-up: lower latency for a busier CPU. 0 (the
-    /// default): lanes sleep as soon as their rings are empty. At most 1000000.
+    /// burst) is switched without a thread wake-up. Worth it only where the lanes' CPUs are
+    /// otherwise idle: a lane spins on its CPU, so applications that need that CPU lose
+    /// latency and throughput (on a 2-CPU host it made everything slower). 0 (the default):
+    /// lanes sleep as soon as their rings are empty. At most 1000000.
     #[arg(long, value_name = "USECS")]
     pub busy_poll: Option<u32>,
     /// The host interface the VXLAN traffic goes over (its IPv4 address is the local VTEP's).
