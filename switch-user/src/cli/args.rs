@@ -213,8 +213,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub secs: Option<u64>,
     /// Only these contenders, with their comparison's baselines (every ratio is against
-    /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace; port
-    /// forwarding: routed, iptables, ebpf-forward; CNI plugins: switch-cni, bridge-cni;
+    /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace, ovs
+    /// (Open vSwitch's userspace datapath); port forwarding: routed, iptables, ebpf-forward;
+    /// CNI plugins: switch-cni, bridge-cni;
     /// containers under podman: podman (both of podman-switch-cni, podman-bridge);
     /// `bringup` for bringing up and removing namespaces. A comparison none of whose
     /// contenders is named is left out.
