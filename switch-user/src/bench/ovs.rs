@@ -124,7 +124,9 @@ pub async fn build(client: &str, server: &str, client_cidr: &str, server_cidr: &
     let dir = dir();
     crate::sys::files::private_dir(&dir)?;
     let db = dir.join("conf.db");
-    let out = ovs("ovsdb-tool").arg("create").arg(&db).arg(SCHEMA).output().context("running ovsdb-tool")?;
+    let mut create = ovs("ovsdb-tool");
+    create.arg("create").arg(&db).arg(SCHEMA);
+    let out = tokio::process::Command::from(create).output().await.context("running ovsdb-tool")?;
     if !out.status.success() {
         return Err(Error::Command(format!(
             "ovsdb-tool create failed: {}",
@@ -240,17 +242,20 @@ fn stop(mut children: Vec<Child>) {
             pids.push(pid);
         }
     }
-    let signal = |sig| {
-        for pid in &pids {
+    let signal = |sig, pids: &[i32]| {
+        for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), sig);
         }
     };
-    signal(nix::sys::signal::Signal::SIGTERM);
+    signal(nix::sys::signal::Signal::SIGTERM, &pids);
     let deadline = Instant::now() + Duration::from_secs(2);
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal(nix::sys::signal::Signal::SIGKILL);
+    // Only those still running: an earlier run's daemon that exited may be reaped by now and
+    // its pid reused (a child of ours stays a zombie until it is waited for below).
+    let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    signal(nix::sys::signal::Signal::SIGKILL, &left);
     for child in &mut children {
         let _ = child.wait();
     }
