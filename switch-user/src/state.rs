@@ -72,6 +72,10 @@ pub struct SwitchState {
     /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
     #[serde(default = "default_max_learned")]
     pub max_learned: u32,
+    /// Microseconds the userspace datapath's lanes keep polling for frames after the last one
+    /// before they sleep (`up --busy-poll`; 0: they sleep at once).
+    #[serde(default)]
+    pub busy_poll_us: u32,
     /// Host sysctls the switch changed, with the value each had before (`down` writes it
     /// back). Recorded before the write, so a crash in between still restores it.
     #[serde(default)]
@@ -535,6 +539,7 @@ mod tests {
                 masquerade: false,
                 routable: false,
                 max_learned: 1024,
+                busy_poll_us: 0,
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
                 log_followers: vec![ProcessId::current()],
                 monitors: vec![ProcessId::current()],

@@ -98,7 +98,19 @@ fn quick_bench_produces_well_formed_results() {
         let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["veth", "bridge", "tc", "tc-open", "tc-egress", "tc-monitor", "tc-capture", "xdp", "userspace", "ovs"],
+            [
+                "veth",
+                "bridge",
+                "tc",
+                "tc-open",
+                "tc-egress",
+                "tc-monitor",
+                "tc-capture",
+                "xdp",
+                "userspace",
+                "userspace-poll",
+                "ovs"
+            ],
             "{}",
             m["id"]
         );
@@ -122,7 +134,7 @@ fn quick_bench_produces_well_formed_results() {
         assert_eq!(rows[1]["vs"]["bridge"].as_f64(), Some(1.0));
         assert_eq!(rows[0]["vs"]["veth"].as_f64(), Some(1.0));
         if ovs_installed() {
-            assert_eq!(rows[9]["vs"]["ovs"].as_f64(), Some(1.0), "{}", m["id"]);
+            assert_eq!(rows[10]["vs"]["ovs"].as_f64(), Some(1.0), "{}", m["id"]);
             assert!(rows[8]["vs"]["ovs"].as_f64().is_some_and(|v| v > 0.0), "{}: {}", m["id"], rows[8]);
         }
     }
@@ -176,7 +188,7 @@ fn quick_bench_produces_well_formed_results() {
         assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
     }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 20);
+    assert_eq!(targets.len(), 23);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();

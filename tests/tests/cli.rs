@@ -22,6 +22,8 @@ fn up_and_ns_add_are_idempotent(dp: &str) {
     assert!(e.contains("masquerade (asked for --no-masquerade)"), "{e}");
     let e = fails(&["up", "--name", &sw, "--max-learned", "7"], 2);
     assert!(e.contains("max-learned 1024 (asked for 7)"), "{e}");
+    let e = fails(&["up", "--name", &sw, "--busy-poll", "50"], 2);
+    assert!(e.contains("busy-poll 0 us (asked for 50 us)"), "{e}");
     let other = if dp == "tc" { "bridge" } else { "tc" };
     let e = fails(&["up", "--name", &sw, "--datapath", other], 2);
     assert!(e.contains("switching a running switch's datapath is not supported"), "{e}");
@@ -74,6 +76,10 @@ fn bad_input_gets_one_error_line_and_changes_nothing(dp: &str) {
         (vec!["up", "--name", &fresh, "--ageing", "0"], "at least 1 second"),
         (vec!["up", "--name", &fresh, "--datapath", "xdp", "--redirect", "egress"], "only the tc datapath"),
         (vec!["up", "--name", &fresh, "--datapath", "nosuch"], "invalid value"),
+        (vec!["up", "--name", &fresh, "--datapath", "tc", "--busy-poll", "50"], "only the userspace datapath"),
+        // Without --datapath: the default one (tc) has nothing to poll either.
+        (vec!["up", "--name", &fresh, "--busy-poll", "50"], "add --datapath userspace"),
+        (vec!["up", "--name", &fresh, "--datapath", "userspace", "--busy-poll", "2000000"], "at most 1000000"),
         (vec!["ns", "del", &fresh], "not managed by switch"),
         (vec!["fdb", "--switch", &unknown_sw], "does not exist"),
         (vec!["stats", "--switch", &unknown_sw], "does not exist"),

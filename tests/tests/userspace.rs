@@ -158,3 +158,87 @@ for _ in range(20):
     assert_eq!(u(&b1, "tx_packets"), u(&b0, "tx_packets"), "b was sent the host's frames: {b0} -> {b1}");
     assert!(ping(&a, "10.74.0.2", 2), "a -> b");
 }
+
+#[test]
+fn a_port_that_could_not_send_sends_again_once_its_interface_is_back() {
+    // While b's host interface is down, the engine's sends to b's port fail: the kernel leaves
+    // them in the port's transmit ring. The engine must take those slots back in step with
+    // the kernel, which stops at the first slot it could not send: a ring left out of step
+    // would never send to b again, though b's interface is back.
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", "userspace", &[]);
+    let a = sb.port(&sw, "a", "10.75.0.1/24", &[]);
+    let b = sb.port(&sw, "b", "10.75.0.2/24", &[]);
+    let (b_if, _) = host_ifindex(&b);
+    assert!(ping(&a, "10.75.0.2", 1), "a -> b before");
+    let b0 = port_stats(&sw, &b);
+    host("ip", &["link", "set", &b_if, "down"]);
+    // a knows b's MAC by now: its echo requests are unicast to b's port, and cannot leave it.
+    assert!(!ping(&a, "10.75.0.2", 2), "a -> b while b's port is down");
+    let b1 = port_stats(&sw, &b);
+    host("ip", &["link", "set", &b_if, "up"]);
+    assert!(u(&b1, "tx_errors") > u(&b0, "tx_errors"), "sends to a port that is down fail: {b0} -> {b1}");
+    assert!(within(|| ping(&a, "10.75.0.2", 1)), "a -> b once b's port is up again");
+    // Many more frames than a transmit ring has slots (256 per lane): the rings go round and
+    // keep sending. A loaded machine may lose a few, never most.
+    let run = exec(&a, &["ping", "-q", "-f", "-c", "3000", "10.75.0.2"]);
+    let received: u32 = run
+        .stdout
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" received")?.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {} {}", run.stdout, run.stderr));
+    assert!(received >= 2900, "flood ping a -> b: {}", run.stdout);
+}
+
+/// CPU time (in clock ticks) the lane threads of the userspace switch `sw` have used so far.
+fn lane_cpu_ticks(sw: &str) -> u64 {
+    let pid = switch_pid(sw).expect("the switch's process");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut ticks = 0;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("switch-lane") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which ends with the last ')'): state is field 3,
+        // utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks
+}
+
+#[test]
+fn busy_polling_lanes_spin_after_a_frame_then_sleep_again() {
+    // With --busy-poll, a lane keeps looking at its rings after a frame instead of sleeping
+    // (the next one is switched without a wake-up), and sleeps once none came for that long.
+    // Shown by the lanes' CPU time: a second of polling after the ping burns a good part of a
+    // CPU second; the seconds after it, quiet, burn next to nothing.
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("bp", "userspace", &["--busy-poll", "1000000"]);
+    let a = sb.port(&sw, "a", "10.76.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.76.0.2/24", &[]);
+    let up = json(&["up", "--name", &sw, "--busy-poll", "1000000"]);
+    assert_eq!(up["created"], false, "the same settings again: {up}");
+    assert_eq!(up["busy_poll_us"], 1_000_000, "{up}");
+    // Quiet first: whatever polling bringing the ports up started is over.
+    std::thread::sleep(Duration::from_millis(1500));
+    let quiet = lane_cpu_ticks(&sw);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = lane_cpu_ticks(&sw) - quiet;
+    assert!(ping(&a, "10.76.0.2", 1), "a -> b through a busy-polling switch");
+    let start = lane_cpu_ticks(&sw);
+    std::thread::sleep(Duration::from_millis(900));
+    let polling = lane_cpu_ticks(&sw) - start;
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = lane_cpu_ticks(&sw);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_again = lane_cpu_ticks(&sw) - after;
+    // Clock ticks are 10 ms: polling for 0.9 s on at least one lane is tens of ticks even on
+    // a loaded machine; sleeping lanes use none or one.
+    assert!(polling >= 10, "lanes polled after the ping: {polling} ticks in 0.9 s");
+    assert!(idle <= 3 && idle_again <= 3, "lanes slept when quiet: {idle} and {idle_again} ticks in 1 s");
+    assert!(ping(&a, "10.76.0.2", 2), "a -> b again");
+}

@@ -237,7 +237,20 @@ impl Report {
             // and with busy-polling sockets (the path's own latency).
             at_most("tc p50 latency vs Linux bridge (busy polling)", 0.90, ratio("lat_poll_p50", "tc", "bridge")),
             at_most("tc p50 latency vs Linux bridge (sleeping sockets)", 0.90, ratio("lat_p50", "tc", "bridge")),
-            at_least("userspace TCP throughput vs Linux bridge", 0.50, ratio("tcp", "userspace", "bridge")),
+            // The userspace engine (issue 15): small frames and latency against the bridge.
+            at_least("userspace TCP throughput vs Linux bridge", 0.90, ratio("tcp", "userspace", "bridge")),
+            at_least("userspace 64-byte UDP frame rate vs Linux bridge", 0.60, ratio("udp64", "userspace", "bridge")),
+            at_most(
+                "userspace p50 latency vs Linux bridge (busy polling)",
+                2.00,
+                ratio("lat_poll_p50", "userspace", "bridge"),
+            ),
+            // The same with the switch's lanes polling too (`up --busy-poll`).
+            at_most(
+                "userspace --busy-poll p50 latency vs Linux bridge (busy polling)",
+                2.00,
+                ratio("lat_poll_p50", "userspace-poll", "bridge"),
+            ),
             // Against the peer a user would pick for a switch in userspace, where per-frame
             // cost shows.
             at_least(

@@ -6,7 +6,10 @@ use switch_common::{DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED};
 
 use super::{failpoint, forward, intent, lock, port};
 use crate::{
-    datapath::{self, Capability, DatapathKind, userspace::daemon},
+    datapath::{
+        self, Capability, DatapathKind,
+        userspace::{daemon, engine::Config as EngineConfig},
+    },
     error::{Error, Result},
     names::{Cidr, gateway_ifnames, tunnel_ifname, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
@@ -37,7 +40,13 @@ pub struct UpOptions {
     pub max_learned: Option<u32>,
     /// A tunnel port to the switches of other hosts (VXLAN).
     pub vxlan: Option<VxlanOptions>,
+    /// Microseconds a userspace switch's lanes keep polling for frames before they sleep.
+    pub busy_poll_us: Option<u32>,
 }
+
+/// Most microseconds of `--busy-poll`: a second of spinning after the last frame is already
+/// a CPU kept busy for nothing.
+pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
 
 /// The tunnel port `up --vxlan VNI --underlay IFACE [--vxlan-port PORT]` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +87,8 @@ pub struct UpReport {
     pub routable: bool,
     /// Learning limit of ports without a bound MAC (0: none).
     pub max_learned: u32,
+    /// Busy polling of the userspace datapath's lanes, in microseconds (0: none).
+    pub busy_poll_us: u32,
     /// The tunnel port: VNI, underlay, local VTEP address, MTU, peers.
     pub vxlan: Option<TunnelState>,
 }
@@ -97,6 +108,7 @@ impl UpReport {
             masquerade: s.masquerade,
             routable: s.routable,
             max_learned: s.max_learned,
+            busy_poll_us: s.busy_poll_us,
             vxlan: state.tunnel(name).and_then(|p| p.tunnel.clone()),
         }
     }
@@ -115,6 +127,18 @@ fn validate(opts: &UpOptions) -> Result<()> {
             format!("--redirect {r}"),
             format!("only the tc datapath has it, not {d}"),
         ));
+    }
+    if let Some(us) = opts.busy_poll_us {
+        if us > MAX_BUSY_POLL_US {
+            return Err(Error::invalid("busy poll", us.to_string(), format!("must be at most {MAX_BUSY_POLL_US} us")));
+        }
+        if let Some(d) = opts.datapath.filter(|&d| us > 0 && d != DatapathKind::Userspace) {
+            return Err(Error::invalid(
+                "option",
+                format!("--busy-poll {us}"),
+                format!("only the userspace datapath has it, not {d}"),
+            ));
+        }
     }
     if !opts.uplinks.is_empty() {
         let joined = opts.uplinks.join(",");
@@ -172,6 +196,9 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
     }
     if let Some(m) = opts.max_learned.filter(|&m| m != existing.max_learned) {
         diffs.push(format!("max-learned {} (asked for {m})", existing.max_learned));
+    }
+    if let Some(us) = opts.busy_poll_us.filter(|&us| us != existing.busy_poll_us) {
+        diffs.push(format!("busy-poll {} us (asked for {us} us)", existing.busy_poll_us));
     }
     if let Some(r) = opts.redirect.filter(|&r| r != existing.redirect) {
         diffs.push(format!("redirect {} (asked for {r})", existing.redirect));
@@ -243,12 +270,21 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         masquerade: !opts.no_masquerade && existing.is_none_or(|e| e.masquerade),
         routable: opts.routable || existing.is_some_and(|e| e.routable),
         max_learned: opts.max_learned.or(existing.map(|e| e.max_learned)).unwrap_or(DEFAULT_MAX_LEARNED),
+        busy_poll_us: opts.busy_poll_us.or(existing.map(|e| e.busy_poll_us)).unwrap_or(0),
         sysctls: existing.map(|e| e.sysctls.clone()).unwrap_or_default(),
         log_followers: existing.map(|e| e.log_followers.clone()).unwrap_or_default(),
         monitors: existing.map(|e| e.monitors.clone()).unwrap_or_default(),
         captures: existing.map(|e| e.captures.clone()).unwrap_or_default(),
         ready: false,
     };
+    if new.busy_poll_us > 0 && new.datapath != DatapathKind::Userspace {
+        // `--busy-poll` without `--datapath`: the default datapath (tc) has no lanes to poll.
+        return Err(Error::invalid(
+            "option",
+            format!("--busy-poll {}", new.busy_poll_us),
+            format!("only the userspace datapath has it, not {} (add --datapath userspace)", new.datapath),
+        ));
+    }
     state.switches.insert(opts.name.clone(), new.clone());
     if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
         let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
@@ -507,14 +543,9 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
 
 /// `switch run --daemon`: the background process `up --datapath userspace` starts. Serves
 /// until a shutdown request or SIGTERM; the switch record and ports belong to the CLI.
-pub async fn run_daemon(
-    name: &str,
-    ageing_secs: u64,
-    max_learned: u32,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+pub async fn run_daemon(name: &str, config: EngineConfig, stop: impl std::future::Future<Output = ()>) -> Result<()> {
     validate_name("switch name", name)?;
-    daemon::serve(name, Duration::from_secs(ageing_secs), max_learned, vec![], stop).await
+    daemon::serve(name, config, vec![], stop).await
 }
 
 /// `switch run`: a userspace switch in the foreground. Makes the switch, serves until `stop`
@@ -522,11 +553,13 @@ pub async fn run_daemon(
 pub async fn run_foreground(
     name: &str,
     ageing_secs: Option<u64>,
+    busy_poll_us: Option<u32>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let opts = UpOptions {
         name: name.to_owned(),
         ageing_secs,
+        busy_poll_us,
         redirect: None,
         datapath: Some(DatapathKind::Userspace),
         gateway: None,
@@ -546,7 +579,7 @@ pub async fn run_foreground(
         begin(&store, &mut state, &opts).await?.expect("not recorded before")
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = daemon::serve(name, Duration::from_secs(new.ageing_secs), new.max_learned, vec![], async move {
+    let server = daemon::serve(name, EngineConfig::of(&new), vec![], async move {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);

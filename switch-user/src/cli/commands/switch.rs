@@ -19,6 +19,7 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
         no_masquerade: a.no_masquerade,
         routable: a.routable,
         max_learned: a.max_learned,
+        busy_poll_us: a.busy_poll,
         vxlan: a.vxlan.map(|vni| sw::VxlanOptions {
             vni,
             underlay: a.underlay.unwrap_or_default(),

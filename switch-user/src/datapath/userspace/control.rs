@@ -304,7 +304,7 @@ fn record((mac, ifindex, is_static, age): ([u8; 6], u32, bool, Duration)) -> Fdb
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::engine::Config, *};
 
     fn round_trip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(value: T, json: &str) {
         assert_eq!(serde_json::to_string(&value).ok().as_deref(), Some(json));
@@ -363,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn serves_requests_until_shutdown_request() {
         let path = socket_path("shutdown");
-        let engine = Engine::new(Duration::from_secs(300), 0);
+        let engine = Engine::new(Config::new(Duration::from_secs(300)));
         let server = tokio::spawn({
             let path = path.clone();
             async move { serve(&path, engine, std::future::pending()).await }
@@ -379,7 +379,7 @@ mod tests {
         }
         assert_eq!(answer, Some(Response::Ok));
         // A second server on the same live socket is refused.
-        let other = serve(&path, Engine::new(Duration::from_secs(1), 0), std::future::pending()).await;
+        let other = serve(&path, Engine::new(Config::new(Duration::from_secs(1))), std::future::pending()).await;
         assert!(matches!(other, Err(Error::Command(_))), "{other:?}");
 
         let ask = |req: Request| {
@@ -423,7 +423,7 @@ mod tests {
         let server = tokio::spawn({
             let path = path.clone();
             async move {
-                serve(&path, Engine::new(Duration::from_secs(300), 0), async {
+                serve(&path, Engine::new(Config::new(Duration::from_secs(300))), async {
                     let _ = rx.await;
                 })
                 .await
@@ -448,7 +448,7 @@ mod tests {
     async fn refuses_to_replace_a_file_that_is_not_a_socket() {
         let path = socket_path("regular");
         std::fs::write(&path, b"x").unwrap_or_else(|e| panic!("{e}"));
-        let served = serve(&path, Engine::new(Duration::from_secs(1), 0), std::future::ready(())).await;
+        let served = serve(&path, Engine::new(Config::new(Duration::from_secs(1))), std::future::ready(())).await;
         assert!(matches!(served, Err(Error::Command(_))), "{served:?}");
         assert!(path.exists());
         let _ = std::fs::remove_file(&path);

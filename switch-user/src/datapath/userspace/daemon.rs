@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     control::{self, Request, Response},
-    engine::Engine,
+    engine::{Config, Engine},
 };
 use crate::{
     error::{Context as _, Error, Result},
@@ -70,15 +70,18 @@ fn switch_binary() -> Result<std::path::PathBuf> {
 
 /// Starts switch `name`'s process in the background (its own session, stdio to the log file)
 /// and waits until it answers on its control socket.
-pub async fn spawn(name: &str, ageing_secs: u64, max_learned: u32) -> Result<()> {
+pub async fn spawn(name: &str, config: &Config) -> Result<()> {
     stop(name).await?;
     let exe = switch_binary()?;
     files::private_dir(&host::state_dir())?;
     let log = files::open_private(&log_path(name), true)?;
     let log2 = log.try_clone().context("duplicating the log file")?;
     let mut cmd = Command::new(exe);
-    let (ageing, max_learned) = (ageing_secs.to_string(), max_learned.to_string());
-    cmd.args(["run", "--switch", name, "--ageing", &ageing, "--max-learned", &max_learned, "--daemon"])
+    let ageing = config.ageing.as_secs().to_string();
+    let max_learned = config.max_learned.to_string();
+    let busy_poll = config.busy_poll.as_micros().to_string();
+    cmd.args(["run", "--switch", name, "--daemon", "--ageing", &ageing, "--max-learned", &max_learned])
+        .args(["--busy-poll", &busy_poll])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -148,15 +151,14 @@ pub async fn stop(name: &str) -> Result<()> {
 
 /// Runs the switch in this process: the engine with `ports` (slot, ifindex, ifname), the
 /// ageing sweep and the control socket, until `stop` resolves or a shutdown request comes.
-/// `max_learned` is the learning limit of ports without a bound MAC (0: none).
+/// The engine is set up as `config` says.
 pub async fn serve(
     name: &str,
-    ageing: Duration,
-    max_learned: u32,
+    config: Config,
     ports: Vec<(u32, u32, String)>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let engine: Arc<Engine> = Engine::new(ageing, max_learned);
+    let engine: Arc<Engine> = Engine::new(config);
     engine.spawn_ageing();
     for (slot, ifindex, ifname) in ports {
         engine.add_port(slot, ifindex, &ifname, None)?;

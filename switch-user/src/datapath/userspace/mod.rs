@@ -46,7 +46,7 @@ impl Datapath for Userspace {
     }
 
     async fn create(&self, sw: &SwitchState) -> Result<()> {
-        daemon::spawn(&self.name, sw.ageing_secs, sw.max_learned).await
+        daemon::spawn(&self.name, &engine::Config::of(sw)).await
     }
 
     async fn healthy(&self) -> Result<bool> {

@@ -6,8 +6,8 @@
 //! ingress port is dropped, and everything else is flooded to every other port.
 //!
 //! One difference in *when*, not *what*: the eBPF program learns before every lookup, while
-//! the engine decides a whole batch under one read lock of the table and learns afterwards,
-//! under one write lock, only if something changed. [`BatchSources`] makes the later frames
+//! the engine decides a whole batch with one view of the table and learns afterwards, as its
+//! one writer, only if something changed. [`BatchSources`] makes the later frames
 //! of a batch see the sources of the earlier ones, so the verdicts come out as if each frame
 //! had been learned first.
 use pnet_packet::ethernet::EthernetPacket;
@@ -16,7 +16,7 @@ use switch_common::{PORT_F_BIND_MAC, is_group, is_valid_source};
 use super::{
     BATCH,
     guard::{Guard, Spoof},
-    mac_table::{Clock, Fdb, PortId},
+    mac_table::{Clock, FdbView, PortId},
     ports::PortTable,
 };
 
@@ -60,7 +60,7 @@ fn addresses(frame: &[u8]) -> Option<([u8; 6], [u8; 6])> {
 /// the eBPF datapath (which learns before every lookup) would: as behind the ingress port.
 pub(super) struct BatchSources {
     macs: [[u8; 6]; BATCH],
-    /// Whether the table must be written for `macs[i]` (see [`Fdb::wants_learn`]).
+    /// Whether the table must be written for `macs[i]` (see [`FdbView::wants_learn`]).
     stale: [bool; BATCH],
     len: usize,
 }
@@ -74,7 +74,7 @@ impl BatchSources {
         self.macs[..self.len].contains(mac)
     }
 
-    fn note(&mut self, fdb: &Fdb, src: [u8; 6], port: PortId, now: u64) {
+    fn note(&mut self, fdb: &FdbView<'_>, src: [u8; 6], port: PortId, now: u64) {
         if self.len < BATCH && !self.contains(&src) {
             self.macs[self.len] = src;
             self.stale[self.len] = fdb.wants_learn(&src, port, now);
@@ -117,7 +117,7 @@ impl Ports for PortTable {
 /// Decides what to do with `frame` (the Ethernet frame, without the virtio header) received on
 /// `ingress`, whose port security is `guard`.
 pub(super) fn decide(
-    fdb: &Fdb,
+    fdb: &FdbView<'_>,
     frame: &[u8],
     ingress: PortId,
     guard: &Guard,
@@ -181,7 +181,7 @@ mod tests {
     use switch_common::{FDB_F_STATIC, FdbEntry};
 
     use super::{
-        super::mac_table::{Station, fixtures::*},
+        super::mac_table::{Fdb, Station, fixtures::*},
         *,
     };
 
@@ -218,7 +218,7 @@ mod tests {
     }
 
     fn decide1(fdb: &Fdb, f: &[u8], ingress: PortId, now: u64) -> Verdict {
-        decide(fdb, f, ingress, &Guard::default(), &mut BatchSources::new(), clock(now), &AllLive)
+        decide(&fdb.read(), f, ingress, &Guard::default(), &mut BatchSources::new(), clock(now), &AllLive)
     }
 
     #[test]
@@ -234,10 +234,10 @@ mod tests {
 
     #[test]
     fn group_and_unknown_destinations_flood_known_go_to_their_port() {
-        let mut fdb = Fdb::default();
+        let fdb = Fdb::default();
         assert_eq!(decide1(&fdb, &frame([0xff; 6], A), P1, 0), Verdict::Flood);
         assert_eq!(decide1(&fdb, &frame(B, A), P1, 0), Verdict::Flood);
-        fdb.learn(B, P2, 0);
+        fdb.write().learn(B, P2, 0);
         assert_eq!(decide1(&fdb, &frame(B, A), P1, 0), Verdict::Unicast(P2.slot));
         // Broadcast floods even from a known station.
         assert_eq!(decide1(&fdb, &frame([0xff; 6], A), P1, 0), Verdict::Flood);
@@ -247,79 +247,86 @@ mod tests {
 
     #[test]
     fn entry_of_a_removed_port_floods() {
-        let mut fdb = Fdb::default();
-        fdb.learn(B, P2, 0);
-        let v =
-            decide(&fdb, &frame(B, A), P1, &Guard::default(), &mut BatchSources::new(), clock(0), &LiveIf(|p| p != P2));
+        let fdb = Fdb::default();
+        fdb.write().learn(B, P2, 0);
+        let v = decide(
+            &fdb.read(),
+            &frame(B, A),
+            P1,
+            &Guard::default(),
+            &mut BatchSources::new(),
+            clock(0),
+            &LiveIf(|p| p != P2),
+        );
         assert_eq!(v, Verdict::Flood);
     }
 
     #[test]
     fn a_station_moves_at_once() {
-        let mut fdb = Fdb::default();
-        fdb.learn(A, P1, 0);
-        assert!(fdb.wants_learn(&A, P2, 1));
-        fdb.learn(A, P2, 1);
+        let fdb = Fdb::default();
+        fdb.write().learn(A, P1, 0);
+        assert!(fdb.read().wants_learn(&A, P2, 1));
+        fdb.write().learn(A, P2, 1);
         assert_eq!(station(&fdb, A).port(), P2);
         assert_eq!(decide1(&fdb, &frame(A, B), P1, 2), Verdict::Unicast(P2.slot));
     }
 
     #[test]
     fn static_entries_neither_move_nor_age() {
-        let mut fdb = Fdb::default();
+        let fdb = Fdb::default();
         let entry = FdbEntry { ifindex: P1.ifindex, flags: FDB_F_STATIC, last_seen_ns: 0, remote: 0, pad: 0 };
-        fdb.insert(A, Station { entry, slot: P1.slot });
-        assert!(!fdb.wants_learn(&A, P2, 10 * SEC));
-        fdb.learn(A, P2, 10 * SEC);
+        fdb.write().insert(A, Station { entry, slot: P1.slot });
+        assert!(!fdb.read().wants_learn(&A, P2, 10 * SEC));
+        fdb.write().learn(A, P2, 10 * SEC);
         assert_eq!(station(&fdb, A).port(), P1);
         let late = 10_000 * SEC;
-        fdb.sweep(clock(late));
-        assert_eq!(fdb.lookup(&A, clock(late)).map(|s| s.port()), Some(P1));
+        fdb.write().sweep(clock(late));
+        assert_eq!(fdb.read().lookup(&A, clock(late)).map(|s| s.port()), Some(P1));
         // Even a frame from A on P2 earlier in the same batch does not move it.
         let mut sources = BatchSources::new();
         assert_eq!(
-            decide(&fdb, &frame(B, A), P2, &Guard::default(), &mut sources, clock(late), &AllLive),
+            decide(&fdb.read(), &frame(B, A), P2, &Guard::default(), &mut sources, clock(late), &AllLive),
             Verdict::Flood
         );
         assert_eq!(sources.stale().count(), 0);
         assert_eq!(
-            decide(&fdb, &frame(A, B), P2, &Guard::default(), &mut sources, clock(late), &AllLive),
+            decide(&fdb.read(), &frame(A, B), P2, &Guard::default(), &mut sources, clock(late), &AllLive),
             Verdict::Unicast(P1.slot)
         );
     }
 
     #[test]
     fn expired_entries_are_ignored_then_swept() {
-        let mut fdb = Fdb::default();
-        fdb.learn(B, P2, 0);
+        let fdb = Fdb::default();
+        fdb.write().learn(B, P2, 0);
         let ageing = 300 * SEC;
         assert_eq!(decide1(&fdb, &frame(B, A), P1, ageing), Verdict::Unicast(P2.slot));
         assert_eq!(decide1(&fdb, &frame(B, A), P1, ageing + 1), Verdict::Flood);
-        fdb.learn(A, P1, ageing);
-        fdb.sweep(clock(ageing + 1));
-        assert!(!fdb.stations.contains_key(&B));
-        assert!(fdb.stations.contains_key(&A));
+        fdb.write().learn(A, P1, ageing);
+        fdb.write().sweep(clock(ageing + 1));
+        assert!(!has(&fdb, B));
+        assert!(has(&fdb, A));
     }
 
     #[test]
     fn later_frames_of_a_batch_see_sources_learned_earlier() {
-        let mut fdb = Fdb::default();
+        let fdb = Fdb::default();
         // B is known on P2 but shows up on P1 in this batch: the datapath would move it before
         // the second frame is looked up.
-        fdb.learn(B, P2, 0);
+        fdb.write().learn(B, P2, 0);
         let mut sources = BatchSources::new();
         let live = |_| true;
         assert_eq!(
-            decide(&fdb, &frame(C, B), P1, &Guard::default(), &mut sources, clock(1), &LiveIf(live)),
+            decide(&fdb.read(), &frame(C, B), P1, &Guard::default(), &mut sources, clock(1), &LiveIf(live)),
             Verdict::Flood
         );
         assert_eq!(
-            decide(&fdb, &frame(B, A), P1, &Guard::default(), &mut sources, clock(1), &LiveIf(live)),
+            decide(&fdb.read(), &frame(B, A), P1, &Guard::default(), &mut sources, clock(1), &LiveIf(live)),
             Verdict::Drop
         );
         // A frame to its own source is dropped, as after learning it.
         assert_eq!(
-            decide(&fdb, &frame(A, A), P1, &Guard::default(), &mut BatchSources::new(), clock(1), &LiveIf(live)),
+            decide(&fdb.read(), &frame(A, A), P1, &Guard::default(), &mut BatchSources::new(), clock(1), &LiveIf(live)),
             Verdict::Drop
         );
         let stale: Vec<_> = sources.stale().copied().collect();
@@ -328,12 +335,12 @@ mod tests {
 
     #[test]
     fn batch_sources_are_distinct_and_only_stale_ones_are_learned() {
-        let mut fdb = Fdb::default();
-        fdb.learn(A, P1, 0);
+        let fdb = Fdb::default();
+        fdb.write().learn(A, P1, 0);
         let mut sources = BatchSources::new();
         for _ in 0..3 {
-            sources.note(&fdb, A, P1, 1);
-            sources.note(&fdb, B, P1, 1);
+            sources.note(&fdb.read(), A, P1, 1);
+            sources.note(&fdb.read(), B, P1, 1);
         }
         assert_eq!(sources.len, 2);
         assert_eq!(sources.stale().copied().collect::<Vec<_>>(), vec![B]);
@@ -364,7 +371,7 @@ mod tests {
     fn reserved_macs_are_never_taken_and_always_reachable() {
         let fdb = Fdb::default();
         let d = |f: &[u8], ingress| {
-            decide(&fdb, f, ingress, &Guard::default(), &mut BatchSources::new(), clock(0), &Reserved)
+            decide(&fdb.read(), f, ingress, &Guard::default(), &mut BatchSources::new(), clock(0), &Reserved)
         };
         // Another port sending as A (even without port security of its own) is dropped.
         assert_eq!(d(&frame(B, A), P2), Verdict::Spoofed(Spoof::Mac));

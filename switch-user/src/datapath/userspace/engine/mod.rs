@@ -9,8 +9,8 @@
 //!                   ▼
 //!      serve_port task of sred-…, woken when the socket is readable      (this file)
 //!        1 recvmmsg: up to 32 frames into the port's buffers             (socket.rs)
-//!        2 decide every frame of the batch, FDB read lock once           (decide.rs, mac_table.rs)
-//!        3 learn new or moved sources, FDB write lock only if needed     (mac_table.rs)
+//!        2 decide every frame of the batch, FDB read without locking     (decide.rs, mac_table.rs)
+//!        3 learn new or moved sources, as the FDB's writer, if needed    (mac_table.rs)
 //!        4 count rx, one atomic add per counter per batch                (ports.rs)
 //!        5 sendmmsg once per destination port                            (ports.rs, socket.rs)
 //!                   │
@@ -19,7 +19,7 @@
 //! ```
 //!
 //! The modules, one concern each:
-//! - `mac_table.rs`: the FDB (stations, learning, ageing, eviction), no locking of its own;
+//! - `mac_table.rs`: the FDB (stations, learning, ageing, eviction), read without locks;
 //! - `decide.rs`: the verdict for one frame (drop, flood, unicast) and the batch's sources;
 //! - `socket.rs`: the packet socket and its buffers, with all the `unsafe` libc calls;
 //! - `ports.rs`: a port's socket and counters, the copy-on-write port table, forwarding;
@@ -36,7 +36,8 @@
 //!
 //! Throughput comes from keeping TCP's GSO super-frames whole (`PACKET_VNET_HDR`: one 64 KiB
 //! frame costs one syscall slot, not 45), from batching both directions (`recvmmsg`,
-//! `sendmmsg`), and from taking each lock once per batch rather than once per frame.
+//! `sendmmsg`), and from lanes that share nothing they lock while switching: the FDB is read
+//! without locks, the port table is one `Arc` taken per batch, counters are atomic adds.
 mod decide;
 mod guard;
 mod lanes;
@@ -82,8 +83,8 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// State shared by the engine and its tasks.
 ///
-/// Lock order: `fdb` before `ports` (a batch checks its port under the FDB write lock); the
-/// engine's `tasks` mutex before either.
+/// Lock order: the FDB's writer before `ports` (a batch checks its port as the FDB's writer);
+/// the engine's `tasks` mutex before either.
 #[derive(Debug)]
 struct Shared {
     /// Zero of the FDB's clock.
@@ -93,7 +94,10 @@ struct Shared {
     max_learned: u32,
     /// Sockets (and receive tasks) per port: one per CPU, see [`lanes`].
     lanes: usize,
-    fdb: RwLock<Fdb>,
+    /// How long a lane keeps polling its ring after the last frame before it sleeps (zero:
+    /// it sleeps at once).
+    busy_poll: Duration,
+    fdb: Fdb,
     ports: RwLock<Arc<PortTable>>,
 }
 
@@ -122,7 +126,7 @@ impl Shared {
         let mut sources = BatchSources::new();
         let mut tally = RxTally::default();
         {
-            let fdb = read(&self.fdb);
+            let fdb = self.fdb.read();
             for (i, v) in verdicts[..n].iter_mut().enumerate() {
                 let frame = rx.frame(i);
                 if !rx.truncated[i] {
@@ -132,9 +136,9 @@ impl Shared {
             }
         }
         if sources.stale().next().is_some() {
-            let mut fdb = write(&self.fdb);
-            // Checked under the FDB lock: a port removed meanwhile (table first, then its
-            // entries) must not get entries back from its last batch.
+            let fdb = self.fdb.write();
+            // Checked as the FDB's writer: a port removed meanwhile (table first, then its
+            // entries, as the writer) must not get entries back from its last batch.
             if read(&self.ports).is_live(ingress) {
                 for src in sources.stale() {
                     fdb.learn(*src, ingress, clock.now);
@@ -147,7 +151,7 @@ impl Shared {
 
     fn sweep(&self) {
         let clock = self.clock();
-        write(&self.fdb).sweep(clock);
+        self.fdb.write().sweep(clock);
     }
 }
 
@@ -207,7 +211,32 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
         drop(guard);
         if budget == 0 {
             tokio::task::yield_now().await;
+        } else if budget < BATCHES_PER_WAKE && !shared.busy_poll.is_zero() {
+            // Frames came, and the ring is empty now: the next ones are likely near.
+            busy_poll(&shared, &fd, &mut rx).await;
         }
+    }
+}
+
+/// Keeps switching the frames of `fd`'s ring until it stays empty for `shared.busy_poll`,
+/// then returns so the task can sleep on the socket again: a frame that arrives meanwhile is
+/// switched without waiting for a wake-up (the engine's share of the latency of a
+/// request-response exchange is then a few microseconds, not a thread wake-up). Between two
+/// looks at the ring the task yields, so the lane's other ports (and its control tasks) run:
+/// the lane's thread spins, the lane does not stall.
+async fn busy_poll(shared: &Shared, fd: &AsyncFd<Lane>, rx: &mut RxBuffers) {
+    let (port, lane) = (&fd.get_ref().port, fd.get_ref().index);
+    let mut last_frame = Instant::now();
+    loop {
+        match fd.get_ref().socket().recv(rx) {
+            Ok(n) => {
+                shared.switch_batch(port, lane, rx, n);
+                last_frame = Instant::now();
+            }
+            Err(_empty) if last_frame.elapsed() >= shared.busy_poll => return,
+            Err(_empty) => {}
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -221,6 +250,34 @@ struct Tasks {
     ageing: Option<JoinHandle<()>>,
 }
 
+/// What an engine is told when it is made: a switch's settings (`switch up`) for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Dynamic entries are forgotten after this long without a frame from them.
+    pub ageing: Duration,
+    /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
+    pub max_learned: u32,
+    /// How long a lane polls its rings for more frames after the last one before it sleeps
+    /// (`up --busy-poll`; zero: never polls). Lower latency, for a CPU kept busy.
+    pub busy_poll: Duration,
+}
+
+impl Config {
+    /// What switch `sw`'s record asks for.
+    pub fn of(sw: &crate::state::SwitchState) -> Self {
+        Self {
+            ageing: Duration::from_secs(sw.ageing_secs),
+            max_learned: sw.max_learned,
+            busy_poll: Duration::from_micros(u64::from(sw.busy_poll_us)),
+        }
+    }
+
+    /// Ageing after `ageing`, no learning limit, no busy polling.
+    pub fn new(ageing: Duration) -> Self {
+        Self { ageing, max_learned: 0, busy_poll: Duration::ZERO }
+    }
+}
+
 /// The userspace switch: ports, FDB and counters. Used as `Arc<Engine>` from the control
 /// socket's tasks; it stops its tasks when dropped.
 #[derive(Debug)]
@@ -231,15 +288,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine without ports, ageing dynamic entries after `ageing`, letting a port without
-    /// a bound MAC learn `max_learned` new stations per ageing period (0: no limit).
-    pub fn new(ageing: Duration, max_learned: u32) -> Arc<Self> {
+    /// An engine without ports, set up as `config` says.
+    pub fn new(config: Config) -> Arc<Self> {
         let shared = Shared {
             epoch: Instant::now(),
-            ageing_ns: AtomicU64::new(duration_ns(ageing)),
-            max_learned,
+            ageing_ns: AtomicU64::new(duration_ns(config.ageing)),
+            max_learned: config.max_learned,
             lanes: lanes(),
-            fdb: RwLock::default(),
+            busy_poll: config.busy_poll,
+            fdb: Fdb::default(),
             ports: RwLock::default(),
         };
         Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::default() })
@@ -329,7 +386,7 @@ impl Engine {
             return;
         };
         self.shared.set_port(slot, None);
-        write(&self.shared.fdb).forget_port(port.id.ifindex);
+        self.shared.fdb.write().forget_port(port.id.ifindex);
         tracing::info!("userspace switch: port {slot} ({}) removed", port.name);
     }
 
@@ -342,13 +399,14 @@ impl Engine {
     /// out). The age of a static entry is the time since it was added.
     pub fn fdb(&self) -> Vec<([u8; 6], u32, bool, Duration)> {
         let clock = self.shared.clock();
-        read(&self.shared.fdb)
-            .stations
-            .iter()
+        self.shared
+            .fdb
+            .read()
+            .entries()
             .filter(|(_, s)| !s.entry.is_expired(clock.now, clock.ageing))
             .map(|(mac, s)| {
                 let age = Duration::from_nanos(clock.now.saturating_sub(s.entry.last_seen_ns));
-                (*mac, s.entry.ifindex, s.entry.is_static(), age)
+                (mac, s.entry.ifindex, s.entry.is_static(), age)
             })
             .collect()
     }
@@ -363,13 +421,13 @@ impl Engine {
             .by_ifindex(ifindex)
             .ok_or_else(|| Error::Command(format!("no port of the userspace switch has interface index {ifindex}")))?;
         let entry = FdbEntry { ifindex, flags: FDB_F_STATIC, last_seen_ns: self.shared.clock().now, remote: 0, pad: 0 };
-        write(&self.shared.fdb).insert(mac, Station { entry, slot: port.id.slot });
+        self.shared.fdb.write().insert(mac, Station { entry, slot: port.id.slot });
         Ok(())
     }
 
     /// Deletes an entry (static or learned); returns whether it existed.
     pub fn fdb_del(&self, mac: [u8; 6]) -> bool {
-        write(&self.shared.fdb).stations.remove(&mac).is_some()
+        self.shared.fdb.write().remove(&mac)
     }
 
     /// Counters of a slot (zeros for an unknown slot).
@@ -442,7 +500,7 @@ mod tests {
     async fn engine_without_ports() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Engine>();
-        let engine = Engine::new(Duration::from_secs(300), 0);
+        let engine = Engine::new(Config::new(Duration::from_secs(300)));
         engine.spawn_ageing();
         engine.spawn_ageing();
         assert_eq!(engine.stats(7), PortStats::default());

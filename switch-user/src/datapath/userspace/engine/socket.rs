@@ -4,7 +4,7 @@
 //! veth, the lanes' sockets forming a fanout group ([`PacketSocket::open_group`]). Four choices
 //! make them fast enough to switch TCP at multi-gigabit rates from userspace:
 //!
-//! - A receive ring (`PACKET_RX_RING`, `TPACKET_V2`, [`RxRing`]): the kernel copies each frame
+//! - A receive ring (`PACKET_RX_RING`, `TPACKET_V2`, [`Ring`]): the kernel copies each frame
 //!   into a slot of a buffer mapped into this process, in the softirq that receives it, and
 //!   frees its skb at once; the engine reads the slots where they are, with no system call
 //!   per frame or per batch, and sends them on from there. Only an empty ring makes a task
@@ -14,12 +14,17 @@
 //!   A 64 KiB TCP burst costs one send slot instead of 45. Frames too big for a ring slot
 //!   (GSO, jumbo) wait whole in the socket's queue (`PACKET_COPY_THRESH`) and are read with
 //!   one `recv`.
-//! - `sendmmsg`: up to [`BATCH`] frames per system call, straight out of the ring slots.
+//! - A transmit ring (`PACKET_TX_RING`, [`TxSocket`]) on a second socket per lane: the engine
+//!   copies each frame that fits a slot into one, and a single `send` per batch and
+//!   destination has the kernel send them all. Bigger frames (GSO, jumbo) go out with
+//!   `sendmmsg`, up to [`BATCH`] per system call, straight from where they were received.
 //! - Non-blocking calls only (`MSG_DONTWAIT`): a full transmit queue drops frames instead of
 //!   stalling the receive loop.
 //!
-//! Frames are sent on unchanged, virtio header included, so a frame is copied once by the
-//! kernel into the ring and once by the kernel out of it, never by the engine.
+//! Frames are sent on unchanged, virtio header included (but for `hdr_len`, see
+//! [`prepare_vnet_header`]). A small frame is copied three times (by the kernel into the
+//! receive ring, by the engine into a transmit slot, by the kernel into the buffer it sends);
+//! a big one twice (into the engine's buffer, out of it), never by the engine.
 use std::{
     io, mem,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
@@ -52,6 +57,14 @@ pub(super) struct Sent {
     pub(super) errors: u64,
 }
 
+impl Sent {
+    fn add(&mut self, other: &Sent) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+    }
+}
+
 /// Bytes of one receive ring slot: a `tpacket2_hdr`, the `sockaddr_ll`, padding, the virtio
 /// header and the frame. A full-size Ethernet frame (1514 bytes, 1518 tagged) fits: the frame
 /// starts 76 bytes in (`tp_mac`), leaving 1972 bytes for it.
@@ -69,7 +82,9 @@ fn ring_frames(lanes: usize) -> usize {
     (PORT_RING_FRAMES / lanes.max(1)).max(MIN_RING_FRAMES).next_multiple_of(RING_BLOCK / RING_FRAME)
 }
 
-/// The receive ring of one socket (`PACKET_RX_RING`, `TPACKET_V2`), mapped into this process.
+/// A packet ring of one socket (`PACKET_RX_RING` or `PACKET_TX_RING`, `TPACKET_V2`), mapped
+/// into this process. What follows describes the receive ring; [`TxSocket`] says how the
+/// transmit ring differs.
 ///
 /// Layout: one shared mapping of `frames` slots of [`RING_FRAME`] bytes, slot `i` at
 /// byte `i * RING_FRAME` (the kernel allocates [`RING_BLOCK`]-byte blocks of whole slots, and
@@ -87,7 +102,7 @@ fn ring_frames(lanes: usize) -> usize {
 /// length, `tp_snaplen` what the slot holds: less when the frame did not fit, and then
 /// `TP_STATUS_COPY` says the whole frame waits in the socket's receive queue.
 #[derive(Debug)]
-struct RxRing {
+struct Ring {
     base: NonNull<u8>,
     /// Slots: a multiple of the slots of one block.
     frames: usize,
@@ -96,18 +111,18 @@ struct RxRing {
 // SAFETY: the mapping is shared memory owned by the ring (unmapped on drop); the slots are
 // read only by the one lane task that owns their `RxBuffers`, and ownership of each slot is
 // passed between the kernel and that task through its atomic `tp_status`.
-unsafe impl Send for RxRing {}
-// SAFETY: as above; `&RxRing` only gives out the base address.
-unsafe impl Sync for RxRing {}
+unsafe impl Send for Ring {}
+// SAFETY: as above; `&Ring` only gives out the base address.
+unsafe impl Sync for Ring {}
 
-impl RxRing {
+impl Ring {
     fn len(&self) -> usize {
         self.frames * RING_FRAME
     }
 
-    /// Asks for a ring of `frames` slots on `fd` (a packet socket with `TPACKET_V2` set) and
-    /// maps it.
-    fn map(fd: RawFd, frames: usize) -> io::Result<Self> {
+    /// Asks for a ring of `frames` slots on `fd` (a packet socket with `TPACKET_V2` set),
+    /// `which` being `PACKET_RX_RING` or `PACKET_TX_RING`, and maps it.
+    fn map(fd: RawFd, which: libc::c_int, frames: usize) -> io::Result<Self> {
         let len = frames * RING_FRAME;
         let req = libc::tpacket_req {
             tp_block_size: RING_BLOCK as u32,
@@ -120,7 +135,7 @@ impl RxRing {
             libc::setsockopt(
                 fd,
                 libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
+                which,
                 ptr::from_ref(&req).cast(),
                 mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
             )
@@ -155,7 +170,7 @@ impl RxRing {
     }
 }
 
-impl Drop for RxRing {
+impl Drop for Ring {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, with its length; nothing refers to it any more
         // (RxBuffers borrow it only through the socket, which is being dropped).
@@ -233,8 +248,10 @@ impl RxBuffers {
 #[derive(Debug)]
 pub(super) struct PacketSocket {
     /// Declared before `fd`: unmapped before the socket closes.
-    ring: RxRing,
+    ring: Ring,
     fd: OwnedFd,
+    /// Where frames that fit a ring slot leave (the others leave through `fd`).
+    tx: TxSocket,
 }
 
 impl AsRawFd for PacketSocket {
@@ -307,8 +324,8 @@ impl PacketSocket {
         set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
         // A frame too big for its slot goes whole to the socket's queue as well.
         set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
-        let ring = RxRing::map(fd.as_raw_fd(), ring_frames)?;
-        let socket = Self { ring, fd };
+        let ring = Ring::map(fd.as_raw_fd(), libc::PACKET_RX_RING, ring_frames)?;
+        let socket = Self { ring, fd, tx: TxSocket::open(ifindex, tx_ring_frames(ring_frames))? };
         // Frames the engine sends out of this port must not come back in through its socket.
         socket.set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
         socket.set_buffer(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
@@ -472,11 +489,43 @@ impl PacketSocket {
         self.take_error();
     }
 
-    /// Sends `frames` (each beginning with its virtio header), at most [`BATCH`], without
-    /// waiting. A frame the kernel refuses is dropped and counted as an error; a full queue
-    /// (`EAGAIN`, `ENOBUFS`) drops the rest of the batch, since retrying at once would fail too
-    /// and the receive loop must never stall.
+    /// Sends `frames` (each beginning with its virtio header), at most [`BATCH`], in order and
+    /// without waiting: those that fit a slot through the transmit ring, the others (GSO
+    /// super-frames, jumbo frames) with `sendmmsg`. A frame the kernel refuses, or that finds
+    /// the ring or the queue full, is dropped and counted as an error: the receive loop must
+    /// never stall.
     pub(super) fn send<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) -> Sent {
+        let mut sent = Sent::default();
+        let mut tx = self.tx.lock();
+        // A run of frames too big for a slot, sent together once the run ends.
+        let mut big: [&[u8]; BATCH] = [&[]; BATCH];
+        let mut bigs = 0;
+        for frame in frames.take(BATCH) {
+            if frame.len() <= TX_SLOT_DATA {
+                if bigs > 0 {
+                    sent.add(&self.send_copies(big[..bigs].iter().copied()));
+                    bigs = 0;
+                }
+                tx.put(frame, &mut sent);
+            } else {
+                // Frames already in the ring leave first: order is kept within a batch.
+                tx.flush(&mut sent);
+                big[bigs] = frame;
+                bigs += 1;
+            }
+        }
+        tx.flush(&mut sent);
+        if bigs > 0 {
+            sent.add(&self.send_copies(big[..bigs].iter().copied()));
+        }
+        sent
+    }
+
+    /// Sends `frames` (each beginning with its virtio header), at most [`BATCH`], with
+    /// `sendmmsg`: the kernel copies each one into a new buffer. A frame the kernel refuses is
+    /// dropped and counted as an error; a full queue (`EAGAIN`, `ENOBUFS`) drops the rest, since
+    /// retrying at once would fail too.
+    fn send_copies<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) -> Sent {
         // SAFETY: iovec and mmsghdr are plain C structs for which all zeros is a valid value
         // (null pointers, zero lengths), as in `recv`.
         let (mut iov, mut msgs): ([libc::iovec; BATCH], [libc::mmsghdr; BATCH]) = unsafe { mem::zeroed() };
@@ -528,6 +577,173 @@ impl PacketSocket {
         }
         sent
     }
+}
+
+/// Slots of one lane's transmit ring for `rx_frames` receive slots: a quarter (a slot is free
+/// again as soon as the receiving side has taken its frame, long before the receive ring
+/// wraps), at least a block.
+fn tx_ring_frames(rx_frames: usize) -> usize {
+    (rx_frames / 4).next_multiple_of(RING_BLOCK / RING_FRAME)
+}
+
+/// Where a frame starts in a transmit slot: right after the `tpacket2_hdr` (the kernel reads
+/// it at `TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)` unless told otherwise).
+const TX_SLOT_OFFSET: usize = libc::TPACKET2_HDRLEN - mem::size_of::<libc::sockaddr_ll>();
+/// Most bytes (virtio header and frame) a transmit slot carries: a full-size Ethernet frame
+/// fits, a GSO super-frame does not.
+const TX_SLOT_DATA: usize = RING_FRAME - TX_SLOT_OFFSET;
+
+/// The transmit side of a lane's socket: a second packet socket, bound to the same interface,
+/// with a transmit ring (`PACKET_TX_RING`, `TPACKET_V2`) and its own virtio headers.
+///
+/// The engine copies each frame into a free slot, marks it `TP_STATUS_SEND_REQUEST`, and one
+/// `send` per batch makes the kernel transmit every marked slot: no message headers copied in
+/// and checked per frame as with `sendmmsg`. The kernel marks a slot `TP_STATUS_AVAILABLE`
+/// again when the buffer it built from it is freed.
+///
+/// Why a socket of its own: a socket with a transmit ring can send nothing else, and the
+/// lane's receive socket is watched by the tokio reactor, so the kernel would wake its wait
+/// queue for every sent frame freed (`sock_def_write_space`, 4 % of the engine's time for
+/// 64-byte frames). Nobody waits on this one, and it receives nothing (bound with protocol 0).
+#[derive(Debug)]
+struct TxSocket {
+    /// Declared before `fd`: unmapped before the socket closes.
+    ring: Ring,
+    fd: OwnedFd,
+    /// The next slot to fill. Only the lane that owns the socket sends through it; the mutex,
+    /// never contended, keeps it so whatever a future caller does.
+    head: std::sync::Mutex<usize>,
+}
+
+impl TxSocket {
+    fn open(ifindex: u32, frames: usize) -> io::Result<Self> {
+        // SAFETY: plain system call with constant arguments; the result is checked below.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let raw = fd.as_raw_fd();
+        set_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        set_int(raw, libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
+        // A slot the kernel cannot send (a malformed virtio header) is skipped and handed back,
+        // instead of stopping the ring at it.
+        set_int(raw, libc::SOL_PACKET, libc::PACKET_LOSS, 1)?;
+        let ring = Ring::map(raw, libc::PACKET_TX_RING, frames)?;
+        let socket = Self { ring, fd, head: std::sync::Mutex::new(0) };
+        set_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUF_BYTES)
+            .or_else(|_| set_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUF_BYTES))?;
+        // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        // Protocol 0: bound to the interface for sending, receiving nothing.
+        addr.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `addr` is a live sockaddr_ll and its size is passed along.
+        let ret = unsafe {
+            libc::bind(raw, ptr::from_ref(&addr).cast(), mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t)
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(socket)
+    }
+
+    fn lock(&self) -> TxBatch<'_> {
+        let head = self.head.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        TxBatch { socket: self, head, queued: [(0, 0); BATCH], len: 0 }
+    }
+}
+
+/// The slots filled for one batch, not yet handed to the kernel.
+struct TxBatch<'a> {
+    socket: &'a TxSocket,
+    head: std::sync::MutexGuard<'a, usize>,
+    /// Slots marked `TP_STATUS_SEND_REQUEST` since the last flush, and their frames' lengths.
+    queued: [(usize, usize); BATCH],
+    len: usize,
+}
+
+impl TxBatch<'_> {
+    /// Copies `frame` (virtio header and frame, at most [`TX_SLOT_DATA`] bytes) into the next
+    /// slot; counts an error if that slot is still the kernel's (the ring is full).
+    fn put(&mut self, frame: &[u8], sent: &mut Sent) {
+        let ring = &self.socket.ring;
+        let slot = *self.head;
+        // Acquire: the kernel is done with the slot's buffer before the engine writes it.
+        let status = ring.status(slot).load(Ordering::Acquire);
+        if status & (libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING) != 0 || self.len == BATCH {
+            sent.errors += 1;
+            return;
+        }
+        let len = frame.len().min(TX_SLOT_DATA);
+        // SAFETY: the slot is ours (neither requested nor being sent, seen with Acquire), and
+        // TX_SLOT_OFFSET + len <= RING_FRAME keeps the copy inside it.
+        unsafe {
+            let h = ring.header(slot);
+            let data = h.cast::<u8>().add(TX_SLOT_OFFSET);
+            ptr::copy_nonoverlapping(frame.as_ptr(), data, len);
+            prepare_vnet_header(std::slice::from_raw_parts_mut(data, len));
+            (*h).tp_len = len as u32;
+        }
+        // Release: the frame is in the slot before the kernel can see the request.
+        ring.status(slot).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.queued[self.len] = (slot, len);
+        self.len += 1;
+        *self.head = (slot + 1) % ring.frames;
+    }
+
+    /// Has the kernel send every slot queued, then counts them. Slots it did not take (the
+    /// interface down, the peer's queue full) are taken back and counted as errors, so no
+    /// frame leaves late, out of order with later batches.
+    fn flush(&mut self, sent: &mut Sent) {
+        if self.len == 0 {
+            return;
+        }
+        let ring = &self.socket.ring;
+        // No buffer: "send what the ring holds". The kernel keeps a head of its own and sends
+        // requested slots from it, in order, until it meets one that is not requested or a
+        // send fails; so what it leaves is the tail of this batch.
+        // SAFETY: a null buffer of length 0 is what a ring socket's send expects.
+        unsafe { libc::send(self.socket.fd.as_raw_fd(), ptr::null(), 0, libc::MSG_DONTWAIT) };
+        let queued = &self.queued[..self.len];
+        let requested = |slot: usize| ring.status(slot).load(Ordering::Acquire) & libc::TP_STATUS_SEND_REQUEST != 0;
+        let taken = queued.iter().position(|&(slot, _)| requested(slot)).unwrap_or(queued.len());
+        for &(_, len) in &queued[..taken] {
+            sent.packets += 1;
+            sent.bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+        }
+        if let Some(&(first, _)) = queued.get(taken) {
+            // The kernel's head stopped at `first`; ours must go back there too, or the kernel
+            // would wait at a slot never requested again while the engine fills the ones after
+            // it: the port could not send any more. Only this thread sends through the socket
+            // and the kernel is done with this send, so nothing races the stores.
+            for &(slot, _) in &queued[taken..] {
+                ring.status(slot).store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
+                sent.errors += 1;
+            }
+            *self.head = first;
+        }
+        self.len = 0;
+    }
+}
+
+/// Makes the kernel copy a whole small frame into the buffer it sends (`hdr_len` = the frame's
+/// length). Otherwise it copies only the header and attaches the rest of the slot as a page
+/// fragment; veth must then copy the fragment again, into a page allocated per frame, before
+/// the slot can be reused (tpacket buffers are zero-copy buffers). GSO frames are left alone:
+/// their `hdr_len` tells the kernel how to segment them. `raw` is the virtio header and frame.
+fn prepare_vnet_header(raw: &mut [u8]) {
+    // virtio_net_hdr: flags (1), gso_type (1), hdr_len (2, little-endian: the kernel reads it
+    // as legacy virtio, in the host's order, and this host is little-endian)...
+    const GSO_TYPE: usize = 1;
+    const HDR_LEN: std::ops::Range<usize> = 2..4;
+    if raw.len() < VNET_HDR_LEN || raw[GSO_TYPE] != 0 {
+        return;
+    }
+    let frame_len = u16::try_from(raw.len() - VNET_HDR_LEN).unwrap_or(u16::MAX);
+    raw[HDR_LEN].copy_from_slice(&frame_len.to_ne_bytes());
 }
 
 /// Sets an int socket option on `fd`.
@@ -583,5 +799,32 @@ mod tests {
         // The kernel puts the frame at TPACKET_ALIGN(hdrlen + 16) + virtio header - 14.
         let mac = (libc::TPACKET2_HDRLEN + 16).next_multiple_of(libc::TPACKET_ALIGNMENT) + VNET_HDR_LEN - 14;
         assert!(RING_FRAME - mac >= 1518, "a full-size tagged frame fits a slot");
+        // Transmit slots: a full-size tagged frame with its virtio header fits too, and the
+        // transmit ring is whole blocks.
+        assert_eq!(TX_SLOT_OFFSET, 32);
+        const { assert!(TX_SLOT_DATA >= VNET_HDR_LEN + 1518) };
+        for lanes in 1..=64 {
+            let frames = tx_ring_frames(ring_frames(lanes));
+            assert_eq!((frames * RING_FRAME) % RING_BLOCK, 0);
+            assert!(frames >= BATCH);
+        }
+    }
+
+    #[test]
+    fn small_frames_are_sent_whole_gso_frames_untouched() {
+        // A 60-byte frame whose checksum the kernel must finish: hdr_len becomes 60.
+        let mut raw = vec![0u8; VNET_HDR_LEN + 60];
+        raw[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+        prepare_vnet_header(&mut raw);
+        assert_eq!(u16::from_le_bytes([raw[2], raw[3]]), 60);
+        assert_eq!(raw[0], 1, "flags are kept");
+        // A TCP GSO frame (gso_type 1): its hdr_len is the segmentation's, kept.
+        let mut gso = vec![0u8; VNET_HDR_LEN + 1000];
+        gso[1] = 1;
+        gso[2] = 66;
+        prepare_vnet_header(&mut gso);
+        assert_eq!(u16::from_le_bytes([gso[2], gso[3]]), 66);
+        // Shorter than a virtio header: nothing to do, no panic.
+        prepare_vnet_header(&mut [0u8; 4]);
     }
 }
