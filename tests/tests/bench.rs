@@ -11,8 +11,41 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// One benchmark at a time: a second is refused (the quick run checks that it is).
+static BENCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether Debian's openvswitch-switch is installed (the `ovs` contender runs then).
+fn ovs_installed() -> bool {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", "openvswitch-switch"])
+        .output()
+        .is_ok_and(|o| o.stdout == b"installed")
+}
+
+/// Open vSwitch daemons the benchmark started (their command lines name its directory).
+fn bench_ovs_daemons() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ovs") && c.contains("switch-bench-ovs"))
+        .collect()
+}
+
+/// Nothing of the `ovs` contender is left: daemons, directory, taps, veths.
+fn assert_no_ovs_left() {
+    assert_eq!(bench_ovs_daemons(), Vec::<String>::new());
+    assert!(!std::env::temp_dir().join("switch-bench-ovs").exists(), "the Open vSwitch directory is left");
+    let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchovs")).collect();
+    assert!(links.is_empty(), "{links:?}");
+    assert!(!netns_list().iter().any(|n| n.starts_with("benchovs")), "{:?}", netns_list());
+}
+
 #[test]
 fn quick_bench_produces_well_formed_results() {
+    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
     const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
     let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
     let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
@@ -75,7 +108,8 @@ fn quick_bench_produces_well_formed_results() {
                 "tc-capture",
                 "xdp",
                 "userspace",
-                "userspace-poll"
+                "userspace-poll",
+                "ovs"
             ],
             "{}",
             m["id"]
@@ -83,8 +117,11 @@ fn quick_bench_produces_well_formed_results() {
         for r in rows {
             if let Some(e) = r["error"].as_str() {
                 // trafgen cannot drive an XDP-mode veth (it gives up when the ring is full);
-                // every other contender and metric must be measured.
-                assert!(m["id"] == "udp64" && r["contender"] == "xdp" && e.contains("trafgen"), "{}: {r}", m["id"]);
+                // Open vSwitch runs where it is installed; every other contender and metric
+                // must be measured.
+                let xdp = m["id"] == "udp64" && r["contender"] == "xdp" && e.contains("trafgen");
+                let ovs = r["contender"] == "ovs" && !ovs_installed() && e.contains("not installed");
+                assert!(xdp || ovs, "{}: {r}", m["id"]);
                 assert!(r["samples"].as_array().unwrap().is_empty());
                 continue;
             }
@@ -92,10 +129,14 @@ fn quick_bench_produces_well_formed_results() {
             assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
             assert!(r["min"].as_f64().unwrap() <= median && median <= r["max"].as_f64().unwrap());
         }
-        // Ratios are against the baselines of the same run.
-        assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth"]));
+        // Ratios are against the baselines of the same run, and Open vSwitch (measured in it).
+        assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth", "ovs"]));
         assert_eq!(rows[1]["vs"]["bridge"].as_f64(), Some(1.0));
         assert_eq!(rows[0]["vs"]["veth"].as_f64(), Some(1.0));
+        if ovs_installed() {
+            assert_eq!(rows[10]["vs"]["ovs"].as_f64(), Some(1.0), "{}", m["id"]);
+            assert!(rows[8]["vs"]["ovs"].as_f64().is_some_and(|v| v > 0.0), "{}: {}", m["id"], rows[8]);
+        }
     }
     for m in &metrics[6..8] {
         let rows = m["rows"].as_array().unwrap();
@@ -147,19 +188,61 @@ fn quick_bench_produces_well_formed_results() {
         assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
     }
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 21);
+    assert_eq!(targets.len(), 22);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     let chart = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    assert!(measured >= 6 * 7 + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1, "only xdp's 64-byte UDP may go unmeasured");
+    let ovs = if ovs_installed() { 6 } else { 0 };
+    assert!(
+        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1,
+        "only xdp's 64-byte UDP may go unmeasured"
+    );
     // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
     let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchp")).collect();
     assert!(links.is_empty(), "{links:?}");
+    assert_no_ovs_left();
     // The bridge plugin turns ip_forward on: the bench gives it back.
     assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap(), forward_before);
+}
+
+/// Open vSwitch's userspace datapath as a contender: it forwards every kind of traffic the
+/// benchmark sends between its namespaces, the userspace engine is compared with it, and it
+/// leaves nothing behind (its own daemons, directory, taps, veths, namespaces).
+#[test]
+fn ovs_contender_forwards_and_leaves_nothing() {
+    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
+    let out = ok(&["--json", "bench", "--only", "ovs", "--rounds", "1", "--secs", "1"]);
+    let report: Value = serde_json::from_str(&out).expect("JSON report");
+    let metrics = report["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 6, "only the per-packet comparison runs");
+    for m in metrics {
+        let rows = m["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
+        assert_eq!(names, ["veth", "bridge", "ovs"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth", "ovs"]));
+        let ovs = &rows[2];
+        if !ovs_installed() {
+            assert!(ovs["error"].as_str().unwrap().contains("openvswitch-switch"), "{ovs}");
+            continue;
+        }
+        assert!(ovs["error"].is_null(), "{}: {ovs}", m["id"]);
+        let median = ovs["median"].as_f64().unwrap();
+        assert!(median > 0.0 && median.is_finite(), "{}: {ovs}", m["id"]);
+        assert_eq!(ovs["vs"]["ovs"].as_f64(), Some(1.0));
+        assert!(rows[1]["vs"]["ovs"].as_f64().is_some_and(|v| v > 0.0), "{}", m["id"]);
+    }
+    let target = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["what"] == "userspace 64-byte UDP frame rate vs Open vSwitch userspace")
+        .expect("the target")
+        .clone();
+    assert!(target["met"].is_null(), "userspace was not measured: {target}");
+    assert_no_ovs_left();
 }

@@ -162,6 +162,7 @@ fn setup() -> Result<()> {
         bail!("cargo xtask must run as root: it installs packages, mounts bpffs and the tests create namespaces");
     }
     packages()?;
+    openvswitch()?;
     promtool()?;
     bpffs()?;
     lint_tools()?;
@@ -182,15 +183,89 @@ fn packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    let install =
-        |cmd: &mut Command| cmd.env("DEBIAN_FRONTEND", "noninteractive").status().map(|s| s.success()).unwrap_or(false);
-    if !install(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing)) {
+    apt_install(&missing)
+}
+
+/// `apt-get install PACKAGES` (no recommends), after an `apt-get update` if the first try fails
+/// (a fresh machine's lists are empty or stale).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
         run(Command::new("apt-get").args(["update", "-q"]))?;
-        if !install(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing)) {
-            bail!("apt-get install {} failed", missing.join(" "));
+        if !install() {
+            bail!("apt-get install {} failed", packages.join(" "));
         }
     }
     Ok(())
+}
+
+/// Open vSwitch, the userspace datapath `switch bench` measures the userspace engine against
+/// (its `ovs` contender runs private daemons of its own).
+const OVS_PACKAGE: &str = "openvswitch-switch";
+/// Debian's hook that tells maintainer scripts (through invoke-rc.d) whether they may start
+/// services: exit status 101 forbids it.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+/// Marks a policy-rc.d as setup's own, so that one left by an interrupted setup is removed.
+const POLICY_MARK: &str = "# cargo xtask setup: no services start while it installs openvswitch-switch";
+
+/// Installs `openvswitch-switch` without starting its service: the package's postinst would
+/// start ovsdb-server and ovs-vswitchd with the system database (on a machine without systemd,
+/// through /etc/init.d), which a benchmark tool has no business leaving on a host. A
+/// policy-rc.d that forbids every start is in place for this install only (setup's own,
+/// removed afterwards; one that was there before is left as it was), and setup fails if an
+/// Open vSwitch daemon runs afterwards all the same.
+fn openvswitch() -> Result<()> {
+    let ours = || fs::read_to_string(POLICY_RC_D).is_ok_and(|s| s.contains(POLICY_MARK));
+    if ours() {
+        // Left by a setup that was interrupted during the install.
+        fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    if installed(OVS_PACKAGE) {
+        return Ok(());
+    }
+    let running = ovs_daemons();
+    eprintln!("xtask: installing {OVS_PACKAGE} (its service is not started)");
+    let created = !Path::new(POLICY_RC_D).exists();
+    if created {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::write(POLICY_RC_D, format!("#!/bin/sh\n{POLICY_MARK}\nexit 101\n"))
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = apt_install(&[OVS_PACKAGE]);
+    if created {
+        fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    installed?;
+    let started: Vec<String> = ovs_daemons().into_iter().filter(|d| !running.contains(d)).collect();
+    if !started.is_empty() {
+        bail!(
+            "installing {OVS_PACKAGE} started {} although policy-rc.d forbade it; stop them with \
+             '/etc/init.d/openvswitch-switch stop'",
+            started.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Open vSwitch daemons running on the host (`pid name`).
+fn ovs_daemons() -> Vec<String> {
+    let Ok(dir) = fs::read_dir("/proc") else { return vec![] };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = fs::read_to_string(e.path().join("comm")).ok()?;
+            let comm = comm.trim();
+            matches!(comm, "ovsdb-server" | "ovs-vswitchd").then(|| format!("{pid} {comm}"))
+        })
+        .collect()
 }
 
 /// Where setup puts `promtool`, which the metrics tests check the exposition format with.

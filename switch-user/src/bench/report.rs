@@ -245,6 +245,13 @@ impl Report {
                 2.00,
                 ratio("lat_poll_p50", "userspace", "bridge"),
             ),
+            // Against the peer a user would pick for a switch in userspace, where per-frame
+            // cost shows.
+            at_least(
+                "userspace 64-byte UDP frame rate vs Open vSwitch userspace",
+                1.30,
+                ratio("udp64", "userspace", super::topology::OVS),
+            ),
             Target {
                 what: "100 namespaces on a switch".into(),
                 goal: "< 3 s".into(),
@@ -590,6 +597,37 @@ mod tests {
         assert!(md.contains("| ebpf-forward | 36.0 | 36.0 - 36.0 | 0.90 | 1.33 |"), "{md}");
         // Baselines grey: two per metric.
         assert_eq!(r.to_svg().matches("fill=\"#999\"").count(), 4);
+    }
+
+    #[test]
+    fn userspace_against_open_vswitch() {
+        let udp = |userspace: &[f64]| {
+            let rows = [("veth", [900.0, 900.0]), ("bridge", [500.0, 520.0]), ("ovs", [200.0, 250.0])]
+                .map(|(name, v)| (name.to_owned(), series(&v)))
+                .into_iter()
+                .chain([("userspace".to_owned(), series(userspace))])
+                .collect();
+            MetricReport::new("udp64", "udp64", "kframes/s", true, "", &["bridge", "veth", "ovs"], rows)
+        };
+        let machine = || Machine { kernel: "6.18".into(), cpus: 2, cpu_model: "x".into() };
+        let what = "userspace 64-byte UDP frame rate vs Open vSwitch userspace";
+        let target = |r: &Report| r.targets.iter().find(|t| t.what == what).cloned().expect("the target");
+        // Per-round ratios 1.5 and 1.2: median 1.35.
+        let r = Report::new(machine(), &Options::quick(), vec![udp(&[300.0, 300.0])]);
+        let t = target(&r);
+        assert!((t.measured.unwrap() - 1.35).abs() < 1e-9, "{t:?}");
+        assert_eq!((t.goal.as_str(), t.met), (">= 1.30x", Some(true)));
+        assert!(r.to_markdown("switch bench").contains("| userspace | 300 | 300 - 300 | 0.59 | 0.33 | 1.35 |"));
+        assert!(r.to_text().contains("x ovs"));
+        let r = Report::new(machine(), &Options::quick(), vec![udp(&[250.0, 300.0])]);
+        assert_eq!(target(&r).met, Some(false), "1.25 and 1.2");
+        // Open vSwitch not measured (not installed): no ratio, no verdict.
+        let failed = Series { error: Some("not installed".into()), ..Series::default() };
+        let rows =
+            vec![("bridge".into(), series(&[500.0])), ("ovs".into(), failed), ("userspace".into(), series(&[300.0]))];
+        let m = MetricReport::new("udp64", "udp64", "kframes/s", true, "", &["bridge", "veth", "ovs"], rows);
+        let t = target(&Report::new(machine(), &Options::quick(), vec![m]));
+        assert_eq!((t.measured, t.met), (None, None));
     }
 
     #[test]

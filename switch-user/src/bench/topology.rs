@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use super::ovs;
 use crate::{
     controller::{blocking, link, ns, switch},
     error::{Context as _, Error, Result},
@@ -20,6 +21,9 @@ pub enum Kind {
     /// A switch of this project (or the Linux bridge, datapath `bridge`), with port security
     /// on its ports or not.
     Switch(DatapathKind, Redirect, bool),
+    /// Open vSwitch's userspace datapath (`datapath_type=netdev`, AF_PACKET ports), with
+    /// private daemons of its own (see `ovs`); not measured where it is not installed.
+    Ovs,
 }
 
 /// One contender.
@@ -43,7 +47,7 @@ impl Contender {
 }
 
 /// Every contender, in the order they are measured in each round.
-pub const ALL: [Contender; 10] = [
+pub const ALL: [Contender; 11] = [
     Contender::new("veth", Kind::Veth),
     Contender::new("bridge", Kind::Switch(DatapathKind::Bridge, Redirect::Peer, true)),
     Contender::new("tc", Kind::Switch(DatapathKind::Tc, Redirect::Peer, true)),
@@ -68,11 +72,20 @@ pub const ALL: [Contender; 10] = [
         busy_poll_us: 100,
         ..Contender::new("userspace-poll", Kind::Switch(DatapathKind::Userspace, Redirect::Peer, true))
     },
+    // The peer of the userspace engine.
+    Contender::new(OVS, Kind::Ovs),
 ];
+
+/// The Open vSwitch contender's name.
+pub const OVS: &str = "ovs";
 
 /// The baselines, every ratio is against them: the Linux bridge (what this project replaces)
 /// and the bare veth pair (the limit on this host). Always measured.
 pub const BASELINES: [&str; 2] = ["bridge", "veth"];
+
+/// Peers every ratio is also against when they are measured in the run (a ratio column each):
+/// Open vSwitch, the userspace engine's.
+pub const PEERS: [&str; 1] = [OVS];
 
 /// Names and addresses of a contender's topology.
 #[derive(Clone, Debug)]
@@ -91,12 +104,16 @@ pub struct Topology {
     server_cidr: String,
     /// The running reader (`Contender::reader`).
     reader: Arc<Mutex<Option<Child>>>,
+    /// The running Open vSwitch daemons (`Kind::Ovs`).
+    daemons: Arc<Mutex<Vec<Child>>>,
 }
 
 impl Topology {
     /// The topology of contender number `index`.
     pub fn new(index: usize, contender: Contender) -> Self {
-        let base = format!("bench{index}");
+        // Open vSwitch's names carry its prefix whatever the index, so that a later run finds
+        // what a killed one left.
+        let base = if contender.kind == Kind::Ovs { ovs::PREFIX.to_owned() } else { format!("bench{index}") };
         Self {
             contender,
             switch: base.clone(),
@@ -106,6 +123,7 @@ impl Topology {
             client_cidr: format!("10.200.{index}.1/24"),
             server_cidr: format!("10.200.{index}.2/24"),
             reader: Arc::default(),
+            daemons: Arc::default(),
         }
     }
 
@@ -139,6 +157,11 @@ impl Topology {
                     .await?;
                 }
                 self.start_reader().await
+            }
+            Kind::Ovs => {
+                let daemons = ovs::build(&self.client, &self.server, &self.client_cidr, &self.server_cidr).await?;
+                *self.daemons.lock().expect("not poisoned") = daemons;
+                Ok(())
             }
         }
     }
@@ -192,6 +215,10 @@ impl Topology {
             Kind::Switch(..) => {
                 self.stop_reader().await;
                 let _ = switch::down(&self.switch).await;
+            }
+            Kind::Ovs => {
+                let daemons = std::mem::take(&mut *self.daemons.lock().expect("not poisoned"));
+                ovs::remove(daemons, &self.client, &self.server).await;
             }
         }
     }

@@ -226,10 +226,11 @@ pub struct BenchArgs {
     pub secs: Option<u64>,
     /// Only these contenders, with their comparison's baselines (every ratio is against
     /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace,
-    /// userspace-poll (`up --busy-poll 100`); port forwarding: routed, iptables,
-    /// ebpf-forward; CNI plugins: switch-cni, bridge-cni; containers under podman: podman
-    /// (both of podman-switch-cni, podman-bridge); `bringup` for bringing up and removing
-    /// namespaces. A comparison none of whose contenders is named is left out.
+    /// userspace-poll (`up --busy-poll 100`), ovs (Open vSwitch's userspace datapath); port
+    /// forwarding: routed, iptables, ebpf-forward; CNI plugins: switch-cni, bridge-cni;
+    /// containers under podman: podman (both of podman-switch-cni, podman-bridge); `bringup`
+    /// for bringing up and removing namespaces. A comparison none of whose contenders is
+    /// named is left out.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write an SVG chart to FILE.
