@@ -188,6 +188,9 @@ impl Overlay {
             run_quiet("ip", &["-n", &ns, "link", "set", "eth0", "up"]).await?;
             run_quiet("ip", &["-n", &ns, "link", "set", "lo", "up"]).await?;
             // Static FDB: floods to the other host, and the remote station at its VTEP.
+            // `replace`, not `add`: the other host's station may already have been heard (its
+            // IPv6 neighbour discovery floods over the tunnel once the first host is up), and
+            // the bridge then holds a learned entry that `add` refuses to overwrite (EEXIST).
             let remote = self.underlay_ip(1 - h);
             let bridge = |args: &[&str]| {
                 let mut a = vec!["-n", host.as_str(), "fdb"];
@@ -196,8 +199,8 @@ impl Overlay {
             };
             for args in [
                 bridge(&["append", "00:00:00:00:00:00", "dev", "vxlan42", "dst", &remote]),
-                bridge(&["add", &self.mac(1 - h), "dev", "vxlan42", "dst", &remote, "self", "permanent"]),
-                bridge(&["add", &self.mac(1 - h), "dev", "vxlan42", "master", "static"]),
+                bridge(&["replace", &self.mac(1 - h), "dev", "vxlan42", "dst", &remote, "self", "permanent"]),
+                bridge(&["replace", &self.mac(1 - h), "dev", "vxlan42", "master", "static"]),
             ] {
                 run_quiet("bridge", &args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
             }
