@@ -712,8 +712,17 @@ pub(super) async fn run_quiet(program: &str, args: &[&str]) -> Result<()> {
 
 /// Runs `program ARGS` and returns its stdout, failing with its stderr.
 pub(super) async fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    command_output(cmd).await
+}
+
+/// Runs `cmd` (with whatever environment it was given) and returns its stdout, failing with
+/// its stderr.
+pub(super) async fn command_output(cmd: std::process::Command) -> Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let out = tokio::process::Command::from(cmd)
         .output()
         .await
         .map_err(|e| Error::Command(format!("running {program}: {e}")))?;

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::run_quiet;
+use super::{command_output, run_quiet};
 use crate::error::{Context as _, Error, Result};
 
 /// Prefix of the contender's bridge (a tap OVS makes), host-side veths and namespaces.
@@ -72,15 +72,7 @@ async fn vsctl(args: &[&str]) -> Result<String> {
     let db = format!("--db=unix:{}", dir().join("db.sock").display());
     let mut cmd = ovs("ovs-vsctl");
     cmd.args([db.as_str(), "--timeout=10"]).args(args);
-    let out = tokio::process::Command::from(cmd).output().await.context("running ovs-vsctl")?;
-    if !out.status.success() {
-        return Err(Error::Command(format!(
-            "ovs-vsctl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    command_output(cmd).await
 }
 
 /// Starts daemon `name` with its files in the run's directory. It inherits no descriptor but
