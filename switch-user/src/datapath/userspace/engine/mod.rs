@@ -1,18 +1,19 @@
-//! The userspace datapath: a learning switch over one AF_PACKET socket per port.
+//! The userspace datapath: a learning switch over AF_PACKET sockets, per port and CPU (lane)
+//! a receive ring and a transmit ring.
 //!
 //! A frame's path through the engine, from namespace red to namespace blue:
 //!
 //! ```text
 //!  namespace red            this process (tokio)                                namespace blue
 //!  eth0 ──veth──► sred-…
-//!                   │ AF_PACKET socket, PACKET_VNET_HDR              (socket.rs)
+//!                   │ AF_PACKET sockets, PACKET_VNET_HDR, mapped rings (socket.rs)
 //!                   ▼
 //!      serve_port task of sred-…, woken when the socket is readable      (this file)
-//!        1 recvmmsg: up to 32 frames into the port's buffers             (socket.rs)
+//!        1 up to 32 frames from the lane's receive ring, no system call  (socket.rs)
 //!        2 decide every frame of the batch, FDB read without locking     (decide.rs, mac_table.rs)
 //!        3 learn new or moved sources, as the FDB's writer, if needed    (mac_table.rs)
 //!        4 count rx, one atomic add per counter per batch                (ports.rs)
-//!        5 sendmmsg once per destination port                            (ports.rs, socket.rs)
+//!        5 into each destination's transmit ring, one send per port      (ports.rs, socket.rs)
 //!                   │
 //!                   ▼
 //!                 sblue-… ──veth──► eth0
@@ -35,9 +36,10 @@
 //! ([`Engine::spawn_ageing`]).
 //!
 //! Throughput comes from keeping TCP's GSO super-frames whole (`PACKET_VNET_HDR`: one 64 KiB
-//! frame costs one syscall slot, not 45), from batching both directions (`recvmmsg`,
-//! `sendmmsg`), and from lanes that share nothing they lock while switching: the FDB is read
-//! without locks, the port table is one `Arc` taken per batch, counters are atomic adds.
+//! frame costs one syscall slot, not 45), from mapped rings both ways (no system call per
+//! received frame, one per batch and destination to send), and from lanes that share nothing
+//! they lock while switching: the FDB is read without locks, the port table is one `Arc` taken
+//! per batch, counters are atomic adds.
 mod decide;
 mod guard;
 mod lanes;
