@@ -24,7 +24,8 @@
 //! Frames are sent on unchanged, virtio header included (but for `hdr_len`, see
 //! [`prepare_vnet_header`]). A small frame is copied three times (by the kernel into the
 //! receive ring, by the engine into a transmit slot, by the kernel into the buffer it sends);
-//! a big one twice (into the engine's buffer, out of it), never by the engine.
+//! a big one twice, both times by the kernel (into the engine's buffer by `recv`, out of it
+//! by `sendmmsg`).
 use std::{
     io, mem,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
@@ -108,9 +109,10 @@ struct Ring {
     frames: usize,
 }
 
-// SAFETY: the mapping is shared memory owned by the ring (unmapped on drop); the slots are
-// read only by the one lane task that owns their `RxBuffers`, and ownership of each slot is
-// passed between the kernel and that task through its atomic `tp_status`.
+// SAFETY: the mapping is shared memory owned by the ring (unmapped on drop); the slots of a
+// receive ring are read only by the one lane task that owns their `RxBuffers`, those of a
+// transmit ring written only under the `TxSocket`'s mutex, and ownership of each slot is
+// passed between the kernel and the engine through its atomic `tp_status`.
 unsafe impl Send for Ring {}
 // SAFETY: as above; `&Ring` only gives out the base address.
 unsafe impl Sync for Ring {}
