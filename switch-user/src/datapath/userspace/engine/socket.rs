@@ -312,30 +312,19 @@ impl PacketSocket {
     /// `ETH_P_ALL` on the one interface: created with `ETH_P_ALL` it would queue frames of
     /// every interface of the host until the bind, and those would be switched.
     fn open_one(ifindex: u32, muted: bool, ring_frames: usize) -> io::Result<Self> {
-        // SAFETY: plain system call with constant arguments; the result is checked below.
-        let raw =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // GSO super-frames stay whole, with a virtio header describing them (before the ring:
-        // the kernel refuses to change it once there is one).
-        set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
+        let fd = ring_socket()?;
         // A frame too big for its slot goes whole to the socket's queue as well.
         set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
         let ring = Ring::map(fd.as_raw_fd(), libc::PACKET_RX_RING, ring_frames)?;
         let socket = Self { ring, fd, tx: TxSocket::open(ifindex, tx_ring_frames(ring_frames))? };
         // Frames the engine sends out of this port must not come back in through its socket.
         socket.set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
-        socket.set_buffer(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
-        socket.set_buffer(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
+        set_buffer(socket.as_raw_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
+        set_buffer(socket.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
         if muted {
             socket.attach_drop_all()?;
         }
-        socket.bind(ifindex)?;
+        bind(socket.as_raw_fd(), ifindex, libc::ETH_P_ALL as u16)?;
         // Binding to an interface that is still down (the controller plugs a port in before
         // setting its host end up) leaves ENETDOWN pending on the socket, which the first
         // send would return: a flooded ARP request lost, a second of delay. Clear it.
@@ -394,30 +383,6 @@ impl PacketSocket {
 
     fn set(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
         set_int(self.fd.as_raw_fd(), level, name, value)
-    }
-
-    /// Sets a socket buffer to [`SOCKET_BUF_BYTES`]: the `*FORCE` option ignores the
-    /// `net.core.[rw]mem_max` limit but needs CAP_NET_ADMIN, so fall back to the plain one.
-    fn set_buffer(&self, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
-        self.set(libc::SOL_SOCKET, force, SOCKET_BUF_BYTES)
-            .or_else(|_| self.set(libc::SOL_SOCKET, plain, SOCKET_BUF_BYTES))
-    }
-
-    fn bind(&self, ifindex: u32) -> io::Result<()> {
-        // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        addr.sll_ifindex = ifindex as libc::c_int;
-        // SAFETY: `addr` is a live sockaddr_ll and its size is passed along.
-        let ret = unsafe {
-            libc::bind(
-                self.fd.as_raw_fd(),
-                ptr::from_ref(&addr).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
     /// Takes up to [`BATCH`] frames from the ring into `rx` without waiting, after handing the
@@ -619,36 +584,16 @@ struct TxSocket {
 
 impl TxSocket {
     fn open(ifindex: u32, frames: usize) -> io::Result<Self> {
-        // SAFETY: plain system call with constant arguments; the result is checked below.
-        let raw =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = ring_socket()?;
         let raw = fd.as_raw_fd();
-        set_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        set_int(raw, libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
         // A slot the kernel cannot send (a malformed virtio header) is skipped and handed back,
         // instead of stopping the ring at it.
         set_int(raw, libc::SOL_PACKET, libc::PACKET_LOSS, 1)?;
         let ring = Ring::map(raw, libc::PACKET_TX_RING, frames)?;
         let socket = Self { ring, fd, head: std::sync::Mutex::new(0) };
-        set_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUF_BYTES)
-            .or_else(|_| set_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUF_BYTES))?;
-        // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        set_buffer(raw, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
         // Protocol 0: bound to the interface for sending, receiving nothing.
-        addr.sll_ifindex = ifindex as libc::c_int;
-        // SAFETY: `addr` is a live sockaddr_ll and its size is passed along.
-        let ret = unsafe {
-            libc::bind(raw, ptr::from_ref(&addr).cast(), mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t)
-        };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        bind(raw, ifindex, 0)?;
         Ok(socket)
     }
 
@@ -746,6 +691,44 @@ fn prepare_vnet_header(raw: &mut [u8]) {
     }
     let frame_len = u16::try_from(raw.len() - VNET_HDR_LEN).unwrap_or(u16::MAX);
     raw[HDR_LEN].copy_from_slice(&frame_len.to_ne_bytes());
+}
+
+/// A raw packet socket, non-blocking, that receives nothing until bound with a protocol, set up
+/// for a `TPACKET_V2` ring with virtio headers: GSO super-frames stay whole, each behind a
+/// header describing it. Both are set before any ring, as the kernel refuses to change them
+/// once there is one.
+fn ring_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with constant arguments; the result is checked below.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+    set_int(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V2 as i32)?;
+    Ok(fd)
+}
+
+/// Binds packet socket `fd` to interface `ifindex`, receiving frames of `protocol` (host
+/// order; `ETH_P_ALL` for every frame, 0 for none: a socket that only sends).
+fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is a plain C struct for which all zeros is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_protocol = protocol.to_be();
+    addr.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: `addr` is a live sockaddr_ll and its size is passed along.
+    let ret =
+        unsafe { libc::bind(fd, ptr::from_ref(&addr).cast(), mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t) };
+    if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Sets a socket buffer of `fd` to [`SOCKET_BUF_BYTES`]: the `*FORCE` option ignores the
+/// `net.core.[rw]mem_max` limit but needs CAP_NET_ADMIN, so fall back to the plain one.
+fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, force, SOCKET_BUF_BYTES)
+        .or_else(|_| set_int(fd, libc::SOL_SOCKET, plain, SOCKET_BUF_BYTES))
 }
 
 /// Sets an int socket option on `fd`.
