@@ -248,7 +248,15 @@ async fn handle(stream: UnixStream, engine: Arc<Engine>, stop: Arc<Notify>) {
             }
         }
         let (response, shut_down) = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => (execute(&engine, &req), matches!(req, Request::Shutdown)),
+            Ok(req) => {
+                let shut_down = matches!(req, Request::Shutdown);
+                // Off the runtime's workers: the engine takes a mutex, opens and binds sockets.
+                let engine = Arc::clone(&engine);
+                let response = tokio::task::spawn_blocking(move || execute(&engine, &req))
+                    .await
+                    .unwrap_or_else(|e| Response::Error { message: format!("the request failed: {e}") });
+                (response, shut_down)
+            }
             Err(e) => (Response::Error { message: format!("invalid request: {e}") }, false),
         };
         if let Err(e) = send(&mut write, &response).await {

@@ -23,6 +23,7 @@
 //! - `mac_table.rs`: the FDB (stations, learning, ageing, eviction), read without locks;
 //! - `decide.rs`: the verdict for one frame (drop, flood, unicast) and the batch's sources;
 //! - `socket.rs`: the packet socket and its buffers, with all the `unsafe` libc calls;
+//! - `closer.rs`: the thread that closes removed ports' sockets (closing waits on the kernel);
 //! - `ports.rs`: a port's socket and counters, the copy-on-write port table, forwarding;
 //! - `mod.rs` (this file): the state the tasks share, the per-port receive loop, the ageing
 //!   sweep and the public [`Engine`] the control socket drives.
@@ -40,6 +41,7 @@
 //! received frame, one per batch and destination to send), and from lanes that share nothing
 //! they lock while switching: the FDB is read without locks, the port table is one `Arc` taken
 //! per batch, counters are atomic adds.
+mod closer;
 mod decide;
 mod guard;
 mod lanes;

@@ -18,7 +18,7 @@ use std::{
 use switch_common::PortStats;
 
 use super::{
-    BATCH,
+    BATCH, closer,
     decide::Verdict,
     guard::{Guard, Spoof},
     mac_table::{Clock, PortId},
@@ -197,6 +197,14 @@ impl AsRawFd for Lane {
     }
 }
 
+impl Drop for Port {
+    fn drop(&mut self) {
+        // Closing waits on the kernel for a while, and this may be a lane's thread (the port's
+        // aborted receive task, a batch with the last old table): see closer.rs.
+        closer::close_later(std::mem::take(&mut self.sockets));
+    }
+}
+
 impl Port {
     /// The socket of `lane` (lanes beyond the port's sockets wrap around).
     pub(super) fn socket(&self, lane: usize) -> &PacketSocket {
@@ -331,6 +339,52 @@ mod tests {
         assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (7, 1305, 1, 5));
         assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (1, 2, 100, 1));
         assert_eq!((s.spoofed_mac, s.spoofed_ip, s.spoofed_arp, s.mac_limit), (0, 1, 1, 1));
+    }
+
+    /// What an open file of this process is (`socket:[inode]` for a socket).
+    fn describe(fd: RawFd) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// The sockets among `sockets` (as [`describe`] names them) this process still has open:
+    /// by inode, as their fd numbers may be reused by other tests once closed.
+    fn still_open(sockets: &[String]) -> Vec<String> {
+        let fds =
+            std::fs::read_dir("/proc/self/fd").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok());
+        let open: Vec<String> = fds.map(describe).collect();
+        sockets.iter().filter(|s| open.contains(s)).cloned().collect()
+    }
+
+    #[test]
+    fn a_dropped_port_closes_its_sockets_on_the_closer_not_on_the_dropping_thread() {
+        // Sockets on the loopback of a namespace of their own, not on an interface of the host:
+        // a thread enters a new namespace, opens them there and ends; they keep it alive.
+        let sockets = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (run as root)");
+            PacketSocket::open_group(1, 2).expect("packet sockets on the namespace's loopback")
+        })
+        .join()
+        .unwrap();
+        let inodes: Vec<String> = sockets.iter().map(|s| describe(s.as_raw_fd())).collect();
+        assert!(inodes.iter().all(|i| i.starts_with("socket:[")), "{inodes:?}");
+        assert_eq!(still_open(&inodes), inodes);
+        let port = Port {
+            id: PortId { slot: 0, ifindex: 1 },
+            name: "lo".into(),
+            sockets,
+            counters: Counters::default(),
+            guard: Guard::default(),
+            learning: LearnBudget::new(0),
+        };
+        let stall = closer::tests::stall_closer();
+        drop(port);
+        assert_eq!(still_open(&inodes), inodes, "closed by the thread that dropped the port");
+        drop(stall);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !still_open(&inodes).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(still_open(&inodes), Vec::<String>::new(), "the closer never closed them");
     }
 
     #[test]
