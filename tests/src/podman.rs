@@ -49,6 +49,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use switch::sys::nat_tables::{self, Family};
+
 use crate::{Run, Value, host, mounts_below};
 
 /// The image every test container runs: busybox (`PATH=/bin`, `CMD /bin/sh`).
@@ -403,11 +405,17 @@ impl HostState {
                 iptables_remove_chain("nat", c);
             }
         }
+        // The nat tables iptables made for portmap's rules (`ip6 nat` too), now empty: their
+        // chains would keep connection tracking on for every flow of the host.
+        let nat_before: BTreeSet<Family> =
+            Family::ALL.into_iter().filter(|f| self.chains.contains(&format!("{}/nat", f.name()))).collect();
+        if let Err(e) = nat_tables::remove_unused(&nat_before) {
+            left.push(e.to_string());
+        }
         let still: Vec<String> = iptables_chains().into_iter().filter(|c| !self.chains.contains(c)).collect();
         if !still.is_empty() {
             // Not necessarily the tests': other programs may change them meanwhile. The
-            // environments check the rules of their own networks themselves. (The reference
-            // plugins also leave an empty `ip6/nat` table, which iptables cannot delete.)
+            // environments check the rules of their own networks themselves.
             eprintln!("podman: iptables tables and chains made while the tests ran and still there: {still:?}");
         }
         for d in existing_default_dirs().difference(&self.dirs) {

@@ -6,8 +6,12 @@
 //!   outside ns (client, 172.31.N.2) ──veth── uN… (uplink, 172.31.N.1) ── host routing
 //!        ── gateway (10.N.0.254) ── switch ── web ns (10.N.0.10: HTTP :80, UDP echo :53)
 //! ```
-use std::process::{Child, Command, Stdio};
+use std::{
+    collections::BTreeSet,
+    process::{Child, Command, Stdio},
+};
 
+use switch::sys::nat_tables::{self, Family};
 use switch_tests::{outside::Outside, *};
 
 /// Answers one connection with the address it came from.
@@ -449,6 +453,18 @@ fn no_masquerade_leaves_namespace_addresses_visible() {
 /// The classic recipe's iptables rule, removed on drop.
 struct IptablesRule(Vec<String>);
 
+/// The host's nat tables as they were: iptables makes the table for the first rule and leaves
+/// it (with connection tracking on) when the last one goes. Given back on drop.
+struct NatTables(BTreeSet<Family>);
+
+impl Drop for NatTables {
+    fn drop(&mut self) {
+        if let Err(e) = nat_tables::remove_unused(&self.0) {
+            eprintln!("the nat table this test made stays: {e}");
+        }
+    }
+}
+
 impl Drop for IptablesRule {
     fn drop(&mut self) {
         let mut args: Vec<&str> = self.0.iter().map(String::as_str).collect();
@@ -513,8 +529,10 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
         host("iptables", &args.iter().map(String::as_str).collect::<Vec<_>>());
         IptablesRule(args)
     };
-    let _tcp = rule("tcp", "8080", "10.107.0.10:80");
-    let _udp = rule("udp", "5353", "10.107.0.10:53");
+    // Declared before the rules: dropped after them.
+    let nat = NatTables(nat_tables::existing());
+    let tcp = rule("tcp", "8080", "10.107.0.10:80");
+    let udp = rule("udp", "5353", "10.107.0.10:53");
     let mut servers = start_servers(&web, &["80"]);
     let r = out.python(HTTP_GET, &["172.31.107.1:8080"]);
     assert_eq!(r.stdout.trim(), "client 172.31.107.2", "{r:?}");
@@ -524,6 +542,10 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
     assert_eq!(r.stdout.trim(), "200", "{r:?}");
     let _ = servers.kill();
     let _ = servers.wait();
+    drop((tcp, udp));
+    let before = nat.0.clone();
+    drop(nat);
+    assert_eq!(nat_tables::existing(), before, "the host's nat tables are not as they were");
 }
 
 /// Routed isolation: the outside has a route to the segment through the host (its default

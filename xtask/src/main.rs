@@ -64,6 +64,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // datapath numbers).
     ("perf", "linux-perf"),
     ("iptables", "iptables"),
+    // Deleting the nat tables iptables leaves behind (switch-user/src/sys/nat_tables.rs).
+    ("nft", "nftables"),
     ("ethtool", "ethtool"),
     // Container runtime tests (tests/tests/podman.rs, containerd.rs): podman with the CNI
     // backend, runc (crun fails on this machine kind's hybrid cgroups), and containerd with

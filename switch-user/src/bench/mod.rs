@@ -18,7 +18,10 @@ use indicatif::ProgressBar;
 use report::{Machine, MetricReport, Report};
 use topology::{ALL, BASELINES, Contender, Kind, PEERS, Topology};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sys::nat_tables,
+};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -260,6 +263,19 @@ const MEASUREMENTS: [(usize, usize, &str); 4] =
 
 /// Runs the benchmark. `bar` shows progress (hidden for `--json`).
 pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
+    // The classic recipe's forward baseline and the podman contenders add nat rules, and
+    // iptables leaves the table it made for them, tracking every connection of the host from
+    // then on (sys/nat_tables.rs): given back at the end, whatever the run's outcome.
+    let nat_before = tokio::task::spawn_blocking(nat_tables::existing).await.unwrap_or_default();
+    let report = run_all(opts, bar).await;
+    let given_back = tokio::task::spawn_blocking(move || nat_tables::remove_unused(&nat_before)).await;
+    if let Err(e) = given_back.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        bar.println(format!("the nat table the run made stays: {e}"));
+    }
+    report
+}
+
+async fn run_all(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     let contenders = opts.contenders()?;
     let topologies: Vec<Topology> = contenders.iter().enumerate().map(|(i, c)| Topology::new(i, *c)).collect();
     let forwarded = if opts.forwards() { forward::contenders().len() } else { 0 };
