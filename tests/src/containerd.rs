@@ -40,7 +40,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{Run, Value, mounts_below, podman::wait_until, switch_bin};
+use crate::{
+    Run, Value, mounts_below,
+    podman::{toml_str, wait_until},
+    switch_bin,
+};
 
 /// The image every test container runs: busybox (`PATH=/bin`, `CMD /bin/sh`).
 pub const IMAGE: &str = "localhost/switch-test-busybox:latest";
@@ -101,13 +105,6 @@ pub fn ctr_version() -> (u32, u32) {
     let v = out.split_whitespace().last().unwrap_or_default();
     let mut n = v.split(['.', '~', '-', '+']).map(|p| p.trim_start_matches('v').parse::<u32>().unwrap_or(0));
     (n.next().unwrap_or(0), n.next().unwrap_or(0))
-}
-
-/// A path as a TOML basic string (the paths written here are plain ASCII).
-fn toml_str(p: &Path) -> String {
-    let s = p.to_str().expect("UTF-8 path");
-    assert!(!s.contains(['"', '\\']) && s.is_ascii(), "path not writable as a TOML string: {s}");
-    format!("\"{s}\"")
 }
 
 /// The daemon's configuration: everything below `dir`, no CRI (it would want its own CNI set-up

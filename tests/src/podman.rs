@@ -49,7 +49,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switch::sys::nat_tables::{self, Family};
+use switch::{
+    bench::podman as podman_env,
+    sys::nat_tables::{self, Family},
+};
 
 use crate::{Run, Value, host, mounts_below};
 
@@ -99,55 +102,8 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// A path as a TOML basic string (the paths written here are plain ASCII).
-fn toml_str(p: &Path) -> String {
-    let s = p.to_str().expect("UTF-8 path");
-    assert!(!s.contains(['"', '\\']) && s.is_ascii(), "path not writable as a TOML string: {s}");
-    format!("\"{s}\"")
-}
-
-/// The `containers.conf` of an environment rooted at `dir` with CNI plugins from `plugin_dirs`.
-fn containers_conf(dir: &Path, plugin_dirs: &[&Path]) -> String {
-    let plugins: Vec<String> = plugin_dirs.iter().map(|d| toml_str(d)).collect();
-    format!(
-        r#"# Written by switch-tests (tests/src/podman.rs) for one test; see shared/notes/containers.md.
-[containers]
-# No network unless --network says which: without it podman would bring up its own default
-# network (bridge cni-podman0 on 10.88.0.0/16, with the firewall plugin's CNI-FORWARD chains),
-# whatever `default_network` names.
-netns = "none"
-# The VM's hard limits (no CAP_SYS_RESOURCE to raise them): podman's default 1048576 fails.
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = {events}
-# crun fails here: "cgroups in hybrid mode not supported".
-runtime = "runc"
-tmp_dir = {tmp}
-
-[network]
-network_backend = "cni"
-network_config_dir = {netd}
-cni_plugin_dirs = [{plugins}]
-"#,
-        events = toml_str(&dir.join("events.log")),
-        tmp = toml_str(&dir.join("tmp")),
-        netd = toml_str(&dir.join("net.d")),
-        plugins = plugins.join(", "),
-    )
-}
-
-/// The `storage.conf` of an environment rooted at `dir`, reading images also from `image_store`.
-fn storage_conf(dir: &Path, image_store: Option<&Path>) -> String {
-    let extra = image_store
-        .map(|s| format!("[storage.options]\nadditionalimagestores = [{}]\n", toml_str(&s.join("storage/root"))))
-        .unwrap_or_default();
-    format!(
-        "[storage]\ndriver = \"overlay\"\ngraphroot = {}\nrunroot = {}\n{extra}",
-        toml_str(&dir.join("storage/root")),
-        toml_str(&dir.join("storage/runroot")),
-    )
+pub(crate) fn toml_str(p: &Path) -> String {
+    podman_env::toml_str(p).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `podman ARGS` with the configuration of the environment rooted at `dir`.
@@ -164,8 +120,11 @@ fn write_confs(dir: &Path, plugin_dirs: &[&Path], image_store: Option<&Path>) {
     for d in ["net.d", "ipam", "tmp", "storage/root", "storage/runroot"] {
         fs::create_dir_all(dir.join(d)).unwrap_or_else(|e| panic!("creating {}/{d}: {e}", dir.display()));
     }
-    fs::write(dir.join("containers.conf"), containers_conf(dir, plugin_dirs)).unwrap();
-    fs::write(dir.join("storage.conf"), storage_conf(dir, image_store)).unwrap();
+    // The bench's environments are written the same way (switch-user/src/bench/podman.rs).
+    let containers = podman_env::containers_conf(dir, plugin_dirs).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(dir.join("containers.conf"), containers).unwrap();
+    let storage = podman_env::storage_conf(dir, image_store).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(dir.join("storage.conf"), storage).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -299,14 +258,6 @@ const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// Portmap's top-level chains, which it leaves behind after the last container.
 const PORTMAP_CHAINS: [&str; 3] = ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"];
 
-fn forwarding_sysctls() -> Vec<(PathBuf, String)> {
-    let mut paths = vec![PathBuf::from(IP_FORWARD), PathBuf::from("/proc/sys/net/ipv4/conf/all/accept_redirects")];
-    for e in fs::read_dir("/proc/sys/net/ipv4/conf").into_iter().flatten().filter_map(Result::ok) {
-        paths.push(e.path().join("forwarding"));
-    }
-    paths.into_iter().filter_map(|p| Some((p.clone(), fs::read_to_string(&p).ok()?.trim().to_owned()))).collect()
-}
-
 /// Every iptables and ip6tables table as `FAMILY/table` and chain as `FAMILY/table/chain`
 /// (`iptables-save`, `ip6tables-save`).
 fn iptables_chains() -> BTreeSet<String> {
@@ -363,7 +314,7 @@ impl HostState {
     fn now() -> Self {
         Self {
             users: vec![],
-            sysctls: forwarding_sysctls(),
+            sysctls: podman_env::forwarding_sysctls(),
             chains: iptables_chains(),
             netns: podman_netns(),
             dirs: DIRS_BEFORE.get_or_init(existing_default_dirs).clone(),
@@ -384,7 +335,7 @@ impl HostState {
             // keep the value they have now, which may have been set on purpose.
             let recorded: BTreeSet<&PathBuf> = self.sysctls.iter().map(|(p, _)| p).collect();
             let others: Vec<(PathBuf, String)> =
-                forwarding_sysctls().into_iter().filter(|(p, _)| !recorded.contains(p)).collect();
+                podman_env::forwarding_sysctls().into_iter().filter(|(p, _)| !recorded.contains(p)).collect();
             let mut written = 0;
             for (p, v) in self.sysctls.iter().chain(&others) {
                 if fs::read_to_string(p).is_ok_and(|cur| cur.trim() != v) {

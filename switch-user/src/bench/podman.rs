@@ -9,11 +9,10 @@
 //! imported as the image (no registry), and its two conflists in its own network config
 //! directory (never /etc/cni/net.d).
 //!
-//! It is separate from the tests' podman harness (tests/src/podman.rs) on purpose: that one
-//! belongs to the test crate (panicking checks, coordination of several test processes,
-//! leftover audits) and this binary must not depend on test code, while what both need in
-//! common is only the two configuration files and the image import, a few lines each. Sharing
-//! them would take a crate of their own for less than it would save.
+//! The tests' podman harness (tests/src/podman.rs) writes its environments with the same
+//! configuration writers ([`containers_conf`], [`storage_conf`]) and records the same
+//! forwarding sysctls ([`forwarding_sysctls`]); the rest of it belongs to the test crate
+//! (panicking checks, several test processes sharing one record of the host, leftover audits).
 //!
 //! The host-wide state the bridge plugin and portmap change (`net.ipv4.ip_forward`, which
 //! flips every interface's `forwarding`, and portmap's top-level iptables chains), and the
@@ -145,7 +144,10 @@ struct HostState {
     dirs: BTreeSet<PathBuf>,
 }
 
-fn forwarding_sysctls() -> Vec<(PathBuf, String)> {
+/// `net.ipv4.ip_forward`, `all/accept_redirects` (the kernel flips it with ip_forward) and every
+/// interface's `forwarding` (ip_forward sets them all), as they are now: what the bridge plugin
+/// changes when it turns forwarding on, and a podman environment gives back.
+pub fn forwarding_sysctls() -> Vec<(PathBuf, String)> {
     let mut paths = vec![PathBuf::from(IP_FORWARD), PathBuf::from("/proc/sys/net/ipv4/conf/all/accept_redirects")];
     for e in std::fs::read_dir("/proc/sys/net/ipv4/conf").into_iter().flatten().filter_map(|e| e.ok()) {
         paths.push(e.path().join("forwarding"));
@@ -218,22 +220,31 @@ impl HostState {
     }
 }
 
-/// A path as a TOML basic string (the paths written here are plain ASCII).
-fn toml_str(p: &Path) -> Result<String> {
+/// A path as a TOML basic string (the paths written here are plain ASCII). The tests'
+/// container harnesses write their configuration with it too.
+pub fn toml_str(p: &Path) -> Result<String> {
     let s = p.to_string_lossy();
     if s.contains(['"', '\\']) || !s.is_ascii() {
-        return Err(Error::Command(format!("{s}: not writable into containers.conf")));
+        return Err(Error::Command(format!("{s}: not writable into a TOML file")));
     }
     Ok(format!("\"{s}\""))
 }
 
-fn containers_conf(dir: &Path, plugins: &Path) -> Result<String> {
+/// The `containers.conf` of a podman environment rooted at `dir` that finds CNI plugins in
+/// `plugin_dirs`, in order: the settings that work on this machine kind (see
+/// shared/notes/containers.md). The bench's environment and the tests' (tests/src/podman.rs)
+/// both use it.
+pub fn containers_conf(dir: &Path, plugin_dirs: &[&Path]) -> Result<String> {
+    let plugins: Vec<String> = plugin_dirs.iter().map(|d| toml_str(d)).collect::<Result<_>>()?;
     Ok(format!(
-        r#"# Written by `switch bench` for its podman contenders; see shared/notes/containers.md.
+        r#"# Written by switch (its bench or its tests) for one podman environment; see
+# shared/notes/containers.md.
 [containers]
-# No network unless --network names one (podman's default network is not measured).
+# No network unless --network says which: without it podman would bring up its own default
+# network (bridge cni-podman0 on 10.88.0.0/16, with the firewall plugin's CNI-FORWARD chains),
+# whatever `default_network` names.
 netns = "none"
-# The VM's hard limits: podman's default 1048576 fails without CAP_SYS_RESOURCE.
+# The VM's hard limits (no CAP_SYS_RESOURCE to raise them): podman's default 1048576 fails.
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 
 [engine]
@@ -247,18 +258,24 @@ tmp_dir = {tmp}
 [network]
 network_backend = "cni"
 network_config_dir = {netd}
-cni_plugin_dirs = [{plugins}, "/usr/lib/cni"]
+cni_plugin_dirs = [{plugins}]
 "#,
         events = toml_str(&dir.join("events.log"))?,
         tmp = toml_str(&dir.join("tmp"))?,
         netd = toml_str(&dir.join("net.d"))?,
-        plugins = toml_str(plugins)?,
+        plugins = plugins.join(", "),
     ))
 }
 
-fn storage_conf(dir: &Path) -> Result<String> {
+/// The `storage.conf` of a podman environment rooted at `dir`, reading images also from
+/// `image_store` (the tests import their image once per process, into a store of its own).
+pub fn storage_conf(dir: &Path, image_store: Option<&Path>) -> Result<String> {
+    let extra = match image_store {
+        Some(s) => format!("[storage.options]\nadditionalimagestores = [{}]\n", toml_str(&s.join("storage/root"))?),
+        None => String::new(),
+    };
     Ok(format!(
-        "[storage]\ndriver = \"overlay\"\ngraphroot = {}\nrunroot = {}\n",
+        "[storage]\ndriver = \"overlay\"\ngraphroot = {}\nrunroot = {}\n{extra}",
         toml_str(&dir.join("storage/root"))?,
         toml_str(&dir.join("storage/runroot"))?,
     ))
@@ -292,9 +309,9 @@ impl Env {
         std::fs::write(env.dir.join("host.json"), host).map_err(io_err("recording the host's state"))?;
         let exe = std::env::current_exe().map_err(io_err("finding the switch binary"))?;
         let plugins = exe.parent().unwrap_or(Path::new("/"));
-        std::fs::write(env.dir.join("containers.conf"), containers_conf(&env.dir, plugins)?)
-            .map_err(io_err("writing containers.conf"))?;
-        std::fs::write(env.dir.join("storage.conf"), storage_conf(&env.dir)?)
+        let conf = containers_conf(&env.dir, &[plugins, Path::new("/usr/lib/cni")])?;
+        std::fs::write(env.dir.join("containers.conf"), conf).map_err(io_err("writing containers.conf"))?;
+        std::fs::write(env.dir.join("storage.conf"), storage_conf(&env.dir, None)?)
             .map_err(io_err("writing storage.conf"))?;
         env.import_image().await?;
         for net in nets() {
@@ -539,10 +556,15 @@ mod tests {
 
     #[test]
     fn configuration_stays_in_the_run_directory() {
-        let conf = containers_conf(Path::new("/tmp/x"), Path::new("/opt/switch")).unwrap();
+        let conf =
+            containers_conf(Path::new("/tmp/x"), &[Path::new("/opt/switch"), Path::new("/usr/lib/cni")]).unwrap();
         assert!(conf.contains(r#"network_config_dir = "/tmp/x/net.d""#), "{conf}");
         assert!(conf.contains(r#"cni_plugin_dirs = ["/opt/switch", "/usr/lib/cni"]"#), "{conf}");
         assert!(toml_str(Path::new("/tmp/a\"b")).is_err());
+        let storage = storage_conf(Path::new("/tmp/x"), Some(Path::new("/tmp/img"))).unwrap();
+        assert!(storage.contains(r#"graphroot = "/tmp/x/storage/root""#), "{storage}");
+        assert!(storage.contains(r#"additionalimagestores = ["/tmp/img/storage/root"]"#), "{storage}");
+        assert!(!storage_conf(Path::new("/tmp/x"), None).unwrap().contains("additionalimagestores"));
         let [ours, theirs] = nets();
         assert_eq!(ours.conflist(json!({}))["plugins"][0]["uplink"], "benchpu2");
         assert_eq!(theirs.conflist(json!({}))["plugins"][1]["type"], "portmap");
