@@ -21,6 +21,9 @@
 //! `EVENT_RATE` (`switch monitor`); `TUNNEL`, `PEERS`, `PEER_SLOTS` (the tunnel port). aya-log adds its ring buffer `AYA_LOGS`.
 //!
 //! Helpers shared by the programs are in `helpers/` (listed in `helpers/mod.rs`).
+//!
+//! `lane_steer.rs` is a second object (its own `[[bin]]`), not part of this one: the userspace
+//! engine's lane steering, loaded by the engine's process rather than per switch.
 #![no_std]
 #![no_main]
 // Map keys and values go by reference: aya-ebpf's map methods take `impl Borrow<K>`, and a

@@ -5,14 +5,14 @@
 //! ring that fills wakes the one thread waiting in it, which then hands the task to whichever
 //! worker is free, often on the other CPU (an inter-processor interrupt, costly in a VM). Here
 //! lane `i`'s sockets are watched by lane `i`'s own reactor, and lane `i`'s thread is pinned to
-//! CPU `i` when the process may run on CPUs `0..lanes` (the usual case): with the sockets'
-//! `PACKET_FANOUT_CPU` group, a frame the kernel receives on CPU `i` lands in lane `i`'s ring
-//! and wakes a thread on the same CPU.
+//! CPU `i` when the process may run on CPUs `0..lanes` (the usual case): the lane steering
+//! program (steer.rs) starts a flow on the lane of the CPU that sends it, so its frames wake a
+//! thread on the same CPU.
 //!
 //! Measured both ways on the 2-CPU VM: pinned, busy-polling ping-pong in `switch bench` p50
 //! 9.0-10.1 us (1.9x the bridge) and sleeping p50 14.3 us (0.5x the bridge); floating, 25.8-26.4
 //! us and 23.5-35.6 us. The cost: a TCP sender shares its CPU with the lane that switches its
-//! frames, single-stream TCP about 9% lower (iperf3 medians 15.7 against 17.2 Gbit/s).
+//! frames.
 use std::io;
 
 use tokio::{runtime::Handle, sync::oneshot};
@@ -49,9 +49,9 @@ impl LaneThread {
     }
 }
 
-/// The CPU of each of `lanes` lanes, if the process may run on exactly CPUs `0..lanes`: then
-/// `PACKET_FANOUT_CPU` (which picks socket `cpu % lanes`) sends CPU `i`'s frames to lane `i`,
-/// and lane `i` belongs on CPU `i`. Otherwise (a restricted CPU set) the threads float.
+/// The CPU of each of `lanes` lanes, if the process may run on exactly CPUs `0..lanes`: then the
+/// steering program (which picks socket `cpu % lanes` for a new flow) sends CPU `i`'s flows to
+/// lane `i`, and lane `i` belongs on CPU `i`. Otherwise (a restricted CPU set) the threads float.
 pub(super) fn lane_cpus(lanes: usize) -> Option<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit set for which all zeros is valid (no CPU).
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

@@ -24,6 +24,7 @@
 //! - `decide.rs`: the verdict for one frame (drop, flood, unicast) and the batch's sources;
 //! - `socket.rs`: the packet socket and its buffers, with all the `unsafe` libc calls;
 //! - `closer.rs`: the thread that closes removed ports' sockets (closing waits on the kernel);
+//! - `steer.rs`: the eBPF program that picks each frame's lane (a flow's frames stay in order);
 //! - `ports.rs`: a port's socket and counters, the copy-on-write port table, forwarding;
 //! - `mod.rs` (this file): the state the tasks share, the per-port receive loop, the ageing
 //!   sweep and the public [`Engine`] the control socket drives.
@@ -48,6 +49,7 @@ mod lanes;
 mod mac_table;
 mod ports;
 mod socket;
+mod steer;
 
 use std::{
     collections::HashMap,
@@ -71,6 +73,7 @@ use self::{
     mac_table::{Clock, Fdb, PortId, Station},
     ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
     socket::{PacketSocket, RxBuffers},
+    steer::Steering,
 };
 use crate::error::{Context as _, Error, Result};
 
@@ -252,6 +255,8 @@ struct Tasks {
     /// The lanes' threads, started with the first port.
     lanes: Vec<LaneThread>,
     ageing: Option<JoinHandle<()>>,
+    /// The demux of every port's fanout group; `None`: the kernel's flow hash.
+    steering: Option<Steering>,
 }
 
 /// What an engine is told when it is made: a switch's settings (`switch up`) for it.
@@ -303,7 +308,10 @@ impl Engine {
             fdb: Fdb::default(),
             ports: RwLock::default(),
         };
-        Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::default() })
+        let steering = Steering::load()
+            .inspect_err(|e| tracing::warn!("userspace switch: lanes steered by flow hash, not by CPU: {e}"))
+            .ok();
+        Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::new(Tasks { steering, ..Tasks::default() }) })
     }
 
     /// Opens the sockets for `ifname`/`ifindex` and starts their receive tasks, one on each
@@ -330,7 +338,8 @@ impl Engine {
             )));
         }
         check_ifindex(ifname, ifindex)?;
-        let sockets = PacketSocket::open_group(ifindex, self.shared.lanes)
+        let steer = tasks.steering.as_ref().and_then(Steering::fd);
+        let sockets = PacketSocket::open_group(ifindex, self.shared.lanes, steer)
             .context(format!("opening packet sockets on {ifname}"))?;
         let id = PortId { slot, ifindex };
         let port = Arc::new(Port {

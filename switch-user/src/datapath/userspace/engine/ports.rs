@@ -361,7 +361,7 @@ mod tests {
         // a thread enters a new namespace, opens them there and ends; they keep it alive.
         let sockets = std::thread::spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (run as root)");
-            PacketSocket::open_group(1, 2).expect("packet sockets on the namespace's loopback")
+            PacketSocket::open_group(1, 2, None).expect("packet sockets on the namespace's loopback")
         })
         .join()
         .unwrap();

@@ -28,7 +28,7 @@
 //! by `sendmmsg`).
 use std::{
     io, mem,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
     ptr::{self, NonNull},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -265,14 +265,14 @@ impl AsRawFd for PacketSocket {
 impl PacketSocket {
     /// Opens `lanes` sockets on `ifindex` that share its frames between them: one per thread
     /// of the engine, so that every CPU switches frames (see [`PacketSocket::open_one`] for what
-    /// each socket is). With more than one, they form a `PACKET_FANOUT_CPU` group: a frame goes
-    /// to the socket of the CPU the kernel received it on, so the frames of one sender on one
-    /// CPU stay in one socket and in order, and the CPUs a sender runs on share its load.
+    /// each socket is). With more than one, they form a fanout group whose demux is `steer`, the
+    /// lane steering program (`PACKET_FANOUT_EBPF`; see steer.rs), or without it the kernel's
+    /// flow hash (`PACKET_FANOUT_HASH`): either way a flow's frames stay on one socket, in order.
     ///
     /// Every socket drops everything (a one-instruction BPF filter) from before its bind until
-    /// the whole group is formed: a bound socket outside the group would get a copy of every
-    /// frame, and the frame would be switched twice.
-    pub(super) fn open_group(ifindex: u32, lanes: usize) -> io::Result<Vec<Self>> {
+    /// the whole group is formed and steered: a bound socket outside the group would get a copy
+    /// of every frame, and the frame would be switched twice.
+    pub(super) fn open_group(ifindex: u32, lanes: usize, steer: Option<BorrowedFd<'_>>) -> io::Result<Vec<Self>> {
         let lanes = lanes.max(1);
         let grouped = lanes > 1;
         let mut sockets = Vec::with_capacity(lanes);
@@ -280,7 +280,8 @@ impl PacketSocket {
         // A group has one hook of its own: PACKET_IGNORE_OUTGOING of its sockets does not
         // apply to it, so the group must ignore outgoing frames itself (frames others send
         // out of the interface; the group's own sends are never looped back to it).
-        let kind = libc::PACKET_FANOUT_CPU | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        let demux = if steer.is_some() { libc::PACKET_FANOUT_EBPF } else { libc::PACKET_FANOUT_HASH };
+        let kind = demux | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
         for i in 0..lanes {
             let socket = Self::open_one(ifindex, grouped, ring_frames(lanes))?;
             if grouped {
@@ -290,6 +291,10 @@ impl PacketSocket {
                     socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT, (flags << 16) as libc::c_int)?;
                     // Read back as id | type << 16 | flags << 24.
                     group_id = socket.get(libc::SOL_PACKET, libc::PACKET_FANOUT)? as u32 & 0xffff;
+                    if let Some(program) = steer {
+                        // The group's demux, shared by its sockets (set through any of them).
+                        socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, program.as_raw_fd())?;
+                    }
                 } else {
                     let arg = group_id | (kind << 16);
                     socket.set(libc::SOL_PACKET, libc::PACKET_FANOUT, arg as libc::c_int)?;
