@@ -16,6 +16,22 @@ pub const MAX_PORTS: u32 = 256;
 /// recently used entry is evicted instead of new stations being refused.
 pub const FDB_CAPACITY: u32 = 16_384;
 
+/// Lane steering of the userspace engine (`switch-ebpf/src/lane_steer.rs`, the engine's
+/// `steer.rs`), shared by the program and the engine that loads it.
+pub mod steer {
+    /// Most lanes (sockets per port, threads) of the userspace engine.
+    pub const MAX_LANES: u32 = 16;
+    /// `CAUGHT_UP` has one entry per port slot and lane: `slot * MAX_LANES + lane`.
+    pub const CAUGHT_UP_ENTRIES: u32 = crate::MAX_PORTS * MAX_LANES;
+    /// The program's global with the engine's lane count, set when it is loaded.
+    pub const LANES_GLOBAL: &str = "LANES";
+    /// Interface index -> port slot (hash map), written by the engine as ports come and go.
+    pub const PORT_SLOTS: &str = "STEER_SLOTS";
+    /// Per port slot and lane, the monotonic time (ns) at which the lane last found the port's
+    /// ring empty with every frame it took before already sent (mmapable array of u64).
+    pub const CAUGHT_UP: &str = "CAUGHT_UP";
+}
+
 /// Linux bridge default ageing time, in seconds.
 pub const DEFAULT_AGEING_SECS: u64 = 300;
 

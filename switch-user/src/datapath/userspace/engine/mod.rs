@@ -73,7 +73,7 @@ use self::{
     mac_table::{Clock, Fdb, PortId, Station},
     ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
     socket::{PacketSocket, RxBuffers},
-    steer::Steering,
+    steer::{Steering, monotonic_ns},
 };
 use crate::error::{Context as _, Error, Result};
 
@@ -84,7 +84,7 @@ const BATCH: usize = 32;
 const BATCHES_PER_WAKE: usize = 64;
 /// Most lanes (sockets and receive tasks) per port, whatever the CPU count: each lane costs
 /// every port a socket with its buffers.
-const MAX_LANES: usize = 16;
+const MAX_LANES: usize = switch_common::steer::MAX_LANES as usize;
 /// How often expired dynamic entries are removed.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
@@ -106,6 +106,8 @@ struct Shared {
     busy_poll: Duration,
     fdb: Fdb,
     ports: RwLock<Arc<PortTable>>,
+    /// The demux of every port's fanout group; `None`: the kernel's flow hash.
+    steering: Option<Steering>,
 }
 
 impl Shared {
@@ -156,6 +158,14 @@ impl Shared {
         forward(&table, ingress, lane, rx, &verdicts[..n]);
     }
 
+    /// Lane `lane` found `port`'s ring empty, having looked at `looked`, with every frame it
+    /// took before sent: its flows may now move to another lane (steer.rs).
+    fn caught_up(&self, port: &Port, lane: usize, looked: u64) {
+        if let Some(steering) = &self.steering {
+            steering.caught_up(port.id.slot, lane, looked);
+        }
+    }
+
     fn sweep(&self) {
         let clock = self.clock();
         self.fdb.write().sweep(clock);
@@ -192,6 +202,7 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
         };
         let mut budget = BATCHES_PER_WAKE;
         while budget > 0 {
+            let looked = monotonic_ns();
             // try_io clears the readiness when the ring is empty (WouldBlock); a frame that
             // arrives meanwhile makes it ready again, so none waits for the next one.
             match guard.try_io(|fd| fd.get_ref().socket().recv(&mut rx)) {
@@ -205,6 +216,7 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
                     break;
                 }
                 Err(_would_block) => {
+                    shared.caught_up(&port, lane, looked);
                     if budget == BATCHES_PER_WAKE {
                         // Woken with nothing in the ring: the socket reports an error
                         // (ENETDOWN when its interface goes down). Clear it, or the next send
@@ -235,13 +247,18 @@ async fn busy_poll(shared: &Shared, fd: &AsyncFd<Lane>, rx: &mut RxBuffers) {
     let (port, lane) = (&fd.get_ref().port, fd.get_ref().index);
     let mut last_frame = Instant::now();
     loop {
+        let looked = monotonic_ns();
         match fd.get_ref().socket().recv(rx) {
             Ok(n) => {
                 shared.switch_batch(port, lane, rx, n);
                 last_frame = Instant::now();
             }
-            Err(_empty) if last_frame.elapsed() >= shared.busy_poll => return,
-            Err(_empty) => {}
+            Err(_empty) => {
+                shared.caught_up(port, lane, looked);
+                if last_frame.elapsed() >= shared.busy_poll {
+                    return;
+                }
+            }
         }
         tokio::task::yield_now().await;
     }
@@ -255,8 +272,6 @@ struct Tasks {
     /// The lanes' threads, started with the first port.
     lanes: Vec<LaneThread>,
     ageing: Option<JoinHandle<()>>,
-    /// The demux of every port's fanout group; `None`: the kernel's flow hash.
-    steering: Option<Steering>,
 }
 
 /// What an engine is told when it is made: a switch's settings (`switch up`) for it.
@@ -299,19 +314,21 @@ pub struct Engine {
 impl Engine {
     /// An engine without ports, set up as `config` says.
     pub fn new(config: Config) -> Arc<Self> {
+        let lanes = lanes();
+        let steering = Steering::load(lanes)
+            .inspect_err(|e| tracing::warn!("userspace switch: lanes steered by flow hash, not by CPU: {e}"))
+            .ok();
         let shared = Shared {
             epoch: Instant::now(),
             ageing_ns: AtomicU64::new(duration_ns(config.ageing)),
             max_learned: config.max_learned,
-            lanes: lanes(),
+            lanes,
             busy_poll: config.busy_poll,
             fdb: Fdb::default(),
             ports: RwLock::default(),
+            steering,
         };
-        let steering = Steering::load()
-            .inspect_err(|e| tracing::warn!("userspace switch: lanes steered by flow hash, not by CPU: {e}"))
-            .ok();
-        Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::new(Tasks { steering, ..Tasks::default() }) })
+        Arc::new(Self { shared: Arc::new(shared), tasks: Mutex::default() })
     }
 
     /// Opens the sockets for `ifname`/`ifindex` and starts their receive tasks, one on each
@@ -338,9 +355,11 @@ impl Engine {
             )));
         }
         check_ifindex(ifname, ifindex)?;
-        let steer = tasks.steering.as_ref().and_then(Steering::fd);
-        let sockets = PacketSocket::open_group(ifindex, self.shared.lanes, steer)
-            .context(format!("opening packet sockets on {ifname}"))?;
+        let sockets = match &self.shared.steering {
+            Some(steering) => steering.with_fd(|fd| PacketSocket::open_group(ifindex, self.shared.lanes, fd)),
+            None => PacketSocket::open_group(ifindex, self.shared.lanes, None),
+        }
+        .context(format!("opening packet sockets on {ifname}"))?;
         let id = PortId { slot, ifindex };
         let port = Arc::new(Port {
             id,
@@ -372,6 +391,9 @@ impl Engine {
             fds.push(fd);
         }
         self.remove_port(&mut tasks, slot);
+        if let Some(steering) = &self.shared.steering {
+            steering.set_port(ifindex, Some(slot));
+        }
         self.shared.set_port(slot, Some(port));
         let serving = fds
             .into_iter()
@@ -399,6 +421,9 @@ impl Engine {
             return;
         };
         self.shared.set_port(slot, None);
+        if let Some(steering) = &self.shared.steering {
+            steering.set_port(port.id.ifindex, None);
+        }
         self.shared.fdb.write().forget_port(port.id.ifindex);
         tracing::info!("userspace switch: port {slot} ({}) removed", port.name);
     }

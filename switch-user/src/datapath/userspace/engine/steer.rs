@@ -1,43 +1,164 @@
 //! Lane steering: the eBPF program (switch-ebpf/src/lane_steer.rs) that each port's fanout
-//! group runs to pick the lane of a frame. A flow starts on the lane of the CPU that sent it
-//! (no wake-up of a thread on another CPU) and stays there while it is active (no frame of it
-//! overtakes another).
+//! group runs to pick the lane of a frame. A flow goes to the lane of the CPU that sent it (no
+//! wake-up of a thread on another CPU), and moves with its sender only once its old lane has
+//! caught up with it (no frame of it overtakes another); a TCP flow only after a pause.
+//!
+//! The engine's half: it loads the program with the lane count, tells it which port slot each
+//! interface is (`STEER_SLOTS`), and reports through `CAUGHT_UP`, a map shared with the
+//! program as memory (`BPF_F_MMAPABLE`, no system call per report), when each lane last found
+//! each port's ring empty.
 //!
 //! Without eBPF (the program refused, say), the groups fall back to the kernel's flow hash
 //! (`PACKET_FANOUT_HASH`): flows stay in order, but half of them land on the lane of the other
 //! CPU. Never to the receiving CPU's lane alone (`PACKET_FANOUT_CPU`): that lets a TCP flow's
 //! segments overtake each other.
-use std::os::fd::{AsFd as _, BorrowedFd};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    ptr::NonNull,
+    sync::{Mutex, atomic::AtomicU64},
+};
 
-use aya::{Ebpf, programs::SocketFilter};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData},
+    programs::SocketFilter,
+};
+use switch_common::steer::{CAUGHT_UP, CAUGHT_UP_ENTRIES, LANES_GLOBAL, MAX_LANES, PORT_SLOTS};
 
 /// The object, built by build.rs from the switch-ebpf crate.
 static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/switch-lane-steer"));
 /// The program's name in it.
 const PROGRAM: &str = "lane_steer";
 
-/// The loaded program (and its flow map), for every port's fanout group.
+/// The loaded program and its maps, for every port's fanout group.
 #[derive(Debug)]
 pub(super) struct Steering {
-    ebpf: Ebpf,
+    /// The object; its `STEER_SLOTS` is written under the lock (rarely: ports come and go).
+    ebpf: Mutex<Ebpf>,
+    caught_up: CaughtUp,
 }
 
 impl Steering {
-    /// Loads the program; an error says why the engine steers by flow hash instead.
-    pub(super) fn load() -> Result<Self, String> {
-        let mut ebpf = Ebpf::load(STEER_OBJECT).map_err(|e| format!("loading {PROGRAM}: {e}"))?;
+    /// Loads the program for `lanes` lanes; an error says why the engine steers by flow hash
+    /// instead.
+    pub(super) fn load(lanes: usize) -> Result<Self, String> {
+        let lanes = u32::try_from(lanes).unwrap_or(MAX_LANES).min(MAX_LANES);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(LANES_GLOBAL, &lanes, true)
+            .load(STEER_OBJECT)
+            .map_err(|e| format!("loading {PROGRAM}: {e}"))?;
         let program: &mut SocketFilter = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| format!("{PROGRAM} is not in its object"))?
             .try_into()
             .map_err(|e| format!("{PROGRAM}: {e}"))?;
         program.load().map_err(|e| format!("loading {PROGRAM}: {e}"))?;
-        Ok(Self { ebpf })
+        let Some(Map::Array(data)) = ebpf.map(CAUGHT_UP) else {
+            return Err(format!("{CAUGHT_UP} is not an array in {PROGRAM}'s object"));
+        };
+        let caught_up = CaughtUp::map(data).map_err(|e| format!("mapping {CAUGHT_UP}: {e}"))?;
+        Ok(Self { ebpf: Mutex::new(ebpf), caught_up })
     }
 
-    /// The program, as `PACKET_FANOUT_DATA` takes it.
-    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
-        let program: &SocketFilter = self.ebpf.program(PROGRAM)?.try_into().ok()?;
-        program.fd().ok().map(|fd| fd.as_fd())
+    /// Runs `f` with the program's fd, as `PACKET_FANOUT_DATA` takes it.
+    pub(super) fn with_fd<T>(&self, f: impl FnOnce(Option<BorrowedFd<'_>>) -> T) -> T {
+        let ebpf = self.ebpf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let program: Option<&SocketFilter> = ebpf.program(PROGRAM).and_then(|p| p.try_into().ok());
+        f(program.and_then(|p| p.fd().ok()).map(|fd| fd.as_fd()))
     }
+
+    /// Interface `ifindex` is port `slot` (`None`: no longer a port). Its lanes' reports start
+    /// afresh.
+    pub(super) fn set_port(&self, ifindex: u32, slot: Option<u32>) {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(map) = ebpf.map_mut(PORT_SLOTS) else { return };
+        let Ok(mut slots) = HashMap::<&mut MapData, u32, u32>::try_from(map) else { return };
+        let result = match slot {
+            Some(slot) => {
+                for lane in 0..MAX_LANES {
+                    self.caught_up.report(slot, lane as usize, 0);
+                }
+                slots.insert(ifindex, slot, 0)
+            }
+            None => slots.remove(&ifindex),
+        };
+        if let Err(e) = result {
+            // Its flows then keep their first lane until idle: still in order.
+            tracing::debug!("userspace switch: {PORT_SLOTS} for interface {ifindex}: {e}");
+        }
+    }
+
+    /// Lane `lane` found port `slot`'s ring empty, having looked at `at` (monotonic ns, taken
+    /// before it looked) with every frame it took before sent.
+    pub(super) fn caught_up(&self, slot: u32, lane: usize, at: u64) {
+        self.caught_up.report(slot, lane, at);
+    }
+}
+
+/// `CAUGHT_UP`, mapped into this process: one u64 per port slot and lane, read by the program.
+#[derive(Debug)]
+struct CaughtUp {
+    base: NonNull<AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory of plain u64s, only touched through atomics, and lives
+// until the value is dropped.
+unsafe impl Send for CaughtUp {}
+// SAFETY: as above.
+unsafe impl Sync for CaughtUp {}
+
+impl CaughtUp {
+    fn map(data: &MapData) -> std::io::Result<Self> {
+        let len = CAUGHT_UP_ENTRIES as usize;
+        let bytes = (len * size_of::<u64>()).next_multiple_of(page_size());
+        // SAFETY: a shared mapping of the array's value area (an mmapable array maps its values
+        // from offset 0), of the map's size rounded up to a page, as the kernel requires.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = NonNull::new(addr.cast::<AtomicU64>()).ok_or_else(|| std::io::Error::other("mmap gave null"))?;
+        Ok(Self { base, len })
+    }
+
+    fn report(&self, slot: u32, lane: usize, at: u64) {
+        let index = slot as usize * MAX_LANES as usize + lane;
+        if index < self.len {
+            // SAFETY: in bounds of the mapping, which lives as long as `self`.
+            let cell = unsafe { self.base.add(index).as_ref() };
+            // Release: what the lane sent before is done before the program can see this.
+            cell.store(at, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl Drop for CaughtUp {
+    fn drop(&mut self) {
+        let bytes = (self.len * size_of::<u64>()).next_multiple_of(page_size());
+        // SAFETY: the mapping made in `map`, not used after this.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), bytes) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// CLOCK_MONOTONIC in ns: the program's `bpf_ktime_get_ns` clock.
+pub(super) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is live; CLOCK_MONOTONIC always exists (a vDSO call, no system call).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
