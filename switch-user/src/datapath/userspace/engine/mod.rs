@@ -24,6 +24,7 @@
 //! - `decide.rs`: the verdict for one frame (drop, flood, unicast) and the batch's sources;
 //! - `socket.rs`: the packet socket and its buffers, with all the `unsafe` libc calls;
 //! - `closer.rs`: the thread that closes removed ports' sockets (closing waits on the kernel);
+//! - `mapping.rs`: shared memory mappings (the rings, the steering's report array);
 //! - `steer.rs`: the eBPF program that picks each frame's lane (a flow's frames stay in order);
 //! - `ports.rs`: a port's socket and counters, the copy-on-write port table, forwarding;
 //! - `mod.rs` (this file): the state the tasks share, the per-port receive loop, the ageing
@@ -47,6 +48,7 @@ mod decide;
 mod guard;
 mod lanes;
 mod mac_table;
+mod mapping;
 mod ports;
 mod socket;
 mod steer;
@@ -158,6 +160,12 @@ impl Shared {
         forward(&table, ingress, lane, rx, &verdicts[..n]);
     }
 
+    /// The time to report with [`Shared::caught_up`], read before a lane looks at a ring; no
+    /// clock read without steering.
+    fn clock_for_steering(&self) -> u64 {
+        if self.steering.is_some() { monotonic_ns() } else { 0 }
+    }
+
     /// Lane `lane` found `port`'s ring empty, having looked at `looked`, with every frame it
     /// took before sent: its flows may now move to another lane (steer.rs).
     fn caught_up(&self, port: &Port, lane: usize, looked: u64) {
@@ -202,7 +210,7 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
         };
         let mut budget = BATCHES_PER_WAKE;
         while budget > 0 {
-            let looked = monotonic_ns();
+            let looked = shared.clock_for_steering();
             // try_io clears the readiness when the ring is empty (WouldBlock); a frame that
             // arrives meanwhile makes it ready again, so none waits for the next one.
             match guard.try_io(|fd| fd.get_ref().socket().recv(&mut rx)) {
@@ -247,7 +255,7 @@ async fn busy_poll(shared: &Shared, fd: &AsyncFd<Lane>, rx: &mut RxBuffers) {
     let (port, lane) = (&fd.get_ref().port, fd.get_ref().index);
     let mut last_frame = Instant::now();
     loop {
-        let looked = monotonic_ns();
+        let looked = shared.clock_for_steering();
         match fd.get_ref().socket().recv(rx) {
             Ok(n) => {
                 shared.switch_batch(port, lane, rx, n);

@@ -35,7 +35,7 @@ use std::{
 
 use bytes::BytesMut;
 
-use super::BATCH;
+use super::{BATCH, mapping::Mapping};
 
 /// `sizeof(struct virtio_net_hdr)`: with `PACKET_VNET_HDR` every received buffer starts with
 /// one, and every sent buffer must.
@@ -102,26 +102,20 @@ fn ring_frames(lanes: usize) -> usize {
 /// storing `TP_STATUS_KERNEL` once the batch it belongs to is sent. `tp_len` is the frame's
 /// length, `tp_snaplen` what the slot holds: less when the frame did not fit, and then
 /// `TP_STATUS_COPY` says the whole frame waits in the socket's receive queue.
+///
+/// Sharing it between threads is safe because the slots of a receive ring are read only by the
+/// one lane task that owns their `RxBuffers`, those of a transmit ring written only under the
+/// `TxSocket`'s mutex, and ownership of each slot is passed between the kernel and the engine
+/// through its atomic `tp_status`.
 #[derive(Debug)]
 struct Ring {
-    base: NonNull<u8>,
+    /// Unmapped when the ring is dropped.
+    mapping: Mapping,
     /// Slots: a multiple of the slots of one block.
     frames: usize,
 }
 
-// SAFETY: the mapping is shared memory owned by the ring (unmapped on drop); the slots of a
-// receive ring are read only by the one lane task that owns their `RxBuffers`, those of a
-// transmit ring written only under the `TxSocket`'s mutex, and ownership of each slot is
-// passed between the kernel and the engine through its atomic `tp_status`.
-unsafe impl Send for Ring {}
-// SAFETY: as above; `&Ring` only gives out the base address.
-unsafe impl Sync for Ring {}
-
 impl Ring {
-    fn len(&self) -> usize {
-        self.frames * RING_FRAME
-    }
-
     /// Asks for a ring of `frames` slots on `fd` (a packet socket with `TPACKET_V2` set),
     /// `which` being `PACKET_RX_RING` or `PACKET_TX_RING`, and maps it.
     fn map(fd: RawFd, which: libc::c_int, frames: usize) -> io::Result<Self> {
@@ -145,15 +139,8 @@ impl Ring {
         if ret != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: maps the ring the kernel just allocated for `fd`, whole; the result is
-        // checked below.
-        let base =
-            unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { base, frames })
+        // The ring the kernel just allocated for `fd`, whole.
+        Ok(Self { mapping: Mapping::new(fd, len)?, frames })
     }
 
     /// The header of slot `i` (below `frames`).
@@ -161,7 +148,7 @@ impl Ring {
         debug_assert!(i < self.frames);
         // SAFETY: slot i lies inside the mapping; slots are 16-byte aligned (page-aligned
         // blocks of 2048-byte slots), as tpacket2_hdr needs.
-        unsafe { self.base.as_ptr().add(i * RING_FRAME).cast() }
+        unsafe { self.mapping.base().as_ptr().add(i * RING_FRAME).cast() }
     }
 
     /// `tp_status` of slot `i`, the word the kernel and the engine hand the slot over with.
@@ -169,14 +156,6 @@ impl Ring {
         // SAFETY: tp_status is the first field, a 4-byte aligned u32 that lives as long as the
         // mapping; the kernel writes it concurrently, hence the atomic.
         unsafe { AtomicU32::from_ptr(ptr::addr_of_mut!((*self.header(i)).tp_status)) }
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, with its length; nothing refers to it any more
-        // (RxBuffers borrow it only through the socket, which is being dropped).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len()) };
     }
 }
 
@@ -218,7 +197,7 @@ impl RxBuffers {
     /// Receive state for `socket`'s ring.
     pub(super) fn new(socket: &PacketSocket) -> Self {
         Self {
-            base: socket.ring.base,
+            base: socket.ring.mapping.base(),
             head: 0,
             held: 0,
             frames: [Held::Empty; BATCH],

@@ -14,10 +14,10 @@
 //! segments overtake each other.
 use std::{
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
-    ptr::NonNull,
     sync::{Mutex, atomic::AtomicU64},
 };
 
+use super::mapping::Mapping;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, Map, MapData},
@@ -96,57 +96,28 @@ impl Steering {
 }
 
 /// `CAUGHT_UP`, mapped into this process: one u64 per port slot and lane, read by the program.
+/// The kernel and the lanes only touch it through atomic u64 loads and stores.
 #[derive(Debug)]
 struct CaughtUp {
-    base: NonNull<AtomicU64>,
-    len: usize,
+    mapping: Mapping,
 }
-
-// SAFETY: the mapping is shared memory of plain u64s, only touched through atomics, and lives
-// until the value is dropped.
-unsafe impl Send for CaughtUp {}
-// SAFETY: as above.
-unsafe impl Sync for CaughtUp {}
 
 impl CaughtUp {
     fn map(data: &MapData) -> std::io::Result<Self> {
-        let len = CAUGHT_UP_ENTRIES as usize;
-        let bytes = (len * size_of::<u64>()).next_multiple_of(page_size());
-        // SAFETY: a shared mapping of the array's value area (an mmapable array maps its values
-        // from offset 0), of the map's size rounded up to a page, as the kernel requires.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                data.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = NonNull::new(addr.cast::<AtomicU64>()).ok_or_else(|| std::io::Error::other("mmap gave null"))?;
-        Ok(Self { base, len })
+        // An mmapable array maps its values from offset 0; the kernel wants whole pages.
+        let bytes = (CAUGHT_UP_ENTRIES as usize * size_of::<u64>()).next_multiple_of(page_size());
+        Ok(Self { mapping: Mapping::new(data.fd().as_fd().as_raw_fd(), bytes)? })
     }
 
     fn report(&self, slot: u32, lane: usize, at: u64) {
         let index = slot as usize * MAX_LANES as usize + lane;
-        if index < self.len {
-            // SAFETY: in bounds of the mapping, which lives as long as `self`.
-            let cell = unsafe { self.base.add(index).as_ref() };
+        if index < CAUGHT_UP_ENTRIES as usize {
+            // SAFETY: in bounds of the mapping (at least CAUGHT_UP_ENTRIES u64s, page-aligned),
+            // which lives as long as `self`.
+            let cell = unsafe { AtomicU64::from_ptr(self.mapping.base().as_ptr().cast::<u64>().add(index)) };
             // Release: what the lane sent before is done before the program can see this.
             cell.store(at, std::sync::atomic::Ordering::Release);
         }
-    }
-}
-
-impl Drop for CaughtUp {
-    fn drop(&mut self) {
-        let bytes = (self.len * size_of::<u64>()).next_multiple_of(page_size());
-        // SAFETY: the mapping made in `map`, not used after this.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), bytes) };
     }
 }
 
