@@ -66,7 +66,7 @@ pub(super) fn lane_cpus(lanes: usize) -> Option<Vec<usize>> {
 }
 
 /// Pins the calling thread to `cpu` (best effort: a failure leaves it floating).
-fn pin_to(cpu: usize) {
+pub(super) fn pin_to(cpu: usize) {
     // SAFETY: as in lane_cpus; CPU_SET writes bit `cpu` (below CPU_SETSIZE) of the live set,
     // and sched_setaffinity reads it.
     unsafe {
