@@ -27,9 +27,10 @@
 //! lane finds a port's ring empty, with the time it looked, taken before it looked.
 //!
 //! A TCP connection is one flow, both directions, switched on the lane next to the CPU that
-//! opened it, and it stays there while it is busy. Measured with one iperf3 stream in
-//! `switch bench` on 2 CPUs: TCP at 0.89-0.90x the bridge, against 0.70-0.80x for each direction
-//! on its sender's lane and 0.79x for the connection on its opener's lane. A bulk sender keeps
+//! opened it, and it stays there while it is busy. Measured with one iperf3 stream on 2 CPUs,
+//! 8 rounds interleaved with a bridge: TCP at 0.77-0.89x the bridge (median 0.83x), against
+//! 0.70-0.81x (median 0.74x) for each direction on its sender's lane; the connection on its
+//! opener's own lane measured 0.79x in `switch bench`. A bulk sender keeps
 //! its CPU busy making segments; switched on the same CPU, sender and lane take turns, switched
 //! beside it they work at once (as the bridge's receive side does, in the receiver's softirq).
 //! A TCP request-response exchange was as fast either way (sockperf TCP ping-pong p50 36 us).
@@ -249,6 +250,11 @@ fn flow_key(ctx: &SkBuffContext, ifindex: u32) -> Option<FlowKey> {
 
 /// Makes a TCP segment's key its connection's: the same for both directions, whichever port
 /// they come in on (no interface; the lower endpoint, address then port, first).
+///
+/// The key no longer says which port: a namespace forging another connection's addresses and
+/// ports shares its entry. It can then choose that connection's lane (by sending first) or
+/// keep it from moving (by keeping it busy); it cannot reorder or drop its frames, since the
+/// entry only moves once idle.
 #[inline(always)]
 fn connection(key: &mut FlowKey) {
     key.ifindex = 0;

@@ -197,7 +197,7 @@ impl SwitchMaps {
 
     /// Every FDB entry.
     pub fn fdb_entries(&self) -> Result<Vec<(MacKey, FdbEntry)>> {
-        self.fdb.iter().map(|r| r.map_err(bpf("reading FDB"))).collect()
+        super::batch::entries(&self.fdb).map_err(bpf("reading FDB"))
     }
 
     /// Deletes the FDB entries matching `pred`; returns how many entries are left (one walk of

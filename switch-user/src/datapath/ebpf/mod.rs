@@ -23,6 +23,7 @@
 //! ```
 //! Everything forwarding needs is pinned, so the datapath runs on after the CLI exits and
 //! every later CLI call finds the same state. Removing a link's pin detaches it.
+mod batch;
 pub mod loader;
 pub mod maps;
 pub mod nat;

@@ -6,6 +6,7 @@ use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps
 
 use super::{
     Pins,
+    batch::entries,
     maps::{now_ns, open_as, zeroed_per_cpu},
 };
 use crate::error::{Result, bpf};
@@ -117,9 +118,10 @@ impl NatMaps {
         let a = wire(addr);
         let mut gone = [0usize; 2];
         for (i, map) in [&mut self.conntrack, &mut self.unreplied].into_iter().enumerate() {
-            let doomed: Vec<CtKey> = map
-                .iter()
-                .filter_map(|r| r.ok())
+            // A table that cannot be read has nothing found to forget.
+            let doomed: Vec<CtKey> = entries(map)
+                .unwrap_or_default()
+                .into_iter()
                 .filter(|(k, e)| k.src == a || k.dst == a || e.addr == a)
                 .map(|(k, _)| k)
                 .collect();
@@ -134,14 +136,14 @@ impl NatMaps {
     pub fn dnat_entries(&self) -> std::collections::HashMap<CtKey, CtEntry> {
         let mut all = std::collections::HashMap::new();
         for map in [&self.unreplied, &self.conntrack] {
-            all.extend(map.iter().filter_map(|r| r.ok()).filter(|(_, e)| e.nat == CT_DNAT));
+            all.extend(entries(map).unwrap_or_default().into_iter().filter(|(_, e)| e.nat == CT_DNAT));
         }
         all
     }
 
     /// Entries in `CT_UNREPLIED`, expired ones included (a walk of that table alone).
     pub fn unreplied_present(&self) -> usize {
-        self.unreplied.keys().count()
+        entries(&self.unreplied).map_or(0, |e| e.len())
     }
 
     /// One walk of both connection tables, changing nothing: live connections per rule (each
@@ -152,7 +154,7 @@ impl NatMaps {
         let now = now_ns();
         let mut live = Live::default();
         for (map, fill) in [(&self.conntrack, &mut live.answered), (&self.unreplied, &mut live.unreplied)] {
-            for (_, e) in map.iter().filter_map(|r| r.ok()) {
+            for (_, e) in entries(map).map_err(bpf("reading the connection table"))? {
                 fill.present += 1;
                 if e.is_expired(now) {
                     continue;

@@ -143,32 +143,10 @@ mod tests {
     //! frame as if the loopback device had received it (interface index 1).
     use std::time::Duration;
 
+    use aya::{TestRun as _, TestRunOptions};
+
     use super::*;
 
-    /// The `BPF_PROG_TEST_RUN` member of the kernel's `union bpf_attr`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        /// The kernel wants every byte after the fields it knows zero: no uninitialised
-        /// padding.
-        pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
     const LOOPBACK: u32 = 1;
     const TCP: u8 = 6;
     const UDP: u8 = 17;
@@ -194,22 +172,10 @@ mod tests {
                 super::super::lanes::pin_to(cpu);
                 // SAFETY: no memory effects.
                 assert_eq!(unsafe { libc::sched_getcpu() }, cpu as i32, "not pinned to CPU {cpu}");
-                steering.with_fd(|fd| {
-                    let mut attr = TestRun {
-                        prog_fd: fd.expect("a loaded program").as_raw_fd() as u32,
-                        data_size_in: frame.len() as u32,
-                        data_in: frame.as_ptr() as u64,
-                        repeat: 1,
-                        ..Default::default()
-                    };
-                    // SAFETY: `attr` is a live TestRun (the size passed) pointing at `frame`,
-                    // which the kernel only reads; no output buffers are given.
-                    let ret = unsafe {
-                        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRun, size_of::<TestRun>())
-                    };
-                    assert_eq!(ret, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
-                    attr.retval
-                })
+                let ebpf = steering.ebpf.lock().unwrap();
+                let program: &SocketFilter = ebpf.program(PROGRAM).unwrap().try_into().unwrap();
+                let run = program.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() });
+                run.expect("BPF_PROG_TEST_RUN").return_value
             })
             .join()
             .unwrap()
