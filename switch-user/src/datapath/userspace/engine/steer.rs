@@ -141,7 +141,7 @@ mod tests {
     //! Frames in, lanes out: the program run on made-up frames with `BPF_PROG_TEST_RUN`, from
     //! a thread pinned to each CPU in turn. Nothing is sent anywhere: the kernel builds each
     //! frame as if the loopback device had received it (interface index 1).
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use aya::{TestRun as _, TestRunOptions};
 
@@ -193,40 +193,96 @@ mod tests {
         steering
     }
 
-    /// Reports that every lane of port 0 has caught up, as of now.
-    fn all_caught_up(steering: &Steering) {
-        std::thread::sleep(Duration::from_millis(1));
-        for lane in 0..2 {
-            steering.caught_up(0, lane, monotonic_ns());
+    /// Frames run one after another through one steering program, noting whether two of them
+    /// ran so far apart (on a loaded machine a thread can wait that long for its CPU) that a
+    /// flow may have moved for being idle (`STICK_NS`, 10 ms), which these tests do not mean to
+    /// test.
+    struct Frames<'a> {
+        steering: &'a Steering,
+        /// When the call that ran the previous frame started.
+        previous: Option<Instant>,
+        stalled: bool,
+    }
+
+    /// A scenario was interrupted by a stall: it is run again with a fresh flow.
+    struct Stalled;
+
+    impl<'a> Frames<'a> {
+        fn new(steering: &'a Steering) -> Self {
+            Self { steering, previous: None, stalled: false }
         }
+
+        /// Runs `frame` on `cpu` and checks that the program picks lane `want`.
+        fn expect(&mut self, cpu: usize, frame: &[u8], want: u32, why: &str) -> Result<(), Stalled> {
+            let start = Instant::now();
+            let got = lane(self.steering, cpu, frame);
+            // The two frames ran within this long of each other.
+            if self.previous.is_some_and(|p| p.elapsed() >= Duration::from_millis(8)) {
+                self.stalled = true;
+            }
+            self.previous = Some(start);
+            match got == want {
+                true => Ok(()),
+                false if self.stalled => Err(Stalled),
+                false => panic!("{why}: lane {got}, not {want}"),
+            }
+        }
+
+        /// Reports that every lane of port 0 has caught up with what ran so far.
+        fn all_caught_up(&self) {
+            std::thread::sleep(Duration::from_millis(1));
+            for lane in 0..2 {
+                self.steering.caught_up(0, lane, monotonic_ns());
+            }
+        }
+
+        /// Lets every flow go idle for longer than `STICK_NS`.
+        fn idle(&mut self) {
+            std::thread::sleep(Duration::from_millis(15));
+            self.previous = None;
+        }
+    }
+
+    /// Runs `scenario` with source port 40000, 40001, ... until it runs without a stall.
+    fn without_stalls(scenario: impl Fn(&mut Frames<'_>, ([u8; 4], u16)) -> Result<(), Stalled>) {
+        let steering = steering();
+        for attempt in 0..20 {
+            let mut frames = Frames::new(&steering);
+            if scenario(&mut frames, (A.0, A.1 + attempt)).is_ok() {
+                return;
+            }
+        }
+        panic!("20 runs stalled for 8 ms or more between two frames");
     }
 
     #[test]
     fn a_datagram_flow_follows_its_sender_once_its_old_lane_has_caught_up() {
-        let s = steering();
-        let request = ipv4(UDP, A, B);
-        assert_eq!(lane(&s, 0, &request), 0, "starts on its sender's lane");
-        assert_eq!(lane(&s, 1, &request), 0, "moved while frames of it may still wait on lane 0");
-        all_caught_up(&s);
-        assert_eq!(lane(&s, 1, &request), 1, "lane 0 caught up: follows its sender");
-        assert_eq!(lane(&s, 0, &ipv4(UDP, B, A)), 0, "the other direction is a flow of its own");
+        without_stalls(|f, a| {
+            let request = ipv4(UDP, a, B);
+            f.expect(0, &request, 0, "starts on its sender's lane")?;
+            f.expect(1, &request, 0, "moved while frames of it may still wait on lane 0")?;
+            f.all_caught_up();
+            f.expect(1, &request, 1, "lane 0 caught up: follows its sender")?;
+            f.expect(0, &ipv4(UDP, B, a), 0, "the other direction is a flow of its own")
+        });
         let arp = [[0xff; 6].as_slice(), &[0x02, 0, 0, 0, 0, 1, 0x08, 0x06], &[0; 28]].concat();
+        let s = steering();
         assert_eq!((lane(&s, 0, &arp), lane(&s, 1, &arp)), (0, 1), "no flow: the receiving CPU's lane");
     }
 
     #[test]
     fn a_tcp_connection_is_one_flow_on_the_lane_beside_its_opener_until_idle() {
-        let s = steering();
-        let (out, back) = (ipv4(TCP, A, B), ipv4(TCP, B, A));
-        assert_eq!(lane(&s, 0, &out), 1, "opened on CPU 0: switched on lane 1");
-        assert_eq!(lane(&s, 1, &back), 1, "the replies: the same connection, the same lane");
-        assert_eq!(lane(&s, 0, &back), 1);
-        all_caught_up(&s);
-        assert_eq!(lane(&s, 1, &out), 1, "busy: stays, whatever CPU sends");
-        std::thread::sleep(Duration::from_millis(15));
-        assert_eq!(lane(&s, 1, &back), 0, "idle for STICK_NS: starts afresh beside CPU 1");
-        assert_eq!(lane(&s, 0, &out), 0);
-        let other = ipv4(TCP, A, (B.0, 22));
-        assert_eq!(lane(&s, 1, &other), 0, "another connection: a flow of its own");
+        without_stalls(|f, a| {
+            let (out, back) = (ipv4(TCP, a, B), ipv4(TCP, B, a));
+            f.expect(0, &out, 1, "opened on CPU 0: switched on lane 1")?;
+            f.expect(1, &back, 1, "the replies: the same connection, the same lane")?;
+            f.expect(0, &back, 1, "the replies from CPU 0")?;
+            f.all_caught_up();
+            f.expect(1, &out, 1, "busy: stays, whatever CPU sends")?;
+            f.idle();
+            f.expect(1, &back, 0, "idle for STICK_NS: starts afresh beside CPU 1")?;
+            f.expect(0, &out, 0, "and stays there")?;
+            f.expect(1, &ipv4(TCP, a, (B.0, 22)), 0, "another connection: a flow of its own")
+        });
     }
 }
