@@ -48,6 +48,8 @@
 #![no_main]
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod object;
+
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, bpf_hdr_start_off::BPF_HDR_START_NET},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_skb_load_bytes_relative},
@@ -265,14 +267,3 @@ fn connection(key: &mut FlowKey) {
         key.ports = [dst_port[0], dst_port[1], src_port[0], src_port[1]];
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any path that could reach a real panic, so this is never entered.
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

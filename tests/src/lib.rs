@@ -100,6 +100,17 @@ pub fn host(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Starts `cmd` with its standard output piped and waits until its first line is `first` (a
+/// server saying it listens, a client that it is connected). The rest of the output stays in
+/// the child's `stdout`.
+pub fn spawn_until(cmd: &mut Command, first: &str) -> std::process::Child {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), first, "{cmd:?}");
+    child
+}
+
 /// Runs `CMD ARGS` inside namespace `ns` (through `switch ns exec`).
 pub fn exec(ns: &str, cmd: &[&str]) -> Run {
     let mut a = vec!["ns", "exec", ns, "--"];

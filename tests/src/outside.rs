@@ -3,7 +3,7 @@
 //! route via the host, so it also has a route to every segment behind the host.
 use std::process::{Child, Command, Stdio};
 
-use crate::{Run, Sandbox, host};
+use crate::{Run, Sandbox, host, spawn_until};
 
 /// An outside namespace and its uplink; both removed on drop.
 pub struct Outside {
@@ -43,16 +43,7 @@ impl Outside {
 
     /// Starts python `script` in the outside namespace and waits for its "ready" line.
     pub fn spawn_python(&self, script: &str, args: &[&str]) -> Child {
-        let mut child = Command::new("ip")
-            .args(self.python_args(script, args))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        child
+        spawn_until(Command::new("ip").args(self.python_args(script, args)).stderr(Stdio::null()), "ready")
     }
 
     fn python_args<'a>(&'a self, script: &'a str, args: &[&'a str]) -> Vec<&'a str> {

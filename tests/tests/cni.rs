@@ -324,13 +324,8 @@ fn port_mappings_are_forwards_and_go_with_the_container() {
     let o = net.run("ADD", &id, &netns, &conf);
     assert!(o.ok, "ADD: {}", o.json);
     let ns = netns.trim_start_matches("/run/netns/").to_owned();
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &ns, "python3", "-c", HTTP_SERVER])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let mut server =
+        spawn_until(Command::new("ip").args(["netns", "exec", &ns, "python3", "-c", HTTP_SERVER]), "ready");
     let get = |from: Option<&str>, addr: &str| {
         let script =
             format!("import urllib.request;print(urllib.request.urlopen('http://{addr}/',timeout=3).read().decode())");

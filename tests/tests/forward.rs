@@ -63,12 +63,7 @@ threading.Event().wait()
 fn start_servers(ns: &str, http_ports: &[&str]) -> Child {
     let mut args = vec!["ns", "exec", ns, "--", "python3", "-c", SERVERS];
     args.extend_from_slice(http_ports);
-    let mut child =
-        Command::new(switch_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    child
+    spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready")
 }
 
 const HTTP_GET: &str = r#"
@@ -108,16 +103,13 @@ struct LongConnection {
 
 impl LongConnection {
     fn open(out: &Outside, addr: &str, port: &str) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &out.ns, "python3", "-c", LONG, addr, port])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        assert_eq!(line.trim(), "connected");
+        let mut child = spawn_until(
+            Command::new("ip")
+                .args(["netns", "exec", &out.ns, "python3", "-c", LONG, addr, port])
+                .stdin(Stdio::piped()),
+            "connected",
+        );
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
         Self { child, reader }
     }
 
@@ -685,14 +677,10 @@ fn large_transfers_cross_a_smaller_uplink_mtu() {
     assert_eq!(exec(&web, &["ethtool", "-K", "eth0", "tso", "off", "gso", "off"]).code, 0);
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "12280", "--to", &format!("{web}:8080"), "--switch", &sw]);
 
-    let mut server = Command::new(switch_bin())
-        .args(["ns", "exec", &web, "--", "python3", "-c", BULK_TCP, "serve", "8080", "give"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut server = spawn_until(
+        Command::new(switch_bin()).args(["ns", "exec", &web, "--", "python3", "-c", BULK_TCP, "serve", "8080", "give"]),
+        "ready",
+    );
     let r = out.python(BULK_TCP, &["send", "172.31.122.1:12280", "take"]);
     assert_eq!(r.stdout.trim(), "intact", "10 MB download through the forward: {r:?}");
     let _ = server.wait();
@@ -752,19 +740,11 @@ fn a_syn_flood_does_not_break_an_established_connection() {
 /// not stop the forward; any other listener does.
 #[test]
 fn a_port_reserved_for_the_target_itself_can_be_forwarded() {
-    use std::io::BufRead as _;
     let (sb, _out, sw, web) = world(125, &[], "web");
     let other = sb.port(&sw, "other", "10.125.0.11/24", &[]);
     let hold = "import socket, sys\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 12580)); s.listen(1); print('ready', flush=True); sys.stdin.readline()";
-    let mut holder = Command::new("python3")
-        .args(["-c", hold, "--cid", &web])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut holder =
+        spawn_until(Command::new("python3").args(["-c", hold, "--cid", &web]).stdin(Stdio::piped()), "ready");
     let e = fails(
         &["forward", "add", "--proto", "tcp", "--host-port", "12580", "--to", &format!("{other}:80"), "--switch", &sw],
         2,

@@ -270,17 +270,10 @@ fn metrics_serve_agrees_with_the_cli_and_stops_on_sigterm() {
     let br = sb.switch("br", "bridge", &[]);
     let lone = sb.port(&br, "lone", "10.141.0.1/24", &[]);
 
-    let mut server_in_web = Reaped(
-        Command::new(switch_bin())
-            .args(["ns", "exec", &web, "--", "python3", "-c", HTTP_SERVER])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut ready = String::new();
-    BufReader::new(server_in_web.0.stdout.as_mut().unwrap()).read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let server_in_web = Reaped(spawn_until(
+        Command::new(switch_bin()).args(["ns", "exec", &web, "--", "python3", "-c", HTTP_SERVER]).stderr(Stdio::null()),
+        "ready",
+    ));
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "14080", "--to", &format!("{web}:80"), "--switch", &sw]);
 
     // Traffic: switched (ping), forwarded (HTTP from outside), and a drop by port security

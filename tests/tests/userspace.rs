@@ -291,26 +291,24 @@ fn a_flow_stays_in_order_when_its_sender_changes_cpu() {
     // The lanes are steered by the engine's program (a socket filter), not by the kernel's flow
     // hash it falls back to, which would keep the order too.
     let pid = switch_pid(&sw).expect("the switch's process");
-    let programs: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+    // By program id and type: the process may hold one program through several descriptors.
+    let field = |info: &str, name: &str| info.lines().find_map(|l| Some(l.strip_prefix(name)?.trim().to_owned()));
+    let programs: std::collections::BTreeSet<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_type:").map(|t| t.trim().to_owned())))
+        .filter_map(|info| Some((field(&info, "prog_type:")?, field(&info, "prog_id:")?)))
         .collect();
-    assert_eq!(programs, ["1"], "one BPF_PROG_TYPE_SOCKET_FILTER program in the switch's process");
-    let mut receiver = std::process::Command::new(switch_bin())
-        .args(["ns", "exec", &b, "--", "python3", "-c", ORDER_RECEIVER])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(receiver.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let types: Vec<&str> = programs.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["1"], "one BPF_PROG_TYPE_SOCKET_FILTER program in the switch's process");
+    let mut receiver = spawn_until(
+        std::process::Command::new(switch_bin()).args(["ns", "exec", &b, "--", "python3", "-c", ORDER_RECEIVER]),
+        "ready",
+    );
     let sent = exec(&a, &["python3", "-c", ORDER_SENDER, "10.76.0.2"]);
     assert_eq!(sent.code, 0, "{sent:?}");
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(receiver.stdout.take().unwrap()), &mut line).unwrap();
     let _ = receiver.wait();
     let counts: Vec<u32> = line.split_whitespace().map(|n| n.parse().unwrap()).collect();
     let [got, late] = counts[..] else { panic!("receiver said {line:?}") };

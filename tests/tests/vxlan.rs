@@ -9,7 +9,6 @@
 //!            (VNI 42)   (vxlan)   10.77.0.1                10.77.0.2
 //! ```
 use std::{
-    io::BufRead as _,
     process::{Child, Command, Stdio},
     thread::sleep,
     time::Duration,
@@ -169,10 +168,8 @@ fn spawn_in(ns: &str, cmd: &[&str]) -> Child {
 
 /// A TCP transfer from `from` to `to_ns` at `to_ip`: 10 MB, checked end to end.
 fn tcp_intact(from: &str, to_ns: &str, to_ip: &str) {
-    let mut server = spawn_in(to_ns, &["python3", "-c", BULK_TCP, "serve", "9400", "take"]);
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "server in {to_ns}");
+    let serve = ["ns", "exec", to_ns, "--", "python3", "-c", BULK_TCP, "serve", "9400", "take"];
+    let mut server = spawn_until(Command::new(switch_bin()).args(serve).stderr(Stdio::piped()), "ready");
     let r = exec(from, &["python3", "-c", BULK_TCP, "send", &format!("{to_ip}:9400"), "give"]);
     let _ = server.kill();
     let _ = server.wait();

@@ -363,11 +363,9 @@ impl Engine {
             )));
         }
         check_ifindex(ifname, ifindex)?;
-        let sockets = match &self.shared.steering {
-            Some(steering) => steering.with_fd(|fd| PacketSocket::open_group(ifindex, self.shared.lanes, fd)),
-            None => PacketSocket::open_group(ifindex, self.shared.lanes, None),
-        }
-        .context(format!("opening packet sockets on {ifname}"))?;
+        let demux = self.shared.steering.as_ref().map(Steering::program_fd);
+        let sockets = PacketSocket::open_group(ifindex, self.shared.lanes, demux)
+            .context(format!("opening packet sockets on {ifname}"))?;
         let id = PortId { slot, ifindex };
         let port = Arc::new(Port {
             id,

@@ -23,7 +23,7 @@ use super::mapping::Mapping;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, Map, MapData},
-    programs::SocketFilter,
+    programs::{ProgramFd, SocketFilter},
 };
 use switch_common::steer::{CAUGHT_UP, CAUGHT_UP_ENTRIES, LANES_GLOBAL, MAX_LANES, PORT_SLOTS};
 
@@ -37,6 +37,9 @@ const PROGRAM: &str = "lane_steer";
 pub(super) struct Steering {
     /// The object; its `STEER_SLOTS` is written under the lock (rarely: ports come and go).
     ebpf: Mutex<Ebpf>,
+    /// The program, as every port's fanout group takes it (a second descriptor of the one in
+    /// `ebpf`, so no lock is needed to hand it out).
+    program: ProgramFd,
     caught_up: CaughtUp,
 }
 
@@ -55,18 +58,18 @@ impl Steering {
             .try_into()
             .map_err(|e| format!("{PROGRAM}: {e}"))?;
         program.load().map_err(|e| format!("loading {PROGRAM}: {e}"))?;
+        let program =
+            program.fd().map_err(|e| format!("{PROGRAM}: {e}"))?.try_clone().map_err(|e| format!("{PROGRAM}: {e}"))?;
         let Some(Map::Array(data)) = ebpf.map(CAUGHT_UP) else {
             return Err(format!("{CAUGHT_UP} is not an array in {PROGRAM}'s object"));
         };
         let caught_up = CaughtUp::map(data).map_err(|e| format!("mapping {CAUGHT_UP}: {e}"))?;
-        Ok(Self { ebpf: Mutex::new(ebpf), caught_up })
+        Ok(Self { ebpf: Mutex::new(ebpf), program, caught_up })
     }
 
-    /// Runs `f` with the program's fd, as `PACKET_FANOUT_DATA` takes it.
-    pub(super) fn with_fd<T>(&self, f: impl FnOnce(Option<BorrowedFd<'_>>) -> T) -> T {
-        let ebpf = self.ebpf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let program: Option<&SocketFilter> = ebpf.program(PROGRAM).and_then(|p| p.try_into().ok());
-        f(program.and_then(|p| p.fd().ok()).map(|fd| fd.as_fd()))
+    /// The program, as `PACKET_FANOUT_DATA` takes it.
+    pub(super) fn program_fd(&self) -> BorrowedFd<'_> {
+        self.program.as_fd()
     }
 
     /// Interface `ifindex` is port `slot` (`None`: no longer a port). Its lanes' reports start
