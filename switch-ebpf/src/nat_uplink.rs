@@ -22,6 +22,11 @@
 //! the host. With `--no-masquerade` the segment's outbound connections are still recorded
 //! (entries that translate nothing) so that their answers are known; a `--routable` segment
 //! takes anything, and records inbound connections so their replies are not masqueraded.
+//!
+//! Several switches may have these programs on one uplink, each after the other in TCX's
+//! chain: a program ends the chain (`TC_ACT_OK`, a redirect, a drop) only for a packet of its
+//! own switch (one it translated, refused or tracked) and passes everything else on with
+//! `TC_NEXT`, so the next switch's program gets to refuse or masquerade what is its own.
 use aya_ebpf::{
     bindings::TC_ACT_OK,
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
@@ -42,6 +47,7 @@ use crate::helpers::{
     maps::{FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
     route,
+    verdict::TC_NEXT,
 };
 
 #[classifier]
@@ -68,16 +74,16 @@ fn ingress_other(ctx: &TcContext) -> i32 {
 }
 
 /// A packet from outside that nothing translated, to `daddr` (`f`: it is a flow NAT could
-/// track). Not routed to the segment (the host's own traffic on the uplink, not IPv4): on
-/// untouched. Routed to it: dropped and counted, unless the segment is routable; then a
+/// track). Not routed to the segment (the host's own traffic on the uplink, another switch's,
+/// not IPv4): passed on untouched to the next program. Routed to it: dropped and counted, unless the segment is routable; then a
 /// new connection to a masqueraded segment is recorded (as an entry that translates
 /// nothing) so that its replies leave as they are instead of being masqueraded as new
 /// outbound connections.
 #[inline(always)]
 fn untranslated(ctx: &TcContext, daddr: Option<u32>, f: Option<&ipv4::Flow>) -> i32 {
-    let (Some(daddr), Some(cfg)) = (daddr, NAT_CONFIG.get(0)) else { return TC_ACT_OK };
+    let (Some(daddr), Some(cfg)) = (daddr, NAT_CONFIG.get(0)) else { return TC_NEXT };
     if !cfg.in_segment(daddr) {
-        return TC_ACT_OK;
+        return TC_NEXT;
     }
     if !Config::load().routable() {
         return nat::refuse(ctx, DROP_UNSOLICITED);
@@ -198,8 +204,10 @@ fn egress(ctx: &TcContext, f: &ipv4::Flow) -> i32 {
         Ok(Some(())) => TC_ACT_OK,
         Ok(None) if kind == CT_SNAT => masquerade(ctx, f, now),
         // An entry of the other direction's kind (a packet to a forwarded port's client seen
-        // on its way in), or a rewrite that failed: as it came.
-        _ => TC_ACT_OK,
+        // on its way in): untouched, for the next program.
+        Ok(None) => TC_NEXT,
+        // A rewrite that failed: as it came, and no other program should try again.
+        Err(_) => TC_ACT_OK,
     }
 }
 
@@ -214,9 +222,10 @@ const MASQ_TRIES: u16 = 8;
 /// dropped and counted: it never leaves with the private source.
 #[inline(always)]
 fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
-    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
+    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_NEXT };
     if !cfg.in_segment(f.saddr) || cfg.in_segment(f.daddr) {
-        return TC_ACT_OK;
+        // Not from this switch's segment (the host's, another switch's): not ours.
+        return TC_NEXT;
     }
     if cfg.flags & NAT_F_MASQUERADE == 0 {
         // Leaves with its own address; recorded so that its answers may come back in (a
@@ -227,7 +236,7 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
         return TC_ACT_OK;
     }
     // SAFETY: value copied out at once.
-    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&skb_ifindex(ctx)) }).copied() else { return TC_ACT_OK };
+    let Some(uplink) = (unsafe { UPLINK_BY_IFINDEX.get(&skb_ifindex(ctx)) }).copied() else { return TC_NEXT };
     if f.proto == PROTO_ICMP && f.sport == 0 {
         // An echo reply with no entry answers a request routed in from outside; it has no
         // identifier of its own to translate, and it must not leave with a private source.

@@ -31,10 +31,8 @@ use crate::helpers::{
     eth, forward,
     maps::{NAT_CONFIG, PORTS},
     observe, reply, stats, tunnel,
+    verdict::TC_NEXT,
 };
-
-/// Lets the next TCX program (or the stack) have the frame: this interface is not a port.
-const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
 pub fn switch_ingress(ctx: TcContext) -> i32 {
@@ -45,7 +43,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     observe::tc(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.
-        NOT_PORT => TC_ACT_UNSPEC,
+        NOT_PORT => TC_NEXT,
         UNICAST => {
             // One look at the port's flags: the gateway port's peer is out of
             // redirect_peer's reach, and a frame for it may be a reply leaving right here; a

@@ -30,6 +30,8 @@
 //! - `stats`: per-port and per-table counters.
 //! - `tunnel`: the tunnel port (VXLAN): admission of frames from peers, unicast to a peer,
 //!   head-end replication.
+//! - `verdict`: `TC_NEXT`, what a program returns for a packet that is not its own on an
+//!   attach point it shares.
 pub mod capture;
 pub mod config;
 pub mod ctx;
@@ -49,3 +51,4 @@ pub mod reply;
 pub mod route;
 pub mod stats;
 pub mod tunnel;
+pub mod verdict;

@@ -82,33 +82,57 @@ pub(crate) async fn converge(store: &Store, state: &mut State, switch: &str) -> 
 /// Sets host sysctl `path` to `value` for switch `switch`, recording the value it had first
 /// (and saving the record before the write) so that `down` can give it back. A sysctl the
 /// switch already changed keeps its first recorded value.
+///
+/// Switches share some sysctls (the forwarding of an uplink several of them use): each
+/// records the host's own value, taken from another switch's record when there is one (the
+/// live value is then that switch's write), and only the last switch that needs it writes it
+/// back (`restore_sysctls`).
 pub(crate) async fn set_sysctl(store: &Store, state: &mut State, switch: &str, path: &str, value: &str) -> Result<()> {
-    let p = path.to_owned();
-    let previous = blocking(move || std::fs::read_to_string(&p).context(format!("reading {p}"))).await?;
+    let previous = match recorded_elsewhere(state, switch, path) {
+        Some(v) => v.to_owned(),
+        None => {
+            let p = path.to_owned();
+            blocking(move || std::fs::read_to_string(&p).context(format!("reading {p}"))).await?.trim().to_owned()
+        }
+    };
     let sw = state.switches.get_mut(switch).expect("the caller holds the switch record");
     if !sw.sysctls.contains_key(path) {
-        sw.sysctls.insert(path.to_owned(), previous.trim().to_owned());
+        sw.sysctls.insert(path.to_owned(), previous);
         store.save(state)?;
     }
     let (p, v) = (path.to_owned(), value.to_owned());
     blocking(move || std::fs::write(&p, v.as_bytes()).context(format!("writing {p}"))).await
 }
 
-/// Writes back every sysctl switch `switch` changed. A sysctl whose interface is gone needs
-/// nothing.
+/// The host's own value of sysctl `path` as another switch than `switch` recorded it, if one
+/// did: that switch changed it too and still needs it.
+fn recorded_elsewhere<'a>(state: &'a State, switch: &str, path: &str) -> Option<&'a str> {
+    state
+        .switches
+        .iter()
+        .filter(|(name, _)| name.as_str() != switch)
+        .find_map(|(_, s)| s.sysctls.get(path))
+        .map(|v| v.as_str())
+}
+
+/// Writes back every sysctl switch `switch` changed that no other switch still needs. A
+/// sysctl whose interface is gone needs nothing.
 pub(crate) async fn restore_sysctls(state: &State, switch: &str) -> Result<()> {
     let Some(sw) = state.switches.get(switch) else { return Ok(()) };
-    write_back(sw.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).await
+    let mine = sw.sysctls.iter().filter(|(k, _)| recorded_elsewhere(state, switch, k).is_none());
+    write_back(mine.map(|(k, v)| (k.clone(), v.clone())).collect()).await
 }
 
 /// Writes back and forgets the sysctls switch `switch` changed on interface `ifname` (an
 /// uplink that goes while the switch stays).
 async fn restore_sysctls_of(store: &Store, state: &mut State, switch: &str, ifname: &str) -> Result<()> {
-    let Some(sw) = state.switches.get_mut(switch) else { return Ok(()) };
+    let Some(sw) = state.switches.get(switch) else { return Ok(()) };
     let needle = format!("/conf/{ifname}/");
     let mine: Vec<(String, String)> =
         sw.sysctls.iter().filter(|(k, _)| k.contains(&needle)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    write_back(mine.clone()).await?;
+    let only_mine = mine.iter().filter(|(k, _)| recorded_elsewhere(state, switch, k).is_none()).cloned().collect();
+    write_back(only_mine).await?;
+    let sw = state.switches.get_mut(switch).expect("looked up above");
     for (k, _) in mine {
         sw.sysctls.remove(&k);
     }
