@@ -568,6 +568,8 @@ pub struct PortStats {
     pub spoofed_arp: u64,
     /// Of the dropped frames: a new station from a port that reached its learning limit.
     pub mac_limit: u64,
+    /// Of the dropped frames: VLAN-tagged frames from a port with port security.
+    pub tagged: u64,
 }
 
 impl PortStats {
@@ -585,6 +587,7 @@ impl PortStats {
         self.spoofed_ip += other.spoofed_ip;
         self.spoofed_arp += other.spoofed_arp;
         self.mac_limit += other.mac_limit;
+        self.tagged += other.tagged;
     }
 }
 
@@ -682,6 +685,9 @@ pub mod events {
     /// A frame from the tunnel that is not the segment's: another VNI, or an underlay address
     /// that is not a peer.
     pub const DROP_NOT_PEER: u16 = 10;
+    /// Port security: a VLAN-tagged frame (802.1Q, 802.1ad, 0x9100..0x9300, any VID, the tag
+    /// in the bytes or in the skb's metadata) from a port bound to its MAC or address.
+    pub const DROP_TAGGED: u16 = 11;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -876,7 +882,7 @@ mod tests {
         assert_eq!(size_of::<Peer>(), 8);
         assert_eq!(size_of::<TunnelConfig>(), 32);
         assert_eq!(size_of::<Port>(), 24);
-        assert_eq!(size_of::<PortStats>(), 12 * 8);
+        assert_eq!(size_of::<PortStats>(), 13 * 8);
         assert_eq!(size_of::<SwitchConfig>(), 24);
         assert_eq!(size_of::<LearnWindow>(), 16);
         assert_eq!(size_of::<FwdKey>(), 4);
@@ -953,6 +959,7 @@ mod tests {
             spoofed_ip: 10,
             spoofed_arp: 11,
             mac_limit: 12,
+            tagged: 13,
         };
         let mut sum = PortStats::default();
         sum.accumulate(&one);
@@ -961,5 +968,6 @@ mod tests {
         assert_eq!(sum.tx_errors, 16);
         assert_eq!(sum.malformed_packets, 14);
         assert_eq!((sum.spoofed_mac, sum.spoofed_ip, sum.spoofed_arp, sum.mac_limit), (18, 20, 22, 24));
+        assert_eq!(sum.tagged, 26);
     }
 }

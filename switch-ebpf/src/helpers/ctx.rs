@@ -13,6 +13,14 @@ pub fn skb_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
+/// Whether the skb carries a VLAN tag in its metadata (the kernel moved the frame's outer tag
+/// there on receive, or the sender's VLAN device never put it in the bytes).
+#[inline(always)]
+pub fn skb_vlan_present(ctx: &TcContext) -> bool {
+    // SAFETY: as in `skb_ifindex`.
+    unsafe { (*ctx.skb.skb).vlan_present != 0 }
+}
+
 /// The interface the packet entered the host on (`skb_iif`), read at TC egress: 0 for a
 /// packet the host made itself, else the interface it was received on before the host routed
 /// (or a program redirected) it here.

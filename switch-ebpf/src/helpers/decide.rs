@@ -9,7 +9,7 @@ use super::{
     eth::{EthAddrs, L3_ARP, L3_IPV4, L3Src},
     fdb,
     maps::{PORT_SLOTS, PORTS},
-    stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC},
+    stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC, SPOOFED_TAGGED},
 };
 
 /// The interface is not a port of this switch: leave the frame alone.
@@ -64,15 +64,22 @@ const fn spoof_reason(reason: u32) -> u16 {
     match reason {
         SPOOFED_MAC => events::DROP_SPOOFED_MAC,
         SPOOFED_IP => events::DROP_SPOOFED_IP,
+        SPOOFED_TAGGED => events::DROP_TAGGED,
         _ => events::DROP_SPOOFED_ARP,
     }
 }
 
-/// Port security of `port` against a frame from `src`: `None` if it may pass, else why not.
-/// `l3` reads the frame's layer-3 sender only when the port is bound to an address.
+/// Port security of `port` against a frame from `eth.src`: `None` if it may pass, else why
+/// not. `l3` reads the frame's layer-3 sender only when the port is bound to an address.
 #[inline(always)]
-fn spoofed(port: &Port, src: &[u8; 6], l3: impl FnOnce() -> L3Src) -> Option<u32> {
-    if port.flags & PORT_F_BIND_MAC != 0 && *src != port.mac {
+fn spoofed(port: &Port, eth: &EthAddrs, l3: impl FnOnce() -> L3Src) -> Option<u32> {
+    // A tag hides the frame's real EtherType from the checks below, and the receiver strips
+    // it (a priority tag, VID 0) or a VLAN device of its own does: no tagged frame from a
+    // bound port, whatever the VID.
+    if port.flags & (PORT_F_BIND_MAC | PORT_F_BIND_IP) != 0 && eth.tagged {
+        return Some(SPOOFED_TAGGED);
+    }
+    if port.flags & PORT_F_BIND_MAC != 0 && eth.src != port.mac {
         return Some(SPOOFED_MAC);
     }
     if port.flags & PORT_F_BIND_IP == 0 {
@@ -130,7 +137,7 @@ pub fn decide_at(
     }
     let mut limited = true;
     if let Some(port) = PORTS.get(in_slot) {
-        if let Some(reason) = spoofed(port, &eth.src, l3) {
+        if let Some(reason) = spoofed(port, &eth, l3) {
             stats::spoofed(in_slot, reason);
             return Decision::drop(DROP_SPOOFED, spoof_reason(reason));
         }

@@ -2,6 +2,8 @@
 use aya_ebpf::programs::TcContext;
 use switch_common::ETH_HLEN;
 
+use super::ctx::skb_vlan_present;
+
 /// EtherType of IPv4.
 const ETH_P_IP: u16 = 0x0800;
 /// EtherType of ARP.
@@ -64,16 +66,29 @@ pub fn l3_src(ctx: &TcContext) -> L3Src {
     l3_src_bounds(ctx.data(), ctx.data_end())
 }
 
-/// The two addresses the switch decides on.
+/// The two addresses the switch decides on, and whether the frame carries a VLAN tag.
 #[derive(Clone, Copy)]
 pub struct EthAddrs {
     pub dst: [u8; 6],
     pub src: [u8; 6],
+    /// A VLAN tag, in the bytes (`is_vlan_tpid` EtherType) or, at TC, already moved into the
+    /// skb's metadata by the kernel. Port security drops these: a Linux receiver strips a
+    /// priority tag (VID 0) and takes the inner frame, whose ARP or IPv4 the checks would not
+    /// have looked at.
+    pub tagged: bool,
+}
+
+/// Whether `ethertype` is a VLAN tag protocol identifier: 802.1Q, 802.1ad (QinQ), and the
+/// pre-standard QinQ values 0x9100, 0x9200 and 0x9300 that Linux and switches still accept.
+#[inline(always)]
+pub const fn is_vlan_tpid(ethertype: u16) -> bool {
+    matches!(ethertype, 0x8100 | 0x88a8 | 0x9100 | 0x9200 | 0x9300)
 }
 
 /// Reads destination and source MAC from the packet at `[data, data_end)`, or `None` if it is
-/// shorter than an Ethernet header. Nothing past the header is looked at: the switch forwards
-/// at layer 2, so an IPv6, VLAN-tagged or odd EtherType frame is switched like any other.
+/// shorter than an Ethernet header. Past the addresses only the EtherType is looked at (for
+/// a tag): the switch forwards at layer 2, so an IPv6, VLAN-tagged or odd EtherType frame is
+/// switched like any other.
 #[inline(always)]
 pub fn parse_bounds(data: usize, data_end: usize) -> Option<EthAddrs> {
     // The verifier only allows reads after this exact comparison against data_end.
@@ -82,10 +97,15 @@ pub fn parse_bounds(data: usize, data_end: usize) -> Option<EthAddrs> {
     }
     let p = data as *const [u8; 6];
     // SAFETY: the 14-byte header is inside [data, data_end), checked just above.
-    unsafe { Some(EthAddrs { dst: *p, src: *p.add(1) }) }
+    unsafe {
+        let ethertype = u16::from_be(*((data + 12) as *const u16));
+        Some(EthAddrs { dst: *p, src: *p.add(1), tagged: is_vlan_tpid(ethertype) })
+    }
 }
 
-/// `parse_bounds` for a TC program.
+/// `parse_bounds` for a TC program. The kernel's receive path has already taken the outer tag
+/// of a tagged frame out of the bytes into the skb (`vlan_present`) by the time TC runs, so a
+/// frame counts as tagged with a tag in either place.
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<EthAddrs> {
     if (ctx.len() as usize) < ETH_HLEN {
@@ -97,5 +117,7 @@ pub fn parse(ctx: &TcContext) -> Option<EthAddrs> {
     if ctx.data() + ETH_HLEN > ctx.data_end() && ctx.pull_data(ETH_HLEN as u32).is_err() {
         return None;
     }
-    parse_bounds(ctx.data(), ctx.data_end())
+    let mut eth = parse_bounds(ctx.data(), ctx.data_end())?;
+    eth.tagged |= skb_vlan_present(ctx);
+    Some(eth)
 }

@@ -57,6 +57,8 @@ pub const SPOOFED_MAC: u32 = 0;
 pub const SPOOFED_IP: u32 = 1;
 /// ARP claiming another MAC or address.
 pub const SPOOFED_ARP: u32 = 2;
+/// A VLAN-tagged frame from a port with port security.
+pub const SPOOFED_TAGGED: u32 = 3;
 
 /// A frame port security dropped, by reason.
 #[inline(always)]
@@ -66,6 +68,7 @@ pub fn spoofed(slot: u32, reason: u32) {
         match reason {
             SPOOFED_MAC => s.spoofed_mac += 1,
             SPOOFED_IP => s.spoofed_ip += 1,
+            SPOOFED_TAGGED => s.tagged += 1,
             _ => s.spoofed_arp += 1,
         }
     })

@@ -11,7 +11,7 @@ use switch::{
         monitor::{EventKind, Frame, MonitorEvent},
         ns::NsInfo,
         port::PortRow as AnyPortRow,
-        stats::StatsReport,
+        stats::{PortRow as StatsRow, StatsReport},
         switch::SwitchInfo,
         tables::TableRow,
     },
@@ -160,7 +160,7 @@ pub fn stats(r: &StatsReport) -> String {
                     opt(r.flooded),
                     opt(r.dropped),
                     opt(r.malformed),
-                    opt(r.spoofed_mac.zip(r.spoofed_ip).zip(r.spoofed_arp).map(|((m, i), a)| m + i + a)),
+                    opt(spoofed(r)),
                     opt(r.mac_limit),
                     opt(r.tx_errors),
                 ]
@@ -178,6 +178,11 @@ pub fn stats(r: &StatsReport) -> String {
 }
 
 /// A counter the datapath may not keep: "-" when it does not.
+/// A port's port-security drops, all reasons together (the SPOOFED column; `--json` has each).
+fn spoofed(r: &StatsRow) -> Option<u64> {
+    Some(r.spoofed_mac? + r.spoofed_ip? + r.spoofed_arp? + r.tagged?)
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }

@@ -184,8 +184,8 @@ impl Families {
         );
         r.register_with_unit(
             "switch_port_dropped",
-            "Received frames dropped, by reason: malformed, spoofed_mac, spoofed_ip, spoofed_arp (port \
-             security), mac_limit (learning limit), other (invalid source MAC, back to its own port); \
+            "Received frames dropped, by reason: malformed, spoofed_mac, spoofed_ip, spoofed_arp, tagged \
+             (port security), mac_limit (learning limit), other (invalid source MAC, back to its own port); \
              the sum is DROPPED of `switch stats`",
             packets(),
             self.dropped.clone(),
@@ -343,6 +343,7 @@ fn drop_reasons(p: &PortRow) -> Vec<(&'static str, u64)> {
         ("spoofed_ip", p.spoofed_ip),
         ("spoofed_arp", p.spoofed_arp),
         ("mac_limit", p.mac_limit),
+        ("tagged", p.tagged),
     ];
     let mut out: Vec<(&'static str, u64)> = named.iter().map(|&(r, v)| (r, v.unwrap_or(0))).collect();
     let sum: u64 = out.iter().map(|(_, v)| v).sum();
@@ -390,6 +391,7 @@ mod tests {
             spoofed_ip: dropped.map(|_| 0),
             spoofed_arp: dropped.map(|_| 0),
             mac_limit: dropped.map(|_| 0),
+            tagged: dropped.map(|_| 0),
         }
     }
 

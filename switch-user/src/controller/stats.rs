@@ -41,6 +41,8 @@ pub struct PortRow {
     pub spoofed_arp: Option<u64>,
     /// Dropped: a new station from a port that reached its learning limit (`up --max-learned`).
     pub mac_limit: Option<u64>,
+    /// Dropped by port security: a VLAN-tagged frame.
+    pub tagged: Option<u64>,
 }
 
 /// `switch stats`: every port's counters and the switch-wide drops.
@@ -87,6 +89,7 @@ pub(crate) async fn read(state: &State, switch: &str) -> Result<StatsReport> {
             spoofed_ip: d(s.spoofed_ip),
             spoofed_arp: d(s.spoofed_arp),
             mac_limit: d(s.mac_limit),
+            tagged: d(s.tagged),
         });
     }
     let switch = match dp.tables() {

@@ -25,11 +25,31 @@ pub(super) enum Spoof {
     Ip,
     /// ARP claiming another MAC or address.
     Arp,
+    /// A VLAN-tagged frame: the tag hides the EtherType the checks look at, and the receiver
+    /// strips it (a priority tag, VID 0) and takes the inner frame.
+    Tagged,
+}
+
+/// Whether `ethertype` (the two bytes after the MACs) is a VLAN tag protocol identifier:
+/// 802.1Q, 802.1ad, and the pre-standard QinQ values 0x9100..0x9300 (as the eBPF datapath's
+/// `eth::is_vlan_tpid`).
+fn is_vlan_tpid(ethertype: [u8; 2]) -> bool {
+    matches!(u16::from_be_bytes(ethertype), 0x8100 | 0x88a8 | 0x9100 | 0x9200 | 0x9300)
 }
 
 impl Guard {
+    /// Whether the port is bound to anything: it then sends no tagged frame.
+    pub(super) fn secured(&self) -> bool {
+        self.flags & (PORT_F_BIND_MAC | PORT_F_BIND_IP) != 0
+    }
+
     /// `None` if `frame` (at least an Ethernet header, source `src`) may pass, else why not.
+    /// A tag the kernel already took out of the bytes (the ring's `TP_STATUS_VLAN_VALID`) is
+    /// checked by the caller, with `secured`.
     pub(super) fn check(&self, frame: &[u8], src: &[u8; 6]) -> Option<Spoof> {
+        if self.secured() && frame.get(12..14).is_some_and(|t| is_vlan_tpid([t[0], t[1]])) {
+            return Some(Spoof::Tagged);
+        }
         if self.flags & PORT_F_BIND_MAC != 0 && *src != self.mac {
             return Some(Spoof::Mac);
         }
@@ -82,7 +102,15 @@ mod tests {
         assert_eq!(g.check(&arp(OWN, OTHER, IP), &OWN), Some(Spoof::Arp));
         assert_eq!(g.check(&arp(OWN, OWN, [10, 0, 0, 9]), &OWN), Some(Spoof::Arp));
         assert_eq!(g.check(&frame(OWN, [0x86, 0xdd], &[]), &OWN), None, "other protocols: MAC only");
-        // Unbound: anything goes.
+        // Tagged, any VID (0 too: a priority tag), one tag or two, whatever the inner frame.
+        for tpid in [[0x81, 0x00], [0x88, 0xa8], [0x91, 0x00], [0x92, 0x00], [0x93, 0x00]] {
+            let inner_arp = frame(OWN, tpid, &[(16, &[8, 6])]);
+            assert_eq!(g.check(&inner_arp, &OWN), Some(Spoof::Tagged), "{tpid:x?}");
+        }
+        let mac_only = Guard { flags: PORT_F_BIND_MAC, ..g };
+        assert_eq!(mac_only.check(&frame(OWN, [0x81, 0x00], &[]), &OWN), Some(Spoof::Tagged));
+        // Unbound: anything goes, tags too.
         assert_eq!(Guard::default().check(&ipv4(OTHER, [10, 0, 0, 9]), &OTHER), None);
+        assert_eq!(Guard::default().check(&frame(OTHER, [0x81, 0x00], &[]), &OTHER), None);
     }
 }

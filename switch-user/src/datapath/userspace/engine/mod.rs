@@ -71,6 +71,7 @@ use tokio::{
 pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
+    guard::Spoof,
     lanes::{LaneThread, lane_cpus},
     mac_table::{Clock, Fdb, PortId, Station},
     ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
@@ -140,7 +141,9 @@ impl Shared {
             let fdb = self.fdb.read();
             for (i, v) in verdicts[..n].iter_mut().enumerate() {
                 let frame = rx.frame(i);
-                if !rx.truncated[i] {
+                if rx.tagged[i] && port.guard.secured() {
+                    *v = Verdict::Spoofed(Spoof::Tagged);
+                } else if !rx.truncated[i] {
                     *v = decide(&fdb, frame, ingress, &port.guard, &mut sources, clock, &*table);
                 }
                 tally.count(*v, frame.len());

@@ -37,6 +37,7 @@ pub(super) struct RxTally {
     spoofed_ip: u64,
     spoofed_arp: u64,
     mac_limit: u64,
+    tagged: u64,
 }
 
 impl RxTally {
@@ -55,6 +56,7 @@ impl RxTally {
                     Spoof::Mac => self.spoofed_mac += 1,
                     Spoof::Ip => self.spoofed_ip += 1,
                     Spoof::Arp => self.spoofed_arp += 1,
+                    Spoof::Tagged => self.tagged += 1,
                 }
             }
             Verdict::OverLimit => {
@@ -83,6 +85,7 @@ pub(super) struct Counters {
     spoofed_ip: AtomicU64,
     spoofed_arp: AtomicU64,
     mac_limit: AtomicU64,
+    tagged: AtomicU64,
 }
 
 impl Counters {
@@ -97,6 +100,7 @@ impl Counters {
             (&self.spoofed_ip, t.spoofed_ip),
             (&self.spoofed_arp, t.spoofed_arp),
             (&self.mac_limit, t.mac_limit),
+            (&self.tagged, t.tagged),
         ] {
             if n != 0 {
                 counter.fetch_add(n, Relaxed);
@@ -126,6 +130,7 @@ impl Counters {
             spoofed_ip: self.spoofed_ip.load(Relaxed),
             spoofed_arp: self.spoofed_arp.load(Relaxed),
             mac_limit: self.mac_limit.load(Relaxed),
+            tagged: self.tagged.load(Relaxed),
         }
     }
 }
@@ -318,25 +323,28 @@ mod tests {
         t.count(Verdict::Spoofed(Spoof::Ip), 60);
         t.count(Verdict::Spoofed(Spoof::Arp), 60);
         t.count(Verdict::OverLimit, 60);
+        t.count(Verdict::Spoofed(Spoof::Tagged), 64);
         assert_eq!(
             t,
             RxTally {
-                packets: 7,
-                bytes: 1305,
+                packets: 8,
+                bytes: 1369,
                 flooded: 1,
-                dropped: 5,
+                dropped: 6,
                 malformed: 1,
                 spoofed_mac: 0,
                 spoofed_ip: 1,
                 spoofed_arp: 1,
                 mac_limit: 1,
+                tagged: 1,
             }
         );
         let c = Counters::default();
         c.add_rx(&t);
         c.add_tx(&Sent { packets: 2, bytes: 100, errors: 1 });
         let s = c.snapshot();
-        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (7, 1305, 1, 5));
+        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (8, 1369, 1, 6));
+        assert_eq!(s.tagged, 1);
         assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (1, 2, 100, 1));
         assert_eq!((s.spoofed_mac, s.spoofed_ip, s.spoofed_arp, s.mac_limit), (0, 1, 1, 1));
     }

@@ -183,6 +183,10 @@ pub(super) struct RxBuffers {
     frames: [Held; BATCH],
     /// Whether the frame did not fit its slot (or the copy buffer) and arrived cut short.
     pub(super) truncated: [bool; BATCH],
+    /// Whether the frame had a VLAN tag the kernel took out of its bytes into the skb (the
+    /// slot's `TP_STATUS_VLAN_VALID`; a packet socket never puts it back): port security
+    /// drops it, as it drops a tag in the bytes.
+    pub(super) tagged: [bool; BATCH],
     /// A frame too big for its slot, read whole from the socket's queue: virtio header and
     /// frame. One allocation per lane, made when the port is added.
     copy: BytesMut,
@@ -202,6 +206,7 @@ impl RxBuffers {
             held: 0,
             frames: [Held::Empty; BATCH],
             truncated: [false; BATCH],
+            tagged: [false; BATCH],
             copy: BytesMut::zeroed(BUF_LEN),
         }
     }
@@ -394,6 +399,9 @@ impl PacketSocket {
             if wants_copy && copied {
                 break;
             }
+            // Set for a frame read from the queue too: the kernel fills the slot's header for
+            // it all the same.
+            rx.tagged[n] = status & libc::TP_STATUS_VLAN_VALID != 0;
             // SAFETY: the slot is ours (TP_STATUS_USER, seen with Acquire); its header is
             // plain data the kernel finished writing.
             let (len, snap, mac) = unsafe {
@@ -743,6 +751,7 @@ mod tests {
             held: 0,
             frames: [Held::Empty; BATCH],
             truncated: [false; BATCH],
+            tagged: [false; BATCH],
             copy: BytesMut::zeroed(BUF_LEN),
         };
         rx.frames[1] = Held::Ring { start: RING_FRAME + 66, len: VNET_HDR_LEN + 20 };
