@@ -646,12 +646,12 @@ fn tagged_frames_do_not_get_around_port_security(dp: &str, net: u8) {
     }
     sleep(Duration::from_millis(300));
     let sent = tags.len() * claims.len();
-    assert!(tagged_count() >= before + sent as u64, "tagged frames counted: {} of {sent}", tagged_count() - before);
     let neigh = exec(&b, &["ip", "neigh", "show", &ip(254)]).stdout;
     assert!(neigh.contains(&gw_mac) && !neigh.contains(&a_mac), "b's entry for the gateway was poisoned: {neigh}");
     let neigh = host("ip", &["neigh", "show", &ip(2), "dev", &gw_if]);
     assert!(!neigh.contains(&a_mac), "the host's entry for b was poisoned: {neigh}");
     assert!(ping(&b, &ip(254), 2), "b lost the gateway");
+    assert!(tagged_count() >= before + sent as u64, "tagged frames counted: {} of {sent}", tagged_count() - before);
 
     // Without port security, tags are carried: d's tagged frame to b is switched, not dropped.
     let to_b = u(&port_stats(&sw, &b), "tx_packets");
