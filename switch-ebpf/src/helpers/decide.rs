@@ -10,6 +10,7 @@ use super::{
     fdb,
     maps::{PORT_SLOTS, PORTS},
     stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC},
+    tunnel,
 };
 
 /// The interface is not a port of this switch: leave the frame alone.
@@ -129,7 +130,14 @@ pub fn decide_at(
         return Decision::drop(DROP_SOURCE, events::DROP_INVALID_SOURCE);
     }
     let mut limited = true;
-    if let Some(port) = PORTS.get(in_slot) {
+    if remote != 0 {
+        // From a peer: it may not speak for this host's own ports. (`decide` passes 0, so
+        // this folds away for the local ports' frames: their cost does not change.)
+        if let Some(reason) = tunnel::claims_local(l3) {
+            stats::spoofed(in_slot, reason);
+            return Decision::drop(DROP_SPOOFED, spoof_reason(reason));
+        }
+    } else if let Some(port) = PORTS.get(in_slot) {
         if let Some(reason) = spoofed(port, &eth.src, l3) {
             stats::spoofed(in_slot, reason);
             return Decision::drop(DROP_SPOOFED, spoof_reason(reason));

@@ -12,6 +12,7 @@
 //!   prog_sock_connect4 prog_sock_sendmsg4 prog_sock_recvmsg4
 //!                                  cgroup socket hooks: host-local and hairpin access
 //!   FDB BOUND LEARNED PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS  switching maps
+//!   BOUND_IP PEER_LEARNED          the tunnel's port security (later maps: optional)
 //!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
 //!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
 //!   links/IFNAME                   one link per port (XDP; a tc port's program is a filter of
