@@ -505,7 +505,7 @@ fn the_underlay_cannot_inject_frames() {
 /// namespace's (or the gateway's) address is elsewhere, or that something is at a local
 /// bound MAC, IPv4 from those addresses, frames from those MACs. Each is dropped and counted
 /// on the tunnel port (and named in `switch monitor`); the peer's own traffic passes (the
-/// control).
+/// control), and so does a claim on the address of a namespace that is gone.
 #[test]
 fn a_peer_cannot_claim_this_hosts_ports() {
     let mut hs = Hosts::new(1);
@@ -560,12 +560,23 @@ fn a_peer_cannot_claim_this_hosts_ports() {
     assert!(ping(&a, "10.88.0.99", 1), "a did not reach the peer");
     let fdb = hs.fdb(1, "ov");
     assert!(fdb.iter().any(|(m, p)| *m == a_mac && p.is_none()), "a's station is not at its port: {fdb:?}");
+
+    // a gone, its address is bound to nothing here: a station behind the peer may take it.
+    hs.on(1, &["ns", "del", &a]);
+    let before = stats();
+    x.send(&[arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 11], [10, 88, 0, 12])]);
+    assert!(
+        within(|| neigh("10.88.0.11").contains(&x_mac)),
+        "a's old address is still refused: {}",
+        neigh("10.88.0.11")
+    );
+    assert_eq!(counter(&stats(), "spoofed_arp"), counter(&before, "spoofed_arp"), "a's old address counted");
 }
 
 /// Each peer learns new stations within a limit of its own (`--max-learned`): a peer that
 /// sends from many MACs (or anyone sending with its underlay address) uses up only its own
-/// window, counted as `mac-limit` on the tunnel port; another peer still gets in. A peer
-/// removed and added again starts afresh, and a switch whose pins lack the per-peer and
+/// window, counted as `mac-limit` on the tunnel port (and shown per peer by `peer list`);
+/// another peer still gets in. A peer removed and added again starts afresh, and a switch whose pins lack the per-peer and
 /// bound-address maps (made by an older binary) still takes ports and peers.
 #[test]
 fn each_peer_learns_within_its_own_limit() {
@@ -597,12 +608,20 @@ fn each_peer_learns_within_its_own_limit() {
     assert!(ping(&x2.ns, "10.88.0.11", 2), "the second peer was locked out by the first one's stations");
     assert_eq!(at("10.77.0.9"), 1, "{:?}", hs.fdb(1, "ov"));
     assert!(ping(&a, "10.88.0.99", 1));
+    // `peer list` shows each peer's share used.
+    let learned = |peer: &str| {
+        let v = hs.json_on(1, &["peer", "list", "--switch", "ov"]);
+        let row = v.as_array().unwrap().iter().find(|r| r["peer"] == peer).cloned();
+        row.unwrap_or_else(|| panic!("no {peer} in {v}"))["learned"].clone()
+    };
+    assert_eq!((learned("10.77.0.8"), learned("10.77.0.9")), (Value::from(4), Value::from(1)));
 
     // Removed and added again: the first peer's stations are forgotten and its window is new.
     hs.on(1, &["peer", "del", "10.77.0.8", "--switch", "ov"]);
     hs.on(1, &["peer", "add", "10.77.0.8", "--switch", "ov"]);
     x1.send(&macs(0x20, 3));
     assert_eq!(at("10.77.0.8"), 3, "a peer added again starts with a fresh window: {:?}", hs.fdb(1, "ov"));
+    assert_eq!(learned("10.77.0.8"), Value::from(3));
 
     // A switch pinned without the maps this check added (as an older binary made it) still
     // takes ports and peers, gives them back, and counts as healthy.
@@ -616,6 +635,7 @@ fn each_peer_learns_within_its_own_limit() {
     hs.on(1, &["peer", "del", "10.77.0.8", "--switch", "ov"]);
     hs.on(1, &["peer", "add", "10.77.0.8", "--switch", "ov"]);
     hs.on(1, &["up", "--switch", "ov", "--vxlan", "42", "--underlay", "ul0", "--max-learned", "4"]);
+    assert_eq!(learned("10.77.0.9"), Value::Null, "a window shown without the map");
     assert!(ping(&c, "10.88.0.11", 1) && ping(&x2.ns, "10.88.0.13", 1), "the switch stopped working");
     hs.on(1, &["ns", "del", &c]);
     hs.on(1, &["down", "--switch", "ov"]);

@@ -316,6 +316,15 @@ impl TunnelMaps {
         self.config.set(0, TunnelConfig { peer_limit, ..cfg }, 0).map_err(bpf("writing TUNNEL"))
     }
 
+    /// Each peer's (address, new stations learned in its window at `now`): a window older than
+    /// `ageing_ns` counts as empty, as the datapath starts it again with the next new station.
+    /// Empty on a switch pinned before the map existed.
+    pub fn learned(&self, now: u64, ageing_ns: u64) -> Vec<(u32, u32)> {
+        let Some(learned) = &self.learned else { return vec![] };
+        let live = |w: &LearnWindow| if now > w.start_ns.saturating_add(ageing_ns) { 0 } else { w.learned };
+        learned.iter().filter_map(|r| r.ok()).map(|(addr, w)| (addr, live(&w))).collect()
+    }
+
     /// Makes the peer list `peers` (addresses in network order), in that order, and forgets
     /// any other. A new peer gets an empty learning window, then is admitted, before floods
     /// reach it; a peer gone stops receiving floods before its frames stop being taken, and

@@ -317,6 +317,16 @@ impl Tunnels for Ebpf {
         blocking(move || TunnelMaps::open(&pins)?.set_peers(&peers)).await
     }
 
+    async fn learned(&self) -> Result<HashMap<Ipv4Addr, u32>> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            let ageing = SwitchMaps::open(&pins)?.ageing()?.as_nanos() as u64;
+            let windows = TunnelMaps::open(&pins)?.learned(now_ns(), ageing);
+            Ok(windows.into_iter().map(|(addr, n)| (Ipv4Addr::from(addr.to_ne_bytes()), n)).collect())
+        })
+        .await
+    }
+
     async fn forget_peer(&self, addr: Ipv4Addr) -> Result<usize> {
         let remote = wire(addr);
         self.with_maps(move |mut maps| {
