@@ -41,8 +41,9 @@ impl Learned {
 /// Records that `src` was seen on `ifindex` (slot `slot`) at `now`, behind peer `remote` if
 /// `ifindex` is the tunnel port (0: a local port; a station that moves from one peer to
 /// another is a move, as between ports). `limited`: the port has no bound MAC, so its new
-/// stations count against `cfg.max_learned` (behind the tunnel: the peer's own share). `BOUND_ELSEWHERE` and `OVER_LIMIT` mean the
-/// frame must not be switched (and nothing was learned).
+/// stations count against `cfg.max_learned` (behind the tunnel: the peer's own share).
+/// `BOUND_ELSEWHERE` and `OVER_LIMIT` mean the frame must not be switched (and nothing was
+/// learned).
 #[inline(always)]
 pub fn learn(src: [u8; 6], ifindex: u32, remote: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> Learned {
     let key = MacKey::new(src);

@@ -150,8 +150,8 @@ impl SwitchMaps {
     }
 
     /// Makes `ifindex` port `slot` with `port`'s flags and binding: counters and learning
-    /// window zeroed, the bound MAC and address claimed, then the ifindex lookup, then the flood list (so a frame flooded to
-    /// the port can already be counted), then the loop bound.
+    /// window zeroed, the bound MAC and address claimed, then the ifindex lookup, then the
+    /// flood list (so a frame flooded to the port can already be counted), then the loop bound.
     pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port) -> Result<()> {
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
