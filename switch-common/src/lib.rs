@@ -107,6 +107,14 @@ pub mod maps {
     /// Index 0 -> [`crate::capture::Record`]; per-CPU array: where a CPU assembles a record
     /// before it goes into the ring (and counts the records the ring had no room for).
     pub const CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
+    /// IPv4 address (network order) -> slot: the addresses of the ports bound to one (a
+    /// namespace with port security, the gateway). Frames from the tunnel claiming one of
+    /// them (ARP sender, IPv4 source) are dropped: a peer may not speak for this host's ports.
+    pub const BOUND_IP: &str = "BOUND_IP";
+    /// Peer address (u32, network order) -> [`crate::LearnWindow`]: the learning limit of each
+    /// peer of the tunnel port, so one peer (or one forging its underlay address) cannot use
+    /// up the others' share.
+    pub const PEER_LEARNED: &str = "PEER_LEARNED";
 }
 
 /// Stations a port without a bound MAC may learn per ageing period, unless `switch up

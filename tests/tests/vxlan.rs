@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use switch_tests::*;
+use switch_tests::{
+    frames::{experimental_frame, udp_frame},
+    *,
+};
 
 /// Hosts on one underlay bridge, with the switches made on them; all of it removed on drop
 /// (and anything left reported).
@@ -114,6 +117,127 @@ impl Hosts {
         let rows = v["ports"].as_array().unwrap().clone();
         rows.into_iter().find(|r| r["namespace"] == format!("vxlan{vni}")).unwrap_or_else(|| panic!("{v}"))
     }
+}
+
+/// A VTEP on the underlay that is not one of the test's switches: a namespace with a kernel
+/// VXLAN device `vx` aimed at host 1 (an intruder, or a peer that misbehaves). Removed on drop.
+struct Vtep {
+    ns: String,
+}
+
+impl Vtep {
+    /// The device's MAC.
+    fn mac(&self) -> String {
+        let link = host("ip", &["-n", &self.ns, "-o", "link", "show", "vx"]);
+        let mac = link.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next());
+        mac.unwrap_or_else(|| panic!("no MAC on {}'s vx: {link}", self.ns)).to_owned()
+    }
+
+    /// (Re)makes the device with VNI `vni`, its address `ip`/24 on the segment.
+    fn device(&self, vni: &str, ip: &str) {
+        let _ = Command::new("ip").args(["-n", &self.ns, "link", "del", "vx"]).stderr(Stdio::null()).status();
+        host(
+            "ip",
+            &[
+                "-n",
+                &self.ns,
+                "link",
+                "add",
+                "vx",
+                "type",
+                "vxlan",
+                "id",
+                vni,
+                "remote",
+                "10.77.0.1",
+                "dstport",
+                "4789",
+            ],
+        );
+        host("ip", &["-n", &self.ns, "link", "set", "vx", "mtu", "1450", "up"]);
+        host("ip", &["-n", &self.ns, "addr", "add", &format!("{ip}/24"), "dev", "vx"]);
+    }
+
+    /// Sends raw Ethernet frames (hex) into the tunnel: out of `vx`, encapsulated by the kernel.
+    fn send(&self, frames: &[String]) {
+        let mut a = vec!["python3", "-c", SEND_RAW, "vx"];
+        a.extend(frames.iter().map(String::as_str));
+        let r = exec(&self.ns, &a);
+        assert_eq!(r.code, 0, "sending raw frames from {}: {r:?}", self.ns);
+    }
+}
+
+impl Drop for Vtep {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+impl Hosts {
+    /// A VTEP at 10.77.0.`last` on the underlay, with VNI `vni` and `ip` on the segment; not a
+    /// peer of anything yet. IPv6 is off there, so it sends nothing by itself.
+    fn vtep(&self, last: u8, vni: &str, ip: &str) -> Vtep {
+        let v = Vtep { ns: self.sb.name(&format!("x{last}")) };
+        host("ip", &["netns", "add", &v.ns]);
+        let port = format!("px{last}");
+        host(
+            "ip",
+            &["link", "add", "ul0", "netns", &v.ns, "type", "veth", "peer", "name", &port, "netns", &self.underlay],
+        );
+        host("ip", &["-n", &self.underlay, "link", "set", &port, "master", "br0", "up"]);
+        let r =
+            exec(&v.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        host("ip", &["-n", &v.ns, "addr", "add", &format!("10.77.0.{last}/24"), "dev", "ul0"]);
+        host("ip", &["-n", &v.ns, "link", "set", "ul0", "up"]);
+        v.device(vni, ip);
+        v
+    }
+
+    /// `switch monitor --type drop` of `sw` on host `i`, running until `drops` stops it.
+    fn monitor(&self, i: usize, sw: &str) -> Reaped {
+        let m = Command::new(switch_bin())
+            .args(["--host-netns", &self.hosts[i - 1], "--json", "monitor", "--switch", sw, "--type", "drop"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The monitor turns the datapath's events on once it runs.
+        sleep(Duration::from_millis(1000));
+        Reaped(Some(m))
+    }
+}
+
+/// Stops a monitor (SIGINT, as a user would) and returns the events it printed.
+fn drops(mut m: Reaped) -> Vec<Value> {
+    let child = m.0.take().unwrap();
+    // SAFETY: signalling our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+}
+
+/// Sends each frame (hex) given after the interface name out of that interface.
+const SEND_RAW: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0))
+for f in sys.argv[2:]: s.send(bytes.fromhex(f))
+"#;
+
+/// An ARP frame (`op` 1 request, 2 reply) from Ethernet source `src`, saying that `spa` is
+/// at `sha`, asking for (or answering) `tpa`.
+fn arp_frame(dst: &str, src: &str, op: u8, sha: &str, spa: [u8; 4], tpa: [u8; 4]) -> String {
+    let hex = |b: &[u8]| b.iter().map(|o| format!("{o:02x}")).collect::<String>();
+    let mac = |m: &str| m.replace(':', "");
+    format!(
+        "{}{}0806000108000604000{op}{}{}000000000000{}{}",
+        mac(dst),
+        mac(src),
+        mac(sha),
+        hex(&spa),
+        hex(&tpa),
+        "00".repeat(18)
+    )
 }
 
 impl Drop for Hosts {
@@ -345,71 +469,184 @@ fn the_underlay_cannot_inject_frames() {
     let a = hs.ns(1, "ov", "1a", "10.88.0.11");
     let a_mac = hs.mac(1, &a);
     // The intruder: a kernel VXLAN device at 10.77.0.9 on the underlay, aimed at host 1.
-    let x = hs.sb.name("x");
-    host("ip", &["netns", "add", &x]);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _gone = Gone(x.clone());
-    host("ip", &["link", "add", "ul0", "netns", &x, "type", "veth", "peer", "name", "px", "netns", &hs.underlay]);
-    host("ip", &["-n", &hs.underlay, "link", "set", "px", "master", "br0", "up"]);
-    host("ip", &["-n", &x, "addr", "add", "10.77.0.9/24", "dev", "ul0"]);
-    host("ip", &["-n", &x, "link", "set", "ul0", "up"]);
-    let intruder = |vni: &str| {
-        let _ = Command::new("ip").args(["-n", &x, "link", "del", "vx"]).stderr(Stdio::null()).status();
-        host(
-            "ip",
-            &["-n", &x, "link", "add", "vx", "type", "vxlan", "id", vni, "remote", "10.77.0.1", "dstport", "4789"],
-        );
-        host("ip", &["-n", &x, "link", "set", "vx", "mtu", "1450", "up"]);
-        host("ip", &["-n", &x, "addr", "add", "10.88.0.99/24", "dev", "vx"]);
-    };
+    let x = hs.vtep(9, "42", "10.88.0.99");
+    let intruder = |vni: &str| x.device(vni, "10.88.0.99");
 
     // Not a peer: nothing gets in, and the tunnel counts what it refused (and `switch
     // monitor` of the host names it).
-    intruder("42");
-    let mut monitor = Reaped(Some(
-        Command::new(switch_bin())
-            .args(["--host-netns", &hs.hosts[0], "--json", "monitor", "--switch", "ov", "--type", "drop"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    sleep(Duration::from_millis(1000));
+    let monitor = hs.monitor(1, "ov");
     let before = counter(&hs.tunnel_stats(1, "ov", 42), "dropped").unwrap();
-    assert!(!ping(&x, "10.88.0.11", 2), "a non-peer reached the segment");
+    assert!(!ping(&x.ns, "10.88.0.11", 2), "a non-peer reached the segment");
     let after = counter(&hs.tunnel_stats(1, "ov", 42), "dropped").unwrap();
     assert!(after > before, "refused frames counted on the tunnel port ({before} -> {after})");
-    let child = monitor.0.take().unwrap();
-    // SAFETY: signalling our own child, which has not been waited for.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
-    let refused = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .any(|v| v["reason"] == "not-peer" && v["namespace"] == "vxlan42");
-    assert!(refused, "no not-peer drop on the tunnel port in the monitor's output: {out}");
+    let events = drops(monitor);
+    let refused = events.iter().any(|v| v["reason"] == "not-peer" && v["namespace"] == "vxlan42");
+    assert!(refused, "no not-peer drop on the tunnel port in the monitor's output: {events:#?}");
     assert!(hs.fdb(1, "ov").iter().all(|(_, p)| p.is_none()), "a non-peer's station was learned");
 
     // The same sender made a peer: it gets in (so the refusal above was the peer check).
     hs.on(1, &["peer", "add", "10.77.0.9", "--switch", "ov"]);
-    assert!(ping(&x, "10.88.0.11", 2), "the peer on VNI 42 did not reach the segment");
+    assert!(ping(&x.ns, "10.88.0.11", 2), "the peer on VNI 42 did not reach the segment");
     assert!(hs.fdb(1, "ov").iter().any(|(_, p)| p.as_deref() == Some("10.77.0.9")));
 
     // A peer on another VNI: nothing gets in.
     intruder("99");
-    assert!(!ping(&x, "10.88.0.11", 2), "VNI 99 reached the segment of VNI 42");
+    assert!(!ping(&x.ns, "10.88.0.11", 2), "VNI 99 reached the segment of VNI 42");
 
     // Removed again: its station is forgotten, and nothing gets in.
     intruder("42");
     hs.on(1, &["peer", "del", "10.77.0.9", "--switch", "ov"]);
     assert!(hs.fdb(1, "ov").iter().all(|(_, p)| p.is_none()), "the removed peer's station stayed");
-    assert!(!ping(&x, "10.88.0.11", 2), "a removed peer reached the segment");
+    assert!(!ping(&x.ns, "10.88.0.11", 2), "a removed peer reached the segment");
     assert!(hs.fdb(1, "ov").iter().any(|(m, _)| *m == a_mac), "the local station stays");
+}
+
+/// A peer cannot claim what this host's own ports are bound to: ARP saying that a local
+/// namespace's (or the gateway's) address is elsewhere, or that something is at a local
+/// bound MAC, IPv4 from those addresses, frames from those MACs. Each is dropped and counted
+/// on the tunnel port (and named in `switch monitor`); the peer's own traffic passes (the
+/// control), and so does a claim on the address of a namespace that is gone.
+#[test]
+fn a_peer_cannot_claim_this_hosts_ports() {
+    let mut hs = Hosts::new(1);
+    hs.switch(1, "ov", 42, &["--gateway", "10.88.0.254/24"]);
+    let a = hs.ns(1, "ov", "1a", "10.88.0.11");
+    let b = hs.ns(1, "ov", "1b", "10.88.0.12");
+    let (a_mac, b_mac) = (hs.mac(1, &a), hs.mac(1, &b));
+    let x = hs.vtep(9, "42", "10.88.0.99");
+    hs.on(1, &["peer", "add", "10.77.0.9", "--switch", "ov"]);
+    let x_mac = x.mac();
+    let neigh = |ip: &str| exec(&b, &["ip", "neigh", "show", ip]).stdout;
+    let stats = || hs.tunnel_stats(1, "ov", 42);
+    let before = stats();
+
+    let monitor = hs.monitor(1, "ov");
+    let cap = capture(&b, "eth0", 3, "udp port 53");
+    sleep(Duration::from_millis(800));
+    x.send(&[
+        // "10.88.0.11 (a) is at x", asking b: b would answer and cache it.
+        arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 11], [10, 88, 0, 12]),
+        // The gateway's address, the same way.
+        arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 254], [10, 88, 0, 12]),
+        // "10.88.0.99 (x's own) is at a's MAC": b's traffic for it would go to a.
+        arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &a_mac, [10, 88, 0, 99], [10, 88, 0, 12]),
+        // IPv4 from a's address and from the gateway's, to b.
+        udp_frame(&b_mac, &x_mac, [10, 88, 0, 11], [10, 88, 0, 12]),
+        udp_frame(&b_mac, &x_mac, [10, 88, 0, 254], [10, 88, 0, 12]),
+        // a's MAC as the source.
+        experimental_frame(&b_mac, &a_mac),
+        // The gateway claim again, under a priority tag (VID 0), which b would strip.
+        {
+            let claim = arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 254], [10, 88, 0, 12]);
+            format!("{}81000000{}", &claim[..24], &claim[24..])
+        },
+    ]);
+    let seen = captured(cap);
+    let events = drops(monitor);
+    let after = stats();
+
+    assert!(!neigh("10.88.0.11").contains(&x_mac), "b believes a peer's claim on a's address: {}", neigh("10.88.0.11"));
+    assert!(!neigh("10.88.0.254").contains(&x_mac), "b believes a claim on the gateway's address");
+    assert!(!neigh("10.88.0.99").contains(&a_mac), "b believes a's MAC is behind the peer: {}", neigh("10.88.0.99"));
+    let seen: Vec<&String> = seen.iter().filter(|l| l.contains(" IP ")).collect();
+    assert!(seen.is_empty(), "IPv4 from this host's addresses reached b from the tunnel: {seen:#?}");
+    let grew = |field: &str| counter(&after, field).unwrap() - counter(&before, field).unwrap();
+    assert_eq!(grew("spoofed_arp"), 3, "ARP claims counted on the tunnel port: {after}");
+    assert_eq!(grew("spoofed_ip"), 2, "IPv4 claims counted on the tunnel port: {after}");
+    assert_eq!(grew("spoofed_mac"), 1, "a bound MAC from the tunnel counted: {after}");
+    assert_eq!(grew("tagged"), 1, "a tagged frame from the tunnel counted: {after}");
+    for reason in ["spoofed-arp", "spoofed-ip", "spoofed-mac", "tagged"] {
+        let n = events.iter().filter(|v| v["reason"] == reason && v["namespace"] == "vxlan42").count();
+        assert!(n >= 1, "no {reason} drop on the tunnel port in the monitor's output: {events:#?}");
+    }
+
+    // The control: the peer's own address and MAC pass, both ways.
+    assert!(ping(&x.ns, "10.88.0.12", 2), "the peer's own traffic did not reach b");
+    assert!(neigh("10.88.0.99").contains(&x_mac), "b did not learn the peer's own claim: {}", neigh("10.88.0.99"));
+    assert!(ping(&a, "10.88.0.99", 1), "a did not reach the peer");
+    let fdb = hs.fdb(1, "ov");
+    assert!(fdb.iter().any(|(m, p)| *m == a_mac && p.is_none()), "a's station is not at its port: {fdb:?}");
+
+    // a gone, its address is bound to nothing here: a station behind the peer may take it.
+    hs.on(1, &["ns", "del", &a]);
+    let before = stats();
+    x.send(&[arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 11], [10, 88, 0, 12])]);
+    assert!(
+        within(|| neigh("10.88.0.11").contains(&x_mac)),
+        "a's old address is still refused: {}",
+        neigh("10.88.0.11")
+    );
+    assert_eq!(counter(&stats(), "spoofed_arp"), counter(&before, "spoofed_arp"), "a's old address counted");
+}
+
+/// Each peer learns new stations within a limit of its own (`--max-learned`): a peer that
+/// sends from many MACs (or anyone sending with its underlay address) uses up only its own
+/// window, counted as `mac-limit` on the tunnel port (and shown per peer by `peer list`);
+/// another peer still gets in. A peer removed and added again starts afresh, and a switch whose pins lack the per-peer and
+/// bound-address maps (made by an older binary) still takes ports and peers.
+#[test]
+fn each_peer_learns_within_its_own_limit() {
+    let mut hs = Hosts::new(1);
+    hs.switch(1, "ov", 42, &["--max-learned", "4"]);
+    let a = hs.ns(1, "ov", "1a", "10.88.0.11");
+    let x1 = hs.vtep(8, "42", "10.88.0.98");
+    let x2 = hs.vtep(9, "42", "10.88.0.99");
+    hs.on(1, &["peer", "add", "10.77.0.8", "--switch", "ov"]);
+    hs.on(1, &["peer", "add", "10.77.0.9", "--switch", "ov"]);
+    let at = |peer: &str| hs.fdb(1, "ov").iter().filter(|(_, p)| p.as_deref() == Some(peer)).count();
+    let macs = |first: u8, n: u8| -> Vec<String> {
+        (first..first + n)
+            .map(|i| experimental_frame("ff:ff:ff:ff:ff:ff", &format!("02:00:00:00:08:{i:02x}")))
+            .collect()
+    };
+    let before = counter(&hs.tunnel_stats(1, "ov", 42), "mac_limit").unwrap();
+
+    let monitor = hs.monitor(1, "ov");
+    x1.send(&macs(0, 12));
+    let events = drops(monitor);
+    assert_eq!(at("10.77.0.8"), 4, "stations learned at the first peer: {:?}", hs.fdb(1, "ov"));
+    let refused = counter(&hs.tunnel_stats(1, "ov", 42), "mac_limit").unwrap() - before;
+    assert_eq!(refused, 8, "new stations over the first peer's limit counted on the tunnel port");
+    let named = events.iter().filter(|v| v["reason"] == "mac-limit" && v["namespace"] == "vxlan42").count();
+    assert!(named >= 1, "no mac-limit drop on the tunnel port in the monitor's output: {events:#?}");
+
+    // The other peer is not locked out by the first one's stations.
+    assert!(ping(&x2.ns, "10.88.0.11", 2), "the second peer was locked out by the first one's stations");
+    assert_eq!(at("10.77.0.9"), 1, "{:?}", hs.fdb(1, "ov"));
+    assert!(ping(&a, "10.88.0.99", 1));
+    // `peer list` shows each peer's share used.
+    let learned = |peer: &str| {
+        let v = hs.json_on(1, &["peer", "list", "--switch", "ov"]);
+        let row = v.as_array().unwrap().iter().find(|r| r["peer"] == peer).cloned();
+        row.unwrap_or_else(|| panic!("no {peer} in {v}"))["learned"].clone()
+    };
+    assert_eq!((learned("10.77.0.8"), learned("10.77.0.9")), (Value::from(4), Value::from(1)));
+
+    // Removed and added again: the first peer's stations are forgotten and its window is new.
+    hs.on(1, &["peer", "del", "10.77.0.8", "--switch", "ov"]);
+    hs.on(1, &["peer", "add", "10.77.0.8", "--switch", "ov"]);
+    x1.send(&macs(0x20, 3));
+    assert_eq!(at("10.77.0.8"), 3, "a peer added again starts with a fresh window: {:?}", hs.fdb(1, "ov"));
+    assert_eq!(learned("10.77.0.8"), Value::from(3));
+
+    // A switch pinned without the maps this check added (as an older binary made it) still
+    // takes ports and peers, gives them back, and counts as healthy.
+    let pins = format!("/sys/fs/bpf/switch/@{}/ov", hs.hosts[0]);
+    for map in ["BOUND_IP", "PEER_LEARNED"] {
+        let pin = format!("{pins}/{map}");
+        assert!(std::path::Path::new(&pin).exists(), "{pin} not pinned");
+        std::fs::remove_file(&pin).unwrap();
+    }
+    let c = hs.ns(1, "ov", "1c", "10.88.0.13");
+    hs.on(1, &["peer", "del", "10.77.0.8", "--switch", "ov"]);
+    hs.on(1, &["peer", "add", "10.77.0.8", "--switch", "ov"]);
+    hs.on(1, &["up", "--switch", "ov", "--vxlan", "42", "--underlay", "ul0", "--max-learned", "4"]);
+    assert_eq!(learned("10.77.0.9"), Value::Null, "a window shown without the map");
+    assert!(ping(&c, "10.88.0.11", 1) && ping(&x2.ns, "10.88.0.13", 1), "the switch stopped working");
+    hs.on(1, &["ns", "del", &c]);
+    hs.on(1, &["down", "--switch", "ov"]);
+    hs.switches.clear();
+    assert!(!std::path::Path::new(&pins).exists(), "pins left: {pins}");
 }
 
 /// What has no tunnel says so, and bad input changes nothing.

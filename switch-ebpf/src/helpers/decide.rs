@@ -10,6 +10,7 @@ use super::{
     fdb,
     maps::{PORT_SLOTS, PORTS},
     stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC, SPOOFED_TAGGED},
+    tunnel,
 };
 
 /// The interface is not a port of this switch: leave the frame alone.
@@ -136,7 +137,16 @@ pub fn decide_at(
         return Decision::drop(DROP_SOURCE, events::DROP_INVALID_SOURCE);
     }
     let mut limited = true;
-    if let Some(port) = PORTS.get(in_slot) {
+    if remote != 0 {
+        // From a peer: it may not speak for this host's own ports, and a tag would hide a
+        // claim from the check as it would from a bound port's. (`decide` passes 0, so this
+        // folds away for the local ports' frames: their cost does not change.)
+        let claim = if eth.tagged { Some(SPOOFED_TAGGED) } else { tunnel::claims_local(l3) };
+        if let Some(reason) = claim {
+            stats::spoofed(in_slot, reason);
+            return Decision::drop(DROP_SPOOFED, spoof_reason(reason));
+        }
+    } else if let Some(port) = PORTS.get(in_slot) {
         if let Some(reason) = spoofed(port, &eth, l3) {
             stats::spoofed(in_slot, reason);
             return Decision::drop(DROP_SPOOFED, spoof_reason(reason));

@@ -7,7 +7,7 @@ use switch_common::{FDB_REFRESH_NS, FdbEntry, MacKey};
 
 use super::{
     config::Config,
-    maps::{BOUND, FDB, LEARNED, PORTS},
+    maps::{BOUND, FDB, LEARNED, PEER_LEARNED, PORTS},
     stats,
 };
 
@@ -41,8 +41,9 @@ impl Learned {
 /// Records that `src` was seen on `ifindex` (slot `slot`) at `now`, behind peer `remote` if
 /// `ifindex` is the tunnel port (0: a local port; a station that moves from one peer to
 /// another is a move, as between ports). `limited`: the port has no bound MAC, so its new
-/// stations count against `cfg.max_learned`. `BOUND_ELSEWHERE` and `OVER_LIMIT` mean the
-/// frame must not be switched (and nothing was learned).
+/// stations count against `cfg.max_learned` (behind the tunnel: the peer's own share).
+/// `BOUND_ELSEWHERE` and `OVER_LIMIT` mean the frame must not be switched (and nothing was
+/// learned).
 #[inline(always)]
 pub fn learn(src: [u8; 6], ifindex: u32, remote: u32, slot: u32, limited: bool, cfg: &Config, now: u64) -> Learned {
     let key = MacKey::new(src);
@@ -72,7 +73,7 @@ pub fn learn(src: [u8; 6], ifindex: u32, remote: u32, slot: u32, limited: bool, 
     {
         return Learned::just(BOUND_ELSEWHERE);
     }
-    if limited && !take_from_budget(slot, cfg, now) {
+    if limited && !take_from_budget(slot, remote, cfg, now) {
         return Learned::just(OVER_LIMIT);
     }
     // SAFETY: as above; read before the insert below replaces the element.
@@ -92,17 +93,21 @@ pub fn learn(src: [u8; 6], ifindex: u32, remote: u32, slot: u32, limited: bool, 
     Learned::just(LEARNED_NEW)
 }
 
-/// Counts one new station against the port's learning limit; `false` when the port has used
-/// up this ageing period's share. Only new stations and moves get here, so the common case
-/// (a known station) never touches the window.
+/// Counts one new station against the learning limit of port `slot`, or of peer `remote`
+/// behind the tunnel port (each peer has a limit of its own, so one peer, or a forger of its
+/// underlay address, cannot use up the others'); `false` when that share of this ageing
+/// period is used up. Only new stations and moves get here, so the common case (a known
+/// station) never touches the window.
 #[inline(always)]
-fn take_from_budget(slot: u32, cfg: &Config, now: u64) -> bool {
+fn take_from_budget(slot: u32, remote: u32, cfg: &Config, now: u64) -> bool {
     if cfg.max_learned == 0 {
         return true;
     }
-    let Some(w) = LEARNED.get_ptr_mut(slot) else { return true };
-    // SAFETY: array value, valid for the program run; racing CPUs can at worst lose an
-    // increment (see the map's comment).
+    // A peer without a window (a controller older than the map): the tunnel port's.
+    let w = if remote != 0 { PEER_LEARNED.get_ptr_mut(&remote) } else { None };
+    let Some(w) = w.or_else(|| LEARNED.get_ptr_mut(slot)) else { return true };
+    // SAFETY: array or hash value, valid for the program run (a deleted hash element is freed
+    // after RCU); racing CPUs can at worst lose an increment (see LEARNED's comment).
     let w = unsafe { &mut *w };
     if now > w.start_ns + cfg.ageing_ns {
         w.start_ns = now;

@@ -126,3 +126,15 @@ pub static PEERS: Array<Peer> = Array::with_max_entries(MAX_PEERS, 0);
 /// Peer address (network order) -> slot: what the tunnel takes frames from.
 #[map(name = "PEER_SLOTS")]
 pub static PEER_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEERS, 0);
+
+/// Address -> slot of the port bound to it (see `switch_common::maps::BOUND_IP`): what no
+/// frame from the tunnel may claim. Only frames from the tunnel look here.
+#[map(name = "BOUND_IP")]
+pub static BOUND_IP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Peer address -> its learning window (the tunnel port's MAC limit, one per peer). A hash
+/// keyed by address rather than an array by peer slot: `peer del` moves the peers after it
+/// to other slots, and a window must stay with its peer. Written by the controller as peers
+/// come and go; a peer without one falls back on the tunnel port's window in `LEARNED`.
+#[map(name = "PEER_LEARNED")]
+pub static PEER_LEARNED: HashMap<u32, LearnWindow> = HashMap::with_max_entries(MAX_PEERS, 0);

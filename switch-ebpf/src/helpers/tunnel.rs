@@ -26,12 +26,13 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use switch_common::{MAX_PEERS, TunnelConfig};
+use switch_common::{MAX_PEERS, MacKey, TunnelConfig};
 
 use super::{
+    eth::{L3_ARP, L3_IPV4, L3Src},
     fdb, forward,
-    maps::{PEER_SLOTS, PEERS, TUNNEL},
-    stats,
+    maps::{BOUND, BOUND_IP, PEER_SLOTS, PEERS, TUNNEL},
+    stats::{self, SPOOFED_ARP, SPOOFED_IP},
 };
 
 /// TTL of the outer IPv4 header.
@@ -65,6 +66,26 @@ pub fn admit(ctx: &TcContext, in_ifindex: u32) -> Option<u32> {
         return None;
     }
     Some(remote)
+}
+
+/// Port security towards the tunnel: whether a frame from a peer claims what this host's own
+/// ports are bound to, and how. ARP whose sender address is a local port's bound address, or
+/// whose sender MAC is a bound MAC, is `SPOOFED_ARP`; IPv4 from a bound address `SPOOFED_IP`.
+/// The tunnel port itself is bound to nothing (it carries every remote station), so this is
+/// the rule it gets instead; a bound MAC as the frame's source is refused by learning
+/// (`fdb::BOUND_ELSEWHERE`), as from any port. `l3` reads the frame's layer-3 sender.
+#[inline(always)]
+pub fn claims_local(l3: impl FnOnce() -> L3Src) -> Option<u32> {
+    let l3 = l3();
+    // 0.0.0.0 (a DHCP client, an ARP probe) is no claim, and never bound.
+    // SAFETY: hash lookups, values not kept.
+    let bound_ip = l3.ip != 0 && unsafe { BOUND_IP.get(&l3.ip) }.is_some();
+    match l3.kind {
+        L3_IPV4 if bound_ip => Some(SPOOFED_IP),
+        // SAFETY: as above.
+        L3_ARP if bound_ip || unsafe { BOUND.get(&MacKey::new(l3.sha)) }.is_some() => Some(SPOOFED_ARP),
+        _ => None,
+    }
 }
 
 /// Gives the frame the tunnel key of peer `remote` (network order): the VXLAN device sends

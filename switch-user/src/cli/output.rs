@@ -100,10 +100,13 @@ pub fn fdb(rows: &[FdbRow]) -> String {
 /// The `switch peer list` table.
 pub fn peers(rows: &[switch::controller::peer::PeerRow]) -> String {
     table(
-        &["SWITCH", "VNI", "PEER", "STATIONS"],
+        &["SWITCH", "VNI", "PEER", "STATIONS", "LEARNED"],
         &rows
             .iter()
-            .map(|r| vec![r.switch.clone(), r.vni.to_string(), r.peer.to_string(), r.stations.to_string()])
+            .map(|r| {
+                let learned = r.learned.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                vec![r.switch.clone(), r.vni.to_string(), r.peer.to_string(), r.stations.to_string(), learned]
+            })
             .collect::<Vec<_>>(),
     )
 }

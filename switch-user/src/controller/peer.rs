@@ -24,6 +24,10 @@ pub struct PeerRow {
     pub peer: Ipv4Addr,
     /// Stations the FDB has at this peer now.
     pub stations: usize,
+    /// New stations learned from the peer in the current ageing period: its share of the
+    /// learning limit (`--max-learned`) used. `None`: not known (a switch pinned by an older
+    /// binary has no window per peer).
+    pub learned: Option<u32>,
 }
 
 /// What `peer add` or `peer del` did.
@@ -140,9 +144,11 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<PeerRow>> {
         let Some(t) = &p.tunnel else { continue };
         let dp = datapath_of(&state, &p.switch)?;
         let entries = dp.fdb(HashMap::from([(p.host_ifindex, Mac([0; 6]))])).await?;
+        let learned = dp.require_tunnel()?.learned().await?;
         for peer in &t.peers {
             let stations = entries.iter().filter(|e| e.remote == Some(*peer)).count();
-            rows.push(PeerRow { switch: p.switch.clone(), vni: t.vni, peer: *peer, stations });
+            let learned = learned.get(peer).copied();
+            rows.push(PeerRow { switch: p.switch.clone(), vni: t.vni, peer: *peer, stations, learned });
         }
     }
     Ok(rows)

@@ -364,6 +364,10 @@ pub trait Tunnels: Send + Sync {
 
     /// Forgets the stations learned at peer `addr`; returns how many there were.
     async fn forget_peer(&self, addr: Ipv4Addr) -> Result<usize>;
+
+    /// New stations learned from each peer in its current window (its share of
+    /// `--max-learned`). A peer missing has no window: a switch pinned by an older binary.
+    async fn learned(&self) -> Result<HashMap<Ipv4Addr, u32>>;
 }
 
 /// Fill levels of the datapath's tables.

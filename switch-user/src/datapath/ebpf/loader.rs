@@ -54,6 +54,11 @@ pub const MAPS: [&str; 26] = [
     names::CAPTURE_SCRATCH,
 ];
 
+/// Maps added after switches were already pinned by released binaries: pinned with the rest,
+/// but a switch an older binary made, whose program does not know them, is complete without
+/// them (the controller skips what it cannot find, see `maps::open_optional`).
+pub const LATER_MAPS: [&str; 2] = [names::BOUND_IP, names::PEER_LEARNED];
+
 /// The cgroup socket-address programs and where they hook.
 const SOCK_HOOKS: [(&str, CgroupSockAddrAttachType); 3] = [
     (programs::SOCK_CONNECT4, CgroupSockAddrAttachType::Connect4),
@@ -369,7 +374,7 @@ impl Pins {
             p.load().map_err(bpf(format!("loading {name} into the kernel (verifier)")))?;
             p.pin(&pin).map_err(bpf(format!("pinning {}", pin.display())))?;
         }
-        for name in MAPS {
+        for name in MAPS.into_iter().chain(LATER_MAPS) {
             let map = ebpf.map(name).ok_or_else(|| Error::Command(format!("datapath object has no map {name}")))?;
             map.pin(self.map(name)).map_err(bpf(format!("pinning {}", self.map(name).display())))?;
         }

@@ -21,6 +21,8 @@ pub struct SwitchMaps {
     bound: HashMap<MapData, MacKey, u32>,
     learned: Array<MapData, LearnWindow>,
     tables: TableCounters,
+    /// `None` on a switch pinned before the map existed (its program does not read it).
+    bound_ip: Option<HashMap<MapData, u32, u32>>,
 }
 
 /// `TABLE_STATS`: what went into and out of FDB and CONNTRACK.
@@ -84,6 +86,15 @@ pub(super) fn open_as<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &str
     Map::from_map_data(data).map_err(bpf(what()))?.try_into().map_err(bpf(format!("map {name} has an unexpected type")))
 }
 
+/// Opens pinned map `name` if it is pinned: one of `loader::LATER_MAPS`, which a switch made
+/// by an older binary does not have (nor does its program use it).
+pub(super) fn open_optional<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &str) -> Result<Option<T>> {
+    if !pins.map(name).exists() {
+        return Ok(None);
+    }
+    open_as(pins, name).map(Some)
+}
+
 /// One zeroed value per possible CPU, for resetting a per-CPU array entry.
 pub(super) fn zeroed_per_cpu<T: aya::Pod + Default + Clone>(what: &str) -> Result<PerCpuValues<T>> {
     let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
@@ -119,6 +130,7 @@ impl SwitchMaps {
             bound: open_as(pins, names::BOUND)?,
             learned: open_as(pins, names::LEARNED)?,
             tables: TableCounters::open(pins)?,
+            bound_ip: open_optional(pins, names::BOUND_IP)?,
         })
     }
 
@@ -138,8 +150,8 @@ impl SwitchMaps {
     }
 
     /// Makes `ifindex` port `slot` with `port`'s flags and binding: counters and learning
-    /// window zeroed, the bound MAC claimed, then the ifindex lookup, then the flood list (so a frame flooded to
-    /// the port can already be counted), then the loop bound.
+    /// window zeroed, the bound MAC and address claimed, then the ifindex lookup, then the
+    /// flood list (so a frame flooded to the port can already be counted), then the loop bound.
     pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port) -> Result<()> {
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
@@ -147,6 +159,9 @@ impl SwitchMaps {
         self.release_bound(slot);
         if port.mac != [0; 6] {
             self.bound.insert(MacKey::new(port.mac), slot, 0).map_err(bpf("writing BOUND"))?;
+        }
+        if let Some(bound_ip) = self.bound_ip.as_mut().filter(|_| port.ip != 0) {
+            bound_ip.insert(port.ip, slot, 0).map_err(bpf("writing BOUND_IP"))?;
         }
         // The devmap is only read by the XDP program; keeping it filled for every switch keeps
         // one port-registration path.
@@ -186,12 +201,19 @@ impl SwitchMaps {
         Ok((entries.iter().filter(|(_, e)| !e.is_expired(now, ageing)).count(), entries.len()))
     }
 
-    /// Forgets the MACs bound to `slot`.
+    /// Forgets the MACs and addresses bound to `slot`.
     fn release_bound(&mut self, slot: u32) {
         let mine: Vec<MacKey> =
             self.bound.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(k, _)| k).collect();
         for k in &mine {
             let _ = self.bound.remove(k);
+        }
+        if let Some(bound_ip) = &mut self.bound_ip {
+            let mine: Vec<u32> =
+                bound_ip.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(k, _)| k).collect();
+            for k in &mine {
+                let _ = bound_ip.remove(k);
+            }
         }
     }
 
@@ -268,6 +290,8 @@ pub struct TunnelMaps {
     config: Array<MapData, TunnelConfig>,
     peers: Array<MapData, Peer>,
     slots: HashMap<MapData, u32, u32>,
+    /// Each peer's learning window; `None` on a switch pinned before the map existed.
+    learned: Option<HashMap<MapData, u32, LearnWindow>>,
 }
 
 impl TunnelMaps {
@@ -277,6 +301,7 @@ impl TunnelMaps {
             config: open_as(pins, names::TUNNEL)?,
             peers: open_as(pins, names::PEERS)?,
             slots: open_as(pins, names::PEER_SLOTS)?,
+            learned: open_optional(pins, names::PEER_LEARNED)?,
         })
     }
 
@@ -291,12 +316,30 @@ impl TunnelMaps {
         self.config.set(0, TunnelConfig { peer_limit, ..cfg }, 0).map_err(bpf("writing TUNNEL"))
     }
 
+    /// Each peer's (address, new stations learned in its window at `now`): a window older than
+    /// `ageing_ns` counts as empty, as the datapath starts it again with the next new station.
+    /// Empty on a switch pinned before the map existed.
+    pub fn learned(&self, now: u64, ageing_ns: u64) -> Vec<(u32, u32)> {
+        let Some(learned) = &self.learned else { return vec![] };
+        let live = |w: &LearnWindow| if now > w.start_ns.saturating_add(ageing_ns) { 0 } else { w.learned };
+        learned.iter().filter_map(|r| r.ok()).map(|(addr, w)| (addr, live(&w))).collect()
+    }
+
     /// Makes the peer list `peers` (addresses in network order), in that order, and forgets
-    /// any other. A new peer is admitted before floods reach it; a peer gone stops receiving
-    /// floods before its frames stop being taken.
+    /// any other. A new peer gets an empty learning window, then is admitted, before floods
+    /// reach it; a peer gone stops receiving floods before its frames stop being taken, and
+    /// its window goes last (a peer added again starts afresh).
     pub fn set_peers(&mut self, peers: &[u32]) -> Result<()> {
         if peers.len() > MAX_PEERS as usize {
             return Err(Error::Command(format!("a tunnel has at most {MAX_PEERS} peers")));
+        }
+        if let Some(learned) = &mut self.learned {
+            for addr in peers {
+                // A peer already there keeps its window: re-listing peers resets no limit.
+                if learned.get(addr, 0).is_err() {
+                    learned.insert(addr, LearnWindow::default(), 0).map_err(bpf("writing PEER_LEARNED"))?;
+                }
+            }
         }
         for (slot, addr) in peers.iter().enumerate() {
             self.slots.insert(addr, slot as u32, 0).map_err(bpf("writing PEER_SLOTS"))?;
@@ -311,6 +354,12 @@ impl TunnelMaps {
         let stale: Vec<u32> = self.slots.keys().filter_map(|k| k.ok()).filter(|a| !peers.contains(a)).collect();
         for addr in stale {
             let _ = self.slots.remove(&addr);
+        }
+        if let Some(learned) = &mut self.learned {
+            let stale: Vec<u32> = learned.keys().filter_map(|k| k.ok()).filter(|a| !peers.contains(a)).collect();
+            for addr in stale {
+                let _ = learned.remove(&addr);
+            }
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 //!   prog_sock_connect4 prog_sock_sendmsg4 prog_sock_recvmsg4
 //!                                  cgroup socket hooks: host-local and hairpin access
 //!   FDB BOUND LEARNED PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS  switching maps
+//!   BOUND_IP PEER_LEARNED          the tunnel's port security (later maps: optional)
 //!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
 //!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
 //!   links/IFNAME                   one link per port (XDP; a tc port's program is a filter of
@@ -314,6 +315,16 @@ impl Tunnels for Ebpf {
         let peers: Vec<u32> = peers.iter().map(|a| wire(*a)).collect();
         let pins = self.pins.clone();
         blocking(move || TunnelMaps::open(&pins)?.set_peers(&peers)).await
+    }
+
+    async fn learned(&self) -> Result<HashMap<Ipv4Addr, u32>> {
+        let pins = self.pins.clone();
+        blocking(move || {
+            let ageing = SwitchMaps::open(&pins)?.ageing()?.as_nanos() as u64;
+            let windows = TunnelMaps::open(&pins)?.learned(now_ns(), ageing);
+            Ok(windows.into_iter().map(|(addr, n)| (Ipv4Addr::from(addr.to_ne_bytes()), n)).collect())
+        })
+        .await
     }
 
     async fn forget_peer(&self, addr: Ipv4Addr) -> Result<usize> {
