@@ -280,6 +280,9 @@ pub struct TableStats {
     /// to a forwarded port nor a reply of the segment's own connections, or routed in by the
     /// host from any other interface. Dropped unless the segment is routable.
     pub routed_refused: u64,
+    /// ICMP errors refused at an uplink (`events::DROP_ICMP_FOREIGN`): quoting a connection
+    /// they have no business with, or a private address that has no translation.
+    pub icmp_refused: u64,
 }
 
 impl TableStats {
@@ -293,6 +296,7 @@ impl TableStats {
         self.unreplied_added += other.unreplied_added;
         self.unreplied_removed += other.unreplied_removed;
         self.routed_refused += other.routed_refused;
+        self.icmp_refused += other.icmp_refused;
     }
 }
 
@@ -682,6 +686,11 @@ pub mod events {
     /// A frame from the tunnel that is not the segment's: another VNI, or an underlay address
     /// that is not a peer.
     pub const DROP_NOT_PEER: u16 = 10;
+    /// An ICMP error at an uplink that quotes a connection but is not that connection's: from
+    /// outside, to another destination than the connection's own address; from the segment,
+    /// about a packet its sender never received; or one that would leave quoting a private
+    /// address untranslated.
+    pub const DROP_ICMP_FOREIGN: u16 = 12;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -886,7 +895,7 @@ mod tests {
         assert_eq!(size_of::<FwdStats>(), 24);
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
-        assert_eq!(size_of::<TableStats>(), 8 * 8);
+        assert_eq!(size_of::<TableStats>(), 9 * 8);
         assert_eq!(size_of::<events::FrameSummary>(), 32);
         assert_eq!(size_of::<events::Event>(), 64);
         assert_eq!(size_of::<events::EventRate>(), 16);

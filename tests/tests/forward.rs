@@ -662,6 +662,121 @@ fn icmp_errors_reach_both_ends_of_a_translated_connection() {
     assert_eq!(r.stdout.trim(), "refused", "the masqueraded namespace: {r:?}");
 }
 
+/// Prints every ICMP error the namespace receives for ARGV[1] seconds, one line each: "SRC >
+/// DST about QSRC:QSPORT > QDST:QDPORT" (the error's addresses, then the quoted packet's).
+const ICMP_ERRORS_SEEN: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(0.1)
+print("ready", flush=True)
+end, a = time.time() + float(sys.argv[1]), socket.inet_ntoa
+while time.time() < end:
+    try:
+        p = s.recv(2048)
+    except socket.timeout:
+        continue
+    ihl = (p[0] & 15) * 4
+    if p[ihl] not in (3, 11):
+        continue
+    q = p[ihl + 8:]
+    sp, dp = struct.unpack("!HH", q[(q[0] & 15) * 4:][:4])
+    print(f"{a(p[12:16])} > {a(p[16:20])} about {a(q[12:16])}:{sp} > {a(q[16:20])}:{dp}", flush=True)
+"#;
+
+/// Sends ICMP "port unreachable" to ARGV[1] (the kernel picks the source), one per further
+/// argument "QSRC:QSPORT>QDST:QDPORT": the UDP datagram it quotes.
+const SEND_ICMP_ERRORS: &str = r#"
+import socket, struct, sys
+def csum(b):
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+for quote in sys.argv[2:]:
+    (qs, qsp), (qd, qdp) = [x.split(":") for x in quote.split(">")]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, socket.inet_aton(qs), socket.inet_aton(qd))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    msg = struct.pack("!BBHI", 3, 3, 0, 0) + ip + struct.pack("!HHHH", int(qsp), int(qdp), 8, 0)
+    raw.sendto(msg[:2] + struct.pack("!H", csum(msg)) + msg[4:], (sys.argv[1], 0))
+"#;
+
+/// Receives one UDP datagram on port ARGV[1] and prints "ADDR PORT" of its sender.
+const UDP_SENDER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(5)
+print("ready", flush=True)
+_, (addr, port) = s.recvfrom(100); print(addr, port)
+"#;
+
+/// Sends one UDP datagram from local port ARGV[1] to ARGV[2] (ADDR:PORT).
+const UDP_FROM: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+host, port = sys.argv[2].split(":"); s.sendto(b"hello", (host, int(port)))
+"#;
+
+/// ICMP errors reach only the namespace whose connection they quote, and only as that
+/// connection's errors: from outside, an error about namespace a's connections sent to
+/// another address than the uplink's (b's, a's own routed to the segment) is dropped, not
+/// handed to whoever it is addressed to; from the segment, b cannot speak for a's connections
+/// (the error would tell a's peer that a is unreachable, and leave with b's private address).
+/// a's own errors and the legitimate ones from outside still arrive, translated. Each refusal
+/// is counted (`icmp_refused`).
+#[test]
+fn icmp_errors_reach_only_the_namespace_of_their_connection() {
+    let (sb, out, sw, a) = world(147, &[], "a");
+    let b = sb.port(&sw, "b", "10.147.0.11/24", &[]);
+    let (outside, uplink, a_ip, b_ip) = ("172.31.147.2", "172.31.147.1", "10.147.0.10", "10.147.0.11");
+    // a's masqueraded connection a:5000 -> outside:7000, and the masquerade port it got.
+    let peer = out.spawn_python(UDP_SENDER, &["7000"]);
+    let r = exec(&a, &["python3", "-c", UDP_FROM, "5000", &format!("{outside}:7000")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let seen = String::from_utf8(peer.wait_with_output().unwrap().stdout).unwrap();
+    let (from, mport) = seen.trim().split_once(' ').unwrap_or_else(|| panic!("no datagram: {seen:?}"));
+    assert_eq!(from, uplink, "not masqueraded");
+    // A forwarded one: outside:41000 -> uplink:14753 -> a:53.
+    ok(&["forward", "add", "--proto", "udp", "--host-port", "14753", "--to", &format!("{a}:53"), "--switch", &sw]);
+    assert_eq!(out.python(UDP_FROM, &["41000", &format!("{uplink}:14753")]).code, 0);
+
+    let listen = |ns: &str| {
+        let args = ["netns", "exec", ns, "python3", "-c", ICMP_ERRORS_SEEN, "3"];
+        spawn_until(Command::new("ip").args(args).stderr(Stdio::null()), "ready")
+    };
+    let (in_a, in_b, in_out) = (listen(&a), listen(&b), listen(&out.ns));
+    let refused = u64_of(&switch_drops(&sw)["icmp_refused"]);
+    let masq_out = format!("{uplink}:{mport}>{outside}:7000");
+    let fwd_out = format!("{uplink}:14753>{outside}:41000");
+    // From outside: to the uplink (the connections' own errors), then to b and to a's own
+    // address (routed to the segment, the outside's default route goes through the host).
+    assert_eq!(out.python(SEND_ICMP_ERRORS, &[uplink, &masq_out, &fwd_out]).code, 0);
+    assert_eq!(out.python(SEND_ICMP_ERRORS, &[b_ip, &masq_out, &fwd_out]).code, 0);
+    assert_eq!(out.python(SEND_ICMP_ERRORS, &[a_ip, &masq_out]).code, 0);
+    // From the segment: a about the datagram it received; b about a's two connections.
+    let masq_in = format!("{outside}:7000>{a_ip}:5000");
+    let fwd_in = format!("{outside}:41000>{a_ip}:53");
+    assert_eq!(exec(&a, &["python3", "-c", SEND_ICMP_ERRORS, outside, &masq_in]).code, 0);
+    assert_eq!(exec(&b, &["python3", "-c", SEND_ICMP_ERRORS, outside, &masq_in, &fwd_in]).code, 0);
+
+    let lines = |c: Child| {
+        let o = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
+        let mut v: Vec<String> = o.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    let (got_a, got_b, got_out) = (lines(in_a), lines(in_b), lines(in_out));
+    let mut want_a = vec![
+        format!("{outside} > {a_ip} about {a_ip}:5000 > {outside}:7000"),
+        format!("{outside} > {a_ip} about {a_ip}:53 > {outside}:41000"),
+    ];
+    want_a.sort();
+    assert_eq!(got_a, want_a, "what reached a");
+    assert!(got_b.is_empty(), "errors about a's connections reached b: {got_b:?}");
+    assert_eq!(
+        got_out,
+        [format!("{uplink} > {outside} about {outside}:7000 > {uplink}:{mport}")],
+        "what left the uplink (only a's own error, translated)"
+    );
+    assert_eq!(u64_of(&switch_drops(&sw)["icmp_refused"]) - refused, 5, "refusals counted");
+}
+
 /// Path MTU: the uplink's link has MTU 1400, the segment 1500, and both ends advertise an MSS
 /// for 1500 (advmss), so full-size packets really meet the smaller link. Segmentation
 /// offloads are off in the namespace, so the switch's fast path sees 1500-byte packets: the
