@@ -662,18 +662,24 @@ fn icmp_errors_reach_both_ends_of_a_translated_connection() {
     assert_eq!(r.stdout.trim(), "refused", "the masqueraded namespace: {r:?}");
 }
 
-/// Prints every ICMP error the namespace receives for ARGV[1] seconds, one line each: "SRC >
-/// DST about QSRC:QSPORT > QDST:QDPORT" (the error's addresses, then the quoted packet's).
+/// Prints every ICMP error the namespace receives until its standard input closes (then what
+/// is still queued), at most 30 s, one line each: "SRC > DST about QSRC:QSPORT > QDST:QDPORT"
+/// (the error's addresses, then the quoted packet's).
 const ICMP_ERRORS_SEEN: &str = r#"
-import socket, struct, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(0.1)
+import select, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 print("ready", flush=True)
-end, a = time.time() + float(sys.argv[1]), socket.inet_ntoa
+end, a, done = time.time() + 30, socket.inet_ntoa, False
 while time.time() < end:
-    try:
-        p = s.recv(2048)
-    except socket.timeout:
+    ready, _, _ = select.select([s] if done else [s, sys.stdin], [], [], 0.2 if done else 1)
+    if sys.stdin in ready and not sys.stdin.read(1):
+        done = True
         continue
+    if s not in ready:
+        if done:
+            break
+        continue
+    p = s.recv(2048)
     ihl = (p[0] & 15) * 4
     if p[ihl] not in (3, 11):
         continue
@@ -681,6 +687,33 @@ while time.time() < end:
     sp, dp = struct.unpack("!HH", q[(q[0] & 15) * 4:][:4])
     print(f"{a(p[12:16])} > {a(p[16:20])} about {a(q[12:16])}:{sp} > {a(q[16:20])}:{dp}", flush=True)
 "#;
+
+/// An `ICMP_ERRORS_SEEN` in a namespace; killed if the test fails before reading it.
+struct ErrorsSeen(Child);
+
+impl ErrorsSeen {
+    fn start(ns: &str) -> Self {
+        let args = ["netns", "exec", ns, "python3", "-c", ICMP_ERRORS_SEEN];
+        Self(spawn_until(Command::new("ip").args(args).stdin(Stdio::piped()).stderr(Stdio::null()), "ready"))
+    }
+
+    /// Stops it; what it saw, sorted.
+    fn lines(mut self) -> Vec<String> {
+        drop(self.0.stdin.take());
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for ErrorsSeen {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Sends ICMP "port unreachable" to ARGV[1] (the kernel picks the source), one per further
 /// argument "QSRC:QSPORT>QDST:QDPORT": the UDP datagram it quotes.
@@ -706,10 +739,13 @@ print("ready", flush=True)
 _, (addr, port) = s.recvfrom(100); print(addr, port)
 "#;
 
-/// Sends one UDP datagram from local port ARGV[1] to ARGV[2] (ADDR:PORT).
+/// Sends one UDP datagram from local port ARGV[1] to ARGV[2] (ADDR:PORT), with TTL ARGV[3]
+/// if given.
 const UDP_FROM: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+if len(sys.argv) > 3:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, int(sys.argv[3]))
 host, port = sys.argv[2].split(":"); s.sendto(b"hello", (host, int(port)))
 "#;
 
@@ -718,8 +754,9 @@ host, port = sys.argv[2].split(":"); s.sendto(b"hello", (host, int(port)))
 /// another address than the uplink's (b's, a's own routed to the segment) is dropped, not
 /// handed to whoever it is addressed to; from the segment, b cannot speak for a's connections
 /// (the error would tell a's peer that a is unreachable, and leave with b's private address).
-/// a's own errors and the legitimate ones from outside still arrive, translated. Each refusal
-/// is counted (`icmp_refused`).
+/// a's own errors, the host's (time exceeded, as the router between the uplink and a) and the
+/// legitimate ones from outside still arrive, translated. Each refusal is counted
+/// (`icmp_refused`).
 #[test]
 fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     let (sb, out, sw, a) = world(147, &[], "a");
@@ -736,11 +773,7 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     ok(&["forward", "add", "--proto", "udp", "--host-port", "14753", "--to", &format!("{a}:53"), "--switch", &sw]);
     assert_eq!(out.python(UDP_FROM, &["41000", &format!("{uplink}:14753")]).code, 0);
 
-    let listen = |ns: &str| {
-        let args = ["netns", "exec", ns, "python3", "-c", ICMP_ERRORS_SEEN, "3"];
-        spawn_until(Command::new("ip").args(args).stderr(Stdio::null()), "ready")
-    };
-    let (in_a, in_b, in_out) = (listen(&a), listen(&b), listen(&out.ns));
+    let (in_a, in_b, in_out) = (ErrorsSeen::start(&a), ErrorsSeen::start(&b), ErrorsSeen::start(&out.ns));
     let refused = u64_of(&switch_drops(&sw)["icmp_refused"]);
     let masq_out = format!("{uplink}:{mport}>{outside}:7000");
     let fwd_out = format!("{uplink}:14753>{outside}:41000");
@@ -754,14 +787,14 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     let fwd_in = format!("{outside}:41000>{a_ip}:53");
     assert_eq!(exec(&a, &["python3", "-c", SEND_ICMP_ERRORS, outside, &masq_in]).code, 0);
     assert_eq!(exec(&b, &["python3", "-c", SEND_ICMP_ERRORS, outside, &masq_in, &fwd_in]).code, 0);
+    // The host's own: a datagram to the forward with TTL 1 is translated, then expires in the
+    // host's stack, which answers "time exceeded" from the uplink address about it as it was
+    // after translation (to a).
+    assert_eq!(out.python(UDP_FROM, &["41002", &format!("{uplink}:14753"), "1"]).code, 0);
 
-    let lines = |c: Child| {
-        let o = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
-        let mut v: Vec<String> = o.lines().map(str::to_owned).collect();
-        v.sort();
-        v
-    };
-    let (got_a, got_b, got_out) = (lines(in_a), lines(in_b), lines(in_out));
+    // Every sender has exited: what they sent is delivered (or dropped) within moments.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (got_a, got_b, got_out) = (in_a.lines(), in_b.lines(), in_out.lines());
     let mut want_a = vec![
         format!("{outside} > {a_ip} about {a_ip}:5000 > {outside}:7000"),
         format!("{outside} > {a_ip} about {a_ip}:53 > {outside}:41000"),
@@ -769,11 +802,12 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     want_a.sort();
     assert_eq!(got_a, want_a, "what reached a");
     assert!(got_b.is_empty(), "errors about a's connections reached b: {got_b:?}");
-    assert_eq!(
-        got_out,
-        [format!("{uplink} > {outside} about {outside}:7000 > {uplink}:{mport}")],
-        "what left the uplink (only a's own error, translated)"
-    );
+    let mut want_out = vec![
+        format!("{uplink} > {outside} about {outside}:7000 > {uplink}:{mport}"),
+        format!("{uplink} > {outside} about {outside}:41002 > {uplink}:14753"),
+    ];
+    want_out.sort();
+    assert_eq!(got_out, want_out, "what left the uplink (a's own error and the host's, translated)");
     assert_eq!(u64_of(&switch_drops(&sw)["icmp_refused"]) - refused, 5, "refusals counted");
 }
 
