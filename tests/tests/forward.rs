@@ -757,11 +757,13 @@ host, port = sys.argv[2].split(":"); s.sendto(b"hello", (host, int(port)))
 /// a's own errors, the host's (time exceeded, as the router between the uplink and a) and the
 /// legitimate ones from outside still arrive, translated. Each refusal is counted
 /// (`icmp_refused`).
-#[test]
-fn icmp_errors_reach_only_the_namespace_of_their_connection() {
-    let (sb, out, sw, a) = world(147, &[], "a");
-    let b = sb.port(&sw, "b", "10.147.0.11/24", &[]);
-    let (outside, uplink, a_ip, b_ip) = ("172.31.147.2", "172.31.147.1", "10.147.0.10", "10.147.0.11");
+fn icmp_errors_reach_only_the_namespace_of_their_connection(dp: &str, net: u8) {
+    let (sb, out, sw, a) = world_on(dp, net, &[], "a");
+    let b = sb.port(&sw, "b", &format!("10.{net}.0.11/24"), &[]);
+    let (outside, uplink) = (format!("172.31.{net}.2"), format!("172.31.{net}.1"));
+    let (outside, uplink) = (outside.as_str(), uplink.as_str());
+    let (a_ip, b_ip) = (format!("10.{net}.0.10"), format!("10.{net}.0.11"));
+    let (a_ip, b_ip) = (a_ip.as_str(), b_ip.as_str());
     // a's masqueraded connection a:5000 -> outside:7000, and the masquerade port it got.
     let peer = out.spawn_python(UDP_SENDER, &["7000"]);
     let r = exec(&a, &["python3", "-c", UDP_FROM, "5000", &format!("{outside}:7000")]);
@@ -769,14 +771,15 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     let seen = String::from_utf8(peer.wait_with_output().unwrap().stdout).unwrap();
     let (from, mport) = seen.trim().split_once(' ').unwrap_or_else(|| panic!("no datagram: {seen:?}"));
     assert_eq!(from, uplink, "not masqueraded");
-    // A forwarded one: outside:41000 -> uplink:14753 -> a:53.
-    ok(&["forward", "add", "--proto", "udp", "--host-port", "14753", "--to", &format!("{a}:53"), "--switch", &sw]);
-    assert_eq!(out.python(UDP_FROM, &["41000", &format!("{uplink}:14753")]).code, 0);
+    // A forwarded one: outside:41000 -> uplink:fport -> a:53.
+    let fport = (u16::from(net) * 100 + 53).to_string();
+    ok(&["forward", "add", "--proto", "udp", "--host-port", &fport, "--to", &format!("{a}:53"), "--switch", &sw]);
+    assert_eq!(out.python(UDP_FROM, &["41000", &format!("{uplink}:{fport}")]).code, 0);
 
     let (in_a, in_b, in_out) = (ErrorsSeen::start(&a), ErrorsSeen::start(&b), ErrorsSeen::start(&out.ns));
     let refused = u64_of(&switch_drops(&sw)["icmp_refused"]);
     let masq_out = format!("{uplink}:{mport}>{outside}:7000");
-    let fwd_out = format!("{uplink}:14753>{outside}:41000");
+    let fwd_out = format!("{uplink}:{fport}>{outside}:41000");
     // From outside: to the uplink (the connections' own errors), then to b and to a's own
     // address (routed to the segment, the outside's default route goes through the host).
     assert_eq!(out.python(SEND_ICMP_ERRORS, &[uplink, &masq_out, &fwd_out]).code, 0);
@@ -790,7 +793,7 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     // The host's own: a datagram to the forward with TTL 1 is translated, then expires in the
     // host's stack, which answers "time exceeded" from the uplink address about it as it was
     // after translation (to a).
-    assert_eq!(out.python(UDP_FROM, &["41002", &format!("{uplink}:14753"), "1"]).code, 0);
+    assert_eq!(out.python(UDP_FROM, &["41002", &format!("{uplink}:{fport}"), "1"]).code, 0);
 
     // Every sender has exited: what they sent is delivered (or dropped) within moments.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -804,11 +807,21 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection() {
     assert!(got_b.is_empty(), "errors about a's connections reached b: {got_b:?}");
     let mut want_out = vec![
         format!("{uplink} > {outside} about {outside}:7000 > {uplink}:{mport}"),
-        format!("{uplink} > {outside} about {outside}:41002 > {uplink}:14753"),
+        format!("{uplink} > {outside} about {outside}:41002 > {uplink}:{fport}"),
     ];
     want_out.sort();
     assert_eq!(got_out, want_out, "what left the uplink (a's own error and the host's, translated)");
     assert_eq!(u64_of(&switch_drops(&sw)["icmp_refused"]) - refused, 5, "refusals counted");
+}
+
+#[test]
+fn tc_icmp_errors_reach_only_the_namespace_of_their_connection() {
+    icmp_errors_reach_only_the_namespace_of_their_connection("tc", 147);
+}
+
+#[test]
+fn xdp_icmp_errors_reach_only_the_namespace_of_their_connection() {
+    icmp_errors_reach_only_the_namespace_of_their_connection("xdp", 149);
 }
 
 /// Path MTU: the uplink's link has MTU 1400, the segment 1500, and both ends advertise an MSS
@@ -908,12 +921,17 @@ fn a_port_reserved_for_the_target_itself_can_be_forwarded() {
 /// 10.N.0.0/24 (gateway .254) with `extra` `up` arguments, and namespace `name` at 10.N.0.10.
 /// Bound in this order, they are dropped in the reverse: the outside before the sandbox.
 fn world(net: u8, extra: &[&str], name: &str) -> (Sandbox, Outside, String, String) {
+    world_on("tc", net, extra, name)
+}
+
+/// `world` on datapath `dp`.
+fn world_on(dp: &str, net: u8, extra: &[&str], name: &str) -> (Sandbox, Outside, String, String) {
     let mut sb = Sandbox::new();
     let out = Outside::new(&sb, net);
     let gw = format!("10.{net}.0.254/24");
     let mut args = vec!["--gateway", gw.as_str(), "--uplink", out.uplink.as_str()];
     args.extend_from_slice(extra);
-    let sw = sb.switch("sw", "tc", &args);
+    let sw = sb.switch("sw", dp, &args);
     let ns = sb.port(&sw, name, &format!("10.{net}.0.10/24"), &[]);
     (sb, out, sw, ns)
 }
