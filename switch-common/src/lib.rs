@@ -288,6 +288,9 @@ pub struct TableStats {
     /// to a forwarded port nor a reply of the segment's own connections, or routed in by the
     /// host from any other interface. Dropped unless the segment is routable.
     pub routed_refused: u64,
+    /// ICMP errors refused at an uplink (`events::DROP_ICMP_FOREIGN`): quoting a connection
+    /// they have no business with, or a private address that has no translation.
+    pub icmp_refused: u64,
 }
 
 impl TableStats {
@@ -301,6 +304,7 @@ impl TableStats {
         self.unreplied_added += other.unreplied_added;
         self.unreplied_removed += other.unreplied_removed;
         self.routed_refused += other.routed_refused;
+        self.icmp_refused += other.icmp_refused;
     }
 }
 
@@ -696,6 +700,11 @@ pub mod events {
     /// Port security: a VLAN-tagged frame (802.1Q, 802.1ad, 0x9100..0x9300, any VID, the tag
     /// in the bytes or in the skb's metadata) from a port bound to its MAC or address.
     pub const DROP_TAGGED: u16 = 11;
+    /// An ICMP error at an uplink that quotes a connection but is not that connection's: from
+    /// outside, to another destination than the connection's own address; from the segment,
+    /// about a packet its sender never received; or one that would leave quoting a private
+    /// address untranslated.
+    pub const DROP_ICMP_FOREIGN: u16 = 12;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -900,7 +909,7 @@ mod tests {
         assert_eq!(size_of::<FwdStats>(), 24);
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
-        assert_eq!(size_of::<TableStats>(), 8 * 8);
+        assert_eq!(size_of::<TableStats>(), 9 * 8);
         assert_eq!(size_of::<events::FrameSummary>(), 32);
         assert_eq!(size_of::<events::Event>(), 64);
         assert_eq!(size_of::<events::EventRate>(), 16);

@@ -35,14 +35,15 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, FwdKey, MacKey, NAT_F_MASQUERADE,
-    events::{DROP_NAT_REFUSED, DROP_UNSOLICITED, NAT_FORWARD, NAT_MASQUERADE},
+    events::{DROP_ICMP_FOREIGN, DROP_NAT_REFUSED, DROP_UNSOLICITED, NAT_FORWARD, NAT_MASQUERADE},
     nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_ICMP, PROTO_TCP},
 };
 
 use crate::helpers::{
     config::Config,
-    ctx::{now_coarse_ns, skb_ifindex},
-    events, icmp,
+    ctx::{now_coarse_ns, skb_ifindex, skb_ingress_ifindex},
+    events,
+    icmp::{self, Outcome},
     ipv4::{self, TCP_ACK, TCP_SYN},
     maps::{FDB, FORWARDS, NAT_CONFIG, PORT_SLOTS, UPLINK_ADDRS, UPLINK_BY_IFINDEX},
     nat::{self, CT_DNAT, CT_SNAT, count, ct_key, ct_reverse_key},
@@ -62,13 +63,15 @@ pub fn nat_ingress(ctx: TcContext) -> i32 {
 }
 
 /// A packet from outside that is not a flow NAT tracks: an ICMP error about a translated
-/// connection is translated back (and then routed by the stack); the rest is checked like an
+/// connection is translated back (and then routed by the stack) if it goes where that
+/// connection's errors go, and dropped if it does not; the rest is checked like an
 /// untranslated flow.
 #[inline(always)]
 fn ingress_other(ctx: &TcContext) -> i32 {
     let Some(q) = icmp::parse_error(ctx) else { return untranslated(ctx, ipv4::addrs(ctx).map(|(_, d)| d), None) };
-    match icmp::translate_error(ctx, &q, CT_DNAT, now_coarse_ns()) {
-        Ok(false) => untranslated(ctx, Some(q.outer_daddr), None),
+    match icmp::translate_error(ctx, &q, CT_DNAT, now_coarse_ns(), false) {
+        Ok(Outcome::Unknown) => untranslated(ctx, Some(q.outer_daddr), None),
+        Ok(Outcome::Foreign) => nat::refuse(ctx, DROP_ICMP_FOREIGN),
         _ => TC_ACT_OK,
     }
 }
@@ -170,24 +173,42 @@ pub fn nat_egress(ctx: TcContext) -> i32 {
 }
 
 /// A packet leaving an uplink that is not a flow NAT tracks: an ICMP error about a connection
-/// that came in translated is translated back; anything else from the segment (an error
-/// about nothing known, a fragment, another protocol) cannot be masqueraded, so with
-/// masquerade on it is dropped and counted rather than sent with a private source.
+/// that came in translated is translated back if it is that connection's own (from the
+/// namespace that received the quoted packet, or the host's), and dropped if it is not.
+/// Anything else from the segment (an error about nothing known, a fragment, another
+/// protocol) cannot be masqueraded, so with masquerade on it is dropped and counted rather
+/// than sent with a private source; so is an error that would quote a private address
+/// untranslated (the host's, about a connection whose entries are gone).
 #[inline(always)]
 fn egress_other(ctx: &TcContext) -> i32 {
+    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_NEXT };
+    let masquerade = cfg.flags & NAT_F_MASQUERADE != 0;
+    let private = |addr: u32| masquerade && cfg.in_segment(addr);
     let (saddr, daddr) = match icmp::parse_error(ctx) {
-        Some(q) => match icmp::translate_error(ctx, &q, CT_SNAT, now_coarse_ns()) {
-            Ok(false) => (q.outer_saddr, q.outer_daddr),
-            _ => return TC_ACT_OK,
-        },
+        Some(q) => {
+            // Made by the host itself (no interface it came in on), not routed from the
+            // segment, and from an address that may leave.
+            let host_error = skb_ingress_ifindex(ctx) == 0 && !private(q.outer_saddr);
+            match icmp::translate_error(ctx, &q, CT_SNAT, now_coarse_ns(), host_error) {
+                Ok(Outcome::Unknown) => {
+                    let leaks = (private(q.saddr) || private(q.daddr)) && !Config::load().routable();
+                    if leaks && !private(q.outer_saddr) && !cfg.in_segment(q.outer_daddr) {
+                        return nat::refuse(ctx, DROP_ICMP_FOREIGN);
+                    }
+                    (q.outer_saddr, q.outer_daddr)
+                }
+                Ok(Outcome::Foreign) => return nat::refuse(ctx, DROP_ICMP_FOREIGN),
+                _ => return TC_ACT_OK,
+            }
+        }
         None => match ipv4::addrs(ctx) {
             Some(a) => a,
-            None => return TC_ACT_OK,
+            None => return TC_NEXT,
         },
     };
-    let Some(cfg) = NAT_CONFIG.get(0) else { return TC_ACT_OK };
-    if cfg.flags & NAT_F_MASQUERADE == 0 || !cfg.in_segment(saddr) || cfg.in_segment(daddr) {
-        return TC_ACT_OK;
+    if !private(saddr) || cfg.in_segment(daddr) {
+        // Not from this switch's masqueraded segment: the next program's, or the stack's.
+        return TC_NEXT;
     }
     nat::refuse(ctx, DROP_NAT_REFUSED)
 }

@@ -107,6 +107,12 @@ pub fn run_tc(prog: &SchedClassifier, frame: &[u8], ifindex: u32) -> Result<Outc
     run(prog, frame, SkbCtx { ifindex, ..SkbCtx::default() }.as_bytes())
 }
 
+/// Runs the TC program `prog` once on `frame` on interface `ifindex` as a packet the host
+/// routed there from interface `from` (its `ingress_ifindex`; 0: one the host made itself).
+pub fn run_tc_routed(prog: &SchedClassifier, frame: &[u8], ifindex: u32, from: u32) -> Result<Outcome, ProgramError> {
+    run(prog, frame, SkbCtx { ifindex, ingress_ifindex: from, ..SkbCtx::default() }.as_bytes())
+}
+
 /// Runs the XDP program `prog` once on `frame` as if it arrived on interface `ifindex`.
 pub fn run_xdp(prog: &Xdp, frame: &[u8], ifindex: u32) -> Result<Outcome, ProgramError> {
     let ctx = XdpCtx { data_end: frame.len() as u32, ingress_ifindex: ifindex, ..XdpCtx::default() };

@@ -385,7 +385,7 @@ pub fn port_stats(switch_name: &str, ns: &str) -> Value {
     row(&["stats", "--switch", switch_name], "namespace", ns)
 }
 
-/// The switch-wide drops of `switch stats` (`unsolicited_routed`, `nat_refused`).
+/// The switch-wide drops of `switch stats` (`unsolicited_routed`, `nat_refused`, `icmp_refused`, ...).
 pub fn switch_drops(switch_name: &str) -> Value {
     json(&["stats", "--switch", switch_name])["switch"].clone()
 }

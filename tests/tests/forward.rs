@@ -662,6 +662,168 @@ fn icmp_errors_reach_both_ends_of_a_translated_connection() {
     assert_eq!(r.stdout.trim(), "refused", "the masqueraded namespace: {r:?}");
 }
 
+/// Prints every ICMP error the namespace receives until its standard input closes (then what
+/// is still queued), at most 30 s, one line each: "SRC > DST about QSRC:QSPORT > QDST:QDPORT"
+/// (the error's addresses, then the quoted packet's).
+const ICMP_ERRORS_SEEN: &str = r#"
+import select, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+print("ready", flush=True)
+end, a, done = time.time() + 30, socket.inet_ntoa, False
+while time.time() < end:
+    ready, _, _ = select.select([s] if done else [s, sys.stdin], [], [], 0.2 if done else 1)
+    if sys.stdin in ready and not sys.stdin.read(1):
+        done = True
+        continue
+    if s not in ready:
+        if done:
+            break
+        continue
+    p = s.recv(2048)
+    ihl = (p[0] & 15) * 4
+    if p[ihl] not in (3, 11):
+        continue
+    q = p[ihl + 8:]
+    sp, dp = struct.unpack("!HH", q[(q[0] & 15) * 4:][:4])
+    print(f"{a(p[12:16])} > {a(p[16:20])} about {a(q[12:16])}:{sp} > {a(q[16:20])}:{dp}", flush=True)
+"#;
+
+/// An `ICMP_ERRORS_SEEN` in a namespace; killed if the test fails before reading it.
+struct ErrorsSeen(Child);
+
+impl ErrorsSeen {
+    fn start(ns: &str) -> Self {
+        let args = ["netns", "exec", ns, "python3", "-c", ICMP_ERRORS_SEEN];
+        Self(spawn_until(Command::new("ip").args(args).stdin(Stdio::piped()).stderr(Stdio::null()), "ready"))
+    }
+
+    /// Stops it; what it saw, sorted.
+    fn lines(mut self) -> Vec<String> {
+        drop(self.0.stdin.take());
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for ErrorsSeen {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends ICMP "port unreachable" to ARGV[1] (the kernel picks the source), one per further
+/// argument "QSRC:QSPORT>QDST:QDPORT": the UDP datagram it quotes.
+const SEND_ICMP_ERRORS: &str = r#"
+import socket, struct, sys
+def csum(b):
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+for quote in sys.argv[2:]:
+    (qs, qsp), (qd, qdp) = [x.split(":") for x in quote.split(">")]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, socket.inet_aton(qs), socket.inet_aton(qd))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    msg = struct.pack("!BBHI", 3, 3, 0, 0) + ip + struct.pack("!HHHH", int(qsp), int(qdp), 8, 0)
+    raw.sendto(msg[:2] + struct.pack("!H", csum(msg)) + msg[4:], (sys.argv[1], 0))
+"#;
+
+/// Receives one UDP datagram on port ARGV[1] and prints "ADDR PORT" of its sender.
+const UDP_SENDER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(5)
+print("ready", flush=True)
+_, (addr, port) = s.recvfrom(100); print(addr, port)
+"#;
+
+/// Sends one UDP datagram from local port ARGV[1] to ARGV[2] (ADDR:PORT), with TTL ARGV[3]
+/// if given.
+const UDP_FROM: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+if len(sys.argv) > 3:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, int(sys.argv[3]))
+host, port = sys.argv[2].split(":"); s.sendto(b"hello", (host, int(port)))
+"#;
+
+/// ICMP errors reach only the namespace whose connection they quote, and only as that
+/// connection's errors: from outside, an error about namespace a's connections sent to
+/// another address than the uplink's (b's, a's own routed to the segment) is dropped, not
+/// handed to whoever it is addressed to; from the segment, b cannot speak for a's connections
+/// (the error would tell a's peer that a is unreachable, and leave with b's private address).
+/// a's own errors, the host's (time exceeded, as the router between the uplink and a) and the
+/// legitimate ones from outside still arrive, translated. Each refusal is counted
+/// (`icmp_refused`).
+fn icmp_errors_reach_only_the_namespace_of_their_connection(dp: &str, net: u8) {
+    let (sb, out, sw, a) = world_on(dp, net, &[], "a");
+    let b = sb.port(&sw, "b", &format!("10.{net}.0.11/24"), &[]);
+    let (outside, uplink) = (format!("172.31.{net}.2"), format!("172.31.{net}.1"));
+    let (outside, uplink) = (outside.as_str(), uplink.as_str());
+    let (a_ip, b_ip) = (format!("10.{net}.0.10"), format!("10.{net}.0.11"));
+    let (a_ip, b_ip) = (a_ip.as_str(), b_ip.as_str());
+    // a's masqueraded connection a:5000 -> outside:7000, and the masquerade port it got.
+    let peer = out.spawn_python(UDP_SENDER, &["7000"]);
+    let r = exec(&a, &["python3", "-c", UDP_FROM, "5000", &format!("{outside}:7000")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let seen = String::from_utf8(peer.wait_with_output().unwrap().stdout).unwrap();
+    let (from, mport) = seen.trim().split_once(' ').unwrap_or_else(|| panic!("no datagram: {seen:?}"));
+    assert_eq!(from, uplink, "not masqueraded");
+    // A forwarded one: outside:41000 -> uplink:fport -> a:53.
+    let fport = (u16::from(net) * 100 + 53).to_string();
+    ok(&["forward", "add", "--proto", "udp", "--host-port", &fport, "--to", &format!("{a}:53"), "--switch", &sw]);
+    assert_eq!(out.python(UDP_FROM, &["41000", &format!("{uplink}:{fport}")]).code, 0);
+
+    let (in_a, in_b, in_out) = (ErrorsSeen::start(&a), ErrorsSeen::start(&b), ErrorsSeen::start(&out.ns));
+    let refused = u64_of(&switch_drops(&sw)["icmp_refused"]);
+    let masq_out = format!("{uplink}:{mport}>{outside}:7000");
+    let fwd_out = format!("{uplink}:{fport}>{outside}:41000");
+    // From outside: to the uplink (the connections' own errors), then to b and to a's own
+    // address (routed to the segment, the outside's default route goes through the host).
+    assert_eq!(out.python(SEND_ICMP_ERRORS, &[uplink, &masq_out, &fwd_out]).code, 0);
+    assert_eq!(out.python(SEND_ICMP_ERRORS, &[b_ip, &masq_out, &fwd_out]).code, 0);
+    assert_eq!(out.python(SEND_ICMP_ERRORS, &[a_ip, &masq_out]).code, 0);
+    // From the segment: a about the datagram it received; b about a's two connections.
+    let masq_in = format!("{outside}:7000>{a_ip}:5000");
+    let fwd_in = format!("{outside}:41000>{a_ip}:53");
+    assert_eq!(exec(&a, &["python3", "-c", SEND_ICMP_ERRORS, outside, &masq_in]).code, 0);
+    assert_eq!(exec(&b, &["python3", "-c", SEND_ICMP_ERRORS, outside, &masq_in, &fwd_in]).code, 0);
+    // The host's own: a datagram to the forward with TTL 1 is translated, then expires in the
+    // host's stack, which answers "time exceeded" from the uplink address about it as it was
+    // after translation (to a).
+    assert_eq!(out.python(UDP_FROM, &["41002", &format!("{uplink}:{fport}"), "1"]).code, 0);
+
+    // Every sender has exited: what they sent is delivered (or dropped) within moments.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (got_a, got_b, got_out) = (in_a.lines(), in_b.lines(), in_out.lines());
+    let mut want_a = vec![
+        format!("{outside} > {a_ip} about {a_ip}:5000 > {outside}:7000"),
+        format!("{outside} > {a_ip} about {a_ip}:53 > {outside}:41000"),
+    ];
+    want_a.sort();
+    assert_eq!(got_a, want_a, "what reached a");
+    assert!(got_b.is_empty(), "errors about a's connections reached b: {got_b:?}");
+    let mut want_out = vec![
+        format!("{uplink} > {outside} about {outside}:7000 > {uplink}:{mport}"),
+        format!("{uplink} > {outside} about {outside}:41002 > {uplink}:{fport}"),
+    ];
+    want_out.sort();
+    assert_eq!(got_out, want_out, "what left the uplink (a's own error and the host's, translated)");
+    assert_eq!(u64_of(&switch_drops(&sw)["icmp_refused"]) - refused, 5, "refusals counted");
+}
+
+#[test]
+fn tc_icmp_errors_reach_only_the_namespace_of_their_connection() {
+    icmp_errors_reach_only_the_namespace_of_their_connection("tc", 147);
+}
+
+#[test]
+fn xdp_icmp_errors_reach_only_the_namespace_of_their_connection() {
+    icmp_errors_reach_only_the_namespace_of_their_connection("xdp", 149);
+}
+
 /// Path MTU: the uplink's link has MTU 1400, the segment 1500, and both ends advertise an MSS
 /// for 1500 (advmss), so full-size packets really meet the smaller link. Segmentation
 /// offloads are off in the namespace, so the switch's fast path sees 1500-byte packets: the
@@ -759,12 +921,17 @@ fn a_port_reserved_for_the_target_itself_can_be_forwarded() {
 /// 10.N.0.0/24 (gateway .254) with `extra` `up` arguments, and namespace `name` at 10.N.0.10.
 /// Bound in this order, they are dropped in the reverse: the outside before the sandbox.
 fn world(net: u8, extra: &[&str], name: &str) -> (Sandbox, Outside, String, String) {
+    world_on("tc", net, extra, name)
+}
+
+/// `world` on datapath `dp`.
+fn world_on(dp: &str, net: u8, extra: &[&str], name: &str) -> (Sandbox, Outside, String, String) {
     let mut sb = Sandbox::new();
     let out = Outside::new(&sb, net);
     let gw = format!("10.{net}.0.254/24");
     let mut args = vec!["--gateway", gw.as_str(), "--uplink", out.uplink.as_str()];
     args.extend_from_slice(extra);
-    let sw = sb.switch("sw", "tc", &args);
+    let sw = sb.switch("sw", dp, &args);
     let ns = sb.port(&sw, name, &format!("10.{net}.0.10/24"), &[]);
     (sb, out, sw, ns)
 }

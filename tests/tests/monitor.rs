@@ -317,13 +317,14 @@ fn nat_connections_are_shown() {
 }
 
 /// NAT's drops carry their reason too: a packet routed in from outside that nothing asked for
-/// (`unsolicited-routed`), and one from the segment NAT cannot translate (`nat-refused`), on
-/// the interface the NAT program runs on.
+/// (`unsolicited-routed`), one from the segment NAT cannot translate (`nat-refused`), and an
+/// ICMP error about a connection that is not its own (`icmp-foreign`), on the interface the
+/// NAT program runs on.
 #[test]
 fn nat_drops_are_shown_with_their_reason() {
     use switch_tests::{
         bpf,
-        ipv4::{ECHO_REPLY, SYN, TCP, icmp_echo, packet},
+        ipv4::{ECHO_REPLY, SYN, TCP, UDP, icmp_echo, icmp_error, packet},
         nat::NatBed,
     };
     let bed = NatBed::new(97, 19780);
@@ -340,7 +341,16 @@ fn nat_drops_are_shown_with_their_reason() {
     assert_eq!(bpf::run_tc(&bed.nat_out, &reply, bed.ifindex).unwrap().retval, 2, "TC_ACT_SHOT expected");
     let e = m.expect("nat-refused drop", |v| v["reason"] == "nat-refused");
     assert_eq!((e["frame"]["src_ip"].as_str(), e["frame"]["proto"].as_u64()), (Some(&*target), Some(1)), "{e}");
-    assert_eq!(m.events().len(), 2, "{:#?}", m.events());
+    // An error from outside about a masqueraded connection, sent to another namespace than
+    // the connection's.
+    let left = bpf::run_tc(&bed.nat_out, &packet(UDP, [10, 97, 0, 7], bed.client, 5000, 7000, 0, false), bed.ifindex);
+    let sport = u16::from_be_bytes(left.unwrap().data[34..36].try_into().unwrap());
+    let quoted = packet(UDP, bed.uplink_ip, bed.client, sport, 7000, 0, false);
+    let error = icmp_error(3, 3, 0, bed.client, bed.target, &quoted[14..]);
+    assert_eq!(bpf::run_tc(&bed.nat_in, &error, bed.ifindex).unwrap().retval, 2, "TC_ACT_SHOT expected");
+    let e = m.expect("icmp-foreign drop", |v| v["reason"] == "icmp-foreign");
+    assert_eq!((e["frame"]["dst_ip"].as_str(), e["frame"]["proto"].as_u64()), (Some(&*target), Some(1)), "{e}");
+    assert_eq!(m.events().len(), 3, "{:#?}", m.events());
 }
 
 /// Stations the switch forgets show as `age` events, with the port they were behind: the

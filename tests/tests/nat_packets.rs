@@ -11,7 +11,7 @@ use switch_common::{
     },
 };
 use switch_tests::{
-    bpf::{SchedClassifier, pad_for_test_run, run_tc},
+    bpf::{SchedClassifier, pad_for_test_run, run_tc, run_tc_routed},
     ipv4::{
         ACK, ECHO_REPLY, ECHO_REQUEST, FIN, ICMP, RST, SYN, Seen, TCP, UDP, csum_add, fold, icmp_echo, icmp_error,
         inspect, inspect_error, inspect_icmp, l4_checksum_valid, packet, packet_with, with_ip_options, zeroing_payload,
@@ -461,6 +461,7 @@ fn random_packets_keep_the_nat_invariants() {
     let in_segment = |a: &[u8]| a[..3] == segment_host[..3];
     let mut rng = Rng(0x0dd_ba11_cafe_f00d ^ u64::from(std::process::id()));
     let (mut translated, mut passed, mut refused, mut unsolicited, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut errors_dropped = 0u64;
     // Connections the run made, for ICMP errors to quote: masqueraded ones as they left
     // (proto, masquerade port, remote port) and forwarded ones as they arrived (proto, client
     // port, target port).
@@ -533,6 +534,22 @@ fn random_packets_keep_the_nat_invariants() {
             // could not be masqueraded (no port left towards the one remote a long run talks
             // to, or nothing to translate it by).
             assert!(ipv4, "dropped a frame that is not IPv4: {f:02x?}");
+            if is_icmp_error(&f) {
+                // An error may also be refused for quoting a connection that is not its own
+                // (counted apart, the sum is checked below): inbound, one quoting a packet
+                // from the uplink's address but sent elsewhere; outbound, one with a segment
+                // address outside or in its quote.
+                let inner = 14 + usize::from(f[14] & 0x0f) * 4 + 8;
+                let quoted = |at: usize| f.get(inner + at..inner + at + 4);
+                let ok = if inbound {
+                    in_segment(&f[30..34]) || (quoted(12) == Some(&bed.uplink_ip) && f[30..34] != bed.uplink_ip)
+                } else {
+                    in_segment(&f[26..30]) || [12, 16].iter().any(|&at| quoted(at).is_some_and(in_segment))
+                };
+                assert!(ok, "dropped error {f:02x?}");
+                errors_dropped += 1;
+                continue;
+            }
             if inbound {
                 assert!(in_segment(&f[30..34]), "dropped inbound {f:02x?}");
                 unsolicited += 1;
@@ -575,10 +592,11 @@ fn random_packets_keep_the_nat_invariants() {
                 (&out.data[26..30], &out.data[inner + 16..inner + 20])
             };
             // Back to a namespace (a random byte may have changed which one a masqueraded
-            // connection came from), or to the uplink's address.
+            // connection came from), or to the uplink's address; inbound, always to the
+            // namespace it is about.
             let ok = if inbound { in_segment(quoted) } else { quoted == bed.uplink_ip };
             assert!(ok, "an error translated to a stranger {quoted:?}: {f:02x?}");
-            assert!(outer == quoted || outer == &f[if inbound { 30..34 } else { 26..30 }], "outer address");
+            assert!(outer == quoted || (!inbound && outer == &f[26..30]), "outer address: {f:02x?}");
             continue;
         }
         // Otherwise only a parseable, unfragmented IPv4 TCP/UDP packet (or an echo) with a
@@ -636,12 +654,15 @@ fn random_packets_keep_the_nat_invariants() {
     }
     println!(
         "random NAT packets tried: {iterations} ({translated} translated, {errors} of them ICMP errors, {passed} left \
-         alone, {refused} refused, {unsolicited} unsolicited)"
+         alone, {refused} refused, {unsolicited} unsolicited, {errors_dropped} ICMP errors dropped)"
     );
     assert!(translated > 0 && passed > 0 && errors > 0, "the run never exercised every outcome");
     assert!(refused > 0 && unsolicited > 0, "the run never dropped");
-    assert_eq!(table_stats(&bed.sw, "conntrack")["refused"].as_u64().unwrap(), refused, "a drop was not counted");
-    assert_eq!(switch_drops(&bed.sw)["unsolicited_routed"].as_u64().unwrap(), unsolicited, "a drop was not counted");
+    let ct_refused = table_stats(&bed.sw, "conntrack")["refused"].as_u64().unwrap();
+    let drops = switch_drops(&bed.sw);
+    let (routed, icmp) = (drops["unsolicited_routed"].as_u64().unwrap(), drops["icmp_refused"].as_u64().unwrap());
+    assert!(ct_refused >= refused && routed >= unsolicited, "a drop was not counted");
+    assert_eq!(ct_refused + routed + icmp, refused + unsolicited + errors_dropped, "a drop was not counted");
 }
 
 #[test]
@@ -784,4 +805,56 @@ fn icmp_errors_about_translated_connections_are_translated_back() {
     let from_segment = packet(UDP, client, host, 5, 6, 0, false);
     assert_eq!(run(&bed.nat_out, &icmp_error(3, 3, 0, host, client, &from_segment[14..])).retval, 2);
     assert_eq!(switch_drops(&bed.sw)["nat_refused"].as_u64().unwrap(), nat_refused + 1);
+}
+
+/// ICMP errors that quote a live connection but are not that connection's own are dropped and
+/// counted (`icmp_refused`), never translated for someone else: from outside, one sent to
+/// another address than the quoted packet's source (the uplink's); from the segment, one
+/// about a packet its sender never received, and the host's own from a private address; and
+/// none leaves quoting a private address untranslated.
+#[test]
+fn icmp_errors_that_are_not_their_connections_own_are_refused() {
+    let bed = NatBed::new(148, 14880);
+    let (client, uplink_ip, target) = (bed.client, bed.uplink_ip, bed.target);
+    let (host, other, router, gateway) = ([10, 148, 0, 7], [10, 148, 0, 8], [172, 31, 148, 9], [10, 148, 0, 254]);
+    // Outbound, routed from the segment (any interface: the programs only tell it from none,
+    // 0, the host's own packets).
+    let (segment, host_made) = (bed.ifindex, 0);
+    let icmp_refused = || switch_drops(&bed.sw)["icmp_refused"].as_u64().unwrap();
+    let refused = |prog: &SchedClassifier, f: &[u8], from: u32, what: &str| {
+        let before = icmp_refused();
+        assert_eq!(run_tc_routed(prog, f, bed.ifindex, from).unwrap().retval, 2, "{what}: not dropped");
+        assert_eq!(icmp_refused(), before + 1, "{what}: not counted");
+    };
+
+    // A masqueraded flow host:5000 -> client:7000; a router's error about it is the host's
+    // namespace's only when sent to the uplink address, the quoted packet's source.
+    let left = outbound(&bed, &packet(UDP, host, client, 5000, 7000, 0, false));
+    let quoted = packet(UDP, uplink_ip, client, left.sport, 7000, 0, false);
+    let back = run_tc(&bed.nat_in, &icmp_error(3, 4, 1300, router, uplink_ip, &quoted[14..]), bed.ifindex).unwrap();
+    assert_eq!(inspect_error(&back.data), ((router, host), (host, client, 5000, 7000)));
+    for (to, what) in [(other, "to another namespace"), (host, "to the namespace itself"), (router, "to elsewhere")] {
+        refused(&bed.nat_in, &icmp_error(3, 4, 1300, router, to, &quoted[14..]), bed.ifindex, what);
+    }
+
+    // A forwarded flow client:41000 -> target:53: the target's own error leaves translated;
+    // another namespace's about it, one with a made-up public source from a port without
+    // port security, and the host's own from its private gateway address are refused.
+    inbound(&bed, &packet(UDP, client, uplink_ip, 41000, bed.udp_port, 0, false));
+    let delivered = packet(UDP, client, target, 41000, 53, 0, false);
+    let out = run_tc_routed(&bed.nat_out, &icmp_error(3, 3, 0, target, client, &delivered[14..]), bed.ifindex, segment);
+    assert_eq!(inspect_error(&out.unwrap().data), ((uplink_ip, client), (client, uplink_ip, 41000, bed.udp_port)));
+    refused(&bed.nat_out, &icmp_error(3, 3, 0, other, client, &delivered[14..]), segment, "from another namespace");
+    refused(&bed.nat_out, &icmp_error(3, 3, 0, router, client, &delivered[14..]), segment, "made-up source");
+    refused(&bed.nat_out, &icmp_error(3, 3, 0, gateway, client, &delivered[14..]), host_made, "private host address");
+
+    // The host's own error about a packet to a namespace that no connection knows (its entries
+    // gone): it would quote the private address as it is.
+    let stale = packet(UDP, client, other, 41001, 53, 0, false);
+    refused(
+        &bed.nat_out,
+        &icmp_error(3, 3, 0, uplink_ip, client, &stale[14..]),
+        host_made,
+        "quoting a private address",
+    );
 }

@@ -110,19 +110,50 @@ fn header_len(ver_ihl: u8) -> Option<usize> {
     (len >= 20).then_some(len)
 }
 
-/// Translates error `q` back if it quotes a packet of a live connection whose entry of kind
-/// `nat` applies: at an uplink's ingress (`CT_DNAT`) the error answers a packet that left
-/// translated, so the quoted source and the error's destination become the namespace's again;
-/// at its egress (`CT_SNAT`) it answers a packet that came in translated, so the quoted
-/// destination becomes the uplink's address and port, and so does the error's source if the
-/// quoted destination sent it itself (a router's or the host's keeps its address). `Ok(false)`:
-/// no such connection, nothing changed.
+/// What became of an ICMP error at an uplink.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It quotes no live connection whose entry of that kind applies: nothing changed.
+    Unknown,
+    /// It quotes a live connection but is not one of that connection's errors (see
+    /// `translate_error`): nothing changed, the caller drops it (`DROP_ICMP_FOREIGN`).
+    Foreign,
+    /// Translated back.
+    Translated,
+}
+
+/// Whether error `q`, quoting a packet of a live connection, is one of that connection's
+/// own errors, as it must be to be translated:
+/// - from outside (`CT_DNAT`), it goes to the quoted packet's source, as every real error
+///   does (RFC 1122 3.2.2): the address the entry translates back. Aimed elsewhere (another
+///   namespace's address routed to the segment, another uplink address), the translation
+///   would hand a namespace an error about someone else's connection.
+/// - from inside (`CT_SNAT`), it comes from the quoted packet's destination: the namespace
+///   that received that packet. The only router between the uplink and a namespace is the
+///   host, whose own errors (`host_error`: made by the host, from an address that may leave)
+///   may come from anywhere on the path. Anything else is a namespace speaking for another
+///   namespace's connection (a "port unreachable" or "fragmentation needed" to its peer).
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, q: &Quoted, nat: u16, now: u64) -> Result<bool, i64> {
+fn is_its_own(q: &Quoted, nat: u16, host_error: bool) -> bool {
+    if nat == CT_DNAT { q.outer_daddr == q.saddr } else { q.outer_saddr == q.daddr || host_error }
+}
+
+/// Translates error `q` back if it quotes a packet of a live connection whose entry of kind
+/// `nat` applies and is one of that connection's errors (`is_its_own`): at an uplink's
+/// ingress (`CT_DNAT`) the error answers a packet that left translated, so the quoted source
+/// and the error's destination become the namespace's again; at its egress (`CT_SNAT`) it
+/// answers a packet that came in translated, so the quoted destination becomes the uplink's
+/// address and port, and so does the error's source if the quoted destination sent it itself
+/// (the host's keeps its address). Nothing changes unless it is `Translated`.
+#[inline(always)]
+pub fn translate_error(ctx: &TcContext, q: &Quoted, nat: u16, now: u64, host_error: bool) -> Result<Outcome, i64> {
     let key = CtKey { src: q.daddr, dst: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto, pad: [0; 3] };
-    let Some(e) = ct_get(&key, now) else { return Ok(false) };
+    let Some(e) = ct_get(&key, now) else { return Ok(Outcome::Unknown) };
     if e.nat != nat {
-        return Ok(false);
+        return Ok(Outcome::Unknown);
+    }
+    if !is_its_own(q, nat, host_error) {
+        return Ok(Outcome::Foreign);
     }
     let (addr_off, port_off, old_addr, old_port, outer_off, outer_old) = if nat == CT_DNAT {
         (12, 0, q.saddr, q.sport, 16, q.outer_daddr)
@@ -143,5 +174,5 @@ pub fn translate_error(ctx: &TcContext, q: &Quoted, nat: u16, now: u64) -> Resul
         // An echo's identifier, the same field for both ends, sits at offset 4.
         ctx.store(q.inner_l4 + if q.proto == PROTO_ICMP { 4 } else { port_off }, &new, 0)?;
     }
-    Ok(true)
+    Ok(Outcome::Translated)
 }

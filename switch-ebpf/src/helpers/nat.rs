@@ -15,7 +15,7 @@ use aya_ebpf::{
 pub use switch_common::nat::{CT_DNAT, CT_SNAT};
 use switch_common::{
     CtEntry, CtKey, FwdStats,
-    events::DROP_UNSOLICITED,
+    events::{DROP_ICMP_FOREIGN, DROP_UNSOLICITED},
     nat::{CT_CLOSING, CT_ESTABLISHED, CT_F_ANSWER, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
 };
 
@@ -26,13 +26,15 @@ use super::{
     stats,
 };
 
-/// Drops a packet NAT refuses (`reason`: `DROP_NAT_REFUSED`, `DROP_UNSOLICITED`): counted
-/// with the switch's drops (`switch stats`) and, while a monitor runs, reported with its
-/// reason.
+/// Drops a packet NAT refuses (`reason`: `DROP_NAT_REFUSED`, `DROP_UNSOLICITED`,
+/// `DROP_ICMP_FOREIGN`): counted with the switch's drops (`switch stats`) and, while a monitor
+/// runs, reported with its reason.
 #[inline(always)]
 pub fn refuse(ctx: &TcContext, reason: u16) -> i32 {
     if reason == DROP_UNSOLICITED {
         stats::table(|t| t.routed_refused += 1);
+    } else if reason == DROP_ICMP_FOREIGN {
+        stats::table(|t| t.icmp_refused += 1);
     } else {
         stats::table(|t| t.ct_refused += 1);
     }

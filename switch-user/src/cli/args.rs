@@ -296,7 +296,8 @@ Drop reasons: malformed (shorter than an Ethernet header), invalid-source (group
 source MAC), same-port (destination behind the port it came from), spoofed-mac,
 spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit),
 nat-refused (a packet of the segment NAT could not translate), unsolicited-routed (routed
-towards the segment, asked for by nothing there).
+towards the segment, asked for by nothing there), icmp-foreign (an ICMP error at an uplink
+that is not its connection's own).
 NAT events: forward and masquerade show the first packet of a new connection as it came
 and, after '->', the address and port it is translated to; expired (idle past its timeout)
 and evicted (pushed out of a full table) show the connection as seen from outside.

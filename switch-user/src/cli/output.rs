@@ -173,8 +173,9 @@ pub fn stats(r: &StatsReport) -> String {
     if let Some(d) = &r.switch {
         let _ = write!(
             out,
-            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} unanswered connections evicted",
-            d.unsolicited_routed, d.nat_refused, d.unreplied_evicted
+            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} unanswered connections evicted, {} \
+             foreign ICMP errors",
+            d.unsolicited_routed, d.nat_refused, d.unreplied_evicted, d.icmp_refused
         );
     }
     out

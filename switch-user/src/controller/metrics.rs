@@ -143,6 +143,7 @@ struct Families {
     nat_refused: Counters<SwitchLabels>,
     unsolicited_routed: Counters<SwitchLabels>,
     unreplied_evicted: Counters<SwitchLabels>,
+    icmp_refused: Counters<SwitchLabels>,
     table_entries: Gauges<TableLabels>,
     table_expired: Gauges<TableLabels>,
     table_capacity: Gauges<TableLabels>,
@@ -214,6 +215,13 @@ impl Families {
             connections(),
             self.unreplied_evicted.clone(),
         );
+        r.register_with_unit(
+            "switch_icmp_refused",
+            "ICMP errors refused at an uplink: not their connection's (to or from another namespace), or \
+             quoting a private address with no translation",
+            packets(),
+            self.icmp_refused.clone(),
+        );
         let table = "table: fdb (MAC table), conntrack (connections), unreplied (connections not answered yet)";
         r.register_with_unit("switch_table", format!("Live entries; {table}"), entries(), self.table_entries.clone());
         r.register_with_unit(
@@ -282,6 +290,7 @@ impl Families {
             self.nat_refused.get_or_create(&sw).inc_by(d.nat_refused);
             self.unsolicited_routed.get_or_create(&sw).inc_by(d.unsolicited_routed);
             self.unreplied_evicted.get_or_create(&sw).inc_by(d.unreplied_evicted);
+            self.icmp_refused.get_or_create(&sw).inc_by(d.icmp_refused);
         }
         for t in n.tables.iter().flatten() {
             let l = TableLabels { switch: sw.switch.clone(), datapath: sw.datapath.clone(), table: t.table };
@@ -401,7 +410,12 @@ mod tests {
             datapath: "tc".into(),
             stats: StatsReport {
                 ports: vec![port("red", Some(5))],
-                switch: Some(SwitchDrops { nat_refused: 3, unsolicited_routed: 4, unreplied_evicted: 0 }),
+                switch: Some(SwitchDrops {
+                    nat_refused: 3,
+                    unsolicited_routed: 4,
+                    unreplied_evicted: 0,
+                    icmp_refused: 0,
+                }),
             },
             tables: Some(vec![TableRow {
                 table: "fdb",

@@ -394,6 +394,9 @@ pub struct SwitchDrops {
     /// Connections not answered yet that newer ones pushed out of their budget (a flood of
     /// SYNs, say); answered connections are never pushed out by them.
     pub unreplied_evicted: u64,
+    /// ICMP errors refused at an uplink: quoting a connection that is not theirs (to or from
+    /// another namespace than the connection's), or a private address with no translation.
+    pub icmp_refused: u64,
 }
 
 /// A datapath log. Logging costs on every frame, so it is on only while someone reads it.

@@ -508,6 +508,7 @@ impl Tables for Ebpf {
                 nat_refused: t.ct_refused,
                 unsolicited_routed: t.routed_refused,
                 unreplied_evicted: evicted.evicted(),
+                icmp_refused: t.icmp_refused,
             })
         })
         .await
