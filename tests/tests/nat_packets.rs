@@ -36,11 +36,15 @@ fn masquerade_first_port() -> u16 {
     range.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap() + 1
 }
 
-/// Asserts that `f` comes out of `prog` exactly as it went in.
+/// TCX's "next" verdict (TC_ACT_UNSPEC): what the uplink's programs return for a packet that
+/// is not their switch's, so that the next switch's program on the uplink still sees it.
+const TC_NEXT: i32 = -1;
+
+/// Asserts that `f` comes out of `prog` exactly as it went in, passed on to the next program.
 fn untouched(bed: &NatBed, prog: &SchedClassifier, f: &[u8], why: &str) {
     let out = run_tc(prog, f, bed.ifindex).unwrap();
     assert_eq!(out.data, f, "{why}: the packet was changed");
-    assert_eq!(out.retval, 0, "{why}: TC_ACT_OK expected");
+    assert_eq!(out.retval, TC_NEXT, "{why}: passed on (TCX next) expected");
 }
 
 #[test]
@@ -559,12 +563,14 @@ fn random_packets_keep_the_nat_invariants() {
             }
             continue;
         }
-        assert!(out.retval == 0 || out.retval == 7, "verdict {} for {f:02x?}", out.retval);
+        // OK (translated, or its switch's own), redirect, or TCX next (not its switch's).
+        assert!([0, 7, TC_NEXT].contains(&out.retval), "verdict {} for {f:02x?}", out.retval);
         assert_eq!(out.data.len(), f.len(), "length changed");
         if out.data == f {
             passed += 1;
             continue;
         }
+        assert_ne!(out.retval, TC_NEXT, "a translated packet passed on to another switch's program: {f:02x?}");
         translated += 1;
         let ihl = usize::from(f[14] & 0x0f);
         if is_icmp_error(&f) {
