@@ -170,8 +170,9 @@ pub fn stats(r: &StatsReport) -> String {
     if let Some(d) = &r.switch {
         let _ = write!(
             out,
-            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} unanswered connections evicted",
-            d.unsolicited_routed, d.nat_refused, d.unreplied_evicted
+            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} over a namespace's masquerade share, \
+             {} unanswered connections evicted",
+            d.unsolicited_routed, d.nat_refused, d.masquerade_share, d.unreplied_evicted
         );
     }
     out

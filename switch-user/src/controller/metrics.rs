@@ -399,7 +399,12 @@ mod tests {
             datapath: "tc".into(),
             stats: StatsReport {
                 ports: vec![port("red", Some(5))],
-                switch: Some(SwitchDrops { nat_refused: 3, unsolicited_routed: 4, unreplied_evicted: 0 }),
+                switch: Some(SwitchDrops {
+                    nat_refused: 3,
+                    unsolicited_routed: 4,
+                    unreplied_evicted: 0,
+                    masquerade_share: 0,
+                }),
             },
             tables: Some(vec![TableRow {
                 table: "fdb",

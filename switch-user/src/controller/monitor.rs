@@ -16,9 +16,9 @@ use std::{
 use serde::Serialize;
 use switch_common::{
     events::{
-        DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NAT_REFUSED, DROP_NOT_PEER, DROP_SAME_PORT,
-        DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS,
-        FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
+        DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_MASQ_SHARE, DROP_NAT_REFUSED, DROP_NOT_PEER,
+        DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_UNSOLICITED, Event, FRAME_F_IPV4,
+        FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
     },
     nat::{PROTO_TCP, PROTO_UDP},
 };
@@ -182,6 +182,7 @@ pub(crate) fn reason_name(reason: u16) -> &'static str {
         DROP_NOT_PEER => "not-peer",
         DROP_NAT_REFUSED => "nat-refused",
         DROP_UNSOLICITED => "unsolicited-routed",
+        DROP_MASQ_SHARE => "masquerade-share",
         _ => "unknown",
     }
 }

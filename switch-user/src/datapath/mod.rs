@@ -390,6 +390,9 @@ pub struct SwitchDrops {
     /// Connections not answered yet that newer ones pushed out of their budget (a flood of
     /// SYNs, say); answered connections are never pushed out by them.
     pub unreplied_evicted: u64,
+    /// New outbound connections refused because their namespace already held its share of
+    /// the masquerade ports towards that remote.
+    pub masquerade_share: u64,
 }
 
 /// A datapath log. Logging costs on every frame, so it is on only while someone reads it.

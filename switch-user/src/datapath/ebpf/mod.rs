@@ -497,6 +497,7 @@ impl Tables for Ebpf {
                 nat_refused: t.ct_refused,
                 unsolicited_routed: t.routed_refused,
                 unreplied_evicted: evicted.evicted(),
+                masquerade_share: t.masq_share_refused,
             })
         })
         .await
