@@ -343,6 +343,29 @@ fn nat_drops_are_shown_with_their_reason() {
     assert_eq!(m.events().len(), 2, "{:#?}", m.events());
 }
 
+/// A namespace that opens connections to one remote from ever more source ports is refused
+/// once it holds its share of the masquerade ports towards it: shown as `masquerade-share`.
+#[test]
+fn masquerade_share_drops_are_shown_with_their_reason() {
+    use switch_tests::{
+        bpf,
+        ipv4::{UDP, packet},
+        nat::NatBed,
+    };
+    let bed = NatBed::new(151, 15180);
+    let m = Monitor::start(&bed.sw, &["--type", "drop"]);
+    let remote = [198, 51, 100, 7];
+    let refused = (1000..6000u16)
+        .find(|&sport| {
+            let f = packet(UDP, bed.target, remote, sport, 53, 0, false);
+            bpf::run_tc(&bed.nat_out, &f, bed.ifindex).unwrap().retval == 2
+        })
+        .expect("a namespace took 5000 masquerade ports towards one remote");
+    let e = m.expect("masquerade-share drop", |v| v["reason"] == "masquerade-share");
+    assert_eq!(e["frame"]["src_port"].as_u64(), Some(u64::from(refused)), "{e}");
+    assert_eq!(switch_drops(&bed.sw)["masquerade_share"].as_u64(), Some(1));
+}
+
 /// Stations the switch forgets show as `age` events, with the port they were behind: the
 /// programs age lazily, so the monitor tells it from two looks at the table.
 #[test]
