@@ -776,13 +776,13 @@ fn masquerade_range() -> (u16, u16) {
     (first, u16::MAX - first + 1)
 }
 
-/// Echoes every UDP datagram (argv: port); TCP (argv: port, "tcp"): accepts and holds every
+/// Echoes every UDP datagram (argv: port, "udp"); TCP (argv: port, "tcp"): accepts and holds every
 /// connection.
 const REMOTE_SERVICE: &str = r#"
 import resource, socket, sys
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 port = int(sys.argv[1])
-if len(sys.argv) > 2:
+if sys.argv[2] == "tcp":
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port)); s.listen(4096); print("ready", flush=True); held = []
     while True:
@@ -807,7 +807,7 @@ for p in range(first, last + 1):
         s.setblocking(False); s.connect_ex((host, port)); held.append(s)
     else:
         s.sendto(b"mine", (host, port)); s.close()
-print("ready", last - first + 1, flush=True)
+print("ready", flush=True)
 sys.stdin.readline()
 "#;
 
@@ -850,7 +850,13 @@ fn one_namespace_cannot_take_every_masquerade_port(net: u8, proto: &str) {
     // TCP: the handshakes the hog got through are complete.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let r = exec(&other, &["python3", "-c", THREE_TRIES, &remote, proto]);
-    assert_eq!(r.stdout.trim(), "3", "{proto}: another namespace could not reach the service: {r:?}");
+    assert_eq!(
+        r.stdout.trim(),
+        "3",
+        "{proto}: another namespace could not reach the service: {r:?} {} {}",
+        switch_drops(&sw),
+        table_stats(&sw, "unreplied")
+    );
     // The hog's share: MASQ_SHARE_BLOCKS of the range's MASQ_BLOCKS blocks.
     let share = MASQ_SHARE_BLOCKS * u32::from(count).div_ceil(MASQ_BLOCKS);
     let refused = u64_of(&switch_drops(&sw)["masquerade_share"]);
