@@ -656,7 +656,11 @@ fn random_packets_keep_the_nat_invariants() {
     assert!(refused > 0 && unsolicited > 0, "the run never dropped");
     // Refused for want of a port: no port free at all, or none in the source's share.
     let share = switch_drops(&bed.sw)["masquerade_share"].as_u64().unwrap();
-    assert_eq!(table_stats(&bed.sw, "conntrack")["refused"].as_u64().unwrap() + share, refused, "a drop was not counted");
+    assert_eq!(
+        table_stats(&bed.sw, "conntrack")["refused"].as_u64().unwrap() + share,
+        refused,
+        "a drop was not counted"
+    );
     assert_eq!(switch_drops(&bed.sw)["unsolicited_routed"].as_u64().unwrap(), unsolicited, "a drop was not counted");
 }
 
