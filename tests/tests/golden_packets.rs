@@ -24,7 +24,7 @@
 //!   end, and permanent neighbour entries for the client, the target and a masqueraded
 //!   segment host), since veths get random MACs;
 //! - connection-table timestamps are not in the bytes. Expiry is: entries are aged by hand
-//!   with 2 s margins, and every group runs well inside the shortest timeout (10 s, asserted);
+//!   with 2 s margins, and every group runs well inside the shortest timeout (5 s, asserted);
 //! - masquerading picks its port from a hash of the connection, never of the clock (and the
 //!   range it picks from is above the host's ephemeral ports, the same on every run of a
 //!   machine); repeated runs gave the same digests.
@@ -67,9 +67,9 @@ const XDP_SWITCHING: Golden = Golden { count: 3014, inputs: 0x4c0ec053388dc775, 
 /// verdict changed (traced against the previous datapath).
 const NAT: Golden = Golden { count: 4560, inputs: 0x9091ad40132e1e02, outputs: 0x6cb5e6148b2e2f55 };
 
-/// Longest a group may run: a closing connection (the shortest timeout, 10 s) made early in
-/// the run must still be alive at its end, or a later packet of it would pass untranslated.
-const MAX_RUN: Duration = Duration::from_secs(8);
+/// Longest a group may run: an unanswered connection (the shortest timeout, 5 s) made early
+/// in the run must still be alive at its end, or a later packet of it would pass untranslated.
+const MAX_RUN: Duration = Duration::from_secs(4);
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
