@@ -972,6 +972,10 @@ mod tests {
         let est = CtEntry { state: nat::CT_ESTABLISHED, ..e };
         assert!(!est.is_expired(1_001 + nat::CT_TIMEOUT_CLOSING_NS));
         assert!(!e.is_expired(500), "stamped later on another CPU");
+        // Not answered yet: the short timeout, whatever the state.
+        let unanswered = CtEntry { flags: nat::CT_F_UNREPLIED | nat::CT_F_ANSWER, ..est };
+        assert!(!unanswered.is_expired(1_000 + nat::CT_TIMEOUT_UNREPLIED_NS));
+        assert!(unanswered.is_expired(1_001 + nat::CT_TIMEOUT_UNREPLIED_NS));
     }
 
     #[test]
