@@ -278,10 +278,10 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
 }
 
 /// Try `i` of a port for `f` in the masquerade range (`first`, `count` ports). The range is
-/// cut into `MASQ_BLOCKS` blocks; a source may use `MASQ_SHARE_BLOCKS` of them, picked by a
-/// hash of its address (a start and an odd stride, so its blocks are distinct), so towards
-/// one remote it can hold at most that share of the range whatever it sends, and two sources
-/// have about one block in common. The namespace's own source port plays no part beyond the
+/// cut into `MASQ_BLOCKS` blocks; a source may use `MASQ_SHARE_BLOCKS` of them (fewer when
+/// two picks coincide), picked by hashes of its address, so towards one remote it can hold at
+/// most that share of the range whatever it sends, and two sources have about one block in
+/// common (rarely more than three). The namespace's own source port plays no part beyond the
 /// hash: choosing ports in the range claims nothing. A hash of the connection, not of the
 /// clock: the same connection made again (after its entries expired) gets the same port, and
 /// runs are reproducible.
@@ -289,11 +289,10 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
 fn masq_port(first: u16, count: u16, f: &ipv4::Flow, i: u32) -> u16 {
     let (count, blocks) = (u32::from(count), MASQ_BLOCKS);
     let mix = |x: u32| (x ^ (x >> 15)).wrapping_mul(2_654_435_761);
-    let source = mix(f.saddr);
-    let (start, stride) = (source >> 8, (source >> 20) | 1);
     let flow = mix(f.saddr ^ f.daddr.rotate_left(16) ^ (u32::from(f.sport) << 16 | u32::from(f.dport)));
     let h = mix(flow.wrapping_add(i.wrapping_mul(7919)));
-    let block = start.wrapping_add(stride.wrapping_mul((h >> 8) % MASQ_SHARE_BLOCKS)) % blocks;
+    let pick = (h >> 8) % MASQ_SHARE_BLOCKS;
+    let block = (mix(mix(f.saddr).wrapping_add(pick.wrapping_mul(0x9e37_79b9))) >> 16) % blocks;
     let size = count.div_ceil(blocks);
     let index = (block * size + (h >> 16) % size) % count;
     first.wrapping_add(index as u16)
