@@ -155,6 +155,9 @@ pub mod nat {
     /// `CtEntry::flags`: the entry's packets go the answering way (server to client): the
     /// first of them makes the connection answered.
     pub const CT_F_ANSWER: u16 = 1;
+    /// `CtEntry::flags`: the entry's connection is not answered yet (it is in `CT_UNREPLIED`):
+    /// it lives `CT_TIMEOUT_UNREPLIED_NS` past its last packet, whatever its state.
+    pub const CT_F_UNREPLIED: u16 = 2;
     /// Most uplink addresses per switch.
     pub const MAX_UPLINK_ADDRS: u32 = 64;
     /// IP protocol numbers the forwards know.
@@ -182,6 +185,21 @@ pub mod nat {
     pub const CT_TIMEOUT_CLOSING_NS: u64 = 10_000_000_000;
     /// UDP.
     pub const CT_TIMEOUT_UDP_NS: u64 = 60_000_000_000;
+    /// A connection not answered yet (a first datagram, a TCP handshake the opener has not
+    /// completed): short, so that what nobody answers (spoofed SYNs, datagrams to a silent
+    /// remote) holds neither table room nor a masquerade port for long. Longer than a TCP
+    /// SYN's first retransmissions (1 s, then 2 s later), which keep the entry alive.
+    pub const CT_TIMEOUT_UNREPLIED_NS: u64 = 5_000_000_000;
+    /// Masquerade ports: the range is cut into this many blocks...
+    pub const MASQ_BLOCKS: u32 = 64;
+    /// ...and each source address may take ports from this many of them (chosen by a hash of
+    /// the address): towards one remote (the scope in which a port must be unique) a source
+    /// holds at most an eighth of the range, however many connections it opens.
+    pub const MASQ_SHARE_BLOCKS: u32 = 8;
+    /// TCP: how far past the answer's sequence number the opener's acknowledgement may be
+    /// and still complete the handshake (a lost first ACK, acknowledged later with data).
+    /// A guess of a blind spoofer lands in it once in 4096.
+    pub const CT_ACK_WINDOW: u32 = 1 << 20;
 
     /// The timeout of a connection in `state`.
     pub const fn timeout_ns(state: u32) -> u64 {
@@ -255,6 +273,11 @@ pub struct CtEntry {
     pub flags: u16,
     /// Last packet, `bpf_ktime_get_coarse_ns`.
     pub last_seen_ns: u64,
+    /// TCP, not answered yet: the acknowledgement number that completes the handshake (the
+    /// answer's sequence number, plus one for its SYN), once the answer was seen.
+    pub ack: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// Entries added to and removed from the two LRU tables (FDB and CONNTRACK). The kernel
@@ -291,6 +314,9 @@ pub struct TableStats {
     /// ICMP errors refused at an uplink (`events::DROP_ICMP_FOREIGN`): quoting a connection
     /// they have no business with, or a private address that has no translation.
     pub icmp_refused: u64,
+    /// New masqueraded connections refused because their source already holds its share of
+    /// the masquerade ports towards that remote (`events::DROP_MASQ_SHARE`).
+    pub masq_share_refused: u64,
 }
 
 impl TableStats {
@@ -305,6 +331,7 @@ impl TableStats {
         self.unreplied_removed += other.unreplied_removed;
         self.routed_refused += other.routed_refused;
         self.icmp_refused += other.icmp_refused;
+        self.masq_share_refused += other.masq_share_refused;
     }
 }
 
@@ -370,7 +397,12 @@ impl CtEntry {
     /// Whether the entry has outlived its state's timeout at `now_ns`. A `last_seen_ns` in the
     /// future (stamped on another CPU a moment later) is not expired.
     pub const fn is_expired(&self, now_ns: u64) -> bool {
-        now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > nat::timeout_ns(self.state)
+        let timeout = if self.flags & nat::CT_F_UNREPLIED != 0 {
+            nat::CT_TIMEOUT_UNREPLIED_NS
+        } else {
+            nat::timeout_ns(self.state)
+        };
+        now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > timeout
     }
 }
 
@@ -705,6 +737,10 @@ pub mod events {
     /// about a packet its sender never received; or one that would leave quoting a private
     /// address untranslated.
     pub const DROP_ICMP_FOREIGN: u16 = 12;
+    /// A new masqueraded connection from a source that already holds its share of the
+    /// masquerade ports towards that remote: refused so that one namespace cannot take every
+    /// port to a service the others use too.
+    pub const DROP_MASQ_SHARE: u16 = 13;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -905,11 +941,11 @@ mod tests {
         assert_eq!(size_of::<FwdKey>(), 4);
         assert_eq!(size_of::<FwdTarget>(), 8);
         assert_eq!(size_of::<CtKey>(), 16);
-        assert_eq!(size_of::<CtEntry>(), 24);
+        assert_eq!(size_of::<CtEntry>(), 32);
         assert_eq!(size_of::<FwdStats>(), 24);
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
-        assert_eq!(size_of::<TableStats>(), 9 * 8);
+        assert_eq!(size_of::<TableStats>(), 10 * 8);
         assert_eq!(size_of::<events::FrameSummary>(), 32);
         assert_eq!(size_of::<events::Event>(), 64);
         assert_eq!(size_of::<events::EventRate>(), 16);
@@ -959,6 +995,10 @@ mod tests {
         let est = CtEntry { state: nat::CT_ESTABLISHED, ..e };
         assert!(!est.is_expired(1_001 + nat::CT_TIMEOUT_CLOSING_NS));
         assert!(!e.is_expired(500), "stamped later on another CPU");
+        // Not answered yet: the short timeout, whatever the state.
+        let unanswered = CtEntry { flags: nat::CT_F_UNREPLIED | nat::CT_F_ANSWER, ..est };
+        assert!(!unanswered.is_expired(1_000 + nat::CT_TIMEOUT_UNREPLIED_NS));
+        assert!(unanswered.is_expired(1_001 + nat::CT_TIMEOUT_UNREPLIED_NS));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!     [nat_egress]   CONNTRACK reply entry: src back to UPLINK_ADDR:8080 ──► client
 //!
 //!  namespace 192.168.15.2:5000 -> 198.51.100.1:443 (outbound, masquerade)
-//!     [nat_egress]   src UPLINK_ADDR:5000 (or another free port), both directions recorded
-//!     [nat_ingress]  the answer finds its CONNTRACK entry: dst back to 192.168.15.2:5000
+//!     [nat_egress]   src UPLINK_ADDR:61234 (a free port of the source's share of the
+//!                    masquerade range), both directions recorded
+//!     [nat_ingress]  the answer finds its entry: dst back to 192.168.15.2:5000
 //! ```
 //!
 //! Only the first packet of a connection looks at FORWARDS; the rest follow CONNTRACK, so
@@ -35,8 +36,8 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, FwdKey, MacKey, NAT_F_MASQUERADE,
-    events::{DROP_ICMP_FOREIGN, DROP_NAT_REFUSED, DROP_UNSOLICITED, NAT_FORWARD, NAT_MASQUERADE},
-    nat::{CT_HALF_OPEN, CT_UDP, MASQUERADE_RULE, PROTO_ICMP, PROTO_TCP},
+    events::{DROP_ICMP_FOREIGN, DROP_MASQ_SHARE, DROP_NAT_REFUSED, DROP_UNSOLICITED, NAT_FORWARD, NAT_MASQUERADE},
+    nat::{CT_HALF_OPEN, CT_UDP, MASQ_BLOCKS, MASQ_SHARE_BLOCKS, MASQUERADE_RULE, PROTO_ICMP, PROTO_TCP},
 };
 
 use crate::helpers::{
@@ -107,7 +108,7 @@ fn untranslated(ctx: &TcContext, daddr: Option<u32>, f: Option<&ipv4::Flow>) -> 
 fn track(f: &ipv4::Flow, nat: u16, now: u64) -> Result<(), i64> {
     let (addr, port) = if nat == CT_DNAT { (f.daddr, f.dport) } else { (f.saddr, f.sport) };
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
-    let mine = CtEntry { addr, port, rule: MASQUERADE_RULE, state, nat, flags: 0, last_seen_ns: now };
+    let mine = CtEntry { addr, port, rule: MASQUERADE_RULE, state, nat, last_seen_ns: now, ..Default::default() };
     let answer = CtEntry { nat: if nat == CT_DNAT { CT_SNAT } else { CT_DNAT }, ..mine };
     nat::ct_new(&ct_reverse_key(f, nat, addr, port), &answer, &ct_key(f), &mine)
 }
@@ -156,7 +157,15 @@ fn ingress(ctx: &TcContext, f: &ipv4::Flow) -> Result<Option<u32>, i64> {
         return Ok(None);
     }
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
-    let first = CtEntry { addr: t.addr, port: t.port, rule: t.rule, state, nat: CT_DNAT, flags: 0, last_seen_ns: now };
+    let first = CtEntry {
+        addr: t.addr,
+        port: t.port,
+        rule: t.rule,
+        state,
+        nat: CT_DNAT,
+        last_seen_ns: now,
+        ..Default::default()
+    };
     let reply_key = ct_reverse_key(f, CT_DNAT, t.addr, t.port);
     let reply = CtEntry { addr: f.daddr, port: f.dport, nat: CT_SNAT, ..first };
     nat::ct_new(&reply_key, &reply, &ct_key(f), &first)?;
@@ -232,15 +241,17 @@ fn egress(ctx: &TcContext, f: &ipv4::Flow) -> i32 {
     }
 }
 
-/// Source ports tried for a masqueraded connection before giving up: the namespace's own
-/// port first if it lies in the masquerade range, then pseudo-random ones of the range.
-const MASQ_TRIES: u16 = 8;
+/// Source ports tried for a masqueraded connection before giving up, all of them in the
+/// source's share of the range (`masq_port`).
+const MASQ_TRIES: u32 = 8;
 
 /// A new outbound TCP/UDP connection from the switch's segment: source NAT to the uplink's
 /// address, with a source port from the masquerade range (which the host's own sockets never
 /// pick, so replies meant for a host connection are never taken) that no other connection to
 /// the same remote uses. If no port is free, or the entries cannot be written, the packet is
-/// dropped and counted: it never leaves with the private source.
+/// dropped and counted: it never leaves with the private source. When every port tried was
+/// held by the source's own connections to that remote, the source has used up its share:
+/// counted as such (`DROP_MASQ_SHARE`).
 #[inline(always)]
 fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
     let Some(cfg) = NAT_CONFIG.get(0) else { return TC_NEXT };
@@ -263,34 +274,56 @@ fn masquerade(ctx: &TcContext, f: &ipv4::Flow, now: u64) -> i32 {
         // identifier of its own to translate, and it must not leave with a private source.
         return nat::refuse(ctx, DROP_NAT_REFUSED);
     }
-    let (first, ports) = (cfg.masq_first, cfg.masq_count.max(1));
     let state = if f.proto == PROTO_TCP { CT_HALF_OPEN } else { CT_UDP };
+    let mut others = false;
     for i in 0..MASQ_TRIES {
-        let port = if i == 0 && f.sport.wrapping_sub(first) < ports {
-            f.sport
-        } else {
-            // A hash of the connection, not of the clock: the same connection made again
-            // (after its entries expired) gets the same port, and runs are reproducible.
-            let flow = f.saddr ^ f.daddr.rotate_left(16) ^ (u32::from(f.sport) << 16 | u32::from(f.dport));
-            let h = flow.wrapping_mul(2_654_435_761).wrapping_add(u32::from(i) * 7919);
-            first.wrapping_add(((h >> 8) % u32::from(ports)) as u16)
-        };
+        let port = masq_port(cfg.masq_first, cfg.masq_count.max(1), f, i);
         let back = ct_reverse_key(f, CT_SNAT, uplink, port);
-        if nat::ct_get(&back, now).is_some() {
+        if let Some(held) = nat::ct_get(&back, now) {
+            // The answer entry of the holder translates back to the holder's own address.
+            others |= held.addr != f.saddr;
             continue;
         }
-        let outbound =
-            CtEntry { addr: uplink, port, rule: MASQUERADE_RULE, state, nat: CT_SNAT, flags: 0, last_seen_ns: now };
+        let outbound = CtEntry {
+            addr: uplink,
+            port,
+            rule: MASQUERADE_RULE,
+            state,
+            nat: CT_SNAT,
+            last_seen_ns: now,
+            ..Default::default()
+        };
         let inbound = CtEntry { addr: f.saddr, port: f.sport, nat: CT_DNAT, ..outbound };
         let made = nat::ct_new(&back, &inbound, &ct_key(f), &outbound).and_then(|()| {
             events::nat_connection(ctx, NAT_MASQUERADE, uplink, port);
             nat::rewrite_src(ctx, f, uplink, port)
         });
         if made.is_err() {
-            break;
+            return nat::refuse(ctx, DROP_NAT_REFUSED);
         }
         count(MASQUERADE_RULE, ctx.len() as u64, true);
         return TC_ACT_OK;
     }
-    nat::refuse(ctx, DROP_NAT_REFUSED)
+    nat::refuse(ctx, if others { DROP_NAT_REFUSED } else { DROP_MASQ_SHARE })
+}
+
+/// Try `i` of a port for `f` in the masquerade range (`first`, `count` ports). The range is
+/// cut into `MASQ_BLOCKS` blocks; a source may use `MASQ_SHARE_BLOCKS` of them (fewer when
+/// two picks coincide), picked by hashes of its address, so towards one remote it can hold at
+/// most that share of the range whatever it sends, and two sources have about one block in
+/// common (rarely more than three). The namespace's own source port plays no part beyond the
+/// hash: choosing ports in the range claims nothing. A hash of the connection, not of the
+/// clock: the same connection made again (after its entries expired) gets the same port, and
+/// runs are reproducible.
+#[inline(always)]
+fn masq_port(first: u16, count: u16, f: &ipv4::Flow, i: u32) -> u16 {
+    let (count, blocks) = (u32::from(count), MASQ_BLOCKS);
+    let mix = |x: u32| (x ^ (x >> 15)).wrapping_mul(2_654_435_761);
+    let flow = mix(f.saddr ^ f.daddr.rotate_left(16) ^ (u32::from(f.sport) << 16 | u32::from(f.dport)));
+    let h = mix(flow.wrapping_add(i.wrapping_mul(7919)));
+    let pick = (h >> 8) % MASQ_SHARE_BLOCKS;
+    let block = (mix(mix(f.saddr).wrapping_add(pick.wrapping_mul(0x9e37_79b9))) >> 16) % blocks;
+    let size = count.div_ceil(blocks);
+    let index = (block * size + (h >> 16) % size) % count;
+    first.wrapping_add(index as u16)
 }

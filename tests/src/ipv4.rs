@@ -167,6 +167,19 @@ pub fn packet(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, tcp
     packet_with(proto, src, dst, sport, dport, tcp_flags, udp_zero, b"hello, forward")
 }
 
+/// The sequence number of every TCP segment `packet_with` builds.
+pub const SEQ: u32 = 1;
+
+/// TCP frame `f` (as `packet` builds it) with acknowledgement number `ack` and its checksum
+/// made right again: `acking(f, SEQ + 1)` acknowledges a SYN-ACK of `packet`.
+pub fn acking(mut f: Vec<u8>, ack: u32) -> Vec<u8> {
+    f[42..46].copy_from_slice(&ack.to_be_bytes());
+    let (src, dst): ([u8; 4], [u8; 4]) = (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap());
+    let c = l4_checksum(&src, &dst, TCP, &f[34..]);
+    f[50..52].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 /// The fields of an output frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {

@@ -12,6 +12,7 @@ use std::{
 };
 
 use switch::sys::nat_tables::{self, Family};
+use switch_common::nat::{CT_CAPACITY, MASQ_BLOCKS, MASQ_SHARE_BLOCKS};
 use switch_tests::{outside::Outside, *};
 
 /// Answers one connection with the address it came from.
@@ -895,6 +896,155 @@ fn a_syn_flood_does_not_break_an_established_connection() {
     assert_eq!(table_stats(&sw, "conntrack")["evicted"], 0, "an answered connection was evicted");
     let _ = servers.kill();
     let _ = servers.wait();
+}
+
+/// A flood of 100 000 SYNs from spoofed sources the host routes back out of the uplink (not
+/// on-link ones, whose SYN-ACKs stall on neighbour resolution): the server's SYN-ACKs really
+/// leave, translated, yet with nobody to acknowledge them the connections stay unanswered, so
+/// they never push an established connection out of the answered table.
+#[test]
+fn a_syn_flood_from_routable_sources_does_not_break_an_established_connection() {
+    let (_sb, out, sw, web) = world(152, &[], "web");
+    let mut servers = start_servers(&web, &["80"]);
+    ok(&["forward", "add", "--proto", "tcp", "--host-port", "15207", "--to", &format!("{web}:7"), "--switch", &sw]);
+    // Removed with the uplink when the outside goes.
+    host("ip", &["route", "add", "198.18.152.0/24", "via", "172.31.152.2", "dev", &out.uplink]);
+    let long = LongConnection::open(&out, "172.31.152.1", "15207");
+    let sent_before = tx_packets(&out.uplink);
+    let r = out.python(SYN_FLOOD, &["172.31.152.1:15207", "100000", "198.18.152", "1", "254"]);
+    assert_eq!(r.stdout.trim(), "sent 100000", "{r:?}");
+    // Give the server's SYN-ACKs a moment to drain out.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let syn_acks = tx_packets(&out.uplink) - sent_before;
+    assert!(syn_acks > u64::from(CT_CAPACITY / 2), "only {syn_acks} SYN-ACKs left through the uplink");
+    assert_eq!(long.finish(), "two", "the established connection broke under the SYN flood");
+    let c = table_stats(&sw, "conntrack");
+    assert_eq!(u64_of(&c["evicted"]), 0, "an answered connection was evicted: {c}");
+    // The real client's handshake, acknowledged by its kernel, did make it answered.
+    assert!(u64_of(&c["entries"]) >= 2, "the established connection is not in the answered table: {c}");
+    // Only the established connection (and the servers' own) ever became answered.
+    assert!(u64_of(&c["added"]) < 100, "spoofed connections were taken as answered: {c}");
+    assert!(u64_of(&switch_drops(&sw)["unreplied_evicted"]) > 0, "the flood never filled the unanswered budget");
+    let _ = servers.kill();
+    let _ = servers.wait();
+}
+
+fn tx_packets(dev: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/tx_packets")).unwrap().trim().parse().unwrap()
+}
+
+/// The masquerade range (`first`, `count`): the ports just above the host's ephemeral ones.
+fn masquerade_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let first = range.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap() + 1;
+    (first, u16::MAX - first + 1)
+}
+
+/// Echoes every UDP datagram (argv: port, "udp"); TCP (argv: port, "tcp"): accepts and holds every
+/// connection.
+const REMOTE_SERVICE: &str = r#"
+import resource, socket, sys
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port = int(sys.argv[1])
+if sys.argv[2] == "tcp":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(4096); print("ready", flush=True); held = []
+    while True:
+        held.append(s.accept()[0])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); print("ready", flush=True)
+while True:
+    d, a = s.recvfrom(2048); s.sendto(d, a)
+"#;
+
+/// Sends a UDP datagram, or opens a TCP connection, to HOST:PORT from each source port
+/// FIRST..=LAST; TCP connections stay open until stdin closes.
+const FROM_EVERY_PORT: &str = r#"
+import resource, socket, sys
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port = sys.argv[1].split(":"); port = int(port)
+first, last, tcp = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "tcp"
+held = []
+for p in range(first, last + 1):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", p))
+    if tcp:
+        s.setblocking(False); s.connect_ex((host, port)); held.append(s)
+    else:
+        s.sendto(b"mine", (host, port)); s.close()
+print("ready", flush=True)
+sys.stdin.readline()
+"#;
+
+/// Three UDP datagrams (or TCP connections) to HOST:PORT from ordinary ephemeral ports: how
+/// many were answered (connected).
+const THREE_TRIES: &str = r#"
+import socket, sys
+host, port = sys.argv[1].split(":"); port = int(port); ok = 0
+for _ in range(3):
+    try:
+        if sys.argv[2] == "tcp":
+            socket.create_connection((host, port), timeout=3).close()
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+            s.sendto(b"mine too", (host, port)); s.recvfrom(100)
+        ok += 1
+    except OSError:
+        pass
+print(ok)
+"#;
+
+/// One namespace sends from every port of the masquerade range to one remote service (UDP
+/// datagrams, or TCP connections it keeps open); another namespace still reaches the
+/// service. Choosing its source ports claims nothing for the first: it gets no more than its
+/// share of the ports towards that remote, and the rest of its attempts are refused and
+/// counted.
+fn one_namespace_cannot_take_every_masquerade_port(net: u8, proto: &str) {
+    let (sb, out, sw, hog) = world(net, &[], "hog");
+    let other = sb.port(&sw, "other", &format!("10.{net}.0.11/24"), &[]);
+    let mut service = out.spawn_python(REMOTE_SERVICE, &["5300", proto]);
+    let (first, count) = masquerade_range();
+    let remote = format!("172.31.{net}.2:5300");
+    let (first_s, last_s) = (first.to_string(), (u32::from(first) + u32::from(count) - 1).to_string());
+    let mut hogging = spawn_until(
+        Command::new(switch_bin())
+            .args(["ns", "exec", &hog, "--", "python3", "-c", FROM_EVERY_PORT, &remote, &first_s, &last_s, proto])
+            .stdin(Stdio::piped()),
+        "ready",
+    );
+    // TCP: the handshakes the hog got through are complete.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = exec(&other, &["python3", "-c", THREE_TRIES, &remote, proto]);
+    assert_eq!(
+        r.stdout.trim(),
+        "3",
+        "{proto}: another namespace could not reach the service: {r:?} {} {}",
+        switch_drops(&sw),
+        table_stats(&sw, "unreplied")
+    );
+    // The hog's share: MASQ_SHARE_BLOCKS of the range's MASQ_BLOCKS blocks.
+    let share = MASQ_SHARE_BLOCKS * u32::from(count).div_ceil(MASQ_BLOCKS);
+    let refused = u64_of(&switch_drops(&sw)["masquerade_share"]);
+    assert!(refused >= u64::from(u32::from(count) - share), "{proto}: {refused} refused, share {share} of {count}");
+    if proto == "tcp" {
+        // The hog's connections that got a port completed their handshakes: answered (two
+        // entries each), most of its share.
+        let c = table_stats(&sw, "conntrack");
+        assert!(u64_of(&c["entries"]) >= u64::from(share), "{c}");
+    }
+    drop(hogging.stdin.take());
+    let _ = hogging.wait();
+    let _ = service.kill();
+    let _ = service.wait();
+}
+
+#[test]
+fn one_namespace_cannot_take_every_masquerade_port_udp() {
+    one_namespace_cannot_take_every_masquerade_port(153, "udp");
+}
+
+#[test]
+fn one_namespace_cannot_take_every_masquerade_port_tcp() {
+    one_namespace_cannot_take_every_masquerade_port(154, "tcp");
 }
 
 /// A host port held open for the target itself (a container runtime's reservation: a

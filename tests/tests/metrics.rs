@@ -198,6 +198,11 @@ fn expected(sw: &str, dp: &str) -> BTreeMap<Key, f64> {
         put("switch_unsolicited_routed_packets_total", sl.clone(), counter(&stats["switch"], "unsolicited_routed"));
         put("switch_unreplied_evicted_connections_total", sl.clone(), counter(&stats["switch"], "unreplied_evicted"));
         put("switch_icmp_refused_packets_total", sl.clone(), counter(&stats["switch"], "icmp_refused"));
+        put(
+            "switch_masquerade_share_refused_connections_total",
+            sl.clone(),
+            counter(&stats["switch"], "masquerade_share"),
+        );
     }
     if is_ebpf(dp) {
         for t in json(&["tables", "--switch", sw]).as_array().unwrap() {

@@ -353,6 +353,36 @@ fn nat_drops_are_shown_with_their_reason() {
     assert_eq!(m.events().len(), 3, "{:#?}", m.events());
 }
 
+/// A namespace that opens connections to one remote from ever more source ports is refused
+/// once it holds its share of the masquerade ports towards it: shown as `masquerade-share`.
+#[test]
+fn masquerade_share_drops_are_shown_with_their_reason() {
+    use switch_tests::{
+        bpf,
+        ipv4::{UDP, packet},
+        nat::NatBed,
+    };
+    let bed = NatBed::new(151, 15180);
+    let m = Monitor::start(&bed.sw, &["--type", "drop"]);
+    let remote = [198, 51, 100, 7];
+    let send = |sport: u16| {
+        let f = packet(UDP, bed.target, remote, sport, 53, 0, false);
+        bpf::run_tc(&bed.nat_out, &f, bed.ifindex).unwrap().retval
+    };
+    let refused = |ports: std::ops::Range<u16>| {
+        ports.clone().find(|&sport| send(sport) == 2).unwrap_or_else(|| panic!("no refusal from ports {ports:?}"))
+    };
+    refused(1000..6000);
+    assert_eq!(switch_drops(&bed.sw)["masquerade_share"].as_u64(), Some(1));
+    // The connections it made were events too, over the rate limit: the next window shows
+    // the next refusal (the unanswered connections hold their ports for seconds yet).
+    sleep(Duration::from_millis(1200));
+    let next = refused(7000..9000);
+    let e = m.expect("masquerade-share drop", |v| v["reason"] == "masquerade-share");
+    assert_eq!(e["frame"]["src_port"].as_u64(), Some(u64::from(next)), "{e}");
+    assert_eq!(switch_drops(&bed.sw)["masquerade_share"].as_u64(), Some(2));
+}
+
 /// Stations the switch forgets show as `age` events, with the port they were behind: the
 /// programs age lazily, so the monitor tells it from two looks at the table.
 #[test]

@@ -3,7 +3,11 @@
 //! The connection table is two LRU maps with the same entries: `CT_UNREPLIED` for connections
 //! not answered yet (a TCP handshake under way, a first datagram) and CONNTRACK for the rest.
 //! A flood of new connections (spoofed SYNs) fills and evicts only the first; an answered
-//! connection, idle or not, is evicted only by other answered ones. Each direction of a
+//! connection, idle or not, is evicted only by other answered ones. A TCP connection counts
+//! as answered only once its opener acknowledges the answer (the handshake's third step): a
+//! SYN-ACK alone proves nothing, since a spoofed SYN's SYN-ACK is routed to whoever owns the
+//! forged address, who never acknowledges it. Unanswered entries live
+//! `CT_TIMEOUT_UNREPLIED_NS` past their last packet. Each direction of a
 //! connection is an entry of its own (a packet of either direction finds its entry by its own
 //! addresses); the two are written together and made again from each other, so one never
 //! outlives the other for long.
@@ -15,19 +19,22 @@ use aya_ebpf::{
 pub use switch_common::nat::{CT_DNAT, CT_SNAT};
 use switch_common::{
     CtEntry, CtKey, FwdStats,
-    events::{DROP_ICMP_FOREIGN, DROP_UNSOLICITED},
-    nat::{CT_CLOSING, CT_ESTABLISHED, CT_F_ANSWER, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+    events::{DROP_ICMP_FOREIGN, DROP_MASQ_SHARE, DROP_UNSOLICITED},
+    nat::{
+        CT_ACK_WINDOW, CT_CLOSING, CT_ESTABLISHED, CT_F_ANSWER, CT_F_UNREPLIED, CT_HALF_OPEN, PROTO_ICMP, PROTO_TCP,
+        PROTO_UDP,
+    },
 };
 
 use super::{
     events,
-    ipv4::{Flow, IP_OFF, TCP_FIN, TCP_RST},
+    ipv4::{Flow, IP_OFF, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{CONNTRACK, CT_UNREPLIED, FWD_STATS},
     stats,
 };
 
 /// Drops a packet NAT refuses (`reason`: `DROP_NAT_REFUSED`, `DROP_UNSOLICITED`,
-/// `DROP_ICMP_FOREIGN`): counted with the switch's drops (`switch stats`) and, while a monitor
+/// `DROP_ICMP_FOREIGN`, `DROP_MASQ_SHARE`): counted with the switch's drops (`switch stats`) and, while a monitor
 /// runs, reported with its reason.
 #[inline(always)]
 pub fn refuse(ctx: &TcContext, reason: u16) -> i32 {
@@ -35,6 +42,8 @@ pub fn refuse(ctx: &TcContext, reason: u16) -> i32 {
         stats::table(|t| t.routed_refused += 1);
     } else if reason == DROP_ICMP_FOREIGN {
         stats::table(|t| t.icmp_refused += 1);
+    } else if reason == DROP_MASQ_SHARE {
+        stats::table(|t| t.masq_share_refused += 1);
     } else {
         stats::table(|t| t.ct_refused += 1);
     }
@@ -188,9 +197,14 @@ pub fn ct_translate<T>(
     let Some(next) = ready(e) else { return Ok(None) };
     let (addr, port, rule) = (e.addr, e.port, e.rule);
     let other = ct_reverse_key(f, nat, addr, port);
-    if found.unreplied && e.flags & CT_F_ANSWER != 0 {
+    if found.unreplied && answers(ctx, e, f) {
         ct_answered(e, &other, f, now);
     } else {
+        if found.unreplied
+            && let Some(ack) = expected_ack(ctx, e, f)
+        {
+            e.ack = ack;
+        }
         ct_touch(e, &other, found.unreplied, f, now);
     }
     count(rule, ctx.len() as u64, false);
@@ -200,6 +214,40 @@ pub fn ct_translate<T>(
         rewrite_src(ctx, f, addr, port)?;
     }
     Ok(Some(next))
+}
+
+/// Whether `f`, a packet on entry `e` of a connection not answered yet, makes it answered.
+/// UDP and ICMP: the first packet of the answering direction. TCP: the opener's
+/// acknowledgement of the answer (a bare ACK, or one with data, after the answer was seen),
+/// whose number must fall in `CT_ACK_WINDOW` past the answer's sequence number: proof that
+/// the opener saw the answer, which a spoofer whose answers are routed elsewhere never does.
+/// Read only here, on the rare packets of unanswered connections: the established path reads
+/// no sequence number.
+#[inline(always)]
+fn answers(ctx: &TcContext, e: &CtEntry, f: &Flow) -> bool {
+    if f.proto != PROTO_TCP {
+        return e.flags & CT_F_ANSWER != 0;
+    }
+    if e.flags & CT_F_ANSWER != 0 || e.state != CT_ESTABLISHED || f.tcp_flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK
+    {
+        return false;
+    }
+    // bpf_skb_load_bytes: bounds-checked by the helper, so no proof for the verifier needed.
+    let Ok(ack) = ctx.load::<u32>(f.l4_off + 8) else { return false };
+    u32::from_be(ack).wrapping_sub(e.ack) < CT_ACK_WINDOW
+}
+
+/// The acknowledgement number that will complete `f`'s connection, when `f` is the first
+/// answer of an unanswered TCP connection (on entry `e`, still half-open): the answer's
+/// sequence number, plus one for its SYN. A connection picked up mid-stream (no SYN seen)
+/// completes when the opener acknowledges what the answer carried.
+#[inline(always)]
+fn expected_ack(ctx: &TcContext, e: &CtEntry, f: &Flow) -> Option<u32> {
+    if f.proto != PROTO_TCP || e.flags & CT_F_ANSWER == 0 || e.state != CT_HALF_OPEN {
+        return None;
+    }
+    let seq = u32::from_be(ctx.load::<u32>(f.l4_off + 4).ok()?);
+    Some(seq.wrapping_add(u32::from(f.tcp_flags & TCP_SYN != 0)))
 }
 
 /// The state a TCP packet with `flags` moves a connection in `state` to. `answer` is true for
@@ -242,6 +290,7 @@ fn ct_touch(e: &mut CtEntry, other: &CtKey, unreplied: bool, f: &Flow, now: u64)
             let o = unsafe { &mut *o };
             o.state = state;
             o.last_seen_ns = now;
+            o.ack = e.ack;
         }
         None => {
             let _ = ct_put(table, other, &other_half(e, f, now), !unreplied);
@@ -249,16 +298,18 @@ fn ct_touch(e: &mut CtEntry, other: &CtKey, unreplied: bool, f: &Flow, now: u64)
     }
 }
 
-/// The first answer of a connection: both its entries move from `CT_UNREPLIED` to CONNTRACK
-/// (the other direction's made again if the unreplied budget evicted it meanwhile). If
-/// CONNTRACK refuses, they stay where they are and the next answer tries again.
+/// The packet that answers a connection (`answers`): both its entries move from
+/// `CT_UNREPLIED` to CONNTRACK (the other direction's made again if the unreplied budget
+/// evicted it meanwhile). If CONNTRACK refuses, they stay where they are and the next packet
+/// tries again.
 #[inline(always)]
 fn ct_answered(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
-    let state = next_state(e.state, f.proto, f.tcp_flags, true);
-    let mine = CtEntry { state, last_seen_ns: now, ..*e };
+    let state = next_state(e.state, f.proto, f.tcp_flags, e.flags & CT_F_ANSWER != 0);
+    let answered = |c: &CtEntry| CtEntry { state, last_seen_ns: now, flags: c.flags & !CT_F_UNREPLIED, ..*c };
+    let mine = answered(e);
     // SAFETY: value copied out at once.
     let theirs = match unsafe { CT_UNREPLIED.get(other) } {
-        Some(o) => CtEntry { state, last_seen_ns: now, ..*o },
+        Some(o) => answered(o),
         None => other_half(&mine, f, now),
     };
     let key = ct_key(f);
@@ -276,8 +327,9 @@ fn ct_answered(e: &mut CtEntry, other: &CtKey, f: &Flow, now: u64) {
 /// packet takes the fast path and its answer must already find its way back.
 #[inline(always)]
 pub fn ct_new(answer_key: &CtKey, answer: &CtEntry, first_key: &CtKey, first: &CtEntry) -> Result<(), i64> {
-    ct_put(&CT_UNREPLIED, answer_key, &CtEntry { flags: CT_F_ANSWER, ..*answer }, false)?;
-    ct_put(&CT_UNREPLIED, first_key, &CtEntry { flags: 0, ..*first }, false)
+    let answer = CtEntry { flags: CT_F_ANSWER | CT_F_UNREPLIED, ack: 0, ..*answer };
+    ct_put(&CT_UNREPLIED, answer_key, &answer, false)?;
+    ct_put(&CT_UNREPLIED, first_key, &CtEntry { flags: CT_F_UNREPLIED, ack: 0, ..*first }, false)
 }
 
 /// Records one direction of a connection in `table` (`answered`: CONNTRACK). A new key is

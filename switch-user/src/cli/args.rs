@@ -295,9 +295,10 @@ EtherType, IPv4 addresses and TCP/UDP ports). With --json, one JSON object per l
 Drop reasons: malformed (shorter than an Ethernet header), invalid-source (group or zero
 source MAC), same-port (destination behind the port it came from), spoofed-mac,
 spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit),
-nat-refused (a packet of the segment NAT could not translate), unsolicited-routed (routed
-towards the segment, asked for by nothing there), icmp-foreign (an ICMP error at an uplink
-that is not its connection's own).
+nat-refused (a packet of the segment NAT could not translate), masquerade-share (a new
+connection of a namespace that holds its share of the masquerade ports towards that remote),
+unsolicited-routed (routed towards the segment, asked for by nothing there), icmp-foreign (an
+ICMP error at an uplink that is not its connection's own).
 NAT events: forward and masquerade show the first packet of a new connection as it came
 and, after '->', the address and port it is translated to; expired (idle past its timeout)
 and evicted (pushed out of a full table) show the connection as seen from outside.

@@ -173,9 +173,9 @@ pub fn stats(r: &StatsReport) -> String {
     if let Some(d) = &r.switch {
         let _ = write!(
             out,
-            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} unanswered connections evicted, {} \
-             foreign ICMP errors",
-            d.unsolicited_routed, d.nat_refused, d.unreplied_evicted, d.icmp_refused
+            "\nswitch-wide drops: {} unsolicited routed, {} refused by NAT, {} over a namespace's masquerade share, \
+             {} unanswered connections evicted, {} foreign ICMP errors",
+            d.unsolicited_routed, d.nat_refused, d.masquerade_share, d.unreplied_evicted, d.icmp_refused
         );
     }
     out

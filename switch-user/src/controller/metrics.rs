@@ -144,6 +144,7 @@ struct Families {
     unsolicited_routed: Counters<SwitchLabels>,
     unreplied_evicted: Counters<SwitchLabels>,
     icmp_refused: Counters<SwitchLabels>,
+    masquerade_share: Counters<SwitchLabels>,
     table_entries: Gauges<TableLabels>,
     table_expired: Gauges<TableLabels>,
     table_capacity: Gauges<TableLabels>,
@@ -222,6 +223,13 @@ impl Families {
             packets(),
             self.icmp_refused.clone(),
         );
+        r.register_with_unit(
+            "switch_masquerade_share_refused",
+            "New outbound connections refused because their namespace held its share of the masquerade \
+             ports towards that remote",
+            connections(),
+            self.masquerade_share.clone(),
+        );
         let table = "table: fdb (MAC table), conntrack (connections), unreplied (connections not answered yet)";
         r.register_with_unit("switch_table", format!("Live entries; {table}"), entries(), self.table_entries.clone());
         r.register_with_unit(
@@ -291,6 +299,7 @@ impl Families {
             self.unsolicited_routed.get_or_create(&sw).inc_by(d.unsolicited_routed);
             self.unreplied_evicted.get_or_create(&sw).inc_by(d.unreplied_evicted);
             self.icmp_refused.get_or_create(&sw).inc_by(d.icmp_refused);
+            self.masquerade_share.get_or_create(&sw).inc_by(d.masquerade_share);
         }
         for t in n.tables.iter().flatten() {
             let l = TableLabels { switch: sw.switch.clone(), datapath: sw.datapath.clone(), table: t.table };
@@ -415,6 +424,7 @@ mod tests {
                     unsolicited_routed: 4,
                     unreplied_evicted: 0,
                     icmp_refused: 0,
+                    masquerade_share: 6,
                 }),
             },
             tables: Some(vec![TableRow {
@@ -458,6 +468,7 @@ mod tests {
             r#"switch_port_rx_bytes_total{switch="web",datapath="tc",namespace="red",port="sred-1"} 1000"#,
             r#"switch_port_dropped_packets_total{switch="web",datapath="tc",namespace="red",port="sred-1",reason="other"} 2"#,
             r#"switch_nat_refused_connections_total{switch="web",datapath="tc"} 3"#,
+            r#"switch_masquerade_share_refused_connections_total{switch="web",datapath="tc"} 6"#,
             r#"switch_table_capacity_entries{switch="web",datapath="tc",table="fdb"} 16384"#,
             r#"switch_forward_bytes_total{switch="web",datapath="tc",namespace="red",proto="tcp",host_ports="8080",to="10.0.0.1:80"} 3456"#,
             r#"switch_port_tx_packets_total{switch="br",datapath="bridge",namespace="blue",port="sblue-1"} 9"#,

@@ -16,10 +16,10 @@ use std::{
 use serde::Serialize;
 use switch_common::{
     events::{
-        DROP_ICMP_FOREIGN, DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_NAT_REFUSED, DROP_NOT_PEER,
-        DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_TAGGED, DROP_UNSOLICITED, Event,
-        FRAME_F_IPV4,
-        FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
+        DROP_ICMP_FOREIGN, DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_MASQ_SHARE, DROP_NAT_REFUSED,
+        DROP_NOT_PEER, DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_TAGGED,
+        DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT,
+        NAT_FORWARD, NAT_MASQUERADE,
     },
     nat::{PROTO_TCP, PROTO_UDP},
 };
@@ -96,7 +96,8 @@ pub struct MonitorEvent {
     /// What happened.
     pub kind: EventKind,
     /// Why a frame was dropped (`malformed`, `invalid-source`, `same-port`, `spoofed-mac`,
-    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`, `nat-refused`, `unsolicited-routed`);
+    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`, `nat-refused`, `masquerade-share`,
+    /// `unsolicited-routed`);
     /// `forward` or `masquerade` for a new NAT connection, `expired` or `evicted` for one that
     /// ended; `added` or `removed` for a port.
     pub reason: Option<&'static str>,
@@ -185,6 +186,7 @@ pub(crate) fn reason_name(reason: u16) -> &'static str {
         DROP_UNSOLICITED => "unsolicited-routed",
         DROP_TAGGED => "tagged",
         DROP_ICMP_FOREIGN => "icmp-foreign",
+        DROP_MASQ_SHARE => "masquerade-share",
         _ => "unknown",
     }
 }

@@ -397,6 +397,9 @@ pub struct SwitchDrops {
     /// ICMP errors refused at an uplink: quoting a connection that is not theirs (to or from
     /// another namespace than the connection's), or a private address with no translation.
     pub icmp_refused: u64,
+    /// New outbound connections refused because their namespace already held its share of
+    /// the masquerade ports towards that remote.
+    pub masquerade_share: u64,
 }
 
 /// A datapath log. Logging costs on every frame, so it is on only while someone reads it.

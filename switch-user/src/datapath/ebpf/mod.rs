@@ -509,6 +509,7 @@ impl Tables for Ebpf {
                 unsolicited_routed: t.routed_refused,
                 unreplied_evicted: evicted.evicted(),
                 icmp_refused: t.icmp_refused,
+                masquerade_share: t.masq_share_refused,
             })
         })
         .await
