@@ -8,10 +8,10 @@ use switch_common::{
 };
 
 use super::Pins;
+use crate::error::{Error, Result, bpf};
 
 /// `bpf_map_update_elem` flag: add the entry only if the key has none (fails with EEXIST).
 const BPF_NOEXIST: u64 = 1;
-use crate::error::{Error, Result, bpf};
 
 /// The maps of one switch, opened from their pins.
 pub struct SwitchMaps {
