@@ -55,15 +55,14 @@ pub enum Error {
         /// The switch.
         switch: String,
     },
-    /// Another port on the switch has the MAC address.
-    #[error("MAC address {mac} is already used by namespace '{ns}' on switch '{switch}'")]
+    /// A port of the switch (or another switch's gateway) has the MAC address.
+    #[error("MAC address {mac} is already used by {holder}")]
     DuplicateMac {
         /// The address.
         mac: String,
-        /// The namespace holding it.
-        ns: String,
-        /// The switch.
-        switch: String,
+        /// Who holds it, in words: "namespace 'red' on switch 'sw0'", "the gateway of switch
+        /// 'sw0'", "port 3 of the switch".
+        holder: String,
     },
     /// Every port slot of the switch is taken.
     #[error("switch '{0}' has no free port (at most {max} ports)", max = switch_common::MAX_PORTS)]

@@ -324,6 +324,60 @@ fn userspace_and_bridge_refuse_with_one_line() {
     refused_by_bridge_and_userspace(&mut Sandbox::new(), &["capture"], "packet capture");
 }
 
+/// `-w FILE` never writes into a file someone else made: an existing file is refused (another
+/// user's even with `--force`), and so are a symbolic link and a hard link; `--force` replaces
+/// only a regular file of the caller's own, made 0600.
+#[test]
+fn a_capture_file_is_made_new_or_replaced_only_if_it_is_ones_own() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("cap", "tc", &[]);
+    let a = sb.port(&sw, "a", "10.98.0.1/24", &[]);
+    let _b = sb.port(&sw, "b", "10.98.0.2/24", &[]);
+    let refused = |file: &TempFile, extra: &[&str], why: &str| {
+        let mut args = vec!["capture", "--switch", &sw, "-c", "1", "-w", file.path()];
+        args.extend_from_slice(extra);
+        // A capture that took the file waits for a frame: ended after 10 s (exit 124).
+        let r: Run = Command::new("timeout").arg("10").arg(switch_bin()).args(&args).output().unwrap().into();
+        assert_eq!(r.code, 1, "switch {args:?}: expected exit 1: {r:?}");
+        let e = r.stderr.trim_end();
+        assert!(!e.contains('\n') && e.starts_with("error: "), "switch {args:?}: one error line: {e:?}");
+        assert!(e.contains(file.path()) && e.contains(why), "switch {args:?}: expected {why:?} in {e:?}");
+        assert!(!capture_on(&sw), "switch {args:?} turned the capture on");
+    };
+    // Another user's file (planted in a shared directory, readable by everyone).
+    let theirs = TempFile::new("theirs");
+    std::fs::write(&theirs.0, b"theirs").unwrap();
+    std::os::unix::fs::chown(&theirs.0, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&theirs.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&theirs, &[], "--force");
+    refused(&theirs, &["--force"], "belongs to user 65534");
+    assert_eq!(std::fs::read(&theirs.0).unwrap(), b"theirs");
+    assert_eq!(std::fs::metadata(&theirs.0).unwrap().uid(), 65534);
+    // One's own file: only with --force, and not while it has another name.
+    let mine = TempFile::new("mine");
+    std::fs::write(&mine.0, b"old capture").unwrap();
+    std::fs::set_permissions(&mine.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&mine, &[], "exists");
+    let other_name = TempFile::new("mine-hardlink");
+    std::fs::hard_link(&mine.0, &other_name.0).unwrap();
+    refused(&mine, &["--force"], "hard links");
+    std::fs::remove_file(&other_name.0).unwrap();
+    assert_eq!(std::fs::read(&mine.0).unwrap(), b"old capture");
+    // A symbolic link, even to one's own file, even with --force.
+    let link = TempFile::new("mine-symlink");
+    std::os::unix::fs::symlink(&mine.0, &link.0).unwrap();
+    refused(&link, &["--force"], "symbolic link");
+    assert_eq!(std::fs::read(&mine.0).unwrap(), b"old capture");
+
+    // --force on one's own file: replaced by the capture, 0600.
+    let c = Capture::start(&sw, &["--ns", &a, "-c", "1", "-w", mine.path(), "--force"], false);
+    assert!(ping(&a, "10.98.0.2", 1));
+    c.output();
+    assert_eq!(std::fs::metadata(&mine.0).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(read_pcapng(mine.path()).len(), 1, "the replaced file holds the one frame captured");
+}
+
 #[test]
 fn bad_input_changes_nothing() {
     let mut sb = Sandbox::new();

@@ -8,7 +8,23 @@ datapath_matrix!(
     down_removes_every_trace,
     ns_del_removes_the_port_and_forwarding_goes_on,
     concurrent_ns_adds_on_one_switch_all_land,
+    a_mac_in_use_is_refused_on_every_path,
 );
+
+#[test]
+fn tc_the_datapath_never_hands_a_reserved_mac_to_another_port() {
+    the_datapath_never_hands_a_reserved_mac_to_another_port("tc");
+}
+
+#[test]
+fn xdp_the_datapath_never_hands_a_reserved_mac_to_another_port() {
+    the_datapath_never_hands_a_reserved_mac_to_another_port("xdp");
+}
+
+#[test]
+fn userspace_the_datapath_never_hands_a_reserved_mac_to_another_port() {
+    the_datapath_never_hands_a_reserved_mac_to_another_port("userspace");
+}
 
 fn up_and_ns_add_are_idempotent(dp: &str) {
     let mut sb = Sandbox::new();
@@ -74,6 +90,8 @@ fn bad_input_gets_one_error_line_and_changes_nothing(dp: &str) {
         (vec!["ns", "add", "bad/name", "--ip", "10.31.0.2/24", "--switch", &sw], "not allowed"),
         (vec!["up", "--name", &long], "longer than 64"),
         (vec!["up", "--name", &fresh, "--ageing", "0"], "at least 1 second"),
+        (vec!["up", "--name", &fresh, "--gateway", "10.0.0.1/7"], "shorter than /8"),
+        (vec!["up", "--name", &fresh, "--gateway", "64.0.0.1/2"], "shorter than /8"),
         (vec!["up", "--name", &fresh, "--datapath", "xdp", "--redirect", "egress"], "only the tc datapath"),
         (vec!["up", "--name", &fresh, "--datapath", "nosuch"], "invalid value"),
         (vec!["up", "--name", &fresh, "--datapath", "tc", "--busy-poll", "50"], "only the userspace datapath"),
@@ -104,6 +122,123 @@ fn bad_input_gets_one_error_line_and_changes_nothing(dp: &str) {
         assert_eq!(Snapshot::take(&sb.prefix), before, "switch {args:?} changed the system");
     }
     host("ip", &["netns", "del", &foreign]);
+}
+
+/// The MAC of `sw`'s gateway (the host's end, which the namespaces see), from `switch ports`.
+fn gateway_mac(sw: &str) -> String {
+    let rows = json(&["ports", "--switch", sw]);
+    let gw = rows.as_array().unwrap().iter().find(|r| r["kind"] == "gateway").unwrap_or_else(|| panic!("{rows}"));
+    gw["mac"].as_str().unwrap().to_owned()
+}
+
+fn a_mac_in_use_is_refused_on_every_path(dp: &str) {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", dp, &["--gateway", "10.36.0.254/24"]);
+    let other = sb.switch("o", dp, &["--gateway", "10.37.0.254/24"]);
+    let (gw, other_gw) = (gateway_mac(&sw), gateway_mac(&other));
+    let a_mac = "02:00:00:36:00:01";
+    let a = sb.port(&sw, "a", "10.36.0.1/24", &["--mac", a_mac]);
+    // A namespace made by someone else, for `ns attach`.
+    let foreign = sb.name("f");
+    host("ip", &["netns", "add", &foreign]);
+    let path = format!("/run/netns/{foreign}");
+    let fresh = sb.name("b");
+
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        // The gateway's MAC would take the host's traffic of the segment.
+        (
+            vec!["ns", "add", &fresh, "--ip", "10.36.0.2/24", "--switch", &sw, "--mac", &gw],
+            format!("already used by the gateway of switch '{sw}'"),
+        ),
+        // Another switch's gateway: the host's too.
+        (
+            vec!["ns", "add", &fresh, "--ip", "10.36.0.2/24", "--switch", &sw, "--mac", &other_gw],
+            format!("already used by the gateway of switch '{other}'"),
+        ),
+        (
+            vec!["ns", "attach", &fresh, "--netns", &path, "--ip", "10.36.0.2/24", "--switch", &sw, "--mac", &gw],
+            format!("already used by the gateway of switch '{sw}'"),
+        ),
+        (
+            vec!["ns", "attach", &fresh, "--netns", &path, "--ip", "10.36.0.2/24", "--switch", &sw, "--mac", a_mac],
+            format!("already used by namespace '{a}'"),
+        ),
+        (
+            vec!["ns", "attach", &fresh, "--netns", &path, "--ip", "10.37.0.2/24", "--switch", &other, "--mac", &gw],
+            format!("already used by the gateway of switch '{sw}'"),
+        ),
+    ];
+    for (args, expect) in cases {
+        let before = Snapshot::take(&sb.prefix);
+        let e = fails(&args, 2);
+        assert!(e.contains(&expect), "switch {args:?}: expected {expect:?} in {e:?}");
+        assert_eq!(Snapshot::take(&sb.prefix), before, "switch {args:?} changed the system");
+    }
+    // The gateway still answers for its MAC: nothing took its frames.
+    assert!(ping(&a, "10.36.0.254", 2));
+    host("ip", &["netns", "del", &foreign]);
+}
+
+/// Below the controller's check: a MAC the datapath has reserved for a port is never given to
+/// another one, even when the controller does not know of it (the eBPF datapaths' BOUND is
+/// only added to where absent; the userspace engine refuses a second port with a reserved MAC).
+fn the_datapath_never_hands_a_reserved_mac_to_another_port(dp: &str) {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", dp, &["--gateway", "10.38.0.254/24"]);
+    let gw = gateway_mac(&sw);
+    let a = sb.port(&sw, "a", "10.38.0.1/24", &[]);
+    if dp == "userspace" {
+        // A port asked of the engine directly, bound to the gateway's MAC.
+        let (x0, x1) = (sb.name("x0"), sb.name("x1"));
+        host("ip", &["link", "add", &x0, "type", "veth", "peer", "name", &x1]);
+        let ifindex: u32 =
+            std::fs::read_to_string(format!("/sys/class/net/{x0}/ifindex")).unwrap().trim().parse().unwrap();
+        let mac: Vec<u8> = gw.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+        let request = serde_json::json!({
+            "op": "add_port", "slot": 77, "ifindex": ifindex, "ifname": x0,
+            "guard": {"flags": switch_common::PORT_F_BIND_MAC, "mac": mac, "ip": 0},
+        });
+        let mut sock = std::os::unix::net::UnixStream::connect(format!("/run/switch/{sw}.sock")).unwrap();
+        std::io::Write::write_all(&mut sock, format!("{request}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&sock), &mut answer).unwrap();
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        if answer["status"] != "error" {
+            let del = serde_json::json!({"op": "del_port", "slot": 77});
+            std::io::Write::write_all(&mut sock, format!("{del}\n").as_bytes()).unwrap();
+        }
+        assert_eq!(answer["status"], "error", "the engine took the gateway's MAC for another port: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains(&format!("MAC address {gw} is already used")), "{answer}");
+        host("ip", &["link", "del", &x0]);
+    } else {
+        // A reservation the controller does not know of, planted in BOUND.
+        use aya::maps::{HashMap, Map, MapData};
+        use switch_common::MacKey;
+        let planted = [2, 0, 0, 0x38, 0, 0x99];
+        let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{sw}/BOUND")).unwrap();
+        let mut bound: HashMap<_, MacKey, u32> = HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+        bound.insert(MacKey::new(planted), 77, 0).unwrap();
+        let before = Snapshot::take(&sb.prefix);
+        let r = switch(&[
+            "ns",
+            "add",
+            &sb.name("b"),
+            "--ip",
+            "10.38.0.2/24",
+            "--switch",
+            &sw,
+            "--mac",
+            "02:00:00:38:00:99",
+        ]);
+        let holder = bound.get(&MacKey::new(planted), 0);
+        let _ = bound.remove(&MacKey::new(planted));
+        assert_eq!(r.code, 2, "ns add with a MAC reserved in the datapath: {r:?}");
+        assert!(r.stderr.contains("already used by port 77"), "{r:?}");
+        assert_eq!(holder.ok(), Some(77), "the reservation was overwritten");
+        assert_eq!(Snapshot::take(&sb.prefix), before, "the refused port was not rolled back");
+    }
+    // The gateway's reservation held: its frames still reach it.
+    assert!(ping(&a, "10.38.0.254", 2));
 }
 
 fn down_removes_every_trace(dp: &str) {

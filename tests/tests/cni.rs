@@ -390,6 +390,57 @@ fn a_mismatch_with_the_running_switch_is_an_error() {
     assert!(net.leases().is_empty(), "{:?}", net.leases());
 }
 
+/// A container MAC (`runtimeConfig.mac`, `MAC=` in CNI_ARGS) that the gateway or another
+/// container holds is refused, the lease given back and no port made; so is a gateway whose
+/// prefix would route a large part of the address space into the segment.
+#[test]
+fn a_mac_in_use_and_a_huge_segment_are_refused() {
+    let mut net = Net::new(167);
+    let (id1, ns1) = net.container("c1");
+    net.add(&id1, &ns1, "1.0.0");
+    let rows = json(&["ports", "--switch", &net.switch]);
+    let mac_of = |kind: &str, owner: &str| -> String {
+        let row =
+            rows.as_array().unwrap().iter().find(|r| r["kind"] == kind && (owner.is_empty() || r["owner"] == owner));
+        row.unwrap_or_else(|| panic!("no {kind} port in {rows}"))["mac"].as_str().unwrap().to_owned()
+    };
+    let (gw, c1) = (mac_of("gateway", ""), mac_of("adopted", &id1));
+    let (id2, ns2) = net.container("c2");
+    let leases = net.leases();
+    let args = format!("IgnoreUnknown=1;MAC={gw}");
+    let vars = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", id2.as_str()),
+        ("CNI_NETNS", ns2.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", CNI_PATH),
+        ("CNI_ARGS", args.as_str()),
+    ];
+    let o = plugin(&vars, &net.conf("1.0.0").to_string());
+    assert!(error_code(&o) >= 100, "{}", o.json);
+    let msg = o.json["msg"].as_str().unwrap();
+    assert!(msg.contains(&format!("MAC address {gw} is already used by the gateway of switch")), "{msg}");
+    let mut conf = net.conf("1.0.0");
+    conf["runtimeConfig"] = serde_json::json!({"mac": c1});
+    let o = net.run("ADD", &id2, &ns2, &conf);
+    assert!(error_code(&o) >= 100, "{}", o.json);
+    let msg = o.json["msg"].as_str().unwrap();
+    assert!(msg.contains(&format!("MAC address {c1} is already used by namespace '{id1}'")), "{msg}");
+    assert_eq!(net.leases(), leases, "a lease of a refused ADD was kept");
+    assert!(!json(&["ns", "list"]).as_array().unwrap().iter().any(|r| r["namespace"] == id2.as_str()));
+
+    // A gateway of /7: refused as a configuration error, before anything is made.
+    let other = Net::new(168);
+    let (id3, ns3) = net.container("c3");
+    let mut conf = other.conf("1.0.0");
+    conf["gateway"] = serde_json::json!("10.168.0.1/7");
+    let o = other.run("ADD", &id3, &ns3, &conf);
+    assert_eq!(error_code(&o), 7, "{}", o.json);
+    assert!(o.json["msg"].as_str().unwrap().contains("shorter than /8"), "{}", o.json);
+    assert!(other.leases().is_empty(), "{:?}", other.leases());
+    assert!(!json(&["list"]).as_array().unwrap().iter().any(|s| s["name"] == other.switch.as_str()));
+}
+
 /// Spec 1.1: STATUS says the plugin is ready; GC removes every attachment of the network the
 /// runtime no longer lists (port and lease), and keeps the ones it lists. A 1.1.0
 /// configuration works with Debian's host-local, which speaks 1.0.0 at most.

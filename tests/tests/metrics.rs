@@ -49,9 +49,15 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// The server with extra environment (a failpoint).
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let mut child = Reaped(
             Command::new(switch_bin())
                 .args(["metrics", "serve", "--listen", "127.0.0.1:0"])
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -87,7 +93,9 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut err = String::new();
-        self.child.0.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
+        if let Some(stderr) = self.child.0.stderr.as_mut() {
+            stderr.read_to_string(&mut err).unwrap();
+        }
         (status, err)
     }
 }
@@ -375,6 +383,68 @@ fn metrics_serve_agrees_with_the_cli_and_stops_on_sigterm() {
     assert_eq!(Snapshot::take(&sb.prefix), clean, "left something behind on the uplink");
     drop(out);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "left something behind");
+}
+
+/// The HTTP status of one `curl` of `url` (`000`: no answer within `secs`).
+fn curl_status(url: &str, secs: u32) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", &secs.to_string(), url]);
+    c.stdout(Stdio::piped());
+    c
+}
+
+/// Scrapes never take the state lock, and at most four run at once: with four held in
+/// flight (a failpoint stalls them where they read the tables), a fifth is answered 503 at
+/// once, and `switch ns add` goes through meanwhile; released, the four complete and the
+/// server scrapes again.
+#[test]
+fn a_flood_of_scrapes_is_bounded_and_holds_back_no_command() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("sw", "tc", &[]);
+    let release = std::env::temp_dir().join(format!("switch-metrics-release-{}", sb.prefix));
+    let _ = std::fs::remove_file(&release);
+    let release_path = release.to_str().unwrap().to_owned();
+    let mut server = Server::start_with(&[
+        ("SWITCH_FAILPOINT", "metrics-scrape:stall"),
+        ("SWITCH_FAILPOINT_RELEASE", release_path.as_str()),
+    ]);
+    // What the server says on stderr, line by line.
+    let (tx, said) = std::sync::mpsc::channel();
+    let stderr = server.child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let held: Vec<Reaped> = (0..4).map(|_| Reaped(curl_status(&server.url, 60).spawn().unwrap())).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stalled = 0;
+    while stalled < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match said.recv_timeout(left) {
+            Ok(line) if line.contains("failpoint metrics-scrape stalled") => stalled += 1,
+            Ok(_) => {}
+            // No stall (a server without the failpoint): the fifth scrape below tells.
+            Err(_) => break,
+        }
+    }
+    let fifth = curl_status(&server.url, 10).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&fifth.stdout), "503", "a fifth scrape while four run");
+    // The scrapes in flight hold no lock: a port is added meanwhile.
+    let a = sb.port(&sw, "a", "10.142.0.1/24", &[]);
+    std::fs::write(&release, b"").unwrap();
+    for curl in held {
+        let mut curl = curl;
+        let mut code = String::new();
+        curl.0.stdout.take().unwrap().read_to_string(&mut code).unwrap();
+        assert_eq!(code, "200", "a held scrape, released");
+    }
+    // The permits are back: scraping goes on, with the new port.
+    let text = server.scrape();
+    assert!(text.contains(&format!("namespace=\"{a}\"")), "{text}");
+    let _ = std::fs::remove_file(&release);
+    let (status, err) = server.stop();
+    assert!(status.success(), "metrics serve on SIGTERM: {status}, {err}");
 }
 
 #[test]

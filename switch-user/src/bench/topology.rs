@@ -55,13 +55,13 @@ pub const ALL: [Contender; 11] = [
     Contender::new("tc-open", Kind::Switch(DatapathKind::Tc, Redirect::Peer, false)),
     Contender::new("tc-egress", Kind::Switch(DatapathKind::Tc, Redirect::Egress, true)),
     // tc watched: a monitor of drops (nothing to show: every frame is forwarded), and a full
-    // capture of every frame into a pcapng file that goes nowhere.
+    // capture of every frame into a pcapng stream that goes nowhere (stdout is /dev/null).
     Contender {
         reader: Some(&["monitor", "--type", "drop"]),
         ..Contender::new("tc-monitor", Kind::Switch(DatapathKind::Tc, Redirect::Peer, true))
     },
     Contender {
-        reader: Some(&["capture", "-w", "/dev/null"]),
+        reader: Some(&["capture", "-w", "-"]),
         ..Contender::new("tc-capture", Kind::Switch(DatapathKind::Tc, Redirect::Peer, true))
     },
     Contender::new("xdp", Kind::Switch(DatapathKind::Xdp, Redirect::Peer, true)),

@@ -330,8 +330,13 @@ pub struct CaptureArgs {
           value_parser = clap::value_parser!(u32).range(0..=switch_common::capture::MAX_SNAPLEN as i64))]
     pub snaplen: u32,
     /// Write the frames to this pcapng file ('-': standard output) instead of one line each.
+    /// The file is made new (mode 0600); an existing one is refused unless --force.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<std::path::PathBuf>,
+    /// Replace the -w FILE if it exists: only a regular file of your own (never a link, or
+    /// another user's file).
+    #[arg(long, requires = "write")]
+    pub force: bool,
 }
 
 const CAPTURE_HELP: &str = "\

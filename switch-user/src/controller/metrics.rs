@@ -3,10 +3,12 @@
 //!
 //! The numbers come from the same controller functions as those commands (`stats::read`,
 //! `tables::read`, `forward::read`), so they agree by construction. Unlike those commands, a
-//! scrape holds the state lock only to copy the state: the map walks (up to 65 536 system
-//! calls for the connection table) happen after it is released, so a scrape never holds
-//! back `switch ns add` of someone else. Every scrape builds a fresh registry: a switch that
-//! went away is simply absent from the next one.
+//! scrape never takes the state lock: it reads the state file as it is (every save is an
+//! atomic rename, so it sees one whole state) and walks the maps (up to 65 536 system calls
+//! for the connection table) from that copy, so no number of scrapes can hold back `switch ns
+//! add` or a CNI ADD. `switch metrics serve` runs at most [`MAX_SCRAPES`] at once. Every
+//! scrape builds a fresh registry: a switch that went away is simply absent from the next
+//! one.
 use prometheus_client::{
     encoding::{EncodeLabelSet, prometheus_text},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -16,14 +18,18 @@ use serde::Serialize;
 
 use super::{
     forward::{self, ForwardRow},
-    lock,
     stats::{self, PortRow, StatsReport},
     tables::{self, TableRow},
 };
 use crate::{
     error::{Error, Result},
-    state::State,
+    state::{State, Store},
+    sys::host,
 };
+
+/// Most scrapes `switch metrics serve` runs at once; more are answered 503 at once (each
+/// walks every switch's tables: a flood of them would take the CPUs the switches need).
+pub const MAX_SCRAPES: usize = 4;
 
 /// The `Content-Type` of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -56,6 +62,7 @@ pub struct Collected {
 /// gone under the reader) is left out, not an error.
 pub async fn collect() -> Result<Collected> {
     let state = snapshot().await?;
+    super::stall_point("metrics-scrape").await;
     let mut out = Collected::default();
     let mut failed = vec![];
     for (name, sw) in state.switches.iter().filter(|(_, s)| s.ready) {
@@ -75,10 +82,9 @@ pub async fn collect() -> Result<Collected> {
     Ok(out)
 }
 
-/// A copy of the state, the lock released again before anything else is read.
+/// A copy of the state, read without the lock (see the module's doc).
 async fn snapshot() -> Result<State> {
-    let store = lock().await?;
-    store.load()
+    super::blocking(|| Store::peek(host::state_dir())).await
 }
 
 async fn read_switch(state: &State, name: &str, datapath: String) -> Result<SwitchNumbers> {

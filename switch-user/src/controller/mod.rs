@@ -58,6 +58,23 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A stall for the tests: with `SWITCH_FAILPOINT=NAME:stall` the step stops as if stuck,
+/// after saying `failpoint NAME stalled` on stderr, until the file named by
+/// `SWITCH_FAILPOINT_RELEASE` exists (at most a minute), so a test can hold the step in
+/// flight and check what it does not hold back. Points: `metrics-scrape` (a scrape with the
+/// state copied, where it reads the tables).
+pub(crate) async fn stall_point(name: &str) {
+    if std::env::var("SWITCH_FAILPOINT").ok().and_then(|v| v.strip_suffix(":stall").map(|p| p == name)) != Some(true) {
+        return;
+    }
+    eprintln!("failpoint {name} stalled");
+    let release = std::env::var_os("SWITCH_FAILPOINT_RELEASE").map(std::path::PathBuf::from);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline && !release.as_ref().is_some_and(|r| r.exists()) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The datapath of switch `name`, as recorded.
 pub(crate) fn datapath_of(state: &State, name: &str) -> Result<Box<dyn Datapath>> {
     Ok(state.switch(name)?.datapath.open(name))

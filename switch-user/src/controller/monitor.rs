@@ -223,6 +223,58 @@ pub(crate) fn ports_of(state: &State, switch: &str) -> Ports {
         .collect()
 }
 
+/// Ports of `switch` being made (recorded, not ready yet) whose interface exists already, by
+/// its index: a port's first frames (its namespace's announcement as it comes up) reach the
+/// datapath before its record is ready, yet the record says whose they are.
+fn being_made(state: &State, switch: &str) -> Ports {
+    state
+        .ports(switch)
+        .filter(|p| !p.ready && p.kind.is_switched())
+        .filter_map(|p| {
+            let index = nix::net::if_::if_nametoindex(p.host_if.as_str()).ok()?;
+            Some((index, PortRef { namespace: p.owner.clone(), interface: p.host_if.clone() }))
+        })
+        .collect()
+}
+
+/// How long a kernel event of a port being made waits for the port's record to be ready (so
+/// the port's `added` comes first); after that it is shown anyway, named from the record.
+const HOLD: Duration = Duration::from_secs(2);
+
+/// Kernel events waiting to be shown, in the order they came: the first waits while a port
+/// it names is being made, and every later one behind it (events keep their order).
+#[derive(Default)]
+struct Held(std::collections::VecDeque<(Event, std::time::Instant)>);
+
+impl Held {
+    /// The interface indexes `e` names.
+    fn names(e: &Event) -> impl Iterator<Item = u32> {
+        std::iter::once(e.ifindex).chain((e.kind == KIND_MOVE).then_some(e.other_ifindex))
+    }
+
+    /// Whether `e` names a port that `ports` lacks: one to look at the records for.
+    fn unknown(e: &Event, ports: &Ports) -> bool {
+        Self::names(e).any(|i| !ports.contains_key(&i))
+    }
+
+    /// The events that may be shown now, in order, with the names to show them with: the
+    /// ready ports', and the records' of ports still being made (an event held past `HOLD`).
+    fn release(&mut self, ports: &Ports, making: &Ports, now: std::time::Instant) -> (Vec<Event>, Ports) {
+        let mut out = vec![];
+        while let Some((e, since)) = self.0.front() {
+            let waits = Self::names(e).any(|i| !ports.contains_key(&i) && making.contains_key(&i));
+            if waits && now.duration_since(*since) < HOLD {
+                break;
+            }
+            out.push(*e);
+            self.0.pop_front();
+        }
+        let mut names = making.clone();
+        names.extend(ports.iter().map(|(i, p)| (*i, p.clone())));
+        (out, names)
+    }
+}
+
 /// A kernel event, named with `ports`.
 fn resolve(e: &Event, ports: &Ports) -> Option<MonitorEvent> {
     let kind = match e.kind {
@@ -398,40 +450,74 @@ pub async fn follow(
         let mut tick = tokio::time::interval(PORT_POLL);
         let mut table_tick = tokio::time::interval(TABLE_POLL);
         let mut left_out = 0u32;
+        // Ports being made (not ready yet) whose interfaces exist, and the kernel events
+        // waiting for them to be ready.
+        let mut making = Ports::new();
+        let mut held = Held::default();
         // Port events for what changed in the records since the last look.
-        let look = async |ports: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
+        let look = async |ports: &mut Ports, making: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
+            let of = name.clone();
             // A state being rewritten is read again at the next look.
-            let Ok(state) = blocking(|| Store::peek(host::state_dir())).await else { return };
+            let Ok((state, made)) = blocking(move || {
+                let state = Store::peek(host::state_dir())?;
+                let made = being_made(&state, &of);
+                Ok((state, made))
+            })
+            .await
+            else {
+                return;
+            };
             let now = ports_of(&state, &name);
             for v in port_changes(ports, &now).iter().filter(|v| filter.wants(v)) {
                 show(v);
             }
             *ports = now;
+            *making = made;
+        };
+        // Shows the held events that may go now.
+        let mut release = |held: &mut Held,
+                           ports: &Ports,
+                           making: &Ports,
+                           show: &mut dyn FnMut(&MonitorEvent),
+                           now: std::time::Instant| {
+            let (events, names) = held.release(ports, making, now);
+            for e in &events {
+                let Some(mut v) = resolve(e, &names) else { continue };
+                // What the datapath left out rides on whichever event got through next:
+                // carried to the next event shown, so a filter loses no count.
+                v.suppressed += std::mem::take(&mut left_out);
+                if filter.wants(&v) {
+                    show(&v);
+                } else {
+                    left_out = v.suppressed;
+                }
+            }
         };
         loop {
             tokio::select! {
                 e = rx.recv() => match e {
                     Some(e) => {
                         // A port newer than the last look: its first frames may come before
-                        // the next tick. Looking now names them, after their port's event.
-                        let moved_from_unknown = e.kind == KIND_MOVE && !ports.contains_key(&e.other_ifindex);
-                        if !ports.contains_key(&e.ifindex) || moved_from_unknown {
-                            look(&mut ports, &mut show).await;
+                        // the next tick. Looking now names them, after their port's event; a
+                        // port whose record is not ready yet (its namespace announcing itself
+                        // as it comes up) holds them until it is.
+                        if held.0.is_empty() && Held::unknown(&e, &ports) {
+                            look(&mut ports, &mut making, &mut show).await;
                         }
-                        let Some(mut v) = resolve(&e, &ports) else { continue };
-                        // What the datapath left out rides on whichever event got through
-                        // next: carried to the next event shown, so a filter loses no count.
-                        v.suppressed += std::mem::take(&mut left_out);
-                        if filter.wants(&v) {
-                            show(&v);
-                        } else {
-                            left_out = v.suppressed;
-                        }
+                        let now = std::time::Instant::now();
+                        held.0.push_back((e, now));
+                        release(&mut held, &ports, &making, &mut show, now);
                     }
-                    // The reader stopped (and everything it read is shown).
-                    None => return,
+                    // The reader stopped: everything it read is shown, held or not.
+                    None => {
+                        release(&mut held, &ports, &making, &mut show, std::time::Instant::now() + HOLD);
+                        return;
+                    }
                 },
-                _ = tick.tick() => look(&mut ports, &mut show).await,
+                _ = tick.tick() => {
+                    look(&mut ports, &mut making, &mut show).await;
+                    release(&mut held, &ports, &making, &mut show, std::time::Instant::now());
+                }
                 _ = table_tick.tick(), if last_look.is_some() => {
                     // A look that fails (a switch going down) is made again at the next tick.
                     let Ok(events) = tables.require_events() else { continue };
@@ -487,6 +573,35 @@ mod tests {
         assert_eq!((v.reason, v.namespace, v.interface.as_str()), (Some("spoofed-arp"), None, "if3"));
         let runt = resolve(&Event { frame: FrameSummary { len: 9, ..Default::default() }, ..drop }, &ports).unwrap();
         assert!(runt.frame.unwrap().src_mac.is_none());
+    }
+
+    #[test]
+    fn events_of_a_port_being_made_wait_for_its_record_in_order() {
+        let ready: Ports = [(7, port("red"))].into();
+        let making: Ports = [(9, port("blue"))].into();
+        let at = |ifindex, kind| Event { kind, ifindex, other_ifindex: 7, ..Default::default() };
+        let t0 = std::time::Instant::now();
+        let mut held = Held::default();
+        // blue's announcement, then a frame of red: both wait (red's keeps its place).
+        held.0.push_back((at(9, KIND_LEARN), t0));
+        held.0.push_back((at(7, KIND_LEARN), t0));
+        let (out, _) = held.release(&ready, &making, t0);
+        assert!(out.is_empty() && held.0.len() == 2);
+        // blue is ready: both go, in order, blue's named with its namespace.
+        let both: Ports = [(7, port("red")), (9, port("blue"))].into();
+        let (out, names) = held.release(&both, &Ports::new(), t0);
+        assert_eq!(out.iter().map(|e| e.ifindex).collect::<Vec<_>>(), [9, 7]);
+        assert_eq!(resolve(&out[0], &names).unwrap().namespace.as_deref(), Some("blue"));
+        // A record that never gets ready: shown after HOLD, still named from the record.
+        held.0.push_back((at(9, KIND_MOVE), t0));
+        assert!(held.release(&ready, &making, t0 + HOLD / 2).0.is_empty());
+        let (out, names) = held.release(&ready, &making, t0 + HOLD);
+        let v = resolve(&out[0], &names).unwrap();
+        assert_eq!((v.namespace.as_deref(), v.from.map(|f| f.namespace)), (Some("blue"), Some("red".to_owned())));
+        // An interface no record knows is not waited for.
+        held.0.push_back((at(11, KIND_LEARN), t0));
+        assert_eq!(held.release(&ready, &making, t0).0.len(), 1);
+        assert!(Held::unknown(&at(11, KIND_LEARN), &ready) && !Held::unknown(&at(7, KIND_MOVE), &ready));
     }
 
     #[test]

@@ -171,11 +171,31 @@ fn check_segment(state: &State, opts: &AddOptions) -> Result<()> {
                 switch: opts.switch.clone(),
             });
         }
-        if let Some(mac) = opts.mac.filter(|&m| p.mac == Some(m)) {
-            return Err(Error::DuplicateMac { mac: mac.to_string(), ns: p.owner.clone(), switch: opts.switch.clone() });
-        }
     }
-    Ok(())
+    match opts.mac {
+        Some(mac) => check_mac(state, &opts.switch, mac),
+        None => Ok(()),
+    }
+}
+
+/// `mac` is no port's of `switch` (a namespace's, an adopted one's, the gateway's) and no
+/// other switch's gateway's: a port given a MAC in use would take its holder's frames (the
+/// host's, for a gateway's). The datapath refuses a bound MAC twice as well (its table of
+/// reserved MACs is only ever added to where absent); this says who holds it, before anything
+/// is made.
+pub(crate) fn check_mac(state: &State, switch: &str, mac: Mac) -> Result<()> {
+    let holder = state.ports.iter().filter(|p| p.mac == Some(mac)).find_map(|p| match (p.kind, p.switch == switch) {
+        (PortKind::Gateway, _) => Some(format!("the gateway of switch '{}'", p.switch)),
+        (PortKind::Namespace | PortKind::Adopted, true) => {
+            Some(format!("namespace '{}' on switch '{}'", p.owner, p.switch))
+        }
+        (_, true) => Some(format!("the {} port '{}' of switch '{}'", p.kind, p.owner, p.switch)),
+        _ => None,
+    });
+    match holder {
+        Some(holder) => Err(Error::DuplicateMac { mac: mac.to_string(), holder }),
+        None => Ok(()),
+    }
 }
 
 /// Adds namespace `opts.ns` as a port of switch `opts.switch`. Idempotent; rolls back

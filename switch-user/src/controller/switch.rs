@@ -59,6 +59,10 @@ pub struct VxlanOptions {
     pub port: u16,
 }
 
+/// Shortest prefix of a gateway (`up --gateway`): the segment is routed to the switch, so a
+/// shorter one would take over the host's routes to a large part of the address space.
+pub const MIN_GATEWAY_PREFIX: u8 = 8;
+
 /// The IANA port of VXLAN.
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -139,6 +143,15 @@ fn validate(opts: &UpOptions) -> Result<()> {
                 format!("only the userspace datapath has it, not {d}"),
             ));
         }
+    }
+    if let Some(g) = opts.gateway.filter(|g| g.prefix < MIN_GATEWAY_PREFIX) {
+        // The host routes the whole prefix into the segment: a /1 would take half the
+        // internet (and the host's own networks) away from its other interfaces.
+        return Err(Error::invalid(
+            "gateway",
+            g.to_string(),
+            format!("a segment shorter than /{MIN_GATEWAY_PREFIX} would route too much of the address space into it"),
+        ));
     }
     if !opts.uplinks.is_empty() {
         let joined = opts.uplinks.join(",");

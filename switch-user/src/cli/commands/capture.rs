@@ -48,18 +48,58 @@ impl Sink {
     }
 }
 
-/// Creates (or truncates) capture file `path` readable by its owner only: it holds other
-/// namespaces' traffic. A symbolic link as the last component is refused rather than
-/// followed, so a link planted in a shared directory cannot point the write elsewhere.
-fn create_private(path: &std::path::Path) -> std::io::Result<File> {
+/// Makes capture file `path` new, readable by its owner only: it holds other namespaces'
+/// traffic. Never writes into a file that exists (someone else's, planted in a shared
+/// directory, would keep its owner and mode and hand them the frames; a hard link would
+/// overwrite what it links to), nor through a symbolic link. With `force`, an existing file is
+/// replaced only if it is a regular file of the caller's, not linked elsewhere.
+fn create_private(path: &std::path::Path, force: bool) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let at = path.display();
+    let new = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    match new {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && !force => {
+            anyhow::bail!("{at} exists; give a new file name, or --force to replace a file of your own")
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => replace_own(path),
+        Err(e) => Err(e).with_context(|| format!("creating {at}")),
+    }
+}
+
+/// Opens the existing file `path` for `--force`: never through a link (O_NOFOLLOW), without
+/// blocking on a FIFO (O_NONBLOCK); then checks what was opened, not the name (which may
+/// change meanwhile): a regular file, owned by the caller, with no other name. It is emptied
+/// and made 0600.
+fn replace_own(path: &std::path::Path) -> Result<File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let at = path.display();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
+        .with_context(|| format!("opening {at} to replace it (a symbolic link is never followed)"))?;
+    let meta = f.metadata().with_context(|| format!("inspecting {at}"))?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    if !meta.file_type().is_file() {
+        anyhow::bail!("{at} is not a regular file; not replacing it");
+    }
+    if meta.uid() != me {
+        anyhow::bail!("{at} belongs to user {}, not to you; not replacing it (give a new file name)", meta.uid());
+    }
+    if meta.nlink() != 1 {
+        anyhow::bail!("{at} has other names (hard links); not replacing it (give a new file name)");
+    }
+    f.set_len(0).with_context(|| format!("emptying {at}"))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(|| format!("restricting {at}"))?;
+    // O_NONBLOCK stays: it changes nothing for a regular file.
+    Ok(f)
 }
 
 /// The report of a capture written to a file.
@@ -79,7 +119,7 @@ pub async fn do_capture(a: CaptureArgs, json: bool) -> Result<Reply> {
         None => Sink::Lines { json },
         Some(path) => {
             let out: Box<dyn Write + Send> = match &to_file {
-                Some(_) => Box::new(create_private(path).with_context(|| format!("creating {}", path.display()))?),
+                Some(_) => Box::new(create_private(path, a.force)?),
                 None => Box::new(std::io::stdout()),
             };
             Sink::Pcapng(PcapngFile::new(BufWriter::new(out), &a.switch, snaplen).context("starting the capture file")?)

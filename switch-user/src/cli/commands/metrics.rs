@@ -1,15 +1,17 @@
 //! `switch metrics [serve]`: the Prometheus exposition of every switch, once on stdout or
 //! over HTTP (axum) until Ctrl-C or SIGTERM.
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
 use axum::{
     Router,
+    extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use switch::controller::metrics::{self, CONTENT_TYPE};
+use tokio::sync::Semaphore;
 
 use crate::cli::{
     args::{MetricsArgs, MetricsCommand},
@@ -41,15 +43,20 @@ async fn serve(listen: SocketAddr) -> Result<Reply> {
         );
     }
     eprintln!("serving metrics at http://{local}/metrics; Ctrl-C to stop");
-    let app = Router::new().route("/metrics", get(scrape));
+    let app = Router::new().route("/metrics", get(scrape)).with_state(Arc::new(Semaphore::new(metrics::MAX_SCRAPES)));
     axum::serve(listener, app).with_graceful_shutdown(signal::shutdown()).await.context("serving metrics")?;
     Ok(Reply::done())
 }
 
 /// One scrape: fresh numbers. A switch that cannot be read is left out of this scrape and
 /// said on stderr, so the others are still scraped; a state that cannot be read at all is a
-/// 500 with the reason.
-async fn scrape() -> Response {
+/// 500 with the reason. Beyond `MAX_SCRAPES` at once, a 503 (Prometheus tries again at its
+/// next interval).
+async fn scrape(State(running): State<Arc<Semaphore>>) -> Response {
+    let Ok(_permit) = running.try_acquire_owned() else {
+        let busy = format!("error: {} scrapes are running already; try again\n", metrics::MAX_SCRAPES);
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], busy).into_response();
+    };
     let text = metrics::collect().await.and_then(|c| {
         for (switch, e) in &c.errors {
             tracing::warn!("metrics: switch '{switch}' left out of this scrape: {e}");

@@ -10,6 +10,9 @@ use switch_common::{
 use super::Pins;
 use crate::error::{Error, Result, bpf};
 
+/// `bpf_map_update_elem` flag: add the entry only if the key has none (fails with EEXIST).
+const BPF_NOEXIST: u64 = 1;
+
 /// The maps of one switch, opened from their pins.
 pub struct SwitchMaps {
     fdb: HashMap<MapData, MacKey, FdbEntry>,
@@ -149,17 +152,17 @@ impl SwitchMaps {
         Ok(Duration::from_nanos(self.config()?.ageing_ns))
     }
 
-    /// Makes `ifindex` port `slot` with `port`'s flags and binding: counters and learning
-    /// window zeroed, the bound MAC and address claimed, then the ifindex lookup, then the
-    /// flood list (so a frame flooded to the port can already be counted), then the loop bound.
+    /// Makes `ifindex` port `slot` with `port`'s flags and binding: the bound MAC claimed
+    /// first (a MAC another port holds refuses the port before anything changed), counters
+    /// and learning window zeroed, the bound address recorded, then the ifindex lookup, then
+    /// the flood list (so a frame flooded to the port can already be counted), then the loop
+    /// bound.
     pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port) -> Result<()> {
+        self.claim_bound(slot, port.mac)?;
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
         self.learned.set(slot, LearnWindow::default(), 0).map_err(bpf("zeroing LEARNED"))?;
-        self.release_bound(slot);
-        if port.mac != [0; 6] {
-            self.bound.insert(MacKey::new(port.mac), slot, 0).map_err(bpf("writing BOUND"))?;
-        }
+        // `claim_bound` released the slot's old addresses with its old MACs.
         if let Some(bound_ip) = self.bound_ip.as_mut().filter(|_| port.ip != 0) {
             bound_ip.insert(port.ip, slot, 0).map_err(bpf("writing BOUND_IP"))?;
         }
@@ -201,10 +204,49 @@ impl SwitchMaps {
         Ok((entries.iter().filter(|(_, e)| !e.is_expired(now, ageing)).count(), entries.len()))
     }
 
+    /// Reserves `mac` (none: `[0; 6]`) for `slot`, and only it. The entry is added only where
+    /// there is none (BPF_NOEXIST): an entry of another slot is that port's MAC, and
+    /// overwriting it would hand its frames to this one, so it refuses the port instead. An
+    /// entry that is already this slot's (the same port made again) is kept.
+    fn claim_bound(&mut self, slot: u32, mac: [u8; 6]) -> Result<()> {
+        if mac != [0; 6] {
+            let key = MacKey::new(mac);
+            match self.bound.insert(key, slot, BPF_NOEXIST) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                    match optional(self.bound.get(&key, 0), "reading BOUND")? {
+                        Some(holder) if holder != slot => {
+                            return Err(Error::DuplicateMac {
+                                mac: crate::names::Mac(mac).to_string(),
+                                holder: format!("port {holder} of the switch (its reserved MAC)"),
+                            });
+                        }
+                        Some(_) => {}
+                        // Released meanwhile: nobody holds it now.
+                        None => self.bound.insert(key, slot, BPF_NOEXIST).map_err(bpf("writing BOUND"))?,
+                    }
+                }
+                Err(e) => return Err(bpf("writing BOUND")(e)),
+            }
+        }
+        self.release_bound_except(slot, mac);
+        Ok(())
+    }
+
     /// Forgets the MACs and addresses bound to `slot`.
     fn release_bound(&mut self, slot: u32) {
-        let mine: Vec<MacKey> =
-            self.bound.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(k, _)| k).collect();
+        self.release_bound_except(slot, [0; 6]);
+    }
+
+    /// Forgets the MACs bound to `slot` but `keep`, and the addresses bound to it.
+    fn release_bound_except(&mut self, slot: u32, keep: [u8; 6]) {
+        let mine: Vec<MacKey> = self
+            .bound
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|&(k, s)| s == slot && k != MacKey::new(keep))
+            .map(|(k, _)| k)
+            .collect();
         for k in &mine {
             let _ = self.bound.remove(k);
         }

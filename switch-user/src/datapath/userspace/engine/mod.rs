@@ -365,6 +365,14 @@ impl Engine {
                 other.id.slot
             )));
         }
+        // A MAC is reserved for one port only (as the eBPF datapath's BOUND, added to only
+        // where absent): another port's would hand it that port's frames.
+        if let Some(holder) = table.reserved(&guard.mac).filter(|&s| guard.mac != [0; 6] && s != slot) {
+            return Err(Error::DuplicateMac {
+                mac: crate::names::Mac(guard.mac).to_string(),
+                holder: format!("port {holder} of the switch (its reserved MAC)"),
+            });
+        }
         check_ifindex(ifname, ifindex)?;
         let demux = self.shared.steering.as_ref().map(Steering::program_fd);
         let sockets = PacketSocket::open_group(ifindex, self.shared.lanes, demux)
