@@ -142,3 +142,47 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload_len: usize) -> 
     f.extend((0..payload_len).map(|i| (i * 7 + 3) as u8));
     f
 }
+
+/// Replaces the pinned map at `path` with a new, empty per-CPU array of `max_entries` values
+/// of `value_size` bytes: a map as a switch made by another version of the binary has it (the
+/// layout of a shared type changed). aya makes maps only from an object, so this is the bare
+/// `BPF_MAP_CREATE` and `BPF_OBJ_PIN`.
+pub fn pin_percpu_array(path: &str, value_size: u32, max_entries: u32) -> std::io::Result<()> {
+    use std::ffi::CString;
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    // The leading fields of `union bpf_attr` for BPF_MAP_CREATE (map_type .. map_flags); the
+    // kernel takes a shorter attr and zeroes the rest.
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    // `union bpf_attr` for BPF_OBJ_PIN: pathname, bpf_fd, file_flags.
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let create = MapCreate { map_type: BPF_MAP_TYPE_PERCPU_ARRAY, key_size: 4, value_size, max_entries, map_flags: 0 };
+    // SAFETY: the attr is a valid, initialised struct of the size passed.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, &create as *const MapCreate, std::mem::size_of::<MapCreate>())
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let _ = std::fs::remove_file(path);
+    let c = CString::new(path).expect("no NUL in a path");
+    let pin = ObjPin { pathname: c.as_ptr() as u64, bpf_fd: fd as u32, file_flags: 0 };
+    // SAFETY: as above; `c` outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, &pin as *const ObjPin, std::mem::size_of::<ObjPin>()) };
+    // SAFETY: `fd` is ours; the pin holds the map from here.
+    unsafe { libc::close(fd as i32) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}

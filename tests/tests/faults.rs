@@ -245,3 +245,23 @@ fn foreground_switch_run_killed_then_down_converges() {
     ok(&["down", "--name", &sw]);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"));
 }
+
+/// A switch made by another version of the binary, whose maps have other value sizes (a
+/// counter added to a shared type): `down` still takes all of it away, namespaces, veths and
+/// pins, rather than failing on the first table it cannot read. Planted here by replacing the
+/// pinned STATS map with one of the old, shorter per-port counters.
+#[test]
+fn down_removes_a_switch_whose_tables_another_version_made() {
+    let mut sb = Sandbox::new();
+    let sw = sb.switch("old", "tc", &["--gateway", "10.203.0.254/24"]);
+    let a = sb.port(&sw, "a", "10.203.0.1/24", &[]);
+    let old_size = (std::mem::size_of::<switch_common::PortStats>() - 8) as u32;
+    switch_tests::bpf::pin_percpu_array(&format!("/sys/fs/bpf/switch/{sw}/STATS"), old_size, switch_common::MAX_PORTS)
+        .expect("planting an old STATS map");
+    let r = switch(&["stats", "--switch", &sw]);
+    assert_ne!(r.code, 0, "stats read a map of another layout: {r:?}");
+    ok(&["down", "--switch", &sw]);
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/switch/{sw}")).exists(), "pins left");
+    assert!(!netns_list().contains(&a), "namespace left");
+    assert!(json(&["list"]).as_array().unwrap().iter().all(|s| s["name"] != sw.as_str()), "still listed");
+}

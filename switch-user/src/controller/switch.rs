@@ -507,7 +507,18 @@ pub async fn down(name: &str) -> Result<DownReport> {
 async fn down_locked(store: &Store, name: &str) -> Result<DownReport> {
     let mut state = store.load()?;
     let existed = state.switches.contains_key(name) || datapath::exists_any(name).await?;
-    let removed = intent::remove_records(store, &mut state, name, intent::Which::All).await?;
+    let removed = match intent::remove_records(store, &mut state, name, intent::Which::All).await {
+        Ok(removed) => removed,
+        Err(e) => {
+            // Tables this binary cannot use (a switch made by an older one, whose maps have
+            // other value sizes), or a datapath broken some other way: the whole switch goes,
+            // so the datapath goes first and the records after it, which then find no table
+            // to take their ports out of. `down` must work on whatever is there.
+            tracing::warn!(switch = name, error = %e, "removing the datapath before the ports");
+            datapath::destroy_any(name).await?;
+            intent::remove_records(store, &mut state, name, intent::Which::All).await?
+        }
+    };
     // Whatever datapath it had: after a crash the record saying which may be gone.
     datapath::destroy_any(name).await?;
     intent::restore_sysctls(&state, name).await?;
