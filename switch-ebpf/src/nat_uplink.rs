@@ -79,10 +79,10 @@ fn ingress_other(ctx: &TcContext) -> i32 {
 
 /// A packet from outside that nothing translated, to `daddr` (`f`: it is a flow NAT could
 /// track). Not routed to the segment (the host's own traffic on the uplink, another switch's,
-/// not IPv4): passed on untouched to the next program. Routed to it: dropped and counted, unless the segment is routable; then a
-/// new connection to a masqueraded segment is recorded (as an entry that translates
-/// nothing) so that its replies leave as they are instead of being masqueraded as new
-/// outbound connections.
+/// not IPv4): passed on untouched to the next program. Routed to it: dropped and counted,
+/// unless the segment is routable; then a new connection to a masqueraded segment is recorded
+/// (as an entry that translates nothing) so that its replies leave as they are instead of
+/// being masqueraded as new outbound connections.
 #[inline(always)]
 fn untranslated(ctx: &TcContext, daddr: Option<u32>, f: Option<&ipv4::Flow>) -> i32 {
     let (Some(daddr), Some(cfg)) = (daddr, NAT_CONFIG.get(0)) else { return TC_NEXT };
