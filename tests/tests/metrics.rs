@@ -188,7 +188,7 @@ fn expected(sw: &str, dp: &str) -> BTreeMap<Key, f64> {
         }
         if let Some(dropped) = counter(p, "dropped") {
             let mut named = 0;
-            for reason in ["malformed", "spoofed_mac", "spoofed_ip", "spoofed_arp", "mac_limit"] {
+            for reason in ["malformed", "spoofed_mac", "spoofed_ip", "spoofed_arp", "mac_limit", "tagged"] {
                 let v = counter(p, reason).unwrap();
                 named += v;
                 let mut l = l.clone();
