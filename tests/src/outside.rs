@@ -5,6 +5,15 @@ use std::process::{Child, Command, Stdio};
 
 use crate::{Run, Sandbox, host, spawn_until};
 
+/// A server for the outside namespace (`Outside::spawn_python(PEER_SERVER, &[PORT])`): answers
+/// one connection on PORT with "peer ADDR:PORT", the address it came from (masqueraded or not).
+pub const PEER_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(10); print("ready", flush=True)
+c, a = s.accept(); c.sendall(f"peer {a[0]}:{a[1]}".encode()); c.close()
+"#;
+
 /// An outside namespace and its uplink; both removed on drop.
 pub struct Outside {
     /// The namespace.

@@ -13,15 +13,10 @@ use std::{
 
 use switch::sys::nat_tables::{self, Family};
 use switch_common::nat::{CT_CAPACITY, MASQ_BLOCKS, MASQ_SHARE_BLOCKS};
-use switch_tests::{outside::Outside, *};
-
-/// Answers one connection with the address it came from.
-const PEER_SERVER: &str = r#"
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); s.settimeout(10); print("ready", flush=True)
-c, a = s.accept(); c.sendall(f"peer {a[0]}:{a[1]}".encode()); c.close()
-"#;
+use switch_tests::{
+    outside::{Outside, PEER_SERVER},
+    *,
+};
 
 const PEER_CLIENT: &str = r#"
 import socket, sys

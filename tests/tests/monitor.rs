@@ -63,6 +63,12 @@ impl Monitor {
         self.lines.lock().unwrap().clone()
     }
 
+    /// The kinds of the events shown with namespace `ns` so far, in order.
+    fn kinds_of(&self, ns: &str) -> Vec<String> {
+        let events = self.events();
+        events.iter().filter(|v| v["namespace"] == ns).map(|v| v["kind"].as_str().unwrap().to_owned()).collect()
+    }
+
     /// Ctrl-C; returns whether the process exited successfully.
     fn interrupt(mut self) -> bool {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -148,12 +154,7 @@ fn learn_move_and_port_events(dp: &str, net: u8) {
     let e = m.expect("move to the new port", |v| v["kind"] == "move" && v["namespace"] == d.as_str());
     assert_eq!(e["from"]["namespace"], c.as_str(), "{e}");
     m.expect("port added", |v| v["kind"] == "port" && v["reason"] == "added" && v["namespace"] == d.as_str());
-    let of_d: Vec<String> = m
-        .events()
-        .iter()
-        .filter(|v| v["namespace"] == d.as_str())
-        .map(|v| v["kind"].as_str().unwrap().to_owned())
-        .collect();
+    let of_d = m.kinds_of(&d);
     assert_eq!(of_d.first().map(String::as_str), Some("port"), "the port's event comes before its frames': {of_d:?}");
     assert!(of_d.iter().any(|k| k == "move"), "{of_d:?}");
 
@@ -179,12 +180,7 @@ fn a_new_port_s_announcement_is_named_with_its_namespace(dp: &str, net: u8) {
     let e = m.expect("learn of the announcement", |v| v["kind"] == "learn" && v["frame"]["src_mac"] == mac.as_str());
     assert_eq!(e["namespace"], d.as_str(), "{e}");
     assert_eq!(e["interface"], ns_info(&d)["host_interface"], "{e}");
-    let of_d: Vec<String> = m
-        .events()
-        .iter()
-        .filter(|v| v["namespace"] == d.as_str())
-        .map(|v| v["kind"].as_str().unwrap().to_owned())
-        .collect();
+    let of_d = m.kinds_of(&d);
     assert_eq!(of_d[..2], ["port", "learn"], "the port's event comes before its frames'");
 }
 
