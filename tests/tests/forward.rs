@@ -56,10 +56,21 @@ print("ready", flush=True)
 threading.Event().wait()
 "#;
 
-fn start_servers(ns: &str, http_ports: &[&str]) -> Child {
+fn start_servers(ns: &str, http_ports: &[&str]) -> Servers {
     let mut args = vec!["ns", "exec", ns, "--", "python3", "-c", SERVERS];
     args.extend_from_slice(http_ports);
-    spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready")
+    Servers(spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready"))
+}
+
+/// The servers `start_servers` started, killed when dropped: also when a test fails half-way,
+/// where they would otherwise outlive their namespace.
+struct Servers(Child);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 const HTTP_GET: &str = r#"
@@ -149,7 +160,7 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
         kinds,
         [("namespace", web.as_str(), true), ("gateway", "host", true), ("uplink", out.uplink.as_str(), false)]
     );
-    let mut servers = start_servers(&web, &["80", "9001"]);
+    let servers = start_servers(&web, &["80", "9001"]);
     let uplink_ip = format!("172.31.{net}.1");
     // Host ports are host-wide (127.0.0.1 means them for every switch), so each test has its own.
     let port = |x: u32| (u32::from(net) * 100 + x).to_string();
@@ -229,8 +240,7 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == http.as_str()).unwrap().clone();
     assert_eq!(row["active"], 0, "{row}");
 
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
     ok(&["down", "--name", &sw]);
     assert!(json(&["forward", "list"]).as_array().unwrap().iter().all(|r| r["switch"] != sw.as_str()));
     // The uplink is still there: its sysctl is back to what it was, and no link is left.
@@ -521,15 +531,14 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
     let nat = NatTables(nat_tables::existing());
     let tcp = rule("tcp", "8080", "10.107.0.10:80");
     let udp = rule("udp", "5353", "10.107.0.10:53");
-    let mut servers = start_servers(&web, &["80"]);
+    let servers = start_servers(&web, &["80"]);
     let r = out.python(HTTP_GET, &["172.31.107.1:8080"]);
     assert_eq!(r.stdout.trim(), "client 172.31.107.2", "{r:?}");
     let r = out.python(UDP_ASK, &["172.31.107.1:5353"]);
     assert_eq!(r.stdout.trim(), "ping from 172.31.107.2 172.31.107.1 5353", "{r:?}");
     let r = out.python(MANY, &["172.31.107.1", "8080", "200", "50"]);
     assert_eq!(r.stdout.trim(), "200", "{r:?}");
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
     drop((tcp, udp));
     let before = nat.0.clone();
     drop(nat);
@@ -543,7 +552,7 @@ fn classic_bridge_and_iptables_dnat_pass_the_same_checks() {
 #[test]
 fn the_segment_is_unreachable_from_outside_except_through_forwards() {
     let (mut sb, out, sw, web) = world(116, &[], "web");
-    let mut servers = start_servers(&web, &["80", "81"]);
+    let servers = start_servers(&web, &["80", "81"]);
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "11680", "--to", &format!("{web}:80"), "--switch", &sw]);
     let r = out.python(HTTP_GET, &["172.31.116.1:11680"]);
     assert_eq!(r.stdout.trim(), "client 172.31.116.2", "the published port: {r:?}");
@@ -561,20 +570,18 @@ fn the_segment_is_unreachable_from_outside_except_through_forwards() {
     let r = exec(&web, &["python3", "-c", PEER_CLIENT, "172.31.116.2:8000"]);
     assert!(r.stdout.starts_with("peer 172.31.116.1:"), "masqueraded outbound: {r:?}");
     let _ = peer.wait_with_output();
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
 
     // Asked for: the segment is routable, and a connection from outside is answered from the
     // namespace's own address (not masqueraded as a new outbound connection).
     ok(&["down", "--switch", &sw]);
     let sw = sb.switch("sw", "tc", &["--gateway", "10.116.0.254/24", "--uplink", &out.uplink, "--routable"]);
     let web = sb.port(&sw, "web", "10.116.0.10/24", &[]);
-    let mut servers = start_servers(&web, &["81"]);
+    let servers = start_servers(&web, &["81"]);
     let r = out.python(HTTP_GET, &["10.116.0.10:81"]);
     assert_eq!(r.stdout.trim(), "client 172.31.116.2", "a routable segment: {r:?}");
     assert!(ping(&out.ns, "10.116.0.10", 2), "ping into a routable segment");
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
 }
 
 /// With `--no-masquerade` the segment's connections leave with their own addresses and are
@@ -587,13 +594,12 @@ fn no_masquerade_still_keeps_the_segment_closed() {
     assert!(r.stdout.trim().starts_with("peer 10.117.0.10:"), "{r:?}");
     let _ = peer.wait_with_output();
     assert!(ping(&cli, "172.31.117.2", 2), "the namespace's ping is answered");
-    let mut servers = start_servers(&cli, &["80"]);
+    let servers = start_servers(&cli, &["80"]);
     let r = out.python(HTTP_GET, &["10.117.0.10:80"]);
     assert_ne!(r.code, 0, "an unsolicited connection got in: {r:?}");
     assert!(!ping(&out.ns, "10.117.0.10", 2), "ping into the segment from outside");
     assert!(u64_of(&switch_drops(&sw)["unsolicited_routed"]) >= 3);
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
 }
 
 /// Two switches with gateways and uplinks (so the host forwards for both): their segments do
@@ -879,7 +885,7 @@ print("sent", count)
 #[test]
 fn a_syn_flood_does_not_break_an_established_connection() {
     let (_sb, out, sw, web) = world(124, &[], "web");
-    let mut servers = start_servers(&web, &["80"]);
+    let servers = start_servers(&web, &["80"]);
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "12407", "--to", &format!("{web}:7"), "--switch", &sw]);
     let long = LongConnection::open(&out, "172.31.124.1", "12407");
     // Spoofed sources nobody answers for: the server's SYN-ACKs go nowhere.
@@ -889,8 +895,7 @@ fn a_syn_flood_does_not_break_an_established_connection() {
     let drops = switch_drops(&sw);
     assert!(u64_of(&drops["unreplied_evicted"]) > 0, "the flood never filled the budget: {drops}");
     assert_eq!(table_stats(&sw, "conntrack")["evicted"], 0, "an answered connection was evicted");
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
 }
 
 /// A flood of 100 000 SYNs from spoofed sources the host routes back out of the uplink (not
@@ -900,7 +905,7 @@ fn a_syn_flood_does_not_break_an_established_connection() {
 #[test]
 fn a_syn_flood_from_routable_sources_does_not_break_an_established_connection() {
     let (_sb, out, sw, web) = world(152, &[], "web");
-    let mut servers = start_servers(&web, &["80"]);
+    let servers = start_servers(&web, &["80"]);
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "15207", "--to", &format!("{web}:7"), "--switch", &sw]);
     // Removed with the uplink when the outside goes.
     host("ip", &["route", "add", "198.18.152.0/24", "via", "172.31.152.2", "dev", &out.uplink]);
@@ -920,8 +925,7 @@ fn a_syn_flood_from_routable_sources_does_not_break_an_established_connection() 
     // Only the established connection (and the servers' own) ever became answered.
     assert!(u64_of(&c["added"]) < 100, "spoofed connections were taken as answered: {c}");
     assert!(u64_of(&switch_drops(&sw)["unreplied_evicted"]) > 0, "the flood never filled the unanswered budget");
-    let _ = servers.kill();
-    let _ = servers.wait();
+    drop(servers);
 }
 
 fn tx_packets(dev: &str) -> u64 {
