@@ -25,6 +25,12 @@ pub fn udp_frame(dst_mac: &str, src_mac: &str, src_ip: [u8; 4], dst_ip: [u8; 4])
     )
 }
 
+/// `frame` (hex) with `tags` (hex: TPID and TCI of each tag, outermost first) put between its
+/// MACs and its EtherType.
+pub fn tagged(frame: &str, tags: &str) -> String {
+    format!("{}{tags}{}", &frame[..24], &frame[24..])
+}
+
 /// A frame of the local experimental EtherType 0x88b5 (not IP: nothing else parses it),
 /// 60 bytes long.
 pub fn experimental_frame(dst_mac: &str, src_mac: &str) -> String {

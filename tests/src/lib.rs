@@ -390,6 +390,11 @@ pub fn switch_drops(switch_name: &str) -> Value {
     json(&["stats", "--switch", switch_name])["switch"].clone()
 }
 
+/// The MAC of `ns`'s interface on its switch (`switch ns list`).
+pub fn ns_mac(ns: &str) -> String {
+    ns_info(ns)["mac"].as_str().unwrap_or_else(|| panic!("{ns} has no MAC")).to_owned()
+}
+
 /// `switch ns list --json` row of `ns`.
 pub fn ns_info(ns: &str) -> Value {
     let v = json(&["ns", "list"]);

@@ -2,7 +2,10 @@
 //! moves, isolation between switches.
 use std::{thread::sleep, time::Duration};
 
-use switch_tests::{frames::send_raw, *};
+use switch_tests::{
+    frames::{send_raw, tagged},
+    *,
+};
 
 datapath_matrix!(
     two_namespaces_ping_and_fdb_shows_ports,
@@ -518,13 +521,8 @@ fn port_security_stops_spoofing(dp: &str, net: u8) {
     let c = sb.port(&sw, "c", &cidr(3), &[]);
     // A port that legitimately carries other stations (a nested bridge): no port security.
     let d = sb.port(&sw, "d", &cidr(4), &["--no-port-security"]);
-    let mac_of = |ns: &str| ns_info(ns)["mac"].as_str().unwrap().to_owned();
-    let (a_mac, b_mac, c_mac) = (mac_of(&a), mac_of(&b), mac_of(&c));
-    let gw_mac = json(&["ports", "--switch", &sw]).as_array().unwrap().iter().find(|p| p["kind"] == "gateway").unwrap()
-        ["mac"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (a_mac, b_mac, c_mac) = (ns_mac(&a), ns_mac(&b), ns_mac(&c));
+    let (gw_mac, _) = gateway(&sw);
     let kinds: Vec<(String, String)> = json(&["ports", "--switch", &sw])
         .as_array()
         .unwrap()
@@ -605,12 +603,6 @@ fn userspace_port_security_stops_spoofing() {
     port_security_stops_spoofing("userspace", 38);
 }
 
-/// `frame` (hex) with `tags` (hex: TPID and TCI of each tag, outermost first) put between its
-/// MACs and its EtherType.
-fn tagged(frame: &str, tags: &str) -> String {
-    format!("{}{tags}{}", &frame[..24], &frame[24..])
-}
-
 /// VLAN tags around port security: a port with port security sends no tagged frame at all
 /// (one tag or two stacked, 802.1Q, 802.1ad, 0x9100, VID 0 or not). Linux receivers strip a
 /// priority tag and take the inner frame, so without this rule a tagged ARP claim poisons a
@@ -628,8 +620,7 @@ fn tagged_frames_do_not_get_around_port_security(dp: &str, net: u8) {
     let a = sb.port(&sw, "a", &cidr(1), &[]);
     let b = sb.port(&sw, "b", &cidr(2), &[]);
     let d = sb.port(&sw, "d", &cidr(4), &["--no-port-security"]);
-    let mac_of = |ns: &str| ns_info(ns)["mac"].as_str().unwrap().to_owned();
-    let (a_mac, b_mac, d_mac) = (mac_of(&a), mac_of(&b), mac_of(&d));
+    let (a_mac, b_mac, d_mac) = (ns_mac(&a), ns_mac(&b), ns_mac(&d));
     let (gw_mac, gw_if) = gateway(&sw);
     // b knows the gateway's MAC, the host knows b's; then past the neighbour lock time, in
     // which Linux would ignore a new claim anyway.

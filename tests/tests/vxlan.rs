@@ -15,7 +15,7 @@ use std::{
 };
 
 use switch_tests::{
-    frames::{experimental_frame, udp_frame},
+    frames::{experimental_frame, tagged, udp_frame},
     *,
 };
 
@@ -536,10 +536,7 @@ fn a_peer_cannot_claim_this_hosts_ports() {
         // a's MAC as the source.
         experimental_frame(&b_mac, &a_mac),
         // The gateway claim again, under a priority tag (VID 0), which b would strip.
-        {
-            let claim = arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 254], [10, 88, 0, 12]);
-            format!("{}81000000{}", &claim[..24], &claim[24..])
-        },
+        tagged(&arp_frame("ff:ff:ff:ff:ff:ff", &x_mac, 1, &x_mac, [10, 88, 0, 254], [10, 88, 0, 12]), "81000000"),
     ]);
     let seen = captured(cap);
     let events = drops(monitor);

@@ -34,19 +34,16 @@ use super::{
 };
 
 /// Drops a packet NAT refuses (`reason`: `DROP_NAT_REFUSED`, `DROP_UNSOLICITED`,
-/// `DROP_ICMP_FOREIGN`, `DROP_MASQ_SHARE`): counted with the switch's drops (`switch stats`) and, while a monitor
-/// runs, reported with its reason.
+/// `DROP_ICMP_FOREIGN`, `DROP_MASQ_SHARE`): counted with the switch's drops (`switch
+/// stats`) and, while a monitor runs, reported with its reason.
 #[inline(always)]
 pub fn refuse(ctx: &TcContext, reason: u16) -> i32 {
-    if reason == DROP_UNSOLICITED {
-        stats::table(|t| t.routed_refused += 1);
-    } else if reason == DROP_ICMP_FOREIGN {
-        stats::table(|t| t.icmp_refused += 1);
-    } else if reason == DROP_MASQ_SHARE {
-        stats::table(|t| t.masq_share_refused += 1);
-    } else {
-        stats::table(|t| t.ct_refused += 1);
-    }
+    stats::table(|t| match reason {
+        DROP_UNSOLICITED => t.routed_refused += 1,
+        DROP_ICMP_FOREIGN => t.icmp_refused += 1,
+        DROP_MASQ_SHARE => t.masq_share_refused += 1,
+        _ => t.ct_refused += 1,
+    });
     events::nat_drop(ctx, reason);
     TC_ACT_SHOT
 }

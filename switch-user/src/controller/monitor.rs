@@ -96,8 +96,8 @@ pub struct MonitorEvent {
     /// What happened.
     pub kind: EventKind,
     /// Why a frame was dropped (`malformed`, `invalid-source`, `same-port`, `spoofed-mac`,
-    /// `spoofed-ip`, `spoofed-arp`, `mac-limit`, `nat-refused`, `masquerade-share`,
-    /// `unsolicited-routed`);
+    /// `spoofed-ip`, `spoofed-arp`, `tagged`, `mac-limit`, `not-peer`, `nat-refused`,
+    /// `masquerade-share`, `unsolicited-routed`, `icmp-foreign`);
     /// `forward` or `masquerade` for a new NAT connection, `expired` or `evicted` for one that
     /// ended; `added` or `removed` for a port.
     pub reason: Option<&'static str>,
