@@ -210,7 +210,7 @@ fn interfaces_that_are_not_ports_are_left_alone() {
 
 #[test]
 fn random_frames_keep_every_invariant() {
-    // SWITCH_FUZZ_ITERATIONS makes the run longer (README: "Datapath tests").
+    // SWITCH_FUZZ_ITERATIONS makes the run longer (docs/tests.md).
     let iterations: usize = std::env::var("SWITCH_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     // Ports a and b carry other stations, at most 64 new ones each per ageing period; port c
     // has port security (bound to its MAC and 10.66.0.3).
