@@ -5,26 +5,31 @@
 //!        │
 //!        ▼
 //!   controller/           one module per command family: switch (up/down/list/run), ns,
-//!        │                link, forward, fdb, stats, tables, logs; port (ports of every kind:
-//!        │                made, attached, torn down); intent (the convergence rule, sysctls)
+//!        │                link, forward, fdb, peer, stats, tables, metrics, logs, monitor,
+//!        │                capture; port (ports of every kind: made, attached, torn down);
+//!        │                intent (the convergence rule, sysctls); readers (the streams'
+//!        │                readers of logs, monitor and capture)
 //!        │
 //!        ├──► state       /run/switch/state.json under a flock: switches, namespaces, one
-//!        │                table of ports (namespace, adopted, gateway, uplink), forwards
+//!        │                table of ports (namespace, adopted, gateway, uplink, tunnel), forwards
 //!        │
-//!        ├──► datapath/   trait Datapath (+ capabilities PortForwarding, Tables, DatapathLog)
-//!        │      ebpf/       tc and xdp: loader (load, pin, attach), maps, nat (typed maps)
-//!        │      userspace/  the tokio switch process: engine, control socket, daemon
+//!        ├──► datapath/   trait Datapath and the capabilities a datapath may lack (port
+//!        │                forwarding, table counters, log, events, capture, tunnel)
+//!        │      ebpf/       tc and xdp: load, pin and attach the programs; typed maps
+//!        │      userspace/  the switch process: engine, control socket, runners
 //!        │      bridge/     the Linux bridge over rtnetlink
 //!        │
-//!        └──► sys/        netns (setns on dedicated threads), netlink, sysctl, ethtool,
-//!                         preflight
-//!   bench/                the benchmark harness (contenders, tools, reports)
+//!        └──► sys/        the host: namespaces (setns on dedicated threads), rtnetlink,
+//!                         sysctls, ethtool, private files, the host the controller works
+//!                         for, process identity, preflight, the nat tables iptables leaves
 //!   cni/                  the CNI plugin (bin/switch-cni.rs): spec types, IPAM delegation,
-//!                         ADD/DEL/CHECK on top of the controller
+//!                         ADD/DEL/CHECK/GC/STATUS on top of the controller
+//!   bench/                the benchmark harness (contenders, tools, reports)
 //!   names.rs, error.rs    input parsing and interface names; the typed error
 //! ```
 //! Forwarding itself happens in the kernel (crate `switch-ebpf`) or in the userspace
-//! process; nothing here is on the eBPF packet path.
+//! process; nothing here is on the eBPF packet path. The folders are described in
+//! docs/architecture.md.
 pub mod bench;
 pub mod cni;
 pub mod controller;
