@@ -160,36 +160,32 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-/// The anchors of a Markdown file's headings (not of `#` lines inside code blocks).
-fn anchors(md: &str) -> HashSet<String> {
+/// The lines of a Markdown file outside its code blocks.
+fn prose(md: &str) -> impl Iterator<Item = &str> {
     let mut fenced = false;
-    let mut out = HashSet::new();
-    for line in md.lines() {
+    md.lines().filter(move |line| {
         if line.starts_with("```") {
             fenced = !fenced;
-        } else if !fenced && line.starts_with('#') {
-            out.insert(anchor(line.trim_start_matches('#')));
+            return false;
         }
-    }
-    out
+        !fenced
+    })
 }
 
-/// The targets of the Markdown links `[text](target)` of a file, outside code blocks.
+/// The anchors of a Markdown file's headings.
+fn anchors(md: &str) -> HashSet<String> {
+    prose(md).filter(|l| l.starts_with('#')).map(|l| anchor(l.trim_start_matches('#'))).collect()
+}
+
+/// The targets of the Markdown links `[text](target)` of a file.
 fn links(md: &str) -> Vec<String> {
-    let mut fenced = false;
     let mut out = Vec::new();
-    for line in md.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
+    for line in prose(md) {
         let mut rest = line;
         while let Some(i) = rest.find("](") {
             let tail = &rest[i + 2..];
             let end = tail.find(')').unwrap_or(tail.len());
-            if !fenced {
-                out.push(tail[..end].to_owned());
-            }
+            out.push(tail[..end].to_owned());
             rest = &tail[end..];
         }
     }
