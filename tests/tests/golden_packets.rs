@@ -216,28 +216,71 @@ fn switching_bed(sb: &mut Sandbox, datapath: &str, net: u8) -> (String, Vec<u32>
 
 #[test]
 fn golden_packets_tc_switching() {
-    let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "tc", 68);
-    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
-    let mut rec = Recorder::new("tc switching");
-    for (port, f) in switching_inputs() {
-        let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
-        rec.record(port as u8, &f, &out);
-    }
-    rec.check(&TC_SWITCHING);
+    switching_run("tc", 68, false, "tc switching", &TC_SWITCHING);
 }
 
 #[test]
 fn golden_packets_xdp_switching() {
+    switching_run("xdp", 69, false, "xdp switching", &XDP_SWITCHING);
+}
+
+/// Events (`switch monitor`) change no verdict and no byte: the same inputs with events on
+/// give the same digests.
+#[test]
+fn golden_packets_tc_switching_with_events_on() {
+    switching_run("tc", 70, true, "tc switching, events on", &TC_SWITCHING);
+}
+
+/// The same for XDP.
+#[test]
+fn golden_packets_xdp_switching_with_events_on() {
+    switching_run("xdp", 71, true, "xdp switching, events on", &XDP_SWITCHING);
+}
+
+/// Runs every switching input through the switching program of `datapath` ("tc" or "xdp") on
+/// a fresh bed on network `net`, with the datapath's events on or off, and checks the group
+/// `name`'s digests against `want` (and, with events on, that the event path ran).
+fn switching_run(datapath: &str, net: u8, events: bool, name: &'static str, want: &Golden) {
     let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "xdp", 69);
-    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
-    let mut rec = Recorder::new("xdp switching");
+    let (sw, ports) = switching_bed(&mut sb, datapath, net);
+    if events {
+        events_on(&sw);
+    }
+    let prog = Switching::open(datapath, &sw);
+    let mut rec = Recorder::new(name);
     for (port, f) in switching_inputs() {
-        let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
+        let out = prog.run(&f, ports[port]);
         rec.record(port as u8, &f, &out);
     }
-    rec.check(&XDP_SWITCHING);
+    rec.check(want);
+    if events {
+        assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
+    }
+}
+
+/// The switching program of a bed, of either kind.
+enum Switching {
+    Tc(bpf::SchedClassifier),
+    Xdp(bpf::Xdp),
+}
+
+impl Switching {
+    /// The program `switch up` pinned for switch `sw` of `datapath` ("tc" or "xdp").
+    fn open(datapath: &str, sw: &str) -> Self {
+        if datapath == "tc" {
+            Self::Tc(bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap())
+        } else {
+            Self::Xdp(bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap())
+        }
+    }
+
+    /// Runs frame `f` arriving on `ifindex`.
+    fn run(&self, f: &[u8], ifindex: u32) -> Outcome {
+        match self {
+            Self::Tc(prog) => bpf::run_tc(prog, f, ifindex).unwrap(),
+            Self::Xdp(prog) => bpf::run_xdp(prog, f, ifindex).unwrap(),
+        }
+    }
 }
 
 /// Turns the datapath's events on (`switch monitor`'s CONFIG flag) for the bed of `sw`.
@@ -248,39 +291,6 @@ fn events_on(sw: &str) {
     let mut c = config.get(&0, 0).unwrap();
     c.flags |= switch_common::CFG_F_EVENTS;
     config.set(0, c, 0).unwrap();
-}
-
-/// Events (`switch monitor`) change no verdict and no byte: the same inputs with events on
-/// give the same digests.
-#[test]
-fn golden_packets_tc_switching_with_events_on() {
-    let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "tc", 70);
-    events_on(&sw);
-    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
-    let mut rec = Recorder::new("tc switching, events on");
-    for (port, f) in switching_inputs() {
-        let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
-        rec.record(port as u8, &f, &out);
-    }
-    rec.check(&TC_SWITCHING);
-    assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
-}
-
-/// The same for XDP.
-#[test]
-fn golden_packets_xdp_switching_with_events_on() {
-    let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "xdp", 71);
-    events_on(&sw);
-    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
-    let mut rec = Recorder::new("xdp switching, events on");
-    for (port, f) in switching_inputs() {
-        let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
-        rec.record(port as u8, &f, &out);
-    }
-    rec.check(&XDP_SWITCHING);
-    assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
 }
 
 /// Whether the bed's EVENTS ring buffer holds an event.
