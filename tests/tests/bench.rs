@@ -103,18 +103,20 @@ fn quick_bench_produces_well_formed_results() {
 /// is refused; returns its JSON report.
 fn quick_bench_refusing_a_second(svg: &std::path::Path) -> Value {
     let svg_s = svg.to_string_lossy().into_owned();
-    let run = std::process::Command::new(switch_bin())
-        .args(["bench", "--quick", "--svg", &svg_s, "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["bench", "--quick", "--svg", &svg_s, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // A second run while the first holds the machine's benchmark lock is refused, clearly,
     // and changes nothing (their contenders have the same names).
     std::thread::sleep(std::time::Duration::from_secs(3));
     let e = fails(&["bench", "--quick"], 1);
     assert!(e.contains("another 'switch bench' runs"), "{e}");
-    let out = run.wait_with_output().unwrap();
+    let out = run.take().wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON report")
 }

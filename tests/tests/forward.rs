@@ -8,7 +8,7 @@
 //! ```
 use std::{
     collections::BTreeSet,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use switch::sys::nat_tables::{self, Family};
@@ -56,21 +56,12 @@ print("ready", flush=True)
 threading.Event().wait()
 "#;
 
-fn start_servers(ns: &str, http_ports: &[&str]) -> Servers {
+/// The servers, killed when dropped: also when a test fails half-way, where they would
+/// otherwise outlive their namespace.
+fn start_servers(ns: &str, http_ports: &[&str]) -> Reaped {
     let mut args = vec!["ns", "exec", ns, "--", "python3", "-c", SERVERS];
     args.extend_from_slice(http_ports);
-    Servers(spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready"))
-}
-
-/// The servers `start_servers` started, killed when dropped: also when a test fails half-way,
-/// where they would otherwise outlive their namespace.
-struct Servers(Child);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready")
 }
 
 const HTTP_GET: &str = r#"
@@ -104,7 +95,7 @@ asyncio.run(main())
 /// A connection from the outside (`LONG`) that is established and then waits: `finish`
 /// makes it talk once more and returns what came back.
 struct LongConnection {
-    child: Child,
+    child: Reaped,
     reader: std::io::BufReader<std::process::ChildStdout>,
 }
 
@@ -268,7 +259,7 @@ fn the_namespaces_reach_the_forwards_and_outside(f: &Forwards, out: &Outside, cl
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(cli, &["python3", "-c", PEER_CLIENT, &format!("172.31.{net}.2:8000")]);
     assert!(r.stdout.trim().starts_with(&format!("peer {uplink_ip}:")), "masquerade: {r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
 }
 
 /// 1000 connections, 50 at a time, all succeed and are counted; then removing a rule: an
@@ -436,12 +427,14 @@ fn a_namespace_cannot_take_the_replies_of_a_host_connection() {
     let mut server = out.spawn_python(GREETING_ECHO, &["8000"]);
     let (server_addr, port) = ("172.31.108.2:8000", "40108");
     // The host's own connection from the uplink address, source port P, stays open...
-    let mut host = Command::new("python3")
-        .args(["-c", BOUND_CLIENT, server_addr, port, "wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut host = Reaped::new(
+        Command::new("python3")
+            .args(["-c", BOUND_CLIENT, server_addr, port, "wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut host_out = std::io::BufReader::new(host.stdout.take().unwrap());
     let mut line = String::new();
     host_out.read_line(&mut line).unwrap();
@@ -485,7 +478,7 @@ fn no_masquerade_leaves_namespace_addresses_visible() {
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.106.2:8000"]);
     assert!(r.stdout.trim().starts_with("peer 10.106.0.11:"), "{r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
 }
 
 /// The classic recipe's iptables rule, removed on drop.
@@ -609,7 +602,7 @@ fn the_segment_is_unreachable_from_outside_except_through_forwards() {
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&web, &["python3", "-c", PEER_CLIENT, "172.31.116.2:8000"]);
     assert!(r.stdout.starts_with("peer 172.31.116.1:"), "masqueraded outbound: {r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
     drop(servers);
 
     // Asked for: the segment is routable, and a connection from outside is answered from the
@@ -632,7 +625,7 @@ fn no_masquerade_still_keeps_the_segment_closed() {
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.117.2:8000"]);
     assert!(r.stdout.trim().starts_with("peer 10.117.0.10:"), "{r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
     assert!(ping(&cli, "172.31.117.2", 2), "the namespace's ping is answered");
     let servers = start_servers(&cli, &["80"]);
     let r = out.python(HTTP_GET, &["10.117.0.10:80"]);
@@ -731,7 +724,7 @@ while time.time() < end:
 "#;
 
 /// An `ICMP_ERRORS_SEEN` in a namespace; killed if the test fails before reading it.
-struct ErrorsSeen(Child);
+struct ErrorsSeen(Reaped);
 
 impl ErrorsSeen {
     fn start(ns: &str) -> Self {
@@ -747,13 +740,6 @@ impl ErrorsSeen {
         let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
         v.sort();
         v
-    }
-}
-
-impl Drop for ErrorsSeen {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -810,7 +796,7 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection(dp: &str, net: u8) {
     let peer = out.spawn_python(UDP_SENDER, &["7000"]);
     let r = exec(&a, &["python3", "-c", UDP_FROM, "5000", &format!("{outside}:7000")]);
     assert_eq!(r.code, 0, "{r:?}");
-    let seen = String::from_utf8(peer.wait_with_output().unwrap().stdout).unwrap();
+    let seen = String::from_utf8(peer.take().wait_with_output().unwrap().stdout).unwrap();
     let (from, mport) = seen.trim().split_once(' ').unwrap_or_else(|| panic!("no datagram: {seen:?}"));
     assert_eq!(from, uplink, "not masqueraded");
     // A forwarded one: outside:41000 -> uplink:fport -> a:53.

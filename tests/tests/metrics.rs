@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader, Read as _},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -31,16 +31,6 @@ import sys, urllib.request
 print(urllib.request.urlopen(f"http://{sys.argv[1]}/", timeout=3).read().decode())
 "#;
 
-/// A child process killed (if still running) and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `switch metrics serve` on a port the kernel picks; its URL is read from its first line.
 struct Server {
     child: Reaped,
@@ -54,7 +44,7 @@ impl Server {
 
     /// The server with extra environment (a failpoint).
     fn start_with(env: &[(&str, &str)]) -> Self {
-        let mut child = Reaped(
+        let mut child = Reaped::new(
             Command::new(switch_bin())
                 .args(["metrics", "serve", "--listen", "127.0.0.1:0"])
                 .envs(env.iter().copied())
@@ -64,7 +54,7 @@ impl Server {
                 .unwrap(),
         );
         let mut line = String::new();
-        BufReader::new(child.0.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -83,17 +73,17 @@ impl Server {
     /// SIGTERM, then the exit status and what the server said on stderr.
     fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.0.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            if let Some(s) = self.child.0.try_wait().unwrap() {
+            if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "metrics serve did not stop within 10 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut err = String::new();
-        if let Some(stderr) = self.child.0.stderr.as_mut() {
+        if let Some(stderr) = self.child.stderr.as_mut() {
             stderr.read_to_string(&mut err).unwrap();
         }
         (status, err)
@@ -318,10 +308,10 @@ fn metrics_serve_agrees_with_the_cli_and_stops_on_sigterm() {
     let br = sb.switch("br", "bridge", &[]);
     let lone = sb.port(&br, "lone", "10.141.0.1/24", &[]);
 
-    let server_in_web = Reaped(spawn_until(
+    let server_in_web = spawn_until(
         Command::new(switch_bin()).args(["ns", "exec", &web, "--", "python3", "-c", HTTP_SERVER]).stderr(Stdio::null()),
         "ready",
-    ));
+    );
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "14080", "--to", &format!("{web}:80"), "--switch", &sw]);
     traffic_of_every_kind(&out, &peer, &lone);
 
@@ -452,13 +442,13 @@ fn a_flood_of_scrapes_is_bounded_and_holds_back_no_command() {
     ]);
     // What the server says on stderr, line by line.
     let (tx, said) = std::sync::mpsc::channel();
-    let stderr = server.child.0.stderr.take().unwrap();
+    let stderr = server.child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let held: Vec<Reaped> = (0..4).map(|_| Reaped(curl_status(&server.url, 60).spawn().unwrap())).collect();
+    let held: Vec<Reaped> = (0..4).map(|_| Reaped::new(curl_status(&server.url, 60).spawn().unwrap())).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stalled = 0;
     while stalled < 4 {
@@ -478,7 +468,7 @@ fn a_flood_of_scrapes_is_bounded_and_holds_back_no_command() {
     for curl in held {
         let mut curl = curl;
         let mut code = String::new();
-        curl.0.stdout.take().unwrap().read_to_string(&mut code).unwrap();
+        curl.stdout.take().unwrap().read_to_string(&mut code).unwrap();
         assert_eq!(code, "200", "a held scrape, released");
     }
     // The permits are back: scraping goes on, with the new port.

@@ -201,12 +201,14 @@ fn datapath_log_streams_while_asked_for(dp: &str) {
         assert!(e.contains("only tc and xdp have a datapath log"), "{e}");
         return;
     }
-    let mut child = Command::new(switch_bin())
-        .args(["logs", "--switch", &sw])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::new(
+        Command::new(switch_bin())
+            .args(["logs", "--switch", &sw])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     sleep(Duration::from_millis(700));
     assert!(ping(&a, "10.26.0.2", 3));
     sleep(Duration::from_millis(300));
@@ -299,14 +301,16 @@ print('ok')
 ";
 
 /// Runs python `script` with `args` inside `ns` in the background.
-fn spawn_py(ns: &str, script: &str, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(switch_bin())
-        .args(["ns", "exec", ns, "--", "python3", "-c", script])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn_py(ns: &str, script: &str, args: &[&str]) -> Reaped {
+    Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["ns", "exec", ns, "--", "python3", "-c", script])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn tcp_and_udp_payloads_arrive_intact(dp: &str) {
@@ -320,13 +324,13 @@ fn tcp_and_udp_payloads_arrive_intact(dp: &str) {
     let server = spawn_py(&b, TCP_SERVER, &[]);
     let client = exec(&a, &["python3", "-c", TCP_CLIENT, "10.28.0.2"]);
     assert_eq!(client.code, 0, "{client:?}");
-    let got = server.wait_with_output().unwrap();
+    let got = server.take().wait_with_output().unwrap();
     let got = String::from_utf8_lossy(&got.stdout);
     assert_eq!(got.trim(), client.stdout.trim(), "TCP payload differs");
 
     let echo = spawn_py(&b, UDP_ECHO, &[]);
     let udp = exec(&a, &["python3", "-c", UDP_CLIENT, "10.28.0.2"]);
-    let _ = echo.wait_with_output();
+    let _ = echo.take().wait_with_output();
     assert_eq!(udp.stdout.trim(), "ok", "{udp:?}");
 }
 
@@ -443,12 +447,14 @@ fn a_killed_logs_is_turned_off_by_the_next_command() {
     let sw = sb.switch("log", "tc", &[]);
     let _a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
     let spawn = || {
-        Command::new(switch_bin())
-            .args(["logs", "--switch", &sw])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Reaped::new(
+            Command::new(switch_bin())
+                .args(["logs", "--switch", &sw])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let on_within = |want: bool| {
         (0..100).any(|_| {

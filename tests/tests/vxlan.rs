@@ -9,7 +9,7 @@
 //!            (VNI 42)   (vxlan)   10.77.0.1                10.77.0.2
 //! ```
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread::sleep,
     time::Duration,
 };
@@ -204,13 +204,13 @@ impl Hosts {
             .unwrap();
         // The monitor turns the datapath's events on once it runs.
         sleep(Duration::from_millis(1000));
-        Reaped(Some(m))
+        Reaped::new(m)
     }
 }
 
 /// Stops a monitor (SIGINT, as a user would) and returns the events it printed.
-fn drops(mut m: Reaped) -> Vec<Value> {
-    let child = m.0.take().unwrap();
+fn drops(m: Reaped) -> Vec<Value> {
+    let child = m.take();
     // SAFETY: signalling our own child, which has not been waited for.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
@@ -271,23 +271,11 @@ impl Drop for Hosts {
     }
 }
 
-/// A child process killed on drop unless taken out (a failing test leaves none behind).
-struct Reaped(Option<Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Runs `cmd` in namespace `ns` in the background with stdout piped.
-fn spawn_in(ns: &str, cmd: &[&str]) -> Child {
+fn spawn_in(ns: &str, cmd: &[&str]) -> Reaped {
     let mut a = vec!["ns", "exec", ns, "--"];
     a.extend_from_slice(cmd);
-    Command::new(switch_bin()).args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    Reaped::new(Command::new(switch_bin()).args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
 }
 
 /// A TCP transfer from `from` to `to_ns` at `to_ip`: 10 MB, checked end to end.
@@ -312,7 +300,7 @@ s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
 "#;
 
 /// tcpdump in `ns` on `ifname` for `secs` seconds with `filter`: the started process.
-fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Child {
+fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Reaped {
     let t = secs.to_string();
     let mut args = vec!["timeout", &t, "tcpdump", "-nn", "-l", "-i", ifname];
     args.extend(filter.split(' '));
@@ -320,8 +308,8 @@ fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Child {
 }
 
 /// What a capture printed, one line per packet.
-fn captured(c: Child) -> Vec<String> {
-    let out = c.wait_with_output().unwrap();
+fn captured(c: Reaped) -> Vec<String> {
+    let out = c.take().wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
@@ -437,7 +425,7 @@ fn known_unicast_is_encapsulated_by_the_program(hs: &Hosts, names: &HostNames) {
 fn a_broadcast_reaches_every_namespace_once(names: &HostNames) {
     let target = "10.88.0.250";
     let filter = format!("arp and host {target}");
-    let caps: Vec<(String, Child)> =
+    let caps: Vec<(String, Reaped)> =
         names.iter().flatten().skip(1).map(|(ns, _)| (ns.clone(), capture(ns, "eth0", 3, &filter))).collect();
     sleep(Duration::from_millis(1000));
     let r = exec(&names[0][0].0, &["python3", "-c", ARP_ONE, &names[0][0].1, target]);
