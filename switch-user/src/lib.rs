@@ -30,6 +30,7 @@ pub mod cni;
 pub mod controller;
 pub mod datapath;
 pub mod error;
+pub mod kind;
 pub mod names;
 pub mod state;
 pub mod sys;

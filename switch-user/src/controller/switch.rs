@@ -7,10 +7,12 @@ use switch_common::{DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED};
 use super::{failpoint, forward, intent, lock, port};
 use crate::{
     datapath::{
-        self, Capability, DatapathKind,
+        self,
+        settings::Settings,
         userspace::{daemon, engine::Config as EngineConfig},
     },
     error::{Error, Result},
+    kind::{Capability, DatapathKind},
     names::{Cidr, gateway_ifnames, tunnel_ifname, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
     sys::netlink::Netlink,
@@ -43,10 +45,6 @@ pub struct UpOptions {
     /// Microseconds a userspace switch's lanes keep polling for frames before they sleep.
     pub busy_poll_us: Option<u32>,
 }
-
-/// Most microseconds of `--busy-poll`: a second of spinning after the last frame is already
-/// a CPU kept busy for nothing.
-pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
 
 /// The tunnel port `up --vxlan VNI --underlay IFACE [--vxlan-port PORT]` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,27 +121,8 @@ fn validate(opts: &UpOptions) -> Result<()> {
     if opts.ageing_secs == Some(0) {
         return Err(Error::invalid("ageing time", "0", "must be at least 1 second"));
     }
-    if let (Some(r), Some(d)) = (opts.redirect, opts.datapath)
-        && d != DatapathKind::Tc
-    {
-        return Err(Error::invalid(
-            "option",
-            format!("--redirect {r}"),
-            format!("only the tc datapath has it, not {d}"),
-        ));
-    }
-    if let Some(us) = opts.busy_poll_us {
-        if us > MAX_BUSY_POLL_US {
-            return Err(Error::invalid("busy poll", us.to_string(), format!("must be at most {MAX_BUSY_POLL_US} us")));
-        }
-        if let Some(d) = opts.datapath.filter(|&d| us > 0 && d != DatapathKind::Userspace) {
-            return Err(Error::invalid(
-                "option",
-                format!("--busy-poll {us}"),
-                format!("only the userspace datapath has it, not {d}"),
-            ));
-        }
-    }
+    let chosen = opts.datapath.map(|d| d.open(&opts.name));
+    Settings { redirect: opts.redirect, busy_poll_us: opts.busy_poll_us }.check(chosen.as_deref(), true)?;
     if let Some(g) = opts.gateway.filter(|g| g.prefix < MIN_GATEWAY_PREFIX) {
         // The host routes the whole prefix into the segment: a /1 would take half the
         // internet (and the host's own networks) away from its other interfaces.
@@ -290,14 +269,10 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         captures: existing.map(|e| e.captures.clone()).unwrap_or_default(),
         ready: false,
     };
-    if new.busy_poll_us > 0 && new.datapath != DatapathKind::Userspace {
-        // `--busy-poll` without `--datapath`: the default datapath (tc) has no lanes to poll.
-        return Err(Error::invalid(
-            "option",
-            format!("--busy-poll {}", new.busy_poll_us),
-            format!("only the userspace datapath has it, not {} (add --datapath userspace)", new.datapath),
-        ));
-    }
+    // `--busy-poll` without `--datapath`: the default datapath may not take it. (A redirect
+    // asked of a switch that exists was compared by `conflicts`.)
+    let settings = Settings { redirect: None, busy_poll_us: Some(new.busy_poll_us) };
+    settings.check(Some(new.datapath.open(&opts.name).as_ref()), opts.datapath.is_some())?;
     state.switches.insert(opts.name.clone(), new.clone());
     if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
         let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;

@@ -2,6 +2,7 @@
 //! sysctls, private files under /run/switch, the host the controller works for (the machine or
 //! a "host" network namespace), process identity, and the checks run before
 //! anything is changed.
+pub mod clock;
 pub mod ethtool;
 pub mod files;
 pub mod host;
@@ -11,3 +12,10 @@ pub mod netns;
 pub mod preflight;
 pub mod process;
 pub mod sysctl;
+
+use crate::error::{Error, Result};
+
+/// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Command(format!("internal task failed: {e}")))?
+}

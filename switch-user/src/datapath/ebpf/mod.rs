@@ -33,7 +33,7 @@ use std::{collections::HashMap, fs, io::Write as _, net::Ipv4Addr, time::Duratio
 
 use async_trait::async_trait;
 pub use loader::{Pins, Program};
-use maps::{SwitchMaps, TunnelMaps, now_ns};
+use maps::{SwitchMaps, TunnelMaps};
 use nat::{NatMaps, wire};
 use switch_common::{
     CFG_F_CAPTURE, CFG_F_EVENTS, CFG_F_LOG, CFG_F_REDIRECT_PEER, CFG_F_ROUTABLE, FDB_CAPACITY, FDB_F_STATIC, FdbEntry,
@@ -43,15 +43,15 @@ use switch_common::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Datapath, DatapathCapture, DatapathEvents, DatapathKind, DatapathLog, FdbEntryView, ForwardCounters, PortCounters,
-    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, TablesNow, Tunnels, UplinkSetup,
+    Datapath, DatapathCapture, DatapathEvents, DatapathLog, FdbEntryView, ForwardCounters, PortCounters,
+    PortForwarding, RingSink, SwitchDrops, TableFill, Tables, TablesNow, Tunnels, UplinkSetup, settings::Setting,
 };
 use crate::{
-    controller::blocking,
     error::{Context as _, Error, Result, bpf},
+    kind::{Capability, DatapathKind},
     names::Mac,
     state::{ForwardState, PortKind, PortState, Redirect, SwitchState},
-    sys::{netlink::Netlink, netns},
+    sys::{blocking, clock::now_ns, netlink::Netlink, netns},
 };
 
 /// The tc or xdp datapath of one switch.
@@ -161,7 +161,7 @@ impl Datapath for Ebpf {
                     return Err(Error::Unsupported {
                         switch: self.name.clone(),
                         datapath: self.kind(),
-                        capability: super::Capability::Tunnel,
+                        capability: Capability::Tunnel,
                         with: "tc".into(),
                     });
                 }
@@ -306,6 +306,11 @@ impl Datapath for Ebpf {
     fn tunnel(&self) -> Option<&dyn Tunnels> {
         // The XDP program has no tunnel path: a VXLAN device gives it no tunnel key.
         (self.program == Program::Tc).then_some(self)
+    }
+
+    fn takes(&self, setting: Setting) -> bool {
+        // Only a TC program has a choice of redirect (XDP's goes through the devmap).
+        setting == Setting::Redirect && self.program == Program::Tc
     }
 }
 

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use control::{Request, Response};
 
-use super::{Datapath, DatapathKind, FdbEntryView, PortCounters};
+use super::{Datapath, FdbEntryView, PortCounters, settings::Setting};
 use crate::{
     error::{Error, Result},
+    kind::DatapathKind,
     names::Mac,
     state::{PortState, SwitchState},
 };
@@ -59,6 +60,10 @@ impl Datapath for Userspace {
 
     async fn exists(&self) -> Result<bool> {
         Ok(daemon::pid_path(&self.name).exists())
+    }
+
+    fn takes(&self, setting: Setting) -> bool {
+        setting == Setting::BusyPoll
     }
 
     fn remakeable(&self) -> bool {
