@@ -1,6 +1,4 @@
 //! `switch up`, `switch down`, `switch list` and `switch run`.
-use std::time::Duration;
-
 use serde::Serialize;
 use switch_common::{DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED};
 
@@ -9,7 +7,7 @@ use crate::{
     datapath::{
         self,
         settings::Settings,
-        userspace::{daemon, engine::Config as EngineConfig},
+        userspace::{engine::Config as EngineConfig, runner},
     },
     error::{Error, Result},
     kind::{Capability, DatapathKind},
@@ -540,15 +538,8 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
         .collect())
 }
 
-/// `switch run --daemon`: the background process `up --datapath userspace` starts. Serves
-/// until a shutdown request or SIGTERM; the switch record and ports belong to the CLI.
-pub async fn run_daemon(name: &str, config: EngineConfig, stop: impl std::future::Future<Output = ()>) -> Result<()> {
-    validate_name("switch name", name)?;
-    daemon::serve(name, config, vec![], stop).await
-}
-
-/// `switch run`: a userspace switch in the foreground. Makes the switch, serves until `stop`
-/// (Ctrl-C or SIGTERM), then tears everything down as `switch down` would.
+/// `switch run`: a userspace switch in the foreground. Records the switch, runs it until
+/// `stop` (Ctrl-C or SIGTERM), then tears everything down as `switch down` would.
 pub async fn run_foreground(
     name: &str,
     ageing_secs: Option<u64>,
@@ -577,39 +568,18 @@ pub async fn run_foreground(
         }
         begin(&store, &mut state, &opts).await?.expect("not recorded before")
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = daemon::serve(name, EngineConfig::of(&new), vec![], async move {
-        let _ = stop_rx.await;
-    });
-    tokio::pin!(server);
-    // Mark the switch ready once its control socket answers, then wait for the stop signal.
-    let marked = async {
-        for _ in 0..200 {
-            if daemon::alive(name).await {
-                let store = lock().await?;
-                let mut state = store.load()?;
-                if let Some(s) = state.switches.get_mut(name) {
-                    s.ready = true;
-                }
-                store.save(&state)?;
-                eprintln!("userspace switch '{name}' is up; Ctrl-C or SIGTERM stops it and removes it");
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Err(Error::Command(format!("switch '{name}' did not answer on its control socket")))
-    };
-    let served: Result<()> = tokio::select! {
-        r = &mut server => r,
-        r = async { marked.await?; stop.await; Ok::<_, Error>(()) } => match r {
-            Ok(()) => {
-                let _ = stop_tx.send(());
-                server.await
-            }
-            Err(e) => Err(e),
-        },
-    };
+    let served = runner::foreground(name, EngineConfig::of(&new), mark_ready(name), stop).await;
     let store = lock().await?;
     let down = down_locked(&store, name).await;
     served.and(down.map(|_| ()))
+}
+
+/// Marks switch `name` ready (its process answers).
+async fn mark_ready(name: &str) -> Result<()> {
+    let store = lock().await?;
+    let mut state = store.load()?;
+    if let Some(s) = state.switches.get_mut(name) {
+        s.ready = true;
+    }
+    store.save(&state)
 }
