@@ -1,7 +1,9 @@
 //! The host-facing half of the control plane: namespaces, links and addresses (rtnetlink),
-//! sysctls, private files under /run/switch, the host the controller works for (the machine or
-//! a "host" network namespace), process identity, and the checks run before
-//! anything is changed.
+//! sysctls and the ephemeral port range, the cgroup v2 root, private files under /run/switch,
+//! the host the controller works for (the machine or a "host" network namespace), process
+//! identity, the programs' clock, the checks run before anything is changed, and `blocking`
+//! (how all of these run off the async workers).
+pub mod cgroup;
 pub mod clock;
 pub mod ethtool;
 pub mod files;
