@@ -1,4 +1,5 @@
-//! TC/TCX ingress program on the host end of every port's veth pair (the `tc` datapath).
+//! TC ingress program on the host end of every port's veth pair (the `tc` datapath), a
+//! direct-action filter of the veth's clsact qdisc.
 //!
 //! ```text
 //!  namespace red                 host                          namespace blue

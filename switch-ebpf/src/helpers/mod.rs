@@ -10,8 +10,8 @@
 //! - `decide`: the switching decision shared by TC and XDP (port, validity, learning, where
 //!   to).
 //! - `eth`: Ethernet header access.
-//! - `events`: events for `switch monitor` (drops, learned stations, moves) into the `EVENTS`
-//!   ring buffer, rate-limited per CPU.
+//! - `events`: events for `switch monitor` (drops, learned stations, moves, connections NAT
+//!   creates) into the `EVENTS` ring buffer, rate-limited per CPU.
 //! - `fdb`: the forwarding database (`FDB`): learning, lookup, lazy ageing.
 //! - `forward`, `forward_xdp`: carrying a decision out from TC (clone-and-redirect flood) and
 //!   from XDP (devmap redirect and broadcast).

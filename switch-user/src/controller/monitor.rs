@@ -1,5 +1,6 @@
-//! `switch monitor`: the datapath's events (drops with their reason, new stations, moves),
-//! and ports added and removed, live.
+//! `switch monitor`: the datapath's events (drops with their reason, new stations, moves,
+//! connections NAT creates), stations aged out and connections expired or evicted (seen in
+//! a look at the tables once a second), and ports added and removed, live.
 //!
 //! Events cost the datapath only while someone listens, so they are on only then (see
 //! `readers`).

@@ -6,15 +6,19 @@
 //! /sys/fs/bpf/switch/NAME/
 //!   prog_ingress | prog_xdp        the switching program (TC or XDP; one instance per
 //!                                  switch: switches share nothing)
+//!   prog_tunnel                    the tunnel port's ingress (tc datapath)
 //!   prog_nat_in  prog_nat_out      port forwarding on the uplinks' TCX ingress and egress
 //!   prog_nat_gateway               the reply shortcut on the gateway's host end
 //!   prog_gateway_egress            the segment's guard on the gateway's host end (egress)
 //!   prog_sock_connect4 prog_sock_sendmsg4 prog_sock_recvmsg4
 //!                                  cgroup socket hooks: host-local and hairpin access
 //!   FDB BOUND LEARNED PORTS PORT_SLOTS STATS CONFIG PORT_DEVMAP TABLE_STATS  switching maps
+//!   FORWARDS UPLINK_ADDRS CONNTRACK CT_UNREPLIED FWD_STATS NAT_CONFIG
+//!   UPLINK_BY_IFINDEX SOCK_ORIG NAT_NETNS                                    forwarding maps
+//!   EVENTS EVENT_RATE              switch monitor
+//!   CAPTURE CAPTURE_FILTER CAPTURE_SCRATCH                                   switch capture
+//!   TUNNEL PEERS PEER_SLOTS        the tunnel port and its peers
 //!   BOUND_IP PEER_LEARNED          the tunnel's port security (later maps: optional)
-//!   FORWARDS UPLINK_ADDRS CONNTRACK FWD_STATS NAT_CONFIG UPLINK_BY_IFINDEX
-//!   SOCK_ORIG NAT_NETNS                                                      forwarding maps
 //!   links/IFNAME                   one link per port (XDP; a tc port's program is a filter of
 //!                                  its clsact qdisc, which goes with the port's veth)
 //!   links/uplink-{in,out}-IFNAME   the forwarding programs on an uplink
