@@ -9,11 +9,11 @@
 //!
 //! The commands (`controller/`) only talk to [`Datapath`]. What some datapaths can do and
 //! others cannot (port forwarding, table counters, a datapath log, events, packet capture,
-//! tunnel ports: see [`Capability`]) is a capability: the
-//! trait's accessor returns `None` where it is missing and its `require_*` turns that into
-//! the one error every command uses. Settings of `switch up` that only some datapaths take
-//! (`--redirect`, `--busy-poll`) are declared by each datapath and checked in `settings`.
-//! Adding a datapath means one new folder and one arm in [`DatapathKind::open`].
+//! tunnel ports: see [`Capability`]) is a capability: the trait's accessor returns `None`
+//! where it is missing and its `require_*` turns that into the one error every command uses.
+//! Settings of `switch up` that only some datapaths take (`--redirect`, `--busy-poll`) are
+//! declared by each datapath (`Datapath::takes`) and checked in `settings`. Adding a datapath
+//! means one new folder and one arm in [`DatapathKind::open`].
 pub mod bridge;
 pub mod ebpf;
 pub mod settings;
