@@ -14,19 +14,30 @@
 //!        │                table of ports (namespace, adopted, gateway, uplink, tunnel), forwards
 //!        │
 //!        ├──► datapath/   trait Datapath and the capabilities a datapath may lack (port
-//!        │                forwarding, table counters, log, events, capture, tunnel)
-//!        │      ebpf/       tc and xdp: load, pin and attach the programs; typed maps
-//!        │      userspace/  the switch process: engine, control socket, runners
+//!        │                forwarding, table counters, log, events, capture, tunnel);
+//!        │                settings (the `up` options only some take: --redirect, --busy-poll)
+//!        │      ebpf/       tc and xdp: the switch object and its ports (mod.rs), forwarding,
+//!        │                  tunnel, tables, streams (log, events, capture); load, pin and
+//!        │                  attach the programs (loader); typed maps (maps, nat)
+//!        │      userspace/  the switch process: engine, control socket, daemon, runner
+//!        │                  (`switch run`, in the foreground or as the daemon)
 //!        │      bridge/     the Linux bridge over rtnetlink
 //!        │
 //!        └──► sys/        the host: namespaces (setns on dedicated threads), rtnetlink,
-//!                         sysctls, ethtool, private files, the host the controller works
-//!                         for, process identity, preflight, the nat tables iptables leaves
+//!                         sysctls and the ephemeral port range, the cgroup v2 root, ethtool,
+//!                         private files, the host the controller works for (its state and
+//!                         pin roots), process identity, the programs' clock, preflight, the
+//!                         nat tables iptables leaves; `blocking` (all of it off the async
+//!                         workers)
 //!   cni/                  the CNI plugin (bin/switch-cni.rs): spec types, IPAM delegation,
 //!                         ADD/DEL/CHECK/GC/STATUS on top of the controller
 //!   bench/                the benchmark harness (contenders, tools, reports)
+//!   kind.rs               DatapathKind and Capability: the leaf that state, errors, the CLI
+//!                         and the datapaths all name
 //!   names.rs, error.rs    input parsing and interface names; the typed error
 //! ```
+//! Nothing below `controller/` imports it: `datapath/`, `sys/`, `state.rs` and `error.rs`
+//! point down or sideways only, and `sys/` names nothing above it.
 //! Forwarding itself happens in the kernel (crate `switch-ebpf`) or in the userspace
 //! process; nothing here is on the eBPF packet path. The folders are described in
 //! docs/architecture.md.
@@ -35,6 +46,7 @@ pub mod cni;
 pub mod controller;
 pub mod datapath;
 pub mod error;
+pub mod kind;
 pub mod names;
 pub mod state;
 pub mod sys;

@@ -19,15 +19,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::datapath::DatapathKind;
 use crate::{
     error::{Context as _, Error, Result},
+    kind::DatapathKind,
     names::{Cidr, Mac},
     sys::{files, process::ProcessId},
 };
-
-/// Default directory of the state file and its lock.
-pub const STATE_DIR: &str = "/run/switch";
 
 /// How known unicast leaves the switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -8,7 +8,7 @@ use switch::{
         forward::{PortRange, Target},
         monitor::EventKind,
     },
-    datapath::DatapathKind,
+    kind::DatapathKind,
     names::{Cidr, Mac},
     state::{Proto, Redirect},
 };

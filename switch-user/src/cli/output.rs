@@ -15,7 +15,7 @@ use switch::{
         switch::SwitchInfo,
         tables::TableRow,
     },
-    datapath::DatapathKind,
+    datapath::settings::Setting,
 };
 
 /// What a command reports: one value, shown as text for people or as JSON for programs.
@@ -255,7 +255,7 @@ pub fn switches(rows: &[SwitchInfo]) -> String {
                     s.datapath.to_string(),
                     s.ports.to_string(),
                     format!("{}s", s.ageing_secs),
-                    if s.datapath == DatapathKind::Tc { s.redirect.to_string() } else { "-".into() },
+                    if s.datapath.open(&s.name).takes(Setting::Redirect) { s.redirect.to_string() } else { "-".into() },
                     if s.ready { "up" } else { "incomplete" }.into(),
                 ]
             })

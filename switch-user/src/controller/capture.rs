@@ -44,7 +44,7 @@ use switch_common::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    blocking, datapath_of, intent, lock,
+    datapath_of, intent, lock,
     monitor::{Frame, PortRef, Ports, ports_of, reason_name, rfc3339, wall_time},
     readers::{self, Stream},
 };
@@ -52,7 +52,7 @@ use crate::{
     error::{Error, Result},
     names::validate_name,
     state::{PortKind, Store},
-    sys::process::ProcessId,
+    sys::{blocking, process::ProcessId},
 };
 
 /// Frames waiting between the ring and whoever shows them (at most about 9.5 MB of full-size

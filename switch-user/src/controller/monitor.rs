@@ -27,15 +27,15 @@ use switch_common::{
 use tokio::sync::mpsc;
 
 use super::{
-    blocking, datapath_of, intent, lock,
+    datapath_of, intent, lock,
     readers::{self, Stream},
 };
 use crate::{
-    datapath::{TablesNow, ebpf::maps::now_ns},
+    datapath::TablesNow,
     error::{Error, Result},
     names::{Mac, validate_name},
     state::{State, Store},
-    sys::{host, process::ProcessId},
+    sys::{blocking, clock::now_ns, host, process::ProcessId},
 };
 
 /// How often the port records are read for port events.

@@ -13,13 +13,13 @@
 //! name to find out what it is.
 use std::os::fd::AsRawFd as _;
 
-use super::{blocking, failpoint};
+use super::failpoint;
 use crate::{
     datapath::Datapath,
     error::{Error, Result},
     names::Mac,
     state::{PortKind, PortState, State},
-    sys::{netlink::Netlink, netns, sysctl},
+    sys::{blocking, netlink::Netlink, netns, sysctl},
 };
 
 /// What making a namespace port found out: the host end's index, the namespace end's MAC and

@@ -9,12 +9,12 @@
 //! recorded reader of it lives.
 use std::{future::Future, time::Duration};
 
-use super::{blocking, lock};
+use super::lock;
 use crate::{
     datapath::Datapath,
     error::Result,
     state::{Store, SwitchState},
-    sys::process::ProcessId,
+    sys::{blocking, process::ProcessId},
 };
 
 /// How often a reader looks whether its switch still exists.
