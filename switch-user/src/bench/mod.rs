@@ -18,10 +18,9 @@ use indicatif::ProgressBar;
 use report::{Machine, MetricReport, Report};
 use topology::{ALL, BASELINES, Contender, Kind, PEERS, Topology};
 
-use crate::{
-    error::{Error, Result},
-    sys::nat_tables,
-};
+use container_env::nat_tables;
+
+use crate::error::{Error, Result};
 
 /// What to run.
 #[derive(Clone, Debug)]
