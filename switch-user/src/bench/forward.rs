@@ -4,11 +4,13 @@
 //! limit of both, the same client reaching the same server by plain routing, without NAT.
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use indicatif::ProgressBar;
 use tokio::{
     net::{TcpSocket, TcpStream},
     sync::watch,
 };
 
+use super::{Comparison, Options, Series, report::MetricReport, tools};
 use crate::{
     controller::{forward, ns, switch},
     error::{Error, Result},
@@ -237,6 +239,97 @@ impl Forwarded {
             let _ = netns::delete(ns);
         }
     }
+}
+
+/// The port-forwarding comparison.
+pub struct Forwarding;
+
+#[async_trait::async_trait]
+impl Comparison for Forwarding {
+    fn contenders(&self) -> Vec<&'static str> {
+        contenders().iter().map(|c| c.name).collect()
+    }
+
+    fn steps(&self, opts: &Options) -> usize {
+        let n = contenders().len();
+        opts.rounds * n * 2 + n
+    }
+
+    async fn run(&self, opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+        measure(opts, bar).await
+    }
+
+    async fn remove(&self) {
+        for c in contenders() {
+            c.remove().await;
+        }
+    }
+}
+
+/// Port forwarding: TCP throughput and new connections per second from outside through the
+/// uplink, eBPF forward against bridge + iptables DNAT and against plain routing,
+/// interleaved per round.
+async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let contenders = contenders();
+    let measured = async {
+        let mut servers = vec![];
+        for c in &contenders {
+            bar.set_message(format!("building {}", c.name));
+            c.build().await?;
+            servers.push((
+                tools::start_servers(&c.server, &c.server_ip)?,
+                accept_server(&c.server, format!("{}:{CONN_PORT}", c.server_ip).parse().expect("address")),
+            ));
+            bar.inc(1);
+        }
+        let mut tcp = vec![Series::default(); contenders.len()];
+        let mut conn = vec![Series::default(); contenders.len()];
+        for round in 1..=opts.rounds {
+            for (i, c) in contenders.iter().enumerate() {
+                if tcp[i].error.is_none() {
+                    bar.set_message(format!("round {round}/{}: TCP through {}", opts.rounds, c.name));
+                    let iperf = c.iperf_target();
+                    let bps = tools::tcp_stream(&c.client, &iperf.ip().to_string(), iperf.port(), opts.secs).await;
+                    tcp[i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP through {}", c.name), bar);
+                }
+                bar.inc(1);
+                if conn[i].error.is_none() {
+                    bar.set_message(format!("round {round}/{}: connections through {}", opts.rounds, c.name));
+                    let rate = connection_rate(&c.client, c.conn_target(), opts.secs).await;
+                    conn[i].record(rate.map(|r| r / 1e3), &format!("connections through {}", c.name), bar);
+                }
+                bar.inc(1);
+            }
+        }
+        drop(servers);
+        Ok::<_, Error>((tcp, conn))
+    }
+    .await;
+    for c in &contenders {
+        c.remove().await;
+    }
+    let (tcp, conn) = measured?;
+    let rows = |s: Vec<Series>| contenders.iter().map(|c| c.name.to_owned()).zip(s).collect::<Vec<_>>();
+    Ok(vec![
+        MetricReport::new(
+            "fwd_tcp",
+            "TCP stream through a port forward (iperf3, 1 stream; routed: no forward, to the server's address)",
+            "Gbit/s",
+            true,
+            "",
+            &BASELINES,
+            rows(tcp),
+        ),
+        MetricReport::new(
+            "fwd_conn",
+            "New TCP connections through a port forward (32 in flight, a client thread per CPU)",
+            "kconn/s",
+            true,
+            "",
+            &BASELINES,
+            rows(conn),
+        ),
+    ])
 }
 
 /// Serves TCP connections in namespace `ns` on `addr`, closing each at once, until the

@@ -20,10 +20,11 @@ use container_env::{
     ledger::{Owned, own},
     podman,
 };
+use indicatif::ProgressBar;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use super::{output, run_quiet};
+use super::{Comparison, Options, Series, forward, output, report::MetricReport, run_quiet, tools};
 use crate::{
     error::{Error, Result},
     sys::netns,
@@ -42,6 +43,191 @@ const IMAGE: &str = "localhost/switch-bench-busybox";
 const CONTAINER: &str = "benchpod-";
 /// Port of the connection-rate server in the published-port containers.
 const CONN_PORT: u16 = 16000;
+/// The podman comparison.
+pub struct Containers;
+
+#[async_trait::async_trait]
+impl Comparison for Containers {
+    fn contenders(&self) -> Vec<&'static str> {
+        CONTENDERS.to_vec()
+    }
+
+    fn alias(&self) -> Option<&'static str> {
+        Some(ALIAS)
+    }
+
+    fn steps(&self, opts: &Options) -> usize {
+        opts.rounds * CONTENDERS.len() * 3 + 2
+    }
+
+    /// Never fails: what fails is reported as not measured.
+    async fn run(&self, opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+        Ok(measure(opts, bar).await)
+    }
+
+    async fn remove(&self) {
+        remove().await;
+    }
+}
+
+/// The podman comparison's metrics: (id, unit, larger is better).
+const POD_METRICS: [(&str, &str, bool); 6] = [
+    ("pod_start_p50", "ms", false),
+    ("pod_start_p99", "ms", false),
+    ("pod_parallel", "s", false),
+    ("pod_parallel_failed", "starts", false),
+    ("pod_port_conn", "kconn/s", true),
+    ("pod_port_tcp", "Gbit/s", true),
+];
+
+/// Samples by metric (in `POD_METRICS` order), then by network.
+type PodSeries = Vec<Vec<Series>>;
+
+/// Containers under podman on a switch-cni network against podman's own bridge + portmap
+/// network, interleaved per round: start to the first answered ping (starts one after
+/// another), starts at once (wall time and failures), and a published port reached from
+/// outside through an uplink. What fails is reported as not measured; the environment is
+/// removed and the host given back at the end, also after a failure.
+async fn measure(opts: &Options, bar: &ProgressBar) -> Vec<MetricReport> {
+    let nets = nets();
+    bar.set_message("podman: setting up its environment");
+    let measured = measure_rounds(opts, bar, &nets).await;
+    bar.set_message("podman: removing its containers and networks");
+    remove().await;
+    bar.inc(1);
+    let series = measured.unwrap_or_else(|e| {
+        bar.println(format!("podman: not measured: {e}"));
+        let failed = Series { error: Some(e.to_string()), ..Series::default() };
+        vec![vec![failed; nets.len()]; POD_METRICS.len()]
+    });
+    let titles = [
+        format!(
+            "podman run -d until the container answers a ping from the host, p50 of {} starts one after another",
+            opts.pod_starts
+        ),
+        format!("The same, p99 of {} starts", opts.pod_starts),
+        format!("{} podman run -d at once (wall time)", opts.pod_parallel),
+        format!("Failed starts of {} at once", opts.pod_parallel),
+        "New TCP connections to a published port (-p) from outside through an uplink (32 in flight)".to_owned(),
+        "TCP stream to a published port (-p) from outside through an uplink (iperf3, 1 stream)".to_owned(),
+    ];
+    POD_METRICS
+        .iter()
+        .zip(titles)
+        .zip(series)
+        .map(|(((id, unit, higher), title), s)| {
+            let rows = nets.iter().map(|n| n.name.to_owned()).zip(s).collect();
+            MetricReport::new(id, &title, unit, *higher, "", &[BASELINE], rows)
+        })
+        .collect()
+}
+
+/// Sets the environment up, brings the networks up with their published-port servers and
+/// measures every round.
+async fn measure_rounds(opts: &Options, bar: &ProgressBar, nets: &[Net]) -> Result<PodSeries> {
+    let mut s = vec![vec![Series::default(); nets.len()]; POD_METRICS.len()];
+    let env = Env::setup().await?;
+    bar.inc(1);
+    let mut served = vec![];
+    for net in nets {
+        bar.set_message(format!("podman: bringing up {}", net.name));
+        env.warm_up(net).await?;
+        served.push(env.serve(net).await?);
+    }
+    for round in 1..=opts.rounds {
+        for (i, net) in nets.iter().enumerate() {
+            let step = Step { opts, bar, round, net, i };
+            step.starts(&env, &mut s).await;
+            step.at_once(&env, &mut s).await;
+            step.published_port(&mut s).await;
+        }
+    }
+    drop(served);
+    Ok(s)
+}
+
+/// One network's turn in one round.
+struct Step<'a> {
+    opts: &'a Options,
+    bar: &'a ProgressBar,
+    round: usize,
+    net: &'a Net,
+    /// The network's index in the series.
+    i: usize,
+}
+
+impl Step<'_> {
+    fn show(&self, what: String) {
+        let (round, rounds, net) = (self.round, self.opts.rounds, self.net.name);
+        self.bar.set_message(format!("round {round}/{rounds}: {what} on {net}"));
+    }
+
+    /// Starts one after another: their p50 and p99.
+    async fn starts(&self, env: &Env, s: &mut PodSeries) {
+        let (net, i, bar) = (self.net, self.i, self.bar);
+        self.show(format!("{} podman starts", self.opts.pod_starts));
+        if s[0][i].error.is_none() {
+            let r = env.starts(net, self.opts.pod_starts).await;
+            if let Ok(ms) = &r {
+                // The p99 alone does not say whether one start or many were slow.
+                let slow: Vec<&f64> = ms.iter().filter(|ms| **ms > 1000.0).collect();
+                if let Some(worst) = slow.iter().copied().copied().reduce(f64::max) {
+                    bar.println(format!(
+                        "{}: {} of {} starts took over 1 s (the slowest {:.2} s)",
+                        net.name,
+                        slow.len(),
+                        ms.len(),
+                        worst / 1e3
+                    ));
+                }
+            }
+            let p = |q| r.as_ref().map(|ms| percentile(ms, q)).map_err(|e| Error::Command(e.to_string()));
+            s[0][i].record(p(50.0), net.name, bar);
+            s[1][i].record(p(99.0), net.name, bar);
+        }
+        bar.inc(1);
+    }
+
+    /// Starts at once: the wall time and how many failed.
+    async fn at_once(&self, env: &Env, s: &mut PodSeries) {
+        let (net, i, bar, n) = (self.net, self.i, self.bar, self.opts.pod_parallel);
+        self.show(format!("{n} podman starts at once"));
+        if s[2][i].error.is_none() {
+            match env.parallel(net, n).await {
+                Ok((wall, failed, first)) => {
+                    s[2][i].values.push(wall);
+                    s[3][i].values.push(failed as f64);
+                    if let Some(e) = first {
+                        bar.println(format!("{}: {failed} of {n} starts at once failed: {e}", net.name));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    s[2][i].record(Err(Error::Command(e.clone())), net.name, bar);
+                    s[3][i].record(Err(Error::Command(e)), net.name, bar);
+                }
+            }
+        }
+        bar.inc(1);
+    }
+
+    /// New connections and a TCP stream to the published ports from outside.
+    async fn published_port(&self, s: &mut PodSeries) {
+        let (net, i, bar, secs) = (self.net, self.i, self.bar, self.opts.secs);
+        self.show("connections and TCP to a published port".into());
+        let (client, iperf, conn) = Env::client(net);
+        if s[4][i].error.is_none() {
+            let rate = forward::connection_rate(&client, conn, secs).await;
+            s[4][i].record(rate.map(|r| r / 1e3), &format!("connections to {}", net.name), bar);
+        }
+        if s[5][i].error.is_none() {
+            let bps = tools::tcp_stream(&client, &iperf.ip().to_string(), iperf.port(), secs).await;
+            s[5][i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP to {}", net.name), bar);
+        }
+        bar.inc(1);
+    }
+}
+
 /// The run's directory (fixed, so a later run's clean-up finds what a killed one left).
 fn dir() -> PathBuf {
     std::env::temp_dir().join("switch-bench-podman")
@@ -267,7 +453,7 @@ impl Env {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::Command(format!("{name} has no network namespace")))?;
         let addr = format!("{ip}:{CONN_PORT}").parse().expect("address");
-        Ok(Served { _tools: super::tools::start_servers(&ns, &ip)?, _conn: super::forward::accept_server(&ns, addr) })
+        Ok(Served { _tools: tools::start_servers(&ns, &ip)?, _conn: forward::accept_server(&ns, addr) })
     }
 
     /// The outside client of `net`'s published ports, and where it connects: (namespace,

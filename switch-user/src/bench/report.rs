@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::{BRINGUP_CLASSIC, BRINGUP_OURS, Options, REMOVAL_OURS, Series};
+use super::{
+    Options, Series,
+    bringup::{BRINGUP_CLASSIC, BRINGUP_OURS, REMOVAL_OURS},
+};
 
 /// Where the numbers come from.
 #[derive(Clone, Debug, Serialize)]
