@@ -145,6 +145,21 @@ impl Forwarded {
     /// Builds it (after removing leftovers).
     pub async fn build(&self) -> Result<()> {
         self.remove().await;
+        self.build_client().await?;
+        match self.via {
+            Via::Ebpf => self.build_ebpf().await,
+            Via::Iptables | Via::Routed => self.build_classic().await,
+        }
+    }
+
+    /// The server's gateway on its segment.
+    fn gateway(&self) -> String {
+        format!("10.210.{}.254", self.net)
+    }
+
+    /// The outside namespace and the uplink to it, the client's only way out (also to the
+    /// server's segment when routed).
+    async fn build_client(&self) -> Result<()> {
         let net = self.net;
         let (up_cidr, out_cidr) = (format!("172.30.{net}.1/24"), format!("172.30.{net}.2/24"));
         netns::create(&self.client).await?;
@@ -158,68 +173,71 @@ impl Forwarded {
         ] {
             ip(&args).await?;
         }
-        let gw = format!("10.210.{net}.254");
-        // The client's only way out, also to the server's segment when routed.
-        ip(&["-n", &self.client, "route", "add", "default", "via", &self.uplink_ip]).await?;
-        match self.via {
-            Via::Ebpf => {
-                switch::up(switch::UpOptions {
-                    name: self.switch.clone(),
-                    datapath: Some(DatapathKind::Tc),
-                    gateway: Some(format!("{gw}/24").parse()?),
-                    uplinks: vec![self.uplink.clone()],
-                    ..Default::default()
-                })
-                .await?;
-                ns::add(ns::AddOptions {
-                    ns: self.server.clone(),
-                    ip: format!("{}/24", self.server_ip).parse()?,
-                    switch: self.switch.clone(),
-                    mac: None,
-                    port_security: true,
-                })
-                .await?;
-                for (host, to) in FORWARDS {
-                    let single = |p| forward::PortRange { first: p, last: p };
-                    forward::add(forward::AddOptions {
-                        switch: self.switch.clone(),
-                        proto: Proto::Tcp,
-                        host: single(host),
-                        ns: self.server.clone(),
-                        to: single(to),
-                    })
-                    .await?;
-                }
-            }
-            Via::Iptables | Via::Routed => {
-                let br = format!("benchf{net}b");
-                let host_if = format!("benchf{net}v");
-                ip(&["link", "add", &br, "type", "bridge"]).await?;
-                ip(&["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
-                ip(&["link", "set", &br, "up"]).await?;
-                netns::create(&self.server).await?;
-                ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &self.server]).await?;
-                ip(&["link", "set", &host_if, "master", &br, "up"]).await?;
-                for args in [
-                    vec!["-n", &self.server, "addr", "add", &format!("{}/24", self.server_ip), "dev", "eth0"],
-                    vec!["-n", &self.server, "link", "set", "eth0", "up"],
-                    vec!["-n", &self.server, "link", "set", "lo", "up"],
-                    vec!["-n", &self.server, "route", "add", "default", "via", &gw],
-                ] {
-                    ip(&args).await?;
-                }
-                // Forwarding on the two interfaces involved only, not host-wide (a packet is
-                // forwarded when the interface it arrives on forwards). The setting goes with
-                // the interfaces when `remove` deletes them: nothing to give back.
-                for dev in [&self.uplink, &br] {
-                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), b"1")
-                        .map_err(|e| Error::Command(format!("turning on forwarding on {dev}: {e}")))?;
-                }
-                if self.via == Via::Iptables {
-                    for (host, to) in FORWARDS {
-                        iptables("-A", &self.uplink, host, &format!("{}:{to}", self.server_ip)).await?;
-                    }
-                }
+        ip(&["-n", &self.client, "route", "add", "default", "via", &self.uplink_ip]).await
+    }
+
+    /// A tc switch with the uplink, the server's namespace on it and `switch forward add`.
+    async fn build_ebpf(&self) -> Result<()> {
+        switch::up(switch::UpOptions {
+            name: self.switch.clone(),
+            datapath: Some(DatapathKind::Tc),
+            gateway: Some(format!("{}/24", self.gateway()).parse()?),
+            uplinks: vec![self.uplink.clone()],
+            ..Default::default()
+        })
+        .await?;
+        ns::add(ns::AddOptions {
+            ns: self.server.clone(),
+            ip: format!("{}/24", self.server_ip).parse()?,
+            switch: self.switch.clone(),
+            mac: None,
+            port_security: true,
+        })
+        .await?;
+        for (host, to) in FORWARDS {
+            let single = |p| forward::PortRange { first: p, last: p };
+            forward::add(forward::AddOptions {
+                switch: self.switch.clone(),
+                proto: Proto::Tcp,
+                host: single(host),
+                ns: self.server.clone(),
+                to: single(to),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A Linux bridge with an address, the server's namespace on it, forwarding on, and
+    /// (`Iptables`) the DNAT rules.
+    async fn build_classic(&self) -> Result<()> {
+        let (net, gw) = (self.net, self.gateway());
+        let br = format!("benchf{net}b");
+        let host_if = format!("benchf{net}v");
+        ip(&["link", "add", &br, "type", "bridge"]).await?;
+        ip(&["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
+        ip(&["link", "set", &br, "up"]).await?;
+        netns::create(&self.server).await?;
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &self.server]).await?;
+        ip(&["link", "set", &host_if, "master", &br, "up"]).await?;
+        for args in [
+            vec!["-n", &self.server, "addr", "add", &format!("{}/24", self.server_ip), "dev", "eth0"],
+            vec!["-n", &self.server, "link", "set", "eth0", "up"],
+            vec!["-n", &self.server, "link", "set", "lo", "up"],
+            vec!["-n", &self.server, "route", "add", "default", "via", &gw],
+        ] {
+            ip(&args).await?;
+        }
+        // Forwarding on the two interfaces involved only, not host-wide (a packet is
+        // forwarded when the interface it arrives on forwards). The setting goes with the
+        // interfaces when `remove` deletes them: nothing to give back.
+        for dev in [&self.uplink, &br] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), b"1")
+                .map_err(|e| Error::Command(format!("turning on forwarding on {dev}: {e}")))?;
+        }
+        if self.via == Via::Iptables {
+            for (host, to) in FORWARDS {
+                iptables("-A", &self.uplink, host, &format!("{}:{to}", self.server_ip)).await?;
             }
         }
         Ok(())
