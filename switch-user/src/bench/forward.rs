@@ -4,13 +4,14 @@
 //! limit of both, the same client reaching the same server by plain routing, without NAT.
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use futures::FutureExt as _;
 use indicatif::ProgressBar;
 use tokio::{
     net::{TcpSocket, TcpStream},
     sync::watch,
 };
 
-use super::{Comparison, Options, Series, report::MetricReport, tools};
+use super::{Comparison, Options, Series, interleaved, report::MetricReport, tools};
 use crate::{
     controller::{forward, ns, switch},
     error::{Error, Result},
@@ -300,25 +301,24 @@ async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
             ));
             bar.inc(1);
         }
-        let mut tcp = vec![Series::default(); contenders.len()];
-        let mut conn = vec![Series::default(); contenders.len()];
-        for round in 1..=opts.rounds {
-            for (i, c) in contenders.iter().enumerate() {
-                if tcp[i].error.is_none() {
-                    bar.set_message(format!("round {round}/{}: TCP through {}", opts.rounds, c.name));
+        let list = &contenders;
+        let [tcp, conn] = interleaved(opts, bar, list.len(), move |i, metric| {
+            let (c, secs) = (&list[i], opts.secs);
+            if metric == 0 {
+                let what = format!("TCP through {}", c.name);
+                let measure = async move {
                     let iperf = c.iperf_target();
-                    let bps = tools::tcp_stream(&c.client, &iperf.ip().to_string(), iperf.port(), opts.secs).await;
-                    tcp[i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP through {}", c.name), bar);
-                }
-                bar.inc(1);
-                if conn[i].error.is_none() {
-                    bar.set_message(format!("round {round}/{}: connections through {}", opts.rounds, c.name));
-                    let rate = connection_rate(&c.client, c.conn_target(), opts.secs).await;
-                    conn[i].record(rate.map(|r| r / 1e3), &format!("connections through {}", c.name), bar);
-                }
-                bar.inc(1);
+                    let bps = tools::tcp_stream(&c.client, &iperf.ip().to_string(), iperf.port(), secs).await;
+                    bps.map(|(bps, _)| bps / 1e9)
+                };
+                (what.clone(), what, measure.boxed())
+            } else {
+                let what = format!("connections through {}", c.name);
+                let measure = async move { connection_rate(&c.client, c.conn_target(), secs).await.map(|r| r / 1e3) };
+                (what.clone(), what, measure.boxed())
             }
-        }
+        })
+        .await;
         drop(servers);
         Ok::<_, Error>((tcp, conn))
     }

@@ -19,6 +19,7 @@ pub mod tools;
 pub mod topology;
 
 use container_env::nat_tables;
+use futures::future::BoxFuture;
 use indicatif::ProgressBar;
 use report::{Machine, MetricReport, Report};
 
@@ -160,6 +161,33 @@ impl Series {
             }
         }
     }
+}
+
+/// Measures `N` metrics of `contenders` contenders round by round, interleaved (each
+/// round measures every contender's metrics in turn): `run(contender, metric)` gives the
+/// progress message, the name a failure is reported under, and the measurement. A failure
+/// leaves that metric not measured for that contender, and the rest of the run goes on.
+/// Returns the samples by metric, then by contender.
+async fn interleaved<'a, const N: usize>(
+    opts: &Options,
+    bar: &ProgressBar,
+    contenders: usize,
+    run: impl Fn(usize, usize) -> (String, String, BoxFuture<'a, Result<f64>>),
+) -> [Vec<Series>; N] {
+    let mut s: [Vec<Series>; N] = std::array::from_fn(|_| vec![Series::default(); contenders]);
+    for round in 1..=opts.rounds {
+        for c in 0..contenders {
+            for (m, metric) in s.iter_mut().enumerate() {
+                if metric[c].error.is_none() {
+                    let (message, what, measure) = run(c, m);
+                    bar.set_message(format!("round {round}/{}: {message}", opts.rounds));
+                    metric[c].record(measure.await, &what, bar);
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    s
 }
 
 /// Runs the benchmark. `bar` shows progress (hidden for `--json`).

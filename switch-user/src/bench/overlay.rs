@@ -10,9 +10,10 @@
 //! overlays build it: a Linux bridge with a VXLAN device, learning off, and static FDB
 //! entries naming the remote station's VTEP (and the all-zero entry for floods). Both sides
 //! give the namespaces the underlay's MTU minus 50 and use UDP port 4789.
+use futures::FutureExt as _;
 use indicatif::ProgressBar;
 
-use super::{Comparison, Options, Series, output, report::MetricReport, run_quiet, tools};
+use super::{Comparison, Options, Series, interleaved, output, report::MetricReport, run_quiet, tools};
 use crate::error::{Error, Result};
 
 /// The switch's contender and the baseline.
@@ -94,24 +95,23 @@ async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
             servers.push(tools::start_servers(&c.server, &c.server_ip)?);
             bar.inc(1);
         }
-        let mut tcp = vec![Series::default(); contenders.len()];
-        let mut udp = vec![Series::default(); contenders.len()];
-        for round in 1..=opts.rounds {
-            for (i, c) in contenders.iter().enumerate() {
-                if tcp[i].error.is_none() {
-                    bar.set_message(format!("round {round}/{}: TCP across hosts via {}", opts.rounds, c.name));
-                    let bps = tools::tcp_stream(&c.client, &c.server_ip, 5201, opts.secs).await;
-                    tcp[i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP across hosts via {}", c.name), bar);
-                }
-                bar.inc(1);
-                if udp[i].error.is_none() {
-                    bar.set_message(format!("round {round}/{}: 64-byte UDP across hosts via {}", opts.rounds, c.name));
-                    let pps = tools::udp_small_frames(&c.client, &c.server, opts.secs).await;
-                    udp[i].record(pps.map(|(pps, _)| pps / 1e3), &format!("64-byte UDP via {}", c.name), bar);
-                }
-                bar.inc(1);
+        let list = &contenders;
+        let [tcp, udp] = interleaved(opts, bar, list.len(), move |i, metric| {
+            let (c, secs) = (&list[i], opts.secs);
+            if metric == 0 {
+                let what = format!("TCP across hosts via {}", c.name);
+                let measure = async move {
+                    tools::tcp_stream(&c.client, &c.server_ip, 5201, secs).await.map(|(bps, _)| bps / 1e9)
+                };
+                (what.clone(), what, measure.boxed())
+            } else {
+                let message = format!("64-byte UDP across hosts via {}", c.name);
+                let measure =
+                    async move { tools::udp_small_frames(&c.client, &c.server, secs).await.map(|(pps, _)| pps / 1e3) };
+                (message, format!("64-byte UDP via {}", c.name), measure.boxed())
             }
-        }
+        })
+        .await;
         drop(servers);
         Ok::<_, Error>((tcp, udp))
     }
