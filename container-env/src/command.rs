@@ -18,7 +18,7 @@ fn hint(program: &str) -> &'static str {
 }
 
 /// The program of `cmd`, as a string.
-pub fn program(cmd: &Command) -> String {
+fn program(cmd: &Command) -> String {
     cmd.get_program().to_string_lossy().into_owned()
 }
 

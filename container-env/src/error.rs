@@ -38,9 +38,6 @@ pub enum Error {
     /// A change to the host's tables could not be made, and why.
     #[error("{0}")]
     Host(String),
-    /// The runtime cannot run on this machine, and why.
-    #[error("{0}")]
-    Unavailable(String),
     /// A daemon did not come up.
     #[error("{daemon} {how} within {secs} s; its log ({log}) ends:\n{tail}")]
     DaemonDown {

@@ -17,11 +17,13 @@
 //!   iptables chains and nat tables, built-in directories), recorded before the first runtime
 //!   call and given back after the last, also across processes;
 //! - [`image`]: the busybox-static image, without a registry;
+//! - [`cni`]: the network configurations (bridge + portmap, switch-cni);
 //! - [`iptables`], [`nat_tables`], [`workdir`], [`ledger`], [`command`]: the helpers.
 //!
 //! Everything here blocks (it runs runtime commands and waits for them): async callers run it
 //! on a blocking thread; commands they time themselves are built here ([`podman::Env::command`])
 //! and run by them.
+pub mod cni;
 pub mod command;
 pub mod containerd;
 pub mod daemon;

@@ -25,6 +25,7 @@ use std::{
 };
 
 use container_env::{
+    cni,
     command::wait_until,
     containerd::{self, Env, cached_results, ctr_version},
     ledger::{self, Owned},
@@ -126,13 +127,7 @@ impl Containerd {
             "plugins": [{
                 "type": "switch-cni",
                 "switch": self.switch,
-                "ipam": {
-                    "type": "host-local",
-                    // Not /var/lib/cni/networks: reservations are checked and go with the directory.
-                    "dataDir": self.env.dir().join("ipam"),
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "ranges": [[{"subnet": self.subnet, "gateway": self.gateway}]]
-                }
+                "ipam": cni::host_local(&self.env.dir().join("ipam"), &self.subnet, &self.gateway),
             }]
         });
         fs::write(self.env.net_d().join("10-switch.conflist"), serde_json::to_string_pretty(&conf).unwrap()).unwrap();

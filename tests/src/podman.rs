@@ -37,6 +37,7 @@ use std::{
 };
 
 use container_env::{
+    cni,
     host::{self, GivenBack, Shared},
     iptables,
     ledger::{Owned, own},
@@ -345,53 +346,14 @@ impl Podman {
         let subnet = format!("10.89.{n}.0/24");
         let gateway = format!("10.89.{n}.1");
         let ipam_data = self.dir().join("ipam");
-        let (json, bridge) = match kind {
-            NetKind::Bridge => {
-                let bridge = format!("{}b{n}", self.prefix);
-                let json = serde_json::json!({
-                    "cniVersion": "0.4.0",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": bridge,
-                            "isGateway": true,
-                            "ipMasq": true,
-                            "hairpinMode": true,
-                            "ipam": {
-                                "type": "host-local",
-                                // Not /var/lib/cni/networks: reservations are checked and go
-                                // with the environment.
-                                "dataDir": ipam_data,
-                                "routes": [{"dst": "0.0.0.0/0"}],
-                                "ranges": [[{"subnet": subnet, "gateway": gateway}]]
-                            }
-                        },
-                        {"type": "portmap", "capabilities": {"portMappings": true}}
-                    ]
-                });
-                (json, Some(bridge))
-            }
-            NetKind::SwitchCni => {
-                let uplink = uplink.map_or_else(|| self.own_uplink(n), str::to_owned);
-                let json = serde_json::json!({
-                    "cniVersion": "0.4.0",
-                    "plugins": [{
-                        "type": "switch-cni",
-                        "switch": format!("{}s{n}", self.prefix),
-                        "uplink": uplink,
-                        "capabilities": {"portMappings": true, "mac": true, "ips": true},
-                        "ipam": {
-                            "type": "host-local",
-                            "dataDir": ipam_data,
-                            "routes": [{"dst": "0.0.0.0/0"}],
-                            "ranges": [[{"subnet": subnet, "gateway": gateway}]]
-                        }
-                    }]
-                });
-                (json, None)
-            }
-        };
+        let ipam = cni::host_local(&ipam_data, &subnet, &gateway);
         let switch = (kind == NetKind::SwitchCni).then(|| format!("{}s{n}", self.prefix));
+        let bridge = (kind == NetKind::Bridge).then(|| format!("{}b{n}", self.prefix));
+        let plugins = match (&bridge, &switch) {
+            (Some(bridge), _) => cni::bridge_portmap(bridge, ipam),
+            (_, Some(sw)) => cni::switch_cni(sw, &uplink.map_or_else(|| self.own_uplink(n), str::to_owned), ipam),
+            _ => unreachable!("a network is a bridge or a switch-cni network"),
+        };
         if let Some(sw) = &switch {
             self.own(Owned::Switch, sw);
         }
@@ -400,7 +362,7 @@ impl Podman {
         }
         // The reference plugins' rules name it.
         self.own(Owned::Network, &name);
-        self.write_conflist(&name, &json);
+        self.write_conflist(&name, &cni::conflist(&name, plugins));
         let net = Network { ipam_dir: ipam_data.join(&name), name, kind, subnet, gateway, bridge, switch };
         lock(&self.networks).push(net.clone());
         net

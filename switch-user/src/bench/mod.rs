@@ -194,7 +194,7 @@ async fn interleaved<'a, const N: usize>(
 pub async fn run(opts: &Options, bar: &ProgressBar) -> Result<Report> {
     // The classic recipe's forward baseline and the podman contenders add nat rules, and
     // iptables leaves the table it made for them, tracking every connection of the host from
-    // then on (sys/nat_tables.rs): given back at the end, whatever the run's outcome.
+    // then on (container-env/src/nat_tables.rs): given back at the end, whatever the run's outcome.
     let nat_before = tokio::task::spawn_blocking(nat_tables::existing).await.unwrap_or_default();
     let report = run_all(opts, bar).await;
     let given_back = tokio::task::spawn_blocking(move || nat_tables::remove_unused(&nat_before)).await;

@@ -17,11 +17,11 @@ use std::{
 };
 
 use container_env::{
+    cni,
     ledger::{Owned, own},
     podman,
 };
 use indicatif::ProgressBar;
-use serde_json::json;
 use tokio::process::{Child, Command};
 
 use super::{Comparison, Options, Series, forward, output, report::MetricReport, run_quiet, tools};
@@ -276,27 +276,13 @@ impl Net {
         (15210 + u16::from(self.n), 16010 + u16::from(self.n))
     }
 
-    fn conflist(&self, plugin_ipam: serde_json::Value) -> serde_json::Value {
+    fn conflist(&self, ipam: serde_json::Value) -> serde_json::Value {
         let plugins = if self.switch_cni {
-            json!([{
-                "type": "switch-cni",
-                "switch": self.switch(),
-                // Published ports answer on this interface (the outside's way in).
-                "uplink": self.uplink(),
-                "capabilities": {"portMappings": true, "ips": true},
-                "ipam": plugin_ipam,
-            }])
+            cni::switch_cni(&self.switch(), &self.uplink(), ipam)
         } else {
-            // Podman's own recipe (what `podman network create` writes), with portmap.
-            json!([
-                {
-                    "type": "bridge", "bridge": self.bridge(), "isGateway": true, "ipMasq": true,
-                    "hairpinMode": true, "ipam": plugin_ipam,
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-            ])
+            cni::bridge_portmap(&self.bridge(), ipam)
         };
-        json!({"cniVersion": "0.4.0", "name": self.network(), "plugins": plugins})
+        cni::conflist(&self.network(), plugins)
     }
 }
 
@@ -323,12 +309,7 @@ fn own_net(dir: &Path, net: &Net) -> container_env::Result<()> {
     } else {
         own(dir, Owned::Link, &net.bridge())?;
     }
-    let ipam = json!({
-        "type": "host-local",
-        "dataDir": dir.join("ipam"),
-        "routes": [{"dst": "0.0.0.0/0"}],
-        "ranges": [[{"subnet": format!("10.204.{}.0/24", net.n), "gateway": format!("10.204.{}.1", net.n)}]],
-    });
+    let ipam = cni::host_local(&dir.join("ipam"), &format!("10.204.{}.0/24", net.n), &format!("10.204.{}.1", net.n));
     let path = dir.join("net.d").join(format!("{}.conflist", net.network()));
     std::fs::write(path, net.conflist(ipam).to_string()).map_err(container_env::Error::io("writing a conflist"))
 }
@@ -518,7 +499,7 @@ mod tests {
     #[test]
     fn the_networks_conflists() {
         let [ours, theirs] = nets();
-        assert_eq!(ours.conflist(json!({}))["plugins"][0]["uplink"], "benchpu2");
-        assert_eq!(theirs.conflist(json!({}))["plugins"][1]["type"], "portmap");
+        assert_eq!(ours.conflist(serde_json::json!({}))["plugins"][0]["uplink"], "benchpu2");
+        assert_eq!(theirs.conflist(serde_json::json!({}))["plugins"][1]["type"], "portmap");
     }
 }
