@@ -224,8 +224,8 @@ impl Env {
     }
 
     /// Once its containers are gone: stops the daemon and removes what is left of the
-    /// environment (see [`clean_dir`]) and the built-in directories not in `builtin_before`.
-    /// Returns complaints.
+    /// environment (processes, mounts, cgroups, the directory) and the built-in directories
+    /// not in `builtin_before`. Returns complaints.
     pub fn remove(&mut self, builtin_before: &BTreeSet<PathBuf>) -> Vec<String> {
         let mut left = self.stop();
         left.extend(clean_dir(&self.dir, &self.namespace));

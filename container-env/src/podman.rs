@@ -13,7 +13,7 @@
 //!   its blob-info cache there, runc its state under /run/runc, libcni its result cache under
 //!   /var/lib/cni: the [`WATCH`]ed directories, removed afterwards if podman made them);
 //! - `ipam` for host-local's `dataDir` and `net.d` for the conflists;
-//! - its [`ledger`](crate::ledger) of host objects.
+//! - its [`ledger`](crate::ledger::own) of host objects.
 //!
 //! [`Env::remove`] takes it all away: containers (through podman, so CNI DEL releases
 //! interfaces, addresses and rules), what the ledger lists, the mounts and the directory, and

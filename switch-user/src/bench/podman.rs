@@ -43,6 +43,7 @@ const IMAGE: &str = "localhost/switch-bench-busybox";
 const CONTAINER: &str = "benchpod-";
 /// Port of the connection-rate server in the published-port containers.
 const CONN_PORT: u16 = 16000;
+
 /// The podman comparison.
 pub struct Containers;
 
