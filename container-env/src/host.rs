@@ -61,8 +61,10 @@ fn netns_with(prefixes: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The host as it was, and who uses the record.
+/// The host as it was, and who uses the record. Fields missing from a record (one written by
+/// an older test binary sharing the file) read as empty.
 #[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HostState {
     /// Processes with live environments (see [`Shared`]).
     users: Vec<u32>,
@@ -74,7 +76,7 @@ pub struct HostState {
     netns: BTreeSet<String>,
     /// Which of the watched directories existed.
     dirs: BTreeSet<PathBuf>,
-    /// What was watched.
+    /// What was watched (see [`Watch`]).
     watched_dirs: Vec<PathBuf>,
     nat_chains: Vec<String>,
     netns_prefixes: Vec<String>,
