@@ -7,7 +7,6 @@
 pub mod bpf;
 pub mod containerd;
 pub mod frames;
-pub mod image;
 pub mod ipv4;
 pub mod nat;
 pub mod outside;
@@ -606,20 +605,6 @@ pub fn report_leftovers(what: &str, left: &[String]) {
     } else {
         panic!("{msg}");
     }
-}
-
-/// Mount points at or below `dir` (a test environment's container root file systems and
-/// snapshots still mounted), deepest first, so they can be unmounted in that order.
-pub fn mounts_below(dir: &std::path::Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
-    m.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    m
 }
 
 /// The addresses host-local has reserved in its data directory `dir` (a file per address,

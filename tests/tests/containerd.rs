@@ -13,7 +13,8 @@
 //!
 //! Traffic goes only to the containers and the switch's gateway address; ctr has no published
 //! ports, so no uplink is involved.
-use switch_tests::containerd::{Containerd, ctr_version};
+use container_env::containerd::ctr_version;
+use switch_tests::containerd::Containerd;
 
 /// A container that only idles.
 const IDLE: &[&str] = &["sleep", "3600"];

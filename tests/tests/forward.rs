@@ -11,7 +11,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use switch::sys::nat_tables::{self, Family};
+use container_env::nat_tables::{self, Family};
 use switch_common::nat::{CT_CAPACITY, MASQ_BLOCKS, MASQ_SHARE_BLOCKS};
 use switch_tests::{
     outside::{Outside, PEER_SERVER},

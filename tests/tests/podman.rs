@@ -19,9 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use container_env::command::wait_until;
 use switch_tests::{
     Run, host,
-    podman::{NetKind, Network, Podman, sh, wait_until},
+    podman::{NetKind, Network, Podman, sh},
     switch_bin,
 };
 

@@ -64,7 +64,7 @@ const PACKAGES: &[(&str, &str)] = &[
     // docs/benchmarking.md).
     ("perf", "linux-perf"),
     ("iptables", "iptables"),
-    // Deleting the nat tables iptables leaves behind (switch-user/src/sys/nat_tables.rs).
+    // Deleting the nat tables iptables leaves behind (container-env/src/nat_tables.rs).
     ("nft", "nftables"),
     ("ethtool", "ethtool"),
     // Container runtime tests (tests/tests/podman.rs, containerd.rs): podman with the CNI

@@ -8,14 +8,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+use indicatif::ProgressBar;
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
-use super::{report::median, run_quiet};
+use super::{
+    Comparison, Options, Series,
+    report::{MetricReport, median},
+    run_quiet,
+};
 use crate::error::{Error, Result};
 
 /// Where the reference plugins are (Debian's containernetworking-plugins).
 const REFERENCE_DIR: &str = "/usr/lib/cni";
+/// The contenders (the second is the baseline).
+const CONTENDERS: [&str; 2] = ["switch-cni", "bridge-cni"];
 /// ADDs per round (each into its own namespace).
 pub const ADDS: usize = 10;
 
@@ -101,6 +108,104 @@ async fn call(p: &Plugin, command: &str, i: usize) -> Result<Duration> {
         )));
     }
     Ok(took)
+}
+
+/// The CNI comparison.
+pub struct Cni;
+
+#[async_trait::async_trait]
+impl Comparison for Cni {
+    fn contenders(&self) -> Vec<&'static str> {
+        CONTENDERS.to_vec()
+    }
+
+    fn steps(&self, opts: &Options) -> usize {
+        opts.rounds * CONTENDERS.len() + CONTENDERS.len()
+    }
+
+    async fn run(&self, opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+        measure(opts, bar).await
+    }
+
+    async fn remove(&self) {
+        for p in contenders().into_iter().flatten() {
+            remove(&p).await;
+        }
+    }
+}
+
+/// CNI plugins: ADD and DEL one after another (median of 10 per round) and 10 ADDs at once
+/// (wall time), switch-cni against the bridge plugin, interleaved per round. A plugin that is
+/// not installed (the bridge plugin comes with containernetworking-plugins) is not measured.
+async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let plugins = contenders()?;
+    let mut add = vec![Series::default(), Series::default()];
+    let mut del = vec![Series::default(), Series::default()];
+    let mut parallel = vec![Series::default(), Series::default()];
+    for (i, p) in plugins.iter().enumerate() {
+        bar.set_message(format!("CNI: bringing up {}'s network", p.name));
+        remove(p).await;
+        if let Err(e) = warm_up(p).await {
+            for s in [&mut add[i], &mut del[i], &mut parallel[i]] {
+                s.record(Err(Error::Command(e.to_string())), p.name, bar);
+            }
+        }
+        bar.inc(1);
+    }
+    for round in 1..=opts.rounds {
+        for (i, p) in plugins.iter().enumerate() {
+            bar.set_message(format!("round {round}/{}: CNI ADD/DEL of {}", opts.rounds, p.name));
+            if add[i].error.is_none() {
+                match self::round(p).await {
+                    Ok((a, d, w)) => {
+                        add[i].values.push(a);
+                        del[i].values.push(d);
+                        parallel[i].values.push(w);
+                    }
+                    Err(e) => {
+                        for s in [&mut add[i], &mut del[i], &mut parallel[i]] {
+                            s.record(Err(Error::Command(e.to_string())), p.name, bar);
+                        }
+                    }
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    for p in &plugins {
+        remove(p).await;
+    }
+    let rows = |s: Vec<Series>| plugins.iter().map(|p| p.name.to_owned()).zip(s).collect::<Vec<_>>();
+    let baseline = [CONTENDERS[1]];
+    Ok(vec![
+        MetricReport::new(
+            "cni_add",
+            &format!("CNI ADD, one at a time (median of {} per round; host-local IPAM)", ADDS),
+            "ms",
+            false,
+            "",
+            &baseline,
+            rows(add),
+        ),
+        MetricReport::new(
+            "cni_del",
+            "CNI DEL, one at a time (median per round)",
+            "ms",
+            false,
+            "",
+            &baseline,
+            rows(del),
+        ),
+        MetricReport::new(
+            "cni_add_parallel",
+            &format!("{} CNI ADDs at once (wall time)", ADDS),
+            "ms",
+            false,
+            "",
+            &baseline,
+            rows(parallel),
+        ),
+    ])
 }
 
 /// One round: `ADDS` ADDs one after another, then as many DELs, then `ADDS` ADDs at once

@@ -4,11 +4,14 @@
 //! limit of both, the same client reaching the same server by plain routing, without NAT.
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use futures::FutureExt as _;
+use indicatif::ProgressBar;
 use tokio::{
     net::{TcpSocket, TcpStream},
     sync::watch,
 };
 
+use super::{Comparison, Options, Series, interleaved, report::MetricReport, tools};
 use crate::{
     controller::{forward, ns, switch},
     error::{Error, Result},
@@ -144,6 +147,21 @@ impl Forwarded {
     /// Builds it (after removing leftovers).
     pub async fn build(&self) -> Result<()> {
         self.remove().await;
+        self.build_client().await?;
+        match self.via {
+            Via::Ebpf => self.build_ebpf().await,
+            Via::Iptables | Via::Routed => self.build_classic().await,
+        }
+    }
+
+    /// The server's gateway on its segment.
+    fn gateway(&self) -> String {
+        format!("10.210.{}.254", self.net)
+    }
+
+    /// The outside namespace and the uplink to it, the client's only way out (also to the
+    /// server's segment when routed).
+    async fn build_client(&self) -> Result<()> {
         let net = self.net;
         let (up_cidr, out_cidr) = (format!("172.30.{net}.1/24"), format!("172.30.{net}.2/24"));
         netns::create(&self.client).await?;
@@ -157,68 +175,71 @@ impl Forwarded {
         ] {
             ip(&args).await?;
         }
-        let gw = format!("10.210.{net}.254");
-        // The client's only way out, also to the server's segment when routed.
-        ip(&["-n", &self.client, "route", "add", "default", "via", &self.uplink_ip]).await?;
-        match self.via {
-            Via::Ebpf => {
-                switch::up(switch::UpOptions {
-                    name: self.switch.clone(),
-                    datapath: Some(DatapathKind::Tc),
-                    gateway: Some(format!("{gw}/24").parse()?),
-                    uplinks: vec![self.uplink.clone()],
-                    ..Default::default()
-                })
-                .await?;
-                ns::add(ns::AddOptions {
-                    ns: self.server.clone(),
-                    ip: format!("{}/24", self.server_ip).parse()?,
-                    switch: self.switch.clone(),
-                    mac: None,
-                    port_security: true,
-                })
-                .await?;
-                for (host, to) in FORWARDS {
-                    let single = |p| forward::PortRange { first: p, last: p };
-                    forward::add(forward::AddOptions {
-                        switch: self.switch.clone(),
-                        proto: Proto::Tcp,
-                        host: single(host),
-                        ns: self.server.clone(),
-                        to: single(to),
-                    })
-                    .await?;
-                }
-            }
-            Via::Iptables | Via::Routed => {
-                let br = format!("benchf{net}b");
-                let host_if = format!("benchf{net}v");
-                ip(&["link", "add", &br, "type", "bridge"]).await?;
-                ip(&["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
-                ip(&["link", "set", &br, "up"]).await?;
-                netns::create(&self.server).await?;
-                ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &self.server]).await?;
-                ip(&["link", "set", &host_if, "master", &br, "up"]).await?;
-                for args in [
-                    vec!["-n", &self.server, "addr", "add", &format!("{}/24", self.server_ip), "dev", "eth0"],
-                    vec!["-n", &self.server, "link", "set", "eth0", "up"],
-                    vec!["-n", &self.server, "link", "set", "lo", "up"],
-                    vec!["-n", &self.server, "route", "add", "default", "via", &gw],
-                ] {
-                    ip(&args).await?;
-                }
-                // Forwarding on the two interfaces involved only, not host-wide (a packet is
-                // forwarded when the interface it arrives on forwards). The setting goes with
-                // the interfaces when `remove` deletes them: nothing to give back.
-                for dev in [&self.uplink, &br] {
-                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), b"1")
-                        .map_err(|e| Error::Command(format!("turning on forwarding on {dev}: {e}")))?;
-                }
-                if self.via == Via::Iptables {
-                    for (host, to) in FORWARDS {
-                        iptables("-A", &self.uplink, host, &format!("{}:{to}", self.server_ip)).await?;
-                    }
-                }
+        ip(&["-n", &self.client, "route", "add", "default", "via", &self.uplink_ip]).await
+    }
+
+    /// A tc switch with the uplink, the server's namespace on it and `switch forward add`.
+    async fn build_ebpf(&self) -> Result<()> {
+        switch::up(switch::UpOptions {
+            name: self.switch.clone(),
+            datapath: Some(DatapathKind::Tc),
+            gateway: Some(format!("{}/24", self.gateway()).parse()?),
+            uplinks: vec![self.uplink.clone()],
+            ..Default::default()
+        })
+        .await?;
+        ns::add(ns::AddOptions {
+            ns: self.server.clone(),
+            ip: format!("{}/24", self.server_ip).parse()?,
+            switch: self.switch.clone(),
+            mac: None,
+            port_security: true,
+        })
+        .await?;
+        for (host, to) in FORWARDS {
+            let single = |p| forward::PortRange { first: p, last: p };
+            forward::add(forward::AddOptions {
+                switch: self.switch.clone(),
+                proto: Proto::Tcp,
+                host: single(host),
+                ns: self.server.clone(),
+                to: single(to),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A Linux bridge with an address, the server's namespace on it, forwarding on, and
+    /// (`Iptables`) the DNAT rules.
+    async fn build_classic(&self) -> Result<()> {
+        let (net, gw) = (self.net, self.gateway());
+        let br = format!("benchf{net}b");
+        let host_if = format!("benchf{net}v");
+        ip(&["link", "add", &br, "type", "bridge"]).await?;
+        ip(&["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
+        ip(&["link", "set", &br, "up"]).await?;
+        netns::create(&self.server).await?;
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &self.server]).await?;
+        ip(&["link", "set", &host_if, "master", &br, "up"]).await?;
+        for args in [
+            vec!["-n", &self.server, "addr", "add", &format!("{}/24", self.server_ip), "dev", "eth0"],
+            vec!["-n", &self.server, "link", "set", "eth0", "up"],
+            vec!["-n", &self.server, "link", "set", "lo", "up"],
+            vec!["-n", &self.server, "route", "add", "default", "via", &gw],
+        ] {
+            ip(&args).await?;
+        }
+        // Forwarding on the two interfaces involved only, not host-wide (a packet is
+        // forwarded when the interface it arrives on forwards). The setting goes with the
+        // interfaces when `remove` deletes them: nothing to give back.
+        for dev in [&self.uplink, &br] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), b"1")
+                .map_err(|e| Error::Command(format!("turning on forwarding on {dev}: {e}")))?;
+        }
+        if self.via == Via::Iptables {
+            for (host, to) in FORWARDS {
+                iptables("-A", &self.uplink, host, &format!("{}:{to}", self.server_ip)).await?;
             }
         }
         Ok(())
@@ -238,6 +259,96 @@ impl Forwarded {
             let _ = netns::delete(ns);
         }
     }
+}
+
+/// The port-forwarding comparison.
+pub struct Forwarding;
+
+#[async_trait::async_trait]
+impl Comparison for Forwarding {
+    fn contenders(&self) -> Vec<&'static str> {
+        contenders().iter().map(|c| c.name).collect()
+    }
+
+    fn steps(&self, opts: &Options) -> usize {
+        let n = contenders().len();
+        opts.rounds * n * 2 + n
+    }
+
+    async fn run(&self, opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+        measure(opts, bar).await
+    }
+
+    async fn remove(&self) {
+        for c in contenders() {
+            c.remove().await;
+        }
+    }
+}
+
+/// Port forwarding: TCP throughput and new connections per second from outside through the
+/// uplink, eBPF forward against bridge + iptables DNAT and against plain routing,
+/// interleaved per round.
+async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let contenders = contenders();
+    let measured = async {
+        let mut servers = vec![];
+        for c in &contenders {
+            bar.set_message(format!("building {}", c.name));
+            c.build().await?;
+            servers.push((
+                tools::start_servers(&c.server, &c.server_ip)?,
+                accept_server(&c.server, format!("{}:{CONN_PORT}", c.server_ip).parse().expect("address")),
+            ));
+            bar.inc(1);
+        }
+        let list = &contenders;
+        let [tcp, conn] = interleaved(opts, bar, list.len(), move |i, metric| {
+            let (c, secs) = (&list[i], opts.secs);
+            if metric == 0 {
+                let what = format!("TCP through {}", c.name);
+                let measure = async move {
+                    let iperf = c.iperf_target();
+                    let bps = tools::tcp_stream(&c.client, &iperf.ip().to_string(), iperf.port(), secs).await;
+                    bps.map(|(bps, _)| bps / 1e9)
+                };
+                (what.clone(), what, measure.boxed())
+            } else {
+                let what = format!("connections through {}", c.name);
+                let measure = async move { connection_rate(&c.client, c.conn_target(), secs).await.map(|r| r / 1e3) };
+                (what.clone(), what, measure.boxed())
+            }
+        })
+        .await;
+        drop(servers);
+        Ok::<_, Error>((tcp, conn))
+    }
+    .await;
+    for c in &contenders {
+        c.remove().await;
+    }
+    let (tcp, conn) = measured?;
+    let rows = |s: Vec<Series>| contenders.iter().map(|c| c.name.to_owned()).zip(s).collect::<Vec<_>>();
+    Ok(vec![
+        MetricReport::new(
+            "fwd_tcp",
+            "TCP stream through a port forward (iperf3, 1 stream; routed: no forward, to the server's address)",
+            "Gbit/s",
+            true,
+            "",
+            &BASELINES,
+            rows(tcp),
+        ),
+        MetricReport::new(
+            "fwd_conn",
+            "New TCP connections through a port forward (32 in flight, a client thread per CPU)",
+            "kconn/s",
+            true,
+            "",
+            &BASELINES,
+            rows(conn),
+        ),
+    ])
 }
 
 /// Serves TCP connections in namespace `ns` on `addr`, closing each at once, until the

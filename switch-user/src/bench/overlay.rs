@@ -10,7 +10,10 @@
 //! overlays build it: a Linux bridge with a VXLAN device, learning off, and static FDB
 //! entries naming the remote station's VTEP (and the all-zero entry for floods). Both sides
 //! give the namespaces the underlay's MTU minus 50 and use UDP port 4789.
-use super::{output, run_quiet};
+use futures::FutureExt as _;
+use indicatif::ProgressBar;
+
+use super::{Comparison, Options, Series, interleaved, output, report::MetricReport, run_quiet, tools};
 use crate::error::{Error, Result};
 
 /// The switch's contender and the baseline.
@@ -52,6 +55,92 @@ pub fn contenders() -> Vec<Overlay> {
             index: i,
         })
         .collect()
+}
+
+/// The cross-host comparison.
+pub struct Overlays;
+
+#[async_trait::async_trait]
+impl Comparison for Overlays {
+    fn contenders(&self) -> Vec<&'static str> {
+        CONTENDERS.to_vec()
+    }
+
+    fn steps(&self, opts: &Options) -> usize {
+        (opts.rounds * 2 + 1) * CONTENDERS.len()
+    }
+
+    async fn run(&self, opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+        measure(opts, bar).await
+    }
+
+    async fn remove(&self) {
+        for o in contenders() {
+            o.remove().await;
+        }
+    }
+}
+
+/// Across hosts: a switch with a VXLAN tunnel port on each of two simulated hosts against a
+/// Linux bridge with a VXLAN device and static FDB entries (flannel-like), TCP throughput and
+/// 64-byte UDP frames from a namespace on one host to a namespace on the other, interleaved
+/// per round.
+async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+    let contenders = contenders();
+    let measured = async {
+        let mut servers = vec![];
+        for c in &contenders {
+            bar.set_message(format!("building {}", c.name));
+            c.build().await?;
+            servers.push(tools::start_servers(&c.server, &c.server_ip)?);
+            bar.inc(1);
+        }
+        let list = &contenders;
+        let [tcp, udp] = interleaved(opts, bar, list.len(), move |i, metric| {
+            let (c, secs) = (&list[i], opts.secs);
+            if metric == 0 {
+                let what = format!("TCP across hosts via {}", c.name);
+                let measure = async move {
+                    tools::tcp_stream(&c.client, &c.server_ip, 5201, secs).await.map(|(bps, _)| bps / 1e9)
+                };
+                (what.clone(), what, measure.boxed())
+            } else {
+                let message = format!("64-byte UDP across hosts via {}", c.name);
+                let measure =
+                    async move { tools::udp_small_frames(&c.client, &c.server, secs).await.map(|(pps, _)| pps / 1e3) };
+                (message, format!("64-byte UDP via {}", c.name), measure.boxed())
+            }
+        })
+        .await;
+        drop(servers);
+        Ok::<_, Error>((tcp, udp))
+    }
+    .await;
+    for c in &contenders {
+        c.remove().await;
+    }
+    let (tcp, udp) = measured?;
+    let rows = |s: Vec<Series>| contenders.iter().map(|c| c.name.to_owned()).zip(s).collect::<Vec<_>>();
+    Ok(vec![
+        MetricReport::new(
+            "vxlan_tcp",
+            "TCP stream between namespaces of two hosts over VXLAN (iperf3, 1 stream)",
+            "Gbit/s",
+            true,
+            "",
+            &[BASELINE],
+            rows(tcp),
+        ),
+        MetricReport::new(
+            "vxlan_udp64",
+            "64-byte UDP frames received across two hosts over VXLAN (trafgen on every CPU)",
+            "kframes/s",
+            true,
+            "",
+            &[BASELINE],
+            rows(udp),
+        ),
+    ])
 }
 
 /// The `switch` binary (this process's).

@@ -3,34 +3,28 @@
 //! takes until the container answers a ping, starts at once, and a published port (`-p`)
 //! reached from outside through an uplink.
 //!
-//! The environment is this run's own and leaves the machine's podman alone: a directory with
-//! a `containers.conf` (`CONTAINERS_CONF`) holding the settings that work on this machine kind
-//! (see shared/notes/containers.md), its own storage (`CONTAINERS_STORAGE_CONF`), busybox-static
-//! imported as the image (no registry), and its two conflists in its own network config
-//! directory (never /etc/cni/net.d).
-//!
-//! The tests' podman harness (tests/src/podman.rs) writes its environments with the same
-//! configuration writers ([`containers_conf`], [`storage_conf`]) and records the same
-//! forwarding sysctls ([`forwarding_sysctls`]); the rest of it belongs to the test crate
-//! (panicking checks, several test processes sharing one record of the host, leftover audits).
-//!
-//! The host-wide state the bridge plugin and portmap change (`net.ipv4.ip_forward`, which
-//! flips every interface's `forwarding`, and portmap's top-level iptables chains), and the
-//! built-in directories podman and libcni make whatever the configuration says, are recorded
-//! in the directory before the first podman call and given back at the end, also by
-//! `switch bench`'s clean-up after an interrupted or killed run (the directory has a fixed
-//! name for that; one bench runs at a time).
+//! The environment is this run's own and leaves the machine's podman alone: a podman
+//! environment of the container-env crate (the tests' podman environments are the same),
+//! with busybox-static imported as the image and its two conflists in its own network config
+//! directory (never /etc/cni/net.d). Its ledger lists the host objects the networks make
+//! (outside namespaces, uplinks, the bridge, the switch), and it records the host-wide state
+//! the bridge plugin and portmap change before the first podman call: both are given back at
+//! the end, also by `switch bench`'s clean-up after an interrupted or killed run (the
+//! directory has a fixed name for that; one bench runs at a time).
 use std::{
-    collections::BTreeSet,
     path::{Path, PathBuf},
     time::Instant,
 };
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use container_env::{
+    cni,
+    ledger::{Owned, own},
+    podman,
+};
+use indicatif::ProgressBar;
 use tokio::process::{Child, Command};
 
-use super::{output, run_quiet};
+use super::{Comparison, Options, Series, forward, output, report::MetricReport, run_quiet, tools};
 use crate::{
     error::{Error, Result},
     sys::netns,
@@ -49,12 +43,191 @@ const IMAGE: &str = "localhost/switch-bench-busybox";
 const CONTAINER: &str = "benchpod-";
 /// Port of the connection-rate server in the published-port containers.
 const CONN_PORT: u16 = 16000;
-/// Directories podman 4.3 and libcni create at their built-in locations even under this
-/// configuration: removed at the end if the run made them.
-const DEFAULT_DIRS: [&str; 4] = ["/var/lib/containers", "/run/containers", "/var/lib/cni", "/run/runc"];
-/// Portmap's top-level chains, which it leaves behind after the last container.
-const PORTMAP_CHAINS: [&str; 3] = ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"];
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The podman comparison.
+pub struct Containers;
+
+#[async_trait::async_trait]
+impl Comparison for Containers {
+    fn contenders(&self) -> Vec<&'static str> {
+        CONTENDERS.to_vec()
+    }
+
+    fn alias(&self) -> Option<&'static str> {
+        Some(ALIAS)
+    }
+
+    fn steps(&self, opts: &Options) -> usize {
+        opts.rounds * CONTENDERS.len() * 3 + 2
+    }
+
+    /// Never fails: what fails is reported as not measured.
+    async fn run(&self, opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>> {
+        Ok(measure(opts, bar).await)
+    }
+
+    async fn remove(&self) {
+        remove().await;
+    }
+}
+
+/// The podman comparison's metrics: (id, unit, larger is better).
+const POD_METRICS: [(&str, &str, bool); 6] = [
+    ("pod_start_p50", "ms", false),
+    ("pod_start_p99", "ms", false),
+    ("pod_parallel", "s", false),
+    ("pod_parallel_failed", "starts", false),
+    ("pod_port_conn", "kconn/s", true),
+    ("pod_port_tcp", "Gbit/s", true),
+];
+
+/// Samples by metric (in `POD_METRICS` order), then by network.
+type PodSeries = Vec<Vec<Series>>;
+
+/// Containers under podman on a switch-cni network against podman's own bridge + portmap
+/// network, interleaved per round: start to the first answered ping (starts one after
+/// another), starts at once (wall time and failures), and a published port reached from
+/// outside through an uplink. What fails is reported as not measured; the environment is
+/// removed and the host given back at the end, also after a failure.
+async fn measure(opts: &Options, bar: &ProgressBar) -> Vec<MetricReport> {
+    let nets = nets();
+    bar.set_message("podman: setting up its environment");
+    let measured = measure_rounds(opts, bar, &nets).await;
+    bar.set_message("podman: removing its containers and networks");
+    remove().await;
+    bar.inc(1);
+    let series = measured.unwrap_or_else(|e| {
+        bar.println(format!("podman: not measured: {e}"));
+        let failed = Series { error: Some(e.to_string()), ..Series::default() };
+        vec![vec![failed; nets.len()]; POD_METRICS.len()]
+    });
+    let titles = [
+        format!(
+            "podman run -d until the container answers a ping from the host, p50 of {} starts one after another",
+            opts.pod_starts
+        ),
+        format!("The same, p99 of {} starts", opts.pod_starts),
+        format!("{} podman run -d at once (wall time)", opts.pod_parallel),
+        format!("Failed starts of {} at once", opts.pod_parallel),
+        "New TCP connections to a published port (-p) from outside through an uplink (32 in flight)".to_owned(),
+        "TCP stream to a published port (-p) from outside through an uplink (iperf3, 1 stream)".to_owned(),
+    ];
+    POD_METRICS
+        .iter()
+        .zip(titles)
+        .zip(series)
+        .map(|(((id, unit, higher), title), s)| {
+            let rows = nets.iter().map(|n| n.name.to_owned()).zip(s).collect();
+            MetricReport::new(id, &title, unit, *higher, "", &[BASELINE], rows)
+        })
+        .collect()
+}
+
+/// Sets the environment up, brings the networks up with their published-port servers and
+/// measures every round.
+async fn measure_rounds(opts: &Options, bar: &ProgressBar, nets: &[Net]) -> Result<PodSeries> {
+    let mut s = vec![vec![Series::default(); nets.len()]; POD_METRICS.len()];
+    let env = Env::setup().await?;
+    bar.inc(1);
+    let mut served = vec![];
+    for net in nets {
+        bar.set_message(format!("podman: bringing up {}", net.name));
+        env.warm_up(net).await?;
+        served.push(env.serve(net).await?);
+    }
+    for round in 1..=opts.rounds {
+        for (i, net) in nets.iter().enumerate() {
+            let step = Step { opts, bar, round, net, i };
+            step.starts(&env, &mut s).await;
+            step.at_once(&env, &mut s).await;
+            step.published_port(&mut s).await;
+        }
+    }
+    drop(served);
+    Ok(s)
+}
+
+/// One network's turn in one round.
+struct Step<'a> {
+    opts: &'a Options,
+    bar: &'a ProgressBar,
+    round: usize,
+    net: &'a Net,
+    /// The network's index in the series.
+    i: usize,
+}
+
+impl Step<'_> {
+    fn show(&self, what: String) {
+        let (round, rounds, net) = (self.round, self.opts.rounds, self.net.name);
+        self.bar.set_message(format!("round {round}/{rounds}: {what} on {net}"));
+    }
+
+    /// Starts one after another: their p50 and p99.
+    async fn starts(&self, env: &Env, s: &mut PodSeries) {
+        let (net, i, bar) = (self.net, self.i, self.bar);
+        self.show(format!("{} podman starts", self.opts.pod_starts));
+        if s[0][i].error.is_none() {
+            let r = env.starts(net, self.opts.pod_starts).await;
+            if let Ok(ms) = &r {
+                // The p99 alone does not say whether one start or many were slow.
+                let slow: Vec<&f64> = ms.iter().filter(|ms| **ms > 1000.0).collect();
+                if let Some(worst) = slow.iter().copied().copied().reduce(f64::max) {
+                    bar.println(format!(
+                        "{}: {} of {} starts took over 1 s (the slowest {:.2} s)",
+                        net.name,
+                        slow.len(),
+                        ms.len(),
+                        worst / 1e3
+                    ));
+                }
+            }
+            let p = |q| r.as_ref().map(|ms| percentile(ms, q)).map_err(|e| Error::Command(e.to_string()));
+            s[0][i].record(p(50.0), net.name, bar);
+            s[1][i].record(p(99.0), net.name, bar);
+        }
+        bar.inc(1);
+    }
+
+    /// Starts at once: the wall time and how many failed.
+    async fn at_once(&self, env: &Env, s: &mut PodSeries) {
+        let (net, i, bar, n) = (self.net, self.i, self.bar, self.opts.pod_parallel);
+        self.show(format!("{n} podman starts at once"));
+        if s[2][i].error.is_none() {
+            match env.parallel(net, n).await {
+                Ok((wall, failed, first)) => {
+                    s[2][i].values.push(wall);
+                    s[3][i].values.push(failed as f64);
+                    if let Some(e) = first {
+                        bar.println(format!("{}: {failed} of {n} starts at once failed: {e}", net.name));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    s[2][i].record(Err(Error::Command(e.clone())), net.name, bar);
+                    s[3][i].record(Err(Error::Command(e)), net.name, bar);
+                }
+            }
+        }
+        bar.inc(1);
+    }
+
+    /// New connections and a TCP stream to the published ports from outside.
+    async fn published_port(&self, s: &mut PodSeries) {
+        let (net, i, bar, secs) = (self.net, self.i, self.bar, self.opts.secs);
+        self.show("connections and TCP to a published port".into());
+        let (client, iperf, conn) = Env::client(net);
+        if s[4][i].error.is_none() {
+            let rate = forward::connection_rate(&client, conn, secs).await;
+            s[4][i].record(rate.map(|r| r / 1e3), &format!("connections to {}", net.name), bar);
+        }
+        if s[5][i].error.is_none() {
+            let bps = tools::tcp_stream(&client, &iperf.ip().to_string(), iperf.port(), secs).await;
+            s[5][i].record(bps.map(|(bps, _)| bps / 1e9), &format!("TCP to {}", net.name), bar);
+        }
+        bar.inc(1);
+    }
+}
 
 /// The run's directory (fixed, so a later run's clean-up finds what a killed one left).
 fn dir() -> PathBuf {
@@ -104,27 +277,13 @@ impl Net {
         (15210 + u16::from(self.n), 16010 + u16::from(self.n))
     }
 
-    fn conflist(&self, plugin_ipam: serde_json::Value) -> serde_json::Value {
+    fn conflist(&self, ipam: serde_json::Value) -> serde_json::Value {
         let plugins = if self.switch_cni {
-            json!([{
-                "type": "switch-cni",
-                "switch": self.switch(),
-                // Published ports answer on this interface (the outside's way in).
-                "uplink": self.uplink(),
-                "capabilities": {"portMappings": true, "ips": true},
-                "ipam": plugin_ipam,
-            }])
+            cni::switch_cni(&self.switch(), &self.uplink(), ipam)
         } else {
-            // Podman's own recipe (what `podman network create` writes), with portmap.
-            json!([
-                {
-                    "type": "bridge", "bridge": self.bridge(), "isGateway": true, "ipMasq": true,
-                    "hairpinMode": true, "ipam": plugin_ipam,
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-            ])
+            cni::bridge_portmap(&self.bridge(), ipam)
         };
-        json!({"cniVersion": "0.4.0", "name": self.network(), "plugins": plugins})
+        cni::conflist(&self.network(), plugins)
     }
 }
 
@@ -133,237 +292,73 @@ pub fn nets() -> [Net; 2] {
     [Net { name: CONTENDERS[0], n: 2, switch_cni: true }, Net { name: CONTENDERS[1], n: 1, switch_cni: false }]
 }
 
-/// The host as it was before the first podman call.
-#[derive(Serialize, Deserialize)]
-struct HostState {
-    /// ip_forward, all/accept_redirects and every interface's `forwarding`.
-    sysctls: Vec<(PathBuf, String)>,
-    /// Chains of the nat table.
-    nat_chains: BTreeSet<String>,
-    /// Which of `DEFAULT_DIRS` existed.
-    dirs: BTreeSet<PathBuf>,
+/// Runs `f` (container-env's blocking calls) on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> container_env::Result<T> + Send + 'static) -> Result<T> {
+    let joined = tokio::task::spawn_blocking(f).await.map_err(|e| Error::Command(format!("podman set-up: {e}")))?;
+    joined.map_err(|e| Error::Command(e.to_string()))
 }
 
-/// `net.ipv4.ip_forward`, `all/accept_redirects` (the kernel flips it with ip_forward) and every
-/// interface's `forwarding` (ip_forward sets them all), as they are now: what the bridge plugin
-/// changes when it turns forwarding on, and a podman environment gives back.
-pub fn forwarding_sysctls() -> Vec<(PathBuf, String)> {
-    let mut paths = vec![PathBuf::from(IP_FORWARD), PathBuf::from("/proc/sys/net/ipv4/conf/all/accept_redirects")];
-    for e in std::fs::read_dir("/proc/sys/net/ipv4/conf").into_iter().flatten().filter_map(|e| e.ok()) {
-        paths.push(e.path().join("forwarding"));
+/// Records what `net` makes on the host in the environment's ledger (before it is made) and
+/// writes its conflist.
+fn own_net(dir: &Path, net: &Net) -> container_env::Result<()> {
+    own(dir, Owned::Netns, &net.outside())?;
+    own(dir, Owned::Link, &net.uplink())?;
+    own(dir, Owned::Network, &net.network())?;
+    if net.switch_cni {
+        // switch-cni's switch stays up after its last container; down gives back its sysctls.
+        own(dir, Owned::Switch, &net.switch())?;
+    } else {
+        own(dir, Owned::Link, &net.bridge())?;
     }
-    paths.into_iter().filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_owned()))).collect()
-}
-
-/// `iptables -t TABLE -S` rules (`-A ...` lines).
-async fn iptables_rules(table: &str) -> Vec<String> {
-    let out = output("iptables", &["-w", "-t", table, "-S"]).await.unwrap_or_default();
-    out.lines().filter(|l| l.starts_with("-A ")).map(str::to_owned).collect()
-}
-
-async fn nat_chains() -> BTreeSet<String> {
-    let out = output("iptables", &["-w", "-t", "nat", "-S"]).await.unwrap_or_default();
-    out.lines()
-        .filter_map(|l| l.strip_prefix("-N ").or_else(|| l.strip_prefix("-P ")))
-        .map(|l| l.split(' ').next().unwrap_or(l).to_owned())
-        .collect()
-}
-
-/// Deletes an `iptables -S` rule (through the shell: its comments are quoted as for one).
-async fn iptables_delete(table: &str, rule: &str) {
-    let rule = rule.strip_prefix("-A ").unwrap_or(rule);
-    let _ = run_quiet("sh", &["-c", &format!("iptables -w -t {table} -D {rule}")]).await;
-}
-
-/// Removes chain `chain` of `table` with the rules jumping to it.
-async fn iptables_remove_chain(table: &str, chain: &str) {
-    let jump = format!("-j {chain}");
-    for rule in iptables_rules(table).await {
-        if rule.ends_with(&jump) || rule.contains(&format!("{jump} ")) {
-            iptables_delete(table, &rule).await;
-        }
-    }
-    let _ = run_quiet("iptables", &["-w", "-t", table, "-F", chain]).await;
-    let _ = run_quiet("iptables", &["-w", "-t", table, "-X", chain]).await;
-}
-
-impl HostState {
-    async fn now() -> Self {
-        Self {
-            sysctls: forwarding_sysctls(),
-            nat_chains: nat_chains().await,
-            dirs: DEFAULT_DIRS.iter().map(PathBuf::from).filter(|d| d.exists()).collect(),
-        }
-    }
-
-    /// Gives the host back (after every container, network and interface is gone).
-    async fn give_back(&self) {
-        let saved = self.sysctls.iter().find(|(p, _)| p == Path::new(IP_FORWARD)).map(|(_, v)| v.as_str());
-        let now = std::fs::read_to_string(IP_FORWARD).unwrap_or_default();
-        // Writing ip_forward sets every interface's `forwarding`: put back each one recorded.
-        if saved.is_some_and(|s| s != now.trim()) {
-            for (p, v) in &self.sysctls {
-                if std::fs::read_to_string(p).is_ok_and(|cur| cur.trim() != v) {
-                    let _ = std::fs::write(p, v);
-                }
-            }
-        }
-        let in_use = iptables_rules("nat").await.iter().any(|r| r.starts_with("-A CNI-HOSTPORT-DNAT "));
-        if !in_use && PORTMAP_CHAINS.iter().all(|c| !self.nat_chains.contains(*c)) {
-            for c in PORTMAP_CHAINS {
-                iptables_remove_chain("nat", c).await;
-            }
-        }
-        for d in DEFAULT_DIRS.iter().map(PathBuf::from).filter(|d| d.exists() && !self.dirs.contains(d)) {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// A path as a TOML basic string (the paths written here are plain ASCII). The tests'
-/// container harnesses write their configuration with it too.
-pub fn toml_str(p: &Path) -> Result<String> {
-    let s = p.to_string_lossy();
-    if s.contains(['"', '\\']) || !s.is_ascii() {
-        return Err(Error::Command(format!("{s}: not writable into a TOML file")));
-    }
-    Ok(format!("\"{s}\""))
-}
-
-/// The `containers.conf` of a podman environment rooted at `dir` that finds CNI plugins in
-/// `plugin_dirs`, in order: the settings that work on this machine kind (see
-/// shared/notes/containers.md). The bench's environment and the tests' (tests/src/podman.rs)
-/// both use it.
-pub fn containers_conf(dir: &Path, plugin_dirs: &[&Path]) -> Result<String> {
-    let plugins: Vec<String> = plugin_dirs.iter().map(|d| toml_str(d)).collect::<Result<_>>()?;
-    Ok(format!(
-        r#"# Written by switch (its bench or its tests) for one podman environment; see
-# shared/notes/containers.md.
-[containers]
-# No network unless --network says which: without it podman would bring up its own default
-# network (bridge cni-podman0 on 10.88.0.0/16, with the firewall plugin's CNI-FORWARD chains),
-# whatever `default_network` names.
-netns = "none"
-# The VM's hard limits (no CAP_SYS_RESOURCE to raise them): podman's default 1048576 fails.
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = {events}
-# crun fails here: "cgroups in hybrid mode not supported".
-runtime = "runc"
-tmp_dir = {tmp}
-
-[network]
-network_backend = "cni"
-network_config_dir = {netd}
-cni_plugin_dirs = [{plugins}]
-"#,
-        events = toml_str(&dir.join("events.log"))?,
-        tmp = toml_str(&dir.join("tmp"))?,
-        netd = toml_str(&dir.join("net.d"))?,
-        plugins = plugins.join(", "),
-    ))
-}
-
-/// The `storage.conf` of a podman environment rooted at `dir`, reading images also from
-/// `image_store` (the tests import their image once per process, into a store of its own).
-pub fn storage_conf(dir: &Path, image_store: Option<&Path>) -> Result<String> {
-    let extra = match image_store {
-        Some(s) => format!("[storage.options]\nadditionalimagestores = [{}]\n", toml_str(&s.join("storage/root"))?),
-        None => String::new(),
-    };
-    Ok(format!(
-        "[storage]\ndriver = \"overlay\"\ngraphroot = {}\nrunroot = {}\n{extra}",
-        toml_str(&dir.join("storage/root"))?,
-        toml_str(&dir.join("storage/runroot"))?,
-    ))
+    let ipam = cni::host_local(&dir.join("ipam"), &format!("10.204.{}.0/24", net.n), &format!("10.204.{}.1", net.n));
+    let path = dir.join("net.d").join(format!("{}.conflist", net.network()));
+    std::fs::write(path, net.conflist(ipam).to_string()).map_err(container_env::Error::io("writing a conflist"))
 }
 
 async fn ip(args: &[&str]) -> Result<()> {
     run_quiet("ip", args).await
 }
 
-fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::Command(format!("{what}: {e}"))
-}
-
 /// The run's podman environment.
 pub struct Env {
-    dir: PathBuf,
+    env: podman::Env,
 }
 
 impl Env {
     /// Sets the environment up (after removing what a killed run left): records the host,
-    /// writes the configuration, imports the image, builds the outside namespaces and uplinks
-    /// and writes the conflists.
+    /// writes the configuration, imports the image, writes the conflists and builds the
+    /// outside namespaces and uplinks.
     pub async fn setup() -> Result<Self> {
         remove().await;
-        let dir = dir();
-        for d in ["net.d", "ipam", "tmp", "storage/root", "storage/runroot", "rootfs/bin"] {
-            std::fs::create_dir_all(dir.join(d)).map_err(io_err(format!("creating {}/{d}", dir.display())))?;
-        }
-        let env = Self { dir };
-        let host = serde_json::to_vec(&HostState::now().await).expect("serialisable");
-        std::fs::write(env.dir.join("host.json"), host).map_err(io_err("recording the host's state"))?;
-        let exe = std::env::current_exe().map_err(io_err("finding the switch binary"))?;
-        let plugins = exe.parent().unwrap_or(Path::new("/"));
-        let conf = containers_conf(&env.dir, &[plugins, Path::new("/usr/lib/cni")])?;
-        std::fs::write(env.dir.join("containers.conf"), conf).map_err(io_err("writing containers.conf"))?;
-        std::fs::write(env.dir.join("storage.conf"), storage_conf(&env.dir, None)?)
-            .map_err(io_err("writing storage.conf"))?;
-        env.import_image().await?;
+        let exe = std::env::current_exe().map_err(|e| Error::Command(format!("finding the switch binary: {e}")))?;
+        let env = blocking(move || {
+            let plugins = exe.parent().unwrap_or(Path::new("/"));
+            let env = podman::Env::create(&dir(), &[plugins, Path::new("/usr/lib/cni")], None)?;
+            env.record_host()?;
+            env.import_busybox(IMAGE)?;
+            for net in nets() {
+                own_net(env.dir(), &net)?;
+            }
+            Ok(env)
+        })
+        .await?;
         for net in nets() {
-            env.build_outside(&net).await?;
-            let ipam = json!({
-                "type": "host-local",
-                "dataDir": env.dir.join("ipam"),
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "ranges": [[{"subnet": format!("10.204.{}.0/24", net.n), "gateway": format!("10.204.{}.1", net.n)}]],
-            });
-            let path = env.dir.join("net.d").join(format!("{}.conflist", net.network()));
-            std::fs::write(path, net.conflist(ipam).to_string()).map_err(io_err("writing a conflist"))?;
+            build_outside(&net).await?;
         }
-        Ok(env)
-    }
-
-    /// busybox-static's binary and a link per applet, imported as `IMAGE`.
-    async fn import_image(&self) -> Result<()> {
-        let rootfs = self.dir.join("rootfs");
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .map_err(io_err("copying /bin/busybox (package busybox-static)"))?;
-        let list = output("/bin/busybox", &["--list"]).await?;
-        // The list names `busybox` itself: linking it would overwrite the binary.
-        for applet in list.lines().filter(|a| !a.is_empty() && *a != "busybox") {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
-                .map_err(io_err(format!("linking {applet}")))?;
-        }
-        let tar = self.dir.join("rootfs.tar");
-        let (rootfs_s, tar_s) = (rootfs.to_string_lossy(), tar.to_string_lossy());
-        run_quiet("tar", &["-C", &rootfs_s, "-cf", &tar_s, "."]).await?;
-        // Without `ENV PATH` nothing is found in the container.
-        self.podman(&["import", "--change", r#"CMD ["/bin/sh"]"#, "--change", "ENV PATH=/bin", &tar_s, IMAGE]).await?;
-        let _ = std::fs::remove_dir_all(&rootfs);
-        let _ = std::fs::remove_file(&tar);
-        Ok(())
-    }
-
-    async fn build_outside(&self, net: &Net) -> Result<()> {
-        let (ns, uplink) = (net.outside(), net.uplink());
-        netns::create(&ns).await?;
-        ip(&["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
-        ip(&["addr", "add", &format!("{}/24", net.uplink_ip()), "dev", &uplink]).await?;
-        ip(&["link", "set", &uplink, "up"]).await?;
-        ip(&["-n", &ns, "addr", "add", &format!("172.30.1{}.2/24", net.n), "dev", "eth0"]).await?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"]).await?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
-        ip(&["-n", &ns, "route", "add", "default", "via", &net.uplink_ip()]).await
+        Ok(Self { env })
     }
 
     /// `podman ARGS` under this environment's configuration; stdout.
     async fn podman(&self, args: &[&str]) -> Result<String> {
-        podman_in(&self.dir, args).await
+        let out = Command::from(self.env.command(args))
+            .output()
+            .await
+            .map_err(|e| Error::Command(format!("running podman (install it, or run 'cargo xtask setup'): {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::Command(format!("podman {} failed: {}", args.first().unwrap_or(&""), err.trim())));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `podman run -d` of a container that sleeps, on `net`; `extra` before the image.
@@ -440,7 +435,7 @@ impl Env {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::Command(format!("{name} has no network namespace")))?;
         let addr = format!("{ip}:{CONN_PORT}").parse().expect("address");
-        Ok(Served { _tools: super::tools::start_servers(&ns, &ip)?, _conn: super::forward::accept_server(&ns, addr) })
+        Ok(Served { _tools: tools::start_servers(&ns, &ip)?, _conn: forward::accept_server(&ns, addr) })
     }
 
     /// The outside client of `net`'s published ports, and where it connects: (namespace,
@@ -452,25 +447,23 @@ impl Env {
     }
 }
 
+/// The outside namespace of `net` (the client of its published ports) and its uplink.
+async fn build_outside(net: &Net) -> Result<()> {
+    let (ns, uplink) = (net.outside(), net.uplink());
+    netns::create(&ns).await?;
+    ip(&["link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
+    ip(&["addr", "add", &format!("{}/24", net.uplink_ip()), "dev", &uplink]).await?;
+    ip(&["link", "set", &uplink, "up"]).await?;
+    ip(&["-n", &ns, "addr", "add", &format!("172.30.1{}.2/24", net.n), "dev", "eth0"]).await?;
+    ip(&["-n", &ns, "link", "set", "eth0", "up"]).await?;
+    ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
+    ip(&["-n", &ns, "route", "add", "default", "via", &net.uplink_ip()]).await
+}
+
 /// The servers behind a published port; dropping it stops them.
 pub struct Served {
     _tools: Vec<Child>,
     _conn: tokio::sync::watch::Sender<()>,
-}
-
-async fn podman_in(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("podman")
-        .args(args)
-        .env("CONTAINERS_CONF", dir.join("containers.conf"))
-        .env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"))
-        .output()
-        .await
-        .map_err(|e| Error::Command(format!("running podman (install it, or run 'cargo xtask setup'): {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Command(format!("podman {} failed: {}", args.first().unwrap_or(&""), err.trim())));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The `p`th percentile of `v` (nearest rank), 0 for an empty slice.
@@ -487,58 +480,8 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
 /// Removes everything the podman contenders made (this run's or a killed one's) and gives the
 /// host back as it was recorded; nothing there is fine.
 pub async fn remove() {
-    let dir = dir();
-    if !dir.exists() {
-        return;
-    }
-    if dir.join("containers.conf").exists() {
-        let _ = podman_in(&dir, &["rm", "--all", "--force", "--time", "0"]).await;
-    }
-    for net in nets() {
-        // Rules a failed DEL left (the reference plugins name the network in a comment on
-        // each), with the per-container chains they jump to.
-        let needle = format!(r#"name: \"{}\""#, net.network());
-        for table in ["nat", "filter"] {
-            for rule in iptables_rules(table).await.into_iter().filter(|r| r.contains(&needle)) {
-                iptables_delete(table, &rule).await;
-                if let Some(chain) = rule.rsplit_once("-j ").map(|(_, c)| c.trim())
-                    && chain.starts_with("CNI-")
-                    && !PORTMAP_CHAINS.contains(&chain)
-                {
-                    iptables_remove_chain(table, chain).await;
-                }
-            }
-        }
-        // switch-cni's switch stays up after its last container; down gives back its sysctls.
-        let _ = crate::controller::switch::down(&net.switch()).await;
-        for link in [net.bridge(), net.uplink()] {
-            let _ = run_quiet("ip", &["link", "del", &link]).await;
-        }
-        let _ = netns::delete(&net.outside());
-    }
-    unmount_below(&dir).await;
-    let host: Option<HostState> =
-        std::fs::read(dir.join("host.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(host) = host {
-        host.give_back().await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Unmounts what is mounted at or below `dir` (container storage's overlay mounts), deepest
-/// first.
-async fn unmount_below(dir: &Path) {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
-        .collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for m in mounts {
-        let _ = run_quiet("umount", &["-l", &m]).await;
-    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let _ = tokio::task::spawn_blocking(move || podman::Env::at(&dir()).remove(&exe)).await;
 }
 
 #[cfg(test)]
@@ -555,18 +498,9 @@ mod tests {
     }
 
     #[test]
-    fn configuration_stays_in_the_run_directory() {
-        let conf =
-            containers_conf(Path::new("/tmp/x"), &[Path::new("/opt/switch"), Path::new("/usr/lib/cni")]).unwrap();
-        assert!(conf.contains(r#"network_config_dir = "/tmp/x/net.d""#), "{conf}");
-        assert!(conf.contains(r#"cni_plugin_dirs = ["/opt/switch", "/usr/lib/cni"]"#), "{conf}");
-        assert!(toml_str(Path::new("/tmp/a\"b")).is_err());
-        let storage = storage_conf(Path::new("/tmp/x"), Some(Path::new("/tmp/img"))).unwrap();
-        assert!(storage.contains(r#"graphroot = "/tmp/x/storage/root""#), "{storage}");
-        assert!(storage.contains(r#"additionalimagestores = ["/tmp/img/storage/root"]"#), "{storage}");
-        assert!(!storage_conf(Path::new("/tmp/x"), None).unwrap().contains("additionalimagestores"));
+    fn the_networks_conflists() {
         let [ours, theirs] = nets();
-        assert_eq!(ours.conflist(json!({}))["plugins"][0]["uplink"], "benchpu2");
-        assert_eq!(theirs.conflist(json!({}))["plugins"][1]["type"], "portmap");
+        assert_eq!(ours.conflist(serde_json::json!({}))["plugins"][0]["uplink"], "benchpu2");
+        assert_eq!(theirs.conflist(serde_json::json!({}))["plugins"][1]["type"], "portmap");
     }
 }

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::{BRINGUP_CLASSIC, BRINGUP_OURS, Options, REMOVAL_OURS, Series};
+use super::{
+    Options, Series,
+    bringup::{BRINGUP_CLASSIC, BRINGUP_OURS, REMOVAL_OURS},
+};
 
 /// Where the numbers come from.
 #[derive(Clone, Debug, Serialize)]
@@ -176,6 +179,135 @@ impl Target {
     }
 }
 
+/// How a target reads its measurement from a run: (metric id, contender) pairs.
+#[derive(Clone, Copy, Debug)]
+enum Measure {
+    /// The contender's ratio to a baseline (the median of per-round ratios).
+    Ratio(&'static str, &'static str, &'static str),
+    /// The contender's median.
+    Median(&'static str, &'static str),
+    /// One median over another.
+    MedianRatio((&'static str, &'static str), (&'static str, &'static str)),
+    /// The sum of every sample: every round counts.
+    Sum(&'static str, &'static str),
+}
+
+/// A target's goal.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    /// A ratio of at least this.
+    AtLeast(f64),
+    /// A ratio of at most this.
+    AtMost(f64),
+    /// A value below this, in this unit.
+    Under(f64, &'static str),
+    /// Nothing at all (a count).
+    Zero,
+}
+
+impl Goal {
+    fn text(self) -> String {
+        match self {
+            Goal::AtLeast(g) => format!(">= {g:.2}x"),
+            Goal::AtMost(g) => format!("<= {g:.2}x"),
+            Goal::Under(g, unit) => format!("< {g} {unit}"),
+            Goal::Zero => "none".into(),
+        }
+    }
+
+    fn met(self, m: f64) -> bool {
+        match self {
+            Goal::AtLeast(g) => m >= g,
+            Goal::AtMost(g) => m <= g,
+            Goal::Under(g, _) => m < g,
+            Goal::Zero => m == 0.0,
+        }
+    }
+}
+
+/// The issue's targets, in the order reports list them.
+const TARGETS: [(&str, Goal, Measure); 22] = {
+    use Goal::*;
+    use Measure::*;
+    const POD: &str = super::podman::CONTENDERS[0];
+    const VXLAN: &str = super::overlay::CONTENDERS[0];
+    [
+        ("tc TCP throughput vs bare veth", AtLeast(0.97), Ratio("tcp", "tc", "veth")),
+        ("tc TCP throughput vs Linux bridge", AtLeast(1.10), Ratio("tcp", "tc", "bridge")),
+        ("tc 64-byte UDP frame rate vs Linux bridge", AtLeast(1.20), Ratio("udp64", "tc", "bridge")),
+        // Twice: with sockets that sleep (what most applications see; a wake-up dominates) and
+        // with busy-polling sockets (the path's own latency).
+        ("tc p50 latency vs Linux bridge (busy polling)", AtMost(0.90), Ratio("lat_poll_p50", "tc", "bridge")),
+        ("tc p50 latency vs Linux bridge (sleeping sockets)", AtMost(0.90), Ratio("lat_p50", "tc", "bridge")),
+        // The userspace engine (issue 15): small frames and latency against the bridge.
+        ("userspace TCP throughput vs Linux bridge", AtLeast(0.90), Ratio("tcp", "userspace", "bridge")),
+        ("userspace 64-byte UDP frame rate vs Linux bridge", AtLeast(0.60), Ratio("udp64", "userspace", "bridge")),
+        (
+            "userspace p50 latency vs Linux bridge (busy polling)",
+            AtMost(2.00),
+            Ratio("lat_poll_p50", "userspace", "bridge"),
+        ),
+        // Against the peer a user would pick for a switch in userspace, where per-frame cost
+        // shows.
+        (
+            "userspace 64-byte UDP frame rate vs Open vSwitch userspace",
+            AtLeast(1.30),
+            Ratio("udp64", "userspace", super::topology::OVS),
+        ),
+        ("100 namespaces on a switch", Under(3.0, "s"), Median("bringup_100", BRINGUP_OURS)),
+        (
+            "bring-up of 100 namespaces vs ip commands + bridge",
+            AtMost(1.00),
+            Ratio("bringup_100", BRINGUP_OURS, BRINGUP_CLASSIC),
+        ),
+        // Removal against our own bring-up: taking a port out costs no more than making it.
+        (
+            "removal of 100 namespaces (down) vs their bring-up",
+            AtMost(1.00),
+            MedianRatio(("removal_100", REMOVAL_OURS), ("bringup_100", BRINGUP_OURS)),
+        ),
+        (
+            "eBPF port forward new connections/s vs iptables DNAT",
+            AtLeast(1.30),
+            Ratio("fwd_conn", "ebpf-forward", "iptables"),
+        ),
+        (
+            "eBPF port forward TCP throughput vs iptables DNAT",
+            AtLeast(1.10),
+            Ratio("fwd_tcp", "ebpf-forward", "iptables"),
+        ),
+        // Against the limit: what the forward costs over reaching the server at all.
+        (
+            "eBPF port forward TCP throughput vs plain routing",
+            AtLeast(0.95),
+            Ratio("fwd_tcp", "ebpf-forward", "routed"),
+        ),
+        (
+            "eBPF port forward new connections/s vs plain routing",
+            AtLeast(0.95),
+            Ratio("fwd_conn", "ebpf-forward", "routed"),
+        ),
+        ("switch-cni ADD vs the bridge plugin", AtMost(1.00), Ratio("cni_add", "switch-cni", "bridge-cni")),
+        ("switch-cni ADD (median)", Under(20.0, "ms"), Median("cni_add", "switch-cni")),
+        (
+            "podman -p new connections/s: switch-cni vs bridge+portmap",
+            AtLeast(1.15),
+            Ratio("pod_port_conn", POD, super::podman::BASELINE),
+        ),
+        ("podman starts at once on switch-cni, failed (all rounds)", Zero, Sum("pod_parallel_failed", POD)),
+        (
+            "TCP across hosts: switch over VXLAN vs bridge + VXLAN",
+            AtLeast(1.10),
+            Ratio("vxlan_tcp", VXLAN, super::overlay::BASELINE),
+        ),
+        (
+            "64-byte UDP across hosts: switch over VXLAN vs bridge + VXLAN",
+            AtLeast(1.20),
+            Ratio("vxlan_udp64", VXLAN, super::overlay::BASELINE),
+        ),
+    ]
+};
+
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -204,117 +336,33 @@ impl Report {
     }
 
     fn check_targets(&self) -> Vec<Target> {
-        let ratio = |metric: &str, who: &str, baseline: &str| {
-            self.metric(metric).and_then(|m| m.row(who)).and_then(|r| r.vs.get(baseline).copied())
-        };
-        let at_least = |what: &str, goal: f64, m: Option<f64>| Target {
-            what: what.into(),
-            goal: format!(">= {goal:.2}x"),
-            measured: m,
-            met: m.map(|m| m >= goal),
-        };
-        let at_most = |what: &str, goal: f64, m: Option<f64>| Target {
-            what: what.into(),
-            goal: format!("<= {goal:.2}x"),
-            measured: m,
-            met: m.map(|m| m <= goal),
-        };
-        let median = |metric: &str, who: &str| self.metric(metric).and_then(|m| m.row(who)).map(|r| r.median);
-        let hundred = median("bringup_100", BRINGUP_OURS);
-        let removal_vs_bringup = median("removal_100", REMOVAL_OURS).zip(hundred).map(|(down, up)| down / up);
-        let cni_add = self.metric("cni_add").and_then(|m| m.row("switch-cni")).map(|r| r.median);
-        // Every round counts: a failure in any of them misses the target.
-        let pod_failed = self
-            .metric("pod_parallel_failed")
-            .and_then(|m| m.row(super::podman::CONTENDERS[0]))
-            .filter(|r| !r.samples.is_empty())
-            .map(|r| r.samples.iter().sum::<f64>());
-        vec![
-            at_least("tc TCP throughput vs bare veth", 0.97, ratio("tcp", "tc", "veth")),
-            at_least("tc TCP throughput vs Linux bridge", 1.10, ratio("tcp", "tc", "bridge")),
-            at_least("tc 64-byte UDP frame rate vs Linux bridge", 1.20, ratio("udp64", "tc", "bridge")),
-            // Twice: with sockets that sleep (what most applications see; a wake-up dominates)
-            // and with busy-polling sockets (the path's own latency).
-            at_most("tc p50 latency vs Linux bridge (busy polling)", 0.90, ratio("lat_poll_p50", "tc", "bridge")),
-            at_most("tc p50 latency vs Linux bridge (sleeping sockets)", 0.90, ratio("lat_p50", "tc", "bridge")),
-            // The userspace engine (issue 15): small frames and latency against the bridge.
-            at_least("userspace TCP throughput vs Linux bridge", 0.90, ratio("tcp", "userspace", "bridge")),
-            at_least("userspace 64-byte UDP frame rate vs Linux bridge", 0.60, ratio("udp64", "userspace", "bridge")),
-            at_most(
-                "userspace p50 latency vs Linux bridge (busy polling)",
-                2.00,
-                ratio("lat_poll_p50", "userspace", "bridge"),
-            ),
-            // Against the peer a user would pick for a switch in userspace, where per-frame
-            // cost shows.
-            at_least(
-                "userspace 64-byte UDP frame rate vs Open vSwitch userspace",
-                1.30,
-                ratio("udp64", "userspace", super::topology::OVS),
-            ),
-            Target {
-                what: "100 namespaces on a switch".into(),
-                goal: "< 3 s".into(),
-                measured: hundred,
-                met: hundred.map(|s| s < 3.0),
-            },
-            at_most(
-                "bring-up of 100 namespaces vs ip commands + bridge",
-                1.00,
-                ratio("bringup_100", BRINGUP_OURS, BRINGUP_CLASSIC),
-            ),
-            // Removal against our own bring-up: taking a port out costs no more than making it.
-            at_most("removal of 100 namespaces (down) vs their bring-up", 1.00, removal_vs_bringup),
-            at_least(
-                "eBPF port forward new connections/s vs iptables DNAT",
-                1.30,
-                ratio("fwd_conn", "ebpf-forward", "iptables"),
-            ),
-            at_least(
-                "eBPF port forward TCP throughput vs iptables DNAT",
-                1.10,
-                ratio("fwd_tcp", "ebpf-forward", "iptables"),
-            ),
-            // Against the limit: what the forward costs over reaching the server at all.
-            at_least(
-                "eBPF port forward TCP throughput vs plain routing",
-                0.95,
-                ratio("fwd_tcp", "ebpf-forward", "routed"),
-            ),
-            at_least(
-                "eBPF port forward new connections/s vs plain routing",
-                0.95,
-                ratio("fwd_conn", "ebpf-forward", "routed"),
-            ),
-            at_most("switch-cni ADD vs the bridge plugin", 1.00, ratio("cni_add", "switch-cni", "bridge-cni")),
-            Target {
-                what: "switch-cni ADD (median)".into(),
-                goal: "< 20 ms".into(),
-                measured: cni_add,
-                met: cni_add.map(|ms| ms < 20.0),
-            },
-            at_least(
-                "podman -p new connections/s: switch-cni vs bridge+portmap",
-                1.15,
-                ratio("pod_port_conn", super::podman::CONTENDERS[0], super::podman::BASELINE),
-            ),
-            Target {
-                what: "podman starts at once on switch-cni, failed (all rounds)".into(),
-                goal: "none".into(),
-                measured: pod_failed,
-                met: pod_failed.map(|n| n == 0.0),
-            },
-            at_least(
-                "TCP across hosts: switch over VXLAN vs bridge + VXLAN",
-                1.10,
-                ratio("vxlan_tcp", super::overlay::CONTENDERS[0], super::overlay::BASELINE),
-            ),
-            at_least(
-                "64-byte UDP across hosts: switch over VXLAN vs bridge + VXLAN",
-                1.20,
-                ratio("vxlan_udp64", super::overlay::CONTENDERS[0], super::overlay::BASELINE),
-            ),
-        ]
+        TARGETS
+            .iter()
+            .map(|(what, goal, measure)| {
+                let measured = self.measure(*measure);
+                Target { what: (*what).into(), goal: goal.text(), measured, met: measured.map(|m| goal.met(m)) }
+            })
+            .collect()
+    }
+
+    /// Contender `who`'s row of metric `metric`, if both were measured in this run.
+    fn row_of(&self, metric: &str, who: &str) -> Option<&Row> {
+        self.metric(metric).and_then(|m| m.row(who))
+    }
+
+    fn measure(&self, measure: Measure) -> Option<f64> {
+        match measure {
+            Measure::Ratio(metric, who, baseline) => self.row_of(metric, who).and_then(|r| r.vs.get(baseline).copied()),
+            Measure::Median(metric, who) => self.row_of(metric, who).map(|r| r.median),
+            Measure::MedianRatio((metric, who), (per_metric, per_who)) => {
+                let (a, b) =
+                    (self.measure(Measure::Median(metric, who)), self.measure(Measure::Median(per_metric, per_who)));
+                a.zip(b).map(|(a, b)| a / b)
+            }
+            Measure::Sum(metric, who) => {
+                self.row_of(metric, who).filter(|r| !r.samples.is_empty()).map(|r| r.samples.iter().sum::<f64>())
+            }
+        }
     }
 
     /// Plain-text tables for the terminal.

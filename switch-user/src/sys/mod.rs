@@ -8,7 +8,6 @@ pub mod clock;
 pub mod ethtool;
 pub mod files;
 pub mod host;
-pub mod nat_tables;
 pub mod netlink;
 pub mod netns;
 pub mod preflight;

@@ -7,13 +7,13 @@
 //! connection, a table that can fill, a cost per packet), long after the rule that wanted it
 //! is gone. Podman's portmap plugin leaves `ip6 nat` the same way.
 //!
-//! So whoever adds nat rules for a while (the bench's classic-recipe baseline, its podman
-//! contenders, the tests of the classic recipe and of podman) records [`existing`] first and
-//! calls [`remove_unused`] with it at the end: a nat table that was not there before and holds
-//! nothing but its empty base chains is deleted again, with `nft`.
+//! So whoever adds nat rules for a while (the bench's classic-recipe baseline, the tests of
+//! the classic recipe, a container runtime's [`HostState`](crate::host::HostState)) records
+//! [`existing`] first and calls [`remove_unused`] with it at the end: a nat table that was not
+//! there before and holds nothing but its empty base chains is deleted again, with `nft`.
 use std::{collections::BTreeSet, process::Command};
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// A nat table: its `nft` family and the `*-save` command that lists its family's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,7 +100,7 @@ fn unused_base_chains(listing: &str) -> Option<Vec<String>> {
 /// Runs `nft args` with `stdin` as its input; its output, or its error in one line.
 fn nft(args: &[&str], stdin: &str) -> Result<String> {
     use std::{io::Write as _, process::Stdio};
-    let fail = |e: std::io::Error| Error::Command(format!("running nft (install nftables): {e}"));
+    let fail = |e: std::io::Error| Error::Host(format!("running nft (install nftables): {e}"));
     let mut child = Command::new("nft")
         .args(args)
         .stdin(Stdio::piped())
@@ -112,7 +112,7 @@ fn nft(args: &[&str], stdin: &str) -> Result<String> {
     let out = child.wait_with_output().map_err(fail)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Command(format!("nft {}: {}", args.join(" "), err.lines().next().unwrap_or_default())));
+        return Err(Error::Host(format!("nft {}: {}", args.join(" "), err.lines().next().unwrap_or_default())));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -146,7 +146,8 @@ mod tests {
         // In a network namespace of this thread's own (the commands it runs inherit it), never
         // the host's tables.
         std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (run as root)");
+            // SAFETY: unshare(2) of this thread's network namespace; no memory is involved.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare (run as root)");
             let iptables = |args: &str| {
                 let ok = Command::new("iptables").args(args.split(' ')).status().is_ok_and(|s| s.success());
                 assert!(ok, "iptables {args}");

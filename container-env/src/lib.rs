@@ -1,0 +1,55 @@
+//! Private container-runtime environments on this host, for `switch bench` and the
+//! integration tests, and the host state the runtimes change, recorded and given back.
+//!
+//! Every environment lives in a directory of its own under the temporary directory: its
+//! configuration, storage, CNI configuration and IPAM state, and a [`ledger`] of what it made
+//! on the host outside that directory (interfaces, network namespaces, switches, networks
+//! whose iptables rules name them). Whoever removes it, its own tear-down or the next run
+//! after a killed one ([`workdir::stale`]), finds everything there. Nothing is read from or
+//! written to the machine's own runtime configuration.
+//!
+//! The shape, one module per runtime on top of shared pieces:
+//! - [`podman`]: podman with a test-only `containers.conf` and storage;
+//! - [`containerd`]: a private containerd daemon (CRI off) driven through `ctr`;
+//! - [`daemon`]: a runtime daemon as a child process (containerd today; dockerd with its own
+//!   data root, exec root and socket, or containerd with its CRI plugin on, next);
+//! - [`host`]: the host-wide state runtimes and their plugins change (forwarding sysctls,
+//!   iptables chains and nat tables, built-in directories), recorded before the first runtime
+//!   call and given back after the last, also across processes;
+//! - [`image`]: the busybox-static image, without a registry;
+//! - [`cni`]: the network configurations (bridge + portmap, switch-cni);
+//! - [`iptables`], [`nat_tables`], [`workdir`], [`ledger`], [`command`]: the helpers.
+//!
+//! A Docker environment is a sibling of [`containerd`]: dockerd as a [`Daemon`](daemon::Daemon)
+//! with its data root, exec root, pid file and socket in its directory, its `docker import`
+//! of [`image::busybox_rootfs`], and a [`Watch`](host::Watch) of what it changes (ip_forward,
+//! its DOCKER chains in filter and nat; the filter FORWARD policy it sets to DROP is one more
+//! field of [`HostState`](host::HostState)). A CRI environment is [`containerd`] with the CRI
+//! plugin on (its CNI directories and a sandbox image of its own) driven over gRPC.
+//!
+//! Everything here blocks (it runs runtime commands and waits for them): async callers run it
+//! on a blocking thread; commands they time themselves are built here ([`podman::Env::command`])
+//! and run by them.
+pub mod cni;
+pub mod command;
+pub mod containerd;
+pub mod daemon;
+mod error;
+pub mod host;
+pub mod image;
+pub mod iptables;
+pub mod ledger;
+pub mod nat_tables;
+pub mod podman;
+pub mod workdir;
+
+pub use error::{Error, Result};
+
+/// A path as a TOML basic string (the paths written here are plain ASCII).
+pub fn toml_str(p: &std::path::Path) -> Result<String> {
+    let s = p.to_string_lossy();
+    if s.contains(['"', '\\']) || !s.is_ascii() {
+        return Err(Error::NotToml(s.into_owned()));
+    }
+    Ok(format!("\"{s}\""))
+}
