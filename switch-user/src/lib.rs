@@ -26,18 +26,20 @@
 //!        └──► sys/        the host: namespaces (setns on dedicated threads), rtnetlink,
 //!                         sysctls and the ephemeral port range, the cgroup v2 root, ethtool,
 //!                         private files, the host the controller works for (its state and
-//!                         pin roots), process identity, the programs' clock, preflight, the
-//!                         nat tables iptables leaves; `blocking` (all of it off the async
-//!                         workers)
+//!                         pin roots), process identity, the programs' clock, preflight;
+//!                         `blocking` (all of it off the async workers)
 //!   cni/                  the CNI plugin (bin/switch-cni.rs): spec types, IPAM delegation,
 //!                         ADD/DEL/CHECK/GC/STATUS on top of the controller
-//!   bench/                the benchmark harness (contenders, tools, reports)
+//!   bench/                the benchmark harness: one file per comparison behind the
+//!                         `Comparison` shape, contenders, tools, reports; its container
+//!                         runtimes come from the `container-env` crate, as the tests' do
 //!   kind.rs               DatapathKind and Capability: the leaf that state, errors, the CLI
 //!                         and the datapaths all name
 //!   names.rs, error.rs    input parsing and interface names; the typed error
 //! ```
 //! Nothing below `controller/` imports it: `datapath/`, `sys/`, `state.rs` and `error.rs`
-//! point down or sideways only, and `sys/` names nothing above it.
+//! point down or sideways only, and `sys/` names nothing above it (tests/tests/layers.rs
+//! checks it).
 //! Forwarding itself happens in the kernel (crate `switch-ebpf`) or in the userspace
 //! process; nothing here is on the eBPF packet path. The folders are described in
 //! docs/architecture.md.

@@ -292,10 +292,9 @@ pub fn nets() -> [Net; 2] {
     [Net { name: CONTENDERS[0], n: 2, switch_cni: true }, Net { name: CONTENDERS[1], n: 1, switch_cni: false }]
 }
 
-/// Runs `f` (container-env's blocking calls) on a blocking thread.
+/// Runs `f` (container-env's blocking calls) off the tokio workers, its error as the bench's.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> container_env::Result<T> + Send + 'static) -> Result<T> {
-    let joined = tokio::task::spawn_blocking(f).await.map_err(|e| Error::Command(format!("podman set-up: {e}")))?;
-    joined.map_err(|e| Error::Command(e.to_string()))
+    crate::sys::blocking(move || f().map_err(|e| Error::Command(e.to_string()))).await
 }
 
 /// Records what `net` makes on the host in the environment's ledger (before it is made) and
