@@ -11,7 +11,7 @@ use crate::{
         userspace::{daemon, engine::Config as EngineConfig},
     },
     error::{Error, Result},
-    names::{Cidr, gateway_ifnames, tunnel_ifname, validate_name},
+    names::{Cidr, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
     sys::netlink::Netlink,
 };
@@ -303,16 +303,16 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
         // Behind a tunnel, the host's packets into the segment must fit it too.
         let mtu = tunnel.as_ref().map(|t| t.mtu);
-        state.ports.push(PortState { mtu, ..gateway_port(&opts.name, cidr, slot) });
+        state.ports.push(port::gateway(&opts.name, cidr, slot, mtu));
     }
     for u in &opts.uplinks {
         if state.port(&opts.name, PortKind::Uplink, u).is_none() {
-            state.ports.push(uplink_port(&opts.name, u));
+            state.ports.push(port::uplink(&opts.name, u));
         }
     }
     if let Some(t) = tunnel {
         let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
-        state.ports.push(tunnel_port(&opts.name, t, slot));
+        state.ports.push(port::tunnel(&opts.name, t, slot));
     }
     store.save(state)?;
     Ok(Some(new))
@@ -353,90 +353,19 @@ async fn tunnel_settings(state: &State, name: &str, v: &VxlanOptions) -> Result<
     Ok(TunnelState { vni: v.vni, udp_port: v.port, underlay: v.underlay.clone(), local, mtu, peers: vec![] })
 }
 
-/// The record of switch `name`'s tunnel port, not made yet: its VXLAN device `v…`.
-fn tunnel_port(name: &str, t: TunnelState, slot: u32) -> PortState {
-    PortState {
-        switch: name.to_owned(),
-        kind: PortKind::Tunnel,
-        owner: format!("vxlan{}", t.vni),
-        host_if: tunnel_ifname(name),
-        host_ifindex: 0,
-        peer_if: String::new(),
-        slot: Some(slot),
-        ip: None,
-        mac: None,
-        netns_cookie: 0,
-        netns_path: None,
-        mtu: Some(t.mtu),
-        port_security: false,
-        tunnel: Some(t),
-        ready: false,
-    }
-}
-
-/// The record of switch `name`'s gateway port, not made yet: a veth pair whose far end
-/// (`g…`) carries the host's address `cidr`, the switch end (`s…`) plugged in like a
-/// namespace's.
-fn gateway_port(name: &str, cidr: Cidr, slot: u32) -> PortState {
-    let (host_end, switch_end) = gateway_ifnames(name);
-    PortState {
-        switch: name.to_owned(),
-        kind: PortKind::Gateway,
-        owner: "host".into(),
-        host_if: switch_end,
-        host_ifindex: 0,
-        peer_if: host_end,
-        slot: Some(slot),
-        ip: Some(cidr),
-        mac: None,
-        netns_cookie: 0,
-        netns_path: None,
-        mtu: None,
-        port_security: true,
-        tunnel: None,
-        ready: false,
-    }
-}
-
-/// The record of uplink `ifname` of switch `name`, not attached yet.
-pub(crate) fn uplink_port(name: &str, ifname: &str) -> PortState {
-    PortState {
-        switch: name.to_owned(),
-        kind: PortKind::Uplink,
-        owner: ifname.to_owned(),
-        host_if: ifname.to_owned(),
-        host_ifindex: 0,
-        peer_if: String::new(),
-        slot: None,
-        ip: None,
-        mac: None,
-        netns_cookie: 0,
-        netns_path: None,
-        mtu: None,
-        port_security: true,
-        tunnel: None,
-        ready: false,
-    }
-}
-
 /// Makes the switch object and every port of it that is not made: the gateway, the uplinks,
 /// and (for a userspace process started again) the namespace ports it must take over.
 async fn make(store: &Store, state: &mut State, name: &str) -> Result<()> {
     let sw = state.switches[name].clone();
     let dp = sw.datapath.open(name);
     dp.create(&sw).await?;
-    if let Some(g) = state.gateway(name).cloned() {
-        let (idx, mac) = port::make_gateway_port(dp.as_ref(), &g).await?;
-        let p = state.port_mut(name, PortKind::Gateway, &g.owner).expect("recorded");
-        p.host_ifindex = idx;
-        p.mac = Some(mac);
-        p.ready = true;
-    }
-    if let Some(t) = state.tunnel(name).filter(|t| !t.ready).cloned() {
-        let idx = port::make_tunnel_port(dp.as_ref(), &t).await?;
-        let p = state.port_mut(name, PortKind::Tunnel, &t.owner).expect("recorded");
-        p.host_ifindex = idx;
-        p.ready = true;
+    // The gateway made again with the switch object (a restarted userspace process takes it
+    // afresh), the tunnel once.
+    let ports: Vec<PortState> =
+        [state.gateway(name), state.tunnel(name).filter(|t| !t.ready)].into_iter().flatten().cloned().collect();
+    for p in ports {
+        let made = port::make(dp.as_ref(), state, &p).await?;
+        intent::made(state, intent::Record::Port(&p, made));
     }
     forward::setup_uplinks(store, state, name).await?;
     failpoint("up:made")?;
@@ -479,10 +408,8 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
         store.save(&state)?;
         return Err(e);
     }
-    state.switches.get_mut(&opts.name).expect("recorded above").ready = true;
-    let out = UpReport::new(&opts.name, &state, true);
-    store.save(&state)?;
-    Ok(out)
+    intent::finish(&store, &mut state, [intent::Record::Switch(&opts.name)])?;
+    Ok(UpReport::new(&opts.name, &state, true))
 }
 
 /// What `down` did.
