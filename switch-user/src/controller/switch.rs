@@ -237,34 +237,12 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
 /// Records switch `opts.name` as being made, with its gateway and uplink ports, and returns
 /// its settings; `Ok(None)` if it is already up and healthy as asked.
 async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Option<SwitchState>> {
-    if let Some(existing) = state.switches.get(&opts.name).cloned() {
-        conflicts(state, &existing, opts)?;
-        intent::converge(store, state, &opts.name).await?;
-        let dp = existing.datapath.open(&opts.name);
-        if existing.ready && dp.healthy().await? {
-            return Ok(None);
-        }
-        if existing.ready && !dp.remakeable() {
-            return Err(Error::Command(format!(
-                "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --switch {}' and create it again",
-                opts.name, existing.datapath, opts.name
-            )));
-        }
-        // An interrupted `up`, or a userspace switch whose process died: make it again.
-        tracing::info!(switch = %opts.name, "re-making the switch object");
+    if let Some(existing) = state.switches.get(&opts.name).cloned()
+        && up_as_asked(store, state, &existing, opts).await?
+    {
+        return Ok(None);
     }
-    if let Some(g) = opts.gateway {
-        // Two segments with overlapping subnets on one host would fight over the routes.
-        for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
-            if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
-                return Err(Error::invalid(
-                    "gateway",
-                    g.to_string(),
-                    format!("overlaps switch '{other}''s segment {o}"),
-                ));
-            }
-        }
-    }
+    check_segment(state, opts)?;
     for u in &opts.uplinks {
         forward::check_uplink(state, u).await?;
     }
@@ -272,10 +250,58 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         (Some(v), None) => Some(tunnel_settings(state, &opts.name, v).await?),
         _ => None,
     };
-    let existing = state.switches.get(&opts.name);
-    let new = SwitchState {
-        // A switch made again keeps what it had unless told otherwise (`conflicts` refused
-        // any contradiction already).
+    let new = settings(opts, state.switches.get(&opts.name));
+    if new.busy_poll_us > 0 && new.datapath != DatapathKind::Userspace {
+        // `--busy-poll` without `--datapath`: the default datapath (tc) has no lanes to poll.
+        return Err(Error::invalid(
+            "option",
+            format!("--busy-poll {}", new.busy_poll_us),
+            format!("only the userspace datapath has it, not {} (add --datapath userspace)", new.datapath),
+        ));
+    }
+    state.switches.insert(opts.name.clone(), new.clone());
+    record_ports(state, opts, tunnel)?;
+    store.save(state)?;
+    Ok(Some(new))
+}
+
+/// Whether the recorded switch `existing` is up and healthy as `opts` asks (refused if it
+/// contradicts them). An interrupted `up`, or a userspace switch whose process died, is not:
+/// it is to be made again.
+async fn up_as_asked(store: &Store, state: &mut State, existing: &SwitchState, opts: &UpOptions) -> Result<bool> {
+    conflicts(state, existing, opts)?;
+    intent::converge(store, state, &opts.name).await?;
+    let dp = existing.datapath.open(&opts.name);
+    if existing.ready && dp.healthy().await? {
+        return Ok(true);
+    }
+    if existing.ready && !dp.remakeable() {
+        return Err(Error::Command(format!(
+            "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --switch {}' and create it again",
+            opts.name, existing.datapath, opts.name
+        )));
+    }
+    tracing::info!(switch = %opts.name, "re-making the switch object");
+    Ok(false)
+}
+
+/// Refuses a gateway whose segment overlaps another switch's: two segments with overlapping
+/// subnets on one host would fight over the routes.
+fn check_segment(state: &State, opts: &UpOptions) -> Result<()> {
+    let Some(g) = opts.gateway else { return Ok(()) };
+    for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
+        if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
+            return Err(Error::invalid("gateway", g.to_string(), format!("overlaps switch '{other}''s segment {o}")));
+        }
+    }
+    Ok(())
+}
+
+/// The settings of switch `opts.name`, not made yet: as asked, and where nothing is asked,
+/// as `existing` has them (a switch made again; `conflicts` refused any contradiction
+/// already) or the defaults.
+fn settings(opts: &UpOptions, existing: Option<&SwitchState>) -> SwitchState {
+    SwitchState {
         ageing_secs: opts.ageing_secs.or(existing.map(|e| e.ageing_secs)).unwrap_or(DEFAULT_AGEING_SECS),
         redirect: opts.redirect.or(existing.map(|e| e.redirect)).unwrap_or(Redirect::Peer),
         datapath: opts.datapath.or(existing.map(|e| e.datapath)).unwrap_or_default(),
@@ -289,33 +315,29 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         monitors: existing.map(|e| e.monitors.clone()).unwrap_or_default(),
         captures: existing.map(|e| e.captures.clone()).unwrap_or_default(),
         ready: false,
-    };
-    if new.busy_poll_us > 0 && new.datapath != DatapathKind::Userspace {
-        // `--busy-poll` without `--datapath`: the default datapath (tc) has no lanes to poll.
-        return Err(Error::invalid(
-            "option",
-            format!("--busy-poll {}", new.busy_poll_us),
-            format!("only the userspace datapath has it, not {} (add --datapath userspace)", new.datapath),
-        ));
     }
-    state.switches.insert(opts.name.clone(), new.clone());
-    if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
-        let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
+}
+
+/// Records the ports of switch `opts.name` that `opts` asks for and it does not have yet:
+/// the gateway, the uplinks, the tunnel (with its settings `tunnel`).
+fn record_ports(state: &mut State, opts: &UpOptions, tunnel: Option<TunnelState>) -> Result<()> {
+    let name = &opts.name;
+    if let Some(cidr) = opts.gateway.filter(|_| state.gateway(name).is_none()) {
+        let slot = state.free_slot(name).ok_or_else(|| Error::SwitchFull(name.clone()))?;
         // Behind a tunnel, the host's packets into the segment must fit it too.
         let mtu = tunnel.as_ref().map(|t| t.mtu);
-        state.ports.push(port::gateway(&opts.name, cidr, slot, mtu));
+        state.ports.push(port::gateway(name, cidr, slot, mtu));
     }
     for u in &opts.uplinks {
-        if state.port(&opts.name, PortKind::Uplink, u).is_none() {
-            state.ports.push(port::uplink(&opts.name, u));
+        if state.port(name, PortKind::Uplink, u).is_none() {
+            state.ports.push(port::uplink(name, u));
         }
     }
     if let Some(t) = tunnel {
-        let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
-        state.ports.push(port::tunnel(&opts.name, t, slot));
+        let slot = state.free_slot(name).ok_or_else(|| Error::SwitchFull(name.clone()))?;
+        state.ports.push(port::tunnel(name, t, slot));
     }
-    store.save(state)?;
-    Ok(Some(new))
+    Ok(())
 }
 
 /// The settings of the tunnel `v` asks for on this host: the underlay's address (the local
