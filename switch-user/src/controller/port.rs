@@ -24,8 +24,8 @@ use crate::{
 };
 
 /// What is behind a namespace port (made or adopted): the namespace end's address, its MAC
-/// (the kernel's choice if `None`) and the pair's MTU, and whether port security binds the
-/// port to them.
+/// (a random one, chosen when the port is made, if `None`) and the pair's MTU, and whether
+/// port security binds the port to them.
 pub(crate) struct NsEnd {
     pub ip: Cidr,
     pub mac: Option<Mac>,
