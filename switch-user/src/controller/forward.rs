@@ -101,6 +101,7 @@ pub(crate) async fn setup_uplinks(store: &Store, state: &mut State, name: &str) 
     }
     let dp = datapath_of(state, name)?;
     let mut made = vec![];
+    // Each writes the whole set again (the datapath takes the uplinks as one): idempotent.
     for u in &uplinks {
         made.push(port::make(dp.as_ref(), state, u).await?);
     }

@@ -27,8 +27,16 @@ pub(crate) enum Record<'a> {
 /// record that is not there is left so.
 pub(crate) fn made(state: &mut State, record: Record<'_>) {
     match record {
-        Record::Switch(name) => state.switches.get_mut(name).into_iter().for_each(|s| s.ready = true),
-        Record::Namespace(ns) => state.namespaces.get_mut(ns).into_iter().for_each(|n| n.ready = true),
+        Record::Switch(name) => {
+            if let Some(s) = state.switches.get_mut(name) {
+                s.ready = true;
+            }
+        }
+        Record::Namespace(ns) => {
+            if let Some(n) = state.namespaces.get_mut(ns) {
+                n.ready = true;
+            }
+        }
         Record::Port(p, made) => {
             if let Some(r) = state.port_mut(&p.switch, p.kind, &p.owner) {
                 r.host_ifindex = made.ifindex;
@@ -37,7 +45,11 @@ pub(crate) fn made(state: &mut State, record: Record<'_>) {
                 r.ready = true;
             }
         }
-        Record::Forward(f) => state.forwards.iter_mut().filter(|x| **x == *f).for_each(|x| x.ready = true),
+        Record::Forward(f) => {
+            if let Some(r) = state.forwards.iter_mut().find(|r| **r == *f) {
+                r.ready = true;
+            }
+        }
     }
 }
 

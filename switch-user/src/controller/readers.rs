@@ -3,7 +3,7 @@
 //!
 //! Each stream costs the datapath on every frame, so it is on only while someone reads it.
 //! A reader records itself (pid and start time) in the switch record under the state lock
-//! and turns its stream on; on the way out it takes itself off (`leave`) and turns the stream
+//! and turns its stream on (`Reader::join`); on the way out it takes itself off (`leave`) and turns the stream
 //! off if it was the last. A reader killed on the way is noticed by the next mutating command
 //! of the switch (`intent::converge` calls `forget_killed`), which turns the stream off once no
 //! recorded reader of it lives.
