@@ -1,8 +1,8 @@
 //! The switch's in-kernel datapath: one object, loaded and pinned per switch by the controller.
 //!
 //! Programs, by entry file (each file's doc draws its packet path):
-//! - `tc_ingress.rs`: `switch_ingress` (TC/TCX ingress of every port's host end, the `tc`
-//!   datapath). The packet path reads top to bottom here.
+//! - `tc_ingress.rs`: `switch_ingress` (a filter on the clsact ingress of every port's host
+//!   end, the `tc` datapath). The packet path reads top to bottom here.
 //! - `xdp_ingress.rs`: `switch_xdp` (XDP on the same interfaces, the `xdp` datapath).
 //! - `tunnel_ingress.rs`: `tunnel_ingress` (TC ingress of the switch's VXLAN device, its
 //!   tunnel port: frames from the switches of other hosts).
@@ -13,12 +13,18 @@
 //! - `sock_addr.rs`: `sock_connect4`, `sock_sendmsg4`, `sock_recvmsg4` (cgroup socket-address
 //!   hooks: forwarded ports reached from the host itself).
 //!
-//! Maps (all in `helpers/maps.rs`, pinned under `/sys/fs/bpf/switch/NAME/`): switching `FDB`,
-//! `BOUND` (MACs reserved for ports: port security), `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`,
-//! `PORT_DEVMAP`; forwarding `FORWARDS`,
-//! `UPLINK_ADDRS`, `CONNTRACK`, `FWD_STATS`, `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`,
-//! `SOCK_ORIG`; both `TABLE_STATS`; `LEARNED` (the per-port MAC limit); `EVENTS` and
-//! `EVENT_RATE` (`switch monitor`); `TUNNEL`, `PEERS`, `PEER_SLOTS` (the tunnel port). aya-log adds its ring buffer `AYA_LOGS`.
+//! Maps (all in `helpers/maps.rs`, pinned under `/sys/fs/bpf/switch/NAME/`; keys and values
+//! in `switch_common::maps`):
+//! - switching: `FDB`, `BOUND` (MACs reserved for ports: port security), `LEARNED` (the
+//!   per-port learning limit), `PORTS`, `PORT_SLOTS`, `STATS`, `CONFIG`, `PORT_DEVMAP` (XDP);
+//! - forwarding: `FORWARDS`, `UPLINK_ADDRS`, `CONNTRACK`, `CT_UNREPLIED`, `FWD_STATS`,
+//!   `NAT_CONFIG`, `UPLINK_BY_IFINDEX`, `NAT_NETNS`, `SOCK_ORIG`; both: `TABLE_STATS`;
+//! - `switch monitor`: `EVENTS`, `EVENT_RATE`; `switch capture`: `CAPTURE`, `CAPTURE_FILTER`,
+//!   `CAPTURE_SCRATCH`;
+//! - the tunnel port: `TUNNEL`, `PEERS`, `PEER_SLOTS`, `BOUND_IP` (addresses no peer may
+//!   claim), `PEER_LEARNED` (each peer's learning limit).
+//!
+//! aya-log adds its ring buffer `AYA_LOGS` (`switch logs`).
 //!
 //! Helpers shared by the programs are in `helpers/` (listed in `helpers/mod.rs`).
 //!

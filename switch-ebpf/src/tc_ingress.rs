@@ -1,4 +1,5 @@
-//! TC/TCX ingress program on the host end of every port's veth pair (the `tc` datapath).
+//! TC ingress program on the host end of every port's veth pair (the `tc` datapath), a
+//! direct-action filter of the veth's clsact qdisc.
 //!
 //! ```text
 //!  namespace red                 host                          namespace blue
@@ -30,7 +31,7 @@ use crate::helpers::{
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
     eth, forward,
     maps::{NAT_CONFIG, PORTS},
-    observe, reply, stats, tunnel,
+    observe, redirect, reply, stats, tunnel,
     verdict::TC_NEXT,
 };
 
@@ -57,7 +58,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
                 stats::tx(d.out_slot, len);
                 return verdict;
             }
-            forward::unicast(&ctx, d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
+            redirect::unicast(&ctx, d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Malformed, invalid source, destination on the same port.

@@ -18,7 +18,7 @@ use crate::helpers::{
     decide::{FLOOD, UNICAST, decide_at},
     eth, events, forward,
     maps::PORTS,
-    observe, tunnel,
+    observe, redirect, tunnel,
 };
 
 #[classifier]
@@ -39,7 +39,7 @@ pub fn tunnel_ingress(ctx: TcContext) -> i32 {
         UNICAST => {
             // The gateway's peer is the host's own: out of redirect_peer's reach.
             let to_host = PORTS.get(d.out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0);
-            forward::unicast(&ctx, d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
+            redirect::unicast(&ctx, d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),
         // Not a port (the tunnel being made or removed), malformed, invalid source, or a

@@ -81,9 +81,9 @@ pub enum Error {
         /// The switch.
         switch: String,
         /// Its datapath.
-        datapath: crate::datapath::DatapathKind,
+        datapath: crate::kind::DatapathKind,
         /// What it lacks.
-        capability: crate::datapath::Capability,
+        capability: crate::kind::Capability,
         /// The datapaths that have it, in words ("tc and xdp").
         with: String,
     },

@@ -41,10 +41,10 @@ fn main() -> ExitCode {
         Err(e) => return fail(&anyhow::anyhow!("starting the runtime: {e}")),
     };
     match rt.block_on(cli::dispatch(cli.command, cli.json)) {
-        Ok(reply) => {
-            reply.print(cli.json);
-            ExitCode::SUCCESS
-        }
+        Ok(reply) => match reply.print(cli.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&anyhow::anyhow!("writing the reply: {e}")),
+        },
         Err(e) => fail(&e),
     }
 }

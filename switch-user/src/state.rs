@@ -3,8 +3,8 @@
 //! The kernel objects (namespaces, veths, pinned maps and links) are the truth for the
 //! datapath; this file records what they mean (which namespace is which port, its address) and
 //! what a command was in the middle of. Entries are written as `ready: false` *before* the
-//! kernel objects are made, so a command killed half-way leaves a record that the next `up`,
-//! `ns add`, `ns del` or `down` uses to clean up. `/run` is a tmpfs, like bpffs: both are empty
+//! kernel objects are made, so a command killed half-way leaves a record that the next mutating
+//! command of the same switch uses to clean up (see `controller::intent`). `/run` is a tmpfs, like bpffs: both are empty
 //! after a reboot, so the two never disagree about a boot.
 //!
 //! Every command holds an exclusive `flock` on `/run/switch/lock` while it reads, changes and
@@ -19,15 +19,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::datapath::DatapathKind;
 use crate::{
     error::{Context as _, Error, Result},
+    kind::DatapathKind,
     names::{Cidr, Mac},
     sys::{files, process::ProcessId},
 };
-
-/// Default directory of the state file and its lock.
-pub const STATE_DIR: &str = "/run/switch";
 
 /// How known unicast leaves the switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

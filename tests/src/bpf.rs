@@ -143,6 +143,28 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload_len: usize) -> 
     f
 }
 
+/// A small pool of MACs for random frames: six unicast stations, broadcast, an IPv4 and an
+/// IPv6 multicast group, and zero; so that learning, moves, known unicast and drops all happen
+/// often.
+pub fn mac_pool() -> Vec<[u8; 6]> {
+    (0..6u8)
+        .map(|i| [0x02, 0, 0, 0, 0x77, i])
+        .chain([[0xff; 6], [0x01, 0, 0x5e, 0, 0, 9], [0x33, 0x33, 0, 0, 0, 1], [0; 6]])
+        .collect()
+}
+
+/// A random frame of 14 to 1513 arbitrary bytes; seven in eight take their destination and
+/// source MACs from `pool`.
+pub fn random_frame(rng: &mut crate::Rng, pool: &[[u8; 6]]) -> Vec<u8> {
+    let len = 14 + (rng.next_u64() % 1500) as usize;
+    let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+    if !rng.next_u64().is_multiple_of(8) {
+        f[..6].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
+        f[6..12].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
+    }
+    f
+}
+
 /// Replaces the pinned map at `path` with a new, empty per-CPU array of `max_entries` values
 /// of `value_size` bytes: a map as a switch made by another version of the binary has it (the
 /// layout of a shared type changed). aya makes maps only from an object, so this is the bare

@@ -102,13 +102,65 @@ pub fn host(cmd: &str, args: &[&str]) -> String {
 
 /// Starts `cmd` with its standard output piped and waits until its first line is `first` (a
 /// server saying it listens, a client that it is connected). The rest of the output stays in
-/// the child's `stdout`.
-pub fn spawn_until(cmd: &mut Command, first: &str) -> std::process::Child {
+/// the child's `stdout`; the child is killed when dropped.
+pub fn spawn_until(cmd: &mut Command, first: &str) -> Reaped {
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let child = Reaped::new(child);
     assert_eq!(line.trim(), first, "{cmd:?}");
     child
+}
+
+/// A child process killed (if still running) and reaped when dropped, so a test that fails
+/// half-way leaves none behind (a server outliving its deleted namespace, a monitor holding
+/// a switch's events on). Derefs to the `Child`; `take` hands it back for a clean ending.
+pub struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The child, no longer killed on drop: the caller ends it (SIGINT, `wait_with_output`).
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("a Reaped child is taken once")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("a Reaped child is taken once")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("a Reaped child is taken once")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Ends a reader the way a user does (Ctrl-C, so it turns off what it turned on), kills it if
+/// it has not ended within `within`'s time, and reaps it. For the Drop of a reader's guard.
+pub fn interrupt_and_reap(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        if !within(|| matches!(child.try_wait(), Ok(Some(_)))) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
 }
 
 /// Runs `CMD ARGS` inside namespace `ns` (through `switch ns exec`).

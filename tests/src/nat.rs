@@ -7,7 +7,9 @@ use switch_common::{CtEntry, CtKey};
 use crate::{
     Sandbox,
     bpf::{SchedClassifier, tc_program},
-    host, ok,
+    host,
+    ipv4::{SYN, TCP, packet},
+    ok,
 };
 
 /// One bed. Every address depends on `net` so beds of parallel tests never collide.
@@ -103,6 +105,75 @@ impl NatBed {
     fn map(&self, name: &str) -> HashMap<MapData, CtKey, CtEntry> {
         let data = MapData::from_pin(format!("/sys/fs/bpf/switch/{}/{name}", self.sw)).unwrap();
         HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap()
+    }
+
+    /// A SYN from the client's port `sport` to the forwarded TCP port.
+    pub fn syn(&self, sport: u16) -> Vec<u8> {
+        self.from_client(sport, SYN)
+    }
+
+    /// A TCP segment with `flags` from the client's port `sport` to the forwarded TCP port.
+    pub fn from_client(&self, sport: u16, flags: u8) -> Vec<u8> {
+        packet(TCP, self.client, self.uplink_ip, sport, self.tcp_port, flags, false)
+    }
+
+    /// A TCP segment with `flags` from the target's port 80 back to the client's `sport`, as
+    /// it leaves the target (not yet translated).
+    pub fn from_server(&self, sport: u16, flags: u8) -> Vec<u8> {
+        packet(TCP, self.target, self.client, 80, sport, flags, false)
+    }
+
+    /// Both connection-table keys of the forwarded TCP connection from the client's `sport`:
+    /// (original direction, reply direction).
+    pub fn keys(&self, sport: u16) -> [CtKey; 2] {
+        [
+            ct_key(TCP, self.client, self.uplink_ip, sport, self.tcp_port),
+            ct_key(TCP, self.target, self.client, 80, sport),
+        ]
+    }
+
+    /// Every class of frame the NAT programs must leave alone, each a SYN of the client made
+    /// malformed, with what makes it so; client ports 41000 to 41009, in this order.
+    pub fn malformed_syns(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let syn = |sport| self.syn(sport);
+        let set_total = |f: &mut Vec<u8>, delta: i32| {
+            let total = (i32::from(u16::from_be_bytes([f[16], f[17]])) + delta) as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+        };
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![];
+        let mut f = syn(41000);
+        f[14] = 0x44; // IHL 4: shorter than an IPv4 header can be
+        cases.push(("IHL < 5", f));
+        let mut f = syn(41001);
+        set_total(&mut f, 10);
+        cases.push(("total length longer than the packet", f));
+        let mut f = syn(41002);
+        f[16..18].copy_from_slice(&30u16.to_be_bytes());
+        cases.push(("total length shorter than the headers", f));
+        let mut f = syn(41003);
+        f[20] |= 0x20;
+        cases.push(("first fragment", f));
+        let mut f = syn(41004);
+        f[20..22].copy_from_slice(&100u16.to_be_bytes());
+        cases.push(("later fragment", f));
+        let s = syn(41005);
+        let mut f = s[..12].to_vec();
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        f.extend_from_slice(&s[12..]);
+        cases.push(("VLAN-tagged", f));
+        let mut f = syn(41006);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        cases.push(("IPv6 EtherType", f));
+        let mut f = syn(41007);
+        f[14] = 0x65; // version 6 behind an IPv4 EtherType
+        cases.push(("IP version 6", f));
+        let mut f = syn(41008)[..44].to_vec(); // 10 bytes of TCP header
+        f[16..18].copy_from_slice(&30u16.to_be_bytes()); // the 30 bytes that are there
+        cases.push(("truncated TCP header", f));
+        let mut f = syn(41009);
+        f[23] = 1; // ICMP
+        cases.push(("not TCP or UDP", f));
+        cases
     }
 }
 

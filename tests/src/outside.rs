@@ -1,7 +1,7 @@
 //! The "outside world" of forwarding tests: a namespace behind a test veth whose host end
 //! (172.31.N.1/24) serves as a switch's uplink; the namespace (172.31.N.2) has its default
 //! route via the host, so it also has a route to every segment behind the host.
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::{Run, Sandbox, host, spawn_until};
 
@@ -51,7 +51,7 @@ impl Outside {
     }
 
     /// Starts python `script` in the outside namespace and waits for its "ready" line.
-    pub fn spawn_python(&self, script: &str, args: &[&str]) -> Child {
+    pub fn spawn_python(&self, script: &str, args: &[&str]) -> crate::Reaped {
         spawn_until(Command::new("ip").args(self.python_args(script, args)).stderr(Stdio::null()), "ready")
     }
 

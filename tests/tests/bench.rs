@@ -50,21 +50,7 @@ fn quick_bench_produces_well_formed_results() {
     let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
     let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
     let _chart = RemoveOnDrop(svg.clone());
-    let svg_s = svg.to_string_lossy().into_owned();
-    let run = std::process::Command::new(switch_bin())
-        .args(["bench", "--quick", "--svg", &svg_s, "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A second run while the first holds the machine's benchmark lock is refused, clearly,
-    // and changes nothing (their contenders have the same names).
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let e = fails(&["bench", "--quick"], 1);
-    assert!(e.contains("another 'switch bench' runs"), "{e}");
-    let out = run.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let report = quick_bench_refusing_a_second(&svg);
     let metrics = report["metrics"].as_array().expect("metrics");
     let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -93,113 +79,16 @@ fn quick_bench_produces_well_formed_results() {
             "vxlan_udp64"
         ]
     );
-    for m in &metrics[..6] {
-        let rows = m["rows"].as_array().unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(
-            names,
-            [
-                "veth",
-                "bridge",
-                "tc",
-                "tc-open",
-                "tc-egress",
-                "tc-monitor",
-                "tc-capture",
-                "xdp",
-                "userspace",
-                "userspace-poll",
-                "ovs"
-            ],
-            "{}",
-            m["id"]
-        );
-        for r in rows {
-            if let Some(e) = r["error"].as_str() {
-                // trafgen cannot drive an XDP-mode veth (it gives up when the ring is full);
-                // Open vSwitch runs where it is installed; every other contender and metric
-                // must be measured.
-                let xdp = m["id"] == "udp64" && r["contender"] == "xdp" && e.contains("trafgen");
-                let ovs = r["contender"] == "ovs" && !ovs_installed() && e.contains("not installed");
-                assert!(xdp || ovs, "{}: {r}", m["id"]);
-                assert!(r["samples"].as_array().unwrap().is_empty());
-                continue;
-            }
-            let median = r["median"].as_f64().unwrap();
-            assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
-            assert!(r["min"].as_f64().unwrap() <= median && median <= r["max"].as_f64().unwrap());
-        }
-        // Ratios are against the baselines of the same run, and Open vSwitch (measured in it).
-        assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth", "ovs"]));
-        assert_eq!(rows[1]["vs"]["bridge"].as_f64(), Some(1.0));
-        assert_eq!(rows[0]["vs"]["veth"].as_f64(), Some(1.0));
-        if ovs_installed() {
-            assert_eq!(rows[10]["vs"]["ovs"].as_f64(), Some(1.0), "{}", m["id"]);
-            assert!(rows[8]["vs"]["ovs"].as_f64().is_some_and(|v| v > 0.0), "{}: {}", m["id"], rows[8]);
-        }
-    }
-    for m in &metrics[6..8] {
-        let rows = m["rows"].as_array().unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["routed", "iptables", "ebpf-forward"], "{}", m["id"]);
-        assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}", m["id"]);
-        // Forwards compare against plain routing (the limit) and iptables DNAT.
-        assert_eq!(m["baselines"], serde_json::json!(["routed", "iptables"]));
-        assert_eq!(rows[0]["vs"]["routed"].as_f64(), Some(1.0));
-        assert_eq!(rows[1]["vs"]["iptables"].as_f64(), Some(1.0));
-        assert!(rows[2]["vs"]["routed"].as_f64().unwrap() > 0.0, "{}", m["id"]);
-    }
-    // Bring-up and removal of namespaces: switch against ip commands and a bridge.
-    for m in &metrics[8..10] {
-        let rows = m["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), 2, "{}", m["id"]);
-        assert_eq!(rows[1]["contender"], "ip commands + bridge");
-        assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
-    }
-    // CNI plugins: switch-cni against the bridge plugin (the baseline), times in ms.
-    for m in &metrics[10..13] {
-        let rows = m["rows"].as_array().unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["switch-cni", "bridge-cni"], "{}", m["id"]);
-        assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
-        assert_eq!(rows[1]["vs"]["bridge-cni"].as_f64(), Some(1.0));
-    }
-    // Containers under podman: a switch-cni network against bridge+portmap (the baseline).
-    for m in &metrics[13..19] {
-        let rows = m["rows"].as_array().unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["podman-switch-cni", "podman-bridge"], "{}", m["id"]);
-        assert_eq!(m["baselines"], serde_json::json!(["podman-bridge"]));
-        for r in rows {
-            let median = r["median"].as_f64().unwrap_or_else(|| panic!("{}: {r}", m["id"]));
-            if m["id"] == "pod_parallel_failed" {
-                assert_eq!(median, 0.0, "starts at once failed: {r}");
-            } else {
-                assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
-            }
-        }
-    }
-    // Across two simulated hosts: the switch's tunnel against bridge + VXLAN (the baseline).
-    for m in &metrics[19..21] {
-        let rows = m["rows"].as_array().unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["switch-vxlan", "bridge-vxlan"], "{}", m["id"]);
-        assert_eq!(m["baselines"], serde_json::json!(["bridge-vxlan"]));
-        assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
-    }
+    metrics[..6].iter().for_each(switches_are_measured_against_their_baselines);
+    metrics[6..8].iter().for_each(forwards_are_measured_against_routing_and_iptables);
+    metrics[8..10].iter().for_each(bringup_is_measured_against_ip_commands);
+    metrics[10..13].iter().for_each(switch_cni_is_measured_against_the_bridge_plugin);
+    metrics[13..19].iter().for_each(podman_is_measured_against_bridge_and_portmap);
+    metrics[19..21].iter().for_each(the_tunnel_is_measured_against_bridge_and_vxlan);
     let targets = report["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 22);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
-    let chart = std::fs::read_to_string(&svg).unwrap();
-    std::fs::remove_file(&svg).unwrap();
-    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
-    let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
-    assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
-    let ovs = if ovs_installed() { 6 } else { 0 };
-    assert!(
-        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1,
-        "only xdp's 64-byte UDP may go unmeasured"
-    );
+    the_chart_has_a_bar_per_measurement(&svg, metrics);
     // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
@@ -208,6 +97,144 @@ fn quick_bench_produces_well_formed_results() {
     assert_no_ovs_left();
     // The bridge plugin turns ip_forward on: the bench gives it back.
     assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap(), forward_before);
+}
+
+/// Runs `switch bench --quick` with its chart in `svg`, checking that a second run meanwhile
+/// is refused; returns its JSON report.
+fn quick_bench_refusing_a_second(svg: &std::path::Path) -> Value {
+    let svg_s = svg.to_string_lossy().into_owned();
+    let run = Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["bench", "--quick", "--svg", &svg_s, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // A second run while the first holds the machine's benchmark lock is refused, clearly,
+    // and changes nothing (their contenders have the same names).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let e = fails(&["bench", "--quick"], 1);
+    assert!(e.contains("another 'switch bench' runs"), "{e}");
+    let out = run.take().wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+/// The contenders of metric `m`'s rows, in order.
+fn contenders(m: &Value) -> Vec<&str> {
+    m["rows"].as_array().unwrap().iter().map(|r| r["contender"].as_str().unwrap()).collect()
+}
+
+/// A per-packet metric: every switch and Open vSwitch, against the veth, the bridge and
+/// Open vSwitch measured in the same run.
+fn switches_are_measured_against_their_baselines(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(
+        contenders(m),
+        [
+            "veth",
+            "bridge",
+            "tc",
+            "tc-open",
+            "tc-egress",
+            "tc-monitor",
+            "tc-capture",
+            "xdp",
+            "userspace",
+            "userspace-poll",
+            "ovs"
+        ],
+        "{}",
+        m["id"]
+    );
+    for r in rows {
+        if let Some(e) = r["error"].as_str() {
+            // trafgen cannot drive an XDP-mode veth (it gives up when the ring is full);
+            // Open vSwitch runs where it is installed; every other contender and metric
+            // must be measured.
+            let xdp = m["id"] == "udp64" && r["contender"] == "xdp" && e.contains("trafgen");
+            let ovs = r["contender"] == "ovs" && !ovs_installed() && e.contains("not installed");
+            assert!(xdp || ovs, "{}: {r}", m["id"]);
+            assert!(r["samples"].as_array().unwrap().is_empty());
+            continue;
+        }
+        let median = r["median"].as_f64().unwrap();
+        assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
+        assert!(r["min"].as_f64().unwrap() <= median && median <= r["max"].as_f64().unwrap());
+    }
+    // Ratios are against the baselines of the same run, and Open vSwitch (measured in it).
+    assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth", "ovs"]));
+    assert_eq!(rows[1]["vs"]["bridge"].as_f64(), Some(1.0));
+    assert_eq!(rows[0]["vs"]["veth"].as_f64(), Some(1.0));
+    if ovs_installed() {
+        assert_eq!(rows[10]["vs"]["ovs"].as_f64(), Some(1.0), "{}", m["id"]);
+        assert!(rows[8]["vs"]["ovs"].as_f64().is_some_and(|v| v > 0.0), "{}: {}", m["id"], rows[8]);
+    }
+}
+
+/// Forwards compare against plain routing (the limit) and iptables DNAT.
+fn forwards_are_measured_against_routing_and_iptables(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(contenders(m), ["routed", "iptables", "ebpf-forward"], "{}", m["id"]);
+    assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}", m["id"]);
+    assert_eq!(m["baselines"], serde_json::json!(["routed", "iptables"]));
+    assert_eq!(rows[0]["vs"]["routed"].as_f64(), Some(1.0));
+    assert_eq!(rows[1]["vs"]["iptables"].as_f64(), Some(1.0));
+    assert!(rows[2]["vs"]["routed"].as_f64().unwrap() > 0.0, "{}", m["id"]);
+}
+
+/// Bring-up and removal of namespaces: switch against ip commands and a bridge.
+fn bringup_is_measured_against_ip_commands(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{}", m["id"]);
+    assert_eq!(rows[1]["contender"], "ip commands + bridge");
+    assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
+}
+
+/// CNI plugins: switch-cni against the bridge plugin (the baseline), times in ms.
+fn switch_cni_is_measured_against_the_bridge_plugin(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(contenders(m), ["switch-cni", "bridge-cni"], "{}", m["id"]);
+    assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
+    assert_eq!(rows[1]["vs"]["bridge-cni"].as_f64(), Some(1.0));
+}
+
+/// Containers under podman: a switch-cni network against bridge+portmap (the baseline).
+fn podman_is_measured_against_bridge_and_portmap(m: &Value) {
+    assert_eq!(contenders(m), ["podman-switch-cni", "podman-bridge"], "{}", m["id"]);
+    assert_eq!(m["baselines"], serde_json::json!(["podman-bridge"]));
+    for r in m["rows"].as_array().unwrap() {
+        let median = r["median"].as_f64().unwrap_or_else(|| panic!("{}: {r}", m["id"]));
+        if m["id"] == "pod_parallel_failed" {
+            assert_eq!(median, 0.0, "starts at once failed: {r}");
+        } else {
+            assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
+        }
+    }
+}
+
+/// Across two simulated hosts: the switch's tunnel against bridge + VXLAN (the baseline).
+fn the_tunnel_is_measured_against_bridge_and_vxlan(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(contenders(m), ["switch-vxlan", "bridge-vxlan"], "{}", m["id"]);
+    assert_eq!(m["baselines"], serde_json::json!(["bridge-vxlan"]));
+    assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
+}
+
+/// The chart in `svg` (removed once read) is an SVG with one bar per measured contender and
+/// metric, and every contender was measured but where it may not be.
+fn the_chart_has_a_bar_per_measurement(svg: &std::path::Path, metrics: &[Value]) {
+    let chart = std::fs::read_to_string(svg).unwrap();
+    std::fs::remove_file(svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    let measured = metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()).filter(|r| r["error"].is_null()).count();
+    assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
+    let ovs = if ovs_installed() { 6 } else { 0 };
+    assert!(
+        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1,
+        "only xdp's 64-byte UDP may go unmeasured"
+    );
 }
 
 /// Open vSwitch's userspace datapath as a contender: it forwards every kind of traffic the
@@ -222,8 +249,7 @@ fn ovs_contender_forwards_and_leaves_nothing() {
     assert_eq!(metrics.len(), 6, "only the per-packet comparison runs");
     for m in metrics {
         let rows = m["rows"].as_array().unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-        assert_eq!(names, ["veth", "bridge", "ovs"], "{}", m["id"]);
+        assert_eq!(contenders(m), ["veth", "bridge", "ovs"], "{}", m["id"]);
         assert_eq!(m["baselines"], serde_json::json!(["bridge", "veth", "ovs"]));
         let ovs = &rows[2];
         if !ovs_installed() {

@@ -70,13 +70,7 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            if !within(|| matches!(self.child.try_wait(), Ok(Some(_)))) {
-                let _ = self.child.kill();
-            }
-            let _ = self.child.wait();
-        }
+        interrupt_and_reap(&mut self.child);
     }
 }
 
@@ -416,20 +410,22 @@ fn readers_end_when_their_switch_is_removed() {
     let sw = sb.switch("cap", "tc", &[]);
     let _a = sb.port(&sw, "a", "10.96.0.1/24", &[]);
     let mut capture = Capture::start(&sw, &[], false);
-    let mut readers: Vec<Child> = ["monitor", "logs"]
+    let mut readers: Vec<Reaped> = ["monitor", "logs"]
         .iter()
         .map(|cmd| {
-            Command::new(switch_bin())
-                .args([cmd, "--switch", &sw])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+            Reaped::new(
+                Command::new(switch_bin())
+                    .args([cmd, "--switch", &sw])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
         })
         .collect();
     assert!(within(|| config_flag(&sw, switch_common::CFG_F_EVENTS) && config_flag(&sw, switch_common::CFG_F_LOG)));
     ok(&["down", "--switch", &sw]);
-    readers.push(std::mem::replace(&mut capture.child, Command::new("true").spawn().unwrap()));
+    readers.push(Reaped::new(std::mem::replace(&mut capture.child, Command::new("true").spawn().unwrap())));
     for mut r in readers {
         let ended = within(|| matches!(r.try_wait(), Ok(Some(_))));
         if !ended {
@@ -479,13 +475,15 @@ fn a_pipe_to_tcpdump_sees_frames_live() {
     let a = sb.port(&sw, "a", "10.95.2.1/24", &[]);
     let _b = sb.port(&sw, "b", "10.95.2.2/24", &[]);
     let mut c = Capture::start(&sw, &["--ns", &a, "-w", "-"], false);
-    let mut tcpdump = Command::new("tcpdump")
-        .args(["-n", "-l", "-r", "-"])
-        .stdin(Stdio::from(c.child.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut tcpdump = Reaped::new(
+        Command::new("tcpdump")
+            .args(["-n", "-l", "-r", "-"])
+            .stdin(Stdio::from(c.child.stdout.take().unwrap()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let (out, sink) = (tcpdump.stdout.take().unwrap(), lines.clone());
     std::thread::spawn(move || {

@@ -318,6 +318,24 @@ fn help_teaches() {
     assert!(add.contains("--ip") && add.contains("192.168.15.1/24") && add.contains("--mac"));
 }
 
+#[test]
+fn a_reader_that_stops_reading_is_not_an_error() {
+    // `switch list | head -0`: the pipe's reader is gone before the reply is written, so the
+    // write fails with EPIPE (Rust ignores SIGPIPE). The command did its job: exit 0, no panic.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    for args in [&["list", "--json"][..], &["list"][..]] {
+        let out = std::process::Command::new(switch_bin())
+            .args(args)
+            .stdout(writer.try_clone().expect("pipe"))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("running switch");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.is_empty(), "switch {args:?} into a closed pipe: {:?} {err}", out.status);
+    }
+}
+
 fn concurrent_ns_adds_on_one_switch_all_land(dp: &str) {
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", dp, &[]);

@@ -213,7 +213,7 @@ fn down_leaves_alone_a_stranger_a_stale_pid_file_names() {
     let mut sb = Sandbox::new();
     let sw = sb.switch("stale", "userspace", &[]);
     let pid_file = format!("/run/switch/{sw}.pid");
-    let mut stranger = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut stranger = Reaped::new(std::process::Command::new("sleep").arg("60").spawn().unwrap());
     // The switch process dies and its pid goes to an unrelated process: the file names the
     // stranger's pid with the dead process's start time, or (an older file) a bare pid.
     for bare in [false, true] {

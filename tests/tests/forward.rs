@@ -8,7 +8,7 @@
 //! ```
 use std::{
     collections::BTreeSet,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use switch::sys::nat_tables::{self, Family};
@@ -56,21 +56,12 @@ print("ready", flush=True)
 threading.Event().wait()
 "#;
 
-fn start_servers(ns: &str, http_ports: &[&str]) -> Servers {
+/// The servers, killed when dropped: also when a test fails half-way, where they would
+/// otherwise outlive their namespace.
+fn start_servers(ns: &str, http_ports: &[&str]) -> Reaped {
     let mut args = vec!["ns", "exec", ns, "--", "python3", "-c", SERVERS];
     args.extend_from_slice(http_ports);
-    Servers(spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready"))
-}
-
-/// The servers `start_servers` started, killed when dropped: also when a test fails half-way,
-/// where they would otherwise outlive their namespace.
-struct Servers(Child);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    spawn_until(Command::new(switch_bin()).args(&args).stderr(Stdio::null()), "ready")
 }
 
 const HTTP_GET: &str = r#"
@@ -104,7 +95,7 @@ asyncio.run(main())
 /// A connection from the outside (`LONG`) that is established and then waits: `finish`
 /// makes it talk once more and returns what came back.
 struct LongConnection {
-    child: Child,
+    child: Reaped,
     reader: std::io::BufReader<std::process::ChildStdout>,
 }
 
@@ -147,97 +138,29 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     let sw = sb.switch("sw", dp, &["--gateway", &gw, "--uplink", &out.uplink]);
     assert_eq!(forwarding(&out.uplink), "1", "forwarding is on where forwarded traffic arrives");
     let web = sb.port(&sw, "web", &format!("10.{net}.0.10/24"), &[]);
-    // One table of ports of every kind: the namespace and the gateway are switched (slots),
-    // the uplink is not.
-    let ports = json(&["ports", "--switch", &sw]);
-    let kinds: Vec<(&str, &str, bool)> = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["kind"].as_str().unwrap(), r["owner"].as_str().unwrap(), r["slot"].is_u64()))
-        .collect();
-    assert_eq!(
-        kinds,
-        [("namespace", web.as_str(), true), ("gateway", "host", true), ("uplink", out.uplink.as_str(), false)]
-    );
+    one_table_of_ports_of_every_kind(&sw, &web, &out.uplink);
     let servers = start_servers(&web, &["80", "9001"]);
-    let uplink_ip = format!("172.31.{net}.1");
-    // Host ports are host-wide (127.0.0.1 means them for every switch), so each test has its own.
-    let port = |x: u32| (u32::from(net) * 100 + x).to_string();
-    let (http, udp, range, echo) = (port(80), port(53), format!("{}-{}", port(90), port(92)), port(7));
-    ok(&["forward", "add", "--proto", "tcp", "--host-port", &http, "--to", &format!("{web}:80"), "--switch", &sw]);
-    ok(&["forward", "add", "--proto", "udp", "--host-port", &udp, "--to", &format!("{web}:53"), "--switch", &sw]);
-    ok(&[
-        "forward",
-        "add",
-        "--proto",
-        "tcp",
-        "--host-port",
-        &range,
-        "--to",
-        &format!("{web}:9000-9002"),
-        "--switch",
-        &sw,
-    ]);
-    ok(&["forward", "add", "--proto", "tcp", "--host-port", &echo, "--to", &format!("{web}:7"), "--switch", &sw]);
+    let f = Forwards::add(net, &sw, &web);
 
     // TCP: the server sees the outside client's real address.
-    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{http}")]);
+    let r = out.python(HTTP_GET, &[&format!("{}:{}", f.uplink_ip, f.http)]);
     assert_eq!(r.stdout.trim(), format!("client 172.31.{net}.2"), "{r:?}");
     // UDP: answered from the uplink address and port, with the real client address seen.
-    let r = out.python(UDP_ASK, &[&format!("{uplink_ip}:{udp}")]);
-    assert_eq!(r.stdout.trim(), format!("ping from 172.31.{net}.2 {uplink_ip} {udp}"), "{r:?}");
+    let r = out.python(UDP_ASK, &[&format!("{}:{}", f.uplink_ip, f.udp)]);
+    assert_eq!(r.stdout.trim(), format!("ping from 172.31.{net}.2 {} {}", f.uplink_ip, f.udp), "{r:?}");
     // A port range: the middle one reaches the server's 9001.
-    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{}", port(91))]);
+    let r = out.python(HTTP_GET, &[&format!("{}:{}", f.uplink_ip, f.port(91))]);
     assert_eq!(r.stdout.trim(), format!("client 172.31.{net}.2"), "{r:?}");
 
-    // Host-local: the host itself, through 127.0.0.1 and through the uplink address (socket
-    // hooks: no proxy). It comes from the gateway address, the host's side of the segment.
-    let gw_ip = format!("10.{net}.0.254");
-    for addr in ["127.0.0.1", uplink_ip.as_str()] {
-        let o = Command::new("python3").args(["-c", HTTP_GET, &format!("{addr}:{http}")]).output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&o.stdout).trim(),
-            format!("client {gw_ip}"),
-            "host-local via {addr}: {o:?}"
-        );
-    }
-    let o = Command::new("python3").args(["-c", UDP_ASK, &format!("127.0.0.1:{udp}")]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ping from {gw_ip} 127.0.0.1 {udp}"), "{o:?}");
-    // Hairpin: namespaces of the switch reach the forward on the uplink address, the target
-    // itself included, and the server sees their own addresses.
+    the_host_reaches_the_forwards(&f);
     let cli = sb.port(&sw, "cli", &format!("10.{net}.0.11/24"), &[]);
-    for (ns, ip) in [(&cli, format!("10.{net}.0.11")), (&web, format!("10.{net}.0.10"))] {
-        let r = exec(ns, &["python3", "-c", HTTP_GET, &format!("{uplink_ip}:{http}")]);
-        assert_eq!(r.stdout.trim(), format!("client {ip}"), "hairpin from {ns}: {r:?}");
-    }
-    let r = exec(&cli, &["python3", "-c", UDP_ASK, &format!("{uplink_ip}:{udp}")]);
-    assert_eq!(r.stdout.trim(), format!("ping from 10.{net}.0.11 {uplink_ip} {udp}"), "{r:?}");
-    // Masquerade: a namespace reaching a server outside arrives from the uplink address.
-    let peer = out.spawn_python(PEER_SERVER, &["8000"]);
-    let r = exec(&cli, &["python3", "-c", PEER_CLIENT, &format!("172.31.{net}.2:8000")]);
-    assert!(r.stdout.trim().starts_with(&format!("peer {uplink_ip}:")), "masquerade: {r:?}");
-    let _ = peer.wait_with_output();
-
-    // 1000 connections, 50 at a time, all succeed.
-    let r = out.python(MANY, &[&uplink_ip, &http, "1000", "50"]);
-    assert_eq!(r.stdout.trim(), "1000", "{r:?}");
-    let rows = json(&["forward", "list", "--switch", &sw]);
-    let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == http.as_str()).unwrap().clone();
-    assert!(row["connections"].as_u64().unwrap() >= 1001, "{row}");
-    assert!(row["packets"].as_u64().unwrap() > 5000, "{row}");
-
-    // Removing a rule: an established connection finishes, a new one is not forwarded.
-    let long = LongConnection::open(&out, &uplink_ip, &echo);
-    ok(&["forward", "del", "--proto", "tcp", "--host-port", &echo, "--switch", &sw]);
-    assert_eq!(long.finish(), "two", "the established connection broke when its rule went");
-    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{echo}")]);
-    assert_ne!(r.code, 0, "a new connection was forwarded after the rule was removed");
+    the_namespaces_reach_the_forwards_and_outside(&f, &out, &cli, &web);
+    many_connections_and_a_removed_rule(&f, &out, &sw);
 
     // The closed connections drain from the table (closing timeout: 10 s).
     std::thread::sleep(std::time::Duration::from_secs(11));
     let rows = json(&["forward", "list", "--switch", &sw]);
-    let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == http.as_str()).unwrap().clone();
+    let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == f.http.as_str()).unwrap().clone();
     assert_eq!(row["active"], 0, "{row}");
 
     drop(servers);
@@ -247,6 +170,114 @@ fn forwarding_end_to_end(dp: &str, net: u8) {
     assert_eq!(Snapshot::take(&sb.prefix), clean, "down left something on the uplink");
     drop(out);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "forwarding left something behind");
+}
+
+/// One table of ports of every kind: namespace `web` and the gateway are switched (slots),
+/// the uplink is not.
+fn one_table_of_ports_of_every_kind(sw: &str, web: &str, uplink: &str) {
+    let ports = json(&["ports", "--switch", sw]);
+    let kinds: Vec<(&str, &str, bool)> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["owner"].as_str().unwrap(), r["slot"].is_u64()))
+        .collect();
+    assert_eq!(kinds, [("namespace", web, true), ("gateway", "host", true), ("uplink", uplink, false)]);
+}
+
+/// The forwards of `forwarding_end_to_end` on network `net`, to the servers of `web`.
+struct Forwards {
+    net: u8,
+    /// The uplink's address.
+    uplink_ip: String,
+    /// Host ports: TCP to web's 80, UDP to its 53, TCP to its echo on 7.
+    http: String,
+    udp: String,
+    echo: String,
+}
+
+impl Forwards {
+    /// Adds the forwards on switch `sw`: HTTP, UDP, a range of three ports to 9000-9002, and
+    /// the echo.
+    fn add(net: u8, sw: &str, web: &str) -> Self {
+        let f = Self {
+            net,
+            uplink_ip: format!("172.31.{net}.1"),
+            http: Self::host_port(net, 80),
+            udp: Self::host_port(net, 53),
+            echo: Self::host_port(net, 7),
+        };
+        let range = format!("{}-{}", f.port(90), f.port(92));
+        let (http, udp, echo) = (&f.http, &f.udp, &f.echo);
+        ok(&["forward", "add", "--proto", "tcp", "--host-port", http, "--to", &format!("{web}:80"), "--switch", sw]);
+        ok(&["forward", "add", "--proto", "udp", "--host-port", udp, "--to", &format!("{web}:53"), "--switch", sw]);
+        let to = format!("{web}:9000-9002");
+        ok(&["forward", "add", "--proto", "tcp", "--host-port", &range, "--to", &to, "--switch", sw]);
+        ok(&["forward", "add", "--proto", "tcp", "--host-port", echo, "--to", &format!("{web}:7"), "--switch", sw]);
+        f
+    }
+
+    /// Host ports are host-wide (127.0.0.1 means them for every switch), so each test has its
+    /// own: `x` above the network's hundred.
+    fn host_port(net: u8, x: u32) -> String {
+        (u32::from(net) * 100 + x).to_string()
+    }
+
+    fn port(&self, x: u32) -> String {
+        Self::host_port(self.net, x)
+    }
+}
+
+/// Host-local: the host itself, through 127.0.0.1 and through the uplink address (socket
+/// hooks: no proxy). It comes from the gateway address, the host's side of the segment.
+fn the_host_reaches_the_forwards(f: &Forwards) {
+    let (net, http, udp) = (f.net, &f.http, &f.udp);
+    let gw_ip = format!("10.{net}.0.254");
+    for addr in ["127.0.0.1", f.uplink_ip.as_str()] {
+        let o = Command::new("python3").args(["-c", HTTP_GET, &format!("{addr}:{http}")]).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("client {gw_ip}"),
+            "host-local via {addr}: {o:?}"
+        );
+    }
+    let o = Command::new("python3").args(["-c", UDP_ASK, &format!("127.0.0.1:{udp}")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ping from {gw_ip} 127.0.0.1 {udp}"), "{o:?}");
+}
+
+/// Hairpin: namespaces of the switch (`cli`, and the target `web` itself) reach the forward
+/// on the uplink address, and the server sees their own addresses. Masquerade: `cli` reaching
+/// a server outside arrives from the uplink address.
+fn the_namespaces_reach_the_forwards_and_outside(f: &Forwards, out: &Outside, cli: &str, web: &str) {
+    let (net, uplink_ip, http, udp) = (f.net, &f.uplink_ip, &f.http, &f.udp);
+    for (ns, ip) in [(cli, format!("10.{net}.0.11")), (web, format!("10.{net}.0.10"))] {
+        let r = exec(ns, &["python3", "-c", HTTP_GET, &format!("{uplink_ip}:{http}")]);
+        assert_eq!(r.stdout.trim(), format!("client {ip}"), "hairpin from {ns}: {r:?}");
+    }
+    let r = exec(cli, &["python3", "-c", UDP_ASK, &format!("{uplink_ip}:{udp}")]);
+    assert_eq!(r.stdout.trim(), format!("ping from 10.{net}.0.11 {uplink_ip} {udp}"), "{r:?}");
+    let peer = out.spawn_python(PEER_SERVER, &["8000"]);
+    let r = exec(cli, &["python3", "-c", PEER_CLIENT, &format!("172.31.{net}.2:8000")]);
+    assert!(r.stdout.trim().starts_with(&format!("peer {uplink_ip}:")), "masquerade: {r:?}");
+    let _ = peer.take().wait_with_output();
+}
+
+/// 1000 connections, 50 at a time, all succeed and are counted; then removing a rule: an
+/// established connection finishes, a new one is not forwarded.
+fn many_connections_and_a_removed_rule(f: &Forwards, out: &Outside, sw: &str) {
+    let (uplink_ip, http, echo) = (&f.uplink_ip, &f.http, &f.echo);
+    let r = out.python(MANY, &[uplink_ip, http, "1000", "50"]);
+    assert_eq!(r.stdout.trim(), "1000", "{r:?}");
+    let rows = json(&["forward", "list", "--switch", sw]);
+    let row = rows.as_array().unwrap().iter().find(|r| r["host_ports"] == http.as_str()).unwrap().clone();
+    assert!(row["connections"].as_u64().unwrap() >= 1001, "{row}");
+    assert!(row["packets"].as_u64().unwrap() > 5000, "{row}");
+
+    let long = LongConnection::open(out, uplink_ip, echo);
+    ok(&["forward", "del", "--proto", "tcp", "--host-port", echo, "--switch", sw]);
+    assert_eq!(long.finish(), "two", "the established connection broke when its rule went");
+    let r = out.python(HTTP_GET, &[&format!("{uplink_ip}:{echo}")]);
+    assert_ne!(r.code, 0, "a new connection was forwarded after the rule was removed");
 }
 
 #[test]
@@ -396,12 +427,14 @@ fn a_namespace_cannot_take_the_replies_of_a_host_connection() {
     let mut server = out.spawn_python(GREETING_ECHO, &["8000"]);
     let (server_addr, port) = ("172.31.108.2:8000", "40108");
     // The host's own connection from the uplink address, source port P, stays open...
-    let mut host = Command::new("python3")
-        .args(["-c", BOUND_CLIENT, server_addr, port, "wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut host = Reaped::new(
+        Command::new("python3")
+            .args(["-c", BOUND_CLIENT, server_addr, port, "wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut host_out = std::io::BufReader::new(host.stdout.take().unwrap());
     let mut line = String::new();
     host_out.read_line(&mut line).unwrap();
@@ -445,7 +478,7 @@ fn no_masquerade_leaves_namespace_addresses_visible() {
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.106.2:8000"]);
     assert!(r.stdout.trim().starts_with("peer 10.106.0.11:"), "{r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
 }
 
 /// The classic recipe's iptables rule, removed on drop.
@@ -569,7 +602,7 @@ fn the_segment_is_unreachable_from_outside_except_through_forwards() {
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&web, &["python3", "-c", PEER_CLIENT, "172.31.116.2:8000"]);
     assert!(r.stdout.starts_with("peer 172.31.116.1:"), "masqueraded outbound: {r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
     drop(servers);
 
     // Asked for: the segment is routable, and a connection from outside is answered from the
@@ -592,7 +625,7 @@ fn no_masquerade_still_keeps_the_segment_closed() {
     let peer = out.spawn_python(PEER_SERVER, &["8000"]);
     let r = exec(&cli, &["python3", "-c", PEER_CLIENT, "172.31.117.2:8000"]);
     assert!(r.stdout.trim().starts_with("peer 10.117.0.10:"), "{r:?}");
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
     assert!(ping(&cli, "172.31.117.2", 2), "the namespace's ping is answered");
     let servers = start_servers(&cli, &["80"]);
     let r = out.python(HTTP_GET, &["10.117.0.10:80"]);
@@ -691,7 +724,7 @@ while time.time() < end:
 "#;
 
 /// An `ICMP_ERRORS_SEEN` in a namespace; killed if the test fails before reading it.
-struct ErrorsSeen(Child);
+struct ErrorsSeen(Reaped);
 
 impl ErrorsSeen {
     fn start(ns: &str) -> Self {
@@ -707,13 +740,6 @@ impl ErrorsSeen {
         let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
         v.sort();
         v
-    }
-}
-
-impl Drop for ErrorsSeen {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -770,7 +796,7 @@ fn icmp_errors_reach_only_the_namespace_of_their_connection(dp: &str, net: u8) {
     let peer = out.spawn_python(UDP_SENDER, &["7000"]);
     let r = exec(&a, &["python3", "-c", UDP_FROM, "5000", &format!("{outside}:7000")]);
     assert_eq!(r.code, 0, "{r:?}");
-    let seen = String::from_utf8(peer.wait_with_output().unwrap().stdout).unwrap();
+    let seen = String::from_utf8(peer.take().wait_with_output().unwrap().stdout).unwrap();
     let (from, mport) = seen.trim().split_once(' ').unwrap_or_else(|| panic!("no datagram: {seen:?}"));
     assert_eq!(from, uplink, "not masqueraded");
     // A forwarded one: outside:41000 -> uplink:fport -> a:53.

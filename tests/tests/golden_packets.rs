@@ -189,17 +189,9 @@ fn switching_inputs() -> Vec<(usize, Vec<u8>)> {
     v.push((3, frame(BCAST, X, 0x0800, 46)));
     // random_frames_keep_every_invariant, with its seed not mixed with the process id.
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let pool: Vec<[u8; 6]> = (0..6u8)
-        .map(|i| [0x02, 0, 0, 0, 0x77, i])
-        .chain([[0xff; 6], [0x01, 0, 0x5e, 0, 0, 9], [0x33, 0x33, 0, 0, 0, 1], [0; 6]])
-        .collect();
+    let pool = bpf::mac_pool();
     for _ in 0..3000 {
-        let len = 14 + (rng.next_u64() % 1500) as usize;
-        let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        if !rng.next_u64().is_multiple_of(8) {
-            f[..6].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
-            f[6..12].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
-        }
+        let f = bpf::random_frame(&mut rng, &pool);
         v.push(((rng.next_u64() % 3) as usize, f));
     }
     v
@@ -224,28 +216,71 @@ fn switching_bed(sb: &mut Sandbox, datapath: &str, net: u8) -> (String, Vec<u32>
 
 #[test]
 fn golden_packets_tc_switching() {
-    let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "tc", 68);
-    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
-    let mut rec = Recorder::new("tc switching");
-    for (port, f) in switching_inputs() {
-        let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
-        rec.record(port as u8, &f, &out);
-    }
-    rec.check(&TC_SWITCHING);
+    switching_run("tc", 68, false, "tc switching", &TC_SWITCHING);
 }
 
 #[test]
 fn golden_packets_xdp_switching() {
+    switching_run("xdp", 69, false, "xdp switching", &XDP_SWITCHING);
+}
+
+/// Events (`switch monitor`) change no verdict and no byte: the same inputs with events on
+/// give the same digests.
+#[test]
+fn golden_packets_tc_switching_with_events_on() {
+    switching_run("tc", 70, true, "tc switching, events on", &TC_SWITCHING);
+}
+
+/// The same for XDP.
+#[test]
+fn golden_packets_xdp_switching_with_events_on() {
+    switching_run("xdp", 71, true, "xdp switching, events on", &XDP_SWITCHING);
+}
+
+/// Runs every switching input through the switching program of `datapath` ("tc" or "xdp") on
+/// a fresh bed on network `net`, with the datapath's events on or off, and checks the group
+/// `name`'s digests against `want` (and, with events on, that the event path ran).
+fn switching_run(datapath: &str, net: u8, events: bool, name: &'static str, want: &Golden) {
     let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "xdp", 69);
-    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
-    let mut rec = Recorder::new("xdp switching");
+    let (sw, ports) = switching_bed(&mut sb, datapath, net);
+    if events {
+        events_on(&sw);
+    }
+    let prog = Switching::open(datapath, &sw);
+    let mut rec = Recorder::new(name);
     for (port, f) in switching_inputs() {
-        let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
+        let out = prog.run(&f, ports[port]);
         rec.record(port as u8, &f, &out);
     }
-    rec.check(&XDP_SWITCHING);
+    rec.check(want);
+    if events {
+        assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
+    }
+}
+
+/// The switching program of a bed, of either kind.
+enum Switching {
+    Tc(bpf::SchedClassifier),
+    Xdp(bpf::Xdp),
+}
+
+impl Switching {
+    /// The program `switch up` pinned for switch `sw` of `datapath` ("tc" or "xdp").
+    fn open(datapath: &str, sw: &str) -> Self {
+        if datapath == "tc" {
+            Self::Tc(bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap())
+        } else {
+            Self::Xdp(bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap())
+        }
+    }
+
+    /// Runs frame `f` arriving on `ifindex`.
+    fn run(&self, f: &[u8], ifindex: u32) -> Outcome {
+        match self {
+            Self::Tc(prog) => bpf::run_tc(prog, f, ifindex).unwrap(),
+            Self::Xdp(prog) => bpf::run_xdp(prog, f, ifindex).unwrap(),
+        }
+    }
 }
 
 /// Turns the datapath's events on (`switch monitor`'s CONFIG flag) for the bed of `sw`.
@@ -256,39 +291,6 @@ fn events_on(sw: &str) {
     let mut c = config.get(&0, 0).unwrap();
     c.flags |= switch_common::CFG_F_EVENTS;
     config.set(0, c, 0).unwrap();
-}
-
-/// Events (`switch monitor`) change no verdict and no byte: the same inputs with events on
-/// give the same digests.
-#[test]
-fn golden_packets_tc_switching_with_events_on() {
-    let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "tc", 70);
-    events_on(&sw);
-    let prog = bpf::tc_program(&format!("/sys/fs/bpf/switch/{sw}/prog_ingress")).unwrap();
-    let mut rec = Recorder::new("tc switching, events on");
-    for (port, f) in switching_inputs() {
-        let out = bpf::run_tc(&prog, &f, ports[port]).unwrap();
-        rec.record(port as u8, &f, &out);
-    }
-    rec.check(&TC_SWITCHING);
-    assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
-}
-
-/// The same for XDP.
-#[test]
-fn golden_packets_xdp_switching_with_events_on() {
-    let mut sb = Sandbox::new();
-    let (sw, ports) = switching_bed(&mut sb, "xdp", 71);
-    events_on(&sw);
-    let prog = bpf::xdp_program(&format!("/sys/fs/bpf/switch/{sw}/prog_xdp")).unwrap();
-    let mut rec = Recorder::new("xdp switching, events on");
-    for (port, f) in switching_inputs() {
-        let out = bpf::run_xdp(&prog, &f, ports[port]).unwrap();
-        rec.record(port as u8, &f, &out);
-    }
-    rec.check(&XDP_SWITCHING);
-    assert!(events_emitted(&sw), "no event in the ring: the event path did not run");
 }
 
 /// Whether the bed's EVENTS ring buffer holds an event.
@@ -411,26 +413,44 @@ struct NatOutputs {
     events: bool,
 }
 
-/// Runs the NAT group's inputs on a fresh bed, with the datapath's events on or off.
+/// Runs the NAT group's inputs on a fresh bed, with the datapath's events on or off: the
+/// inputs of each test of nat_packets.rs in turn, then its randomised run. The order of the
+/// steps is the order of the recorded inputs: do not change it.
 fn nat_outputs(events: bool) -> NatOutputs {
     let mut r = NatRun::new();
     if events {
         events_on(&r.bed.sw);
     }
+    send_translations(&mut r);
+    send_malformed(&mut r);
+    send_checksum_edges(&mut r);
+    send_tcp_states_and_timeouts(&mut r);
+    send_masquerade(&mut r);
+    send_reply_shortcut(&mut r);
+    // random_packets_keep_the_nat_invariants, with its seed not mixed with the process id.
+    let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+    let conns = send_random_packets(&mut r, &mut rng);
+    send_random_replies(&mut r, &mut rng, &conns);
+    let got = Golden { ..r.rec.got };
+    let emitted = events_emitted(&r.bed.sw);
+    NatOutputs { rec: r.rec, got, events: emitted }
+}
+
+/// A namespace of the segment that masquerades, and the remote it talks to.
+const SEGMENT_HOST: [u8; 4] = [10, 118, 0, 7];
+const REMOTE: [u8; 4] = [198, 51, 100, 1];
+
+/// The inputs of dnat_and_reverse_translation_byte_for_byte.
+fn send_translations(r: &mut NatRun) {
     let (client, uplink_ip, target) = (r.bed.client, r.bed.uplink_ip, r.bed.target);
     let (port, udp_port) = (r.bed.tcp_port, r.bed.udp_port);
-    let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
-    let from_client = |sport, flags| packet(TCP, client, uplink_ip, sport, port, flags, false);
-    let from_server = |sport, flags| packet(TCP, target, client, 80, sport, flags, false);
-
-    // dnat_and_reverse_translation_byte_for_byte
-    r.send(NAT_IN, &syn(40000));
-    r.send(NAT_OUT, &from_server(40000, SYN | ACK));
-    r.send(NAT_IN, &from_client(40000, ACK));
-    let mut fragment = syn(40003);
+    r.send(NAT_IN, &r.bed.syn(40000));
+    r.send(NAT_OUT, &r.bed.from_server(40000, SYN | ACK));
+    r.send(NAT_IN, &r.bed.from_client(40000, ACK));
+    let mut fragment = r.bed.syn(40003);
     fragment[20] |= 0x20;
     for f in [
-        from_client(40001, ACK),
+        r.bed.from_client(40001, ACK),
         packet(TCP, client, uplink_ip, 40002, port + 2, SYN, false),
         fragment,
         packet(TCP, client, [172, 31, 118, 9], 40004, port, SYN, false),
@@ -442,52 +462,23 @@ fn nat_outputs(events: bool) -> NatOutputs {
         r.send(NAT_IN, &packet(UDP, client, uplink_ip, sport, udp_port, 0, zero));
         r.send(NAT_OUT, &packet(UDP, target, client, 53, sport, 0, zero));
     }
+}
 
-    // every_malformed_class_is_left_alone_and_options_are_handled
-    let set_total = |f: &mut Vec<u8>, delta: i32| {
-        let total = (i32::from(u16::from_be_bytes([f[16], f[17]])) + delta) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-    };
-    let mut cases: Vec<Vec<u8>> = vec![];
-    let mut f = syn(41000);
-    f[14] = 0x44;
-    cases.push(f);
-    let mut f = syn(41001);
-    set_total(&mut f, 10);
-    cases.push(f);
-    let mut f = syn(41002);
-    f[16..18].copy_from_slice(&30u16.to_be_bytes());
-    cases.push(f);
-    let mut f = syn(41003);
-    f[20] |= 0x20;
-    cases.push(f);
-    let mut f = syn(41004);
-    f[20..22].copy_from_slice(&100u16.to_be_bytes());
-    cases.push(f);
-    let s = syn(41005);
-    let mut f = s[..12].to_vec();
-    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
-    f.extend_from_slice(&s[12..]);
-    cases.push(f);
-    let mut f = syn(41006);
-    f[12..14].copy_from_slice(&[0x86, 0xdd]);
-    cases.push(f);
-    let mut f = syn(41007);
-    f[14] = 0x65;
-    cases.push(f);
-    let mut f = syn(41008)[..44].to_vec();
-    f[16..18].copy_from_slice(&30u16.to_be_bytes());
-    cases.push(f);
-    let mut f = syn(41009);
-    f[23] = 1;
-    cases.push(f);
-    cases.push(with_ip_options(&syn(41010)));
+/// The inputs of every_malformed_class_is_left_alone_and_options_are_handled.
+fn send_malformed(r: &mut NatRun) {
+    let (client, uplink_ip, port) = (r.bed.client, r.bed.uplink_ip, r.bed.tcp_port);
+    let mut cases: Vec<Vec<u8>> = r.bed.malformed_syns().into_iter().map(|(_, f)| f).collect();
+    cases.push(with_ip_options(&r.bed.syn(41010)));
     cases.push(packet_with(TCP, client, uplink_ip, 41011, port, SYN, false, &[7; 3000]));
     for f in &cases {
         r.send(NAT_IN, f);
     }
+}
 
-    // checksum_edges_zero_and_ffff
+/// The inputs of checksum_edges_zero_and_ffff.
+fn send_checksum_edges(r: &mut NatRun) {
+    let (client, uplink_ip, target) = (r.bed.client, r.bed.uplink_ip, r.bed.target);
+    let (port, udp_port) = (r.bed.tcp_port, r.bed.udp_port);
     let payload = zeroing_payload(UDP, client, target, 50010, 53, 0);
     r.send(NAT_IN, &packet_with(UDP, client, uplink_ip, 50010, udp_port, 0, false, &payload));
     let payload = zeroing_payload(UDP, uplink_ip, client, udp_port, 50010, 0);
@@ -498,56 +489,67 @@ fn nat_outputs(events: bool) -> NatOutputs {
     r.send(NAT_IN, &packet_with(TCP, client, uplink_ip, 40010, port, SYN, false, &payload));
     let payload = zeroing_payload(TCP, client, uplink_ip, 40011, port, SYN);
     r.send(NAT_IN, &packet_with(TCP, client, uplink_ip, 40011, port, SYN, false, &payload));
+}
 
-    // connection_table_follows_tcp_states_and_times_out
-    let keys = |sport: u16| [ct_key(TCP, client, uplink_ip, sport, port), ct_key(TCP, target, client, 80, sport)];
-    r.send(NAT_IN, &syn(40100));
-    r.send(NAT_IN, &syn(40100));
-    r.send(NAT_OUT, &from_server(40100, SYN | ACK));
-    r.send(NAT_IN, &from_client(40100, ACK));
-    r.send(NAT_IN, &from_client(40100, FIN | ACK));
-    r.age(&keys(40100), timeout_ns(CT_CLOSING) + 2_000_000_000);
-    r.send(NAT_IN, &from_client(40100, ACK));
-    r.send(NAT_OUT, &from_server(40100, ACK));
-    r.send(NAT_IN, &syn(40100));
-    r.send(NAT_IN, &syn(40101));
-    r.send(NAT_OUT, &from_server(40101, SYN | ACK));
-    r.send(NAT_OUT, &from_server(40101, RST));
+/// The inputs of connection_table_follows_tcp_states_and_times_out.
+fn send_tcp_states_and_timeouts(r: &mut NatRun) {
+    let (client, uplink_ip, target, udp_port) = (r.bed.client, r.bed.uplink_ip, r.bed.target, r.bed.udp_port);
+    r.send(NAT_IN, &r.bed.syn(40100));
+    r.send(NAT_IN, &r.bed.syn(40100));
+    r.send(NAT_OUT, &r.bed.from_server(40100, SYN | ACK));
+    r.send(NAT_IN, &r.bed.from_client(40100, ACK));
+    r.send(NAT_IN, &r.bed.from_client(40100, FIN | ACK));
+    r.age(&r.bed.keys(40100), timeout_ns(CT_CLOSING) + 2_000_000_000);
+    r.send(NAT_IN, &r.bed.from_client(40100, ACK));
+    r.send(NAT_OUT, &r.bed.from_server(40100, ACK));
+    r.send(NAT_IN, &r.bed.syn(40100));
+    r.send(NAT_IN, &r.bed.syn(40101));
+    r.send(NAT_OUT, &r.bed.from_server(40101, SYN | ACK));
+    r.send(NAT_OUT, &r.bed.from_server(40101, RST));
     r.send(NAT_IN, &packet(UDP, client, uplink_ip, 50100, udp_port, 0, false));
     let udp_keys = [ct_key(UDP, client, uplink_ip, 50100, udp_port), ct_key(UDP, target, client, 53, 50100)];
     r.age(&udp_keys, timeout_ns(CT_UDP) - 2_000_000_000);
     r.send(NAT_OUT, &packet(UDP, target, client, 53, 50100, 0, false));
     r.age(&udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
     r.send(NAT_OUT, &packet(UDP, target, client, 53, 50100, 0, false));
+}
 
-    // Masquerade: new outbound connections keep their own source port (free here), their
-    // answers come back; then more packets of them both ways.
-    let segment_host = [10, 118, 0, 7];
-    let remote = [198, 51, 100, 1];
+/// Masquerade: new outbound connections keep their own source port (free here), their
+/// answers come back; then more packets of them both ways.
+fn send_masquerade(r: &mut NatRun) {
+    let uplink_ip = r.bed.uplink_ip;
     for proto in [TCP, UDP] {
         let flags = if proto == TCP { SYN } else { 0 };
-        r.send(NAT_OUT, &packet(proto, segment_host, remote, 5000, 443, flags, false));
-        r.send(NAT_IN, &packet(proto, remote, uplink_ip, 443, 5000, flags | ACK, false));
-        r.send(NAT_OUT, &packet(proto, segment_host, remote, 5000, 443, ACK, false));
-        r.send(NAT_IN, &packet(proto, remote, uplink_ip, 443, 5000, FIN | ACK, false));
+        r.send(NAT_OUT, &packet(proto, SEGMENT_HOST, REMOTE, 5000, 443, flags, false));
+        r.send(NAT_IN, &packet(proto, REMOTE, uplink_ip, 443, 5000, flags | ACK, false));
+        r.send(NAT_OUT, &packet(proto, SEGMENT_HOST, REMOTE, 5000, 443, ACK, false));
+        r.send(NAT_IN, &packet(proto, REMOTE, uplink_ip, 443, 5000, FIN | ACK, false));
     }
+}
 
-    // replies_leave_for_the_uplink_straight_from_the_switch, and nat_gateway.
-    r.send(NAT_IN, &syn(40200));
+/// The inputs of replies_leave_for_the_uplink_straight_from_the_switch, and nat_gateway.
+fn send_reply_shortcut(r: &mut NatRun) {
+    let (client, target) = (r.bed.client, r.bed.target);
+    r.send(NAT_IN, &r.bed.syn(40200));
     let mut hello = frame([0xff; 6], GATEWAY_MAC, 0x88b5, 46);
     hello[6..12].copy_from_slice(&GATEWAY_MAC);
     r.send(SWITCH_FROM_GW, &hello);
-    r.send(SWITCH_FROM_WEB, &to_gateway(from_server(40200, SYN | ACK)));
-    r.send(SWITCH_FROM_WEB, &to_gateway(from_server(40999, SYN | ACK)));
-    r.send(SWITCH_FROM_WEB, &to_gateway(ttl_one(from_server(40200, ACK))));
+    r.send(SWITCH_FROM_WEB, &to_gateway(r.bed.from_server(40200, SYN | ACK)));
+    r.send(SWITCH_FROM_WEB, &to_gateway(r.bed.from_server(40999, SYN | ACK)));
+    r.send(SWITCH_FROM_WEB, &to_gateway(ttl_one(r.bed.from_server(40200, ACK))));
     r.send(SWITCH_FROM_WEB, &to_gateway(packet(UDP, target, client, 53, 50000, 0, false)));
-    r.send(NAT_GATEWAY, &to_gateway(from_server(40200, ACK)));
-    r.send(NAT_GATEWAY, &to_gateway(ttl_one(from_server(40200, ACK))));
-    r.send(NAT_GATEWAY, &to_gateway(from_server(40998, ACK)));
-    r.send(NAT_GATEWAY, &to_gateway(packet(TCP, segment_host, remote, 5000, 443, ACK, false)));
+    r.send(NAT_GATEWAY, &to_gateway(r.bed.from_server(40200, ACK)));
+    r.send(NAT_GATEWAY, &to_gateway(ttl_one(r.bed.from_server(40200, ACK))));
+    r.send(NAT_GATEWAY, &to_gateway(r.bed.from_server(40998, ACK)));
+    r.send(NAT_GATEWAY, &to_gateway(packet(TCP, SEGMENT_HOST, REMOTE, 5000, 443, ACK, false)));
+}
 
-    // random_packets_keep_the_nat_invariants, with its seed not mixed with the process id.
-    let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+/// The randomised run's packets: arbitrary bytes, or TCP/UDP to a forwarded port (inbound) or
+/// from the segment (outbound), a few bytes overwritten. Returns the inbound connections
+/// made, (protocol, client port).
+fn send_random_packets(r: &mut NatRun, rng: &mut Rng) -> Vec<(u8, u16)> {
+    let (client, uplink_ip) = (r.bed.client, r.bed.uplink_ip);
+    let (port, udp_port) = (r.bed.tcp_port, r.bed.udp_port);
     let mut conns: Vec<(u8, u16)> = vec![];
     for _ in 0..3000 {
         let inbound = rng.next_u64().is_multiple_of(2);
@@ -563,7 +565,7 @@ fn nat_outputs(events: bool) -> NatOutputs {
                 conns.push((proto, sport));
                 packet_with(proto, client, uplink_ip, sport, dport, flags, false, &payload)
             } else {
-                packet_with(proto, segment_host, client, sport, 443, flags, false, &payload)
+                packet_with(proto, SEGMENT_HOST, client, sport, 443, flags, false, &payload)
             };
             for _ in 0..rng.next_u64() % 4 {
                 let at = (rng.next_u64() % f.len() as u64) as usize;
@@ -576,11 +578,16 @@ fn nat_outputs(events: bool) -> NatOutputs {
         }
         r.send(if inbound { NAT_IN } else { NAT_OUT }, &f);
     }
-    // Replies of those connections (most made an entry), a few bytes overwritten, through
-    // each of the three places that translate replies: nat_egress on the uplink, the shortcut
-    // in switch_ingress, nat_gateway on the gateway's host end. Addresses, ports and the IHL
-    // stay as they are: a reply that no entry matches is masqueraded by nat_egress, and two
-    // such flows wanting the same port would make the second one's port depend on the clock.
+    conns
+}
+
+/// Replies of the random run's connections (most made an entry), a few bytes overwritten,
+/// through each of the three places that translate replies: nat_egress on the uplink, the
+/// shortcut in switch_ingress, nat_gateway on the gateway's host end. Addresses, ports and the
+/// IHL stay as they are: a reply that no entry matches is masqueraded by nat_egress, and two
+/// such flows wanting the same port would make the second one's port depend on the clock.
+fn send_random_replies(r: &mut NatRun, rng: &mut Rng, conns: &[(u8, u16)]) {
+    let (client, target) = (r.bed.client, r.bed.target);
     for _ in 0..1500 {
         let (proto, sport) = conns[(rng.next_u64() % conns.len() as u64) as usize];
         let from = if proto == TCP { 80 } else { 53 };
@@ -596,7 +603,4 @@ fn nat_outputs(events: bool) -> NatOutputs {
         }
         r.send([NAT_OUT, SWITCH_FROM_WEB, NAT_GATEWAY][(rng.next_u64() % 3) as usize], &f);
     }
-    let got = Golden { ..r.rec.got };
-    let emitted = events_emitted(&r.bed.sw);
-    NatOutputs { rec: r.rec, got, events: emitted }
 }

@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader, Read as _},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -31,16 +31,6 @@ import sys, urllib.request
 print(urllib.request.urlopen(f"http://{sys.argv[1]}/", timeout=3).read().decode())
 "#;
 
-/// A child process killed (if still running) and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `switch metrics serve` on a port the kernel picks; its URL is read from its first line.
 struct Server {
     child: Reaped,
@@ -54,7 +44,7 @@ impl Server {
 
     /// The server with extra environment (a failpoint).
     fn start_with(env: &[(&str, &str)]) -> Self {
-        let mut child = Reaped(
+        let mut child = Reaped::new(
             Command::new(switch_bin())
                 .args(["metrics", "serve", "--listen", "127.0.0.1:0"])
                 .envs(env.iter().copied())
@@ -64,7 +54,7 @@ impl Server {
                 .unwrap(),
         );
         let mut line = String::new();
-        BufReader::new(child.0.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -83,17 +73,17 @@ impl Server {
     /// SIGTERM, then the exit status and what the server said on stderr.
     fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.0.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            if let Some(s) = self.child.0.try_wait().unwrap() {
+            if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "metrics serve did not stop within 10 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut err = String::new();
-        if let Some(stderr) = self.child.0.stderr.as_mut() {
+        if let Some(stderr) = self.child.stderr.as_mut() {
             stderr.read_to_string(&mut err).unwrap();
         }
         (status, err)
@@ -166,26 +156,70 @@ fn promtool_accepts(text: &str) {
 /// What `switch stats`, `switch tables` and `switch forward list` say about `sw`, as the
 /// samples the metrics must have.
 fn expected(sw: &str, dp: &str) -> BTreeMap<Key, f64> {
-    let mut want = BTreeMap::new();
-    let mut put = |name: &str, l: BTreeMap<String, String>, v: Option<u64>| {
-        if let Some(v) = v {
-            want.insert((name.to_owned(), l), v as f64);
-        }
-    };
+    let mut want = Want::default();
     let stats = json(&["stats", "--switch", sw]);
     for p in stats["ports"].as_array().unwrap() {
+        want.port(sw, dp, p);
+    }
+    let sl = labels(&[("switch", sw), ("datapath", dp)]);
+    if !stats["switch"].is_null() {
+        want.put("switch_nat_refused_connections_total", &sl, counter(&stats["switch"], "nat_refused"));
+        want.put("switch_unsolicited_routed_packets_total", &sl, counter(&stats["switch"], "unsolicited_routed"));
+        want.put("switch_unreplied_evicted_connections_total", &sl, counter(&stats["switch"], "unreplied_evicted"));
+        want.put("switch_icmp_refused_packets_total", &sl, counter(&stats["switch"], "icmp_refused"));
+        want.put(
+            "switch_masquerade_share_refused_connections_total",
+            &sl,
+            counter(&stats["switch"], "masquerade_share"),
+        );
+    }
+    if is_ebpf(dp) {
+        for t in json(&["tables", "--switch", sw]).as_array().unwrap() {
+            want.table(sw, dp, t);
+        }
+    }
+    for f in json(&["forward", "list", "--switch", sw]).as_array().unwrap() {
+        want.forward(dp, f);
+    }
+    want.0
+}
+
+/// The samples the metrics must have, gathered from the CLI's rows.
+#[derive(Default)]
+struct Want(BTreeMap<Key, f64>);
+
+impl Want {
+    /// Sample `name` with labels `l` when the CLI gave a value.
+    fn put(&mut self, name: &str, l: &BTreeMap<String, String>, v: Option<u64>) {
+        if let Some(v) = v {
+            self.0.insert((name.to_owned(), l.clone()), v as f64);
+        }
+    }
+
+    /// Each field of `row` named in `fields` (metric name, field), with labels `l`.
+    fn fields(&mut self, l: &BTreeMap<String, String>, row: &Value, fields: &[(&str, &str)]) {
+        for (name, field) in fields {
+            self.put(name, l, counter(row, field));
+        }
+    }
+
+    /// The samples of port `p` (a `switch stats` row) of `sw`: its counters, and its drops by
+    /// reason where it counts drops ("other" for those no reason names).
+    fn port(&mut self, sw: &str, dp: &str, p: &Value) {
         let (ns, port) = (p["namespace"].as_str().unwrap(), p["interface"].as_str().unwrap());
         let l = labels(&[("switch", sw), ("datapath", dp), ("namespace", ns), ("port", port)]);
-        for (name, field) in [
-            ("switch_port_rx_packets_total", "rx_packets"),
-            ("switch_port_rx_bytes_total", "rx_bytes"),
-            ("switch_port_tx_packets_total", "tx_packets"),
-            ("switch_port_tx_bytes_total", "tx_bytes"),
-            ("switch_port_flooded_packets_total", "flooded"),
-            ("switch_port_tx_errors_total", "tx_errors"),
-        ] {
-            put(name, l.clone(), counter(p, field));
-        }
+        self.fields(
+            &l,
+            p,
+            &[
+                ("switch_port_rx_packets_total", "rx_packets"),
+                ("switch_port_rx_bytes_total", "rx_bytes"),
+                ("switch_port_tx_packets_total", "tx_packets"),
+                ("switch_port_tx_bytes_total", "tx_bytes"),
+                ("switch_port_flooded_packets_total", "flooded"),
+                ("switch_port_tx_errors_total", "tx_errors"),
+            ],
+        );
         if let Some(dropped) = counter(p, "dropped") {
             let mut named = 0;
             for reason in ["malformed", "spoofed_mac", "spoofed_ip", "spoofed_arp", "mac_limit", "tagged"] {
@@ -193,29 +227,21 @@ fn expected(sw: &str, dp: &str) -> BTreeMap<Key, f64> {
                 named += v;
                 let mut l = l.clone();
                 l.insert("reason".into(), reason.into());
-                put("switch_port_dropped_packets_total", l, Some(v));
+                self.put("switch_port_dropped_packets_total", &l, Some(v));
             }
             let mut l = l.clone();
             l.insert("reason".into(), "other".into());
-            put("switch_port_dropped_packets_total", l, Some(dropped - named));
+            self.put("switch_port_dropped_packets_total", &l, Some(dropped - named));
         }
     }
-    let sl = labels(&[("switch", sw), ("datapath", dp)]);
-    if !stats["switch"].is_null() {
-        put("switch_nat_refused_connections_total", sl.clone(), counter(&stats["switch"], "nat_refused"));
-        put("switch_unsolicited_routed_packets_total", sl.clone(), counter(&stats["switch"], "unsolicited_routed"));
-        put("switch_unreplied_evicted_connections_total", sl.clone(), counter(&stats["switch"], "unreplied_evicted"));
-        put("switch_icmp_refused_packets_total", sl.clone(), counter(&stats["switch"], "icmp_refused"));
-        put(
-            "switch_masquerade_share_refused_connections_total",
-            sl.clone(),
-            counter(&stats["switch"], "masquerade_share"),
-        );
-    }
-    if is_ebpf(dp) {
-        for t in json(&["tables", "--switch", sw]).as_array().unwrap() {
-            let l = labels(&[("switch", sw), ("datapath", dp), ("table", t["table"].as_str().unwrap())]);
-            for (name, field) in [
+
+    /// The samples of table `t` (a `switch tables` row) of `sw`.
+    fn table(&mut self, sw: &str, dp: &str, t: &Value) {
+        let l = labels(&[("switch", sw), ("datapath", dp), ("table", t["table"].as_str().unwrap())]);
+        self.fields(
+            &l,
+            t,
+            &[
                 ("switch_table_entries", "entries"),
                 ("switch_table_expired_entries", "expired"),
                 ("switch_table_capacity_entries", "capacity"),
@@ -223,34 +249,32 @@ fn expected(sw: &str, dp: &str) -> BTreeMap<Key, f64> {
                 ("switch_table_removed_entries_total", "removed"),
                 ("switch_table_evicted_entries_total", "evicted"),
                 ("switch_table_refused_entries_total", "refused"),
-            ] {
-                put(name, l.clone(), counter(t, field));
-            }
-        }
+            ],
+        );
     }
-    for f in json(&["forward", "list", "--switch", sw]).as_array().unwrap() {
-        let s = |k: &str| f[k].as_str().unwrap().to_owned();
-        let l: BTreeMap<String, String> = [
+
+    /// The samples of forward `f` (a `switch forward list` row).
+    fn forward(&mut self, dp: &str, f: &Value) {
+        let s = |k: &str| f[k].as_str().unwrap();
+        let l = labels(&[
             ("switch", s("switch")),
-            ("datapath", dp.to_owned()),
+            ("datapath", dp),
             ("namespace", s("namespace")),
             ("proto", s("proto")),
             ("host_ports", s("host_ports")),
             ("to", s("to")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (name, field) in [
-            ("switch_forward_packets_total", "packets"),
-            ("switch_forward_bytes_total", "bytes"),
-            ("switch_forward_connections_total", "connections"),
-            ("switch_forward_active_connections", "active"),
-        ] {
-            put(name, l.clone(), counter(f, field));
-        }
+        ]);
+        self.fields(
+            &l,
+            f,
+            &[
+                ("switch_forward_packets_total", "packets"),
+                ("switch_forward_bytes_total", "bytes"),
+                ("switch_forward_connections_total", "connections"),
+                ("switch_forward_active_connections", "active"),
+            ],
+        );
     }
-    want
 }
 
 /// Scrapes, reads the CLI's numbers, scrapes again: when nothing moved between the two
@@ -284,83 +308,21 @@ fn metrics_serve_agrees_with_the_cli_and_stops_on_sigterm() {
     let br = sb.switch("br", "bridge", &[]);
     let lone = sb.port(&br, "lone", "10.141.0.1/24", &[]);
 
-    let server_in_web = Reaped(spawn_until(
+    let server_in_web = spawn_until(
         Command::new(switch_bin()).args(["ns", "exec", &web, "--", "python3", "-c", HTTP_SERVER]).stderr(Stdio::null()),
         "ready",
-    ));
+    );
     ok(&["forward", "add", "--proto", "tcp", "--host-port", "14080", "--to", &format!("{web}:80"), "--switch", &sw]);
-
-    // Traffic: switched (ping), forwarded (HTTP from outside), and a drop by port security
-    // (a frame from another source address than the port's).
-    assert!(ping(&peer, "10.140.0.10", 5));
-    for _ in 0..3 {
-        let r = out.python(HTTP_GET, &["172.31.140.1:14080"]);
-        assert_eq!(r.stdout.trim(), "hello", "{r:?}");
-    }
-    let r = exec(&peer, &["ip", "addr", "add", "10.140.0.99/24", "dev", "eth0"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert!(!ping_from(&peer, "10.140.0.99", "10.140.0.10"), "port security let a foreign source through");
-    // Frames on the bridge's port too (an unanswered ARP request is enough).
-    let _ = exec(&lone, &["ping", "-c", "1", "-W", "1", "10.141.0.2"]);
+    traffic_of_every_kind(&out, &peer, &lone);
 
     let server = Server::start();
     let text = scrape_matches_cli(&server, &[(&sw, "tc"), (&br, "bridge")]);
     promtool_accepts(&text);
     let got = samples(&text);
-    let web_port =
-        labels(
-            &[
-                ("switch", &sw),
-                ("datapath", "tc"),
-                ("namespace", &web),
-                (
-                    "port",
-                    json(&["ns", "list"]).as_array().unwrap().iter().find(|r| r["namespace"] == web.as_str()).unwrap()
-                        ["host_interface"]
-                        .as_str()
-                        .unwrap(),
-                ),
-            ],
-        );
+    let web_port = port_labels(&sw, "tc", &web);
     assert!(got[&("switch_port_rx_packets_total".to_owned(), web_port.clone())] >= 5.0, "{text}");
-    let spoofed = got
-        .iter()
-        .find(|((n, l), _)| {
-            n == "switch_port_dropped_packets_total" && l["namespace"] == peer && l["reason"] == "spoofed_ip"
-        })
-        .unwrap_or_else(|| panic!("no spoofed_ip drops of {peer}:\n{text}"));
-    assert!(*spoofed.1 >= 2.0, "{text}");
-    let lone_rx = of_switch(&got, &br)
-        .into_iter()
-        .find(|((n, l), _)| n == "switch_port_rx_packets_total" && l["namespace"] == lone)
-        .unwrap_or_else(|| panic!("no port metrics of the bridge switch:\n{text}"));
-    assert!(lone_rx.1 >= 1.0, "{text}");
-    let fwd = got
-        .iter()
-        .find(|((n, l), _)| n == "switch_forward_connections_total" && l["switch"] == sw)
-        .unwrap_or_else(|| panic!("no forward metrics:\n{text}"));
-    assert_eq!(*fwd.1, 3.0, "three HTTP connections through the forward");
-    assert_eq!(fwd.0.1["host_ports"], "14080");
-    // Every family is documented and typed; counters end in _total, gauges do not.
-    for fam in families(&text) {
-        let (name, kind) = fam.split_once(' ').unwrap();
-        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
-        assert_eq!(name.ends_with("_total"), kind == "counter", "{fam}");
-    }
-    // The bridge keeps no flood or drop counts: no made-up zeros for it.
-    assert!(
-        !of_switch(&got, &br).keys().any(|(n, _)| n.starts_with("switch_port_flooded") || n.contains("dropped")),
-        "{text}"
-    );
-
-    // `switch metrics` once: the same families, the same series of this switch.
-    let once = ok(&["metrics"]);
-    promtool_accepts(&once);
-    assert_eq!(families(&once), families(&text));
-    let keys = |t: &str, s: &str| of_switch(&samples(t), s).into_keys().collect::<BTreeSet<_>>();
-    assert_eq!(keys(&once, &sw), keys(&text, &sw));
-    let once_json = json(&["metrics"]);
-    assert!(once_json["switches"].as_array().unwrap().iter().any(|s| s["switch"] == sw.as_str()), "{once_json}");
+    the_traffic_is_in_the_scrape(&text, &sw, &br, [&peer, &lone]);
+    the_command_says_what_the_server_does(&text, &sw);
 
     // Every scrape reads fresh numbers, and a switch that goes away is gone from the next
     // one; the server goes on.
@@ -383,6 +345,76 @@ fn metrics_serve_agrees_with_the_cli_and_stops_on_sigterm() {
     assert_eq!(Snapshot::take(&sb.prefix), clean, "left something behind on the uplink");
     drop(out);
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "left something behind");
+}
+
+/// Traffic: switched (ping from `peer` to web), forwarded (HTTP from outside, three
+/// connections), a drop by port security (a frame from another source address than the
+/// port's), and frames on the bridge's port `lone` too (an unanswered ARP request is enough).
+fn traffic_of_every_kind(out: &Outside, peer: &str, lone: &str) {
+    assert!(ping(peer, "10.140.0.10", 5));
+    for _ in 0..3 {
+        let r = out.python(HTTP_GET, &["172.31.140.1:14080"]);
+        assert_eq!(r.stdout.trim(), "hello", "{r:?}");
+    }
+    let r = exec(peer, &["ip", "addr", "add", "10.140.0.99/24", "dev", "eth0"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!ping_from(peer, "10.140.0.99", "10.140.0.10"), "port security let a foreign source through");
+    let _ = exec(lone, &["ping", "-c", "1", "-W", "1", "10.141.0.2"]);
+}
+
+/// The labels of the port of namespace `ns` on switch `sw` of datapath `dp`.
+fn port_labels(sw: &str, dp: &str, ns: &str) -> BTreeMap<String, String> {
+    let rows = json(&["ns", "list"]);
+    let row = rows.as_array().unwrap().iter().find(|r| r["namespace"] == ns).unwrap();
+    labels(&[("switch", sw), ("datapath", dp), ("namespace", ns), ("port", row["host_interface"].as_str().unwrap())])
+}
+
+/// Scrape `text` shows what `traffic_of_every_kind` did: `peer`'s spoofed drops, `lone`'s
+/// frames on bridge switch `br`, the forward's connections on `sw`; every family documented
+/// and typed; and no made-up zeros for the bridge.
+fn the_traffic_is_in_the_scrape(text: &str, sw: &str, br: &str, [peer, lone]: [&str; 2]) {
+    let got = samples(text);
+    let spoofed = got
+        .iter()
+        .find(|((n, l), _)| {
+            n == "switch_port_dropped_packets_total" && l["namespace"] == peer && l["reason"] == "spoofed_ip"
+        })
+        .unwrap_or_else(|| panic!("no spoofed_ip drops of {peer}:\n{text}"));
+    assert!(*spoofed.1 >= 2.0, "{text}");
+    let lone_rx = of_switch(&got, br)
+        .into_iter()
+        .find(|((n, l), _)| n == "switch_port_rx_packets_total" && l["namespace"] == lone)
+        .unwrap_or_else(|| panic!("no port metrics of the bridge switch:\n{text}"));
+    assert!(lone_rx.1 >= 1.0, "{text}");
+    let fwd = got
+        .iter()
+        .find(|((n, l), _)| n == "switch_forward_connections_total" && l["switch"] == sw)
+        .unwrap_or_else(|| panic!("no forward metrics:\n{text}"));
+    assert_eq!(*fwd.1, 3.0, "three HTTP connections through the forward");
+    assert_eq!(fwd.0.1["host_ports"], "14080");
+    // Every family is documented and typed; counters end in _total, gauges do not.
+    for fam in families(text) {
+        let (name, kind) = fam.split_once(' ').unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP");
+        assert_eq!(name.ends_with("_total"), kind == "counter", "{fam}");
+    }
+    // The bridge keeps no flood or drop counts: no made-up zeros for it.
+    assert!(
+        !of_switch(&got, br).keys().any(|(n, _)| n.starts_with("switch_port_flooded") || n.contains("dropped")),
+        "{text}"
+    );
+}
+
+/// `switch metrics` once: the same families as scrape `text`, the same series of switch `sw`,
+/// and `sw` in its JSON.
+fn the_command_says_what_the_server_does(text: &str, sw: &str) {
+    let once = ok(&["metrics"]);
+    promtool_accepts(&once);
+    assert_eq!(families(&once), families(text));
+    let keys = |t: &str, s: &str| of_switch(&samples(t), s).into_keys().collect::<BTreeSet<_>>();
+    assert_eq!(keys(&once, sw), keys(text, sw));
+    let once_json = json(&["metrics"]);
+    assert!(once_json["switches"].as_array().unwrap().iter().any(|s| s["switch"] == sw), "{once_json}");
 }
 
 /// The HTTP status of one `curl` of `url` (`000`: no answer within `secs`).
@@ -410,13 +442,13 @@ fn a_flood_of_scrapes_is_bounded_and_holds_back_no_command() {
     ]);
     // What the server says on stderr, line by line.
     let (tx, said) = std::sync::mpsc::channel();
-    let stderr = server.child.0.stderr.take().unwrap();
+    let stderr = server.child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let held: Vec<Reaped> = (0..4).map(|_| Reaped(curl_status(&server.url, 60).spawn().unwrap())).collect();
+    let held: Vec<Reaped> = (0..4).map(|_| Reaped::new(curl_status(&server.url, 60).spawn().unwrap())).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stalled = 0;
     while stalled < 4 {
@@ -436,7 +468,7 @@ fn a_flood_of_scrapes_is_bounded_and_holds_back_no_command() {
     for curl in held {
         let mut curl = curl;
         let mut code = String::new();
-        curl.0.stdout.take().unwrap().read_to_string(&mut code).unwrap();
+        curl.stdout.take().unwrap().read_to_string(&mut code).unwrap();
         assert_eq!(code, "200", "a held scrape, released");
     }
     // The permits are back: scraping goes on, with the new port.

@@ -78,13 +78,7 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            if !within(|| matches!(self.child.try_wait(), Ok(Some(_)))) {
-                let _ = self.child.kill();
-            }
-            let _ = self.child.wait();
-        }
+        interrupt_and_reap(&mut self.child);
     }
 }
 

@@ -94,51 +94,14 @@ fn dnat_and_reverse_translation_byte_for_byte() {
 fn every_malformed_class_is_left_alone_and_options_are_handled() {
     let bed = NatBed::new(116, 11680);
     let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
-    let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
-    let set_total = |f: &mut Vec<u8>, delta: i32| {
-        let total = (i32::from(u16::from_be_bytes([f[16], f[17]])) + delta) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-    };
-    let mut cases: Vec<(&str, Vec<u8>)> = vec![];
-    let mut f = syn(41000);
-    f[14] = 0x44; // IHL 4: shorter than an IPv4 header can be
-    cases.push(("IHL < 5", f));
-    let mut f = syn(41001);
-    set_total(&mut f, 10);
-    cases.push(("total length longer than the packet", f));
-    let mut f = syn(41002);
-    f[16..18].copy_from_slice(&30u16.to_be_bytes());
-    cases.push(("total length shorter than the headers", f));
-    let mut f = syn(41003);
-    f[20] |= 0x20;
-    cases.push(("first fragment", f));
-    let mut f = syn(41004);
-    f[20..22].copy_from_slice(&100u16.to_be_bytes());
-    cases.push(("later fragment", f));
-    let s = syn(41005);
-    let mut f = s[..12].to_vec();
-    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
-    f.extend_from_slice(&s[12..]);
-    cases.push(("VLAN-tagged", f));
-    let mut f = syn(41006);
-    f[12..14].copy_from_slice(&[0x86, 0xdd]);
-    cases.push(("IPv6 EtherType", f));
-    let mut f = syn(41007);
-    f[14] = 0x65; // version 6 behind an IPv4 EtherType
-    cases.push(("IP version 6", f));
-    let mut f = syn(41008)[..44].to_vec(); // 10 bytes of TCP header
-    f[16..18].copy_from_slice(&30u16.to_be_bytes()); // the 30 bytes that are there
-    cases.push(("truncated TCP header", f));
-    let mut f = syn(41009);
-    f[23] = 1; // ICMP
-    cases.push(("not TCP or UDP", f));
+    let cases = bed.malformed_syns();
     for (why, f) in &cases {
         untouched(&bed, &bed.nat_in, f, why);
     }
     assert_eq!(table_stats(&bed.sw, "conntrack")["added"], 0, "a malformed packet made a table entry");
 
     // IPv4 options: the ports are found after them and the translation is right.
-    let s = inbound(&bed, &with_ip_options(&syn(41010)));
+    let s = inbound(&bed, &with_ip_options(&bed.syn(41010)));
     assert_eq!((s.src, s.dst, s.sport, s.dport), (client, target, 41010, 80));
     // A jumbo frame (bigger than the MTU, as GRO makes them) translates like any other.
     let big = packet_with(TCP, client, uplink_ip, 41011, port, SYN, false, &[7; 3000]);
@@ -181,7 +144,6 @@ fn checksum_edges_zero_and_ffff() {
     assert_eq!(inbound(&bed, &f).dst, target);
 }
 
-/// Both entries of a connection: (original direction, reply direction).
 /// Both connection tables of a bed: answered connections and those waiting for an answer.
 struct Tables {
     answered: HashMap<aya::maps::MapData, CtKey, CtEntry>,
@@ -248,17 +210,35 @@ fn accounted(bed: &NatBed) {
 fn connection_table_follows_tcp_states_and_times_out() {
     let bed = NatBed::new(111, 11180);
     let mut ct = Tables::of(&bed);
-    let (client, uplink_ip, target, port) = (bed.client, bed.uplink_ip, bed.target, bed.tcp_port);
-    let keys = |sport: u16| [ct_key(TCP, client, uplink_ip, sport, port), ct_key(TCP, target, client, 80, sport)];
-    let syn = |sport| packet(TCP, client, uplink_ip, sport, port, SYN, false);
-    let from_client = |sport, flags| packet(TCP, client, uplink_ip, sport, port, flags, false);
-    let from_server = |sport, flags| packet(TCP, target, client, 80, sport, flags, false);
+    a_handshake_is_answered_by_its_last_step(&bed, &ct);
+    a_fin_closes_and_the_dead_entries_are_replaced(&bed, &mut ct);
+    // RST from the server: closing.
+    let (target, uplink_ip) = (bed.target, bed.uplink_ip);
+    assert_eq!(inbound(&bed, &bed.syn(40001)).dst, target);
+    assert_eq!(outbound(&bed, &bed.from_server(40001, SYN | ACK)).src, uplink_ip);
+    assert_eq!(outbound(&bed, &bed.from_server(40001, RST)).src, uplink_ip);
+    assert_eq!(ct.states(bed.keys(40001)), (CT_CLOSING, CT_CLOSING));
+    tcp_timeouts_hold_to_their_boundary(&bed, &mut ct);
+    udp_has_its_own_state_and_timeout(&bed, &mut ct);
 
+    // Reading changes nothing: the dead entries stay (shown as expired) until a packet reuses
+    // them or the table needs their room; the counters account for every entry.
+    json(&["forward", "list", "--switch", &bed.sw]);
+    let t = table_stats(&bed.sw, "conntrack");
+    assert!(t["expired"].as_u64().unwrap() >= 2, "{t}");
+    assert_eq!(table_stats(&bed.sw, "conntrack"), t, "reading the table changed it");
+    accounted(&bed);
+}
+
+/// SYN, SYN-ACK, ACK of the client's port 40000: waiting for an answer until the handshake's
+/// last step, then answered and established.
+fn a_handshake_is_answered_by_its_last_step(bed: &NatBed, ct: &Tables) {
+    let (uplink_ip, target, port) = (bed.uplink_ip, bed.target, bed.tcp_port);
     // SYN: both directions recorded as waiting for an answer, half-open, translating to the
     // target and back; the server's direction is the answering one.
     let before = now_ns();
-    assert_eq!(inbound(&bed, &syn(40000)).dst, target);
-    let [o, r] = keys(40000);
+    assert_eq!(inbound(bed, &bed.syn(40000)).dst, target);
+    let [o, r] = bed.keys(40000);
     let ((oe, answered), (re, _)) = (ct.get(&o), ct.get(&r));
     assert!(!answered, "a SYN is not an answered connection");
     assert_eq!(
@@ -272,49 +252,52 @@ fn connection_table_follows_tcp_states_and_times_out() {
     // The coarse clock may lag CLOCK_MONOTONIC by a tick.
     assert!(oe.last_seen_ns + 20_000_000 >= before, "last seen {} before {before}", oe.last_seen_ns);
     // A retransmitted SYN follows the entry: nothing new is added, nothing is answered.
-    assert_eq!(inbound(&bed, &syn(40000)).dst, target);
-    assert_eq!((counter(&bed, "unreplied", "added"), counter(&bed, "conntrack", "added")), (2, 0));
-    assert_eq!(ct.states(keys(40000)), (CT_HALF_OPEN, CT_HALF_OPEN));
+    assert_eq!(inbound(bed, &bed.syn(40000)).dst, target);
+    assert_eq!((counter(bed, "unreplied", "added"), counter(bed, "conntrack", "added")), (2, 0));
+    assert_eq!(ct.states(bed.keys(40000)), (CT_HALF_OPEN, CT_HALF_OPEN));
     // SYN-ACK from the server: established, but not answered yet: the client may be a
     // spoofed address that never sees it. An ACK that does not acknowledge it changes nothing.
-    assert_eq!(outbound(&bed, &from_server(40000, SYN | ACK)).src, uplink_ip);
+    assert_eq!(outbound(bed, &bed.from_server(40000, SYN | ACK)).src, uplink_ip);
     assert!(!ct.get(&o).1 && !ct.get(&r).1, "a SYN-ACK alone moved the connection");
-    assert_eq!(ct.states(keys(40000)), (CT_ESTABLISHED, CT_ESTABLISHED));
-    assert_eq!(inbound(&bed, &acking(from_client(40000, ACK), SEQ + 5_000_000)).dst, target);
+    assert_eq!(ct.states(bed.keys(40000)), (CT_ESTABLISHED, CT_ESTABLISHED));
+    assert_eq!(inbound(bed, &acking(bed.from_client(40000, ACK), SEQ + 5_000_000)).dst, target);
     assert!(!ct.get(&o).1, "an ACK of something else completed the handshake");
     // The client's ACK of the SYN-ACK: answered, both entries move to CONNTRACK.
-    assert_eq!(inbound(&bed, &acking(from_client(40000, ACK), SEQ + 1)).dst, target);
+    assert_eq!(inbound(bed, &acking(bed.from_client(40000, ACK), SEQ + 1)).dst, target);
     assert!(ct.get(&o).1 && ct.get(&r).1, "the handshake's last step did not move the connection");
-    assert_eq!((counter(&bed, "conntrack", "added"), counter(&bed, "unreplied", "removed")), (2, 2));
-    assert_eq!(ct.states(keys(40000)), (CT_ESTABLISHED, CT_ESTABLISHED));
-    assert_eq!(ct.pair(keys(40000)).0.flags & CT_F_UNREPLIED, 0);
+    assert_eq!((counter(bed, "conntrack", "added"), counter(bed, "unreplied", "removed")), (2, 2));
+    assert_eq!(ct.states(bed.keys(40000)), (CT_ESTABLISHED, CT_ESTABLISHED));
+    assert_eq!(ct.pair(bed.keys(40000)).0.flags & CT_F_UNREPLIED, 0);
+}
+
+/// The established connection of port 40000 closes with a FIN, dies past the closing timeout,
+/// and starts over with a new SYN.
+fn a_fin_closes_and_the_dead_entries_are_replaced(bed: &NatBed, ct: &mut Tables) {
+    let (uplink_ip, target) = (bed.uplink_ip, bed.target);
     // FIN from the client: closing, both directions.
-    assert_eq!(inbound(&bed, &from_client(40000, FIN | ACK)).dst, target);
-    assert_eq!(ct.states(keys(40000)), (CT_CLOSING, CT_CLOSING));
+    assert_eq!(inbound(bed, &bed.from_client(40000, FIN | ACK)).dst, target);
+    assert_eq!(ct.states(bed.keys(40000)), (CT_CLOSING, CT_CLOSING));
     // Past the closing timeout the entries are dead: a later segment from outside passes
     // untranslated, and one from the server never leaves with its private address: it is
     // masqueraded as a new connection, from a port the host's own sockets never use...
-    ct.age(keys(40000), timeout_ns(CT_CLOSING) + 2_000_000_000);
-    untouched(&bed, &bed.nat_in, &from_client(40000, ACK), "segment of an expired connection");
-    let out = outbound(&bed, &from_server(40000, ACK));
+    ct.age(bed.keys(40000), timeout_ns(CT_CLOSING) + 2_000_000_000);
+    untouched(bed, &bed.nat_in, &bed.from_client(40000, ACK), "segment of an expired connection");
+    let out = outbound(bed, &bed.from_server(40000, ACK));
     assert_eq!(out.src, uplink_ip, "the reply of an expired connection left with its private source");
     assert!(out.sport >= masquerade_first_port(), "masqueraded from port {}", out.sport);
     // ...and a new SYN on the same addresses and ports starts over.
-    assert_eq!(inbound(&bed, &syn(40000)).dst, target);
-    assert_eq!(ct.states(keys(40000)), (CT_HALF_OPEN, CT_HALF_OPEN));
+    assert_eq!(inbound(bed, &bed.syn(40000)).dst, target);
+    assert_eq!(ct.states(bed.keys(40000)), (CT_HALF_OPEN, CT_HALF_OPEN));
+}
 
-    // RST from the server: closing.
-    assert_eq!(inbound(&bed, &syn(40001)).dst, target);
-    assert_eq!(outbound(&bed, &from_server(40001, SYN | ACK)).src, uplink_ip);
-    assert_eq!(outbound(&bed, &from_server(40001, RST)).src, uplink_ip);
-    assert_eq!(ct.states(keys(40001)), (CT_CLOSING, CT_CLOSING));
-
-    // Timeouts at their boundary: just inside, the connection still translates; just past
-    // it, it does not. The clock must have run longer than the timeout to age an entry.
+/// Timeouts at their boundary: just inside, the connection still translates; just past it, it
+/// does not. The clock must have run longer than the timeout to age an entry.
+fn tcp_timeouts_hold_to_their_boundary(bed: &NatBed, ct: &mut Tables) {
+    let (uplink_ip, target) = (bed.uplink_ip, bed.target);
     let established = |sport: u16| {
-        assert_eq!(inbound(&bed, &syn(sport)).dst, target);
-        assert_eq!(outbound(&bed, &from_server(sport, SYN | ACK)).src, uplink_ip);
-        assert_eq!(inbound(&bed, &acking(from_client(sport, ACK), SEQ + 1)).dst, target);
+        assert_eq!(inbound(bed, &bed.syn(sport)).dst, target);
+        assert_eq!(outbound(bed, &bed.from_server(sport, SYN | ACK)).src, uplink_ip);
+        assert_eq!(inbound(bed, &acking(bed.from_client(sport, ACK), SEQ + 1)).dst, target);
     };
     // A handshake the client never completes lives the unanswered timeout, not the state's.
     for (sport, state, open) in [(40002, CT_HALF_OPEN, false), (40003, CT_ESTABLISHED, true)] {
@@ -326,36 +309,31 @@ fn connection_table_follows_tcp_states_and_times_out() {
         if open {
             established(sport)
         } else {
-            assert_eq!(inbound(&bed, &syn(sport)).dst, target)
+            assert_eq!(inbound(bed, &bed.syn(sport)).dst, target)
         }
-        assert_eq!(ct.states(keys(sport)), (state, state));
-        ct.age(keys(sport), timeout - 2_000_000_000);
-        assert_eq!(inbound(&bed, &from_client(sport, ACK)).dst, target, "state {state} expired early");
-        ct.age(keys(sport), timeout + 2_000_000_000);
-        untouched(&bed, &bed.nat_in, &from_client(sport, ACK), "segment after the timeout");
+        assert_eq!(ct.states(bed.keys(sport)), (state, state));
+        ct.age(bed.keys(sport), timeout - 2_000_000_000);
+        assert_eq!(inbound(bed, &bed.from_client(sport, ACK)).dst, target, "state {state} expired early");
+        ct.age(bed.keys(sport), timeout + 2_000_000_000);
+        untouched(bed, &bed.nat_in, &bed.from_client(sport, ACK), "segment after the timeout");
     }
+}
 
-    // UDP: its own state and timeout; the first answer moves it to the answered table.
-    // Unanswered, it lives the unanswered timeout.
+/// UDP: its own state and timeout; the first answer moves it to the answered table.
+/// Unanswered, it lives the unanswered timeout.
+fn udp_has_its_own_state_and_timeout(bed: &NatBed, ct: &mut Tables) {
+    let (client, uplink_ip, target) = (bed.client, bed.uplink_ip, bed.target);
     let query = packet(UDP, client, uplink_ip, 50000, bed.udp_port, 0, false);
-    assert_eq!(inbound(&bed, &query).dst, target);
+    assert_eq!(inbound(bed, &query).dst, target);
     let udp_keys = [ct_key(UDP, client, uplink_ip, 50000, bed.udp_port), ct_key(UDP, target, client, 53, 50000)];
     assert_eq!(ct.states(udp_keys), (CT_UDP, CT_UDP));
     ct.age(udp_keys, CT_TIMEOUT_UNREPLIED_NS - 2_000_000_000);
-    assert_eq!(outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false)).src, uplink_ip);
+    assert_eq!(outbound(bed, &packet(UDP, target, client, 53, 50000, 0, false)).src, uplink_ip);
     assert!(ct.get(&udp_keys[0]).1, "the answer did not move the UDP flow");
     ct.age(udp_keys, timeout_ns(CT_UDP) + 2_000_000_000);
-    let out = outbound(&bed, &packet(UDP, target, client, 53, 50000, 0, false));
+    let out = outbound(bed, &packet(UDP, target, client, 53, 50000, 0, false));
     assert_eq!(out.src, uplink_ip, "a reply after the UDP timeout left with its private source");
     assert!(out.sport >= masquerade_first_port(), "masqueraded from port {}", out.sport);
-
-    // Reading changes nothing: the dead entries stay (shown as expired) until a packet reuses
-    // them or the table needs their room; the counters account for every entry.
-    json(&["forward", "list", "--switch", &bed.sw]);
-    let t = table_stats(&bed.sw, "conntrack");
-    assert!(t["expired"].as_u64().unwrap() >= 2, "{t}");
-    assert_eq!(table_stats(&bed.sw, "conntrack"), t, "reading the table changed it");
-    accounted(&bed);
 }
 
 /// The two directions of a connection live and die together: a refresh of one refreshes
@@ -473,219 +451,293 @@ fn is_icmp_error(f: &[u8]) -> bool {
 fn random_packets_keep_the_nat_invariants() {
     // SWITCH_FUZZ_ITERATIONS makes the run longer, as for the switching program.
     let iterations: usize = std::env::var("SWITCH_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let bed = NatBed::new(115, 11580);
-    let segment_host = [10, 115, 0, 7];
-    let router = [172, 31, 115, 9];
-    let in_segment = |a: &[u8]| a[..3] == segment_host[..3];
-    let mut rng = Rng(0x0dd_ba11_cafe_f00d ^ u64::from(std::process::id()));
-    let (mut translated, mut passed, mut refused, mut unsolicited, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut errors_dropped = 0u64;
-    // Connections the run made, for ICMP errors to quote: masqueraded ones as they left
-    // (proto, masquerade port, remote port) and forwarded ones as they arrived (proto, client
-    // port, target port).
-    let (mut masqueraded, mut forwarded): (Vec<Conn>, Vec<Conn>) = (vec![], vec![]);
+    let mut fuzz = Fuzz {
+        bed: NatBed::new(115, 11580),
+        rng: Rng(0x0dd_ba11_cafe_f00d ^ u64::from(std::process::id())),
+        masqueraded: vec![],
+        forwarded: vec![],
+        seen: Outcomes::default(),
+    };
     for _ in 0..iterations {
-        let inbound = rng.next_u64().is_multiple_of(2);
-        let kind = rng.next_u64() % 8;
-        let mut f: Vec<u8> = if kind < 2 {
-            (0..14 + rng.next_u64() % 600).map(|_| rng.next_u64() as u8).collect()
-        } else if kind == 2 {
-            // An ICMP error quoting one of the run's connections (or a made-up one): from a
-            // router about a masqueraded packet (inbound), or from the forward's target about
-            // a forwarded one (outbound); a random type among unreachable/time exceeded.
-            let pick = |v: &Vec<Conn>, r: u64| v.get((r % (v.len() as u64 + 1)) as usize).copied();
-            let (code, kind) = if rng.next_u64().is_multiple_of(2) { (4, 3) } else { (0, 11) };
-            let quoted = if inbound {
-                let (proto, mport, rport) = pick(&masqueraded, rng.next_u64()).unwrap_or((UDP, 61001, 443));
-                packet(proto, bed.uplink_ip, bed.client, mport, rport, SYN, false)
-            } else {
-                let (proto, cport, tport) = pick(&forwarded, rng.next_u64()).unwrap_or((TCP, 41234, 80));
-                packet(proto, bed.client, bed.target, cport, tport, SYN, false)
-            };
-            let (from, to) = if inbound { (router, bed.uplink_ip) } else { (bed.target, bed.client) };
-            icmp_error(kind, code, 1400, from, to, &quoted[14..14 + 28])
-        } else if kind == 3 {
-            // Routed straight to a namespace from outside (unsolicited), or a fragment or
-            // another protocol from the segment (untranslatable under masquerade).
-            let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
-            let mut f = if inbound {
-                packet(proto, bed.client, segment_host, 40000, 80, SYN, false)
-            } else {
-                packet(proto, segment_host, bed.client, 40000, 80, SYN, false)
-            };
-            if !inbound {
-                if rng.next_u64().is_multiple_of(2) {
-                    f[20] |= 0x20; // more fragments
-                } else {
-                    f[23] = 47; // GRE
-                }
-            }
-            f
-        } else {
-            // A valid TCP/UDP packet to a forwarded port (inbound) or from the segment to
-            // outside (outbound, masquerade).
-            let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
-            let dport = if proto == TCP { bed.tcp_port } else { bed.udp_port };
-            let payload: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
-            let sport = 1024 + (rng.next_u64() % 60_000) as u16;
-            let flags = rng.next_u64() as u8;
-            if inbound {
-                packet_with(proto, bed.client, bed.uplink_ip, sport, dport, flags, false, &payload)
-            } else {
-                packet_with(proto, segment_host, bed.client, sport, 443, flags, false, &payload)
-            }
-        };
+        let inbound = fuzz.rng.next_u64().is_multiple_of(2);
+        let kind = fuzz.rng.next_u64() % 8;
+        let mut f = fuzz.frame(inbound, kind);
         // Then a few bytes anywhere overwritten (not always: the exact packets must pass too).
         if kind >= 2 {
-            for _ in 0..rng.next_u64() % 4 {
-                let at = (rng.next_u64() % f.len() as u64) as usize;
-                f[at] = rng.next_u64() as u8;
+            for _ in 0..fuzz.rng.next_u64() % 4 {
+                let at = (fuzz.rng.next_u64() % f.len() as u64) as usize;
+                f[at] = fuzz.rng.next_u64() as u8;
             }
         }
         pad_for_test_run(&mut f);
-        let prog = if inbound { &bed.nat_in } else { &bed.nat_out };
-        let out = run_tc(prog, &f, bed.ifindex).unwrap();
-        let ipv4 = f[12..14] == [0x08, 0x00] && f.len() >= 34;
-        if out.retval == 2 {
-            // Dropped, never silently (counted below), and only: inbound, a packet routed to
-            // the segment that nothing asked for; outbound, a packet from the segment that
-            // could not be masqueraded (no port left towards the one remote a long run talks
-            // to, or nothing to translate it by).
-            assert!(ipv4, "dropped a frame that is not IPv4: {f:02x?}");
-            if is_icmp_error(&f) {
-                // An error may also be refused for quoting a connection that is not its own
-                // (counted apart, the sum is checked below): inbound, one quoting a packet
-                // from the uplink's address but sent elsewhere; outbound, one with a segment
-                // address outside or in its quote.
-                let inner = 14 + usize::from(f[14] & 0x0f) * 4 + 8;
-                let quoted = |at: usize| f.get(inner + at..inner + at + 4);
-                let ok = if inbound {
-                    in_segment(&f[30..34]) || (quoted(12) == Some(&bed.uplink_ip) && f[30..34] != bed.uplink_ip)
-                } else {
-                    in_segment(&f[26..30]) || [12, 16].iter().any(|&at| quoted(at).is_some_and(in_segment))
-                };
-                assert!(ok, "dropped error {f:02x?}");
-                errors_dropped += 1;
-                continue;
-            }
-            if inbound {
-                assert!(in_segment(&f[30..34]), "dropped inbound {f:02x?}");
-                unsolicited += 1;
-            } else {
-                assert!(in_segment(&f[26..30]) && !in_segment(&f[30..34]), "dropped outbound {f:02x?}");
-                refused += 1;
-            }
-            continue;
-        }
-        // OK (translated, or its switch's own), redirect, or TCX next (not its switch's).
-        assert!([0, 7, TC_NEXT].contains(&out.retval), "verdict {} for {f:02x?}", out.retval);
-        assert_eq!(out.data.len(), f.len(), "length changed");
-        if out.data == f {
-            passed += 1;
-            continue;
-        }
-        assert_ne!(out.retval, TC_NEXT, "a translated packet passed on to another switch's program: {f:02x?}");
-        translated += 1;
-        let ihl = usize::from(f[14] & 0x0f);
-        if is_icmp_error(&f) {
-            errors += 1;
-            let allowed = may_change_error(&f, inbound);
-            for (i, (a, b)) in f.iter().zip(&out.data).enumerate() {
-                assert!(a == b || allowed.contains(&i), "byte {i} changed ({a:#04x} -> {b:#04x}) in error {f:02x?}");
-            }
-            // Checksums that were right stay right.
-            let icmp = 14 + ihl * 4;
-            let inner = icmp + 8;
-            let inner_end = inner + usize::from(f[inner] & 0x0f) * 4;
-            let right = |g: &[u8]| {
-                fold(csum_add(0, &g[14..icmp])) == 0
-                    && fold(csum_add(0, &g[icmp..])) == 0
-                    && g.len() >= inner_end
-                    && fold(csum_add(0, &g[inner..inner_end])) == 0
-            };
-            if right(&f) {
-                inspect_error(&out.data);
-            }
-            let (outer, quoted) = if inbound {
-                (&out.data[30..34], &out.data[inner + 12..inner + 16])
-            } else {
-                (&out.data[26..30], &out.data[inner + 16..inner + 20])
-            };
-            // Back to a namespace (a random byte may have changed which one a masqueraded
-            // connection came from), or to the uplink's address; inbound, always to the
-            // namespace it is about.
-            let ok = if inbound { in_segment(quoted) } else { quoted == bed.uplink_ip };
-            assert!(ok, "an error translated to a stranger {quoted:?}: {f:02x?}");
-            assert!(outer == quoted || (!inbound && outer == &f[26..30]), "outer address: {f:02x?}");
-            continue;
-        }
-        // Otherwise only a parseable, unfragmented IPv4 TCP/UDP packet (or an echo) with a
-        // 20-60 byte header is ever translated, and only in the fields a translation owns.
-        let echo = |f: &[u8]| {
-            let l4 = 14 + ihl * 4;
-            f[23] == ICMP && f.len() >= l4 + 8 && (f[l4] == ECHO_REQUEST || f[l4] == ECHO_REPLY) && f[l4 + 1] == 0
-        };
-        let parseable = f[12..14] == [0x08, 0x00]
-            && f[14] >> 4 == 4
-            && ihl >= 5
-            && f.len() >= 14 + ihl * 4 + if f[23] == TCP { 20 } else { 8 }
-            && (f[23] == TCP || f[23] == UDP || echo(&f))
-            && u16::from_be_bytes([f[20], f[21]]) & 0x3fff == 0
-            && {
-                let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-                total == 0 || (total >= ihl * 4 + if f[23] == TCP { 20 } else { 8 } && 14 + total <= f.len())
-            };
-        assert!(parseable, "translated an unparseable frame {f:02x?}");
-        let allowed = may_change(&f, inbound);
-        for (i, (a, b)) in f.iter().zip(&out.data).enumerate() {
-            assert!(a == b || allowed.contains(&i), "byte {i} changed ({a:#04x} -> {b:#04x}) in {f:02x?}");
-        }
-        // Checksums that were right stay right (incremental updates keep a wrong one wrong).
-        let l4 = 14 + ihl * 4;
-        let ip_ok = fold(csum_add(0, &f[14..l4])) == 0;
-        if f[23] == ICMP {
-            // No pseudo header: the checksum covers the ICMP message alone.
-            if ip_ok && ihl == 5 && fold(csum_add(0, &f[l4..])) == 0 {
-                inspect_icmp(&out.data);
-            }
-        } else {
-            let l4_ok = (f[23] == UDP && f[l4 + 6..l4 + 8] == [0, 0])
-                || l4_checksum_valid(&f[26..30], &f[30..34], f[23], &f[l4..]);
-            if ip_ok && l4_ok && ihl == 5 {
-                inspect(&out.data);
-            }
-        }
-        let port = |g: &[u8], at: usize| u16::from_be_bytes([g[l4 + at], g[l4 + at + 1]]);
-        if inbound {
-            // To the forward's target, or back to the segment host whose masqueraded
-            // connection the packet happens to answer (a long run makes such pairs).
-            let to = &out.data[30..34];
-            assert!(to == bed.target || to == segment_host, "translated inbound to a stranger: {to:?}");
-            assert_eq!(&f[30..34], &bed.uplink_ip, "translated a packet not sent to the uplink");
-            if to == bed.target && f[23] != ICMP && forwarded.len() < 64 {
-                forwarded.push((f[23], port(&f, 0), port(&out.data, 2)));
-            }
-        } else {
-            assert_eq!(&out.data[26..30], &bed.uplink_ip, "masqueraded behind a stranger");
-            if f[23] != ICMP && masqueraded.len() < 64 {
-                masqueraded.push((f[23], port(&out.data, 0), port(&f, 2)));
-            }
-        }
+        fuzz.check(&f, inbound);
     }
+    let Outcomes { translated, passed, refused, unsolicited, errors, errors_dropped } = fuzz.seen;
     println!(
         "random NAT packets tried: {iterations} ({translated} translated, {errors} of them ICMP errors, {passed} left \
          alone, {refused} refused, {unsolicited} unsolicited, {errors_dropped} ICMP errors dropped)"
     );
     assert!(translated > 0 && passed > 0 && errors > 0, "the run never exercised every outcome");
     assert!(refused > 0 && unsolicited > 0, "the run never dropped");
-    let ct_refused = table_stats(&bed.sw, "conntrack")["refused"].as_u64().unwrap();
-    let drops = switch_drops(&bed.sw);
+    let ct_refused = table_stats(&fuzz.bed.sw, "conntrack")["refused"].as_u64().unwrap();
+    let drops = switch_drops(&fuzz.bed.sw);
     let counted = |name: &str| drops[name].as_u64().unwrap();
     // Refused for want of a port (none free at all, or none in the source's share), routed in
     // unasked, or an ICMP error that is not its connection's: every drop counted once.
     let (share, routed, icmp) = (counted("masquerade_share"), counted("unsolicited_routed"), counted("icmp_refused"));
     assert!(ct_refused + share >= refused && routed >= unsolicited, "a drop was not counted");
     assert_eq!(ct_refused + share + routed + icmp, refused + unsolicited + errors_dropped, "a drop was not counted");
+}
+
+/// The namespace of the randomised run's segment that masquerades, and a router outside.
+const FUZZ_SEGMENT_HOST: [u8; 4] = [10, 115, 0, 7];
+const FUZZ_ROUTER: [u8; 4] = [172, 31, 115, 9];
+
+/// Whether address `a` is on the randomised run's segment.
+fn in_segment(a: &[u8]) -> bool {
+    a[..3] == FUZZ_SEGMENT_HOST[..3]
+}
+
+/// What the randomised run saw, by outcome.
+#[derive(Default)]
+struct Outcomes {
+    translated: u64,
+    passed: u64,
+    refused: u64,
+    unsolicited: u64,
+    errors: u64,
+    errors_dropped: u64,
+}
+
+/// The randomised run: its bed and generator, the connections it made and what it saw.
+struct Fuzz {
+    bed: NatBed,
+    rng: Rng,
+    /// Connections the run made, for ICMP errors to quote: masqueraded ones as they left
+    /// (proto, masquerade port, remote port) and forwarded ones as they arrived (proto, client
+    /// port, target port).
+    masqueraded: Vec<Conn>,
+    forwarded: Vec<Conn>,
+    seen: Outcomes,
+}
+
+impl Fuzz {
+    /// A frame of `kind` (0 to 7) to run `inbound` (through `nat_ingress`) or not: arbitrary
+    /// bytes (0, 1), an ICMP error (2), one the NAT programs must drop (3), or a valid packet.
+    fn frame(&mut self, inbound: bool, kind: u64) -> Vec<u8> {
+        match kind {
+            0 | 1 => (0..14 + self.rng.next_u64() % 600).map(|_| self.rng.next_u64() as u8).collect(),
+            2 => self.icmp_error(inbound),
+            3 => self.undeliverable(inbound),
+            _ => self.valid(inbound),
+        }
+    }
+
+    /// An ICMP error quoting one of the run's connections (or a made-up one): from a router
+    /// about a masqueraded packet (inbound), or from the forward's target about a forwarded
+    /// one (outbound); a random type among unreachable/time exceeded.
+    fn icmp_error(&mut self, inbound: bool) -> Vec<u8> {
+        let bed = &self.bed;
+        let pick = |v: &Vec<Conn>, r: u64| v.get((r % (v.len() as u64 + 1)) as usize).copied();
+        let (code, kind) = if self.rng.next_u64().is_multiple_of(2) { (4, 3) } else { (0, 11) };
+        let quoted = if inbound {
+            let (proto, mport, rport) = pick(&self.masqueraded, self.rng.next_u64()).unwrap_or((UDP, 61001, 443));
+            packet(proto, bed.uplink_ip, bed.client, mport, rport, SYN, false)
+        } else {
+            let (proto, cport, tport) = pick(&self.forwarded, self.rng.next_u64()).unwrap_or((TCP, 41234, 80));
+            packet(proto, bed.client, bed.target, cport, tport, SYN, false)
+        };
+        let (from, to) = if inbound { (FUZZ_ROUTER, bed.uplink_ip) } else { (bed.target, bed.client) };
+        icmp_error(kind, code, 1400, from, to, &quoted[14..14 + 28])
+    }
+
+    /// Routed straight to a namespace from outside (unsolicited), or a fragment or another
+    /// protocol from the segment (untranslatable under masquerade).
+    fn undeliverable(&mut self, inbound: bool) -> Vec<u8> {
+        let proto = if self.rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
+        let mut f = if inbound {
+            packet(proto, self.bed.client, FUZZ_SEGMENT_HOST, 40000, 80, SYN, false)
+        } else {
+            packet(proto, FUZZ_SEGMENT_HOST, self.bed.client, 40000, 80, SYN, false)
+        };
+        if !inbound {
+            if self.rng.next_u64().is_multiple_of(2) {
+                f[20] |= 0x20; // more fragments
+            } else {
+                f[23] = 47; // GRE
+            }
+        }
+        f
+    }
+
+    /// A valid TCP/UDP packet to a forwarded port (inbound) or from the segment to outside
+    /// (outbound, masquerade).
+    fn valid(&mut self, inbound: bool) -> Vec<u8> {
+        let bed = &self.bed;
+        let rng = &mut self.rng;
+        let proto = if rng.next_u64().is_multiple_of(2) { TCP } else { UDP };
+        let dport = if proto == TCP { bed.tcp_port } else { bed.udp_port };
+        let payload: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
+        let sport = 1024 + (rng.next_u64() % 60_000) as u16;
+        let flags = rng.next_u64() as u8;
+        if inbound {
+            packet_with(proto, bed.client, bed.uplink_ip, sport, dport, flags, false, &payload)
+        } else {
+            packet_with(proto, FUZZ_SEGMENT_HOST, bed.client, sport, 443, flags, false, &payload)
+        }
+    }
+
+    /// Runs `f` through `nat_ingress` (`inbound`) or `nat_egress` and checks what came out.
+    fn check(&mut self, f: &[u8], inbound: bool) {
+        let prog = if inbound { &self.bed.nat_in } else { &self.bed.nat_out };
+        let out = run_tc(prog, f, self.bed.ifindex).unwrap();
+        if out.retval == 2 {
+            self.dropped(f, inbound);
+            return;
+        }
+        // OK (translated, or its switch's own), redirect, or TCX next (not its switch's).
+        assert!([0, 7, TC_NEXT].contains(&out.retval), "verdict {} for {f:02x?}", out.retval);
+        assert_eq!(out.data.len(), f.len(), "length changed");
+        if out.data == f {
+            self.seen.passed += 1;
+            return;
+        }
+        assert_ne!(out.retval, TC_NEXT, "a translated packet passed on to another switch's program: {f:02x?}");
+        self.seen.translated += 1;
+        if is_icmp_error(f) {
+            self.seen.errors += 1;
+            self.translated_error(f, &out.data, inbound);
+        } else {
+            self.translated(f, &out.data, inbound);
+        }
+    }
+
+    /// Dropped, never silently (counted at the end of the run), and only: inbound, a packet
+    /// routed to the segment that nothing asked for; outbound, a packet from the segment that
+    /// could not be masqueraded (no port left towards the one remote a long run talks to, or
+    /// nothing to translate it by).
+    fn dropped(&mut self, f: &[u8], inbound: bool) {
+        let ipv4 = f[12..14] == [0x08, 0x00] && f.len() >= 34;
+        assert!(ipv4, "dropped a frame that is not IPv4: {f:02x?}");
+        if is_icmp_error(f) {
+            // An error may also be refused for quoting a connection that is not its own
+            // (counted apart, the sum is checked at the end): inbound, one quoting a packet
+            // from the uplink's address but sent elsewhere; outbound, one with a segment
+            // address outside or in its quote.
+            let uplink_ip = self.bed.uplink_ip;
+            let inner = 14 + usize::from(f[14] & 0x0f) * 4 + 8;
+            let quoted = |at: usize| f.get(inner + at..inner + at + 4);
+            let ok = if inbound {
+                in_segment(&f[30..34]) || (quoted(12) == Some(&uplink_ip) && f[30..34] != uplink_ip)
+            } else {
+                in_segment(&f[26..30]) || [12, 16].iter().any(|&at| quoted(at).is_some_and(in_segment))
+            };
+            assert!(ok, "dropped error {f:02x?}");
+            self.seen.errors_dropped += 1;
+        } else if inbound {
+            assert!(in_segment(&f[30..34]), "dropped inbound {f:02x?}");
+            self.seen.unsolicited += 1;
+        } else {
+            assert!(in_segment(&f[26..30]) && !in_segment(&f[30..34]), "dropped outbound {f:02x?}");
+            self.seen.refused += 1;
+        }
+    }
+
+    /// ICMP error `f` came out as `out`: only the fields a translation owns changed,
+    /// checksums that were right stay right, and it goes to the namespace it is about.
+    fn translated_error(&self, f: &[u8], out: &[u8], inbound: bool) {
+        let allowed = may_change_error(f, inbound);
+        for (i, (a, b)) in f.iter().zip(out).enumerate() {
+            assert!(a == b || allowed.contains(&i), "byte {i} changed ({a:#04x} -> {b:#04x}) in error {f:02x?}");
+        }
+        // Checksums that were right stay right.
+        let icmp = 14 + usize::from(f[14] & 0x0f) * 4;
+        let inner = icmp + 8;
+        let inner_end = inner + usize::from(f[inner] & 0x0f) * 4;
+        let right = |g: &[u8]| {
+            fold(csum_add(0, &g[14..icmp])) == 0
+                && fold(csum_add(0, &g[icmp..])) == 0
+                && g.len() >= inner_end
+                && fold(csum_add(0, &g[inner..inner_end])) == 0
+        };
+        if right(f) {
+            inspect_error(out);
+        }
+        let (outer, quoted) = if inbound {
+            (&out[30..34], &out[inner + 12..inner + 16])
+        } else {
+            (&out[26..30], &out[inner + 16..inner + 20])
+        };
+        // Back to a namespace (a random byte may have changed which one a masqueraded
+        // connection came from), or to the uplink's address; inbound, always to the
+        // namespace it is about.
+        let ok = if inbound { in_segment(quoted) } else { quoted == self.bed.uplink_ip };
+        assert!(ok, "an error translated to a stranger {quoted:?}: {f:02x?}");
+        assert!(outer == quoted || (!inbound && outer == &f[26..30]), "outer address: {f:02x?}");
+    }
+
+    /// TCP/UDP packet or echo `f` came out as `out`: it could be translated, only the fields
+    /// a translation owns changed, checksums that were right stay right, and it goes to the
+    /// forward's target or comes from the uplink. Its connection is kept for errors to quote.
+    fn translated(&mut self, f: &[u8], out: &[u8], inbound: bool) {
+        assert!(translatable(f), "translated an unparseable frame {f:02x?}");
+        let allowed = may_change(f, inbound);
+        for (i, (a, b)) in f.iter().zip(out).enumerate() {
+            assert!(a == b || allowed.contains(&i), "byte {i} changed ({a:#04x} -> {b:#04x}) in {f:02x?}");
+        }
+        // Checksums that were right stay right (incremental updates keep a wrong one wrong).
+        let ihl = usize::from(f[14] & 0x0f);
+        let l4 = 14 + ihl * 4;
+        let ip_ok = fold(csum_add(0, &f[14..l4])) == 0;
+        if f[23] == ICMP {
+            // No pseudo header: the checksum covers the ICMP message alone.
+            if ip_ok && ihl == 5 && fold(csum_add(0, &f[l4..])) == 0 {
+                inspect_icmp(out);
+            }
+        } else {
+            let l4_ok = (f[23] == UDP && f[l4 + 6..l4 + 8] == [0, 0])
+                || l4_checksum_valid(&f[26..30], &f[30..34], f[23], &f[l4..]);
+            if ip_ok && l4_ok && ihl == 5 {
+                inspect(out);
+            }
+        }
+        let port = |g: &[u8], at: usize| u16::from_be_bytes([g[l4 + at], g[l4 + at + 1]]);
+        if inbound {
+            // To the forward's target, or back to the segment host whose masqueraded
+            // connection the packet happens to answer (a long run makes such pairs).
+            let to = &out[30..34];
+            assert!(to == self.bed.target || to == FUZZ_SEGMENT_HOST, "translated inbound to a stranger: {to:?}");
+            assert_eq!(&f[30..34], &self.bed.uplink_ip, "translated a packet not sent to the uplink");
+            if to == self.bed.target && f[23] != ICMP && self.forwarded.len() < 64 {
+                self.forwarded.push((f[23], port(f, 0), port(out, 2)));
+            }
+        } else {
+            assert_eq!(&out[26..30], &self.bed.uplink_ip, "masqueraded behind a stranger");
+            if f[23] != ICMP && self.masqueraded.len() < 64 {
+                self.masqueraded.push((f[23], port(out, 0), port(f, 2)));
+            }
+        }
+    }
+}
+
+/// Whether a translation may touch `f`: a parseable, unfragmented IPv4 TCP/UDP packet (or an
+/// echo) with a 20-60 byte header.
+fn translatable(f: &[u8]) -> bool {
+    let ihl = usize::from(f[14] & 0x0f);
+    let echo = |f: &[u8]| {
+        let l4 = 14 + ihl * 4;
+        f[23] == ICMP && f.len() >= l4 + 8 && (f[l4] == ECHO_REQUEST || f[l4] == ECHO_REPLY) && f[l4 + 1] == 0
+    };
+    f[12..14] == [0x08, 0x00]
+        && f[14] >> 4 == 4
+        && ihl >= 5
+        && f.len() >= 14 + ihl * 4 + if f[23] == TCP { 20 } else { 8 }
+        && (f[23] == TCP || f[23] == UDP || echo(f))
+        && u16::from_be_bytes([f[20], f[21]]) & 0x3fff == 0
+        && {
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            total == 0 || (total >= ihl * 4 + if f[23] == TCP { 20 } else { 8 } && 14 + total <= f.len())
+        }
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! in spirit) checks the invariants on thousands of arbitrary frames.
 use switch_common::FDB_CAPACITY;
 use switch_tests::{
-    bpf::{SchedClassifier, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, pad_for_test_run, run_tc, tc_program},
+    bpf::{
+        SchedClassifier, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, mac_pool, pad_for_test_run, random_frame,
+        run_tc, tc_program,
+    },
     *,
 };
 
@@ -210,58 +213,28 @@ fn interfaces_that_are_not_ports_are_left_alone() {
 
 #[test]
 fn random_frames_keep_every_invariant() {
-    // SWITCH_FUZZ_ITERATIONS makes the run longer (README: "Datapath tests").
+    // SWITCH_FUZZ_ITERATIONS makes the run longer (docs/tests.md).
     let iterations: usize = std::env::var("SWITCH_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    // Ports a and b carry other stations, at most 64 new ones each per ageing period; port c
-    // has port security (bound to its MAC and 10.66.0.3).
-    const LIMIT: usize = 64;
+    // Ports a and b carry other stations, at most LIMIT new ones each per ageing period; port
+    // c has port security (bound to its MAC and 10.66.0.3).
     let bed = bed_with(&["--max-learned", &LIMIT.to_string()], [false, false, true]);
     let c_mac: [u8; 6] = mac_bytes(ns_info(&bed.ports[2].0)["mac"].as_str().unwrap());
-    let c_ip = [10, 66, 0, 3];
     let mut rng = Rng(0x5eed_1234_abcd_0001 ^ std::process::id() as u64);
     // A small pool of MACs (unicast, group, zero, c's bound one) so that learning, moves,
     // known unicast, port security and drops all happen often; the rest of each frame is
     // arbitrary bytes.
-    let pool: Vec<[u8; 6]> = (0..6u8)
-        .map(|i| [0x02, 0, 0, 0, 0x77, i])
-        .chain([[0xff; 6], [0x01, 0, 0x5e, 0, 0, 9], [0x33, 0x33, 0, 0, 0, 1], [0; 6], c_mac])
-        .collect();
-    let (mut shot, mut redirected, mut invalid_src) = (0u64, 0u64, 0u64);
+    let mut pool = mac_pool();
+    pool.push(c_mac);
+    let mut seen = Verdicts::default();
     for _ in 0..iterations {
-        let len = 14 + (rng.next_u64() % 1500) as usize;
-        let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        if !rng.next_u64().is_multiple_of(8) {
-            f[..6].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
-            f[6..12].copy_from_slice(&pool[(rng.next_u64() % pool.len() as u64) as usize]);
-        }
+        let mut f = random_frame(&mut rng, &pool);
         pad_for_test_run(&mut f);
         let port = (rng.next_u64() % 3) as usize;
-        let verdict = bed.send(port, &f);
-        let src_valid = f[6] & 1 == 0 && f[6..12].iter().any(|&b| b != 0);
-        match verdict {
-            TC_ACT_REDIRECT => {
-                assert!(src_valid, "forwarded a frame with source {:02x?}", &f[6..12]);
-                // Port security: c sends only as itself (IPv4 from its address or 0.0.0.0),
-                // and nobody else may use its MAC.
-                assert_eq!(port == 2, f[6..12] == c_mac, "port {port} forwarded source {:02x?}", &f[6..12]);
-                if port == 2 && f[12..14] == [0x08, 0x00] {
-                    assert!(f[26..30] == c_ip || f[26..30] == [0; 4], "c forwarded IPv4 from {:?}", &f[26..30]);
-                }
-                redirected += 1;
-            }
-            TC_ACT_SHOT => shot += 1,
-            v => panic!("unexpected verdict {v} for {:02x?}", &f[..14]),
-        }
-        invalid_src += u64::from(!src_valid);
+        seen.judge(port, &f, bed.send(port, &f), c_mac);
     }
+    let Verdicts { shot, redirected, invalid_src } = seen;
     println!("random frames tried: {iterations} ({redirected} forwarded, {shot} dropped)");
-    // The FDB only holds valid unicast stations, on ports of this switch.
-    let ports: Vec<&str> = bed.ports.iter().map(|(ns, _)| ns.as_str()).collect();
-    for (mac, ns, kind) in fdb(&bed.sw) {
-        let first = u8::from_str_radix(&mac[..2], 16).unwrap();
-        assert!(first & 1 == 0 && mac != "00:00:00:00:00:00", "learned {mac}");
-        assert!(ports.contains(&ns.as_str()) && kind == "dynamic");
-    }
+    the_fdb_holds_valid_stations_within_their_limit(&bed);
     // Counters add up: every frame was received once; drops cover at least the invalid ones.
     let stats: Vec<Value> = (0..3).map(|p| bed.stats(p)).collect();
     let rx: u64 = stats.iter().map(|s| n(s, "rx_packets")).sum();
@@ -274,16 +247,68 @@ fn random_frames_keep_every_invariant() {
         stats.iter().map(|s| n(s, "spoofed_mac") + n(s, "spoofed_ip") + n(s, "spoofed_arp") + n(s, "mac_limit")).sum();
     assert!(reasons + invalid_src <= dropped, "more drops by reason than drops");
     assert!(n(&stats[2], "spoofed_mac") > 0 && n(&stats[0], "mac_limit") > 0, "a path never taken: {stats:?}");
-    // The learning limit: within one ageing period no open port holds more than its share,
-    // and c holds only its own MAC.
+    the_fdb_accounts_for_every_entry(&bed);
+}
+
+/// The learning limit of the open ports of `random_frames_keep_every_invariant`.
+const LIMIT: usize = 64;
+
+/// The verdicts of a random run.
+#[derive(Default)]
+struct Verdicts {
+    shot: u64,
+    redirected: u64,
+    /// Frames with a source no station may have (group or zero).
+    invalid_src: u64,
+}
+
+impl Verdicts {
+    /// Checks and counts `verdict` for frame `f` from `port`: forwarded only from a valid
+    /// source, and from port c (2, bound to `c_mac` and 10.66.0.3) only as itself.
+    fn judge(&mut self, port: usize, f: &[u8], verdict: i32, c_mac: [u8; 6]) {
+        let src_valid = f[6] & 1 == 0 && f[6..12].iter().any(|&b| b != 0);
+        match verdict {
+            TC_ACT_REDIRECT => {
+                assert!(src_valid, "forwarded a frame with source {:02x?}", &f[6..12]);
+                // Port security: c sends only as itself (IPv4 from its address or 0.0.0.0),
+                // and nobody else may use its MAC.
+                assert_eq!(port == 2, f[6..12] == c_mac, "port {port} forwarded source {:02x?}", &f[6..12]);
+                if port == 2 && f[12..14] == [0x08, 0x00] {
+                    assert!(
+                        f[26..30] == [10, 66, 0, 3] || f[26..30] == [0; 4],
+                        "c forwarded IPv4 from {:?}",
+                        &f[26..30]
+                    );
+                }
+                self.redirected += 1;
+            }
+            TC_ACT_SHOT => self.shot += 1,
+            v => panic!("unexpected verdict {v} for {:02x?}", &f[..14]),
+        }
+        self.invalid_src += u64::from(!src_valid);
+    }
+}
+
+/// The FDB only holds valid unicast stations, on ports of this switch; and within one ageing
+/// period no open port holds more than its share, and c holds only its own MAC.
+fn the_fdb_holds_valid_stations_within_their_limit(bed: &Bed) {
+    let ports: Vec<&str> = bed.ports.iter().map(|(ns, _)| ns.as_str()).collect();
+    for (mac, ns, kind) in fdb(&bed.sw) {
+        let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+        assert!(first & 1 == 0 && mac != "00:00:00:00:00:00", "learned {mac}");
+        assert!(ports.contains(&ns.as_str()) && kind == "dynamic");
+    }
     for (p, (ns, _)) in bed.ports.iter().enumerate() {
         let learned = fdb(&bed.sw).iter().filter(|(_, owner, _)| owner == ns).count();
         assert!(learned <= if p == 2 { 1 } else { LIMIT }, "port {p} learned {learned} stations");
     }
-    // The table's counters account for every entry: nothing is evicted while fewer stations
-    // than the table holds were learned (with the learning limit here, any run shorter than
-    // an ageing period; `a_full_fdb_evicts_and_keeps_forwarding` fills the table), and when
-    // more were, the evictions are exactly what is missing.
+}
+
+/// The table's counters account for every entry: nothing is evicted while fewer stations
+/// than the table holds were learned (with the learning limit here, any run shorter than an
+/// ageing period; `a_full_fdb_evicts_and_keeps_forwarding` fills the table), and when more
+/// were, the evictions are exactly what is missing.
+fn the_fdb_accounts_for_every_entry(bed: &Bed) {
     let t = table_stats(&bed.sw, "fdb");
     let present = n(&t, "entries") + n(&t, "expired");
     if n(&t, "added") <= u64::from(FDB_CAPACITY) {

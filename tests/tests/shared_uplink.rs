@@ -42,14 +42,8 @@ struct Segment {
     sw: String,
     ns: String,
     net: u8,
-    server: std::process::Child,
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
+    /// Serves until the segment is dropped.
+    _server: Reaped,
 }
 
 /// Switch `name` on 10.NET.0.0/24 (gateway .254) with `uplink` (or none: `forward add` then
@@ -74,7 +68,7 @@ fn segment(sb: &mut Sandbox, name: &str, net: u8, uplink: Option<&str>, host: &[
         Command::new(switch_bin()).args(["ns", "exec", &ns, "--", "python3", "-c", INSIDE_SERVER]),
         "ready",
     );
-    Segment { sw: name.to_owned(), ns, net, server }
+    Segment { sw: name.to_owned(), ns, net, _server: server }
 }
 
 /// The outside cannot reach `s`'s namespace (routed straight to it: TCP and ping), the switch
@@ -100,7 +94,7 @@ fn holds(out: &Outside, uplink_addr: &str, s: &Segment, host: &[&str]) {
     let r = exec(&s.ns, &["python3", "-c", CLIENT, &outside_addr]);
     let masqueraded = r.stdout.trim().starts_with(&format!("peer {uplink_addr}:"));
     assert!(masqueraded, "switch {}: not masqueraded: {r:?}", s.sw);
-    let _ = peer.wait_with_output();
+    let _ = peer.take().wait_with_output();
 }
 
 /// The outside namespace's own address (172.31.N.2, N from its uplink's address).

@@ -26,12 +26,14 @@ fn soak_traffic_keeps_flowing_while_ports_come_and_go(dp: &str) {
     let _c = sb.port(&sw, "c", &format!("{net}.3/24"), &[]);
     // Two steady flows for the whole run: 20 echo requests a second each.
     let pinger = |from: &str, to: String| {
-        Command::new(switch_bin())
-            .args(["ns", "exec", from, "--", "ping", "-q", "-i", "0.05", "-w", &secs.to_string(), &to])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Reaped::new(
+            Command::new(switch_bin())
+                .args(["ns", "exec", from, "--", "ping", "-q", "-i", "0.05", "-w", &secs.to_string(), &to])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let flows = [pinger(&a, format!("{net}.2")), pinger(&b, format!("{net}.3"))];
     // Meanwhile namespaces join, talk and leave.
@@ -45,7 +47,7 @@ fn soak_traffic_keeps_flowing_while_ports_come_and_go(dp: &str) {
     }
     assert!(churned >= 3, "only {churned} join/leave cycles");
     for flow in flows {
-        let out = flow.wait_with_output().unwrap();
+        let out = flow.take().wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let loss: f64 = text
             .split(',')

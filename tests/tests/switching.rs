@@ -201,12 +201,14 @@ fn datapath_log_streams_while_asked_for(dp: &str) {
         assert!(e.contains("only tc and xdp have a datapath log"), "{e}");
         return;
     }
-    let mut child = Command::new(switch_bin())
-        .args(["logs", "--switch", &sw])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::new(
+        Command::new(switch_bin())
+            .args(["logs", "--switch", &sw])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     sleep(Duration::from_millis(700));
     assert!(ping(&a, "10.26.0.2", 3));
     sleep(Duration::from_millis(300));
@@ -299,14 +301,16 @@ print('ok')
 ";
 
 /// Runs python `script` with `args` inside `ns` in the background.
-fn spawn_py(ns: &str, script: &str, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(switch_bin())
-        .args(["ns", "exec", ns, "--", "python3", "-c", script])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn_py(ns: &str, script: &str, args: &[&str]) -> Reaped {
+    Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["ns", "exec", ns, "--", "python3", "-c", script])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn tcp_and_udp_payloads_arrive_intact(dp: &str) {
@@ -320,13 +324,13 @@ fn tcp_and_udp_payloads_arrive_intact(dp: &str) {
     let server = spawn_py(&b, TCP_SERVER, &[]);
     let client = exec(&a, &["python3", "-c", TCP_CLIENT, "10.28.0.2"]);
     assert_eq!(client.code, 0, "{client:?}");
-    let got = server.wait_with_output().unwrap();
+    let got = server.take().wait_with_output().unwrap();
     let got = String::from_utf8_lossy(&got.stdout);
     assert_eq!(got.trim(), client.stdout.trim(), "TCP payload differs");
 
     let echo = spawn_py(&b, UDP_ECHO, &[]);
     let udp = exec(&a, &["python3", "-c", UDP_CLIENT, "10.28.0.2"]);
-    let _ = echo.wait_with_output();
+    let _ = echo.take().wait_with_output();
     assert_eq!(udp.stdout.trim(), "ok", "{udp:?}");
 }
 
@@ -342,31 +346,8 @@ fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", dp, &["--gateway", &gw]);
     let a = sb.port(&sw, "a", &format!("{net}.1/24"), &[]);
-    let _b = sb.port(&sw, "b", &format!("{net}.2/24"), &[]);
-    // Host -> namespace and namespace -> host, as with a bridge's own address.
-    let o = std::process::Command::new("ping")
-        .args(["-c", "3", "-i", "0.1", "-W", "1", &format!("{net}.1")])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "host -> {a}: {}", String::from_utf8_lossy(&o.stdout));
-    assert!(ping(&a, &format!("{net}.254"), 3), "{a} -> host");
-    let route = exec(&a, &["ip", "route", "show", "default"]).stdout;
-    assert!(route.contains(&format!("default via {net}.254 dev eth0")), "{route}");
-    // TCP from a namespace to a server on the host's gateway address.
-    let server = std::net::TcpListener::bind(format!("{net}.254:0")).unwrap();
-    let port = server.local_addr().unwrap().port().to_string();
-    let accept = std::thread::spawn(move || {
-        let (mut c, peer) = server.accept().unwrap();
-        let mut buf = String::new();
-        std::io::Read::read_to_string(&mut c, &mut buf).unwrap();
-        (peer.ip().to_string(), buf)
-    });
-    let client = format!(
-        "import socket; s = socket.create_connection(('{net}.254', {port})); s.sendall(b'hello from a'); s.close()"
-    );
-    assert_eq!(exec(&a, &["python3", "-c", &client]).code, 0);
-    let (peer, got) = accept.join().unwrap();
-    assert_eq!((peer.as_str(), got.as_str()), (format!("{net}.1").as_str(), "hello from a"));
+    let b = sb.port(&sw, "b", &format!("{net}.2/24"), &[]);
+    the_host_and_a_namespace_reach_each_other(net, &a);
     // The host's port shows up as "host".
     assert!(fdb(&sw).iter().any(|(_, ns, _)| ns == "host"), "{:?}", fdb(&sw));
     let stats = json(&["stats", "--switch", &sw]);
@@ -377,36 +358,7 @@ fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
             .iter()
             .any(|r| r["namespace"] == "host" && r["rx_packets"].as_u64().unwrap() > 0)
     );
-    // The address goes to a new namespace with another MAC: the host and b, which both hold
-    // the old MAC, take the new one from the new port's announcement, at once rather than
-    // after seconds of sending to the old one.
-    assert!(ping(&_b, &format!("{net}.1"), 2), "{_b} -> {a}");
-    let old_mac = ns_info(&a)["mac"].as_str().unwrap().to_owned();
-    ok(&["ns", "del", &a]);
-    let a2 = sb.port(&sw, "a2", &format!("{net}.1/24"), &[]);
-    let new_mac = ns_info(&a2)["mac"].as_str().unwrap().to_owned();
-    assert_ne!(old_mac, new_mac);
-    let neighbour = |inside: Option<&str>| {
-        let args = ["neigh", "show", &format!("{net}.1")];
-        match inside {
-            None => host("ip", &args),
-            Some(ns) => exec(ns, &[&["ip"][..], &args[..]].concat()).stdout,
-        }
-    };
-    // Not through the Linux bridge: it enables a new port only when the kernel's link watcher
-    // reports the veth's carrier, after the namespace's end came up and announced itself.
-    let announced = if dp == "bridge" { vec![] } else { vec![None, Some(_b.as_str())] };
-    for who in announced {
-        let updated = (0..50).any(|_| {
-            sleep(Duration::from_millis(20));
-            neighbour(who).contains(&new_mac)
-        });
-        assert!(updated, "{}: {} (old {old_mac}, new {new_mac})", who.unwrap_or("host"), neighbour(who));
-    }
-    if dp != "bridge" {
-        let o = std::process::Command::new("ping").args(["-c", "1", "-W", "1", &format!("{net}.1")]).output().unwrap();
-        assert!(o.status.success(), "host -> {a2} at once: {}", String::from_utf8_lossy(&o.stdout));
-    }
+    an_address_moved_to_a_new_namespace_is_announced(dp, net, &sb, &sw, [&a, &b]);
     // Addresses off the segment, or the gateway's own, are refused.
     let e = fails(&["ns", "add", &sb.name("c"), "--ip", "10.59.0.1/24", "--switch", &sw], 2);
     assert!(e.contains("segment"), "{e}");
@@ -422,6 +374,67 @@ fn gateway_connects_the_host_and_the_namespaces(dp: &str) {
     assert_eq!(Snapshot::take(&sb.prefix), Snapshot::take("\u{0}never"), "gateway left behind");
 }
 
+/// Host -> namespace `a` (at `net`.1) and `a` -> host, as with a bridge's own address; `a`
+/// routes by the gateway, and reaches a TCP server on the host's gateway address.
+fn the_host_and_a_namespace_reach_each_other(net: &str, a: &str) {
+    let o = std::process::Command::new("ping")
+        .args(["-c", "3", "-i", "0.1", "-W", "1", &format!("{net}.1")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "host -> {a}: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(ping(a, &format!("{net}.254"), 3), "{a} -> host");
+    let route = exec(a, &["ip", "route", "show", "default"]).stdout;
+    assert!(route.contains(&format!("default via {net}.254 dev eth0")), "{route}");
+    // TCP from a namespace to a server on the host's gateway address.
+    let server = std::net::TcpListener::bind(format!("{net}.254:0")).unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    let accept = std::thread::spawn(move || {
+        let (mut c, peer) = server.accept().unwrap();
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut c, &mut buf).unwrap();
+        (peer.ip().to_string(), buf)
+    });
+    let client = format!(
+        "import socket; s = socket.create_connection(('{net}.254', {port})); s.sendall(b'hello from a'); s.close()"
+    );
+    assert_eq!(exec(a, &["python3", "-c", &client]).code, 0);
+    let (peer, got) = accept.join().unwrap();
+    assert_eq!((peer.as_str(), got.as_str()), (format!("{net}.1").as_str(), "hello from a"));
+}
+
+/// The address of `a` goes to a new namespace with another MAC: the host and `b`, which both
+/// hold the old MAC, take the new one from the new port's announcement, at once rather than
+/// after seconds of sending to the old one.
+fn an_address_moved_to_a_new_namespace_is_announced(dp: &str, net: &str, sb: &Sandbox, sw: &str, [a, b]: [&str; 2]) {
+    assert!(ping(b, &format!("{net}.1"), 2), "{b} -> {a}");
+    let old_mac = ns_info(a)["mac"].as_str().unwrap().to_owned();
+    ok(&["ns", "del", a]);
+    let a2 = sb.port(sw, "a2", &format!("{net}.1/24"), &[]);
+    let new_mac = ns_info(&a2)["mac"].as_str().unwrap().to_owned();
+    assert_ne!(old_mac, new_mac);
+    let neighbour = |inside: Option<&str>| {
+        let args = ["neigh", "show", &format!("{net}.1")];
+        match inside {
+            None => host("ip", &args),
+            Some(ns) => exec(ns, &[&["ip"][..], &args[..]].concat()).stdout,
+        }
+    };
+    // Not through the Linux bridge: it enables a new port only when the kernel's link watcher
+    // reports the veth's carrier, after the namespace's end came up and announced itself.
+    let announced = if dp == "bridge" { vec![] } else { vec![None, Some(b)] };
+    for who in announced {
+        let updated = (0..50).any(|_| {
+            sleep(Duration::from_millis(20));
+            neighbour(who).contains(&new_mac)
+        });
+        assert!(updated, "{}: {} (old {old_mac}, new {new_mac})", who.unwrap_or("host"), neighbour(who));
+    }
+    if dp != "bridge" {
+        let o = std::process::Command::new("ping").args(["-c", "1", "-W", "1", &format!("{net}.1")]).output().unwrap();
+        assert!(o.status.success(), "host -> {a2} at once: {}", String::from_utf8_lossy(&o.stdout));
+    }
+}
+
 /// Whether the datapath of `sw` logs now (CFG_F_LOG in its pinned CONFIG).
 fn logging_on(sw: &str) -> bool {
     config_flag(sw, switch_common::CFG_F_LOG)
@@ -434,12 +447,14 @@ fn a_killed_logs_is_turned_off_by_the_next_command() {
     let sw = sb.switch("log", "tc", &[]);
     let _a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
     let spawn = || {
-        Command::new(switch_bin())
-            .args(["logs", "--switch", &sw])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Reaped::new(
+            Command::new(switch_bin())
+                .args(["logs", "--switch", &sw])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let on_within = |want: bool| {
         (0..100).any(|_| {

@@ -9,7 +9,7 @@
 //!            (VNI 42)   (vxlan)   10.77.0.1                10.77.0.2
 //! ```
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread::sleep,
     time::Duration,
 };
@@ -204,13 +204,13 @@ impl Hosts {
             .unwrap();
         // The monitor turns the datapath's events on once it runs.
         sleep(Duration::from_millis(1000));
-        Reaped(Some(m))
+        Reaped::new(m)
     }
 }
 
 /// Stops a monitor (SIGINT, as a user would) and returns the events it printed.
-fn drops(mut m: Reaped) -> Vec<Value> {
-    let child = m.0.take().unwrap();
+fn drops(m: Reaped) -> Vec<Value> {
+    let child = m.take();
     // SAFETY: signalling our own child, which has not been waited for.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
@@ -271,23 +271,11 @@ impl Drop for Hosts {
     }
 }
 
-/// A child process killed on drop unless taken out (a failing test leaves none behind).
-struct Reaped(Option<Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Runs `cmd` in namespace `ns` in the background with stdout piped.
-fn spawn_in(ns: &str, cmd: &[&str]) -> Child {
+fn spawn_in(ns: &str, cmd: &[&str]) -> Reaped {
     let mut a = vec!["ns", "exec", ns, "--"];
     a.extend_from_slice(cmd);
-    Command::new(switch_bin()).args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    Reaped::new(Command::new(switch_bin()).args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
 }
 
 /// A TCP transfer from `from` to `to_ns` at `to_ip`: 10 MB, checked end to end.
@@ -312,7 +300,7 @@ s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
 "#;
 
 /// tcpdump in `ns` on `ifname` for `secs` seconds with `filter`: the started process.
-fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Child {
+fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Reaped {
     let t = secs.to_string();
     let mut args = vec!["timeout", &t, "tcpdump", "-nn", "-l", "-i", ifname];
     args.extend(filter.split(' '));
@@ -320,8 +308,8 @@ fn capture(ns: &str, ifname: &str, secs: u32, filter: &str) -> Child {
 }
 
 /// What a capture printed, one line per packet.
-fn captured(c: Child) -> Vec<String> {
-    let out = c.wait_with_output().unwrap();
+fn captured(c: Reaped) -> Vec<String> {
+    let out = c.take().wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
@@ -330,6 +318,29 @@ fn captured(c: Child) -> Vec<String> {
 #[test]
 fn three_hosts_share_one_segment() {
     let mut hs = Hosts::new(3);
+    let names = segment_of_three_hosts(&mut hs);
+    every_namespace_and_the_gateway_reach_each_other(&hs, &names);
+    fdb_and_peers_know_where_the_stations_are(&hs, &names);
+    known_unicast_is_encapsulated_by_the_program(&hs, &names);
+    a_broadcast_reaches_every_namespace_once(&names);
+    a_second_vni_stays_apart(&mut hs, &names);
+
+    // Host 3 leaves: hosts 1 and 2 go on.
+    hs.on(3, &["down", "--switch", "ov"]);
+    hs.switches.retain(|(i, _)| *i != 3);
+    assert!(ping(&names[0][0].0, &names[1][1].1, 2), "host 1 -> host 2 after host 3 went");
+    assert!(!ping(&names[0][0].0, &names[2][0].1, 1), "host 3's namespace is gone");
+
+    a_removed_peer_is_forgotten(&hs, &names);
+    everything_goes(&mut hs);
+}
+
+/// The namespaces of each host of a segment: (name, address), two per host.
+type HostNames = Vec<[(String, String); 2]>;
+
+/// Switch `ov`, VNI 42, on three hosts meshed (host 1 with the gateway 10.88.0.254), with
+/// namespaces `Na` at 10.88.0.N1 and `Nb` at 10.88.0.N2 on host N.
+fn segment_of_three_hosts(hs: &mut Hosts) -> HostNames {
     let mut names = vec![];
     for i in 1..=3 {
         hs.switch(i, "ov", 42, if i == 1 { &["--gateway", "10.88.0.254/24"] } else { &[] });
@@ -343,8 +354,12 @@ fn three_hosts_share_one_segment() {
     // The namespaces fit the underlay once encapsulated.
     let link = exec(&names[0][0].0, &["ip", "-o", "link", "show", "eth0"]).stdout;
     assert!(link.contains("mtu 1450"), "underlay MTU 1500 minus 50: {link}");
+    names
+}
 
-    // Ping between every two namespaces, same host and across hosts.
+/// Ping between every two namespaces, same host and across hosts; from host 1's gateway to
+/// host 2; TCP with a checked payload on every pair of hosts.
+fn every_namespace_and_the_gateway_reach_each_other(hs: &Hosts, names: &HostNames) {
     let all: Vec<&(String, String)> = names.iter().flatten().collect();
     for (x, (from, _)) in all.iter().enumerate() {
         for (to, ip) in all.iter().skip(x + 1) {
@@ -358,12 +373,14 @@ fn three_hosts_share_one_segment() {
     let gw_link = host("ip", &["-n", &hs.hosts[0], "-o", "link", "show", gw_if]);
     assert!(gw_link.contains("mtu 1450"), "{gw_link}");
     assert!(ping(&hs.hosts[0], &names[1][0].1, 2), "host 1 -> a namespace of host 2");
-    // TCP with a checked payload on every pair of hosts.
     for (i, j) in [(0, 1), (1, 2), (2, 0)] {
         tcp_intact(&names[i][0].0, &names[j][1].0, &names[j][1].1);
     }
+}
 
-    // The FDB of host 1 has the other hosts' stations at their peers, its own at no peer.
+/// The FDB of host 1 has the other hosts' stations at their peers, its own at no peer; two
+/// stations behind each of its peers.
+fn fdb_and_peers_know_where_the_stations_are(hs: &Hosts, names: &HostNames) {
     let fdb = hs.fdb(1, "ov");
     for (i, host_names) in names.iter().enumerate() {
         for (ns, _) in host_names {
@@ -376,9 +393,11 @@ fn three_hosts_share_one_segment() {
     let peers = hs.json_on(1, &["peer", "list", "--switch", "ov"]);
     assert_eq!(peers.as_array().unwrap().len(), 2, "{peers}");
     assert!(peers.as_array().unwrap().iter().all(|p| p["stations"] == 2), "two stations behind each peer: {peers}");
+}
 
-    // On the underlay: VXLAN on UDP 4789 with VNI 42. Known unicast is encapsulated by the
-    // switch program (outer UDP checksum zero), not by the VXLAN device, whose counter stays.
+/// On the underlay: VXLAN on UDP 4789 with VNI 42. Known unicast is encapsulated by the
+/// switch program (outer UDP checksum zero), not by the VXLAN device, whose counter stays.
+fn known_unicast_is_encapsulated_by_the_program(hs: &Hosts, names: &HostNames) {
     let device_tx = || {
         let v: Value = serde_json::from_str(&host("ip", &["-n", &hs.hosts[0], "-j", "-s", "link", "show"])).unwrap();
         let dev = v.as_array().unwrap().iter().find(|l| l["ifname"].as_str().unwrap().starts_with("vov-")).cloned();
@@ -399,13 +418,15 @@ fn three_hosts_share_one_segment() {
     );
     let sent = device_tx() - before;
     assert!(sent < 5, "{sent} of 10 echo requests went through the VXLAN device, not the program");
+}
 
-    // An ARP broadcast from host 1 reaches every other namespace exactly once (head-end
-    // replication, nothing flooded back into the tunnel).
+/// An ARP broadcast from host 1 reaches every other namespace exactly once (head-end
+/// replication, nothing flooded back into the tunnel).
+fn a_broadcast_reaches_every_namespace_once(names: &HostNames) {
     let target = "10.88.0.250";
     let filter = format!("arp and host {target}");
-    let caps: Vec<(String, Child)> =
-        all.iter().skip(1).map(|(ns, _)| (ns.clone(), capture(ns, "eth0", 3, &filter))).collect();
+    let caps: Vec<(String, Reaped)> =
+        names.iter().flatten().skip(1).map(|(ns, _)| (ns.clone(), capture(ns, "eth0", 3, &filter))).collect();
     sleep(Duration::from_millis(1000));
     let r = exec(&names[0][0].0, &["python3", "-c", ARP_ONE, &names[0][0].1, target]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -414,9 +435,11 @@ fn three_hosts_share_one_segment() {
         let n = lines.iter().filter(|l| l.contains(&format!("who-has {target}"))).count();
         assert_eq!(n, 1, "the broadcast reached {ns} {n} times: {lines:#?}");
     }
+}
 
-    // A second VNI on hosts 1 and 2, namespaces on the same subnet: it works, and stays
-    // apart from VNI 42.
+/// A second VNI on hosts 1 and 2, namespaces on the same subnet: it works, and stays apart
+/// from VNI 42.
+fn a_second_vni_stays_apart(hs: &mut Hosts, names: &HostNames) {
     hs.switch(1, "ov2", 43, &[]);
     hs.switch(2, "ov2", 43, &[]);
     hs.mesh("ov2", &[1, 2]);
@@ -428,14 +451,11 @@ fn three_hosts_share_one_segment() {
     let second = hs.fdb(2, "ov2");
     assert!(second.iter().all(|(m, _)| *m != hs.mac(1, &names[0][0].0)), "a VNI 42 station in VNI 43: {second:?}");
     assert!(ping(&c2, "10.88.0.13", 1));
+}
 
-    // Host 3 leaves: hosts 1 and 2 go on.
-    hs.on(3, &["down", "--switch", "ov"]);
-    hs.switches.retain(|(i, _)| *i != 3);
-    assert!(ping(&names[0][0].0, &names[1][1].1, 2), "host 1 -> host 2 after host 3 went");
-    assert!(!ping(&names[0][0].0, &names[2][0].1, 1), "host 3's namespace is gone");
-
-    // Host 1 drops peer 2: its stations are forgotten and no traffic reaches them.
+/// Host 1 drops peer 2: its stations are forgotten and no traffic reaches them; a second time
+/// there is nothing to do.
+fn a_removed_peer_is_forgotten(hs: &Hosts, names: &HostNames) {
     let r = hs.json_on(1, &["peer", "del", "10.77.0.2", "--switch", "ov"]);
     assert_eq!(r["changed"], true, "{r}");
     assert!(r["flushed"].as_u64().unwrap() >= 1, "host 2's stations flushed: {r}");
@@ -443,10 +463,12 @@ fn three_hosts_share_one_segment() {
     assert!(fdb.iter().all(|(_, p)| p.as_deref() != Some("10.77.0.2")), "{fdb:?}");
     assert!(!ping(&names[0][0].0, &names[1][0].1, 2), "traffic to the removed peer's station");
     assert!(ping(&names[0][0].0, &names[0][1].1, 1), "host 1's own namespaces still talk");
-    // Again: nothing to do.
     assert_eq!(hs.json_on(1, &["peer", "del", "10.77.0.2", "--switch", "ov"])["changed"], false);
+}
 
-    // Everything goes (and Drop checks that nothing is left).
+/// Every switch goes down: each host is left with its loopback and underlay interface only,
+/// and no pins (and Drop checks that nothing else is left).
+fn everything_goes(hs: &mut Hosts) {
     for (i, sw) in hs.switches.drain(..).collect::<Vec<_>>() {
         hs.on(i, &["down", "--switch", &sw]);
     }

@@ -60,8 +60,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("sockperf", "sockperf"),
     ("trafgen", "netsniff-ng"),
-    // Profiling a datapath under the benchmark's load (`perf record -a -g`; README, userspace
-    // datapath numbers).
+    // Profiling a datapath under the benchmark's load (`perf record -a -g`; see
+    // docs/benchmarking.md).
     ("perf", "linux-perf"),
     ("iptables", "iptables"),
     // Deleting the nat tables iptables leaves behind (switch-user/src/sys/nat_tables.rs).

@@ -18,7 +18,6 @@ use switch_common::{
 #[map(name = "FDB")]
 pub static FDB: LruHashMap<MacKey, FdbEntry> = LruHashMap::with_max_entries(FDB_CAPACITY, 0);
 
-/// Slot -> port; the flood list. An array so the flood loop is a bounded walk over indices.
 /// MAC -> slot of the port it is bound to (see `switch_common::maps::BOUND`).
 #[map(name = "BOUND")]
 pub static BOUND: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
@@ -29,6 +28,7 @@ pub static BOUND: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_PORTS, 0)
 #[map(name = "LEARNED")]
 pub static LEARNED: Array<LearnWindow> = Array::with_max_entries(MAX_PORTS, 0);
 
+/// Slot -> port; the flood list. An array so the flood loop is a bounded walk over indices.
 #[map(name = "PORTS")]
 pub static PORTS: Array<Port> = Array::with_max_entries(MAX_PORTS, 0);
 

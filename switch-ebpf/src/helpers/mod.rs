@@ -10,11 +10,11 @@
 //! - `decide`: the switching decision shared by TC and XDP (port, validity, learning, where
 //!   to).
 //! - `eth`: Ethernet header access.
-//! - `events`: events for `switch monitor` (drops, learned stations, moves) into the `EVENTS`
-//!   ring buffer, rate-limited per CPU.
+//! - `events`: events for `switch monitor` (drops, learned stations, moves, connections NAT
+//!   creates) into the `EVENTS` ring buffer, rate-limited per CPU.
 //! - `fdb`: the forwarding database (`FDB`): learning, lookup, lazy ageing.
-//! - `forward`, `forward_xdp`: carrying a decision out from TC (redirect, clone-and-redirect
-//!   flood) and from XDP (devmap redirect and broadcast).
+//! - `forward`, `forward_xdp`: carrying a decision out from TC (clone-and-redirect flood) and
+//!   from XDP (devmap redirect and broadcast).
 //! - `icmp`: ICMP errors quoting a translated connection's packet, translated back.
 //! - `ipv4`: IPv4 + TCP/UDP header parsing for NAT (`Flow`).
 //! - `log`: aya-log records of decisions (`#[inline(never)]` subprograms).
@@ -24,6 +24,8 @@
 //!   counters.
 //! - `observe`: what the readers see of a decision (log, events, capture), in one order for
 //!   every entry program.
+//! - `redirect`: redirecting a frame to one port from TC (known unicast, the last port of a
+//!   flood, a frame for the VXLAN device); `forward` and `tunnel` both use it.
 //! - `reply`: replies leaving the switch straight for the uplink (`switch_ingress`'s shortcut
 //!   and `nat_gateway`).
 //! - `route`: FIB lookups and the router's part (TTL, MACs) for translated packets.
@@ -47,6 +49,7 @@ pub mod log;
 pub mod maps;
 pub mod nat;
 pub mod observe;
+pub mod redirect;
 pub mod reply;
 pub mod route;
 pub mod stats;

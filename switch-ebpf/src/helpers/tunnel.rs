@@ -30,8 +30,9 @@ use switch_common::{MAX_PEERS, MacKey, TunnelConfig};
 
 use super::{
     eth::{L3_ARP, L3_IPV4, L3Src},
-    fdb, forward,
+    fdb,
     maps::{BOUND, BOUND_IP, PEER_SLOTS, PEERS, TUNNEL},
+    redirect,
     stats::{self, SPOOFED_ARP, SPOOFED_IP},
 };
 
@@ -133,7 +134,7 @@ pub fn to_peer(ctx: &TcContext, out_ifindex: u32, out_slot: u32, len: u64) -> i3
         stats::tx_error(out_slot);
         return TC_ACT_SHOT;
     }
-    forward::unicast(ctx, out_ifindex, out_slot, len, false)
+    redirect::unicast(ctx, out_ifindex, out_slot, len, false)
 }
 
 /// What `encap` did.

@@ -12,7 +12,8 @@ use tokio::{
 use crate::{
     controller::{forward, ns, switch},
     error::{Error, Result},
-    state::{DatapathKind, Proto},
+    kind::DatapathKind,
+    state::Proto,
     sys::netns,
 };
 

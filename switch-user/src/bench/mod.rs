@@ -123,7 +123,7 @@ pub struct Exclusive {
 /// Takes the benchmark lock, or says that another run holds it.
 pub fn exclusive() -> Result<Exclusive> {
     use std::os::fd::AsRawFd as _;
-    let dir = std::path::Path::new(crate::state::STATE_DIR);
+    let dir = std::path::Path::new(crate::sys::host::STATE_DIR);
     crate::sys::files::private_dir(dir)?;
     let file = crate::sys::files::open_private(&dir.join("bench.lock"), false)?;
     // SAFETY: flock on a descriptor we own; released when the file closes.

@@ -200,7 +200,7 @@ async fn reaches(ns: &str, ip: &str) -> Result<()> {
 /// the run's directory), removes the bridge's taps, the veths and the namespaces, and the
 /// directory. Nothing there is fine.
 pub async fn remove(children: Vec<Child>, client: &str, server: &str) {
-    let _ = crate::controller::blocking(move || {
+    let _ = crate::sys::blocking(move || {
         stop(children);
         Ok(())
     })

@@ -8,9 +8,12 @@ use std::{
 
 use super::ovs;
 use crate::{
-    controller::{blocking, link, ns, switch},
+    controller::{link, ns, switch},
+    datapath::settings::Setting,
     error::{Context as _, Error, Result},
-    state::{DatapathKind, Redirect, Store},
+    kind::DatapathKind,
+    state::{Redirect, Store},
+    sys::blocking,
 };
 
 /// How a contender connects its client and server namespaces.
@@ -138,7 +141,7 @@ impl Topology {
                 switch::up(switch::UpOptions {
                     name: self.switch.clone(),
                     ageing_secs: None,
-                    redirect: (datapath == DatapathKind::Tc).then_some(redirect),
+                    redirect: datapath.open(&self.switch).takes(Setting::Redirect).then_some(redirect),
                     datapath: Some(datapath),
                     gateway: None,
                     uplinks: vec![],

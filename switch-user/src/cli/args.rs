@@ -8,7 +8,7 @@ use switch::{
         forward::{PortRange, Target},
         monitor::EventKind,
     },
-    datapath::DatapathKind,
+    kind::DatapathKind,
     names::{Cidr, Mac},
     state::{Proto, Redirect},
 };
@@ -59,8 +59,8 @@ pub enum Command {
     /// Namespaces: add one to a switch, remove, list, run a command inside.
     #[command(subcommand)]
     Ns(NsCommand),
-    /// List the ports of every kind (namespace, adopted, gateway, uplink) of a switch, or of
-    /// every switch.
+    /// List the ports of every kind (namespace, adopted, gateway, uplink, tunnel) of a switch,
+    /// or of every switch.
     Ports(PortsArgs),
     /// Connect two namespaces with a plain veth pair (no switch), creating them if needed.
     Link(LinkArgs),
@@ -294,8 +294,9 @@ EtherType, IPv4 addresses and TCP/UDP ports). With --json, one JSON object per l
 
 Drop reasons: malformed (shorter than an Ethernet header), invalid-source (group or zero
 source MAC), same-port (destination behind the port it came from), spoofed-mac,
-spoofed-ip, spoofed-arp (port security), mac-limit (the port's learning limit),
-nat-refused (a packet of the segment NAT could not translate), masquerade-share (a new
+spoofed-ip, spoofed-arp, tagged (port security: a VLAN-tagged frame from a secured port),
+mac-limit (the port's or the peer's learning limit), not-peer (on the tunnel port: a frame
+from an address that is not a peer, or of another VNI), nat-refused (a packet of the segment NAT could not translate), masquerade-share (a new
 connection of a namespace that holds its share of the masquerade ports towards that remote),
 unsolicited-routed (routed towards the segment, asked for by nothing there), icmp-foreign (an
 ICMP error at an uplink that is not its connection's own).

@@ -7,6 +7,7 @@
 //! | up, down, list     | `commands::switch`             | `controller::switch`        |
 //! | run                | `commands::run`                | `controller::switch`        |
 //! | ns add/del/list    | `commands::ns`                 | `controller::ns`            |
+//! | ns attach/detach   | `commands::ns`                 | `controller::ns`            |
 //! | ns exec            | `main::exec` (no runtime)      | `sys::netns`                |
 //! | ports              | `commands::ports`              | `controller::port`          |
 //! | link               | `commands::link`               | `controller::link`          |

@@ -15,7 +15,7 @@ use switch::{
         switch::SwitchInfo,
         tables::TableRow,
     },
-    datapath::DatapathKind,
+    datapath::settings::Setting,
 };
 
 /// What a command reports: one value, shown as text for people or as JSON for programs.
@@ -35,12 +35,19 @@ impl Reply {
         Self { json: None, text: String::new() }
     }
 
-    /// Prints the reply on stdout, as JSON if `json`.
-    pub fn print(&self, json: bool) {
-        match (&self.json, json) {
-            (Some(v), true) => println!("{}", serde_json::to_string_pretty(v).expect("serialisable")),
-            _ if self.text.is_empty() => {}
-            _ => print!("{}{}", self.text, if self.text.ends_with('\n') { "" } else { "\n" }),
+    /// Prints the reply on stdout, as JSON if `json`. A reader that stopped reading (`switch
+    /// fdb | head`) is not an error: what it wanted it has; `println!` would panic instead.
+    pub fn print(&self, json: bool) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let written = match (&self.json, json) {
+            (Some(v), true) => writeln!(out, "{}", serde_json::to_string_pretty(v).expect("serialisable")),
+            _ if self.text.is_empty() => Ok(()),
+            _ => write!(out, "{}{}", self.text, if self.text.ends_with('\n') { "" } else { "\n" }),
+        };
+        match written.and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
         }
     }
 }
@@ -248,7 +255,7 @@ pub fn switches(rows: &[SwitchInfo]) -> String {
                     s.datapath.to_string(),
                     s.ports.to_string(),
                     format!("{}s", s.ageing_secs),
-                    if s.datapath == DatapathKind::Tc { s.redirect.to_string() } else { "-".into() },
+                    if s.datapath.open(&s.name).takes(Setting::Redirect) { s.redirect.to_string() } else { "-".into() },
                     if s.ready { "up" } else { "incomplete" }.into(),
                 ]
             })

@@ -1,5 +1,5 @@
-//! The one shutdown signal of every long-running command (`run`, `logs`, `monitor`, `demo`, `bench`,
-//! `metrics serve`).
+//! The one shutdown signal of every long-running command (`run`, `logs`, `monitor`, `capture`, `demo`,
+//! `bench`, `metrics serve`).
 
 /// Resolves on the first Ctrl-C (SIGINT) or SIGTERM, whichever comes first. If SIGTERM
 /// cannot be watched, Ctrl-C alone still works.

@@ -12,7 +12,7 @@ use crate::{
         forward::{self, PortRange},
         ns, switch,
     },
-    datapath::DatapathKind,
+    kind::DatapathKind,
     names::Cidr,
     state::Proto,
     sys::netlink::Netlink,

@@ -44,7 +44,6 @@ use switch_common::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    blocking,
     monitor::{Frame, PortRef, Ports, ports_of, reason_name, rfc3339, wall_time},
     readers::{self, Reader, Stream},
 };
@@ -52,6 +51,7 @@ use crate::{
     error::{Error, Result},
     names::validate_name,
     state::{PortKind, Store},
+    sys::blocking,
 };
 
 /// Frames waiting between the ring and whoever shows them (at most about 9.5 MB of full-size

@@ -3,12 +3,12 @@
 //!
 //! Every command holds the state lock from its first read to its last write, so a record seen
 //! `ready: false` under the lock belongs to a command that died: nobody is still making it.
-use super::{blocking, port};
+use super::port;
 use crate::{
     datapath::Datapath,
     error::{Context as _, Result},
     state::{ForwardState, PortKind, PortState, State, Store},
-    sys::netlink::Netlink,
+    sys::{blocking, netlink::Netlink},
 };
 
 /// A record a command makes under the rule, by what names it.

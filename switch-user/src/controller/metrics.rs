@@ -84,7 +84,7 @@ pub async fn collect() -> Result<Collected> {
 
 /// A copy of the state, read without the lock (see the module's doc).
 async fn snapshot() -> Result<State> {
-    super::blocking(|| Store::peek(host::state_dir())).await
+    crate::sys::blocking(|| Store::peek(host::state_dir())).await
 }
 
 async fn read_switch(state: &State, name: &str, datapath: String) -> Result<SwitchNumbers> {

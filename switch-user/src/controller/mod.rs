@@ -35,13 +35,8 @@ use crate::{
     datapath::Datapath,
     error::{Error, Result},
     state::{State, Store},
-    sys::{host, preflight},
+    sys::{blocking, host, preflight},
 };
-
-/// Runs blocking `f` (file locks, bpf syscalls, /proc writes) off the async workers.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Command(format!("internal task failed: {e}")))?
-}
 
 /// Fault injection for the crash and rollback tests. With `SWITCH_FAILPOINT=NAME` the process
 /// aborts at point NAME, as if killed with SIGKILL there; with `SWITCH_FAILPOINT=NAME:error`

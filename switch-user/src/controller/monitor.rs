@@ -1,5 +1,6 @@
-//! `switch monitor`: the datapath's events (drops with their reason, new stations, moves),
-//! and ports added and removed, live.
+//! `switch monitor`: the datapath's events (drops with their reason, new stations, moves,
+//! connections NAT creates), stations aged out and connections expired or evicted (seen in
+//! a look at the tables once a second), and ports added and removed, live.
 //!
 //! Events cost the datapath only while someone listens, so they are on only then (see
 //! `readers`).
@@ -25,17 +26,13 @@ use switch_common::{
 };
 use tokio::sync::mpsc;
 
-use super::{
-    blocking,
-    readers::{self, Reader, Stream},
-};
-use crate::datapath::{Datapath, DatapathEvents};
+use super::readers::{self, Reader, Stream};
 use crate::{
-    datapath::{TablesNow, ebpf::maps::now_ns},
+    datapath::{Datapath, DatapathEvents, TablesNow},
     error::{Error, Result},
     names::{Mac, validate_name},
     state::{State, Store},
-    sys::host,
+    sys::{blocking, clock::now_ns, host},
 };
 
 /// How often the port records are read for port events.

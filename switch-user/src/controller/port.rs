@@ -14,13 +14,13 @@
 //! name to find out what it is.
 use std::{os::fd::AsRawFd as _, path::Path};
 
-use super::{blocking, failpoint};
+use super::failpoint;
 use crate::{
     datapath::{Datapath, UplinkSetup},
     error::{Error, Result},
     names::{Cidr, Mac, NS_IFNAME, gateway_ifnames, tunnel_ifname},
     state::{PortKind, PortState, State, TunnelState},
-    sys::{netlink::Netlink, netns, sysctl},
+    sys::{blocking, netlink::Netlink, netns, sysctl},
 };
 
 /// What is behind a namespace port (made or adopted): the namespace end's address, its MAC

@@ -9,12 +9,12 @@
 //! recorded reader of it lives.
 use std::{future::Future, time::Duration};
 
-use super::{blocking, datapath_of, intent, lock};
+use super::{datapath_of, intent, lock};
 use crate::{
     datapath::Datapath,
     error::{Error, Result},
     state::{State, Store, SwitchState},
-    sys::process::ProcessId,
+    sys::{blocking, process::ProcessId},
 };
 
 /// How often a reader looks whether its switch still exists.

@@ -1,16 +1,16 @@
 //! `switch up`, `switch down`, `switch list` and `switch run`.
-use std::time::Duration;
-
 use serde::Serialize;
 use switch_common::{DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED};
 
 use super::{failpoint, forward, intent, lock, port};
 use crate::{
     datapath::{
-        self, Capability, DatapathKind,
-        userspace::{daemon, engine::Config as EngineConfig},
+        self,
+        settings::Settings,
+        userspace::{engine::Config as EngineConfig, runner},
     },
     error::{Error, Result},
+    kind::{Capability, DatapathKind},
     names::{Cidr, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
     sys::netlink::Netlink,
@@ -43,10 +43,6 @@ pub struct UpOptions {
     /// Microseconds a userspace switch's lanes keep polling for frames before they sleep.
     pub busy_poll_us: Option<u32>,
 }
-
-/// Most microseconds of `--busy-poll`: a second of spinning after the last frame is already
-/// a CPU kept busy for nothing.
-pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
 
 /// The tunnel port `up --vxlan VNI --underlay IFACE [--vxlan-port PORT]` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,27 +119,8 @@ fn validate(opts: &UpOptions) -> Result<()> {
     if opts.ageing_secs == Some(0) {
         return Err(Error::invalid("ageing time", "0", "must be at least 1 second"));
     }
-    if let (Some(r), Some(d)) = (opts.redirect, opts.datapath)
-        && d != DatapathKind::Tc
-    {
-        return Err(Error::invalid(
-            "option",
-            format!("--redirect {r}"),
-            format!("only the tc datapath has it, not {d}"),
-        ));
-    }
-    if let Some(us) = opts.busy_poll_us {
-        if us > MAX_BUSY_POLL_US {
-            return Err(Error::invalid("busy poll", us.to_string(), format!("must be at most {MAX_BUSY_POLL_US} us")));
-        }
-        if let Some(d) = opts.datapath.filter(|&d| us > 0 && d != DatapathKind::Userspace) {
-            return Err(Error::invalid(
-                "option",
-                format!("--busy-poll {us}"),
-                format!("only the userspace datapath has it, not {d}"),
-            ));
-        }
-    }
+    let chosen = opts.datapath.map(|d| d.open(&opts.name));
+    Settings { redirect: opts.redirect, busy_poll_us: opts.busy_poll_us }.check(chosen.as_deref(), true)?;
     if let Some(g) = opts.gateway.filter(|g| g.prefix < MIN_GATEWAY_PREFIX) {
         // The host routes the whole prefix into the segment: a /1 would take half the
         // internet (and the host's own networks) away from its other interfaces.
@@ -250,15 +227,11 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         (Some(v), None) => Some(tunnel_settings(state, &opts.name, v).await?),
         _ => None,
     };
-    let new = settings(opts, state.switches.get(&opts.name));
-    if new.busy_poll_us > 0 && new.datapath != DatapathKind::Userspace {
-        // `--busy-poll` without `--datapath`: the default datapath (tc) has no lanes to poll.
-        return Err(Error::invalid(
-            "option",
-            format!("--busy-poll {}", new.busy_poll_us),
-            format!("only the userspace datapath has it, not {} (add --datapath userspace)", new.datapath),
-        ));
-    }
+    let new = new_state(opts, state.switches.get(&opts.name));
+    // `--busy-poll` without `--datapath`: the default datapath may not take it. (A redirect
+    // asked of a switch that exists was compared by `conflicts`.)
+    let settings = Settings { redirect: None, busy_poll_us: Some(new.busy_poll_us) };
+    settings.check(Some(new.datapath.open(&opts.name).as_ref()), opts.datapath.is_some())?;
     state.switches.insert(opts.name.clone(), new.clone());
     record_ports(state, opts, tunnel)?;
     store.save(state)?;
@@ -300,7 +273,7 @@ fn check_segment(state: &State, opts: &UpOptions) -> Result<()> {
 /// The settings of switch `opts.name`, not made yet: as asked, and where nothing is asked,
 /// as `existing` has them (a switch made again; `conflicts` refused any contradiction
 /// already) or the defaults.
-fn settings(opts: &UpOptions, existing: Option<&SwitchState>) -> SwitchState {
+fn new_state(opts: &UpOptions, existing: Option<&SwitchState>) -> SwitchState {
     SwitchState {
         ageing_secs: opts.ageing_secs.or(existing.map(|e| e.ageing_secs)).unwrap_or(DEFAULT_AGEING_SECS),
         redirect: opts.redirect.or(existing.map(|e| e.redirect)).unwrap_or(Redirect::Peer),
@@ -514,15 +487,8 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
         .collect())
 }
 
-/// `switch run --daemon`: the background process `up --datapath userspace` starts. Serves
-/// until a shutdown request or SIGTERM; the switch record and ports belong to the CLI.
-pub async fn run_daemon(name: &str, config: EngineConfig, stop: impl std::future::Future<Output = ()>) -> Result<()> {
-    validate_name("switch name", name)?;
-    daemon::serve(name, config, vec![], stop).await
-}
-
-/// `switch run`: a userspace switch in the foreground. Makes the switch, serves until `stop`
-/// (Ctrl-C or SIGTERM), then tears everything down as `switch down` would.
+/// `switch run`: a userspace switch in the foreground. Records the switch, runs it until
+/// `stop` (Ctrl-C or SIGTERM), then tears everything down as `switch down` would.
 pub async fn run_foreground(
     name: &str,
     ageing_secs: Option<u64>,
@@ -551,39 +517,15 @@ pub async fn run_foreground(
         }
         begin(&store, &mut state, &opts).await?.expect("not recorded before")
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = daemon::serve(name, EngineConfig::of(&new), vec![], async move {
-        let _ = stop_rx.await;
-    });
-    tokio::pin!(server);
-    // Mark the switch ready once its control socket answers, then wait for the stop signal.
-    let marked = async {
-        for _ in 0..200 {
-            if daemon::alive(name).await {
-                let store = lock().await?;
-                let mut state = store.load()?;
-                if let Some(s) = state.switches.get_mut(name) {
-                    s.ready = true;
-                }
-                store.save(&state)?;
-                eprintln!("userspace switch '{name}' is up; Ctrl-C or SIGTERM stops it and removes it");
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Err(Error::Command(format!("switch '{name}' did not answer on its control socket")))
-    };
-    let served: Result<()> = tokio::select! {
-        r = &mut server => r,
-        r = async { marked.await?; stop.await; Ok::<_, Error>(()) } => match r {
-            Ok(()) => {
-                let _ = stop_tx.send(());
-                server.await
-            }
-            Err(e) => Err(e),
-        },
-    };
+    let served = runner::foreground(name, EngineConfig::of(&new), mark_ready(name), stop).await;
     let store = lock().await?;
     let down = down_locked(&store, name).await;
     served.and(down.map(|_| ()))
+}
+
+/// Marks switch `name` ready (its process answers).
+async fn mark_ready(name: &str) -> Result<()> {
+    let store = lock().await?;
+    let mut state = store.load()?;
+    intent::finish(&store, &mut state, [intent::Record::Switch(name)])
 }

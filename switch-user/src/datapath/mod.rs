@@ -8,45 +8,33 @@
 //! | bridge    | `bridge/`    | a Linux bridge                  | the host veth enslaved to it       |
 //!
 //! The commands (`controller/`) only talk to [`Datapath`]. What some datapaths can do and
-//! others cannot (port forwarding, table counters, a datapath log) is a capability: the
-//! trait's accessor returns `None` where it is missing and [`require`] turns that into the
-//! one error every command uses. Adding a datapath means one new folder and one arm in
-//! [`DatapathKind::open`].
+//! others cannot (port forwarding, table counters, a datapath log, events, packet capture,
+//! tunnel ports: see [`Capability`]) is a capability: the trait's accessor returns `None`
+//! where it is missing and its `require_*` turns that into the one error every command uses.
+//! Settings of `switch up` that only some datapaths take (`--redirect`, `--busy-poll`) are
+//! declared by each datapath (`Datapath::takes`) and checked in `settings`. Adding a datapath
+//! means one new folder and one arm in [`DatapathKind::open`].
 pub mod bridge;
 pub mod ebpf;
+pub mod settings;
 pub mod userspace;
 
 use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use settings::Setting;
 use switch_common::{FwdStats, PortStats};
 
 use crate::{
     error::{Error, Result},
+    kind::{Capability, DatapathKind},
     names::{Cidr, Mac},
     state::{ForwardState, PortState, SwitchState},
 };
 
-/// How a switch moves frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DatapathKind {
-    /// TC/TCX eBPF program on each port (default; fastest for TCP).
-    #[default]
-    Tc,
-    /// Native XDP eBPF program on each port (no skb per frame; TSO off on the ports).
-    Xdp,
-    /// An async userspace process on AF_PACKET sockets (kernels without eBPF).
-    Userspace,
-    /// The kernel's Linux bridge (the classic recipe, as a baseline).
-    Bridge,
-}
-
+// The kind is a leaf (`crate::kind`) that the state file and the errors name too; opening one
+// needs every datapath, so it is done here.
 impl DatapathKind {
-    /// Every datapath, in the order listings name them.
-    pub const ALL: [Self; 4] = [Self::Tc, Self::Xdp, Self::Userspace, Self::Bridge];
-
     /// The datapath of switch `name`.
     pub fn open(self, name: &str) -> Box<dyn Datapath> {
         match self {
@@ -55,17 +43,6 @@ impl DatapathKind {
             Self::Userspace => Box::new(userspace::Userspace::new(name)),
             Self::Bridge => Box::new(bridge::Bridge::new(name)),
         }
-    }
-}
-
-impl std::fmt::Display for DatapathKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Tc => "tc",
-            Self::Xdp => "xdp",
-            Self::Userspace => "userspace",
-            Self::Bridge => "bridge",
-        })
     }
 }
 
@@ -119,36 +96,6 @@ impl TableFill {
     }
 }
 
-/// What a datapath may lack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Capability {
-    /// DNAT of uplink ports to namespaces, masquerade, hairpin and host-local access.
-    PortForwarding,
-    /// Fill levels and eviction counts of the MAC and connection tables.
-    TableCounters,
-    /// Log records streamed from the datapath.
-    Log,
-    /// Events (drops, learned stations, moves) streamed from the datapath.
-    Events,
-    /// A tunnel port (VXLAN) to the switches of other hosts.
-    Tunnel,
-    /// Copies of frames with the datapath's verdict.
-    Capture,
-}
-
-impl std::fmt::Display for Capability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::PortForwarding => "port forwarding (it runs in eBPF)",
-            Self::TableCounters => "table counters",
-            Self::Log => "a datapath log",
-            Self::Events => "datapath events (switch monitor)",
-            Self::Tunnel => "tunnel ports (VXLAN: switch up --vxlan)",
-            Self::Capture => "packet capture with verdicts (switch capture)",
-        })
-    }
-}
-
 impl dyn Datapath {
     /// Port forwarding, or the error every command gives for a datapath without it.
     pub fn require_forwarding(&self) -> Result<&dyn PortForwarding> {
@@ -183,17 +130,22 @@ impl dyn Datapath {
     /// The one wording of a missing capability: "switch 'x' uses the bridge datapath; only tc
     /// and xdp have a datapath log".
     fn unsupported(&self, capability: Capability) -> Error {
-        let with: Vec<String> = DatapathKind::ALL
-            .iter()
-            .filter(|k| k.open(self.switch()).has(capability))
-            .map(ToString::to_string)
-            .collect();
         Error::Unsupported {
             switch: self.switch().to_owned(),
             datapath: self.kind(),
             capability,
-            with: with.join(" and "),
+            with: self.kinds_that(|dp| dp.has(capability)),
         }
+    }
+
+    /// The datapaths of which `test` holds, in words: "tc and xdp".
+    fn kinds_that(&self, test: impl Fn(&dyn Datapath) -> bool) -> String {
+        let with: Vec<String> = DatapathKind::ALL
+            .iter()
+            .filter(|k| test(k.open(self.switch()).as_ref()))
+            .map(ToString::to_string)
+            .collect();
+        with.join(" and ")
     }
 }
 
@@ -287,6 +239,11 @@ pub trait Datapath: Send + Sync {
     /// The tunnel port's peers, if the datapath has tunnel ports.
     fn tunnel(&self) -> Option<&dyn Tunnels> {
         None
+    }
+
+    /// Whether the datapath takes `setting` of `switch up`.
+    fn takes(&self, _setting: Setting) -> bool {
+        false
     }
 
     /// Whether the datapath has capability `cap`.
@@ -474,9 +431,10 @@ pub trait DatapathCapture: Send + Sync {
 }
 
 /// Removes every kind of switch object `name` may have, whichever datapath it had: after a
-/// crash, the record that said which may be gone.
+/// crash, the record that said which may be gone. (tc and xdp share their pins: the second
+/// finds nothing left, which `destroy` tolerates.)
 pub async fn destroy_any(name: &str) -> Result<()> {
-    for kind in [DatapathKind::Tc, DatapathKind::Userspace, DatapathKind::Bridge] {
+    for kind in DatapathKind::ALL {
         kind.open(name).destroy().await?;
     }
     Ok(())
@@ -484,7 +442,7 @@ pub async fn destroy_any(name: &str) -> Result<()> {
 
 /// Whether switch `name` has a switch object of any datapath.
 pub async fn exists_any(name: &str) -> Result<bool> {
-    for kind in [DatapathKind::Tc, DatapathKind::Userspace, DatapathKind::Bridge] {
+    for kind in DatapathKind::ALL {
         if kind.open(name).exists().await? {
             return Ok(true);
         }

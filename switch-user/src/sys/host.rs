@@ -33,9 +33,11 @@ use std::{
 use crate::{
     error::{Context as _, Error, Result},
     names::validate_name,
-    state::STATE_DIR,
     sys::netns,
 };
+
+/// Directory of the machine's state file and its lock (a host's is under it).
+pub const STATE_DIR: &str = "/run/switch";
 
 /// Root of every switch's pins on the machine.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/switch";

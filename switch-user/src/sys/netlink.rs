@@ -329,7 +329,7 @@ impl Netlink {
             .ifindex(name)
             .await?
             .ok_or_else(|| Error::Command(format!("{name} vanished right after it was created")))?;
-        crate::controller::blocking(move || vni_filter_add(index, vni)).await?;
+        super::blocking(move || vni_filter_add(index, vni)).await?;
         Ok(index)
     }
 

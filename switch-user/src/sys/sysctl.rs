@@ -1,8 +1,9 @@
-//! Per-interface sysctls. `/proc/sys/net` shows the network namespace of the thread that opens
-//! it, so inside a namespace these must run on the namespace's thread (see `netns::run_in`).
+//! Per-interface sysctls, and the host's ephemeral port range. `/proc/sys/net` shows the
+//! network namespace of the thread that opens it, so inside a namespace these must run on the
+//! namespace's thread (see `netns::run_in`).
 use std::fs;
 
-use crate::error::{Context as _, Result};
+use crate::error::{Context as _, Error, Result};
 
 /// Has the kernel announce `ifname`'s IPv4 addresses (a gratuitous ARP request each) whenever
 /// the interface comes up (`arp_notify`).
@@ -43,4 +44,48 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
 pub fn forward_on_tunnel(ifname: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
     fs::write(&path, b"1").context(format!("writing {path}"))
+}
+
+/// Fewest masquerade source ports: below this, busy remotes would run out.
+const MIN_MASQUERADE_PORTS: u32 = 1024;
+
+/// The source ports masquerade uses: every port above the host's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), which the host's own sockets never pick when they
+/// connect. A host connection from port P to R:r and a namespace's connection from P to R:r
+/// then never share a translated 5-tuple, so the namespace cannot take the host's replies.
+/// (Reserving ports with `ip_local_reserved_ports` would change a host-wide setting that
+/// several switches share; choosing outside the range changes nothing.)
+pub fn masquerade_ports() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = fs::read_to_string(path).context(format!("reading {path}"))?;
+    masquerade_ports_above(&text)
+}
+
+/// `masquerade_ports` for the text of `ip_local_port_range` ("32768\t60999").
+fn masquerade_ports_above(range: &str) -> Result<(u16, u16)> {
+    let last: u32 = range.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| {
+        Error::Command(format!("cannot read the host's ephemeral port range from '{}'", range.trim()))
+    })?;
+    let count = 65_535u32.saturating_sub(last);
+    if count < MIN_MASQUERADE_PORTS {
+        return Err(Error::Command(format!(
+            "the host's ephemeral ports (net.ipv4.ip_local_port_range {}) leave only {count} ports above them for \
+             masquerade, which needs {MIN_MASQUERADE_PORTS}: lower the range's end (e.g. sysctl -w \
+             net.ipv4.ip_local_port_range=\"32768 60999\") or use --no-masquerade",
+            range.split_whitespace().collect::<Vec<_>>().join(" ")
+        )));
+    }
+    Ok(((last + 1) as u16, count as u16))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masquerade_ports_lie_above_the_ephemeral_range() {
+        assert_eq!(super::masquerade_ports_above("32768\t60999\n").unwrap(), (61000, 4536));
+        assert_eq!(super::masquerade_ports_above("1024 64000").unwrap(), (64001, 1535));
+        let e = super::masquerade_ports_above("1024\t65000").unwrap_err().to_string();
+        assert!(e.contains("only 535 ports") && e.contains("--no-masquerade"), "{e}");
+        assert!(super::masquerade_ports_above("garbage").is_err());
+    }
 }

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use switch::{controller::switch as sw, datapath::userspace::engine::Config as EngineConfig};
+use switch::{
+    controller::switch as sw,
+    datapath::userspace::{engine::Config as EngineConfig, runner},
+};
 
 use crate::cli::{args::RunArgs, output::Reply, signal};
 
@@ -16,7 +19,7 @@ pub async fn do_run(a: RunArgs) -> Result<Reply> {
             max_learned: a.max_learned.unwrap_or(switch_common::DEFAULT_MAX_LEARNED),
             busy_poll: Duration::from_micros(u64::from(a.busy_poll.unwrap_or(0))),
         };
-        sw::run_daemon(&a.switch, config, signal::shutdown()).await?;
+        runner::daemon(&a.switch, config, signal::shutdown()).await?;
     } else {
         sw::run_foreground(&a.switch, a.ageing, a.busy_poll, signal::shutdown()).await?;
     }

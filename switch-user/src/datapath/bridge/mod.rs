@@ -7,13 +7,13 @@ use std::{collections::HashMap, time::Duration};
 use async_trait::async_trait;
 use switch_common::PortStats;
 
-use super::{Datapath, DatapathKind, FdbEntryView, PortCounters};
+use super::{Datapath, FdbEntryView, PortCounters};
 use crate::{
-    controller::blocking,
     error::{Error, Result},
+    kind::DatapathKind,
     names::{Mac, bridge_ifname},
     state::{PortState, SwitchState},
-    sys::{netlink::Netlink, sysctl},
+    sys::{blocking, netlink::Netlink, sysctl},
 };
 
 /// The Linux bridge of one switch.

@@ -114,12 +114,6 @@ fn optional<T>(r: Result<T, MapError>, what: &str) -> Result<Option<T>> {
     }
 }
 
-/// Monotonic clock in ns, the clock `bpf_ktime_get_coarse_ns` reads.
-pub fn now_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
-
 impl SwitchMaps {
     /// Opens every map of the switch.
     pub fn open(pins: &Pins) -> Result<Self> {

@@ -7,9 +7,12 @@ use switch_common::{CtEntry, CtKey, FwdKey, FwdStats, FwdTarget, NatConfig, maps
 use super::{
     Pins,
     batch::entries,
-    maps::{now_ns, open_as, zeroed_per_cpu},
+    maps::{open_as, zeroed_per_cpu},
 };
-use crate::error::{Result, bpf};
+use crate::{
+    error::{Result, bpf},
+    sys::clock::now_ns,
+};
 
 /// The forwarding maps of one switch, opened from their pins.
 pub struct NatMaps {

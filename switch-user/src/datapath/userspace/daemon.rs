@@ -149,20 +149,12 @@ pub async fn stop(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the switch in this process: the engine with `ports` (slot, ifindex, ifname), the
-/// ageing sweep and the control socket, until `stop` resolves or a shutdown request comes.
-/// The engine is set up as `config` says.
-pub async fn serve(
-    name: &str,
-    config: Config,
-    ports: Vec<(u32, u32, String)>,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+/// Runs the switch in this process: the engine (its ports come later, over the control
+/// socket), the ageing sweep and the control socket, until `stop` resolves or a shutdown
+/// request comes. The engine is set up as `config` says.
+pub async fn serve(name: &str, config: Config, stop: impl std::future::Future<Output = ()>) -> Result<()> {
     let engine: Arc<Engine> = Engine::new(config);
     engine.spawn_ageing();
-    for (slot, ifindex, ifname) in ports {
-        engine.add_port(slot, ifindex, &ifname, None)?;
-    }
     files::private_dir(&host::state_dir())?;
     files::write_private_atomic(&pid_path(name), ProcessId::current().to_line().as_bytes())?;
     let served = control::serve(&socket_path(name), engine, stop).await;

@@ -1,19 +1,21 @@
 //! The userspace datapath: an async (tokio) switch process for kernels without eBPF, and the
 //! switch's slow path. See `engine` (frame switching) and `control` (the unix-socket protocol
-//! the CLI uses to add ports and read the FDB and counters) and `daemon` (the process around
-//! them).
+//! the CLI uses to add ports and read the FDB and counters), `daemon` (the process around
+//! them) and `runner` (`switch run`, in the foreground or as the daemon).
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod runner;
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use control::{Request, Response};
 
-use super::{Datapath, DatapathKind, FdbEntryView, PortCounters};
+use super::{Datapath, FdbEntryView, PortCounters, settings::Setting};
 use crate::{
     error::{Error, Result},
+    kind::DatapathKind,
     names::Mac,
     state::{PortState, SwitchState},
 };
@@ -59,6 +61,10 @@ impl Datapath for Userspace {
 
     async fn exists(&self) -> Result<bool> {
         Ok(daemon::pid_path(&self.name).exists())
+    }
+
+    fn takes(&self, setting: Setting) -> bool {
+        setting == Setting::BusyPoll
     }
 
     fn remakeable(&self) -> bool {

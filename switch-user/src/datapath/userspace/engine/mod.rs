@@ -22,10 +22,12 @@
 //! The modules, one concern each:
 //! - `mac_table.rs`: the FDB (stations, learning, ageing, eviction), read without locks;
 //! - `decide.rs`: the verdict for one frame (drop, flood, unicast) and the batch's sources;
+//! - `guard.rs`: port security (what a bound port may send, MACs reserved for ports);
 //! - `socket.rs`: the packet socket and its buffers, with all the `unsafe` libc calls;
 //! - `closer.rs`: the thread that closes removed ports' sockets (closing waits on the kernel);
 //! - `mapping.rs`: shared memory mappings (the rings, the steering's report array);
 //! - `steer.rs`: the eBPF program that picks each frame's lane (a flow's frames stay in order);
+//! - `lanes.rs`: the lanes' threads, one per CPU, each with its own single-threaded runtime;
 //! - `ports.rs`: a port's socket and counters, the copy-on-write port table, forwarding;
 //! - `mod.rs` (this file): the state the tasks share, the per-port receive loop, the ageing
 //!   sweep and the public [`Engine`] the control socket drives.
