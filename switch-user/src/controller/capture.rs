@@ -44,15 +44,14 @@ use switch_common::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    datapath_of, intent, lock,
     monitor::{Frame, PortRef, Ports, ports_of, reason_name, rfc3339, wall_time},
-    readers::{self, Stream},
+    readers::{self, Reader, Stream},
 };
 use crate::{
     error::{Error, Result},
     names::validate_name,
     state::{PortKind, Store},
-    sys::{blocking, process::ProcessId},
+    sys::blocking,
 };
 
 /// Frames waiting between the ring and whoever shows them (at most about 9.5 MB of full-size
@@ -156,7 +155,7 @@ pub struct Summary {
 /// writes to is behind): the frame is counted as lost and the capture goes on.
 pub async fn run(
     opts: Options,
-    mut show: impl FnMut(&Captured) -> std::io::Result<()> + Send + 'static,
+    show: impl FnMut(&Captured) -> std::io::Result<()> + Send + 'static,
     started: impl FnOnce() + Send + 'static,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Summary> {
@@ -165,37 +164,18 @@ pub async fn run(
     if !(1..=MAX_SNAPLEN).contains(&opts.snaplen) {
         return Err(Error::invalid("snap length", opts.snaplen.to_string(), format!("must be 1..={MAX_SNAPLEN}")));
     }
-    let me = ProcessId::current();
-    let (dp, mut ports) = {
-        // The lock only while the record and the flag change: capturing must not hold back
-        // other commands.
-        let store = lock().await?;
-        let mut state = store.load()?;
-        let dp = datapath_of(&state, &switch)?;
-        dp.require_capture()?;
-        let ifindex = port_filter(&state, &opts)?;
-        intent::converge(&store, &mut state, &switch).await?;
-        let sw = state.switches.get_mut(&switch).expect("looked up above");
-        if let Some(other) = Stream::Capture.readers(sw).first() {
-            return Err(Error::Command(format!(
-                "switch '{switch}' already has a capture running (pid {}); the datapath has one capture filter, \
-                 so one capture at a time",
-                other.pid
-            )));
-        }
-        Stream::Capture.readers(sw).push(me);
-        store.save(&state)?;
-        let filter = KernelFilter { ifindex, verdicts: opts.verdicts.flags(), snaplen: opts.snaplen, pad: 0 };
-        if let Err(e) = dp.require_capture()?.set_capture(Some(filter)).await {
-            drop(store);
-            readers::leave(&switch, Stream::Capture, dp.as_ref(), me).await?;
-            return Err(e);
-        }
-        let ports = ports_of(&state, &switch);
-        (dp, ports)
-    };
+    let (verdicts, snaplen) = (opts.verdicts.flags(), opts.snaplen);
+    let (reader, state) = Reader::join(
+        &switch,
+        Stream::Capture,
+        |state| port_filter(state, &opts),
+        async |dp, ifindex| {
+            dp.require_capture()?.set_capture(Some(KernelFilter { ifindex, verdicts, snaplen, pad: 0 })).await
+        },
+    )
+    .await?;
 
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE);
     let queue_lost = Arc::new(AtomicU64::new(0));
     let counter = queue_lost.clone();
     // Runs on the reader's task for every record: a copy into the queue, nothing more.
@@ -214,22 +194,47 @@ pub async fn run(
             _ = enough_rx => {}
         }
     };
-    let reader = dp.require_capture()?.stream(sink, Box::new(started), Box::pin(stop));
-    let name = switch.clone();
-    let shower = async move {
+    let streamed = reader.dp.require_capture()?.stream(sink, Box::new(started), Box::pin(stop));
+    let shower = Shower { switch: switch.clone(), ports: ports_of(&state, &switch), queue_lost, count: opts.count };
+    let (streamed, shown) = tokio::join!(streamed, shower.run(rx, show, enough_tx));
+    reader.leave().await?;
+    streamed?;
+    shown
+}
+
+/// What hands the captured frames to whoever shows them.
+struct Shower {
+    switch: String,
+    /// The switch's ports, as the last look at the records found them.
+    ports: Ports,
+    /// Frames lost because the queue was full, not counted yet.
+    queue_lost: Arc<AtomicU64>,
+    /// Frames to show before stopping.
+    count: Option<u64>,
+}
+
+impl Shower {
+    /// Shows the frames of `rx` through `show` until the reader stops, `show` fails or
+    /// `count` frames were shown; then says `enough` (which stops the reader if it goes on).
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        mut show: impl FnMut(&Captured) -> std::io::Result<()>,
+        enough: oneshot::Sender<()>,
+    ) -> Result<Summary> {
         let mut summary = Summary::default();
-        let mut enough_tx = Some(enough_tx);
         let mut result = Ok(());
         while let Some(item) = rx.recv().await {
             let Some((h, data)) = decode(&item) else { continue };
-            if !ports.contains_key(&h.ifindex) || (h.out_ifindex != 0 && !ports.contains_key(&h.out_ifindex)) {
+            if !self.ports.contains_key(&h.ifindex) || (h.out_ifindex != 0 && !self.ports.contains_key(&h.out_ifindex))
+            {
                 // A port newer than the last look; a state being rewritten is read next time.
                 if let Ok(state) = blocking(|| Store::peek(crate::sys::host::state_dir())).await {
-                    ports = ports_of(&state, &name);
+                    self.ports = ports_of(&state, &self.switch);
                 }
             }
-            let lost = u64::from(h.lost) + queue_lost.swap(0, Ordering::Relaxed);
-            let c = resolve(&h, data, lost, &ports);
+            let lost = u64::from(h.lost) + self.queue_lost.swap(0, Ordering::Relaxed);
+            let c = resolve(&h, data, lost, &self.ports);
             summary.lost += lost;
             match show(&c) {
                 Ok(()) => summary.captured += 1,
@@ -243,21 +248,15 @@ pub async fn run(
                     break;
                 }
             }
-            if opts.count.is_some_and(|n| summary.captured >= n) {
+            if self.count.is_some_and(|n| summary.captured >= n) {
                 break;
             }
         }
         // Stops the reader (if the shower stopped first); frames still queued are not shown.
-        if let Some(tx) = enough_tx.take() {
-            let _ = tx.send(());
-        }
-        summary.lost += queue_lost.swap(0, Ordering::Relaxed);
+        let _ = enough.send(());
+        summary.lost += self.queue_lost.swap(0, Ordering::Relaxed);
         result.map(|()| summary)
-    };
-    let (streamed, shown) = tokio::join!(reader, shower);
-    readers::leave(&switch, Stream::Capture, dp.as_ref(), me).await?;
-    streamed?;
-    shown
+    }
 }
 
 /// The ifindex the kernel filter keeps (0: every port), from `--ns` or `--port`.

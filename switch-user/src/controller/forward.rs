@@ -6,12 +6,11 @@ use std::{collections::HashMap, fs, net::Ipv4Addr};
 use serde::Serialize;
 use switch_common::nat::MAX_FORWARDS;
 
-use super::{datapath_of, failpoint, intent, lock};
+use super::{datapath_of, failpoint, intent, lock, port};
 use crate::{
-    datapath::UplinkSetup,
     error::{Error, Result},
     names::validate_name,
-    state::{ForwardState, PortKind, Proto, State, Store},
+    state::{ForwardState, PortKind, PortState, Proto, State, Store},
     sys::netlink::Netlink,
 };
 
@@ -96,32 +95,22 @@ pub(crate) async fn check_uplink(state: &State, ifname: &str) -> Result<()> {
 /// packets of a connection, and masqueraded ones, are routed by the host between them), each
 /// sysctl recorded so that `down` gives it back. Marks the uplink ports ready.
 pub(crate) async fn setup_uplinks(store: &Store, state: &mut State, name: &str) -> Result<()> {
-    let uplinks = state.uplinks(name);
+    let uplinks: Vec<PortState> = state.ports(name).filter(|p| p.kind == PortKind::Uplink).cloned().collect();
     if uplinks.is_empty() {
         return Ok(());
     }
     let dp = datapath_of(state, name)?;
-    let fw = dp.require_forwarding()?;
-    let gateway = state.gateway(name).ok_or_else(|| Error::Command("port forwarding needs a gateway".into()))?;
-    let setup = UplinkSetup {
-        uplinks: uplinks.clone(),
-        gateway: gateway.ip.ok_or_else(|| Error::Command("the gateway port has no address".into()))?,
-        gateway_if: gateway.peer_if.clone(),
-        masquerade: state.switches[name].masquerade,
-    };
-    fw.setup_uplinks(&setup).await?;
+    let mut made = vec![];
+    // Each writes the whole set again (the datapath takes the uplinks as one): idempotent.
+    for u in &uplinks {
+        made.push(port::make(dp.as_ref(), state, u).await?);
+    }
+    let gateway_if = state.gateway(name).map(|g| g.peer_if.clone()).expect("making the uplinks needed it");
     // Forwarding only where it is needed, not host-wide through net.ipv4.ip_forward.
-    for dev in uplinks.iter().chain([&setup.gateway_if]) {
+    for dev in uplinks.iter().map(|u| &u.host_if).chain([&gateway_if]) {
         intent::set_sysctl(store, state, name, &format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), "1").await?;
     }
-    let nl = Netlink::new()?;
-    for u in &uplinks {
-        let idx = nl.ifindex(u).await?.unwrap_or(0);
-        let p = state.port_mut(name, PortKind::Uplink, u).expect("listed above");
-        p.host_ifindex = idx;
-        p.ready = true;
-    }
-    store.save(state)
+    intent::finish(store, state, uplinks.iter().zip(made).map(|(u, made)| intent::Record::Port(u, made)))
 }
 
 /// Options of `forward add`.
@@ -269,7 +258,7 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
             )
         })?;
         check_uplink(&state, &dev).await?;
-        state.ports.push(super::switch::uplink_port(&o.switch, &dev));
+        state.ports.push(port::uplink(&o.switch, &dev));
         store.save(&state)?;
     }
     let used: Vec<u16> = state.forwards.iter().filter(|f| f.switch == o.switch).map(|f| f.rule).collect();
@@ -301,11 +290,8 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
         let _ = intent::converge(&store, &mut state, &o.switch).await;
         return Err(e);
     }
-    let f = state.forwards.iter_mut().find(|f| **f == fwd).expect("recorded above");
-    f.ready = true;
-    let out = f.clone();
-    store.save(&state)?;
-    Ok(out)
+    intent::finish(&store, &mut state, [intent::Record::Forward(&fwd)])?;
+    Ok(ForwardState { ready: true, ..fwd })
 }
 
 /// Removes the forward of `proto` `host` (exactly as added). New connections stop at once;

@@ -7,9 +7,64 @@ use super::port;
 use crate::{
     datapath::Datapath,
     error::{Context as _, Result},
-    state::{PortKind, State, Store},
+    state::{ForwardState, PortKind, PortState, State, Store},
     sys::{blocking, netlink::Netlink},
 };
+
+/// A record a command makes under the rule, by what names it.
+pub(crate) enum Record<'a> {
+    /// A switch.
+    Switch(&'a str),
+    /// A namespace the switch made (nothing if there is none: an adopted port's).
+    Namespace(&'a str),
+    /// A port, with what making it found out.
+    Port(&'a PortState, port::Made),
+    /// A forward.
+    Forward(&'a ForwardState),
+}
+
+/// Marks `record` ready, in memory: what it stands for is made (step 5 of the rule). A
+/// record that is not there is left so.
+pub(crate) fn made(state: &mut State, record: Record<'_>) {
+    match record {
+        Record::Switch(name) => {
+            if let Some(s) = state.switches.get_mut(name) {
+                s.ready = true;
+            }
+        }
+        Record::Namespace(ns) => {
+            if let Some(n) = state.namespaces.get_mut(ns) {
+                n.ready = true;
+            }
+        }
+        Record::Port(p, made) => {
+            if let Some(r) = state.port_mut(&p.switch, p.kind, &p.owner) {
+                r.host_ifindex = made.ifindex;
+                r.mac = made.mac.or(r.mac);
+                r.netns_cookie = made.cookie;
+                r.ready = true;
+            }
+        }
+        Record::Forward(f) => {
+            if let Some(r) = state.forwards.iter_mut().find(|r| **r == *f) {
+                r.ready = true;
+            }
+        }
+    }
+}
+
+/// The last step of a command that made something: marks `records` ready and saves the
+/// state. Until the save, a crash leaves them unfinished, for the next command to roll back.
+pub(crate) fn finish<'a>(
+    store: &Store,
+    state: &mut State,
+    records: impl IntoIterator<Item = Record<'a>>,
+) -> Result<()> {
+    for r in records {
+        made(state, r);
+    }
+    store.save(state)
+}
 
 /// Which records `remove_records` takes.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! physical limit that benchmarks compare against).
 use std::os::fd::AsRawFd as _;
 
-use super::{lock, port::delete_namespace};
+use super::{intent, lock, port::delete_namespace};
 use crate::{
     error::{Error, Result},
     names::{Cidr, link_ifname, validate_name},
@@ -52,12 +52,7 @@ pub async fn link(ns1: &str, ns2: &str, ip1: Cidr, ip2: Cidr) -> Result<()> {
 
     let made = build(ns1, ns2, &if1, &if2, ip1, ip2, &created).await;
     match made {
-        Ok(()) => {
-            for ns in [ns1, ns2] {
-                state.namespaces.get_mut(ns).expect("present").ready = true;
-            }
-            store.save(&state)
-        }
+        Ok(()) => intent::finish(&store, &mut state, [ns1, ns2].map(intent::Record::Namespace)),
         Err(e) => {
             for (ns, peer) in [(ns1, ns2), (ns2, ns1)] {
                 let entry = state.namespaces.get_mut(ns).expect("present");

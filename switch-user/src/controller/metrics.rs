@@ -10,9 +10,9 @@
 //! scrape builds a fresh registry: a switch that went away is simply absent from the next
 //! one.
 use prometheus_client::{
-    encoding::{EncodeLabelSet, prometheus_text},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::{Registry, Unit},
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, prometheus_text},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge},
+    registry::{Metric, Registry, Unit},
 };
 use serde::Serialize;
 
@@ -133,6 +133,28 @@ struct ForwardLabels {
     to: String,
 }
 
+const PER_PORT: &str = "per port, summed over CPUs, as in `switch stats`";
+const TABLES: &str = "table: fdb (MAC table), conntrack (connections), unreplied (connections not answered yet)";
+const FLOODED: &str = "Received frames flooded to every other port (not kept by the bridge datapath)";
+const DROPPED: &str = "Received frames dropped, by reason: malformed, spoofed_mac, spoofed_ip, spoofed_arp, tagged \
+                       (port security), mac_limit (learning limit), other (invalid source MAC, back to its own port); \
+                       the sum is DROPPED of `switch stats`";
+const TX_ERRORS: &str = "Copies or redirects of frames that could not be sent";
+const NAT_REFUSED: &str = "Outbound connections refused by NAT (no masquerade port free, or no room in the connection \
+                           table); their packets were dropped";
+const UNSOLICITED: &str = "Packets routed towards the segment that nothing asked for, dropped";
+const UNREPLIED_EVICTED: &str = "Connections not answered yet pushed out of their budget by newer ones";
+const ICMP_REFUSED: &str = "ICMP errors refused at an uplink: not their connection's (to or from another namespace), \
+                            or quoting a private address with no translation";
+const MASQUERADE_SHARE: &str = "New outbound connections refused because their namespace held its share of the \
+                                masquerade ports towards that remote";
+const TABLE_EXPIRED: &str = "Entries past their time, still holding room until reused";
+const TABLE_REMOVED: &str = "Entries deleted: aged out, port gone, flushed, removed by hand";
+const TABLE_EVICTED: &str = "Entries the kernel evicted because the table was full";
+const TABLE_REFUSED: &str = "Entries the table could not take (their packets were dropped)";
+const FORWARD_PACKETS: &str = "Packets translated by a port forward, as in `switch forward list`";
+const FORWARD_ACTIVE: &str = "Connections of a port forward in the connection table now";
+
 type Counters<L> = Family<L, Counter>;
 type Gauges<L> = Family<L, Gauge>;
 
@@ -165,134 +187,47 @@ struct Families {
 }
 
 impl Families {
+    /// Registers every family, in the order they are printed: one row each, its name, unit
+    /// (none: a plain count) and help.
     fn register(&self, r: &mut Registry) {
-        let packets = || Unit::Other("packets".into());
-        let connections = || Unit::Other("connections".into());
-        let entries = || Unit::Other("entries".into());
-        let port = "per port, summed over CPUs, as in `switch stats`";
-        r.register_with_unit(
-            "switch_port_rx",
-            format!("Frames received from the namespace, {port}"),
-            packets(),
-            self.rx_packets.clone(),
-        );
-        r.register_with_unit("switch_port_rx", "Bytes received from the namespace", Unit::Bytes, self.rx_bytes.clone());
-        r.register_with_unit(
-            "switch_port_tx",
-            format!("Frames sent into the namespace, {port}"),
-            packets(),
-            self.tx_packets.clone(),
-        );
-        r.register_with_unit("switch_port_tx", "Bytes sent into the namespace", Unit::Bytes, self.tx_bytes.clone());
-        r.register_with_unit(
-            "switch_port_flooded",
-            "Received frames flooded to every other port (not kept by the bridge datapath)",
-            packets(),
-            self.flooded.clone(),
-        );
-        r.register_with_unit(
-            "switch_port_dropped",
-            "Received frames dropped, by reason: malformed, spoofed_mac, spoofed_ip, spoofed_arp, tagged \
-             (port security), mac_limit (learning limit), other (invalid source MAC, back to its own port); \
-             the sum is DROPPED of `switch stats`",
-            packets(),
-            self.dropped.clone(),
-        );
-        r.register(
-            "switch_port_tx_errors",
-            "Copies or redirects of frames that could not be sent",
-            self.tx_errors.clone(),
-        );
-        r.register_with_unit(
-            "switch_nat_refused",
-            "Outbound connections refused by NAT (no masquerade port free, or no room in the connection \
-             table); their packets were dropped",
-            connections(),
-            self.nat_refused.clone(),
-        );
-        r.register_with_unit(
-            "switch_unsolicited_routed",
-            "Packets routed towards the segment that nothing asked for, dropped",
-            packets(),
-            self.unsolicited_routed.clone(),
-        );
-        r.register_with_unit(
-            "switch_unreplied_evicted",
-            "Connections not answered yet pushed out of their budget by newer ones",
-            connections(),
-            self.unreplied_evicted.clone(),
-        );
-        r.register_with_unit(
-            "switch_icmp_refused",
-            "ICMP errors refused at an uplink: not their connection's (to or from another namespace), or \
-             quoting a private address with no translation",
-            packets(),
-            self.icmp_refused.clone(),
-        );
-        r.register_with_unit(
-            "switch_masquerade_share_refused",
-            "New outbound connections refused because their namespace held its share of the masquerade \
-             ports towards that remote",
-            connections(),
-            self.masquerade_share.clone(),
-        );
-        let table = "table: fdb (MAC table), conntrack (connections), unreplied (connections not answered yet)";
-        r.register_with_unit("switch_table", format!("Live entries; {table}"), entries(), self.table_entries.clone());
-        r.register_with_unit(
-            "switch_table_expired",
-            "Entries past their time, still holding room until reused",
-            entries(),
-            self.table_expired.clone(),
-        );
-        r.register_with_unit(
-            "switch_table_capacity",
-            "Most entries the table holds",
-            entries(),
-            self.table_capacity.clone(),
-        );
-        r.register_with_unit("switch_table_added", "Entries ever added", entries(), self.table_added.clone());
-        r.register_with_unit(
-            "switch_table_removed",
-            "Entries deleted: aged out, port gone, flushed, removed by hand",
-            entries(),
-            self.table_removed.clone(),
-        );
-        r.register_with_unit(
-            "switch_table_evicted",
-            "Entries the kernel evicted because the table was full",
-            entries(),
-            self.table_evicted.clone(),
-        );
-        r.register_with_unit(
-            "switch_table_refused",
-            "Entries the table could not take (their packets were dropped)",
-            entries(),
-            self.table_refused.clone(),
-        );
-        r.register_with_unit(
-            "switch_forward",
-            "Packets translated by a port forward, as in `switch forward list`",
-            packets(),
-            self.fwd_packets.clone(),
-        );
-        r.register_with_unit(
-            "switch_forward",
-            "Bytes translated by a port forward",
-            Unit::Bytes,
-            self.fwd_bytes.clone(),
-        );
-        r.register_with_unit(
-            "switch_forward",
-            "Connections made through a port forward",
-            connections(),
-            self.fwd_connections.clone(),
-        );
-        r.register_with_unit(
-            "switch_forward_active",
-            "Connections of a port forward in the connection table now",
-            connections(),
-            self.fwd_active.clone(),
-        );
+        let packets = || Some(Unit::Other("packets".into()));
+        let bytes = || Some(Unit::Bytes);
+        let connections = || Some(Unit::Other("connections".into()));
+        let entries = || Some(Unit::Other("entries".into()));
+        let rx = format!("Frames received from the namespace, {PER_PORT}");
+        let tx = format!("Frames sent into the namespace, {PER_PORT}");
+        let live = format!("Live entries; {TABLES}");
+        let rows: [(&str, Option<Unit>, &str, AnyFamily); 23] = [
+            ("switch_port_rx", packets(), &rx, any(&self.rx_packets)),
+            ("switch_port_rx", bytes(), "Bytes received from the namespace", any(&self.rx_bytes)),
+            ("switch_port_tx", packets(), &tx, any(&self.tx_packets)),
+            ("switch_port_tx", bytes(), "Bytes sent into the namespace", any(&self.tx_bytes)),
+            ("switch_port_flooded", packets(), FLOODED, any(&self.flooded)),
+            ("switch_port_dropped", packets(), DROPPED, any(&self.dropped)),
+            ("switch_port_tx_errors", None, TX_ERRORS, any(&self.tx_errors)),
+            ("switch_nat_refused", connections(), NAT_REFUSED, any(&self.nat_refused)),
+            ("switch_unsolicited_routed", packets(), UNSOLICITED, any(&self.unsolicited_routed)),
+            ("switch_unreplied_evicted", connections(), UNREPLIED_EVICTED, any(&self.unreplied_evicted)),
+            ("switch_icmp_refused", packets(), ICMP_REFUSED, any(&self.icmp_refused)),
+            ("switch_masquerade_share_refused", connections(), MASQUERADE_SHARE, any(&self.masquerade_share)),
+            ("switch_table", entries(), &live, any(&self.table_entries)),
+            ("switch_table_expired", entries(), TABLE_EXPIRED, any(&self.table_expired)),
+            ("switch_table_capacity", entries(), "Most entries the table holds", any(&self.table_capacity)),
+            ("switch_table_added", entries(), "Entries ever added", any(&self.table_added)),
+            ("switch_table_removed", entries(), TABLE_REMOVED, any(&self.table_removed)),
+            ("switch_table_evicted", entries(), TABLE_EVICTED, any(&self.table_evicted)),
+            ("switch_table_refused", entries(), TABLE_REFUSED, any(&self.table_refused)),
+            ("switch_forward", packets(), FORWARD_PACKETS, any(&self.fwd_packets)),
+            ("switch_forward", bytes(), "Bytes translated by a port forward", any(&self.fwd_bytes)),
+            ("switch_forward", connections(), "Connections made through a port forward", any(&self.fwd_connections)),
+            ("switch_forward_active", connections(), FORWARD_ACTIVE, any(&self.fwd_active)),
+        ];
+        for (name, unit, help, family) in rows {
+            match unit {
+                Some(unit) => r.register_with_unit(name, help, unit, family),
+                None => r.register(name, help, family),
+            }
+        }
     }
 
     fn add_switch(&self, n: &SwitchNumbers) {
@@ -354,6 +289,29 @@ impl Families {
         for (reason, v) in drop_reasons(p) {
             self.dropped.get_or_create(&DropLabels { port: l.clone(), reason }).inc_by(v);
         }
+    }
+}
+
+/// A family of any labels and type, as the rows of `Families::register` hold it.
+#[derive(Debug)]
+struct AnyFamily(Box<dyn Metric>);
+
+fn any(family: &(impl Metric + Clone)) -> AnyFamily {
+    AnyFamily(Box::new(family.clone()))
+}
+
+impl EncodeMetric for AnyFamily {
+    fn encode(&self, encoder: MetricEncoder) -> std::fmt::Result {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    // A family without series is left out of the text.
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

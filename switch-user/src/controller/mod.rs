@@ -7,7 +7,7 @@
 //! 3. record the intent (`ready: false`) and save it;
 //! 4. make the kernel objects;
 //! 5. on failure, tear down whatever step 4 made and drop the record; on success, mark the
-//!    record ready.
+//!    record ready and save it (`intent::finish`).
 //!
 //! Teardown is idempotent and works from the record alone, so it doubles as crash recovery.
 //! Read-only commands (`list`, `ns list`, `fdb`, `stats`, `tables`, `forward list`,

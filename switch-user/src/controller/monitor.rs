@@ -11,7 +11,7 @@
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
@@ -26,16 +26,13 @@ use switch_common::{
 };
 use tokio::sync::mpsc;
 
-use super::{
-    datapath_of, intent, lock,
-    readers::{self, Stream},
-};
+use super::readers::{self, Reader, Stream};
 use crate::{
-    datapath::TablesNow,
+    datapath::{Datapath, DatapathEvents, TablesNow},
     error::{Error, Result},
     names::{Mac, validate_name},
     state::{State, Store},
-    sys::{blocking, clock::now_ns, host, process::ProcessId},
+    sys::{blocking, clock::now_ns, host},
 };
 
 /// How often the port records are read for port events.
@@ -245,7 +242,7 @@ const HOLD: Duration = Duration::from_secs(2);
 /// Kernel events waiting to be shown, in the order they came: the first waits while a port
 /// it names is being made, and every later one behind it (events keep their order).
 #[derive(Default)]
-struct Held(std::collections::VecDeque<(Event, std::time::Instant)>);
+struct Held(std::collections::VecDeque<(Event, Instant)>);
 
 impl Held {
     /// The interface indexes `e` names.
@@ -260,7 +257,7 @@ impl Held {
 
     /// The events that may be shown now, in order, with the names to show them with: the
     /// ready ports', and the records' of ports still being made (an event held past `HOLD`).
-    fn release(&mut self, ports: &Ports, making: &Ports, now: std::time::Instant) -> (Vec<Event>, Ports) {
+    fn release(&mut self, ports: &Ports, making: &Ports, now: Instant) -> (Vec<Event>, Ports) {
         let mut out = vec![];
         while let Some((e, since)) = self.0.front() {
             let waits = Self::names(e).any(|i| !ports.contains_key(&i) && making.contains_key(&i));
@@ -408,136 +405,157 @@ fn expiries(old: &TablesNow, new: &TablesNow, ports: &Ports, addrs: &BTreeMap<Ip
 pub async fn follow(
     switch: &str,
     filter: Filter,
-    mut show: impl FnMut(&MonitorEvent) + Send + 'static,
+    show: impl FnMut(&MonitorEvent) + Send + 'static,
     started: impl FnOnce() + Send + 'static,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     validate_name("switch name", switch)?;
-    let me = ProcessId::current();
-    let (dp, mut ports) = {
-        // The lock only while the record and the flag change: monitoring must not hold back
-        // other commands.
-        let store = lock().await?;
-        let mut state = store.load()?;
-        let dp = datapath_of(&state, switch)?;
-        dp.require_events()?;
-        if let Some(ns) = &filter.namespace
-            && !state.ports(switch).any(|p| &p.owner == ns)
-        {
-            return Err(Error::invalid("namespace", ns.clone(), format!("it has no port on switch '{switch}'")));
+    let check = |state: &State| match &filter.namespace {
+        Some(ns) if !state.ports(switch).any(|p| &p.owner == ns) => {
+            Err(Error::invalid("namespace", ns.clone(), format!("it has no port on switch '{switch}'")))
         }
-        intent::converge(&store, &mut state, switch).await?;
-        Stream::Events.readers(state.switches.get_mut(switch).expect("looked up above")).push(me);
-        store.save(&state)?;
-        dp.require_events()?.set_events(true).await?;
-        let ports = ports_of(&state, switch);
-        (dp, ports)
+        _ => Ok(()),
     };
+    let turn_on = async |dp: &(dyn Datapath + 'static), ()| dp.require_events()?.set_events(true).await;
+    let (reader, state) = Reader::join(switch, Stream::Events, check, turn_on).await?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     // The datapath rate-limits its events, so the queue stays short.
     let sink = Box::new(move |e: Event| {
         let _ = tx.send(e);
     });
     let stop = readers::or_removed(switch, stop);
-    let reader = dp.require_events()?.stream(sink, Box::new(started), Box::pin(stop));
-    let name = switch.to_owned();
+    let events = reader.dp.require_events()?;
+    let streamed = events.stream(sink, Box::new(started), Box::pin(stop));
     // Ageing and expiry come from looks at the tables, made only if the filter wants them.
-    let tables = dp.as_ref();
     let wants_tables =
         filter.kinds.is_empty() || filter.kinds.iter().any(|k| matches!(k, EventKind::Age | EventKind::Nat));
-    let mut last_look = if wants_tables { Some(tables.require_events()?.tables_now().await?) } else { None };
-    let printer = async move {
+    let tables = if wants_tables { Some(events.tables_now().await?) } else { None };
+    let printer = Printer {
+        switch: switch.to_owned(),
+        filter,
+        show,
+        ports: ports_of(&state, switch),
+        making: Ports::new(),
+        held: Held::default(),
+        left_out: 0,
+        tables,
+    };
+    let (streamed, ()) = tokio::join!(streamed, printer.run(rx, events));
+    reader.leave().await?;
+    streamed
+}
+
+/// What `follow` shows, and what it names the kernel's events with.
+struct Printer<S> {
+    switch: String,
+    filter: Filter,
+    show: S,
+    /// The ready ports, as the last look at the records found them.
+    ports: Ports,
+    /// Ports being made (not ready yet) whose interfaces exist.
+    making: Ports,
+    /// Kernel events waiting for a port being made to be ready.
+    held: Held,
+    /// What the datapath left out of events the filter did not want: carried to the next
+    /// event shown, so a filter loses no count.
+    left_out: u32,
+    /// The last look at the tables (`None`: the filter wants no ageing or expiry).
+    tables: Option<TablesNow>,
+}
+
+impl<S: FnMut(&MonitorEvent)> Printer<S> {
+    /// Shows what comes until the reader stops (`rx` closes).
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>, events: &dyn DatapathEvents) {
         let mut tick = tokio::time::interval(PORT_POLL);
         let mut table_tick = tokio::time::interval(TABLE_POLL);
-        let mut left_out = 0u32;
-        // Ports being made (not ready yet) whose interfaces exist, and the kernel events
-        // waiting for them to be ready.
-        let mut making = Ports::new();
-        let mut held = Held::default();
-        // Port events for what changed in the records since the last look.
-        let look = async |ports: &mut Ports, making: &mut Ports, show: &mut dyn FnMut(&MonitorEvent)| {
-            let of = name.clone();
-            // A state being rewritten is read again at the next look.
-            let Ok((state, made)) = blocking(move || {
-                let state = Store::peek(host::state_dir())?;
-                let made = being_made(&state, &of);
-                Ok((state, made))
-            })
-            .await
-            else {
-                return;
-            };
-            let now = ports_of(&state, &name);
-            for v in port_changes(ports, &now).iter().filter(|v| filter.wants(v)) {
-                show(v);
-            }
-            *ports = now;
-            *making = made;
-        };
-        // Shows the held events that may go now.
-        let mut release = |held: &mut Held,
-                           ports: &Ports,
-                           making: &Ports,
-                           show: &mut dyn FnMut(&MonitorEvent),
-                           now: std::time::Instant| {
-            let (events, names) = held.release(ports, making, now);
-            for e in &events {
-                let Some(mut v) = resolve(e, &names) else { continue };
-                // What the datapath left out rides on whichever event got through next:
-                // carried to the next event shown, so a filter loses no count.
-                v.suppressed += std::mem::take(&mut left_out);
-                if filter.wants(&v) {
-                    show(&v);
-                } else {
-                    left_out = v.suppressed;
-                }
-            }
-        };
         loop {
             tokio::select! {
                 e = rx.recv() => match e {
-                    Some(e) => {
-                        // A port newer than the last look: its first frames may come before
-                        // the next tick. Looking now names them, after their port's event; a
-                        // port whose record is not ready yet (its namespace announcing itself
-                        // as it comes up) holds them until it is.
-                        if held.0.is_empty() && Held::unknown(&e, &ports) {
-                            look(&mut ports, &mut making, &mut show).await;
-                        }
-                        let now = std::time::Instant::now();
-                        held.0.push_back((e, now));
-                        release(&mut held, &ports, &making, &mut show, now);
-                    }
+                    Some(e) => self.kernel_event(e).await,
                     // The reader stopped: everything it read is shown, held or not.
                     None => {
-                        release(&mut held, &ports, &making, &mut show, std::time::Instant::now() + HOLD);
+                        self.release(Instant::now() + HOLD);
                         return;
                     }
                 },
                 _ = tick.tick() => {
-                    look(&mut ports, &mut making, &mut show).await;
-                    release(&mut held, &ports, &making, &mut show, std::time::Instant::now());
+                    self.look().await;
+                    self.release(Instant::now());
                 }
-                _ = table_tick.tick(), if last_look.is_some() => {
-                    // A look that fails (a switch going down) is made again at the next tick.
-                    let Ok(events) = tables.require_events() else { continue };
-                    let (Ok(new), Ok(state)) = (events.tables_now().await, blocking(|| Store::peek(host::state_dir())).await)
-                    else { continue };
-                    let old = last_look.replace(new).expect("checked by the guard");
-                    let new = last_look.as_ref().expect("just set");
-                    let addrs = ports_by_addr(&state, &name);
-                    for v in expiries(&old, new, &ports, &addrs).iter().filter(|v| filter.wants(v)) {
-                        show(v);
-                    }
-                }
+                _ = table_tick.tick(), if self.tables.is_some() => self.look_at_tables(events).await,
             }
         }
-    };
-    let (streamed, ()) = tokio::join!(reader, printer);
+    }
 
-    readers::leave(switch, Stream::Events, dp.as_ref(), me).await?;
-    streamed
+    /// Shows `e` once the ports it names are known.
+    async fn kernel_event(&mut self, e: Event) {
+        // A port newer than the last look: its first frames may come before the next tick.
+        // Looking now names them, after their port's event; a port whose record is not ready
+        // yet (its namespace announcing itself as it comes up) holds them until it is.
+        if self.held.0.is_empty() && Held::unknown(&e, &self.ports) {
+            self.look().await;
+        }
+        let now = Instant::now();
+        self.held.0.push_back((e, now));
+        self.release(now);
+    }
+
+    /// Port events for what changed in the records since the last look.
+    async fn look(&mut self) {
+        let of = self.switch.clone();
+        // A state being rewritten is read again at the next look.
+        let Ok((state, made)) = blocking(move || {
+            let state = Store::peek(host::state_dir())?;
+            let made = being_made(&state, &of);
+            Ok((state, made))
+        })
+        .await
+        else {
+            return;
+        };
+        let now = ports_of(&state, &self.switch);
+        for v in port_changes(&self.ports, &now) {
+            self.show_if_wanted(&v);
+        }
+        self.ports = now;
+        self.making = made;
+    }
+
+    /// Shows the held events that may go now.
+    fn release(&mut self, now: Instant) {
+        let (events, names) = self.held.release(&self.ports, &self.making, now);
+        for e in &events {
+            let Some(mut v) = resolve(e, &names) else { continue };
+            // What the datapath left out rides on whichever event got through next.
+            v.suppressed += std::mem::take(&mut self.left_out);
+            if self.filter.wants(&v) {
+                (self.show)(&v);
+            } else {
+                self.left_out = v.suppressed;
+            }
+        }
+    }
+
+    /// Ageing and expiry events for what changed in the tables since the last look.
+    async fn look_at_tables(&mut self, events: &dyn DatapathEvents) {
+        // A look that fails (a switch going down) is made again at the next tick.
+        let (Ok(new), Ok(state)) = (events.tables_now().await, blocking(|| Store::peek(host::state_dir())).await)
+        else {
+            return;
+        };
+        let old = self.tables.replace(new).expect("looked at only with tables");
+        let addrs = ports_by_addr(&state, &self.switch);
+        for v in expiries(&old, self.tables.as_ref().expect("just set"), &self.ports, &addrs) {
+            self.show_if_wanted(&v);
+        }
+    }
+
+    fn show_if_wanted(&mut self, v: &MonitorEvent) {
+        if self.filter.wants(v) {
+            (self.show)(v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -581,7 +599,7 @@ mod tests {
         let ready: Ports = [(7, port("red"))].into();
         let making: Ports = [(9, port("blue"))].into();
         let at = |ifindex, kind| Event { kind, ifindex, other_ifindex: 7, ..Default::default() };
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let mut held = Held::default();
         // blue's announcement, then a frame of red: both wait (red's keeps its place).
         held.0.push_back((at(9, KIND_LEARN), t0));

@@ -4,10 +4,13 @@ use serde::Serialize;
 
 use std::path::PathBuf;
 
-use super::{datapath_of, intent, lock, port};
+use super::{
+    datapath_of, intent, lock,
+    port::{self, NsEnd},
+};
 use crate::{
     error::{Error, Result},
-    names::{self, Cidr, Mac, NS_IFNAME, validate_name},
+    names::{self, Cidr, Mac, validate_name},
     state::{ForwardState, NsState, PortKind, PortState, State, Store},
     sys::{netlink::Netlink, netns},
 };
@@ -216,24 +219,10 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
 
     let slot = state.free_slot(&opts.switch).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
     let host_if = free_host_ifname(&state, &opts.switch, &opts.ns).await?;
-    let port = PortState {
-        switch: opts.switch.clone(),
-        kind: PortKind::Namespace,
-        owner: opts.ns.clone(),
-        host_if,
-        host_ifindex: 0,
-        peer_if: NS_IFNAME.to_owned(),
-        slot: Some(slot),
-        ip: Some(opts.ip),
-        mac: opts.mac,
-        netns_cookie: 0,
-        netns_path: None,
-        // Behind a tunnel, frames must fit the underlay once encapsulated.
-        mtu: tunnel_mtu(&state, &opts.switch),
-        port_security: opts.port_security,
-        tunnel: None,
-        ready: false,
-    };
+    // Behind a tunnel, frames must fit the underlay once encapsulated.
+    let end =
+        NsEnd { ip: opts.ip, mac: opts.mac, mtu: tunnel_mtu(&state, &opts.switch), port_security: opts.port_security };
+    let port = port::namespace(&opts.switch, &opts.ns, host_if, slot, end);
     // Intent first: a crash from here on leaves a record that the next command rolls back.
     state.namespaces.insert(opts.ns.clone(), NsState { links: vec![], ready: false });
     state.ports.push(port.clone());
@@ -322,23 +311,9 @@ pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
     }
     let slot = state.free_slot(&opts.switch).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
     let host_if = free_host_ifname(&state, &opts.switch, &opts.name).await?;
-    let port = PortState {
-        switch: opts.switch.clone(),
-        kind: PortKind::Adopted,
-        owner: opts.name.clone(),
-        host_if,
-        host_ifindex: 0,
-        peer_if: opts.ifname.clone(),
-        slot: Some(slot),
-        ip: Some(opts.ip),
-        mac: opts.mac,
-        netns_cookie: 0,
-        netns_path: Some(opts.netns.display().to_string()),
-        mtu: opts.mtu.or_else(|| tunnel_mtu(&state, &opts.switch)),
-        port_security: opts.port_security,
-        tunnel: None,
-        ready: false,
-    };
+    let mtu = opts.mtu.or_else(|| tunnel_mtu(&state, &opts.switch));
+    let end = NsEnd { ip: opts.ip, mac: opts.mac, mtu, port_security: opts.port_security };
+    let port = port::adopted(&opts.switch, &opts.name, host_if, slot, &opts.netns, &opts.ifname, end);
     state.ports.push(port.clone());
     store.save(&state)?;
     make_recorded(&store, &mut state, port).await
@@ -354,20 +329,12 @@ fn tunnel_mtu(state: &State, switch: &str) -> Option<u32> {
 /// it ready; on failure the one rollback every command uses takes the record out again.
 async fn make_recorded(store: &Store, state: &mut State, port: PortState) -> Result<AddReport> {
     let dp = datapath_of(state, &port.switch)?;
-    let gateway = state.gateway_cidr(&port.switch).map(|g| g.addr);
-    match port::make_namespace_port(dp.as_ref(), &port, gateway).await {
+    match port::make(dp.as_ref(), state, &port).await {
         Ok(made) => {
-            let p = state.port_mut(&port.switch, port.kind, &port.owner).expect("recorded by the caller");
-            p.host_ifindex = made.ifindex;
-            p.mac = Some(made.mac);
-            p.netns_cookie = made.cookie;
-            p.ready = true;
-            let out = port_info(p);
-            if let Some(ns) = state.namespaces.get_mut(&port.owner) {
-                ns.ready = true;
-            }
-            store.save(state)?;
-            Ok(AddReport { created: true, info: out })
+            let records = [intent::Record::Port(&port, made), intent::Record::Namespace(&port.owner)];
+            intent::finish(store, state, records)?;
+            let p = state.port(&port.switch, port.kind, &port.owner).expect("recorded by the caller");
+            Ok(AddReport { created: true, info: port_info(p) })
         }
         Err(e) => {
             // The record is still unfinished: the one rollback every command uses takes it

@@ -1,4 +1,5 @@
-//! Ports of every kind: making them, plugging them into the datapath, tearing them down.
+//! Ports of every kind: their records, making them (`make`), plugging them into the
+//! datapath, tearing them down (`teardown`).
 //!
 //! ```text
 //!   kind       made here                               the datapath sees
@@ -11,23 +12,135 @@
 //! ```
 //! A port's record says all there is to know about it; nothing here looks at an interface
 //! name to find out what it is.
-use std::os::fd::AsRawFd as _;
+use std::{os::fd::AsRawFd as _, path::Path};
 
 use super::failpoint;
 use crate::{
-    datapath::Datapath,
+    datapath::{Datapath, UplinkSetup},
     error::{Error, Result},
-    names::Mac,
-    state::{PortKind, PortState, State},
+    names::{Cidr, Mac, NS_IFNAME, gateway_ifnames, tunnel_ifname},
+    state::{PortKind, PortState, State, TunnelState},
     sys::{blocking, netlink::Netlink, netns, sysctl},
 };
 
-/// What making a namespace port found out: the host end's index, the namespace end's MAC and
-/// the namespace's cookie.
+/// What is behind a namespace port (made or adopted): the namespace end's address, its MAC
+/// (a random one, chosen when the port is made, if `None`) and the pair's MTU, and whether
+/// port security binds the port to them.
+pub(crate) struct NsEnd {
+    pub ip: Cidr,
+    pub mac: Option<Mac>,
+    pub mtu: Option<u32>,
+    pub port_security: bool,
+}
+
+/// The record every kind starts from: not made yet (`ready: false`, no index), nothing behind
+/// it known.
+fn record(switch: &str, kind: PortKind, owner: &str, host_if: String) -> PortState {
+    PortState {
+        switch: switch.to_owned(),
+        kind,
+        owner: owner.to_owned(),
+        host_if,
+        host_ifindex: 0,
+        peer_if: String::new(),
+        slot: None,
+        ip: None,
+        mac: None,
+        netns_cookie: 0,
+        netns_path: None,
+        mtu: None,
+        port_security: true,
+        tunnel: None,
+        ready: false,
+    }
+}
+
+/// A port behind a namespace, its end in it called `peer_if`.
+fn behind_namespace(
+    kind: PortKind,
+    switch: &str,
+    owner: &str,
+    host_if: String,
+    slot: u32,
+    peer_if: &str,
+    end: NsEnd,
+) -> PortState {
+    PortState {
+        peer_if: peer_if.to_owned(),
+        slot: Some(slot),
+        ip: Some(end.ip),
+        mac: end.mac,
+        mtu: end.mtu,
+        port_security: end.port_security,
+        ..record(switch, kind, owner, host_if)
+    }
+}
+
+/// The record of namespace `ns` (made by `ns add`) on `switch`, at `slot`, through `host_if`.
+pub(crate) fn namespace(switch: &str, ns: &str, host_if: String, slot: u32, end: NsEnd) -> PortState {
+    behind_namespace(PortKind::Namespace, switch, ns, host_if, slot, NS_IFNAME, end)
+}
+
+/// The record of port `name` into the namespace at `netns` that someone else made (`ns
+/// attach`), with `ifname` inside it.
+pub(crate) fn adopted(
+    switch: &str,
+    name: &str,
+    host_if: String,
+    slot: u32,
+    netns: &Path,
+    ifname: &str,
+    end: NsEnd,
+) -> PortState {
+    PortState {
+        netns_path: Some(netns.display().to_string()),
+        ..behind_namespace(PortKind::Adopted, switch, name, host_if, slot, ifname, end)
+    }
+}
+
+/// The record of switch `switch`'s gateway port: a veth pair whose far end (`g…`) carries the
+/// host's address `cidr`, the switch end (`s…`) plugged in like a namespace's.
+pub(crate) fn gateway(switch: &str, cidr: Cidr, slot: u32, mtu: Option<u32>) -> PortState {
+    let (host_end, switch_end) = gateway_ifnames(switch);
+    PortState {
+        peer_if: host_end,
+        slot: Some(slot),
+        ip: Some(cidr),
+        mtu,
+        ..record(switch, PortKind::Gateway, "host", switch_end)
+    }
+}
+
+/// The record of uplink `ifname` of switch `switch`.
+pub(crate) fn uplink(switch: &str, ifname: &str) -> PortState {
+    record(switch, PortKind::Uplink, ifname, ifname.to_owned())
+}
+
+/// The record of switch `switch`'s tunnel port: its VXLAN device `v…`.
+pub(crate) fn tunnel(switch: &str, t: TunnelState, slot: u32) -> PortState {
+    let base = record(switch, PortKind::Tunnel, &format!("vxlan{}", t.vni), tunnel_ifname(switch));
+    PortState { slot: Some(slot), mtu: Some(t.mtu), port_security: false, tunnel: Some(t), ..base }
+}
+
+/// What making a port found out: the index of the switch's end, the far end's MAC (namespace
+/// ports, the gateway) and the namespace's cookie (namespace ports).
 pub(crate) struct Made {
     pub ifindex: u32,
-    pub mac: Mac,
+    pub mac: Option<Mac>,
     pub cookie: u64,
+}
+
+/// Makes port `p` as its kind needs (the table above) and plugs it into `dp`; `state` has the
+/// rest of its switch (the gateway a namespace routes through, the other uplinks).
+pub(crate) async fn make(dp: &(dyn Datapath + 'static), state: &State, p: &PortState) -> Result<Made> {
+    match p.kind {
+        PortKind::Namespace | PortKind::Adopted => {
+            make_namespace_port(dp, p, state.gateway_cidr(&p.switch).map(|g| g.addr)).await
+        }
+        PortKind::Gateway => make_gateway_port(dp, p).await,
+        PortKind::Tunnel => make_tunnel_port(dp, p).await,
+        PortKind::Uplink => make_uplink(dp, state, p).await,
+    }
 }
 
 /// Makes the namespace (kind `Namespace` only: an adopted one exists), the veth pair, the
@@ -37,11 +150,7 @@ pub(crate) struct Made {
 /// from the namespace ever reaches the host stack unswitched. The MAC is chosen here (unless
 /// given), so the datapath can take the port, bound to it, while the namespace side is set
 /// up on its own thread.
-pub(crate) async fn make_namespace_port(
-    dp: &dyn Datapath,
-    port: &PortState,
-    gateway: Option<std::net::Ipv4Addr>,
-) -> Result<Made> {
+async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Option<std::net::Ipv4Addr>) -> Result<Made> {
     let ns = port.namespace().ok_or_else(|| Error::Command(format!("port {} has no namespace", port.host_if)))?;
     let ns_path = port.netns_file().expect("a port behind a namespace");
     let ip = port.ip.ok_or_else(|| Error::Command(format!("port {} has no address", port.host_if)))?;
@@ -110,13 +219,13 @@ pub(crate) async fn make_namespace_port(
     // The namespace side's own error first: the host side's is then only its consequence.
     inside?;
     let cookie = host?;
-    Ok(Made { ifindex, mac, cookie })
+    Ok(Made { ifindex, mac: Some(mac), cookie })
 }
 
 /// Makes the gateway's veth pair: the far end (`peer_if`) gets the host's address, the switch
 /// end becomes a port, bound to the far end's MAC (no namespace may claim it). Leftovers of
-/// an interrupted `up` are replaced. Returns the switch end's index and the far end's MAC.
-pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Result<(u32, Mac)> {
+/// an interrupted `up` are replaced.
+async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Result<Made> {
     let ip = port.ip.ok_or_else(|| Error::Command("the gateway port has no address".into()))?;
     let nl = Netlink::new()?;
     nl.delete(&port.peer_if).await?;
@@ -138,13 +247,13 @@ pub(crate) async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Re
     nl.add_address(host_idx, ip).await?;
     nl.set_up(host_idx).await?;
     nl.set_up(port_idx).await?;
-    Ok((port_idx, mac))
+    Ok(Made { ifindex: port_idx, mac: Some(mac), cookie: 0 })
 }
 
 /// Makes the tunnel port `port`: its VXLAN device (a leftover of an interrupted `up` is
 /// replaced), attached to the datapath with its settings and peers before it goes up, so
-/// nothing from the underlay is switched by anything else. Returns the device's index.
-pub(crate) async fn make_tunnel_port(dp: &dyn Datapath, port: &PortState) -> Result<u32> {
+/// nothing from the underlay is switched by anything else.
+async fn make_tunnel_port(dp: &dyn Datapath, port: &PortState) -> Result<Made> {
     let t =
         port.tunnel.as_ref().ok_or_else(|| Error::Command(format!("tunnel port {} has no settings", port.host_if)))?;
     let nl = Netlink::new()?;
@@ -158,7 +267,25 @@ pub(crate) async fn make_tunnel_port(dp: &dyn Datapath, port: &PortState) -> Res
     .await?;
     dp.attach_port(&PortState { host_ifindex: index, ..port.clone() }).await?;
     nl.set_up(index).await?;
-    Ok(index)
+    Ok(Made { ifindex: index, mac: None, cookie: 0 })
+}
+
+/// Puts the forwarding programs on uplink `p` (the interface is the host's: nothing is made).
+/// The datapath takes a switch's uplinks as one set (one table of their addresses, with the
+/// gateway's and the masquerade setting), so this sets up every uplink `state` records for
+/// the switch, `p` among them, with their addresses as they are now.
+async fn make_uplink(dp: &(dyn Datapath + 'static), state: &State, p: &PortState) -> Result<Made> {
+    let fw = dp.require_forwarding()?;
+    let gateway = state.gateway(&p.switch).ok_or_else(|| Error::Command("port forwarding needs a gateway".into()))?;
+    let setup = UplinkSetup {
+        uplinks: state.uplinks(&p.switch),
+        gateway: gateway.ip.ok_or_else(|| Error::Command("the gateway port has no address".into()))?,
+        gateway_if: gateway.peer_if.clone(),
+        masquerade: state.switch(&p.switch)?.masquerade,
+    };
+    fw.setup_uplinks(&setup).await?;
+    let ifindex = Netlink::new()?.ifindex(&p.host_if).await?.unwrap_or(0);
+    Ok(Made { ifindex, mac: None, cookie: 0 })
 }
 
 /// Removes everything port `p` stands for: its datapath attachment, the veth pair it made and,

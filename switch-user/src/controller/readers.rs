@@ -3,17 +3,17 @@
 //!
 //! Each stream costs the datapath on every frame, so it is on only while someone reads it.
 //! A reader records itself (pid and start time) in the switch record under the state lock
-//! and turns its stream on; on the way out it takes itself off (`leave`) and turns the stream
+//! and turns its stream on (`Reader::join`); on the way out it takes itself off (`leave`) and turns the stream
 //! off if it was the last. A reader killed on the way is noticed by the next mutating command
 //! of the switch (`intent::converge` calls `forget_killed`), which turns the stream off once no
 //! recorded reader of it lives.
 use std::{future::Future, time::Duration};
 
-use super::lock;
+use super::{datapath_of, intent, lock};
 use crate::{
     datapath::Datapath,
-    error::Result,
-    state::{Store, SwitchState},
+    error::{Error, Result},
+    state::{State, Store, SwitchState},
     sys::{blocking, process::ProcessId},
 };
 
@@ -52,6 +52,15 @@ impl Stream {
         }
     }
 
+    /// The datapath has the stream, or the error every command gives for one without it.
+    fn require(self, dp: &(dyn Datapath + 'static)) -> Result<()> {
+        match self {
+            Self::Log => dp.require_log().map(drop),
+            Self::Events => dp.require_events().map(drop),
+            Self::Capture => dp.require_capture().map(drop),
+        }
+    }
+
     /// Turns the stream off in `dp` (nothing to do for a datapath without it).
     async fn turn_off(self, dp: &dyn Datapath) -> Result<()> {
         match self {
@@ -71,9 +80,62 @@ impl Stream {
     }
 }
 
+/// This process as a reader of a stream of a switch: recorded in the switch's record, the
+/// stream on.
+pub(crate) struct Reader {
+    switch: String,
+    stream: Stream,
+    me: ProcessId,
+    /// The switch's datapath.
+    pub dp: Box<dyn Datapath>,
+}
+
+impl Reader {
+    /// Records this process as a reader of `stream` of switch `switch`, then turns the stream
+    /// on with `turn_on`, given what `check` found in the state (which it may refuse: what
+    /// the reader asks for is not there). Returns the reader and the state as it saved it.
+    /// The lock is held only meanwhile: reading must not hold back other commands.
+    pub(crate) async fn join<T>(
+        switch: &str,
+        stream: Stream,
+        check: impl FnOnce(&State) -> Result<T>,
+        turn_on: impl AsyncFnOnce(&(dyn Datapath + 'static), T) -> Result<()>,
+    ) -> Result<(Self, State)> {
+        let me = ProcessId::current();
+        let store = lock().await?;
+        let mut state = store.load()?;
+        let dp = datapath_of(&state, switch)?;
+        stream.require(dp.as_ref())?;
+        let asked = check(&state)?;
+        intent::converge(&store, &mut state, switch).await?;
+        let readers = stream.readers(state.switches.get_mut(switch).expect("looked up above"));
+        if let (Stream::Capture, Some(other)) = (stream, readers.first()) {
+            return Err(Error::Command(format!(
+                "switch '{switch}' already has a capture running (pid {}); the datapath has one capture filter, \
+                 so one capture at a time",
+                other.pid
+            )));
+        }
+        readers.push(me);
+        store.save(&state)?;
+        let reader = Self { switch: switch.to_owned(), stream, me, dp };
+        if let Err(e) = turn_on(reader.dp.as_ref(), asked).await {
+            drop(store);
+            reader.leave().await?;
+            return Err(e);
+        }
+        Ok((reader, state))
+    }
+
+    /// Takes the reader off its switch's record (see `leave`).
+    pub(crate) async fn leave(&self) -> Result<()> {
+        leave(&self.switch, self.stream, self.dp.as_ref(), self.me).await
+    }
+}
+
 /// Takes reader `me` of `stream` off switch `switch`'s record and turns the stream off if no
 /// live reader is left.
-pub(crate) async fn leave(switch: &str, stream: Stream, dp: &dyn Datapath, me: ProcessId) -> Result<()> {
+async fn leave(switch: &str, stream: Stream, dp: &dyn Datapath, me: ProcessId) -> Result<()> {
     let store = lock().await?;
     let mut state = store.load()?;
     if let Some(sw) = state.switches.get_mut(switch) {

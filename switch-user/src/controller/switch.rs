@@ -11,7 +11,7 @@ use crate::{
     },
     error::{Error, Result},
     kind::{Capability, DatapathKind},
-    names::{Cidr, gateway_ifnames, tunnel_ifname, validate_name},
+    names::{Cidr, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
     sys::netlink::Netlink,
 };
@@ -214,34 +214,12 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
 /// Records switch `opts.name` as being made, with its gateway and uplink ports, and returns
 /// its settings; `Ok(None)` if it is already up and healthy as asked.
 async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Option<SwitchState>> {
-    if let Some(existing) = state.switches.get(&opts.name).cloned() {
-        conflicts(state, &existing, opts)?;
-        intent::converge(store, state, &opts.name).await?;
-        let dp = existing.datapath.open(&opts.name);
-        if existing.ready && dp.healthy().await? {
-            return Ok(None);
-        }
-        if existing.ready && !dp.remakeable() {
-            return Err(Error::Command(format!(
-                "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --switch {}' and create it again",
-                opts.name, existing.datapath, opts.name
-            )));
-        }
-        // An interrupted `up`, or a userspace switch whose process died: make it again.
-        tracing::info!(switch = %opts.name, "re-making the switch object");
+    if let Some(existing) = state.switches.get(&opts.name).cloned()
+        && up_as_asked(store, state, &existing, opts).await?
+    {
+        return Ok(None);
     }
-    if let Some(g) = opts.gateway {
-        // Two segments with overlapping subnets on one host would fight over the routes.
-        for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
-            if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
-                return Err(Error::invalid(
-                    "gateway",
-                    g.to_string(),
-                    format!("overlaps switch '{other}''s segment {o}"),
-                ));
-            }
-        }
-    }
+    check_segment(state, opts)?;
     for u in &opts.uplinks {
         forward::check_uplink(state, u).await?;
     }
@@ -249,10 +227,54 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         (Some(v), None) => Some(tunnel_settings(state, &opts.name, v).await?),
         _ => None,
     };
-    let existing = state.switches.get(&opts.name);
-    let new = SwitchState {
-        // A switch made again keeps what it had unless told otherwise (`conflicts` refused
-        // any contradiction already).
+    let new = new_state(opts, state.switches.get(&opts.name));
+    // `--busy-poll` without `--datapath`: the default datapath may not take it. (A redirect
+    // asked of a switch that exists was compared by `conflicts`.)
+    let settings = Settings { redirect: None, busy_poll_us: Some(new.busy_poll_us) };
+    settings.check(Some(new.datapath.open(&opts.name).as_ref()), opts.datapath.is_some())?;
+    state.switches.insert(opts.name.clone(), new.clone());
+    record_ports(state, opts, tunnel)?;
+    store.save(state)?;
+    Ok(Some(new))
+}
+
+/// Whether the recorded switch `existing` is up and healthy as `opts` asks (refused if it
+/// contradicts them). An interrupted `up`, or a userspace switch whose process died, is not:
+/// it is to be made again.
+async fn up_as_asked(store: &Store, state: &mut State, existing: &SwitchState, opts: &UpOptions) -> Result<bool> {
+    conflicts(state, existing, opts)?;
+    intent::converge(store, state, &opts.name).await?;
+    let dp = existing.datapath.open(&opts.name);
+    if existing.ready && dp.healthy().await? {
+        return Ok(true);
+    }
+    if existing.ready && !dp.remakeable() {
+        return Err(Error::Command(format!(
+            "switch '{}' is recorded as up but its {} datapath is gone; run 'switch down --switch {}' and create it again",
+            opts.name, existing.datapath, opts.name
+        )));
+    }
+    tracing::info!(switch = %opts.name, "re-making the switch object");
+    Ok(false)
+}
+
+/// Refuses a gateway whose segment overlaps another switch's: two segments with overlapping
+/// subnets on one host would fight over the routes.
+fn check_segment(state: &State, opts: &UpOptions) -> Result<()> {
+    let Some(g) = opts.gateway else { return Ok(()) };
+    for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
+        if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
+            return Err(Error::invalid("gateway", g.to_string(), format!("overlaps switch '{other}''s segment {o}")));
+        }
+    }
+    Ok(())
+}
+
+/// The settings of switch `opts.name`, not made yet: as asked, and where nothing is asked,
+/// as `existing` has them (a switch made again; `conflicts` refused any contradiction
+/// already) or the defaults.
+fn new_state(opts: &UpOptions, existing: Option<&SwitchState>) -> SwitchState {
+    SwitchState {
         ageing_secs: opts.ageing_secs.or(existing.map(|e| e.ageing_secs)).unwrap_or(DEFAULT_AGEING_SECS),
         redirect: opts.redirect.or(existing.map(|e| e.redirect)).unwrap_or(Redirect::Peer),
         datapath: opts.datapath.or(existing.map(|e| e.datapath)).unwrap_or_default(),
@@ -266,29 +288,29 @@ async fn begin(store: &Store, state: &mut State, opts: &UpOptions) -> Result<Opt
         monitors: existing.map(|e| e.monitors.clone()).unwrap_or_default(),
         captures: existing.map(|e| e.captures.clone()).unwrap_or_default(),
         ready: false,
-    };
-    // `--busy-poll` without `--datapath`: the default datapath may not take it. (A redirect
-    // asked of a switch that exists was compared by `conflicts`.)
-    let settings = Settings { redirect: None, busy_poll_us: Some(new.busy_poll_us) };
-    settings.check(Some(new.datapath.open(&opts.name).as_ref()), opts.datapath.is_some())?;
-    state.switches.insert(opts.name.clone(), new.clone());
-    if let Some(cidr) = opts.gateway.filter(|_| state.gateway(&opts.name).is_none()) {
-        let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
+    }
+}
+
+/// Records the ports of switch `opts.name` that `opts` asks for and it does not have yet:
+/// the gateway, the uplinks, the tunnel (with its settings `tunnel`).
+fn record_ports(state: &mut State, opts: &UpOptions, tunnel: Option<TunnelState>) -> Result<()> {
+    let name = &opts.name;
+    if let Some(cidr) = opts.gateway.filter(|_| state.gateway(name).is_none()) {
+        let slot = state.free_slot(name).ok_or_else(|| Error::SwitchFull(name.clone()))?;
         // Behind a tunnel, the host's packets into the segment must fit it too.
         let mtu = tunnel.as_ref().map(|t| t.mtu);
-        state.ports.push(PortState { mtu, ..gateway_port(&opts.name, cidr, slot) });
+        state.ports.push(port::gateway(name, cidr, slot, mtu));
     }
     for u in &opts.uplinks {
-        if state.port(&opts.name, PortKind::Uplink, u).is_none() {
-            state.ports.push(uplink_port(&opts.name, u));
+        if state.port(name, PortKind::Uplink, u).is_none() {
+            state.ports.push(port::uplink(name, u));
         }
     }
     if let Some(t) = tunnel {
-        let slot = state.free_slot(&opts.name).ok_or_else(|| Error::SwitchFull(opts.name.clone()))?;
-        state.ports.push(tunnel_port(&opts.name, t, slot));
+        let slot = state.free_slot(name).ok_or_else(|| Error::SwitchFull(name.clone()))?;
+        state.ports.push(port::tunnel(name, t, slot));
     }
-    store.save(state)?;
-    Ok(Some(new))
+    Ok(())
 }
 
 /// The settings of the tunnel `v` asks for on this host: the underlay's address (the local
@@ -326,90 +348,19 @@ async fn tunnel_settings(state: &State, name: &str, v: &VxlanOptions) -> Result<
     Ok(TunnelState { vni: v.vni, udp_port: v.port, underlay: v.underlay.clone(), local, mtu, peers: vec![] })
 }
 
-/// The record of switch `name`'s tunnel port, not made yet: its VXLAN device `v…`.
-fn tunnel_port(name: &str, t: TunnelState, slot: u32) -> PortState {
-    PortState {
-        switch: name.to_owned(),
-        kind: PortKind::Tunnel,
-        owner: format!("vxlan{}", t.vni),
-        host_if: tunnel_ifname(name),
-        host_ifindex: 0,
-        peer_if: String::new(),
-        slot: Some(slot),
-        ip: None,
-        mac: None,
-        netns_cookie: 0,
-        netns_path: None,
-        mtu: Some(t.mtu),
-        port_security: false,
-        tunnel: Some(t),
-        ready: false,
-    }
-}
-
-/// The record of switch `name`'s gateway port, not made yet: a veth pair whose far end
-/// (`g…`) carries the host's address `cidr`, the switch end (`s…`) plugged in like a
-/// namespace's.
-fn gateway_port(name: &str, cidr: Cidr, slot: u32) -> PortState {
-    let (host_end, switch_end) = gateway_ifnames(name);
-    PortState {
-        switch: name.to_owned(),
-        kind: PortKind::Gateway,
-        owner: "host".into(),
-        host_if: switch_end,
-        host_ifindex: 0,
-        peer_if: host_end,
-        slot: Some(slot),
-        ip: Some(cidr),
-        mac: None,
-        netns_cookie: 0,
-        netns_path: None,
-        mtu: None,
-        port_security: true,
-        tunnel: None,
-        ready: false,
-    }
-}
-
-/// The record of uplink `ifname` of switch `name`, not attached yet.
-pub(crate) fn uplink_port(name: &str, ifname: &str) -> PortState {
-    PortState {
-        switch: name.to_owned(),
-        kind: PortKind::Uplink,
-        owner: ifname.to_owned(),
-        host_if: ifname.to_owned(),
-        host_ifindex: 0,
-        peer_if: String::new(),
-        slot: None,
-        ip: None,
-        mac: None,
-        netns_cookie: 0,
-        netns_path: None,
-        mtu: None,
-        port_security: true,
-        tunnel: None,
-        ready: false,
-    }
-}
-
 /// Makes the switch object and every port of it that is not made: the gateway, the uplinks,
 /// and (for a userspace process started again) the namespace ports it must take over.
 async fn make(store: &Store, state: &mut State, name: &str) -> Result<()> {
     let sw = state.switches[name].clone();
     let dp = sw.datapath.open(name);
     dp.create(&sw).await?;
-    if let Some(g) = state.gateway(name).cloned() {
-        let (idx, mac) = port::make_gateway_port(dp.as_ref(), &g).await?;
-        let p = state.port_mut(name, PortKind::Gateway, &g.owner).expect("recorded");
-        p.host_ifindex = idx;
-        p.mac = Some(mac);
-        p.ready = true;
-    }
-    if let Some(t) = state.tunnel(name).filter(|t| !t.ready).cloned() {
-        let idx = port::make_tunnel_port(dp.as_ref(), &t).await?;
-        let p = state.port_mut(name, PortKind::Tunnel, &t.owner).expect("recorded");
-        p.host_ifindex = idx;
-        p.ready = true;
+    // The gateway made again with the switch object (a restarted userspace process takes it
+    // afresh), the tunnel once.
+    let ports: Vec<PortState> =
+        [state.gateway(name), state.tunnel(name).filter(|t| !t.ready)].into_iter().flatten().cloned().collect();
+    for p in ports {
+        let made = port::make(dp.as_ref(), state, &p).await?;
+        intent::made(state, intent::Record::Port(&p, made));
     }
     forward::setup_uplinks(store, state, name).await?;
     failpoint("up:made")?;
@@ -452,10 +403,8 @@ pub async fn up(opts: UpOptions) -> Result<UpReport> {
         store.save(&state)?;
         return Err(e);
     }
-    state.switches.get_mut(&opts.name).expect("recorded above").ready = true;
-    let out = UpReport::new(&opts.name, &state, true);
-    store.save(&state)?;
-    Ok(out)
+    intent::finish(&store, &mut state, [intent::Record::Switch(&opts.name)])?;
+    Ok(UpReport::new(&opts.name, &state, true))
 }
 
 /// What `down` did.
@@ -578,8 +527,5 @@ pub async fn run_foreground(
 async fn mark_ready(name: &str) -> Result<()> {
     let store = lock().await?;
     let mut state = store.load()?;
-    if let Some(s) = state.switches.get_mut(name) {
-        s.ready = true;
-    }
-    store.save(&state)
+    intent::finish(&store, &mut state, [intent::Record::Switch(name)])
 }
