@@ -36,3 +36,43 @@ pub fn tagged(frame: &str, tags: &str) -> String {
 pub fn experimental_frame(dst_mac: &str, src_mac: &str) -> String {
     format!("{}{}88b5{}", dst_mac.replace(':', ""), src_mac.replace(':', ""), "00".repeat(46))
 }
+
+/// Counts the frames that reach `eth0` inside a namespace and begin with one frame's bytes,
+/// from `start` until `count`: whether that frame was delivered, whatever else the namespace
+/// receives meanwhile (a neighbour probe from the host, a broadcast), which a port's counters
+/// cannot tell apart from it.
+pub struct Sniffer(crate::Reaped);
+
+const SNIFF: &str = r#"
+import select, socket, sys
+want = bytes.fromhex(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind(("eth0", 0))
+print("ready", flush=True)
+n, done = 0, False
+while True:
+    r, _, _ = select.select([s] + ([] if done else [sys.stdin]), [], [], 0 if done else None)
+    if not r: break
+    if s in r:
+        f, addr = s.recvfrom(65535)
+        n += addr[2] != socket.PACKET_OUTGOING and f.startswith(want)
+    if sys.stdin in r: done = not sys.stdin.readline()
+print(n, flush=True)
+"#;
+
+impl Sniffer {
+    pub fn start(ns: &str, frame_hex: &str) -> Self {
+        let args = ["ns", "exec", ns, "--", "python3", "-c", SNIFF, frame_hex];
+        let mut cmd = std::process::Command::new(crate::switch_bin());
+        cmd.args(args).stdin(std::process::Stdio::piped());
+        Self(crate::spawn_until(&mut cmd, "ready"))
+    }
+
+    /// Stops it (after what it waits for had its time to arrive); how many arrived.
+    pub fn count(self) -> usize {
+        let mut child = self.0.take();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("the sniffer");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().parse().unwrap_or_else(|_| panic!("sniffer said {text:?}"))
+    }
+}

@@ -3,7 +3,7 @@
 use std::{thread::sleep, time::Duration};
 
 use switch_tests::{
-    frames::{send_raw, tagged},
+    frames::{Sniffer, send_raw, tagged},
     *,
 };
 
@@ -568,14 +568,20 @@ fn port_security_stops_spoofing(dp: &str, net: u8) {
 
     // c sends IPv4 as a (its own MAC): dropped and counted; a DHCP-style 0.0.0.0 source passes.
     let before_b = u(&port_stats(&sw, &b), "tx_packets");
-    send_raw(&c, &udp_frame(&b_mac, &c_mac, &ip(1), &ip(2)));
+    let spoof = udp_frame(&b_mac, &c_mac, &ip(1), &ip(2));
+    let at_b = Sniffer::start(&b, &spoof);
+    send_raw(&c, &spoof);
     sleep(Duration::from_millis(200));
     assert_eq!(spoofed(&c, "spoofed_ip"), 1);
-    assert_eq!(u(&port_stats(&sw, &b), "tx_packets"), before_b, "a spoofed packet reached b");
-    send_raw(&c, &udp_frame("ff:ff:ff:ff:ff:ff", &c_mac, "0.0.0.0", "255.255.255.255"));
+    assert_eq!(at_b.count(), 0, "a spoofed packet reached b");
+    // The same sniffer sees a frame that is delivered: its 0 above is no blind spot.
+    let dhcp = udp_frame("ff:ff:ff:ff:ff:ff", &c_mac, "0.0.0.0", "255.255.255.255");
+    let at_b = Sniffer::start(&b, &dhcp);
+    send_raw(&c, &dhcp);
     sleep(Duration::from_millis(200));
     assert_eq!(spoofed(&c, "spoofed_ip"), 1, "a 0.0.0.0 source (DHCP) was taken for a spoof");
-    assert!(u(&port_stats(&sw, &b), "tx_packets") > before_b, "the 0.0.0.0 broadcast was not flooded");
+    assert_eq!(at_b.count(), 1, "the 0.0.0.0 broadcast was not flooded to b");
+    assert!(u(&port_stats(&sw, &b), "tx_packets") > before_b, "the 0.0.0.0 broadcast was not counted");
 
     // ARP poisoning: c claims a's address (with its own MAC, then with a's): dropped, counted,
     // and b still reaches a at a's MAC.
