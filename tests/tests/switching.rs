@@ -188,10 +188,7 @@ fn direct_link_connects_two_namespaces() {
 }
 
 fn datapath_log_streams_while_asked_for(dp: &str) {
-    use std::{
-        io::Read as _,
-        process::{Command, Stdio},
-    };
+    use std::{io::Read as _, process::Stdio};
     let mut sb = Sandbox::new();
     let sw = sb.switch("sw", dp, &[]);
     let a = sb.port(&sw, "a", "10.26.0.1/24", &[]);
@@ -201,14 +198,7 @@ fn datapath_log_streams_while_asked_for(dp: &str) {
         assert!(e.contains("only tc and xdp have a datapath log"), "{e}");
         return;
     }
-    let mut child = Reaped::new(
-        Command::new(switch_bin())
-            .args(["logs", "--switch", &sw])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = logs_reader(&sw, Stdio::piped());
     sleep(Duration::from_millis(700));
     assert!(ping(&a, "10.26.0.2", 3));
     sleep(Duration::from_millis(300));
@@ -442,20 +432,11 @@ fn logging_on(sw: &str) -> bool {
 
 #[test]
 fn a_killed_logs_is_turned_off_by_the_next_command() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let mut sb = Sandbox::new();
     let sw = sb.switch("log", "tc", &[]);
     let _a = sb.port(&sw, "a", "10.27.0.1/24", &[]);
-    let spawn = || {
-        Reaped::new(
-            Command::new(switch_bin())
-                .args(["logs", "--switch", &sw])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = || logs_reader(&sw, Stdio::null());
     let on_within = |want: bool| {
         (0..100).any(|_| {
             sleep(Duration::from_millis(20));
@@ -526,6 +507,39 @@ fn arp_claim(src_mac: &str, mac: &str, ip: &str) -> String {
 /// that enforce it (tc, xdp, userspace; the Linux bridge is the unprotected baseline): the
 /// victim's traffic keeps flowing, the attacker gets none of it, and every dropped frame is
 /// counted by reason.
+/// c sends IPv4 as a (its own MAC): dropped and counted; a DHCP-style 0.0.0.0 source passes.
+fn spoofed_ip_is_dropped_but_dhcp_passes(sw: &str, [b, c]: [&str; 2], ip: &dyn Fn(u8) -> String) {
+    let spoofed = |ns: &str, what: &str| u(&port_stats(sw, ns), what);
+    let (b_mac, c_mac) = (ns_mac(b), ns_mac(c));
+    let before_b = u(&port_stats(sw, b), "tx_packets");
+    let spoof = udp_frame(&b_mac, &c_mac, &ip(1), &ip(2));
+    let at_b = Sniffer::start(b, &spoof);
+    send_raw(c, &spoof);
+    sleep(Duration::from_millis(200));
+    assert_eq!(spoofed(c, "spoofed_ip"), 1);
+    assert_eq!(at_b.count(), 0, "a spoofed packet reached b");
+    // The same sniffer sees a frame that is delivered: its 0 above is no blind spot.
+    let dhcp = udp_frame("ff:ff:ff:ff:ff:ff", &c_mac, "0.0.0.0", "255.255.255.255");
+    let at_b = Sniffer::start(b, &dhcp);
+    send_raw(c, &dhcp);
+    sleep(Duration::from_millis(200));
+    assert_eq!(spoofed(c, "spoofed_ip"), 1, "a 0.0.0.0 source (DHCP) was taken for a spoof");
+    assert_eq!(at_b.count(), 1, "the 0.0.0.0 broadcast was not flooded to b");
+    assert!(u(&port_stats(sw, b), "tx_packets") > before_b, "the 0.0.0.0 broadcast was not counted");
+}
+
+/// `switch logs` of `sw` in the background, its output to `stdout`.
+fn logs_reader(sw: &str, stdout: std::process::Stdio) -> Reaped {
+    Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["logs", "--switch", sw])
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn port_security_stops_spoofing(dp: &str, net: u8) {
     let ip = |host: u8| format!("10.{net}.0.{host}");
     let cidr = |host: u8| format!("10.{net}.0.{host}/24");
@@ -566,22 +580,7 @@ fn port_security_stops_spoofing(dp: &str, net: u8) {
     assert_eq!(exec(&c, &["ip", "link", "set", "eth0", "address", &c_mac]).code, 0);
     assert!(ping(&c, &ip(2), 2), "c with its own MAC again");
 
-    // c sends IPv4 as a (its own MAC): dropped and counted; a DHCP-style 0.0.0.0 source passes.
-    let before_b = u(&port_stats(&sw, &b), "tx_packets");
-    let spoof = udp_frame(&b_mac, &c_mac, &ip(1), &ip(2));
-    let at_b = Sniffer::start(&b, &spoof);
-    send_raw(&c, &spoof);
-    sleep(Duration::from_millis(200));
-    assert_eq!(spoofed(&c, "spoofed_ip"), 1);
-    assert_eq!(at_b.count(), 0, "a spoofed packet reached b");
-    // The same sniffer sees a frame that is delivered: its 0 above is no blind spot.
-    let dhcp = udp_frame("ff:ff:ff:ff:ff:ff", &c_mac, "0.0.0.0", "255.255.255.255");
-    let at_b = Sniffer::start(&b, &dhcp);
-    send_raw(&c, &dhcp);
-    sleep(Duration::from_millis(200));
-    assert_eq!(spoofed(&c, "spoofed_ip"), 1, "a 0.0.0.0 source (DHCP) was taken for a spoof");
-    assert_eq!(at_b.count(), 1, "the 0.0.0.0 broadcast was not flooded to b");
-    assert!(u(&port_stats(&sw, &b), "tx_packets") > before_b, "the 0.0.0.0 broadcast was not counted");
+    spoofed_ip_is_dropped_but_dhcp_passes(&sw, [&b, &c], &ip);
 
     // ARP poisoning: c claims a's address (with its own MAC, then with a's): dropped, counted,
     // and b still reaches a at a's MAC.
