@@ -67,8 +67,13 @@ const XDP_SWITCHING: Golden = Golden { count: 3014, inputs: 0x4c0ec053388dc775, 
 /// verdict changed (traced against the previous datapath). And: the uplink's programs pass
 /// on what is not their switch's with TCX's "next" (-1) instead of ending the chain with OK
 /// (0), so several switches can share an uplink: 1 499 untouched inputs went from 0 to -1, no
-/// other verdict and no byte changed (traced).
-const NAT: Golden = Golden { count: 4560, inputs: 0x9091ad40132e1e02, outputs: 0x913877940382e046 };
+/// other verdict and no byte changed (traced). And: the bed routes REMOTE through its uplink;
+/// before, the FIB answered input 59 (the gateway's shortcut for a masqueraded connection to
+/// REMOTE) with the machine's default route, redirected when that route's gateway happened
+/// to be in the ARP cache and passed on otherwise, so the digest depended on the machine.
+/// Now input 59 is redirected out of the uplink with the bed's MACs; no other input changed
+/// (traced).
+const NAT: Golden = Golden { count: 4560, inputs: 0x9091ad40132e1e02, outputs: 0x51db9d8e2c9de7c1 };
 
 /// Longest a group may run: an unanswered connection (the shortest timeout, 5 s) made early
 /// in the run must still be alive at its end, or a later packet of it would pass untranslated.
@@ -341,6 +346,11 @@ impl NatRun {
         host("ip", &["link", "set", "dev", &uplink, "address", UPLINK_MAC]);
         host("ip", &["link", "set", "dev", &gw_host, "address", &gw_mac]);
         host("ip", &["neigh", "replace", "172.31.118.2", "lladdr", CLIENT_MAC, "dev", &uplink, "nud", "permanent"]);
+        // REMOTE is reached through the uplink (via the client), so the FIB's answer for a
+        // masqueraded connection's packets is the bed's own: without this route it is the
+        // machine's default route, redirected or not by whether its gateway's ARP entry
+        // happens to be cached. The route goes with the uplink.
+        host("ip", &["route", "replace", "198.51.100.1/32", "via", "172.31.118.2", "dev", &uplink]);
         for (ip, mac) in [("10.118.0.10", TARGET_MAC), ("10.118.0.7", SEGMENT_HOST_MAC)] {
             host("ip", &["neigh", "replace", ip, "lladdr", mac, "dev", &gw_host, "nud", "permanent"]);
         }
