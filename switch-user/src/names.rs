@@ -245,9 +245,47 @@ pub fn link_ifname(peer: &str) -> String {
     if name.len() <= IFNAME_MAX { name } else { format!("veth-{:08x}", fnv1a(&[peer])) }
 }
 
+/// The port name (its record's key, its owner in listings) of CNI attachment (`container_id`,
+/// `ifname`): the container ID itself when the interface is `eth0` and the ID is a valid name,
+/// as most runtimes send; otherwise (another interface, as Multus' `net1`; an ID longer than
+/// `NAME_MAX`, as nerdctl's `NAMESPACE-<64 hex>`) a prefix of both and a 64-bit hash of the
+/// pair, e.g. `default-0123abcd.eth0-<16 hex>`: a valid name, distinct for distinct pairs but on a
+/// hash collision, which the caller sees (the port's record names its attachment). The
+/// container ID must start with a letter or digit, as the CNI spec wants.
+pub fn cni_port_name(container_id: &str, ifname: &str) -> String {
+    if ifname == NS_IFNAME && validate_name("", container_id).is_ok() {
+        return container_id.to_owned();
+    }
+    let keep = |s: &str, n: usize| -> String {
+        s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')).take(n).collect()
+    };
+    let h = (u64::from(fnv1a(&[container_id, ifname])) << 32) | u64::from(fnv1a(&["cni", container_id, ifname]));
+    let iface = keep(ifname, IFNAME_MAX);
+    let id = keep(container_id, NAME_MAX - 18 - iface.len());
+    format!("{id}.{iface}-{h:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cni_port_names_are_valid_and_distinct() {
+        assert_eq!(cni_port_name("abc123", "eth0"), "abc123");
+        let hex = "0123456789abcdef".repeat(4);
+        let long = [format!("default-{hex}"), format!("default-{hex}0"), format!("k8s.io-{hex}")];
+        let mut seen = vec![];
+        for id in &long {
+            for ifname in ["eth0", "net1", "a-very-long-if1"] {
+                let n = cni_port_name(id, ifname);
+                assert!(validate_name("port name", &n).is_ok(), "{n}");
+                assert!(!seen.contains(&n), "{n} twice");
+                seen.push(n);
+            }
+        }
+        assert_ne!(cni_port_name("abc123", "net1"), "abc123");
+        assert!(cni_port_name(&long[0], "eth0").starts_with("default-0123"));
+    }
 
     #[test]
     fn names() {

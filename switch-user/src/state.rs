@@ -190,9 +190,24 @@ pub struct PortState {
     /// The tunnel's settings and peers (kind `Tunnel` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelState>,
+    /// The CNI attachment the port is, when `switch-cni` made it (kind `Adopted` only): what
+    /// the runtime names it by. `None` for every other port (`switch ns attach`'s included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
     /// False while a command is making it; a record left false by a killed command is rolled
     /// back by the next mutating command of the switch.
     pub ready: bool,
+}
+
+/// A CNI attachment: the tuple a runtime names it by in every command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    /// The network's name (`name` of its configuration).
+    pub network: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`: the interface in the container.
+    pub ifname: String,
 }
 
 /// What a tunnel port is: a VXLAN segment over an underlay interface, and its peers.
@@ -517,6 +532,7 @@ mod tests {
             mtu: None,
             port_security: true,
             tunnel: None,
+            cni: None,
             ready: true,
         }
     }

@@ -105,13 +105,24 @@ impl Net {
     }
 
     fn run(&self, command: &str, id: &str, netns: &str, conf: &Value) -> Out {
-        let vars = [
+        self.run_if(command, id, netns, "eth0", conf)
+    }
+
+    /// `run` for the attachment with interface `ifname`.
+    fn run_if(&self, command: &str, id: &str, netns: &str, ifname: &str, conf: &Value) -> Out {
+        self.run_with(command, (id, netns, ifname), &[], conf)
+    }
+
+    /// `run` for the attachment (container ID, namespace, interface), with `more` variables.
+    fn run_with(&self, command: &str, at: (&str, &str, &str), more: &[(&str, &str)], conf: &Value) -> Out {
+        let mut vars = vec![
             ("CNI_COMMAND", command),
-            ("CNI_CONTAINERID", id),
-            ("CNI_NETNS", netns),
-            ("CNI_IFNAME", "eth0"),
+            ("CNI_CONTAINERID", at.0),
+            ("CNI_NETNS", at.1),
+            ("CNI_IFNAME", at.2),
             ("CNI_PATH", CNI_PATH),
         ];
+        vars.extend_from_slice(more);
         plugin(&vars, &conf.to_string())
     }
 
@@ -122,9 +133,25 @@ impl Net {
         o.json
     }
 
+    /// The owners of the switch's ports of kind adopted (the containers').
+    fn adopted_owners(&self) -> Vec<String> {
+        json(&["ports", "--switch", &self.switch])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "adopted")
+            .map(|p| p["owner"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// host-local's reservations (one file per leased address).
     fn leases(&self) -> Vec<String> {
-        let dir = self.data_dir.join(format!("{}-net", self.sb.prefix));
+        self.leases_of(&format!("{}-net", self.sb.prefix))
+    }
+
+    /// host-local's reservations for network `network` (sharing the data directory).
+    fn leases_of(&self, network: &str) -> Vec<String> {
+        let dir = self.data_dir.join(network);
         std::fs::read_dir(dir)
             .map(|d| {
                 d.filter_map(|e| e.ok())
@@ -408,15 +435,7 @@ fn a_mac_in_use_and_a_huge_segment_are_refused() {
     let (id2, ns2) = net.container("c2");
     let leases = net.leases();
     let args = format!("IgnoreUnknown=1;MAC={gw}");
-    let vars = [
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", id2.as_str()),
-        ("CNI_NETNS", ns2.as_str()),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", CNI_PATH),
-        ("CNI_ARGS", args.as_str()),
-    ];
-    let o = plugin(&vars, &net.conf("1.0.0").to_string());
+    let o = net.run_with("ADD", (&id2, &ns2, "eth0"), &[("CNI_ARGS", &args)], &net.conf("1.0.0"));
     assert!(error_code(&o) >= 100, "{}", o.json);
     let msg = o.json["msg"].as_str().unwrap();
     assert!(msg.contains(&format!("MAC address {gw} is already used by the gateway of switch")), "{msg}");
@@ -461,13 +480,7 @@ fn gc_and_status_of_spec_1_1() {
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": ids[1].0, "ifname": "eth0" }]);
     let o = plugin(&[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
     assert!(o.ok, "GC: {}", o.json);
-    let ports: Vec<String> = json(&["ports", "--switch", &net.switch])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["kind"] == "adopted")
-        .map(|p| p["owner"].as_str().unwrap().to_owned())
-        .collect();
+    let ports = net.adopted_owners();
     assert_eq!(ports, [ids[1].0.clone()], "GC kept the wrong ports");
     assert_eq!(net.leases().len(), 1, "GC kept stale leases: {:?}", net.leases());
     assert!(ping(ids[1].1.trim_start_matches("/run/netns/"), "10.166.0.1", 1), "the valid one still works");
@@ -513,4 +526,173 @@ fn ns_attach_plugs_any_namespace_and_never_deletes_it() {
     assert!(std::path::Path::new(&path).exists(), "down deleted a namespace it did not make");
     assert_eq!(exec_ip(&theirs, &["-br", "link"]).lines().count(), 1, "down left the veth in their namespace");
     host("ip", &["netns", "del", &theirs]);
+}
+
+/// An attachment is (network, container, interface): one container on two networks (`eth0`
+/// on one, `net1` on the other, as Multus and `podman --network a --network b` make it) has
+/// both; ADD of the same attachment again is idempotent; CHECK and DEL name one attachment
+/// and leave the other.
+#[test]
+fn one_container_on_two_networks() {
+    let mut a = Net::new(170);
+    let b = Net::new(171);
+    let (id, netns) = a.container("multi");
+    let ns = netns.trim_start_matches("/run/netns/").to_owned();
+    let ra = a.run_if("ADD", &id, &netns, "eth0", &a.conf("1.0.0"));
+    assert!(ra.ok, "ADD on a: {}", ra.json);
+    let rb = b.run_if("ADD", &id, &netns, "net1", &b.conf("0.4.0"));
+    assert!(rb.ok, "ADD on b: {}", rb.json);
+    assert!(ping(&ns, "10.170.0.1", 1) && ping(&ns, "10.171.0.1", 1), "not on both networks");
+    // The container's default route stays a's; b's result says it has none.
+    assert!(exec_ip(&ns, &["route", "show", "default"]).contains("via 10.170.0.1 dev eth0"));
+    assert_eq!(rb.json["routes"], json!([]), "{}", rb.json);
+    // Again: the same result, no second lease.
+    let again = b.run_if("ADD", &id, &netns, "net1", &b.conf("0.4.0"));
+    assert!(again.ok, "ADD on b again: {}", again.json);
+    assert_eq!((&again.json["ips"], &again.json["interfaces"]), (&rb.json["ips"], &rb.json["interfaces"]));
+    assert_eq!(b.leases().len(), 1, "{:?}", b.leases());
+    // CHECK names one attachment: b's result is right for net1 on b, there is no eth0 on b.
+    let mut check = b.conf("0.4.0");
+    check["prevResult"] = rb.json.clone();
+    let o = b.run_if("CHECK", &id, &netns, "net1", &check);
+    assert!(o.ok, "CHECK: {}", o.json);
+    assert_eq!(error_code(&b.run_if("CHECK", &id, &netns, "eth0", &check)), 102);
+    // DEL of b's attachment leaves a's; a DEL on a naming net1 takes nothing of b's or a's.
+    assert!(b.run_if("DEL", &id, &netns, "net1", &b.conf("0.4.0")).ok);
+    assert!(b.leases().is_empty(), "{:?}", b.leases());
+    assert!(!exec_ip(&ns, &["-br", "link"]).contains("net1"), "net1 outlived its DEL");
+    assert!(a.run_if("DEL", &id, &netns, "net1", &a.conf("1.0.0")).ok);
+    assert_eq!(a.leases().len(), 1, "{:?}", a.leases());
+    assert!(ping(&ns, "10.170.0.1", 1), "DEL of one attachment took the other");
+    assert!(a.run_if("DEL", &id, &netns, "eth0", &a.conf("1.0.0")).ok);
+    assert!(a.leases().is_empty(), "{:?}", a.leases());
+}
+
+/// Container IDs as long as runtimes make them (nerdctl sends `NAMESPACE-<64 hex>`): two that
+/// differ only in their last character get ports of their own, which CHECK and DEL find.
+#[test]
+fn container_ids_as_long_as_runtimes_make_them() {
+    let mut net = Net::new(172);
+    let hex = "0123456789abcdef".repeat(4);
+    let mut attached = vec![];
+    for last in ["a", "b"] {
+        let (_, netns) = net.container(&format!("long{last}"));
+        let id = format!("{}-{}{last}", net.sb.prefix, &hex[..63]);
+        assert!(id.len() > 64);
+        let r = net.add(&id, &netns, "1.0.0");
+        attached.push((id, netns, r));
+    }
+    let owners = net.adopted_owners();
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert_ne!(owners[0], owners[1]);
+    let other = attached[1].2["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned();
+    assert!(ping(attached[0].1.trim_start_matches("/run/netns/"), &other, 1));
+    for (id, netns, r) in &attached {
+        let mut check = net.conf("1.0.0");
+        check["prevResult"] = r.clone();
+        let o = net.run("CHECK", id, netns, &check);
+        assert!(o.ok, "CHECK: {}", o.json);
+        assert!(net.run("DEL", id, netns, &net.conf("1.0.0")).ok);
+    }
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert_eq!(json(&["ports", "--switch", &net.switch]).as_array().unwrap().len(), 1, "only the gateway is left");
+}
+
+/// GC removes only the attachments the plugin made for the network it runs for: never a
+/// `switch ns attach` port or another network's on the same switch. It goes on past a failing
+/// removal, and releases the leases of attachments whose port is already gone.
+#[test]
+fn gc_takes_only_the_networks_own_attachments() {
+    let mut net = Net::new(173);
+    let conf = net.conf("1.1.0");
+    let ids: Vec<(String, String)> = (0..3).map(|i| net.container(&format!("g{i}"))).collect();
+    for (id, netns) in &ids {
+        assert!(net.run("ADD", id, netns, &conf).ok);
+    }
+    // Another network on the same switch (addresses of its own), with the first container.
+    let other_name = format!("{}-other", net.sb.prefix);
+    let mut other = conf.clone();
+    other["name"] = json!(other_name);
+    other["ipam"]["ranges"][0][0]["rangeStart"] = json!("10.173.0.200");
+    let o = net.run_if("ADD", &ids[0].0, &ids[0].1, "net1", &other);
+    assert!(o.ok, "ADD on the other network: {}", o.json);
+    // A port made by hand, and an attachment whose port is gone but whose lease is not.
+    let (_, path) = net.container("byhand");
+    let by_hand = net.sb.name("byhand-port");
+    ok(&["ns", "attach", &by_hand, "--netns", &path, "--ip", "10.173.0.150/24", "--switch", &net.switch]);
+    ok(&["ns", "detach", &ids[1].0]);
+    assert_eq!(net.leases().len(), 3);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": ids[2].0, "ifname": "eth0" }]);
+    // Every removal fails: GC says so, and releases the leases all the same.
+    let failing = [("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH), ("SWITCH_FAILPOINT", "ns-detach:start:error")];
+    let o = plugin(&failing, &gc.to_string());
+    assert!(error_code(&o) >= 100, "{}", o.json);
+    assert!(o.json["msg"].as_str().unwrap().contains(&ids[0].0), "{}", o.json);
+    assert_eq!(net.leases().len(), 1, "GC stopped at the failure: {:?}", net.leases());
+    let o = plugin(&[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    assert!(o.ok, "GC: {}", o.json);
+    let rows = json(&["ports", "--switch", &net.switch]);
+    let adopted: Vec<&Value> = rows.as_array().unwrap().iter().filter(|p| p["kind"] == "adopted").collect();
+    assert_eq!(adopted.len(), 3, "GC took the wrong ports: {rows}");
+    for owner in [&ids[2].0, &by_hand] {
+        assert!(adopted.iter().any(|p| p["owner"] == owner.as_str()), "GC took {owner}: {rows}");
+    }
+    assert!(!adopted.iter().any(|p| p["owner"] == ids[0].0.as_str()), "{rows}");
+    assert_eq!(net.leases_of(&other_name).len(), 1, "GC took the other network's lease");
+    assert!(ping(ids[0].1.trim_start_matches("/run/netns/"), "10.173.0.1", 1), "the other network's port broke");
+    assert!(net.run_if("DEL", &ids[0].0, &ids[0].1, "net1", &other).ok);
+    assert!(net.run("DEL", &ids[2].0, &ids[2].1, &conf).ok);
+    ok(&["ns", "detach", &by_hand]);
+    assert!(net.leases().is_empty() && net.leases_of(&other_name).is_empty());
+}
+
+/// Chained after another plugin (here what `loopback` returns): its result is kept and
+/// extended, indexes right; IPAM's routes (in the namespace too) and the configuration's
+/// `dns` reach the result; CHECK finds the address on its interface. DEL releases the lease
+/// when the port cannot be removed, and when it is gone already.
+#[test]
+fn chained_results_and_del_releasing_the_lease() {
+    let mut net = Net::new(174);
+    let dns = json!({ "nameservers": ["10.174.0.53"], "search": ["example.test"] });
+    net.extra = json!({ "dns": dns });
+    let (id, netns) = net.container("chain");
+    let ns = netns.trim_start_matches("/run/netns/").to_owned();
+    let mut conf = net.conf("1.0.0");
+    conf["ipam"]["routes"] = json!([{ "dst": "0.0.0.0/0" }, { "dst": "198.51.100.0/24" }]);
+    conf["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{ "name": "lo", "mac": "00:00:00:00:00:00", "sandbox": netns }],
+        "ips": [{ "address": "127.0.0.1/8", "interface": 0 }],
+    });
+    let o = net.run("ADD", &id, &netns, &conf);
+    assert!(o.ok, "ADD: {}", o.json);
+    let r = &o.json;
+    let names: Vec<&str> = r["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!((names.len(), names[0], names[2]), (3, "lo", "eth0"), "{r}");
+    assert_eq!(r["ips"][0], conf["prevResult"]["ips"][0], "{r}");
+    assert_eq!((r["ips"][1]["interface"].as_u64(), r["ips"][1]["gateway"].as_str()), (Some(2), Some("10.174.0.1")));
+    let routes = r["routes"].as_array().unwrap();
+    assert!(routes.contains(&json!({ "dst": "198.51.100.0/24" })), "{r}");
+    assert!(routes.contains(&json!({ "dst": "0.0.0.0/0", "gw": "10.174.0.1" })), "{r}");
+    assert_eq!(r["dns"], dns);
+    assert!(exec_ip(&ns, &["route"]).contains("198.51.100.0/24 via 10.174.0.1"), "IPAM's route is not there");
+    let mut check = net.conf("1.0.0");
+    check["prevResult"] = r.clone();
+    let o = net.run("CHECK", &id, &netns, &check);
+    assert!(o.ok, "CHECK: {}", o.json);
+    // The port cannot be removed: DEL says so, and the lease goes all the same.
+    let del = |failpoint: &str| {
+        net.run_with("DEL", (&id, &netns, "eth0"), &[("SWITCH_FAILPOINT", failpoint)], &net.conf("1.0.0"))
+    };
+    assert!(error_code(&del("ns-detach:start:error")) >= 100);
+    assert!(net.leases().is_empty(), "the lease outlived a failed DEL: {:?}", net.leases());
+    assert!(del("").ok);
+    // The namespace is gone (and the port with it) before DEL: the lease goes too.
+    let (id2, netns2) = net.container("gone");
+    net.add(&id2, &netns2, "1.0.0");
+    host("ip", &["netns", "del", netns2.trim_start_matches("/run/netns/")]);
+    assert!(net.run("DEL", &id2, "", &net.conf("1.0.0")).ok);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert_eq!(json(&["ports", "--switch", &net.switch]).as_array().unwrap().len(), 1, "only the gateway is left");
 }

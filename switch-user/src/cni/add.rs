@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    Env, ipam,
-    spec::{CniError, Code, Lease, NetConf, PortMapping, add_result, lease_of},
+    Env, ipam, our_port, routes,
+    spec::{CniError, Code, Lease, NetConf, Plugged, PortMapping, add_result, lease_of},
 };
 use crate::{
     controller::{
@@ -14,19 +14,23 @@ use crate::{
     },
     kind::DatapathKind,
     names::Cidr,
-    state::Proto,
+    state::{PortKind, Proto},
     sys::netlink::Netlink,
 };
 
 /// ADD for `env`'s container with configuration `conf` (its raw bytes in `stdin`, for IPAM).
 pub async fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     env.require(true)?;
+    if let Some(again) = repeated(env, conf).await? {
+        return Ok(again);
+    }
     let leased = ipam::exec(env, conf, "ADD", stdin).await?;
     // Chained after another plugin, the address may come from its result instead.
     let source = leased.as_ref().or(conf.prev_result.as_ref()).ok_or_else(|| {
         CniError::new(Code::InvalidConfig, "no ipam in the configuration and no prevResult with an address")
     })?;
-    let lease = lease_of(source);
+    // A previous plugin's routes are its own, made already.
+    let lease = lease_of(source).map(|l| if leased.is_some() { l } else { Lease { routes: vec![], ..l } });
     let plugged = match lease {
         Ok(lease) => plug(env, conf, &lease).await,
         Err(e) => Err(e),
@@ -37,6 +41,28 @@ pub async fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniEr
         let _ = ipam::exec(env, conf, "DEL", stdin).await;
     }
     plugged
+}
+
+/// A repeated ADD of an attachment that is made, into the same namespace: the result again,
+/// from the port's record (IPAM is not asked twice: host-local refuses a second lease for one
+/// attachment), with the published ports this ADD asks for.
+async fn repeated(env: &Env, conf: &NetConf) -> Result<Option<Value>, CniError> {
+    let Some((port, _)) = our_port(env, conf).await? else { return Ok(None) };
+    let Some(address) = port.ip.filter(|_| port.ready && port.netns_file() == Some(env.netns_path())) else {
+        return Ok(None);
+    };
+    let gateway = ns::ports_of(conf.switch_name())
+        .await?
+        .into_iter()
+        .find(|p| p.kind == PortKind::Gateway)
+        .and_then(|g| g.ip)
+        .map(|g| g.addr);
+    publish(env, conf, conf.switch_name()).await?;
+    let lease = Lease { address, gateway, dns: json!({}), routes: vec![] };
+    let mac = port.mac.map(|m| m.to_string()).unwrap_or_default();
+    let default_route = routes::default_is_ours(env).await?;
+    let plugged = Plugged { host_if: &port.host_if, ifname: &env.ifname, mac: &mac, netns: &env.netns, default_route };
+    Ok(Some(add_result(conf, &plugged, &lease)))
 }
 
 /// The switch, the port and the forwards, rolled back together.
@@ -59,7 +85,7 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
     })
     .await?;
     let report = ns::attach(ns::AttachOptions {
-        name: env.container_id.clone(),
+        name: env.port_name(),
         netns: env.netns_path(),
         ifname: env.ifname.clone(),
         ip: lease.address,
@@ -67,20 +93,25 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
         mac: conf.mac(env.arg("MAC"))?,
         mtu: conf.mtu()?,
         port_security: conf.port_security.unwrap_or(true),
+        cni: Some(env.attachment(conf)),
     })
     .await?;
-    if let Err(e) = publish(env, conf, &name).await {
-        let _ = ns::detach(&env.container_id, Some(&name)).await;
-        return Err(e);
-    }
+    let finished = async {
+        routes::install(env, lease, gateway.addr).await?;
+        publish(env, conf, &name).await?;
+        routes::default_is_ours(env).await
+    };
+    let default_route = match finished.await {
+        Ok(ours) => ours,
+        Err(e) => {
+            let _ = ns::detach(&env.port_name(), Some(&name)).await;
+            return Err(e);
+        }
+    };
     let i = &report.info;
     let mac = i.mac.clone().unwrap_or_default();
-    Ok(add_result(
-        &conf.cni_version,
-        i.host_interface.as_deref().unwrap_or_default(),
-        (&env.ifname, &mac, &env.netns),
-        lease,
-    ))
+    let host_if = i.host_interface.as_deref().unwrap_or_default();
+    Ok(add_result(conf, &Plugged { host_if, ifname: &env.ifname, mac: &mac, netns: &env.netns, default_route }, lease))
 }
 
 /// The segment's gateway: `gateway` from the configuration, else the IPAM result's with the
@@ -138,7 +169,7 @@ async fn check_host_ip(
 /// already forwarded to it (a repeated ADD) is kept. On failure the caller detaches the port,
 /// which takes every forward to it along.
 async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError> {
-    let existing = ns::attached(&env.container_id, Some(switch)).await?.map(|(_, f)| f).unwrap_or_default();
+    let existing = ns::attached(&env.port_name(), Some(switch)).await?.map(|(_, f)| f).unwrap_or_default();
     let mut uplink_addrs = None;
     for m in &conf.runtime_config.port_mappings {
         let proto = proto(m)?;
@@ -156,7 +187,7 @@ async fn publish(env: &Env, conf: &NetConf, switch: &str) -> Result<(), CniError
             switch: switch.to_owned(),
             proto,
             host: PortRange { first: m.host_port, last: m.host_port },
-            ns: env.container_id.clone(),
+            ns: env.port_name(),
             to: PortRange { first: m.container_port, last: m.container_port },
         })
         .await?;

@@ -2,12 +2,10 @@
 use super::{
     Env,
     add::proto,
-    spec::{CniError, Code, NetConf, lease_of},
+    our_port,
+    spec::{CniError, Code, NetConf, lease_on},
 };
-use crate::{
-    controller::ns,
-    sys::{netlink::Netlink, netns},
-};
+use crate::sys::{netlink::Netlink, netns};
 
 /// CHECK for `env`'s container against `conf.prevResult`.
 pub async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
@@ -16,10 +14,16 @@ pub async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         .prev_result
         .as_ref()
         .ok_or_else(|| CniError::new(Code::InvalidConfig, "CHECK needs the prevResult of ADD"))?;
-    let lease = lease_of(prev)?;
+    let lease = lease_on(prev, &env.ifname)?;
     let wrong = |what: String| Err(CniError::new(Code::Check, what));
-    let Some((port, forwards)) = ns::attached(&env.container_id, Some(conf.switch_name())).await? else {
-        return wrong(format!("container {} has no port on switch '{}'", env.container_id, conf.switch_name()));
+    let Some((port, forwards)) = our_port(env, conf).await? else {
+        return wrong(format!(
+            "container {} has no attachment {} on network '{}' (switch '{}')",
+            env.container_id,
+            env.ifname,
+            conf.name,
+            conf.switch_name()
+        ));
     };
     if !port.ready {
         return wrong(format!("the port of container {} is not complete", env.container_id));

@@ -96,3 +96,28 @@ pub async fn exec(env: &Env, conf: &NetConf, command: &str, stdin: &[u8]) -> Res
     }
     parsed.map(Some).ok_or_else(|| CniError::new(Code::Ipam, format!("{name} ADD printed no JSON result")))
 }
+
+/// Where host-local keeps the leases of networks that do not say (`ipam.dataDir`).
+const HOST_LOCAL_DIR: &str = "/var/lib/cni/networks";
+
+/// The attachments (container ID, interface) holding a lease of `conf`'s network, for the
+/// IPAM plugin whose leases can be read: host-local, one file per address in
+/// `DATADIR/NETWORK`, holding the container ID and (since plugins 0.8) the interface on a
+/// second line. Nothing for other plugins, or when the directory cannot be read.
+pub fn leases(conf: &NetConf) -> Vec<(String, String)> {
+    let Some(ipam) = conf.ipam.as_ref().filter(|i| i.get("type").and_then(Value::as_str) == Some("host-local")) else {
+        return vec![];
+    };
+    let data_dir = ipam.get("dataDir").and_then(Value::as_str).unwrap_or(HOST_LOCAL_DIR);
+    let Ok(entries) = std::fs::read_dir(PathBuf::from(data_dir).join(&conf.name)) else { return vec![] };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<std::net::IpAddr>().is_ok())
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            let mut lines = text.lines().map(str::trim);
+            let id = lines.next().filter(|id| !id.is_empty())?.to_owned();
+            Some((id, lines.next().unwrap_or(crate::names::NS_IFNAME).to_owned()))
+        })
+        .collect()
+}

@@ -20,6 +20,7 @@ mod check;
 mod del;
 mod gc;
 mod ipam;
+mod routes;
 pub mod spec;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 pub use spec::CniError;
 use spec::{Code, NetConf};
 
-use crate::names::validate_name;
+use crate::{names::cni_port_name, state::CniAttachment};
 
 /// The versions of the spec this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -74,8 +75,7 @@ impl Env {
         if self.container_id.is_empty() {
             return Err(missing("CNI_CONTAINERID"));
         }
-        validate_name("container ID", &self.container_id)
-            .map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
+        validate_container_id(&self.container_id)?;
         if self.ifname.is_empty() {
             return Err(missing("CNI_IFNAME"));
         }
@@ -88,6 +88,51 @@ impl Env {
     fn netns_path(&self) -> PathBuf {
         PathBuf::from(&self.netns)
     }
+
+    /// The attachment the command names: (network, container ID, interface).
+    fn attachment(&self, conf: &NetConf) -> CniAttachment {
+        CniAttachment {
+            network: conf.name.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
+    }
+
+    /// The name of the attachment's port (see `names::cni_port_name`).
+    fn port_name(&self) -> String {
+        cni_port_name(&self.container_id, &self.ifname)
+    }
+}
+
+/// The port the plugin made for `env`'s attachment on `conf`'s network, with the forwards to
+/// it: the port of the attachment's name whose record names the same attachment (a port of
+/// that name made by `switch ns attach`, or for another network, is not this one's).
+async fn our_port(
+    env: &Env,
+    conf: &NetConf,
+) -> Result<Option<(crate::state::PortState, Vec<crate::state::ForwardState>)>, CniError> {
+    let found = crate::controller::ns::attached(&env.port_name(), Some(conf.switch_name())).await?;
+    let attachment = env.attachment(conf);
+    Ok(found.filter(|(p, _)| p.cni.as_ref() == Some(&attachment)))
+}
+
+/// Longest container ID taken (runtimes make 64 hex digits, nerdctl prefixes its namespace).
+const CONTAINER_ID_MAX: usize = 1024;
+
+/// A container ID as the spec allows it: letters, digits, `_`, `.` and `-`, starting with a
+/// letter or digit. Its length is not limited to a name's: names derived from it are.
+fn validate_container_id(id: &str) -> Result<(), CniError> {
+    let bad = |why: &str| Err(CniError::new(Code::InvalidEnv, format!("invalid container ID '{id}': {why}")));
+    if id.len() > CONTAINER_ID_MAX {
+        return bad(&format!("longer than {CONTAINER_ID_MAX} characters"));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return bad("must start with a letter or digit");
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return bad(&format!("character {c:?} not allowed (use letters, digits, '_', '.', '-')"));
+    }
+    Ok(())
 }
 
 /// Runs one plugin invocation: `Ok(Some(json))` is printed on stdout, `Ok(None)` prints

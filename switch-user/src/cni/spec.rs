@@ -162,6 +162,10 @@ pub struct NetConf {
     /// The previous plugin's result, when chained (and CHECK's).
     #[serde(default)]
     pub prev_result: Option<Value>,
+    /// DNS settings for the result (`nameservers`, `domain`, `search`, `options`); IPAM's
+    /// when not set.
+    #[serde(default)]
+    pub dns: Option<Value>,
 }
 
 impl NetConf {
@@ -224,6 +228,8 @@ pub struct Lease {
     pub gateway: Option<Ipv4Addr>,
     /// DNS settings, passed through.
     pub dns: Value,
+    /// The result's routes, as given.
+    pub routes: Vec<Value>,
 }
 
 /// Reads the first IPv4 address of a result of any supported version.
@@ -240,35 +246,98 @@ pub fn lease_of(result: &Value) -> Result<Lease, CniError> {
         Some(g) => Some(g.parse().map_err(|_| bad("has a gateway that is not an address"))?),
         None => None,
     };
-    Ok(Lease { address, gateway, dns: result.get("dns").cloned().unwrap_or_else(|| json!({})) })
+    let routes = result.get("routes").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(Lease { address, gateway, dns: result.get("dns").cloned().unwrap_or_else(|| json!({})), routes })
 }
 
-/// The ADD result in `version`'s format: the host's and the container's interface, the
-/// address on the container's, the default route, DNS as IPAM gave it.
-pub fn add_result(version: &str, host_if: &str, sandbox: (&str, &str, &str), lease: &Lease) -> Value {
-    let (ifname, mac, netns) = sandbox;
-    let mut ip = json!({ "address": lease.address.to_string(), "interface": 1 });
-    if let Some(g) = lease.gateway {
-        ip["gateway"] = json!(g.to_string());
-    }
-    // Before 1.0.0 every address said its IP version.
-    if version.starts_with("0.") {
-        ip["version"] = json!("4");
-    }
-    let routes = match lease.gateway {
-        Some(g) => json!([{ "dst": "0.0.0.0/0", "gw": g.to_string() }]),
-        None => json!([]),
+/// The address of a result on the container's interface `ifname` (the result of a chain may
+/// hold other plugins' addresses too); the first IPv4 address if none says it is on it.
+pub fn lease_on(result: &Value, ifname: &str) -> Result<Lease, CniError> {
+    let on_it = |ip: &&Value| {
+        let i = ip.get("interface").and_then(Value::as_u64).and_then(|i| result.get("interfaces")?.get(i as usize));
+        i.is_some_and(|i| i["name"] == ifname && i.get("sandbox").is_some())
     };
-    json!({
-        "cniVersion": version,
-        "interfaces": [
-            { "name": host_if },
-            { "name": ifname, "mac": mac, "sandbox": netns },
-        ],
-        "ips": [ip],
-        "routes": routes,
-        "dns": lease.dns,
-    })
+    let mine: Vec<Value> =
+        result.get("ips").and_then(Value::as_array).into_iter().flatten().filter(on_it).cloned().collect();
+    if mine.is_empty() {
+        return lease_of(result);
+    }
+    let mut narrowed = result.clone();
+    narrowed["ips"] = Value::Array(mine);
+    lease_of(&narrowed)
+}
+
+/// What ADD made: the host's end of the port, the container's interface, its MAC and the
+/// namespace file.
+pub struct Plugged<'a> {
+    /// The host's end.
+    pub host_if: &'a str,
+    /// The container's interface (`CNI_IFNAME`).
+    pub ifname: &'a str,
+    /// Its MAC.
+    pub mac: &'a str,
+    /// `CNI_NETNS`.
+    pub netns: &'a str,
+    /// Whether the container's default route is the attachment's (via the gateway).
+    pub default_route: bool,
+}
+
+/// `r[key]` as a list (made one if it is missing or something else).
+fn list<'a>(r: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
+    if !r[key].is_array() {
+        r[key] = json!([]);
+    }
+    r[key].as_array_mut().expect("made a list")
+}
+
+/// Whether `v` is a DNS setting that says something (not missing, not `{}`).
+fn says_something(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| !o.is_empty())
+}
+
+/// The ADD result in `conf`'s version: the previous plugin's result (`prevResult`), if any,
+/// kept and extended with the host's and the container's interface, the address on the
+/// container's (added, or, if it came from `prevResult`, pointed at the container's
+/// interface), the default route via the gateway and IPAM's other routes, and DNS: the
+/// configuration's `dns`, else the previous result's, else IPAM's.
+pub fn add_result(conf: &NetConf, plugged: &Plugged<'_>, lease: &Lease) -> Value {
+    let version = conf.cni_version.as_str();
+    let mut r = conf.prev_result.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+    r["cniVersion"] = json!(version);
+    let interfaces = list(&mut r, "interfaces");
+    let index = interfaces.len() + 1;
+    interfaces.push(json!({ "name": plugged.host_if }));
+    interfaces.push(json!({ "name": plugged.ifname, "mac": plugged.mac, "sandbox": plugged.netns }));
+    let address = lease.address.to_string();
+    let ips = list(&mut r, "ips");
+    if let Some(ip) = ips.iter_mut().find(|ip| ip["address"] == address.as_str()) {
+        ip["interface"] = json!(index);
+    } else {
+        let mut ip = json!({ "address": address, "interface": index });
+        if let Some(g) = lease.gateway {
+            ip["gateway"] = json!(g.to_string());
+        }
+        // Before 1.0.0 every address said its IP version.
+        if version.starts_with("0.") {
+            ip["version"] = json!("4");
+        }
+        ips.push(ip);
+    }
+    let default =
+        lease.gateway.filter(|_| plugged.default_route).map(|g| json!({ "dst": "0.0.0.0/0", "gw": g.to_string() }));
+    let routes = list(&mut r, "routes");
+    // IPAM's default route (host-local's usual `{"dst": "0.0.0.0/0"}`) is the gateway's,
+    // there if the attachment made it.
+    let others = lease.routes.iter().filter(|x| x["dst"] != "0.0.0.0/0");
+    for route in default.iter().chain(others) {
+        if !routes.contains(route) {
+            routes.push(route.clone());
+        }
+    }
+    let dns = [conf.dns.as_ref(), r.get("dns"), Some(&lease.dns)].into_iter().flatten().find(|d| says_something(d));
+    let dns = dns.cloned().unwrap_or_else(|| json!({}));
+    r["dns"] = dns;
+    r
 }
 
 /// VERSION's answer.
@@ -300,15 +369,62 @@ mod tests {
 
     #[test]
     fn results_follow_the_version() {
-        let lease =
-            Lease { address: "10.1.0.5/24".parse().unwrap(), gateway: Some([10, 1, 0, 1].into()), dns: json!({}) };
-        let old = add_result("0.4.0", "sx", ("eth0", "02:00:00:00:00:01", "/run/netns/x"), &lease);
+        let lease = Lease {
+            address: "10.1.0.5/24".parse().unwrap(),
+            gateway: Some([10, 1, 0, 1].into()),
+            dns: json!({}),
+            routes: vec![json!({ "dst": "0.0.0.0/0", "gw": "10.1.0.1" })],
+        };
+        let plugged = Plugged {
+            host_if: "sx",
+            ifname: "eth0",
+            mac: "02:00:00:00:00:01",
+            netns: "/run/netns/x",
+            default_route: true,
+        };
+        let version = |v: &str| conf(json!({"cniVersion": v, "name": "n", "type": "switch-cni"})).unwrap();
+        let old = add_result(&version("0.4.0"), &plugged, &lease);
         assert_eq!(old["ips"][0]["version"], "4");
         assert_eq!(old["interfaces"][1]["sandbox"], "/run/netns/x");
-        let new = add_result("1.0.0", "sx", ("eth0", "02:00:00:00:00:01", "/run/netns/x"), &lease);
+        let new = add_result(&version("1.0.0"), &plugged, &lease);
         assert!(new["ips"][0].get("version").is_none());
         assert_eq!(new["routes"][0]["gw"], "10.1.0.1");
         assert_eq!(lease_of(&new).unwrap(), lease);
+    }
+
+    #[test]
+    fn a_previous_result_is_extended() {
+        let lease = Lease {
+            address: "10.1.0.5/24".parse().unwrap(),
+            gateway: Some([10, 1, 0, 1].into()),
+            dns: json!({ "nameservers": ["10.1.0.53"] }),
+            routes: vec![json!({ "dst": "0.0.0.0/0" }), json!({ "dst": "10.9.0.0/16" })],
+        };
+        let plugged = Plugged {
+            host_if: "sx",
+            ifname: "net1",
+            mac: "02:00:00:00:00:01",
+            netns: "/run/netns/x",
+            default_route: true,
+        };
+        let prev = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{ "name": "eth0", "sandbox": "/run/netns/x" }],
+            "ips": [{ "address": "10.2.0.5/24", "interface": 0 }],
+            "routes": [{ "dst": "10.2.0.0/16" }],
+        });
+        let c = json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "prevResult": prev, "dns": {"search": ["x"]}});
+        let r = add_result(&conf(c).unwrap(), &plugged, &lease);
+        let names: Vec<&str> =
+            r["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["eth0", "sx", "net1"]);
+        assert_eq!((r["ips"][0]["interface"].as_u64(), r["ips"][1]["interface"].as_u64()), (Some(0), Some(2)));
+        assert_eq!(r["ips"][1]["address"], "10.1.0.5/24");
+        let dsts: Vec<&str> = r["routes"].as_array().unwrap().iter().map(|x| x["dst"].as_str().unwrap()).collect();
+        assert_eq!(dsts, ["10.2.0.0/16", "0.0.0.0/0", "10.9.0.0/16"]);
+        assert_eq!(r["dns"], json!({"search": ["x"]}), "the configuration's dns wins");
+        assert_eq!(lease_on(&r, "net1").unwrap().address, lease.address);
+        assert_eq!(lease_on(&r, "eth0").unwrap().address.to_string(), "10.2.0.5/24");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     names::{self, Cidr, Mac, validate_name},
-    state::{ForwardState, NsState, PortKind, PortState, State, Store},
+    state::{CniAttachment, ForwardState, NsState, PortKind, PortState, State, Store},
     sys::{netlink::Netlink, netns},
 };
 
@@ -252,6 +252,8 @@ pub struct AttachOptions {
     pub mtu: Option<u32>,
     /// Port security.
     pub port_security: bool,
+    /// The CNI attachment the port is (`switch-cni`'s ports), recorded with it.
+    pub cni: Option<CniAttachment>,
 }
 
 /// Checks `opts` against `state`. `Some(info)` when the port exists exactly as asked.
@@ -263,7 +265,8 @@ fn check_attach(state: &State, opts: &AttachOptions) -> Result<Option<NsInfo>> {
             && p.peer_if == opts.ifname
             && p.netns_file().as_deref() == Some(opts.netns.as_path())
             && (opts.mac.is_none() || opts.mac == p.mac)
-            && p.port_security == opts.port_security;
+            && p.port_security == opts.port_security
+            && p.cni == opts.cni;
         if same && p.ready {
             return Ok(Some(port_info(p)));
         }
@@ -313,7 +316,10 @@ pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
     let host_if = free_host_ifname(&state, &opts.switch, &opts.name).await?;
     let mtu = opts.mtu.or_else(|| tunnel_mtu(&state, &opts.switch));
     let end = NsEnd { ip: opts.ip, mac: opts.mac, mtu, port_security: opts.port_security };
-    let port = port::adopted(&opts.switch, &opts.name, host_if, slot, &opts.netns, &opts.ifname, end);
+    let port = PortState {
+        cni: opts.cni.clone(),
+        ..port::adopted(&opts.switch, &opts.name, host_if, slot, &opts.netns, &opts.ifname, end)
+    };
     state.ports.push(port.clone());
     store.save(&state)?;
     make_recorded(&store, &mut state, port).await
@@ -385,6 +391,7 @@ pub async fn detach(name: &str, switch: Option<&str>) -> Result<bool> {
         return Ok(false);
     };
     intent::converge(&store, &mut state, &p.switch).await?;
+    super::failpoint("ns-detach:start")?;
     super::forward::remove_for_port(&mut state, &p.switch, name).await?;
     let dp = state.switches.get(&p.switch).map(|s| s.datapath.open(&p.switch));
     port::teardown(&state, dp.as_deref(), &p).await?;

@@ -51,6 +51,7 @@ fn record(switch: &str, kind: PortKind, owner: &str, host_if: String) -> PortSta
         mtu: None,
         port_security: true,
         tunnel: None,
+        cni: None,
         ready: false,
     }
 }
@@ -177,6 +178,7 @@ async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Optio
     // host end is up to set its own end up: the kernel announces the address when it comes up
     // (see `sysctl::announce_on_up`), and the announcement must find a port that switches it.
     let prepare = dp.kind().open(dp.switch());
+    let owns_namespace = port.kind.owns_namespace();
     let (cookie_tx, cookie_rx) = tokio::sync::oneshot::channel();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let inside = netns::run_in_path(&ns_path, move |h| async move {
@@ -193,7 +195,11 @@ async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Optio
             return Ok(());
         }
         nl.set_up(idx).await?;
-        if let Some(gw) = gateway {
+        // An adopted namespace that has a default route already (attached to another network
+        // before) keeps it: this port's segment is reached on its own.
+        if let Some(gw) = gateway
+            && (owns_namespace || nl.default_route_interface().await?.is_none())
+        {
             nl.add_default_route(gw).await?;
         }
         Ok(())

@@ -190,6 +190,15 @@ impl Netlink {
         self.handle.route().add(msg).execute().await.context(format!("adding a default route via {gateway}"))
     }
 
+    /// Adds a route to `dst`/`prefix` via `gateway`.
+    pub async fn add_route(&self, dst: std::net::Ipv4Addr, prefix: u8, gateway: std::net::Ipv4Addr) -> Result<()> {
+        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .gateway(gateway)
+            .build();
+        self.handle.route().add(msg).execute().await.context(format!("adding a route to {dst}/{prefix} via {gateway}"))
+    }
+
     /// Creates a veth pair with each end directly inside a namespace.
     pub async fn add_veth_between(&self, a: &str, a_ns: RawFd, b: &str, b_ns: RawFd) -> Result<()> {
         let peer_msg = LinkUnspec::new_with_name(b).setns_by_fd(b_ns).build();

@@ -34,6 +34,7 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
                 mac: a.mac,
                 mtu: a.mtu,
                 port_security: !a.no_port_security,
+                cni: None,
             })
             .await?;
             let verb = if r.created { "attached to" } else { "is already on" };
