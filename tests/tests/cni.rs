@@ -609,12 +609,13 @@ fn gc_takes_only_the_networks_own_attachments() {
     for (id, netns) in &ids {
         assert!(net.run("ADD", id, netns, &conf).ok);
     }
-    // Another network on the same switch (addresses of its own), with the first container.
+    // Another network on the same switch (addresses of its own), with a container of its own.
     let other_name = format!("{}-other", net.sb.prefix);
     let mut other = conf.clone();
     other["name"] = json!(other_name);
     other["ipam"]["ranges"][0][0]["rangeStart"] = json!("10.173.0.200");
-    let o = net.run_if("ADD", &ids[0].0, &ids[0].1, "net1", &other);
+    let (other_id, other_ns) = net.container("g3");
+    let o = net.run("ADD", &other_id, &other_ns, &other);
     assert!(o.ok, "ADD on the other network: {}", o.json);
     // A port made by hand, and an attachment whose port is gone but whose lease is not.
     let (_, path) = net.container("byhand");
@@ -635,13 +636,13 @@ fn gc_takes_only_the_networks_own_attachments() {
     let rows = json(&["ports", "--switch", &net.switch]);
     let adopted: Vec<&Value> = rows.as_array().unwrap().iter().filter(|p| p["kind"] == "adopted").collect();
     assert_eq!(adopted.len(), 3, "GC took the wrong ports: {rows}");
-    for owner in [&ids[2].0, &by_hand] {
+    for owner in [&ids[2].0, &by_hand, &other_id] {
         assert!(adopted.iter().any(|p| p["owner"] == owner.as_str()), "GC took {owner}: {rows}");
     }
     assert!(!adopted.iter().any(|p| p["owner"] == ids[0].0.as_str()), "{rows}");
     assert_eq!(net.leases_of(&other_name).len(), 1, "GC took the other network's lease");
-    assert!(ping(ids[0].1.trim_start_matches("/run/netns/"), "10.173.0.1", 1), "the other network's port broke");
-    assert!(net.run_if("DEL", &ids[0].0, &ids[0].1, "net1", &other).ok);
+    assert!(ping(other_ns.trim_start_matches("/run/netns/"), "10.173.0.1", 1), "the other network's port broke");
+    assert!(net.run("DEL", &other_id, &other_ns, &other).ok);
     assert!(net.run("DEL", &ids[2].0, &ids[2].1, &conf).ok);
     ok(&["ns", "detach", &by_hand]);
     assert!(net.leases().is_empty() && net.leases_of(&other_name).is_empty());
