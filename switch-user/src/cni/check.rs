@@ -1,14 +1,16 @@
-//! CHECK: the container's port, its address and its forwards are as ADD made them.
+//! CHECK: the container's port, its address and its forwards are as ADD made them, and the
+//! IPAM plugin's own CHECK (its lease is still there) passes.
 use super::{
     Env,
     add::proto,
-    our_port,
+    ipam, our_port,
     spec::{CniError, Code, NetConf, lease_on},
 };
 use crate::sys::{netlink::Netlink, netns};
 
-/// CHECK for `env`'s container against `conf.prevResult`.
-pub async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+/// CHECK for `env`'s container against `conf.prevResult` (`stdin`: the configuration as
+/// received, for IPAM).
+pub async fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     env.require(true)?;
     let prev = conf
         .prev_result
@@ -56,6 +58,10 @@ pub async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         if !there {
             return wrong(format!("{}/{} is not forwarded to port {}", m.protocol, m.host_port, m.container_port));
         }
+    }
+    // CHECK is in the spec from 0.4.0: IPAM plugins refuse it in older configurations.
+    if !conf.cni_version.starts_with("0.3.") {
+        ipam::exec(env, conf, "CHECK", stdin).await?;
     }
     Ok(())
 }

@@ -147,7 +147,7 @@ pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
     let out = match env.command.as_str() {
         "ADD" => add::add(env, &conf, stdin).await.map(Some),
         "DEL" => del::del(env, &conf, stdin).await.map(|()| None),
-        "CHECK" => check::check(env, &conf).await.map(|()| None),
+        "CHECK" => check::check(env, &conf, stdin).await.map(|()| None),
         "GC" => gc::gc(env, &conf, &raw).await.map(|()| None),
         // Ready when the host can run a switch at all (root, bpffs, kernel); 50: "the plugin
         // is not available".
