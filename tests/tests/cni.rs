@@ -707,3 +707,30 @@ fn chained_results_and_del_releasing_the_lease() {
     assert!(net.leases().is_empty(), "{:?}", net.leases());
     assert_eq!(json(&["ports", "--switch", &net.switch]).as_array().unwrap().len(), 1, "only the gateway is left");
 }
+
+/// STATUS runs the IPAM plugin's STATUS when it speaks 1.1.0 (a stand-in here: Debian's
+/// host-local speaks 1.0.0, and counts as ready), and passes its error on.
+#[test]
+fn status_asks_an_ipam_plugin_that_speaks_1_1() {
+    let net = Net::new(175);
+    let dir = net.data_dir.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("fake-ipam");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$CNI_COMMAND\" = VERSION ] || cat >/dev/null\ncase \"$CNI_COMMAND\" in\n\
+         VERSION) echo '{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}' ;;\n\
+         STATUS) echo '{\"cniVersion\":\"1.1.0\",\"code\":50,\"msg\":\"out of addresses\"}'; exit 1 ;;\n\
+         esac\n",
+    )
+    .unwrap();
+    host("chmod", &["+x", fake.to_str().unwrap()]);
+    let mut conf = net.conf("1.1.0");
+    conf["ipam"] = json!({ "type": "fake-ipam" });
+    let path = format!("{}:{CNI_PATH}", dir.display());
+    let o = plugin(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &path)], &conf.to_string());
+    assert_eq!(error_code(&o), 50, "{}", o.json);
+    assert_eq!(o.json["msg"], "fake-ipam: out of addresses");
+    let o = plugin(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &path)], &net.conf("1.1.0").to_string());
+    assert!(o.ok, "STATUS with host-local: {}", o.json);
+}

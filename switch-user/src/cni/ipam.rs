@@ -25,9 +25,17 @@ fn plugin(conf: &NetConf) -> Result<Option<String>, CniError> {
 /// (the same result format) to a plugin that does not speak 1.1.0, as Debian's host-local
 /// (from containernetworking-plugins 1.1) does not; anything else as it came.
 async fn speakable(env: &Env, path: &std::path::Path, conf: &NetConf, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
-    if conf.cni_version != "1.1.0" {
+    if conf.cni_version != "1.1.0" || speaks_1_1(env, path).await? {
         return Ok(stdin.to_vec());
     }
+    let mut raw: Value = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(Code::Decode, format!("the network configuration is not JSON: {e}")))?;
+    raw["cniVersion"] = Value::from("1.0.0");
+    Ok(raw.to_string().into_bytes())
+}
+
+/// Whether the plugin at `path` speaks spec 1.1.0 (its VERSION says so).
+async fn speaks_1_1(env: &Env, path: &std::path::Path) -> Result<bool, CniError> {
     let out = tokio::process::Command::new(path)
         .env("CNI_COMMAND", "VERSION")
         .env("CNI_PATH", &env.path)
@@ -36,14 +44,18 @@ async fn speakable(env: &Env, path: &std::path::Path, conf: &NetConf, stdin: &[u
         .await
         .map_err(|e| CniError::new(Code::Ipam, format!("running {}: {e}", path.display())))?;
     let versions: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let speaks = versions["supportedVersions"].as_array().is_some_and(|v| v.iter().any(|v| v == "1.1.0"));
-    if speaks {
-        return Ok(stdin.to_vec());
+    Ok(versions["supportedVersions"].as_array().is_some_and(|v| v.iter().any(|v| v == "1.1.0")))
+}
+
+/// STATUS (spec 1.1) of the configuration's IPAM plugin, if it has one that speaks 1.1.0
+/// (one that does not, as Debian's host-local, has no STATUS: it counts as ready). Its error
+/// is passed on as it came.
+pub async fn status(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    let Some(name) = plugin(conf)? else { return Ok(()) };
+    if conf.cni_version != "1.1.0" || !speaks_1_1(env, &find(env, &name)?).await? {
+        return Ok(());
     }
-    let mut raw: Value = serde_json::from_slice(stdin)
-        .map_err(|e| CniError::new(Code::Decode, format!("the network configuration is not JSON: {e}")))?;
-    raw["cniVersion"] = Value::from("1.0.0");
-    Ok(raw.to_string().into_bytes())
+    exec(env, conf, "STATUS", stdin).await.map(drop)
 }
 
 /// Where `name` is on `CNI_PATH`.

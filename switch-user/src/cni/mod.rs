@@ -149,11 +149,12 @@ pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
         "DEL" => del::del(env, &conf, stdin).await.map(|()| None),
         "CHECK" => check::check(env, &conf, stdin).await.map(|()| None),
         "GC" => gc::gc(env, &conf, &raw).await.map(|()| None),
-        // Ready when the host can run a switch at all (root, bpffs, kernel); 50: "the plugin
-        // is not available".
-        "STATUS" => crate::sys::preflight::check()
-            .map(|()| None)
-            .map_err(|e| CniError { code: 50, ..CniError::new(Code::Switch, e.to_string()) }),
+        // Ready when the host can run a switch at all (root, bpffs, kernel; else 50: "the
+        // plugin is not available") and the IPAM plugin says it is ready too.
+        "STATUS" => match crate::sys::preflight::check() {
+            Ok(()) => ipam::status(env, &conf, stdin).await.map(|()| None),
+            Err(e) => Err(CniError { code: 50, ..CniError::new(Code::Switch, e.to_string()) }),
+        },
         "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
         other => Err(CniError::new(Code::InvalidEnv, format!("unknown CNI_COMMAND '{other}'"))),
     };
