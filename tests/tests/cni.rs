@@ -734,3 +734,36 @@ fn status_asks_an_ipam_plugin_that_speaks_1_1() {
     let o = plugin(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &path)], &net.conf("1.1.0").to_string());
     assert!(o.ok, "STATUS with host-local: {}", o.json);
 }
+
+/// Containers that ran before an upgrade: their ports were made by a switch-cni that did not
+/// record attachments (an `eth0` port named by its container ID). CHECK and DEL of the new
+/// plugin still find them; DEL removes the port and releases the lease.
+#[test]
+fn ports_made_before_attachments_were_recorded_are_still_deleted() {
+    let mut net = Net::new(175);
+    let (id, netns) = net.container("old");
+    let r = net.add(&id, &netns, "1.0.0");
+    forget_attachment(&id);
+    assert_eq!(net.adopted_owners(), std::slice::from_ref(&id));
+    let mut check = net.conf("1.0.0");
+    check["prevResult"] = r;
+    let o = net.run("CHECK", &id, &netns, &check);
+    assert!(o.ok, "CHECK of a port from before: {}", o.json);
+    assert!(net.run("DEL", &id, &netns, &net.conf("1.0.0")).ok);
+    assert!(net.adopted_owners().is_empty(), "DEL left the port from before");
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+}
+
+/// Rewrites port `owner`'s record as an older switch-cni wrote it (no `cni` attachment),
+/// under the state lock every command takes.
+fn forget_attachment(owner: &str) {
+    use std::os::fd::AsRawFd as _;
+    let lock = std::fs::File::open("/run/switch/lock").unwrap();
+    // SAFETY: flock on a descriptor we own, released when it is closed.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let path = "/run/switch/state.json";
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let port = state["ports"].as_array_mut().unwrap().iter_mut().find(|p| p["owner"] == owner).expect("the port");
+    assert!(port.as_object_mut().unwrap().remove("cni").is_some(), "the new plugin records the attachment");
+    std::fs::write(path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}

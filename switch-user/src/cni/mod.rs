@@ -28,7 +28,10 @@ use std::path::PathBuf;
 pub use spec::CniError;
 use spec::{Code, NetConf};
 
-use crate::{names::cni_port_name, state::CniAttachment};
+use crate::{
+    names::{NS_IFNAME, cni_port_name},
+    state::{CniAttachment, PortKind},
+};
 
 /// The versions of the spec this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -107,13 +110,22 @@ impl Env {
 /// The port the plugin made for `env`'s attachment on `conf`'s network, with the forwards to
 /// it: the port of the attachment's name whose record names the same attachment (a port of
 /// that name made by `switch ns attach`, or for another network, is not this one's).
+///
+/// A port an older switch-cni made records no attachment: it named an `eth0` attachment by
+/// its container ID alone, on its network's switch. Such a port is still this attachment's,
+/// so that DEL and CHECK find the containers that ran before an upgrade (as the older plugin
+/// did, it cannot be told from an `ns attach` port named like the container ID). GC does not
+/// take this path: it removes only ports that say they are its network's.
 async fn our_port(
     env: &Env,
     conf: &NetConf,
 ) -> Result<Option<(crate::state::PortState, Vec<crate::state::ForwardState>)>, CniError> {
     let found = crate::controller::ns::attached(&env.port_name(), Some(conf.switch_name())).await?;
     let attachment = env.attachment(conf);
-    Ok(found.filter(|(p, _)| p.cni.as_ref() == Some(&attachment)))
+    Ok(found.filter(|(p, _)| match &p.cni {
+        Some(a) => *a == attachment,
+        None => p.kind == PortKind::Adopted && env.ifname == NS_IFNAME && p.owner == env.container_id,
+    }))
 }
 
 /// Longest container ID taken (runtimes make 64 hex digits, nerdctl prefixes its namespace).
