@@ -200,7 +200,7 @@ async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Optio
         if let Some(gw) = gateway
             && (owns_namespace || nl.default_route_interface().await?.is_none())
         {
-            nl.add_default_route(gw).await?;
+            nl.add_route(std::net::Ipv4Addr::UNSPECIFIED, 0, gw).await?;
         }
         Ok(())
     });

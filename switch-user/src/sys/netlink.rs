@@ -184,19 +184,15 @@ impl Netlink {
         }
     }
 
-    /// Adds a default route via `gateway`.
-    pub async fn add_default_route(&self, gateway: std::net::Ipv4Addr) -> Result<()> {
-        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().gateway(gateway).build();
-        self.handle.route().add(msg).execute().await.context(format!("adding a default route via {gateway}"))
-    }
-
-    /// Adds a route to `dst`/`prefix` via `gateway`.
+    /// Adds a route to `dst`/`prefix` via `gateway`; prefix 0 is the default route.
     pub async fn add_route(&self, dst: std::net::Ipv4Addr, prefix: u8, gateway: std::net::Ipv4Addr) -> Result<()> {
-        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-            .destination_prefix(dst, prefix)
-            .gateway(gateway)
-            .build();
-        self.handle.route().add(msg).execute().await.context(format!("adding a route to {dst}/{prefix} via {gateway}"))
+        let mut msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new();
+        if prefix > 0 {
+            msg = msg.destination_prefix(dst, prefix);
+        }
+        let what = if prefix == 0 { "a default route".to_owned() } else { format!("a route to {dst}/{prefix}") };
+        let msg = msg.gateway(gateway).build();
+        self.handle.route().add(msg).execute().await.context(format!("adding {what} via {gateway}"))
     }
 
     /// Creates a veth pair with each end directly inside a namespace.
