@@ -194,6 +194,10 @@ pub struct PortState {
     /// the runtime names it by. `None` for every other port (`switch ns attach`'s included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// The workload a container runtime says is behind the port (a Kubernetes pod, a Docker
+    /// container), as listings show it. A label only: ports are never found by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
     /// False while a command is making it; a record left false by a killed command is rolled
     /// back by the next mutating command of the switch.
     pub ready: bool,
@@ -208,6 +212,26 @@ pub struct CniAttachment {
     pub container_id: String,
     /// `CNI_IFNAME`: the interface in the container.
     pub ifname: String,
+}
+
+/// Who a container runtime runs behind a port: a Kubernetes pod (`namespace/name`, from
+/// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in `CNI_ARGS`) or a container by its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// The Kubernetes namespace of a pod; `None` for a plain container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod's or the container's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
 }
 
 /// What a tunnel port is: a VXLAN segment over an underlay interface, and its peers.
@@ -533,6 +557,7 @@ mod tests {
             port_security: true,
             tunnel: None,
             cni: None,
+            workload: None,
             ready: true,
         }
     }

@@ -266,7 +266,7 @@ pub fn switches(rows: &[SwitchInfo]) -> String {
 /// The `switch ports` table.
 pub fn ports(rows: &[AnyPortRow]) -> String {
     table(
-        &["SWITCH", "KIND", "OWNER", "INTERFACE", "SLOT", "IP", "MAC", "SECURITY", "STATE"],
+        &["SWITCH", "KIND", "OWNER", "INTERFACE", "SLOT", "IP", "MAC", "SECURITY", "WORKLOAD", "STATE"],
         &rows
             .iter()
             .map(|r| {
@@ -279,6 +279,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
                     r.ip.clone().unwrap_or_else(|| "-".into()),
                     r.mac.clone().unwrap_or_else(|| "-".into()),
                     r.security.into(),
+                    r.workload.clone().unwrap_or_else(|| "-".into()),
                     if r.ready { "ready" } else { "incomplete" }.into(),
                 ]
             })

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     names::{self, Cidr, Mac, validate_name},
-    state::{CniAttachment, ForwardState, NsState, PortKind, PortState, State, Store},
+    state::{CniAttachment, ForwardState, NsState, PortKind, PortState, State, Store, Workload},
     sys::{netlink::Netlink, netns},
 };
 
@@ -254,6 +254,8 @@ pub struct AttachOptions {
     pub port_security: bool,
     /// The CNI attachment the port is (`switch-cni`'s ports), recorded with it.
     pub cni: Option<CniAttachment>,
+    /// The pod or container behind it, as the runtime named it (a label for listings).
+    pub workload: Option<Workload>,
 }
 
 /// Checks `opts` against `state`. `Some(info)` when the port exists exactly as asked.
@@ -318,6 +320,7 @@ pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
     let end = NsEnd { ip: opts.ip, mac: opts.mac, mtu, port_security: opts.port_security };
     let port = PortState {
         cni: opts.cni.clone(),
+        workload: opts.workload.clone(),
         ..port::adopted(&opts.switch, &opts.name, host_if, slot, &opts.netns, &opts.ifname, end)
     };
     state.ports.push(port.clone());

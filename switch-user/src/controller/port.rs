@@ -52,6 +52,7 @@ fn record(switch: &str, kind: PortKind, owner: &str, host_if: String) -> PortSta
         port_security: true,
         tunnel: None,
         cni: None,
+        workload: None,
         ready: false,
     }
 }
@@ -373,6 +374,8 @@ pub struct PortRow {
     pub security: &'static str,
     /// MAC behind the port.
     pub mac: Option<String>,
+    /// The pod or container a runtime runs behind it (`namespace/name` for a pod).
+    pub workload: Option<String>,
     /// False while being made, or left half-made by an interrupted command.
     pub ready: bool,
 }
@@ -408,6 +411,7 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<PortRow>> {
                     _ => "off",
                 }
             },
+            workload: p.workload.as_ref().map(ToString::to_string),
             ready: p.ready,
         })
         .collect();

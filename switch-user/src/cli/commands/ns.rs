@@ -35,6 +35,7 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
                 mtu: a.mtu,
                 port_security: !a.no_port_security,
                 cni: None,
+                workload: None,
             })
             .await?;
             let verb = if r.created { "attached to" } else { "is already on" };
