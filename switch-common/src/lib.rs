@@ -71,6 +71,11 @@ pub mod maps {
     pub const FWD_STATS: &str = "FWD_STATS";
     /// Index 0 -> [`crate::NatConfig`].
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
+    /// [`crate::CtKey`] (`either_way`) -> [`crate::HostFlow`]; LRU hash: flows the host
+    /// translated into the segment, whose answers go back through it.
+    pub const HOST_FLOWS: &str = "HOST_FLOWS";
+    /// Index 0 -> u32, 1 once `HOST_FLOWS` got its first entry.
+    pub const HOST_FLOWS_ON: &str = "HOST_FLOWS_ON";
     /// Uplink ifindex -> its IPv4 address (network order), the masquerade source.
     pub const UPLINK_BY_IFINDEX: &str = "UPLINK_BY_IFINDEX";
     /// Socket cookie -> [`crate::SockOrig`] (UDP through a forward, from host processes).
@@ -136,6 +141,36 @@ pub struct LearnWindow {
     pub learned: u32,
     /// Zero.
     pub pad: u32,
+}
+
+/// Most flows the host translated into a segment that a switch remembers (`HOST_FLOWS`). LRU:
+/// every answer that finds its entry refreshes it, so a full table evicts the idlest.
+pub const HOST_FLOWS_CAPACITY: u32 = 16_384;
+
+/// A flow the host routed into the segment from one of the segment's own stations, typically
+/// translated on the way (a Service's DNAT to an endpoint on the same switch): the station
+/// that reached the other end through the host, whose answers must go back the same way.
+/// Keyed by the flow's `CtKey` with its two ends in a fixed order (`CtKey::either_way`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostFlow {
+    /// The client's address (network order).
+    pub client: u32,
+    /// The client's port (host order; an ICMP echo's identifier).
+    pub client_port: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
+impl CtKey {
+    /// The key of the flow between `(a, a_port)` and `(b, b_port)` whichever end sends: the
+    /// lower end first, so both directions find the same entry with one lookup.
+    #[inline(always)]
+    pub const fn either_way(proto: u8, a: u32, a_port: u16, b: u32, b_port: u16) -> Self {
+        let a_first = a < b || (a == b && a_port <= b_port);
+        let (src, sport, dst, dport) = if a_first { (a, a_port, b, b_port) } else { (b, b_port, a, a_port) };
+        Self { src, dst, sport, dport, proto, pad: [0; 3] }
+    }
 }
 
 /// Port forwarding (DNAT on the uplinks) and its connection table.
@@ -577,8 +612,25 @@ pub struct Port {
     /// The MAC reserved for the port (all zero: none): no other port may use it, and the
     /// port itself may use no other with `PORT_F_BIND_MAC`.
     pub mac: [u8; 6],
+    /// The gateway port's: prefix length of its address, so `ip`/`prefix` is the segment
+    /// (what tells a station's address from one the host routes from elsewhere). 0 otherwise.
+    pub prefix: u8,
     /// Explicit padding.
-    pub pad: [u8; 2],
+    pub pad: u8,
+}
+
+impl Port {
+    /// Whether `addr` (network order) is on the segment of this gateway port, other than the
+    /// gateway's own address. Never true for a port without a prefix.
+    #[inline(always)]
+    pub const fn is_station_addr(&self, addr: u32) -> bool {
+        if self.prefix == 0 || self.prefix > 32 || addr == self.ip {
+            return false;
+        }
+        // Network order on a little-endian machine: the mask's first octet is the low byte.
+        let mask = (u32::MAX << (32 - self.prefix as u32)).to_be();
+        addr & mask == self.ip & mask
+    }
 }
 
 /// Per-port counters, kept per CPU by the datapath and summed by the controller (and sent
@@ -665,8 +717,9 @@ pub struct SwitchConfig {
     pub slot_limit: u32,
     /// New stations a port without a bound MAC may learn per ageing period; 0: no limit.
     pub max_learned: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Slot of the gateway port plus one (0: the switch has no gateway): where a reply the
+    /// host must translate back is sent (`HOST_FLOWS`).
+    pub gateway_slot: u32,
 }
 
 /// Whether `mac` is a group (broadcast or multicast) address: the I/G bit of the first octet.
@@ -914,6 +967,7 @@ mod pod {
     unsafe impl aya::Pod for super::FwdTarget {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::HostFlow {}
     unsafe impl aya::Pod for super::FwdStats {}
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::SockOrig {}
@@ -942,6 +996,7 @@ mod tests {
         assert_eq!(size_of::<FwdTarget>(), 8);
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 32);
+        assert_eq!(size_of::<HostFlow>(), 8);
         assert_eq!(size_of::<FwdStats>(), 24);
         assert_eq!(size_of::<NatConfig>(), 32);
         assert_eq!(size_of::<SockOrig>(), 16);
@@ -952,6 +1007,31 @@ mod tests {
         assert_eq!(size_of::<capture::Filter>(), 16);
         assert_eq!(size_of::<capture::Header>(), 32);
         assert_eq!(size_of::<capture::Record>(), 32 + capture::MAX_SNAPLEN as usize);
+    }
+
+    #[test]
+    fn either_way_keys_both_directions_alike() {
+        let (a, b) = (u32::from_ne_bytes([10, 0, 0, 2]), u32::from_ne_bytes([10, 0, 0, 3]));
+        let k = CtKey::either_way(6, a, 40_000, b, 80);
+        assert_eq!(k, CtKey::either_way(6, b, 80, a, 40_000));
+        assert_ne!(k, CtKey::either_way(17, b, 80, a, 40_000));
+        assert_ne!(k, CtKey::either_way(6, b, 80, a, 40_001));
+        // One address both ends (a station talking to itself): told apart by port.
+        assert_eq!(CtKey::either_way(6, a, 1, a, 2), CtKey::either_way(6, a, 2, a, 1));
+    }
+
+    #[test]
+    fn station_addresses_of_a_gateway_port() {
+        let ip = |o: [u8; 4]| u32::from_ne_bytes(o);
+        let gw = Port { ip: ip([10, 244, 1, 1]), prefix: 24, ..Default::default() };
+        assert!(gw.is_station_addr(ip([10, 244, 1, 7])));
+        assert!(!gw.is_station_addr(ip([10, 244, 1, 1])), "the gateway itself");
+        assert!(!gw.is_station_addr(ip([10, 244, 2, 7])), "another segment");
+        assert!(!gw.is_station_addr(ip([10, 96, 0, 10])), "a ClusterIP");
+        let wide = Port { prefix: 16, ..gw };
+        assert!(wide.is_station_addr(ip([10, 244, 2, 7])));
+        assert!(!Port { prefix: 0, ..gw }.is_station_addr(ip([10, 244, 1, 7])), "no prefix, no segment");
+        assert!(!Port { prefix: 32, ..gw }.is_station_addr(ip([10, 244, 1, 7])), "a /32 has no other station");
     }
 
     #[test]

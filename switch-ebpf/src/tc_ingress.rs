@@ -29,7 +29,7 @@ use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, forward,
+    eth, forward, host_flows,
     maps::{NAT_CONFIG, PORTS},
     observe, redirect, reply, stats, tunnel,
     verdict::TC_NEXT,
@@ -50,6 +50,15 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
             // redirect_peer's reach, and a frame for it may be a reply leaving right here; a
             // station behind the tunnel port is reached through its peer.
             let flags = PORTS.get(d.out_slot).map_or(0, |p| p.flags);
+            // The host's packets into the segment teach which flows it translated; the
+            // answers of those go back through it (`helpers/host_flows.rs`).
+            if d.in_flags & PORT_F_HOST != 0 {
+                host_flows::note_tc(&ctx, d.in_slot);
+            } else if flags & PORT_F_HOST == 0
+                && let Some(verdict) = host_flows::divert_tc(&ctx, &cfg, len)
+            {
+                return verdict;
+            }
             if flags & PORT_F_TUNNEL != 0 {
                 return tunnel::to_peer(&ctx, d.out_ifindex, d.out_slot, len);
             }

@@ -16,7 +16,7 @@ use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, skb_ifindex},
     decide::{FLOOD, UNICAST, decide_at},
-    eth, events, forward,
+    eth, events, forward, host_flows,
     maps::PORTS,
     observe, redirect, tunnel,
 };
@@ -39,6 +39,10 @@ pub fn tunnel_ingress(ctx: TcContext) -> i32 {
         UNICAST => {
             // The gateway's peer is the host's own: out of redirect_peer's reach.
             let to_host = PORTS.get(d.out_slot).is_some_and(|p| p.flags & PORT_F_HOST != 0);
+            // The answer of a flow this host translated, from a station behind a peer.
+            if !to_host && let Some(verdict) = host_flows::divert_tc(&ctx, &cfg, len) {
+                return verdict;
+            }
             redirect::unicast(&ctx, d.out_ifindex, d.out_slot, len, cfg.redirect_peer() && !to_host)
         }
         FLOOD => forward::flood(&ctx, in_ifindex, cfg.slot_limit, len),

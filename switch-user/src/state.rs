@@ -283,7 +283,10 @@ impl PortState {
             };
             if reserved {
                 let ip = self.ip.map_or(0, |c| u32::from_ne_bytes(c.addr.octets()));
-                return switch_common::Port { flags, ip, mac: mac.0, ..Default::default() };
+                // The gateway's prefix is the segment: what tells the datapath a station's
+                // address from one the host routes in from elsewhere (`HostFlow`).
+                let prefix = if self.kind == PortKind::Gateway { self.ip.map_or(0, |c| c.prefix) } else { 0 };
+                return switch_common::Port { flags, ip, mac: mac.0, prefix, ..Default::default() };
             }
         }
         switch_common::Port { flags, ..Default::default() }

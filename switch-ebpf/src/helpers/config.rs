@@ -15,17 +15,20 @@ pub struct Config {
     pub slot_limit: u32,
     /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
     pub max_learned: u32,
+    /// Slot of the gateway port plus one; 0: no gateway.
+    pub gateway_slot: u32,
 }
 
 impl Config {
     #[inline(always)]
     pub fn load() -> Self {
         match CONFIG.get(0) {
-            Some(SwitchConfig { ageing_ns, flags, slot_limit, max_learned, .. }) => Self {
+            Some(SwitchConfig { ageing_ns, flags, slot_limit, max_learned, gateway_slot }) => Self {
                 ageing_ns: *ageing_ns,
                 flags: *flags,
                 slot_limit: if *slot_limit > MAX_PORTS { MAX_PORTS } else { *slot_limit },
                 max_learned: *max_learned,
+                gateway_slot: *gateway_slot,
             },
             // Unreachable for an array map with one entry, but the verifier needs the branch.
             None => Self {
@@ -33,6 +36,7 @@ impl Config {
                 flags: CFG_F_REDIRECT_PEER,
                 slot_limit: MAX_PORTS,
                 max_learned: DEFAULT_MAX_LEARNED,
+                gateway_slot: 0,
             },
         }
     }

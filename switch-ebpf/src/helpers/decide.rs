@@ -39,6 +39,9 @@ pub struct Decision {
     pub action: u32,
     pub out_ifindex: u32,
     pub out_slot: u32,
+    /// The ingress port's slot and `PORT_F_*` flags (0 for a frame from a tunnel peer).
+    pub in_slot: u32,
+    pub in_flags: u32,
     /// `events::DROP_*` of a dropped frame, else 0.
     pub drop_reason: u32,
     /// `events::KIND_LEARN` or `KIND_MOVE` if the frame taught the FDB something, else 0.
@@ -50,7 +53,7 @@ pub struct Decision {
 impl Decision {
     #[inline(always)]
     const fn new(action: u32) -> Self {
-        Self { action, out_ifindex: 0, out_slot: 0, drop_reason: 0, learned: 0, moved_from: 0 }
+        Self { action, out_ifindex: 0, out_slot: 0, in_slot: 0, in_flags: 0, drop_reason: 0, learned: 0, moved_from: 0 }
     }
 
     #[inline(always)]
@@ -137,6 +140,7 @@ pub fn decide_at(
         return Decision::drop(DROP_SOURCE, events::DROP_INVALID_SOURCE);
     }
     let mut limited = true;
+    let mut in_flags = 0;
     if remote != 0 {
         // From a peer: it may not speak for this host's own ports, and a tag would hide a
         // claim from the check as it would from a bound port's. (`decide` passes 0, so this
@@ -153,6 +157,7 @@ pub fn decide_at(
         }
         // A port bound to its MAC only ever learns that one: no limit to keep.
         limited = port.flags & PORT_F_BIND_MAC == 0;
+        in_flags = port.flags;
     }
     let learned = fdb::learn(eth.src, in_ifindex, remote, in_slot, limited, cfg, now);
     let (learned, moved_from) = match learned.status {
@@ -181,7 +186,16 @@ pub fn decide_at(
         // SAFETY: as above.
         match unsafe { PORT_SLOTS.get(&out_ifindex) } {
             Some(&out_slot) => {
-                return Decision { action: UNICAST, out_ifindex, out_slot, learned, moved_from, drop_reason: 0 };
+                return Decision {
+                    action: UNICAST,
+                    out_ifindex,
+                    out_slot,
+                    in_slot,
+                    in_flags,
+                    learned,
+                    moved_from,
+                    drop_reason: 0,
+                };
             }
             // The entry points at a port that was removed: forget it and flood.
             None => fdb::forget(eth.dst),

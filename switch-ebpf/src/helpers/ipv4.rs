@@ -63,7 +63,13 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
 
 #[inline(always)]
 fn parse_linear(ctx: &TcContext) -> Option<Flow> {
-    let (data, end) = (ctx.data(), ctx.data_end());
+    parse_bounds(ctx.data(), ctx.data_end(), ctx.len() as usize)
+}
+
+/// `parse` of the packet at `[data, end)` whose whole length is `len` (XDP: `end - data`;
+/// TC: the skb's, of which `[data, end)` is the linear part).
+#[inline(always)]
+pub fn parse_bounds(data: usize, end: usize, len: usize) -> Option<Flow> {
     // Every read below comes after a comparison of its end against data_end: the verifier
     // rejects the program otherwise.
     if data + IP_OFF + 20 > end {
@@ -97,7 +103,7 @@ fn parse_linear(ctx: &TcContext) -> Option<Flow> {
     // A total length that lies (shorter than the headers, longer than the packet) marks a
     // packet the stack will drop: not worth a connection-table entry. Zero is BIG TCP's
     // "see the packet's length" for super-packets over 64 KiB.
-    if tot_len != 0 && (tot_len < ihl + need || IP_OFF + tot_len > ctx.len() as usize) {
+    if tot_len != 0 && (tot_len < ihl + need || IP_OFF + tot_len > len) {
         return None;
     }
     let l4 = data + l4_off;

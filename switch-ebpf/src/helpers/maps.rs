@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use switch_common::{
-    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PEERS, MAX_PORTS, MacKey,
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, HOST_FLOWS_CAPACITY, HostFlow, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PEERS, MAX_PORTS, MacKey,
     NatConfig, Peer, Port, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
     capture::{self, Filter as CaptureFilter, Record as CaptureRecord},
     events::{EventRate, RING_BYTES},
@@ -64,6 +64,15 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(
 /// CONNTRACK: a budget of their own, so a flood of them evicts only its like.
 #[map(name = "CT_UNREPLIED")]
 pub static CT_UNREPLIED: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_UNREPLIED_CAPACITY, 0);
+
+/// Flows the host translated into the segment (`helpers/host_flows.rs`): both directions of
+/// each under one key, the value naming the end whose answers go back through the host.
+#[map(name = "HOST_FLOWS")]
+pub static HOST_FLOWS: LruHashMap<CtKey, HostFlow> = LruHashMap::with_max_entries(HOST_FLOWS_CAPACITY, 0);
+
+/// One entry, 1 once `HOST_FLOWS` got its first flow: until then no switched frame looks there.
+#[map(name = "HOST_FLOWS_ON")]
+pub static HOST_FLOWS_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per-rule counters.
 #[map(name = "FWD_STATS")]

@@ -15,6 +15,8 @@
 //! - `fdb`: the forwarding database (`FDB`): learning, lookup, lazy ageing.
 //! - `forward`, `forward_xdp`: carrying a decision out from TC (clone-and-redirect flood) and
 //!   from XDP (devmap redirect and broadcast).
+//! - `host_flows`: flows the host translated into the segment (a Service's DNAT to a station
+//!   of the switch), whose answers are sent back through the host to be translated back.
 //! - `icmp`: ICMP errors quoting a translated connection's packet, translated back.
 //! - `ipv4`: IPv4 + TCP/UDP header parsing for NAT (`Flow`).
 //! - `log`: aya-log records of decisions (`#[inline(never)]` subprograms).
@@ -43,6 +45,7 @@ pub mod events;
 pub mod fdb;
 pub mod forward;
 pub mod forward_xdp;
+pub mod host_flows;
 pub mod icmp;
 pub mod ipv4;
 pub mod log;

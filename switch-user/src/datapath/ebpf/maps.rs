@@ -167,6 +167,9 @@ impl SwitchMaps {
         self.ports.set(slot, Port { ifindex, slot, ..port }, 0).map_err(bpf("writing PORTS"))?;
         let mut cfg = self.config()?;
         cfg.slot_limit = cfg.slot_limit.max(slot + 1);
+        if port.flags & switch_common::PORT_F_HOST != 0 {
+            cfg.gateway_slot = slot + 1;
+        }
         self.set_config(cfg)
     }
 
@@ -188,6 +191,9 @@ impl SwitchMaps {
             .map_or(0, |s| s + 1);
         let mut cfg = self.config()?;
         cfg.slot_limit = limit;
+        if cfg.gateway_slot == slot + 1 {
+            cfg.gateway_slot = 0;
+        }
         self.set_config(cfg)
     }
 

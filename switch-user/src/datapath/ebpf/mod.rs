@@ -112,7 +112,8 @@ impl Datapath for Ebpf {
                 | if sw.routable { CFG_F_ROUTABLE } else { 0 },
             slot_limit: 0,
             max_learned: sw.max_learned,
-            pad: 0,
+            // Set as the gateway port is added (`SwitchMaps::add_port`).
+            gateway_slot: 0,
         };
         blocking(move || {
             pins.remove()?;
