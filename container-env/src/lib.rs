@@ -18,6 +18,7 @@
 //!   call and given back after the last, also across processes;
 //! - [`image`]: the busybox-static image, without a registry;
 //! - [`cni`]: the network configurations (bridge + portmap, switch-cni);
+//! - [`kube_proxy`]: the rules kube-proxy writes for Services (iptables and nftables modes);
 //! - [`iptables`], [`nat_tables`], [`workdir`], [`ledger`], [`command`]: the helpers.
 //!
 //! A Docker environment is a sibling of [`containerd`]: dockerd as a [`Daemon`](daemon::Daemon)
@@ -38,6 +39,7 @@ mod error;
 pub mod host;
 pub mod image;
 pub mod iptables;
+pub mod kube_proxy;
 pub mod ledger;
 pub mod nat_tables;
 pub mod podman;

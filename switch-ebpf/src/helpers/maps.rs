@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use switch_common::{
-    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, HOST_FLOWS_CAPACITY, HostFlow, FwdKey, FwdStats, FwdTarget, LearnWindow, MAX_PEERS, MAX_PORTS, MacKey,
-    NatConfig, Peer, Port, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, HOST_FLOWS_CAPACITY, HostFlow, LearnWindow,
+    MAX_PEERS, MAX_PORTS, MacKey, NatConfig, Peer, Port, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
     capture::{self, Filter as CaptureFilter, Record as CaptureRecord},
     events::{EventRate, RING_BYTES},
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
