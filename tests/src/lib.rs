@@ -7,6 +7,7 @@
 pub mod bpf;
 pub mod containerd;
 pub mod frames;
+pub mod hosts;
 pub mod ipv4;
 pub mod nat;
 pub mod outside;

@@ -16,108 +16,9 @@ use std::{
 
 use switch_tests::{
     frames::{experimental_frame, tagged, udp_frame},
+    hosts::Hosts,
     *,
 };
-
-/// Hosts on one underlay bridge, with the switches made on them; all of it removed on drop
-/// (and anything left reported).
-struct Hosts {
-    sb: Sandbox,
-    underlay: String,
-    hosts: Vec<String>,
-    switches: Vec<(usize, String)>,
-}
-
-impl Hosts {
-    /// `n` hosts, host `i` (1-based) at 10.77.0.i on the underlay.
-    fn new(n: usize) -> Self {
-        let sb = Sandbox::new();
-        let underlay = sb.name("ul");
-        let hosts: Vec<String> = (1..=n).map(|i| sb.name(&format!("h{i}"))).collect();
-        let me = Self { sb, underlay, hosts, switches: vec![] };
-        host("ip", &["netns", "add", &me.underlay]);
-        host("ip", &["-n", &me.underlay, "link", "add", "br0", "type", "bridge"]);
-        host("ip", &["-n", &me.underlay, "link", "set", "br0", "up"]);
-        for (i, h) in me.hosts.iter().enumerate() {
-            let i = i + 1;
-            host("ip", &["netns", "add", h]);
-            let port = format!("p{i}");
-            host(
-                "ip",
-                &["link", "add", "ul0", "netns", h, "type", "veth", "peer", "name", &port, "netns", &me.underlay],
-            );
-            host("ip", &["-n", &me.underlay, "link", "set", &port, "master", "br0", "up"]);
-            host("ip", &["-n", h, "addr", "add", &format!("10.77.0.{i}/24"), "dev", "ul0"]);
-            host("ip", &["-n", h, "link", "set", "ul0", "up"]);
-            host("ip", &["-n", h, "link", "set", "lo", "up"]);
-        }
-        me
-    }
-
-    /// `switch --host-netns HOST ARGS` on host `i`, asserting success.
-    fn on(&self, i: usize, args: &[&str]) -> String {
-        let mut a = vec!["--host-netns", &self.hosts[i - 1]];
-        a.extend_from_slice(args);
-        ok(&a)
-    }
-
-    /// The same, with `--json`, parsed.
-    fn json_on(&self, i: usize, args: &[&str]) -> Value {
-        let mut a = vec!["--host-netns", &self.hosts[i - 1]];
-        a.extend_from_slice(args);
-        json(&a)
-    }
-
-    /// Switch `sw` with VNI `vni` on host `i`, with `extra` arguments of `up`.
-    fn switch(&mut self, i: usize, sw: &str, vni: u32, extra: &[&str]) {
-        self.switches.push((i, sw.to_owned()));
-        let vni = vni.to_string();
-        let mut a = vec!["up", "--switch", sw, "--vxlan", &vni, "--underlay", "ul0"];
-        a.extend_from_slice(extra);
-        self.on(i, &a);
-        note_programs(&self.sb.prefix);
-    }
-
-    /// Makes every host of `hosts` a peer of every other one on switch `sw`.
-    fn mesh(&self, sw: &str, hosts: &[usize]) {
-        for &i in hosts {
-            for &j in hosts.iter().filter(|&&j| j != i) {
-                self.on(i, &["peer", "add", &format!("10.77.0.{j}"), "--switch", sw]);
-            }
-        }
-    }
-
-    /// Namespace `suffix` on switch `sw` of host `i`, at `ip`/24; returns its name.
-    fn ns(&self, i: usize, sw: &str, suffix: &str, ip: &str) -> String {
-        let ns = self.sb.name(suffix);
-        self.on(i, &["ns", "add", &ns, "--ip", &format!("{ip}/24"), "--switch", sw]);
-        ns
-    }
-
-    /// The MAC of namespace `ns` of host `i`.
-    fn mac(&self, i: usize, ns: &str) -> String {
-        let v = self.json_on(i, &["ns", "list"]);
-        let row = v.as_array().unwrap().iter().find(|r| r["namespace"] == ns).cloned();
-        row.unwrap_or_else(|| panic!("no {ns} on host {i}: {v}"))["mac"].as_str().unwrap().to_owned()
-    }
-
-    /// `switch fdb` of `sw` on host `i` as (mac, peer) pairs.
-    fn fdb(&self, i: usize, sw: &str) -> Vec<(String, Option<String>)> {
-        let v = self.json_on(i, &["fdb", "--switch", sw]);
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| (r["mac"].as_str().unwrap().to_owned(), r["peer"].as_str().map(str::to_owned)))
-            .collect()
-    }
-
-    /// The `switch stats` row of the tunnel port of `sw` on host `i`.
-    fn tunnel_stats(&self, i: usize, sw: &str, vni: u32) -> Value {
-        let v = self.json_on(i, &["stats", "--switch", sw]);
-        let rows = v["ports"].as_array().unwrap().clone();
-        rows.into_iter().find(|r| r["namespace"] == format!("vxlan{vni}")).unwrap_or_else(|| panic!("{v}"))
-    }
-}
 
 /// A VTEP on the underlay that is not one of the test's switches: a namespace with a kernel
 /// VXLAN device `vx` aimed at host 1 (an intruder, or a peer that misbehaves). Removed on drop.
@@ -173,7 +74,13 @@ impl Drop for Vtep {
     }
 }
 
-impl Hosts {
+/// What the VXLAN tests add to the shared hosts.
+trait Intruders {
+    fn vtep(&self, last: u8, vni: &str, ip: &str) -> Vtep;
+    fn monitor(&self, i: usize, sw: &str) -> Reaped;
+}
+
+impl Intruders for Hosts {
     /// A VTEP at 10.77.0.`last` on the underlay, with VNI `vni` and `ip` on the segment; not a
     /// peer of anything yet. IPv6 is off there, so it sends nothing by itself.
     fn vtep(&self, last: u8, vni: &str, ip: &str) -> Vtep {
@@ -240,36 +147,6 @@ fn arp_frame(dst: &str, src: &str, op: u8, sha: &str, spa: [u8; 4], tpa: [u8; 4]
     )
 }
 
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for (i, sw) in self.switches.drain(..) {
-            let _ = switch(&["--host-netns", &self.hosts[i - 1], "down", "--switch", &sw]);
-        }
-        let mut left = vec![];
-        for h in &self.hosts {
-            let pins = format!("/sys/fs/bpf/switch/@{h}");
-            if std::path::Path::new(&pins).exists() {
-                left.push(pins.clone());
-                let _ = std::fs::remove_dir_all(&pins);
-            }
-            let dir = format!("/run/switch/@{h}");
-            let state = std::fs::read_to_string(format!("{dir}/state.json")).unwrap_or_default();
-            let v: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
-            if v["ports"].as_array().is_some_and(|p| !p.is_empty())
-                || v["switches"].as_object().is_some_and(|s| !s.is_empty())
-            {
-                left.push(format!("{dir}/state.json: {state}"));
-            }
-            // A host's state directory goes with the host: only its lock and an empty state.
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = Command::new("ip").args(["netns", "del", h]).status();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.underlay]).status();
-        // The namespaces of the switches went with `down`; the sandbox removes any left.
-        left.extend(netns_list().into_iter().filter(|n| n.starts_with(&self.sb.prefix)).map(|n| format!("netns {n}")));
-        report_leftovers("the hosts", &left);
-    }
-}
 
 /// Runs `cmd` in namespace `ns` in the background with stdout piped.
 fn spawn_in(ns: &str, cmd: &[&str]) -> Reaped {
