@@ -12,12 +12,13 @@
 //! with it TSO) off and GRO on for the namespace ends, which is what makes this datapath slower
 //! than TC for TCP and faster for small frames.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use switch_common::PORT_F_HOST;
 
 use crate::helpers::{
     config::Config,
     ctx::{now_coarse_ns, xdp_ingress_ifindex},
     decide::{FLOOD, NOT_PORT, UNICAST, decide},
-    eth, forward_xdp, observe,
+    eth, forward_xdp, host_flows, observe,
 };
 
 #[xdp]
@@ -37,7 +38,16 @@ pub fn switch_xdp(ctx: XdpContext) -> u32 {
     observe::xdp(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         NOT_PORT => xdp_action::XDP_PASS,
-        UNICAST => forward_xdp::unicast(d.out_ifindex, d.out_slot, len),
+        UNICAST => {
+            // As `switch_ingress`: the host's packets into the segment teach which flows it
+            // translated, and the answers of those go back through it.
+            if d.in_flags & PORT_F_HOST != 0 {
+                host_flows::note_xdp(data, data_end, d.in_slot);
+            } else if let Some(verdict) = host_flows::divert_xdp(data, data_end, &cfg, d.out_slot, len) {
+                return verdict;
+            }
+            forward_xdp::unicast(d.out_ifindex, d.out_slot, len)
+        }
         FLOOD => forward_xdp::flood(in_ifindex, cfg.slot_limit, len),
         _ => xdp_action::XDP_DROP,
     }

@@ -210,3 +210,9 @@ fn cluster_ip_to_a_pod_on_another_node_over_vxlan() {
     let answers = ask(&a, "10.133.0.3:8080", 2, "tcp", None);
     all_answered("pod to pod across nodes", &answers, &["c"], Some("10.133.0.2"));
 }
+
+#[test]
+#[ignore = "needs root: namespaces, eBPF programs, netfilter rules in a node namespace"]
+fn services_on_the_xdp_datapath() {
+    every_path("xdp", Mode::Iptables);
+}

@@ -26,6 +26,7 @@ use switch_common::{CtKey, HostFlow, Port};
 
 use super::{
     config::Config,
+    forward_xdp,
     ipv4::{self, Flow},
     maps::{HOST_FLOWS, HOST_FLOWS_ON, PORTS},
     redirect,
@@ -108,4 +109,34 @@ pub fn divert_tc(ctx: &TcContext, cfg: &Config, len: u64) -> Option<i32> {
     // that `ipv4::parse` read past them.
     ctx.store(0, &mac, 0).ok()?;
     Some(redirect::unicast(ctx, ifindex, slot, len, false))
+}
+
+/// `note` for XDP: the frame at `[data, end)` came in on the gateway port `in_slot`.
+#[inline(always)]
+pub fn note_xdp(data: usize, end: usize, in_slot: u32) {
+    if let (Some(gateway), Some(f)) = (PORTS.get(in_slot), ipv4::parse_bounds(data, end, end - data)) {
+        note(gateway, &f);
+    }
+}
+
+/// `divert_tc` for XDP: the frame at `[data, end)` decided for the port in `out_slot`.
+#[inline(always)]
+pub fn divert_xdp(data: usize, end: usize, cfg: &Config, out_slot: u32, len: u64) -> Option<u32> {
+    if cfg.gateway_slot == 0 || cfg.gateway_slot - 1 == out_slot || !on() {
+        return None;
+    }
+    let f = ipv4::parse_bounds(data, end, end - data)?;
+    if !via_host(&f) {
+        return None;
+    }
+    let slot = cfg.gateway_slot - 1;
+    let gateway = PORTS.get(slot)?;
+    let (ifindex, mac) = (gateway.ifindex, gateway.mac);
+    // The verifier wants the bound proven right here, whatever `parse_bounds` checked.
+    if data + 6 > end {
+        return None;
+    }
+    // SAFETY: the 6 bytes written are inside [data, end), checked just above.
+    unsafe { *(data as *mut [u8; 6]) = mac };
+    Some(forward_xdp::unicast(ifindex, slot, len))
 }
