@@ -27,7 +27,12 @@ struct Out {
 
 /// Runs the plugin with `vars` (CNI_COMMAND and friends) and `stdin`.
 fn plugin(vars: &[(&str, &str)], stdin: &str) -> Out {
-    let mut child = Command::new(cni_bin())
+    plugin_at(&cni_bin(), vars, stdin)
+}
+
+/// Runs the CNI plugin at `bin` (switch-cni or a reference plugin) as `plugin` does.
+fn plugin_at(bin: &std::path::Path, vars: &[(&str, &str)], stdin: &str) -> Out {
+    let mut child = Command::new(bin)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(vars.iter().copied())
@@ -766,4 +771,131 @@ fn forget_attachment(owner: &str) {
     let port = state["ports"].as_array_mut().unwrap().iter_mut().find(|p| p["owner"] == owner).expect("the port");
     assert!(port.as_object_mut().unwrap().remove("cni").is_some(), "the new plugin records the attachment");
     std::fs::write(path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}
+
+/// A chain of plugins run for one attachment as libcni runs a conflist: ADD in order, each
+/// given the network's name and version and the result before it; DEL in reverse order, each
+/// given the chain's last result. `switch-cni` first, reference plugins after it.
+struct Chain<'a> {
+    net: &'a Net,
+    plugins: Vec<Value>,
+    /// `CNI_ARGS`.
+    args: String,
+}
+
+impl Chain<'_> {
+    /// The configuration plugin `i` gets: its own keys, the network's name and version.
+    fn conf(&self, i: usize, prev: Option<&Value>) -> Value {
+        let mut c = self.plugins[i].clone();
+        c["name"] = json!(format!("{}-net", self.net.sb.prefix));
+        c["cniVersion"] = json!("1.0.0");
+        if let Some(p) = prev {
+            c["prevResult"] = p.clone();
+        }
+        c
+    }
+
+    fn run(&self, i: usize, command: &str, (id, netns): (&str, &str), prev: Option<&Value>) -> Out {
+        let kind = self.plugins[i]["type"].as_str().unwrap();
+        let bin = if kind == "switch-cni" { cni_bin() } else { PathBuf::from(CNI_PATH).join(kind) };
+        let vars = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+            ("CNI_ARGS", &self.args),
+        ];
+        plugin_at(&bin, &vars, &self.conf(i, prev).to_string())
+    }
+
+    /// ADD through the chain: the last result, or the first failure's error after the DEL a
+    /// runtime sends when an ADD fails.
+    fn add(&self, at: (&str, &str)) -> Result<Value, Value> {
+        let mut prev: Option<Value> = None;
+        for i in 0..self.plugins.len() {
+            let o = self.run(i, "ADD", at, prev.as_ref());
+            if !o.ok {
+                self.del(at, prev.as_ref());
+                return Err(o.json);
+            }
+            prev = Some(o.json);
+        }
+        Ok(prev.unwrap())
+    }
+
+    /// DEL through the chain in reverse, asserting each plugin succeeds.
+    fn del(&self, at: (&str, &str), result: Option<&Value>) {
+        for i in (0..self.plugins.len()).rev() {
+            let o = self.run(i, "DEL", at, result);
+            assert!(o.ok, "DEL of {}: {}", self.plugins[i]["type"], o.json);
+        }
+    }
+}
+
+/// The reference plugins chained after switch-cni, each working or refused:
+/// - `firewall` works: its FORWARD rules for the container's address come and go with it;
+/// - `tuning` works: its sysctls apply, and a MAC given to the container (`MAC=` in
+///   `CNI_ARGS`, which both plugins read) is the one port security binds. A MAC set by
+///   `tuning` alone is another station's to port security: the container's frames are dropped
+///   and counted as spoofed, unless the network turns port security off;
+/// - `bandwidth` is refused: it cannot add its ingress qdisc where the switch's clsact qdisc is
+///   (and would not see switched frames if it could); the chain fails and leaves nothing.
+#[test]
+fn reference_plugins_chained_after_it() {
+    let mut net = Net::new(176);
+    let containers = ["fw", "tune", "mac", "bw"].map(|c| net.container(c));
+    let base = net.conf("1.0.0");
+    let chain = |next: Value, args: &str| Chain { net: &net, plugins: vec![base.clone(), next], args: args.to_owned() };
+    let gateway = "10.176.0.1";
+    let had_chains = container_env::iptables::chains();
+
+    let (id, netns) = containers[0].clone();
+    let ns = netns.trim_start_matches("/run/netns/").to_owned();
+    let fw = chain(json!({ "type": "firewall", "backend": "iptables" }), "");
+    let r = fw.add((&id, &netns)).unwrap_or_else(|e| panic!("switch-cni + firewall: {e}"));
+    let addr = r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned();
+    assert!(ping(&ns, gateway, 1));
+    assert!(!container_env::iptables::rules_with("filter", &addr).is_empty(), "firewall made no rule for {addr}");
+    fw.del((&id, &netns), Some(&r));
+    assert!(container_env::iptables::rules_with("filter", &addr).is_empty(), "firewall's rules outlived DEL");
+    // The firewall plugin leaves its chains for the next container: given back here.
+    for c in ["CNI-FORWARD", "CNI-ADMIN"] {
+        if !had_chains.contains(&format!("ip/filter/{c}")) {
+            container_env::iptables::remove_chain("filter", c);
+        }
+    }
+
+    let (id, netns) = containers[1].clone();
+    let ns = netns.trim_start_matches("/run/netns/").to_owned();
+    let tuning = json!({ "type": "tuning", "sysctl": { "net.ipv4.conf.eth0.arp_notify": "1" } });
+    let tune = chain(tuning, "IgnoreUnknown=1;MAC=02:76:00:00:00:21");
+    let r = tune.add((&id, &netns)).unwrap_or_else(|e| panic!("switch-cni + tuning: {e}"));
+    assert_eq!(r["interfaces"][1]["mac"], "02:76:00:00:00:21", "{r}");
+    assert_eq!(exec(&ns, &["sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]).stdout.trim(), "1");
+    assert!(ping(&ns, gateway, 1), "a MAC both plugins were given");
+    tune.del((&id, &netns), Some(&r));
+
+    // A MAC tuning alone sets: the container's frames are another station's to the switch.
+    let (id, netns) = containers[2].clone();
+    let ns = netns.trim_start_matches("/run/netns/").to_owned();
+    let own_mac = chain(json!({ "type": "tuning", "mac": "02:76:00:00:00:22" }), "");
+    let r = own_mac.add((&id, &netns)).unwrap_or_else(|e| panic!("switch-cni + tuning mac: {e}"));
+    assert!(!ping(&ns, gateway, 1), "port security let a MAC it was not given through");
+    let spoofed = counter(&port_stats(&net.switch, &id), "spoofed_mac").unwrap_or(0);
+    assert!(spoofed > 0, "the dropped frames are not counted: {}", port_stats(&net.switch, &id));
+    own_mac.del((&id, &netns), Some(&r));
+    let mut open = own_mac;
+    open.plugins[0]["portSecurity"] = json!(false);
+    let r = open.add((&id, &netns)).unwrap_or_else(|e| panic!("switch-cni without port security + tuning mac: {e}"));
+    assert!(ping(&ns, gateway, 1), "without port security, tuning's MAC works");
+    open.del((&id, &netns), Some(&r));
+
+    let (id, netns) = containers[3].clone();
+    let limits = json!({ "type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000,
+                         "egressRate": 1_000_000, "egressBurst": 100_000 });
+    let err = chain(limits, "").add((&id, &netns)).expect_err("bandwidth cannot shape a switch port");
+    assert!(err["msg"].as_str().unwrap_or_default().contains("qdisc"), "{err}");
+    assert!(net.adopted_owners().is_empty(), "the refused chain left a port: {:?}", net.adopted_owners());
+    assert!(net.leases().is_empty(), "the refused chain left a lease: {:?}", net.leases());
 }

@@ -147,7 +147,6 @@ fn arp_frame(dst: &str, src: &str, op: u8, sha: &str, spa: [u8; 4], tpa: [u8; 4]
     )
 }
 
-
 /// Runs `cmd` in namespace `ns` in the background with stdout piped.
 fn spawn_in(ns: &str, cmd: &[&str]) -> Reaped {
     let mut a = vec!["ns", "exec", ns, "--"];
