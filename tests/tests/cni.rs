@@ -693,6 +693,12 @@ fn chained_results_and_del_releasing_the_lease() {
     assert!(routes.contains(&json!({ "dst": "0.0.0.0/0", "gw": "10.174.0.1" })), "{r}");
     assert_eq!(r["dns"], dns);
     assert!(exec_ip(&ns, &["route"]).contains("198.51.100.0/24 via 10.174.0.1"), "IPAM's route is not there");
+    // A repeated ADD answers the same routes (read back: IPAM is not asked twice) and DNS.
+    let again = net.run("ADD", &id, &netns, &conf);
+    assert!(again.ok, "ADD again: {}", again.json);
+    let routes = again.json["routes"].as_array().unwrap();
+    assert!(routes.contains(&json!({ "dst": "198.51.100.0/24", "gw": "10.174.0.1" })), "{}", again.json);
+    assert_eq!(again.json["dns"], dns);
     let mut check = net.conf("1.0.0");
     check["prevResult"] = r.clone();
     let o = net.run("CHECK", &id, &netns, &check);

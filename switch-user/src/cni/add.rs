@@ -58,7 +58,8 @@ async fn repeated(env: &Env, conf: &NetConf) -> Result<Option<Value>, CniError> 
         .and_then(|g| g.ip)
         .map(|g| g.addr);
     publish(env, conf, conf.switch_name()).await?;
-    let lease = Lease { address, gateway, dns: json!({}), routes: vec![] };
+    // IPAM's routes as `install` made them; its DNS is not kept (the configuration's is).
+    let lease = Lease { address, gateway, dns: json!({}), routes: routes::present(env).await? };
     let mac = port.mac.map(|m| m.to_string()).unwrap_or_default();
     let default_route = routes::default_is_ours(env).await?;
     let plugged = Plugged { host_if: &port.host_if, ifname: &env.ifname, mac: &mac, netns: &env.netns, default_route };

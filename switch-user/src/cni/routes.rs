@@ -68,3 +68,21 @@ pub(super) async fn default_is_ours(env: &Env) -> Result<bool, CniError> {
     .await?;
     Ok(via == Some(ifname))
 }
+
+/// The routes `install` made for `env`'s interface, read back from its namespace, as a
+/// result lists them: what a repeated ADD answers (IPAM is not asked twice).
+pub(super) async fn present(env: &Env) -> Result<Vec<Value>, CniError> {
+    let ifname = env.ifname.clone();
+    let routes = netns::run_in_path(&env.netns_path(), move |h| async move {
+        let nl = Netlink::from_handle(h);
+        match nl.ifindex(&ifname).await? {
+            Some(index) => nl.gateway_routes(index).await,
+            None => Ok(vec![]),
+        }
+    })
+    .await?;
+    Ok(routes
+        .into_iter()
+        .map(|(dst, prefix, gw)| serde_json::json!({ "dst": format!("{dst}/{prefix}"), "gw": gw.to_string() }))
+        .collect())
+}

@@ -184,6 +184,33 @@ impl Netlink {
         }
     }
 
+    /// The routes of the main table out of interface `index` via a gateway, but the default
+    /// one: (destination, prefix length, gateway).
+    pub async fn gateway_routes(&self, index: u32) -> Result<Vec<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>> {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
+        let routes: Vec<RouteMessage> =
+            self.handle.route().get(msg).execute().try_collect().await.context("reading the routing table")?;
+        let mut out = vec![];
+        for r in routes.into_iter().filter(|r| r.header.destination_prefix_length > 0) {
+            let (mut dst, mut gw, mut oif) = (None, None, None);
+            for a in r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(d),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(g),
+                    RouteAttribute::Oif(i) => oif = Some(i),
+                    _ => {}
+                }
+            }
+            if let (Some(dst), Some(gw), Some(i)) = (dst, gw, oif)
+                && i == index
+            {
+                out.push((dst, r.header.destination_prefix_length, gw));
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds a route to `dst`/`prefix` via `gateway`; prefix 0 is the default route.
     pub async fn add_route(&self, dst: std::net::Ipv4Addr, prefix: u8, gateway: std::net::Ipv4Addr) -> Result<()> {
         let mut msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new();
