@@ -154,6 +154,11 @@ fn every_path(datapath: &str, mode: Mode) {
         let answers = ask(&a, "10.131.0.3:8080", 2, proto, None);
         all_answered(&format!("{proto} pod to pod"), &answers, &["b"], Some("10.131.0.2"));
     }
+    // `switch tables` shows the flows the switch sends back through the node.
+    let tables = hs.json_on(1, &["tables", "--switch", "svc"]);
+    let row = tables.as_array().unwrap().iter().find(|r| r["table"] == "host_flows").cloned();
+    let entries = row.and_then(|r| r["entries"].as_u64()).unwrap_or_else(|| panic!("no host_flows row: {tables}"));
+    assert!(entries >= 2, "the Service's flows are not in the table: {tables}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Fill levels of the MAC and connection tables, and the drops that belong to no port.
 use async_trait::async_trait;
+use aya::maps::{HashMap, MapData};
 use switch_common::{
-    FDB_CAPACITY,
+    CtKey, FDB_CAPACITY, HOST_FLOWS_CAPACITY, HostFlow, maps as names,
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY},
 };
 
-use super::{Ebpf, NatMaps, SwitchMaps};
+use super::{Ebpf, NatMaps, Pins, SwitchMaps, maps::open_optional};
 use crate::{
     datapath::{SwitchDrops, TableFill, Tables},
     error::Result,
@@ -23,6 +24,7 @@ impl Tables for Ebpf {
             let (fdb_live, fdb_present) = maps.fdb_fill(now, ageing)?;
             let ct = nat.connections()?;
             let t = maps.tables()?;
+            let host_flows = host_flows(&pins)?;
             let fill =
                 |entries: usize, present: usize, capacity: u32, added: u64, removed: u64, refused: u64| TableFill {
                     entries: entries as u64,
@@ -49,6 +51,8 @@ impl Tables for Ebpf {
                         0,
                     ),
                 ),
+                // No counters of its own: what is in it is what the walk finds.
+                ("host_flows", fill(host_flows, host_flows, HOST_FLOWS_CAPACITY, 0, 0, 0)),
             ])
         })
         .await
@@ -71,4 +75,11 @@ impl Tables for Ebpf {
         })
         .await
     }
+}
+
+/// Entries of `HOST_FLOWS` (flows the host translated into the segment: Services), 0 on a
+/// switch pinned before the table existed.
+fn host_flows(pins: &Pins) -> Result<usize> {
+    let map: Option<HashMap<MapData, CtKey, HostFlow>> = open_optional(pins, names::HOST_FLOWS)?;
+    Ok(map.map_or(0, |m| m.keys().filter(Result::is_ok).count()))
 }
