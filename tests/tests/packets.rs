@@ -85,6 +85,13 @@ impl Bed {
         now
     }
 
+    /// The counters of port row `row` (`switch ports --json`), e.g. the gateway's, absolute.
+    fn stats_of(&self, row: &Value) -> Value {
+        let v = json(&["stats", "--switch", &self.sw]);
+        let ports = v["ports"].as_array().unwrap();
+        ports.iter().find(|p| p["interface"] == row["interface"]).cloned().unwrap_or_else(|| panic!("{v}"))
+    }
+
     /// The MAC table without the entries of the ports' own announcements.
     fn learned(&self) -> Vec<(String, String, String)> {
         fdb(&self.sw).into_iter().filter(|e| !self.announced.contains(e)).collect()
@@ -347,4 +354,58 @@ fn a_full_fdb_evicts_and_keeps_forwarding() {
     assert_eq!((added - bed.base_added, removed, n(&t, "capacity")), (u64::from(stations) + 1, 0, 16_384), "{t}");
     assert!(entries <= 16_384 && evicted >= added - 16_384, "{t}");
     assert_eq!(entries + evicted, added, "{t}");
+}
+
+/// A Service's flow (`helpers/host_flows.rs`): a packet the host sends into the segment from
+/// a station (a's address, translated to b by the host) teaches the switch that b's answers
+/// to a go back through the host: they leave for the gateway port with the gateway's MAC.
+/// Packets from the gateway's own address or from outside the segment teach nothing; a's own
+/// packet straight to b for the same ports ends the flow.
+#[test]
+fn answers_of_flows_the_host_translated_go_back_through_it() {
+    use switch_tests::ipv4::{TCP, UDP, packet};
+    let bed = bed_with(&["--gateway", "10.66.0.254/24"], [false; 3]);
+    let rows = json(&["ports", "--switch", &bed.sw]);
+    let gw = rows.as_array().unwrap().iter().find(|r| r["kind"] == "gateway").unwrap().clone();
+    let (gw_if, gw_mac) = (ifindex(gw["interface"].as_str().unwrap()), mac_bytes(gw["mac"].as_str().unwrap()));
+    let (mac_a, mac_b) = (mac_bytes(&ns_mac(&bed.ports[0].0)), mac_bytes(&ns_mac(&bed.ports[1].0)));
+    let (a, b) = ([10, 66, 0, 1], [10, 66, 0, 2]);
+    let with_macs = |mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]| {
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f
+    };
+    let run = |ifindex: u32, f: &[u8]| run_tc(&bed.prog, f, ifindex).unwrap();
+    let host_flows = || n(&table_stats(&bed.sw, "host_flows"), "entries");
+    for proto in [TCP, UDP] {
+        // The host's packet a -> b (translated from a's packet to a Service): noted.
+        let from_host = with_macs(packet(proto, a, b, 40_000, 8080, 0x02, false), mac_b, gw_mac);
+        assert_eq!(run(gw_if, &from_host).retval, TC_ACT_REDIRECT);
+        assert_eq!(host_flows(), 1);
+        // b's answer to a: to the gateway, its destination MAC the gateway's, nothing else
+        // changed; counted as sent to the gateway, not to a.
+        let answer = with_macs(packet(proto, b, a, 8080, 40_000, 0x12, false), mac_a, mac_b);
+        let (gw_tx, a_tx) = (n(&bed.stats_of(&gw), "tx_packets"), n(&bed.stats(0), "tx_packets"));
+        let out = run(bed.ports[1].1, &answer);
+        assert_eq!(out.retval, TC_ACT_REDIRECT);
+        assert_eq!(out.data[..6], gw_mac, "not addressed to the gateway");
+        assert_eq!(out.data[6..], answer[6..], "more than the destination MAC changed");
+        assert_eq!(n(&bed.stats_of(&gw), "tx_packets"), gw_tx + 1);
+        assert_eq!(n(&bed.stats(0), "tx_packets"), a_tx);
+        // Another flow between the same two (other ports) is switched as always.
+        let other = with_macs(packet(proto, b, a, 8081, 40_000, 0x12, false), mac_a, mac_b);
+        assert_eq!(run(bed.ports[1].1, &other).data, other);
+        // a's own packet straight to b on those ports: the flow is over.
+        let direct = with_macs(packet(proto, a, b, 40_000, 8080, 0x02, false), mac_b, mac_a);
+        assert_eq!(run(bed.ports[0].1, &direct).data, direct);
+        assert_eq!(host_flows(), 0);
+        assert_eq!(run(bed.ports[1].1, &answer).data, answer, "a stale flow still diverts");
+    }
+    // From the gateway's own address (the host's connections) or from outside the segment (a
+    // forwarded connection routed in): nothing to note.
+    for src in [[10, 66, 0, 254], [198, 51, 100, 7]] {
+        let f = with_macs(packet(TCP, src, b, 40_000, 8080, 0x02, false), mac_b, gw_mac);
+        assert_eq!(run(gw_if, &f).retval, TC_ACT_REDIRECT);
+        assert_eq!(host_flows(), 0, "noted a packet from {src:?}");
+    }
 }
