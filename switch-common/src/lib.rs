@@ -624,13 +624,20 @@ impl Port {
     /// gateway's own address. Never true for a port without a prefix.
     #[inline(always)]
     pub const fn is_station_addr(&self, addr: u32) -> bool {
-        if self.prefix == 0 || self.prefix > 32 || addr == self.ip {
-            return false;
-        }
-        // Network order on a little-endian machine: the mask's first octet is the low byte.
-        let mask = (u32::MAX << (32 - self.prefix as u32)).to_be();
-        addr & mask == self.ip & mask
+        is_station_addr(self.ip, self.prefix, addr)
     }
+}
+
+/// Whether `addr` is on the segment of gateway address `gateway`/`prefix` (all in network
+/// order), other than the gateway itself: a station's address. Never true without a prefix.
+#[inline(always)]
+pub const fn is_station_addr(gateway: u32, prefix: u8, addr: u32) -> bool {
+    if prefix == 0 || prefix > 32 || addr == gateway {
+        return false;
+    }
+    // `to_be` puts the mask's bytes in network order, as the addresses are read raw.
+    let mask = (u32::MAX << (32 - prefix as u32)).to_be();
+    addr & mask == gateway & mask
 }
 
 /// Per-port counters, kept per CPU by the datapath and summed by the controller (and sent

@@ -75,7 +75,7 @@ impl Datapath for Userspace {
     async fn attach_port(&self, port: &PortState) -> Result<()> {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let d = port.datapath_port();
-        let guard = engine::Guard { flags: d.flags, mac: d.mac, ip: d.ip };
+        let guard = engine::Guard { flags: d.flags, mac: d.mac, ip: d.ip, prefix: d.prefix };
         let req =
             Request::AddPort { slot, ifindex: port.host_ifindex, ifname: port.host_if.clone(), guard: Some(guard) };
         daemon::ask(&self.name, req).await.map(|_| ())

@@ -12,8 +12,11 @@ pub struct Guard {
     pub flags: u32,
     /// The MAC reserved for the port (all zero: none).
     pub mac: [u8; 6],
-    /// The bound address (network order).
+    /// The bound address (network order); the gateway's address for the gateway port.
     pub ip: u32,
+    /// The gateway port's: prefix length of its address (the segment), else 0.
+    #[serde(default)]
+    pub prefix: u8,
 }
 
 /// Why port security dropped a frame.
@@ -90,7 +93,7 @@ mod tests {
 
     #[test]
     fn a_bound_port_sends_only_as_itself() {
-        let g = Guard { flags: PORT_F_BIND_MAC | PORT_F_BIND_IP, mac: OWN, ip: u32::from_ne_bytes(IP) };
+        let g = Guard { flags: PORT_F_BIND_MAC | PORT_F_BIND_IP, mac: OWN, ip: u32::from_ne_bytes(IP), prefix: 0 };
         let ipv4 = |src: [u8; 6], ip: [u8; 4]| frame(src, [8, 0], &[(26, &ip)]);
         let arp = |src: [u8; 6], sha: [u8; 6], ip: [u8; 4]| frame(src, [8, 6], &[(22, &sha), (28, &ip)]);
         assert_eq!(g.check(&ipv4(OWN, IP), &OWN), None);

@@ -48,6 +48,7 @@
 mod closer;
 mod decide;
 mod guard;
+mod host_flows;
 mod lanes;
 mod mac_table;
 mod mapping;
@@ -74,6 +75,7 @@ pub use self::guard::Guard;
 use self::{
     decide::{BatchSources, Verdict, decide},
     guard::Spoof,
+    host_flows::HostFlows,
     lanes::{LaneThread, lane_cpus},
     mac_table::{Clock, Fdb, PortId, Station},
     ports::{Counters, Lane, LearnBudget, Port, PortTable, RxTally, forward},
@@ -110,6 +112,8 @@ struct Shared {
     /// it sleeps at once).
     busy_poll: Duration,
     fdb: Fdb,
+    /// Flows the host translated into the segment (Services), see host_flows.rs.
+    host_flows: HostFlows,
     ports: RwLock<Arc<PortTable>>,
     /// The demux of every port's fanout group; `None`: the kernel's flow hash.
     steering: Option<Steering>,
@@ -132,7 +136,7 @@ impl Shared {
     }
 
     /// Switches the `n` frames in `rx` received on `port`'s socket of `lane`.
-    fn switch_batch(&self, port: &Port, lane: usize, rx: &RxBuffers, n: usize) {
+    fn switch_batch(&self, port: &Port, lane: usize, rx: &mut RxBuffers, n: usize) {
         let ingress = port.id;
         let clock = self.clock();
         let table = self.table();
@@ -162,7 +166,24 @@ impl Shared {
             }
         }
         port.counters.add_rx(&tally);
+        self.through_host(port, &table, rx, &mut verdicts[..n], clock.now);
         forward(&table, ingress, lane, rx, &verdicts[..n]);
+    }
+
+    /// Services (host_flows.rs): the host's frames into the segment note the flows it
+    /// translated; the answers of those, switched between stations, go to the gateway instead,
+    /// addressed to it.
+    fn through_host(&self, port: &Port, table: &PortTable, rx: &mut RxBuffers, verdicts: &mut [Verdict], now: u64) {
+        let Some(gateway) = table.gateway() else { return };
+        for (i, v) in verdicts.iter_mut().enumerate() {
+            let Verdict::Unicast(out) = *v else { continue };
+            if port.id.slot == gateway.id.slot {
+                self.host_flows.note(&port.guard, rx.frame(i), now);
+            } else if out != gateway.id.slot && self.host_flows.via_host(rx.frame(i), now) {
+                rx.set_destination(i, gateway.guard.mac);
+                *v = Verdict::Unicast(gateway.id.slot);
+            }
+        }
     }
 
     /// The time to report with [`Shared::caught_up`], read before a lane looks at a ring; no
@@ -220,7 +241,7 @@ async fn serve_port(shared: Arc<Shared>, fd: AsyncFd<Lane>) {
             // arrives meanwhile makes it ready again, so none waits for the next one.
             match guard.try_io(|fd| fd.get_ref().socket().recv(&mut rx)) {
                 Ok(Ok(n)) => {
-                    shared.switch_batch(&port, lane, &rx, n);
+                    shared.switch_batch(&port, lane, &mut rx, n);
                     budget -= 1;
                 }
                 Ok(Err(e)) => {
@@ -338,6 +359,7 @@ impl Engine {
             lanes,
             busy_poll: config.busy_poll,
             fdb: Fdb::default(),
+            host_flows: HostFlows::default(),
             ports: RwLock::default(),
             steering,
         };

@@ -252,6 +252,11 @@ impl PortTable {
         self.get(id.slot).is_some_and(|p| p.id == id)
     }
 
+    /// The gateway's port (the one the host is behind), if the switch has one.
+    pub(super) fn gateway(&self) -> Option<&Arc<Port>> {
+        self.iter().find(|p| p.guard.flags & switch_common::PORT_F_HOST != 0)
+    }
+
     /// The slot a MAC is reserved for, if any.
     pub(super) fn reserved(&self, mac: &[u8; 6]) -> Option<u32> {
         self.reserved.get(mac).copied()

@@ -224,6 +224,26 @@ impl RxBuffers {
         }
     }
 
+    /// Writes `mac` as the destination of frame `i` (no-op for a frame shorter than that).
+    pub(super) fn set_destination(&mut self, i: usize, mac: [u8; 6]) {
+        let (start, len) = match self.frames[i] {
+            Held::Empty => return,
+            Held::Ring { start, len } => (start, len),
+            Held::Copy { len } => {
+                if let Some(d) = self.copy.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + 6).filter(|_| len >= VNET_HDR_LEN + 6) {
+                    d.copy_from_slice(&mac);
+                }
+                return;
+            }
+        };
+        if len >= VNET_HDR_LEN + 6 {
+            // SAFETY: as in `raw`: the range lies inside a slot the kernel handed over, ours
+            // until the next `recv`; the mapping is writable (PROT_WRITE), and `&mut self`
+            // means no slice of it is alive.
+            unsafe { std::ptr::copy_nonoverlapping(mac.as_ptr(), self.base.as_ptr().add(start + VNET_HDR_LEN), 6) };
+        }
+    }
+
     /// The Ethernet frame of frame `i` (empty if the kernel gave less than a virtio header).
     pub(super) fn frame(&self, i: usize) -> &[u8] {
         self.raw(i).get(VNET_HDR_LEN..).unwrap_or_default()
