@@ -14,11 +14,14 @@
 //! The plugin is the controller library in another binary: the same state, lock and
 //! datapaths as the `switch` CLI, which sees and can inspect everything the plugin made.
 //! Spec versions 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0; commands ADD, DEL, CHECK, VERSION,
-//! and 1.1's GC and STATUS.
+//! and 1.1's GC and STATUS. Run with arguments instead (`switch-cni install`), the binary
+//! puts itself into a runtime's directories (`install`, `conflist`).
 mod add;
 mod check;
+pub mod conflist;
 mod del;
 mod gc;
+pub mod install;
 mod ipam;
 mod routes;
 pub mod spec;
