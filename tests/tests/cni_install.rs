@@ -285,3 +285,145 @@ fn install_while_the_plugin_runs_never_breaks_an_exec() {
     assert!(n >= 20, "the plugin ran only {n} times: the test saw too little");
     assert!(fs::read(&installed).unwrap() == fs::read(cni_bin()).unwrap());
 }
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// a hybrid machine).
+fn cgroup_v2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split_whitespace().nth(2) == Some("cgroup2")).expect("no cgroup2 mount");
+    PathBuf::from(line.split_whitespace().nth(1).unwrap())
+}
+
+/// A cgroup standing for a container runtime's (the unit systemd kills whole when containerd
+/// restarts), made by the test under the v2 root; killed and removed on drop.
+struct RuntimeCgroup(PathBuf);
+
+impl RuntimeCgroup {
+    fn new(name: &str) -> Self {
+        let dir = cgroup_v2_root().join(name);
+        fs::create_dir(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// `program args` started inside the cgroup (a shell moves itself in, then execs it).
+    fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#).arg(&self.0).arg(program).args(args);
+        c
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.0.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    /// Kills every process in it, as systemd stops a unit; waits until none is left.
+    fn kill(&self) {
+        fs::write(self.0.join("cgroup.kill"), "1").unwrap();
+        assert!(within(|| self.pids().is_empty()), "cgroup.kill left {:?}", self.pids());
+    }
+}
+
+impl Drop for RuntimeCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("cgroup.kill"), "1");
+        within(|| fs::remove_dir(&self.0).is_ok());
+    }
+}
+
+/// The userspace switch, its containers and the leases of the test, removed on drop.
+struct UserspaceNet {
+    switch: String,
+    containers: Vec<String>,
+    data_dir: PathBuf,
+}
+
+impl Drop for UserspaceNet {
+    fn drop(&mut self) {
+        let _ = switch(&["down", "--switch", &self.switch]);
+        for ns in &self.containers {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Whether process `pid` runs (not a zombie).
+fn running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// Runs the plugin with `command` for container `ns` (its namespace made by `ip netns add`),
+/// through `cmd` (inside a cgroup or not); returns its stdout as JSON.
+fn run_plugin(mut cmd: Command, command: &str, ns: &str, conf: &Value) -> Value {
+    use std::io::Write as _;
+    let netns = format!("/run/netns/{ns}");
+    let id = format!("{ns}-id");
+    let mut child = cmd
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([("CNI_COMMAND", command), ("CNI_CONTAINERID", &id), ("CNI_NETNS", &netns)])
+        .envs([("CNI_IFNAME", "eth0"), ("CNI_PATH", "/usr/lib/cni")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{command} of {ns}: {text}");
+    if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
+}
+
+/// The plugin brings a userspace switch up from inside the runtime's cgroup; the switch's
+/// process must not be in it: killing the whole cgroup (a containerd restart under systemd)
+/// leaves the switch forwarding. `down` removes the switch process's own cgroup.
+#[test]
+#[ignore = "needs root"]
+fn a_userspace_switch_started_by_the_plugin_outlives_the_runtime_s_cgroup() {
+    let tag = format!("ins{}", std::process::id() % 100_000);
+    let net = UserspaceNet {
+        switch: format!("{tag}us"),
+        containers: vec![format!("{tag}a"), format!("{tag}b")],
+        data_dir: Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-leases")),
+    };
+    for ns in &net.containers {
+        host("ip", &["netns", "add", ns]);
+    }
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": format!("{tag}net"), "type": "switch-cni",
+        "switch": net.switch, "datapath": "userspace",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.151.0.0/24", "gateway": "10.151.0.1"}]],
+                 "dataDir": net.data_dir},
+    });
+    let runtime = RuntimeCgroup::new(&format!("{tag}-runtime"));
+    let mut containerd = Reaped::new(runtime.command(Path::new("/bin/sleep"), &["600"]).spawn().unwrap());
+    assert!(within(|| runtime.pids().contains(&(containerd.id() as i32))), "the stand-in is not in the cgroup");
+    let mut ips = vec![];
+    for ns in &net.containers {
+        let r = run_plugin(runtime.command(&cni_bin(), &[]), "ADD", ns, &conf);
+        ips.push(r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned());
+    }
+    let daemon = switch_pid(&net.switch).expect("no userspace switch process");
+    assert!(ping(&net.containers[0], &ips[1], 1), "no forwarding to begin with");
+    // containerd restarted by systemd: every process of its cgroup killed.
+    runtime.kill();
+    let status = containerd.wait().unwrap();
+    assert!(!status.success(), "the stand-in was not killed: {status:?}");
+    assert!(running(daemon), "the switch process died with the runtime's cgroup");
+    assert!(ping(&net.containers[0], &ips[1], 3), "no forwarding after the runtime's cgroup was killed");
+    assert!(ping(&net.containers[1], "10.151.0.1", 1), "the gateway does not answer");
+    let own = format!("0::/switch/{}", net.switch);
+    let cgroup = fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap();
+    assert!(cgroup.lines().any(|l| l == own), "the switch process is in {cgroup}, not {own}");
+    for ns in &net.containers {
+        run_plugin(Command::new(cni_bin()), "DEL", ns, &conf);
+    }
+    ok(&["down", "--switch", &net.switch]);
+    assert!(!cgroup_v2_root().join("switch").join(&net.switch).exists(), "down left the switch process's cgroup");
+    assert!(within(|| !running(daemon)), "down left the switch process running");
+}
