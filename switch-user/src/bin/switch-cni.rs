@@ -28,7 +28,10 @@ fn main() -> ExitCode {
 fn plugin() -> ExitCode {
     let env = Env::from_process();
     let mut stdin = vec![];
-    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+    // Without a command there is nothing to read the configuration for (and someone running
+    // it by hand is told at once, not left waiting on the terminal).
+    let read = if env.command.is_empty() { Ok(0) } else { std::io::stdin().read_to_end(&mut stdin) };
+    let outcome = match read {
         Err(e) => Err(CniError::new(cni::spec::Code::Decode, format!("reading stdin: {e}"))),
         Ok(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -84,6 +87,7 @@ enum Command {
         switch-cni install --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d \\\n      \
         --subnet 10.244.0.0/16 --range 10.244.1.0/24 --uplink eth0   # nodes on one segment (VXLAN)\n  \
         switch-cni install --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d --conf my.conflist")]
+    #[command(group(clap::ArgGroup::new("configuration").required(true).args(["conf", "subnet"])))]
     Install {
         #[command(flatten)]
         dirs: Dirs,
@@ -91,7 +95,7 @@ enum Command {
         #[arg(long, value_name = "FILE", conflicts_with_all = ["subnet", "range", "name", "switch", "uplink", "datapath", "mtu", "no_masquerade"])]
         conf: Option<PathBuf>,
         /// The pods' segment: the node's pod CIDR, or the cluster's when nodes share one segment.
-        #[arg(long, value_name = "CIDR", required_unless_present = "conf")]
+        #[arg(long, value_name = "CIDR")]
         subnet: Option<Subnet>,
         /// The part of --subnet this node hands out (its pod CIDR) [default: all of --subnet].
         #[arg(long, value_name = "CIDR")]
@@ -158,7 +162,7 @@ fn command_line() -> ExitCode {
                     mtu,
                     masquerade: !no_masquerade,
                 }),
-                (None, None) => unreachable!("clap requires --subnet without --conf"),
+                (None, None) => unreachable!("clap requires --conf or --subnet"),
             };
             (install::install(&dirs.bin_dir, &dirs.conf_dir, &source), true)
         }

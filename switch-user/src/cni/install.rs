@@ -123,7 +123,9 @@ pub fn install(bin_dir: &Path, conf_dir: &Path, conf: &ConfSource) -> Result<Rep
         }
     };
     let plugin = std::env::current_exe().context("finding the switch-cni binary")?;
-    let switch = switch_binary()?;
+    // The plugin finds `switch` beside itself; so does install, to copy it.
+    let switch = switch_binary()
+        .map_err(|_| Error::Command(format!("no switch binary next to {}: install copies both", plugin.display())))?;
     let targets = [
         Target { path: bin_dir.join("switch-cni"), content: Content::CopyOf(plugin), mode: 0o755 },
         Target { path: bin_dir.join("switch"), content: Content::CopyOf(switch), mode: 0o755 },
