@@ -379,13 +379,17 @@ fn run_plugin(mut cmd: Command, command: &str, ns: &str, conf: &Value) -> Value 
     if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
 }
 
-/// The plugin brings a userspace switch up from inside the runtime's cgroup; the switch's
-/// process must not be in it: killing the whole cgroup (a containerd restart under systemd)
-/// leaves the switch forwarding. `down` removes the switch process's own cgroup.
+/// The installed plugin brings a userspace switch up from inside the runtime's cgroup, with
+/// the installed `switch` beside it; the switch's process must not be in that cgroup: killing
+/// the whole cgroup (a containerd restart under systemd) leaves the switch forwarding. `down`
+/// removes the switch process's own cgroup.
 #[test]
 #[ignore = "needs root"]
 fn a_userspace_switch_started_by_the_plugin_outlives_the_runtime_s_cgroup() {
     let tag = format!("ins{}", std::process::id() % 100_000);
+    let installed = Dirs::new("runtime");
+    report(&cni_bin(), "install", &installed, &SUBNET);
+    let plugin = installed.bin.join("switch-cni");
     let net = UserspaceNet {
         switch: format!("{tag}us"),
         containers: vec![format!("{tag}a"), format!("{tag}b")],
@@ -405,10 +409,12 @@ fn a_userspace_switch_started_by_the_plugin_outlives_the_runtime_s_cgroup() {
     assert!(within(|| runtime.pids().contains(&(containerd.id() as i32))), "the stand-in is not in the cgroup");
     let mut ips = vec![];
     for ns in &net.containers {
-        let r = run_plugin(runtime.command(&cni_bin(), &[]), "ADD", ns, &conf);
+        let r = run_plugin(runtime.command(&plugin, &[]), "ADD", ns, &conf);
         ips.push(r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned());
     }
     let daemon = switch_pid(&net.switch).expect("no userspace switch process");
+    let exe = fs::read_link(format!("/proc/{daemon}/exe")).unwrap();
+    assert_eq!(exe, installed.bin.join("switch"), "the plugin did not start the switch installed beside it");
     assert!(ping(&net.containers[0], &ips[1], 1), "no forwarding to begin with");
     // containerd restarted by systemd: every process of its cgroup killed.
     runtime.kill();
@@ -421,7 +427,7 @@ fn a_userspace_switch_started_by_the_plugin_outlives_the_runtime_s_cgroup() {
     let cgroup = fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap();
     assert!(cgroup.lines().any(|l| l == own), "the switch process is in {cgroup}, not {own}");
     for ns in &net.containers {
-        run_plugin(Command::new(cni_bin()), "DEL", ns, &conf);
+        run_plugin(Command::new(&plugin), "DEL", ns, &conf);
     }
     ok(&["down", "--switch", &net.switch]);
     assert!(!cgroup_v2_root().join("switch").join(&net.switch).exists(), "down left the switch process's cgroup");
