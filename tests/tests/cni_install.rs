@@ -148,6 +148,11 @@ fn install_puts_both_binaries_and_the_conf_in_place_and_uninstall_takes_only_the
     expect(&r, &[("switch-cni", "unchanged"), ("switch", "unchanged"), ("10-switch.conflist", "unchanged")]);
     assert_eq!(r["changed"], false);
     assert_eq!(d.listing(), before);
+    // A binary that lost its mode is put back, by a new file like any other change.
+    fs::set_permissions(d.bin.join("switch"), fs::Permissions::from_mode(0o644)).unwrap();
+    let r = report(&cni_bin(), "install", &d, &SUBNET);
+    expect(&r, &[("switch-cni", "unchanged"), ("switch", "replaced"), ("10-switch.conflist", "unchanged")]);
+    assert_eq!(fs::metadata(d.bin.join("switch")).unwrap().permissions().mode() & 0o777, 0o755);
     let mut text = vec!["install".to_owned()];
     text.extend(d.dir_args());
     text.extend(SUBNET.map(String::from));

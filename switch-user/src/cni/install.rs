@@ -15,8 +15,8 @@
 //! for writing, which exec refuses with ETXTBSY). Everything is checked and every temporary
 //! file written before the first rename: bad input or a full disk changes nothing. The
 //! binaries go first and the configuration last (a runtime never sees a network whose plugin
-//! is not there yet); uninstall goes the other way. A file whose content is already the one to
-//! install is left untouched, so a second install changes nothing. Uninstall removes a file
+//! is not there yet); uninstall goes the other way. A file whose content and mode are already
+//! the ones to install is left untouched, so a second install changes nothing. Uninstall removes a file
 //! only if it is still the very file install wrote (its identity in the record): a file
 //! someone else put there, or changed since, is left alone, and so is anything else in the
 //! directories. The record has no `.conf`, `.conflist` or `.json` ending: runtimes do not read
@@ -137,7 +137,9 @@ pub fn install(bin_dir: &Path, conf_dir: &Path, conf: &ConfSource) -> Result<Rep
         let action = match fs::symlink_metadata(&t.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Action::Installed,
             Err(e) => return Err(e).context(format!("inspecting {}", t.path.display())),
-            Ok(m) if m.is_file() && same_content(&t.path, &t.content)? => Action::Unchanged,
+            Ok(m) if m.is_file() && m.mode() & 0o7777 == t.mode && same_content(&t.path, &t.content)? => {
+                Action::Unchanged
+            }
             Ok(_) => Action::Replaced,
         };
         if action != Action::Unchanged {
