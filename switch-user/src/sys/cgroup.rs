@@ -13,7 +13,9 @@
 //!   <cgroup v2 root>/switch/@HOST/NAME    a host namespace's (see sys::host)
 //! ```
 //! No controller is enabled in them (limits stay the machine's). The directory is `switch`,
-//! not `switch.slice`: systemd takes names ending in `.slice` for its own units.
+//! not `switch.slice`: systemd takes names ending in `.slice` for its own units. systemd
+//! tracks units in the v2 hierarchy also on a hybrid machine (v2 at `/sys/fs/cgroup/unified`);
+//! without any v2 hierarchy (cgroup v1 only) the process stays where it was started.
 use std::{
     fs,
     io::ErrorKind,
