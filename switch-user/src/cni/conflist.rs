@@ -13,6 +13,7 @@
 //! ```
 use std::{net::Ipv4Addr, path::Path};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::spec::NetConf;
@@ -109,8 +110,8 @@ pub struct Defaults {
 }
 
 impl Defaults {
-    /// The conflist, checked as a runtime's configuration would be.
-    pub fn conflist(&self) -> Result<Value> {
+    /// The conflist as its file holds it, checked as a runtime's configuration would be.
+    pub fn conflist(&self) -> Result<Vec<u8>> {
         validate_name("network name", &self.name)?;
         let switch = self.switch.clone().unwrap_or_else(|| self.name.clone());
         validate_name("switch name", &switch)?;
@@ -118,35 +119,75 @@ impl Defaults {
         if !self.subnet.contains(range) {
             return Err(Error::invalid("range", range.to_string(), format!("is not inside subnet {}", self.subnet)));
         }
-        let mut plugin = json!({
-            "type": PLUGIN_TYPE,
-            "switch": switch,
-            "ipMasq": self.masquerade,
-            "capabilities": { "portMappings": true, "mac": true, "ips": true },
-            "ipam": {
-                "type": "host-local",
-                // The gateway is the range's first address; host-local never hands it out.
-                "ranges": [[{
-                    "subnet": self.subnet.to_string(),
-                    "rangeStart": range.nth(2).to_string(),
-                    "rangeEnd": Ipv4Addr::from(u32::from(range.last()) - 1).to_string(),
-                    "gateway": range.nth(1).to_string(),
+        let plugin = Plugin {
+            kind: PLUGIN_TYPE,
+            switch: &switch,
+            datapath: self.datapath.as_deref(),
+            uplink: &self.uplinks,
+            ip_masq: self.masquerade,
+            mtu: self.mtu,
+            capabilities: json!({ "portMappings": true, "mac": true, "ips": true }),
+            // The gateway is the range's first address; host-local never hands it out.
+            ipam: Ipam {
+                kind: "host-local",
+                ranges: [[Range {
+                    subnet: self.subnet.to_string(),
+                    range_start: range.nth(2).to_string(),
+                    range_end: Ipv4Addr::from(u32::from(range.last()) - 1).to_string(),
+                    gateway: range.nth(1).to_string(),
                 }]],
             },
-        });
-        if !self.uplinks.is_empty() {
-            plugin["uplink"] = json!(self.uplinks);
-        }
-        if let Some(d) = &self.datapath {
-            plugin["datapath"] = json!(d);
-        }
-        if let Some(m) = self.mtu {
-            plugin["mtu"] = json!(m);
-        }
-        let list = json!({ "cniVersion": DEFAULT_VERSION, "name": self.name, "plugins": [plugin] });
-        check(&list).map_err(|reason| Error::invalid("network configuration", "(default)", reason))?;
-        Ok(list)
+        };
+        let list = List { cni_version: DEFAULT_VERSION, name: &self.name, plugins: [plugin] };
+        let value = serde_json::to_value(&list).expect("the conflist serializes");
+        check(&value).map_err(|reason| Error::invalid("network configuration", "(default)", reason))?;
+        let mut bytes = serde_json::to_vec_pretty(&list).expect("the conflist serializes");
+        bytes.push(b'\n');
+        Ok(bytes)
     }
+}
+
+// The default conflist's shape: structs rather than a JSON value, so that the file lists the
+// keys in the order people read them (a JSON map here sorts them).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct List<'a> {
+    cni_version: &'a str,
+    name: &'a str,
+    plugins: [Plugin<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Plugin<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    switch: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datapath: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    uplink: &'a [String],
+    ip_masq: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtu: Option<u32>,
+    capabilities: Value,
+    ipam: Ipam,
+}
+
+#[derive(Serialize)]
+struct Ipam {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ranges: [[Range; 1]; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Range {
+    subnet: String,
+    range_start: String,
+    range_end: String,
+    gateway: String,
 }
 
 /// Reads and checks the user's conflist (`--conf FILE`): JSON, a conflist (`cniVersion`,
@@ -211,7 +252,14 @@ mod tests {
 
     #[test]
     fn the_default_hands_out_the_range_with_its_first_address_as_gateway() {
-        let l = defaults("10.244.0.0/16", Some("10.244.1.0/24")).conflist().unwrap();
+        let bytes = defaults("10.244.0.0/16", Some("10.244.1.0/24")).conflist().unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let order: Vec<usize> = ["cniVersion", "name", "type", "switch", "ipam", "rangeStart", "gateway"]
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\"")).unwrap())
+            .collect();
+        assert!(order.is_sorted(), "keys out of reading order: {text}");
+        let l: Value = serde_json::from_str(&text).unwrap();
         let r = &l["plugins"][0]["ipam"]["ranges"][0][0];
         assert_eq!(
             (r["subnet"].as_str(), r["rangeStart"].as_str(), r["rangeEnd"].as_str(), r["gateway"].as_str()),

@@ -116,11 +116,7 @@ pub fn install(bin_dir: &Path, conf_dir: &Path, conf: &ConfSource) -> Result<Rep
     directory("--conf-dir", conf_dir)?;
     let conf = match conf {
         ConfSource::File(f) => conflist::read_user_conflist(f)?,
-        ConfSource::Default(d) => {
-            let mut bytes = serde_json::to_vec_pretty(&d.conflist()?).expect("JSON values serialize");
-            bytes.push(b'\n');
-            bytes
-        }
+        ConfSource::Default(d) => d.conflist()?,
     };
     let plugin = std::env::current_exe().context("finding the switch-cni binary")?;
     // The plugin finds `switch` beside itself; so does install, to copy it.
