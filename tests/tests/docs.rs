@@ -1,5 +1,5 @@
 //! The documentation agrees with what it describes: `docs/reference.md` is the `--help` of
-//! every command of the binary, the README's benchmark table is the one in
+//! every command of both binaries (`switch`, then `switch-cni`), the README's benchmark table is the one in
 //! `docs/benchmarks.md` (which `switch bench` writes), and every relative link of README.md and
 //! docs/ leads to a file and, with a `#fragment`, to a heading of it.
 //!
@@ -25,15 +25,16 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// `switch PATH... --help`.
-fn help(path: &[String]) -> String {
-    let out = Command::new(switch_bin())
+/// `BIN PATH... --help` (BIN: `switch`, or `switch-cni` next to it).
+fn help(bin: &str, path: &[String]) -> String {
+    let out = Command::new(switch_bin().with_file_name(bin))
         .args(path)
         .arg("--help")
         .env("COLUMNS", HELP_COLUMNS)
+        .env_remove("CNI_COMMAND")
         .output()
-        .expect("running switch --help");
-    assert!(out.status.success(), "switch {} --help: {}", path.join(" "), String::from_utf8_lossy(&out.stderr));
+        .expect("running --help");
+    assert!(out.status.success(), "{bin} {} --help: {}", path.join(" "), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("help is UTF-8")
 }
 
@@ -51,15 +52,15 @@ fn subcommands(help: &str) -> Vec<String> {
         .collect()
 }
 
-/// Appends the help of `switch PATH...` and of every command below it, depth first.
-fn walk(path: Vec<String>, out: &mut String) {
-    let text = help(&path);
-    let title = if path.is_empty() { "switch".to_owned() } else { format!("switch {}", path.join(" ")) };
+/// Appends the help of `BIN PATH...` and of every command below it, depth first.
+fn walk(bin: &str, path: Vec<String>, out: &mut String) {
+    let text = help(bin, &path);
+    let title = if path.is_empty() { bin.to_owned() } else { format!("{bin} {}", path.join(" ")) };
     out.push_str(&format!("\n## {title}\n\n```text\n{}\n```\n", text.trim_end()));
     for sub in subcommands(&text) {
         let mut next = path.clone();
         next.push(sub);
-        walk(next, out);
+        walk(bin, next, out);
     }
 }
 
@@ -68,11 +69,12 @@ fn reference() -> String {
         "# switch: command reference\n\n\
          The `--help` of every command, generated from the binary (`SWITCH_UPDATE_REFERENCE=1 cargo \
          test -p switch-tests --test docs`; the test fails when it no longer matches). What the \
-         commands do, with examples: [commands.md](commands.md). `switch-cni` has no command line of \
-         its own: its configuration keys, environment and errors are in \
-         [containers.md](containers.md#switch-cni).\n",
+         commands do, with examples: [commands.md](commands.md). `switch-cni`'s command line \
+         (installing the plugin) is at the end; as a plugin it takes the configuration keys, \
+         environment and errors in [containers.md](containers.md#switch-cni).\n",
     );
-    walk(Vec::new(), &mut out);
+    walk("switch", Vec::new(), &mut out);
+    walk("switch-cni", Vec::new(), &mut out);
     out
 }
 

@@ -14,11 +14,14 @@
 //! The plugin is the controller library in another binary: the same state, lock and
 //! datapaths as the `switch` CLI, which sees and can inspect everything the plugin made.
 //! Spec versions 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0; commands ADD, DEL, CHECK, VERSION,
-//! and 1.1's GC and STATUS.
+//! and 1.1's GC and STATUS. Run with arguments instead (`switch-cni install`), the binary
+//! puts itself into a runtime's directories (`install`, `conflist`).
 mod add;
 mod check;
+pub mod conflist;
 mod del;
 mod gc;
+pub mod install;
 mod ipam;
 mod routes;
 pub mod spec;
@@ -150,6 +153,12 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
 /// Runs one plugin invocation: `Ok(Some(json))` is printed on stdout, `Ok(None)` prints
 /// nothing (DEL, CHECK), `Err` is printed as the spec's error JSON (and the exit status is 1).
 pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
+    if env.command.is_empty() {
+        return Err(CniError::new(
+            Code::InvalidEnv,
+            "CNI_COMMAND is not set (a runtime sets it; to install the plugin, see switch-cni --help)",
+        ));
+    }
     if env.command == "VERSION" {
         return Ok(Some(spec::version_result()));
     }
@@ -167,7 +176,6 @@ pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
             Ok(()) => ipam::status(env, &conf, stdin).await.map(|()| None),
             Err(e) => Err(CniError { code: 50, ..CniError::new(Code::Switch, e.to_string()) }),
         },
-        "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
         other => Err(CniError::new(Code::InvalidEnv, format!("unknown CNI_COMMAND '{other}'"))),
     };
     out.map_err(|e| e.in_version(&conf.cni_version))

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     error::{Context as _, Error, Result},
-    sys::{files, host, process::ProcessId},
+    sys::{cgroup, cgroup::ProcessCgroup, files, host, process::ProcessId},
 };
 
 /// Control socket of switch `name`.
@@ -55,7 +55,7 @@ fn read_pid(name: &str) -> Option<ProcessId> {
 
 /// The `switch` binary: this process's, or the one next to it when this is another binary of
 /// the project (the CNI plugin brings userspace switches up too).
-fn switch_binary() -> Result<std::path::PathBuf> {
+pub fn switch_binary() -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe().context("finding the switch binary")?;
     if exe.file_name().is_some_and(|n| n == "switch") {
         return Ok(exe);
@@ -68,8 +68,8 @@ fn switch_binary() -> Result<std::path::PathBuf> {
     }
 }
 
-/// Starts switch `name`'s process in the background (its own session, stdio to the log file)
-/// and waits until it answers on its control socket.
+/// Starts switch `name`'s process in the background (its own session and cgroup, stdio to
+/// the log file) and waits until it answers on its control socket.
 pub async fn spawn(name: &str, config: &Config) -> Result<()> {
     stop(name).await?;
     let exe = switch_binary()?;
@@ -85,15 +85,22 @@ pub async fn spawn(name: &str, config: &Config) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    // SAFETY: setsid is async-signal-safe; it detaches the process from our terminal and
-    // process group so that Ctrl-C on the CLI does not reach it.
+    // Its own cgroup, entered before exec: the caller's cgroup (a container runtime's unit,
+    // a login session) may be killed whole, and the switch must outlive it.
+    let cgroup = ProcessCgroup::make(name)?;
+    let procs = cgroup.as_ref().map(ProcessCgroup::procs_fd);
+    // SAFETY: setsid and the write in `enter` are async-signal-safe; setsid detaches the
+    // process from our terminal and process group so that Ctrl-C on the CLI does not reach it.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
-            Ok(())
+            procs.map_or(Ok(()), ProcessCgroup::enter)
         });
     }
-    let mut child = cmd.spawn().context("starting the userspace switch process")?;
+    let spawned = cmd.spawn().context("starting the userspace switch process");
+    // The cgroup's descriptor stays open until the child has exec'd (spawn returns after).
+    drop(cgroup);
+    let mut child = spawned?;
     for _ in 0..200 {
         if alive(name).await {
             return Ok(());
@@ -113,7 +120,7 @@ pub async fn spawn(name: &str, config: &Config) -> Result<()> {
 }
 
 /// Stops switch `name`'s process if one runs (shutdown request, then SIGTERM, then SIGKILL)
-/// and removes its pid file, socket and log. Nothing running is not an error.
+/// and removes its cgroup, pid file, socket and log. Nothing running is not an error.
 pub async fn stop(name: &str) -> Result<()> {
     // The pid first: the process removes its pid file on the way out, before it is gone.
     let me = ProcessId::current();
@@ -137,8 +144,9 @@ pub async fn stop(name: &str) -> Result<()> {
             }
         }
     }
-    // The log goes too: `down` leaves nothing behind (a failed start reports its last line
-    // before this runs).
+    // Its cgroup, then the log: `down` leaves nothing behind (a failed start reports its last
+    // line before this runs).
+    cgroup::remove_process_cgroup(name).await?;
     for p in [pid_path(name), socket_path(name), log_path(name)] {
         match fs::remove_file(&p) {
             Ok(()) => {}
