@@ -36,6 +36,7 @@
 //!   kind.rs               DatapathKind and Capability: the leaf that state, errors, the CLI
 //!                         and the datapaths all name
 //!   names.rs, error.rs    input parsing and interface names; the typed error
+//!   edge.rs               what both binaries do alike at their edge (usage errors)
 //! ```
 //! Nothing below `controller/` imports it: `datapath/`, `sys/`, `state.rs` and `error.rs`
 //! point down or sideways only, and `sys/` names nothing above it (tests/tests/layers.rs
@@ -47,6 +48,7 @@ pub mod bench;
 pub mod cni;
 pub mod controller;
 pub mod datapath;
+pub mod edge;
 pub mod error;
 pub mod kind;
 pub mod names;

@@ -13,7 +13,7 @@ use switch::sys::netns;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return switch::edge::usage_error(e),
     };
     let level = match cli.verbose {
         0 => "warn",
@@ -47,26 +47,6 @@ fn main() -> ExitCode {
         },
         Err(e) => fail(&e),
     }
-}
-
-/// Help and version go out as clap prints them; a malformed command line becomes one
-/// `error:` line (clap's hint to try --help, on lines of its own, is left out) and exit 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        e.exit();
-    }
-    let rendered = e.render().to_string();
-    let line: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
-        .collect();
-    eprintln!("{}", line.join(" "));
-    ExitCode::from(2)
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {

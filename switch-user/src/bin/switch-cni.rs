@@ -146,7 +146,7 @@ struct Dirs {
 fn command_line() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return switch::edge::usage_error(e),
     };
     let (report, installing) = match cli.command {
         Command::Install { dirs, conf, subnet, range, name, switch, uplink, datapath, mtu, no_masquerade } => {
@@ -206,23 +206,4 @@ fn text(r: &Report, installing: bool) -> String {
         lines.push(if installing { "nothing changed: installed already" } else { "nothing changed" }.into());
     }
     lines.join("\n")
-}
-
-/// Help and version as clap prints them; a malformed command line is one line and exit 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        e.exit();
-    }
-    let rendered = e.render().to_string();
-    let line: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
-        .collect();
-    eprintln!("{}", line.join(" "));
-    ExitCode::from(2)
 }
