@@ -174,7 +174,7 @@ pub fn decide_at(
             return Decision::drop(DROP_MAC_LIMIT, events::DROP_MAC_LIMIT);
         }
     };
-
+    let unicast = Decision { in_slot, in_flags, learned, moved_from, ..Decision::new(UNICAST) };
     if !is_group(&eth.dst)
         && let Some(out_ifindex) = fdb::lookup(eth.dst, now, cfg.ageing_ns).or_else(|| fdb::bound(eth.dst))
     {
@@ -185,18 +185,7 @@ pub fn decide_at(
         }
         // SAFETY: as above.
         match unsafe { PORT_SLOTS.get(&out_ifindex) } {
-            Some(&out_slot) => {
-                return Decision {
-                    action: UNICAST,
-                    out_ifindex,
-                    out_slot,
-                    in_slot,
-                    in_flags,
-                    learned,
-                    moved_from,
-                    drop_reason: 0,
-                };
-            }
+            Some(&out_slot) => return Decision { out_ifindex, out_slot, ..unicast },
             // The entry points at a port that was removed: forget it and flood.
             None => fdb::forget(eth.dst),
         }
