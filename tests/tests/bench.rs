@@ -76,7 +76,11 @@ fn quick_bench_produces_well_formed_results() {
             "pod_port_conn",
             "pod_port_tcp",
             "vxlan_tcp",
-            "vxlan_udp64"
+            "vxlan_udp64",
+            "svc_pod_tcp",
+            "svc_pod_udp64",
+            "svc_tcp",
+            "svc_conn"
         ]
     );
     metrics[..6].iter().for_each(switches_are_measured_against_their_baselines);
@@ -85,12 +89,13 @@ fn quick_bench_produces_well_formed_results() {
     metrics[10..13].iter().for_each(switch_cni_is_measured_against_the_bridge_plugin);
     metrics[13..19].iter().for_each(podman_is_measured_against_bridge_and_portmap);
     metrics[19..21].iter().for_each(the_tunnel_is_measured_against_bridge_and_vxlan);
+    metrics[21..25].iter().for_each(services_are_measured_with_and_without_rules);
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 22);
+    assert_eq!(targets.len(), 26);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     the_chart_has_a_bar_per_measurement(&svg, metrics);
     // Nothing of the benchmark is left, podman's containers and environment included.
-    assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
+    assert!(!netns_list().iter().any(|n| n.starts_with("bench") || n.starts_with("sbench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
     let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchp")).collect();
     assert!(links.is_empty(), "{links:?}");
@@ -222,6 +227,94 @@ fn the_tunnel_is_measured_against_bridge_and_vxlan(m: &Value) {
     assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
 }
 
+/// Services: pod to pod on the tc switch with and without 100 Services' rules on the node (and
+/// on the bridge with br_netfilter), pod to ClusterIP on the switch against that bridge, and a
+/// row saying the bridge cannot without br_netfilter.
+fn services_are_measured_with_and_without_rules(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    let measured = if m["id"].as_str().unwrap().starts_with("svc_pod") {
+        assert_eq!(contenders(m), ["tc-no-rules", "tc-services", "bridge-services"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["tc-no-rules", "bridge-services"]));
+        assert_eq!(rows[0]["vs"]["tc-no-rules"].as_f64(), Some(1.0));
+        &rows[..]
+    } else {
+        assert_eq!(contenders(m), ["tc-services", "bridge-services", "bridge-no-br-netfilter"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["bridge-services"]));
+        let plain = &rows[2];
+        assert!(plain["error"].as_str().unwrap().contains("without br_netfilter"), "{plain}");
+        assert!(plain["samples"].as_array().unwrap().is_empty());
+        &rows[..2]
+    };
+    for r in measured {
+        assert!(r["error"].is_null(), "{}: {r}", m["id"]);
+        assert!(r["median"].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{}: {r}", m["id"]);
+    }
+    assert!(rows[1]["vs"]["bridge-services"].as_f64().is_some_and(|v| v > 0.0), "{}: {}", m["id"], rows[1]);
+}
+
+/// The Services comparison alone: measured, and the machine's netfilter tables, ip_forward and
+/// namespaces as they were (the rules and settings live in the bench's own node namespaces).
+#[test]
+fn services_bench_keeps_its_rules_in_its_nodes() {
+    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
+    const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+    let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
+    let ours = || {
+        let saved = std::process::Command::new("iptables-save").output().unwrap();
+        String::from_utf8_lossy(&saved.stdout).lines().filter(|l| l.contains("10.190.")).count()
+    };
+    assert_eq!(ours(), 0, "the machine has rules for the bench's ClusterIPs before it runs");
+    let run = Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["--json", "bench", "--only", "services", "--rounds", "2", "--secs", "1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // While it runs: the nodes hold the rules, the machine does not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let node_rules = |ns: &str| {
+        let saved = std::process::Command::new("ip").args(["netns", "exec", ns, "iptables-save"]).output().unwrap();
+        String::from_utf8_lossy(&saved.stdout).lines().filter(|l| l.contains("-j KUBE-SVC-")).count()
+    };
+    while node_rules("sbench2") < 100 {
+        assert!(std::time::Instant::now() < deadline, "the bridge's node never got its 100 Services");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(node_rules("sbench1"), 100, "the switch's node has the same Services");
+    assert_eq!(node_rules("sbench0"), 0, "the baseline's node has none");
+    assert_eq!(ours(), 0, "the machine's own tables have none of them");
+    let out = run.take().wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let metrics = report["metrics"].as_array().unwrap();
+    let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["svc_pod_tcp", "svc_pod_udp64", "svc_tcp", "svc_conn"]);
+    metrics.iter().for_each(services_are_measured_with_and_without_rules);
+    for m in metrics {
+        assert!(
+            m["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["error"].is_string() || r["samples"].as_array().unwrap().len() == 2)
+        );
+    }
+    let targets = report["targets"].as_array().unwrap();
+    let services: Vec<&Value> = targets
+        .iter()
+        .filter(|t| {
+            t["what"].as_str().unwrap().contains("Services") || t["what"].as_str().unwrap().contains("ClusterIP")
+        })
+        .collect();
+    assert_eq!(services.len(), 4);
+    assert!(services.iter().all(|t| t["measured"].as_f64().is_some_and(|v| v > 0.0)), "{services:?}");
+    assert!(!netns_list().iter().any(|n| n.starts_with("sbench")), "{:?}", netns_list());
+    assert_eq!(ours(), 0);
+    assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap(), forward_before);
+}
+
 /// The chart in `svg` (removed once read) is an SVG with one bar per measured contender and
 /// metric, and every contender was measured but where it may not be.
 fn the_chart_has_a_bar_per_measurement(svg: &std::path::Path, metrics: &[Value]) {
@@ -232,7 +325,7 @@ fn the_chart_has_a_bar_per_measurement(svg: &std::path::Path, metrics: &[Value])
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
     let ovs = if ovs_installed() { 6 } else { 0 };
     assert!(
-        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1,
+        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 + 2 * 3 + 2 * 2 - 1,
         "only xdp's 64-byte UDP may go unmeasured"
     );
 }
