@@ -76,7 +76,11 @@ fn quick_bench_produces_well_formed_results() {
             "pod_port_conn",
             "pod_port_tcp",
             "vxlan_tcp",
-            "vxlan_udp64"
+            "vxlan_udp64",
+            "svc_pod_tcp",
+            "svc_pod_udp64",
+            "svc_tcp",
+            "svc_conn"
         ]
     );
     metrics[..6].iter().for_each(switches_are_measured_against_their_baselines);
@@ -85,12 +89,13 @@ fn quick_bench_produces_well_formed_results() {
     metrics[10..13].iter().for_each(switch_cni_is_measured_against_the_bridge_plugin);
     metrics[13..19].iter().for_each(podman_is_measured_against_bridge_and_portmap);
     metrics[19..21].iter().for_each(the_tunnel_is_measured_against_bridge_and_vxlan);
+    metrics[21..25].iter().for_each(services_are_measured_with_and_without_rules);
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 22);
+    assert_eq!(targets.len(), 26);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     the_chart_has_a_bar_per_measurement(&svg, metrics);
     // Nothing of the benchmark is left, podman's containers and environment included.
-    assert!(!netns_list().iter().any(|n| n.starts_with("bench")), "{:?}", netns_list());
+    assert!(!netns_list().iter().any(|n| n.starts_with("bench") || n.starts_with("sbench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
     let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchp")).collect();
     assert!(links.is_empty(), "{links:?}");
@@ -222,6 +227,130 @@ fn the_tunnel_is_measured_against_bridge_and_vxlan(m: &Value) {
     assert!(rows.iter().all(|r| r["median"].as_f64().is_some_and(|v| v > 0.0)), "{}: {rows:?}", m["id"]);
 }
 
+/// Services: pod to pod on the tc switch with and without 100 Services' rules on the node (and
+/// on the bridge with br_netfilter), pod to ClusterIP on the switch against that bridge, and a
+/// row saying the bridge cannot without br_netfilter.
+fn services_are_measured_with_and_without_rules(m: &Value) {
+    let rows = m["rows"].as_array().unwrap();
+    let measured = if m["id"].as_str().unwrap().starts_with("svc_pod") {
+        assert_eq!(contenders(m), ["tc-no-rules", "tc-services", "bridge-services"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["tc-no-rules", "bridge-services"]));
+        assert_eq!(rows[0]["vs"]["tc-no-rules"].as_f64(), Some(1.0));
+        &rows[..]
+    } else {
+        assert_eq!(contenders(m), ["tc-services", "bridge-services", "bridge-no-br-netfilter"], "{}", m["id"]);
+        assert_eq!(m["baselines"], serde_json::json!(["bridge-services"]));
+        let plain = &rows[2];
+        assert!(plain["error"].as_str().unwrap().contains("without br_netfilter"), "{plain}");
+        assert!(plain["samples"].as_array().unwrap().is_empty());
+        &rows[..2]
+    };
+    for r in measured {
+        assert!(r["error"].is_null(), "{}: {r}", m["id"]);
+        assert!(r["median"].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{}: {r}", m["id"]);
+    }
+    assert!(rows[1]["vs"]["bridge-services"].as_f64().is_some_and(|v| v > 0.0), "{}: {}", m["id"], rows[1]);
+}
+
+/// Lines of the machine's own netfilter tables naming the Services bench's ClusterIPs.
+fn services_rules_on_the_machine() -> usize {
+    let saved = std::process::Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&saved.stdout).lines().filter(|l| l.contains("10.190.")).count()
+}
+
+/// The jumps to Services in node namespace `ns` (none where it does not exist).
+fn services_in_node(ns: &str) -> usize {
+    let saved = std::process::Command::new("ip").args(["netns", "exec", ns, "iptables-save"]).output().unwrap();
+    String::from_utf8_lossy(&saved.stdout).lines().filter(|l| l.contains("-j KUBE-SVC-")).count()
+}
+
+/// Starts `switch bench --only services` and waits until its nodes are built: the two nodes
+/// with rules have their 100 Services, the baseline's none, the machine none.
+fn services_bench_built(args: &[&str]) -> Reaped {
+    assert_eq!(services_rules_on_the_machine(), 0, "the machine has rules for the bench's ClusterIPs before it runs");
+    let run = Reaped::new(
+        std::process::Command::new(switch_bin())
+            .args(["--json", "bench", "--only", "services"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while services_in_node("sbench2") < 100 {
+        assert!(std::time::Instant::now() < deadline, "the bridge's node never got its 100 Services");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(services_in_node("sbench1"), 100, "the switch's node has the same Services");
+    assert_eq!(services_in_node("sbench0"), 0, "the baseline's node has none");
+    assert_eq!(services_rules_on_the_machine(), 0, "the machine's own tables have none of them");
+    run
+}
+
+/// Nothing of the Services bench is left: nodes, pods, their state, servers; and the
+/// machine's ip_forward is `forward`.
+fn nothing_of_the_services_bench_is_left(forward: &str) {
+    assert!(!netns_list().iter().any(|n| n.starts_with("sbench")), "{:?}", netns_list());
+    assert_eq!(services_rules_on_the_machine(), 0);
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), forward);
+    let states = std::fs::read_dir("/run/switch").map_or(vec![], |d| {
+        d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()
+    });
+    assert!(!states.iter().any(|n| n.starts_with("@sbench")), "{states:?}");
+    let servers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| (c.starts_with("iperf3") || c.starts_with("sockperf")) && c.contains(" 10.18"))
+        .collect();
+    assert!(servers.is_empty(), "{servers:?}");
+}
+
+/// The Services comparison alone: measured, and the machine's netfilter tables, ip_forward and
+/// namespaces as they were (the rules and settings live in the bench's own node namespaces).
+#[test]
+fn services_bench_keeps_its_rules_in_its_nodes() {
+    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let run = services_bench_built(&["--rounds", "2", "--secs", "1"]);
+    let out = run.take().wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let metrics = report["metrics"].as_array().unwrap();
+    let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["svc_pod_tcp", "svc_pod_udp64", "svc_tcp", "svc_conn"]);
+    metrics.iter().for_each(services_are_measured_with_and_without_rules);
+    for r in metrics.iter().flat_map(|m| m["rows"].as_array().unwrap()) {
+        assert!(r["error"].is_string() || r["samples"].as_array().unwrap().len() == 2, "two rounds: {r}");
+    }
+    let targets = report["targets"].as_array().unwrap();
+    let services: Vec<&Value> = targets
+        .iter()
+        .filter(|t| ["Services", "ClusterIP"].iter().any(|w| t["what"].as_str().unwrap().contains(w)))
+        .collect();
+    assert_eq!(services.len(), 4);
+    assert!(services.iter().all(|t| t["measured"].as_f64().is_some_and(|v| v > 0.0)), "{services:?}");
+    nothing_of_the_services_bench_is_left(&forward);
+}
+
+/// Ctrl-C while the Services comparison measures: the run stops and its nodes go, and with
+/// them their rules, switches, bridge and settings.
+#[test]
+fn services_bench_interrupted_leaves_nothing() {
+    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let run = services_bench_built(&["--rounds", "5", "--secs", "3"]);
+    let child = run.take();
+    // SAFETY: signalling our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("benchmark interrupted"), "{stderr}");
+    nothing_of_the_services_bench_is_left(&forward);
+}
+
 /// The chart in `svg` (removed once read) is an SVG with one bar per measured contender and
 /// metric, and every contender was measured but where it may not be.
 fn the_chart_has_a_bar_per_measurement(svg: &std::path::Path, metrics: &[Value]) {
@@ -232,7 +361,7 @@ fn the_chart_has_a_bar_per_measurement(svg: &std::path::Path, metrics: &[Value])
     assert_eq!(chart.matches("<rect").count(), 1 + measured, "one bar per measured contender and metric");
     let ovs = if ovs_installed() { 6 } else { 0 };
     assert!(
-        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 - 1,
+        measured >= 6 * 7 + ovs + 2 * 3 + 2 * 2 + 3 * 2 + 6 * 2 + 2 * 2 + 2 * 3 + 2 * 2 - 1,
         "only xdp's 64-byte UDP may go unmeasured"
     );
 }

@@ -5,7 +5,7 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`cni`], [`podman`], [`overlay`]); [`COMPARISONS`] lists them in the order a run
+//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`]); [`COMPARISONS`] lists them in the order a run
 //! measures and reports them.
 pub mod bringup;
 pub mod cni;
@@ -15,6 +15,7 @@ pub mod ovs;
 pub mod packets;
 pub mod podman;
 pub mod report;
+pub mod services;
 pub mod tools;
 pub mod topology;
 
@@ -105,8 +106,15 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 6] =
-    [&packets::Packets, &forward::Forwarding, &bringup::Bringup, &cni::Cni, &podman::Containers, &overlay::Overlays];
+pub const COMPARISONS: [&dyn Comparison; 7] = [
+    &packets::Packets,
+    &forward::Forwarding,
+    &bringup::Bringup,
+    &cni::Cni,
+    &podman::Containers,
+    &overlay::Overlays,
+    &services::Services,
+];
 
 /// The machine's one benchmark run: held for a whole run (its interfaces, namespaces and
 /// switches have fixed names, so two runs at once would tear down each other's contenders).
@@ -267,7 +275,10 @@ mod tests {
     #[test]
     fn only_runs_the_comparisons_it_names_with_their_baselines() {
         let all = Options::full();
-        assert_eq!(runs(&all), ["veth", "routed", "bringup", "switch-cni", "podman-switch-cni", "switch-vxlan"]);
+        assert_eq!(
+            runs(&all),
+            ["veth", "routed", "bringup", "switch-cni", "podman-switch-cni", "switch-vxlan", "tc-no-rules"]
+        );
         assert_eq!(packets::Packets.steps(&all), 3 * topology::ALL.len() * 4 + topology::ALL.len());
 
         let forwarding = only(&["ebpf-forward"]);
@@ -285,10 +296,16 @@ mod tests {
             assert_eq!(runs(&only(&[name])), ["podman-switch-cni"], "{name}");
         }
         assert_eq!(runs(&only(&["bringup"])), ["bringup"]);
+        for name in ["services", "tc-services", "bridge-services"] {
+            assert_eq!(runs(&only(&[name])), ["tc-no-rules"], "{name}");
+        }
 
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
-        assert!(unknown.ends_with("switch-vxlan, bridge-vxlan, podman, bringup"), "{unknown}");
+        assert!(
+            unknown.ends_with("bridge-vxlan, tc-no-rules, tc-services, bridge-services, services, podman, bringup"),
+            "{unknown}"
+        );
     }
 
     #[test]

@@ -144,7 +144,7 @@ async fn measure(opts: &Options, bar: &ProgressBar) -> Result<Vec<MetricReport>>
 }
 
 /// The `switch` binary (this process's).
-fn exe() -> Result<String> {
+pub(super) fn exe() -> Result<String> {
     let exe = std::env::current_exe().map_err(|e| Error::Command(format!("finding the switch binary: {e}")))?;
     Ok(exe.to_string_lossy().into_owned())
 }

@@ -226,11 +226,12 @@ impl Goal {
 }
 
 /// The issue's targets, in the order reports list them.
-const TARGETS: [(&str, Goal, Measure); 22] = {
+const TARGETS: [(&str, Goal, Measure); 26] = {
     use Goal::*;
     use Measure::*;
     const POD: &str = super::podman::CONTENDERS[0];
     const VXLAN: &str = super::overlay::CONTENDERS[0];
+    use super::services::{BRIDGE, NO_RULES, WITH_RULES};
     [
         ("tc TCP throughput vs bare veth", AtLeast(0.97), Ratio("tcp", "tc", "veth")),
         ("tc TCP throughput vs Linux bridge", AtLeast(1.10), Ratio("tcp", "tc", "bridge")),
@@ -304,6 +305,22 @@ const TARGETS: [(&str, Goal, Measure); 22] = {
             "64-byte UDP across hosts: switch over VXLAN vs bridge + VXLAN",
             AtLeast(1.20),
             Ratio("vxlan_udp64", VXLAN, super::overlay::BASELINE),
+        ),
+        // Services (issue 24): the rules of 100 Services on the node and a flow the host
+        // translated into the segment cost pod-to-pod traffic on the switch next to nothing.
+        ("tc pod-to-pod TCP, 100 Services' rules vs none", AtLeast(0.97), Ratio("svc_pod_tcp", WITH_RULES, NO_RULES)),
+        (
+            "tc pod-to-pod 64-byte UDP, 100 Services' rules vs none",
+            AtLeast(0.97),
+            Ratio("svc_pod_udp64", WITH_RULES, NO_RULES),
+        ),
+        // A pod to a ClusterIP on its segment: the switch no worse than the bridge, which
+        // needs br_netfilter for it at all.
+        ("pod to ClusterIP TCP: tc vs bridge + br_netfilter", AtLeast(1.00), Ratio("svc_tcp", WITH_RULES, BRIDGE)),
+        (
+            "pod to ClusterIP new conn/s: tc vs bridge + br_netfilter",
+            AtLeast(1.00),
+            Ratio("svc_conn", WITH_RULES, BRIDGE),
         ),
     ]
 };
