@@ -2,7 +2,8 @@
 //! machine's containerd or CNI set-up.
 //!
 //! Every environment has a directory holding everything of its daemon: the configuration
-//! (root, state, gRPC and ttrpc sockets, the `opt` plugin's directory; the CRI plugin off),
+//! (root, state, gRPC and ttrpc sockets, the `opt` plugin's directory; the CRI plugin off, or on:
+//! [`Env::create_cri`]),
 //! its image store and snapshots, runc's state (`runc`, for `--runc-root`), the IO FIFOs
 //! (`fifo`), the CNI configuration (`net.d`) and plugins (`bin`). The daemon is a child
 //! process ([`Daemon`]), never a service, and never reads /etc/containerd or writes

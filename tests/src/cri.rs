@@ -293,10 +293,20 @@ impl Cri {
         Run { code, stdout, stderr }
     }
 
+    /// StopPodSandbox.
+    pub fn stop_pod(&mut self, pod: &PodRun) {
+        self.client().stop_pod(&pod.id).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// RemovePodSandbox.
+    pub fn remove_pod(&mut self, pod: &PodRun) {
+        self.client().remove_pod(&pod.id).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// StopPodSandbox then RemovePodSandbox.
     pub fn stop_and_remove(&mut self, pod: &PodRun) {
-        self.client().stop_pod(&pod.id).unwrap_or_else(|e| panic!("{e}"));
-        self.client().remove_pod(&pod.id).unwrap_or_else(|e| panic!("{e}"));
+        self.stop_pod(pod);
+        self.remove_pod(pod);
     }
 
     /// The pods CRI lists.

@@ -121,8 +121,19 @@ fn pods_through_cri_with_a_host_port() {
     what_cri_sent(&cri, &web, &client);
 
     // StopPodSandbox + RemovePodSandbox: nothing of the pod is left; the other pod works on.
+    // Stop sends the DEL with the pod's namespace, Remove another without one.
     let netns = cri.port_of(&web.ip).unwrap().netns;
-    cri.stop_and_remove(&web);
+    let dels = |cri: &Cri| -> Vec<String> {
+        cri.cni_calls()
+            .into_iter()
+            .filter(|c| c.command == "DEL" && c.container_id == web.id)
+            .map(|c| c.netns)
+            .collect()
+    };
+    cri.stop_pod(&web);
+    assert_eq!(dels(&cri), [netns.clone()]);
+    cri.remove_pod(&web);
+    assert_eq!(dels(&cri), [netns.clone(), String::new()]);
     unplugged(&mut cri, &web, &netns);
     assert!(cri.forwards().is_empty(), "the hostPort outlived its pod: {:?}", cri.forwards());
     assert_eq!(ask_outside(&cri, &uplink_ip, "38140"), None, "the hostPort answers without its pod");
@@ -131,8 +142,8 @@ fn pods_through_cri_with_a_host_port() {
     cri.stop_and_remove(&client);
     unplugged(&mut cri, &client, &netns);
     assert!(cri.pod_ports().is_empty() && cri.reservations().is_empty());
-    let dels = cri.cni_calls().iter().filter(|c| c.command == "DEL").count();
-    assert!(dels >= 2, "no DEL for each pod: {:?}", cri.cni_calls());
+    let commands: Vec<String> = cri.cni_calls().into_iter().map(|c| c.command).collect();
+    assert_eq!(commands, ["ADD", "ADD", "DEL", "DEL", "DEL", "DEL"], "{:?}", cri.cni_calls());
 }
 
 /// What the CRI plugin sent switch-cni for the pods' ADDs (printed; see docs/containers.md):
