@@ -131,7 +131,7 @@ fn pods_through_cri_with_a_host_port() {
             .collect()
     };
     cri.stop_pod(&web);
-    assert_eq!(dels(&cri), [netns.clone()]);
+    assert_eq!(dels(&cri), std::slice::from_ref(&netns));
     cri.remove_pod(&web);
     assert_eq!(dels(&cri), [netns.clone(), String::new()]);
     unplugged(&mut cri, &web, &netns);
