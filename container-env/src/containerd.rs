@@ -367,6 +367,27 @@ fn clean_dir(dir: &Path, ns: &str) -> Vec<String> {
     left
 }
 
+/// Removes the environment at `dir` whoever made it (a killed process, a benchmark run):
+/// its daemon, shims and containers, the switches its ledger lists (`switch_bin` takes them
+/// down, with the ports of their containers) and those networks' cached results, what else
+/// the ledger lists, mounts, cgroups and the directory. Nothing there is fine. Returns
+/// complaints.
+pub fn remove_at(dir: &Path, switch_bin: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return vec![];
+    }
+    kill_processes_of(dir);
+    for sw in ledger::owned(dir, ledger::Owned::Switch) {
+        for f in cached_results(&sw) {
+            let _ = fs::remove_file(f);
+        }
+    }
+    let mut left = ledger::remove_owned(dir, switch_bin, &[]);
+    let ns = fs::read_to_string(dir.join(NAMESPACE_FILE)).unwrap_or_default();
+    left.extend(clean_dir(dir, ns.trim()));
+    left
+}
+
 /// Removes the environments `TMP/PREFIX-PID-...` of killed processes: their daemons, shims and
 /// containers, the switches their ledgers list (`switch_bin` takes them down, with the ports
 /// of their containers) and those networks' cached results, mounts, cgroups and directories.
@@ -374,15 +395,7 @@ fn clean_dir(dir: &Path, ns: &str) -> Vec<String> {
 pub fn sweep_stale(prefix: &str, switch_bin: &Path) -> Vec<PathBuf> {
     let stale = workdir::stale(prefix);
     for dir in &stale {
-        kill_processes_of(dir);
-        for sw in ledger::owned(dir, ledger::Owned::Switch) {
-            for f in cached_results(&sw) {
-                let _ = fs::remove_file(f);
-            }
-        }
-        ledger::remove_owned(dir, switch_bin, &[]);
-        let ns = fs::read_to_string(dir.join(NAMESPACE_FILE)).unwrap_or_default();
-        clean_dir(dir, ns.trim());
+        remove_at(dir, switch_bin);
     }
     if !stale.is_empty() {
         // Made by the killed process, as far as can be told: empty ones hold nothing of anybody.

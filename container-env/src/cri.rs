@@ -107,6 +107,14 @@ impl Client {
         Ok(format!("{} {} (CRI {})", v.runtime_name, v.runtime_version, v.runtime_api_version))
     }
 
+    /// Whether the runtime says its network is ready (`Status`, condition `NetworkReady`): the
+    /// CRI plugin has loaded a CNI configuration.
+    pub fn network_ready(&mut self) -> Result<bool> {
+        let r = self.rt.block_on(self.api.status(api::StatusRequest { verbose: false }));
+        let status = r.map_err(failed("Status"))?.into_inner().status.unwrap_or_default();
+        Ok(status.conditions.iter().any(|c| c.r#type == "NetworkReady" && c.status))
+    }
+
     /// RunPodSandbox: the pod's sandbox, its network made by the CNI plugin; returns its ID.
     pub fn run_pod(&mut self, config: &api::PodSandboxConfig) -> Result<String> {
         let req = api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };

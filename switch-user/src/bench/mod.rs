@@ -5,10 +5,11 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`cni`], [`podman`], [`overlay`]); [`COMPARISONS`] lists them in the order a run
+//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`cri`]); [`COMPARISONS`] lists them in the order a run
 //! measures and reports them.
 pub mod bringup;
 pub mod cni;
+pub mod cri;
 pub mod forward;
 pub mod overlay;
 pub mod ovs;
@@ -105,8 +106,15 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 6] =
-    [&packets::Packets, &forward::Forwarding, &bringup::Bringup, &cni::Cni, &podman::Containers, &overlay::Overlays];
+pub const COMPARISONS: [&dyn Comparison; 7] = [
+    &packets::Packets,
+    &forward::Forwarding,
+    &bringup::Bringup,
+    &cni::Cni,
+    &podman::Containers,
+    &overlay::Overlays,
+    &cri::Cri,
+];
 
 /// The machine's one benchmark run: held for a whole run (its interfaces, namespaces and
 /// switches have fixed names, so two runs at once would tear down each other's contenders).
