@@ -294,3 +294,21 @@ fn remove_blocking() {
 pub async fn remove() {
     let _ = tokio::task::spawn_blocking(remove_blocking).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_networks_conflists() {
+        let [ours, theirs] = nets();
+        let (ours, theirs) = (ours.conflist(Path::new("/x")), theirs.conflist(Path::new("/x")));
+        assert_eq!(ours["plugins"][0]["type"], "switch-cni");
+        assert_eq!(theirs["plugins"][0]["type"], "bridge");
+        assert_eq!(theirs["plugins"][0]["isGateway"], true);
+        // Distinct networks, subnets and names: a pod's address tells which one it is on.
+        assert_ne!(ours["name"], theirs["name"]);
+        let subnet = |c: &serde_json::Value| c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"].clone();
+        assert_eq!((subnet(&ours), subnet(&theirs)), ("10.145.2.0/24".into(), "10.145.1.0/24".into()));
+    }
+}
