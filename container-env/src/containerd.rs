@@ -2,7 +2,8 @@
 //! machine's containerd or CNI set-up.
 //!
 //! Every environment has a directory holding everything of its daemon: the configuration
-//! (root, state, gRPC and ttrpc sockets, the `opt` plugin's directory; the CRI plugin off),
+//! (root, state, gRPC and ttrpc sockets, the `opt` plugin's directory; the CRI plugin off, or on:
+//! [`Env::create_cri`]),
 //! its image store and snapshots, runc's state (`runc`, for `--runc-root`), the IO FIFOs
 //! (`fifo`), the CNI configuration (`net.d`) and plugins (`bin`). The daemon is a child
 //! process ([`Daemon`]), never a service, and never reads /etc/containerd or writes
@@ -43,8 +44,11 @@ const SHIM_SOCKETS: &str = "/run/containerd";
 const PLUGIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 /// The only directory ctr reads CNI configurations from.
 const CONF_DIR: &str = "/etc/cni/net.d";
-/// The file of an environment naming its ctr namespace (for the sweep after a killed process).
+/// The file of an environment naming the parent cgroup of its containers (for the sweep after
+/// a killed process): its ctr namespace, or the cgroup parent of its CRI pods.
 const NAMESPACE_FILE: &str = "namespace";
+/// The containerd namespace the CRI plugin keeps its pods, containers and images in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
 
 /// Why containerd cannot run on this machine, if it cannot: the packages and directories an
 /// environment needs.
@@ -102,16 +106,19 @@ pub fn cached_results(net: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The daemon's configuration: everything below `dir`, no CRI (it would want its own CNI set-up
-/// and serve Kubernetes).
-fn config_toml(dir: &Path) -> Result<String> {
+/// The daemon's configuration: everything below `dir`; the CRI plugin off (it would want its
+/// own CNI set-up and serve Kubernetes) unless `cri` configures it.
+fn config_toml(dir: &Path, cri: Option<&str>) -> Result<String> {
+    let cri = match cri {
+        Some(sandbox_image) => cri_toml(dir, sandbox_image)?,
+        None => "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_owned(),
+    };
     Ok(format!(
         r#"# Written by switch for one private containerd.
 version = 2
 root = {root}
 state = {state}
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
+{cri}
 [grpc]
   address = {sock}
 
@@ -129,10 +136,47 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     ))
 }
 
+/// The CRI plugin's section, as kubelet's containerd runs it, with what this machine kind needs
+/// (see ../shared notes: containers.md): pods run `sandbox_image` (imported, never pulled), the
+/// CNI configuration and plugins come from `net.d` and `bin` only, runc keeps its state in
+/// `runc`, the `native` snapshotter (no overlay on every file system), and an oom_score_adj a
+/// process without CAP_SYS_RESOURCE may set (CRI gives sandboxes -998: runc fails to lower it
+/// here). The streaming server (exec/attach/port-forward URLs) listens on loopback only.
+fn cri_toml(dir: &Path, sandbox_image: &str) -> Result<String> {
+    let image = toml_str(Path::new(sandbox_image))?;
+    Ok(format!(
+        r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = {image}
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = {runc}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = {bin}
+    conf_dir = {conf}
+    max_conf_num = 1
+"#,
+        runc = toml_str(&dir.join("runc"))?,
+        bin = toml_str(&dir.join("bin"))?,
+        conf = toml_str(&dir.join("net.d"))?,
+    ))
+}
+
 /// One private containerd and its ctr namespace.
 pub struct Env {
     dir: PathBuf,
     namespace: String,
+    /// The parent cgroup of its containers (`/NAME/ID` on every hierarchy).
+    cgroup: String,
     daemon: Option<Daemon>,
 }
 
@@ -140,13 +184,26 @@ impl Env {
     /// Makes the environment's directory and configuration at `dir`; its containers go into
     /// ctr namespace `namespace`. The daemon is not started yet ([`Env::start`]).
     pub fn create(dir: &Path, namespace: &str) -> Result<Self> {
+        Self::create_with(dir, namespace, namespace, None)
+    }
+
+    /// Makes an environment as [`Env::create`] does, with the CRI plugin on: kubelet's
+    /// containerd, serving the CRI gRPC API on the daemon's socket ([`Env::socket`]), its pods
+    /// running `sandbox_image` ([`Env::import_pause`]) and networked by the CNI configuration in
+    /// [`Env::net_d`] with the plugins in `bin` ([`Env::add_plugin`]). Its pods must have
+    /// `/CGROUP` as their cgroup parent (found again after a killed run).
+    pub fn create_cri(dir: &Path, cgroup: &str, sandbox_image: &str) -> Result<Self> {
+        Self::create_with(dir, CRI_NAMESPACE, cgroup, Some(sandbox_image))
+    }
+
+    fn create_with(dir: &Path, namespace: &str, cgroup: &str, cri: Option<&str>) -> Result<Self> {
         for d in ["root", "state", "opt", "net.d", "bin", "ipam", "fifo", "runc", "logs", "image"] {
             fs::create_dir_all(dir.join(d)).map_err(Error::io(format!("creating {}/{d}", dir.display())))?;
         }
         let write = |file: &str, s: &str| fs::write(dir.join(file), s).map_err(Error::io(format!("writing {file}")));
-        write(NAMESPACE_FILE, namespace)?;
-        write("config.toml", &config_toml(dir)?)?;
-        Ok(Self { dir: dir.to_owned(), namespace: namespace.to_owned(), daemon: None })
+        write(NAMESPACE_FILE, cgroup)?;
+        write("config.toml", &config_toml(dir, cri)?)?;
+        Ok(Self { dir: dir.to_owned(), namespace: namespace.to_owned(), cgroup: cgroup.to_owned(), daemon: None })
     }
 
     /// The environment's directory.
@@ -169,7 +226,8 @@ impl Env {
             .map_err(Error::io(what))
     }
 
-    fn socket(&self) -> PathBuf {
+    /// The daemon's gRPC socket (containerd's API, and CRI's when the plugin is on).
+    pub fn socket(&self) -> PathBuf {
         self.dir.join("containerd.sock")
     }
 
@@ -213,7 +271,15 @@ impl Env {
 
     /// Imports busybox-static as image `name` (an OCI archive made in `image`).
     pub fn import_busybox(&self, name: &str) -> Result<()> {
-        let archive = image::busybox_oci_archive(&self.dir.join("image"), name)?;
+        self.import(&image::busybox_oci_archive(&self.dir.join("image"), name)?)
+    }
+
+    /// Imports the sandbox image of CRI pods as `name` (see [`image::pause_oci_archive`]).
+    pub fn import_pause(&self, name: &str) -> Result<()> {
+        self.import(&image::pause_oci_archive(&self.dir.join("image"), name)?)
+    }
+
+    fn import(&self, archive: &Path) -> Result<()> {
         let mut cmd = self.ctr_command(&["image", "import", &archive.to_string_lossy()]);
         output_as(&mut cmd, || "ctr image import".into()).map(drop)
     }
@@ -228,7 +294,7 @@ impl Env {
     /// not in `builtin_before`. Returns complaints.
     pub fn remove(&mut self, builtin_before: &BTreeSet<PathBuf>) -> Vec<String> {
         let mut left = self.stop();
-        left.extend(clean_dir(&self.dir, &self.namespace));
+        left.extend(clean_dir(&self.dir, &self.cgroup));
         remove_builtin_dirs(builtin_before);
         left
     }
@@ -301,6 +367,27 @@ fn clean_dir(dir: &Path, ns: &str) -> Vec<String> {
     left
 }
 
+/// Removes the environment at `dir` whoever made it (a killed process, a benchmark run):
+/// its daemon, shims and containers, the switches its ledger lists (`switch_bin` takes them
+/// down, with the ports of their containers) and those networks' cached results, what else
+/// the ledger lists, mounts, cgroups and the directory. Nothing there is fine. Returns
+/// complaints.
+pub fn remove_at(dir: &Path, switch_bin: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return vec![];
+    }
+    kill_processes_of(dir);
+    for sw in ledger::owned(dir, ledger::Owned::Switch) {
+        for f in cached_results(&sw) {
+            let _ = fs::remove_file(f);
+        }
+    }
+    let mut left = ledger::remove_owned(dir, switch_bin, &[]);
+    let ns = fs::read_to_string(dir.join(NAMESPACE_FILE)).unwrap_or_default();
+    left.extend(clean_dir(dir, ns.trim()));
+    left
+}
+
 /// Removes the environments `TMP/PREFIX-PID-...` of killed processes: their daemons, shims and
 /// containers, the switches their ledgers list (`switch_bin` takes them down, with the ports
 /// of their containers) and those networks' cached results, mounts, cgroups and directories.
@@ -308,15 +395,7 @@ fn clean_dir(dir: &Path, ns: &str) -> Vec<String> {
 pub fn sweep_stale(prefix: &str, switch_bin: &Path) -> Vec<PathBuf> {
     let stale = workdir::stale(prefix);
     for dir in &stale {
-        kill_processes_of(dir);
-        for sw in ledger::owned(dir, ledger::Owned::Switch) {
-            for f in cached_results(&sw) {
-                let _ = fs::remove_file(f);
-            }
-        }
-        ledger::remove_owned(dir, switch_bin, &[]);
-        let ns = fs::read_to_string(dir.join(NAMESPACE_FILE)).unwrap_or_default();
-        clean_dir(dir, ns.trim());
+        remove_at(dir, switch_bin);
     }
     if !stale.is_empty() {
         // Made by the killed process, as far as can be told: empty ones hold nothing of anybody.

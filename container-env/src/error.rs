@@ -38,6 +38,14 @@ pub enum Error {
     /// A change to the host's tables could not be made, and why.
     #[error("{0}")]
     Host(String),
+    /// A CRI call failed (or the CRI API could not be reached).
+    #[error("CRI {call}: {status}")]
+    Cri {
+        /// The call (`RunPodSandbox`, ...).
+        call: &'static str,
+        /// The gRPC status: code and message.
+        status: String,
+    },
     /// A daemon did not come up.
     #[error("{daemon} {how} within {secs} s; its log ({log}) ends:\n{tail}")]
     DaemonDown {

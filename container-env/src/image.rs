@@ -1,6 +1,7 @@
 //! The image every environment's containers run, made from busybox-static without a
 //! registry: its root file system (for `podman import`), and the same as an OCI image archive
-//! (for `ctr image import`: containerd imports archives, not plain root file systems).
+//! (for `ctr image import`: containerd imports archives, not plain root file systems), and the
+//! sandbox ("pause") image of the CRI plugin's pods.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -51,10 +52,41 @@ fn write_blob(blobs: &Path, scratch: &Path, v: &serde_json::Value, media_type: &
 /// named `name` (`CMD /bin/sh`, `PATH=/bin`) into `dir`, using `dir` as scratch space; returns
 /// the archive. containerd takes the name from the index's `io.containerd.image.name`.
 pub fn busybox_oci_archive(dir: &Path, name: &str) -> Result<PathBuf> {
+    let config = json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]});
+    oci_archive(dir, name, &config, busybox_rootfs)
+}
+
+/// What a pod sandbox's "pause" container runs: a process that waits forever (about 68
+/// years), holding the pod's namespaces.
+pub const PAUSE: [&str; 2] = ["/bin/sleep", "2147483647"];
+
+/// Writes the OCI image archive of a sandbox ("pause") image named `name` into `dir`, as
+/// [`busybox_oci_archive`] does: busybox-static's `sleep` alone, running [`PAUSE`]. The CRI
+/// plugin runs it as the first container of every pod (kubelet's runtimes pull
+/// registry.k8s.io/pause; no registry is reachable here).
+pub fn pause_oci_archive(dir: &Path, name: &str) -> Result<PathBuf> {
+    let config = json!({"Env": ["PATH=/bin"], "Entrypoint": PAUSE});
+    oci_archive(dir, name, &config, |rootfs| {
+        let bin = rootfs.join("bin");
+        fs::create_dir_all(&bin).map_err(Error::io(format!("creating {}", bin.display())))?;
+        fs::copy("/bin/busybox", bin.join("busybox"))
+            .map_err(Error::io("copying /bin/busybox (package busybox-static)"))?;
+        std::os::unix::fs::symlink("busybox", bin.join("sleep")).map_err(Error::io("linking sleep"))
+    })
+}
+
+/// Writes an OCI image archive named `name` of the root file system `make_rootfs` writes, with
+/// image configuration `config` (`Env`, `Cmd`, `Entrypoint`), into `dir`; returns the archive.
+fn oci_archive(
+    dir: &Path,
+    name: &str,
+    config: &serde_json::Value,
+    make_rootfs: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let (rootfs, layout) = (dir.join("rootfs"), dir.join("oci"));
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(Error::io(format!("creating {}", blobs.display())))?;
-    busybox_rootfs(&rootfs)?;
+    make_rootfs(&rootfs)?;
     let layer_tar = dir.join("layer.tar");
     tar(&rootfs, &layer_tar)?;
     let layer = blob(&blobs, &layer_tar, "application/vnd.oci.image.layer.v1.tar")?;
@@ -62,7 +94,7 @@ pub fn busybox_oci_archive(dir: &Path, name: &str) -> Result<PathBuf> {
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
     });
     let config = write_blob(&blobs, dir, &config, "application/vnd.oci.image.config.v1+json")?;

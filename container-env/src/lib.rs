@@ -10,7 +10,9 @@
 //!
 //! The shape, one module per runtime on top of shared pieces:
 //! - [`podman`]: podman with a test-only `containers.conf` and storage;
-//! - [`containerd`]: a private containerd daemon (CRI off) driven through `ctr`;
+//! - [`containerd`]: a private containerd daemon driven through `ctr`, with its CRI plugin off,
+//!   or on (`Env::create_cri`: kubelet's containerd, its CNI directories and sandbox image of
+//!   its own), driven over gRPC by `cri` (feature `cri`: the k8s-cri client);
 //! - [`daemon`]: a runtime daemon as a child process (containerd today; dockerd with its own
 //!   data root, exec root and socket, or containerd with its CRI plugin on, next);
 //! - [`host`]: the host-wide state runtimes and their plugins change (forwarding sysctls,
@@ -34,6 +36,8 @@
 pub mod cni;
 pub mod command;
 pub mod containerd;
+#[cfg(feature = "cri")]
+pub mod cri;
 pub mod daemon;
 mod error;
 pub mod host;

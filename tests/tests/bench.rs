@@ -80,7 +80,9 @@ fn quick_bench_produces_well_formed_results() {
             "svc_pod_tcp",
             "svc_pod_udp64",
             "svc_tcp",
-            "svc_conn"
+            "svc_conn",
+            "cri_pod_p50",
+            "cri_pod_p99"
         ]
     );
     metrics[..6].iter().for_each(switches_are_measured_against_their_baselines);
@@ -90,6 +92,7 @@ fn quick_bench_produces_well_formed_results() {
     metrics[13..19].iter().for_each(podman_is_measured_against_bridge_and_portmap);
     metrics[19..21].iter().for_each(the_tunnel_is_measured_against_bridge_and_vxlan);
     metrics[21..25].iter().for_each(services_are_measured_with_and_without_rules);
+    metrics[25..27].iter().for_each(cri_pods_are_measured_against_the_bridge_plugin);
     let targets = report["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 26);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
@@ -97,6 +100,7 @@ fn quick_bench_produces_well_formed_results() {
     // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench") || n.starts_with("sbench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
+    assert!(!std::env::temp_dir().join("switch-bench-cri").exists(), "the CRI environment is left");
     let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchp")).collect();
     assert!(links.is_empty(), "{links:?}");
     assert_no_ovs_left();
@@ -203,6 +207,17 @@ fn switch_cni_is_measured_against_the_bridge_plugin(m: &Value) {
     assert_eq!(contenders(m), ["switch-cni", "bridge-cni"], "{}", m["id"]);
     assert!(rows.iter().all(|r| r["median"].as_f64().unwrap() > 0.0), "{}: {rows:?}", m["id"]);
     assert_eq!(rows[1]["vs"]["bridge-cni"].as_f64(), Some(1.0));
+}
+
+/// Pods through containerd's CRI: switch-cni against the bridge plugin (the baseline), both
+/// measured.
+fn cri_pods_are_measured_against_the_bridge_plugin(m: &Value) {
+    assert_eq!(contenders(m), ["cri-switch-cni", "cri-bridge"], "{}", m["id"]);
+    assert_eq!(m["baselines"], serde_json::json!(["cri-bridge"]));
+    for r in m["rows"].as_array().unwrap() {
+        let median = r["median"].as_f64().unwrap_or(0.0);
+        assert!(median > 0.0 && median < 10_000.0, "{}: {r}", m["id"]);
+    }
 }
 
 /// Containers under podman: a switch-cni network against bridge+portmap (the baseline).

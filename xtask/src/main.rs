@@ -76,6 +76,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("containerd", "containerd"),
     ("ctr", "containerd"),
+    // Builds k8s-cri (the CRI gRPC client of container-env's `cri` feature: the CRI tests and
+    // the bench's CRI comparison): its build script compiles the CRI protobuf definitions.
+    ("protoc", "protobuf-compiler"),
 ];
 
 /// Debian packages that put nothing on PATH to look for, so dpkg is asked whether they are

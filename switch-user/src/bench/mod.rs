@@ -5,10 +5,12 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`]); [`COMPARISONS`] lists them in the order a run
+//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`]); [`COMPARISONS`] lists
+//! them in the order a run
 //! measures and reports them.
 pub mod bringup;
 pub mod cni;
+pub mod cri;
 pub mod forward;
 pub mod overlay;
 pub mod ovs;
@@ -106,7 +108,7 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 7] = [
+pub const COMPARISONS: [&dyn Comparison; 8] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
@@ -114,6 +116,7 @@ pub const COMPARISONS: [&dyn Comparison; 7] = [
     &podman::Containers,
     &overlay::Overlays,
     &services::Services,
+    &cri::Cri,
 ];
 
 /// The machine's one benchmark run: held for a whole run (its interfaces, namespaces and
@@ -277,7 +280,16 @@ mod tests {
         let all = Options::full();
         assert_eq!(
             runs(&all),
-            ["veth", "routed", "bringup", "switch-cni", "podman-switch-cni", "switch-vxlan", "tc-no-rules"]
+            [
+                "veth",
+                "routed",
+                "bringup",
+                "switch-cni",
+                "podman-switch-cni",
+                "switch-vxlan",
+                "tc-no-rules",
+                "cri-switch-cni"
+            ]
         );
         assert_eq!(packets::Packets.steps(&all), 3 * topology::ALL.len() * 4 + topology::ALL.len());
 

@@ -95,7 +95,7 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
         mtu: conf.mtu()?,
         port_security: conf.port_security.unwrap_or(true),
         cni: Some(env.attachment(conf)),
-        workload: None,
+        workload: env.workload(),
     })
     .await?;
     let finished = async {

@@ -33,7 +33,7 @@ use spec::{Code, NetConf};
 
 use crate::{
     names::{NS_IFNAME, cni_port_name},
-    state::{CniAttachment, PortKind},
+    state::{CniAttachment, PortKind, Workload},
 };
 
 /// The versions of the spec this plugin speaks.
@@ -70,9 +70,23 @@ impl Env {
         }
     }
 
-    /// `CNI_ARGS` value of `key` (e.g. `IP`, `MAC`).
+    /// `CNI_ARGS` value of `key` (e.g. `IP`, `MAC`): the first `key=VALUE` pair, surrounding
+    /// blanks ignored; an empty value counts as absent.
     fn arg(&self, key: &str) -> Option<&str> {
-        self.args.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.args
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Who runs behind the attachment, as the runtime says in `CNI_ARGS`: a pod
+    /// (`K8S_POD_NAMESPACE` and `K8S_POD_NAME`, as CRI runtimes send them), or a container by
+    /// its name (podman sends `K8S_POD_NAME` alone); `None` without a name.
+    fn workload(&self) -> Option<Workload> {
+        let name = self.arg("K8S_POD_NAME")?;
+        Some(Workload { namespace: self.arg("K8S_POD_NAMESPACE").map(str::to_owned), name: name.to_owned() })
     }
 
     /// Checks the variables every command but VERSION needs.
@@ -179,4 +193,49 @@ pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<serde_json::Value>, C
         other => Err(CniError::new(Code::InvalidEnv, format!("unknown CNI_COMMAND '{other}'"))),
     };
     out.map_err(|e| e.in_version(&conf.cni_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(args: &str) -> Env {
+        Env { args: args.into(), ..Default::default() }
+    }
+
+    fn pod(ns: &str, name: &str) -> Option<Workload> {
+        Some(Workload { namespace: Some(ns.into()), name: name.into() })
+    }
+
+    #[test]
+    fn workload_of_a_pod_as_cri_sends_it() {
+        let cri = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;\
+                   K8S_POD_INFRA_CONTAINER_ID=0123abcd;K8S_POD_UID=8f2c1a3e-1111-2222-3333-444455556666";
+        assert_eq!(env(cri).workload(), pod("default", "web-0"));
+        // Order, blanks and an empty trailing pair do not matter.
+        assert_eq!(
+            env(" K8S_POD_NAME = web-0 ;K8S_POD_NAMESPACE=kube-system;;").workload(),
+            pod("kube-system", "web-0")
+        );
+    }
+
+    #[test]
+    fn workload_of_a_named_container_or_none() {
+        // podman: the container's name only.
+        let podman = Some(Workload { namespace: None, name: "web".into() });
+        assert_eq!(env("IgnoreUnknown=1;K8S_POD_NAME=web").workload(), podman);
+        assert_eq!(env("IgnoreUnknown=1;K8S_POD_NAME=web;K8S_POD_NAMESPACE=").workload(), podman);
+        for none in ["", "IgnoreUnknown=1", "K8S_POD_NAMESPACE=default", "K8S_POD_NAME=", "K8S_POD_NAME", "garbage;;="]
+        {
+            assert_eq!(env(none).workload(), None, "{none:?}");
+        }
+        // A key is matched whole, not as a prefix or suffix.
+        assert_eq!(env("X_K8S_POD_NAME=a;K8S_POD_NAMEX=b").workload(), None);
+    }
+
+    #[test]
+    fn arg_takes_the_first_pair_and_values_with_equals() {
+        assert_eq!(env("MAC=02:00:00:00:00:01;MAC=02:00:00:00:00:02").arg("MAC"), Some("02:00:00:00:00:01"));
+        assert_eq!(env("K=a=b").arg("K"), Some("a=b"));
+    }
 }

@@ -86,18 +86,24 @@ pub enum Uplinks {
 }
 
 /// A published port (`runtimeConfig.portMappings`, one per port: runtimes expand ranges).
+///
+/// containerd's CRI plugin (go-cni, which has no JSON tags on its struct) sends the Go field
+/// names, `{"HostPort":8080,"ContainerPort":80,"Protocol":"tcp","HostIP":""}`; the reference
+/// plugins read them because Go's JSON decoding ignores case. Both spellings are taken.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
     /// The host's port.
+    #[serde(alias = "HostPort")]
     pub host_port: u16,
     /// The container's.
+    #[serde(alias = "ContainerPort")]
     pub container_port: u16,
     /// `tcp` or `udp`.
-    #[serde(default = "tcp")]
+    #[serde(default = "tcp", alias = "Protocol")]
     pub protocol: String,
     /// The host address it answers on ("" or 0.0.0.0: every uplink address).
-    #[serde(default, rename = "hostIP")]
+    #[serde(default, rename = "hostIP", alias = "HostIP")]
     pub host_ip: String,
 }
 
@@ -365,6 +371,22 @@ mod tests {
         assert_eq!(many.uplinks(), ["a", "b"]);
         let bad = conf(json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "mtu": 20})).unwrap();
         assert!(bad.mtu().is_err());
+    }
+
+    #[test]
+    fn port_mappings_in_both_spellings() {
+        let with = |m: Value| {
+            let c = json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "runtimeConfig": {"portMappings": [m]}});
+            conf(c).map(|c| c.runtime_config.port_mappings)
+        };
+        let want =
+            vec![PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: "".into() }];
+        // podman, the spec's examples.
+        assert_eq!(with(json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp"})).unwrap(), want);
+        // containerd's CRI plugin (go-cni), as it was seen sending them.
+        let cri = json!({"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""});
+        assert_eq!(with(cri).unwrap(), want);
+        assert!(with(json!({"containerPort": 80})).is_err(), "a mapping without a host port is taken");
     }
 
     #[test]
