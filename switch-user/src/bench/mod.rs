@@ -311,11 +311,15 @@ mod tests {
         for name in ["services", "tc-services", "bridge-services"] {
             assert_eq!(runs(&only(&[name])), ["tc-no-rules"], "{name}");
         }
+        for name in ["cri", "cri-switch-cni", "cri-bridge"] {
+            assert_eq!(runs(&only(&[name])), ["cri-switch-cni"], "{name}");
+        }
 
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
-            unknown.ends_with("bridge-vxlan, tc-no-rules, tc-services, bridge-services, services, podman, bringup"),
+            unknown
+                .ends_with("tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, bringup"),
             "{unknown}"
         );
     }

@@ -228,8 +228,10 @@ pub struct BenchArgs {
     /// them): veth, bridge, tc, tc-open (port security off), tc-egress, xdp, userspace,
     /// userspace-poll (`up --busy-poll 100`), ovs (Open vSwitch's userspace datapath); port
     /// forwarding: routed, iptables, ebpf-forward; CNI plugins: switch-cni, bridge-cni;
-    /// containers under podman: podman (both of podman-switch-cni, podman-bridge); Kubernetes
-    /// Services: services (all of tc-no-rules, tc-services, bridge-services); `bringup`
+    /// containers under podman: podman (both of podman-switch-cni, podman-bridge); VXLAN
+    /// between hosts: switch-vxlan, bridge-vxlan; Kubernetes Services: services (all of
+    /// tc-no-rules, tc-services, bridge-services); pods through CRI: cri (both of
+    /// cri-switch-cni, cri-bridge); `bringup`
     /// for bringing up and removing namespaces. A comparison none of whose contenders is
     /// named is left out.
     #[arg(long, value_delimiter = ',')]
