@@ -30,7 +30,7 @@ use spec::{Code, NetConf};
 
 use crate::{
     names::{NS_IFNAME, cni_port_name},
-    state::{CniAttachment, PortKind},
+    state::{CniAttachment, PortKind, Runtime},
 };
 
 /// The versions of the spec this plugin speaks.
@@ -95,6 +95,7 @@ impl Env {
     /// The attachment the command names: (network, container ID, interface).
     fn attachment(&self, conf: &NetConf) -> CniAttachment {
         CniAttachment {
+            runtime: Runtime::Cni,
             network: conf.name.clone(),
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),
