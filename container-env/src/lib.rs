@@ -11,8 +11,9 @@
 //! The shape, one module per runtime on top of shared pieces:
 //! - [`podman`]: podman with a test-only `containers.conf` and storage;
 //! - [`containerd`]: a private containerd daemon (CRI off) driven through `ctr`;
-//! - [`daemon`]: a runtime daemon as a child process (containerd today; dockerd with its own
-//!   data root, exec root and socket, or containerd with its CRI plugin on, next);
+//! - [`docker`]: a private dockerd (its own data root, exec root, socket) with its iptables
+//!   on, its `docker import`ed busybox, and the host state it changes ([`docker::WATCH`]);
+//! - [`daemon`]: a runtime daemon as a child process (containerd, dockerd);
 //! - [`host`]: the host-wide state runtimes and their plugins change (forwarding sysctls,
 //!   iptables chains and nat tables, built-in directories), recorded before the first runtime
 //!   call and given back after the last, also across processes;
@@ -34,6 +35,7 @@ pub mod cni;
 pub mod command;
 pub mod containerd;
 pub mod daemon;
+pub mod docker;
 mod error;
 pub mod host;
 pub mod image;

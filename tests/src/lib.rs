@@ -6,6 +6,7 @@
 //! own interfaces and traffic only goes to addresses inside namespaces the sandbox made.
 pub mod bpf;
 pub mod containerd;
+pub mod docker;
 pub mod frames;
 pub mod ipv4;
 pub mod nat;
