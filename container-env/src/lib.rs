@@ -21,12 +21,8 @@
 //! - [`cni`]: the network configurations (bridge + portmap, switch-cni);
 //! - [`iptables`], [`nat_tables`], [`workdir`], [`ledger`], [`command`]: the helpers.
 //!
-//! A Docker environment is a sibling of [`containerd`]: dockerd as a [`Daemon`](daemon::Daemon)
-//! with its data root, exec root, pid file and socket in its directory, its `docker import`
-//! of [`image::busybox_rootfs`], and a [`Watch`](host::Watch) of what it changes (ip_forward,
-//! its DOCKER chains in filter and nat; the filter FORWARD policy it sets to DROP is one more
-//! field of [`HostState`](host::HostState)). A CRI environment is [`containerd`] with the CRI
-//! plugin on (its CNI directories and a sandbox image of its own) driven over gRPC.
+//! A CRI environment is [`containerd`] with the CRI plugin on (its CNI directories and a
+//! sandbox image of its own) driven over gRPC.
 //!
 //! Everything here blocks (it runs runtime commands and waits for them): async callers run it
 //! on a blocking thread; commands they time themselves are built here ([`podman::Env::command`])

@@ -117,6 +117,8 @@ impl Docker {
             .arg(self.socket())
             .arg("--data-dir")
             .arg(self.env.dir().join("driver"))
+            .arg("--docker-host")
+            .arg(self.env.host())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -588,4 +588,9 @@ pub struct DockerPluginArgs {
     /// reboot.
     #[arg(long, value_name = "DIR", default_value = switch::docker::DEFAULT_DATA_DIR)]
     pub data_dir: std::path::PathBuf,
+    /// Docker's API socket (unix:///run/docker.sock): the driver asks it for the names of
+    /// the containers, which the driver protocol does not tell, and `switch ports` shows them
+    /// as their ports' workload. Without it the ports are named by their endpoints only.
+    #[arg(long, value_name = "unix:///PATH")]
+    pub docker_host: Option<String>,
 }

@@ -365,6 +365,18 @@ pub async fn learn_namespace(name: &str, switch: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Labels the adopted port `name` of `switch` with the workload a runtime runs behind it, when
+/// the runtime tells it only after the port was made (Docker: the container's name is not in
+/// Join). `Ok(false)` if there is no such port.
+pub async fn label(name: &str, switch: &str, workload: Workload) -> Result<bool> {
+    let store = lock().await?;
+    let mut state = store.load()?;
+    let Some(p) = state.port_mut(switch, PortKind::Adopted, name) else { return Ok(false) };
+    p.workload = Some(workload);
+    store.save(&state)?;
+    Ok(true)
+}
+
 /// The MTU the ports of `switch` get when it has a tunnel: the underlay's minus the VXLAN
 /// overhead, so an encapsulated frame is never too big for the underlay.
 fn tunnel_mtu(state: &State, switch: &str) -> Option<u32> {

@@ -9,14 +9,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Driver, Reply, container_end,
+    Driver, Reply, api, container_end,
     endpoint::{EndpointRecord, EndpointRef},
     network::{self, NetworkRecord},
     port_name, switch_name,
 };
 use crate::{
     controller::ns,
-    state::{Attachment, Runtime},
+    state::{Attachment, Runtime, Workload},
     sys::{netlink::Netlink, netns},
 };
 
@@ -69,31 +69,64 @@ pub(super) async fn join(d: &Driver, req: JoinRequest) -> Reply {
         workload: None,
     })
     .await?;
-    learn_when_made(name, switch, netns);
+    learn_when_made(&ep, netns, d.docker_api.clone());
     Ok(reply(&net, &peer))
 }
 
 /// Longest wait for a container's namespace after Join (an image's start may be slow).
 const NAMESPACE_WAIT: Duration = Duration::from_secs(120);
+/// Longest wait for Docker to list the container of an endpoint once it runs.
+const NAME_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits in the background for the namespace Docker makes when the container starts (after
-/// Join: its prestart hook binds it at the sandbox key), then has port `name` learn it, so its
-/// sockets reach the forwards directly (hairpin). Polls the file only: no lock is taken until
-/// it is there.
-pub(super) fn learn_when_made(name: String, switch: String, netns: PathBuf) {
+/// Join: its prestart hook binds it at the sandbox key), then has the endpoint's port learn
+/// it, so its sockets reach the forwards directly (hairpin); then, if the driver may ask
+/// Docker (`docker_api`), labels the port with the container's name. Polls the file only: no
+/// lock is taken until it is there.
+pub(super) fn learn_when_made(ep: &EndpointRecord, netns: PathBuf, docker_api: Option<PathBuf>) {
+    let (name, switch) = (port_name(&ep.endpoint), switch_name(&ep.network));
+    let (network, endpoint) = (ep.network.clone(), ep.endpoint.clone());
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + NAMESPACE_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            if netns::open_path(&netns).is_ok() {
-                if let Err(e) = ns::learn_namespace(&name, &switch).await {
-                    tracing::warn!("port {name}: learning its namespace {}: {e}", netns.display());
-                }
+        while netns::open_path(&netns).is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("port {name}: namespace {} did not appear within {NAMESPACE_WAIT:?}", netns.display());
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tracing::warn!("port {name}: namespace {} did not appear within {NAMESPACE_WAIT:?}", netns.display());
+        if let Err(e) = ns::learn_namespace(&name, &switch).await {
+            tracing::warn!("port {name}: learning its namespace {}: {e}", netns.display());
+        }
+        if let Some(socket) = docker_api {
+            label(&socket, &name, &switch, &network, &endpoint).await;
+        }
     });
+}
+
+/// Labels port `name` with the name of the container Docker lists for `endpoint`, once it does.
+async fn label(socket: &std::path::Path, name: &str, switch: &str, network: &str, endpoint: &str) {
+    let deadline = tokio::time::Instant::now() + NAME_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match api::container_of(socket, network, endpoint).await {
+            Ok(Some(container)) => {
+                let workload = Workload { namespace: None, name: container };
+                if let Err(e) = ns::label(name, switch, workload).await {
+                    tracing::warn!("port {name}: labelling it: {e}");
+                }
+                return;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => {
+                tracing::warn!("port {name}: {e}");
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        "port {name}: Docker did not list the container of endpoint {} within {NAME_WAIT:?}",
+        &endpoint[..12]
+    );
 }
 
 fn reply(net: &NetworkRecord, peer: &str) -> serde_json::Value {

@@ -19,6 +19,7 @@
 //! last one stopped, and after a reboot (empty `/run`, Docker still has its networks) the
 //! first endpoint of a network makes its switch again from the options the driver kept.
 //! Every error is one line in the protocol's `{"Err": "..."}`, which `docker` shows.
+mod api;
 mod connectivity;
 mod endpoint;
 mod firewall;
@@ -63,16 +64,20 @@ pub struct Driver {
     data_dir: PathBuf,
     /// Endpoint records (`ID.json`): they go with the ports, on a tmpfs.
     run_dir: PathBuf,
+    /// Docker's own API socket, to ask for the containers' names (`--docker-host`).
+    docker_api: Option<PathBuf>,
 }
 
 impl Driver {
-    /// A driver keeping its network records under `data_dir`.
-    pub fn new(data_dir: PathBuf) -> Self {
-        Self { data_dir, run_dir: host::state_dir().join("docker") }
+    /// A driver keeping its network records under `data_dir`, asking Docker at `docker_host`
+    /// (`unix:///PATH`) for the names of the containers, if given.
+    pub fn new(data_dir: PathBuf, docker_host: Option<&str>) -> Result<Self, DriverError> {
+        let docker_api = docker_host.map(api::socket).transpose()?;
+        Ok(Self { data_dir, run_dir: host::state_dir().join("docker"), docker_api })
     }
 
-    /// Picks up where a driver that stopped left off: the ports whose container namespace it
-    /// had not seen yet are watched for it again.
+    /// Picks up where a driver that stopped left off: the ports whose container namespace (or
+    /// name) it had not learned yet are watched for it again.
     pub async fn resume(&self) -> Result<(), DriverError> {
         let dir = self.run_dir.clone();
         let ids: Vec<String> = blocking(move || {
@@ -88,10 +93,10 @@ impl Driver {
             let (name, switch) = (port_name(&ep.endpoint), switch_name(&ep.network));
             if let Some((p, _)) = crate::controller::ns::attached(&name, Some(&switch)).await?
                 && p.ready
-                && p.netns_cookie == 0
+                && (p.netns_cookie == 0 || (p.workload.is_none() && self.docker_api.is_some()))
                 && let Some(netns) = p.netns_file()
             {
-                join::learn_when_made(name, switch, netns);
+                join::learn_when_made(&ep, netns, self.docker_api.clone());
             }
         }
         Ok(())

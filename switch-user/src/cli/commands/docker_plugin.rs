@@ -19,7 +19,7 @@ pub async fn do_docker_plugin(a: DockerPluginArgs) -> Result<Reply> {
     switch::sys::preflight::check()?;
     let listener = listen(&a.socket).await?;
     eprintln!("serving Docker's network driver on {}; Ctrl-C to stop", a.socket.display());
-    let driver = Driver::new(a.data_dir);
+    let driver = Driver::new(a.data_dir, a.docker_host.as_deref())?;
     driver.resume().await?;
     let app = Router::new().fallback(call).with_state(Arc::new(driver));
     let served = axum::serve(listener, app).with_graceful_shutdown(signal::shutdown()).await;
