@@ -331,3 +331,128 @@ fn twenty_containers_at_once() {
     assert!(docker_ports(&id).is_empty(), "{:?}", docker_ports(&id));
     network_removed(&d, "dkn", &id);
 }
+
+/// `POST /METHOD BODY` to the plugin at `socket`, as dockerd sends it; the JSON reply.
+fn call(socket: &std::path::Path, method: &str, body: &str) -> Value {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "20", "--unix-socket"])
+        .arg(socket)
+        .args(["-H", "Content-Type: application/vnd.docker.plugins.v1.2+json", "-d", body])
+        .arg(format!("http://docker/{method}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method}: not JSON ({e}): {text:?}"))
+}
+
+/// The protocol without Docker: what dockerd would send, straight to the plugin's socket.
+/// Join is idempotent (the same answer, one port) while its far end waits on the host, and
+/// makes the port anew once that end went into a namespace (a container that restarted);
+/// Leave and DeleteEndpoint twice are fine; errors are `{"Err": ...}`.
+#[test]
+fn the_protocol_join_is_idempotent_and_errors_are_one_line() {
+    let dir = std::env::temp_dir().join(format!("switch-docker-proto-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("dkproto.sock");
+    let plugin = std::process::Command::new(switch_tests::switch_bin())
+        .args(["docker-plugin", "--socket"])
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut plugin = switch_tests::Reaped::new(plugin);
+    assert!(eventually(|| socket.exists()), "the plugin does not serve");
+    let (net, ep) = (format!("{:064x}", 0xdc0ffee_u64 + u64::from(std::process::id())), format!("{:064x}", 0xe9_u64));
+    let sw = switch_of(&net);
+    // A namespace for the "sandbox" (Docker makes it after Join; here it exists already).
+    let sandbox = format!("dkp{}", std::process::id() % 10_000);
+    switch_tests::host("ip", &["netns", "add", &sandbox]);
+    let cleanup = Cleanup { netns: sandbox.clone(), switch: sw.clone(), net: net.clone() };
+
+    assert_eq!(call(&socket, "Plugin.Activate", ""), serde_json::json!({"Implements": ["NetworkDriver"]}));
+    assert_eq!(call(&socket, "NetworkDriver.GetCapabilities", "")["Scope"], "local");
+    let err = call(&socket, "NetworkDriver.Nope", "{}");
+    assert!(err["Err"].as_str().is_some_and(|e| e.contains("not a call") && !e.contains('\n')), "{err}");
+    let err = call(&socket, "NetworkDriver.CreateNetwork", "{not json");
+    assert!(err["Err"].as_str().is_some_and(|e| e.contains("not JSON")), "{err}");
+    let unknown = serde_json::json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.170.9.2/24"}});
+    let err = call(&socket, "NetworkDriver.CreateEndpoint", &unknown.to_string());
+    assert!(err["Err"].as_str().is_some_and(|e| e.contains("not known to the switch driver")), "{err}");
+
+    let create = serde_json::json!({
+        "NetworkID": net,
+        "Options": {"com.docker.network.generic": {"mtu": "1400"}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.170.9.0/24", "Gateway": "10.170.9.1/24"}],
+        "IPv6Data": [],
+    });
+    assert_eq!(call(&socket, "NetworkDriver.CreateNetwork", &create.to_string()), serde_json::json!({}));
+    let made = call(&socket, "NetworkDriver.CreateEndpoint", &unknown.to_string());
+    let mac = made["Interface"]["MacAddress"].as_str().unwrap_or_else(|| panic!("no MAC chosen: {made}")).to_owned();
+    assert!(made["Interface"].get("Address").is_none(), "the driver must not answer what Docker gave: {made}");
+    let join = serde_json::json!({"NetworkID": net, "EndpointID": ep, "SandboxKey": format!("/run/netns/{sandbox}")});
+    let first = call(&socket, "NetworkDriver.Join", &join.to_string());
+    let src = first["InterfaceName"]["SrcName"].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();
+    assert_eq!(first["InterfaceName"]["DstPrefix"], "eth");
+    assert_eq!(first["Gateway"], "10.170.9.1");
+    let ports = || {
+        json(&["ports", "--switch", &sw])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "adopted")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let before = ports();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["mac"], mac.as_str());
+    assert_eq!(before[0]["ip"], "10.170.9.2/24");
+    assert_eq!(switch_tests::host("cat", &[&format!("/sys/class/net/{src}/mtu")]).trim(), "1400");
+    // Again: the same answer, the same port.
+    assert_eq!(call(&socket, "NetworkDriver.Join", &join.to_string()), first);
+    assert_eq!(ports(), before, "a repeated Join changed the port");
+    // Docker moves the far end into the sandbox; a Join again (a restarted container) makes
+    // the port anew, its far end waiting on the host again.
+    switch_tests::host("ip", &["link", "set", &src, "netns", &sandbox]);
+    assert_eq!(call(&socket, "NetworkDriver.Join", &join.to_string()), first);
+    assert!(std::path::Path::new("/sys/class/net").join(&src).exists(), "no far end waits on the host");
+    assert_eq!(ports().len(), 1, "{:?}", ports());
+    let r = serde_json::json!({"NetworkID": net, "EndpointID": ep});
+    for method in ["Leave", "Leave", "DeleteEndpoint", "DeleteEndpoint"] {
+        assert_eq!(
+            call(&socket, &format!("NetworkDriver.{method}"), &r.to_string()),
+            serde_json::json!({}),
+            "{method}"
+        );
+    }
+    assert!(ports().is_empty(), "{:?}", ports());
+    assert_eq!(
+        call(&socket, "NetworkDriver.DeleteNetwork", &serde_json::json!({"NetworkID": net}).to_string()),
+        serde_json::json!({})
+    );
+    assert!(network_leftovers(&net).is_empty());
+    drop(cleanup);
+    // SAFETY: signals the plugin this test started.
+    unsafe { libc::kill(plugin.id() as i32, libc::SIGTERM) };
+    assert!(eventually(|| plugin.try_wait().ok().flatten().is_some()), "the plugin did not stop on SIGTERM");
+    assert!(!socket.exists(), "the plugin left its socket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the protocol test made, removed also when it fails.
+struct Cleanup {
+    netns: String,
+    switch: String,
+    net: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = switch_tests::switch(&["down", "--switch", &self.switch]);
+        let _ = network_leftovers(&self.net);
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}

@@ -164,3 +164,31 @@ pub(super) async fn revoke(d: &Driver, r: EndpointRef) -> Reply {
     d.save_endpoint(&ep).await?;
     Ok(json!({}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(v: Value) -> Result<Vec<(Proto, Binding)>, DriverError> {
+        bindings(json!({ PORTMAP: v }).as_object().unwrap())
+    }
+
+    #[test]
+    fn port_mappings_as_docker_20_10_sends_them() {
+        let b = map(json!([
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "0.0.0.0", "HostPort": 8080, "HostPortEnd": 8080},
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080},
+            {"Proto": 17, "IP": "", "Port": 53, "HostIP": "", "HostPort": 0, "HostPortEnd": 0},
+        ]))
+        .unwrap();
+        // The IPv6 twin is left out.
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].0, b[0].1.port, b[0].1.host_port), (Proto::Tcp, 80, 8080));
+        assert_eq!((b[1].0, b[1].1.host_port), (Proto::Udp, 0));
+        assert!(map(Value::Null).unwrap().is_empty());
+        let one_address = map(json!([{"Proto": 6, "Port": 80, "HostIP": "127.0.0.1", "HostPort": 8080}]));
+        assert!(one_address.unwrap_err().0.contains("leave the address out"));
+        let sctp = map(json!([{"Proto": 132, "Port": 80, "HostIP": "", "HostPort": 8080}]));
+        assert!(sctp.unwrap_err().0.contains("protocol 132"));
+    }
+}

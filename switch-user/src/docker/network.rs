@@ -200,3 +200,34 @@ impl Driver {
         self.data_dir.join("networks")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: Value) -> Result<NetOptions, DriverError> {
+        parse_options(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn options_are_taken_or_refused() {
+        let o = opts(json!({"uplink": "eth1, eth2", "datapath": "xdp", "masquerade": "false", "mtu": "1400"})).unwrap();
+        assert_eq!(o.uplinks, ["eth1", "eth2"]);
+        assert_eq!(o.datapath, Some(DatapathKind::Xdp));
+        assert!(!o.masquerade && o.port_security);
+        assert_eq!(o.mtu, Some(1400));
+        assert_eq!(opts(json!({DOCKER_MTU: "9000"})).unwrap().mtu, Some(9000));
+        let defaults = opts(json!({})).unwrap();
+        assert!(defaults.masquerade && defaults.port_security && defaults.uplinks.is_empty());
+        for (bad, says) in [
+            (json!({"uplnk": "eth1"}), "unknown option 'uplnk'"),
+            (json!({"datapath": "ebpf"}), "one of tc, xdp"),
+            (json!({"mtu": "67"}), "from 68 to 65535"),
+            (json!({"port-security": "no"}), "true or false"),
+            (json!({"mtu": 1400}), "not a string"),
+        ] {
+            let e = opts(bad.clone()).unwrap_err().0;
+            assert!(e.contains(says) && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
+}

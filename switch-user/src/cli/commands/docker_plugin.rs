@@ -23,7 +23,7 @@ pub async fn do_docker_plugin(a: DockerPluginArgs) -> Result<Reply> {
     driver.resume().await?;
     let app = Router::new().fallback(call).with_state(Arc::new(driver));
     let served = axum::serve(listener, app).with_graceful_shutdown(signal::shutdown()).await;
-    let _ = std::fs::remove_file(&a.socket);
+    let _ = tokio::fs::remove_file(&a.socket).await;
     served.context("serving the Docker driver")?;
     Ok(Reply::done())
 }
@@ -32,13 +32,13 @@ pub async fn do_docker_plugin(a: DockerPluginArgs) -> Result<Reply> {
 /// not.
 async fn listen(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+        tokio::fs::create_dir_all(dir).await.with_context(|| format!("making {}", dir.display()))?;
     }
-    if path.exists() {
+    if tokio::fs::try_exists(path).await.unwrap_or(false) {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             bail!("{} is served already (another docker-plugin?)", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+        tokio::fs::remove_file(path).await.with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
     tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))
 }
