@@ -456,3 +456,22 @@ impl Drop for Cleanup {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
 }
+
+/// Every datapath takes Docker's ports (their far ends handed over to Docker): two containers
+/// reach each other by name and their gateway; the ports go with the containers.
+#[test]
+fn every_datapath_switches_containers() {
+    let mut d = Docker::new();
+    for (i, datapath) in ["tc", "xdp", "userspace", "bridge"].into_iter().enumerate() {
+        let net = format!("dk{datapath}");
+        let id = d.network(&net, &format!("10.170.{}.0/24", 10 + i), &[&format!("datapath={datapath}")]);
+        let (a, b) = (format!("{net}a"), format!("{net}b"));
+        d.run(&a, &net, &[], IDLE);
+        d.run(&b, &net, &[], IDLE);
+        assert!(ping(&d, &a, &b), "{datapath}: {a} cannot reach {b} by name");
+        assert!(ping(&d, &b, &format!("10.170.{}.1", 10 + i)), "{datapath}: {b} cannot reach the gateway");
+        d.ok(&["rm", "-f", &a, &b]);
+        assert!(docker_ports(&id).is_empty(), "{datapath}: {:?}", docker_ports(&id));
+        network_removed(&d, &net, &id);
+    }
+}
