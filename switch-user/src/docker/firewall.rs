@@ -6,24 +6,31 @@
 //! host resolves it while it forwards the packet). Hairpin, known forwards and the answers of
 //! outbound connections are switched in eBPF and never reach FORWARD; what the host routes
 //! into the segment is still checked by the switch's own guard on the gateway (only forwards
-//! and answers pass). So, as Docker does for its own bridges, two rules accept what comes in
-//! on and goes out of the network's gateway: appended to FORWARD (after Docker's DOCKER-USER
+//! and answers pass). So, as Docker does for its own bridges, rules accept what comes in on
+//! and goes out of the network's gateway (and what its Linux bridge forwards, on the `bridge`
+//! datapath): appended to FORWARD (after Docker's DOCKER-USER
 //! jump, so users' own rules there still apply), marked with the network's switch, added
 //! idempotently and removed with the network.
 use tokio::process::Command;
 
 use super::DriverError;
-use crate::names::gateway_ifnames;
+use crate::names::{bridge_ifname, gateway_ifnames};
 
-/// The rules of the network whose switch is `switch`, without the command (`-A`, `-C`, `-D`).
-fn rules(switch: &str) -> [Vec<String>; 2] {
+/// The rules of the network whose switch is `switch`, without the command (`-A`, `-C`, `-D`):
+/// into and out of its gateway, and through its Linux bridge, which only the `bridge`
+/// datapath has (the kernel's br_netfilter, when on, passes bridged frames through FORWARD;
+/// the rule names an interface that does not exist on the other datapaths).
+fn rules(switch: &str) -> [Vec<String>; 3] {
     let (gateway_if, _) = gateway_ifnames(switch);
+    let bridge = bridge_ifname(switch);
     let comment = format!("switch docker-plugin: network {switch}");
-    ["-i", "-o"].map(|dir| {
-        ["FORWARD", dir, &gateway_if, "-m", "comment", "--comment", &comment, "-j", "ACCEPT"]
-            .map(str::to_owned)
-            .to_vec()
-    })
+    let rule = |matches: &[&str]| {
+        let mut r = vec!["FORWARD"];
+        r.extend_from_slice(matches);
+        r.extend(["-m", "comment", "--comment", &comment, "-j", "ACCEPT"]);
+        r.into_iter().map(str::to_owned).collect()
+    };
+    [rule(&["-i", &gateway_if]), rule(&["-o", &gateway_if]), rule(&["-i", &bridge, "-o", &bridge])]
 }
 
 /// Runs `iptables -w OP RULE`; `Ok(None)` if there is no iptables at all (then no Docker
