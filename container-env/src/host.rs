@@ -34,6 +34,9 @@ pub struct Watch {
     pub nat_chains: &'static [&'static str],
     /// Prefixes of the network namespaces it makes in /run/netns (reported if left).
     pub netns_prefixes: &'static [&'static str],
+    /// Chains (table, chain) the runtime makes and never removes (dockerd's DOCKER chains):
+    /// removed with the rules jumping to them if none was there before.
+    pub chains: &'static [(&'static str, &'static str)],
 }
 
 /// `net.ipv4.ip_forward`, `all/accept_redirects` and every interface's `forwarding`, as they
@@ -80,6 +83,11 @@ pub struct HostState {
     watched_dirs: Vec<PathBuf>,
     nat_chains: Vec<String>,
     netns_prefixes: Vec<String>,
+    /// The policies of the built-in chains, as [`iptables::policies`] names them (dockerd
+    /// sets filter FORWARD to DROP).
+    policies: Vec<(String, String)>,
+    /// The watched chains (see [`Watch::chains`]) as `table/chain`.
+    owned_chains: Vec<(String, String)>,
 }
 
 /// What giving the host back did.
@@ -105,6 +113,8 @@ impl HostState {
             watched_dirs: watch.dirs.iter().map(PathBuf::from).collect(),
             nat_chains: strings(watch.nat_chains),
             netns_prefixes: strings(watch.netns_prefixes),
+            policies: iptables::policies(),
+            owned_chains: watch.chains.iter().map(|(t, c)| (t.to_string(), c.to_string())).collect(),
         }
     }
 
@@ -132,6 +142,18 @@ impl HostState {
         if self.nat_chains.iter().all(new) && !in_use {
             for c in &self.nat_chains {
                 iptables::remove_chain("nat", c);
+            }
+        }
+        // The watched chains the runtime made, then the policies it changed.
+        for (table, chain) in self.owned_chains.iter().filter(|(t, c)| !self.chains.contains(&format!("ip/{t}/{c}"))) {
+            iptables::remove_chain(table, chain);
+        }
+        for (chain, policy) in &self.policies {
+            if iptables::policies().iter().any(|(c, p)| c == chain && p != policy) {
+                match iptables::set_policy(chain, policy) {
+                    Ok(()) => done.notes.push(format!("gave back the policy {policy} of {chain}")),
+                    Err(e) => done.errors.push(e.to_string()),
+                }
             }
         }
         // The nat tables iptables made for their rules (`ip6 nat` too), now empty: their

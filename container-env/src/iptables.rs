@@ -77,3 +77,40 @@ pub fn remove_network_rules(network: &str, keep: &[&str]) {
         }
     }
 }
+
+/// The policies of the built-in chains of every iptables and ip6tables table, as
+/// (`FAMILY/table/CHAIN`, policy) (`iptables-save`: `:FORWARD DROP [0:0]`).
+pub fn policies() -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (family, save) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
+        let text = run(&mut Command::new(save)).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let mut table = String::new();
+        for l in text.unwrap_or_default().lines() {
+            if let Some(t) = l.strip_prefix('*') {
+                table = format!("{family}/{t}");
+            } else if let Some(c) = l.strip_prefix(':') {
+                let mut f = c.split(' ');
+                if let (Some(chain), Some(policy)) = (f.next(), f.next())
+                    && policy != "-"
+                {
+                    out.push((format!("{table}/{chain}"), policy.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sets the policy of built-in chain `FAMILY/table/CHAIN` (as [`policies`] names it).
+pub fn set_policy(chain: &str, policy: &str) -> crate::Result<()> {
+    let mut parts = chain.splitn(3, '/');
+    let (Some(family), Some(table), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(crate::Error::Host(format!("{chain}: not FAMILY/table/CHAIN")));
+    };
+    let program = if family == "ip6" { "ip6tables" } else { "iptables" };
+    if quiet(program, &["-w", "-t", table, "-P", name, policy]) {
+        Ok(())
+    } else {
+        Err(crate::Error::Host(format!("the policy of {chain} could not be set back to {policy}")))
+    }
+}

@@ -13,8 +13,9 @@
 //! - [`containerd`]: a private containerd daemon driven through `ctr`, with its CRI plugin off,
 //!   or on (`Env::create_cri`: kubelet's containerd, its CNI directories and sandbox image of
 //!   its own), driven over gRPC by `cri` (feature `cri`: the k8s-cri client);
-//! - [`daemon`]: a runtime daemon as a child process (containerd today; dockerd with its own
-//!   data root, exec root and socket, or containerd with its CRI plugin on, next);
+//! - [`docker`]: a private dockerd (its own data root, exec root, socket) with its iptables
+//!   on, its `docker import`ed busybox, and the host state it changes ([`docker::WATCH`]);
+//! - [`daemon`]: a runtime daemon as a child process (containerd, dockerd);
 //! - [`host`]: the host-wide state runtimes and their plugins change (forwarding sysctls,
 //!   iptables chains and nat tables, built-in directories), recorded before the first runtime
 //!   call and given back after the last, also across processes;
@@ -23,12 +24,8 @@
 //! - [`kube_proxy`]: the rules kube-proxy writes for Services (iptables and nftables modes);
 //! - [`iptables`], [`nat_tables`], [`workdir`], [`ledger`], [`command`]: the helpers.
 //!
-//! A Docker environment is a sibling of [`containerd`]: dockerd as a [`Daemon`](daemon::Daemon)
-//! with its data root, exec root, pid file and socket in its directory, its `docker import`
-//! of [`image::busybox_rootfs`], and a [`Watch`](host::Watch) of what it changes (ip_forward,
-//! its DOCKER chains in filter and nat; the filter FORWARD policy it sets to DROP is one more
-//! field of [`HostState`](host::HostState)). A CRI environment is [`containerd`] with the CRI
-//! plugin on (its CNI directories and a sandbox image of its own) driven over gRPC.
+//! A CRI environment is [`containerd`] with the CRI plugin on (its CNI directories and a
+//! sandbox image of its own) driven over gRPC.
 //!
 //! Everything here blocks (it runs runtime commands and waits for them): async callers run it
 //! on a blocking thread; commands they time themselves are built here ([`podman::Env::command`])
@@ -39,6 +36,7 @@ pub mod containerd;
 #[cfg(feature = "cri")]
 pub mod cri;
 pub mod daemon;
+pub mod docker;
 mod error;
 pub mod host;
 pub mod image;

@@ -38,6 +38,7 @@ pub const WATCH: Watch = Watch {
     nat_chains: &PORTMAP_CHAINS,
     // `netns-UUID` (`cni-UUID` in other versions).
     netns_prefixes: &["netns-", "cni-"],
+    chains: &[],
 };
 
 /// Portmap's top-level chains, which it leaves behind after the last container; the first

@@ -30,6 +30,8 @@
 //!                         `blocking` (all of it off the async workers)
 //!   cni/                  the CNI plugin (bin/switch-cni.rs): spec types, IPAM delegation,
 //!                         ADD/DEL/CHECK/GC/STATUS on top of the controller
+//!   docker/               the Docker network driver (`switch docker-plugin`): libnetwork's
+//!                         remote driver calls on top of the controller, one file per group
 //!   bench/                the benchmark harness: one file per comparison behind the
 //!                         `Comparison` shape, contenders, tools, reports; its container
 //!                         runtimes come from the `container-env` crate, as the tests' do
@@ -48,6 +50,7 @@ pub mod bench;
 pub mod cni;
 pub mod controller;
 pub mod datapath;
+pub mod docker;
 pub mod edge;
 pub mod error;
 pub mod kind;

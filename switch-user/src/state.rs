@@ -190,10 +190,16 @@ pub struct PortState {
     /// The tunnel's settings and peers (kind `Tunnel` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelState>,
-    /// The CNI attachment the port is, when `switch-cni` made it (kind `Adopted` only): what
-    /// the runtime names it by. `None` for every other port (`switch ns attach`'s included).
+    /// The attachment the port is, when a container runtime's plugin made it (`switch-cni`,
+    /// the Docker driver; kind `Adopted` only): what the runtime names it by. `None` for every
+    /// other port (`switch ns attach`'s included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// The namespace's end of the veth pair was left on the host, named `peer_if`, for the
+    /// runtime to move into its namespace itself (Docker's Join): nothing is set up inside it
+    /// (the runtime gives it its address and routes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_over: bool,
     /// The workload a container runtime says is behind the port (a Kubernetes pod, a Docker
     /// container), as listings show it. A label only: ports are never found by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,16 +209,42 @@ pub struct PortState {
     pub ready: bool,
 }
 
-/// A CNI attachment: the tuple a runtime names it by in every command.
+/// The container runtime interface a port's attachment was made through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A CNI plugin invocation (`switch-cni`: podman, containerd, Kubernetes).
+    #[default]
+    Cni,
+    /// Docker's network driver protocol (`switch docker-plugin`).
+    Docker,
+}
+
+impl Runtime {
+    fn is_cni(&self) -> bool {
+        *self == Self::Cni
+    }
+}
+
+/// An attachment made for a container runtime: the tuple the runtime names it by in every
+/// call. CNI: (network name, `CNI_CONTAINERID`, `CNI_IFNAME`); Docker: (network ID, endpoint
+/// ID, the container end's name the driver gave it on the host, which Docker renames `ethN`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CniAttachment {
-    /// The network's name (`name` of its configuration).
+pub struct Attachment {
+    /// Which interface of which runtime (CNI when not recorded: records before Docker).
+    #[serde(default, skip_serializing_if = "Runtime::is_cni")]
+    pub runtime: Runtime,
+    /// The network's name (CNI: `name` of its configuration; Docker: its network ID).
     pub network: String,
-    /// `CNI_CONTAINERID`.
+    /// `CNI_CONTAINERID`; Docker's endpoint ID.
     pub container_id: String,
-    /// `CNI_IFNAME`: the interface in the container.
+    /// `CNI_IFNAME`: the interface in the container; Docker: the container end's name before
+    /// Docker moves it.
     pub ifname: String,
 }
+
+/// The name the CNI plugin's code knows the attachment record by.
+pub type CniAttachment = Attachment;
 
 /// Who a container runtime runs behind a port: a Kubernetes pod (`namespace/name`, from
 /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in `CNI_ARGS`) or a container by its name.
@@ -560,6 +592,7 @@ mod tests {
             port_security: true,
             tunnel: None,
             cni: None,
+            handed_over: false,
             workload: None,
             ready: true,
         }

@@ -7,6 +7,7 @@
 pub mod bpf;
 pub mod containerd;
 pub mod cri;
+pub mod docker;
 pub mod frames;
 pub mod hosts;
 pub mod ipv4;

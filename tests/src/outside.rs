@@ -30,18 +30,23 @@ impl Outside {
 
     /// A second outside of the same test needs other names.
     pub fn new_named(sb: &Sandbox, net: u8, name: &str) -> Self {
-        let (ns, uplink) = (sb.name(name), format!("u{}{name}", sb.prefix));
+        Self::at(sb.name(name), format!("u{}{name}", sb.prefix), &format!("172.31.{net}"))
+    }
+
+    /// An outside namespace `ns` behind uplink `uplink` on `SUBNET.0/24` (`SUBNET` is the
+    /// first three octets): the uplink is `SUBNET.1`, the namespace `SUBNET.2`.
+    pub fn at(ns: String, uplink: String, subnet: &str) -> Self {
         let run = |args: &[&str]| host("ip", args);
         run(&["netns", "add", &ns]);
         // Owned from here: a failure below still removes what was made.
         let out = Self { ns, uplink };
         run(&["link", "add", &out.uplink, "type", "veth", "peer", "name", "eth0", "netns", &out.ns]);
-        run(&["addr", "add", &format!("172.31.{net}.1/24"), "dev", &out.uplink]);
+        run(&["addr", "add", &format!("{subnet}.1/24"), "dev", &out.uplink]);
         run(&["link", "set", &out.uplink, "up"]);
-        run(&["-n", &out.ns, "addr", "add", &format!("172.31.{net}.2/24"), "dev", "eth0"]);
+        run(&["-n", &out.ns, "addr", "add", &format!("{subnet}.2/24"), "dev", "eth0"]);
         run(&["-n", &out.ns, "link", "set", "eth0", "up"]);
         run(&["-n", &out.ns, "link", "set", "lo", "up"]);
-        run(&["-n", &out.ns, "route", "add", "default", "via", &format!("172.31.{net}.1")]);
+        run(&["-n", &out.ns, "route", "add", "default", "via", &format!("{subnet}.1")]);
         out
     }
 

@@ -168,6 +168,7 @@ fn setup() -> Result<()> {
     }
     packages()?;
     openvswitch()?;
+    docker()?;
     promtool()?;
     bpffs()?;
     lint_tools()?;
@@ -214,61 +215,73 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 /// Open vSwitch, the userspace datapath `switch bench` measures the userspace engine against
 /// (its `ovs` contender runs private daemons of its own).
 const OVS_PACKAGE: &str = "openvswitch-switch";
+/// Docker 20.10, which the Docker driver's tests (tests/tests/docker.rs) run as a private
+/// dockerd of their own, never as the packaged service.
+const DOCKER_PACKAGE: &str = "docker.io";
 /// Debian's hook that tells maintainer scripts (through invoke-rc.d) whether they may start
 /// services: exit status 101 forbids it.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// Marks a policy-rc.d as setup's own, so that one left by an interrupted setup is removed.
-const POLICY_MARK: &str = "# cargo xtask setup: no services start while it installs openvswitch-switch";
+const POLICY_MARK: &str = "# cargo xtask setup: no services start while it installs";
 
 /// Installs `openvswitch-switch` without starting its service: the package's postinst would
 /// start ovsdb-server and ovs-vswitchd with the system database (on a machine without systemd,
-/// through /etc/init.d), which a benchmark tool has no business leaving on a host. A
-/// policy-rc.d that forbids every start is in place for this install only (setup's own,
-/// removed afterwards; one that was there before is left as it was), and setup fails if an
-/// Open vSwitch daemon runs afterwards all the same.
+/// through /etc/init.d), which a benchmark tool has no business leaving on a host.
 fn openvswitch() -> Result<()> {
+    without_services(OVS_PACKAGE, &["ovsdb-server", "ovs-vswitchd"], "/etc/init.d/openvswitch-switch stop")
+}
+
+/// Installs `docker.io` without starting dockerd (the same reasons as Open vSwitch's).
+fn docker() -> Result<()> {
+    without_services(DOCKER_PACKAGE, &["dockerd"], "/etc/init.d/docker stop")
+}
+
+/// Installs `package` without starting its services: a policy-rc.d that forbids every start
+/// is in place for this install only (setup's own, removed afterwards; one that was there
+/// before is left as it was), and setup fails if one of `daemons` runs afterwards all the
+/// same (`stop` says how to stop them).
+fn without_services(package: &str, daemons: &[&str], stop: &str) -> Result<()> {
     let ours = || fs::read_to_string(POLICY_RC_D).is_ok_and(|s| s.contains(POLICY_MARK));
     if ours() {
         // Left by a setup that was interrupted during the install.
         fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
     }
-    if installed(OVS_PACKAGE) {
+    if installed(package) {
         return Ok(());
     }
-    let running = ovs_daemons();
-    eprintln!("xtask: installing {OVS_PACKAGE} (its service is not started)");
+    let running = daemons_named(daemons);
+    eprintln!("xtask: installing {package} (its service is not started)");
     let created = !Path::new(POLICY_RC_D).exists();
     if created {
         use std::os::unix::fs::PermissionsExt as _;
-        fs::write(POLICY_RC_D, format!("#!/bin/sh\n{POLICY_MARK}\nexit 101\n"))
+        fs::write(POLICY_RC_D, format!("#!/bin/sh\n{POLICY_MARK} {package}\nexit 101\n"))
             .with_context(|| format!("writing {POLICY_RC_D}"))?;
         fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))?;
     }
-    let installed = apt_install(&[OVS_PACKAGE]);
+    let installed = apt_install(&[package]);
     if created {
         fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
     }
     installed?;
-    let started: Vec<String> = ovs_daemons().into_iter().filter(|d| !running.contains(d)).collect();
+    let started: Vec<String> = daemons_named(daemons).into_iter().filter(|d| !running.contains(d)).collect();
     if !started.is_empty() {
         bail!(
-            "installing {OVS_PACKAGE} started {} although policy-rc.d forbade it; stop them with \
-             '/etc/init.d/openvswitch-switch stop'",
+            "installing {package} started {} although policy-rc.d forbade it; stop them with '{stop}'",
             started.join(", ")
         );
     }
     Ok(())
 }
 
-/// Open vSwitch daemons running on the host (`pid name`).
-fn ovs_daemons() -> Vec<String> {
+/// Processes on the host whose name is one of `names` (`pid name`).
+fn daemons_named(names: &[&str]) -> Vec<String> {
     let Ok(dir) = fs::read_dir("/proc") else { return vec![] };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
             let comm = fs::read_to_string(e.path().join("comm")).ok()?;
             let comm = comm.trim();
-            matches!(comm, "ovsdb-server" | "ovs-vswitchd").then(|| format!("{pid} {comm}"))
+            names.contains(&comm).then(|| format!("{pid} {comm}"))
         })
         .collect()
 }

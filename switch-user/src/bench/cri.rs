@@ -44,7 +44,7 @@ const HOST_RECORD: &str = "host.json";
 /// What the bridge plugin changes on the host (ip_forward; its masquerade rules go with its
 /// DEL, or with the ledger's network entry). The built-in directories containerd and libcni
 /// make are removed only if empty (other runtimes may use them meanwhile).
-const WATCH: Watch = Watch { dirs: &[], nat_chains: &[], netns_prefixes: &["cni-"] };
+const WATCH: Watch = Watch { dirs: &[], nat_chains: &[], netns_prefixes: &["cni-"], chains: &[] };
 
 /// The CRI comparison.
 pub struct Cri;

@@ -100,6 +100,9 @@ pub enum Command {
     /// Two namespaces (red, blue) on an eBPF switch: ping both ways, show the MAC table, tear
     /// everything down.
     Demo,
+    /// Serve Docker's network driver `switch` until Ctrl-C or SIGTERM: `docker network create
+    /// -d switch` makes a switch, `docker run --network NET -p ...` plugs containers into it.
+    DockerPlugin(DockerPluginArgs),
 }
 
 #[derive(Debug, Args)]
@@ -558,4 +561,39 @@ pub enum FdbCommand {
         #[arg(long, default_value = DEFAULT_SWITCH)]
         switch: String,
     },
+}
+
+const DOCKER_PLUGIN_HELP: &str = "\
+Docker finds the driver by its socket: /run/docker/plugins/NAME.sock serves the driver NAME
+(`-d NAME`). Start it before dockerd (a systemd unit ordered before docker.service: see
+docs/docker.md); it keeps nothing in memory, so it can be restarted while containers run.
+
+Options of `docker network create -d switch -o KEY=VALUE`:
+  uplink=IFACE[,IFACE]   where -p answers and outbound traffic leaves (masqueraded)
+  datapath=tc|xdp|userspace|bridge   [default: tc]
+  masquerade=false       outbound traffic keeps the containers' addresses
+  port-security=false    containers may send as other stations
+  mtu=N                  the containers' interfaces
+
+Examples:
+  switch docker-plugin &
+  docker network create -d switch -o uplink=eth1 --subnet 10.20.0.0/24 web
+  docker run -d --network web -p 8080:80 nginx
+  switch ports; switch forward list";
+
+#[derive(Debug, Args)]
+#[command(after_help = DOCKER_PLUGIN_HELP)]
+pub struct DockerPluginArgs {
+    /// The Unix socket to serve (its file name is the driver's name for Docker).
+    #[arg(long, value_name = "PATH", default_value = switch::docker::DEFAULT_SOCKET)]
+    pub socket: std::path::PathBuf,
+    /// Where the networks' options are kept, so their switches can be made again after a
+    /// reboot.
+    #[arg(long, value_name = "DIR", default_value = switch::docker::DEFAULT_DATA_DIR)]
+    pub data_dir: std::path::PathBuf,
+    /// Docker's API socket (unix:///run/docker.sock): the driver asks it for the names of
+    /// the containers, which the driver protocol does not tell, and `switch ports` shows them
+    /// as their ports' workload. Without it the ports are named by their endpoints only.
+    #[arg(long, value_name = "unix:///PATH")]
+    pub docker_host: Option<String>,
 }

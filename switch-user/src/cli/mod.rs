@@ -22,6 +22,7 @@
 //! | metrics [serve]    | `commands::metrics`            | `controller::metrics`       |
 //! | bench              | `commands::bench`              | `bench`                     |
 //! | demo               | `commands::demo`               | all of the above            |
+//! | docker-plugin      | `commands::docker_plugin`      | `docker` (the driver)       |
 pub mod args;
 pub mod commands;
 pub mod output;
@@ -54,5 +55,6 @@ pub async fn dispatch(command: Command, json: bool) -> anyhow::Result<Reply> {
         Command::Metrics(a) => metrics::do_metrics(a).await,
         Command::Bench(a) => bench::do_bench(a, json).await,
         Command::Demo => demo::do_demo().await,
+        Command::DockerPlugin(a) => docker_plugin::do_docker_plugin(a).await,
     }
 }

@@ -33,7 +33,7 @@ use spec::{Code, NetConf};
 
 use crate::{
     names::{NS_IFNAME, cni_port_name},
-    state::{CniAttachment, PortKind, Workload},
+    state::{CniAttachment, PortKind, Runtime, Workload},
 };
 
 /// The versions of the spec this plugin speaks.
@@ -112,6 +112,7 @@ impl Env {
     /// The attachment the command names: (network, container ID, interface).
     fn attachment(&self, conf: &NetConf) -> CniAttachment {
         CniAttachment {
+            runtime: Runtime::Cni,
             network: conf.name.clone(),
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),

@@ -244,9 +244,30 @@ fn check(state: &State, o: &AddOptions) -> Result<Ipv4Addr> {
 pub async fn add(o: AddOptions) -> Result<ForwardState> {
     validate_name("switch name", &o.switch)?;
     let store = lock().await?;
+    add_locked(&store, o).await
+}
+
+/// Forwards the first host port in `within` that no forward has and no host process holds
+/// (`o.host` is ignored) to `o.ns`'s single port `o.to`: a published port without a host
+/// port (Docker's `-p 80`). Chosen under the state lock, so concurrent calls never pick the
+/// same port.
+pub async fn add_free(o: AddOptions, within: PortRange) -> Result<ForwardState> {
+    validate_name("switch name", &o.switch)?;
+    let store = lock().await?;
+    let state = store.load()?;
+    let held: Vec<u16> = listening_sockets(o.proto, within).into_iter().map(|(p, _)| p).collect();
+    let forwarded =
+        |p: u16| state.forwards.iter().any(|f| f.proto == o.proto && (f.host_first..=f.host_last).contains(&p));
+    let port = (within.first..=within.last).find(|p| !held.contains(p) && !forwarded(*p)).ok_or_else(|| {
+        Error::Command(format!("no free {} host port in {within} to publish {}:{}", o.proto, o.ns, o.to))
+    })?;
+    add_locked(&store, AddOptions { host: PortRange { first: port, last: port }, ..o }).await
+}
+
+async fn add_locked(store: &Store, o: AddOptions) -> Result<ForwardState> {
     let mut state = store.load()?;
     state.switch(&o.switch)?;
-    intent::converge(&store, &mut state, &o.switch).await?;
+    intent::converge(store, &mut state, &o.switch).await?;
     let target_ip = check(&state, &o)?;
     if state.uplinks(&o.switch).is_empty() {
         // No --uplink given: traffic from outside arrives where the default route leaves.
@@ -277,7 +298,7 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     };
     // Refresh the uplink addresses: they may have changed since `up`.
     let made = async {
-        setup_uplinks(&store, &mut state, &o.switch).await?;
+        setup_uplinks(store, &mut state, &o.switch).await?;
         // Intent first: a killed command leaves a record the next one rolls back.
         state.forwards.push(fwd.clone());
         store.save(&state)?;
@@ -287,10 +308,10 @@ pub async fn add(o: AddOptions) -> Result<ForwardState> {
     .await;
     if let Err(e) = made {
         // Take back what was written and the records not finished (an uplink adopted above).
-        let _ = intent::converge(&store, &mut state, &o.switch).await;
+        let _ = intent::converge(store, &mut state, &o.switch).await;
         return Err(e);
     }
-    intent::finish(&store, &mut state, [intent::Record::Forward(&fwd)])?;
+    intent::finish(store, &mut state, [intent::Record::Forward(&fwd)])?;
     Ok(ForwardState { ready: true, ..fwd })
 }
 

@@ -259,9 +259,10 @@ pub struct AttachOptions {
 }
 
 /// Checks `opts` against `state`. `Some(info)` when the port exists exactly as asked.
-fn check_attach(state: &State, opts: &AttachOptions) -> Result<Option<NsInfo>> {
+fn check_attach(state: &State, opts: &AttachOptions, handed_over: bool) -> Result<Option<NsInfo>> {
     if let Some(p) = state.ns_port(&opts.name) {
         let same = p.kind == PortKind::Adopted
+            && p.handed_over == handed_over
             && p.switch == opts.switch
             && p.ip == Some(opts.ip)
             && p.peer_if == opts.ifname
@@ -296,6 +297,17 @@ fn check_attach(state: &State, opts: &AttachOptions) -> Result<Option<NsInfo>> {
 /// pair with `opts.ifname` inside, its address and a default route via the gateway.
 /// Idempotent; rolls back what it made on failure. Never deletes the namespace.
 pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
+    attach_port(opts, false).await
+}
+
+/// `attach` for a runtime that moves the namespace's end into `opts.netns` itself (Docker's
+/// Join): the veth pair is made on the host, its far end named `opts.ifname` there, with the
+/// port's MAC and MTU and nothing else (the runtime gives it its address and routes).
+pub async fn attach_handed_over(opts: AttachOptions) -> Result<AddReport> {
+    attach_port(opts, true).await
+}
+
+async fn attach_port(opts: AttachOptions, handed_over: bool) -> Result<AddReport> {
     validate_name("port name", &opts.name)?;
     validate_name("switch name", &opts.switch)?;
     names::validate_ifname(&opts.ifname)?;
@@ -305,13 +317,16 @@ pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
     if let Some(mtu) = opts.mtu.filter(|m| !(68..=65_535).contains(m)) {
         return Err(Error::invalid("MTU", mtu.to_string(), "must be between 68 and 65535"));
     }
-    // A namespace file that is not one is refused before anything is recorded.
-    drop(netns::open_path(&opts.netns)?);
+    // A namespace file that is not one is refused before anything is recorded (a runtime that
+    // moves the far end itself may make its namespace afterwards).
+    if !handed_over {
+        drop(netns::open_path(&opts.netns)?);
+    }
     let store = lock().await?;
     let mut state = store.load()?;
     ready_switch(&state, &opts.switch)?;
     intent::converge(&store, &mut state, &opts.switch).await?;
-    if let Some(same) = check_attach(&state, &opts)? {
+    if let Some(same) = check_attach(&state, &opts, handed_over)? {
         return Ok(AddReport { created: false, info: same });
     }
     let slot = state.free_slot(&opts.switch).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
@@ -321,11 +336,45 @@ pub async fn attach(opts: AttachOptions) -> Result<AddReport> {
     let port = PortState {
         cni: opts.cni.clone(),
         workload: opts.workload.clone(),
+        handed_over,
         ..port::adopted(&opts.switch, &opts.name, host_if, slot, &opts.netns, &opts.ifname, end)
     };
     state.ports.push(port.clone());
     store.save(&state)?;
     make_recorded(&store, &mut state, port).await
+}
+
+/// Learns the namespace of the handed-over port `name` of `switch` once its runtime made it
+/// (Docker makes a container's namespace when it starts, after Join): its cookie is recorded,
+/// and its sockets may reach forwards directly (hairpin), as a namespace attached whole may.
+/// `Ok(true)` when learned (or known already), `Ok(false)` while the namespace is not there
+/// yet or when the port is gone.
+pub async fn learn_namespace(name: &str, switch: &str) -> Result<bool> {
+    let store = lock().await?;
+    let mut state = store.load()?;
+    let Some(p) = adopted(&state, name, Some(switch)).filter(|p| p.ready).cloned() else { return Ok(false) };
+    if p.netns_cookie != 0 {
+        return Ok(true);
+    }
+    let dp = datapath_of(&state, switch)?;
+    let Some(cookie) = port::learn_namespace(dp.as_ref(), &p).await? else { return Ok(false) };
+    if let Some(r) = state.port_mut(switch, PortKind::Adopted, name) {
+        r.netns_cookie = cookie;
+    }
+    store.save(&state)?;
+    Ok(true)
+}
+
+/// Labels the adopted port `name` of `switch` with the workload a runtime runs behind it, when
+/// the runtime tells it only after the port was made (Docker: the container's name is not in
+/// Join). `Ok(false)` if there is no such port.
+pub async fn label(name: &str, switch: &str, workload: Workload) -> Result<bool> {
+    let store = lock().await?;
+    let mut state = store.load()?;
+    let Some(p) = state.port_mut(switch, PortKind::Adopted, name) else { return Ok(false) };
+    p.workload = Some(workload);
+    store.save(&state)?;
+    Ok(true)
 }
 
 /// The MTU the ports of `switch` get when it has a tunnel: the underlay's minus the VXLAN

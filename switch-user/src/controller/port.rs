@@ -5,6 +5,8 @@
 //!   kind       made here                               the datapath sees
 //!   namespace  namespace + veth (eth0 inside)           the host end, slot, flags 0
 //!   adopted    veth into a namespace someone else made  the host end, slot, flags 0
+//!              (or, handed over, its far end left on
+//!              the host for the runtime to move: Docker)
 //!   gateway    veth pair on the host, address on gNAME  the sNAME end, slot, PORT_F_HOST
 //!   uplink     nothing (a host interface)               the forwarding programs, no slot
 //!   tunnel     a VXLAN device (external, VNI filter)    the device, slot, PORT_F_TUNNEL,
@@ -17,7 +19,7 @@ use std::{os::fd::AsRawFd as _, path::Path};
 use super::failpoint;
 use crate::{
     datapath::{Datapath, UplinkSetup},
-    error::{Error, Result},
+    error::{Context as _, Error, Result},
     names::{Cidr, Mac, NS_IFNAME, gateway_ifnames, tunnel_ifname},
     state::{PortKind, PortState, State, TunnelState},
     sys::{blocking, netlink::Netlink, netns, sysctl},
@@ -52,6 +54,7 @@ fn record(switch: &str, kind: PortKind, owner: &str, host_if: String) -> PortSta
         port_security: true,
         tunnel: None,
         cni: None,
+        handed_over: false,
         workload: None,
         ready: false,
     }
@@ -136,6 +139,7 @@ pub(crate) struct Made {
 /// rest of its switch (the gateway a namespace routes through, the other uplinks).
 pub(crate) async fn make(dp: &(dyn Datapath + 'static), state: &State, p: &PortState) -> Result<Made> {
     match p.kind {
+        PortKind::Adopted if p.handed_over => make_handed_over_port(dp, p).await,
         PortKind::Namespace | PortKind::Adopted => {
             make_namespace_port(dp, p, state.gateway_cidr(&p.switch).map(|g| g.addr)).await
         }
@@ -227,6 +231,51 @@ async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Optio
     inside?;
     let cookie = host?;
     Ok(Made { ifindex, mac: Some(mac), cookie })
+}
+
+/// Makes an adopted port whose far end the runtime moves into its namespace itself (Docker's
+/// Join): the veth pair on the host, the far end (`peer_if`) with the port's MAC and MTU and
+/// nothing else (the runtime moves it, names it, gives it its address and routes), the host
+/// end plugged in and up. Bound to its MAC and address like any namespace port. The
+/// namespace may not exist yet (Docker makes it when the container starts, after Join): its
+/// cookie is learned later (`learn_namespace`).
+async fn make_handed_over_port(dp: &dyn Datapath, port: &PortState) -> Result<Made> {
+    let nl = Netlink::new()?;
+    let mac = match port.mac {
+        Some(m) => m,
+        None => Mac::random_station()?,
+    };
+    // A far end an interrupted Join left on the host has this derived name: it is ours.
+    nl.delete(&port.peer_if).await?;
+    let here = std::fs::File::open("/proc/self/ns/net").context("opening this network namespace")?;
+    let ifindex = nl.add_veth(&port.host_if, &port.peer_if, here.as_raw_fd(), Some(mac), port.mtu).await?;
+    drop(here);
+    let (host_if, peer_if, prepare) = (port.host_if.clone(), port.peer_if.clone(), dp.kind().open(dp.switch()));
+    blocking(move || {
+        sysctl::disable_ipv6(&host_if)?;
+        prepare.prepare_peer(&peer_if)
+    })
+    .await?;
+    dp.attach_port(&PortState { host_ifindex: ifindex, mac: Some(mac), ..port.clone() }).await?;
+    nl.set_up(ifindex).await?;
+    Ok(Made { ifindex, mac: Some(mac), cookie: 0 })
+}
+
+/// The cookie of the namespace of port `p` (handed over: the runtime made it after the
+/// port), now that it exists, allowed to reach forwards directly (hairpin) in `dp`.
+/// `Ok(None)` while the namespace is not there yet.
+pub(crate) async fn learn_namespace(dp: &dyn Datapath, p: &PortState) -> Result<Option<u64>> {
+    let Some(path) = p.netns_file().filter(|f| netns::open_path(f).is_ok()) else { return Ok(None) };
+    let cookie = netns::run_in_path(&path, |h| async move {
+        // The runtime brings the loopback up too; the cookie's socket needs it now.
+        Netlink::from_handle(h).set_up_by_name("lo").await?;
+        netns::cookie_here()
+    })
+    .await?;
+    if let Some(fw) = dp.forwarding() {
+        fw.allow_netns(cookie).await?;
+    }
+    Ok(Some(cookie))
 }
 
 /// Makes the gateway's veth pair: the far end (`peer_if`) gets the host's address, the switch

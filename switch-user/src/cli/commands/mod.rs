@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod capture;
 pub mod demo;
+pub mod docker_plugin;
 pub mod fdb;
 pub mod forward;
 pub mod link;
