@@ -268,17 +268,27 @@ impl Cri {
         }
     }
 
+    /// The CNI configuration directory the CRI plugin reads.
+    pub fn net_d(&self) -> PathBuf {
+        self.env.net_d()
+    }
+
     /// RunPodSandbox and PodSandboxStatus: the pod, ready, with its address.
     pub fn run_pod(&mut self, pod: &Pod) -> PodRun {
+        self.try_run_pod(pod).unwrap_or_else(|e| panic!("{}: {e}", pod.name))
+    }
+
+    /// `run_pod`, RunPodSandbox's error returned instead of a panic.
+    pub fn try_run_pod(&mut self, pod: &Pod) -> Result<PodRun, String> {
         fs::create_dir_all(&pod.log_directory).unwrap();
         let config = pod.config();
-        let id = self.client().run_pod(&config).unwrap_or_else(|e| panic!("{}: {e}", pod.name));
+        let id = self.client().run_pod(&config).map_err(|e| e.to_string())?;
         let (state, ip) = self.client().pod_status(&id).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(state, "SANDBOX_READY", "pod {}", pod.name);
         let port =
             self.port_of(&ip).unwrap_or_else(|| panic!("pod {} ({ip}) has no port on {}", pod.name, self.switch));
         self.netns.insert(port.netns);
-        PodRun { id, config, ip }
+        Ok(PodRun { id, config, ip })
     }
 
     /// CreateContainer and StartContainer: container `name` of `pod` running `cmd`.
@@ -312,6 +322,15 @@ impl Cri {
     /// The pods CRI lists.
     pub fn pods(&mut self) -> Vec<String> {
         self.client().pods().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Stops and removes every pod sandbox CRI lists, as kubelet does with the ones whose
+    /// RunPodSandbox failed (containerd keeps those until told).
+    pub fn remove_all_pods(&mut self) {
+        for id in self.pods() {
+            let _ = self.client().stop_pod(&id);
+            self.client().remove_pod(&id).unwrap_or_else(|e| panic!("removing pod {id}: {e}"));
+        }
     }
 
     /// Stops the daemon (SIGTERM: the pods' shims and containers keep running) and starts it

@@ -225,3 +225,59 @@ fn pods_keep_their_network_while_containerd_restarts() {
     assert!(cri.forwards().is_empty(), "{:?}", cri.forwards());
     assert!(cri.pod_ports().is_empty() && cri.reservations().is_empty());
 }
+
+/// `switch-cni install` into the configuration directory of a containerd that is running, as
+/// the DaemonSet of docs/kubernetes.md does on a node: the CRI plugin takes the network it
+/// writes. (containerd 1.6 ignores a file merely moved into the directory from elsewhere; the
+/// install writes its temporary file there and renames it, which the plugin does reload on.)
+#[test]
+#[ignore = "needs root, containerd and runc: run with --include-ignored"]
+fn a_network_installed_while_containerd_runs_is_taken() {
+    let mut cri = Cri::new(3);
+    let conf = cri.net_d().join("10-switch.conflist");
+    let scratch = std::env::temp_dir().join(format!("{}-install", cri.prefix));
+    std::fs::create_dir_all(scratch.join("bin")).unwrap();
+    let saved = scratch.join("switch.conflist");
+    std::fs::copy(&conf, &saved).unwrap();
+    std::fs::remove_file(&conf).unwrap();
+    // The plugin reloads on the removal: no network, no pod.
+    let before = cri.pod("default", "before", &[]);
+    let refused = switch_tests::within(|| match cri.try_run_pod(&before) {
+        Err(_) => true,
+        Ok(run) => {
+            cri.stop_and_remove(&run);
+            false
+        }
+    });
+    assert!(refused, "pods still got a network with no configuration");
+    let installer = switch_tests::switch_bin().with_file_name("switch-cni");
+    let (bin, net_d, from) = (scratch.join("bin"), cri.net_d(), saved.clone());
+    let out = std::process::Command::new(&installer)
+        .args(["install", "--bin-dir"])
+        .arg(&bin)
+        .arg("--conf-dir")
+        .arg(&net_d)
+        .arg("--conf")
+        .arg(&from)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {}", String::from_utf8_lossy(&out.stderr));
+    let after = cri.pod("default", "after", &[]);
+    let mut last = String::new();
+    let mut run = None;
+    let taken = switch_tests::within(|| match cri.try_run_pod(&after) {
+        Ok(r) => {
+            run = Some(r);
+            true
+        }
+        Err(e) => {
+            last = e;
+            false
+        }
+    });
+    assert!(taken, "the installed network was not taken: {last}");
+    cri.stop_and_remove(&run.unwrap());
+    // The failed sandboxes too (their DEL needs the network back).
+    cri.remove_all_pods();
+    let _ = std::fs::remove_dir_all(&scratch);
+}
