@@ -193,8 +193,9 @@ pub struct PortState {
     /// The attachment the port is, when a container runtime's plugin made it (`switch-cni`,
     /// the Docker driver; kind `Adopted` only): what the runtime names it by. `None` for every
     /// other port (`switch ns attach`'s included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni: Option<CniAttachment>,
+    /// (Recorded as `cni` before Docker's attachments were: read under either name.)
+    #[serde(default, alias = "cni", skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
     /// The namespace's end of the veth pair was left on the host, named `peer_if`, for the
     /// runtime to move into its namespace itself (Docker's Join): nothing is set up inside it
     /// (the runtime gives it its address and routes).
@@ -242,9 +243,6 @@ pub struct Attachment {
     /// Docker moves it.
     pub ifname: String,
 }
-
-/// The name the CNI plugin's code knows the attachment record by.
-pub type CniAttachment = Attachment;
 
 /// Who a container runtime runs behind a port: a Kubernetes pod (`namespace/name`, from
 /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in `CNI_ARGS`) or a container by its name.
@@ -591,7 +589,7 @@ mod tests {
             mtu: None,
             port_security: true,
             tunnel: None,
-            cni: None,
+            attachment: None,
             handed_over: false,
             workload: None,
             ready: true,
@@ -646,6 +644,19 @@ mod tests {
         assert!(matches!(store.load(), Err(Error::State { .. })));
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_attachment_recorded_as_cni_reads_as_the_attachment() {
+        let p = port("sw0", PortKind::Adopted, "ctr1", Some(0));
+        let mut v = serde_json::to_value(&p).unwrap();
+        assert!(v.get("attachment").is_none() && v.get("cni").is_none(), "none recorded: {v}");
+        v["cni"] = serde_json::json!({ "network": "net", "container_id": "ctr1", "ifname": "eth0" });
+        let read: PortState = serde_json::from_value(v).unwrap();
+        let a = read.attachment.expect("read from the old name");
+        assert_eq!((a.runtime, a.network.as_str(), a.ifname.as_str()), (Runtime::Cni, "net", "eth0"));
+        let again = serde_json::to_value(PortState { attachment: Some(a), ..p }).unwrap();
+        assert!(again.get("attachment").is_some() && again.get("cni").is_none(), "{again}");
     }
 
     #[test]

@@ -775,7 +775,7 @@ fn forget_attachment(owner: &str) {
     let path = "/run/switch/state.json";
     let mut state: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let port = state["ports"].as_array_mut().unwrap().iter_mut().find(|p| p["owner"] == owner).expect("the port");
-    assert!(port.as_object_mut().unwrap().remove("cni").is_some(), "the new plugin records the attachment");
+    assert!(port.as_object_mut().unwrap().remove("attachment").is_some(), "the new plugin records the attachment");
     std::fs::write(path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
 }
 

@@ -94,7 +94,7 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
         mac: conf.mac(env.arg("MAC"))?,
         mtu: conf.mtu()?,
         port_security: conf.port_security.unwrap_or(true),
-        cni: Some(env.attachment(conf)),
+        attachment: Some(env.attachment(conf)),
         workload: env.workload(),
     })
     .await?;

@@ -35,7 +35,7 @@ pub async fn gc(env: &Env, conf: &NetConf, raw: &Value) -> Result<(), CniError> 
     let mut failed = vec![];
     let mut stale: Vec<(String, String)> = vec![];
     for p in ns::ports_of(switch).await? {
-        let Some(c) = p.cni.filter(|c| c.runtime == Runtime::Cni && c.network == conf.name) else { continue };
+        let Some(c) = p.attachment.filter(|c| c.runtime == Runtime::Cni && c.network == conf.name) else { continue };
         let attachment = (c.container_id, c.ifname);
         if valid.contains(&attachment) {
             continue;

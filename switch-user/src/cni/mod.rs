@@ -33,7 +33,7 @@ use spec::{Code, NetConf};
 
 use crate::{
     names::{NS_IFNAME, cni_port_name},
-    state::{CniAttachment, PortKind, Runtime, Workload},
+    state::{Attachment, PortKind, Runtime, Workload},
 };
 
 /// The versions of the spec this plugin speaks.
@@ -110,8 +110,8 @@ impl Env {
     }
 
     /// The attachment the command names: (network, container ID, interface).
-    fn attachment(&self, conf: &NetConf) -> CniAttachment {
-        CniAttachment {
+    fn attachment(&self, conf: &NetConf) -> Attachment {
+        Attachment {
             runtime: Runtime::Cni,
             network: conf.name.clone(),
             container_id: self.container_id.clone(),
@@ -140,7 +140,7 @@ async fn our_port(
 ) -> Result<Option<(crate::state::PortState, Vec<crate::state::ForwardState>)>, CniError> {
     let found = crate::controller::ns::attached(&env.port_name(), Some(conf.switch_name())).await?;
     let attachment = env.attachment(conf);
-    Ok(found.filter(|(p, _)| match &p.cni {
+    Ok(found.filter(|(p, _)| match &p.attachment {
         Some(a) => *a == attachment,
         None => p.kind == PortKind::Adopted && env.ifname == NS_IFNAME && p.owner == env.container_id,
     }))

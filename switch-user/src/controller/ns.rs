@@ -11,7 +11,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     names::{self, Cidr, Mac, validate_name},
-    state::{CniAttachment, ForwardState, NsState, PortKind, PortState, State, Store, Workload},
+    state::{Attachment, ForwardState, NsState, PortKind, PortState, State, Store, Workload},
     sys::{netlink::Netlink, netns},
 };
 
@@ -253,7 +253,7 @@ pub struct AttachOptions {
     /// Port security.
     pub port_security: bool,
     /// The CNI attachment the port is (`switch-cni`'s ports), recorded with it.
-    pub cni: Option<CniAttachment>,
+    pub attachment: Option<Attachment>,
     /// The pod or container behind it, as the runtime named it (a label for listings).
     pub workload: Option<Workload>,
 }
@@ -269,7 +269,7 @@ fn check_attach(state: &State, opts: &AttachOptions, handed_over: bool) -> Resul
             && p.netns_file().as_deref() == Some(opts.netns.as_path())
             && (opts.mac.is_none() || opts.mac == p.mac)
             && p.port_security == opts.port_security
-            && p.cni == opts.cni;
+            && p.attachment == opts.attachment;
         if same && p.ready {
             return Ok(Some(port_info(p)));
         }
@@ -334,7 +334,7 @@ async fn attach_port(opts: AttachOptions, handed_over: bool) -> Result<AddReport
     let mtu = opts.mtu.or_else(|| tunnel_mtu(&state, &opts.switch));
     let end = NsEnd { ip: opts.ip, mac: opts.mac, mtu, port_security: opts.port_security };
     let port = PortState {
-        cni: opts.cni.clone(),
+        attachment: opts.attachment.clone(),
         workload: opts.workload.clone(),
         handed_over,
         ..port::adopted(&opts.switch, &opts.name, host_if, slot, &opts.netns, &opts.ifname, end)

@@ -53,7 +53,7 @@ fn record(switch: &str, kind: PortKind, owner: &str, host_if: String) -> PortSta
         mtu: None,
         port_security: true,
         tunnel: None,
-        cni: None,
+        attachment: None,
         handed_over: false,
         workload: None,
         ready: false,

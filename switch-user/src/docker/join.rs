@@ -65,7 +65,7 @@ pub(super) async fn join(d: &Driver, req: JoinRequest) -> Reply {
         mac: Some(ep.mac),
         mtu: net.options.mtu,
         port_security: net.options.port_security,
-        cni: Some(attachment(&ep)),
+        attachment: Some(attachment(&ep)),
         workload: None,
     })
     .await?;

@@ -34,7 +34,7 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
                 mac: a.mac,
                 mtu: a.mtu,
                 port_security: !a.no_port_security,
-                cni: None,
+                attachment: None,
                 workload: None,
             })
             .await?;
