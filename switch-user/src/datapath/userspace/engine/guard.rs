@@ -14,8 +14,9 @@ pub struct Guard {
     pub mac: [u8; 6],
     /// The bound address (network order); the gateway's address for the gateway port.
     pub ip: u32,
-    /// The gateway port's: prefix length of its address (the segment), else 0.
-    #[serde(default)]
+    /// The gateway port's: prefix length of its address (the segment), else 0 (and then not
+    /// sent: the other ports' requests read as they did before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub prefix: u8,
 }
 
@@ -38,6 +39,10 @@ pub(super) enum Spoof {
 /// `eth::is_vlan_tpid`).
 fn is_vlan_tpid(ethertype: [u8; 2]) -> bool {
     matches!(u16::from_be_bytes(ethertype), 0x8100 | 0x88a8 | 0x9100 | 0x9200 | 0x9300)
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 impl Guard {
