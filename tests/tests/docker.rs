@@ -79,6 +79,11 @@ fn network_removed(d: &Docker, name: &str, id: &str) {
         ok
     });
     assert!(removed, "docker network rm {name}: {last:?}\n{}", d.plugin_log());
+    network_left_nothing(d, name, id);
+}
+
+/// Nothing is left of removed network `id`: no switch, rule or network record.
+fn network_left_nothing(d: &Docker, name: &str, id: &str) {
     let left = network_leftovers(id);
     assert!(left.is_empty(), "network {name} left {left:?}");
     let record = d.dir().join("driver/networks").join(format!("{id}.json"));
@@ -337,7 +342,29 @@ fn twenty_containers_at_once() {
     a.extend(names.iter().map(String::as_str));
     d.ok(&a);
     assert!(docker_ports(&id).is_empty(), "{:?}", docker_ports(&id));
-    network_removed(&d, "dkn", &id);
+    network_removed_after_a_batch(&mut d, "dkn", &id);
+}
+
+/// `network_removed` for a network whose 20 containers went in one `docker rm`: Docker 20.10
+/// now and then keeps counting an endpoint of such a batch after every endpoint's Leave and
+/// DeleteEndpoint succeeded (its "has active endpoints" with no container left on the
+/// network, for good: seen in about one full run in three, never alone). A daemon restart
+/// recounts them (Docker's own remedy for stale endpoints); the driver's part is checked
+/// either way (every port gone above, the network's switch and rules by `network_removed`).
+fn network_removed_after_a_batch(d: &mut Docker, name: &str, id: &str) {
+    let gone = container_env::command::wait_until(std::time::Duration::from_secs(15), || {
+        d.docker(&["network", "rm", name]).code == 0
+    });
+    let attached = d.docker(&["network", "inspect", "-f", "{{len .Containers}}", name]);
+    if !gone && attached.stdout.trim() == "0" {
+        eprintln!("docker: network {name} has no container but 'active endpoints': restarting dockerd");
+        d.restart_daemon();
+    }
+    if gone {
+        network_left_nothing(d, name, id);
+    } else {
+        network_removed(d, name, id);
+    }
 }
 
 /// `POST /METHOD BODY` to the plugin at `socket`, as dockerd sends it; the JSON reply.
