@@ -235,7 +235,8 @@ fn pods_keep_their_network_while_containerd_restarts() {
 fn a_network_installed_while_containerd_runs_is_taken() {
     let mut cri = Cri::new(3);
     let conf = cri.net_d().join("10-switch.conflist");
-    let scratch = std::env::temp_dir().join(format!("{}-install", cri.prefix));
+    // In the environment's own directory: its tear-down removes it, also after a failure.
+    let scratch = cri.net_d().with_file_name("install");
     std::fs::create_dir_all(scratch.join("bin")).unwrap();
     let saved = scratch.join("switch.conflist");
     std::fs::copy(&conf, &saved).unwrap();
@@ -279,5 +280,4 @@ fn a_network_installed_while_containerd_runs_is_taken() {
     cri.stop_and_remove(&run.unwrap());
     // The failed sandboxes too (their DEL needs the network back).
     cri.remove_all_pods();
-    let _ = std::fs::remove_dir_all(&scratch);
 }
