@@ -116,6 +116,10 @@ pub mod maps {
     /// namespace with port security, the gateway). Frames from the tunnel claiming one of
     /// them (ARP sender, IPv4 source) are dropped: a peer may not speak for this host's ports.
     pub const BOUND_IP: &str = "BOUND_IP";
+    /// Slot -> [`crate::PortAddrs6`]; array: the IPv6 addresses a port is bound to.
+    pub const PORT_ADDRS6: &str = "PORT_ADDRS6";
+    /// One entry per CPU: the IPv6 parse of port security under way (the datapath's own).
+    pub const IPV6_SCRATCH: &str = "IPV6_SCRATCH";
     /// Peer address (u32, network order) -> [`crate::LearnWindow`]: the learning limit of each
     /// peer of the tunnel port, so one peer (or one forging its underlay address) cannot use
     /// up the others' share.
@@ -628,6 +632,121 @@ impl Port {
     }
 }
 
+/// A port's IPv6 addresses, as port security checks them (`PORT_ADDRS6`, by slot): a port
+/// bound to its addresses (`PORT_F_BIND_IP`) sends IPv6 only from these, and claims only them
+/// in neighbour discovery. Each address as four words in network order (compared a word at a
+/// time: the datapath reads the packet's addresses the same way).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortAddrs6 {
+    /// The port's address (all zero: none).
+    pub ip: [u32; 4],
+    /// Its link-local address: fe80::/64 with the modified EUI-64 identifier of its MAC, as
+    /// the kernel makes it (`addr_gen_mode` 0, the default, which the controller sets).
+    pub link_local: [u32; 4],
+}
+
+impl PortAddrs6 {
+    /// Whether `addr` (as read from a packet) is one of the port's own, never the unspecified
+    /// address.
+    #[inline(always)]
+    pub fn owns(&self, addr: &[u32; 4]) -> bool {
+        !ipv6::is_unspecified(addr) && (*addr == self.ip || *addr == self.link_local)
+    }
+}
+
+/// IPv6 as port security parses it: the header chain and neighbour discovery.
+pub mod ipv6 {
+    /// EtherType of IPv6.
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    /// Length of the fixed IPv6 header.
+    pub const HLEN: usize = 40;
+    /// Next header: hop-by-hop options.
+    pub const NH_HOP: u8 = 0;
+    /// Next header: TCP.
+    pub const NH_TCP: u8 = 6;
+    /// Next header: UDP.
+    pub const NH_UDP: u8 = 17;
+    /// Next header: routing.
+    pub const NH_ROUTING: u8 = 43;
+    /// Next header: fragment.
+    pub const NH_FRAGMENT: u8 = 44;
+    /// Next header: authentication header (its length counts 4-byte units).
+    pub const NH_AUTH: u8 = 51;
+    /// Next header: ICMPv6.
+    pub const NH_ICMPV6: u8 = 58;
+    /// Next header: destination options.
+    pub const NH_DSTOPTS: u8 = 60;
+    /// Next header: mobility.
+    pub const NH_MOBILITY: u8 = 135;
+    /// Next header: host identity protocol.
+    pub const NH_HIP: u8 = 139;
+    /// Next header: shim6.
+    pub const NH_SHIM6: u8 = 140;
+    /// Next headers reserved for experiments (RFC 3692 style, used as extension headers).
+    pub const NH_EXPERIMENT: [u8; 2] = [253, 254];
+    /// Most extension headers port security walks before the upper layer: more than any real
+    /// stack sends; a chain that does not end by then is dropped from a secured port, so no
+    /// header can be hidden behind a long chain.
+    pub const MAX_EXT_HEADERS: u32 = 6;
+    /// Bytes from the IPv6 header's start the parser looks at; a chain or a neighbour
+    /// discovery option that reaches past it is dropped from a secured port.
+    pub const WINDOW: usize = 256;
+    /// Most neighbour discovery options looked at to find the link-layer address option.
+    pub const MAX_ND_OPTIONS: u32 = 4;
+
+    /// ICMPv6 router solicitation.
+    pub const ROUTER_SOLICIT: u8 = 133;
+    /// ICMPv6 router advertisement.
+    pub const ROUTER_ADVERT: u8 = 134;
+    /// ICMPv6 neighbour solicitation.
+    pub const NEIGH_SOLICIT: u8 = 135;
+    /// ICMPv6 neighbour advertisement.
+    pub const NEIGH_ADVERT: u8 = 136;
+    /// ICMPv6 redirect.
+    pub const REDIRECT: u8 = 137;
+    /// ICMPv6 multicast listener report (MLDv1), which may come from `::`.
+    pub const MLD_REPORT: u8 = 131;
+    /// ICMPv6 multicast listener report (MLDv2), which may come from `::`.
+    pub const MLD2_REPORT: u8 = 143;
+    /// Neighbour discovery option: source link-layer address.
+    pub const OPT_SOURCE_LL: u8 = 1;
+    /// Neighbour discovery option: target link-layer address.
+    pub const OPT_TARGET_LL: u8 = 2;
+
+    /// Whether next header `nh` is an extension header the parser must walk past (or give
+    /// up on) to find the upper layer.
+    #[inline(always)]
+    pub const fn is_extension(nh: u8) -> bool {
+        matches!(nh, NH_HOP | NH_ROUTING | NH_FRAGMENT | NH_AUTH | NH_DSTOPTS | NH_MOBILITY | NH_HIP | NH_SHIM6)
+            || nh == NH_EXPERIMENT[0]
+            || nh == NH_EXPERIMENT[1]
+    }
+
+    /// Whether `addr` (four words) is `::`.
+    #[inline(always)]
+    pub const fn is_unspecified(addr: &[u32; 4]) -> bool {
+        addr[0] | addr[1] | addr[2] | addr[3] == 0
+    }
+
+    /// The link-local address the kernel gives an interface with `mac` (modified EUI-64:
+    /// fe80::, the MAC with ff:fe in its middle and the universal/local bit flipped).
+    pub const fn link_local(mac: [u8; 6]) -> [u8; 16] {
+        [0xfe, 0x80, 0, 0, 0, 0, 0, 0, mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]]
+    }
+
+    /// `bytes` as four words in network order, as the datapath reads an address.
+    pub const fn words(bytes: [u8; 16]) -> [u32; 4] {
+        let b = bytes;
+        [
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+            u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+        ]
+    }
+}
+
 /// Whether `addr` is on the segment of gateway address `gateway`/`prefix` (all in network
 /// order), other than the gateway itself: a station's address. Never true without a prefix.
 #[inline(always)]
@@ -673,6 +792,11 @@ pub struct PortStats {
     pub mac_limit: u64,
     /// Of the dropped frames: VLAN-tagged frames from a port with port security.
     pub tagged: u64,
+    /// Of the dropped frames: IPv6 neighbour discovery claiming another MAC or address.
+    pub spoofed_nd: u64,
+    /// Of the dropped frames: IPv6 router advertisements and redirects from a port with port
+    /// security (RA guard: only the gateway's host routes).
+    pub router_guard: u64,
 }
 
 impl PortStats {
@@ -691,6 +815,8 @@ impl PortStats {
         self.spoofed_arp += other.spoofed_arp;
         self.mac_limit += other.mac_limit;
         self.tagged += other.tagged;
+        self.spoofed_nd += other.spoofed_nd;
+        self.router_guard += other.router_guard;
     }
 }
 
@@ -801,6 +927,12 @@ pub mod events {
     /// masquerade ports towards that remote: refused so that one namespace cannot take every
     /// port to a service the others use too.
     pub const DROP_MASQ_SHARE: u16 = 13;
+    /// Port security: IPv6 neighbour discovery (a solicitation or advertisement) claiming
+    /// another MAC or address.
+    pub const DROP_SPOOFED_ND: u16 = 14;
+    /// Port security: an IPv6 router advertisement or redirect from a port other than the
+    /// gateway (RA guard).
+    pub const DROP_ROUTER_GUARD: u16 = 15;
 
     /// `FrameSummary::flags`: the frame is IPv4 and `saddr`/`daddr`/`proto` are set.
     pub const FRAME_F_IPV4: u8 = 1;
@@ -965,6 +1097,7 @@ mod pod {
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::FdbEntry {}
     unsafe impl aya::Pod for super::Port {}
+    unsafe impl aya::Pod for super::PortAddrs6 {}
     unsafe impl aya::Pod for super::Peer {}
     unsafe impl aya::Pod for super::TunnelConfig {}
     unsafe impl aya::Pod for super::PortStats {}
@@ -996,7 +1129,8 @@ mod tests {
         assert_eq!(size_of::<Peer>(), 8);
         assert_eq!(size_of::<TunnelConfig>(), 32);
         assert_eq!(size_of::<Port>(), 24);
-        assert_eq!(size_of::<PortStats>(), 13 * 8);
+        assert_eq!(size_of::<PortStats>(), 15 * 8);
+        assert_eq!(size_of::<PortAddrs6>(), 32);
         assert_eq!(size_of::<SwitchConfig>(), 24);
         assert_eq!(size_of::<LearnWindow>(), 16);
         assert_eq!(size_of::<FwdKey>(), 4);
@@ -1104,6 +1238,8 @@ mod tests {
             spoofed_arp: 11,
             mac_limit: 12,
             tagged: 13,
+            spoofed_nd: 14,
+            router_guard: 15,
         };
         let mut sum = PortStats::default();
         sum.accumulate(&one);
@@ -1112,6 +1248,17 @@ mod tests {
         assert_eq!(sum.tx_errors, 16);
         assert_eq!(sum.malformed_packets, 14);
         assert_eq!((sum.spoofed_mac, sum.spoofed_ip, sum.spoofed_arp, sum.mac_limit), (18, 20, 22, 24));
-        assert_eq!(sum.tagged, 26);
+        assert_eq!((sum.tagged, sum.spoofed_nd, sum.router_guard), (26, 28, 30));
+    }
+
+    #[test]
+    fn link_local_is_the_kernels_eui64() {
+        // `ip -6 addr` of an interface with MAC 02:00:00:66:00:01 shows fe80::ff:fe66:1.
+        let ll = ipv6::link_local([0x02, 0, 0, 0x66, 0, 0x01]);
+        assert_eq!(ll, [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0x66, 0, 0x01]);
+        let own = PortAddrs6 { ip: [0; 4], link_local: ipv6::words(ll) };
+        assert!(own.owns(&ipv6::words(ll)));
+        assert!(!own.owns(&[0; 4]), "the unspecified address is nobody's, even unset");
+        assert!(!PortAddrs6::default().owns(&[0; 4]));
     }
 }

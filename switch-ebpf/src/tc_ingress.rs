@@ -40,7 +40,7 @@ pub fn switch_ingress(ctx: TcContext) -> i32 {
     let in_ifindex = skb_ifindex(&ctx);
     let cfg = Config::load();
     let len = ctx.len() as u64;
-    let d = decide(in_ifindex, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
+    let d = decide(in_ifindex, eth::parse(&ctx), |port| eth::l3_src(&ctx, port), len, &cfg, now_coarse_ns());
     observe::tc(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {
         // A port being added or removed right now: go on as if the program were not there.

@@ -32,7 +32,7 @@ pub fn tunnel_ingress(ctx: TcContext) -> i32 {
     };
     let cfg = Config::load();
     let len = ctx.len() as u64;
-    let d = decide_at(in_ifindex, remote, eth::parse(&ctx), || eth::l3_src(&ctx), len, &cfg, now_coarse_ns());
+    let d = decide_at(in_ifindex, remote, eth::parse(&ctx), |port| eth::l3_src(&ctx, port), len, &cfg, now_coarse_ns());
     // As on the other ports: a capture shows the frame as it arrived (decapsulated).
     observe::tc(&ctx, &cfg, &d, in_ifindex, len as u32);
     match d.action {

@@ -30,7 +30,7 @@ pub fn switch_xdp(ctx: XdpContext) -> u32 {
     let d = decide(
         in_ifindex,
         eth::parse_bounds(data, data_end),
-        || eth::l3_src_bounds(data, data_end),
+        |port| eth::l3_src_bounds(data, data_end, port),
         len,
         &cfg,
         now_coarse_ns(),

@@ -1,6 +1,10 @@
 //! Parsing and validation of what users type (names, CIDRs, MACs) and the derivation of
 //! interface names, which the kernel limits to 15 bytes.
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +116,119 @@ impl TryFrom<String> for Cidr {
     type Error = Error;
     fn try_from(s: String) -> Result<Self> {
         s.parse()
+    }
+}
+
+/// An IPv6 interface address with prefix length, e.g. `fd00:15::1/64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Cidr6 {
+    /// The host address.
+    pub addr: Ipv6Addr,
+    /// Prefix length, 0..=128.
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr6 {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::invalid("CIDR", s, reason);
+        let (a, p) = s.split_once('/').ok_or_else(|| bad("expected ADDRESS/PREFIX, e.g. fd00:15::1/64"))?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad("not an IPv6 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| bad("prefix length is not a number"))?;
+        if prefix > 128 {
+            return Err(bad("prefix length is larger than 128"));
+        }
+        if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() || addr.to_ipv4_mapped().is_some() {
+            return Err(bad("not a unicast host address"));
+        }
+        // Link-local addresses are the kernel's to give (from the MAC), one per interface.
+        if addr.is_unicast_link_local() {
+            return Err(bad("is link-local (each interface has its own already)"));
+        }
+        if prefix < 127 && u128::from(addr) & !mask6(prefix) == 0 {
+            return Err(bad("is the subnet-router anycast address of its subnet"));
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+fn mask6(prefix: u8) -> u128 {
+    if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) }
+}
+
+impl Cidr6 {
+    /// Whether `other` is in the same subnet as `self`.
+    pub fn contains(&self, other: Ipv6Addr) -> bool {
+        let m = mask6(self.prefix);
+        u128::from(self.addr) & m == u128::from(other) & m
+    }
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl From<Cidr6> for String {
+    fn from(c: Cidr6) -> Self {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Cidr6 {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+/// An interface address of either family, as `--ip` and `--gateway` take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpCidr {
+    /// IPv4.
+    V4(Cidr),
+    /// IPv6.
+    V6(Cidr6),
+}
+
+impl FromStr for IpCidr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.contains(':') { s.parse().map(Self::V6) } else { s.parse().map(Self::V4) }
+    }
+}
+
+/// The addresses of one interface: one IPv4 address at most and one IPv6 address at most,
+/// from `given` (`--ip` or `--gateway` repeated, named `option` in errors).
+pub fn by_family(option: &str, given: &[IpCidr]) -> Result<(Option<Cidr>, Option<Cidr6>)> {
+    let (mut v4, mut v6) = (None, None);
+    for c in given {
+        let twice = match c {
+            IpCidr::V4(c) => v4.replace(*c).is_some(),
+            IpCidr::V6(c) => v6.replace(*c).is_some(),
+        };
+        if twice {
+            let family = if matches!(c, IpCidr::V4(_)) { "IPv4" } else { "IPv6" };
+            return Err(Error::invalid(
+                "option",
+                format!("{option} {}", given.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")),
+                format!("one address per family: {family} given twice"),
+            ));
+        }
+    }
+    Ok((v4, v6))
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::V4(c) => c.fmt(f),
+            Self::V6(c) => c.fmt(f),
+        }
     }
 }
 
@@ -285,6 +402,25 @@ mod tests {
         }
         assert_ne!(cni_port_name("abc123", "net1"), "abc123");
         assert!(cni_port_name(&long[0], "eth0").starts_with("default-0123"));
+    }
+
+    #[test]
+    fn ipv6_cidrs_and_families() {
+        let c: Cidr6 = "fd00:15::2/64".parse().unwrap();
+        assert_eq!((c.to_string().as_str(), c.prefix), ("fd00:15::2/64", 64));
+        assert!(c.contains("fd00:15::ffff".parse().unwrap()) && !c.contains("fd00:16::2".parse().unwrap()));
+        for bad in
+            ["fd00::/64", "::/0", "::1/128", "ff02::1/64", "fe80::1/64", "fd00::1/129", "fd00::1", "::ffff:10.0.0.1/96"]
+        {
+            assert!(bad.parse::<Cidr6>().is_err(), "{bad}");
+        }
+        assert!("fd00::1/128".parse::<Cidr6>().is_ok());
+        let given: Vec<IpCidr> = ["10.0.0.2/24", "fd00::2/64"].iter().map(|s| s.parse().unwrap()).collect();
+        let (v4, v6) = by_family("--ip", &given).unwrap();
+        assert_eq!((v4.unwrap().to_string(), v6.unwrap().to_string()), ("10.0.0.2/24".into(), "fd00::2/64".into()));
+        let twice: Vec<IpCidr> = ["fd00::2/64", "fd00::3/64"].iter().map(|s| s.parse().unwrap()).collect();
+        let e = by_family("--ip", &twice).unwrap_err().to_string();
+        assert!(e.contains("IPv6 given twice") && e.contains("--ip fd00::2/64 fd00::3/64"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Context as _, Error, Result},
     kind::DatapathKind,
-    names::{Cidr, Mac},
+    names::{Cidr, Cidr6, Mac},
     sys::{files, process::ProcessId},
 };
 
@@ -170,6 +170,9 @@ pub struct PortState {
     pub slot: Option<u32>,
     /// Address of `peer_if` (the gateway's: the host's address on the segment).
     pub ip: Option<Cidr>,
+    /// IPv6 address of `peer_if`, if it has one (IPv6 is on behind the port only then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Cidr6>,
     /// MAC of `peer_if` (as requested, or as the kernel chose once created).
     pub mac: Option<Mac>,
     /// Network namespace cookie of the namespace (0 if unknown or the host).
@@ -322,6 +325,28 @@ impl PortState {
         switch_common::Port { flags, ..Default::default() }
     }
 
+    /// The IPv6 addresses the datapath binds the port to: for a port bound to its addresses
+    /// (see `datapath_port`), its address (none: all zero) and the link-local address of its
+    /// MAC. `None` for a port that is bound to none.
+    pub fn datapath_addrs6(&self) -> Option<switch_common::PortAddrs6> {
+        use switch_common::ipv6;
+        let mac = self.mac?;
+        if !(matches!(self.kind, PortKind::Namespace | PortKind::Adopted) && self.port_security) {
+            return None;
+        }
+        Some(switch_common::PortAddrs6 {
+            ip: self.ip6.map_or([0; 4], |c| ipv6::words(c.addr.octets())),
+            link_local: ipv6::words(ipv6::link_local(mac.0)),
+        })
+    }
+
+    /// The port's addresses as listings show them: IPv4, then IPv6, comma-separated.
+    pub fn addresses(&self) -> String {
+        let v4 = self.ip.map(|c| c.to_string());
+        let v6 = self.ip6.map(|c| c.to_string());
+        [v4, v6].into_iter().flatten().collect::<Vec<_>>().join(",")
+    }
+
     /// The port's namespace, for ports behind a namespace.
     pub fn namespace(&self) -> Option<&str> {
         matches!(self.kind, PortKind::Namespace | PortKind::Adopted).then_some(self.owner.as_str())
@@ -468,6 +493,11 @@ impl State {
         self.gateway(switch).and_then(|g| g.ip)
     }
 
+    /// The host's IPv6 address on `switch`'s segment, if its gateway has one.
+    pub fn gateway_cidr6(&self, switch: &str) -> Option<Cidr6> {
+        self.gateway(switch).and_then(|g| g.ip6)
+    }
+
     /// Names of the uplinks of `switch`.
     pub fn uplinks(&self, switch: &str) -> Vec<String> {
         self.ports(switch).filter(|p| p.kind == PortKind::Uplink).map(|p| p.host_if.clone()).collect()
@@ -583,6 +613,7 @@ mod tests {
             peer_if: "eth0".into(),
             slot,
             ip: Some("192.168.15.1/24".parse().unwrap()),
+            ip6: None,
             mac: Some("02:00:00:00:00:01".parse().unwrap()),
             netns_cookie: 0,
             netns_path: None,

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod frames;
 pub mod hosts;
 pub mod ipv4;
+pub mod ipv6;
 pub mod nat;
 pub mod outside;
 pub mod podman;

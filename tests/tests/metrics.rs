@@ -222,7 +222,16 @@ impl Want {
         );
         if let Some(dropped) = counter(p, "dropped") {
             let mut named = 0;
-            for reason in ["malformed", "spoofed_mac", "spoofed_ip", "spoofed_arp", "mac_limit", "tagged"] {
+            for reason in [
+                "malformed",
+                "spoofed_mac",
+                "spoofed_ip",
+                "spoofed_arp",
+                "mac_limit",
+                "tagged",
+                "spoofed_nd",
+                "router_guard",
+            ] {
                 let v = counter(p, reason).unwrap();
                 named += v;
                 let mut l = l.clone();

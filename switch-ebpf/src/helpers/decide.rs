@@ -6,10 +6,10 @@ use switch_common::{PORT_F_BIND_IP, PORT_F_BIND_MAC, Port, events, is_group, is_
 
 use super::{
     config::Config,
-    eth::{EthAddrs, L3_ARP, L3_IPV4, L3Src},
+    eth::{EthAddrs, L3_ARP, L3_IPV4, L3_IPV6, L3Src},
     fdb,
     maps::{PORT_SLOTS, PORTS},
-    stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC, SPOOFED_TAGGED},
+    stats::{self, SPOOFED_ARP, SPOOFED_IP, SPOOFED_MAC, SPOOFED_ND, SPOOFED_ROUTER, SPOOFED_TAGGED, SPOOFED_UNPARSED},
     tunnel,
 };
 
@@ -69,6 +69,9 @@ const fn spoof_reason(reason: u32) -> u16 {
         SPOOFED_MAC => events::DROP_SPOOFED_MAC,
         SPOOFED_IP => events::DROP_SPOOFED_IP,
         SPOOFED_TAGGED => events::DROP_TAGGED,
+        SPOOFED_ND => events::DROP_SPOOFED_ND,
+        SPOOFED_ROUTER => events::DROP_ROUTER_GUARD,
+        SPOOFED_UNPARSED => events::DROP_MALFORMED,
         _ => events::DROP_SPOOFED_ARP,
     }
 }
@@ -76,7 +79,7 @@ const fn spoof_reason(reason: u32) -> u16 {
 /// Port security of `port` against a frame from `eth.src`: `None` if it may pass, else why
 /// not. `l3` reads the frame's layer-3 sender only when the port is bound to an address.
 #[inline(always)]
-fn spoofed(port: &Port, eth: &EthAddrs, l3: impl FnOnce() -> L3Src) -> Option<u32> {
+fn spoofed(port: &Port, eth: &EthAddrs, l3: impl FnOnce(Option<&Port>) -> L3Src) -> Option<u32> {
     // A tag hides the frame's real EtherType from the checks below, and the receiver strips
     // it (a priority tag, VID 0) or a VLAN device of its own does: no tagged frame from a
     // bound port, whatever the VID.
@@ -89,23 +92,25 @@ fn spoofed(port: &Port, eth: &EthAddrs, l3: impl FnOnce() -> L3Src) -> Option<u3
     if port.flags & PORT_F_BIND_IP == 0 {
         return None;
     }
-    let l3 = l3();
+    let l3 = l3(Some(port));
     // 0.0.0.0 is a DHCP client's source and an ARP probe's sender: not a claim on anything.
     let claims_other = l3.ip != 0 && l3.ip != port.ip;
     match l3.kind {
         L3_IPV4 if claims_other => Some(SPOOFED_IP),
         L3_ARP if claims_other || l3.sha != port.mac => Some(SPOOFED_ARP),
+        L3_IPV6 if l3.v6 != 0 => Some(l3.v6),
         _ => None,
     }
 }
 
 /// Decides on a frame of `len` bytes that arrived on `in_ifindex`; counts it and learns its
-/// source on the way. `l3` reads the frame's layer-3 sender (for port security).
+/// source on the way. `l3` reads the frame's layer-3 sender (for port security; IPv6 is judged
+/// against the port it is given).
 #[inline(always)]
 pub fn decide(
     in_ifindex: u32,
     eth: Option<EthAddrs>,
-    l3: impl FnOnce() -> L3Src,
+    l3: impl FnOnce(Option<&Port>) -> L3Src,
     len: u64,
     cfg: &Config,
     now: u64,
@@ -120,7 +125,7 @@ pub fn decide_at(
     in_ifindex: u32,
     remote: u32,
     eth: Option<EthAddrs>,
-    l3: impl FnOnce() -> L3Src,
+    l3: impl FnOnce(Option<&Port>) -> L3Src,
     len: u64,
     cfg: &Config,
     now: u64,

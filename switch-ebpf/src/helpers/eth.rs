@@ -1,8 +1,11 @@
 //! Ethernet header access, and the layer-3 source fields port security checks.
 use aya_ebpf::programs::TcContext;
-use switch_common::ETH_HLEN;
+use switch_common::{
+    ETH_HLEN, Port,
+    ipv6::{ETH_P_IPV6, HLEN as IPV6_HLEN, NH_TCP, NH_UDP, WINDOW as IPV6_WINDOW},
+};
 
-use super::ctx::skb_vlan_present;
+use super::{ctx::skb_vlan_present, ipv6, stats::SPOOFED_UNPARSED};
 
 /// EtherType of IPv4.
 const ETH_P_IP: u16 = 0x0800;
@@ -12,12 +15,14 @@ const ETH_P_ARP: u16 = 0x0806;
 /// What a frame says about its sender above layer 2, for port security.
 #[derive(Clone, Copy)]
 pub struct L3Src {
-    /// `L3_NONE`, `L3_IPV4` or `L3_ARP`.
+    /// `L3_*`.
     pub kind: u32,
     /// IPv4 source address, or ARP sender address (network order).
     pub ip: u32,
     /// ARP sender MAC.
     pub sha: [u8; 6],
+    /// IPv6 from a bound port: the port-security verdict (`ipv6::check`: 0 or why not).
+    pub v6: u32,
 }
 
 /// Neither IPv4 nor a whole ARP packet: nothing to check above layer 2.
@@ -26,16 +31,20 @@ pub const L3_NONE: u32 = 0;
 pub const L3_IPV4: u32 = 1;
 /// ARP (Ethernet/IPv4): `ip` and `sha` are the sender's.
 pub const L3_ARP: u32 = 2;
+/// IPv6, judged against the port it came from: `v6` is the verdict.
+pub const L3_IPV6: u32 = 3;
 
 impl L3Src {
-    const NONE: Self = Self { kind: L3_NONE, ip: 0, sha: [0; 6] };
+    pub const NONE: Self = Self { kind: L3_NONE, ip: 0, sha: [0; 6], v6: 0 };
 }
 
 /// `L3Src` of the packet at `[data, data_end)` (XDP: direct access, each read bounds-checked
 /// against data_end as the verifier requires). A frame too short for its EtherType's fields
-/// is `L3_NONE`: IPv4 that short is no IPv4 to the receiving stack either.
+/// is `L3_NONE`: IPv4 that short is no IPv4 to the receiving stack either. IPv6 is judged
+/// against `port` right away (its addresses are too big to carry around on the stack); from
+/// no port (a tunnel peer's frame) it is `L3_NONE`.
 #[inline(always)]
-pub fn l3_src_bounds(data: usize, data_end: usize) -> L3Src {
+pub fn l3_src_bounds(data: usize, data_end: usize, port: Option<&Port>) -> L3Src {
     // ARP's sender fields end at 14 + 18 bytes: 32 covers IPv4's source (ends at 30) too.
     if data + ETH_HLEN + 18 > data_end {
         return L3Src::NONE;
@@ -44,10 +53,17 @@ pub fn l3_src_bounds(data: usize, data_end: usize) -> L3Src {
     unsafe {
         let proto = u16::from_be(*((data + 12) as *const u16));
         match proto {
-            ETH_P_IP => L3Src { kind: L3_IPV4, ip: *((data + 26) as *const u32), sha: [0; 6] },
-            ETH_P_ARP => {
-                L3Src { kind: L3_ARP, ip: *((data + 28) as *const u32), sha: *((data + 22) as *const [u8; 6]) }
-            }
+            ETH_P_IP => L3Src { kind: L3_IPV4, ip: *((data + 26) as *const u32), ..L3Src::NONE },
+            ETH_P_ARP => L3Src {
+                kind: L3_ARP,
+                ip: *((data + 28) as *const u32),
+                sha: *((data + 22) as *const [u8; 6]),
+                ..L3Src::NONE
+            },
+            ETH_P_IPV6 => match port {
+                Some(port) => L3Src { kind: L3_IPV6, v6: ipv6::check(data + ETH_HLEN, data_end, port), ..L3Src::NONE },
+                None => L3Src::NONE,
+            },
             _ => L3Src::NONE,
         }
     }
@@ -58,12 +74,51 @@ pub fn l3_src_bounds(data: usize, data_end: usize) -> L3Src {
 /// they are pulled in once, so a sender cannot slip a spoofed address past the check by
 /// putting it in a fragment (only ports with port security pay for this).
 #[inline(always)]
-pub fn l3_src(ctx: &TcContext) -> L3Src {
-    let want = ETH_HLEN + 18;
-    if ctx.data() + want > ctx.data_end() && ctx.len() as usize >= want && ctx.pull_data(want as u32).is_err() {
+pub fn l3_src(ctx: &TcContext, port: Option<&Port>) -> L3Src {
+    if !linear(ctx, ETH_HLEN + 18) {
         return L3Src::NONE;
     }
-    l3_src_bounds(ctx.data(), ctx.data_end())
+    if port.is_some() && ethertype(ctx) == Some(ETH_P_IPV6) && !ipv6_linear(ctx) {
+        return L3Src { kind: L3_IPV6, v6: SPOOFED_UNPARSED, ..L3Src::NONE };
+    }
+    l3_src_bounds(ctx.data(), ctx.data_end(), port)
+}
+
+/// Makes the first `want` bytes of the skb (all of it if shorter) direct-readable, pulling
+/// them into the linear part if they are not there yet. False only if the pull failed.
+#[inline(always)]
+fn linear(ctx: &TcContext, want: usize) -> bool {
+    let want = want.min(ctx.len() as usize);
+    ctx.data() + want <= ctx.data_end() || ctx.pull_data(want as u32).is_ok()
+}
+
+/// The frame's EtherType, if its header is in the linear part.
+#[inline(always)]
+fn ethertype(ctx: &TcContext) -> Option<u16> {
+    let data = ctx.data();
+    if data + ETH_HLEN > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the header is inside [data, data_end), checked just above.
+    Some(u16::from_be(unsafe { *((data + 12) as *const u16) }))
+}
+
+/// Makes as much of an IPv6 packet direct-readable as `ipv6::sender` looks at: the fixed
+/// header, and for anything but plain TCP or UDP (extension headers, ICMPv6: rare, so the
+/// stream of a TCP connection never pays for a pull) up to `IPV6_WINDOW` bytes of it.
+#[inline(always)]
+fn ipv6_linear(ctx: &TcContext) -> bool {
+    if !linear(ctx, ETH_HLEN + IPV6_HLEN) {
+        return false;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ETH_HLEN + IPV6_HLEN > end {
+        // Shorter than the fixed header: `sender` sees that itself.
+        return true;
+    }
+    // SAFETY: the next-header byte is inside the fixed header, checked just above.
+    let nh = unsafe { *((data + ETH_HLEN + 6) as *const u8) };
+    nh == NH_TCP || nh == NH_UDP || linear(ctx, ETH_HLEN + IPV6_WINDOW)
 }
 
 /// The two addresses the switch decides on, and whether the frame carries a VLAN tag.

@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use switch_common::{
     CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, HOST_FLOWS_CAPACITY, HostFlow, LearnWindow,
-    MAX_PEERS, MAX_PORTS, MacKey, NatConfig, Peer, Port, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
+    MAX_PEERS, MAX_PORTS, MacKey, NatConfig, Peer, Port, PortAddrs6, PortStats, SockOrig, SwitchConfig, TableStats,
+    TunnelConfig,
     capture::{self, Filter as CaptureFilter, Record as CaptureRecord},
     events::{EventRate, RING_BYTES},
     nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
@@ -31,6 +32,15 @@ pub static LEARNED: Array<LearnWindow> = Array::with_max_entries(MAX_PORTS, 0);
 /// Slot -> port; the flood list. An array so the flood loop is a bounded walk over indices.
 #[map(name = "PORTS")]
 pub static PORTS: Array<Port> = Array::with_max_entries(MAX_PORTS, 0);
+
+/// Slot -> the IPv6 addresses the port is bound to (port security of IPv6 frames only: the
+/// IPv4 path never reads it).
+#[map(name = "PORT_ADDRS6")]
+pub static PORT_ADDRS6: Array<PortAddrs6> = Array::with_max_entries(MAX_PORTS, 0);
+
+/// Each CPU's IPv6 parse under way (`ipv6::check`): its state would not fit the stack.
+#[map(name = "IPV6_SCRATCH")]
+pub static IPV6_SCRATCH: PerCpuArray<super::ipv6::Sender> = PerCpuArray::with_max_entries(1, 0);
 
 /// ifindex -> slot, for the ingress port and for the egress port of a known unicast frame.
 #[map(name = "PORT_SLOTS")]

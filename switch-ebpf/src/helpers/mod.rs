@@ -19,6 +19,7 @@
 //!   of the switch), whose answers are sent back through the host to be translated back.
 //! - `icmp`: ICMP errors quoting a translated connection's packet, translated back.
 //! - `ipv4`: IPv4 + TCP/UDP header parsing for NAT (`Flow`).
+//! - `ipv6`: the IPv6 header chain and neighbour discovery, as port security reads them.
 //! - `log`: aya-log records of decisions (`#[inline(never)]` subprograms).
 //! - `maps`: every map of a switch.
 //! - `nat`: the connection table (`ct_key`, `ct_reverse_key`, `ct_lookup`, the translation
@@ -48,6 +49,7 @@ pub mod forward_xdp;
 pub mod host_flows;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod log;
 pub mod maps;
 pub mod nat;

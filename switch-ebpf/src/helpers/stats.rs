@@ -59,6 +59,12 @@ pub const SPOOFED_IP: u32 = 1;
 pub const SPOOFED_ARP: u32 = 2;
 /// A VLAN-tagged frame from a port with port security.
 pub const SPOOFED_TAGGED: u32 = 3;
+/// IPv6 neighbour discovery claiming another MAC or address.
+pub const SPOOFED_ND: u32 = 4;
+/// An IPv6 router advertisement or redirect (RA guard).
+pub const SPOOFED_ROUTER: u32 = 5;
+/// IPv6 whose upper layer port security could not find (counted as malformed).
+pub const SPOOFED_UNPARSED: u32 = 6;
 
 /// A frame port security dropped, by reason.
 #[inline(always)]
@@ -69,6 +75,9 @@ pub fn spoofed(slot: u32, reason: u32) {
             SPOOFED_MAC => s.spoofed_mac += 1,
             SPOOFED_IP => s.spoofed_ip += 1,
             SPOOFED_TAGGED => s.tagged += 1,
+            SPOOFED_ND => s.spoofed_nd += 1,
+            SPOOFED_ROUTER => s.router_guard += 1,
+            SPOOFED_UNPARSED => s.malformed_packets += 1,
             _ => s.spoofed_arp += 1,
         }
     })

@@ -26,7 +26,7 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use switch_common::{MAX_PEERS, MacKey, TunnelConfig};
+use switch_common::{MAX_PEERS, MacKey, Port, TunnelConfig};
 
 use super::{
     eth::{L3_ARP, L3_IPV4, L3Src},
@@ -76,8 +76,9 @@ pub fn admit(ctx: &TcContext, in_ifindex: u32) -> Option<u32> {
 /// the rule it gets instead; a bound MAC as the frame's source is refused by learning
 /// (`fdb::BOUND_ELSEWHERE`), as from any port. `l3` reads the frame's layer-3 sender.
 #[inline(always)]
-pub fn claims_local(l3: impl FnOnce() -> L3Src) -> Option<u32> {
-    let l3 = l3();
+pub fn claims_local(l3: impl FnOnce(Option<&Port>) -> L3Src) -> Option<u32> {
+    // No port: IPv6 from a peer is not judged here (see docs/security.md).
+    let l3 = l3(None);
     // 0.0.0.0 (a DHCP client, an ARP probe) is no claim, and never bound.
     // SAFETY: hash lookups, values not kept.
     let bound_ip = l3.ip != 0 && unsafe { BOUND_IP.get(&l3.ip) }.is_some();

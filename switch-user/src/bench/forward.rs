@@ -191,6 +191,7 @@ impl Forwarded {
         ns::add(ns::AddOptions {
             ns: self.server.clone(),
             ip: format!("{}/24", self.server_ip).parse()?,
+            ip6: None,
             switch: self.switch.clone(),
             mac: None,
             port_security: true,

@@ -153,6 +153,7 @@ impl Topology {
                     ns::add(ns::AddOptions {
                         ns: ns.clone(),
                         ip: cidr.parse()?,
+                        ip6: None,
                         switch: self.switch.clone(),
                         mac: None,
                         port_security,

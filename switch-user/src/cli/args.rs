@@ -9,7 +9,7 @@ use switch::{
         monitor::EventKind,
     },
     kind::DatapathKind,
-    names::{Cidr, Mac},
+    names::{Cidr, IpCidr, Mac},
     state::{Proto, Redirect},
 };
 
@@ -120,9 +120,11 @@ pub struct UpArgs {
     pub datapath: Option<DatapathKind>,
     /// Give the host an address on the switch's segment, e.g. 192.168.15.254/24 (like a
     /// bridge's own address): host <-> namespace traffic works, and namespaces added later get
-    /// a default route via it and must be in its subnet.
-    #[arg(long, value_name = "CIDR")]
-    pub gateway: Option<Cidr>,
+    /// a default route via it and must be in its subnet. Given twice, once per family
+    /// (`--gateway 192.168.15.254/24 --gateway fd00:15::fe/64`), the segment is dual-stack:
+    /// namespaces with an IPv6 address get a default IPv6 route via it too.
+    #[arg(long = "gateway", value_name = "CIDR")]
+    pub gateways: Vec<IpCidr>,
     /// Host interface where traffic from outside arrives, for port forwarding (repeatable;
     /// needs --gateway and the tc or xdp datapath).
     #[arg(long = "uplink", value_name = "IFACE")]
@@ -437,9 +439,11 @@ pub enum NsCommand {
 pub struct NsAddArgs {
     /// Namespace name (letters, digits, '_', '.', '-'; at most 64).
     pub ns: String,
-    /// IPv4 address with prefix length of the namespace's eth0, e.g. 192.168.15.1/24.
-    #[arg(long)]
-    pub ip: Cidr,
+    /// Address with prefix length of the namespace's eth0, e.g. 192.168.15.1/24; given again
+    /// with an IPv6 one (`--ip fd00:15::1/64`), the namespace is dual-stack (IPv6 is off in
+    /// it otherwise). One IPv4 address is required.
+    #[arg(long = "ip", value_name = "CIDR", required = true)]
+    pub ips: Vec<IpCidr>,
     /// Switch to plug the namespace into.
     #[arg(long, default_value = DEFAULT_SWITCH)]
     pub switch: String,
@@ -448,7 +452,9 @@ pub struct NsAddArgs {
     pub mac: Option<Mac>,
     /// Let the port carry other stations' MACs and addresses (a nested bridge, a VM, a
     /// router). By default a port accepts only its own MAC, its own IPv4 address (0.0.0.0
-    /// for DHCP) and ARP that claims nothing else (tc and xdp datapaths).
+    /// for DHCP), ARP that claims nothing else, IPv6 from its own and its link-local address,
+    /// neighbour discovery that claims nothing else, and no router advertisement (tc, xdp and
+    /// userspace datapaths).
     #[arg(long)]
     pub no_port_security: bool,
 }
@@ -461,9 +467,10 @@ pub struct NsAttachArgs {
     /// The namespace file, e.g. /proc/1234/ns/net or /run/netns/NAME.
     #[arg(long, value_name = "PATH")]
     pub netns: std::path::PathBuf,
-    /// IPv4 address with prefix length of the new interface.
-    #[arg(long)]
-    pub ip: Cidr,
+    /// Address with prefix length of the new interface; once per family for dual-stack (see
+    /// `ns add`). One IPv4 address is required.
+    #[arg(long = "ip", value_name = "CIDR", required = true)]
+    pub ips: Vec<IpCidr>,
     /// Name of the interface made inside the namespace.
     #[arg(long, default_value = "eth0")]
     pub ifname: String,

@@ -191,7 +191,7 @@ pub fn stats(r: &StatsReport) -> String {
 /// A counter the datapath may not keep: "-" when it does not.
 /// A port's port-security drops, all reasons together (the SPOOFED column; `--json` has each).
 fn spoofed(r: &StatsRow) -> Option<u64> {
-    Some(r.spoofed_mac? + r.spoofed_ip? + r.spoofed_arp? + r.tagged?)
+    Some(r.spoofed_mac? + r.spoofed_ip? + r.spoofed_arp? + r.tagged? + r.spoofed_nd? + r.router_guard?)
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -210,7 +210,7 @@ pub fn namespaces(rows: &[NsInfo]) -> String {
                     r.kind.into(),
                     r.attached_to.clone(),
                     r.interface.clone(),
-                    r.ip.clone(),
+                    both_families(Some(&r.ip), r.ip6.as_deref()),
                     r.mac.clone().unwrap_or_else(|| "-".into()),
                     r.host_interface.clone().unwrap_or_else(|| "-".into()),
                     if r.ready { "ready" } else { "incomplete" }.into(),
@@ -218,6 +218,12 @@ pub fn namespaces(rows: &[NsInfo]) -> String {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// An IP column: the IPv4 address, then the IPv6 one, comma-separated ("-" for none).
+fn both_families(v4: Option<&str>, v6: Option<&str>) -> String {
+    let both: Vec<&str> = [v4, v6].into_iter().flatten().filter(|a| !a.is_empty()).collect();
+    if both.is_empty() { "-".into() } else { both.join(",") }
 }
 
 /// The `switch forward list` table.
@@ -276,7 +282,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
                     r.owner.clone(),
                     r.interface.clone(),
                     r.slot.map_or_else(|| "-".into(), |s| s.to_string()),
-                    r.ip.clone().unwrap_or_else(|| "-".into()),
+                    both_families(r.ip.as_deref(), r.ip6.as_deref()),
                     r.mac.clone().unwrap_or_else(|| "-".into()),
                     r.security.into(),
                     r.workload.clone().unwrap_or_else(|| "-".into()),

@@ -90,6 +90,7 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
         netns: env.netns_path(),
         ifname: env.ifname.clone(),
         ip: lease.address,
+        ip6: None,
         switch: name.clone(),
         mac: conf.mac(env.arg("MAC"))?,
         mtu: conf.mtu()?,

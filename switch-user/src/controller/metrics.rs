@@ -136,8 +136,8 @@ struct ForwardLabels {
 const PER_PORT: &str = "per port, summed over CPUs, as in `switch stats`";
 const TABLES: &str = "table: fdb (MAC table), conntrack (connections), unreplied (connections not answered yet)";
 const FLOODED: &str = "Received frames flooded to every other port (not kept by the bridge datapath)";
-const DROPPED: &str = "Received frames dropped, by reason: malformed, spoofed_mac, spoofed_ip, spoofed_arp, tagged \
-                       (port security), mac_limit (learning limit), other (invalid source MAC, back to its own port); \
+const DROPPED: &str = "Received frames dropped, by reason: malformed, spoofed_mac, spoofed_ip, spoofed_arp, tagged, \
+                       spoofed_nd, router_guard (port security), mac_limit (learning limit), other (invalid source MAC, back to its own port); \
                        the sum is DROPPED of `switch stats`";
 const TX_ERRORS: &str = "Copies or redirects of frames that could not be sent";
 const NAT_REFUSED: &str = "Outbound connections refused by NAT (no masquerade port free, or no room in the connection \
@@ -326,6 +326,8 @@ fn drop_reasons(p: &PortRow) -> Vec<(&'static str, u64)> {
         ("spoofed_arp", p.spoofed_arp),
         ("mac_limit", p.mac_limit),
         ("tagged", p.tagged),
+        ("spoofed_nd", p.spoofed_nd),
+        ("router_guard", p.router_guard),
     ];
     let mut out: Vec<(&'static str, u64)> = named.iter().map(|&(r, v)| (r, v.unwrap_or(0))).collect();
     let sum: u64 = out.iter().map(|(_, v)| v).sum();
@@ -374,6 +376,8 @@ mod tests {
             spoofed_arp: dropped.map(|_| 0),
             mac_limit: dropped.map(|_| 0),
             tagged: dropped.map(|_| 0),
+            spoofed_nd: dropped.map(|_| 0),
+            router_guard: dropped.map(|_| 0),
         }
     }
 

@@ -18,9 +18,9 @@ use serde::Serialize;
 use switch_common::{
     events::{
         DROP_ICMP_FOREIGN, DROP_INVALID_SOURCE, DROP_MAC_LIMIT, DROP_MALFORMED, DROP_MASQ_SHARE, DROP_NAT_REFUSED,
-        DROP_NOT_PEER, DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC, DROP_TAGGED,
-        DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP, KIND_LEARN, KIND_MOVE, KIND_NAT,
-        NAT_FORWARD, NAT_MASQUERADE,
+        DROP_NOT_PEER, DROP_ROUTER_GUARD, DROP_SAME_PORT, DROP_SPOOFED_ARP, DROP_SPOOFED_IP, DROP_SPOOFED_MAC,
+        DROP_SPOOFED_ND, DROP_TAGGED, DROP_UNSOLICITED, Event, FRAME_F_IPV4, FRAME_F_PORTS, FrameSummary, KIND_DROP,
+        KIND_LEARN, KIND_MOVE, KIND_NAT, NAT_FORWARD, NAT_MASQUERADE,
     },
     nat::{PROTO_TCP, PROTO_UDP},
 };
@@ -185,6 +185,8 @@ pub(crate) fn reason_name(reason: u16) -> &'static str {
         DROP_TAGGED => "tagged",
         DROP_ICMP_FOREIGN => "icmp-foreign",
         DROP_MASQ_SHARE => "masquerade-share",
+        DROP_SPOOFED_ND => "spoofed-nd",
+        DROP_ROUTER_GUARD => "router-guard",
         _ => "unknown",
     }
 }

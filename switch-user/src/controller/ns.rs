@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    names::{self, Cidr, Mac, validate_name},
+    names::{self, Cidr, Cidr6, Mac, validate_name},
     state::{Attachment, ForwardState, NsState, PortKind, PortState, State, Store, Workload},
     sys::{netlink::Netlink, netns},
 };
@@ -22,6 +22,8 @@ pub struct AddOptions {
     pub ns: String,
     /// Its address.
     pub ip: Cidr,
+    /// Its IPv6 address, if any (IPv6 stays off inside without one).
+    pub ip6: Option<Cidr6>,
     /// Switch to plug it into.
     pub switch: String,
     /// MAC of its interface; the kernel picks a random one if `None`.
@@ -43,6 +45,9 @@ pub struct NsInfo {
     pub interface: String,
     /// Its address.
     pub ip: String,
+    /// Its IPv6 address, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     /// Its MAC, if known.
     pub mac: Option<String>,
     /// Host-side interface (ports only).
@@ -71,6 +76,7 @@ fn port_info(p: &PortState) -> NsInfo {
         attached_to: p.switch.clone(),
         interface: p.peer_if.clone(),
         ip: p.ip.map(|c| c.to_string()).unwrap_or_default(),
+        ip6: p.ip6.map(|c| c.to_string()),
         mac: p.mac.map(|m| m.to_string()),
         host_interface: Some(p.host_if.clone()),
         port_security: Some(p.port_security),
@@ -89,6 +95,7 @@ fn info(state: &State, ns: &str) -> Vec<NsInfo> {
             attached_to: l.peer.clone(),
             interface: l.ifname.clone(),
             ip: l.ip.to_string(),
+            ip6: None,
             mac: None,
             host_interface: None,
             port_security: None,
@@ -117,6 +124,7 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
     if let Some(p) = state.ns_port(&opts.ns) {
         if p.switch == opts.switch
             && p.ip == Some(opts.ip)
+            && p.ip6 == opts.ip6
             && (opts.mac.is_none() || opts.mac == p.mac)
             && p.port_security == opts.port_security
         {
@@ -124,11 +132,7 @@ fn check(state: &State, opts: &AddOptions) -> Result<Option<NsInfo>> {
         }
         return Err(Error::NamespaceExists {
             name: opts.ns.clone(),
-            detail: format!(
-                " (port of switch '{}' with {})",
-                p.switch,
-                p.ip.map(|c| c.to_string()).unwrap_or_default()
-            ),
+            detail: format!(" (port of switch '{}' with {})", p.switch, p.addresses()),
         });
     }
     if state.namespaces.contains_key(&opts.ns) {
@@ -166,19 +170,36 @@ fn check_segment(state: &State, opts: &AddOptions) -> Result<()> {
             return Err(Error::invalid("CIDR", opts.ip.to_string(), "is the switch's gateway address"));
         }
     }
+    if let Some(ip6) = opts.ip6 {
+        check_segment6(state, &opts.switch, ip6)?;
+    }
     for p in state.ports(&opts.switch).filter(|p| p.namespace().is_some()) {
-        if p.ip.map(|c| c.addr) == Some(opts.ip.addr) {
-            return Err(Error::DuplicateIp {
-                ip: opts.ip.addr.to_string(),
-                ns: p.owner.clone(),
-                switch: opts.switch.clone(),
-            });
+        let taken = match (p.ip, p.ip6, opts.ip6) {
+            (Some(c), _, _) if c.addr == opts.ip.addr => Some(c.addr.to_string()),
+            (_, Some(c), Some(asked)) if c.addr == asked.addr => Some(c.addr.to_string()),
+            _ => None,
+        };
+        if let Some(ip) = taken {
+            return Err(Error::DuplicateIp { ip, ns: p.owner.clone(), switch: opts.switch.clone() });
         }
     }
     match opts.mac {
         Some(mac) => check_mac(state, &opts.switch, mac),
         None => Ok(()),
     }
+}
+
+/// The IPv6 address `ip6` fits the switch's IPv6 segment, if its gateway has one (the same
+/// prefix, not the gateway's address).
+fn check_segment6(state: &State, switch: &str, ip6: Cidr6) -> Result<()> {
+    let Some(g) = state.gateway_cidr6(switch) else { return Ok(()) };
+    if !g.contains(ip6.addr) || g.prefix != ip6.prefix {
+        return Err(Error::invalid("CIDR", ip6.to_string(), format!("not on switch '{switch}''s segment {g}")));
+    }
+    if g.addr == ip6.addr {
+        return Err(Error::invalid("CIDR", ip6.to_string(), "is the switch's gateway address"));
+    }
+    Ok(())
 }
 
 /// `mac` is no port's of `switch` (a namespace's, an adopted one's, the gateway's) and no
@@ -220,8 +241,13 @@ pub async fn add(opts: AddOptions) -> Result<AddReport> {
     let slot = state.free_slot(&opts.switch).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
     let host_if = free_host_ifname(&state, &opts.switch, &opts.ns).await?;
     // Behind a tunnel, frames must fit the underlay once encapsulated.
-    let end =
-        NsEnd { ip: opts.ip, mac: opts.mac, mtu: tunnel_mtu(&state, &opts.switch), port_security: opts.port_security };
+    let end = NsEnd {
+        ip: opts.ip,
+        ip6: opts.ip6,
+        mac: opts.mac,
+        mtu: tunnel_mtu(&state, &opts.switch),
+        port_security: opts.port_security,
+    };
     let port = port::namespace(&opts.switch, &opts.ns, host_if, slot, end);
     // Intent first: a crash from here on leaves a record that the next command rolls back.
     state.namespaces.insert(opts.ns.clone(), NsState { links: vec![], ready: false });
@@ -244,6 +270,8 @@ pub struct AttachOptions {
     pub ifname: String,
     /// Its address.
     pub ip: Cidr,
+    /// Its IPv6 address, if any.
+    pub ip6: Option<Cidr6>,
     /// Switch to plug it into.
     pub switch: String,
     /// MAC of the interface; the kernel picks a random one if `None`.
@@ -265,6 +293,7 @@ fn check_attach(state: &State, opts: &AttachOptions, handed_over: bool) -> Resul
             && p.handed_over == handed_over
             && p.switch == opts.switch
             && p.ip == Some(opts.ip)
+            && p.ip6 == opts.ip6
             && p.peer_if == opts.ifname
             && p.netns_file().as_deref() == Some(opts.netns.as_path())
             && (opts.mac.is_none() || opts.mac == p.mac)
@@ -285,6 +314,7 @@ fn check_attach(state: &State, opts: &AttachOptions, handed_over: bool) -> Resul
     let as_add = AddOptions {
         ns: opts.name.clone(),
         ip: opts.ip,
+        ip6: opts.ip6,
         switch: opts.switch.clone(),
         mac: opts.mac,
         port_security: opts.port_security,
@@ -332,7 +362,7 @@ async fn attach_port(opts: AttachOptions, handed_over: bool) -> Result<AddReport
     let slot = state.free_slot(&opts.switch).ok_or_else(|| Error::SwitchFull(opts.switch.clone()))?;
     let host_if = free_host_ifname(&state, &opts.switch, &opts.name).await?;
     let mtu = opts.mtu.or_else(|| tunnel_mtu(&state, &opts.switch));
-    let end = NsEnd { ip: opts.ip, mac: opts.mac, mtu, port_security: opts.port_security };
+    let end = NsEnd { ip: opts.ip, ip6: opts.ip6, mac: opts.mac, mtu, port_security: opts.port_security };
     let port = PortState {
         attachment: opts.attachment.clone(),
         workload: opts.workload.clone(),

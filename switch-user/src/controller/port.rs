@@ -20,7 +20,7 @@ use super::failpoint;
 use crate::{
     datapath::{Datapath, UplinkSetup},
     error::{Context as _, Error, Result},
-    names::{Cidr, Mac, NS_IFNAME, gateway_ifnames, tunnel_ifname},
+    names::{Cidr, Cidr6, Mac, NS_IFNAME, gateway_ifnames, tunnel_ifname},
     state::{PortKind, PortState, State, TunnelState},
     sys::{blocking, netlink::Netlink, netns, sysctl},
 };
@@ -30,6 +30,7 @@ use crate::{
 /// port security binds the port to them.
 pub(crate) struct NsEnd {
     pub ip: Cidr,
+    pub ip6: Option<Cidr6>,
     pub mac: Option<Mac>,
     pub mtu: Option<u32>,
     pub port_security: bool,
@@ -47,6 +48,7 @@ fn record(switch: &str, kind: PortKind, owner: &str, host_if: String) -> PortSta
         peer_if: String::new(),
         slot: None,
         ip: None,
+        ip6: None,
         mac: None,
         netns_cookie: 0,
         netns_path: None,
@@ -74,6 +76,7 @@ fn behind_namespace(
         peer_if: peer_if.to_owned(),
         slot: Some(slot),
         ip: Some(end.ip),
+        ip6: end.ip6,
         mac: end.mac,
         mtu: end.mtu,
         port_security: end.port_security,
@@ -104,13 +107,14 @@ pub(crate) fn adopted(
 }
 
 /// The record of switch `switch`'s gateway port: a veth pair whose far end (`g…`) carries the
-/// host's address `cidr`, the switch end (`s…`) plugged in like a namespace's.
-pub(crate) fn gateway(switch: &str, cidr: Cidr, slot: u32, mtu: Option<u32>) -> PortState {
+/// host's address `cidr` (and `cidr6`), the switch end (`s…`) plugged in like a namespace's.
+pub(crate) fn gateway(switch: &str, cidr: Cidr, cidr6: Option<Cidr6>, slot: u32, mtu: Option<u32>) -> PortState {
     let (host_end, switch_end) = gateway_ifnames(switch);
     PortState {
         peer_if: host_end,
         slot: Some(slot),
         ip: Some(cidr),
+        ip6: cidr6,
         mtu,
         ..record(switch, PortKind::Gateway, "host", switch_end)
     }
@@ -141,7 +145,9 @@ pub(crate) async fn make(dp: &(dyn Datapath + 'static), state: &State, p: &PortS
     match p.kind {
         PortKind::Adopted if p.handed_over => make_handed_over_port(dp, p).await,
         PortKind::Namespace | PortKind::Adopted => {
-            make_namespace_port(dp, p, state.gateway_cidr(&p.switch).map(|g| g.addr)).await
+            let gateways =
+                (state.gateway_cidr(&p.switch).map(|g| g.addr), state.gateway_cidr6(&p.switch).map(|g| g.addr));
+            make_namespace_port(dp, p, gateways).await
         }
         PortKind::Gateway => make_gateway_port(dp, p).await,
         PortKind::Tunnel => make_tunnel_port(dp, p).await,
@@ -156,7 +162,11 @@ pub(crate) async fn make(dp: &(dyn Datapath + 'static), state: &State, p: &PortS
 /// from the namespace ever reaches the host stack unswitched. The MAC is chosen here (unless
 /// given), so the datapath can take the port, bound to it, while the namespace side is set
 /// up on its own thread.
-async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Option<std::net::Ipv4Addr>) -> Result<Made> {
+async fn make_namespace_port(
+    dp: &dyn Datapath,
+    port: &PortState,
+    (gateway, gateway6): (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+) -> Result<Made> {
     let ns = port.namespace().ok_or_else(|| Error::Command(format!("port {} has no namespace", port.host_if)))?;
     let ns_path = port.netns_file().expect("a port behind a namespace");
     let ip = port.ip.ok_or_else(|| Error::Command(format!("port {} has no address", port.host_if)))?;
@@ -186,13 +196,21 @@ async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Optio
     let owns_namespace = port.kind.owns_namespace();
     let (cookie_tx, cookie_rx) = tokio::sync::oneshot::channel();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let ip6 = port.ip6;
     let inside = netns::run_in_path(&ns_path, move |h| async move {
         let nl = Netlink::from_handle(h);
-        sysctl::disable_ipv6(&ns_if)?;
+        // IPv6 only for an interface given an IPv6 address.
+        match ip6 {
+            Some(_) => sysctl::enable_ipv6(&ns_if)?,
+            None => sysctl::disable_ipv6(&ns_if)?,
+        }
         sysctl::announce_on_up(&ns_if)?;
         prepare.prepare_peer(&ns_if)?;
         let idx = nl.ifindex(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} missing in namespace")))?;
         nl.add_address(idx, ip).await?;
+        if let Some(ip6) = ip6 {
+            nl.add_address6(idx, ip6).await?;
+        }
         nl.set_up_by_name("lo").await?;
         let _ = cookie_tx.send(netns::cookie_here()?);
         if go_rx.await.is_err() {
@@ -206,6 +224,9 @@ async fn make_namespace_port(dp: &dyn Datapath, port: &PortState, gateway: Optio
             && (owns_namespace || nl.default_route_interface().await?.is_none())
         {
             nl.add_route(std::net::Ipv4Addr::UNSPECIFIED, 0, gw).await?;
+            if let (Some(gw6), Some(_)) = (gateway6, ip6) {
+                nl.add_default_route6(gw6).await?;
+            }
         }
         Ok(())
     });
@@ -291,8 +312,14 @@ async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Result<Made> 
         nl.set_mtu(port_idx, mtu).await?;
     }
     let (a, b, prepare) = (port.peer_if.clone(), port.host_if.clone(), dp.kind().open(dp.switch()));
+    let ip6 = port.ip6;
     blocking(move || {
-        sysctl::disable_ipv6(&a)?;
+        // The host's end carries IPv6 only with an IPv6 gateway address; the switch's end
+        // never (a layer-2 port).
+        match ip6 {
+            Some(_) => sysctl::enable_ipv6(&a)?,
+            None => sysctl::disable_ipv6(&a)?,
+        }
         sysctl::disable_ipv6(&b)?;
         // The host end is to the other ports what a namespace's eth0 is.
         prepare.prepare_peer(&a)
@@ -301,6 +328,9 @@ async fn make_gateway_port(dp: &dyn Datapath, port: &PortState) -> Result<Made> 
     let mac = nl.mac(&port.peer_if).await?.ok_or_else(|| Error::Command(format!("{} has no MAC", port.peer_if)))?;
     dp.attach_port(&PortState { host_ifindex: port_idx, mac: Some(mac), ..port.clone() }).await?;
     nl.add_address(host_idx, ip).await?;
+    if let Some(ip6) = port.ip6 {
+        nl.add_address6(host_idx, ip6).await?;
+    }
     nl.set_up(host_idx).await?;
     nl.set_up(port_idx).await?;
     Ok(Made { ifindex: port_idx, mac: Some(mac), cookie: 0 })
@@ -418,6 +448,9 @@ pub struct PortRow {
     pub slot: Option<u32>,
     /// Address behind the port.
     pub ip: Option<String>,
+    /// IPv6 address behind the port, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     /// Port security: "mac+ip" (bound to both), "mac reserved" (the gateway: no other port
     /// may use its MAC), "off".
     pub security: &'static str,
@@ -451,6 +484,7 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<PortRow>> {
             interface: p.host_if.clone(),
             slot: p.slot,
             ip: p.ip.map(|c| c.to_string()),
+            ip6: p.ip6.map(|c| c.to_string()),
             mac: p.mac.map(|m| m.to_string()),
             security: {
                 let d = p.datapath_port();

@@ -43,6 +43,10 @@ pub struct PortRow {
     pub mac_limit: Option<u64>,
     /// Dropped by port security: a VLAN-tagged frame.
     pub tagged: Option<u64>,
+    /// Dropped by port security: IPv6 neighbour discovery claiming another MAC or address.
+    pub spoofed_nd: Option<u64>,
+    /// Dropped by port security: an IPv6 router advertisement or redirect (RA guard).
+    pub router_guard: Option<u64>,
 }
 
 /// `switch stats`: every port's counters and the switch-wide drops.
@@ -90,6 +94,8 @@ pub(crate) async fn read(state: &State, switch: &str) -> Result<StatsReport> {
             spoofed_arp: d(s.spoofed_arp),
             mac_limit: d(s.mac_limit),
             tagged: d(s.tagged),
+            spoofed_nd: d(s.spoofed_nd),
+            router_guard: d(s.router_guard),
         });
     }
     let switch = match dp.tables() {

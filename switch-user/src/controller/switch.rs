@@ -11,7 +11,7 @@ use crate::{
     },
     error::{Error, Result},
     kind::{Capability, DatapathKind},
-    names::{Cidr, validate_name},
+    names::{Cidr, Cidr6, validate_name},
     state::{PortKind, PortState, Redirect, State, Store, SwitchState, TunnelState, VXLAN_OVERHEAD},
     sys::netlink::Netlink,
 };
@@ -30,6 +30,9 @@ pub struct UpOptions {
     pub datapath: Option<DatapathKind>,
     /// The host's address on the segment (namespaces get a default route via it).
     pub gateway: Option<Cidr>,
+    /// The host's IPv6 address on the segment (needs `gateway`; namespaces with an IPv6
+    /// address get a default IPv6 route via it).
+    pub gateway6: Option<Cidr6>,
     /// Host interfaces where forwarded traffic arrives (needs a gateway and an eBPF datapath).
     pub uplinks: Vec<String>,
     /// Do not masquerade namespaces' outbound traffic on the uplinks.
@@ -59,6 +62,9 @@ pub struct VxlanOptions {
 /// shorter one would take over the host's routes to a large part of the address space.
 pub const MIN_GATEWAY_PREFIX: u8 = 8;
 
+/// Shortest prefix of an IPv6 gateway: as `MIN_GATEWAY_PREFIX`, for IPv6's address space.
+pub const MIN_GATEWAY_PREFIX6: u8 = 16;
+
 /// The IANA port of VXLAN.
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -79,6 +85,9 @@ pub struct UpReport {
     pub pins: Option<String>,
     /// The host's address on the segment.
     pub gateway: Option<Cidr>,
+    /// The host's IPv6 address on the segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Cidr6>,
     /// Uplinks carrying port forwards.
     pub uplinks: Vec<String>,
     /// Outbound traffic leaves the uplinks with the uplink's address.
@@ -104,6 +113,7 @@ impl UpReport {
             redirect: s.redirect,
             pins: s.datapath.open(name).location(),
             gateway: state.gateway_cidr(name),
+            gateway6: state.gateway_cidr6(name),
             uplinks: state.uplinks(name),
             masquerade: s.masquerade,
             routable: s.routable,
@@ -129,6 +139,22 @@ fn validate(opts: &UpOptions) -> Result<()> {
             g.to_string(),
             format!("a segment shorter than /{MIN_GATEWAY_PREFIX} would route too much of the address space into it"),
         ));
+    }
+    if let Some(g) = opts.gateway6 {
+        if opts.gateway.is_none() {
+            return Err(Error::invalid(
+                "gateway",
+                g.to_string(),
+                "an IPv6 gateway needs an IPv4 one beside it (--gateway twice)",
+            ));
+        }
+        if g.prefix < MIN_GATEWAY_PREFIX6 || g.prefix > 126 {
+            return Err(Error::invalid(
+                "gateway",
+                g.to_string(),
+                format!("an IPv6 segment is /{MIN_GATEWAY_PREFIX6} to /126 (a /64 is usual)"),
+            ));
+        }
     }
     if !opts.uplinks.is_empty() {
         let joined = opts.uplinks.join(",");
@@ -197,6 +223,11 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
         let has = gateway.map_or("no gateway".into(), |e| format!("gateway {e}"));
         diffs.push(format!("{has} (asked for gateway {g})"));
     }
+    let gateway6 = state.gateway_cidr6(&opts.name);
+    if let Some(g) = opts.gateway6.filter(|g| gateway6 != Some(*g)) {
+        let has = gateway6.map_or("no IPv6 gateway".into(), |e| format!("gateway {e}"));
+        diffs.push(format!("{has} (asked for gateway {g})"));
+    }
     if !opts.uplinks.is_empty() && opts.uplinks != uplinks {
         diffs.push(format!("uplinks [{}] (asked for [{}])", uplinks.join(","), opts.uplinks.join(",")));
     }
@@ -261,10 +292,17 @@ async fn up_as_asked(store: &Store, state: &mut State, existing: &SwitchState, o
 /// Refuses a gateway whose segment overlaps another switch's: two segments with overlapping
 /// subnets on one host would fight over the routes.
 fn check_segment(state: &State, opts: &UpOptions) -> Result<()> {
-    let Some(g) = opts.gateway else { return Ok(()) };
     for (other, _) in state.switches.iter().filter(|(n, _)| **n != opts.name) {
-        if let Some(o) = state.gateway_cidr(other).filter(|o| o.contains(g.addr) || g.contains(o.addr)) {
-            return Err(Error::invalid("gateway", g.to_string(), format!("overlaps switch '{other}''s segment {o}")));
+        let overlap = match (opts.gateway, state.gateway_cidr(other)) {
+            (Some(g), Some(o)) if o.contains(g.addr) || g.contains(o.addr) => Some((g.to_string(), o.to_string())),
+            _ => None,
+        };
+        let overlap6 = match (opts.gateway6, state.gateway_cidr6(other)) {
+            (Some(g), Some(o)) if o.contains(g.addr) || g.contains(o.addr) => Some((g.to_string(), o.to_string())),
+            _ => None,
+        };
+        if let Some((g, o)) = overlap.or(overlap6) {
+            return Err(Error::invalid("gateway", g, format!("overlaps switch '{other}''s segment {o}")));
         }
     }
     Ok(())
@@ -299,7 +337,7 @@ fn record_ports(state: &mut State, opts: &UpOptions, tunnel: Option<TunnelState>
         let slot = state.free_slot(name).ok_or_else(|| Error::SwitchFull(name.clone()))?;
         // Behind a tunnel, the host's packets into the segment must fit it too.
         let mtu = tunnel.as_ref().map(|t| t.mtu);
-        state.ports.push(port::gateway(name, cidr, slot, mtu));
+        state.ports.push(port::gateway(name, cidr, opts.gateway6, slot, mtu));
     }
     for u in &opts.uplinks {
         if state.port(name, PortKind::Uplink, u).is_none() {
@@ -466,6 +504,9 @@ pub struct SwitchInfo {
     pub ports: usize,
     /// The host's address on the segment.
     pub gateway: Option<Cidr>,
+    /// The host's IPv6 address on the segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Cidr6>,
 }
 
 /// Every switch.
@@ -483,6 +524,7 @@ pub async fn list() -> Result<Vec<SwitchInfo>> {
             ready: s.ready,
             ports: state.ports(n).filter(|p| p.namespace().is_some()).count(),
             gateway: state.gateway_cidr(n),
+            gateway6: state.gateway_cidr6(n),
         })
         .collect())
 }

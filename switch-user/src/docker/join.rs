@@ -61,6 +61,7 @@ pub(super) async fn join(d: &Driver, req: JoinRequest) -> Reply {
         netns: netns.clone(),
         ifname: peer.clone(),
         ip: ep.address,
+        ip6: None,
         switch: switch.clone(),
         mac: Some(ep.mac),
         mtu: net.options.mtu,

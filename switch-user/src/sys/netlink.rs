@@ -10,7 +10,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVeth};
 
 use crate::{
     error::{Context as _, Error, Result},
-    names::{Cidr, Mac},
+    names::{Cidr, Cidr6, Mac},
 };
 
 /// The errno a netlink request failed with, if it was the kernel that refused it.
@@ -222,6 +222,12 @@ impl Netlink {
         self.handle.route().add(msg).execute().await.context(format!("adding {what} via {gateway}"))
     }
 
+    /// Adds a default IPv6 route via `gateway`.
+    pub async fn add_default_route6(&self, gateway: std::net::Ipv6Addr) -> Result<()> {
+        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().gateway(gateway).build();
+        self.handle.route().add(msg).execute().await.context(format!("adding a default IPv6 route via {gateway}"))
+    }
+
     /// Creates a veth pair with each end directly inside a namespace.
     pub async fn add_veth_between(&self, a: &str, a_ns: RawFd, b: &str, b_ns: RawFd) -> Result<()> {
         let peer_msg = LinkUnspec::new_with_name(b).setns_by_fd(b_ns).build();
@@ -249,12 +255,22 @@ impl Netlink {
 
     /// Adds `cidr` to interface `index`.
     pub async fn add_address(&self, index: u32, cidr: Cidr) -> Result<()> {
+        self.add_ip(index, IpAddr::V4(cidr.addr), cidr.prefix).await
+    }
+
+    /// Adds IPv6 address `cidr` to interface `index` (its interface takes it without
+    /// duplicate address detection: see `sysctl::enable_ipv6`).
+    pub async fn add_address6(&self, index: u32, cidr: Cidr6) -> Result<()> {
+        self.add_ip(index, IpAddr::V6(cidr.addr), cidr.prefix).await
+    }
+
+    async fn add_ip(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         self.handle
             .address()
-            .add(index, IpAddr::V4(cidr.addr), cidr.prefix)
+            .add(index, addr, prefix)
             .execute()
             .await
-            .context(format!("adding address {cidr}"))
+            .context(format!("adding address {addr}/{prefix}"))
     }
 
     /// Deletes every interface of `names` that exists (and so their veth peers), as one

@@ -36,6 +36,23 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
     }
 }
 
+/// Turns IPv6 on for `ifname`, an interface given an IPv6 address (a namespace's end, the
+/// gateway's host end), before it comes up:
+/// - no duplicate address detection (`accept_dad` 0): the switch hands out each address once
+///   and port security keeps any other port from claiming it, so the second of waiting that
+///   detection costs would only delay the port's readiness;
+/// - the link-local address from the MAC (`addr_gen_mode` 0, modified EUI-64), the one port
+///   security binds the port to;
+/// - its addresses announced when it comes up (`ndisc_notify`, an unsolicited neighbour
+///   advertisement each), IPv6's `announce_on_up`.
+pub fn enable_ipv6(ifname: &str) -> Result<()> {
+    for (key, value) in [("accept_dad", "0"), ("addr_gen_mode", "0"), ("ndisc_notify", "1"), ("disable_ipv6", "0")] {
+        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+        fs::write(&path, value).context(format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
 /// Turns IPv4 forwarding on for `ifname`, a VXLAN device of the switch's: the datapath's FIB
 /// lookups for the packets it encapsulates itself are made as if they arrived there, and
 /// the kernel answers those only for an interface that forwards. Nothing the device receives

@@ -47,6 +47,7 @@ async fn steps() -> Result<()> {
         let r = nsc::add(nsc::AddOptions {
             ns: ns.into(),
             ip: ip.parse()?,
+            ip6: None,
             switch: SWITCH.into(),
             mac: None,
             port_security: true,

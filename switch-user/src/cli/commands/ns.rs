@@ -1,7 +1,10 @@
 //! `switch ns add|del|attach|detach|list` (`ns exec` replaces the process: see `main::exec`).
 use anyhow::Result;
 use serde_json::json;
-use switch::controller::ns;
+use switch::{
+    controller::ns,
+    names::{self, Cidr, Cidr6, IpCidr},
+};
 
 use crate::cli::{
     args::NsCommand,
@@ -12,9 +15,11 @@ use crate::cli::{
 pub async fn do_ns(c: NsCommand) -> Result<Reply> {
     match c {
         NsCommand::Add(a) => {
+            let (ip, ip6) = addresses(&a.ips)?;
             let r = ns::add(ns::AddOptions {
                 ns: a.ns,
-                ip: a.ip,
+                ip,
+                ip6,
                 switch: a.switch,
                 mac: a.mac,
                 port_security: !a.no_port_security,
@@ -25,11 +30,13 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
             Ok(Reply::new(&r, text))
         }
         NsCommand::Attach(a) => {
+            let (ip, ip6) = addresses(&a.ips)?;
             let r = ns::attach(ns::AttachOptions {
                 name: a.name,
                 netns: a.netns.clone(),
                 ifname: a.ifname,
-                ip: a.ip,
+                ip,
+                ip6,
                 switch: a.switch,
                 mac: a.mac,
                 mtu: a.mtu,
@@ -63,10 +70,24 @@ pub async fn do_ns(c: NsCommand) -> Result<Reply> {
     }
 }
 
-/// "WHO VERB switch 'S': eth0 10.0.0.1/24 mac M (host port P)".
+/// The IPv4 address `--ip` must give, and the IPv6 one it may.
+fn addresses(ips: &[IpCidr]) -> Result<(Cidr, Option<Cidr6>)> {
+    match names::by_family("--ip", ips)? {
+        (Some(v4), v6) => Ok((v4, v6)),
+        (None, _) => Err(switch::error::Error::invalid(
+            "option",
+            format!("--ip {}", ips.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" --ip ")),
+            "an IPv4 address is required (IPv6-only namespaces are not supported yet)",
+        )
+        .into()),
+    }
+}
+
+/// "WHO VERB switch 'S': eth0 10.0.0.1/24[ fd00::1/64] mac M (host port P)".
 fn port_line(who: &str, verb: &str, i: &ns::NsInfo) -> String {
+    let v6 = i.ip6.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
     format!(
-        "{who} {verb} switch '{}': {} {} mac {} (host port {})",
+        "{who} {verb} switch '{}': {} {}{v6} mac {} (host port {})",
         i.attached_to,
         i.interface,
         i.ip,

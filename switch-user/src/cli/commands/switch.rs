@@ -9,12 +9,14 @@ use crate::cli::{
 
 /// Creates a switch, or says it is already up as asked.
 pub async fn do_up(a: UpArgs) -> Result<Reply> {
+    let (gateway, gateway6) = switch::names::by_family("--gateway", &a.gateways)?;
     let r = sw::up(sw::UpOptions {
         name: a.switch,
         ageing_secs: a.ageing,
         redirect: a.redirect,
         datapath: a.datapath,
-        gateway: a.gateway,
+        gateway,
+        gateway6,
         uplinks: a.uplinks,
         no_masquerade: a.no_masquerade,
         routable: a.routable,
@@ -33,6 +35,7 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
             None => String::new(),
         };
         let gw = r.gateway.map(|g| format!(", gateway {g}")).unwrap_or_default();
+        let gw6 = r.gateway6.map(|g| format!(" and {g}")).unwrap_or_default();
         let vx = r
             .vxlan
             .as_ref()
@@ -40,7 +43,7 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
                 format!(", vxlan {} over {} from {} port {} mtu {}", t.vni, t.underlay, t.local, t.udp_port, t.mtu)
             })
             .unwrap_or_default();
-        format!("switch '{}' is up ({} datapath, ageing {}s{gw}{vx}{detail})", r.name, r.datapath, r.ageing_secs)
+        format!("switch '{}' is up ({} datapath, ageing {}s{gw}{gw6}{vx}{detail})", r.name, r.datapath, r.ageing_secs)
     } else {
         format!("switch '{}' is already up", r.name)
     };

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf};
 use switch_common::{
-    FdbEntry, LearnWindow, MAX_PEERS, MacKey, Peer, Port, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER,
+    FdbEntry, LearnWindow, MAX_PEERS, MacKey, Peer, Port, PortAddrs6, PortStats, SwitchConfig, TABLE_STATS_CONTROLLER,
     TABLE_STATS_DATAPATH, TableStats, TunnelConfig, maps as names,
 };
 
@@ -26,6 +26,8 @@ pub struct SwitchMaps {
     tables: TableCounters,
     /// `None` on a switch pinned before the map existed (its program does not read it).
     bound_ip: Option<HashMap<MapData, u32, u32>>,
+    /// `PORT_ADDRS6`; `None` on a switch pinned before it existed, as `bound_ip`.
+    addrs6: Option<Array<MapData, PortAddrs6>>,
 }
 
 /// `TABLE_STATS`: what went into and out of FDB and CONNTRACK.
@@ -128,6 +130,7 @@ impl SwitchMaps {
             learned: open_as(pins, names::LEARNED)?,
             tables: TableCounters::open(pins)?,
             bound_ip: open_optional(pins, names::BOUND_IP)?,
+            addrs6: open_optional(pins, names::PORT_ADDRS6)?,
         })
     }
 
@@ -151,8 +154,11 @@ impl SwitchMaps {
     /// and learning window zeroed, the bound address recorded, then the ifindex lookup, then
     /// the flood list (so a frame flooded to the port can already be counted), then the loop
     /// bound.
-    pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port) -> Result<()> {
+    pub fn add_port(&mut self, slot: u32, ifindex: u32, port: Port, addrs6: PortAddrs6) -> Result<()> {
         self.claim_bound(slot, port.mac)?;
+        if let Some(a) = self.addrs6.as_mut() {
+            a.set(slot, addrs6, 0).map_err(bpf("writing PORT_ADDRS6"))?;
+        }
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
         self.learned.set(slot, LearnWindow::default(), 0).map_err(bpf("zeroing LEARNED"))?;
@@ -177,6 +183,9 @@ impl SwitchMaps {
     /// ifindex lookup, then every FDB entry pointing at it. `slot_limit` is recomputed.
     pub fn remove_port(&mut self, slot: u32) -> Result<()> {
         self.ports.set(slot, Port::default(), 0).map_err(bpf("writing PORTS"))?;
+        if let Some(a) = self.addrs6.as_mut() {
+            a.set(slot, PortAddrs6::default(), 0).map_err(bpf("writing PORT_ADDRS6"))?;
+        }
         self.release_bound(slot);
         let stale: Vec<u32> =
             self.slots.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(ifindex, _)| ifindex).collect();

@@ -160,6 +160,7 @@ impl Datapath for Ebpf {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let (pins, host_if, ifindex) = (self.pins.clone(), port.host_if.clone(), port.host_ifindex);
         let binding = port.datapath_port();
+        let addrs6 = port.datapath_addrs6().unwrap_or_default();
         // The host's end of the gateway pair: where the host routes into the segment.
         let guarded = (port.kind == PortKind::Gateway).then(|| port.peer_if.clone());
         // A tunnel port: its settings first (its program admits nothing until they name its
@@ -199,7 +200,7 @@ impl Datapath for Ebpf {
             if let Some((cfg, _)) = &tunnel {
                 TunnelMaps::open(&pins)?.set_config(*cfg)?;
             }
-            SwitchMaps::open(&pins)?.add_port(slot, ifindex, binding)?;
+            SwitchMaps::open(&pins)?.add_port(slot, ifindex, binding, addrs6)?;
             if let Some(gateway) = guarded {
                 pins.attach_gateway_guard(&gateway)?;
             }

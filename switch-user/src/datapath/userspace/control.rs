@@ -330,7 +330,7 @@ mod tests {
                 slot: 2,
                 ifindex: 17,
                 ifname: "sred-1".into(),
-                guard: Some(Guard { flags: 6, mac: [2, 0, 0, 0, 0, 1], ip: 7, prefix: 0 }),
+                guard: Some(Guard { flags: 6, mac: [2, 0, 0, 0, 0, 1], ip: 7, ..Guard::default() }),
             },
             r#"{"op":"add_port","slot":2,"ifindex":17,"ifname":"sred-1","guard":{"flags":6,"mac":[2,0,0,0,0,1],"ip":7}}"#,
         );

@@ -75,7 +75,16 @@ impl Datapath for Userspace {
     async fn attach_port(&self, port: &PortState) -> Result<()> {
         let slot = port.slot.ok_or_else(|| Error::Command(format!("port {} has no slot", port.host_if)))?;
         let d = port.datapath_port();
-        let guard = engine::Guard { flags: d.flags, mac: d.mac, ip: d.ip, prefix: d.prefix };
+        let a6 = port.datapath_addrs6().unwrap_or_default();
+        let bytes = |w: [u32; 4]| -> [u8; 16] { std::array::from_fn(|i| w[i / 4].to_ne_bytes()[i % 4]) };
+        let guard = engine::Guard {
+            flags: d.flags,
+            mac: d.mac,
+            ip: d.ip,
+            prefix: d.prefix,
+            ip6: bytes(a6.ip),
+            link_local: bytes(a6.link_local),
+        };
         let req =
             Request::AddPort { slot, ifindex: port.host_ifindex, ifname: port.host_if.clone(), guard: Some(guard) };
         daemon::ask(&self.name, req).await.map(|_| ())

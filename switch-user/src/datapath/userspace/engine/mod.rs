@@ -49,6 +49,7 @@ mod closer;
 mod decide;
 mod guard;
 mod host_flows;
+mod ipv6;
 mod lanes;
 mod mac_table;
 mod mapping;

@@ -38,6 +38,8 @@ pub(super) struct RxTally {
     spoofed_arp: u64,
     mac_limit: u64,
     tagged: u64,
+    spoofed_nd: u64,
+    router_guard: u64,
 }
 
 impl RxTally {
@@ -57,6 +59,9 @@ impl RxTally {
                     Spoof::Ip => self.spoofed_ip += 1,
                     Spoof::Arp => self.spoofed_arp += 1,
                     Spoof::Tagged => self.tagged += 1,
+                    Spoof::Nd => self.spoofed_nd += 1,
+                    Spoof::Router => self.router_guard += 1,
+                    Spoof::Unparsed => self.malformed += 1,
                 }
             }
             Verdict::OverLimit => {
@@ -86,6 +91,8 @@ pub(super) struct Counters {
     spoofed_arp: AtomicU64,
     mac_limit: AtomicU64,
     tagged: AtomicU64,
+    spoofed_nd: AtomicU64,
+    router_guard: AtomicU64,
 }
 
 impl Counters {
@@ -101,6 +108,8 @@ impl Counters {
             (&self.spoofed_arp, t.spoofed_arp),
             (&self.mac_limit, t.mac_limit),
             (&self.tagged, t.tagged),
+            (&self.spoofed_nd, t.spoofed_nd),
+            (&self.router_guard, t.router_guard),
         ] {
             if n != 0 {
                 counter.fetch_add(n, Relaxed);
@@ -131,6 +140,8 @@ impl Counters {
             spoofed_arp: self.spoofed_arp.load(Relaxed),
             mac_limit: self.mac_limit.load(Relaxed),
             tagged: self.tagged.load(Relaxed),
+            spoofed_nd: self.spoofed_nd.load(Relaxed),
+            router_guard: self.router_guard.load(Relaxed),
         }
     }
 }
@@ -329,28 +340,33 @@ mod tests {
         t.count(Verdict::Spoofed(Spoof::Arp), 60);
         t.count(Verdict::OverLimit, 60);
         t.count(Verdict::Spoofed(Spoof::Tagged), 64);
+        t.count(Verdict::Spoofed(Spoof::Nd), 86);
+        t.count(Verdict::Spoofed(Spoof::Router), 110);
+        t.count(Verdict::Spoofed(Spoof::Unparsed), 300);
         assert_eq!(
             t,
             RxTally {
-                packets: 8,
-                bytes: 1369,
+                packets: 11,
+                bytes: 1865,
                 flooded: 1,
-                dropped: 6,
-                malformed: 1,
+                dropped: 9,
+                malformed: 2,
                 spoofed_mac: 0,
                 spoofed_ip: 1,
                 spoofed_arp: 1,
                 mac_limit: 1,
                 tagged: 1,
+                spoofed_nd: 1,
+                router_guard: 1,
             }
         );
         let c = Counters::default();
         c.add_rx(&t);
         c.add_tx(&Sent { packets: 2, bytes: 100, errors: 1 });
         let s = c.snapshot();
-        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (8, 1369, 1, 6));
-        assert_eq!(s.tagged, 1);
-        assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (1, 2, 100, 1));
+        assert_eq!((s.rx_packets, s.rx_bytes, s.flooded_packets, s.dropped_packets), (11, 1865, 1, 9));
+        assert_eq!((s.tagged, s.spoofed_nd, s.router_guard), (1, 1, 1));
+        assert_eq!((s.malformed_packets, s.tx_packets, s.tx_bytes, s.tx_errors), (2, 2, 100, 1));
         assert_eq!((s.spoofed_mac, s.spoofed_ip, s.spoofed_arp, s.mac_limit), (0, 1, 1, 1));
     }
 
