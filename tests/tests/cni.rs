@@ -905,3 +905,64 @@ fn reference_plugins_chained_after_it() {
     assert!(net.adopted_owners().is_empty(), "the refused chain left a port: {:?}", net.adopted_owners());
     assert!(net.leases().is_empty(), "the refused chain left a lease: {:?}", net.leases());
 }
+
+/// host-local with an IPv4 and an IPv6 range (`ranges: [[v4], [v6]]`, what podman and
+/// Kubernetes dual-stack configurations hand a plugin): the result has both addresses with
+/// their gateways and both default routes, the container has both with IPv6 on, reaches
+/// another container and the gateway over IPv6, is bound to its IPv6 address (port
+/// security), a repeated ADD answers the same, and DEL gives back both leases.
+#[test]
+fn dual_stack_ipam_gives_both_families() {
+    let mut net = Net::new(165);
+    let dir = net.data_dir.clone();
+    let (a_id, a_ns) = net.container("a");
+    let (b_id, b_ns) = net.container("b");
+    let conf = |v: &str| {
+        let mut c = net.conf(v);
+        c["ipam"]["ranges"] = json!([
+            [{"subnet": "10.165.0.0/24", "gateway": "10.165.0.1"}],
+            [{"subnet": "fd00:165::/64", "gateway": "fd00:165::1"}],
+        ]);
+        c["ipam"]["dataDir"] = json!(dir);
+        c
+    };
+    let o = net.run("ADD", &a_id, &a_ns, &conf("1.0.0"));
+    assert!(o.ok, "ADD: {}", o.json);
+    let r = o.json;
+    let ips: Vec<&str> = r["ips"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap()).collect();
+    assert_eq!(ips.len(), 2, "{r}");
+    let a6 = ips.iter().find(|a| a.contains(':')).expect("an IPv6 address").split('/').next().unwrap().to_owned();
+    assert!(a6.starts_with("fd00:165::"), "{r}");
+    assert!(r["ips"].as_array().unwrap().iter().any(|i| i["gateway"] == "fd00:165::1"), "{r}");
+    assert!(r["routes"].as_array().unwrap().contains(&json!({"dst": "::/0", "gw": "fd00:165::1"})), "{r}");
+    let o = net.run("ADD", &b_id, &b_ns, &conf("0.4.0"));
+    assert!(o.ok, "ADD: {}", o.json);
+    assert!(o.json["ips"].as_array().unwrap().iter().any(|i| i["version"] == "6"), "{}", o.json);
+    let (a, b) = (a_ns.trim_start_matches("/run/netns/"), b_ns.trim_start_matches("/run/netns/"));
+    let ping6 = |from: &str, to: &str| exec_ip_cmd(from, &["ping", "-6", "-c", "2", "-i", "0.01", "-W", "1", "-q", to]);
+    assert!(ping6(b, &a6), "b cannot reach a over IPv6");
+    assert!(ping6(a, "fd00:165::1"), "a cannot reach the IPv6 gateway");
+    let route = exec_ip(a, &["-6", "route", "show", "default"]);
+    assert!(route.contains("via fd00:165::1"), "{route}");
+    // The port is bound to its IPv6 address too: another source from a is dropped.
+    let port = json(&["ports", "--switch", &net.switch]);
+    assert!(port.as_array().unwrap().iter().any(|p| p["ip6"] == format!("{a6}/64")), "{port}");
+    // A repeated ADD answers both families again.
+    let again = net.run("ADD", &a_id, &a_ns, &conf("1.0.0"));
+    assert!(again.ok && again.json["ips"] == r["ips"], "{} vs {r}", again.json);
+    for (id, ns) in [(&a_id, &a_ns), (&b_id, &b_ns)] {
+        assert!(net.run("DEL", id, ns, &conf("1.0.0")).ok);
+    }
+    let leases: Vec<String> = std::fs::read_dir(dir.join(format!("{}-net", net.sb.prefix)))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!leases.iter().any(|l| l.starts_with("10.") || l.starts_with("fd00")), "leases kept: {leases:?}");
+    ok(&["down", "--switch", &net.switch]);
+}
+
+/// Runs `CMD ARGS` in namespace `ns` (a plain one, as runtimes make them); whether it worked.
+fn exec_ip_cmd(ns: &str, cmd: &[&str]) -> bool {
+    let mut a = vec!["netns", "exec", ns];
+    a.extend_from_slice(cmd);
+    Command::new("ip").args(&a).output().is_ok_and(|o| o.status.success())
+}

@@ -13,7 +13,7 @@ use crate::{
         ns, switch,
     },
     kind::DatapathKind,
-    names::Cidr,
+    names::{Cidr, Cidr6},
     state::{PortKind, Proto},
     sys::netlink::Netlink,
 };
@@ -51,15 +51,13 @@ async fn repeated(env: &Env, conf: &NetConf) -> Result<Option<Value>, CniError> 
     let Some(address) = port.ip.filter(|_| port.ready && port.netns_file() == Some(env.netns_path())) else {
         return Ok(None);
     };
-    let gateway = ns::ports_of(conf.switch_name())
-        .await?
-        .into_iter()
-        .find(|p| p.kind == PortKind::Gateway)
-        .and_then(|g| g.ip)
-        .map(|g| g.addr);
+    let gw = ns::ports_of(conf.switch_name()).await?.into_iter().find(|p| p.kind == PortKind::Gateway);
+    let gateway = gw.as_ref().and_then(|g| g.ip).map(|g| g.addr);
+    let gateway6 = gw.as_ref().and_then(|g| g.ip6).map(|g| g.addr);
     publish(env, conf, conf.switch_name()).await?;
     // IPAM's routes as `install` made them; its DNS is not kept (the configuration's is).
-    let lease = Lease { address, gateway, dns: json!({}), routes: routes::present(env).await? };
+    let routes = routes::present(env).await?;
+    let lease = Lease { address, gateway, address6: port.ip6, gateway6, dns: json!({}), routes };
     let mac = port.mac.map(|m| m.to_string()).unwrap_or_default();
     let default_route = routes::default_is_ours(env).await?;
     let plugged = Plugged { host_if: &port.host_if, ifname: &env.ifname, mac: &mac, netns: &env.netns, default_route };
@@ -70,6 +68,8 @@ async fn repeated(env: &Env, conf: &NetConf) -> Result<Option<Value>, CniError> 
 async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniError> {
     let name = conf.switch_name().to_owned();
     let gateway = gateway(conf, lease)?;
+    // The IPv6 segment is IPAM's: its gateway with the address's prefix length.
+    let gateway6 = lease.address6.zip(lease.gateway6).map(|(a, g)| Cidr6 { addr: g, prefix: a.prefix });
     let datapath: Option<DatapathKind> = match &conf.datapath {
         None => None,
         Some(d) => Some(serde_json::from_value(json!(d)).map_err(|_| {
@@ -80,6 +80,7 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
         name: name.clone(),
         datapath,
         gateway: Some(gateway),
+        gateway6,
         uplinks: conf.uplinks(),
         no_masquerade: !conf.ip_masq.unwrap_or(true),
         ..Default::default()
@@ -90,7 +91,7 @@ async fn plug(env: &Env, conf: &NetConf, lease: &Lease) -> Result<Value, CniErro
         netns: env.netns_path(),
         ifname: env.ifname.clone(),
         ip: lease.address,
-        ip6: None,
+        ip6: lease.address6,
         switch: name.clone(),
         mac: conf.mac(env.arg("MAC"))?,
         mtu: conf.mtu()?,

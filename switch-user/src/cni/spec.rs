@@ -1,6 +1,6 @@
 //! The CNI spec's data: the network configuration a runtime passes, results in each
 //! version's format, errors with the spec's codes.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::SUPPORTED_VERSIONS;
 use crate::{
     Error,
-    names::{Cidr, Mac},
+    names::{Cidr, Cidr6, Mac},
 };
 
 /// The spec's error codes (and this plugin's own, from 100).
@@ -232,28 +232,48 @@ pub struct Lease {
     pub address: Cidr,
     /// The segment's gateway, if the IPAM result names one.
     pub gateway: Option<Ipv4Addr>,
+    /// The container's IPv6 address, when IPAM gives one too (host-local with an IPv6
+    /// range beside the IPv4 one).
+    pub address6: Option<Cidr6>,
+    /// The IPv6 segment's gateway, if the IPAM result names one.
+    pub gateway6: Option<Ipv6Addr>,
     /// DNS settings, passed through.
     pub dns: Value,
     /// The result's routes, as given.
     pub routes: Vec<Value>,
 }
 
-/// Reads the first IPv4 address of a result of any supported version.
+/// Reads the first IPv4 address of a result of any supported version, and the first IPv6
+/// address if it has one.
 pub fn lease_of(result: &Value) -> Result<Lease, CniError> {
     let bad = |why: &str| CniError::new(Code::Ipam, format!("the IPAM result {why}: {result}"));
     let ips = result.get("ips").and_then(Value::as_array).ok_or_else(|| bad("has no ips"))?;
-    let ip = ips
-        .iter()
-        .find(|ip| ip.get("address").and_then(Value::as_str).is_some_and(|a| !a.contains(':')))
-        .ok_or_else(|| bad("has no IPv4 address"))?;
+    let family = |v6: bool| {
+        ips.iter().find(|ip| ip.get("address").and_then(Value::as_str).is_some_and(|a| a.contains(':') == v6))
+    };
+    let ip = family(false).ok_or_else(|| bad("has no IPv4 address"))?;
     let address: Cidr =
         ip["address"].as_str().unwrap_or_default().parse().map_err(|_| bad("has an address that is not a CIDR"))?;
-    let gateway = match ip.get("gateway").and_then(Value::as_str) {
-        Some(g) => Some(g.parse().map_err(|_| bad("has a gateway that is not an address"))?),
-        None => None,
+    let gateway = gateway_of(ip).map_err(|_| bad("has a gateway that is not an address"))?;
+    let (address6, gateway6) = match family(true) {
+        Some(ip) => {
+            let a: Cidr6 = ip["address"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| bad("has an IPv6 address that is not a CIDR"))?;
+            (Some(a), gateway_of(ip).map_err(|_| bad("has an IPv6 gateway that is not an address"))?)
+        }
+        None => (None, None),
     };
     let routes = result.get("routes").and_then(Value::as_array).cloned().unwrap_or_default();
-    Ok(Lease { address, gateway, dns: result.get("dns").cloned().unwrap_or_else(|| json!({})), routes })
+    let dns = result.get("dns").cloned().unwrap_or_else(|| json!({}));
+    Ok(Lease { address, gateway, address6, gateway6, dns, routes })
+}
+
+/// The `gateway` of a result's address entry, if it names one.
+fn gateway_of<A: std::str::FromStr>(ip: &Value) -> Result<Option<A>, A::Err> {
+    ip.get("gateway").and_then(Value::as_str).map(str::parse).transpose()
 }
 
 /// The address of a result on the container's interface `ifname` (the result of a chain may
@@ -314,28 +334,33 @@ pub fn add_result(conf: &NetConf, plugged: &Plugged<'_>, lease: &Lease) -> Value
     let index = interfaces.len() + 1;
     interfaces.push(json!({ "name": plugged.host_if }));
     interfaces.push(json!({ "name": plugged.ifname, "mac": plugged.mac, "sandbox": plugged.netns }));
-    let address = lease.address.to_string();
     let ips = list(&mut r, "ips");
-    if let Some(ip) = ips.iter_mut().find(|ip| ip["address"] == address.as_str()) {
-        ip["interface"] = json!(index);
-    } else {
+    let v4 = (lease.address.to_string(), lease.gateway.map(|g| g.to_string()), "4");
+    let v6 = lease.address6.map(|a| (a.to_string(), lease.gateway6.map(|g| g.to_string()), "6"));
+    for (address, gateway, family) in [Some(v4), v6].into_iter().flatten() {
+        if let Some(ip) = ips.iter_mut().find(|ip| ip["address"] == address.as_str()) {
+            ip["interface"] = json!(index);
+            continue;
+        }
         let mut ip = json!({ "address": address, "interface": index });
-        if let Some(g) = lease.gateway {
-            ip["gateway"] = json!(g.to_string());
+        if let Some(g) = gateway {
+            ip["gateway"] = json!(g);
         }
         // Before 1.0.0 every address said its IP version.
         if version.starts_with("0.") {
-            ip["version"] = json!("4");
+            ip["version"] = json!(family);
         }
         ips.push(ip);
     }
-    let default =
-        lease.gateway.filter(|_| plugged.default_route).map(|g| json!({ "dst": "0.0.0.0/0", "gw": g.to_string() }));
+    let default_route =
+        |gw: Option<String>, dst: &str| gw.filter(|_| plugged.default_route).map(|g| json!({ "dst": dst, "gw": g }));
+    let default = default_route(lease.gateway.map(|g| g.to_string()), "0.0.0.0/0");
+    let default6 = default_route(lease.gateway6.filter(|_| lease.address6.is_some()).map(|g| g.to_string()), "::/0");
     let routes = list(&mut r, "routes");
-    // IPAM's default route (host-local's usual `{"dst": "0.0.0.0/0"}`) is the gateway's,
-    // there if the attachment made it.
-    let others = lease.routes.iter().filter(|x| x["dst"] != "0.0.0.0/0");
-    for route in default.iter().chain(others) {
+    // IPAM's default routes (host-local's usual `{"dst": "0.0.0.0/0"}`, `{"dst": "::/0"}`)
+    // are the gateway's, there if the attachment made them.
+    let others = lease.routes.iter().filter(|x| x["dst"] != "0.0.0.0/0" && x["dst"] != "::/0");
+    for route in default.iter().chain(&default6).chain(others) {
         if !routes.contains(route) {
             routes.push(route.clone());
         }
@@ -394,6 +419,8 @@ mod tests {
         let lease = Lease {
             address: "10.1.0.5/24".parse().unwrap(),
             gateway: Some([10, 1, 0, 1].into()),
+            address6: None,
+            gateway6: None,
             dns: json!({}),
             routes: vec![json!({ "dst": "0.0.0.0/0", "gw": "10.1.0.1" })],
         };
@@ -415,10 +442,56 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_results_carry_both_families() {
+        // host-local with an IPv4 and an IPv6 range, as it answers (1.0.0).
+        let ipam = json!({
+            "cniVersion": "1.0.0",
+            "ips": [
+                { "address": "10.1.0.5/24", "gateway": "10.1.0.1" },
+                { "address": "fd00:1::5/64", "gateway": "fd00:1::1" },
+            ],
+            "routes": [{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }],
+            "dns": {},
+        });
+        let lease = lease_of(&ipam).unwrap();
+        assert_eq!(lease.address6, Some("fd00:1::5/64".parse().unwrap()));
+        assert_eq!(lease.gateway6, Some("fd00:1::1".parse().unwrap()));
+        let plugged = Plugged {
+            host_if: "sx",
+            ifname: "eth0",
+            mac: "02:00:00:00:00:01",
+            netns: "/run/netns/x",
+            default_route: true,
+        };
+        let version = |v: &str| conf(json!({"cniVersion": v, "name": "n", "type": "switch-cni"})).unwrap();
+        let r = add_result(&version("1.0.0"), &plugged, &lease);
+        let ips: Vec<(&str, &str)> = r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["address"].as_str().unwrap(), i["gateway"].as_str().unwrap()))
+            .collect();
+        assert_eq!(ips, [("10.1.0.5/24", "10.1.0.1"), ("fd00:1::5/64", "fd00:1::1")]);
+        assert_eq!(
+            r["routes"],
+            json!([{ "dst": "0.0.0.0/0", "gw": "10.1.0.1" }, { "dst": "::/0", "gw": "fd00:1::1" }])
+        );
+        let old = add_result(&version("0.4.0"), &plugged, &lease);
+        assert_eq!((old["ips"][0]["version"].as_str(), old["ips"][1]["version"].as_str()), (Some("4"), Some("6")));
+        let back = lease_of(&r).unwrap();
+        assert_eq!((back.address, back.address6, back.gateway6), (lease.address, lease.address6, lease.gateway6));
+        // An IPv6-only result is refused (the switch needs an IPv4 segment).
+        let only6 = json!({ "ips": [{ "address": "fd00:1::5/64" }] });
+        assert!(lease_of(&only6).unwrap_err().msg.contains("no IPv4 address"));
+    }
+
+    #[test]
     fn a_previous_result_is_extended() {
         let lease = Lease {
             address: "10.1.0.5/24".parse().unwrap(),
             gateway: Some([10, 1, 0, 1].into()),
+            address6: None,
+            gateway6: None,
             dns: json!({ "nameservers": ["10.1.0.53"] }),
             routes: vec![json!({ "dst": "0.0.0.0/0" }), json!({ "dst": "10.9.0.0/16" })],
         };
