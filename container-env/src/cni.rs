@@ -21,6 +21,17 @@ pub fn host_local(data_dir: &Path, subnet: &str, gateway: &str) -> Value {
     })
 }
 
+/// [`host_local`] with an IPv6 range beside the IPv4 one (`ranges: [[v4], [v6]]`): a
+/// dual-stack network, each container given one address of each family, both default routes.
+pub fn host_local_dual(data_dir: &Path, (subnet, gateway): (&str, &str), (subnet6, gateway6): (&str, &str)) -> Value {
+    json!({
+        "type": "host-local",
+        "dataDir": data_dir,
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+        "ranges": [[{"subnet": subnet, "gateway": gateway}], [{"subnet": subnet6, "gateway": gateway6}]],
+    })
+}
+
 /// Podman's own recipe (what `podman network create` writes), with portmap: the baseline
 /// every comparison of switch-cni is made against. `ipam` as [`host_local`] makes it.
 pub fn bridge_portmap(bridge: &str, ipam: Value) -> Value {

@@ -162,6 +162,8 @@ pub struct Network {
     pub subnet: String,
     /// The host's address on it, `10.89.N.1`, the containers' default gateway.
     pub gateway: String,
+    /// A dual-stack network's IPv6 gateway, `fd00:89:N::1` (its subnet `fd00:89:N::/64`).
+    pub gateway6: Option<String>,
     /// Host interface the network's containers hang off (the bridge), if it has one.
     pub bridge: Option<String>,
     /// The switch of a switch-cni network.
@@ -228,6 +230,8 @@ pub struct Inspect {
     pub mac: String,
     /// Gateway podman reports.
     pub gateway: String,
+    /// IPv6 address on its network, if it has one (`GlobalIPv6Address`).
+    pub ip6: String,
     /// Path of its network namespace (empty when it has none).
     pub netns: String,
 }
@@ -342,11 +346,24 @@ impl Podman {
     /// `network`, with published ports answering on host interface `uplink` (switch-cni;
     /// bridge+portmap answers on every host address anyway).
     pub fn network_on(&self, kind: NetKind, n: u8, uplink: Option<&str>) -> Network {
+        self.network_with(kind, n, uplink, false)
+    }
+
+    /// `network` with an IPv6 range too (`fd00:89:N::/64`, gateway `fd00:89:N::1`).
+    pub fn network_dual(&self, kind: NetKind, n: u8) -> Network {
+        self.network_with(kind, n, None, true)
+    }
+
+    fn network_with(&self, kind: NetKind, n: u8, uplink: Option<&str>, dual: bool) -> Network {
         let name = format!("{}n{n}", self.prefix);
         let subnet = format!("10.89.{n}.0/24");
         let gateway = format!("10.89.{n}.1");
         let ipam_data = self.dir().join("ipam");
-        let ipam = cni::host_local(&ipam_data, &subnet, &gateway);
+        let gateway6 = dual.then(|| format!("fd00:89:{n}::1"));
+        let ipam = match &gateway6 {
+            Some(g6) => cni::host_local_dual(&ipam_data, (&subnet, &gateway), (&format!("fd00:89:{n}::/64"), g6)),
+            None => cni::host_local(&ipam_data, &subnet, &gateway),
+        };
         let switch = (kind == NetKind::SwitchCni).then(|| format!("{}s{n}", self.prefix));
         let bridge = (kind == NetKind::Bridge).then(|| format!("{}b{n}", self.prefix));
         let plugins = match (&bridge, &switch) {
@@ -363,7 +380,7 @@ impl Podman {
         // The reference plugins' rules name it.
         self.own(Owned::Network, &name);
         self.write_conflist(&name, &cni::conflist(&name, plugins));
-        let net = Network { ipam_dir: ipam_data.join(&name), name, kind, subnet, gateway, bridge, switch };
+        let net = Network { ipam_dir: ipam_data.join(&name), name, kind, subnet, gateway, gateway6, bridge, switch };
         lock(&self.networks).push(net.clone());
         net
     }
@@ -410,6 +427,7 @@ impl Podman {
             prefix_len: net["IPPrefixLen"].as_u64().unwrap_or(0),
             mac: s(&net["MacAddress"]),
             gateway: s(&net["Gateway"]),
+            ip6: s(&net["GlobalIPv6Address"]),
             netns: s(&c["NetworkSettings"]["SandboxKey"]),
         };
         if !i.netns.is_empty() {

@@ -49,7 +49,7 @@ macro_rules! network_matrix {
     };
 }
 
-network_matrix!(ping_and_inspect, published_port, stop_restart_rm, parallel_starts);
+network_matrix!(ping_and_inspect, published_port, stop_restart_rm, parallel_starts, dual_stack);
 
 /// Where the workspace's binaries are built: switch-cni lands next to `switch`, so this is
 /// the first CNI plugin directory of every environment.
@@ -200,6 +200,38 @@ fn ping_and_inspect(kind: NetKind) {
     assert!(ping_host(&ia.ip) && ping_host(&ib.ip), "host -> containers");
     drop(pm);
     eprintln!("ping_and_inspect({kind:?}): {:?}", t.elapsed());
+}
+
+/// A dual-stack network (host-local with an IPv4 and an IPv6 range, what `podman network
+/// create --ipv6` writes for the bridge): each container has an address of each family on
+/// eth0 and podman shows the IPv6 one; they reach each other, the gateway and the host over
+/// IPv6; removing them gives back both families' reservations.
+fn dual_stack(kind: NetKind) {
+    let pm = Podman::new(&plugin_dir());
+    let net = pm.network_dual(kind, 107);
+    let gw6 = net.gateway6.clone().unwrap();
+    let (a, b) = (pm.run_detached("a", &net.name, &[], IDLE), pm.run_detached("b", &net.name, &[], IDLE));
+    let (ia, ib) = (check_address(&pm, &net, &a), check_address(&pm, &net, &b));
+    for (name, i) in [(&a, &ia), (&b, &ib)] {
+        assert!(i.ip6.starts_with("fd00:89:107::"), "{name}: podman shows no IPv6 address: {i:?}");
+        let addr = pm.exec(name, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(addr.stdout.contains(&format!("inet6 {}/64 ", i.ip6)), "{name}: eth0 has {:?}", addr.stdout);
+        let route = pm.exec(name, &["ip", "-6", "route", "show", "default"]);
+        assert!(route.stdout.contains(&format!("via {gw6}")), "{name}: default IPv6 route {:?}", route.stdout);
+    }
+    assert_eq!(net.reservations().len(), 4, "one reservation per container and family: {:?}", net.reservations());
+    let ping6 = |from: &str, ip: &str| {
+        let r = pm.exec(from, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-q", ip]);
+        r.code == 0 && r.stdout.contains("2 packets received")
+    };
+    assert!(ping6(&a, &ib.ip6), "{a} -> {b} ({})", ib.ip6);
+    assert!(ping6(&b, &gw6), "{b} -> gateway {gw6}");
+    assert!(ping(&pm, &a, &ib.ip), "IPv4 beside IPv6");
+    let host = Command::new("ping").args(["-6", "-c", "1", "-W", "2", "-q", &ia.ip6]).output();
+    assert!(host.is_ok_and(|o| o.status.success()), "host -> {a} over IPv6");
+    pm.rm_f(&a);
+    pm.rm_f(&b);
+    assert!(net.reservations().is_empty(), "reservations left: {:?}", net.reservations());
 }
 
 /// Who the server sees when a client reaches a published port through the host: the real
