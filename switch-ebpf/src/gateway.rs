@@ -14,13 +14,15 @@
 //! come from the host itself, from the segment, or from an uplink (whose own program let
 //! through only forwarded ports and replies); anything routed in from elsewhere (another
 //! switch's segment, a host interface that is not an uplink) is dropped and counted, unless
-//! the segment is routable (`switch up --routable`).
+//! the segment is routable (`switch up --routable`). The uplinks' programs judge IPv4 only
+//! (IPv6 has no forwards or connection table yet), so IPv6 routed in from an uplink counts as
+//! from elsewhere.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switch_common::events::DROP_UNSOLICITED;
 
 use crate::helpers::{
     config::Config,
-    ctx::{skb_ifindex, skb_ingress_ifindex},
+    ctx::{skb_ifindex, skb_ingress_ifindex, skb_is_ipv6},
     maps::UPLINK_BY_IFINDEX,
     nat, reply,
 };
@@ -41,8 +43,11 @@ pub fn gateway_egress(ctx: TcContext) -> i32 {
     // The host's own packets (0), the segment's own traffic routed back (a namespace sending
     // through its gateway to a neighbour), and what an uplink's nat_ingress let through: one
     // compare and at most one lookup, before the packet is even parsed.
+    if from == 0 || from == skb_ifindex(&ctx) {
+        return TC_ACT_OK;
+    }
     // SAFETY: presence check, the value is not read.
-    if from == 0 || from == skb_ifindex(&ctx) || unsafe { UPLINK_BY_IFINDEX.get(&from) }.is_some() {
+    if !skb_is_ipv6(&ctx) && unsafe { UPLINK_BY_IFINDEX.get(&from) }.is_some() {
         return TC_ACT_OK;
     }
     if Config::load().routable() {

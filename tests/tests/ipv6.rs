@@ -5,6 +5,7 @@ use std::{net::Ipv6Addr, thread::sleep, time::Duration};
 
 use switch_tests::{
     frames::{Sniffer, send_raw},
+    hosts::Hosts,
     ipv6::{self as v6, ALL_NODES_MAC, DSTOPTS, FRAGMENT, HOP, ICMPV6, UDP},
     *,
 };
@@ -253,4 +254,78 @@ fn xdp_ipv6_port_security() {
 #[test]
 fn userspace_ipv6_port_security() {
     ipv6_port_security("userspace", 226);
+}
+
+/// `ip -n NS ARGS` on the machine, asserting success.
+fn ip_in(ns: &str, args: &[&str]) {
+    let mut a = vec!["-n", ns];
+    a.extend_from_slice(args);
+    host("ip", &a);
+}
+
+/// Whether `ping -6` of `to` from namespace `ns` (a plain one: a test host) gets its answers.
+fn ping6_from(ns: &str, to: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "-q", to])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// An attacker on the uplink's network, with a route to the segment through a host that
+/// forwards IPv6: the uplink's programs judge only IPv4, so the gateway must not let its
+/// IPv6 into the segment (counted as routed in unsolicited), unless the segment is routable.
+/// The hosts are namespaces of the test: the machine's own IPv6 forwarding is not touched.
+#[test]
+fn unsolicited_ipv6_from_the_uplink_stays_out_unless_routable() {
+    let mut h = Hosts::new(2);
+    let (h1, h2) = (h.hosts[0].clone(), h.hosts[1].clone());
+    host("ip", &["netns", "exec", &h1, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ip_in(&h1, &["addr", "add", "fd00:77::1/64", "dev", "ul0", "nodad"]);
+    ip_in(&h2, &["addr", "add", "fd00:77::2/64", "dev", "ul0", "nodad"]);
+    for (net, routable) in [(228u8, false), (229, true)] {
+        let sw = h.sb.name(&format!("r{net}"));
+        let (g4, g6) = (format!("10.{net}.0.254/24"), format!("fd00:{net}::fe/64"));
+        let mut extra = vec!["--gateway", &g4, "--gateway", &g6, "--uplink", "ul0"];
+        if routable {
+            extra.push("--routable");
+        }
+        h.up(1, &sw, &extra);
+        let ns = h.sb.name(&format!("a{net}"));
+        let (v4, v6) = (format!("10.{net}.0.1/24"), format!("fd00:{net}::1/64"));
+        h.on(1, &["ns", "add", &ns, "--switch", &sw, "--ip", &v4, "--ip", &v6]);
+        ip_in(&h2, &["-6", "route", "add", &format!("fd00:{net}::/64"), "via", "fd00:77::1"]);
+        let target = format!("fd00:{net}::1");
+        // The host itself reaches it either way.
+        assert!(ping6_from(&h1, &target), "the host cannot reach its namespace");
+        let drops = || h.json_on(1, &["stats", "--switch", &sw])["switch"]["unsolicited_routed"].as_u64().unwrap();
+        let before = drops();
+        assert_eq!(ping6_from(&h2, &target), routable, "routable {routable}: the uplink's IPv6 reached the segment");
+        if !routable {
+            assert!(drops() >= before + 2, "the refused packets were not counted");
+        }
+    }
+}
+
+/// IPv6 between namespaces of two hosts over a VXLAN tunnel (an IPv4 underlay): neighbour
+/// discovery floods through the tunnel, unicast follows it; port security still binds each
+/// namespace to its addresses.
+#[test]
+fn ipv6_crosses_the_tunnel() {
+    let mut h = Hosts::new(2);
+    let sw = h.sb.name("tun6");
+    let mut names = vec![];
+    for i in 1..=2usize {
+        let g6 = format!("fd00:230::f{i}/64");
+        h.switch(i, &sw, 46, &["--gateway", &format!("10.230.0.25{i}/24"), "--gateway", &g6]);
+        let ns = h.sb.name(&format!("n{i}"));
+        let (v4, v6) = (format!("10.230.0.{i}/24"), format!("fd00:230::{i}/64"));
+        h.on(i, &["ns", "add", &ns, "--switch", &sw, "--ip", &v4, "--ip", &v6]);
+        names.push(ns);
+    }
+    h.mesh(&sw, &[1, 2]);
+    assert!(ping6(&names[0], "fd00:230::2", 3), "no IPv6 across the tunnel");
+    assert!(ping6(&names[1], "fd00:230::1", 3), "no IPv6 back across the tunnel");
+    assert!(ping(&names[0], "10.230.0.2", 2), "IPv4 beside it");
+    let b_ll = format!("{}%eth0", v6::link_local(&h.mac(2, &names[1])));
+    assert!(ping6(&names[0], &b_ll, 2), "no link-local IPv6 across the tunnel");
 }

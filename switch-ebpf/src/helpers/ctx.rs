@@ -30,6 +30,14 @@ pub fn skb_ingress_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ingress_ifindex }
 }
 
+/// Whether the skb carries IPv6 (its `protocol`, set by the stack that routed it).
+#[inline(always)]
+pub fn skb_is_ipv6(ctx: &TcContext) -> bool {
+    // SAFETY: as in `skb_ifindex`.
+    let proto = unsafe { (*ctx.skb.skb).protocol };
+    u16::from_be(proto as u16) == switch_common::ipv6::ETH_P_IPV6
+}
+
 /// The interface an XDP frame arrived on.
 #[inline(always)]
 pub fn xdp_ingress_ifindex(ctx: &XdpContext) -> u32 {
