@@ -165,6 +165,75 @@ pub fn random_frame(rng: &mut crate::Rng, pool: &[[u8; 6]]) -> Vec<u8> {
     f
 }
 
+/// A random IPv6 frame that looks like what port security parses: MACs from `pool`, a source
+/// from `sources` (or random), a chain of up to seven extension headers (hop-by-hop,
+/// destination options, routing, fragment, AH: random lengths and fragment offsets; mostly
+/// two at most), then
+/// ICMPv6 (neighbour discovery, router advertisement, redirect, listener reports, echo: with
+/// link-layer options of `pool`'s MACs), UDP or TCP; cut short at a random point one time in
+/// eight.
+pub fn random_ipv6_frame(rng: &mut crate::Rng, pool: &[[u8; 6]], sources: &[[u8; 16]]) -> Vec<u8> {
+    let mut pick = |n: usize| (rng.next_u64() % n as u64) as usize;
+    let mut f = Vec::with_capacity(256);
+    f.extend_from_slice(&pool[pick(pool.len())]);
+    f.extend_from_slice(&pool[pick(pool.len())]);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 0, 59, 255]);
+    let src = if pick(6) == 0 { [pick(256) as u8; 16] } else { sources[pick(sources.len())] };
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let mut next_at = 20;
+    // Mostly short chains (real stacks send at most a few headers); one in eight up to seven.
+    let headers = if pick(8) == 0 { pick(8) } else { pick(3) };
+    for _ in 0..headers {
+        let (kind, body): (u8, Vec<u8>) = match pick(5) {
+            0 => (0, vec![0; 6 + 8 * pick(3)]),
+            1 => (60, vec![0; 6 + 8 * pick(3)]),
+            2 => (43, vec![0; 6 + 8 * pick(2)]),
+            3 => (44, [((pick(4) as u16) << 3 | pick(2) as u16).to_be_bytes().to_vec(), vec![0; 4]].concat()),
+            _ => (51, vec![0; 6 + 4 * pick(3)]),
+        };
+        f[next_at] = kind;
+        next_at = f.len();
+        // Length byte as the header's kind counts it (AH: 4-byte units minus 2, others: 8-byte
+        // units minus 1).
+        let len = if kind == 51 { (body.len() + 2) / 4 - 2 } else { (body.len() + 2) / 8 - 1 };
+        f.extend_from_slice(&[0, if kind == 44 { 0 } else { len as u8 }]);
+        f.extend_from_slice(&body);
+    }
+    match pick(4) {
+        0 => {
+            f[next_at] = 17;
+            f.extend_from_slice(&[0xd4, 0x31, 0, 53, 0, 8, 0, 0]);
+        }
+        1 => {
+            f[next_at] = 6;
+            f.extend_from_slice(&[0; 20]);
+        }
+        _ => {
+            f[next_at] = 58;
+            let kind = [128, 129, 131, 133, 134, 135, 136, 137, 143][pick(9)];
+            f.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+            if matches!(kind, 135 | 136 | 137) {
+                let target = if pick(2) == 0 { sources[pick(sources.len())] } else { [pick(256) as u8; 16] };
+                f.extend_from_slice(&target);
+            }
+            for _ in 0..pick(4) {
+                let mac = pool[pick(pool.len())];
+                match pick(4) {
+                    0 => f.extend_from_slice(&[pick(20) as u8, 1 + pick(2) as u8, 0, 0, 0, 0, 0, 0]),
+                    _ => f.extend_from_slice(&[[1, 2][pick(2)], 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]),
+                }
+            }
+        }
+    }
+    let payload = (f.len() - 54) as u16;
+    f[18..20].copy_from_slice(&payload.to_be_bytes());
+    if pick(8) == 0 {
+        f.truncate(14 + pick(f.len() - 14));
+    }
+    f
+}
+
 /// Replaces the pinned map at `path` with a new, empty per-CPU array of `max_entries` values
 /// of `value_size` bytes: a map as a switch made by another version of the binary has it (the
 /// layout of a shared type changed). aya makes maps only from an object, so this is the bare

@@ -6,7 +6,7 @@ use switch_common::FDB_CAPACITY;
 use switch_tests::{
     bpf::{
         SchedClassifier, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, frame, mac_pool, pad_for_test_run, random_frame,
-        run_tc, tc_program,
+        random_ipv6_frame, run_tc, tc_program,
     },
     *,
 };
@@ -232,15 +232,29 @@ fn random_frames_keep_every_invariant() {
     // arbitrary bytes.
     let mut pool = mac_pool();
     pool.push(c_mac);
-    let mut seen = Verdicts::default();
-    for _ in 0..iterations {
-        let mut f = random_frame(&mut rng, &pool);
-        pad_for_test_run(&mut f);
+    // IPv6 sources: c's link-local address (its only IPv6 address: the bed's ports have none
+    // of their own), `::`, another station's link-local, a global address.
+    let c_ll = switch_common::ipv6::link_local(c_mac);
+    let sources =
+        [c_ll, [0; 16], switch_common::ipv6::link_local(pool[0]), [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]];
+    let mut seen = Verdicts { c_ll, ..Verdicts::default() };
+    for i in 0..iterations {
+        // One frame in four is IPv6 as port security parses it; the rest arbitrary bytes.
         let port = (rng.next_u64() % 3) as usize;
+        let mut f =
+            if i % 4 == 0 { random_ipv6_frame(&mut rng, &pool, &sources) } else { random_frame(&mut rng, &pool) };
+        // From c, IPv6 mostly with c's own MAC, so that its IPv6 checks are what decides.
+        if i % 4 == 0 && port == 2 && !rng.next_u64().is_multiple_of(4) {
+            f[6..12].copy_from_slice(&c_mac);
+        }
+        pad_for_test_run(&mut f);
         seen.judge(port, &f, bed.send(port, &f), c_mac);
     }
-    let Verdicts { shot, redirected, invalid_src } = seen;
-    println!("random frames tried: {iterations} ({redirected} forwarded, {shot} dropped)");
+    let Verdicts { shot, redirected, invalid_src, ipv6_from_c, ipv6_from_c_passed, .. } = seen;
+    println!(
+        "random frames tried: {iterations} ({redirected} forwarded, {shot} dropped; from c: {ipv6_from_c} IPv6 as \
+         itself, {ipv6_from_c_passed} passed)"
+    );
     the_fdb_holds_valid_stations_within_their_limit(&bed);
     // Counters add up: every frame was received once; drops cover at least the invalid ones.
     let stats: Vec<Value> = (0..3).map(|p| bed.stats(p)).collect();
@@ -249,11 +263,25 @@ fn random_frames_keep_every_invariant() {
     assert_eq!(rx, iterations as u64);
     assert_eq!(dropped, shot, "every SHOT verdict is counted as a drop");
     assert!(dropped >= invalid_src);
-    assert_eq!(stats.iter().map(|s| n(s, "malformed")).sum::<u64>(), 0);
-    let reasons: u64 =
-        stats.iter().map(|s| n(s, "spoofed_mac") + n(s, "spoofed_ip") + n(s, "spoofed_arp") + n(s, "mac_limit")).sum();
+    // Malformed: only IPv6 from the secured port whose upper layer could not be found.
+    assert_eq!(n(&stats[0], "malformed") + n(&stats[1], "malformed"), 0);
+    assert!(n(&stats[2], "malformed") <= ipv6_from_c);
+    let reasons: u64 = stats
+        .iter()
+        .map(|s| {
+            ["malformed", "spoofed_mac", "spoofed_ip", "spoofed_arp", "spoofed_nd", "router_guard", "mac_limit"]
+                .iter()
+                .map(|r| n(s, r))
+                .sum::<u64>()
+        })
+        .sum();
     assert!(reasons + invalid_src <= dropped, "more drops by reason than drops");
     assert!(n(&stats[2], "spoofed_mac") > 0 && n(&stats[0], "mac_limit") > 0, "a path never taken: {stats:?}");
+    if iterations >= 3000 {
+        let c = &stats[2];
+        let ipv6_paths = ["spoofed_ip", "spoofed_nd", "router_guard", "malformed"].map(|r| n(c, r));
+        assert!(ipv6_paths.iter().all(|&v| v > 0) && ipv6_from_c_passed > 0, "an IPv6 path never taken: {c}");
+    }
     the_fdb_accounts_for_every_entry(&bed);
 }
 
@@ -267,6 +295,11 @@ struct Verdicts {
     redirected: u64,
     /// Frames with a source no station may have (group or zero).
     invalid_src: u64,
+    /// Port c's link-local address: its only IPv6 address.
+    c_ll: [u8; 16],
+    /// IPv6 frames from c with c's own MAC, and how many of them were forwarded.
+    ipv6_from_c: u64,
+    ipv6_from_c_passed: u64,
 }
 
 impl Verdicts {
@@ -287,12 +320,34 @@ impl Verdicts {
                         &f[26..30]
                     );
                 }
+                if port == 2 && f[12..14] == [0x86, 0xdd] && f.len() >= 54 {
+                    self.ipv6_from_c_passed += 1;
+                    self.c_sends_ipv6_only_as_itself(f);
+                }
                 self.redirected += 1;
             }
             TC_ACT_SHOT => self.shot += 1,
             v => panic!("unexpected verdict {v} for {:02x?}", &f[..14]),
         }
         self.invalid_src += u64::from(!src_valid);
+        self.ipv6_from_c += u64::from(port == 2 && f[6..12] == c_mac && f[12..14] == [0x86, 0xdd]);
+    }
+
+    /// What c forwarded of IPv6 (a whole fixed header): from its link-local address, or from
+    /// `::` only as ICMPv6; never a router advertisement or redirect right after the fixed
+    /// header, never an advertisement for another target there.
+    fn c_sends_ipv6_only_as_itself(&self, f: &[u8]) {
+        let src = &f[22..38];
+        assert!(src == self.c_ll || src == [0; 16], "c forwarded IPv6 from {src:02x?}: {f:02x?}");
+        if f[20] != 58 || f.len() < 58 {
+            assert!(src != [0; 16] || f[20] != 17 && f[20] != 6, "c forwarded UDP/TCP from ::: {f:02x?}");
+            return;
+        }
+        let kind = f[54];
+        assert!(kind != 134 && kind != 137, "c forwarded ICMPv6 type {kind}: {f:02x?}");
+        if kind == 136 && f.len() >= 78 {
+            assert_eq!(&f[62..78], self.c_ll, "c advertised another target: {f:02x?}");
+        }
     }
 }
 
