@@ -118,6 +118,10 @@ pub mod maps {
     pub const BOUND_IP: &str = "BOUND_IP";
     /// Slot -> [`crate::PortAddrs6`]; array: the IPv6 addresses a port is bound to.
     pub const PORT_ADDRS6: &str = "PORT_ADDRS6";
+    /// IPv6 address (four words, as [`crate::PortAddrs6`] has them) -> slot: the IPv6 and
+    /// link-local addresses of the ports bound to them (a namespace with port security, the
+    /// gateway). Frames from the tunnel may not claim them (`BOUND_IP`'s IPv6 counterpart).
+    pub const BOUND_IP6: &str = "BOUND_IP6";
     /// One entry per CPU: the IPv6 parse of port security under way (the datapath's own).
     pub const IPV6_SCRATCH: &str = "IPV6_SCRATCH";
     /// Peer address (u32, network order) -> [`crate::LearnWindow`]: the learning limit of each

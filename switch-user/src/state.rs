@@ -326,12 +326,18 @@ impl PortState {
     }
 
     /// The IPv6 addresses the datapath binds the port to: for a port bound to its addresses
-    /// (see `datapath_port`), its address (none: all zero) and the link-local address of its
-    /// MAC. `None` for a port that is bound to none.
+    /// (see `datapath_port`), and for the gateway (whose addresses no tunnel peer may claim),
+    /// its address (none: all zero) and the link-local address of its MAC. `None` for a port
+    /// that is bound to none.
     pub fn datapath_addrs6(&self) -> Option<switch_common::PortAddrs6> {
         use switch_common::ipv6;
         let mac = self.mac?;
-        if !(matches!(self.kind, PortKind::Namespace | PortKind::Adopted) && self.port_security) {
+        let bound = match self.kind {
+            PortKind::Namespace | PortKind::Adopted => self.port_security,
+            PortKind::Gateway => true,
+            _ => false,
+        };
+        if !bound {
             return None;
         }
         Some(switch_common::PortAddrs6 {

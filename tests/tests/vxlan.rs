@@ -399,6 +399,59 @@ fn the_underlay_cannot_inject_frames() {
     assert!(hs.fdb(1, "ov").iter().any(|(m, _)| *m == a_mac), "the local station stays");
 }
 
+/// The IPv6 side of `a_peer_cannot_claim_this_hosts_ports`: IPv6 from a bound port's address or
+/// link-local address, an advertisement for it, a solicitation with a bound MAC in its
+/// link-layer option, duplicate address detection for the gateway's address: each dropped
+/// and counted on the tunnel port; the peer's own IPv6 passes.
+#[test]
+fn a_peer_cannot_claim_this_hosts_ipv6() {
+    use std::net::Ipv6Addr;
+    use switch_tests::ipv6::{self as v6, ALL_NODES_MAC, ICMPV6, UDP};
+    let mut hs = Hosts::new(1);
+    hs.switch(1, "ov6", 43, &["--gateway", "10.89.0.254/24", "--gateway", "fd00:89::fe/64"]);
+    let [a, b] = ["6a", "6b"].map(|s| hs.sb.name(s));
+    for (ns, host) in [(&a, 11), (&b, 12)] {
+        let (v4, v6) = (format!("10.89.0.{host}/24"), format!("fd00:89::{host}/64"));
+        hs.on(1, &["ns", "add", ns, "--switch", "ov6", "--ip", &v4, "--ip", &v6]);
+    }
+    let (a_mac, b_mac) = (hs.mac(1, &a), hs.mac(1, &b));
+    let x = hs.vtep(9, "43", "10.89.0.99");
+    hs.on(1, &["peer", "add", "10.77.0.9", "--switch", "ov6"]);
+    let x_mac = x.mac();
+    let addr = |s: &str| -> Ipv6Addr { s.parse().unwrap() };
+    let (a6, b6, gw6, x6) = (addr("fd00:89::11"), addr("fd00:89::12"), addr("fd00:89::fe"), addr("fd00:89::99"));
+    let all: Ipv6Addr = "ff02::1".parse().unwrap();
+    let udp = |src| v6::frame(&b_mac, &x_mac, src, b6, UDP, &[], &v6::udp(8));
+    let (group, group_mac) = v6::solicited_node(b6);
+    let before = hs.tunnel_stats(1, "ov6", 43);
+    x.send(&[
+        udp(a6),
+        udp(v6::link_local(&a_mac)),
+        v6::frame(ALL_NODES_MAC, &x_mac, x6, all, ICMPV6, &[], &v6::na(x6, all, a6, &[v6::ll_option(2, &x_mac)])),
+        v6::frame(&group_mac, &x_mac, x6, group, ICMPV6, &[], &v6::ns(x6, group, b6, &[v6::ll_option(1, &a_mac)])),
+        v6::frame(
+            &group_mac,
+            &x_mac,
+            Ipv6Addr::UNSPECIFIED,
+            group,
+            ICMPV6,
+            &[],
+            &v6::ns(Ipv6Addr::UNSPECIFIED, group, gw6, &[]),
+        ),
+    ]);
+    sleep(Duration::from_millis(300));
+    let after = hs.tunnel_stats(1, "ov6", 43);
+    let grew = |field: &str| counter(&after, field).unwrap() - counter(&before, field).unwrap();
+    assert_eq!((grew("spoofed_ip"), grew("spoofed_nd")), (2, 3), "{after}");
+    // The control: the peer's own IPv6 reaches b.
+    let own = udp(x6);
+    let at_b = switch_tests::frames::Sniffer::start(&b, &own);
+    x.send(&[own.clone()]);
+    sleep(Duration::from_millis(300));
+    assert_eq!(at_b.count(), 1, "the peer's own IPv6 did not reach b");
+    assert_eq!(grew("spoofed_ip"), 2);
+}
+
 /// A peer cannot claim what this host's own ports are bound to: ARP saying that a local
 /// namespace's (or the gateway's) address is elsewhere, or that something is at a local
 /// bound MAC, IPv4 from those addresses, frames from those MACs. Each is dropped and counted

@@ -41,8 +41,8 @@ impl L3Src {
 /// `L3Src` of the packet at `[data, data_end)` (XDP: direct access, each read bounds-checked
 /// against data_end as the verifier requires). A frame too short for its EtherType's fields
 /// is `L3_NONE`: IPv4 that short is no IPv4 to the receiving stack either. IPv6 is judged
-/// against `port` right away (its addresses are too big to carry around on the stack); from
-/// no port (a tunnel peer's frame) it is `L3_NONE`.
+/// right away (its addresses are too big to carry around on the stack): against `port`, or,
+/// from no port (a tunnel peer's frame), against this host's bound ports.
 #[inline(always)]
 pub fn l3_src_bounds(data: usize, data_end: usize, port: Option<&Port>) -> L3Src {
     // ARP's sender fields end at 14 + 18 bytes: 32 covers IPv4's source (ends at 30) too.
@@ -60,10 +60,14 @@ pub fn l3_src_bounds(data: usize, data_end: usize, port: Option<&Port>) -> L3Src
                 sha: *((data + 22) as *const [u8; 6]),
                 ..L3Src::NONE
             },
-            ETH_P_IPV6 => match port {
-                Some(port) => L3Src { kind: L3_IPV6, v6: ipv6::check(data + ETH_HLEN, data_end, port), ..L3Src::NONE },
-                None => L3Src::NONE,
-            },
+            ETH_P_IPV6 => {
+                let l3 = data + ETH_HLEN;
+                let v6 = match port {
+                    Some(port) => ipv6::check(l3, data_end, port),
+                    None => ipv6::check_peer(l3, data_end),
+                };
+                L3Src { kind: L3_IPV6, v6, ..L3Src::NONE }
+            }
             _ => L3Src::NONE,
         }
     }
@@ -78,7 +82,7 @@ pub fn l3_src(ctx: &TcContext, port: Option<&Port>) -> L3Src {
     if !linear(ctx, ETH_HLEN + 18) {
         return L3Src::NONE;
     }
-    if port.is_some() && ethertype(ctx) == Some(ETH_P_IPV6) && !ipv6_linear(ctx) {
+    if ethertype(ctx) == Some(ETH_P_IPV6) && !ipv6_linear(ctx) {
         return L3Src { kind: L3_IPV6, v6: SPOOFED_UNPARSED, ..L3Src::NONE };
     }
     l3_src_bounds(ctx.data(), ctx.data_end(), port)

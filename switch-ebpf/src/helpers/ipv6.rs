@@ -12,7 +12,7 @@
 //! receivers drop those too). A non-first fragment carries no upper-layer header: only its
 //! source is checked.
 use switch_common::{
-    Port,
+    MacKey, Port,
     ipv6::{
         self, HLEN, MAX_ND_OPTIONS, NEIGH_ADVERT, NEIGH_SOLICIT, NH_AUTH, NH_FRAGMENT, NH_ICMPV6, OPT_SOURCE_LL,
         OPT_TARGET_LL, REDIRECT, ROUTER_ADVERT, ROUTER_SOLICIT, WINDOW, is_extension,
@@ -20,7 +20,7 @@ use switch_common::{
 };
 
 use super::{
-    maps::{IPV6_SCRATCH, PORT_ADDRS6},
+    maps::{BOUND, BOUND_IP6, IPV6_SCRATCH, PORT_ADDRS6},
     stats::{SPOOFED_IP, SPOOFED_ND, SPOOFED_ROUTER, SPOOFED_UNPARSED},
 };
 
@@ -135,6 +135,34 @@ fn mac(at: usize, end: usize) -> Option<[u8; 6]> {
     }
     // SAFETY: as in `addr`.
     Some(unsafe { core::ptr::read_unaligned(at as *const [u8; 6]) })
+}
+
+/// Port security towards the tunnel for the IPv6 packet at `[l3, end)` from a peer: 0 if it
+/// may pass, else the `stats::SPOOFED_*` reason. A peer may not speak for this host's bound
+/// ports (`BOUND_IP6`, `BOUND`): no IPv6 from their addresses, no advertisement (or duplicate
+/// address detection) for them, no link-layer option with their MACs. What it cannot parse is
+/// dropped as from a secured port; router advertisements pass (another host's gateway may
+/// send them). A subprogram of its own for the same reason as `check`.
+#[inline(never)]
+pub fn check_peer(l3: usize, end: usize) -> u32 {
+    let Some(s) = IPV6_SCRATCH.get_ptr_mut(0) else { return SPOOFED_UNPARSED };
+    // SAFETY: as in `check`.
+    let s = unsafe { &mut *s };
+    *s = Sender { kind: RUNT, icmp: 0, has_ll: false, ll: [0; 6], src: [0; 4], target: [0; 4] };
+    sender(l3, end, s);
+    // SAFETY (the lookups below): presence checks of hash maps, values not read.
+    let bound = |a: &[u32; 4]| unsafe { BOUND_IP6.get(a) }.is_some();
+    match s.kind {
+        RUNT | ROUTER => 0,
+        UNPARSED => SPOOFED_UNPARSED,
+        _ if bound(&s.src) => SPOOFED_IP,
+        ND => {
+            let target_claimed = s.icmp == NEIGH_ADVERT || ipv6::is_unspecified(&s.src);
+            let mac_claimed = s.has_ll && unsafe { BOUND.get(&MacKey::new(s.ll)) }.is_some();
+            if (target_claimed && bound(&s.target)) || mac_claimed { SPOOFED_ND } else { 0 }
+        }
+        _ => 0,
+    }
 }
 
 /// Fills `out` (`RUNT` on entry) from the IPv6 packet whose header starts at `l3`, the packet

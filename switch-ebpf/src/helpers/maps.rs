@@ -38,6 +38,10 @@ pub static PORTS: Array<Port> = Array::with_max_entries(MAX_PORTS, 0);
 #[map(name = "PORT_ADDRS6")]
 pub static PORT_ADDRS6: Array<PortAddrs6> = Array::with_max_entries(MAX_PORTS, 0);
 
+/// IPv6 address -> slot of the port bound to it (see `switch_common::maps::BOUND_IP6`).
+#[map(name = "BOUND_IP6")]
+pub static BOUND_IP6: HashMap<[u32; 4], u32> = HashMap::with_max_entries(2 * MAX_PORTS, 0);
+
 /// Each CPU's IPv6 parse under way (`ipv6::check`): its state would not fit the stack.
 #[map(name = "IPV6_SCRATCH")]
 pub static IPV6_SCRATCH: PerCpuArray<super::ipv6::Sender> = PerCpuArray::with_max_entries(1, 0);

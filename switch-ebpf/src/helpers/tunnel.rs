@@ -29,7 +29,7 @@ use aya_ebpf::{
 use switch_common::{MAX_PEERS, MacKey, Port, TunnelConfig};
 
 use super::{
-    eth::{L3_ARP, L3_IPV4, L3Src},
+    eth::{L3_ARP, L3_IPV4, L3_IPV6, L3Src},
     fdb,
     maps::{BOUND, BOUND_IP, PEER_SLOTS, PEERS, TUNNEL},
     redirect,
@@ -71,13 +71,14 @@ pub fn admit(ctx: &TcContext, in_ifindex: u32) -> Option<u32> {
 
 /// Port security towards the tunnel: whether a frame from a peer claims what this host's own
 /// ports are bound to, and how. ARP whose sender address is a local port's bound address, or
-/// whose sender MAC is a bound MAC, is `SPOOFED_ARP`; IPv4 from a bound address `SPOOFED_IP`.
+/// whose sender MAC is a bound MAC, is `SPOOFED_ARP`; IPv4 from a bound address `SPOOFED_IP`;
+/// IPv6 as `ipv6::check_peer` judges it.
 /// The tunnel port itself is bound to nothing (it carries every remote station), so this is
 /// the rule it gets instead; a bound MAC as the frame's source is refused by learning
 /// (`fdb::BOUND_ELSEWHERE`), as from any port. `l3` reads the frame's layer-3 sender.
 #[inline(always)]
 pub fn claims_local(l3: impl FnOnce(Option<&Port>) -> L3Src) -> Option<u32> {
-    // No port: IPv6 from a peer is not judged here (see docs/security.md).
+    // No port: IPv6 is judged against this host's bound ports (`ipv6::check_peer`).
     let l3 = l3(None);
     // 0.0.0.0 (a DHCP client, an ARP probe) is no claim, and never bound.
     // SAFETY: hash lookups, values not kept.
@@ -86,6 +87,7 @@ pub fn claims_local(l3: impl FnOnce(Option<&Port>) -> L3Src) -> Option<u32> {
         L3_IPV4 if bound_ip => Some(SPOOFED_IP),
         // SAFETY: as above.
         L3_ARP if bound_ip || unsafe { BOUND.get(&MacKey::new(l3.sha)) }.is_some() => Some(SPOOFED_ARP),
+        L3_IPV6 if l3.v6 != 0 => Some(l3.v6),
         _ => None,
     }
 }

@@ -57,13 +57,14 @@ pub const MAPS: [&str; 26] = [
 /// Maps added after switches were already pinned by released binaries: pinned with the rest,
 /// but a switch an older binary made, whose program does not know them, is complete without
 /// them (the controller skips what it cannot find, see `maps::open_optional`).
-pub const LATER_MAPS: [&str; 6] = [
+pub const LATER_MAPS: [&str; 7] = [
     names::BOUND_IP,
     names::PEER_LEARNED,
     names::HOST_FLOWS,
     names::HOST_FLOWS_ON,
     names::PORT_ADDRS6,
     names::IPV6_SCRATCH,
+    names::BOUND_IP6,
 ];
 
 /// The cgroup socket-address programs and where they hook.

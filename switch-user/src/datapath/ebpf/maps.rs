@@ -28,6 +28,8 @@ pub struct SwitchMaps {
     bound_ip: Option<HashMap<MapData, u32, u32>>,
     /// `PORT_ADDRS6`; `None` on a switch pinned before it existed, as `bound_ip`.
     addrs6: Option<Array<MapData, PortAddrs6>>,
+    /// `BOUND_IP6`; likewise.
+    bound_ip6: Option<HashMap<MapData, [u32; 4], u32>>,
 }
 
 /// `TABLE_STATS`: what went into and out of FDB and CONNTRACK.
@@ -131,6 +133,7 @@ impl SwitchMaps {
             tables: TableCounters::open(pins)?,
             bound_ip: open_optional(pins, names::BOUND_IP)?,
             addrs6: open_optional(pins, names::PORT_ADDRS6)?,
+            bound_ip6: open_optional(pins, names::BOUND_IP6)?,
         })
     }
 
@@ -158,6 +161,11 @@ impl SwitchMaps {
         self.claim_bound(slot, port.mac)?;
         if let Some(a) = self.addrs6.as_mut() {
             a.set(slot, addrs6, 0).map_err(bpf("writing PORT_ADDRS6"))?;
+        }
+        if let Some(b) = self.bound_ip6.as_mut() {
+            for addr in [addrs6.ip, addrs6.link_local].into_iter().filter(|a| *a != [0; 4]) {
+                b.insert(addr, slot, 0).map_err(bpf("writing BOUND_IP6"))?;
+            }
         }
         let zeros = zeroed_per_cpu::<PortStats>(names::STATS)?;
         self.stats.set(slot, zeros, 0).map_err(bpf("zeroing STATS"))?;
@@ -264,6 +272,13 @@ impl SwitchMaps {
                 bound_ip.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(k, _)| k).collect();
             for k in &mine {
                 let _ = bound_ip.remove(k);
+            }
+        }
+        if let Some(bound_ip6) = &mut self.bound_ip6 {
+            let mine: Vec<[u32; 4]> =
+                bound_ip6.iter().filter_map(|r| r.ok()).filter(|&(_, s)| s == slot).map(|(k, _)| k).collect();
+            for k in &mine {
+                let _ = bound_ip6.remove(k);
             }
         }
     }
