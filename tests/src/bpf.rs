@@ -213,7 +213,7 @@ pub fn random_ipv6_frame(rng: &mut crate::Rng, pool: &[[u8; 6]], sources: &[[u8;
             f[next_at] = 58;
             let kind = [128, 129, 131, 133, 134, 135, 136, 137, 143][pick(9)];
             f.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
-            if matches!(kind, 135 | 136 | 137) {
+            if (135..=137).contains(&kind) {
                 let target = if pick(2) == 0 { sources[pick(sources.len())] } else { [pick(256) as u8; 16] };
                 f.extend_from_slice(&target);
             }
