@@ -446,7 +446,7 @@ fn a_peer_cannot_claim_this_hosts_ipv6() {
     // The control: the peer's own IPv6 reaches b.
     let own = udp(x6);
     let at_b = switch_tests::frames::Sniffer::start(&b, &own);
-    x.send(&[own.clone()]);
+    x.send(std::slice::from_ref(&own));
     sleep(Duration::from_millis(300));
     assert_eq!(at_b.count(), 1, "the peer's own IPv6 did not reach b");
     assert_eq!(grew("spoofed_ip"), 2);
