@@ -82,7 +82,9 @@ fn quick_bench_produces_well_formed_results() {
             "svc_tcp",
             "svc_conn",
             "cri_pod_p50",
-            "cri_pod_p99"
+            "cri_pod_p99",
+            "ipv6_tcp",
+            "ipv6_udp64"
         ]
     );
     metrics[..6].iter().for_each(switches_are_measured_against_their_baselines);
@@ -93,8 +95,9 @@ fn quick_bench_produces_well_formed_results() {
     metrics[19..21].iter().for_each(the_tunnel_is_measured_against_bridge_and_vxlan);
     metrics[21..25].iter().for_each(services_are_measured_with_and_without_rules);
     metrics[25..27].iter().for_each(cri_pods_are_measured_against_the_bridge_plugin);
+    metrics[27..29].iter().for_each(ipv6_is_measured_against_bridge_and_veth);
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 26);
+    assert_eq!(targets.len(), 28);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     the_chart_has_a_bar_per_measurement(&svg, metrics);
     // Nothing of the benchmark is left, podman's containers and environment included.
@@ -217,6 +220,17 @@ fn cri_pods_are_measured_against_the_bridge_plugin(m: &Value) {
     for r in m["rows"].as_array().unwrap() {
         let median = r["median"].as_f64().unwrap_or(0.0);
         assert!(median > 0.0 && median < 10_000.0, "{}: {r}", m["id"]);
+    }
+}
+
+/// IPv6 between two namespaces: tc against the bridge and the bare veth pair, every row
+/// measured.
+fn ipv6_is_measured_against_bridge_and_veth(m: &Value) {
+    assert_eq!(contenders(m), ["veth6", "bridge6", "tc6"], "{}", m["id"]);
+    assert_eq!(m["baselines"], serde_json::json!(["bridge6", "veth6"]));
+    for r in m["rows"].as_array().unwrap() {
+        let median = r["median"].as_f64().unwrap_or_else(|| panic!("{}: {r}", m["id"]));
+        assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
     }
 }
 

@@ -5,13 +5,14 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`]); [`COMPARISONS`] lists
+//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`], [`ipv6`]); [`COMPARISONS`] lists
 //! them in the order a run
 //! measures and reports them.
 pub mod bringup;
 pub mod cni;
 pub mod cri;
 pub mod forward;
+pub mod ipv6;
 pub mod overlay;
 pub mod ovs;
 pub mod packets;
@@ -108,7 +109,7 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 8] = [
+pub const COMPARISONS: [&dyn Comparison; 9] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
@@ -117,6 +118,7 @@ pub const COMPARISONS: [&dyn Comparison; 8] = [
     &overlay::Overlays,
     &services::Services,
     &cri::Cri,
+    &ipv6::Ipv6,
 ];
 
 /// The machine's one benchmark run: held for a whole run (its interfaces, namespaces and
@@ -288,7 +290,8 @@ mod tests {
                 "podman-switch-cni",
                 "switch-vxlan",
                 "tc-no-rules",
-                "cri-switch-cni"
+                "cri-switch-cni",
+                "veth6"
             ]
         );
         assert_eq!(packets::Packets.steps(&all), 3 * topology::ALL.len() * 4 + topology::ALL.len());
@@ -311,6 +314,9 @@ mod tests {
         for name in ["services", "tc-services", "bridge-services"] {
             assert_eq!(runs(&only(&[name])), ["tc-no-rules"], "{name}");
         }
+        for name in ["ipv6", "tc6", "bridge6"] {
+            assert_eq!(runs(&only(&[name])), ["veth6"], "{name}");
+        }
         for name in ["cri", "cri-switch-cni", "cri-bridge"] {
             assert_eq!(runs(&only(&[name])), ["cri-switch-cni"], "{name}");
         }
@@ -318,8 +324,7 @@ mod tests {
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
-            unknown
-                .ends_with("tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, bringup"),
+            unknown.ends_with("cri-switch-cni, cri-bridge, veth6, bridge6, tc6, ipv6, cri, services, podman, bringup"),
             "{unknown}"
         );
     }

@@ -226,7 +226,7 @@ impl Goal {
 }
 
 /// The issue's targets, in the order reports list them.
-const TARGETS: [(&str, Goal, Measure); 26] = {
+const TARGETS: [(&str, Goal, Measure); 28] = {
     use Goal::*;
     use Measure::*;
     const POD: &str = super::podman::CONTENDERS[0];
@@ -322,6 +322,9 @@ const TARGETS: [(&str, Goal, Measure); 26] = {
             AtLeast(1.00),
             Ratio("svc_conn", WITH_RULES, BRIDGE),
         ),
+        // IPv6 (issue 25): the same ratios as IPv4 expected.
+        ("tc IPv6 TCP throughput vs Linux bridge", AtLeast(1.10), Ratio("ipv6_tcp", "tc6", "bridge6")),
+        ("tc IPv6 64-byte UDP frame rate vs Linux bridge", AtLeast(1.20), Ratio("ipv6_udp64", "tc6", "bridge6")),
     ]
 };
 

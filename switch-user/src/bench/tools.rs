@@ -94,12 +94,32 @@ pub fn parse_iperf_tcp(json: &str) -> Result<(f64, f64)> {
 /// the CPU in their own UDP stack). Frames go to the discard port with no listener: the
 /// receiving stack still takes each one up to the UDP lookup.
 pub async fn udp_small_frames(client: &str, server: &str, secs: u64) -> Result<(f64, f64)> {
+    small_frames(client, server, secs, |tx, rx| {
+        format!("ipv4(saddr={}, daddr={}, ttl=64), udp(sp=4000, dp=9), fill(0x00, 22)", tx.ip, rx.ip)
+    })
+    .await
+}
+
+/// `udp_small_frames` over IPv6, from `src` to `dst` (the client's and the server's IPv6
+/// addresses): 14 + 40 + 8 + 2 bytes, 64 as well.
+pub async fn udp_small_frames6(
+    client: &str,
+    server: &str,
+    (src, dst): (String, String),
+    secs: u64,
+) -> Result<(f64, f64)> {
+    small_frames(client, server, secs, |_, _| {
+        format!("ipv6(saddr={src}, daddr={dst}, hl=64), udp(sp=4000, dp=9), fill(0x00, 2)")
+    })
+    .await
+}
+
+/// 64-byte frames with the headers `l3` writes (trafgen's syntax, after the Ethernet header)
+/// from `client` to `server`, as `udp_small_frames` says.
+async fn small_frames(client: &str, server: &str, secs: u64, l3: impl Fn(&Nic, &Nic) -> String) -> Result<(f64, f64)> {
     let (tx, rx) = (nic(client).await?, nic(server).await?);
     let conf = TempFile(std::env::temp_dir().join(format!("switch-bench-{}-{client}.trafgen", std::process::id())));
-    let frame = format!(
-        "{{ eth(da={}, sa={}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp=4000, dp=9), fill(0x00, 22) }}\n",
-        rx.mac, tx.mac, tx.ip, rx.ip
-    );
+    let frame = format!("{{ eth(da={}, sa={}), {} }}\n", rx.mac, tx.mac, l3(&tx, &rx));
     tokio::fs::write(&conf.0, frame).await.context("writing the trafgen frame")?;
     trafgen_run(client, server, &tx.name, &conf.0.to_string_lossy(), rx.received, secs).await
 }
