@@ -21,7 +21,8 @@ pub struct L3Src {
     pub ip: u32,
     /// ARP sender MAC.
     pub sha: [u8; 6],
-    /// IPv6 from a bound port: the port-security verdict (`ipv6::check`: 0 or why not).
+    /// IPv6: the port-security verdict (`ipv6::check`, or `ipv6::check_peer` for a tunnel
+    /// peer's frame: 0, or the `stats::SPOOFED_*` reason).
     pub v6: u32,
 }
 
