@@ -5,12 +5,12 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`]); [`COMPARISONS`] lists
-//! them in the order a run
-//! measures and reports them.
+//! [`bringup`], [`footprint`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`]);
+//! [`COMPARISONS`] lists them in the order a run measures and reports them.
 pub mod bringup;
 pub mod cni;
 pub mod cri;
+pub mod footprint;
 pub mod forward;
 pub mod overlay;
 pub mod ovs;
@@ -108,10 +108,11 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 8] = [
+pub const COMPARISONS: [&dyn Comparison; 9] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
+    &footprint::Footprint,
     &cni::Cni,
     &podman::Containers,
     &overlay::Overlays,
