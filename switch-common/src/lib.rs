@@ -21,7 +21,7 @@ pub const FDB_CAPACITY: u32 = 16_384;
 /// otherwise. An LRU map preallocates every entry (about 100 bytes each), so this is memory
 /// the switch holds from `up` to `down`, used or not: sized for a container network, not a
 /// data centre's L2 domain.
-pub const DEFAULT_MAX_STATIONS: u32 = 1024;
+pub const DEFAULT_MAX_STATIONS: u32 = 2048;
 
 /// Most stations `--max-stations` may ask for (about 100 MiB of kernel memory).
 pub const MAX_STATIONS_LIMIT: u32 = 1 << 20;
@@ -136,9 +136,9 @@ pub mod maps {
 }
 
 /// Stations a port without a bound MAC may learn per ageing period, unless `switch up
-/// --max-learned` says otherwise (0: no limit). A quarter of the userspace datapath's table;
-/// an eBPF switch's table is as large as `--max-stations` (1 024 by default: size it larger
-/// where ports without port security face many stations).
+/// --max-learned` says otherwise (0: no limit). Below the MAC table's size (an eBPF switch's
+/// `--max-stations`, 2 048 by default; the userspace datapath's `FDB_CAPACITY`), so one port
+/// cannot fill the table alone.
 pub const DEFAULT_MAX_LEARNED: u32 = 1024;
 
 /// A port's learning count in the current window: new stations learned since `start_ns`.
@@ -158,7 +158,7 @@ pub struct LearnWindow {
 }
 
 /// Most flows the host translated into a segment that the userspace datapath remembers (an
-/// eBPF switch's `HOST_FLOWS` has one entry per connection of `--max-connections`). LRU:
+/// eBPF switch's `HOST_FLOWS` has one entry per two connections of `--max-connections`). LRU:
 /// every answer that finds its entry refreshes it, so a full table evicts the idlest.
 pub const HOST_FLOWS_CAPACITY: u32 = 16_384;
 

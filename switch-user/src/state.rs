@@ -626,7 +626,7 @@ mod tests {
                 masquerade: false,
                 routable: false,
                 max_learned: 1024,
-                max_stations: 1024,
+                max_stations: 2048,
                 max_connections: 2048,
                 busy_poll_us: 0,
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),

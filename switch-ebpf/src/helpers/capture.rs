@@ -19,9 +19,9 @@
 //! buffer on this CPU (the flag is on, the capture has not opened its buffers yet, or has
 //! closed them) is not a loss: the capture is not running there yet, or any more.
 use aya_ebpf::{
+    bindings::BPF_F_CURRENT_CPU,
     bindings::{__sk_buff, xdp_md},
     cty::c_void,
-    bindings::BPF_F_CURRENT_CPU,
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_perf_event_output, bpf_skb_load_bytes, bpf_xdp_load_bytes},
@@ -138,9 +138,7 @@ fn finish(ctx: *mut c_void, rec: &mut Record, caplen: u64, copied: bool) {
     let map = (&raw const CAPTURE).cast_mut().cast::<c_void>();
     // SAFETY: `map` is the perf event array (the static is its definition, which the loader
     // relocates to the map); `size` is at most HEADER_LEN + MAX_SNAPLEN, the record's size.
-    let r = unsafe {
-        bpf_perf_event_output(ctx, map, u64::from(BPF_F_CURRENT_CPU), (rec as *mut Record).cast(), size)
-    };
+    let r = unsafe { bpf_perf_event_output(ctx, map, u64::from(BPF_F_CURRENT_CPU), (rec as *mut Record).cast(), size) };
     match r {
         0 => rec.header.lost = 0,
         r if r == -ENOENT => {}

@@ -82,7 +82,7 @@ pub static CT_UNREPLIED: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entri
 /// Flows the host translated into the segment (`helpers/host_flows.rs`): both directions of
 /// each under one key, the value naming the end whose answers go back through the host.
 #[map(name = "HOST_FLOWS")]
-pub static HOST_FLOWS: LruHashMap<CtKey, HostFlow> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS, 0);
+pub static HOST_FLOWS: LruHashMap<CtKey, HostFlow> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS / 2, 0);
 
 /// One entry, 1 once `HOST_FLOWS` got its first flow: until then no switched frame looks there.
 #[map(name = "HOST_FLOWS_ON")]
@@ -106,7 +106,7 @@ pub static NAT_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PORTS, N
 
 /// UDP sockets of host processes talking to a forwarded port: what they sent to.
 #[map(name = "SOCK_ORIG")]
-pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS / 2, 0);
+pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS / 4, 0);
 
 /// Entries added to and removed from FDB and CONNTRACK (`TableStats`); the controller derives
 /// evictions from them. Index 0 is the programs', index 1 the controller's.

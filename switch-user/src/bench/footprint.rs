@@ -80,7 +80,9 @@ impl Comparison for Footprint {
         }
         out.push(report(
             "footprint_connections",
-            &format!("Kernel memory of one switch with {CONNECTIONS} connections (bridge: + as many conntrack entries)"),
+            &format!(
+                "Kernel memory of one switch with {CONNECTIONS} connections (bridge: + as many conntrack entries)"
+            ),
             s,
         ));
         Ok(out)
@@ -123,7 +125,9 @@ fn bridge_name(i: usize) -> String {
 /// `/proc/meminfo`, which a few objects more need not grow) plus `Percpu` and `VmallocUsed`
 /// of `/proc/meminfo`, in bytes.
 fn kernel_memory() -> Result<u64> {
-    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| Error::Io { context: format!("reading {path}"), source: e });
+    let read = |path: &str| {
+        std::fs::read_to_string(path).map_err(|e| Error::Io { context: format!("reading {path}"), source: e })
+    };
     let slab: u64 = read("/proc/slabinfo")?
         .lines()
         .skip(2)

@@ -38,11 +38,7 @@ impl Footprint {
 pub(super) fn memlock(fd: impl AsFd) -> Result<u64> {
     let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
     let info = fs::read_to_string(&path).map_err(|e| crate::error::Error::Io { context: path, source: e })?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
 /// Bytes of map `id` and its name.
@@ -57,10 +53,9 @@ fn map_memory(id: u32) -> Result<(String, u64)> {
 pub fn measure(pins: &Pins) -> Result<Footprint> {
     let mut ids = std::collections::BTreeSet::new();
     let mut programs = 0;
-    for entry in fs::read_dir(pins.dir()).map_err(|e| crate::error::Error::Io {
-        context: format!("reading {}", pins.dir().display()),
-        source: e,
-    })? {
+    for entry in fs::read_dir(pins.dir())
+        .map_err(|e| crate::error::Error::Io { context: format!("reading {}", pins.dir().display()), source: e })?
+    {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
         if !path.is_file() {

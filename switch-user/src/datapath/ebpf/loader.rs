@@ -74,8 +74,9 @@ pub struct TableSizes {
     /// Stations of the MAC table (`FDB`).
     pub stations: u32,
     /// Connections: both directions of each in `CONNTRACK`, half as many waiting for their
-    /// first answer in `CT_UNREPLIED` (two entries each), one translated flow each in
-    /// `HOST_FLOWS`, and half as many UDP sockets of host processes in `SOCK_ORIG`.
+    /// first answer in `CT_UNREPLIED` (two entries each), half as many flows the host
+    /// translated into the segment in `HOST_FLOWS`, and a quarter as many UDP sockets of host
+    /// processes talking to forwarded ports in `SOCK_ORIG`.
     pub connections: u32,
 }
 
@@ -93,8 +94,8 @@ impl TableSizes {
             (names::FDB, self.stations),
             (names::CONNTRACK, c.saturating_mul(2)),
             (names::CT_UNREPLIED, c),
-            (names::HOST_FLOWS, c),
-            (names::SOCK_ORIG, (c / 2).max(switch_common::MIN_TABLE_SIZE)),
+            (names::HOST_FLOWS, (c / 2).max(switch_common::MIN_TABLE_SIZE)),
+            (names::SOCK_ORIG, (c / 4).max(switch_common::MIN_TABLE_SIZE)),
         ]
     }
 }
