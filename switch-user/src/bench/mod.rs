@@ -285,6 +285,7 @@ mod tests {
                 "veth",
                 "routed",
                 "bringup",
+                "footprint",
                 "switch-cni",
                 "podman-switch-cni",
                 "switch-vxlan",
@@ -309,6 +310,7 @@ mod tests {
             assert_eq!(runs(&only(&[name])), ["podman-switch-cni"], "{name}");
         }
         assert_eq!(runs(&only(&["bringup"])), ["bringup"]);
+        assert_eq!(runs(&only(&["footprint"])), ["footprint"]);
         for name in ["services", "tc-services", "bridge-services"] {
             assert_eq!(runs(&only(&[name])), ["tc-no-rules"], "{name}");
         }
@@ -320,7 +322,7 @@ mod tests {
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
             unknown
-                .ends_with("tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, bringup"),
+                .ends_with("tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, footprint, bringup"),
             "{unknown}"
         );
     }
