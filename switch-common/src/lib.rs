@@ -194,9 +194,9 @@ pub mod nat {
     pub const MAX_FORWARDS: u32 = 4096;
     /// Connections an eBPF switch tracks unless `switch up --max-connections` says otherwise.
     /// The tables are LRU maps, which preallocate every entry: memory held from `up` to
-    /// `down` (about 450 bytes per connection in all, see `docs/limits.md`).
+    /// `down` (about 400 bytes per connection in all, see `docs/limits.md`).
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 2048;
-    /// Most connections `--max-connections` may ask for (about 450 MiB of kernel memory).
+    /// Most connections `--max-connections` may ask for (about 400 MiB of kernel memory).
     pub const MAX_CONNECTIONS_LIMIT: u32 = 1 << 20;
     /// Entries of the answered table (`CONNTRACK`) at the default size: two per connection
     /// (one per direction). LRU, so a full one evicts the coldest.

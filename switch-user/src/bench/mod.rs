@@ -321,8 +321,9 @@ mod tests {
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
-            unknown
-                .ends_with("tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, footprint, bringup"),
+            unknown.ends_with(
+                "tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, footprint, bringup"
+            ),
             "{unknown}"
         );
     }

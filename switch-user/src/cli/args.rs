@@ -144,13 +144,13 @@ pub struct UpArgs {
     pub max_learned: Option<u32>,
     /// Stations (MAC addresses) the switch's MAC table holds (tc, xdp); a full table forgets
     /// the least recently seen. The table is made at this size and holds its memory until
-    /// `down`: about 100 bytes a station (2 048: 194 KiB). 16..=1048576 [default: 2048].
+    /// `down`: about 97 bytes a station (2 048: 193 KiB). 16..=1048576 [default: 2048].
     #[arg(long, value_name = "N")]
     pub max_stations: Option<u32>,
     /// Connections the switch tracks for port forwarding, masquerade and Services (tc, xdp):
     /// N answered ones, N/2 waiting for their first answer, N/2 Services' flows; full tables
     /// forget the least recently used (never an answered one for a new one). Made at this size
-    /// and held until `down`: about 390 bytes a connection (2 048: 0.8 MiB). 16..=1048576
+    /// and held until `down`: about 400 bytes a connection (2 048: 0.8 MiB). 16..=1048576
     /// [default: 2048].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
