@@ -8,7 +8,7 @@ use switch::{
         capture::{Captured, verdict_text},
         fdb::FdbRow,
         forward::ForwardRow,
-        monitor::{EventKind, Frame, MonitorEvent},
+        monitor::{EventKind, Frame, MonitorEvent, port_text},
         ns::NsInfo,
         port::PortRow as AnyPortRow,
         stats::{PortRow as StatsRow, StatsReport},
@@ -146,6 +146,7 @@ pub fn stats(r: &StatsReport) -> String {
         &[
             "NAMESPACE",
             "PORT",
+            "WORKLOAD",
             "RX PKTS",
             "RX BYTES",
             "TX PKTS",
@@ -163,6 +164,7 @@ pub fn stats(r: &StatsReport) -> String {
                 vec![
                     r.namespace.clone(),
                     r.interface.clone(),
+                    dash(&r.workload),
                     r.rx_packets.to_string(),
                     human(r.rx_bytes),
                     r.tx_packets.to_string(),
@@ -194,6 +196,11 @@ fn spoofed(r: &StatsRow) -> Option<u64> {
     Some(r.spoofed_mac? + r.spoofed_ip? + r.spoofed_arp? + r.tagged?)
 }
 
+/// A text that may be missing (a port's workload): "-" when it is.
+fn dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
@@ -223,7 +230,7 @@ pub fn namespaces(rows: &[NsInfo]) -> String {
 /// The `switch forward list` table.
 pub fn forwards(rows: &[ForwardRow]) -> String {
     table(
-        &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
+        &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "WORKLOAD", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
         &rows
             .iter()
             .map(|r| {
@@ -232,6 +239,7 @@ pub fn forwards(rows: &[ForwardRow]) -> String {
                     r.proto.to_string(),
                     r.host_ports.clone(),
                     r.namespace.clone(),
+                    dash(&r.workload),
                     r.to.clone(),
                     r.packets.to_string(),
                     human(r.bytes),
@@ -279,7 +287,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
                     r.ip.clone().unwrap_or_else(|| "-".into()),
                     r.mac.clone().unwrap_or_else(|| "-".into()),
                     r.security.into(),
-                    r.workload.clone().unwrap_or_else(|| "-".into()),
+                    dash(&r.workload),
                     if r.ready { "ready" } else { "incomplete" }.into(),
                 ]
             })
@@ -291,7 +299,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
 pub fn monitor_line(e: &MonitorEvent) -> String {
     // The clock part of the RFC 3339 time: the date is the same all day.
     let time = e.time.get(11..23).unwrap_or(&e.time);
-    let port = format!("{}/{}", e.namespace.as_deref().unwrap_or("?"), e.interface);
+    let port = port_text(e.namespace.as_deref().unwrap_or("?"), &e.interface, e.workload.as_deref());
     let kind = match e.kind {
         EventKind::Drop => "drop",
         EventKind::Learn => "learn",
@@ -302,7 +310,7 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
     };
     let mut what = e.reason.unwrap_or("").to_owned();
     if let Some(from) = &e.from {
-        what = format!("from {}/{}", from.namespace, from.interface);
+        what = format!("from {from}");
     }
     if let Some(station) = &e.station {
         what = format!("station {station}");
@@ -324,7 +332,7 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
 /// One captured frame: `12:00:01.250  red/sred-1a2b  forward to blue/sblue-3c4d  02:..:01 > ...`.
 pub fn capture_line(c: &Captured) -> String {
     let time = c.time.get(11..23).unwrap_or(&c.time);
-    let port = format!("{}/{}", c.port.namespace, c.port.interface);
+    let port = c.port.to_string();
     let verdict = verdict_text(c);
     let mut line = format!("{time}  {port:<24} {verdict:<32} {}", frame_summary(&c.frame));
     if c.lost > 0 {
