@@ -277,7 +277,12 @@ impl Drop for Monitor {
 
 /// The row of `rows` (a JSON array) whose `field` is `value`.
 fn row_with(rows: &Value, field: &str, value: &str) -> Value {
-    rows.as_array().unwrap().iter().find(|r| r[field] == value).cloned().unwrap_or_else(|| panic!("{field} {value}: {rows}"))
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[field] == value)
+        .cloned()
+        .unwrap_or_else(|| panic!("{field} {value}: {rows}"))
 }
 
 /// The text line of `switch ARGS` that mentions `what`.

@@ -5,12 +5,14 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`]); [`COMPARISONS`] lists
+//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`], [`docker`]);
+//! [`COMPARISONS`] lists
 //! them in the order a run
 //! measures and reports them.
 pub mod bringup;
 pub mod cni;
 pub mod cri;
+pub mod docker;
 pub mod forward;
 pub mod overlay;
 pub mod ovs;
@@ -108,7 +110,7 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 8] = [
+pub const COMPARISONS: [&dyn Comparison; 9] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
@@ -117,6 +119,7 @@ pub const COMPARISONS: [&dyn Comparison; 8] = [
     &overlay::Overlays,
     &services::Services,
     &cri::Cri,
+    &docker::Containers,
 ];
 
 /// The machine's one benchmark run: held for a whole run (its interfaces, namespaces and
@@ -288,7 +291,8 @@ mod tests {
                 "podman-switch-cni",
                 "switch-vxlan",
                 "tc-no-rules",
-                "cri-switch-cni"
+                "cri-switch-cni",
+                "docker-switch"
             ]
         );
         assert_eq!(packets::Packets.steps(&all), 3 * topology::ALL.len() * 4 + topology::ALL.len());
@@ -314,12 +318,17 @@ mod tests {
         for name in ["cri", "cri-switch-cni", "cri-bridge"] {
             assert_eq!(runs(&only(&[name])), ["cri-switch-cni"], "{name}");
         }
+        for name in ["docker", "docker-switch", "docker-bridge", "docker-bridge-no-proxy"] {
+            assert_eq!(runs(&only(&[name])), ["docker-switch"], "{name}");
+        }
+        let docker = only(&["docker"]);
+        assert_eq!(docker::Containers.steps(&docker), 3 * 3 * 3 + 2);
 
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
             unknown
-                .ends_with("tc-services, bridge-services, cri-switch-cni, cri-bridge, cri, services, podman, bringup"),
+                .ends_with("cri-switch-cni, cri-bridge, docker-switch, docker-bridge, docker-bridge-no-proxy, docker, cri, services, podman, bringup"),
             "{unknown}"
         );
     }

@@ -234,7 +234,8 @@ pub struct BenchArgs {
     /// containers under podman: podman (both of podman-switch-cni, podman-bridge); VXLAN
     /// between hosts: switch-vxlan, bridge-vxlan; Kubernetes Services: services (all of
     /// tc-no-rules, tc-services, bridge-services); pods through CRI: cri (both of
-    /// cri-switch-cni, cri-bridge); `bringup`
+    /// cri-switch-cni, cri-bridge); containers under Docker: docker (all of docker-switch,
+    /// docker-bridge, docker-bridge-no-proxy); `bringup`
     /// for bringing up and removing namespaces. A comparison none of whose contenders is
     /// named is left out.
     #[arg(long, value_delimiter = ',')]

@@ -299,12 +299,7 @@ fn decode(item: &[u8]) -> Option<(Header, &[u8])> {
 
 /// A record named with `ports`.
 fn resolve(h: &Header, data: &[u8], lost: u64, ports: &Ports) -> Captured {
-    let port_ref = |ifindex: u32| {
-        ports
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| PortRef::unknown(ifindex))
-    };
+    let port_ref = |ifindex: u32| ports.get(&ifindex).cloned().unwrap_or_else(|| PortRef::unknown(ifindex));
     let verdict = match h.verdict {
         VERDICT_FORWARD => Verdict::Forward,
         VERDICT_FLOOD => Verdict::Flood,

@@ -253,11 +253,7 @@ pub(crate) fn wall_time(mono_ns: u64) -> SystemTime {
 pub(crate) type Ports = BTreeMap<u32, PortRef>;
 
 pub(crate) fn ports_of(state: &State, switch: &str) -> Ports {
-    state
-        .ports(switch)
-        .filter(|p| p.ready && p.host_ifindex != 0)
-        .map(|p| (p.host_ifindex, PortRef::of(p)))
-        .collect()
+    state.ports(switch).filter(|p| p.ready && p.host_ifindex != 0).map(|p| (p.host_ifindex, PortRef::of(p))).collect()
 }
 
 /// Ports of `switch` being made (recorded, not ready yet) whose interface exists already, by
@@ -372,10 +368,7 @@ fn port_changes(old: &Ports, new: &Ports) -> Vec<MonitorEvent> {
 /// The ports of switch `switch` by the address of their namespace (NAT's connections name
 /// the namespace by its address).
 fn ports_by_addr(state: &State, switch: &str) -> BTreeMap<Ipv4Addr, PortRef> {
-    state
-        .ports(switch)
-        .filter_map(|p| Some((p.ip?.addr, PortRef::of(p))))
-        .collect()
+    state.ports(switch).filter_map(|p| Some((p.ip?.addr, PortRef::of(p)))).collect()
 }
 
 /// Stations that aged out and connections that expired or were evicted between two looks at
