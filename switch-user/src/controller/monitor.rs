@@ -90,7 +90,7 @@ pub struct PortRef {
 }
 
 /// A port as event lines show it: `namespace/interface`, and the workload behind it in
-/// parentheses when a runtime named one (`dk-0a1b2c3d4e5f/sdk-0a1b2c (web)`).
+/// parentheses when a runtime named one (`dk-4d7b09175a6e/sdk4d7b0-4eb036 (web)`).
 pub fn port_text(namespace: &str, interface: &str, workload: Option<&str>) -> String {
     match workload {
         Some(w) => format!("{namespace}/{interface} ({w})"),
