@@ -303,8 +303,12 @@ fn docker_bench_measures_and_gives_the_host_back() {
     assert_eq!(ids[..2], ["docker_start_p50", "docker_start_p99"]);
     assert_eq!(metrics.len(), 6);
     metrics.iter().for_each(docker_is_measured_against_its_bridge);
-    let docker: Vec<&Value> =
-        report["targets"].as_array().unwrap().iter().filter(|t| t["what"].as_str().unwrap().contains("Docker")).collect();
+    let docker: Vec<&Value> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["what"].as_str().unwrap().contains("Docker"))
+        .collect();
     assert_eq!(docker.len(), 3);
     assert!(docker.iter().all(|t| t["measured"].as_f64().is_some_and(|v| v > 0.0)), "{docker:?}");
     nothing_of_the_docker_bench_is_left(&before);
