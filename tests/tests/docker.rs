@@ -339,6 +339,35 @@ fn containers_are_named_in_ports_forwards_stats_and_monitor() {
     network_removed(&d, "dkn", &id);
 }
 
+/// A container that takes over the address of a removed one is reached from the host at
+/// once: it gets the same MAC (derived from the address, as Docker's bridge does), so the
+/// host's neighbour entry for the address stays right (with another MAC it went to the old
+/// one for seconds).
+#[test]
+fn a_reused_address_is_reached_at_once() {
+    let mut d = Docker::new();
+    let id = d.network("dkn", "10.191.21.0/24", &[]);
+    let ip = "10.191.21.50";
+    let reach = || {
+        let mut ping = std::process::Command::new("ping");
+        ping.args(["-n", "-q", "-c", "1", "-i", "0.2", "-w", "3", ip])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mac = |name: &str| d.ok(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"dkn\").MacAddress}}", name]);
+    d.run("dka", "dkn", &["--ip", ip], IDLE);
+    assert!(eventually(reach), "dka at {ip} is not reached from the host");
+    let first = mac("dka");
+    d.ok(&["rm", "-f", "dka"]);
+    d.run("dkb", "dkn", &["--ip", ip], IDLE);
+    let neighbours = switch_tests::host("ip", &["neigh", "show", ip]);
+    assert!(reach(), "dkb at the reused address {ip} is not reached at once (host's entry: {neighbours})");
+    assert_eq!(mac("dkb"), first, "the reused address got another MAC");
+    d.ok(&["rm", "-f", "dkb"]);
+    network_removed(&d, "dkn", &id);
+}
+
 #[test]
 fn the_plugin_restarts_with_containers_running() {
     let mut d = Docker::new();
