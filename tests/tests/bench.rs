@@ -288,7 +288,16 @@ fn nothing_of_the_docker_bench_is_left(before: &DockerHost) {
         assert!(!rules.contains("dkbbr") && !rules.contains("network dk-"), "{table}: {rules}");
     }
     assert!(!std::path::Path::new("/run/docker/plugins/dkbsw.sock").exists());
+    // The driver's endpoint records of the bench's network (10.195.1.0/24).
+    assert!(docker_bench_records().is_empty(), "{:?}", docker_bench_records());
     assert_eq!(&DockerHost::now(), before);
+}
+
+/// The driver's endpoint records of the Docker bench's switch network (10.195.1.0/24).
+fn docker_bench_records() -> Vec<String> {
+    let records: Vec<String> = std::fs::read_dir("/run/switch/docker")
+        .map_or(vec![], |d| d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect());
+    records.into_iter().filter(|r| r.contains("\"10.195.1.")).collect()
 }
 
 /// The Docker comparison alone (quick): measured, and nothing left, the host given back.
@@ -328,8 +337,9 @@ fn docker_bench_interrupted_leaves_nothing() {
         .spawn()
         .unwrap();
     let run = Reaped::new(child);
-    // Until the networks are made: the switch's uplink is adopted, Docker's bridges exist.
-    let built = within_secs(120, || host_links().iter().any(|l| l == "dkbbr3"));
+    // Until the networks are made (Docker's bridges exist) and containers start on the
+    // switch's (the driver has endpoint records: a killed daemon never deletes them).
+    let built = within_secs(120, || host_links().iter().any(|l| l == "dkbbr3") && !docker_bench_records().is_empty());
     let child = run.take();
     // SAFETY: signalling our own child, not yet waited for.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

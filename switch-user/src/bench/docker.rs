@@ -650,6 +650,7 @@ fn remove_blocking() {
         for rule in iptables::rules_with("filter", &format!("network {sw}\"")) {
             iptables::delete("filter", &rule);
         }
+        remove_endpoint_records(sw.trim_start_matches("dk-"));
     }
     for left in ledger::remove_owned(&dir, &exe, &[]) {
         tracing::warn!("docker bench: {left}");
@@ -665,6 +666,19 @@ fn remove_blocking() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes the driver's endpoint records (`/run/switch/docker/ID.json`) of the network whose
+/// ID starts with `id`: a killed daemon never called DeleteEndpoint for them.
+fn remove_endpoint_records(id: &str) {
+    let dir = crate::sys::host::state_dir().join("docker");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
+        let record: Option<serde_json::Value> =
+            std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if !id.is_empty() && record.is_some_and(|r| r["network"].as_str().is_some_and(|n| n.starts_with(id))) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// [`remove_blocking`] off the async workers.
