@@ -73,6 +73,12 @@ impl Env {
         Ok(Self { dir: dir.to_owned(), daemon: None })
     }
 
+    /// Replaces the daemon's configuration (`daemon.json`, e.g. `{"userland-proxy": false}`);
+    /// it applies from the daemon's next start.
+    pub fn configure(&self, daemon_json: &str) -> Result<()> {
+        fs::write(self.dir.join("daemon.json"), daemon_json).map_err(Error::io("writing daemon.json"))
+    }
+
     /// The environment's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -171,6 +177,16 @@ fn clean_dir(dir: &Path) -> Vec<String> {
     }
     left.extend(workdir::remove(dir));
     left
+}
+
+/// Removes the environment at `dir` (one a killed process left, or one whose daemon is
+/// stopped): its processes, mounts and directory. Returns complaints; nothing there is fine.
+pub fn remove_at(dir: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return vec![];
+    }
+    daemon::kill_with_children(&daemon::processes_of(dir));
+    clean_dir(dir)
 }
 
 /// Removes the environments `TMP/PREFIX-PID-...` of killed processes: their daemons and

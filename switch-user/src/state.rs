@@ -312,6 +312,13 @@ fn on() -> bool {
 }
 
 impl PortState {
+    /// The workload behind the port as every listing shows it (`switch ports`, `forward
+    /// list`, `stats`, `monitor`, `capture`): a container's name, a pod's `namespace/name`;
+    /// `None` when no runtime named one.
+    pub fn workload_name(&self) -> Option<String> {
+        self.workload.as_ref().map(ToString::to_string)
+    }
+
     /// The port as the datapath's port array has it: flags (kind and port security) and what
     /// it is bound to. A binding needs the MAC, so a port whose MAC is not known yet is bound
     /// to nothing.

@@ -9,7 +9,7 @@
 //! records and the host's switch gone, Docker's networks kept), and 20 containers at once.
 //!
 //! Traffic goes only to the containers, their gateways and the outside namespaces the tests
-//! make (10.179.N.0/24); the networks are 10.170.N.0/24.
+//! make (10.192.N.0/24); the networks are 10.191.N.0/24.
 use std::collections::BTreeSet;
 
 use switch_tests::{
@@ -27,12 +27,12 @@ fn eventually(f: impl FnMut() -> bool) -> bool {
 /// A container that only idles.
 const IDLE: &str = "sleep 3600";
 
-/// An outside namespace for test `n` (`dkoN`, uplink `dkuN` at 10.179.N.1).
+/// An outside namespace for test `n` (`dknoN`, uplink `dknuN` at 10.192.N.1).
 fn outside(n: u8) -> Outside {
     Outside::at(
-        format!("dko{}{n}", std::process::id() % 10_000),
-        format!("dku{}{n}", std::process::id() % 10_000),
-        &format!("10.179.{n}"),
+        format!("dkno{}{n}", std::process::id() % 10_000),
+        format!("dknu{}{n}", std::process::id() % 10_000),
+        &format!("10.192.{n}"),
     )
 }
 
@@ -112,14 +112,14 @@ fn networks_with_options_and_refusals() {
         ("mtu=20", "mtu=20: a number from 68 to 65535"),
         ("masquerade=maybe", "masquerade=maybe: true or false"),
     ] {
-        let r = d.docker(&["network", "create", "-d", &d.driver, "--subnet", "10.170.1.0/24", "-o", opt, "dkbad"]);
+        let r = d.docker(&["network", "create", "-d", &d.driver, "--subnet", "10.191.1.0/24", "-o", opt, "dkbad"]);
         assert_ne!(r.code, 0, "-o {opt} was taken");
         assert!(r.stderr.contains(says), "-o {opt}: Docker said {:?}", r.stderr);
         assert_eq!(r.stderr.trim().lines().count(), 1, "{:?}", r.stderr);
     }
     assert_eq!(driver_switches(), before, "a refused network left a switch");
     let up = &format!("uplink={}", out.uplink);
-    let id = d.network("dkn1", "10.170.1.0/24", &[up, "mtu=1400", "datapath=tc"]);
+    let id = d.network("dkn1", "10.191.1.0/24", &[up, "mtu=1400", "datapath=tc"]);
     let sw = switch_of(&id);
     let listed = json(&["list"]);
     let s = listed
@@ -132,7 +132,7 @@ fn networks_with_options_and_refusals() {
     let ports = json(&["ports", "--switch", &sw]);
     let kinds: BTreeSet<String> =
         ports.as_array().unwrap().iter().map(|p| format!("{} {}", p["kind"], p["ip"])).collect();
-    assert!(kinds.contains("\"gateway\" \"10.170.1.1/24\""), "{ports}");
+    assert!(kinds.contains("\"gateway\" \"10.191.1.1/24\""), "{ports}");
     assert!(
         ports.as_array().unwrap().iter().any(|p| p["kind"] == "uplink" && p["owner"] == out.uplink.as_str()),
         "{ports}"
@@ -142,9 +142,9 @@ fn networks_with_options_and_refusals() {
     let mtu = d.exec("dka", "cat /sys/class/net/eth0/mtu");
     assert_eq!(mtu.stdout.trim(), "1400", "{mtu:?}");
     let route = d.exec("dka", "ip route");
-    assert!(route.stdout.contains("default via 10.170.1.1 dev eth0"), "{route:?}");
+    assert!(route.stdout.contains("default via 10.191.1.1 dev eth0"), "{route:?}");
     // A second network on the same uplink, with port security off.
-    let id2 = d.network("dkn2", "10.170.2.0/24", &[up, "port-security=false"]);
+    let id2 = d.network("dkn2", "10.191.2.0/24", &[up, "port-security=false"]);
     d.run("dkb", "dkn2", &[], IDLE);
     let p = docker_ports(&id2);
     assert_eq!(p.len(), 1, "{p:?}");
@@ -158,7 +158,7 @@ fn networks_with_options_and_refusals() {
 fn containers_reach_each_other_the_gateway_and_the_outside() {
     let mut d = Docker::new();
     let out = outside(2);
-    let id = d.network("dkn", "10.170.3.0/24", &[&format!("uplink={}", out.uplink)]);
+    let id = d.network("dkn", "10.191.3.0/24", &[&format!("uplink={}", out.uplink)]);
     d.serve("dka", "dkn", &[]);
     d.run("dkb", "dkn", &[], IDLE);
     let (a, b) = (d.address("dka", "dkn"), d.address("dkb", "dkn"));
@@ -176,14 +176,14 @@ fn containers_reach_each_other_the_gateway_and_the_outside() {
     }
     assert!(ping(&d, "dkb", &a), "dkb cannot reach dka by address");
     assert!(ping(&d, "dkb", "dka"), "dkb cannot reach dka by name (Docker's DNS)");
-    assert!(ping(&d, "dka", "10.170.3.1"), "dka cannot reach its gateway");
+    assert!(ping(&d, "dka", "10.191.3.1"), "dka cannot reach its gateway");
     let page = d.exec("dkb", &http_get_cmd("dka", 80, "/"));
     assert_eq!(page.stdout.trim(), "dka", "{page:?}");
     // The outside: ping, and TCP arriving from the uplink's address (masqueraded).
-    assert!(ping(&d, "dka", "10.179.2.2"), "dka cannot reach the outside");
+    assert!(ping(&d, "dka", "10.192.2.2"), "dka cannot reach the outside");
     let mut peer = out.spawn_python(switch_tests::outside::PEER_SERVER, &["9000"]);
-    let got = d.exec("dkb", "nc -w 3 10.179.2.2 9000");
-    assert!(got.stdout.starts_with("peer 10.179.2.1:"), "not masqueraded: {got:?}");
+    let got = d.exec("dkb", "nc -w 3 10.192.2.2 9000");
+    assert!(got.stdout.starts_with("peer 10.192.2.1:"), "not masqueraded: {got:?}");
     let _ = peer.wait();
     // docker rm leaves nothing of the containers, network rm nothing of the network.
     let eps = [d.endpoint("dka", "dkn"), d.endpoint("dkb", "dkn")];
@@ -198,7 +198,7 @@ fn containers_reach_each_other_the_gateway_and_the_outside() {
 fn published_ports_from_outside_the_host_and_another_container() {
     let mut d = Docker::new();
     let out = outside(3);
-    let id = d.network("dkn", "10.170.4.0/24", &[&format!("uplink={}", out.uplink)]);
+    let id = d.network("dkn", "10.191.4.0/24", &[&format!("uplink={}", out.uplink)]);
     d.serve("dkweb", "dkn", &["-p", "17380:80"]);
     d.serve("dkany", "dkn", &["-p", "80"]);
     d.run("dkcli", "dkn", &[], IDLE);
@@ -211,16 +211,16 @@ fn published_ports_from_outside_the_host_and_another_container() {
             .unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_owned()
     };
-    assert_eq!(curl("http://10.179.3.1:17380/"), "dkweb", "{}", d.plugin_log());
-    let peer = curl("http://10.179.3.1:17380/cgi-bin/peer");
+    assert_eq!(curl("http://10.192.3.1:17380/"), "dkweb", "{}", d.plugin_log());
+    let peer = curl("http://10.192.3.1:17380/cgi-bin/peer");
     // httpd listens on IPv6 too: an IPv4 client is `[::ffff:A.B.C.D]`.
-    let kept = peer == "peer 10.179.3.2" || peer == "peer [::ffff:10.179.3.2]";
+    let kept = peer == "peer 10.192.3.2" || peer == "peer [::ffff:10.192.3.2]";
     assert!(kept, "the client's address was not kept: {peer:?}");
     // From the host.
     let host = std::process::Command::new("curl").args(["-s", "-m", "5", "http://127.0.0.1:17380/"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), "dkweb");
     // From another container of the network, to the uplink's address (hairpin).
-    let hairpin = d.exec("dkcli", &http_get_cmd("10.179.3.1", 17380, "/"));
+    let hairpin = d.exec("dkcli", &http_get_cmd("10.192.3.1", 17380, "/"));
     assert_eq!(hairpin.stdout.trim(), "dkweb", "{hairpin:?}");
     // `-p 80`: a free host port from Docker's range, listed by the switch.
     let forwards = json(&["forward", "list", "--switch", &switch_of(&id)]);
@@ -233,7 +233,7 @@ fn published_ports_from_outside_the_host_and_another_container() {
         .and_then(|f| f["host_ports"].as_str()?.parse().ok())
         .unwrap_or_else(|| panic!("no forward for -p 80: {forwards}"));
     assert!((49153..=60999).contains(&any), "-p 80 got host port {any}");
-    assert_eq!(curl(&format!("http://10.179.3.1:{any}/")), "dkany");
+    assert_eq!(curl(&format!("http://10.192.3.1:{any}/")), "dkany");
     // docker rm takes the forwards along.
     d.ok(&["rm", "-f", "dkweb", "dkany", "dkcli"]);
     let forwards = json(&["forward", "list", "--switch", &switch_of(&id)]);
@@ -241,10 +241,137 @@ fn published_ports_from_outside_the_host_and_another_container() {
     network_removed(&d, "dkn", &id);
 }
 
+/// A `switch monitor` of switch `sw` (`--json` or text, drops only), its output in a file
+/// read back; stopped on drop.
+struct Monitor {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Monitor {
+    fn start(d: &Docker, sw: &str, json: bool) -> Self {
+        let out = d.dir().join(format!("monitor-{json}.out"));
+        let mut cmd = std::process::Command::new(switch_tests::switch_bin());
+        cmd.args(if json { &["--json"][..] } else { &[][..] });
+        cmd.args(["monitor", "--switch", sw, "--type", "drop"]);
+        let child = cmd.stdout(std::fs::File::create(&out).unwrap()).stderr(std::process::Stdio::null()).spawn();
+        Self { child: child.unwrap(), out }
+    }
+
+    /// The first line matching `f` within 60 s.
+    fn line(&self, f: impl Fn(&str) -> bool) -> Option<String> {
+        let mut found = None;
+        eventually(|| {
+            found = std::fs::read_to_string(&self.out).unwrap_or_default().lines().find(|l| f(l)).map(str::to_owned);
+            found.is_some()
+        });
+        found
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        switch_tests::interrupt_and_reap(&mut self.child);
+    }
+}
+
+/// The row of `rows` (a JSON array) whose `field` is `value`.
+fn row_with(rows: &Value, field: &str, value: &str) -> Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[field] == value)
+        .cloned()
+        .unwrap_or_else(|| panic!("{field} {value}: {rows}"))
+}
+
+/// The text line of `switch ARGS` that mentions `what`.
+fn line_with(args: &[&str], what: &str) -> String {
+    let out = switch_tests::ok(args);
+    out.lines().find(|l| l.contains(what)).map(str::to_owned).unwrap_or_else(|| panic!("{args:?}: no {what}:\n{out}"))
+}
+
+/// Docker's containers by name, as `switch ports` has them (the port's workload), in `forward
+/// list` (the forward of a `-p` to it), `stats` (its port's row) and `monitor` (an event of its
+/// port), in text and in `--json`.
+#[test]
+fn containers_are_named_in_ports_forwards_stats_and_monitor() {
+    let mut d = Docker::new();
+    let out = outside(9);
+    let id = d.network("dkn", "10.191.20.0/24", &[&format!("uplink={}", out.uplink)]);
+    let sw = switch_of(&id);
+    d.serve("dkweb", "dkn", &["-p", "17980:80"]);
+    d.run("dkspoof", "dkn", &["--cap-add", "NET_ADMIN"], IDLE);
+    let (web, spoof) = (d.endpoint("dkweb", "dkn"), d.endpoint("dkspoof", "dkn"));
+    for (name, ep) in [("dkweb", &web), ("dkspoof", &spoof)] {
+        let named = eventually(|| port_of(&id, ep).is_some_and(|p| p["workload"] == name));
+        assert!(named, "{name}'s port is not labelled: {:?}\n{}", port_of(&id, ep), d.plugin_log());
+    }
+    let port = port_of(&id, &web).unwrap();
+    let (owner, iface) = (port["owner"].as_str().unwrap(), port["interface"].as_str().unwrap());
+    let text = line_with(&["ports", "--switch", &sw], iface);
+    assert!(text.split_whitespace().any(|w| w == "dkweb"), "{text}");
+    // forward list: the -p forward goes to dkweb.
+    let forwards = json(&["forward", "list", "--switch", &sw]);
+    let f = row_with(&forwards, "host_ports", "17980");
+    assert_eq!((f["namespace"].as_str(), f["workload"].as_str()), (Some(owner), Some("dkweb")), "{f}");
+    let text = line_with(&["forward", "list", "--switch", &sw], "17980");
+    assert!(text.split_whitespace().any(|w| w == "dkweb"), "{text}");
+    // stats: each container's port row.
+    let stats = json(&["stats", "--switch", &sw]);
+    assert_eq!(row_with(&stats["ports"], "interface", iface)["workload"], "dkweb", "{stats}");
+    let text = line_with(&["stats", "--switch", &sw], iface);
+    assert!(text.split_whitespace().any(|w| w == "dkweb"), "{text}");
+    // monitor: dkspoof sends from an address not its own; the drop names it.
+    let (as_json, as_text) = (Monitor::start(&d, &sw, true), Monitor::start(&d, &sw, false));
+    let on = || switch_tests::config_flag(&sw, switch_common::CFG_F_EVENTS);
+    assert!(eventually(on), "the monitors did not turn events on");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.ok(&["exec", "dkspoof", "ip", "addr", "add", "10.191.20.99/24", "dev", "eth0"]);
+    d.exec("dkspoof", "ping -c 1 -W 1 -I 10.191.20.99 10.191.20.1");
+    let event = as_json.line(|l| l.contains("spoofed")).unwrap_or_else(|| panic!("no drop event"));
+    let event: Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(event["workload"], "dkspoof", "{event}");
+    let text = as_text.line(|l| l.contains("spoofed")).unwrap_or_else(|| panic!("no drop line"));
+    assert!(text.contains("(dkspoof)"), "{text}");
+    drop((as_json, as_text));
+    d.ok(&["rm", "-f", "dkweb", "dkspoof"]);
+    network_removed(&d, "dkn", &id);
+}
+
+/// A container that takes over the address of a removed one is reached from the host at
+/// once: it gets the same MAC (derived from the address, as Docker's bridge does), so the
+/// host's neighbour entry for the address stays right (with another MAC it went to the old
+/// one for seconds).
+#[test]
+fn a_reused_address_is_reached_at_once() {
+    let mut d = Docker::new();
+    let id = d.network("dkn", "10.191.21.0/24", &[]);
+    let ip = "10.191.21.50";
+    let reach = || {
+        let mut ping = std::process::Command::new("ping");
+        ping.args(["-n", "-q", "-c", "1", "-i", "0.2", "-w", "3", ip])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mac = |name: &str| d.ok(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"dkn\").MacAddress}}", name]);
+    d.run("dka", "dkn", &["--ip", ip], IDLE);
+    assert!(eventually(reach), "dka at {ip} is not reached from the host");
+    let first = mac("dka");
+    d.ok(&["rm", "-f", "dka"]);
+    d.run("dkb", "dkn", &["--ip", ip], IDLE);
+    let neighbours = switch_tests::host("ip", &["neigh", "show", ip]);
+    assert!(reach(), "dkb at the reused address {ip} is not reached at once (host's entry: {neighbours})");
+    assert_eq!(mac("dkb"), first, "the reused address got another MAC");
+    d.ok(&["rm", "-f", "dkb"]);
+    network_removed(&d, "dkn", &id);
+}
+
 #[test]
 fn the_plugin_restarts_with_containers_running() {
     let mut d = Docker::new();
-    let id = d.network("dkn", "10.170.5.0/24", &[]);
+    let id = d.network("dkn", "10.191.5.0/24", &[]);
     d.run("dka", "dkn", &[], IDLE);
     d.run("dkb", "dkn", &[], IDLE);
     d.stop_plugin();
@@ -271,7 +398,7 @@ fn the_plugin_restarts_with_containers_running() {
 fn docker_restarts_with_containers_running() {
     let mut d = Docker::new();
     let out = outside(6);
-    let id = d.network("dkn", "10.170.6.0/24", &[&format!("uplink={}", out.uplink)]);
+    let id = d.network("dkn", "10.191.6.0/24", &[&format!("uplink={}", out.uplink)]);
     d.serve("dkweb", "dkn", &["--restart", "always", "-p", "17680:80"]);
     d.run("dkcli", "dkn", &["--restart", "always"], IDLE);
     let old = d.endpoint("dkweb", "dkn");
@@ -284,7 +411,7 @@ fn docker_restarts_with_containers_running() {
     assert_eq!(docker_ports(&id).len(), 2, "{:?}", docker_ports(&id));
     let served = eventually(|| d.exec("dkcli", &http_get_cmd("dkweb", 80, "/")).stdout.trim() == "dkweb");
     assert!(served, "dkcli does not reach dkweb by name after the restart");
-    let page = d.exec("dkcli", &http_get_cmd("10.179.6.1", 17680, "/"));
+    let page = d.exec("dkcli", &http_get_cmd("10.192.6.1", 17680, "/"));
     assert_eq!(page.stdout.trim(), "dkweb", "the published port is gone: {page:?}");
     d.ok(&["rm", "-f", "dkweb", "dkcli"]);
     network_removed(&d, "dkn", &id);
@@ -294,7 +421,7 @@ fn docker_restarts_with_containers_running() {
 fn a_reboot_makes_the_switch_again_from_the_kept_options() {
     let mut d = Docker::new();
     let out = outside(7);
-    let id = d.network("dkn", "10.170.7.0/24", &[&format!("uplink={}", out.uplink), "mtu=1450"]);
+    let id = d.network("dkn", "10.191.7.0/24", &[&format!("uplink={}", out.uplink), "mtu=1450"]);
     d.run("dka", "dkn", &["--restart", "always"], IDLE);
     // What a reboot empties: the host's switch, ports and rules, the driver's /run records.
     d.stop_plugin();
@@ -315,7 +442,7 @@ fn a_reboot_makes_the_switch_again_from_the_kept_options() {
     assert!(up, "dka did not come back: {}\n{}", d.ok(&["ps", "-a"]), d.plugin_log());
     assert_eq!(docker_ports(&id).len(), 1, "{:?}", docker_ports(&id));
     assert_eq!(d.exec("dka", "cat /sys/class/net/eth0/mtu").stdout.trim(), "1450");
-    assert!(ping(&d, "dka", "10.179.7.2"), "dka cannot reach the outside after the reboot");
+    assert!(ping(&d, "dka", "10.192.7.2"), "dka cannot reach the outside after the reboot");
     d.ok(&["rm", "-f", "dka"]);
     network_removed(&d, "dkn", &id);
 }
@@ -323,7 +450,7 @@ fn a_reboot_makes_the_switch_again_from_the_kept_options() {
 #[test]
 fn twenty_containers_at_once() {
     let mut d = Docker::new();
-    let id = d.network("dkn", "10.170.8.0/24", &[]);
+    let id = d.network("dkn", "10.191.8.0/24", &[]);
     let names: Vec<String> = (0..20).map(|i| format!("dk{i:02}")).collect();
     std::thread::scope(|s| {
         for n in &names {
@@ -403,7 +530,7 @@ fn the_protocol_join_is_idempotent_and_errors_are_one_line() {
     let (net, ep) = (format!("{:064x}", 0xdc0ffee_u64 + u64::from(std::process::id())), format!("{:064x}", 0xe9_u64));
     let sw = switch_of(&net);
     // A namespace for the "sandbox" (Docker makes it after Join; here it exists already).
-    let sandbox = format!("dkp{}", std::process::id() % 10_000);
+    let sandbox = format!("dknp{}", std::process::id() % 10_000);
     switch_tests::host("ip", &["netns", "add", &sandbox]);
     let cleanup = Cleanup { netns: sandbox.clone(), switch: sw.clone(), net: net.clone() };
 
@@ -413,14 +540,14 @@ fn the_protocol_join_is_idempotent_and_errors_are_one_line() {
     assert!(err["Err"].as_str().is_some_and(|e| e.contains("not a call") && !e.contains('\n')), "{err}");
     let err = call(&socket, "NetworkDriver.CreateNetwork", "{not json");
     assert!(err["Err"].as_str().is_some_and(|e| e.contains("not JSON")), "{err}");
-    let unknown = serde_json::json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.170.9.2/24"}});
+    let unknown = serde_json::json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": "10.191.9.2/24"}});
     let err = call(&socket, "NetworkDriver.CreateEndpoint", &unknown.to_string());
     assert!(err["Err"].as_str().is_some_and(|e| e.contains("not known to the switch driver")), "{err}");
 
     let create = serde_json::json!({
         "NetworkID": net,
         "Options": {"com.docker.network.generic": {"mtu": "1400"}},
-        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.170.9.0/24", "Gateway": "10.170.9.1/24"}],
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.191.9.0/24", "Gateway": "10.191.9.1/24"}],
         "IPv6Data": [],
     });
     assert_eq!(call(&socket, "NetworkDriver.CreateNetwork", &create.to_string()), serde_json::json!({}));
@@ -431,7 +558,7 @@ fn the_protocol_join_is_idempotent_and_errors_are_one_line() {
     let first = call(&socket, "NetworkDriver.Join", &join.to_string());
     let src = first["InterfaceName"]["SrcName"].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();
     assert_eq!(first["InterfaceName"]["DstPrefix"], "eth");
-    assert_eq!(first["Gateway"], "10.170.9.1");
+    assert_eq!(first["Gateway"], "10.191.9.1");
     let ports = || {
         json(&["ports", "--switch", &sw])
             .as_array()
@@ -444,7 +571,7 @@ fn the_protocol_join_is_idempotent_and_errors_are_one_line() {
     let before = ports();
     assert_eq!(before.len(), 1, "{before:?}");
     assert_eq!(before[0]["mac"], mac.as_str());
-    assert_eq!(before[0]["ip"], "10.170.9.2/24");
+    assert_eq!(before[0]["ip"], "10.191.9.2/24");
     assert_eq!(switch_tests::host("cat", &[&format!("/sys/class/net/{src}/mtu")]).trim(), "1400");
     // Again: the same answer, the same port.
     assert_eq!(call(&socket, "NetworkDriver.Join", &join.to_string()), first);
@@ -499,12 +626,12 @@ fn every_datapath_switches_containers() {
     let mut d = Docker::new();
     for (i, datapath) in ["tc", "xdp", "userspace", "bridge"].into_iter().enumerate() {
         let net = format!("dk{datapath}");
-        let id = d.network(&net, &format!("10.170.{}.0/24", 10 + i), &[&format!("datapath={datapath}")]);
+        let id = d.network(&net, &format!("10.191.{}.0/24", 10 + i), &[&format!("datapath={datapath}")]);
         let (a, b) = (format!("{net}a"), format!("{net}b"));
         d.run(&a, &net, &[], IDLE);
         d.run(&b, &net, &[], IDLE);
         assert!(ping(&d, &a, &b), "{datapath}: {a} cannot reach {b} by name");
-        assert!(ping(&d, &b, &format!("10.170.{}.1", 10 + i)), "{datapath}: {b} cannot reach the gateway");
+        assert!(ping(&d, &b, &format!("10.191.{}.1", 10 + i)), "{datapath}: {b} cannot reach the gateway");
         d.ok(&["rm", "-f", &a, &b]);
         assert!(docker_ports(&id).is_empty(), "{datapath}: {:?}", docker_ports(&id));
         network_removed(&d, &net, &id);

@@ -6,10 +6,11 @@
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
 //! [`bringup`], [`footprint`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`],
-//! [`ipv6`]); [`COMPARISONS`] lists them in the order a run measures and reports them.
+//! [`docker`], [`ipv6`]); [`COMPARISONS`] lists them in the order a run measures and reports them.
 pub mod bringup;
 pub mod cni;
 pub mod cri;
+pub mod docker;
 pub mod footprint;
 pub mod forward;
 pub mod ipv6;
@@ -109,7 +110,7 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 10] = [
+pub const COMPARISONS: [&dyn Comparison; 11] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
@@ -119,6 +120,7 @@ pub const COMPARISONS: [&dyn Comparison; 10] = [
     &overlay::Overlays,
     &services::Services,
     &cri::Cri,
+    &docker::Containers,
     &ipv6::Ipv6,
 ];
 
@@ -293,6 +295,7 @@ mod tests {
                 "switch-vxlan",
                 "tc-no-rules",
                 "cri-switch-cni",
+                "docker-switch",
                 "veth6"
             ]
         );
@@ -323,12 +326,18 @@ mod tests {
         for name in ["cri", "cri-switch-cni", "cri-bridge"] {
             assert_eq!(runs(&only(&[name])), ["cri-switch-cni"], "{name}");
         }
+        for name in ["docker", "docker-switch", "docker-bridge", "docker-bridge-no-proxy"] {
+            assert_eq!(runs(&only(&[name])), ["docker-switch"], "{name}");
+        }
+        let docker = only(&["docker"]);
+        assert_eq!(docker::Containers.steps(&docker), 3 * 3 * 3 + 2);
 
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
             unknown.ends_with(
-                "cri-switch-cni, cri-bridge, veth6, bridge6, tc6, ipv6, cri, services, podman, footprint, bringup"
+                "docker-switch, docker-bridge, docker-bridge-no-proxy, veth6, bridge6, tc6, ipv6, docker, cri, services, \
+                 podman, footprint, bringup"
             ),
             "{unknown}"
         );

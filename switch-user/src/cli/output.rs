@@ -8,7 +8,7 @@ use switch::{
         capture::{Captured, verdict_text},
         fdb::FdbRow,
         forward::ForwardRow,
-        monitor::{EventKind, Frame, MonitorEvent},
+        monitor::{EventKind, Frame, MonitorEvent, port_text},
         ns::NsInfo,
         port::PortRow as AnyPortRow,
         stats::{PortRow as StatsRow, StatsReport},
@@ -157,6 +157,7 @@ pub fn stats(r: &StatsReport) -> String {
         &[
             "NAMESPACE",
             "PORT",
+            "WORKLOAD",
             "RX PKTS",
             "RX BYTES",
             "TX PKTS",
@@ -174,6 +175,7 @@ pub fn stats(r: &StatsReport) -> String {
                 vec![
                     r.namespace.clone(),
                     r.interface.clone(),
+                    dash(&r.workload),
                     r.rx_packets.to_string(),
                     human(r.rx_bytes),
                     r.tx_packets.to_string(),
@@ -203,6 +205,11 @@ pub fn stats(r: &StatsReport) -> String {
 /// A port's port-security drops, all reasons together (the SPOOFED column; `--json` has each).
 fn spoofed(r: &StatsRow) -> Option<u64> {
     Some(r.spoofed_mac? + r.spoofed_ip? + r.spoofed_arp? + r.tagged? + r.spoofed_nd? + r.router_guard?)
+}
+
+/// A text that may be missing (a port's workload): "-" when it is.
+fn dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -240,7 +247,7 @@ fn both_families(v4: Option<&str>, v6: Option<&str>) -> String {
 /// The `switch forward list` table.
 pub fn forwards(rows: &[ForwardRow]) -> String {
     table(
-        &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
+        &["SWITCH", "PROTO", "HOST PORTS", "NAMESPACE", "WORKLOAD", "TO", "PACKETS", "BYTES", "CONNECTIONS", "ACTIVE"],
         &rows
             .iter()
             .map(|r| {
@@ -249,6 +256,7 @@ pub fn forwards(rows: &[ForwardRow]) -> String {
                     r.proto.to_string(),
                     r.host_ports.clone(),
                     r.namespace.clone(),
+                    dash(&r.workload),
                     r.to.clone(),
                     r.packets.to_string(),
                     human(r.bytes),
@@ -296,7 +304,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
                     both_families(r.ip.as_deref(), r.ip6.as_deref()),
                     r.mac.clone().unwrap_or_else(|| "-".into()),
                     r.security.into(),
-                    r.workload.clone().unwrap_or_else(|| "-".into()),
+                    dash(&r.workload),
                     if r.ready { "ready" } else { "incomplete" }.into(),
                 ]
             })
@@ -308,7 +316,7 @@ pub fn ports(rows: &[AnyPortRow]) -> String {
 pub fn monitor_line(e: &MonitorEvent) -> String {
     // The clock part of the RFC 3339 time: the date is the same all day.
     let time = e.time.get(11..23).unwrap_or(&e.time);
-    let port = format!("{}/{}", e.namespace.as_deref().unwrap_or("?"), e.interface);
+    let port = port_text(e.namespace.as_deref().unwrap_or("?"), &e.interface, e.workload.as_deref());
     let kind = match e.kind {
         EventKind::Drop => "drop",
         EventKind::Learn => "learn",
@@ -319,7 +327,7 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
     };
     let mut what = e.reason.unwrap_or("").to_owned();
     if let Some(from) = &e.from {
-        what = format!("from {}/{}", from.namespace, from.interface);
+        what = format!("from {from}");
     }
     if let Some(station) = &e.station {
         what = format!("station {station}");
@@ -341,7 +349,7 @@ pub fn monitor_line(e: &MonitorEvent) -> String {
 /// One captured frame: `12:00:01.250  red/sred-1a2b  forward to blue/sblue-3c4d  02:..:01 > ...`.
 pub fn capture_line(c: &Captured) -> String {
     let time = c.time.get(11..23).unwrap_or(&c.time);
-    let port = format!("{}/{}", c.port.namespace, c.port.interface);
+    let port = c.port.to_string();
     let verdict = verdict_text(c);
     let mut line = format!("{time}  {port:<24} {verdict:<32} {}", frame_summary(&c.frame));
     if c.lost > 0 {

@@ -299,12 +299,7 @@ fn decode(item: &[u8]) -> Option<(Header, &[u8])> {
 
 /// A record named with `ports`.
 fn resolve(h: &Header, data: &[u8], lost: u64, ports: &Ports) -> Captured {
-    let port_ref = |ifindex: u32| {
-        ports
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| PortRef { namespace: "?".into(), interface: format!("if{ifindex}") })
-    };
+    let port_ref = |ifindex: u32| ports.get(&ifindex).cloned().unwrap_or_else(|| PortRef::unknown(ifindex));
     let verdict = match h.verdict {
         VERDICT_FORWARD => Verdict::Forward,
         VERDICT_FLOOD => Verdict::Flood,
@@ -356,7 +351,7 @@ fn summarize(data: &[u8], len: u32) -> FrameSummary {
 /// What the capture file says about a frame's verdict, in its comment.
 pub fn verdict_text(c: &Captured) -> String {
     match (c.verdict, &c.to, c.reason) {
-        (Verdict::Forward, Some(to), _) => format!("forward to {}/{}", to.namespace, to.interface),
+        (Verdict::Forward, Some(to), _) => format!("forward to {to}"),
         (Verdict::Drop, _, Some(reason)) => format!("drop: {reason}"),
         (Verdict::Flood, ..) => "flood".to_owned(),
         (Verdict::Forward, None, _) => "forward".to_owned(),
@@ -473,8 +468,8 @@ mod tests {
     #[test]
     fn records_decode_and_name_their_ports_and_verdicts() {
         let ports: Ports = [
-            (7, PortRef { namespace: "red".into(), interface: "sred".into() }),
-            (9, PortRef { namespace: "blue".into(), interface: "sblue".into() }),
+            (7, PortRef { namespace: "red".into(), interface: "sred".into(), workload: None }),
+            (9, PortRef { namespace: "blue".into(), interface: "sblue".into(), workload: None }),
         ]
         .into();
         let data = udp_frame();
@@ -525,7 +520,7 @@ mod tests {
 
     #[test]
     fn the_file_has_one_interface_per_port_and_a_comment_per_frame() {
-        let ports: Ports = [(7, PortRef { namespace: "red".into(), interface: "sred".into() })].into();
+        let ports: Ports = [(7, PortRef { namespace: "red".into(), interface: "sred".into(), workload: None })].into();
         let data = udp_frame();
         let h = Header { ifindex: 7, len: 46, caplen: data.len() as u32, verdict: VERDICT_FLOOD, ..Header::default() };
         let mut file = PcapngFile::new(Vec::new(), "sw0", 9216).unwrap();

@@ -371,6 +371,9 @@ pub struct ForwardRow {
     pub host_ports: String,
     /// Target namespace.
     pub namespace: String,
+    /// The pod or container a runtime runs behind the target's port (`namespace/name` for a
+    /// pod), as `switch ports` shows it.
+    pub workload: Option<String>,
     /// Target address and ports.
     pub to: String,
     /// Packets translated.
@@ -409,7 +412,8 @@ pub(crate) async fn read(state: &State, switch: Option<&str>) -> Result<Vec<Forw
     Ok(listed
         .into_iter()
         .map(|f| {
-            let ip = state.ns_port(&f.ns).and_then(|p| p.ip).map(|c| c.addr.to_string()).unwrap_or_default();
+            let port = state.ns_port(&f.ns);
+            let ip = port.and_then(|p| p.ip).map(|c| c.addr.to_string()).unwrap_or_default();
             let c = &counters[f.switch.as_str()];
             let stats = c.per_rule.get(&f.rule).copied().unwrap_or_default();
             let to = PortRange { first: f.ns_first, last: f.ns_first + (f.host_last - f.host_first) };
@@ -418,6 +422,7 @@ pub(crate) async fn read(state: &State, switch: Option<&str>) -> Result<Vec<Forw
                 proto: f.proto,
                 host_ports: PortRange { first: f.host_first, last: f.host_last }.to_string(),
                 namespace: f.ns.clone(),
+                workload: port.and_then(PortState::workload_name),
                 to: format!("{ip}:{to}"),
                 packets: stats.packets,
                 bytes: stats.bytes,

@@ -367,6 +367,7 @@ mod tests {
         PortRow {
             namespace: ns.into(),
             interface: format!("s{ns}-1"),
+            workload: None,
             rx_packets: 10,
             rx_bytes: 1000,
             tx_packets: 9,
@@ -415,6 +416,7 @@ mod tests {
                 proto: Proto::Tcp,
                 host_ports: "8080".into(),
                 namespace: "red".into(),
+                workload: None,
                 to: "10.0.0.1:80".into(),
                 packets: 12,
                 bytes: 3456,

@@ -31,7 +31,7 @@ use crate::{
     datapath::{Datapath, DatapathEvents, TablesNow},
     error::{Error, Result},
     names::{Mac, validate_name},
-    state::{State, Store},
+    state::{PortState, State, Store},
     sys::{blocking, clock::now_ns, host},
 };
 
@@ -84,6 +84,42 @@ pub struct PortRef {
     pub namespace: String,
     /// The port's host-side interface.
     pub interface: String,
+    /// The pod or container a runtime runs behind it (`namespace/name` for a pod), as `switch
+    /// ports` shows it.
+    pub workload: Option<String>,
+}
+
+/// A port as event lines show it: `namespace/interface`, and the workload behind it in
+/// parentheses when a runtime named one (`dk-4d7b09175a6e/sdk4d7b0-4eb036 (web)`).
+pub fn port_text(namespace: &str, interface: &str, workload: Option<&str>) -> String {
+    match workload {
+        Some(w) => format!("{namespace}/{interface} ({w})"),
+        None => format!("{namespace}/{interface}"),
+    }
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&port_text(&self.namespace, &self.interface, self.workload.as_deref()))
+    }
+}
+
+impl PortRef {
+    /// How events name port `p`.
+    pub(crate) fn of(p: &PortState) -> Self {
+        Self { namespace: p.owner.clone(), interface: p.host_if.clone(), workload: p.workload_name() }
+    }
+
+    /// A port the switch does not know (any more): only its interface index.
+    pub(crate) fn unknown(ifindex: u32) -> Self {
+        Self { namespace: "?".into(), interface: format!("if{ifindex}"), workload: None }
+    }
+
+    /// Whether `self` and `other` are the same port (the workload is a label that may come
+    /// after the port: labelling a port neither adds nor removes it).
+    fn same_port(&self, other: &Self) -> bool {
+        (&self.namespace, &self.interface) == (&other.namespace, &other.interface)
+    }
 }
 
 /// One event as shown to users.
@@ -103,6 +139,9 @@ pub struct MonitorEvent {
     pub namespace: Option<String>,
     /// The port's host-side interface (`if<N>` if the switch no longer knows it).
     pub interface: String,
+    /// The pod or container a runtime runs behind the port (`namespace/name` for a pod), as
+    /// `switch ports` shows it.
+    pub workload: Option<String>,
     /// Moves: the port the station left.
     pub from: Option<PortRef>,
     /// Age: the station (MAC) forgotten.
@@ -216,11 +255,7 @@ pub(crate) fn wall_time(mono_ns: u64) -> SystemTime {
 pub(crate) type Ports = BTreeMap<u32, PortRef>;
 
 pub(crate) fn ports_of(state: &State, switch: &str) -> Ports {
-    state
-        .ports(switch)
-        .filter(|p| p.ready && p.host_ifindex != 0)
-        .map(|p| (p.host_ifindex, PortRef { namespace: p.owner.clone(), interface: p.host_if.clone() }))
-        .collect()
+    state.ports(switch).filter(|p| p.ready && p.host_ifindex != 0).map(|p| (p.host_ifindex, PortRef::of(p))).collect()
 }
 
 /// Ports of `switch` being made (recorded, not ready yet) whose interface exists already, by
@@ -232,7 +267,7 @@ fn being_made(state: &State, switch: &str) -> Ports {
         .filter(|p| !p.ready && p.kind.is_switched())
         .filter_map(|p| {
             let index = nix::net::if_::if_nametoindex(p.host_if.as_str()).ok()?;
-            Some((index, PortRef { namespace: p.owner.clone(), interface: p.host_if.clone() }))
+            Some((index, PortRef::of(p)))
         })
         .collect()
 }
@@ -300,13 +335,10 @@ fn resolve(e: &Event, ports: &Ports) -> Option<MonitorEvent> {
         reason,
         namespace: port.map(|p| p.namespace.clone()),
         interface: port.map_or_else(|| format!("if{}", e.ifindex), |p| p.interface.clone()),
+        workload: port.and_then(|p| p.workload.clone()),
         station: None,
-        from: (kind == EventKind::Move).then(|| {
-            ports
-                .get(&e.other_ifindex)
-                .cloned()
-                .unwrap_or_else(|| PortRef { namespace: "?".into(), interface: format!("if{}", e.other_ifindex) })
-        }),
+        from: (kind == EventKind::Move)
+            .then(|| ports.get(&e.other_ifindex).cloned().unwrap_or_else(|| PortRef::unknown(e.other_ifindex))),
         nat: (kind == EventKind::Nat)
             .then(|| NatTarget { addr: Ipv4Addr::from(e.nat_addr.to_ne_bytes()), port: e.nat_port }),
         suppressed: e.suppressed,
@@ -322,24 +354,23 @@ fn port_changes(old: &Ports, new: &Ports) -> Vec<MonitorEvent> {
         reason: Some(reason),
         namespace: Some(p.namespace.clone()),
         interface: p.interface.clone(),
+        workload: p.workload.clone(),
         from: None,
         station: None,
         nat: None,
         suppressed: 0,
         frame: None,
     };
-    let gone = old.iter().filter(|(i, p)| new.get(i) != Some(p)).map(|(_, p)| event(p, "removed"));
-    let added = new.iter().filter(|(i, p)| old.get(i) != Some(p)).map(|(_, p)| event(p, "added"));
+    let differs = |ports: &Ports, i: &u32, p: &PortRef| !ports.get(i).is_some_and(|q| q.same_port(p));
+    let gone = old.iter().filter(|(i, p)| differs(new, i, p)).map(|(_, p)| event(p, "removed"));
+    let added = new.iter().filter(|(i, p)| differs(old, i, p)).map(|(_, p)| event(p, "added"));
     gone.chain(added).collect()
 }
 
 /// The ports of switch `switch` by the address of their namespace (NAT's connections name
 /// the namespace by its address).
 fn ports_by_addr(state: &State, switch: &str) -> BTreeMap<Ipv4Addr, PortRef> {
-    state
-        .ports(switch)
-        .filter_map(|p| Some((p.ip?.addr, PortRef { namespace: p.owner.clone(), interface: p.host_if.clone() })))
-        .collect()
+    state.ports(switch).filter_map(|p| Some((p.ip?.addr, PortRef::of(p)))).collect()
 }
 
 /// Stations that aged out and connections that expired or were evicted between two looks at
@@ -356,6 +387,7 @@ fn expiries(old: &TablesNow, new: &TablesNow, ports: &Ports, addrs: &BTreeMap<Ip
         reason,
         namespace: port.map(|p| p.namespace.clone()),
         interface: port.map_or_else(|| "-".to_owned(), |p| p.interface.clone()),
+        workload: port.and_then(|p| p.workload.clone()),
         from: None,
         station: None,
         nat: None,
@@ -565,7 +597,7 @@ mod tests {
     use super::*;
 
     fn port(ns: &str) -> PortRef {
-        PortRef { namespace: ns.into(), interface: format!("s{ns}") }
+        PortRef { namespace: ns.into(), interface: format!("s{ns}"), workload: None }
     }
 
     #[test]
@@ -637,5 +669,23 @@ mod tests {
         let drops = Filter { kinds: vec![EventKind::Drop], namespace: None };
         assert!(!changes.iter().any(|c| drops.wants(c)));
         assert!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)) == "1970-01-01T00:00:01.500Z");
+    }
+
+    /// A port's workload names its events (the port's and a move's), as `switch ports` shows
+    /// it; labelling a port later neither adds nor removes it.
+    #[test]
+    fn the_workload_names_the_events_of_its_port() {
+        let web = PortRef { workload: Some("default/web-0".into()), ..port("web") };
+        let labelled: Ports = [(7, web.clone()), (9, port("blue"))].into();
+        let move_ = Event { kind: KIND_MOVE, ifindex: 9, other_ifindex: 7, ..Default::default() };
+        let v = resolve(&move_, &labelled).unwrap();
+        assert_eq!((v.workload, v.from.as_ref()), (None, Some(&web)));
+        assert_eq!(web.to_string(), "web/sweb (default/web-0)");
+        let drop = Event { kind: KIND_DROP, ifindex: 7, ..Default::default() };
+        assert_eq!(resolve(&drop, &labelled).unwrap().workload.as_deref(), Some("default/web-0"));
+        let unlabelled: Ports = [(7, port("web")), (9, port("blue"))].into();
+        assert!(port_changes(&unlabelled, &labelled).is_empty(), "a label is no port change");
+        let added = port_changes(&Ports::new(), &labelled);
+        assert_eq!(added[0].workload.as_deref(), Some("default/web-0"));
     }
 }

@@ -494,7 +494,7 @@ pub async fn list(switch: Option<&str>) -> Result<Vec<PortRow>> {
                     _ => "off",
                 }
             },
-            workload: p.workload.as_ref().map(ToString::to_string),
+            workload: p.workload_name(),
             ready: p.ready,
         })
         .collect();

@@ -17,6 +17,9 @@ pub struct PortRow {
     pub namespace: String,
     /// Host-side interface.
     pub interface: String,
+    /// The pod or container a runtime runs behind the port (`namespace/name` for a pod), as
+    /// `switch ports` shows it.
+    pub workload: Option<String>,
     /// Frames received from the namespace.
     pub rx_packets: u64,
     /// Bytes received from the namespace.
@@ -81,6 +84,7 @@ pub(crate) async fn read(state: &State, switch: &str) -> Result<StatsReport> {
         rows.push(PortRow {
             namespace: p.owner.clone(),
             interface: p.host_if.clone(),
+            workload: p.workload_name(),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,
             tx_packets: s.tx_packets,

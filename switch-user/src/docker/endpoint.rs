@@ -119,10 +119,21 @@ pub(super) async fn create(d: &Driver, req: CreateRequest) -> Reply {
         return Err(DriverError(format!("address {address} is not a container's on segment {}", net.gateway)));
     }
     let given = !iface.mac_address.is_empty();
-    let mac = if given { iface.mac_address.parse::<Mac>()?.validate_station()? } else { Mac::random_station()? };
+    let mac = if given { iface.mac_address.parse::<Mac>()?.validate_station()? } else { mac_of(address.addr) };
     let ep = EndpointRecord { network: r.network_id, endpoint: r.endpoint_id, address, mac, published: vec![] };
     d.save_endpoint(&ep).await?;
     Ok(if given { json!({}) } else { json!({ "Interface": { "MacAddress": mac.to_string() } }) })
+}
+
+/// The MAC of a container at `addr` when Docker gives none, derived from the address as
+/// Docker's own bridge driver does (02:42 and the address's four bytes): a container that
+/// takes over an address another had gets the same MAC, so the neighbour entries the host and
+/// the other containers have for the address stay right. With a random MAC they were stale
+/// for seconds (until the kernel probed the old MAC and gave up): pings and forwarded
+/// connections to a reused address went to a MAC no port had.
+fn mac_of(addr: std::net::Ipv4Addr) -> Mac {
+    let [a, b, c, d] = addr.octets();
+    Mac([0x02, 0x42, a, b, c, d])
 }
 
 /// DeleteEndpoint: the port if Leave did not take it (a driver restarted in between), and
@@ -149,4 +160,16 @@ pub(super) async fn oper_info(d: &Driver, r: EndpointRef) -> Reply {
         "mac": ep.mac.to_string(),
         "published": published,
     }}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mac_from_the_address_as_docker_makes_it() {
+        let mac = mac_of("10.195.1.250".parse().unwrap());
+        assert_eq!(mac.to_string(), "02:42:0a:c3:01:fa");
+        assert!(mac.validate_station().is_ok(), "a locally administered unicast MAC");
+    }
 }
