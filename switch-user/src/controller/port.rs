@@ -199,18 +199,8 @@ async fn make_namespace_port(
     let ip6 = port.ip6;
     let inside = netns::run_in_path(&ns_path, move |h| async move {
         let nl = Netlink::from_handle(h);
-        // IPv6 only for an interface given an IPv6 address.
-        match ip6 {
-            Some(_) => sysctl::enable_ipv6(&ns_if)?,
-            None => sysctl::disable_ipv6(&ns_if)?,
-        }
-        sysctl::announce_on_up(&ns_if)?;
         prepare.prepare_peer(&ns_if)?;
-        let idx = nl.ifindex(&ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} missing in namespace")))?;
-        nl.add_address(idx, ip).await?;
-        if let Some(ip6) = ip6 {
-            nl.add_address6(idx, ip6).await?;
-        }
+        let idx = address_inside(&nl, &ns_if, ip, ip6).await?;
         nl.set_up_by_name("lo").await?;
         let _ = cookie_tx.send(netns::cookie_here()?);
         if go_rx.await.is_err() {
@@ -218,17 +208,7 @@ async fn make_namespace_port(
             return Ok(());
         }
         nl.set_up(idx).await?;
-        // An adopted namespace that has a default route already (attached to another network
-        // before) keeps it: this port's segment is reached on its own.
-        if let Some(gw) = gateway
-            && (owns_namespace || nl.default_route_interface().await?.is_none())
-        {
-            nl.add_route(std::net::Ipv4Addr::UNSPECIFIED, 0, gw).await?;
-            if let (Some(gw6), Some(_)) = (gateway6, ip6) {
-                nl.add_default_route6(gw6).await?;
-            }
-        }
-        Ok(())
+        route_inside(&nl, (gateway, gateway6.filter(|_| ip6.is_some())), owns_namespace).await
     });
     // Bound to the MAC the namespace's end was made with (port security needs it).
     let plugged = PortState { host_ifindex: ifindex, mac: Some(mac), ..port.clone() };
@@ -252,6 +232,42 @@ async fn make_namespace_port(
     inside?;
     let cookie = host?;
     Ok(Made { ifindex, mac: Some(mac), cookie })
+}
+
+/// Inside the namespace (on its thread): the settings and addresses of its end `ns_if`, before
+/// it comes up. IPv6 is on only for an interface given an IPv6 address. Returns its index.
+async fn address_inside(nl: &Netlink, ns_if: &str, ip: Cidr, ip6: Option<Cidr6>) -> Result<u32> {
+    match ip6 {
+        Some(_) => sysctl::enable_ipv6(ns_if)?,
+        None => sysctl::disable_ipv6(ns_if)?,
+    }
+    sysctl::announce_on_up(ns_if)?;
+    let idx = nl.ifindex(ns_if).await?.ok_or_else(|| Error::Command(format!("{ns_if} missing in namespace")))?;
+    nl.add_address(idx, ip).await?;
+    if let Some(ip6) = ip6 {
+        nl.add_address6(idx, ip6).await?;
+    }
+    Ok(idx)
+}
+
+/// Inside the namespace: default routes via the gateway (and its IPv6 address, `gateway6`,
+/// given only for a namespace with an IPv6 address). An adopted namespace that has a default
+/// route already (attached to another network before) keeps it: this port's segment is
+/// reached on its own.
+async fn route_inside(
+    nl: &Netlink,
+    (gateway, gateway6): (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+    owns_namespace: bool,
+) -> Result<()> {
+    if let Some(gw) = gateway
+        && (owns_namespace || nl.default_route_interface().await?.is_none())
+    {
+        nl.add_route(std::net::Ipv4Addr::UNSPECIFIED, 0, gw).await?;
+        if let Some(gw6) = gateway6 {
+            nl.add_default_route6(gw6).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes an adopted port whose far end the runtime moves into its namespace itself (Docker's
