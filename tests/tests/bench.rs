@@ -48,7 +48,6 @@ fn quick_bench_produces_well_formed_results() {
     let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
     const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
     let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
-    let docker_before = DockerHost::now();
     let svg = std::env::temp_dir().join(format!("switch-bench-{}.svg", std::process::id()));
     let _chart = RemoveOnDrop(svg.clone());
     let report = quick_bench_refusing_a_second(&svg);
@@ -84,12 +83,6 @@ fn quick_bench_produces_well_formed_results() {
             "svc_conn",
             "cri_pod_p50",
             "cri_pod_p99",
-            "docker_start_p50",
-            "docker_start_p99",
-            "docker_parallel",
-            "docker_parallel_failed",
-            "docker_port_conn",
-            "docker_port_tcp",
             "ipv6_tcp",
             "ipv6_udp64"
         ]
@@ -102,17 +95,15 @@ fn quick_bench_produces_well_formed_results() {
     metrics[19..21].iter().for_each(the_tunnel_is_measured_against_bridge_and_vxlan);
     metrics[21..25].iter().for_each(services_are_measured_with_and_without_rules);
     metrics[25..27].iter().for_each(cri_pods_are_measured_against_the_bridge_plugin);
-    metrics[27..33].iter().for_each(docker_is_measured_against_its_bridge);
-    metrics[33..35].iter().for_each(ipv6_is_measured_against_bridge_and_veth);
+    metrics[27..29].iter().for_each(ipv6_is_measured_against_bridge_and_veth);
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 31);
+    assert_eq!(targets.len(), 28);
     assert!(targets.iter().all(|t| t["what"].is_string() && t["goal"].is_string()));
     the_chart_has_a_bar_per_measurement(&svg, metrics);
     // Nothing of the benchmark is left, podman's containers and environment included.
     assert!(!netns_list().iter().any(|n| n.starts_with("bench") || n.starts_with("sbench")), "{:?}", netns_list());
     assert!(!std::env::temp_dir().join("switch-bench-podman").exists(), "the podman environment is left");
     assert!(!std::env::temp_dir().join("switch-bench-cri").exists(), "the CRI environment is left");
-    nothing_of_the_docker_bench_is_left(&docker_before);
     let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("benchp")).collect();
     assert!(links.is_empty(), "{links:?}");
     assert_no_ovs_left();
@@ -241,140 +232,6 @@ fn ipv6_is_measured_against_bridge_and_veth(m: &Value) {
         let median = r["median"].as_f64().unwrap_or_else(|| panic!("{}: {r}", m["id"]));
         assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
     }
-}
-
-/// Containers under Docker: the switch's driver against Docker's bridge with and without its
-/// userland proxy (the baselines), every metric measured, no start failed.
-fn docker_is_measured_against_its_bridge(m: &Value) {
-    assert_eq!(contenders(m), ["docker-switch", "docker-bridge", "docker-bridge-no-proxy"], "{}", m["id"]);
-    assert_eq!(m["baselines"], serde_json::json!(["docker-bridge", "docker-bridge-no-proxy"]));
-    for r in m["rows"].as_array().unwrap() {
-        let median = r["median"].as_f64().unwrap_or_else(|| panic!("{}: {r}", m["id"]));
-        if m["id"] == "docker_parallel_failed" {
-            assert_eq!(median, 0.0, "starts at once failed: {r}");
-        } else {
-            assert!(median > 0.0 && median.is_finite(), "{}: {r}", m["id"]);
-            assert!(r["vs"]["docker-bridge"].as_f64().is_some_and(|v| v > 0.0), "{}: {r}", m["id"]);
-        }
-    }
-}
-
-/// What dockerd changes on the host: ip_forward, the filter FORWARD policy, br_netfilter's
-/// sysctls, its chains (the rules naming them, counted).
-#[derive(Debug, PartialEq)]
-struct DockerHost(Vec<String>);
-
-impl DockerHost {
-    fn now() -> Self {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let policy = host("iptables", &["-S", "FORWARD"]).lines().next().unwrap_or_default().to_owned();
-        let docker = |table| host("iptables", &["-t", table, "-S"]).matches("DOCKER").count().to_string();
-        Self(vec![
-            docker("filter"),
-            docker("nat"),
-            read("/proc/sys/net/ipv4/ip_forward"),
-            read("/proc/sys/net/bridge/bridge-nf-call-iptables"),
-            read("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),
-            policy,
-        ])
-    }
-}
-
-/// Nothing of the Docker bench is left (daemon, driver, containers' processes, directory,
-/// namespaces, uplinks, bridges, switch, iptables rules and chains), and the host is as
-/// `before`.
-fn nothing_of_the_docker_bench_is_left(before: &DockerHost) {
-    let dir = std::env::temp_dir().join("switch-bench-docker");
-    assert!(!dir.exists(), "the Docker environment is left");
-    let needle = dir.to_string_lossy().into_owned();
-    let procs: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle))
-        .collect();
-    assert!(procs.is_empty(), "{procs:?}");
-    assert!(!netns_list().iter().any(|n| n.starts_with("dkb")), "{:?}", netns_list());
-    let links: Vec<String> = host_links().into_iter().filter(|l| l.starts_with("dkb")).collect();
-    assert!(links.is_empty(), "{links:?}");
-    for table in ["filter", "nat"] {
-        let rules = host("iptables", &["-t", table, "-S"]);
-        assert!(!rules.contains("dkbbr") && !rules.contains("network dk-"), "{table}: {rules}");
-    }
-    assert!(!std::path::Path::new("/run/docker/plugins/dkbsw.sock").exists());
-    // The driver's endpoint records of the bench's network (10.195.1.0/24).
-    assert!(docker_bench_records().is_empty(), "{:?}", docker_bench_records());
-    assert_eq!(&DockerHost::now(), before);
-}
-
-/// The driver's endpoint records of the Docker bench's switch network (10.195.1.0/24).
-fn docker_bench_records() -> Vec<String> {
-    let records: Vec<String> = std::fs::read_dir("/run/switch/docker")
-        .map_or(vec![], |d| d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect());
-    records.into_iter().filter(|r| r.contains("\"10.195.1.")).collect()
-}
-
-/// The Docker comparison alone (quick): measured, and nothing left, the host given back.
-#[test]
-fn docker_bench_measures_and_gives_the_host_back() {
-    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
-    let before = DockerHost::now();
-    let out = ok(&["--json", "bench", "--quick", "--only", "docker"]);
-    let report: Value = serde_json::from_str(&out).expect("JSON report");
-    let metrics = report["metrics"].as_array().unwrap();
-    let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids[..2], ["docker_start_p50", "docker_start_p99"]);
-    assert_eq!(metrics.len(), 6);
-    metrics.iter().for_each(docker_is_measured_against_its_bridge);
-    let docker: Vec<&Value> = report["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["what"].as_str().unwrap().contains("Docker"))
-        .collect();
-    assert_eq!(docker.len(), 3);
-    assert!(docker.iter().all(|t| t["measured"].as_f64().is_some_and(|v| v > 0.0)), "{docker:?}");
-    nothing_of_the_docker_bench_is_left(&before);
-}
-
-/// Ctrl-C while the Docker comparison measures (its daemon and driver up, containers
-/// starting): the run stops, and its daemon, driver, networks and rules go, the host given
-/// back.
-#[test]
-fn docker_bench_interrupted_leaves_nothing() {
-    let _one = BENCH.lock().unwrap_or_else(|e| e.into_inner());
-    let before = DockerHost::now();
-    let child = std::process::Command::new(switch_bin())
-        .args(["--json", "bench", "--quick", "--only", "docker"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = Reaped::new(child);
-    // Until the networks are made (Docker's bridges exist) and containers start on the
-    // switch's (the driver has endpoint records: a killed daemon never deletes them).
-    let built = within_secs(120, || host_links().iter().any(|l| l == "dkbbr3") && !docker_bench_records().is_empty());
-    let child = run.take();
-    // SAFETY: signalling our own child, not yet waited for.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    assert!(built, "the Docker networks were not made: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("benchmark interrupted"), "{stderr}");
-    nothing_of_the_docker_bench_is_left(&before);
-}
-
-/// Polls `f` every 100 ms for up to `secs`.
-fn within_secs(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
 }
 
 /// Containers under podman: a switch-cni network against bridge+portmap (the baseline).

@@ -6,11 +6,10 @@
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
 //! [`bringup`], [`footprint`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`],
-//! [`docker`], [`ipv6`]); [`COMPARISONS`] lists them in the order a run measures and reports them.
+//! [`ipv6`]); [`COMPARISONS`] lists them in the order a run measures and reports them.
 pub mod bringup;
 pub mod cni;
 pub mod cri;
-pub mod docker;
 pub mod footprint;
 pub mod forward;
 pub mod ipv6;
@@ -110,7 +109,7 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 11] = [
+pub const COMPARISONS: [&dyn Comparison; 10] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
@@ -120,7 +119,6 @@ pub const COMPARISONS: [&dyn Comparison; 11] = [
     &overlay::Overlays,
     &services::Services,
     &cri::Cri,
-    &docker::Containers,
     &ipv6::Ipv6,
 ];
 
@@ -295,7 +293,6 @@ mod tests {
                 "switch-vxlan",
                 "tc-no-rules",
                 "cri-switch-cni",
-                "docker-switch",
                 "veth6"
             ]
         );
@@ -326,18 +323,12 @@ mod tests {
         for name in ["cri", "cri-switch-cni", "cri-bridge"] {
             assert_eq!(runs(&only(&[name])), ["cri-switch-cni"], "{name}");
         }
-        for name in ["docker", "docker-switch", "docker-bridge", "docker-bridge-no-proxy"] {
-            assert_eq!(runs(&only(&[name])), ["docker-switch"], "{name}");
-        }
-        let docker = only(&["docker"]);
-        assert_eq!(docker::Containers.steps(&docker), 3 * 3 * 3 + 2);
 
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
             unknown.ends_with(
-                "docker-switch, docker-bridge, docker-bridge-no-proxy, veth6, bridge6, tc6, ipv6, docker, cri, services, \
-                 podman, footprint, bringup"
+                "cri-switch-cni, cri-bridge, veth6, bridge6, tc6, ipv6, cri, services, podman, footprint, bringup"
             ),
             "{unknown}"
         );

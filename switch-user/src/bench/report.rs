@@ -226,13 +226,11 @@ impl Goal {
 }
 
 /// The issue's targets, in the order reports list them.
-const TARGETS: [(&str, Goal, Measure); 31] = {
+const TARGETS: [(&str, Goal, Measure); 28] = {
     use Goal::*;
     use Measure::*;
     const POD: &str = super::podman::CONTENDERS[0];
     const VXLAN: &str = super::overlay::CONTENDERS[0];
-    const DOCKER: &str = super::docker::CONTENDERS[0];
-    const DOCKER_BRIDGE: &str = super::docker::BASELINE;
     use super::services::{BRIDGE, NO_RULES, WITH_RULES};
     [
         ("tc TCP throughput vs bare veth", AtLeast(0.97), Ratio("tcp", "tc", "veth")),
@@ -323,23 +321,6 @@ const TARGETS: [(&str, Goal, Measure); 31] = {
             "pod to ClusterIP new conn/s: tc vs bridge + br_netfilter",
             AtLeast(1.00),
             Ratio("svc_conn", WITH_RULES, BRIDGE),
-        ),
-        // Docker (issue 26): the driver's -p (eBPF forwards) against Docker's bridge with its
-        // defaults (iptables DNAT, the userland proxy on), and a container's start.
-        (
-            "Docker -p new connections/s: switch driver vs Docker's bridge",
-            AtLeast(1.30),
-            Ratio("docker_port_conn", DOCKER, DOCKER_BRIDGE),
-        ),
-        (
-            "Docker -p TCP: switch driver vs Docker's bridge",
-            AtLeast(1.20),
-            Ratio("docker_port_tcp", DOCKER, DOCKER_BRIDGE),
-        ),
-        (
-            "Docker start to first ping p50: switch driver vs Docker's bridge",
-            AtMost(1.00),
-            Ratio("docker_start_p50", DOCKER, DOCKER_BRIDGE),
         ),
         // IPv6 (issue 25): the same ratios as IPv4 expected.
         ("tc IPv6 TCP throughput vs Linux bridge", AtLeast(1.10), Ratio("ipv6_tcp", "tc6", "bridge6")),

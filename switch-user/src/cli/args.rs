@@ -248,9 +248,8 @@ pub struct BenchArgs {
     /// containers under podman: podman (both of podman-switch-cni, podman-bridge); VXLAN
     /// between hosts: switch-vxlan, bridge-vxlan; Kubernetes Services: services (all of
     /// tc-no-rules, tc-services, bridge-services); pods through CRI: cri (both of
-    /// cri-switch-cni, cri-bridge); containers under Docker: docker (all of docker-switch,
-    /// docker-bridge, docker-bridge-no-proxy); IPv6 between two namespaces: ipv6 (all of veth6,
-    /// bridge6, tc6); `bringup` for bringing up and removing namespaces; `footprint` for the
+    /// cri-switch-cni, cri-bridge); IPv6 between two namespaces: ipv6 (all of veth6, bridge6,
+    /// tc6); `bringup` for bringing up and removing namespaces; `footprint` for the
     /// kernel memory of idle switches against bridges. A comparison none of whose contenders
     /// is named is left out.
     #[arg(long, value_delimiter = ',')]
