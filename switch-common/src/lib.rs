@@ -12,22 +12,9 @@
 /// can prove it terminates, and sizes the port and counter arrays.
 pub const MAX_PORTS: u32 = 256;
 
-/// Most MAC addresses the userspace datapath's table learns (the eBPF datapaths' `FDB` is
-/// sized per switch: `DEFAULT_MAX_STATIONS`). Either is LRU: when it is full the least
+/// Most MAC addresses one switch learns. The FDB is an LRU map: when it is full the least
 /// recently used entry is evicted instead of new stations being refused.
 pub const FDB_CAPACITY: u32 = 16_384;
-
-/// Stations the `FDB` of an eBPF switch holds unless `switch up --max-stations` says
-/// otherwise. An LRU map preallocates every entry (about 100 bytes each), so this is memory
-/// the switch holds from `up` to `down`, used or not: sized for a container network, not a
-/// data centre's L2 domain.
-pub const DEFAULT_MAX_STATIONS: u32 = 2048;
-
-/// Most stations `--max-stations` may ask for (about 100 MiB of kernel memory).
-pub const MAX_STATIONS_LIMIT: u32 = 1 << 20;
-
-/// Fewest stations or connections a table may be sized for.
-pub const MIN_TABLE_SIZE: u32 = 16;
 
 /// Lane steering of the userspace engine (`switch-ebpf/src/lane_steer.rs`, the engine's
 /// `steer.rs`), shared by the program and the engine that loads it.
@@ -144,9 +131,8 @@ pub mod maps {
 }
 
 /// Stations a port without a bound MAC may learn per ageing period, unless `switch up
-/// --max-learned` says otherwise (0: no limit). Below the MAC table's size (an eBPF switch's
-/// `--max-stations`, 2 048 by default; the userspace datapath's `FDB_CAPACITY`), so one port
-/// cannot fill the table alone.
+/// --max-learned` says otherwise (0: no limit). Far below `FDB_CAPACITY`, so one port cannot
+/// fill the table alone.
 pub const DEFAULT_MAX_LEARNED: u32 = 1024;
 
 /// A port's learning count in the current window: new stations learned since `start_ns`.
@@ -165,8 +151,7 @@ pub struct LearnWindow {
     pub pad: u32,
 }
 
-/// Most flows the host translated into a segment that the userspace datapath remembers (an
-/// eBPF switch's `HOST_FLOWS` has one entry per two connections of `--max-connections`). LRU:
+/// Most flows the host translated into a segment that a switch remembers (`HOST_FLOWS`). LRU:
 /// every answer that finds its entry refreshes it, so a full table evicts the idlest.
 pub const HOST_FLOWS_CAPACITY: u32 = 16_384;
 
@@ -200,19 +185,10 @@ impl CtKey {
 pub mod nat {
     /// Most forwarded ports per switch (a port range counts one per port).
     pub const MAX_FORWARDS: u32 = 4096;
-    /// Connections an eBPF switch tracks unless `switch up --max-connections` says otherwise.
-    /// The tables are LRU maps, which preallocate every entry: memory held from `up` to
-    /// `down` (about 400 bytes per connection in all, see `docs/limits.md`).
-    pub const DEFAULT_MAX_CONNECTIONS: u32 = 2048;
-    /// Most connections `--max-connections` may ask for (about 400 MiB of kernel memory).
-    pub const MAX_CONNECTIONS_LIMIT: u32 = 1 << 20;
-    /// Entries of the answered table (`CONNTRACK`) at the default size: two per connection
-    /// (one per direction). LRU, so a full one evicts the coldest.
-    pub const CT_CAPACITY: u32 = 2 * DEFAULT_MAX_CONNECTIONS;
-    /// Entries of the budget of connections waiting for their first answer (`CT_UNREPLIED`)
-    /// at the default size: one per connection of `--max-connections` (half as many
-    /// connections, two entries each).
-    pub const CT_UNREPLIED_CAPACITY: u32 = DEFAULT_MAX_CONNECTIONS;
+    /// Most tracked connections; the table is LRU, so a full one evicts the coldest.
+    pub const CT_CAPACITY: u32 = 65_536;
+    /// Most connections waiting for their first answer (entries of `CT_UNREPLIED`).
+    pub const CT_UNREPLIED_CAPACITY: u32 = 32_768;
     /// `CtEntry::nat` of an entry whose packets get a new destination: inbound on an uplink
     /// (the client's half of a forwarded connection, the answers of a masqueraded one).
     pub const CT_DNAT: u16 = 1;
@@ -1046,16 +1022,15 @@ pub mod events {
 }
 
 /// Packet capture (`switch capture`): frames as the switch saw them on a port's ingress, with
-/// its verdict, copied into the capture's perf buffers (`CAPTURE`).
+/// its verdict, copied into the `CAPTURE` ring buffer.
 pub mod capture {
     /// Most bytes of a frame a record carries: a jumbo frame (9000-byte MTU) whole, and the
     /// headers of a GSO super-frame (up to 64 KiB, cut here). Bounded so that a record fits
     /// a per-CPU scratch value (at most 32 KiB) and a full capture cannot copy more per frame.
     pub const MAX_SNAPLEN: u32 = 9216;
-    /// Size of each perf buffer a capture opens in `CAPTURE`, one per CPU, for as long as it
-    /// runs (a power of two, a multiple of the page size): about 20 000 small frames or 220
-    /// full jumbo frames per CPU before a slow reader loses any.
-    pub const BUFFER_BYTES: u32 = 2 * 1024 * 1024;
+    /// Size of the `CAPTURE` ring buffer (a power of two, a multiple of the page size): about
+    /// 40 000 small frames or 450 full jumbo frames before a slow reader loses any.
+    pub const RING_BYTES: u32 = 4 * 1024 * 1024;
 
     /// Known unicast, sent to `Header::out_ifindex`.
     pub const VERDICT_FORWARD: u16 = 1;

@@ -49,14 +49,6 @@ fn default_max_learned() -> u32 {
     switch_common::DEFAULT_MAX_LEARNED
 }
 
-fn default_max_stations() -> u32 {
-    switch_common::DEFAULT_MAX_STATIONS
-}
-
-fn default_max_connections() -> u32 {
-    switch_common::nat::DEFAULT_MAX_CONNECTIONS
-}
-
 /// One switch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchState {
@@ -77,13 +69,6 @@ pub struct SwitchState {
     /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
     #[serde(default = "default_max_learned")]
     pub max_learned: u32,
-    /// Stations the MAC table holds (`up --max-stations`; tc, xdp: the size its FDB is made
-    /// with, memory held from `up` to `down`).
-    #[serde(default = "default_max_stations")]
-    pub max_stations: u32,
-    /// Connections the connection tables hold (`up --max-connections`; tc, xdp).
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
     /// Microseconds the userspace datapath's lanes keep polling for frames after the last one
     /// before they sleep (`up --busy-poll`; 0: they sleep at once).
     #[serde(default)]
@@ -670,8 +655,6 @@ mod tests {
                 masquerade: false,
                 routable: false,
                 max_learned: 1024,
-                max_stations: 2048,
-                max_connections: 2048,
                 busy_poll_us: 0,
                 sysctls: [("/proc/sys/net/ipv4/conf/up0/forwarding".to_owned(), "0".to_owned())].into(),
                 log_followers: vec![ProcessId::current()],

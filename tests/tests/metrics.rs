@@ -258,7 +258,6 @@ impl Want {
                 ("switch_table_removed_entries_total", "removed"),
                 ("switch_table_evicted_entries_total", "evicted"),
                 ("switch_table_refused_entries_total", "refused"),
-                ("switch_table_memory_bytes", "memory_bytes"),
             ],
         );
     }

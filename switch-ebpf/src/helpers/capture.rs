@@ -1,7 +1,6 @@
 //! Packet capture for `switch capture`: a copy of each frame the running capture wants, as it
 //! arrived on a port and before the switch acted on it, with the switch's verdict, written
-//! into the capture's perf buffer of this CPU (`CAPTURE`, a perf event array whose buffers the
-//! running capture opened: no capture, no buffer, no memory).
+//! into the `CAPTURE` ring buffer.
 //!
 //! The entry programs call `of_tc`/`of_xdp` only while `Config::capture()` says a capture
 //! runs: otherwise the hot path pays one test of a flag it already loaded. The copy is in a
@@ -10,21 +9,19 @@
 //! ```text
 //!   CAPTURE_FILTER (port, verdicts, snap length) ── wanted? ──► CAPTURE_SCRATCH (this CPU)
 //!     header + first `caplen` bytes (bpf_skb_load_bytes / bpf_xdp_load_bytes)
-//!       └─► bpf_perf_event_output(CAPTURE, this CPU, 32 + caplen bytes) ──► `switch capture`
+//!       └─► bpf_ringbuf_output(CAPTURE, 32 + caplen bytes) ──► `switch capture` (tokio)
 //! ```
 //!
-//! A record's size depends on the frame, so it is built in a per-CPU scratch value and copied
-//! into the buffer with a bounded variable size. A full buffer loses the record; the scratch
-//! header counts the losses and the next record that gets through carries the count. No
-//! buffer on this CPU (the flag is on, the capture has not opened its buffers yet, or has
-//! closed them) is not a loss: the capture is not running there yet, or any more.
+//! A record's size depends on the frame, and a ring buffer reservation must have a size the
+//! verifier knows, so the record is built in a per-CPU scratch value and copied into the ring
+//! with a bounded variable size. A full ring loses the record; the scratch header counts the
+//! losses and the next record that gets through carries the count.
 use aya_ebpf::{
-    bindings::BPF_F_CURRENT_CPU,
     bindings::{__sk_buff, xdp_md},
     cty::c_void,
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_perf_event_output, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+        generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     },
     programs::{TcContext, XdpContext},
 };
@@ -74,7 +71,7 @@ fn tc_record(skb: *mut __sk_buff, in_ifindex: u32, len: u32, verdict: u32, detai
     // the scratch record's data, which has room for MAX_SNAPLEN.
     let copied =
         unsafe { bpf_skb_load_bytes(skb as *const c_void, 0, rec.data.as_mut_ptr().cast(), caplen as u32) } == 0;
-    finish(skb.cast(), rec, caplen, copied);
+    finish(rec, caplen, copied);
 }
 
 /// As `tc_record`, for an XDP frame (`bpf_xdp_load_bytes` also reads fragments).
@@ -83,7 +80,7 @@ fn xdp_record(md: *mut xdp_md, in_ifindex: u32, len: u32, verdict: u32, detail: 
     let Some((rec, caplen)) = begin(in_ifindex, len, verdict, detail) else { return };
     // SAFETY: as in `tc_record`.
     let copied = unsafe { bpf_xdp_load_bytes(md, 0, rec.data.as_mut_ptr().cast(), caplen as u32) } == 0;
-    finish(md.cast(), rec, caplen, copied);
+    finish(rec, caplen, copied);
 }
 
 /// This CPU's scratch record with its header filled in, and how many bytes of the frame to
@@ -124,24 +121,18 @@ fn begin(in_ifindex: u32, len: u32, verdict: u32, detail: u32) -> Option<(&'stat
     Some((rec, caplen))
 }
 
-/// `bpf_perf_event_output` found no buffer at this CPU's index.
-const ENOENT: i64 = 2;
-
-/// Writes the record (header and `caplen` bytes) into this CPU's buffer of the capture (`ctx`
-/// is the program's context), or counts it as lost.
+/// Writes the record (header and `caplen` bytes) into the ring, or counts it as lost.
 #[inline(always)]
-fn finish(ctx: *mut c_void, rec: &mut Record, caplen: u64, copied: bool) {
+fn finish(rec: &mut Record, caplen: u64, copied: bool) {
     if !copied {
         return;
     }
-    let size = HEADER_LEN as u64 + caplen;
-    let map = (&raw const CAPTURE).cast_mut().cast::<c_void>();
-    // SAFETY: `map` is the perf event array (the static is its definition, which the loader
-    // relocates to the map); `size` is at most HEADER_LEN + MAX_SNAPLEN, the record's size.
-    let r = unsafe { bpf_perf_event_output(ctx, map, u64::from(BPF_F_CURRENT_CPU), (rec as *mut Record).cast(), size) };
-    match r {
-        0 => rec.header.lost = 0,
-        r if r == -ENOENT => {}
-        _ => rec.header.lost += 1,
+    let size = HEADER_LEN + caplen as usize;
+    // SAFETY: `size` is at most HEADER_LEN + MAX_SNAPLEN, the size of the record.
+    let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), size) };
+    if CAPTURE.output::<[u8]>(bytes, 0).is_ok() {
+        rec.header.lost = 0;
+    } else {
+        rec.header.lost += 1;
     }
 }

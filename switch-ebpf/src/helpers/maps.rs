@@ -1,40 +1,27 @@
 //! Every map of a switch. The controller pins them under `/sys/fs/bpf/switch/NAME/` so they
 //! outlive the process that loaded them; each switch loads its own copy of the program, so two
 //! switches never share a map and stay isolated.
-//!
-//! What a switch costs in kernel memory is decided here. Plain hash maps are made without
-//! preallocation (`NO_PREALLOC`): they hold what the controller put in them, not their
-//! capacity, and only the controller writes them, so no packet pays for an allocation. LRU
-//! maps always preallocate (their eviction needs the free list), so the tables that must
-//! evict (FDB, the connection tables, HOST_FLOWS, SOCK_ORIG) are as large as the switch was
-//! made for: the sizes below are the defaults, and the controller sets each switch's own at
-//! load time (`switch up --max-stations`, `--max-connections`; see
-//! `switch-user/src/datapath/ebpf/loader.rs`). The capture's buffers are the capture
-//! command's own: `CAPTURE` is a perf event array, empty until a capture opens a buffer per
-//! CPU in it.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use switch_common::{
-    CtEntry, CtKey, DEFAULT_MAX_STATIONS, FdbEntry, FwdKey, FwdStats, FwdTarget, HostFlow, LearnWindow, MAX_PEERS,
-    MAX_PORTS, MacKey, NatConfig, Peer, Port, PortAddrs6, PortStats, SockOrig, SwitchConfig, TableStats, TunnelConfig,
-    capture::{Filter as CaptureFilter, Record as CaptureRecord},
+    CtEntry, CtKey, FDB_CAPACITY, FdbEntry, FwdKey, FwdStats, FwdTarget, HOST_FLOWS_CAPACITY, HostFlow, LearnWindow,
+    MAX_PEERS, MAX_PORTS, MacKey, NatConfig, Peer, Port, PortAddrs6, PortStats, SockOrig, SwitchConfig, TableStats,
+    TunnelConfig,
+    capture::{self, Filter as CaptureFilter, Record as CaptureRecord},
     events::{EventRate, RING_BYTES},
-    nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, DEFAULT_MAX_CONNECTIONS, MAX_FORWARDS, MAX_UPLINK_ADDRS},
+    nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY, MAX_FORWARDS, MAX_UPLINK_ADDRS},
 };
-
-/// `BPF_F_NO_PREALLOC`: a hash map that allocates an entry when it is added.
-const NO_PREALLOC: u32 = 1;
 
 /// MAC -> port. LRU so that a full table evicts the coldest station instead of refusing to
 /// learn new ones.
 #[map(name = "FDB")]
-pub static FDB: LruHashMap<MacKey, FdbEntry> = LruHashMap::with_max_entries(DEFAULT_MAX_STATIONS, 0);
+pub static FDB: LruHashMap<MacKey, FdbEntry> = LruHashMap::with_max_entries(FDB_CAPACITY, 0);
 
 /// MAC -> slot of the port it is bound to (see `switch_common::maps::BOUND`).
 #[map(name = "BOUND")]
-pub static BOUND: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_PORTS, NO_PREALLOC);
+pub static BOUND: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 /// Slot -> the port's learning window (the MAC limit of ports without a bound MAC). Shared
 /// by the CPUs, not per CPU: the limit is the port's, and a lost increment when two CPUs
@@ -53,7 +40,7 @@ pub static PORT_ADDRS6: Array<PortAddrs6> = Array::with_max_entries(MAX_PORTS, 0
 
 /// IPv6 address -> slot of the port bound to it (see `switch_common::maps::BOUND_IP6`).
 #[map(name = "BOUND_IP6")]
-pub static BOUND_IP6: HashMap<[u32; 4], u32> = HashMap::with_max_entries(2 * MAX_PORTS, NO_PREALLOC);
+pub static BOUND_IP6: HashMap<[u32; 4], u32> = HashMap::with_max_entries(2 * MAX_PORTS, 0);
 
 /// Each CPU's IPv6 parse under way (`ipv6::check`): its state would not fit the stack.
 #[map(name = "IPV6_SCRATCH")]
@@ -61,7 +48,7 @@ pub static IPV6_SCRATCH: PerCpuArray<super::ipv6::Sender> = PerCpuArray::with_ma
 
 /// ifindex -> slot, for the ingress port and for the egress port of a known unicast frame.
 #[map(name = "PORT_SLOTS")]
-pub static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, NO_PREALLOC);
+pub static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 /// Slot -> counters. Per CPU: no atomics and no shared cache lines on the hot path.
 #[map(name = "STATS")]
@@ -77,11 +64,11 @@ pub static PORT_DEVMAP: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
 
 /// Forwarded ports of the switch.
 #[map(name = "FORWARDS")]
-pub static FORWARDS: HashMap<FwdKey, FwdTarget> = HashMap::with_max_entries(MAX_FORWARDS, NO_PREALLOC);
+pub static FORWARDS: HashMap<FwdKey, FwdTarget> = HashMap::with_max_entries(MAX_FORWARDS, 0);
 
 /// The uplinks' IPv4 addresses: forwards answer on every one of them.
 #[map(name = "UPLINK_ADDRS")]
-pub static UPLINK_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, NO_PREALLOC);
+pub static UPLINK_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, 0);
 
 /// Both directions of every answered connection. LRU: a full table evicts the coldest.
 #[map(name = "CONNTRACK")]
@@ -95,7 +82,7 @@ pub static CT_UNREPLIED: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entri
 /// Flows the host translated into the segment (`helpers/host_flows.rs`): both directions of
 /// each under one key, the value naming the end whose answers go back through the host.
 #[map(name = "HOST_FLOWS")]
-pub static HOST_FLOWS: LruHashMap<CtKey, HostFlow> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS / 2, 0);
+pub static HOST_FLOWS: LruHashMap<CtKey, HostFlow> = LruHashMap::with_max_entries(HOST_FLOWS_CAPACITY, 0);
 
 /// One entry, 1 once `HOST_FLOWS` got its first flow: until then no switched frame looks there.
 #[map(name = "HOST_FLOWS_ON")]
@@ -111,15 +98,15 @@ pub static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
 
 /// Uplink ifindex -> address: the source masqueraded traffic gets on that uplink.
 #[map(name = "UPLINK_BY_IFINDEX")]
-pub static UPLINK_BY_IFINDEX: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, NO_PREALLOC);
+pub static UPLINK_BY_IFINDEX: HashMap<u32, u32> = HashMap::with_max_entries(MAX_UPLINK_ADDRS, 0);
 
 /// The switch's namespaces, by network namespace cookie.
 #[map(name = "NAT_NETNS")]
-pub static NAT_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PORTS, NO_PREALLOC);
+pub static NAT_NETNS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 /// UDP sockets of host processes talking to a forwarded port: what they sent to.
 #[map(name = "SOCK_ORIG")]
-pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(DEFAULT_MAX_CONNECTIONS / 4, 0);
+pub static SOCK_ORIG: LruHashMap<u64, SockOrig> = LruHashMap::with_max_entries(4096, 0);
 
 /// Entries added to and removed from FDB and CONNTRACK (`TableStats`); the controller derives
 /// evictions from them. Index 0 is the programs', index 1 the controller's.
@@ -136,12 +123,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::with_max_entries(1, 0);
 
 /// Captured frames for `switch capture` (`helpers/capture.rs`), written only while
-/// CFG_F_CAPTURE is set. Its own buffers, so a capture's volume cannot crowd out events; a
-/// perf event array, not a ring buffer, so that they are the capture's: it opens one per CPU
-/// (of the size it wants) and they go when it ends, where a ring would be memory the switch
-/// holds for its whole life.
+/// CFG_F_CAPTURE is set. A ring of its own: a capture's volume must not crowd out events.
 #[map(name = "CAPTURE")]
-pub static CAPTURE: PerfEventByteArray = PerfEventByteArray::new(0);
+pub static CAPTURE: RingBuf = RingBuf::with_byte_size(capture::RING_BYTES, 0);
 
 /// Which frames the running capture wants (one entry).
 #[map(name = "CAPTURE_FILTER")]
@@ -164,16 +148,16 @@ pub static PEERS: Array<Peer> = Array::with_max_entries(MAX_PEERS, 0);
 
 /// Peer address (network order) -> slot: what the tunnel takes frames from.
 #[map(name = "PEER_SLOTS")]
-pub static PEER_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEERS, NO_PREALLOC);
+pub static PEER_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEERS, 0);
 
 /// Address -> slot of the port bound to it (see `switch_common::maps::BOUND_IP`): what no
 /// frame from the tunnel may claim. Only frames from the tunnel look here.
 #[map(name = "BOUND_IP")]
-pub static BOUND_IP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, NO_PREALLOC);
+pub static BOUND_IP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
 
 /// Peer address -> its learning window (the tunnel port's MAC limit, one per peer). A hash
 /// keyed by address rather than an array by peer slot: `peer del` moves the peers after it
 /// to other slots, and a window must stay with its peer. Written by the controller as peers
 /// come and go; a peer without one falls back on the tunnel port's window in `LEARNED`.
 #[map(name = "PEER_LEARNED")]
-pub static PEER_LEARNED: HashMap<u32, LearnWindow> = HashMap::with_max_entries(MAX_PEERS, NO_PREALLOC);
+pub static PEER_LEARNED: HashMap<u32, LearnWindow> = HashMap::with_max_entries(MAX_PEERS, 0);

@@ -5,12 +5,12 @@
 //! routing and iptables DNAT) computed round by round.
 //!
 //! Each comparison is a [`Comparison`] in a file of its own ([`packets`], [`forward`],
-//! [`bringup`], [`footprint`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`],
-//! [`ipv6`]); [`COMPARISONS`] lists them in the order a run measures and reports them.
+//! [`bringup`], [`cni`], [`podman`], [`overlay`], [`services`], [`cri`], [`ipv6`]); [`COMPARISONS`] lists
+//! them in the order a run
+//! measures and reports them.
 pub mod bringup;
 pub mod cni;
 pub mod cri;
-pub mod footprint;
 pub mod forward;
 pub mod ipv6;
 pub mod overlay;
@@ -109,11 +109,10 @@ pub trait Comparison: Sync {
 }
 
 /// Every comparison, in the order a run measures and reports them.
-pub const COMPARISONS: [&dyn Comparison; 10] = [
+pub const COMPARISONS: [&dyn Comparison; 9] = [
     &packets::Packets,
     &forward::Forwarding,
     &bringup::Bringup,
-    &footprint::Footprint,
     &cni::Cni,
     &podman::Containers,
     &overlay::Overlays,
@@ -287,7 +286,6 @@ mod tests {
                 "veth",
                 "routed",
                 "bringup",
-                "footprint",
                 "switch-cni",
                 "podman-switch-cni",
                 "switch-vxlan",
@@ -313,7 +311,6 @@ mod tests {
             assert_eq!(runs(&only(&[name])), ["podman-switch-cni"], "{name}");
         }
         assert_eq!(runs(&only(&["bringup"])), ["bringup"]);
-        assert_eq!(runs(&only(&["footprint"])), ["footprint"]);
         for name in ["services", "tc-services", "bridge-services"] {
             assert_eq!(runs(&only(&[name])), ["tc-no-rules"], "{name}");
         }
@@ -327,9 +324,7 @@ mod tests {
         let unknown = only(&["tc", "nat"]).check().unwrap_err().to_string();
         assert!(unknown.contains("nat") && unknown.contains("ebpf-forward"), "{unknown}");
         assert!(
-            unknown.ends_with(
-                "cri-switch-cni, cri-bridge, veth6, bridge6, tc6, ipv6, cri, services, podman, footprint, bringup"
-            ),
+            unknown.ends_with("cri-switch-cni, cri-bridge, veth6, bridge6, tc6, ipv6, cri, services, podman, bringup"),
             "{unknown}"
         );
     }

@@ -144,18 +144,6 @@ pub struct UpArgs {
     /// 0: no limit [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_learned: Option<u32>,
-    /// Stations (MAC addresses) the switch's MAC table holds (tc, xdp); a full table forgets
-    /// the least recently seen. The table is made at this size and holds its memory until
-    /// `down`: about 97 bytes a station (2 048: 193 KiB). 16..=1048576 [default: 2048].
-    #[arg(long, value_name = "N")]
-    pub max_stations: Option<u32>,
-    /// Connections the switch tracks for port forwarding, masquerade and Services (tc, xdp):
-    /// N answered ones, N/2 waiting for their first answer, N/2 Services' flows; full tables
-    /// forget the least recently used (never an answered one for a new one). Made at this size
-    /// and held until `down`: about 400 bytes a connection (2 048: 0.8 MiB). 16..=1048576
-    /// [default: 2048].
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<u32>,
     /// How known unicast reaches its port (tc datapath): `peer` (bpf_redirect_peer, straight into the
     /// namespace) or `egress` (bpf_redirect to the host-side veth) [default: peer].
     #[arg(long, value_enum)]
@@ -249,9 +237,8 @@ pub struct BenchArgs {
     /// between hosts: switch-vxlan, bridge-vxlan; Kubernetes Services: services (all of
     /// tc-no-rules, tc-services, bridge-services); pods through CRI: cri (both of
     /// cri-switch-cni, cri-bridge); IPv6 between two namespaces: ipv6 (all of veth6, bridge6,
-    /// tc6); `bringup` for bringing up and removing namespaces; `footprint` for the
-    /// kernel memory of idle switches against bridges. A comparison none of whose contenders
-    /// is named is left out.
+    /// tc6); `bringup` for bringing up and removing namespaces. A comparison none of whose
+    /// contenders is named is left out.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write an SVG chart to FILE.

@@ -121,7 +121,7 @@ pub fn peers(rows: &[switch::controller::peer::PeerRow]) -> String {
 /// The `switch tables` table.
 pub fn tables(rows: &[TableRow]) -> String {
     table(
-        &["TABLE", "ENTRIES", "EXPIRED", "CAPACITY", "ADDED", "REMOVED", "EVICTED", "REFUSED", "MEMORY"],
+        &["TABLE", "ENTRIES", "EXPIRED", "CAPACITY", "ADDED", "REMOVED", "EVICTED", "REFUSED"],
         &rows
             .iter()
             .map(|r| {
@@ -134,21 +134,10 @@ pub fn tables(rows: &[TableRow]) -> String {
                     r.removed.to_string(),
                     r.evicted.to_string(),
                     r.refused.to_string(),
-                    kib(r.memory_bytes),
                 ]
             })
             .collect::<Vec<_>>(),
     )
-}
-
-/// Bytes as KiB, rounded up (a table's memory).
-fn kib(bytes: u64) -> String {
-    format!("{} KiB", bytes.div_ceil(1024))
-}
-
-/// The line under `switch tables`: what the whole switch holds in the kernel.
-pub fn kernel_memory(bytes: u64) -> String {
-    format!("kernel memory of the switch: {} (every map and program; {bytes} bytes)", kib(bytes))
 }
 
 /// The `switch stats` table.

@@ -152,7 +152,6 @@ const TABLE_EXPIRED: &str = "Entries past their time, still holding room until r
 const TABLE_REMOVED: &str = "Entries deleted: aged out, port gone, flushed, removed by hand";
 const TABLE_EVICTED: &str = "Entries the kernel evicted because the table was full";
 const TABLE_REFUSED: &str = "Entries the table could not take (their packets were dropped)";
-const TABLE_MEMORY: &str = "Kernel memory the table holds (an LRU table: all of its capacity, from up to down)";
 const FORWARD_PACKETS: &str = "Packets translated by a port forward, as in `switch forward list`";
 const FORWARD_ACTIVE: &str = "Connections of a port forward in the connection table now";
 
@@ -181,7 +180,6 @@ struct Families {
     table_removed: Counters<TableLabels>,
     table_evicted: Counters<TableLabels>,
     table_refused: Counters<TableLabels>,
-    table_memory: Gauges<TableLabels>,
     fwd_packets: Counters<ForwardLabels>,
     fwd_bytes: Counters<ForwardLabels>,
     fwd_connections: Counters<ForwardLabels>,
@@ -199,7 +197,7 @@ impl Families {
         let rx = format!("Frames received from the namespace, {PER_PORT}");
         let tx = format!("Frames sent into the namespace, {PER_PORT}");
         let live = format!("Live entries; {TABLES}");
-        let rows: [(&str, Option<Unit>, &str, AnyFamily); 24] = [
+        let rows: [(&str, Option<Unit>, &str, AnyFamily); 23] = [
             ("switch_port_rx", packets(), &rx, any(&self.rx_packets)),
             ("switch_port_rx", bytes(), "Bytes received from the namespace", any(&self.rx_bytes)),
             ("switch_port_tx", packets(), &tx, any(&self.tx_packets)),
@@ -219,7 +217,6 @@ impl Families {
             ("switch_table_removed", entries(), TABLE_REMOVED, any(&self.table_removed)),
             ("switch_table_evicted", entries(), TABLE_EVICTED, any(&self.table_evicted)),
             ("switch_table_refused", entries(), TABLE_REFUSED, any(&self.table_refused)),
-            ("switch_table_memory", bytes(), TABLE_MEMORY, any(&self.table_memory)),
             ("switch_forward", packets(), FORWARD_PACKETS, any(&self.fwd_packets)),
             ("switch_forward", bytes(), "Bytes translated by a port forward", any(&self.fwd_bytes)),
             ("switch_forward", connections(), "Connections made through a port forward", any(&self.fwd_connections)),
@@ -254,7 +251,6 @@ impl Families {
             self.table_removed.get_or_create(&l).inc_by(t.removed);
             self.table_evicted.get_or_create(&l).inc_by(t.evicted);
             self.table_refused.get_or_create(&l).inc_by(t.refused);
-            self.table_memory.get_or_create(&l).set(gauge(t.memory_bytes));
         }
         for f in &n.forwards {
             let l = ForwardLabels {
@@ -409,7 +405,6 @@ mod tests {
                 removed: 4,
                 evicted: 0,
                 refused: 0,
-                memory_bytes: 98_304,
             }]),
             forwards: vec![ForwardRow {
                 switch: "web".into(),

@@ -1,9 +1,6 @@
 //! `switch up`, `switch down`, `switch list` and `switch run`.
 use serde::Serialize;
-use switch_common::{
-    DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED, DEFAULT_MAX_STATIONS, MAX_STATIONS_LIMIT, MIN_TABLE_SIZE,
-    nat::{DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_LIMIT},
-};
+use switch_common::{DEFAULT_AGEING_SECS, DEFAULT_MAX_LEARNED};
 
 use super::{failpoint, forward, intent, lock, port};
 use crate::{
@@ -44,10 +41,6 @@ pub struct UpOptions {
     pub routable: bool,
     /// New stations a port without a bound MAC may learn per ageing period (0: no limit).
     pub max_learned: Option<u32>,
-    /// Stations the MAC table holds (tc, xdp: its size, held from `up` to `down`).
-    pub max_stations: Option<u32>,
-    /// Connections the connection tables hold (tc, xdp).
-    pub max_connections: Option<u32>,
     /// A tunnel port to the switches of other hosts (VXLAN).
     pub vxlan: Option<VxlanOptions>,
     /// Microseconds a userspace switch's lanes keep polling for frames before they sleep.
@@ -103,10 +96,6 @@ pub struct UpReport {
     pub routable: bool,
     /// Learning limit of ports without a bound MAC (0: none).
     pub max_learned: u32,
-    /// Stations the MAC table holds.
-    pub max_stations: u32,
-    /// Connections the connection tables hold.
-    pub max_connections: u32,
     /// Busy polling of the userspace datapath's lanes, in microseconds (0: none).
     pub busy_poll_us: u32,
     /// The tunnel port: VNI, underlay, local VTEP address, MTU, peers.
@@ -129,8 +118,6 @@ impl UpReport {
             masquerade: s.masquerade,
             routable: s.routable,
             max_learned: s.max_learned,
-            max_stations: s.max_stations,
-            max_connections: s.max_connections,
             busy_poll_us: s.busy_poll_us,
             vxlan: state.tunnel(name).and_then(|p| p.tunnel.clone()),
         }
@@ -144,7 +131,6 @@ fn validate(opts: &UpOptions) -> Result<()> {
     }
     let chosen = opts.datapath.map(|d| d.open(&opts.name));
     Settings { redirect: opts.redirect, busy_poll_us: opts.busy_poll_us }.check(chosen.as_deref(), true)?;
-    validate_sizes(opts)?;
     if let Some(g) = opts.gateway.filter(|g| g.prefix < MIN_GATEWAY_PREFIX) {
         // The host routes the whole prefix into the segment: a /1 would take half the
         // internet (and the host's own networks) away from its other interfaces.
@@ -205,19 +191,6 @@ fn validate(opts: &UpOptions) -> Result<()> {
     Ok(())
 }
 
-/// Refuses table sizes out of range.
-fn validate_sizes(opts: &UpOptions) -> Result<()> {
-    for (what, asked, most) in [
-        ("max-stations", opts.max_stations, MAX_STATIONS_LIMIT),
-        ("max-connections", opts.max_connections, MAX_CONNECTIONS_LIMIT),
-    ] {
-        if let Some(n) = asked.filter(|n| !(MIN_TABLE_SIZE..=most).contains(n)) {
-            return Err(Error::invalid(what, n.to_string(), format!("must be {MIN_TABLE_SIZE}..={most}")));
-        }
-    }
-    Ok(())
-}
-
 /// Compares a running switch with what is asked for.
 fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<()> {
     let (gateway, uplinks) = (state.gateway_cidr(&opts.name), state.uplinks(&opts.name));
@@ -239,12 +212,6 @@ fn conflicts(state: &State, existing: &SwitchState, opts: &UpOptions) -> Result<
     }
     if let Some(m) = opts.max_learned.filter(|&m| m != existing.max_learned) {
         diffs.push(format!("max-learned {} (asked for {m})", existing.max_learned));
-    }
-    if let Some(m) = opts.max_stations.filter(|&m| m != existing.max_stations) {
-        diffs.push(format!("max-stations {} (asked for {m})", existing.max_stations));
-    }
-    if let Some(m) = opts.max_connections.filter(|&m| m != existing.max_connections) {
-        diffs.push(format!("max-connections {} (asked for {m})", existing.max_connections));
     }
     if let Some(us) = opts.busy_poll_us.filter(|&us| us != existing.busy_poll_us) {
         diffs.push(format!("busy-poll {} us (asked for {us} us)", existing.busy_poll_us));
@@ -353,11 +320,6 @@ fn new_state(opts: &UpOptions, existing: Option<&SwitchState>) -> SwitchState {
         masquerade: !opts.no_masquerade && existing.is_none_or(|e| e.masquerade),
         routable: opts.routable || existing.is_some_and(|e| e.routable),
         max_learned: opts.max_learned.or(existing.map(|e| e.max_learned)).unwrap_or(DEFAULT_MAX_LEARNED),
-        max_stations: opts.max_stations.or(existing.map(|e| e.max_stations)).unwrap_or(DEFAULT_MAX_STATIONS),
-        max_connections: opts
-            .max_connections
-            .or(existing.map(|e| e.max_connections))
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
         busy_poll_us: opts.busy_poll_us.or(existing.map(|e| e.busy_poll_us)).unwrap_or(0),
         sysctls: existing.map(|e| e.sysctls.clone()).unwrap_or_default(),
         log_followers: existing.map(|e| e.log_followers.clone()).unwrap_or_default(),

@@ -30,9 +30,6 @@ pub struct TableRow {
     /// Connections the table could not take (conntrack: no free masquerade port); their
     /// packets were dropped, never sent on untranslated.
     pub refused: u64,
-    /// Kernel memory the table holds, in bytes (an LRU table: all of its capacity, from `up`
-    /// to `down`).
-    pub memory_bytes: u64,
 }
 
 impl TableRow {
@@ -48,7 +45,6 @@ impl TableRow {
             removed: f.removed,
             evicted,
             refused: f.refused,
-            memory_bytes: f.memory,
         }
     }
 }
@@ -59,15 +55,6 @@ pub async fn show(switch: &str) -> Result<Vec<TableRow>> {
     validate_name("switch name", switch)?;
     let store = lock().await?;
     read(&store.load()?, switch).await
-}
-
-/// The kernel memory of the whole of `switch` (every map and program), in bytes. Changes
-/// nothing.
-pub async fn memory(switch: &str) -> Result<u64> {
-    validate_name("switch name", switch)?;
-    let store = lock().await?;
-    let state = store.load()?;
-    datapath_of(&state, switch)?.require_tables()?.memory().await
 }
 
 /// The tables of `switch` as `state` records it (see `stats::read`).
@@ -89,7 +76,6 @@ mod tests {
             added,
             removed,
             refused: 0,
-            memory: 0,
         };
         let r = TableRow::new("fdb", fill(16_000, 16_384, 20_000, 100));
         assert_eq!(r.evicted, 20_000 - 100 - 16_384);

@@ -86,8 +86,6 @@ pub struct TableFill {
     pub removed: u64,
     /// Entries the table could not take.
     pub refused: u64,
-    /// Kernel memory the table holds, in bytes.
-    pub memory: u64,
 }
 
 impl TableFill {
@@ -338,10 +336,6 @@ pub trait Tables: Send + Sync {
     /// The drops that belong to no port, with no walk of the tables but the unanswered
     /// connections' (for its evictions).
     async fn drops(&self) -> Result<SwitchDrops>;
-
-    /// The kernel memory of the whole switch (every map and program), in bytes, with no walk
-    /// of a table.
-    async fn memory(&self) -> Result<u64>;
 }
 
 /// Drops of packets that came from no port: routed in from outside, or refused by NAT.

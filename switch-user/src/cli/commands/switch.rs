@@ -21,8 +21,6 @@ pub async fn do_up(a: UpArgs) -> Result<Reply> {
         no_masquerade: a.no_masquerade,
         routable: a.routable,
         max_learned: a.max_learned,
-        max_stations: a.max_stations,
-        max_connections: a.max_connections,
         busy_poll_us: a.busy_poll,
         vxlan: a.vxlan.map(|vni| sw::VxlanOptions {
             vni,

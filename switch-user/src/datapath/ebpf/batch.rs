@@ -110,11 +110,8 @@ mod tests {
     #[test]
     fn a_table_is_read_whole_in_batches_each_entry_once() {
         // The datapath object's maps, made for this test alone (no program is loaded, nothing
-        // is pinned or attached), the FDB sized for every entry below (an LRU map evicts).
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FDB, 4 * BATCH as u32)
-            .load(EBPF_OBJECT)
-            .expect("loading the datapath object (run as root)");
+        // is pinned or attached).
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).expect("loading the datapath object (run as root)");
         let mut fdb: HashMap<_, MacKey, FdbEntry> = HashMap::try_from(ebpf.map_mut(FDB).unwrap()).unwrap();
         assert_eq!(entries(&fdb).unwrap(), vec![], "an empty table");
         // More than one batch's worth.

@@ -74,40 +74,6 @@ const SOCK_HOOKS: [(&str, CgroupSockAddrAttachType); 3] = [
     (programs::SOCK_RECVMSG4, CgroupSockAddrAttachType::UDPRecvMsg4),
 ];
 
-/// The sizes of one switch's tables, set as its copy of the datapath is loaded
-/// (`EbpfLoader::set_max_entries`): the LRU maps preallocate every entry, so these are the
-/// memory the switch holds from `up` to `down`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableSizes {
-    /// Stations of the MAC table (`FDB`).
-    pub stations: u32,
-    /// Connections: both directions of each in `CONNTRACK`, half as many waiting for their
-    /// first answer in `CT_UNREPLIED` (two entries each), half as many flows the host
-    /// translated into the segment in `HOST_FLOWS`, and a quarter as many UDP sockets of host
-    /// processes talking to forwarded ports in `SOCK_ORIG`.
-    pub connections: u32,
-}
-
-impl Default for TableSizes {
-    fn default() -> Self {
-        Self { stations: switch_common::DEFAULT_MAX_STATIONS, connections: switch_common::nat::DEFAULT_MAX_CONNECTIONS }
-    }
-}
-
-impl TableSizes {
-    /// Each sized map and its entries.
-    pub fn max_entries(self) -> [(&'static str, u32); 5] {
-        let c = self.connections;
-        [
-            (names::FDB, self.stations),
-            (names::CONNTRACK, c.saturating_mul(2)),
-            (names::CT_UNREPLIED, c),
-            (names::HOST_FLOWS, (c / 2).max(switch_common::MIN_TABLE_SIZE)),
-            (names::SOCK_ORIG, (c / 4).max(switch_common::MIN_TABLE_SIZE)),
-        ]
-    }
-}
-
 /// Which of the object's two entry programs a switch runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
@@ -356,23 +322,19 @@ impl Pins {
         self.program().is_some() && MAPS.iter().all(|m| self.map(m).exists())
     }
 
-    /// Loads a fresh copy of the datapath with tables of `sizes` and pins its program and
-    /// maps. On failure nothing stays pinned.
-    pub fn create(&self, program: Program, sizes: TableSizes) -> Result<()> {
-        let made = self.try_create(program, sizes);
+    /// Loads a fresh copy of the datapath and pins its program and maps. On failure nothing
+    /// stays pinned.
+    pub fn create(&self, program: Program) -> Result<()> {
+        let made = self.try_create(program);
         if made.is_err() {
             let _ = self.remove();
         }
         made
     }
 
-    fn try_create(&self, program: Program, sizes: TableSizes) -> Result<()> {
+    fn try_create(&self, program: Program) -> Result<()> {
         fs::create_dir_all(self.dir.join("links")).context(format!("creating {}", self.dir.display()))?;
-        let mut loader = EbpfLoader::new();
-        for (name, entries) in sizes.max_entries() {
-            loader.map_max_entries(name, entries);
-        }
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(bpf("loading the datapath object"))?;
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(bpf("loading the datapath object"))?;
         let (name, pin) = match program {
             Program::Tc => (programs::TC_INGRESS, self.prog()),
             Program::Xdp => (programs::XDP_INGRESS, self.prog_xdp()),

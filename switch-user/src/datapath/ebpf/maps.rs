@@ -70,32 +70,6 @@ pub fn ring(pins: &Pins, name: &'static str) -> Result<RingBuf<MapData>> {
     open_as(pins, name)
 }
 
-/// Whether pinned map `name` is a ring buffer (`CAPTURE` of a switch an older binary made).
-pub fn is_ring(pins: &Pins, name: &str) -> Result<bool> {
-    let path = pins.map(name);
-    let info = aya::maps::MapInfo::from_pin(&path).map_err(bpf(format!("reading {}", path.display())))?;
-    Ok(matches!(info.map_type(), Ok(aya::maps::MapType::RingBuf)))
-}
-
-/// Opens a perf buffer of `bytes` for every online CPU in the capture's perf event array. The
-/// buffers stay in the array while the returned array (the descriptor that put them there)
-/// is open.
-pub fn capture_buffers(
-    pins: &Pins,
-    bytes: usize,
-) -> Result<(aya::maps::PerfEventArray<MapData>, Vec<aya::maps::perf::PerfEventArrayBuffer<MapData>>)> {
-    let mut array: aya::maps::PerfEventArray<MapData> = open_as(pins, names::CAPTURE)?;
-    let cpus = aya::util::online_cpus().map_err(|(what, e)| Error::Io { context: what.to_owned(), source: e })?;
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
-    let pages = (bytes / page).max(1).next_power_of_two();
-    let buffers = cpus
-        .into_iter()
-        .map(|cpu| array.open(cpu, Some(pages)).map_err(bpf(format!("opening the capture's buffer of CPU {cpu}"))))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((array, buffers))
-}
-
 /// Writes the filter of the running capture.
 pub fn set_capture_filter(pins: &Pins, filter: switch_common::capture::Filter) -> Result<()> {
     let mut map: Array<MapData, switch_common::capture::Filter> = open_as(pins, names::CAPTURE_FILTER)?;

@@ -34,7 +34,6 @@
 //! (fill levels), `streams` (log, events, capture); `loader` loads and pins, `maps` and `nat`
 //! are typed access to the maps.
 mod batch;
-pub mod footprint;
 mod forwarding;
 pub mod loader;
 pub mod maps;
@@ -107,7 +106,6 @@ impl Datapath for Ebpf {
 
     async fn create(&self, sw: &SwitchState) -> Result<()> {
         let (pins, program) = (self.pins.clone(), self.program);
-        let sizes = loader::TableSizes { stations: sw.max_stations, connections: sw.max_connections };
         let cfg = SwitchConfig {
             ageing_ns: sw.ageing_secs.saturating_mul(1_000_000_000),
             flags: if sw.redirect == Redirect::Peer { CFG_F_REDIRECT_PEER } else { 0 }
@@ -119,7 +117,7 @@ impl Datapath for Ebpf {
         };
         blocking(move || {
             pins.remove()?;
-            pins.create(program, sizes)?;
+            pins.create(program)?;
             SwitchMaps::open(&pins)?.set_config(cfg)
         })
         .await

@@ -1,34 +1,17 @@
 //! Fill levels of the MAC and connection tables, and the drops that belong to no port.
 use async_trait::async_trait;
-use aya::maps::{HashMap, MapData, MapInfo};
-use switch_common::{CtKey, HostFlow, maps as names};
-
-use super::{Ebpf, NatMaps, Pins, SwitchMaps, footprint, maps::open_optional};
-use crate::{
-    datapath::{SwitchDrops, TableFill, Tables},
-    error::{Result, bpf},
-    sys::{blocking, clock::now_ns},
+use aya::maps::{HashMap, MapData};
+use switch_common::{
+    CtKey, FDB_CAPACITY, HOST_FLOWS_CAPACITY, HostFlow, maps as names,
+    nat::{CT_CAPACITY, CT_UNREPLIED_CAPACITY},
 };
 
-/// The size of the pinned table `name` (each switch's own: `switch up --max-stations`,
-/// `--max-connections`) and the kernel memory it holds; zeros for a table a switch pinned by
-/// an older binary does not have.
-fn size_of(pins: &Pins, name: &str) -> Result<(u64, u64)> {
-    let path = pins.map(name);
-    if !path.exists() {
-        return Ok((0, 0));
-    }
-    let info = MapInfo::from_pin(&path).map_err(bpf(format!("reading {}", path.display())))?;
-    let fd = info.fd().map_err(bpf(format!("opening {}", path.display())))?;
-    Ok((u64::from(info.max_entries()), footprint::memlock(fd)?))
-}
-
-/// A table's fill from its walk (`entries` live of `present`) and its counters.
-fn fill(pins: &Pins, name: &str, entries: usize, present: usize, counted: [u64; 3]) -> Result<TableFill> {
-    let (capacity, memory) = size_of(pins, name)?;
-    let [added, removed, refused] = counted;
-    Ok(TableFill { entries: entries as u64, present: present as u64, capacity, added, removed, refused, memory })
-}
+use super::{Ebpf, NatMaps, Pins, SwitchMaps, maps::open_optional};
+use crate::{
+    datapath::{SwitchDrops, TableFill, Tables},
+    error::Result,
+    sys::{blocking, clock::now_ns},
+};
 
 #[async_trait]
 impl Tables for Ebpf {
@@ -42,31 +25,34 @@ impl Tables for Ebpf {
             let ct = nat.connections()?;
             let t = maps.tables()?;
             let host_flows = host_flows(&pins)?;
-            let (answered, unreplied) = (ct.answered, ct.unreplied);
+            let fill =
+                |entries: usize, present: usize, capacity: u32, added: u64, removed: u64, refused: u64| TableFill {
+                    entries: entries as u64,
+                    present: present as u64,
+                    capacity: u64::from(capacity),
+                    added,
+                    removed,
+                    refused,
+                };
             Ok(vec![
-                ("fdb", fill(&pins, names::FDB, fdb_live, fdb_present, [t.fdb_added, t.fdb_removed, 0])?),
+                ("fdb", fill(fdb_live, fdb_present, FDB_CAPACITY, t.fdb_added, t.fdb_removed, 0)),
                 (
                     "conntrack",
-                    fill(
-                        &pins,
-                        names::CONNTRACK,
-                        answered.entries,
-                        answered.present,
-                        [t.ct_added, t.ct_removed, t.ct_refused],
-                    )?,
+                    fill(ct.answered.entries, ct.answered.present, CT_CAPACITY, t.ct_added, t.ct_removed, t.ct_refused),
                 ),
                 (
                     "unreplied",
                     fill(
-                        &pins,
-                        names::CT_UNREPLIED,
-                        unreplied.entries,
-                        unreplied.present,
-                        [t.unreplied_added, t.unreplied_removed, 0],
-                    )?,
+                        ct.unreplied.entries,
+                        ct.unreplied.present,
+                        CT_UNREPLIED_CAPACITY,
+                        t.unreplied_added,
+                        t.unreplied_removed,
+                        0,
+                    ),
                 ),
                 // No counters of its own: what is in it is what the walk finds.
-                ("host_flows", fill(&pins, names::HOST_FLOWS, host_flows, host_flows, [0; 3])?),
+                ("host_flows", fill(host_flows, host_flows, HOST_FLOWS_CAPACITY, 0, 0, 0)),
             ])
         })
         .await
@@ -88,11 +74,6 @@ impl Tables for Ebpf {
             })
         })
         .await
-    }
-
-    async fn memory(&self) -> Result<u64> {
-        let pins = self.pins.clone();
-        blocking(move || Ok(footprint::measure(&pins)?.total())).await
     }
 }
 
